@@ -1,0 +1,34 @@
+"""olft: Optimal Layer Fine-Tuning.
+
+Tune one well-chosen transformer layer with a parameter-efficient module and freeze the rest:
+select the layer among the middle third by a short tuning run per candidate, tune the winner on
+the full training set, and compare with final-layer and all-layer tuning.
+
+    import olft
+    cfg = olft.RunConfig(model=olft.ModelConfig("minilm-l6"), data=olft.DataConfig("rte"))
+    results = olft.run(cfg)
+"""
+
+from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
+from olft.errors import OlftError
+
+__version__ = "0.1.0"
+
+_API = ("run", "select_layer", "info")
+
+
+def __getattr__(name: str):
+    # The entry points pull in torch and transformers; import them on first use only.
+    if name in _API:
+        import importlib
+
+        _run = importlib.import_module("olft.api")
+
+        return getattr(_run, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "DataConfig", "MethodConfig", "ModelConfig", "OlftError", "RunConfig", "SelectionConfig",
+    "TrainConfig", *_API,
+]

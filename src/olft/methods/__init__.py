@@ -1,0 +1,34 @@
+"""PEFT methods, each applicable to any set of layers of a `Stack`.
+
+A plain mapping from name to apply function: three methods need no plugin system.
+`apply_method` turns a `MethodConfig` into the arguments each module takes, so the modules
+themselves know nothing of configs.
+"""
+
+from __future__ import annotations
+
+from olft.backbone import Stack
+from olft.config import MethodConfig
+from olft.errors import OlftError
+from olft.methods.adapter import apply_adapter
+from olft.methods.base import Applied
+from olft.methods.lora import apply_lora
+
+METHODS = ("adapter", "lora", "prefix")
+
+
+def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
+    """Put the configured PEFT module into `layers` of `stack` (base stays frozen)."""
+    layers = stack.check_layers(list(layers))
+    if cfg.name == "adapter":
+        return apply_adapter(stack, layers, cfg.reduction_factor, cfg.placement)
+    if cfg.name == "lora":
+        return apply_lora(stack, layers, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
+    if cfg.name == "prefix":
+        from olft.methods.prefix import apply_prefix
+
+        return apply_prefix(stack, layers, cfg.prefix_length, cfg.prefix_reparam, cfg.prefix_hidden)
+    raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+
+
+__all__ = ["METHODS", "Applied", "apply_method"]

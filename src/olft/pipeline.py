@@ -1,0 +1,216 @@
+"""setup -> select -> tune -> evaluate: the pieces of an OLFT run on one loaded model.
+
+`Session` loads the model, task and data once; `tune` puts the PEFT module on some layers,
+trains it with the shared loop, evaluates it and takes the module out again, so every strategy
+starts from the same frozen base model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from olft import tasks
+from olft.backbone import count_params
+from olft.cache import PrefixCache
+from olft.config import RunConfig
+from olft.data import Encoded, encode
+from olft.loading import load_stack
+from olft.methods import apply_method
+from olft.select import Candidate, Selection, parse_candidates
+from olft.train import NonFiniteLoss, fit, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneResult:
+    layers: list[int]
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    score: float
+    train_seconds: float
+    cache_seconds: float
+    steps: int
+    peft_params: int
+    head_params: int
+    total_params: int
+    modules: list[str]
+    weights: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    train_only_params: int = 0
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "weights"}
+        return d
+
+
+def load_examples(cfg: RunConfig, task: tasks.Task) -> tuple[list, dict[str, list]]:
+    """(train examples, {eval split: examples}) from a GLUE folder, `datasets`, or files."""
+    d = cfg.data
+    if d.data_source == "file":
+        if not d.train_file or not d.validation_file:
+            raise tasks.OlftError("--data-source file needs --train-file and --validation-file.")
+        cols = d.text_columns.split(",") if d.text_columns else None
+        train = tasks.load_file(task, d.train_file, cols, d.label_column)
+        evals = {"validation": tasks.load_file(task, d.validation_file, cols, d.label_column)}
+    elif d.data_source == "datasets":
+        train = tasks.load_hf(task, "train")
+        evals = {s: tasks.load_hf(task, s) for s in task.eval_splits}
+    else:
+        train = tasks.load_glue(task, "train", d.glue_dir)
+        evals = {s: tasks.load_glue(task, s, d.glue_dir) for s in task.eval_splits}
+    seed = cfg.train.seed
+    train = tasks.sample_split(train, d.max_train_samples, seed)
+    evals = {s: tasks.sample_split(ex, d.max_eval_samples, seed) for s, ex in evals.items()}
+    return train, evals
+
+
+class Session:
+    """A loaded model + task + tokenized data, ready to tune any set of layers."""
+
+    def __init__(self, cfg: RunConfig, quiet: bool = False):
+        self.cfg = cfg
+        self.quiet = quiet
+        self.task = tasks.get_task(cfg.data.task)
+        train, evals = load_examples(cfg, self.task)
+        m = cfg.model
+        self.stack, self.tokenizer = load_stack(m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation)
+        max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
+        self.max_length = min(cfg.data.max_length, max_pos)
+        self.train_examples = train
+        self.train_enc = self.encode(train)
+        self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
+        self.truncated = self.train_enc.truncated + sum(e.truncated for e in self.eval_enc.values())
+        if self.truncated:
+            log.warning("%d examples were longer than %d tokens and were truncated", self.truncated, self.max_length)
+
+    def encode(self, examples: list) -> Encoded:
+        return encode(self.tokenizer, examples, self.max_length)
+
+    @property
+    def num_layers(self) -> int:
+        return self.stack.num_layers
+
+    def param_counts(self, layers: list[int]) -> int:
+        """PEFT parameters of the configured method on `layers`, counted on the real modules."""
+        applied = apply_method(self.stack, layers, self.cfg.method)
+        n = applied.num_params
+        applied.remove()
+        return n
+
+    def build_caches(self, layer: int, encs: dict[str, Encoded]) -> dict[str, PrefixCache]:
+        if not self.cfg.train.cache or layer == 0:
+            return {}
+        bs = self.cfg.train.eval_batch_size
+        return {name: PrefixCache(self.stack, enc, layer, bs) for name, enc in encs.items()}
+
+    def tune(
+        self,
+        layers: list[int],
+        train_enc: Encoded,
+        eval_encs: dict[str, Encoded],
+        *,
+        epochs: float,
+        max_steps: int | None,
+        desc: str,
+        caches: dict[str, PrefixCache] | None = None,
+    ) -> TuneResult:
+        """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out."""
+        cfg, stack = self.cfg, self.stack
+        layers = stack.check_layers(list(layers))
+        torch.manual_seed(cfg.train.seed)
+        stack.head.reset_parameters()
+        applied = apply_method(stack, layers, cfg.method)
+        try:
+            t0 = time.perf_counter()
+            if caches is None:
+                caches = self.build_caches(min(layers), {"train": train_enc, **eval_encs})
+            cache_seconds = time.perf_counter() - t0
+            params = list(applied.params.values()) + list(stack.head.parameters())
+            t = cfg.train
+            result = fit(
+                stack, params, train_enc, epochs=epochs, max_steps=max_steps, lr=t.lr, batch_size=t.batch_size,
+                seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+                max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
+            )  # fmt: skip
+            metrics = {}
+            for split, enc in eval_encs.items():
+                preds = predict(stack, enc, t.eval_batch_size, caches.get(split), desc=f"{desc} eval", quiet=self.quiet)
+                metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
+            first = next(iter(eval_encs))
+            weights = applied.state_dict()
+            weights.update({f"head.{k}": v.detach().clone() for k, v in stack.head.state_dict().items()})
+            return TuneResult(
+                layers=layers,
+                metrics=metrics,
+                score=tasks.headline(self.task, metrics[first]),
+                train_seconds=result.seconds + cache_seconds,
+                cache_seconds=cache_seconds,
+                steps=result.steps,
+                peft_params=applied.num_params,
+                head_params=count_params(stack.head),
+                total_params=count_params(stack),
+                modules=applied.modules,
+                weights=weights,
+                train_only_params=applied.train_only_params,
+            )
+        finally:
+            applied.remove()
+
+    def selection_sets(self) -> tuple[str, Encoded, Encoded]:
+        """(protocol, candidate-training set, candidate-scoring set)."""
+        s, seed = self.cfg.selection, self.cfg.train.seed
+        if s.selection_data == "validation":
+            train = tasks.sample_split(self.train_examples, s.selection_train_samples, seed)
+            first = next(iter(self.eval_enc))
+            return "validation", self.encode(train), self.eval_enc[first]
+        fit_part, score_part = tasks.disjoint_subsets(
+            self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
+        )
+        return "train-holdout", self.encode(fit_part), self.encode(score_part)
+
+    def select(self, on_candidate=None) -> Selection:
+        """Tune each candidate alone on the selection set and score it; one shared cache."""
+        s = self.cfg.selection
+        candidates = parse_candidates(s.candidates, self.num_layers)
+        protocol, fit_enc, score_enc = self.selection_sets()
+        selection = Selection(protocol, [], len(fit_enc), len(score_enc))
+        start = time.perf_counter()
+        t0 = time.perf_counter()
+        caches = self.build_caches(candidates[0], {"train": fit_enc, "score": score_enc})
+        selection.cache_seconds = time.perf_counter() - t0
+        for layer in candidates:
+            t0 = time.perf_counter()
+            for cache in caches.values():
+                cache.advance(self.stack, layer)
+            try:
+                r = self.tune(
+                    [layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs,
+                    max_steps=s.selection_max_steps, desc=f"candidate {layer}", caches=caches,
+                )  # fmt: skip
+                cand = Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"])
+            except NonFiniteLoss as exc:
+                log.error("candidate layer %d failed: %s", layer, exc)
+                cand = Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
+            selection.candidates.append(cand)
+            if on_candidate:
+                on_candidate(cand)
+        selection.seconds = time.perf_counter() - start
+        return selection
+
+
+def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Metrics of saved PEFT + head weights on every eval split (plain forward, no cache)."""
+    applied = apply_method(session.stack, layers, session.cfg.method)
+    try:
+        applied.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")})
+        session.stack.head.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("head.")})
+        out = {}
+        for split, enc in session.eval_enc.items():
+            preds = predict(session.stack, enc, session.cfg.train.eval_batch_size, None, f"{split}", session.quiet)
+            out[split] = tasks.compute_metrics(session.task, preds, enc.labels)
+        return out
+    finally:
+        applied.remove()

@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny import make_glue, make_model_folder
+
+FAMILIES = ("gpt2", "llama", "mistral", "bert")
+SHARED_GLUE = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "glue"))
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {f: make_model_folder(f, root / f) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_glue(tmp_path_factory) -> Path:
+    return make_glue(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OLFT_CACHE", str(Path.home() / ".cache" / "olft"))

@@ -1,0 +1,120 @@
+"""The stack reproduces the model's own forward; families, pad tokens, layer checks."""
+
+import pytest
+import torch
+from tiny import make_config
+
+from olft.backbone import FAMILIES, Stack, family_for
+from olft.data import collate, encode
+from olft.errors import OlftError
+from olft.loading import load_stack
+from olft.select import middle_bucket, parse_candidates, parse_strategies
+
+FAMS = ("gpt2", "llama", "mistral", "bert")
+
+
+class Ex:
+    def __init__(self, texts, label=0):
+        self.texts, self.label = texts, label
+
+
+EXAMPLES = [Ex(("the movie was good", "yes it is")), Ex(("bad", "no")), Ex(("the cat sat on the mat and the dog runs", "no"))]
+
+
+@pytest.mark.parametrize("family", FAMS)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_stack_matches_model_forward(model_dirs, family, attn):
+    stack, tok = load_stack(str(model_dirs[family]), 2, attn_implementation=attn)
+    stack.eval()
+    enc = encode(tok, EXAMPLES, 32)
+    b = collate(enc, [0, 1, 2], regression=False)
+    with torch.no_grad():
+        ours = stack.run_layers(*_prep(stack, b), 0, stack.num_layers)
+        theirs = stack.base(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
+        if stack.family.final_norm:
+            ours = stack.base.get_submodule(stack.family.final_norm)(ours)
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
+
+
+def _prep(stack, b):
+    inputs = stack.prepare(b.input_ids, b.attention_mask)
+    return inputs.hidden, inputs
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_pooling_uses_last_real_token_even_when_pad_is_eos(model_dirs, family):
+    stack, tok = load_stack(str(model_dirs[family]), 2)
+    stack.eval()
+    enc = encode(tok, EXAMPLES, 32)
+    with torch.no_grad():
+        batch = stack(*_ids(enc, [0, 1, 2]))
+        alone = torch.cat([stack(*_ids(enc, [i])) for i in range(3)])
+    torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5)
+    assert tok.pad_token is not None and tok.padding_side == "right"
+
+
+def _ids(enc, idx):
+    b = collate(enc, idx, regression=False)
+    return b.input_ids, b.attention_mask
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(OlftError, match="not in olft's backbone table"):
+        family_for("t5")
+
+
+def test_every_family_row_resolves(model_dirs):
+    for family in FAMS:
+        stack, _ = load_stack(str(model_dirs[family]), 2)
+        layer = stack.layers[0]
+        for path in (stack.family.attn, stack.family.attn_out, stack.family.mlp_out):
+            layer.get_submodule(path)
+    assert {"gpt2", "llama", "mistral", "bert"} <= set(FAMILIES)
+
+
+def test_layer_checks(model_dirs):
+    stack, _ = load_stack(str(model_dirs["llama"]), 2)
+    assert stack.check_layers([0]) == [0]  # index 0 is a layer
+    for bad in ([4], [-1], [0, 9]):
+        with pytest.raises(OlftError, match="out of range"):
+            stack.check_layers(bad)
+
+
+@pytest.mark.parametrize(
+    "n, bucket",
+    [(6, [2, 3]), (12, [4, 5, 6, 7]), (24, list(range(8, 16))), (30, list(range(10, 20))), (36, list(range(12, 24))), (32, list(range(10, 22))), (2, [0, 1])],
+)
+def test_middle_bucket(n, bucket):
+    assert middle_bucket(n) == bucket
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [("middle", [4, 5, 6, 7]), ("all", list(range(12))), ("3-5", [3, 4, 5]), ("0,2,11", [0, 2, 11]), ("0", [0])],
+)
+def test_parse_candidates(spec, expected):
+    assert parse_candidates(spec, 12) == expected
+
+
+@pytest.mark.parametrize("spec", ["12", "-1", "5-3", "x", "3-12"])
+def test_parse_candidates_rejects(spec):
+    with pytest.raises(OlftError):
+        parse_candidates(spec, 12)
+
+
+def test_parse_strategies():
+    s = parse_strategies("olft,final,full,layers=0+3", 4)
+    assert [x.name for x in s] == ["olft", "final", "full", "layers=0+3"]
+    assert s[1].layers == (3,) and s[2].layers == (0, 1, 2, 3) and s[3].layers == (0, 3)
+    for bad in ("nope", "layers=4", "layers=x", ""):
+        with pytest.raises(OlftError):
+            parse_strategies(bad, 4)
+
+
+def test_stack_from_config_without_loading():
+    from transformers import AutoModel
+
+    base = AutoModel.from_config(make_config("gpt2", layers=2))
+    stack = Stack(base, family_for("gpt2"), 3)
+    assert stack.num_layers == 2 and stack.head.out_features == 3

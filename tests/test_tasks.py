@@ -1,0 +1,485 @@
+"""Tests for olft.tasks: registry, loaders (GLUE TSV, user files, hub), metrics, sampling."""
+
+import json
+import os
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from olft.errors import OlftError
+from olft.tasks import (
+    TASKS,
+    Example,
+    compute_metrics,
+    disjoint_subsets,
+    get_task,
+    headline,
+    load_file,
+    load_glue,
+    load_hf,
+    sample_split,
+)
+
+GLUE = Path(os.environ.get("GLUE_DIR") or "/work/shared/glue")
+
+# (task, split, rows) as listed in the GLUE data's SOURCES.md.
+ROW_COUNTS = [
+    ("cola", "train", 8551), ("cola", "validation", 1043),
+    ("sst2", "train", 67349), ("sst2", "validation", 872),
+    ("mrpc", "train", 3668), ("mrpc", "validation", 408),
+    ("qqp", "train", 363846), ("qqp", "validation", 40430),
+    ("mnli", "train", 392702), ("mnli", "validation_matched", 9815),
+    ("mnli", "validation_mismatched", 9832), ("mnli-mm", "validation_mismatched", 9832),
+    ("qnli", "train", 104743), ("qnli", "validation", 5463),
+    ("rte", "train", 2490), ("rte", "validation", 277),
+    ("wnli", "train", 635), ("wnli", "validation", 71),
+    ("stsb", "train", 5749), ("stsb", "validation", 1500),
+]
+
+LABEL_COUNTS = [
+    ("mrpc", "train", {1: 2474, 0: 1194}),
+    ("mnli", "validation_matched", {0: 3479, 1: 3123, 2: 3213}),
+    ("mnli", "validation_mismatched", {0: 3463, 1: 3129, 2: 3240}),
+    ("qqp", "validation", {0: 25545, 1: 14885}),
+]
+
+
+def _need_glue(task_name: str, split: str) -> None:
+    task = TASKS[task_name]
+    if not (GLUE / task.glue_folder / task.glue_file(split)).is_file():
+        pytest.skip(f"no {task.glue_folder}/{task.glue_file(split)} under {GLUE}")
+
+
+# ------------------------------------------------------------------------ real GLUE files
+
+@pytest.mark.parametrize(("name", "split", "rows"), ROW_COUNTS)
+def test_real_glue_row_counts(name, split, rows):
+    _need_glue(name, split)
+    task = TASKS[name]
+    examples = load_glue(task, split, GLUE)
+    assert len(examples) == rows
+    assert all(len(ex.texts) == len(task.text_fields) for ex in examples)
+    if task.is_regression:
+        assert all(isinstance(ex.label, float) and 0.0 <= ex.label <= 5.0 for ex in examples)
+    else:
+        assert {ex.label for ex in examples} == set(range(task.num_labels))
+
+
+@pytest.mark.parametrize(("name", "split", "counts"), LABEL_COUNTS)
+def test_real_glue_label_distribution(name, split, counts):
+    _need_glue(name, split)
+    assert Counter(ex.label for ex in load_glue(TASKS[name], split, GLUE)) == counts
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_split_loads_or_says_file_not_found(name):
+    task = TASKS[name]
+    if not GLUE.is_dir():
+        pytest.skip(f"no GLUE data at {GLUE}")
+    for split in task.splits:
+        if (GLUE / task.glue_folder / task.glue_file(split)).is_file():
+            assert load_glue(task, split, GLUE)
+        else:
+            with pytest.raises(OlftError, match="file not found"):
+                load_glue(task, split, GLUE)
+
+
+def test_real_glue_texts_verbatim():
+    _need_glue("mrpc", "validation")
+    _need_glue("sst2", "validation")
+    _need_glue("cola", "validation")
+    mrpc = load_glue(TASKS["mrpc"], "validation", GLUE)[0]  # header starts with a BOM
+    assert mrpc.label == 1 and mrpc.texts[1].startswith('" The foodservice pie')
+    assert load_glue(TASKS["sst2"], "dev", GLUE)[0] == Example(
+        ("it 's a charming and often affecting journey . ",), 1)
+    assert load_glue(TASKS["cola"], "validation", GLUE)[0].texts == (
+        "The sailors rode the breeze clear of the rocks.",)
+
+
+def test_qqp_dev_parses_fast():
+    _need_glue("qqp", "validation")
+    start = time.perf_counter()
+    load_glue(TASKS["qqp"], "validation", GLUE)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_glue_dir_from_environment(monkeypatch):
+    _need_glue("rte", "validation")
+    monkeypatch.setenv("GLUE_DIR", str(GLUE))
+    assert len(load_glue(TASKS["rte"], "validation")) == 277
+
+
+# ------------------------------------------------------------------------------- registry
+
+@pytest.mark.parametrize(("spelling", "name"), [
+    ("sst2", "sst2"), ("SST-2", "sst2"), ("sst_2", "sst2"), ("CoLA", "cola"), ("STS-B", "stsb"),
+    ("stsb", "stsb"), ("MRPC", "mrpc"), ("qqp", "qqp"), ("QNLI", "qnli"), ("rte", "rte"),
+    ("WNLI", "wnli"), ("mnli", "mnli"), ("MNLI-m", "mnli"), ("mnli_matched", "mnli"),
+    ("MNLI-mm", "mnli-mm"), ("mnli-mm", "mnli-mm"), ("mnli_mismatched", "mnli-mm"),
+    (" Rte ", "rte"),
+])
+def test_get_task_spellings(spelling, name):
+    assert get_task(spelling) is TASKS[name]
+
+
+@pytest.mark.parametrize("bad", ["imdb", "", "mnli-x", None])
+def test_get_task_unknown_lists_known_tasks(bad):
+    with pytest.raises(OlftError, match="Known tasks: cola, mnli, mnli-mm, mrpc"):
+        get_task(bad)
+
+
+def test_registry_shape():
+    assert set(TASKS) == {"sst2", "mrpc", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli", "cola", "stsb"}
+    expected = {"sst2": "accuracy", "mrpc": "f1", "qqp": "f1", "mnli": "accuracy", "mnli-mm": "accuracy",
+                "qnli": "accuracy", "rte": "accuracy", "wnli": "accuracy", "cola": "mcc", "stsb": "pearson"}
+    for name, task in TASKS.items():
+        assert task.name == name and task.metric == expected[name] == task.metrics[0]
+        assert task.num_labels == (1 if task.is_regression else len(task.labels))
+    assert TASKS["stsb"].is_regression and TASKS["stsb"].labels is None
+    assert TASKS["mnli"].eval_splits == ("validation_matched", "validation_mismatched")
+    assert TASKS["mnli-mm"].eval_splits == ("validation_mismatched", "validation_matched")
+    assert TASKS["mnli"].labels == ("entailment", "neutral", "contradiction")
+    assert TASKS["mnli-mm"].glue_file("validation_mismatched") == "dev_mismatched.tsv"
+
+
+def test_unknown_or_test_split_is_rejected(tmp_path):
+    with pytest.raises(OlftError, match="Test splits have no labels"):
+        load_glue(TASKS["rte"], "test", tmp_path)
+    with pytest.raises(OlftError, match="validation_matched"):
+        load_glue(TASKS["mnli"], "validation", tmp_path)
+
+
+# ------------------------------------------------------------------------ GLUE bad inputs
+
+def _rte(tmp_path: Path, content: str | bytes, split_file: str = "train.tsv") -> Path:
+    (tmp_path / "RTE").mkdir(exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    (tmp_path / "RTE" / split_file).write_bytes(data)
+    return tmp_path
+
+
+RTE_HEAD = "index\tsentence1\tsentence2\tlabel\n"
+
+
+def test_glue_dir_missing_everywhere(monkeypatch):
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    with pytest.raises(OlftError, match=r"--glue-dir or set \$GLUE_DIR"):
+        load_glue(TASKS["rte"], "train")
+
+
+def test_glue_root_task_folder_and_file_missing(tmp_path):
+    with pytest.raises(OlftError, match="GLUE folder not found"):
+        load_glue(TASKS["rte"], "train", tmp_path / "nope")
+    with pytest.raises(OlftError, match="RTE folder not found"):
+        load_glue(TASKS["rte"], "train", tmp_path)
+    _rte(tmp_path, RTE_HEAD + "0\ta\tb\tentailment\n", "dev.tsv")
+    with pytest.raises(OlftError, match=r"RTE train file not found: .*train\.tsv\. Point --glue-dir"):
+        load_glue(TASKS["rte"], "train", tmp_path)
+
+
+@pytest.mark.parametrize(("content", "phrase"), [
+    ("", "is empty"),
+    ("\n \n", "is empty"),
+    (RTE_HEAD, r"empty split"),
+    ("index\tsentence1\tsentence2\n0\ta\tb\n", r"no column 'label' \(columns found: 'index', 'sentence1'"),
+    (RTE_HEAD + "0\ta\tb\tentailment\n1\ta\tb\n", r"line 3: 3 field\(s\), but rows need at least 4"),
+    (RTE_HEAD + "0\ta\tb\tmaybe\n", r"line 2: label 'maybe' is not a RTE label. Allowed: 0 \(entailment\)"),
+    (RTE_HEAD + "0\ta\tb\t2\n", r"label '2'"),
+    (RTE_HEAD.encode() + b"0\ta\t\xff\xfeb\tentailment\n", r"not valid UTF-8: bad byte at byte offset \d+ \(line 2\)"),
+    (RTE_HEAD.encode() + b"0\ta\x00\tb\tentailment\n", "binary file"),
+    (RTE_HEAD + "0\ta\rb\tc\tentailment\n", "line 2: cannot be parsed"),
+    ("index,sentence1,sentence2,label\n0,a,b,entailment\n", "looks comma-separated"),
+])
+def test_glue_bad_inputs(tmp_path, content, phrase):
+    with pytest.raises(OlftError, match=phrase):
+        load_glue(TASKS["rte"], "train", _rte(tmp_path, content))
+
+
+def test_glue_eval_file_without_labels_mentions_test_files(tmp_path):
+    _rte(tmp_path, "index\tsentence1\tsentence2\n0\ta\tb\n", "dev.tsv")
+    with pytest.raises(OlftError, match="Test files have no labels"):
+        load_glue(TASKS["rte"], "validation", tmp_path)
+
+
+def test_glue_tolerates_bom_crlf_quotes_extra_columns(tmp_path):
+    content = "\ufeff" + RTE_HEAD.replace("\n", "\textra\r\n") + '0\t"a\tb "q\tnot_entailment\tx\tmore\r\n\n'
+    assert load_glue(TASKS["rte"], "train", _rte(tmp_path, content)) == [Example(('"a', 'b "q'), 1)]
+
+
+def test_glue_regression_label_must_be_a_number(tmp_path):
+    (tmp_path / "STS-B").mkdir()
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    (tmp_path / "STS-B" / "dev.tsv").write_text(head + "0\tg\tf\ty\to\ts\ts\ta\tb\tfive\n")
+    with pytest.raises(OlftError, match=r"line 2: label 'five' is not a number"):
+        load_glue(TASKS["stsb"], "validation", tmp_path)
+    (tmp_path / "STS-B" / "dev.tsv").write_text(head + "0\tg\tf\ty\to\ts\ts\ta\tb\t3.8\n")
+    assert load_glue(TASKS["stsb"], "validation", tmp_path)[0].label == 3.8
+
+
+def test_glue_cola_has_no_header(tmp_path):
+    (tmp_path / "CoLA").mkdir()
+    (tmp_path / "CoLA" / "train.tsv").write_text("gj04\t1\t\tA fine sentence.\nsrc\t0\t*\tBad sentence.")
+    assert [ex.label for ex in load_glue(TASKS["cola"], "train", tmp_path)] == [1, 0]
+    (tmp_path / "CoLA" / "train.tsv").write_text("index\tsentence\n0\tHello.\n")
+    with pytest.raises(OlftError, match=r"line 1: 2 field\(s\), but rows need at least 4 \(source, label"):
+        load_glue(TASKS["cola"], "train", tmp_path)
+
+
+# ------------------------------------------------------------------------------ user files
+
+def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def test_load_file_formats(tmp_path):
+    rte = TASKS["rte"]
+    csv_text = 'sentence1,sentence2,label,id\n"a, b","say ""hi""",entailment,7\nc,"two\nlines",1,8\n'
+    assert load_file(rte, _write(tmp_path, "d.csv", csv_text)) == [
+        Example(("a, b", 'say "hi"'), 0), Example(("c", "two\nlines"), 1)]
+    tsv = _write(tmp_path, "d.tsv", "premise\thypothesis\ty\nx\ty\t2\n")
+    assert load_file(TASKS["mnli"], tsv, label_column="y") == [Example(("x", "y"), 2)]
+    lines = [{"sentence": "good", "label": "positive", "extra": 1}, {"sentence": "bad", "label": 0}]
+    jsonl = _write(tmp_path, "d.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n\n")
+    assert load_file(TASKS["sst2"], jsonl) == [Example(("good",), 1), Example(("bad",), 0)]
+    custom = _write(tmp_path, "c.csv", "q,a,gold\nx,y,3.5\n")
+    assert load_file(TASKS["stsb"], custom, ["q", "a"], "gold") == [Example(("x", "y"), 3.5)]
+
+
+def test_load_file_reads_original_glue_names(tmp_path):
+    mnli = _write(tmp_path, "m.tsv", "index\tsentence1\tsentence2\tgold_label\n0\ta\tb\tneutral\n")
+    assert load_file(TASKS["mnli"], mnli) == [Example(("a", "b"), 1)]
+    _need_glue("mrpc", "validation")
+    assert len(load_file(TASKS["mrpc"], GLUE / "MRPC" / "dev.tsv")) == 408
+
+
+@pytest.mark.parametrize(("name", "content", "phrase"), [
+    ("e.csv", "", "is empty"),
+    ("h.csv", "sentence1,sentence2,label\n", "empty split"),
+    ("m.csv", "sentence1,label\na,1\n", r"no column 'sentence2' \(columns found: 'sentence1', 'label'\)"),
+    ("t.csv", "sentence1\tsentence2\tlabel\na\tb\t1\n", "looks tab-separated; rename it to .tsv"),
+    ("c.tsv", "sentence1,sentence2,label\na,b,1\n", "looks comma-separated; rename it to .csv"),
+    ("u.csv", b"sentence1,sentence2,label\n\xc3\x28,b,1\n", r"not valid UTF-8: bad byte at byte offset 26 \(line 2\)"),
+    ("b.jsonl", bytes(range(256)), "binary file"),
+    ("w.tsv", "\ufeff".encode("utf-16"), "UTF-16"),
+    ("j.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a",\n', r"line 2: not valid JSON"),
+    ("a.jsonl", '[{"sentence1": "a", "sentence2": "b", "label": 1}]', "line 1: expected a JSON object, got list"),
+    ("k.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a", "label": 1}\n',
+     r"line 2: no field 'sentence2'"),
+    ("s.jsonl", '{"sentence1": "a", "sentence2": 5, "label": 1}\n', "'sentence2' must be a string, got int"),
+    ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label True is not a RTE label"),
+    ("f.csv", "sentence1,sentence2,label\na,b,1\nc\n", r"line 3: 1 field\(s\)"),
+    ("d.txt", "sentence1,sentence2,label\n", r"use \.csv, \.tsv or \.jsonl"),
+])
+def test_load_file_bad_inputs(tmp_path, name, content, phrase):
+    with pytest.raises(OlftError, match=phrase):
+        load_file(TASKS["rte"], _write(tmp_path, name, content))
+
+
+def test_load_file_regression_label_and_column_count(tmp_path):
+    path = _write(tmp_path, "s.csv", "sentence1,sentence2,label\na,b,nan\n")
+    with pytest.raises(OlftError, match="'nan' is not a number"):
+        load_file(TASKS["stsb"], path)
+    with pytest.raises(OlftError, match=r"RTE takes 2 text column\(s\)"):
+        load_file(TASKS["rte"], path, ["sentence1"])
+    with pytest.raises(OlftError, match="Data file not found"):
+        load_file(TASKS["rte"], tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------------- hub (faked)
+
+def _fake_hub(monkeypatch, dataset=None, error=None):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        if error is not None:
+            raise error
+        return dataset
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    return calls
+
+
+def test_load_hf_converts_and_remaps_labels(monkeypatch):
+    import datasets
+
+    # Class order deliberately differs from ours to prove labels are mapped by name.
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["contradiction", "entailment", "neutral"])})
+    ds = datasets.Dataset.from_dict({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [0, 2]},
+                                    features=features)
+    calls = _fake_hub(monkeypatch, ds)
+    assert load_hf(TASKS["mnli-mm"], "validation_mismatched") == [Example(("p1", "h1"), 2), Example(("p2", "h2"), 1)]
+    assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_mismatched"})]
+
+
+def test_load_hf_regression_and_missing_labels(monkeypatch):
+    import datasets
+
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [4.25]}))
+    assert load_hf(TASKS["stsb"], "validation") == [Example(("a", "b"), 4.25)]
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({"sentence": ["a"], "label": [-1]}))
+    with pytest.raises(OlftError, match=r"row 0: no label \(-1\)"):
+        load_hf(TASKS["sst2"], "train")
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({"text": ["a"], "label": [1]}))
+    with pytest.raises(OlftError, match="no column 'sentence'"):
+        load_hf(TASKS["sst2"], "train")
+
+
+def test_load_hf_offline_is_an_olft_error(monkeypatch):
+    _fake_hub(monkeypatch, error=ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub"))
+    with pytest.raises(OlftError, match=r"dataset hub \(ConnectionError: .*--glue-dir"):
+        load_hf(TASKS["rte"], "train")
+
+
+# -------------------------------------------------------------------------------- metrics
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_reference(name, seed):
+    task, rng = TASKS[name], np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    if task.is_regression:
+        preds, golds = rng.normal(size=n), rng.uniform(0, 5, size=n)
+        expected = {"pearson": pearsonr(preds, golds).statistic, "spearman": spearmanr(preds, golds).statistic}
+    else:
+        preds, golds = rng.integers(0, task.num_labels, n), rng.integers(0, task.num_labels, n)
+        expected = {"accuracy": accuracy_score(golds, preds)}
+        if "f1" in task.metrics:
+            expected["f1"] = f1_score(golds, preds)
+        if "mcc" in task.metrics:
+            expected["mcc"] = matthews_corrcoef(golds, preds)
+    got = compute_metrics(task, preds.tolist(), golds.tolist())
+    assert set(got) == set(expected) == set(task.metrics)
+    assert all(type(v) is float for v in got.values())
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert headline(task, got) == got[task.metric]
+
+
+@pytest.mark.parametrize(("name", "preds", "golds", "expected"), [
+    ("stsb", [2.0, 2.0, 2.0], [1.0, 2.0, 3.0], {"pearson": 0.0, "spearman": 0.0}),
+    ("stsb", [1.0, 2.0, 3.0], [4.0, 4.0, 4.0], {"pearson": 0.0, "spearman": 0.0}),
+    ("stsb", [1.0], [2.0], {"pearson": 0.0, "spearman": 0.0}),
+    ("stsb", [float("nan"), 1.0], [1.0, 2.0], {"pearson": 0.0, "spearman": 0.0}),
+    ("stsb", [[1.0], [2.0], [3.0]], [1.0, 2.0, 3.0], {"pearson": 1.0, "spearman": 1.0}),
+    ("mrpc", [0, 0, 0], [0, 0, 0], {"f1": 0.0, "accuracy": 1.0}),
+    ("mrpc", [0, 0, 0], [1, 1, 0], {"f1": 0.0, "accuracy": 1 / 3}),
+    ("cola", [1, 1, 1, 1], [0, 1, 0, 1], {"mcc": 0.0, "accuracy": 0.5}),
+    ("cola", [1, 1], [1, 1], {"mcc": 0.0, "accuracy": 1.0}),
+    ("rte", [[0.1, 0.9], [2.0, -1.0]], [1, 1], {"accuracy": 0.5}),
+    ("mnli", np.array([2.0, 1.0]), np.array([2, 0]), {"accuracy": 0.5}),
+])
+def test_metrics_degenerate_inputs_are_quiet(name, preds, golds, expected):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compute_metrics(TASKS[name], preds, golds) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("name", "preds", "golds", "phrase"), [
+    ("rte", [0, 1], [0], "equally long"),
+    ("rte", [], [], "non-empty"),
+    ("rte", [0, 2], [0, 1], "predictions must be class indices 0..1"),
+    ("sst2", [0, 1], [0.5, 1], "labels must be class indices"),
+])
+def test_metrics_bad_inputs(name, preds, golds, phrase):
+    with pytest.raises(OlftError, match=phrase):
+        compute_metrics(TASKS[name], preds, golds)
+
+
+def test_headline_missing_metric():
+    with pytest.raises(OlftError, match="No 'f1' score for MRPC"):
+        headline(TASKS["mrpc"], {"accuracy": 0.5})
+
+
+# ------------------------------------------------------------------------------- sampling
+
+EXAMPLES = [Example((f"t{i}",), i % 2) for i in range(50)]
+
+
+def test_sample_split_is_deterministic_and_order_stable():
+    first = sample_split(EXAMPLES, 10, seed=3)
+    assert first == sample_split(EXAMPLES, 10, seed=3) and len(first) == 10
+    assert first != sample_split(EXAMPLES, 10, seed=4)
+    positions = [EXAMPLES.index(ex) for ex in first]
+    assert positions == sorted(positions)
+    assert sample_split(EXAMPLES, None, 0) == EXAMPLES == sample_split(EXAMPLES, 500, 0)
+    with pytest.raises(OlftError, match="at least 1"):
+        sample_split(EXAMPLES, 0, 0)
+
+
+@pytest.mark.parametrize(("n", "sizes", "expected"), [
+    (50, [10, 20], [10, 20]), (50, [40, 40], [25, 25]), (50, [99, 1], [49, 1]),
+    (2, [5, 5], [1, 1]), (3, [1, 100], [1, 2]),
+])
+def test_disjoint_subsets(n, sizes, expected):
+    parts = disjoint_subsets(EXAMPLES[:n], sizes, seed=7)
+    assert [len(p) for p in parts] == expected
+    assert parts == disjoint_subsets(EXAMPLES[:n], sizes, seed=7)
+    flat = [ex.texts for p in parts for ex in p]
+    assert len(flat) == len(set(flat))
+    for part in parts:
+        positions = [EXAMPLES.index(ex) for ex in part]
+        assert positions == sorted(positions)
+
+
+def test_disjoint_subsets_needs_two_examples():
+    with pytest.raises(OlftError, match="Need at least 2 examples"):
+        disjoint_subsets(EXAMPLES[:1], [1, 1], seed=0)
+    with pytest.raises(OlftError, match="at least 1"):
+        disjoint_subsets(EXAMPLES, [0, 5], seed=0)
+
+
+# ------------------------------------------------------------------ property: only OlftError
+
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+CELLS = st.one_of(TEXT, st.sampled_from(["label", "sentence1", "sentence2", "entailment", "1", "0", "2.5",
+                                         '"', "", "premise", "score"]))
+
+
+def _assert_only_olft_errors(load):
+    try:
+        result = load()
+    except OlftError:
+        return
+    assert all(isinstance(ex, Example) for ex in result)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
+       name=st.sampled_from(["rte", "stsb", "cola", "mnli"]))
+def test_fuzz_bytes_only_raise_olft_error(tmp_path, data, suffix, name):
+    path = _write(tmp_path, "f" + suffix, data)
+    _assert_only_olft_errors(lambda: load_file(TASKS[name], path))
+    folder = tmp_path / TASKS[name].glue_folder
+    folder.mkdir(exist_ok=True)
+    (folder / "train.tsv").write_bytes(data)
+    _assert_only_olft_errors(lambda: load_glue(TASKS[name], "train", tmp_path))
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(CELLS, max_size=6), max_size=6),
+       sep=st.sampled_from(["\t", ",", "\r\n", ";"]), suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
+       name=st.sampled_from(["rte", "stsb", "cola"]))
+def test_fuzz_rows_only_raise_olft_error(tmp_path, rows, sep, suffix, name):
+    text = "\n".join(sep.join(row) for row in rows)
+    if suffix == ".jsonl" and rows:  # a JSON flavour: each row becomes an object
+        text = "\n".join(json.dumps(dict(zip(rows[0], row))) for row in rows[1:])
+    path = _write(tmp_path, "f" + suffix, text)
+    _assert_only_olft_errors(lambda: load_file(TASKS[name], path))
+    folder = tmp_path / TASKS[name].glue_folder
+    folder.mkdir(exist_ok=True)
+    (folder / "train.tsv").write_text(text, encoding="utf-8")
+    _assert_only_olft_errors(lambda: load_glue(TASKS[name], "train", tmp_path))
