@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from threads, and spinning worker threads slow a loaded machine badly.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 from tiny import make_glue, make_model_folder
 

@@ -31,18 +31,13 @@ from olft.tasks import (
 GLUE = Path(os.environ.get("GLUE_DIR") or "/work/shared/glue")
 
 # (task, split, rows) as listed in the GLUE data's SOURCES.md.
-ROW_COUNTS = [
-    ("cola", "train", 8551), ("cola", "validation", 1043),
-    ("sst2", "train", 67349), ("sst2", "validation", 872),
-    ("mrpc", "train", 3668), ("mrpc", "validation", 408),
-    ("qqp", "train", 363846), ("qqp", "validation", 40430),
-    ("mnli", "train", 392702), ("mnli", "validation_matched", 9815),
-    ("mnli", "validation_mismatched", 9832), ("mnli-mm", "validation_mismatched", 9832),
-    ("qnli", "train", 104743), ("qnli", "validation", 5463),
-    ("rte", "train", 2490), ("rte", "validation", 277),
-    ("wnli", "train", 635), ("wnli", "validation", 71),
-    ("stsb", "train", 5749), ("stsb", "validation", 1500),
-]
+ROWS = {"cola/train": 8551, "cola/validation": 1043, "sst2/train": 67349, "sst2/validation": 872,
+        "mrpc/train": 3668, "mrpc/validation": 408, "qqp/train": 363846, "qqp/validation": 40430,
+        "mnli/train": 392702, "mnli/validation_matched": 9815, "mnli/validation_mismatched": 9832,
+        "mnli-mm/validation_mismatched": 9832, "qnli/train": 104743, "qnli/validation": 5463,
+        "rte/train": 2490, "rte/validation": 277, "wnli/train": 635, "wnli/validation": 71,
+        "stsb/train": 5749, "stsb/validation": 1500}
+ROW_COUNTS = [(*key.split("/"), rows) for key, rows in ROWS.items()]
 
 LABEL_COUNTS = [
     ("mrpc", "train", {1: 2474, 0: 1194}),
@@ -59,6 +54,7 @@ def _need_glue(task_name: str, split: str) -> None:
 
 
 # ------------------------------------------------------------------------ real GLUE files
+
 
 @pytest.mark.parametrize(("name", "split", "rows"), ROW_COUNTS)
 def test_real_glue_row_counts(name, split, rows):
@@ -98,10 +94,8 @@ def test_real_glue_texts_verbatim():
     _need_glue("cola", "validation")
     mrpc = load_glue(TASKS["mrpc"], "validation", GLUE)[0]  # header starts with a BOM
     assert mrpc.label == 1 and mrpc.texts[1].startswith('" The foodservice pie')
-    assert load_glue(TASKS["sst2"], "dev", GLUE)[0] == Example(
-        ("it 's a charming and often affecting journey . ",), 1)
-    assert load_glue(TASKS["cola"], "validation", GLUE)[0].texts == (
-        "The sailors rode the breeze clear of the rocks.",)
+    assert load_glue(TASKS["sst2"], "dev", GLUE)[0] == Example(("it 's a charming and often affecting journey . ",), 1)
+    assert load_glue(TASKS["cola"], "validation", GLUE)[0].texts == ("The sailors rode the breeze clear of the rocks.",)
 
 
 def test_qqp_dev_parses_fast():
@@ -119,13 +113,14 @@ def test_glue_dir_from_environment(monkeypatch):
 
 # ------------------------------------------------------------------------------- registry
 
-@pytest.mark.parametrize(("spelling", "name"), [
-    ("sst2", "sst2"), ("SST-2", "sst2"), ("sst_2", "sst2"), ("CoLA", "cola"), ("STS-B", "stsb"),
-    ("stsb", "stsb"), ("MRPC", "mrpc"), ("qqp", "qqp"), ("QNLI", "qnli"), ("rte", "rte"),
-    ("WNLI", "wnli"), ("mnli", "mnli"), ("MNLI-m", "mnli"), ("mnli_matched", "mnli"),
-    ("MNLI-mm", "mnli-mm"), ("mnli-mm", "mnli-mm"), ("mnli_mismatched", "mnli-mm"),
-    (" Rte ", "rte"),
-])
+
+SPELLINGS = {"sst2": "sst2", "SST-2": "sst2", "sst_2": "sst2", "CoLA": "cola", "STS-B": "stsb", "stsb": "stsb",
+             "MRPC": "mrpc", "qqp": "qqp", "QNLI": "qnli", "rte": "rte", " Rte ": "rte", "WNLI": "wnli",
+             "mnli": "mnli", "MNLI-m": "mnli", "mnli_matched": "mnli", "MNLI-mm": "mnli-mm", "mnli-mm": "mnli-mm",
+             "mnli_mismatched": "mnli-mm"}
+
+
+@pytest.mark.parametrize(("spelling", "name"), SPELLINGS.items())
 def test_get_task_spellings(spelling, name):
     assert get_task(spelling) is TASKS[name]
 
@@ -159,6 +154,7 @@ def test_unknown_or_test_split_is_rejected(tmp_path):
 
 # ------------------------------------------------------------------------ GLUE bad inputs
 
+
 def _rte(tmp_path: Path, content: str | bytes, split_file: str = "train.tsv") -> Path:
     (tmp_path / "RTE").mkdir(exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
@@ -185,19 +181,26 @@ def test_glue_root_task_folder_and_file_missing(tmp_path):
         load_glue(TASKS["rte"], "train", tmp_path)
 
 
-@pytest.mark.parametrize(("content", "phrase"), [
-    ("", "is empty"),
-    ("\n \n", "is empty"),
-    (RTE_HEAD, r"empty split"),
-    ("index\tsentence1\tsentence2\n0\ta\tb\n", r"no column 'label' \(columns found: 'index', 'sentence1'"),
-    (RTE_HEAD + "0\ta\tb\tentailment\n1\ta\tb\n", r"line 3: 3 field\(s\), but rows need at least 4"),
-    (RTE_HEAD + "0\ta\tb\tmaybe\n", r"line 2: label 'maybe' is not a RTE label. Allowed: 0 \(entailment\)"),
-    (RTE_HEAD + "0\ta\tb\t2\n", r"label '2'"),
-    (RTE_HEAD.encode() + b"0\ta\t\xff\xfeb\tentailment\n", r"not valid UTF-8: bad byte at byte offset \d+ \(line 2\)"),
-    (RTE_HEAD.encode() + b"0\ta\x00\tb\tentailment\n", "binary file"),
-    (RTE_HEAD + "0\ta\rb\tc\tentailment\n", "line 2: cannot be parsed"),
-    ("index,sentence1,sentence2,label\n0,a,b,entailment\n", "looks comma-separated"),
-])
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        ("", "is empty"),
+        ("\n \n", "is empty"),
+        (RTE_HEAD, r"empty split"),
+        ("index\tsentence1\tsentence2\n0\ta\tb\n", r"no column 'label' \(columns found: 'index', 'sentence1'"),
+        (RTE_HEAD + "0\ta\tb\tentailment\n1\ta\tb\n", r"line 3: 3 field\(s\), but rows need at least 4"),
+        (RTE_HEAD + "0\ta\tb\tmaybe\n", r"line 2: label 'maybe' is not a RTE label. Allowed: 0 \(entailment\)"),
+        (RTE_HEAD + "0\ta\tb\t2\n", r"label '2'"),
+        (
+            RTE_HEAD.encode() + b"0\ta\t\xff\xfeb\tentailment\n",
+            r"not valid UTF-8: bad byte at byte offset \d+ \(line 2\)",
+        ),
+        (RTE_HEAD.encode() + b"0\ta\x00\tb\tentailment\n", "binary file"),
+        (RTE_HEAD + "0\ta\rb\tc\tentailment\n", r"line 2: 2 field\(s\)"),
+        ("index,sentence1,sentence2,label\n0,a,b,entailment\n", "looks comma-separated"),
+        (RTE_HEAD + "0\t" + "x" * 200_000 + "\tb\tentailment\n", r"line 2: cannot be parsed \(field larger"),
+    ],
+)
 def test_glue_bad_inputs(tmp_path, content, phrase):
     with pytest.raises(OlftError, match=phrase):
         load_glue(TASKS["rte"], "train", _rte(tmp_path, content))
@@ -235,6 +238,7 @@ def test_glue_cola_has_no_header(tmp_path):
 
 # ------------------------------------------------------------------------------ user files
 
+
 def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(content.encode() if isinstance(content, str) else content)
@@ -245,7 +249,9 @@ def test_load_file_formats(tmp_path):
     rte = TASKS["rte"]
     csv_text = 'sentence1,sentence2,label,id\n"a, b","say ""hi""",entailment,7\nc,"two\nlines",1,8\n'
     assert load_file(rte, _write(tmp_path, "d.csv", csv_text)) == [
-        Example(("a, b", 'say "hi"'), 0), Example(("c", "two\nlines"), 1)]
+        Example(("a, b", 'say "hi"'), 0),
+        Example(("c", "two\nlines"), 1),
+    ]
     tsv = _write(tmp_path, "d.tsv", "premise\thypothesis\ty\nx\ty\t2\n")
     assert load_file(TASKS["mnli"], tsv, label_column="y") == [Example(("x", "y"), 2)]
     lines = [{"sentence": "good", "label": "positive", "extra": 1}, {"sentence": "bad", "label": 0}]
@@ -262,24 +268,38 @@ def test_load_file_reads_original_glue_names(tmp_path):
     assert len(load_file(TASKS["mrpc"], GLUE / "MRPC" / "dev.tsv")) == 408
 
 
-@pytest.mark.parametrize(("name", "content", "phrase"), [
-    ("e.csv", "", "is empty"),
-    ("h.csv", "sentence1,sentence2,label\n", "empty split"),
-    ("m.csv", "sentence1,label\na,1\n", r"no column 'sentence2' \(columns found: 'sentence1', 'label'\)"),
-    ("t.csv", "sentence1\tsentence2\tlabel\na\tb\t1\n", "looks tab-separated; rename it to .tsv"),
-    ("c.tsv", "sentence1,sentence2,label\na,b,1\n", "looks comma-separated; rename it to .csv"),
-    ("u.csv", b"sentence1,sentence2,label\n\xc3\x28,b,1\n", r"not valid UTF-8: bad byte at byte offset 26 \(line 2\)"),
-    ("b.jsonl", bytes(range(256)), "binary file"),
-    ("w.tsv", "\ufeff".encode("utf-16"), "UTF-16"),
-    ("j.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a",\n', r"line 2: not valid JSON"),
-    ("a.jsonl", '[{"sentence1": "a", "sentence2": "b", "label": 1}]', "line 1: expected a JSON object, got list"),
-    ("k.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a", "label": 1}\n',
-     r"line 2: no field 'sentence2'"),
-    ("s.jsonl", '{"sentence1": "a", "sentence2": 5, "label": 1}\n', "'sentence2' must be a string, got int"),
-    ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label True is not a RTE label"),
-    ("f.csv", "sentence1,sentence2,label\na,b,1\nc\n", r"line 3: 1 field\(s\)"),
-    ("d.txt", "sentence1,sentence2,label\n", r"use \.csv, \.tsv or \.jsonl"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "phrase"),
+    [
+        ("e.csv", "", "is empty"),
+        ("h.csv", "sentence1,sentence2,label\n", "empty split"),
+        ("m.csv", "sentence1,label\na,1\n", r"no column 'sentence2' \(columns found: 'sentence1', 'label'\)"),
+        ("t.csv", "sentence1\tsentence2\tlabel\na\tb\t1\n", "looks tab-separated; rename it to .tsv"),
+        ("c.tsv", "sentence1,sentence2,label\na,b,1\n", "looks comma-separated; rename it to .csv"),
+        (
+            "u.csv",
+            b"sentence1,sentence2,label\n\xc3\x28,b,1\n",
+            r"not valid UTF-8: bad byte at byte offset 26 \(line 2\)",
+        ),
+        ("b.jsonl", bytes(range(256)), "binary file"),
+        ("w.tsv", "\ufeff".encode("utf-16"), "UTF-16"),
+        (
+            "j.jsonl",
+            '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a",\n',
+            r"line 2: not valid JSON",
+        ),
+        ("a.jsonl", '[{"sentence1": "a", "sentence2": "b", "label": 1}]', "line 1: expected a JSON object, got list"),
+        (
+            "k.jsonl",
+            '{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a", "label": 1}\n',
+            r"line 2: no field 'sentence2'",
+        ),
+        ("s.jsonl", '{"sentence1": "a", "sentence2": 5, "label": 1}\n', "'sentence2' must be a string, got int"),
+        ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label True is not a RTE label"),
+        ("f.csv", "sentence1,sentence2,label\na,b,1\nc\n", r"line 3: 1 field\(s\)"),
+        ("d.txt", "sentence1,sentence2,label\n", r"use \.csv, \.tsv or \.jsonl"),
+    ],
+)
 def test_load_file_bad_inputs(tmp_path, name, content, phrase):
     with pytest.raises(OlftError, match=phrase):
         load_file(TASKS["rte"], _write(tmp_path, name, content))
@@ -296,6 +316,7 @@ def test_load_file_regression_label_and_column_count(tmp_path):
 
 
 # ---------------------------------------------------------------------------- hub (faked)
+
 
 def _fake_hub(monkeypatch, dataset=None, error=None):
     import datasets
@@ -316,10 +337,16 @@ def test_load_hf_converts_and_remaps_labels(monkeypatch):
     import datasets
 
     # Class order deliberately differs from ours to prove labels are mapped by name.
-    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["contradiction", "entailment", "neutral"])})
-    ds = datasets.Dataset.from_dict({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [0, 2]},
-                                    features=features)
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["contradiction", "entailment", "neutral"]),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [0, 2]}, features=features
+    )
     calls = _fake_hub(monkeypatch, ds)
     assert load_hf(TASKS["mnli-mm"], "validation_mismatched") == [Example(("p1", "h1"), 2), Example(("p2", "h2"), 1)]
     assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_mismatched"})]
@@ -346,6 +373,7 @@ def test_load_hf_offline_is_an_olft_error(monkeypatch):
 
 # -------------------------------------------------------------------------------- metrics
 
+
 @pytest.mark.parametrize("name", sorted(TASKS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_match_reference(name, seed):
@@ -368,33 +396,42 @@ def test_metrics_match_reference(name, seed):
     assert headline(task, got) == got[task.metric]
 
 
-@pytest.mark.parametrize(("name", "preds", "golds", "expected"), [
-    ("stsb", [2.0, 2.0, 2.0], [1.0, 2.0, 3.0], {"pearson": 0.0, "spearman": 0.0}),
-    ("stsb", [1.0, 2.0, 3.0], [4.0, 4.0, 4.0], {"pearson": 0.0, "spearman": 0.0}),
-    ("stsb", [1.0], [2.0], {"pearson": 0.0, "spearman": 0.0}),
-    ("stsb", [float("nan"), 1.0], [1.0, 2.0], {"pearson": 0.0, "spearman": 0.0}),
-    ("stsb", [[1.0], [2.0], [3.0]], [1.0, 2.0, 3.0], {"pearson": 1.0, "spearman": 1.0}),
-    ("mrpc", [0, 0, 0], [0, 0, 0], {"f1": 0.0, "accuracy": 1.0}),
-    ("mrpc", [0, 0, 0], [1, 1, 0], {"f1": 0.0, "accuracy": 1 / 3}),
-    ("cola", [1, 1, 1, 1], [0, 1, 0, 1], {"mcc": 0.0, "accuracy": 0.5}),
-    ("cola", [1, 1], [1, 1], {"mcc": 0.0, "accuracy": 1.0}),
-    ("rte", [[0.1, 0.9], [2.0, -1.0]], [1, 1], {"accuracy": 0.5}),
-    ("mnli", np.array([2.0, 1.0]), np.array([2, 0]), {"accuracy": 0.5}),
-])
+@pytest.mark.parametrize(
+    ("name", "preds", "golds", "expected"),
+    [
+        ("stsb", [2.0, 2.0, 2.0], [1.0, 2.0, 3.0], {"pearson": 0.0, "spearman": 0.0}),
+        ("stsb", [1.0, 2.0, 3.0], [4.0, 4.0, 4.0], {"pearson": 0.0, "spearman": 0.0}),
+        ("stsb", [1.0], [2.0], {"pearson": 0.0, "spearman": 0.0}),
+        ("stsb", [float("nan"), 1.0], [1.0, 2.0], {"pearson": 0.0, "spearman": 0.0}),
+        ("stsb", [[1.0], [2.0], [3.0]], [1.0, 2.0, 3.0], {"pearson": 1.0, "spearman": 1.0}),
+        ("mrpc", [0, 0, 0], [0, 0, 0], {"f1": 0.0, "accuracy": 1.0}),
+        ("mrpc", [0, 0, 0], [1, 1, 0], {"f1": 0.0, "accuracy": 1 / 3}),
+        ("cola", [1, 1, 1, 1], [0, 1, 0, 1], {"mcc": 0.0, "accuracy": 0.5}),
+        ("cola", [1, 1], [1, 1], {"mcc": 0.0, "accuracy": 1.0}),
+        ("rte", [[0.1, 0.9], [2.0, -1.0]], [1, 1], {"accuracy": 0.5}),
+        ("mnli", np.array([2.0, 1.0]), np.array([2, 0]), {"accuracy": 0.5}),
+    ],
+)
 def test_metrics_degenerate_inputs_are_quiet(name, preds, golds, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert compute_metrics(TASKS[name], preds, golds) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("name", "preds", "golds", "phrase"), [
-    ("rte", [0, 1], [0], "equally long"),
-    ("rte", [], [], "non-empty"),
-    ("rte", [0, 2], [0, 1], "predictions must be class indices 0..1"),
-    ("sst2", [0, 1], [0.5, 1], "labels must be class indices"),
-])
+@pytest.mark.parametrize(
+    ("name", "preds", "golds", "phrase"),
+    [
+        ("rte", [0, 1], [0], "equally long"),
+        ("rte", [], [], "non-empty"),
+        ("rte", [0, 2], [0, 1], "predictions must be class indices 0..1"),
+        ("sst2", [0, 1], [0.5, 1], "labels must be class indices"),
+        ("sst2", [float("nan"), 1], [0, 1], "predictions must be class indices"),
+        ("stsb", ["high", "low"], [1.0, 2.0], "predictions must be numbers"),
+    ],
+)
 def test_metrics_bad_inputs(name, preds, golds, phrase):
-    with pytest.raises(OlftError, match=phrase):
+    with warnings.catch_warnings(), pytest.raises(OlftError, match=phrase):
+        warnings.simplefilter("error")
         compute_metrics(TASKS[name], preds, golds)
 
 
@@ -419,10 +456,16 @@ def test_sample_split_is_deterministic_and_order_stable():
         sample_split(EXAMPLES, 0, 0)
 
 
-@pytest.mark.parametrize(("n", "sizes", "expected"), [
-    (50, [10, 20], [10, 20]), (50, [40, 40], [25, 25]), (50, [99, 1], [49, 1]),
-    (2, [5, 5], [1, 1]), (3, [1, 100], [1, 2]),
-])
+@pytest.mark.parametrize(
+    ("n", "sizes", "expected"),
+    [
+        (50, [10, 20], [10, 20]),
+        (50, [40, 40], [25, 25]),
+        (50, [99, 1], [49, 1]),
+        (2, [5, 5], [1, 1]),
+        (3, [1, 100], [1, 2]),
+    ],
+)
 def test_disjoint_subsets(n, sizes, expected):
     parts = disjoint_subsets(EXAMPLES[:n], sizes, seed=7)
     assert [len(p) for p in parts] == expected
@@ -445,8 +488,10 @@ def test_disjoint_subsets_needs_two_examples():
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
-CELLS = st.one_of(TEXT, st.sampled_from(["label", "sentence1", "sentence2", "entailment", "1", "0", "2.5",
-                                         '"', "", "premise", "score"]))
+CELLS = st.one_of(
+    TEXT,
+    st.sampled_from(["label", "sentence1", "sentence2", "entailment", "1", "0", "2.5", '"', "", "premise", "score"]),
+)
 
 
 def _assert_only_olft_errors(load):
@@ -458,8 +503,11 @@ def _assert_only_olft_errors(load):
 
 
 @FUZZ
-@given(data=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
-       name=st.sampled_from(["rte", "stsb", "cola", "mnli"]))
+@given(
+    data=st.binary(max_size=300),
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
+    name=st.sampled_from(["rte", "stsb", "cola", "mnli"]),
+)
 def test_fuzz_bytes_only_raise_olft_error(tmp_path, data, suffix, name):
     path = _write(tmp_path, "f" + suffix, data)
     _assert_only_olft_errors(lambda: load_file(TASKS[name], path))
@@ -470,13 +518,16 @@ def test_fuzz_bytes_only_raise_olft_error(tmp_path, data, suffix, name):
 
 
 @FUZZ
-@given(rows=st.lists(st.lists(CELLS, max_size=6), max_size=6),
-       sep=st.sampled_from(["\t", ",", "\r\n", ";"]), suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
-       name=st.sampled_from(["rte", "stsb", "cola"]))
+@given(
+    rows=st.lists(st.lists(CELLS, max_size=6), max_size=6),
+    sep=st.sampled_from(["\t", ",", "\r\n", ";"]),
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]),
+    name=st.sampled_from(["rte", "stsb", "cola"]),
+)
 def test_fuzz_rows_only_raise_olft_error(tmp_path, rows, sep, suffix, name):
     text = "\n".join(sep.join(row) for row in rows)
     if suffix == ".jsonl" and rows:  # a JSON flavour: each row becomes an object
-        text = "\n".join(json.dumps(dict(zip(rows[0], row))) for row in rows[1:])
+        text = "\n".join(json.dumps(dict(zip(rows[0], row, strict=False))) for row in rows[1:])
     path = _write(tmp_path, "f" + suffix, text)
     _assert_only_olft_errors(lambda: load_file(TASKS[name], path))
     folder = tmp_path / TASKS[name].glue_folder

@@ -1,20 +1,25 @@
-"""The library's entry points: `run`, `select_layer`, `info`; each writes or returns results.
+"""The library's entry points: `run`, `select_layer`, `info`.
 
 `run` is the whole method: select a layer among the candidates, tune it on the full train
-split, and run the baselines, writing one folder with config, results, tables, plot and weights.
+split, and run the baselines, writing one run folder (see `runfolder`). Each finished piece is
+saved the moment it finishes; running the same command again continues where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import signal
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
-from olft import report, tasks
+from olft import report
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session
-from olft.select import Strategy, middle_bucket, parse_strategies
+from olft.runfolder import RunFolder
+from olft.select import Candidate, Strategy, middle_bucket, parse_candidates, parse_strategies
+from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +29,10 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{model}-{cfg.data.task}-{cfg.method.method}"
 
 
-def prepare_out(out: Path) -> Path:
-    """Create the run folder, refusing paths that cannot hold one."""
-    if out.exists() and not out.is_dir():
-        raise OlftError(f"Output path {out} is a file, not a folder. Pass --out with a folder path.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "weights").mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise OlftError(f"Cannot write to output folder {out}: {exc.strerror}. Pass --out with a writable folder.") from exc
-    return out
-
-
 def _header(cfg: RunConfig, session: Session) -> dict:
     return {
         "complete": False,
+        "status": "running",
         "model": cfg.model.model,
         "family": session.stack.family.name,
         "num_layers": session.num_layers,
@@ -49,10 +40,10 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "metric": session.task.metric,
         "eval_splits": list(session.eval_enc),
         "method": cfg.method.method,
-        "method_config": cfg.method.__dict__,
+        "method_config": asdict(cfg.method),
         "seed": cfg.train.seed,
         "frozen_prefix_cache": cfg.train.cache,
-        "frozen_dropout": "off below the lowest tuned layer",
+        "frozen_dropout": "off in the embeddings and the layers below the lowest tuned layer",
         "train_examples": len(session.train_enc),
         "eval_examples": {s: len(e) for s, e in session.eval_enc.items()},
         "truncated_examples": session.truncated,
@@ -61,76 +52,131 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "all_layer_peft_params": session.param_counts(list(range(session.num_layers))),
         "selection": None,
         "strategies": {},
+        "failed": {},
         **report.environment(),
     }
 
 
-def _finish_strategy(out: Path, results: dict, name: str, r, session: Session) -> None:
+@contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (what schedulers send) stops the run like Ctrl-C: cleanly, folder resumable."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False) -> dict:
+    """Select, tune and compare; write (or continue) the run folder; return the results dict."""
+    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite)
+    session = Session(cfg, quiet=quiet)
+    strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
+    parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
+    folder.start()
+    results = _header(cfg, session)
+    results["strategy_names"] = [s.name for s in strategies]
+    folder.write_results(results)
+    with _stop_on_sigterm():
+        try:
+            for strat in strategies:
+                _run_strategy(session, folder, results, strat)
+        except KeyboardInterrupt:
+            results["status"] = "interrupted"
+            folder.write_results(results)
+            log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
+            raise
+    results["complete"] = not results["failed"]
+    results["status"] = "complete" if results["complete"] else "finished with failures"
+    folder.finish(results)
+    log.info("results in %s", folder.path)
+    return results
+
+
+def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Strategy) -> None:
+    cfg = session.cfg
+    layers = list(strat.layers)
+    if strat.name == "olft":
+        selection = _select(session, folder, results)
+        layers = [selection.selected_layer]
+    done = folder.load_piece("strategy", strat.name)
+    if done is not None and folder.weights_path(strat.name).is_file():
+        results["strategies"][strat.name] = done
+        log.info("%-10s already finished (kept from the run folder)", strat.name)
+        return
+    try:
+        r = session.tune(
+            layers, session.train_enc, session.eval_enc, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+            desc=strat.name, checkpoint=folder.checkpoint_path(strat.name),
+        )  # fmt: skip
+    except NonFiniteLoss as exc:
+        log.error("%s failed: %s", strat.name, exc)
+        results["failed"][strat.name] = {"layers": layers, "error": str(exc)}
+        folder.write_results(results)
+        return
     entry = r.to_dict()
     entry["peft_params_percent_of_all_layers"] = 100 * r.peft_params / results["all_layer_peft_params"]
-    results["strategies"][name] = entry
-    meta = {"strategy": name, "layers": ",".join(map(str, r.layers)), "method": results["method"]}
-    report.save_weights(out / "weights" / f"{name}.safetensors", r.weights, meta)
-    report.write_json(out / "results.json", results)
+    meta = {"strategy": strat.name, "layers": ",".join(map(str, r.layers)), "method": results["method"]}
+    if folder.writer:
+        report.save_weights(folder.weights_path(strat.name), r.weights, meta)
+    folder.save_piece("strategy", strat.name, entry)
+    results["strategies"][strat.name] = entry
+    folder.write_results(results)
     log.info(
         "%-10s layers=%s %s=%.4f train=%.1fs peft_params=%d",
-        name, _short(r.layers), results["metric"], r.score, r.train_seconds, r.peft_params,
+        strat.name, _short(r.layers), results["metric"], r.score, r.train_seconds, r.peft_params,
     )  # fmt: skip
+
+
+def _select(session: Session, folder: RunFolder, results: dict):
+    done = {}
+    for layer in range(session.num_layers):
+        piece = folder.load_piece("candidate", str(layer))
+        if piece is not None:
+            done[layer] = Candidate(**piece)
+
+    def finished(c: Candidate) -> None:
+        folder.save_piece("candidate", str(c.layer), asdict(c))
+        _log_candidate(c, results["metric"])
+
+    selection = session.select(on_candidate=finished, done=done)
+    results["selection"] = selection.to_dict()
+    folder.write_results(results)
+    log.info("selected layer %d (%s protocol)", selection.selected_layer, selection.protocol)
+    return selection
 
 
 def _short(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 4 else f"{layers[0]}..{layers[-1]} ({len(layers)})"
 
 
-def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None) -> dict:
-    """Select, tune and compare; write the run folder; return the results dict."""
-    out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg))
-    session = Session(cfg, quiet=quiet)
-    strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
-    for stale in ("results.json", "table.md", "layers.png"):
-        (out / stale).unlink(missing_ok=True)
-    report.write_json(out / "config.json", cfg.to_dict())
-    results = _header(cfg, session)
-    results["strategy_names"] = [s.name for s in strategies]
-    report.write_json(out / "results.json", results)
-    t = cfg.train
-    for strat in strategies:
-        layers = list(strat.layers)
-        if strat.name == "olft":
-            selection = session.select(on_candidate=lambda c: _log_candidate(c, results["metric"]))
-            results["selection"] = selection.to_dict()
-            report.write_json(out / "results.json", results)
-            layers = [selection.selected_layer]
-            log.info("selected layer %d (%s protocol)", layers[0], selection.protocol)
-        r = session.tune(layers, session.train_enc, session.eval_enc, epochs=t.epochs, max_steps=t.max_steps, desc=strat.name)
-        _finish_strategy(out, results, strat.name, r, session)
-    results["complete"] = True
-    report.write_json(out / "results.json", results)
-    report.atomic_write(out / "table.md", report.table_md(results))
-    report.plot_layers(results, out / "layers.png")
-    log.info("results in %s", out)
-    return results
-
-
-def _log_candidate(c, metric: str) -> None:
+def _log_candidate(c: Candidate, metric: str) -> None:
     if c.score is None:
         log.info("candidate layer %2d: failed (%s) in %.1fs", c.layer, c.error, c.seconds)
     else:
         log.info("candidate layer %2d: %s=%.4f in %.1fs", c.layer, metric, c.score, c.seconds)
 
 
-def select_layer(cfg: RunConfig, quiet: bool = False) -> dict:
+def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder)."""
-    out = prepare_out(Path(cfg.out) if cfg.out else default_out(cfg))
+    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite)
     session = Session(cfg, quiet=quiet)
-    report.write_json(out / "config.json", cfg.to_dict())
+    parse_candidates(cfg.selection.candidates, session.num_layers)
+    folder.start()
     results = _header(cfg, session)
-    selection = session.select(on_candidate=lambda c: _log_candidate(c, results["metric"]))
-    results["selection"] = selection.to_dict()
-    results["complete"] = True
-    report.write_json(out / "results.json", results)
-    report.atomic_write(out / "table.md", report.table_md(results))
-    report.plot_layers(results, out / "layers.png")
+    results["strategy_names"] = []
+    with _stop_on_sigterm():
+        _select(session, folder, results)
+    results["complete"], results["status"] = True, "complete"
+    folder.finish(results)
     return results
 
 
@@ -143,14 +189,14 @@ def info(cfg: RunConfig) -> dict:
     stack, _ = load_stack(cfg.model.model, 2, cfg.model.gguf_file, cfg.model.dtype, cfg.model.attn_implementation)
     n = stack.num_layers
 
-    def peft(layers: list[int]) -> int:
+    def peft(layers: list[int]) -> tuple[int, int]:
         applied = apply_method(stack, layers, cfg.method)
-        count = applied.num_params
+        counts = applied.num_params, applied.train_only_params
         applied.remove()
-        return count
+        return counts
 
-    one, every = peft([n // 2]), peft(list(range(n)))
-    return {
+    (one, one_train), (every, _) = peft([n // 2]), peft(list(range(n)))
+    out = {
         "model": cfg.model.model,
         "family": stack.family.name,
         "num_layers": n,
@@ -164,11 +210,9 @@ def info(cfg: RunConfig) -> dict:
         "one_layer_percent_of_all": 100 * one / every,
         "head_params_binary": count_params(stack.head),
     }
+    if one_train:
+        out["training_time_params_one_layer"] = one_train
+    return out
 
 
-def clear_out(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-
-
-__all__ = ["run", "select_layer", "info", "tasks"]
+__all__ = ["run", "select_layer", "info", "OlftError"]

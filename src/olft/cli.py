@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         for name in sections:
             _add_section(p, name, SECTIONS[name])
         if command in ("run", "select", "train"):
-            p.add_argument("--out", dest="run.out", default=argparse.SUPPRESS, help="Run folder (default: runs/<model>-<task>-<method>).")
+            p.add_argument("--out", dest="run.out", default=argparse.SUPPRESS,
+                           help="Run folder (default: runs/<model>-<task>-<method>). Rerunning with the same folder resumes.")
+            p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
         if command == "run":
             p.add_argument("--strategies", dest="run.strategies", default=argparse.SUPPRESS,
                            help="Comma-separated: olft, final, full, layers=I+J (default: olft,final,full).")
@@ -108,12 +110,12 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         _print(api.info(cfg))
     elif args.command == "select":
-        res = api.select_layer(cfg, quiet=args.quiet)
+        res = api.select_layer(cfg, quiet=args.quiet, overwrite=args.overwrite)
         print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
             cfg.strategies = "layers=" + "+".join(x.strip() for x in args.layers.split(","))
-        res = api.run(cfg, quiet=args.quiet)
+        res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 
         print(table_md(res))
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"olft: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("olft: interrupted", file=sys.stderr)
+        print("olft: interrupted; the run folder is kept and marked incomplete. Rerun the same command to continue.", file=sys.stderr)
         return 130
 
 

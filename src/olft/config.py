@@ -87,9 +87,10 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 = off).")
     seed: int = opt(42, "Random seed (data order, head and module initialisation, subsets).")
     cache: bool = opt(True, "Cache the frozen layers' output below the tuned layer (exact; turns dropout off there).")
+    checkpoint_every: int | None = opt(None, "Save the full training state every N steps so a killed run resumes mid-training.")
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size")
+        _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
 

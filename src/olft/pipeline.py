@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -20,6 +21,7 @@ from olft.config import RunConfig
 from olft.data import Encoded, encode
 from olft.loading import load_stack
 from olft.methods import apply_method
+from olft.runfolder import fault_point
 from olft.select import Candidate, Selection, parse_candidates
 from olft.train import NonFiniteLoss, fit, predict
 
@@ -40,6 +42,7 @@ class TuneResult:
     modules: list[str]
     weights: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     train_only_params: int = 0
+    resumed_at: int = 0
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "weights"}
@@ -116,6 +119,7 @@ class Session:
         max_steps: int | None,
         desc: str,
         caches: dict[str, PrefixCache] | None = None,
+        checkpoint: Path | None = None,
     ) -> TuneResult:
         """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out."""
         cfg, stack = self.cfg, self.stack
@@ -134,6 +138,7 @@ class Session:
                 stack, params, train_enc, epochs=epochs, max_steps=max_steps, lr=t.lr, batch_size=t.batch_size,
                 seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
+                checkpoint=checkpoint, checkpoint_every=t.checkpoint_every,
             )  # fmt: skip
             metrics = {}
             for split, enc in eval_encs.items():
@@ -155,6 +160,7 @@ class Session:
                 modules=applied.modules,
                 weights=weights,
                 train_only_params=applied.train_only_params,
+                resumed_at=result.resumed_at,
             )
         finally:
             applied.remove()
@@ -171,17 +177,26 @@ class Session:
         )
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
-    def select(self, on_candidate=None) -> Selection:
-        """Tune each candidate alone on the selection set and score it; one shared cache."""
+    def select(self, on_candidate=None, done: dict[int, Candidate] | None = None) -> Selection:
+        """Tune each candidate alone on the selection set and score it; one shared cache.
+
+        Candidates in `done` (finished by an earlier, interrupted run) are taken as they are;
+        each candidate's training is seeded on its own, so the order they run in is irrelevant.
+        """
         s = self.cfg.selection
+        done = done or {}
         candidates = parse_candidates(s.candidates, self.num_layers)
         protocol, fit_enc, score_enc = self.selection_sets()
         selection = Selection(protocol, [], len(fit_enc), len(score_enc))
-        start = time.perf_counter()
+        todo = [layer for layer in candidates if layer not in done]
         t0 = time.perf_counter()
-        caches = self.build_caches(candidates[0], {"train": fit_enc, "score": score_enc})
+        caches = self.build_caches(todo[0], {"train": fit_enc, "score": score_enc}) if todo else {}
         selection.cache_seconds = time.perf_counter() - t0
         for layer in candidates:
+            if layer in done:
+                selection.candidates.append(done[layer])
+                continue
+            fault_point(f"candidate{layer}")
             t0 = time.perf_counter()
             for cache in caches.values():
                 cache.advance(self.stack, layer)
@@ -197,7 +212,7 @@ class Session:
             selection.candidates.append(cand)
             if on_candidate:
                 on_candidate(cand)
-        selection.seconds = time.perf_counter() - start
+        selection.seconds = selection.cache_seconds + sum(c.seconds for c in selection.candidates)
         return selection
 
 

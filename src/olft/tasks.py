@@ -18,7 +18,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +89,8 @@ def _pair(name: str, display: str, folder: str, labels: tuple[str, ...] | None,
 
 
 _NLI3 = ("entailment", "neutral", "contradiction")
-_MNLI = dict(fields=("premise", "hypothesis"), hf_config="mnli",
-             text_columns=("sentence1", "sentence2"), label_column="gold_label")
+_MNLI: dict[str, Any] = {"fields": ("premise", "hypothesis"), "hf_config": "mnli",
+                         "text_columns": ("sentence1", "sentence2"), "label_column": "gold_label"}
 
 # Label names and their order are those of the Hugging Face GLUE dataset, so hub labels map 1:1.
 TASKS: dict[str, Task] = {
@@ -157,13 +157,11 @@ def _check_split(task: Task, split: str) -> str:
 
 # ----------------------------------------------------------------------------------- labels
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _label_lookup(task: Task) -> dict[str, int]:
     """Accepted spellings of each class: its name and its index as text."""
-    assert task.labels is not None
-    lookup = {name: i for i, name in enumerate(task.labels)}
-    lookup.update({str(i): i for i in range(len(task.labels))})
-    return lookup
+    names = task.labels or ()
+    return {**{name: i for i, name in enumerate(names)}, **{str(i): i for i in range(len(names))}}
 
 
 def _allowed_labels(task: Task) -> str:
@@ -238,42 +236,16 @@ def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[tup
     GLUE TSVs contain stray quote characters, so they are read with quoting off; real CSV
     files need quoting on (fields with commas are quoted) and may span lines.
     """
-    rows: list[tuple[int, list[str]]] = []
-    if quoted:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        line_of = lambda: reader.line_num  # noqa: E731
-        records: Iterator[list[str]] = reader
-    else:
-        numbered = [(n, line.removesuffix("\r")) for n, line in enumerate(text.split("\n"), 1)]
-        numbered = [(n, line) for n, line in numbered if line]
-        current = [0]
-
-        def feed() -> Iterator[str]:
-            for n, line in numbered:
-                current[0] = n
-                yield line
-
-        records = csv.reader(feed(), delimiter=delimiter, quoting=csv.QUOTE_NONE)
-        line_of = lambda: current[0]  # noqa: E731
+    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
-        for fields in records:
-            if fields:
-                rows.append((line_of(), fields))
-    except csv.Error as exc:
-        raise OlftError(f"{path}, line {line_of()}: cannot be parsed ({exc}). Fix or remove "
-                        "that line (a lone carriage return or a huge field is the usual cause).") from None
+        rows = [(reader.line_num, fields) for fields in reader if fields]
+    except csv.Error as exc:  # in practice: a field over the csv module's size limit
+        raise OlftError(f"{path}, line {reader.line_num}: cannot be parsed ({exc}). "
+                        "Fix or remove that line.") from None
     if not rows:
         raise OlftError(f"{path} is empty (no data rows).")
     return rows
-
-
-def _delimiter_hint(header: list[str], delimiter: str) -> str:
-    """Explain a missing column by a wrong delimiter when the header says so."""
-    if len(header) == 1 and delimiter == "," and "\t" in header[0]:
-        return " The file looks tab-separated; rename it to .tsv."
-    if len(header) == 1 and delimiter == "\t" and "," in header[0]:
-        return " The file looks comma-separated; rename it to .csv."
-    return ""
 
 
 def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: Path,
@@ -287,8 +259,12 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
             return [position[name] for name in wanted]
     missing = [name for name in options[0] if name not in position]
     found = ", ".join(repr(h) for h in header[:20])
-    raise OlftError(f"{path} has no column {missing[0]!r} (columns found: {found})."
-                    f"{_delimiter_hint(header, delimiter)} {fix}")
+    hint = ""  # a single header cell holding the other delimiter means the wrong format
+    if len(header) == 1 and "\t" in header[0] and delimiter == ",":
+        hint = " The file looks tab-separated; rename it to .tsv."
+    elif len(header) == 1 and "," in header[0] and delimiter == "\t":
+        hint = " The file looks comma-separated; rename it to .csv."
+    raise OlftError(f"{path} has no column {missing[0]!r} (columns found: {found}).{hint} {fix}")
 
 
 def _examples_from_table(task: Task, path: Path, header: list[str],
@@ -345,11 +321,8 @@ def load_glue(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = 
     path = _glue_path(task, split, glue_dir)
     fix = f"Replace it with the original GLUE {task.glue_folder}/{path.name}."
     rows = _parse_rows(_read_text(path, fix), path, "\t", quoted=False)
-    if task.tsv_fixed_header is None:
-        header = [cell.strip() for cell in rows[0][1]]
-        rows = rows[1:]
-    else:
-        header = list(task.tsv_fixed_header)
+    header = list(task.tsv_fixed_header or rows[0][1])
+    rows = rows if task.tsv_fixed_header else rows[1:]
     wanted = (*task.tsv_text_columns, task.tsv_label_column)
     if split != "train":
         fix += " (Test files have no labels and cannot be used for evaluation.)"
@@ -369,7 +342,7 @@ def load_hf(task: Task, split: str) -> list[Example]:
                         "(pip install datasets); or use local files with --glue-dir.") from None
     try:
         dataset = datasets.load_dataset(HF_DATASET, task.hf_config, split=split)
-    except Exception as exc:  # the hub fails in many ways (network, cache, auth); all mean the same
+    except Exception as exc:  # noqa: BLE001 - the hub fails in many ways (network, cache, auth)
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise OlftError(f"Could not load {HF_DATASET} {task.hf_config}/{split} from the Hugging "
                         f"Face dataset hub ({type(exc).__name__}: {detail}). If this machine is "
@@ -432,9 +405,8 @@ def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
         return _load_jsonl(task, path, text, options)
     delimiter = "," if fmt == "csv" else "\t"
     rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
-    header = [cell.strip() for cell in rows[0][1]]
-    columns = _find_columns(header, options, path, delimiter, fix)
-    return _examples_from_table(task, path, header, rows[1:], columns)
+    columns = _find_columns(rows[0][1], options, path, delimiter, fix)
+    return _examples_from_table(task, path, rows[0][1], rows[1:], columns)
 
 
 def _column_options(task: Task, text_columns: Sequence[str] | None,
@@ -506,39 +478,38 @@ def compute_metrics(task: Task, predictions: Any, labels: Any) -> dict[str, floa
     import numpy as np
 
     preds, golds = np.asarray(predictions), np.asarray(labels)
-    if preds.ndim == 2 and (task.is_regression and preds.shape[1] == 1):
-        preds = preds[:, 0]
-    elif preds.ndim == 2 and not task.is_regression:
-        preds = preds.argmax(axis=1)
+    if preds.ndim == 2 and (preds.shape[1] == 1 or not task.is_regression):
+        preds = preds[:, 0] if task.is_regression else preds.argmax(axis=1)
     if preds.ndim != 1 or golds.ndim != 1 or len(preds) != len(golds) or len(golds) == 0:
         raise OlftError(f"Cannot score {task.display_name}: need equally long, non-empty 1-D "
                         f"predictions and labels, got shapes {preds.shape} and {golds.shape}.")
-    if task.is_regression:
-        from scipy.stats import pearsonr, spearmanr
+    preds, golds = _checked(task, preds, "predictions"), _checked(task, golds, "labels")
+    if not task.is_regression:
+        return _classification_metrics(task, preds, golds)
+    from scipy.stats import pearsonr, spearmanr
 
-        p, g = preds.astype(float), golds.astype(float)
-        found = {"pearson": _correlation(pearsonr, p, g), "spearman": _correlation(spearmanr, p, g)}
-    else:
-        found = _classification_metrics(task, _class_indices(task, preds, "predictions"),
-                                         _class_indices(task, golds, "labels"))
-    return {name: found[name] for name in task.metrics}
+    return {"pearson": _correlation(pearsonr, preds, golds),
+            "spearman": _correlation(spearmanr, preds, golds)}
 
 
-def _class_indices(task: Task, values: Any, what: str) -> Any:
-    """Check values are whole class indices of this task and return them as ints."""
+def _checked(task: Task, values: Any, what: str) -> Any:
+    """Values as floats (regression) or as int class indices of this task, else an error."""
     import numpy as np
 
-    ok = np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.complexfloating)
-    if ok:
-        ints = values.astype(np.int64)
-        ok = bool(np.all(ints == values)) and bool(np.all((ints >= 0) & (ints < task.num_labels)))
-    if not ok:
-        raise OlftError(f"Cannot score {task.display_name}: {what} must be class indices "
-                        f"0..{task.num_labels - 1}.")
-    return ints
+    try:
+        numbers = values.astype(np.float64)
+    except (TypeError, ValueError):
+        numbers = None
+    if task.is_regression and numbers is not None:
+        return numbers
+    if numbers is None or not np.all(np.isin(numbers, np.arange(task.num_labels))):
+        kind = "numbers" if task.is_regression else f"class indices 0..{task.num_labels - 1}"
+        raise OlftError(f"Cannot score {task.display_name}: {what} must be {kind}.")
+    return numbers.astype(np.int64)
 
 
 def _classification_metrics(task: Task, preds: Any, golds: Any) -> dict[str, float]:
+    """Accuracy, plus F1 (positive class 1) and Matthews correlation where the task uses them."""
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
     with warnings.catch_warnings():  # single-class inputs warn; the 0.0 they yield is intended
@@ -549,16 +520,15 @@ def _classification_metrics(task: Task, preds: Any, golds: Any) -> dict[str, flo
                                          zero_division=0))
         if "mcc" in task.metrics:
             found["mcc"] = float(matthews_corrcoef(golds, preds))
-    return found
+    return {name: found[name] for name in task.metrics}
 
 
 def _correlation(fn: Any, a: Any, b: Any) -> float:
     """A correlation statistic, 0.0 where it is undefined (constant or non-finite input)."""
     import numpy as np
 
-    if len(a) < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return 0.0
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    finite = bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)))
+    if len(a) < 2 or not finite or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

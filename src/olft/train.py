@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +21,9 @@ from tqdm.auto import tqdm
 
 from olft.backbone import Stack
 from olft.cache import PrefixCache
-from olft.data import Batch, Encoded, eval_order, iterate, train_order
+from olft.data import Batch, Encoded, collate, eval_order, iterate, train_order
 from olft.errors import OlftError
+from olft.runfolder import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class FitResult:
     seconds: float
     steps: int
     final_loss: float
+    resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
 
 
 def logits_for(stack: Stack, batch: Batch, cache: PrefixCache | None) -> torch.Tensor:
@@ -68,8 +72,15 @@ def fit(
     cache: PrefixCache | None = None,
     desc: str = "train",
     quiet: bool = False,
+    checkpoint: Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> FitResult:
-    """Train `params` (PEFT module + head) on `enc`; everything else stays frozen."""
+    """Train `params` (PEFT module + head) on `enc`; everything else stays frozen.
+
+    With `checkpoint` and `checkpoint_every`, the whole training state (parameters, optimizer,
+    scheduler, RNG, position in the data) is saved every `checkpoint_every` steps, and a run
+    that finds the file resumes from it and ends with the same weights as one never stopped.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     regression = stack.num_labels == 1
@@ -78,12 +89,16 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
     torch.manual_seed(seed)
+    state = _load_checkpoint(checkpoint, params, optimizer, scheduler)
+    step, epoch, skip, loss_value = state
     stack.set_mode(True, frozen_below)
     start = time.perf_counter()
-    step, epoch, loss_value = 0, 0, float("nan")
-    bar = tqdm(total=total, desc=desc, disable=quiet, leave=False, unit="step")
+    bar = tqdm(total=total, initial=step, desc=desc, disable=quiet, leave=False, unit="step")
     while step < total:
-        for batch in iterate(enc, train_order(enc.lengths, batch_size, seed + epoch), regression):
+        for position, idx in enumerate(train_order(enc.lengths, batch_size, seed + epoch)):
+            if position < skip:
+                continue
+            batch = collate(enc, idx, regression)
             loss = loss_fn(logits_for(stack, batch, cache), batch.labels.to(stack.head.weight.device))
             loss_value = loss.item()
             if not math.isfinite(loss_value):
@@ -98,12 +113,47 @@ def fit(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            fault_point(f"{desc}:step{step}")
             if step >= total:
                 break
-        epoch += 1
+            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, params, optimizer, scheduler, (step, epoch, position + 1, loss_value))
+        epoch, skip = epoch + 1, 0
     bar.close()
     stack.set_mode(False, 0)
-    return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value)
+    return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0])
+
+
+def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple) -> None:
+    state = {
+        "params": [p.detach().clone() for p in params],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "position": position,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None, params, optimizer, scheduler) -> tuple[int, int, int, float]:
+    """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss)."""
+    if path is None or not path.is_file():
+        return 0, 0, 0, float("nan")
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # a damaged checkpoint is not worth a crash: start the piece again
+        log.warning("ignoring unreadable checkpoint %s (%s); training this piece from the start", path, exc)
+        return 0, 0, 0, float("nan")
+    with torch.no_grad():
+        for p, saved in zip(params, state["params"], strict=True):
+            p.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    log.info("resuming %s from step %d", path.stem, state["position"][0])
+    return state["position"]
 
 
 def _diverged(what: str, step: int, lr: float) -> str:
