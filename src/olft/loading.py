@@ -127,7 +127,12 @@ def load_stack(
     except OSError as exc:
         raise _load_error(name, source, exc) from exc
     except (ValueError, json.JSONDecodeError) as exc:
-        raise OlftError(f"Could not read the model config at {source}: {exc}. Check config.json is valid.") from exc
+        if gguf:
+            raise OlftError(
+                f"Could not read GGUF file {Path(source) / gguf}: {_first_line(exc)} Check it is a complete GGUF "
+                "file (download it again)."
+            ) from exc
+        raise OlftError(f"Could not read the model config at {source}: {_first_line(exc)} Check config.json is valid.") from exc
     family = family_for(config.model_type)
     try:
         base = AutoModel.from_pretrained(
@@ -138,7 +143,7 @@ def load_stack(
         raise _load_error(name, source, exc) from exc
     except Exception as exc:  # safetensors / GGUF parse errors come as assorted types
         raise OlftError(
-            f"Could not load the weights of {name}: {type(exc).__name__}: {exc}. The weight files "
+            f"Could not load the weights of {name}: {type(exc).__name__}: {_first_line(exc)} The weight files "
             "may be corrupt or truncated: restore them (or clear the olft cache folder, "
             f"{cache_dir()}, for a built-in alias)."
         ) from exc
@@ -152,11 +157,17 @@ def load_stack(
 def _load_error(name: str, source: str, exc: Exception) -> OlftError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return OlftError(
-        f"Could not load model '{name}' ({source}): {exc}. It is neither a built-in alias "
+        f"Could not load model '{name}': {_first_line(exc)} It is neither a built-in alias "
         f"({', '.join(ALIASES)}) nor a readable local folder, and the model hub "
         f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'could not provide it'}. "
         "Download the model to a folder and pass --model FOLDER, or check the hub id and network."
     )
+
+
+def _first_line(exc: Exception) -> str:
+    """Library errors can span many lines; keep the first, ending in one full stop."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rstrip(".") + "."
 
 
 def set_pad_token(tokenizer, base) -> None:

@@ -83,6 +83,8 @@ class RunFolder:
         probe = self.path
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
+        if not probe.is_dir():
+            raise OlftError(f"Cannot create output folder {self.path}: {probe} is a file. Pass --out with a folder path.")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise OlftError(f"Cannot write to output folder {self.path} ({probe} is not writable). Pass --out with a writable folder.")
 

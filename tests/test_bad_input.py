@@ -1,0 +1,113 @@
+"""The bad-input corpus, end to end: exit code 2, one clear line, no traceback, nothing that
+looks complete. Loader-level cases (rows, columns, encodings, fuzzing) live in test_tasks.py."""
+
+import json
+import shutil
+
+import pytest
+
+from olft.cli import main
+
+FAST = ["--epochs", "1", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q"]
+
+
+def _fails(capsys, args, *phrases):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error:") and err.count("\n") == 1, err
+    for phrase in phrases:
+        assert phrase.lower() in err.lower(), err
+    return err
+
+
+@pytest.fixture
+def rte_dir(tmp_path):
+    d = tmp_path / "glue" / "RTE"
+    d.mkdir(parents=True)
+    (d / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tthe cat\tyes\tentailment\n1\ta dog\tno\tnot_entailment\n")
+    return d
+
+
+def _run(model_dirs, glue, out, *extra):
+    return ["run", "--model", str(model_dirs["gpt2"]), "--task", "rte", "--glue-dir", str(glue), "--out", str(out), *FAST, *extra]
+
+
+@pytest.mark.parametrize(
+    "content, phrase",
+    [
+        (b"", "empty"),
+        (b"index\tsentence1\tsentence2\tlabel\n", "empty"),
+        (b"index\tsentence1\tlabel\n0\ta\tentailment\n", "sentence2"),
+        (b"index,sentence1,sentence2,label\n0,a,b,entailment\n", ""),
+        (b"index\tsentence1\tsentence2\tlabel\n0\ta\xff\xfe\tb\tentailment\n", "utf-8"),
+        (bytes(range(256)) * 4, ""),
+        (b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tperhaps\n", "perhaps"),
+    ],
+    ids=["empty", "header-only", "missing-column", "wrong-delimiter", "invalid-utf8", "binary", "bad-label"],
+)
+def test_bad_train_file(model_dirs, rte_dir, tmp_path, capsys, content, phrase):
+    (rte_dir / "train.tsv").write_bytes(content)
+    out = tmp_path / "out"
+    _fails(capsys, _run(model_dirs, rte_dir.parent, out), phrase)
+    assert not (out / "results.json").exists()
+
+
+def test_extra_columns_are_fine(model_dirs, rte_dir, tmp_path):
+    rows = "index\tsentence1\tsentence2\tlabel\textra\n" + "".join(
+        f"{i}\tthe cat sat\t{'yes' if i % 2 else 'no'}\t{'entailment' if i % 2 else 'not_entailment'}\tx\n" for i in range(12)
+    )
+    (rte_dir / "train.tsv").write_text(rows)
+    assert main(_run(model_dirs, rte_dir.parent, tmp_path / "out", "--strategies", "final")) == 0
+
+
+def test_regression_label_not_a_number(model_dirs, tmp_path, capsys):
+    d = tmp_path / "glue" / "STS-B"
+    d.mkdir(parents=True)
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    (d / "train.tsv").write_text(header + "0\tg\tf\t2012\t0\ts\ts\ta cat\ta dog\tfour\n")
+    (d / "dev.tsv").write_text(header + "0\tg\tf\t2012\t0\ts\ts\ta cat\ta dog\t4.0\n")
+    args = ["run", "--model", str(model_dirs["bert"]), "--task", "stsb", "--glue-dir", str(tmp_path / "glue"), "--out", str(tmp_path / "o"), *FAST]
+    _fails(capsys, args, "four")
+
+
+def test_overlong_sentence_is_truncated_and_counted(model_dirs, rte_dir, tmp_path):
+    long = " ".join(["the cat sat on the mat"] * 40)  # ~240 words, model has 64 positions
+    rows = "index\tsentence1\tsentence2\tlabel\n" + "".join(
+        f"{i}\t{long if i == 0 else 'a dog'}\tyes\t{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(10)
+    )
+    (rte_dir / "train.tsv").write_text(rows)
+    out = tmp_path / "out"
+    assert main(_run(model_dirs, rte_dir.parent, out, "--strategies", "final", "--max-length", "512")) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["max_length"] == 64 and r["truncated_examples"] == 1
+
+
+def test_corrupt_model_files(model_dirs, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dirs["llama"], folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 100)
+    _fails(capsys, ["info", "--model", str(folder)], "corrupt")
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"not a gguf file at all")
+    _fails(capsys, ["info", "--model", str(gguf)], "gguf")
+    (folder / "config.json").write_text("{not json")
+    _fails(capsys, ["info", "--model", str(folder)], "config")
+
+
+def test_output_folder_problems(model_dirs, rte_dir, tmp_path, capsys):
+    (rte_dir / "train.tsv").write_text((rte_dir / "dev.tsv").read_text())
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _fails(capsys, _run(model_dirs, rte_dir.parent, a_file), "is a file")
+    _fails(capsys, _run(model_dirs, rte_dir.parent, a_file / "sub"), "is a file")
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--lr", "-1"), ("--max-train-samples", "0"),
+                                         ("--selection-train-samples", "-5"), ("--reduction-factor", "0"), ("--max-length", "0")])
+def test_zero_or_negative_sizes(model_dirs, rte_dir, tmp_path, capsys, flag, value):
+    _fails(capsys, _run(model_dirs, rte_dir.parent, tmp_path / "o", flag, value), flag)
+
+
+def test_debug_shows_traceback(model_dirs, tmp_path):
+    with pytest.raises(Exception, match="Unknown task|unknown task"):
+        main(["run", "--model", str(model_dirs["gpt2"]), "--task", "nope", "--out", str(tmp_path / "o"), "--debug"])
