@@ -3,12 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import make_glue, make_model_folder
 
 # Tiny models gain nothing from threads, and spinning worker threads slow a loaded machine badly.
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
-
-from tiny import make_glue, make_model_folder
 
 FAMILIES = ("gpt2", "llama", "mistral", "bert")
 SHARED_GLUE = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "glue"))

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from tiny import make_config
 
 from olft.backbone import FAMILIES, Stack, family_for
 from olft.data import collate, encode
 from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.select import middle_bucket, parse_candidates, parse_strategies
+from tiny import make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 

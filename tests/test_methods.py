@@ -5,7 +5,6 @@ import re
 
 import pytest
 import torch
-from tiny import make_config
 from transformers import AutoModel
 
 from olft.backbone import Stack, family_for
@@ -14,6 +13,7 @@ from olft.data import collate, encode
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import fit
+from tiny import make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 METHODS = ("adapter", "lora")

@@ -30,5 +30,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "DataConfig", "MethodConfig", "ModelConfig", "OlftError", "RunConfig", "SelectionConfig",
-    "TrainConfig", *_API,
+    "TrainConfig", "info", "run", "select_layer",
 ]
