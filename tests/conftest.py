@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tiny import make_glue, make_model_folder
 
 # Tiny models gain nothing from threads, and spinning worker threads slow a loaded machine badly.

@@ -135,6 +135,11 @@ class Stack(nn.Module):
     breaks when pad equals eos), encoders pool [CLS] through their frozen pooler.
     """
 
+    # The last layer at the pooled token only (olft.cache.pooled_last_layer): "auto" when exact
+    # (no dropout drawing in that layer), "always" (also under dropout: same distribution, other
+    # random draws), "off" (run the whole last layer).
+    pooled_shortcut: str = "auto"
+
     def __init__(self, base: nn.Module, family: Family, num_labels: int, head_dropout: float = 0.1):
         super().__init__()
         self.base = base
@@ -244,8 +249,29 @@ class Stack(nn.Module):
         """Logits. With `hidden`, layers below `start` are skipped: `hidden` enters layer `start`."""
         inputs = self.prepare(input_ids, attention_mask)
         h = inputs.hidden if hidden is None else hidden
-        h = self.run_layers(h, inputs, start, self.num_layers)
-        return self.classify(self.pool(h, attention_mask))
+        last = self.num_layers - 1
+        h = self.run_layers(h, inputs, start, last)
+        pooled = self.pooled_last_layer(h, inputs, attention_mask) if start <= last else None
+        if pooled is None:
+            h = self.run_layers(h, inputs, max(start, last), self.num_layers)
+            pooled = self.pool(h, attention_mask)
+        return self.classify(pooled)
+
+    def pooled_last_layer(
+        self, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Pooled output of the last layer computed at the pooled token only, or None.
+
+        Keys and values need every position, but query, attention output, residual and MLP only
+        the pooled token: exact up to float rounding, with PEFT modules in the layer. None when
+        the family has no such path or dropout would draw differently (see `pooled_shortcut`).
+        """
+        from olft.cache import pooled_last_layer
+
+        out = pooled_last_layer(self, hidden, inputs, attention_mask)
+        if out is None:
+            return None
+        return self.pool(out, torch.ones(out.shape[:2], dtype=torch.long, device=out.device))
 
     @torch.inference_mode()
     def hidden_entering(self, input_ids, attention_mask, layer: int, hidden=None, start: int = 0):

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,15 @@ def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
         del config.quantization_config
     clean = type(model)(config)
     clean.load_state_dict(model.state_dict())
-    tmp = target.with_name(target.name + ".tmp")
+    # A private temporary folder renamed into place: concurrent first loads cannot clash, and a
+    # killed conversion never leaves a half-written model that looks complete.
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     clean.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:

@@ -1,0 +1,371 @@
+"""Where the time goes: seconds per optimizer step for each way of tuning, in one process.
+
+Same model, same real sentences (a seeded sample of a GLUE train split), same batches (batch 16,
+length-grouped, padded per batch as olft does) for every olft measurement:
+
+- all-layer PEFT (adapter, LoRA): the usual recipe, the reference every ratio is taken against
+- final layer and middle layer, plain (whole forward each step) and cached (frozen prefix cached)
+- final layer cached with the whole last layer run (pooled-token shortcut off), to show that lever
+- the whole OLFT selection over the middle bucket, run end to end with `Session.select` on a small
+  budget, with the cache on and off (wall time, cache build and candidate scoring included)
+- one epoch of middle-layer LoRA with olft's own `fit` (cache build included), against the peer
+  recipe: `peft` LoRA with `layers_to_transform=[L]` on `AutoModelForSequenceClassification`,
+  transformers' `Trainer`, inputs padded to 128 tokens (its epoch = mean step x steps per epoch)
+
+Each step measurement runs the same list of batches; the first `--warmup` steps are discarded and
+the median of the rest is reported. The step is `olft.train`'s: logits_for, loss, backward, clip,
+AdamW. Results go to a JSON file (versions, machine, command included), rewritten after each
+measurement; `--resume` reuses the measurements a previous run with the same settings finished.
+
+    python benchmarks/speed.py --model smollm2-135m --task sst2 --glue-dir /work/shared/glue \
+        --out benchmarks/results/speed-smollm2-135m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from olft.backbone import Stack
+from olft.cache import PrefixCache, shortcut_available
+from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
+from olft.data import Encoded, collate, train_order
+from olft.loading import resolve_model_source
+from olft.methods import apply_method
+from olft.pipeline import Session
+from olft.select import middle_bucket
+from olft.train import fit, logits_for, loss_fn
+
+TARGETS = {  # measurement ratio -> (numerator, denominator, upper bound)
+    "middle cached / all-layer": ("middle_cached", "all_adapter", 0.55),
+    "final cached / all-layer": ("final_cached", "all_adapter", 0.10),
+    "selection cached / plain": ("selection_cached", "selection_plain", 0.60),
+    "olft epoch / peer epoch": ("olft_epoch_lora", "peer_epoch_lora", 0.50),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m", help="olft model alias or folder")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+    p.add_argument("--out", type=Path, required=True, help="JSON results file")
+    p.add_argument("--examples", type=int, default=400, help="training sentences sampled from the train split")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=12, help="measured steps per configuration")
+    p.add_argument("--warmup", type=int, default=3, help="steps discarded before measuring")
+    p.add_argument("--peer-steps", type=int, default=6, help="measured steps of the peer recipe")
+    p.add_argument("--selection-train", type=int, default=96, help="examples each candidate trains on")
+    p.add_argument("--selection-score", type=int, default=48, help="examples each candidate is scored on")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip", default="", help="comma-separated groups to skip: steps, selection, epoch, peer")
+    p.add_argument("--resume", action="store_true", help="reuse finished measurements from --out")
+    return p.parse_args(argv)
+
+
+# -- bookkeeping ---------------------------------------------------------------------------------
+def environment(args: argparse.Namespace) -> dict:
+    """Versions, machine and command, recorded next to every figure."""
+    import peft
+    import transformers
+
+    try:
+        import psutil
+
+        ram = round(psutil.virtual_memory().total / 1024**3, 1)
+    except ImportError:
+        ram = None
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram_gb": ram},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+
+
+def settings(args: argparse.Namespace) -> dict:
+    keys = ("model", "task", "examples", "batch_size", "steps", "warmup", "peer_steps", "selection_train",
+            "selection_score", "seed")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+class Results:
+    """The JSON file: rewritten after every measurement so an interrupted run keeps its figures."""
+
+    def __init__(self, path: Path, env: dict, config: dict, resume: bool):
+        self.path = path
+        self.data = {**env, "settings": config, "measurements": {}}
+        if resume and path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("settings") == config:
+                self.data["measurements"] = old.get("measurements", {})
+
+    def has(self, name: str) -> bool:
+        return name in self.data["measurements"]
+
+    def add(self, name: str, record: dict) -> None:
+        self.data["measurements"][name] = record
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def summary(times: list[float], warmup: int) -> dict:
+    kept = times[warmup:]
+    return {"median_s": statistics.median(kept), "mean_s": statistics.fmean(kept), "steps_s": [round(t, 4) for t in times],
+            "warmup": warmup}  # fmt: skip
+
+
+# -- olft steps ----------------------------------------------------------------------------------
+def time_steps(
+    stack: Stack, enc: Encoded, batches: list[list[int]], warmup: int, spec: tuple[str, list[int], str, bool, str]
+) -> dict:
+    """Seconds per optimizer step over `batches`, PEFT on the layers of `spec`, cache below them."""
+    _name, layers, method, cached, shortcut = spec
+    torch.manual_seed(0)
+    stack.head.reset_parameters()
+    applied = apply_method(stack, layers, MethodConfig(method=method))
+    stack.pooled_shortcut = shortcut
+    try:
+        params = list(applied.params.values()) + list(stack.head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
+        record: dict = {"layers": layers if len(layers) < 3 else f"0-{layers[-1]}", "method": method, "cached": cached}
+        cache = None
+        if cached:
+            t0 = time.perf_counter()
+            cache = PrefixCache(stack, enc, min(layers), 64)
+            record["cache_build_s"] = round(time.perf_counter() - t0, 3)
+        stack.set_mode(True, min(layers))
+        record["pooled_shortcut"] = shortcut_available(stack) or "used"
+        times = []
+        for idx in batches:
+            batch = collate(enc, idx, regression=False)
+            t0 = time.perf_counter()
+            loss = loss_fn(logits_for(stack, batch, cache), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            times.append(time.perf_counter() - t0)
+        return {**record, **summary(times, warmup)}
+    finally:
+        stack.set_mode(False, 0)
+        stack.pooled_shortcut = "auto"
+        applied.remove()
+
+
+def step_plan(num_layers: int) -> list[tuple[str, list[int], str, bool, str]]:
+    """(name, layers, method, cached, shortcut mode) of every step measurement."""
+    final, middle = num_layers - 1, num_layers // 2
+    return [
+        ("all_adapter", list(range(num_layers)), "adapter", False, "auto"),
+        ("all_lora", list(range(num_layers)), "lora", False, "auto"),
+        ("final_plain", [final], "adapter", False, "auto"),
+        ("final_cached", [final], "adapter", True, "auto"),
+        ("final_cached_whole_last_layer", [final], "adapter", True, "off"),
+        ("final_cached_shortcut_always", [final], "adapter", True, "always"),
+        ("middle_plain", [middle], "adapter", False, "auto"),
+        ("middle_cached", [middle], "adapter", True, "auto"),
+        ("middle_cached_lora", [middle], "lora", True, "auto"),
+    ]
+
+
+def has_dropout(stack: Stack) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in stack.layers[-1].modules())
+
+
+# -- selection and epochs ------------------------------------------------------------------------
+def time_selection(session: Session, cached: bool) -> dict:
+    """Wall time of `Session.select` over the middle bucket, cache on or off."""
+    session.cfg.train.cache = cached
+    t0 = time.perf_counter()
+    selection = session.select()
+    seconds = time.perf_counter() - t0
+    session.cfg.train.cache = True
+    cands = selection.candidates
+    return {"seconds": round(seconds, 3), "cache_build_s": round(selection.cache_seconds, 3),
+            "candidates": [c.layer for c in cands], "scores": [c.score for c in cands],
+            "selected_layer": selection.selected_layer, "train_examples": selection.train_examples,
+            "score_examples": selection.score_examples, "steps_per_candidate": session.cfg.selection.selection_max_steps}  # fmt: skip
+
+
+def time_olft_epoch(stack: Stack, enc: Encoded, layer: int, batch_size: int, seed: int) -> dict:
+    """One epoch of LoRA on `layer` with olft's own loop, the cache build included."""
+    torch.manual_seed(seed)
+    stack.head.reset_parameters()
+    applied = apply_method(stack, [layer], MethodConfig(method="lora"))
+    try:
+        t0 = time.perf_counter()
+        cache = PrefixCache(stack, enc, layer, 64)
+        build = time.perf_counter() - t0
+        params = list(applied.params.values()) + list(stack.head.parameters())
+        result = fit(stack, params, enc, epochs=1, max_steps=None, lr=1e-3, batch_size=batch_size, seed=seed,
+                     frozen_below=layer, cache=cache, quiet=True)  # fmt: skip
+        return {"seconds": round(build + result.seconds, 3), "cache_build_s": round(build, 3),
+                "train_s": round(result.seconds, 3), "steps": result.steps, "layer": layer}  # fmt: skip
+    finally:
+        applied.remove()
+
+
+# -- the peer recipe -----------------------------------------------------------------------------
+def time_peer(args: argparse.Namespace, stack: Stack, texts: list[str], labels: list[int], layer: int) -> dict:
+    """peft LoRA on one layer + transformers' Trainer, padded to 128 tokens; s/step, s/epoch."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback
+    from transformers import TrainingArguments
+
+    source, _ = resolve_model_source(args.model)
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.use_cache = False
+    lora = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=list(stack.family.lora_targets),
+                      layers_to_transform=[layer], layers_pattern=stack.family.layers_pattern)  # fmt: skip
+    model = get_peft_model(model, lora)
+    enc = tok(texts, padding="max_length", max_length=128, truncation=True)
+    data = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels)]
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *_a, **_k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *_a, **_k):
+            times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, learning_rate=1e-3,
+                                  max_steps=args.warmup + args.peer_steps, logging_strategy="no", save_strategy="no",
+                                  report_to="none", use_cpu=True, seed=args.seed, disable_tqdm=True,
+                                  dataloader_num_workers=0)  # fmt: skip
+        trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[StepTimer()])
+        t0 = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - t0
+    out = summary(times, args.warmup)
+    steps_per_epoch = math.ceil(len(texts) / args.batch_size)
+    return {**out, "train_wall_s": round(wall, 3), "layer": layer, "padding": "max_length 128",
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "epoch_s": out["mean_s"] * steps_per_epoch, "steps_per_epoch": steps_per_epoch}  # fmt: skip
+
+
+# -- report --------------------------------------------------------------------------------------
+def seconds_of(m: dict) -> float | None:
+    """The figure a measurement is compared by: median s/step, or wall seconds of a whole run."""
+    if m is None:
+        return None
+    return m.get("median_s", m.get("seconds", m.get("epoch_s")))
+
+
+def derive(results: Results) -> None:
+    """Ratios to the all-layer step, and each target with its bound and whether it is met."""
+    ms = results.data["measurements"]
+    if "peer_lora" in ms:
+        ms["peer_epoch_lora"] = {"epoch_s": ms["peer_lora"]["epoch_s"], "from": "peer_lora mean step x steps per epoch"}
+    if "olft_epoch" in ms:
+        ms["olft_epoch_lora"] = {"epoch_s": ms["olft_epoch"]["seconds"], "from": "olft_epoch (fit, cache build included)"}
+    base = seconds_of(ms.get("all_adapter"))
+    results.data["ratio_to_all_layer_adapter"] = {
+        name: round(seconds_of(m) / base, 4) for name, m in ms.items() if base and "median_s" in m
+    }
+    targets = {}
+    for label, (num, den, bound) in TARGETS.items():
+        a, b = seconds_of(ms.get(num)), seconds_of(ms.get(den))
+        if a is not None and b:
+            targets[label] = {"ratio": round(a / b, 4), "target": f"<= {bound}", "met": a / b <= bound}
+    results.data["targets"] = targets
+    results.save()
+
+
+def print_table(results: Results) -> None:
+    ms, ratios = results.data["measurements"], results.data.get("ratio_to_all_layer_adapter", {})
+    print(f"\n{'measurement':34} {'seconds':>9} {'x all-layer':>11}  note")
+    for name, m in ms.items():
+        kind = "s/step" if "median_s" in m else "s total"
+        note = m.get("pooled_shortcut", m.get("from", ""))
+        if "cache_build_s" in m:
+            note = f"cache build {m['cache_build_s']} s; {note}"
+        ratio = f"{ratios[name]:.3f}" if name in ratios else ""
+        print(f"{name:34} {seconds_of(m):9.3f} {ratio:>11}  {kind}; {note}")
+    print()
+    for label, t in results.data.get("targets", {}).items():
+        print(f"{label:28} {t['ratio']:.3f} (target {t['target']}): {'met' if t['met'] else 'MISSED'}")
+
+
+def run_all(args: argparse.Namespace, results: Results) -> None:
+    """Every measurement not already in `results`, in one process on one loaded model."""
+    skip = set(filter(None, args.skip.split(",")))
+    cfg = RunConfig(
+        model=ModelConfig(model=args.model),
+        data=DataConfig(task=args.task, glue_dir=args.glue_dir, max_train_samples=args.examples, max_eval_samples=32),
+        method=MethodConfig(method="adapter"),
+        train=TrainConfig(batch_size=args.batch_size, seed=args.seed, lr=1e-3),
+        selection=SelectionConfig(selection_train_samples=args.selection_train, selection_eval_samples=args.selection_score,
+                                  selection_max_steps=math.ceil(args.selection_train / args.batch_size)),
+    )  # fmt: skip
+    session = Session(cfg, quiet=True)
+    stack, enc = session.stack, session.train_enc
+    order = train_order(enc.lengths, args.batch_size, args.seed)
+    batches = (order * (1 + (args.warmup + args.steps) // len(order)))[: args.warmup + args.steps]
+    results.data["data"] = {"examples": len(enc), "mean_tokens": round(statistics.fmean(enc.lengths), 2),
+                            "batch_widths": [max(enc.lengths[i] for i in b) for b in batches],
+                            "num_layers": stack.num_layers, "middle_bucket": middle_bucket(stack.num_layers)}  # fmt: skip
+    jobs: list[tuple[str, str, Callable[[], dict]]] = []
+    for spec in step_plan(stack.num_layers):
+        if spec[0] == "final_cached_shortcut_always" and not has_dropout(stack):
+            continue  # no dropout in the last layer: the same as final_cached
+        jobs.append(("steps", spec[0], lambda spec=spec: time_steps(stack, enc, batches, args.warmup, spec)))
+    jobs.append(("selection", "selection_plain", lambda: time_selection(session, cached=False)))
+    jobs.append(("selection", "selection_cached", lambda: time_selection(session, cached=True)))
+    middle = stack.num_layers // 2
+    jobs.append(("epoch", "olft_epoch", lambda: time_olft_epoch(stack, enc, middle, args.batch_size, args.seed)))
+    texts = ["\n".join(session.train_examples[i].texts) for i in range(len(enc))]
+    labels = [int(ex.label) for ex in session.train_examples]
+    jobs.append(("peer", "peer_lora", lambda: time_peer(args, stack, texts, labels, middle)))
+    for group, name, job in jobs:
+        if group in skip or results.has(name):
+            continue
+        print(f"measuring {name} ...", flush=True)
+        results.add(name, job())
+        derive(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = Results(args.out, environment(args), settings(args), args.resume)
+    run_all(args, results)
+    derive(results)
+    results.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    results.save()
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
