@@ -12,9 +12,10 @@ length-grouped, padded per batch as olft does) for every olft measurement:
   recipe: `peft` LoRA with `layers_to_transform=[L]` on `AutoModelForSequenceClassification`,
   transformers' `Trainer`, inputs padded to 128 tokens (its epoch = mean step x steps per epoch)
 
-Each step measurement runs the same list of batches; the first `--warmup` steps are discarded and
-the median of the rest is reported. The step is `olft.train`'s: logits_for, loss, backward, clip,
-AdamW. Results go to a JSON file (versions, machine, command included), rewritten after each
+Every step configuration runs the same batches, round-robin (`--rounds` rounds of `--steps` + 1
+steps each, the first of each round discarded as warm-up), so that load from other work on a
+shared machine falls on all configurations alike; the median is reported. The step is
+`olft.train`'s: logits_for, loss, backward, clip, AdamW. Results go to a JSON file (versions, machine, command included), rewritten after each
 measurement; `--resume` reuses the measurements a previous run with the same settings finished.
 
     python benchmarks/speed.py --model smollm2-135m --task sst2 --glue-dir /work/shared/glue \
@@ -65,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="JSON results file")
     p.add_argument("--examples", type=int, default=400, help="training sentences sampled from the train split")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=12, help="measured steps per configuration")
-    p.add_argument("--warmup", type=int, default=3, help="steps discarded before measuring")
+    p.add_argument("--steps", type=int, default=4, help="measured steps per configuration and round")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds (each starts with a warm-up step)")
+    p.add_argument("--warmup", type=int, default=2, help="peer recipe: steps discarded before measuring")
     p.add_argument("--peer-steps", type=int, default=6, help="measured steps of the peer recipe")
     p.add_argument("--selection-train", type=int, default=96, help="examples each candidate trains on")
     p.add_argument("--selection-score", type=int, default=48, help="examples each candidate is scored on")
@@ -100,7 +102,7 @@ def environment(args: argparse.Namespace) -> dict:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    keys = ("model", "task", "examples", "batch_size", "steps", "warmup", "peer_steps", "selection_train",
+    keys = ("model", "task", "examples", "batch_size", "steps", "rounds", "warmup", "peer_steps", "selection_train",
             "selection_score", "seed")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -137,11 +139,12 @@ def summary(times: list[float], warmup: int) -> dict:
 
 
 # -- olft steps ----------------------------------------------------------------------------------
-def time_steps(
-    stack: Stack, enc: Encoded, batches: list[list[int]], warmup: int, spec: tuple[str, list[int], str, bool, str]
-) -> dict:
-    """Seconds per optimizer step over `batches`, PEFT on the layers of `spec`, cache below them."""
-    _name, layers, method, cached, shortcut = spec
+Spec = tuple[str, list[int], str, bool, str]  # name, layers, method, cached, pooled-shortcut mode
+
+
+def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: PrefixCache | None) -> list[float]:
+    """Seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
+    _name, layers, method, _cached, shortcut = spec
     torch.manual_seed(0)
     stack.head.reset_parameters()
     applied = apply_method(stack, layers, MethodConfig(method=method))
@@ -149,14 +152,7 @@ def time_steps(
     try:
         params = list(applied.params.values()) + list(stack.head.parameters())
         optimizer = torch.optim.AdamW(params, lr=1e-4)
-        record: dict = {"layers": layers if len(layers) < 3 else f"0-{layers[-1]}", "method": method, "cached": cached}
-        cache = None
-        if cached:
-            t0 = time.perf_counter()
-            cache = PrefixCache(stack, enc, min(layers), 64)
-            record["cache_build_s"] = round(time.perf_counter() - t0, 3)
         stack.set_mode(True, min(layers))
-        record["pooled_shortcut"] = shortcut_available(stack) or "used"
         times = []
         for idx in batches:
             batch = collate(enc, idx, regression=False)
@@ -167,11 +163,47 @@ def time_steps(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             times.append(time.perf_counter() - t0)
-        return {**record, **summary(times, warmup)}
+        return times
     finally:
         stack.set_mode(False, 0)
         stack.pooled_shortcut = "auto"
         applied.remove()
+
+
+def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list[Spec], rounds: int) -> dict[str, dict]:
+    """Median s/step of every spec, measured round-robin so a busy, shared machine slows all alike.
+
+    Round r runs the r-th slice of `batches` for each spec in turn; the first step of each slice
+    (a warm-up after putting the module in) is discarded. Caches are built once, before round 0.
+    """
+    caches: dict[int, PrefixCache] = {}
+    builds: dict[int, float] = {}
+    records: dict[str, dict] = {}
+    for name, layers, method, cached, shortcut in specs:
+        records[name] = {"layers": layers if len(layers) < 3 else f"0-{layers[-1]}", "method": method, "cached": cached}
+        if cached and min(layers) not in caches:  # one cache per layer, shared by the specs there
+            t0 = time.perf_counter()
+            caches[min(layers)] = PrefixCache(stack, enc, min(layers), 64)
+            builds[min(layers)] = round(time.perf_counter() - t0, 3)
+        if cached:
+            records[name]["cache_build_s"] = builds[min(layers)]
+        stack.pooled_shortcut = shortcut
+        stack.set_mode(True, min(layers))
+        records[name]["pooled_shortcut"] = shortcut_available(stack) or "used"
+        stack.set_mode(False, 0)
+        stack.pooled_shortcut = "auto"
+    per_round = len(batches) // rounds
+    times: dict[str, list[float]] = {spec[0]: [] for spec in specs}
+    for r in range(rounds):
+        part = batches[r * per_round : (r + 1) * per_round]
+        for spec in specs:
+            cache = caches[min(spec[1])] if spec[3] else None
+            times[spec[0]] += _one_round(stack, enc, part, spec, cache)[1:]
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    for name, ts in times.items():
+        records[name].update(summary(ts, 0))
+        records[name]["warmup"] = f"first step of each of {rounds} rounds"
+    return records
 
 
 def step_plan(num_layers: int) -> list[tuple[str, list[int], str, bool, str]]:
@@ -231,8 +263,7 @@ def time_olft_epoch(stack: Stack, enc: Encoded, layer: int, batch_size: int, see
 def time_peer(args: argparse.Namespace, stack: Stack, texts: list[str], labels: list[int], layer: int) -> dict:
     """peft LoRA on one layer + transformers' Trainer, padded to 128 tokens; s/step, s/epoch."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback
-    from transformers import TrainingArguments
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     source, _ = resolve_model_source(args.model)
     tok = AutoTokenizer.from_pretrained(source)
@@ -245,7 +276,9 @@ def time_peer(args: argparse.Namespace, stack: Stack, texts: list[str], labels: 
                       layers_to_transform=[layer], layers_pattern=stack.family.layers_pattern)  # fmt: skip
     model = get_peft_model(model, lora)
     enc = tok(texts, padding="max_length", max_length=128, truncation=True)
-    data = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels)]
+    data = [
+        {"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
+    ]
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -328,15 +361,18 @@ def run_all(args: argparse.Namespace, results: Results) -> None:
     session = Session(cfg, quiet=True)
     stack, enc = session.stack, session.train_enc
     order = train_order(enc.lengths, args.batch_size, args.seed)
-    batches = (order * (1 + (args.warmup + args.steps) // len(order)))[: args.warmup + args.steps]
+    n_batches = args.rounds * (1 + args.steps)
+    batches = (order * (1 + n_batches // len(order)))[:n_batches]
     results.data["data"] = {"examples": len(enc), "mean_tokens": round(statistics.fmean(enc.lengths), 2),
                             "batch_widths": [max(enc.lengths[i] for i in b) for b in batches],
                             "num_layers": stack.num_layers, "middle_bucket": middle_bucket(stack.num_layers)}  # fmt: skip
+    specs = [s for s in step_plan(stack.num_layers) if s[0] != "final_cached_shortcut_always" or has_dropout(stack)]
+    if "steps" not in skip and not all(results.has(s[0]) for s in specs):
+        print(f"measuring {len(specs)} step configurations in {args.rounds} rounds ...", flush=True)
+        for name, record in time_steps(stack, enc, batches, specs, args.rounds).items():
+            results.add(name, record)
+        derive(results)
     jobs: list[tuple[str, str, Callable[[], dict]]] = []
-    for spec in step_plan(stack.num_layers):
-        if spec[0] == "final_cached_shortcut_always" and not has_dropout(stack):
-            continue  # no dropout in the last layer: the same as final_cached
-        jobs.append(("steps", spec[0], lambda spec=spec: time_steps(stack, enc, batches, args.warmup, spec)))
     jobs.append(("selection", "selection_plain", lambda: time_selection(session, cached=False)))
     jobs.append(("selection", "selection_cached", lambda: time_selection(session, cached=True)))
     middle = stack.num_layers // 2

@@ -160,3 +160,21 @@ def test_unknown_family(tmp_path, capsys):
     folder = tmp_path / "t5"
     AutoModel.from_config(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8)).save_pretrained(folder)
     _fails(capsys, ["info", "--model", str(folder)], "not in olft's backbone table")
+
+
+@pytest.mark.parametrize("extra", [["--method", "prefix"], ["--method", "prefix", "--prefix-reparam", "--prefix-hidden", "16"], ["--method", "lora"]])
+def test_every_method_runs_saves_and_reloads(model_dirs, tiny_glue, tmp_path, capsys, extra):
+    out = tmp_path / "m"
+    args = ["run", "--model", str(model_dirs["mistral"]), "--task", "rte", "--glue-dir", str(tiny_glue), "--out", str(out),
+            "--strategies", "final,layers=1", *extra, *FAST]
+    assert main(args) == 0
+    r = json.loads((out / "results.json").read_text())
+    entry = r["strategies"]["layers=1"]
+    if extra[1] == "prefix":
+        assert entry["peft_params"] == 2 * 5 * 2 * 8  # 5 positions x 2 kv heads x head_dim 8, keys and values
+        assert (entry["train_only_params"] > 0) == ("--prefix-reparam" in extra)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    for line in capsys.readouterr().out.splitlines()[1:]:
+        now, saved = line.split("accuracy=")[1].split(" (results.json: ")
+        assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9

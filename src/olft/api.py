@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from olft import report
+from olft import distributed, report
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session
@@ -53,6 +54,7 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "selection": None,
         "strategies": {},
         "failed": {},
+        "distributed": distributed.describe(session.dist, cfg),
         **report.environment(),
     }
 
@@ -76,8 +78,12 @@ def _stop_on_sigterm():
 
 
 def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False) -> dict:
-    """Select, tune and compare; write (or continue) the run folder; return the results dict."""
-    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite)
+    """Select, tune and compare; write (or continue) the run folder; return the results dict.
+
+    Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
+    """
+    writer = distributed.context(cfg.train.mixed_precision).is_main
+    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
     session = Session(cfg, quiet=quiet)
     strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
     parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
@@ -107,8 +113,8 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     if strat.name == "olft":
         selection = _select(session, folder, results)
         layers = [selection.selected_layer]
-    done = folder.load_piece("strategy", strat.name)
-    if done is not None and folder.weights_path(strat.name).is_file():
+    done = session.dist.broadcast(_finished_strategy(folder, strat.name) if folder.writer else None)
+    if done is not None:
         results["strategies"][strat.name] = done
         log.info("%-10s already finished (kept from the run folder)", strat.name)
         return
@@ -136,19 +142,30 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     )  # fmt: skip
 
 
+def _finished_strategy(folder: RunFolder, name: str) -> dict | None:
+    """The saved piece of a strategy whose weights are also saved, else None."""
+    done = folder.load_piece("strategy", name)
+    return done if done is not None and folder.weights_path(name).is_file() else None
+
+
 def _select(session: Session, folder: RunFolder, results: dict):
+    # Rank 0 reads what is finished and tells the others, so all agree even without a shared disk.
     done = {}
-    for layer in range(session.num_layers):
-        piece = folder.load_piece("candidate", str(layer))
-        if piece is not None:
-            done[layer] = Candidate(**piece)
+    if folder.writer:
+        for layer in range(session.num_layers):
+            piece = folder.load_piece("candidate", str(layer))
+            if piece is not None:
+                done[layer] = Candidate(**piece)
+    done = session.dist.broadcast(done)
 
     def finished(c: Candidate) -> None:
         folder.save_piece("candidate", str(c.layer), asdict(c))
         _log_candidate(c, results["metric"])
 
+    t0 = time.perf_counter()
     selection = session.select(on_candidate=finished, done=done)
     results["selection"] = selection.to_dict()
+    results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)
     log.info("selected layer %d (%s protocol)", selection.selected_layer, selection.protocol)
     return selection
@@ -167,7 +184,8 @@ def _log_candidate(c: Candidate, metric: str) -> None:
 
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder)."""
-    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite)
+    writer = distributed.context(cfg.train.mixed_precision).is_main
+    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
     session = Session(cfg, quiet=quiet)
     parse_candidates(cfg.selection.candidates, session.num_layers)
     folder.start()
@@ -184,19 +202,26 @@ def info(cfg: RunConfig) -> dict:
     """Family, layers, middle bucket and PEFT parameter counts of a model (no data needed)."""
     from olft.backbone import count_params
     from olft.loading import load_stack
-    from olft.methods import apply_method
+    from olft.methods import METHODS, apply_method
 
     stack, _ = load_stack(cfg.model.model, 2, cfg.model.gguf_file, cfg.model.dtype, cfg.model.attn_implementation)
     n = stack.num_layers
 
-    def peft(layers: list[int]) -> tuple[int, int]:
-        applied = apply_method(stack, layers, cfg.method)
+    def peft(method_cfg, layers: list[int]) -> tuple[int, int]:
+        applied = apply_method(stack, layers, method_cfg)
         counts = applied.num_params, applied.train_only_params
         applied.remove()
         return counts
 
-    (one, one_train), (every, _) = peft([n // 2]), peft(list(range(n)))
-    out = {
+    per_method = {}
+    for name in METHODS:
+        method_cfg = replace(cfg.method, method=name)
+        (one, one_train), (every, _) = peft(method_cfg, [n // 2]), peft(method_cfg, list(range(n)))
+        per_method[name] = {"one_layer": one, "all_layers": every, "one_layer_percent_of_all": 100 * one / every}
+        if one_train:
+            per_method[name]["one_layer_while_training"] = one_train
+    chosen = per_method[cfg.method.method]
+    return {
         "model": cfg.model.model,
         "family": stack.family.name,
         "num_layers": n,
@@ -205,14 +230,12 @@ def info(cfg: RunConfig) -> dict:
         "base_params": count_params(stack.base),
         "params_per_layer": count_params(stack.layers[0]),
         "method": cfg.method.method,
-        "peft_params_one_layer": one,
-        "peft_params_all_layers": every,
-        "one_layer_percent_of_all": 100 * one / every,
+        "peft_params_one_layer": chosen["one_layer"],
+        "peft_params_all_layers": chosen["all_layers"],
+        "one_layer_percent_of_all": chosen["one_layer_percent_of_all"],
+        "methods": per_method,
         "head_params_binary": count_params(stack.head),
     }
-    if one_train:
-        out["training_time_params_one_layer"] = one_train
-    return out
 
 
 __all__ = ["run", "select_layer", "info", "OlftError"]

@@ -134,6 +134,18 @@ def _disk_tensor(n_tokens: int, hidden: int, dtype: torch.dtype, directory: Path
     return flat, folder
 
 
+def _memory_device(ref: torch.Tensor, numel: int) -> torch.device:
+    """The model's device when the cache takes at most half its free memory, else the CPU.
+
+    The memory budget is about host RAM; an accelerator keeps the cache only where it leaves
+    room for training, and a batch gathered on the host is copied over each step otherwise.
+    """
+    if ref.device.type != "cuda":
+        return ref.device
+    free, _total = torch.cuda.mem_get_info(ref.device)
+    return ref.device if numel * ref.element_size() <= free // 2 else torch.device("cpu")
+
+
 class PrefixCache:
     """Hidden states entering `layer` for every example of `enc` (unpadded, flat).
 
@@ -169,14 +181,15 @@ class PrefixCache:
         if storage not in ("memory", "disk"):
             raise ValueError(f"storage must be 'memory' or 'disk', not {storage!r}")
         self.storage = storage
+        self.device = ref.device  # where `gather` delivers batches: the model's first layer
         self.folder: Path | None = None
         if storage == "disk":
-            if ref.device.type != "cpu":
-                raise CacheUnavailable("A disk cache needs the model on the CPU; use the memory cache on accelerators.")
             self.flat, self.folder = _disk_tensor(n_tokens, stack.hidden_size, ref.dtype, cache_directory(directory))
             self._finalizer = weakref.finalize(self, shutil.rmtree, self.folder, True)
         else:
-            self.flat = torch.empty((n_tokens, stack.hidden_size), dtype=ref.dtype, device=ref.device)
+            self.flat = torch.empty(
+                (n_tokens, stack.hidden_size), dtype=ref.dtype, device=_memory_device(ref, n_tokens * stack.hidden_size)
+            )
         self._fill(stack, target=layer, from_cache=False)
 
     @property
@@ -193,12 +206,12 @@ class PrefixCache:
         """Run the frozen layers (no graph, eval mode) and store their output for every example."""
         was_training = stack.training
         stack.eval()
-        device = next(stack.base.parameters()).device
+        device = self.device
         with torch.inference_mode():
             for idx in eval_order(self.enc.lengths, self.batch_size):
                 batch = collate(self.enc, idx, regression=False)
                 ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-                hidden = self.gather(idx, ids.shape[1]).to(device) if from_cache else None
+                hidden = self.gather(idx, ids.shape[1]) if from_cache else None
                 out = stack.hidden_entering(ids, mask, target, hidden=hidden, start=self.layer if from_cache else 0)
                 out = out.to(self.flat.device)
                 for row, i in enumerate(idx):
@@ -222,7 +235,7 @@ class PrefixCache:
             if n > width:
                 raise ValueError(f"example {int(i)} has {n} cached tokens but the batch is {width} wide: wrong cache?")
             out[row, :n] = self.flat[offset : offset + n]
-        return out
+        return out.to(self.device, non_blocking=True)
 
 
 def build_caches(
@@ -372,9 +385,7 @@ def shortcut_available(stack: Stack) -> str | None:
     return None
 
 
-def pooled_last_layer(
-    stack: Stack, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor
-) -> torch.Tensor | None:
+def pooled_last_layer(stack: Stack, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor) -> torch.Tensor | None:
     """Output of the last layer at the pooled token, (batch, 1, hidden); None if not available.
 
     `hidden` enters the last layer. Equal to running the whole layer and taking the pooled row,

@@ -98,7 +98,9 @@ def _print(obj) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from olft import api
+    from olft import api, distributed
+
+    show = distributed.is_main_process()  # under a launcher only rank 0 prints
 
     if args.command == "evaluate":
         from olft.evaluate import evaluate_run
@@ -111,20 +113,25 @@ def dispatch(args: argparse.Namespace) -> int:
         _print(api.info(cfg))
     elif args.command == "select":
         res = api.select_layer(cfg, quiet=args.quiet, overwrite=args.overwrite)
-        print(f"selected layer: {res['selection']['selected_layer']}")
+        if show:
+            print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
             cfg.strategies = "layers=" + "+".join(x.strip() for x in args.layers.split(","))
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 
-        print(table_md(res))
+        if show:
+            print(table_md(res))
+    distributed.shutdown()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if not args.verbose and not _rank_zero():
+        level = logging.WARNING  # one log per job under a launcher, from rank 0
     logging.basicConfig(level=level, format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not args.verbose else logging.INFO)
@@ -139,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("olft: interrupted; the run folder is kept and marked incomplete. Rerun the same command to continue.", file=sys.stderr)
         return 130
+
+
+def _rank_zero() -> bool:
+    from olft.distributed import is_main_process
+
+    return is_main_process()
 
 
 def _quiet_libraries(verbose: bool) -> None:

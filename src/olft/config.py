@@ -34,6 +34,7 @@ class ModelConfig:
     gguf_file: str | None = opt(None, "GGUF file name inside the --model folder.")
     dtype: str = opt("fp32", "Weight dtype: fp32, bf16 or fp16.", choices=("fp32", "bf16", "fp16"))
     attn_implementation: str = opt("sdpa", "Attention kernel: sdpa or eager.", choices=("sdpa", "eager"))
+    device_map: str | None = opt(None, "Spread a model too large for one device over the GPUs of one process: auto, balanced, sequential (as in from_pretrained). Single process only.")
 
 
 @dataclass
@@ -80,7 +81,7 @@ class TrainConfig:
     epochs: float = opt(3.0, "Training epochs (final tuning and baselines).")
     max_steps: int | None = opt(None, "Stop after this many optimizer steps (overrides --epochs).")
     lr: float = opt(1e-3, "Peak learning rate (PEFT module and head).")
-    batch_size: int = opt(16, "Training batch size.")
+    batch_size: int = opt(16, "Training batch size: the effective batch per optimizer step, over all processes and accumulation steps.")
     eval_batch_size: int = opt(64, "Evaluation batch size.")
     warmup_ratio: float = opt(0.06, "Fraction of steps with linear warm-up.")
     weight_decay: float = opt(0.0, "AdamW weight decay.")
@@ -88,9 +89,12 @@ class TrainConfig:
     seed: int = opt(42, "Random seed (data order, head and module initialisation, subsets).")
     cache: bool = opt(True, "Cache the frozen layers' output below the tuned layer (exact; turns dropout off there).")
     checkpoint_every: int | None = opt(None, "Save the full training state every N steps so a killed run resumes mid-training.")
+    grad_accum: int = opt(1, "Gradient accumulation: each batch of --batch-size examples (the effective batch, over all processes) runs as this many micro-batches per process.")
+    mixed_precision: str = opt("auto", "Autocast: no, bf16, or auto (the launcher's --mixed_precision, else bf16 on a GPU that has it, else no).", choices=("auto", "no", "bf16"))
+    gradient_checkpointing: bool = opt(False, "Recompute the activations of the layers above the tuned one during backward (non-reentrant) to save memory.")
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every")
+        _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
 
@@ -103,6 +107,7 @@ class SelectionConfig:
     selection_eval_samples: int = opt(200, "Examples each candidate is scored on (disjoint from its training examples).")
     selection_epochs: float = opt(1.0, "Epochs each candidate trains for.")
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
+    selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
 
     def __post_init__(self) -> None:
         _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps")

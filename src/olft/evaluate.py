@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session, evaluate_saved
+from olft.runfolder import safe_name
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -30,7 +31,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     lines = [f"run {folder}: {'complete' if results.get('complete') else 'INCOMPLETE'}"]
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
-        weights_path = folder / "weights" / f"{name}.safetensors"
+        weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
         if entry is None or not weights_path.is_file():
             lines.append(f"  {name}: not finished")
             continue

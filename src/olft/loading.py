@@ -121,8 +121,13 @@ def load_stack(
     gguf_file: str | None = None,
     dtype: str = "fp32",
     attn_implementation: str = "sdpa",
+    device_map: str | None = None,
 ) -> tuple[Stack, object]:
-    """Load (Stack, tokenizer) for classification with `num_labels` outputs (1 = regression)."""
+    """Load (Stack, tokenizer) for classification with `num_labels` outputs (1 = regression).
+
+    `device_map` (e.g. "auto") spreads the layers of a model too large for one device over the
+    visible GPUs, as `from_pretrained` does; the head then sits with the last layer.
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -142,8 +147,9 @@ def load_stack(
     family = family_for(config.model_type)
     try:
         base = AutoModel.from_pretrained(
-            source, gguf_file=gguf, dtype=DTYPES[dtype], attn_implementation=attn_implementation
-        )
+            source, gguf_file=gguf, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+            **({"device_map": device_map} if device_map else {}),
+        )  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
     except OSError as exc:
         raise _load_error(name, source, exc) from exc
@@ -156,6 +162,8 @@ def load_stack(
     set_pad_token(tokenizer, base)
     stack = Stack(base, family, num_labels)
     stack.to(DTYPES[dtype])
+    if device_map:
+        stack.head.to(list(stack.base.parameters())[-1].device)  # where the final norm / pooler sit
     stack.freeze_base()
     return stack, tokenizer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from olft import tasks
+from olft import distributed, tasks
 from olft.backbone import count_params
 from olft.cache import PrefixCache
 from olft.config import RunConfig
@@ -75,11 +75,15 @@ class Session:
 
     def __init__(self, cfg: RunConfig, quiet: bool = False):
         self.cfg = cfg
-        self.quiet = quiet
+        self.dist = distributed.context(cfg.train.mixed_precision)
+        self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
         train, evals = load_examples(cfg, self.task)
         m = cfg.model
-        self.stack, self.tokenizer = load_stack(m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation)
+        self.stack, self.tokenizer = load_stack(
+            m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
+        )
+        distributed.place(self.stack, self.dist, m.device_map, cfg.train.gradient_checkpointing)
         max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
         self.max_length = min(cfg.data.max_length, max_pos)
         self.train_examples = train
@@ -107,7 +111,8 @@ class Session:
         if not self.cfg.train.cache or layer == 0:
             return {}
         bs = self.cfg.train.eval_batch_size
-        return {name: PrefixCache(self.stack, enc, layer, bs) for name, enc in encs.items()}
+        with self.dist.autocast():  # the frozen layers run as they would in training
+            return {name: PrefixCache(self.stack, enc, layer, bs) for name, enc in encs.items()}
 
     def tune(
         self,
@@ -120,13 +125,21 @@ class Session:
         desc: str,
         caches: dict[str, PrefixCache] | None = None,
         checkpoint: Path | None = None,
+        dist: distributed.Dist | None = None,
     ) -> TuneResult:
-        """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out."""
+        """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out.
+
+        `dist` (default: the session's) says which processes share this job: all of them
+        (data-parallel), or this one alone (a candidate in candidate-parallel selection).
+        """
         cfg, stack = self.cfg, self.stack
+        dist = self.dist if dist is None else dist
         layers = stack.check_layers(list(layers))
         torch.manual_seed(cfg.train.seed)
         stack.head.reset_parameters()
         applied = apply_method(stack, layers, cfg.method)
+        if cfg.model.device_map:
+            distributed.align_to_layers(stack, layers)
         try:
             t0 = time.perf_counter()
             if caches is None:
@@ -138,11 +151,11 @@ class Session:
                 stack, params, train_enc, epochs=epochs, max_steps=max_steps, lr=t.lr, batch_size=t.batch_size,
                 seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
-                checkpoint=checkpoint, checkpoint_every=t.checkpoint_every,
+                checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
             )  # fmt: skip
             metrics = {}
             for split, enc in eval_encs.items():
-                preds = predict(stack, enc, t.eval_batch_size, caches.get(split), desc=f"{desc} eval", quiet=self.quiet)
+                preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist)
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
             first = next(iter(eval_encs))
             weights = applied.state_dict()
@@ -182,38 +195,53 @@ class Session:
 
         Candidates in `done` (finished by an earlier, interrupted run) are taken as they are;
         each candidate's training is seeded on its own, so the order they run in is irrelevant.
+        With several processes and --selection-parallel candidates, rounds of W candidates run
+        one per process (why: see `distributed`); after each round every process gets the
+        round's results, so all agree on the scores, and `on_candidate` sees each one once.
         """
-        s = self.cfg.selection
+        s, dist = self.cfg.selection, self.dist
         done = done or {}
         candidates = parse_candidates(s.candidates, self.num_layers)
         protocol, fit_enc, score_enc = self.selection_sets()
         selection = Selection(protocol, [], len(fit_enc), len(score_enc))
         todo = [layer for layer in candidates if layer not in done]
+        split = dist.world_size > 1 and s.selection_parallel == "candidates"
+        width, rank = (dist.world_size, dist.rank) if split else (1, 0)
+        mine = todo[rank::width]  # each process's cache climbs through its own candidates only
         t0 = time.perf_counter()
-        caches = self.build_caches(todo[0], {"train": fit_enc, "score": score_enc}) if todo else {}
-        selection.cache_seconds = time.perf_counter() - t0
-        for layer in candidates:
-            if layer in done:
-                selection.candidates.append(done[layer])
-                continue
-            fault_point(f"candidate{layer}")
-            t0 = time.perf_counter()
-            for cache in caches.values():
-                cache.advance(self.stack, layer)
-            try:
-                r = self.tune(
-                    [layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs,
-                    max_steps=s.selection_max_steps, desc=f"candidate {layer}", caches=caches,
-                )  # fmt: skip
-                cand = Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"])
-            except NonFiniteLoss as exc:
-                log.error("candidate layer %d failed: %s", layer, exc)
-                cand = Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
-            selection.candidates.append(cand)
-            if on_candidate:
-                on_candidate(cand)
+        caches = self.build_caches(mine[0], {"train": fit_enc, "score": score_enc}) if mine else {}
+        cache_seconds = time.perf_counter() - t0
+        finished = dict(done)
+        for start in range(0, len(todo), width):
+            group = todo[start : start + width]
+            cand = self._candidate(group[rank], fit_enc, score_enc, caches, split) if rank < len(group) else None
+            for c in dist.gather(cand) if split else [cand]:
+                if c is not None:
+                    finished[c.layer] = c
+                    if on_candidate:
+                        on_candidate(c)
+        selection.candidates = [finished[layer] for layer in candidates]
+        selection.cache_seconds = max(dist.gather(cache_seconds)) if split else cache_seconds
         selection.seconds = selection.cache_seconds + sum(c.seconds for c in selection.candidates)
         return selection
+
+    def _candidate(self, layer: int, fit_enc: Encoded, score_enc: Encoded, caches: dict, alone: bool) -> Candidate:
+        """Tune and score one candidate (`alone`: on this process only, no collectives)."""
+        s = self.cfg.selection
+        fault_point(f"candidate{layer}")
+        t0 = time.perf_counter()
+        with self.dist.autocast():
+            for cache in caches.values():
+                cache.advance(self.stack, layer)
+        try:
+            r = self.tune(
+                [layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs, max_steps=s.selection_max_steps,
+                desc=f"candidate {layer}", caches=caches, dist=self.dist.alone() if alone else self.dist,
+            )  # fmt: skip
+            return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"])
+        except NonFiniteLoss as exc:
+            log.error("candidate layer %d failed: %s", layer, exc)
+            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
 
 
 def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:

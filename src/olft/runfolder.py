@@ -23,8 +23,15 @@ from typing import Any
 from olft import report
 from olft.errors import OlftError
 
-# Fields that do not change what a run computes; they may differ on resume.
-IGNORED_ON_RESUME = {"out", "strategies"}
+# Fields that do not change what a run computes; they may differ on resume. How the work is spread
+# (processes, --selection-parallel, --device-map, checkpointing) is one of them.
+IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing"}
+
+
+def _defaults() -> dict[str, Any]:
+    from olft.config import RunConfig
+
+    return {k: v for k, v in _flatten(RunConfig().to_dict()).items() if k != "data.glue_dir"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -40,6 +47,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
+    a = {**_defaults(), **a}  # a field an older olft did not write counts as its default
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME:
@@ -60,7 +68,7 @@ class RunFolder:
         saved = self.path / "config.json"
         if overwrite and writer and self.path.exists():
             shutil.rmtree(self.path)
-        elif saved.is_file():
+        elif saved.is_file() and not overwrite:  # other processes leave an --overwrite to rank 0
             try:
                 old = json.loads(saved.read_text())
             except json.JSONDecodeError as exc:
@@ -125,10 +133,10 @@ class RunFolder:
             report.write_json(self._piece(kind, name), data)
 
     def weights_path(self, name: str) -> Path:
-        return self.path / "weights" / f"{_safe(name)}.safetensors"
+        return self.path / "weights" / f"{safe_name(name)}.safetensors"
 
     def checkpoint_path(self, name: str) -> Path:
-        return self.path / "checkpoints" / f"{_safe(name)}.pt"
+        return self.path / "checkpoints" / f"{safe_name(name)}.pt"
 
     def write_results(self, results: dict) -> None:
         if self.writer:
@@ -162,5 +170,6 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """File name for a strategy ('layers=0+3' -> 'layers-0_3')."""
     return name.replace("=", "-").replace("+", "_").replace("/", "_")

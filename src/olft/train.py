@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from olft.backbone import Stack
 from olft.cache import PrefixCache
 from olft.data import Batch, Encoded, collate, eval_order, iterate, train_order
+from olft.distributed import Dist, GlobalBatchDropout, data_parallel, shard_batch
 from olft.errors import OlftError
 from olft.runfolder import fault_point
 
@@ -40,13 +42,16 @@ class FitResult:
     resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
 
 
-def logits_for(stack: Stack, batch: Batch, cache: PrefixCache | None) -> torch.Tensor:
+def logits_for(stack: Stack, batch: Batch, cache: PrefixCache | None, model: nn.Module | None = None) -> torch.Tensor:
+    """Logits of `batch`, from the cached prefix when there is one; `model` (default: the stack,
+    else the stack wrapped in DDP) is what runs the forward."""
+    model = stack if model is None else model
     device = stack.head.weight.device
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
     if cache is None:
-        return stack(ids, mask)
+        return model(ids, mask)
     hidden = cache.gather(batch.indices.tolist(), ids.shape[1])
-    return stack(ids, mask, start=cache.layer, hidden=hidden)
+    return model(ids, mask, start=cache.layer, hidden=hidden)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -74,84 +79,148 @@ def fit(
     quiet: bool = False,
     checkpoint: Path | None = None,
     checkpoint_every: int | None = None,
+    dist: Dist | None = None,
+    grad_accum: int = 1,
 ) -> FitResult:
     """Train `params` (PEFT module + head) on `enc`; everything else stays frozen.
 
     With `checkpoint` and `checkpoint_every`, the whole training state (parameters, optimizer,
     scheduler, RNG, position in the data) is saved every `checkpoint_every` steps, and a run
     that finds the file resumes from it and ends with the same weights as one never stopped.
+
+    `batch_size` is the effective batch of one optimizer step. With `dist` over several
+    processes (data-parallel) or `grad_accum` > 1, each batch runs as micro-batches that together
+    hold exactly its examples (`distributed.shard_batch`), and the step is the one a single
+    process takes on the whole batch, up to float rounding.
     """
     from transformers import get_linear_schedule_with_warmup
 
-    regression = stack.num_labels == 1
+    dist = dist or Dist()
     steps_per_epoch = math.ceil(len(enc) / batch_size)
     total = max_steps or max(1, math.ceil(epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
     torch.manual_seed(seed)
-    state = _load_checkpoint(checkpoint, params, optimizer, scheduler)
+    state = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist)
     step, epoch, skip, loss_value = state
     stack.set_mode(True, frozen_below)
     start = time.perf_counter()
     bar = tqdm(total=total, initial=step, desc=desc, disable=quiet, leave=False, unit="step")
-    while step < total:
-        for position, idx in enumerate(train_order(enc.lengths, batch_size, seed + epoch)):
-            if position < skip:
-                continue
-            batch = collate(enc, idx, regression)
-            loss = loss_fn(logits_for(stack, batch, cache), batch.labels.to(stack.head.weight.device))
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(_diverged("loss", step + 1, lr))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-            if not torch.isfinite(norm):
-                raise NonFiniteLoss(_diverged("gradient", step + 1, lr))
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            fault_point(f"{desc}:step{step}")
-            if step >= total:
-                break
-            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, params, optimizer, scheduler, (step, epoch, position + 1, loss_value))
-        epoch, skip = epoch + 1, 0
+    with data_parallel(stack, dist, grad_accum) as (model, dropout):
+        while step < total:
+            for position, idx in enumerate(train_order(enc.lengths, batch_size, seed + epoch)):
+                if position < skip:
+                    continue
+                loss_value = _forward_backward(stack, model, dropout, optimizer, enc, idx, cache, dist, grad_accum)
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLoss(_diverged("loss", step + 1, lr))
+                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+                if not torch.isfinite(norm):
+                    raise NonFiniteLoss(_diverged("gradient", step + 1, lr))
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                fault_point(f"{desc}:step{step}")
+                if step >= total:
+                    break
+                if checkpoint and checkpoint_every and step % checkpoint_every == 0:
+                    at = (step, epoch, position + 1, loss_value)
+                    _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist)
+            epoch, skip = epoch + 1, 0
     bar.close()
     stack.set_mode(False, 0)
     return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0])
 
 
-def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple) -> None:
+def _forward_backward(
+    stack: Stack, model: nn.Module, dropout: GlobalBatchDropout | None, optimizer, enc: Encoded, idx: list[int],
+    cache: PrefixCache | None, dist: Dist, grad_accum: int,
+) -> float:  # fmt: skip
+    """Leave the gradient of the mean loss over global batch `idx` in `.grad`; return that loss.
+
+    Without `dropout` to steer (one process, no accumulation) this is the plain step. Otherwise
+    each micro-batch's loss is weighted by its share of the global batch and DDP averages over
+    processes, so the gradient and the returned loss (summed over processes) are the batch's.
+    """
+    device = stack.head.weight.device
+    regression = stack.num_labels == 1
+    if dropout is None:
+        batch = collate(enc, idx, regression)
+        with dist.autocast():
+            loss = loss_fn(logits_for(stack, batch, cache), batch.labels.to(device))
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        return loss_value
+    optimizer.zero_grad(set_to_none=True)
+    parts = shard_batch(idx, dist.world_size, dist.rank, grad_accum)
+    total = 0.0
+    for k, part in enumerate(parts):
+        dropout.rows(len(idx), part.start, fresh=k == 0)
+        batch = collate(enc, part.indices, regression)
+        with dist.no_sync(model, skip=k < len(parts) - 1):
+            with dist.autocast():
+                loss = loss_fn(logits_for(stack, batch, cache, model), batch.labels.to(device)) * part.weight
+            dist.backward(loss * dist.world_size)  # DDP divides by the number of processes
+        total += loss.item()
+    return dist.sum(total)
+
+
+def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, dist: Dist | None = None) -> None:
+    """Write the training state (rank 0 only); every process's RNG state goes in with it."""
+    dist = dist or Dist()
+    rng = dist.gather(torch.get_rng_state())
+    if not dist.is_main:
+        return
     state = {
         "params": [p.detach().clone() for p in params],
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": rng[0],
         "position": position,
     }
+    if len(rng) > 1:
+        state["rng_per_process"] = rng
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path | None, params, optimizer, scheduler) -> tuple[int, int, int, float]:
-    """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss)."""
-    if path is None or not path.is_file():
-        return 0, 0, 0, float("nan")
+def _read_checkpoint(path: Path, map_location: str | None = None) -> dict | None:
+    if not path.is_file():
+        return None
     try:
-        state = torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=False, map_location=map_location)
     except Exception as exc:  # a damaged checkpoint is not worth a crash: start the piece again
         log.warning("ignoring unreadable checkpoint %s (%s); training this piece from the start", path, exc)
+        return None
+
+
+def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None) -> tuple[int, int, int, float]:
+    """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss).
+
+    With several processes rank 0 reads the file and sends it to the others, so every process
+    resumes from the same state even when only rank 0 sees the run folder.
+    """
+    dist = dist or Dist()
+    if path is None:
+        return 0, 0, 0, float("nan")
+    if dist.world_size == 1:
+        state = _read_checkpoint(path)
+    else:
+        state = dist.broadcast(_read_checkpoint(path, "cpu") if dist.is_main else None)
+    if state is None:
         return 0, 0, 0, float("nan")
     with torch.no_grad():
         for p, saved in zip(params, state["params"], strict=True):
             p.copy_(saved)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+    rngs = state.get("rng_per_process")
+    torch.set_rng_state(rngs[dist.rank] if rngs and len(rngs) == dist.world_size else state["rng"])
     log.info("resuming %s from step %d", path.stem, state["position"][0])
     return state["position"]
 
@@ -165,15 +234,37 @@ def _diverged(what: str, step: int, lr: float) -> str:
 
 @torch.no_grad()
 def predict(
-    stack: Stack, enc: Encoded, batch_size: int, cache: PrefixCache | None = None, desc: str = "eval", quiet: bool = False
+    stack: Stack,
+    enc: Encoded,
+    batch_size: int,
+    cache: PrefixCache | None = None,
+    desc: str = "eval",
+    quiet: bool = False,
+    dist: Dist | None = None,
 ) -> np.ndarray:
-    """Predictions in example order: class indices, or floats for regression."""
+    """Predictions in example order: class indices, or floats for regression.
+
+    With several processes each scores every W-th batch and the (indices, predictions) pairs of
+    all processes are gathered once; filling the output by index places each example exactly
+    once (no example dropped or counted twice at the end of an uneven split).
+    """
     stack.eval()
     regression = stack.num_labels == 1
     out: np.ndarray = np.zeros(len(enc), dtype=np.float64 if regression else np.int64)
-    batches = eval_order(enc.lengths, batch_size)
-    for batch in tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False):
-        logits = logits_for(stack, batch, cache).float()
-        values = logits.squeeze(-1) if regression else logits.argmax(-1)
-        out[batch.indices.numpy()] = values.cpu().numpy()
+    world, rank = (dist.world_size, dist.rank) if dist else (1, 0)
+    batches = eval_order(enc.lengths, batch_size)[rank::world]
+    pairs = []
+    with dist.autocast() if dist else nullcontext():
+        for batch in tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False):
+            logits = logits_for(stack, batch, cache).float()
+            values = logits.squeeze(-1) if regression else logits.argmax(-1)
+            pairs.append((batch.indices.numpy(), values.cpu().numpy()))
+    if world > 1:
+        pairs = [pair for part in dist.gather(pairs) for pair in part]
+    seen = np.zeros(len(enc), dtype=bool)
+    for indices, values in pairs:
+        out[indices] = values
+        seen[indices] = True
+    if not seen.all():
+        raise RuntimeError(f"{int((~seen).sum())} of {len(enc)} examples got no prediction")
     return out
