@@ -7,7 +7,8 @@ length-grouped, padded per batch as olft does) for every olft measurement:
 - final layer and middle layer, plain (whole forward each step) and cached (frozen prefix cached)
 - final layer cached with the whole last layer run (pooled-token shortcut off), to show that lever
 - the whole OLFT selection over the middle bucket, run end to end with `Session.select` on a small
-  budget, with the cache on and off (wall time, cache build and candidate scoring included)
+  budget, with the cache on and off (wall time, cache build and candidate scoring included), and
+  off with the whole last layer run (olft's plain path before the pooled-token shortcut)
 - one epoch of middle-layer LoRA with olft's own `fit` (cache build included), against the peer
   recipe: `peft` LoRA with `layers_to_transform=[L]` on `AutoModelForSequenceClassification`,
   transformers' `Trainer`, inputs padded to 128 tokens (its epoch = mean step x steps per epoch)
@@ -54,6 +55,7 @@ TARGETS = {  # measurement ratio -> (numerator, denominator, upper bound)
     "middle cached / all-layer": ("middle_cached", "all_adapter", 0.55),
     "final cached / all-layer": ("final_cached", "all_adapter", 0.10),
     "selection cached / plain": ("selection_cached", "selection_plain", 0.60),
+    "selection cached / plain, whole last layer": ("selection_cached", "selection_plain_whole_last_layer", 0.60),
     "olft epoch / peer epoch": ("olft_epoch_lora", "peer_epoch_lora", 0.50),
 }
 
@@ -64,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", default="sst2")
     p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     p.add_argument("--out", type=Path, required=True, help="JSON results file")
+    p.add_argument("--markdown", action="store_true", help="only print the Markdown tables of an existing --out")
     p.add_argument("--examples", type=int, default=400, help="training sentences sampled from the train split")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=4, help="measured steps per configuration and round")
@@ -102,7 +105,7 @@ def environment(args: argparse.Namespace) -> dict:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    keys = ("model", "task", "examples", "batch_size", "steps", "rounds", "warmup", "peer_steps", "selection_train",
+    keys = ("model", "task", "examples", "batch_size", "steps", "rounds", "warmup", "threads", "peer_steps", "selection_train",
             "selection_score", "seed")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -227,13 +230,17 @@ def has_dropout(stack: Stack) -> bool:
 
 
 # -- selection and epochs ------------------------------------------------------------------------
-def time_selection(session: Session, cached: bool) -> dict:
+def time_selection(session: Session, cached: bool, shortcut: str = "auto") -> dict:
     """Wall time of `Session.select` over the middle bucket, cache on or off."""
     session.cfg.train.cache = cached
+    session.stack.pooled_shortcut = shortcut
     t0 = time.perf_counter()
-    selection = session.select()
+    try:
+        selection = session.select()
+    finally:
+        session.cfg.train.cache = True
+        session.stack.pooled_shortcut = "auto"
     seconds = time.perf_counter() - t0
-    session.cfg.train.cache = True
     cands = selection.candidates
     return {"seconds": round(seconds, 3), "cache_build_s": round(selection.cache_seconds, 3),
             "candidates": [c.layer for c in cands], "scores": [c.score for c in cands],
@@ -332,19 +339,22 @@ def derive(results: Results) -> None:
     results.save()
 
 
-def print_table(results: Results) -> None:
-    ms, ratios = results.data["measurements"], results.data.get("ratio_to_all_layer_adapter", {})
-    print(f"\n{'measurement':34} {'seconds':>9} {'x all-layer':>11}  note")
+def markdown(data: dict) -> str:
+    """The measurements, their ratios to the all-layer adapter step, and the targets, as Markdown."""
+    ms, ratios = data["measurements"], data.get("ratio_to_all_layer_adapter", {})
+    lines = ["| measurement | seconds | x all-layer adapter | note |", "|---|---:|---:|---|"]
     for name, m in ms.items():
-        kind = "s/step" if "median_s" in m else "s total"
+        kind = "s/step (median)" if "median_s" in m else "s (whole run)"
         note = m.get("pooled_shortcut", m.get("from", ""))
+        note = f"pooled-token shortcut: {note.split(' (')[0]}" if "pooled_shortcut" in m else note
         if "cache_build_s" in m:
             note = f"cache build {m['cache_build_s']} s; {note}"
         ratio = f"{ratios[name]:.3f}" if name in ratios else ""
-        print(f"{name:34} {seconds_of(m):9.3f} {ratio:>11}  {kind}; {note}")
-    print()
-    for label, t in results.data.get("targets", {}).items():
-        print(f"{label:28} {t['ratio']:.3f} (target {t['target']}): {'met' if t['met'] else 'MISSED'}")
+        lines.append(f"| {name} | {seconds_of(m):.3f} {kind} | {ratio} | {note} |")
+    lines += ["", "| target | measured | bound | |", "|---|---:|---:|---|"]
+    for label, t in data.get("targets", {}).items():
+        lines.append(f"| {label} | {t['ratio']:.3f} | {t['target']} | {'met' if t['met'] else 'missed'} |")
+    return "\n".join(lines)
 
 
 def run_all(args: argparse.Namespace, results: Results) -> None:
@@ -375,6 +385,7 @@ def run_all(args: argparse.Namespace, results: Results) -> None:
     jobs: list[tuple[str, str, Callable[[], dict]]] = []
     jobs.append(("selection", "selection_plain", lambda: time_selection(session, cached=False)))
     jobs.append(("selection", "selection_cached", lambda: time_selection(session, cached=True)))
+    jobs.append(("selection", "selection_plain_whole_last_layer", lambda: time_selection(session, False, "off")))
     middle = stack.num_layers // 2
     jobs.append(("epoch", "olft_epoch", lambda: time_olft_epoch(stack, enc, middle, args.batch_size, args.seed)))
     texts = ["\n".join(session.train_examples[i].texts) for i in range(len(enc))]
@@ -390,6 +401,9 @@ def run_all(args: argparse.Namespace, results: Results) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -400,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     derive(results)
     results.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     results.save()
-    print_table(results)
+    print(markdown(results.data))
 
 
 if __name__ == "__main__":

@@ -101,12 +101,12 @@ def dispatch(args: argparse.Namespace) -> int:
     from olft import api, distributed
 
     show = distributed.is_main_process()  # under a launcher only rank 0 prints
-
     if args.command == "evaluate":
         from olft.evaluate import evaluate_run
 
         report = evaluate_run(Path(args.run), quiet=args.quiet)
-        print(report)
+        if show:
+            print(report)
         return 0
     cfg = config_from_args(args)
     if args.command == "info":

@@ -31,12 +31,16 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from olft.errors import OlftError
+
+if TYPE_CHECKING:
+    from olft.backbone import Stack
+    from olft.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ def shutdown() -> None:
 
 
 # -- placing the model ------------------------------------------------------------------------------
-def place(stack, dist: Dist, device_map: str | None, gradient_checkpointing: bool) -> None:
+def place(stack: Stack, dist: Dist, device_map: str | None, gradient_checkpointing: bool) -> None:
     """Move the stack to this process's device (unless `device_map` placed it) and set checkpointing."""
     if device_map and dist.world_size > 1:
         raise OlftError(
@@ -227,7 +231,7 @@ def place(stack, dist: Dist, device_map: str | None, gradient_checkpointing: boo
             stack.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def align_to_layers(stack, layers: list[int]) -> None:
+def align_to_layers(stack: Stack, layers: list[int]) -> None:
     """Put PEFT modules on the device of the layer they sit in (models spread with --device-map)."""
     for i in layers:
         layer = stack.layers[i]
@@ -306,7 +310,7 @@ class GlobalBatchDropout(nn.Module):
 
 
 @contextmanager
-def data_parallel(stack, dist: Dist, grad_accum: int) -> Iterator[tuple[nn.Module, GlobalBatchDropout | None]]:
+def data_parallel(stack: Stack, dist: Dist, grad_accum: int) -> Iterator[tuple[nn.Module, GlobalBatchDropout | None]]:
     """(model to run forward through, head dropout to steer) for one training run.
 
     One process without accumulation gets the stack itself and no dropout to steer: the plain
@@ -329,7 +333,7 @@ def data_parallel(stack, dist: Dist, grad_accum: int) -> Iterator[tuple[nn.Modul
         stack.head_dropout = original
 
 
-def describe(dist: Dist, cfg) -> dict[str, Any]:
+def describe(dist: Dist, cfg: RunConfig) -> dict[str, Any]:
     """What results.json records about how the run was spread over processes."""
     w, t = dist.world_size, cfg.train
     selection_mode = "single-process"

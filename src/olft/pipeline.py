@@ -247,12 +247,15 @@ class Session:
 def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Metrics of saved PEFT + head weights on every eval split (plain forward, no cache)."""
     applied = apply_method(session.stack, layers, session.cfg.method)
+    if session.cfg.model.device_map:
+        distributed.align_to_layers(session.stack, layers)
     try:
         applied.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")})
         session.stack.head.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("head.")})
         out = {}
         for split, enc in session.eval_enc.items():
-            preds = predict(session.stack, enc, session.cfg.train.eval_batch_size, None, f"{split}", session.quiet)
+            bs = session.cfg.train.eval_batch_size  # same autocast (and sharding) as when the run scored it
+            preds = predict(session.stack, enc, bs, None, f"{split}", session.quiet, session.dist)
             out[split] = tasks.compute_metrics(session.task, preds, enc.labels)
         return out
     finally:

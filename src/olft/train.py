@@ -173,6 +173,7 @@ def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, 
     """Write the training state (rank 0 only); every process's RNG state goes in with it."""
     dist = dist or Dist()
     rng = dist.gather(torch.get_rng_state())
+    cuda_rng = dist.gather(torch.cuda.get_rng_state(dist.device)) if dist.device.type == "cuda" else None
     if not dist.is_main:
         return
     state = {
@@ -184,6 +185,8 @@ def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, 
     }
     if len(rng) > 1:
         state["rng_per_process"] = rng
+    if cuda_rng is not None:  # dropout on a GPU draws from the device's generator
+        state["cuda_rng_per_process"] = cuda_rng
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -221,6 +224,9 @@ def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist
     scheduler.load_state_dict(state["scheduler"])
     rngs = state.get("rng_per_process")
     torch.set_rng_state(rngs[dist.rank] if rngs and len(rngs) == dist.world_size else state["rng"])
+    cuda_rngs = state.get("cuda_rng_per_process")
+    if cuda_rngs and dist.device.type == "cuda":
+        torch.cuda.set_rng_state(cuda_rngs[dist.rank if len(cuda_rngs) == dist.world_size else 0], dist.device)
     log.info("resuming %s from step %d", path.stem, state["position"][0])
     return state["position"]
 

@@ -1,0 +1,370 @@
+"""Reproduce the paper's GLUE comparison (its Table 1 and Table 2) and layer claims on one model.
+
+For every (task, seed) one olft run folder tunes three strategies with the same PEFT method:
+OLFT (one layer, chosen among the middle third on held-out train data), the final layer, and all
+layers. Run folders live under `--work-dir`/<model>-<method>/ and are resumed by olft itself, so
+the command can be stopped and started again; finished folders are skipped. The report
+(`docs/results/<model>-<method>.md`, `.json`, `.png`, and `docs/results/README.md` with the
+verdict on each claim) is rebuilt from the run folders alone:
+
+    python benchmarks/paper.py --model minilm-l6 --glue-dir ../shared/glue
+    python benchmarks/paper.py --model minilm-l6 --report-only
+
+Tasks without a train split here (QQP, QNLI, MNLI) train on a fixed part of their dev split and
+are scored on the disjoint rest; the derived JSONL files are written into the work dir. With a
+full GLUE folder the same command uses the real train and dev splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paper_report import write_reports  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# (olft task, table header); the paper's eight GLUE columns in its order.
+COLUMNS = (("sst2", "SST-2"), ("mrpc", "MRPC"), ("qqp", "QQP"), ("mnli", "MNLI-m"), ("mnli-mm", "MNLI-mm"),
+           ("qnli", "QNLI"), ("rte", "RTE"), ("wnli", "WNLI"))
+# Rough mean tokens per example (pair tasks: both texts); only used to weigh jobs for the ETA.
+MEAN_TOKENS = {"sst2": 25, "mrpc": 55, "qqp": 32, "mnli": 45, "mnli-mm": 45, "qnli": 55, "rte": 80, "wnli": 40}
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Budget knobs of one benchmark: every one is a flag of the same name."""
+
+    seeds: str = "0,1,2"
+    max_train_samples: int = 2000
+    max_eval_samples: int = 1000
+    max_length: int = 128
+    epochs: float = 2.0
+    batch_size: int = 16
+    lr: float = 1e-3
+    selection_train_samples: int = 500
+    selection_eval_samples: int = 200
+    selection_epochs: float = 1.0
+    dev_train_fraction: float = 0.5  # part of a dev split used for training where train.tsv is missing
+    split_seed: int = 0  # fixes which dev examples train; never the run seed
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in str(self.seeds).split(",") if s.strip()]
+
+
+# Per-model defaults, chosen from timing probes on this 2-core CPU (see ESTIMATES).
+MODEL_CAPS = {
+    "minilm-l6": Caps(seeds="0,1,2", max_train_samples=2000, max_eval_samples=1000, epochs=2.0),
+    "smollm2-135m": Caps(seeds="0", max_train_samples=1000, max_eval_samples=500, max_length=128, epochs=2.0,
+                         selection_train_samples=300, selection_eval_samples=150),
+}
+# What the timing probe said, quoted in the report (filled from the measurements of the probes).
+ESTIMATES = {
+    "minilm-l6": "(not measured yet)",
+    "smollm2-135m": "(not measured yet)",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where one table column's data comes from and which run folder and split score it."""
+
+    column: str  # olft task of the column, e.g. "mnli-mm"
+    run_task: str  # olft task of the run folder that scores it
+    split: str | None  # eval split of that run to read (None = its headline split)
+    source: str  # "glue" or "file"
+    train_file: str | None = None
+    validation_file: str | None = None
+    note: str = ""  # where train and eval examples came from (for the table)
+    train_count: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One olft run folder: main (olft,final,full), sweep (all-layer selection), sweepfull, paper."""
+
+    kind: str
+    task: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{'' if self.kind == 'main' else self.kind + '-'}{self.task}-s{self.seed}"
+
+
+def model_tag(model: str, method: str) -> str:
+    """File-name stem of a model/method pair: the alias or the folder name."""
+    return f"{Path(model).name.replace('.gguf', '')}-{method}"
+
+
+# ------------------------------------------------------------------------------ data plans
+
+def _write_jsonl(path: Path, task, examples: list) -> None:
+    """Examples as JSON Lines with the task's canonical text fields and an integer label."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({**dict(zip(task.text_fields, ex.texts)), "label": ex.label}) for ex in examples]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def derive_split(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -> dict:
+    """Split a dev file into a fixed train part and the disjoint rest (written once as JSONL).
+
+    The split depends only on `caps.split_seed` and `caps.dev_train_fraction`, never on the run
+    seed, so every seed and strategy trains and scores on the same two disjoint parts. MNLI's
+    two columns share one train part drawn from dev_matched; MNLI-mm scores all of dev_mismatched.
+    """
+    from olft import tasks
+
+    task = tasks.get_task("mnli" if task_name == "mnli-mm" else task_name)
+    source_split = task.eval_splits[0]  # validation, or validation_matched for MNLI
+    folder = data_dir / task.name
+    spec = {"source": f"{task.glue_folder}/{task.glue_file(source_split)}", "fraction": caps.dev_train_fraction,
+            "split_seed": caps.split_seed}
+    meta_path = folder / "split.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("spec") != spec or not (folder / "train.jsonl").is_file():
+        dev = tasks.load_glue(task, source_split, glue_dir)
+        order = random.Random(caps.split_seed).sample(range(len(dev)), len(dev))
+        cut = round(caps.dev_train_fraction * len(dev))
+        train_idx, rest_idx = sorted(order[:cut]), sorted(order[cut:])
+        _write_jsonl(folder / "train.jsonl", task, [dev[i] for i in train_idx])
+        _write_jsonl(folder / "validation.jsonl", task, [dev[i] for i in rest_idx])
+        meta = {"spec": spec, "train": len(train_idx), "validation": len(rest_idx)}
+        if task.name == "mnli":
+            mm = tasks.load_glue(task, "validation_mismatched", glue_dir)
+            _write_jsonl(data_dir / "mnli-mm" / "validation.jsonl", task, mm)
+            meta["validation_mismatched"] = len(mm)
+        (folder / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def plan_column(column: str, glue_dir: Path, data_dir: Path, caps: Caps) -> Plan:
+    """Real train/dev splits when the GLUE folder has train.tsv, else a derived dev split."""
+    from olft import tasks
+
+    task = tasks.get_task(column)
+    train_tsv = glue_dir / task.glue_folder / "train.tsv"
+    if train_tsv.is_file():
+        rows = sum(1 for line in train_tsv.open(encoding="utf-8") if line.strip()) - 1
+        if column == "mnli-mm":  # one MNLI run scores both dev files
+            return Plan(column, "mnli", "validation_mismatched", "glue", note="train.tsv / dev_mismatched.tsv", train_count=rows)
+        return Plan(column, column, None, "glue", note=f"train.tsv / {task.glue_file(task.eval_splits[0])}", train_count=rows)
+    meta = derive_split(column, glue_dir, data_dir, caps)
+    base = "mnli" if column == "mnli-mm" else column
+    source = meta["spec"]["source"]
+    train = str(data_dir / base / "train.jsonl")
+    if column == "mnli-mm":
+        note = (f"no train split: trains on {meta['train']} of {source} (fixed, split seed {caps.split_seed}), "
+                f"scored on {task.glue_folder}/dev_mismatched.tsv ({meta['validation_mismatched']})")
+        return Plan(column, column, None, "file", train, str(data_dir / "mnli-mm" / "validation.jsonl"), note, meta["train"])
+    note = (f"no train split: trains on {meta['train']} of {source} (fixed, split seed {caps.split_seed}), "
+            f"scored on the disjoint other {meta['validation']}")
+    return Plan(column, column, None, "file", train, str(data_dir / base / "validation.jsonl"), note, meta["train"])
+
+
+# ------------------------------------------------------------------------------ run configs
+
+def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: Path, num_layers: int | None):
+    """The olft RunConfig of one job: the caps, the data plan, and the job's selection setup."""
+    from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
+
+    data = DataConfig(
+        task=plan.run_task, glue_dir=str(args.glue_dir), data_source=plan.source, train_file=plan.train_file,
+        validation_file=plan.validation_file, max_train_samples=caps.max_train_samples,
+        max_eval_samples=caps.max_eval_samples, max_length=caps.max_length,
+    )  # fmt: skip
+    train = TrainConfig(epochs=caps.epochs, lr=caps.lr, batch_size=caps.batch_size, seed=job.seed)
+    selection = SelectionConfig(
+        candidates="all" if job.kind == "sweep" else "middle",
+        selection_data="validation" if job.kind == "paper" else "train",
+        selection_train_samples=caps.selection_train_samples, selection_eval_samples=caps.selection_eval_samples,
+        selection_epochs=caps.selection_epochs,
+    )  # fmt: skip
+    strategies = {"main": "olft,final,full", "paper": "olft", "sweep": "olft"}.get(job.kind)
+    if job.kind == "sweepfull":
+        strategies = ",".join(f"layers={i}" for i in range(num_layers or 0))
+    return RunConfig(model=ModelConfig(args.model), data=data, method=MethodConfig(args.method), train=train,
+                     selection=selection, strategies=strategies, out=str(out))
+
+
+def plan_jobs(columns: list[str], plans: dict[str, Plan], caps: Caps, sweep: list[str], sweep_full: bool,
+              paper_task: str | None, extra_seeds: int) -> list[Job]:
+    """Seed by seed: every table column, then that seed's extra runs, so a partial run is a whole table."""
+    jobs: list[Job] = []
+    seeds = caps.seed_list
+    for i, seed in enumerate(seeds):
+        for column in columns:
+            job = Job("main", plans[column].run_task, seed)
+            if job not in jobs:
+                jobs.append(job)
+        if i < extra_seeds:
+            if paper_task:
+                jobs.append(Job("paper", plans[paper_task].run_task, seed))
+            jobs += [Job("sweep", plans[t].run_task, seed) for t in sweep]
+            jobs += [Job("sweepfull", plans[t].run_task, seed) for t in sweep if sweep_full]
+    return jobs
+
+
+def job_weight(job: Job, plan: Plan, caps: Caps, num_layers: int) -> float:
+    """Relative cost of a job (example-epochs x tokens, all-layer training = 1): weighs the ETA."""
+    n = min(plan.train_count or caps.max_train_samples, caps.max_train_samples) * caps.epochs
+    sel = caps.selection_train_samples * caps.selection_epochs
+    middle = num_layers - 2 * (num_layers // 3)
+    cost = {
+        "main": n * 1.7 + middle * sel * 0.6,
+        "paper": n * 0.6 + middle * sel * 0.6,
+        "sweep": num_layers * sel * 0.6,
+        "sweepfull": n * num_layers * 0.6,
+    }[job.kind]
+    return cost * MEAN_TOKENS.get(job.task, 50) + caps.max_eval_samples * 3
+
+
+def is_finished(folder: Path) -> bool:
+    """A folder whose run ended (completely, or with failed pieces that a rerun would repeat)."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return results.get("status") in ("complete", "finished with failures")
+
+
+def num_layers_of(args: argparse.Namespace, work: Path) -> int:
+    """The model's layer count: from any run folder, else by loading the model once."""
+    for results in sorted(work.glob("*/results.json")):
+        try:
+            return int(json.loads(results.read_text())["num_layers"])
+        except (OSError, KeyError, ValueError):
+            continue
+    from olft import api
+    from olft.config import MethodConfig, ModelConfig, RunConfig
+
+    return int(api.info(RunConfig(model=ModelConfig(args.model), method=MethodConfig(args.method)))["num_layers"])
+
+
+def _clock(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, caps: Caps, work: Path, manifest: dict) -> None:
+    """Run every unfinished job, one line per finished job with elapsed time and an ETA."""
+    from olft import api
+
+    n_layers = num_layers_of(args, work)
+    by_task = {p.run_task: p for p in plans.values()}
+    weights = {job: job_weight(job, by_task[job.task], caps, n_layers) for job in jobs}
+    todo = [job for job in jobs if not is_finished(work / job.name)]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to go in {work}", flush=True)
+    start, done_weight = time.perf_counter(), 0.0
+    for i, job in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        cfg = job_config(job, by_task[job.task], args, caps, work / job.name, n_layers)
+        if job.kind == "sweep":
+            api.select_layer(cfg, quiet=True)
+        else:
+            api.run(cfg, quiet=True)
+        took = time.perf_counter() - t0
+        manifest.setdefault("wall_seconds", {})[job.name] = round(took, 1)
+        write_manifest(work, manifest)
+        done_weight += weights[job]
+        elapsed = time.perf_counter() - start
+        left = sum(weights[j] for j in todo[i:])
+        eta = elapsed / done_weight * left if done_weight else 0.0
+        print(f"[{i}/{len(todo)}] {job.name} finished in {took / 60:.1f} min; elapsed {_clock(elapsed)}, ETA {_clock(eta)}",
+              flush=True)
+        write_reports(work, Path(args.results_dir))
+
+
+def write_manifest(work: Path, manifest: dict) -> None:
+    """bench.json in the work dir: command, caps and plans, so the report needs nothing else."""
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / ".bench.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, work / "bench.json")
+
+
+# ------------------------------------------------------------------------------ command line
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="minilm-l6", help="olft model alias or folder (default: minilm-l6)")
+    p.add_argument("--method", default="adapter", choices=("adapter", "lora", "prefix"))
+    p.add_argument("--tasks", default=",".join(t for t, _ in COLUMNS), help="comma-separated olft task names (default: the paper's 8)")
+    p.add_argument("--glue-dir", type=Path, default=os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work", help="run folders go under WORK_DIR/<model>-<method>/")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--sweep", default="rte,mrpc,sst2", help="tasks whose candidates are every layer (claim 3); '' for none")
+    p.add_argument("--sweep-full", action=argparse.BooleanOptionalAction, default=None,
+                   help="also tune every layer on the full capped train set and score it on validation (default: on for minilm-l6)")
+    p.add_argument("--paper-protocol", default="rte", help="task that also runs the paper's selection protocol (--selection-data validation); '' for none")
+    p.add_argument("--extra-seeds", type=int, default=1, help="how many of the seeds also run the sweep and the paper protocol")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    for f in fields(Caps):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"(default: per model; {f.default} otherwise)")
+    return p.parse_args(argv)
+
+
+def resolve_caps(args: argparse.Namespace) -> Caps:
+    """The model's default caps, overridden by any cap flag given."""
+    base = MODEL_CAPS.get(args.model, Caps())
+    given = {f.name: getattr(args, f.name) for f in fields(Caps) if getattr(args, f.name) is not None}
+    return replace(base, **given)
+
+
+def _split_list(text: str) -> list[str]:
+    from olft import tasks
+
+    return [tasks.get_task(t).name for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    work = Path(args.work_dir) / model_tag(args.model, args.method)
+    if args.report_only:
+        write_reports(work, Path(args.results_dir))
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    caps = resolve_caps(args)
+    columns, sweep = _split_list(args.tasks), _split_list(args.sweep)
+    paper_task = _split_list(args.paper_protocol)[0] if args.paper_protocol.strip() else None
+    sweep_full = args.sweep_full if args.sweep_full is not None else args.model == "minilm-l6"
+    work.mkdir(parents=True, exist_ok=True)
+    (work.parent / ".gitignore").write_text("*\n")  # derived data and run folders never go into git
+    plans = {c: plan_column(c, Path(args.glue_dir), work / "data", caps) for c in dict.fromkeys([*columns, *sweep, *filter(None, [paper_task])])}
+    jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
+    old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
+    manifest = {
+        "command": "python benchmarks/paper.py " + shlex.join(argv), "model": args.model, "method": args.method,
+        "caps": asdict(caps), "columns": columns, "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task,
+        "plans": {c: asdict(p) for c, p in plans.items()}, "jobs": [j.name for j in jobs],
+        "estimate": ESTIMATES.get(args.model, "(no timing probe for this model)"),
+        "wall_seconds": old.get("wall_seconds", {}),
+    }  # fmt: skip
+    write_manifest(work, manifest)
+    try:
+        run_jobs(jobs, plans, args, caps, work, manifest)
+    finally:
+        write_reports(work, Path(args.results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""The paper benchmark's report, rebuilt from run folders alone (see `paper.py`).
+
+`collect` reads the work dir (bench.json plus one olft run folder per job) into one dict, which is
+written as `<model>-<method>.json`; the Markdown (Table 1, Table 2, selection time, layer sweep,
+the paper's protocol, data, environment) and the per-layer plot are rendered from that dict only,
+so `--report-only` reproduces exactly what a run wrote. `README.md` compares every model's
+outcome with the paper's four claims.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+STRATEGIES = (("olft", "OLFT"), ("final", "final-layer"), ("full", "all-layer"))
+HEADERS = {"sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI",
+           "rte": "RTE", "wnli": "WNLI"}
+PAPER = {  # the paper's claims, as numbers
+    "claim1": "OLFT beats final-layer tuning by +10.5 to +12.3 GLUE average",
+    "claim2": "OLFT is comparable to all-layer tuning: -1.3 to +5.9 GLUE average",
+    "claim3": "the best single layer lies in the middle third",
+    "claim4": "OLFT trains in 39-69 % of all-layer time with about 3 % of its PEFT parameters",
+}
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _stats(per_seed: dict[str, float]) -> dict:
+    values = list(per_seed.values())
+    return {"per_seed": per_seed, "n": len(values), "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def _score(entry: dict, split: str | None, metric: str) -> float | None:
+    if split is None:
+        return entry.get("score")
+    return entry.get("metrics", {}).get(split, {}).get(metric)
+
+
+def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
+    """One Table 1 column: per strategy the score (x100), train time and chosen layer per seed."""
+    cell: dict = {"note": plan["note"], "derived": plan["source"] == "file", "strategies": {}, "selection_seconds": {}}
+    for name, _ in STRATEGIES:
+        scores, times, layers, failed = {}, {}, {}, []
+        for seed in map(str, seeds):
+            r = runs.get(f"{plan['run_task']}-s{seed}")
+            if not r:
+                continue
+            entry = r["strategies"].get(name)
+            if name in r.get("failed", {}):
+                failed.append(seed)
+            if entry and _score(entry, plan["split"], r["metric"]) is not None:
+                scores[seed] = 100 * _score(entry, plan["split"], r["metric"])
+                times[seed] = entry["train_seconds"]
+                layers[seed] = entry["layers"]
+                cell["peft_params"] = cell.get("peft_params", {}) | {name: entry["peft_params"]}
+                cell["all_layer_peft_params"] = r["all_layer_peft_params"]
+            if name == "olft" and r.get("selection"):
+                cell["selection_seconds"][seed] = r["selection"]["seconds"]
+        cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "layers": layers, "failed": failed}
+    return cell
+
+
+def _averages(table: dict) -> dict:
+    """Avg column over the tasks where every strategy has a score (the same tasks for each)."""
+    common = [c for c, cell in table.items() if all(cell["strategies"][s]["n"] for s, _ in STRATEGIES)]
+    out: dict = {"tasks": common}
+    for name, _ in STRATEGIES:
+        means = [table[c]["strategies"][name]["mean"] for c in common]
+        seeds = set.intersection(*(set(table[c]["strategies"][name]["per_seed"]) for c in common)) if common else set()
+        per_seed = {s: statistics.fmean(table[c]["strategies"][name]["per_seed"][s] for c in common) for s in sorted(seeds)}
+        out[name] = {"mean": statistics.fmean(means) if means else None,
+                     "std": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None, "per_seed": per_seed}
+    return out
+
+
+def _costs(table: dict) -> dict:
+    """Table 2: time and parameters over the (task, seed) runs where all three strategies finished."""
+    sums = {name: 0.0 for name, _ in STRATEGIES}
+    sel, pairs, per_task = 0.0, 0, {}
+    for col, cell in table.items():
+        st = cell["strategies"]
+        seeds = set(st["olft"]["train_seconds"]) & set(st["final"]["train_seconds"]) & set(st["full"]["train_seconds"])
+        seeds &= set(cell["selection_seconds"])
+        for seed in seeds:
+            for name, _ in STRATEGIES:
+                sums[name] += st[name]["train_seconds"][seed]
+            sel += cell["selection_seconds"][seed]
+            pairs += 1
+        if seeds:
+            per_task[col] = 100 * sum(st["olft"]["train_seconds"][s] for s in seeds) / sum(st["full"]["train_seconds"][s] for s in seeds)
+    params = next((c["peft_params"] for c in table.values() if len(c.get("peft_params", {})) == 3), None)
+    all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
+    out: dict = {"runs": pairs, "olft_time_percent_per_task": per_task, "all_layer_peft_params": all_params}
+    for name, _ in STRATEGIES:
+        out[name] = {"minutes_per_run": sums[name] / pairs / 60 if pairs else None,
+                     "time_percent": 100 * sums[name] / sums["full"] if pairs and sums["full"] else None,
+                     "peft_params": params[name] if params else None,
+                     "param_percent": 100 * params[name] / all_params if params and all_params else None}
+    out["selection"] = {"minutes_per_run": sel / pairs / 60 if pairs else None,
+                        "olft_plus_selection_percent": 100 * (sums["olft"] + sel) / sums["full"] if pairs and sums["full"] else None}
+    return out
+
+
+def _best(scores: dict[int, float]) -> int | None:
+    return min((layer for layer, v in scores.items() if v == max(scores.values())), default=None)
+
+
+def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
+    """Per sweep task: score per layer (held-out train, and full-train validation if run), best layers."""
+    out = {}
+    for col in manifest["sweep"]:
+        task = manifest["plans"][col]["run_task"]
+        holdout: dict[int, list[float]] = {}
+        full: dict[int, list[float]] = {}
+        middle = None
+        for name, r in runs.items():
+            if name.startswith(f"sweep-{task}-s") and r.get("selection"):
+                middle = r["middle_bucket"]
+                for c in r["selection"]["candidates"]:
+                    if c["score"] is not None:
+                        holdout.setdefault(c["layer"], []).append(100 * c["score"])
+            if name.startswith(f"sweepfull-{task}-s"):
+                middle = r["middle_bucket"]
+                for entry in r["strategies"].values():
+                    full.setdefault(entry["layers"][0], []).append(100 * entry["score"])
+        hmean = {k: statistics.fmean(v) for k, v in sorted(holdout.items())}
+        fmean = {k: statistics.fmean(v) for k, v in sorted(full.items())}
+        chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
+        entry = {"middle_bucket": middle, "holdout": hmean, "validation": fmean, "olft_chose": chosen}
+        for kind, scores in (("holdout", hmean), ("validation", fmean)):
+            best = _best(scores)
+            entry[f"best_{kind}"] = best
+            entry[f"best_{kind}_in_middle"] = None if best is None or middle is None else best in middle
+            entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in scores.items() if middle and k in middle})
+        out[col] = entry
+    return out
+
+
+def _paper_protocol(manifest: dict, runs: dict[str, dict]) -> dict | None:
+    col = manifest.get("paper_protocol")
+    if not col:
+        return None
+    plan, out = manifest["plans"][col], {"task": col}
+    for kind, prefix in (("train-holdout", ""), ("validation", "paper-")):
+        layers, scores = {}, {}
+        for name, r in runs.items():
+            if name.startswith(f"{prefix}{plan['run_task']}-s") and "olft" in r["strategies"] and r.get("selection"):
+                if not prefix and f"paper-{name}" not in runs:
+                    continue  # compare the same seeds only
+                seed = name.rsplit("-s", 1)[1]
+                layers[seed] = r["selection"]["selected_layer"]
+                scores[seed] = 100 * _score(r["strategies"]["olft"], plan["split"], r["metric"])
+        out[kind] = {"layers": layers, **_stats(scores)}
+    return out
+
+
+def _missing(manifest: dict, runs: dict[str, dict]) -> list[str]:
+    out = []
+    for name in manifest["jobs"]:
+        r = runs.get(name)
+        if r is None:
+            out.append(f"{name}: not started")
+        elif r.get("status") != "complete":
+            done = ", ".join(r["strategies"]) or "nothing"
+            out.append(f"{name}: {r.get('status')} (finished: {done}{'; failed: ' + ', '.join(r['failed']) if r.get('failed') else ''})")
+    return out
+
+
+def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> dict:
+    """Each claim against the numbers: confirmed, partly, or not (rules stated beside them)."""
+    out = {}
+    o, f, a = (avg[s]["mean"] for s in ("olft", "final", "full"))
+    if o is not None:
+        gain = o - f
+        out["claim1"] = {"ours": f"OLFT - final-layer = {gain:+.1f}",
+                         "verdict": "confirmed" if gain >= 10.5 else "partly" if gain > 0 else "not confirmed",
+                         "rule": "confirmed if >= +10.5, partly if > 0"}
+        diff = o - a
+        out["claim2"] = {"ours": f"OLFT - all-layer = {diff:+.1f}",
+                         "verdict": "confirmed" if diff >= -1.3 else "partly" if diff >= -5 else "not confirmed",
+                         "rule": "confirmed if >= -1.3, partly if >= -5"}
+    results = [(c, s["best_validation"] if s["best_validation"] is not None else s["best_holdout"], s) for c, s in sweep.items()]
+    results = [(c, b, s) for c, b, s in results if b is not None]
+    if results:
+        inside = [c for c, _, s in results if (s["best_validation_in_middle"] if s["validation"] else s["best_holdout_in_middle"])]
+        text = "; ".join(f"{HEADERS.get(c, c)}: best layer {b} (middle {s['middle_bucket'][0]}-{s['middle_bucket'][-1]}), "
+                         f"OLFT chose {s['olft_chose']}" for c, b, s in results)
+        out["claim3"] = {"ours": text, "verdict": "confirmed" if len(inside) == len(results) else "partly" if inside else "not confirmed",
+                         "rule": "best layer of the sweep (full-train validation if run, else held-out train) in the middle third: all tasks = confirmed, some = partly"}
+    t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
+    if t is not None and p is not None:
+        sel = costs["selection"]["olft_plus_selection_percent"]
+        ok_t, ok_p = t <= 69, p <= 4
+        out["claim4"] = {"ours": f"time {t:.0f} % ({sel:.0f} % with selection), parameters {p:.1f} % (1/{num_layers} layers)",
+                         "verdict": "confirmed" if ok_t and ok_p else "partly" if ok_t or ok_p or t < 100 else "not confirmed",
+                         "rule": "time <= 69 % and parameters <= 4 %: confirmed; one of them, or time < 100 %: partly"}
+    return out
+
+
+def collect(work: Path) -> dict:
+    """Everything the report shows, from bench.json and the run folders under `work`."""
+    manifest = _load(work / "bench.json")
+    if manifest is None:
+        raise SystemExit(f"{work}/bench.json not found: run the benchmark first (without --report-only).")
+    runs = {n: r for n in manifest["jobs"] if (r := _load(work / n / "results.json")) is not None}
+    seeds = [int(s) for s in str(manifest["caps"]["seeds"]).split(",") if s.strip()]
+    table = {c: _column(manifest["plans"][c], seeds, runs) for c in manifest["columns"]}
+    avg, costs = _averages(table), _costs(table)
+    first = next(iter(runs.values()), {})
+    sweep = _sweep(manifest, runs, table)
+    env = {k: first.get(k) for k in ("versions", "python", "machine", "device")}
+    env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
+    return {
+        "benchmark": "olft-paper", "model": manifest["model"], "method": manifest["method"], "command": manifest["command"],
+        "caps": manifest["caps"], "estimate": manifest["estimate"], "num_layers": first.get("num_layers"),
+        "middle_bucket": first.get("middle_bucket"), "max_length": first.get("max_length"),
+        "runs_finished": sum(r.get("status") == "complete" for r in runs.values()), "runs_planned": len(manifest["jobs"]),
+        "missing": _missing(manifest, runs), "wall_hours": sum(manifest.get("wall_seconds", {}).values()) / 3600,
+        "table1": table, "average": avg, "table2": costs, "sweep": sweep, "paper_protocol": _paper_protocol(manifest, runs),
+        "claims": _verdicts(avg, costs, sweep, first.get("num_layers")), "environment": env,
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ rendering
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _cell(stats: dict, planned: int, layers: dict | None = None) -> str:
+    if not stats["n"]:
+        return "failed" if stats.get("failed") else "–"
+    text = _f(stats["mean"]) + (f" ± {_f(stats['std'])}" if stats["std"] is not None else "")
+    if layers:
+        text += " l-" + "/".join(str(layers[s][0]) for s in sorted(layers, key=int))
+    return text + ("*" if stats["n"] < planned else "")
+
+
+def _table1(d: dict) -> list[str]:
+    seeds = [s for s in str(d["caps"]["seeds"]).split(",") if s.strip()]
+    cols = list(d["table1"])
+    heads = [HEADERS.get(c, c) + ("†" if d["table1"][c]["derived"] else "") for c in cols]
+    lines = ["| | " + " | ".join(heads) + " | Avg |", "|---" * (len(cols) + 2) + "|"]
+    for name, label in STRATEGIES:
+        row = [_cell(d["table1"][c]["strategies"][name], len(seeds), d["table1"][c]["strategies"][name]["layers"] if name == "olft" else None)
+               for c in cols]
+        a = d["average"][name]
+        avg = _f(a["mean"]) + (f" ± {_f(a['std'])}" if a["std"] is not None else "")
+        lines.append(f"| {label} | " + " | ".join(row) + f" | {avg} |")
+    n_avg = len(d["average"]["tasks"])
+    lines += ["", f"Scores x100, mean ± sample standard deviation over {len(seeds)} seed(s) ({', '.join(seeds)}); "
+              "F1 for MRPC and QQP, accuracy otherwise (the paper's metrics). `l-i`: the layer OLFT chose (0-based, one per seed), "
+              f"among the middle third (layers {_range(d['middle_bucket'])}). `*`: fewer seeds than planned; `–`: not run yet. "
+              f"Avg over {n_avg} of {len(cols)} tasks" + (f" ({', '.join(HEADERS.get(c, c) for c in d['average']['tasks'])})." if n_avg < len(cols) else ".")]
+    for c in cols:
+        if d["table1"][c]["derived"]:
+            lines.append(f"- † {HEADERS.get(c, c)}: {d['table1'][c]['note']}.")
+    return lines
+
+
+def _range(layers: list[int] | None) -> str:
+    return "?" if not layers else f"{layers[0]}-{layers[-1]}"
+
+
+def _table2(d: dict) -> list[str]:
+    t = d["table2"]
+    lines = ["| | train time (min) | time % | PEFT params (M) | param % | avg score |", "|---|---|---|---|---|---|"]
+    for name, label in (("full", "all-layer"), ("olft", "single-layer (OLFT)"), ("final", "final-layer")):
+        r = t[name]
+        params = None if r["peft_params"] is None else r["peft_params"] / 1e6
+        lines.append(f"| {label} | {_f(r['minutes_per_run'], 2)} | {_f(r['time_percent'])} | {_f(params, 4)} | "
+                     f"{_f(r['param_percent'], 2)} | {_f(d['average'][name]['mean'])} |")
+    per_task = t["olft_time_percent_per_task"]
+    s = t["selection"]
+    lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, "
+              "including each strategy's frozen-prefix cache and its evaluation-free training loop; time % and param % relative to all-layer. "
+              + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}." if per_task else ""),
+              "", f"**Selection time** (left out of the paper's Table 2): {_f(s['minutes_per_run'], 2)} min per run on average; "
+              f"OLFT with its selection takes {_f(s['olft_plus_selection_percent'])} % of all-layer training time."]
+    return lines
+
+
+def _sweep_md(d: dict) -> list[str]:
+    sw = d["sweep"]
+    if not sw:
+        return ["No layer sweep was run."]
+    cols = list(sw)
+    lines = ["Score per layer (x100): `h` = candidate trained on the selection subset of train and scored on held-out "
+             "train examples (`--candidates all`); `v` = the layer tuned on the full capped train set, scored on validation.", "",
+             "| layer | " + " | ".join(f"{HEADERS.get(c, c)} h | {HEADERS.get(c, c)} v" for c in cols) + " |", "|---" * (2 * len(cols) + 1) + "|"]
+    n = d.get("num_layers") or 0
+    for layer in range(n):
+        mark = " (middle)" if d["middle_bucket"] and layer in d["middle_bucket"] else ""
+        row = [f"{_f(sw[c]['holdout'].get(str(layer), sw[c]['holdout'].get(layer)))} | {_f(sw[c]['validation'].get(str(layer), sw[c]['validation'].get(layer)))}"
+               for c in cols]
+        lines.append(f"| {layer}{mark} | " + " | ".join(row) + " |")
+    lines.append("")
+    for c in cols:
+        s = sw[c]
+        lines.append(f"- {HEADERS.get(c, c)}: best layer by held-out train {s['best_holdout']} (in middle: {s['best_holdout_in_middle']}), "
+                     f"by validation {s['best_validation']} (in middle: {s['best_validation_in_middle']}); best inside the middle "
+                     f"bucket {s['best_holdout_in_middle_bucket']} (h) / {s['best_validation_in_middle_bucket']} (v); OLFT's middle-bucket "
+                     f"choice in the main runs: {s['olft_chose'] or '-'}.")
+    return lines
+
+
+def _protocol_md(d: dict) -> list[str]:
+    p = d["paper_protocol"]
+    if not p:
+        return ["Not run."]
+    lines = [f"{HEADERS.get(p['task'], p['task'])}, same seeds, OLFT only:", "", "| selection protocol | chosen layer per seed | OLFT score |", "|---|---|---|"]
+    for kind, label in (("train-holdout", "leakage-free default (held-out train)"), ("validation", "paper's (`--selection-data validation`)")):
+        r = p[kind]
+        layers = ", ".join(f"s{s}: {v}" for s, v in sorted(r["layers"].items())) or "-"
+        lines.append(f"| {label} | {layers} | {_f(r['mean'])}{' ± ' + _f(r['std']) if r['std'] is not None else ''} |")
+    return lines
+
+
+def render_md(d: dict) -> str:
+    """The model's Markdown report from the collected dict."""
+    caps, env = d["caps"], d["environment"]
+    status = "complete" if not d["missing"] else f"**PARTIAL**: {d['runs_finished']} of {d['runs_planned']} runs finished"
+    lines = [f"# OLFT paper benchmark: {d['model']}, {d['method']}", "", f"Status: {status}.", ""]
+    if d["missing"]:
+        lines += ["Missing or unfinished:", *[f"- {m}" for m in d["missing"]], ""]
+    lines += ["```", d["command"], "```", "",
+              f"Caps: at most {caps['max_train_samples']} training examples per task and seed (seeded sample), {caps['max_eval_samples']} "
+              f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epochs, batch {caps['batch_size']}, lr {caps['lr']:g}. "
+              f"Selection: each middle-third candidate trains {caps['selection_epochs']:g} epoch on {caps['selection_train_samples']} "
+              f"train examples and is scored on {caps['selection_eval_samples']} other train examples (leakage-free default).",
+              "", f"Timing estimate before the run: {d['estimate']} Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
+              "## Table 1: scores", "", *_table1(d), "", "## Table 2: cost", "", *_table2(d), "",
+              "## Where is the best layer? (layer sweep)", "", *_sweep_md(d), "",
+              "## Selection protocol: leakage-free default vs. the paper's", "", *_protocol_md(d), "",
+              "## Claims", "", *[f"- {PAPER[k]}: {v['ours']} -> **{v['verdict']}** ({v['rule']})" for k, v in d["claims"].items()], "",
+              "## Environment", "", f"- machine: {env['machine']} ({env['device']}), Python {env['python']}",
+              f"- versions: {', '.join(f'{k} {v}' for k, v in (env['versions'] or {}).items())}",
+              f"- olft git commit(s) of the runs: {', '.join(env['git_commits'])}", ""]
+    return "\n".join(lines)
+
+
+def plot(d: dict, path: Path) -> None:
+    """Score per layer for every task: candidates, sweep, final/all-layer lines, OLFT's pick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = list(d["table1"])
+    ncols = min(4, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, cols):
+        cell, sw = d["table1"][col], d["sweep"].get(col, {})
+        if d["middle_bucket"]:
+            ax.axvspan(d["middle_bucket"][0] - 0.5, d["middle_bucket"][-1] + 0.5, color="0.92")
+        for key, style, label in (("holdout", "o-", "held-out train"), ("validation", "s-", "full train, validation")):
+            pts = sorted((int(k), v) for k, v in sw.get(key, {}).items())
+            if pts:
+                ax.plot(*zip(*pts), style, ms=3, label=f"every layer ({label})")
+        for name, ls in (("final", "--"), ("full", ":")):
+            if cell["strategies"][name]["mean"] is not None:
+                ax.axhline(cell["strategies"][name]["mean"], ls=ls, color="k" if name == "full" else "0.5", label=f"{name} (validation)")
+        olft = cell["strategies"]["olft"]
+        pts = [(olft["layers"][s][0], v) for s, v in olft["per_seed"].items()]
+        if pts:
+            ax.plot(*zip(*pts), "r*", ms=10, label="OLFT (validation)")
+        ax.set_title(HEADERS.get(col, col), fontsize=9)
+        ax.set_xlim(-0.5, (d["num_layers"] or 1) - 0.5)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7)
+    fig.suptitle(f"{d['model']} / {d['method']}: score x100 per layer (shaded: middle third)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def readme(results_dir: Path) -> str:
+    """docs/results/README.md: every model's verdict on each of the paper's claims."""
+    lines = ["# Does OLFT reproduce here?", "",
+             "Generated by `benchmarks/paper.py` from the run folders (rerun it with `--report-only` to refresh). "
+             "The paper compares one tuned middle layer (OLFT) with the same PEFT module on the final layer and on all "
+             "layers; each section below tests its four claims on one real pretrained model of this machine, "
+             "with the caps stated in that model's report.", ""]
+    for path in sorted(results_dir.glob("*.json")):
+        d = _load(path)
+        if not d or d.get("benchmark") != "olft-paper":
+            continue
+        status = "complete" if not d["missing"] else f"PARTIAL ({d['runs_finished']} of {d['runs_planned']} runs)"
+        lines += [f"## {d['model']}, {d['method']} ({status}; details: [{path.stem}.md]({path.stem}.md))", "",
+                  "| claim (paper) | here | verdict |", "|---|---|---|"]
+        for key, text in PAPER.items():
+            v = d["claims"].get(key)
+            lines.append(f"| {text} | {v['ours'] if v else 'not measured yet'} | {v['verdict'] if v else '-'} |")
+        lines += ["", "Rules: " + "; ".join(f"claim {k[-1]}: {v['rule']}" for k, v in d["claims"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_reports(work: Path, results_dir: Path) -> Path:
+    """Write <model>-<method>.json/.md/.png and README.md; returns the .md path."""
+    d = collect(work)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / work.name
+    for path, text in ((stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n"), (stem.with_suffix(".md"), render_md(d))):
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    plot(d, stem.with_suffix(".png"))
+    (results_dir / "README.md").write_text(readme(results_dir))
+    return stem.with_suffix(".md")

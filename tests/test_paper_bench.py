@@ -1,0 +1,139 @@
+"""The paper benchmark (benchmarks/paper.py) end to end on a tiny random model and a tiny GLUE folder.
+
+Covers: the report's layout (Table 1 with the chosen layer, Table 2, sweep, protocol, claims), the
+derived dev splits of tasks without train.tsv (disjoint, fixed, outside the repo), skipping
+finished runs on a rerun, and `--report-only` reproducing the same report from the run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny import WORDS, make_glue
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import paper  # noqa: E402
+
+MNLI_HEADER = ("index promptID pairID genre sentence1_binary_parse sentence2_binary_parse sentence1_parse "
+               "sentence2_parse sentence1 sentence2 label1 label2 label3 label4 label5 gold_label").split()
+NLI = ("entailment", "neutral", "contradiction")
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS[:20]) for _ in range(n))
+
+
+def make_dev_only(root: Path, n: int = 48, seed: int = 1) -> None:
+    """MNLI (dev_matched, dev_mismatched) and QQP (dev) in GLUE layout, without train.tsv, unique rows."""
+    rng = random.Random(seed)
+    (root / "MNLI").mkdir(parents=True, exist_ok=True)
+    for name in ("dev_matched", "dev_mismatched"):
+        rows = ["\t".join(MNLI_HEADER)]
+        for i in range(n):
+            label = rng.randrange(3)
+            texts = [f"{_words(rng, 4)} {name} {i}", f"{('yes', 'maybe', 'no')[label]} {_words(rng, 3)}"]
+            rows.append("\t".join([str(i), *[""] * 7, *texts, *[""] * 5, NLI[label]]))
+        (root / "MNLI" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    (root / "QQP").mkdir(parents=True, exist_ok=True)
+    rows = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"]
+    for i in range(n):
+        label = rng.randint(0, 1)
+        rows.append(f"\t\t\t{_words(rng, 4)} q{i}\t{'yes' if label else 'no'} {_words(rng, 3)}\t{label}")
+    (root / "QQP" / "dev.tsv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def bench(model_dirs, tmp_path_factory):
+    """One benchmark run: SST-2, RTE, MNLI-m/-mm and QQP, 1 seed, sweep on RTE, paper protocol on RTE."""
+    root = tmp_path_factory.mktemp("paper")
+    glue = make_glue(root / "glue", n_train=48, n_dev=24)
+    make_dev_only(root / "glue")
+    argv = ["--model", str(model_dirs["llama"]), "--glue-dir", str(glue), "--work-dir", str(root / "work"),
+            "--results-dir", str(root / "results"), "--tasks", "sst2,rte,mnli,mnli-mm,qqp", "--sweep", "rte",
+            "--sweep-full", "--paper-protocol", "rte", "--seeds", "0", "--max-train-samples", "24",
+            "--max-eval-samples", "16", "--max-length", "16", "--epochs", "1", "--batch-size", "8",
+            "--selection-train-samples", "12", "--selection-eval-samples", "8", "--threads", "1"]
+    assert paper.main(argv) == 0
+    return {"root": root, "argv": argv, "work": root / "work" / "llama-adapter", "results": root / "results"}
+
+
+def test_report_layout(bench):
+    md = (bench["results"] / "llama-adapter.md").read_text()
+    data = json.loads((bench["results"] / "llama-adapter.json").read_text())
+    assert "Status: complete." in md
+    header = next(line for line in md.splitlines() if line.startswith("| | SST-2"))
+    assert header == "| | SST-2 | RTE | MNLI-m† | MNLI-mm† | QQP† | Avg |"
+    olft_row = next(line for line in md.splitlines() if line.startswith("| OLFT |"))
+    assert olft_row.count(" l-") == 5  # the chosen layer beside every score
+    for label in ("| final-layer |", "| all-layer |", "| single-layer (OLFT) |", "**Selection time**"):
+        assert label in md
+    assert data["table1"]["mrpc" if "mrpc" in data["table1"] else "rte"]["strategies"]["olft"]["n"] == 1
+    assert data["middle_bucket"] == [1, 2] and data["num_layers"] == 4
+    t2 = data["table2"]
+    assert t2["full"]["time_percent"] == pytest.approx(100) and t2["olft"]["param_percent"] == pytest.approx(25)
+    assert set(data["sweep"]["rte"]["holdout"]) == {0, 1, 2, 3} or set(data["sweep"]["rte"]["holdout"]) == {"0", "1", "2", "3"}
+    assert len(data["sweep"]["rte"]["validation"]) == 4
+    assert set(data["paper_protocol"]["validation"]["layers"]) == {"0"}
+    assert set(data["claims"]) == {"claim1", "claim2", "claim3", "claim4"}
+    assert (bench["results"] / "llama-adapter.png").stat().st_size > 1000
+    readme = (bench["results"] / "README.md").read_text()
+    assert "llama, adapter (complete" in readme and readme.count("| OLFT") == 4
+
+
+def test_derived_splits_are_disjoint_and_fixed(bench):
+    data = bench["work"] / "data"
+
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    for task, fields in (("mnli", ("premise", "hypothesis")), ("qqp", ("question1", "question2"))):
+        train, rest = rows(data / task / "train.jsonl"), rows(data / task / "validation.jsonl")
+        assert len(train) == len(rest) == 24  # half of 48 dev rows each
+        assert {tuple(r[f] for f in fields) for r in train}.isdisjoint({tuple(r[f] for f in fields) for r in rest})
+    mm = rows(data / "mnli-mm" / "validation.jsonl")
+    assert len(mm) == 48 and all("dev_mismatched" in r["premise"] for r in mm)
+    manifest = json.loads((bench["work"] / "bench.json").read_text())
+    assert manifest["plans"]["mnli-mm"]["train_file"] == manifest["plans"]["mnli"]["train_file"]
+    assert manifest["plans"]["sst2"]["source"] == "glue"
+    cfg = json.loads((bench["work"] / "qqp-s0" / "config.json").read_text())
+    assert cfg["data"]["data_source"] == "file" and cfg["data"]["validation_file"].endswith("qqp/validation.jsonl")
+    assert (bench["root"] / "work" / ".gitignore").read_text() == "*\n"
+
+
+def test_rerun_skips_finished_work_and_report_only_reproduces(bench, capsys):
+    md_path, json_path = bench["results"] / "llama-adapter.md", bench["results"] / "llama-adapter.json"
+    before = md_path.read_text(), json_path.read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in bench["work"].glob("*/results.json")}
+    capsys.readouterr()
+    assert paper.main(bench["argv"]) == 0
+    assert "8 of 8 runs already finished; 0 to go" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    md_path.unlink()
+    json_path.unlink()
+    assert paper.main(["--model", bench["argv"][1], "--work-dir", str(bench["root"] / "work"),
+                       "--results-dir", str(bench["results"]), "--report-only"]) == 0
+    assert (md_path.read_text(), json_path.read_text()) == before
+
+
+def test_partial_report_names_what_is_missing(bench, tmp_path):
+    import shutil
+
+    work = tmp_path / "work" / "llama-adapter"
+    shutil.copytree(bench["work"], work)
+    shutil.rmtree(work / "qqp-s0")
+    (work / "rte-s0" / "pieces" / "strategy-full.json").unlink()
+    results = json.loads((work / "rte-s0" / "results.json").read_text())
+    del results["strategies"]["full"]
+    results.update(complete=False, status="interrupted")
+    (work / "rte-s0" / "results.json").write_text(json.dumps(results))
+    assert paper.main(["--model", "llama", "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "r"), "--report-only"]) == 0
+    md = (tmp_path / "r" / "llama-adapter.md").read_text()
+    assert "**PARTIAL**: 6 of 8 runs finished" in md
+    assert "- qqp-s0: not started" in md and "- rte-s0: interrupted (finished: olft, final)" in md
+    assert "Avg over 3 of 5 tasks (SST-2, MNLI-m, MNLI-mm)" in md
