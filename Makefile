@@ -19,7 +19,7 @@ $(BIN)/olft: pyproject.toml
 setup: $(BIN)/olft
 
 demo: setup
-	$(BIN)/olft run --model minilm-l6 --task rte --out runs/demo-minilm-l6-rte
+	$(BIN)/olft run --model minilm-l6 --task sst2 --max-train-samples 2000 --out runs/demo-minilm-l6-sst2
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from olft.errors import OlftError
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_report import write_reports  # noqa: E402
@@ -36,8 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # (olft task, table header); the paper's eight GLUE columns in its order.
 COLUMNS = (("sst2", "SST-2"), ("mrpc", "MRPC"), ("qqp", "QQP"), ("mnli", "MNLI-m"), ("mnli-mm", "MNLI-mm"),
            ("qnli", "QNLI"), ("rte", "RTE"), ("wnli", "WNLI"))
-# Rough mean tokens per example (pair tasks: both texts); only used to weigh jobs for the ETA.
-MEAN_TOKENS = {"sst2": 25, "mrpc": 55, "qqp": 32, "mnli": 45, "mnli-mm": 45, "qnli": 55, "rte": 80, "wnli": 40}
+# Mean tokens per training example (measured on 400 examples, both tokenizers agree within 5 %); the
+# cost model counts at least MIN_TOKENS per example, as short batches cost more per token.
+MEAN_TOKENS = {"sst2": 13, "mrpc": 54, "qqp": 30, "mnli": 38, "mnli-mm": 38, "qnli": 50, "rte": 68, "wnli": 36}
+
+MIN_TOKENS = 30
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,25 @@ class Caps:
         return [int(s) for s in str(self.seeds).split(",") if s.strip()]
 
 
-# Per-model defaults, chosen from timing probes on this 2-core CPU (see ESTIMATES).
+# Per-model defaults, chosen with the cost model below so that the whole table fits the budget.
 MODEL_CAPS = {
-    "minilm-l6": Caps(seeds="0,1,2", max_train_samples=2000, max_eval_samples=1000, epochs=2.0),
-    "smollm2-135m": Caps(seeds="0", max_train_samples=1000, max_eval_samples=500, max_length=128, epochs=2.0,
-                         selection_train_samples=300, selection_eval_samples=150),
+    "minilm-l6": Caps(seeds="0,1,2", max_train_samples=700, max_eval_samples=1000, epochs=2.0),
+    "smollm2-135m": Caps(seeds="0", max_train_samples=300, max_eval_samples=250, epochs=2.0,
+                         selection_train_samples=100, selection_eval_samples=100),
 }
-# What the timing probe said, quoted in the report (filled from the measurements of the probes).
-ESTIMATES = {
-    "minilm-l6": "(not measured yet)",
-    "smollm2-135m": "(not measured yet)",
+MODEL_EXTRAS = {  # per-model defaults of --sweep-full and --paper-protocol
+    "minilm-l6": {"sweep_full": True, "paper_protocol": "rte"},
+    "smollm2-135m": {"sweep_full": False, "paper_protocol": "sst2"},
+}
+# Timing probes with 1 torch thread on this 2-core machine while other work ran (load 1.5-4):
+# milliseconds per token of a whole-model forward pass (the cost model's unit, see `job_units`).
+SPEED_MS = {"minilm-l6": 0.8, "smollm2-135m": 6.1}
+OVERHEAD_S = {"minilm-l6": 6, "smollm2-135m": 15}  # per run: loading the model, reading and tokenizing the data
+PROBES = {
+    "minilm-l6": "minilm-l6, RTE, 64 train / 64 scored examples, 1 epoch, selection 32/32 over layers 2-3: (see below)",
+    "smollm2-135m": "smollm2-135m, RTE, 64 train / 64 scored examples, 1 epoch, selection 32/32 over layers 10-19: "
+    "342 s wall (cost model: 330 s); all-layer training 7.7 s per step of 16 x 69 tokens, a whole-model forward 0.42 s "
+    "per example",
 }
 
 
@@ -86,7 +100,8 @@ class Plan:
     train_file: str | None = None
     validation_file: str | None = None
     note: str = ""  # where train and eval examples came from (for the table)
-    train_count: int = 0
+    train_count: int = 0  # examples available before the caps
+    eval_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,7 @@ def model_tag(model: str, method: str) -> str:
 def _write_jsonl(path: Path, task, examples: list) -> None:
     """Examples as JSON Lines with the task's canonical text fields and an integer label."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({**dict(zip(task.text_fields, ex.texts)), "label": ex.label}) for ex in examples]
+    lines = [json.dumps({**dict(zip(task.text_fields, ex.texts, strict=True)), "label": ex.label}) for ex in examples]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
@@ -150,28 +165,34 @@ def derive_split(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -> 
     return meta
 
 
+def _data_rows(path: Path) -> int:
+    """Data rows of a GLUE TSV (header excluded)."""
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip()) - 1
+
+
 def plan_column(column: str, glue_dir: Path, data_dir: Path, caps: Caps) -> Plan:
     """Real train/dev splits when the GLUE folder has train.tsv, else a derived dev split."""
     from olft import tasks
 
     task = tasks.get_task(column)
-    train_tsv = glue_dir / task.glue_folder / "train.tsv"
-    if train_tsv.is_file():
-        rows = sum(1 for line in train_tsv.open(encoding="utf-8") if line.strip()) - 1
-        if column == "mnli-mm":  # one MNLI run scores both dev files
-            return Plan(column, "mnli", "validation_mismatched", "glue", note="train.tsv / dev_mismatched.tsv", train_count=rows)
-        return Plan(column, column, None, "glue", note=f"train.tsv / {task.glue_file(task.eval_splits[0])}", train_count=rows)
+    folder = glue_dir / task.glue_folder
+    if (folder / "train.tsv").is_file():
+        rows = _data_rows(folder / "train.tsv")
+        dev = task.glue_file(task.eval_splits[0])
+        if column == "mnli-mm":  # the MNLI run scores both dev files
+            return Plan(column, "mnli", "validation_mismatched", "glue", note=f"train.tsv / {dev}", train_count=rows,
+                        eval_count=_data_rows(folder / dev))
+        return Plan(column, column, None, "glue", note=f"train.tsv / {dev}", train_count=rows, eval_count=_data_rows(folder / dev))
     meta = derive_split(column, glue_dir, data_dir, caps)
     base = "mnli" if column == "mnli-mm" else column
-    source = meta["spec"]["source"]
-    train = str(data_dir / base / "train.jsonl")
+    head = f"no train split: trains on {meta['train']} of {meta['spec']['source']} (fixed, split seed {caps.split_seed}), scored on"
     if column == "mnli-mm":
-        note = (f"no train split: trains on {meta['train']} of {source} (fixed, split seed {caps.split_seed}), "
-                f"scored on {task.glue_folder}/dev_mismatched.tsv ({meta['validation_mismatched']})")
-        return Plan(column, column, None, "file", train, str(data_dir / "mnli-mm" / "validation.jsonl"), note, meta["train"])
-    note = (f"no train split: trains on {meta['train']} of {source} (fixed, split seed {caps.split_seed}), "
-            f"scored on the disjoint other {meta['validation']}")
-    return Plan(column, column, None, "file", train, str(data_dir / base / "validation.jsonl"), note, meta["train"])
+        note, scored = f"{head} {task.glue_folder}/dev_mismatched.tsv ({meta['validation_mismatched']})", meta["validation_mismatched"]
+    else:
+        note, scored = f"{head} the disjoint other {meta['validation']}", meta["validation"]
+    return Plan(column, column, None, "file", str(data_dir / base / "train.jsonl"), str(data_dir / column / "validation.jsonl"),
+                note, meta["train"], scored)
 
 
 # ------------------------------------------------------------------------------ run configs
@@ -217,18 +238,33 @@ def plan_jobs(columns: list[str], plans: dict[str, Plan], caps: Caps, sweep: lis
     return jobs
 
 
-def job_weight(job: Job, plan: Plan, caps: Caps, num_layers: int) -> float:
-    """Relative cost of a job (example-epochs x tokens, all-layer training = 1): weighs the ETA."""
-    n = min(plan.train_count or caps.max_train_samples, caps.max_train_samples) * caps.epochs
-    sel = caps.selection_train_samples * caps.selection_epochs
-    middle = num_layers - 2 * (num_layers // 3)
-    cost = {
-        "main": n * 1.7 + middle * sel * 0.6,
-        "paper": n * 0.6 + middle * sel * 0.6,
-        "sweep": num_layers * sel * 0.6,
-        "sweepfull": n * num_layers * 0.6,
+def job_units(job: Job, plan: Plan, caps: Caps, n: int) -> float:
+    """A job's cost in tokens of whole-model forward passes (times SPEED_MS gives milliseconds).
+
+    Fitted to the probes: training a token through all layers costs ~1.15 forwards, through a
+    middle layer (cached below) ~0.6; every strategy builds the frozen-prefix cache of its train
+    and eval examples and evaluates; each candidate trains on the selection subset and scores.
+    """
+    t = min(plan.train_count or caps.max_train_samples, caps.max_train_samples)
+    v = min(plan.eval_count or caps.max_eval_samples, caps.max_eval_samples)
+    e, s, h = caps.epochs, caps.selection_train_samples, caps.selection_eval_samples
+    per_candidate = 0.6 * s * caps.selection_epochs + 0.5 * h + (s + h) / n
+    middle = n - 2 * (n // 3)
+    units = {
+        "main": t * (1.8 * e + 1.42) + 2.97 * v + 0.33 * (s + h) + middle * per_candidate,
+        "paper": t * (0.6 * e + 0.45) + v + 0.33 * s + middle * (per_candidate + 0.5 * (v - h)),
+        "sweep": n * per_candidate,
+        "sweepfull": 1.15 * t * e * (n + 1) / 2 + (t + v) * (n - 1) / 2 + v * (n + 1) / 2,
     }[job.kind]
-    return cost * MEAN_TOKENS.get(job.task, 50) + caps.max_eval_samples * 3
+    return units * max(MIN_TOKENS, MEAN_TOKENS.get(job.task, 50))
+
+
+def estimate_hours(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, model: str) -> float | None:
+    """Predicted wall time of `jobs` on this machine (None for a model without a probe)."""
+    if model not in SPEED_MS:
+        return None
+    units = sum(job_units(j, by_task[j.task], caps, n) for j in jobs)
+    return (units * SPEED_MS[model] / 1000 + len(jobs) * OVERHEAD_S[model]) / 3600
 
 
 def is_finished(folder: Path) -> bool:
@@ -258,13 +294,13 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, caps: Caps, work: Path, manifest: dict) -> None:
+def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, caps: Caps, work: Path, manifest: dict,
+             n_layers: int) -> None:
     """Run every unfinished job, one line per finished job with elapsed time and an ETA."""
     from olft import api
 
-    n_layers = num_layers_of(args, work)
     by_task = {p.run_task: p for p in plans.values()}
-    weights = {job: job_weight(job, by_task[job.task], caps, n_layers) for job in jobs}
+    weights = {job: job_units(job, by_task[job.task], caps, n_layers) for job in jobs}
     todo = [job for job in jobs if not is_finished(work / job.name)]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to go in {work}", flush=True)
     start, done_weight = time.perf_counter(), 0.0
@@ -307,11 +343,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
     p.add_argument("--sweep", default="rte,mrpc,sst2", help="tasks whose candidates are every layer (claim 3); '' for none")
     p.add_argument("--sweep-full", action=argparse.BooleanOptionalAction, default=None,
-                   help="also tune every layer on the full capped train set and score it on validation (default: on for minilm-l6)")
-    p.add_argument("--paper-protocol", default="rte", help="task that also runs the paper's selection protocol (--selection-data validation); '' for none")
+                   help="also tune every layer of the sweep tasks on the full capped train set, scored on validation (default: per model)")
+    p.add_argument("--paper-protocol", default=None,
+                   help="task that also runs the paper's selection protocol (--selection-data validation); '' for none (default: per model)")
     p.add_argument("--extra-seeds", type=int, default=1, help="how many of the seeds also run the sweep and the paper protocol")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    p.add_argument("--plan-only", action="store_true", help="print the planned runs and the time estimate, run nothing")
     for f in fields(Caps):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"(default: per model; {f.default} otherwise)")
     return p.parse_args(argv)
@@ -338,29 +377,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         write_reports(work, Path(args.results_dir))
         return 0
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     caps = resolve_caps(args)
+    extras = MODEL_EXTRAS.get(args.model, {"sweep_full": False, "paper_protocol": "rte"})
+    sweep_full = extras["sweep_full"] if args.sweep_full is None else args.sweep_full
     columns, sweep = _split_list(args.tasks), _split_list(args.sweep)
-    paper_task = _split_list(args.paper_protocol)[0] if args.paper_protocol.strip() else None
-    sweep_full = args.sweep_full if args.sweep_full is not None else args.model == "minilm-l6"
+    paper_task = next(iter(_split_list(extras["paper_protocol"] if args.paper_protocol is None else args.paper_protocol)), None)
     work.mkdir(parents=True, exist_ok=True)
     (work.parent / ".gitignore").write_text("*\n")  # derived data and run folders never go into git
-    plans = {c: plan_column(c, Path(args.glue_dir), work / "data", caps) for c in dict.fromkeys([*columns, *sweep, *filter(None, [paper_task])])}
+    wanted = dict.fromkeys([*columns, *sweep, *([paper_task] if paper_task else [])])
+    plans = {c: plan_column(c, Path(args.glue_dir), work / "data", caps) for c in wanted}
     jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
+    n_layers = num_layers_of(args, work)
+    hours = estimate_hours(jobs, {p.run_task: p for p in plans.values()}, caps, n_layers, args.model)
+    estimate = "no timing probe for this model" if hours is None else (
+        f"{hours:.1f} h for all {len(jobs)} runs, from the cost model at {SPEED_MS[args.model]} ms per token-forward "
+        f"(1 torch thread; probe: {PROBES[args.model]})")
+    print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate {estimate}", flush=True)
+    if args.plan_only:
+        print("\n".join(j.name for j in jobs))
+        return 0
     old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
     manifest = {
         "command": "python benchmarks/paper.py " + shlex.join(argv), "model": args.model, "method": args.method,
-        "caps": asdict(caps), "columns": columns, "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task,
-        "plans": {c: asdict(p) for c, p in plans.items()}, "jobs": [j.name for j in jobs],
-        "estimate": ESTIMATES.get(args.model, "(no timing probe for this model)"),
-        "wall_seconds": old.get("wall_seconds", {}),
+        "caps": asdict(caps), "threads": args.threads, "columns": columns, "sweep": sweep, "sweep_full": sweep_full,
+        "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()}, "jobs": [j.name for j in jobs],
+        "estimate": estimate, "wall_seconds": old.get("wall_seconds", {}),
     }  # fmt: skip
     write_manifest(work, manifest)
     try:
-        run_jobs(jobs, plans, args, caps, work, manifest)
+        run_jobs(jobs, plans, args, caps, work, manifest, n_layers)
+    except KeyboardInterrupt:
+        print("interrupted: finished pieces are kept; rerun the same command to continue", file=sys.stderr)
+        return 130
+    except OlftError as exc:
+        print(f"paper.py: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         write_reports(work, Path(args.results_dir))
     return 0

@@ -135,12 +135,14 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         hmean = {k: statistics.fmean(v) for k, v in sorted(holdout.items())}
         fmean = {k: statistics.fmean(v) for k, v in sorted(full.items())}
         chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
-        entry = {"middle_bucket": middle, "holdout": hmean, "validation": fmean, "olft_chose": chosen}
+        entry: dict = {"middle_bucket": middle, "holdout": hmean, "validation": fmean, "olft_chose": chosen}
         for kind, scores in (("holdout", hmean), ("validation", fmean)):
             best = _best(scores)
             entry[f"best_{kind}"] = best
             entry[f"best_{kind}_in_middle"] = None if best is None or middle is None else best in middle
             entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in scores.items() if middle and k in middle})
+        best = entry["best_validation"] if fmean else entry["best_holdout"]
+        entry["olft_matches_best"] = None if best is None or not chosen else chosen == [best]
         out[col] = entry
     return out
 
@@ -193,7 +195,7 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
     if results:
         inside = [c for c, _, s in results if (s["best_validation_in_middle"] if s["validation"] else s["best_holdout_in_middle"])]
         text = "; ".join(f"{HEADERS.get(c, c)}: best layer {b} (middle {s['middle_bucket'][0]}-{s['middle_bucket'][-1]}), "
-                         f"OLFT chose {s['olft_chose']}" for c, b, s in results)
+                         f"OLFT chose {s['olft_chose']}" + (" (matches)" if s["olft_matches_best"] else "") for c, b, s in results)
         out["claim3"] = {"ours": text, "verdict": "confirmed" if len(inside) == len(results) else "partly" if inside else "not confirmed",
                          "rule": "best layer of the sweep (full-train validation if run, else held-out train) in the middle third: all tasks = confirmed, some = partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
@@ -282,7 +284,7 @@ def _table2(d: dict) -> list[str]:
     per_task = t["olft_time_percent_per_task"]
     s = t["selection"]
     lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, "
-              "including each strategy's frozen-prefix cache and its evaluation-free training loop; time % and param % relative to all-layer. "
+              "as olft records it (its training loop plus building the frozen-prefix cache of its train and eval examples; evaluation itself excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}." if per_task else ""),
               "", f"**Selection time** (left out of the paper's Table 2): {_f(s['minutes_per_run'], 2)} min per run on average; "
               f"OLFT with its selection takes {_f(s['olft_plus_selection_percent'])} % of all-layer training time."]
@@ -309,7 +311,7 @@ def _sweep_md(d: dict) -> list[str]:
         lines.append(f"- {HEADERS.get(c, c)}: best layer by held-out train {s['best_holdout']} (in middle: {s['best_holdout_in_middle']}), "
                      f"by validation {s['best_validation']} (in middle: {s['best_validation_in_middle']}); best inside the middle "
                      f"bucket {s['best_holdout_in_middle_bucket']} (h) / {s['best_validation_in_middle_bucket']} (v); OLFT's middle-bucket "
-                     f"choice in the main runs: {s['olft_chose'] or '-'}.")
+                     f"choice in the main runs: {s['olft_chose'] or '-'} (matches the sweep's best: {s['olft_matches_best']}).")
     return lines
 
 
@@ -334,8 +336,8 @@ def render_md(d: dict) -> str:
         lines += ["Missing or unfinished:", *[f"- {m}" for m in d["missing"]], ""]
     lines += ["```", d["command"], "```", "",
               f"Caps: at most {caps['max_train_samples']} training examples per task and seed (seeded sample), {caps['max_eval_samples']} "
-              f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epochs, batch {caps['batch_size']}, lr {caps['lr']:g}. "
-              f"Selection: each middle-third candidate trains {caps['selection_epochs']:g} epoch on {caps['selection_train_samples']} "
+              f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epoch(s), batch {caps['batch_size']}, lr {caps['lr']:g}. "
+              f"Selection: each middle-third candidate trains {caps['selection_epochs']:g} epoch(s) on {caps['selection_train_samples']} "
               f"train examples and is scored on {caps['selection_eval_samples']} other train examples (leakage-free default).",
               "", f"Timing estimate before the run: {d['estimate']} Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
               "## Table 1: scores", "", *_table1(d), "", "## Table 2: cost", "", *_table2(d), "",
@@ -359,27 +361,27 @@ def plot(d: dict, path: Path) -> None:
     ncols = min(4, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
-    for ax, col in zip(axes.flat, cols):
+    for ax, col in zip(axes.flat, cols, strict=False):
         cell, sw = d["table1"][col], d["sweep"].get(col, {})
         if d["middle_bucket"]:
             ax.axvspan(d["middle_bucket"][0] - 0.5, d["middle_bucket"][-1] + 0.5, color="0.92")
         for key, style, label in (("holdout", "o-", "held-out train"), ("validation", "s-", "full train, validation")):
             pts = sorted((int(k), v) for k, v in sw.get(key, {}).items())
             if pts:
-                ax.plot(*zip(*pts), style, ms=3, label=f"every layer ({label})")
+                ax.plot(*zip(*pts, strict=True), style, ms=3, label=f"every layer ({label})")
         for name, ls in (("final", "--"), ("full", ":")):
             if cell["strategies"][name]["mean"] is not None:
                 ax.axhline(cell["strategies"][name]["mean"], ls=ls, color="k" if name == "full" else "0.5", label=f"{name} (validation)")
         olft = cell["strategies"]["olft"]
         pts = [(olft["layers"][s][0], v) for s, v in olft["per_seed"].items()]
         if pts:
-            ax.plot(*zip(*pts), "r*", ms=10, label="OLFT (validation)")
+            ax.plot(*zip(*pts, strict=True), "r*", ms=10, label="OLFT (validation)")
         ax.set_title(HEADERS.get(col, col), fontsize=9)
         ax.set_xlim(-0.5, (d["num_layers"] or 1) - 0.5)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
-    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7)
     fig.suptitle(f"{d['model']} / {d['method']}: score x100 per layer (shaded: middle third)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))

@@ -6,9 +6,10 @@ length-grouped, padded per batch as olft does) for every olft measurement:
 - all-layer PEFT (adapter, LoRA): the usual recipe, the reference every ratio is taken against
 - final layer and middle layer, plain (whole forward each step) and cached (frozen prefix cached)
 - final layer cached with the whole last layer run (pooled-token shortcut off), to show that lever
-- the whole OLFT selection over the middle bucket, run end to end with `Session.select` on a small
-  budget, with the cache on and off (wall time, cache build and candidate scoring included), and
-  off with the whole last layer run (olft's plain path before the pooled-token shortcut)
+- the whole OLFT selection over the middle bucket on a small budget (`Session.select`'s loop:
+  cache build, advance, `Session.tune` per candidate, scoring included), with the cache on, off,
+  and off with the whole last layer run (olft's plain path before the pooled-token shortcut),
+  interleaved candidate by candidate
 - one epoch of middle-layer LoRA with olft's own `fit` (cache build included), against the peer
   recipe: `peft` LoRA with `layers_to_transform=[L]` on `AutoModelForSequenceClassification`,
   transformers' `Trainer`, inputs padded to 128 tokens (its epoch = mean step x steps per epoch)
@@ -48,7 +49,7 @@ from olft.data import Encoded, collate, train_order
 from olft.loading import resolve_model_source
 from olft.methods import apply_method
 from olft.pipeline import Session
-from olft.select import middle_bucket
+from olft.select import middle_bucket, parse_candidates
 from olft.train import fit, logits_for, loss_fn
 
 TARGETS = {  # measurement ratio -> (numerator, denominator, upper bound)
@@ -120,6 +121,8 @@ class Results:
             old = json.loads(path.read_text())
             if old.get("settings") == config:
                 self.data["measurements"] = old.get("measurements", {})
+                first = {k: old[k] for k in ("command", "started") if k in old}
+                self.data["runs"] = old.get("runs", [first]) + [{k: env[k] for k in ("command", "started")}]
 
     def has(self, name: str) -> bool:
         return name in self.data["measurements"]
@@ -230,22 +233,54 @@ def has_dropout(stack: Stack) -> bool:
 
 
 # -- selection and epochs ------------------------------------------------------------------------
-def time_selection(session: Session, cached: bool, shortcut: str = "auto") -> dict:
-    """Wall time of `Session.select` over the middle bucket, cache on or off."""
-    session.cfg.train.cache = cached
-    session.stack.pooled_shortcut = shortcut
+SELECTION_MODES = {  # name -> (cache on, pooled-token shortcut mode)
+    "selection_plain": (False, "auto"),
+    "selection_cached": (True, "auto"),
+    "selection_plain_whole_last_layer": (False, "off"),
+}
+
+
+def time_selection(session: Session) -> dict[str, dict]:
+    """The whole selection over the middle bucket, three ways, interleaved candidate by candidate.
+
+    This is `Session.select`'s loop (one cache built at the lowest candidate, advanced to each
+    candidate, then `Session.tune` trains and scores it), run for each mode in turn at every
+    candidate, so that load from other work on the machine falls on the three alike. A mode's
+    time is the sum of its candidates' times, plus the cache build for the cached mode.
+    """
+    s, stack = session.cfg.selection, session.stack
+    candidates = parse_candidates(s.candidates, session.num_layers)
+    _protocol, fit_enc, score_enc = session.selection_sets()
     t0 = time.perf_counter()
-    try:
-        selection = session.select()
-    finally:
-        session.cfg.train.cache = True
-        session.stack.pooled_shortcut = "auto"
-    seconds = time.perf_counter() - t0
-    cands = selection.candidates
-    return {"seconds": round(seconds, 3), "cache_build_s": round(selection.cache_seconds, 3),
-            "candidates": [c.layer for c in cands], "scores": [c.score for c in cands],
-            "selected_layer": selection.selected_layer, "train_examples": selection.train_examples,
-            "score_examples": selection.score_examples, "steps_per_candidate": session.cfg.selection.selection_max_steps}  # fmt: skip
+    caches = session.build_caches(candidates[0], {"train": fit_enc, "score": score_enc})
+    build = time.perf_counter() - t0
+    seconds = {name: build if cached else 0.0 for name, (cached, _m) in SELECTION_MODES.items()}
+    scores: dict[str, list] = {name: [] for name in SELECTION_MODES}
+    names = list(SELECTION_MODES)
+    for k, layer in enumerate(candidates):
+        for name in names[k % 3 :] + names[: k % 3]:  # rotate the order: no mode always runs first
+            cached, shortcut = SELECTION_MODES[name]
+            stack.pooled_shortcut = shortcut
+            t0 = time.perf_counter()
+            for cache in caches.values() if cached else ():
+                cache.advance(stack, layer)
+            r = session.tune([layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs,
+                             max_steps=s.selection_max_steps, desc=f"candidate {layer}", caches=caches if cached else {})  # fmt: skip
+            seconds[name] += time.perf_counter() - t0
+            scores[name].append(r.score)
+        stack.pooled_shortcut = "auto"
+        print(f"  candidate {layer} done", flush=True)
+    common = {"candidates": candidates, "train_examples": len(fit_enc), "score_examples": len(score_enc),
+              "steps_per_candidate": s.selection_max_steps, "from": "Session.select's loop, modes interleaved"}  # fmt: skip
+    return {
+        name: {
+            "seconds": round(seconds[name], 3),
+            **({"cache_build_s": round(build, 3)} if cached else {}),
+            "scores": scores[name],
+            **common,
+        }  # fmt: skip
+        for name, (cached, _m) in SELECTION_MODES.items()
+    }
 
 
 def time_olft_epoch(stack: Stack, enc: Encoded, layer: int, batch_size: int, seed: int) -> dict:
@@ -336,7 +371,23 @@ def derive(results: Results) -> None:
         if a is not None and b:
             targets[label] = {"ratio": round(a / b, 4), "target": f"<= {bound}", "met": a / b <= bound}
     results.data["targets"] = targets
+    if "data" in results.data:
+        d = results.data["data"]
+        results.data["selection_layer_model"] = selection_layer_model(d["num_layers"], d["middle_bucket"])
     results.save()
+
+
+def selection_layer_model(n: int, candidates: list[int]) -> dict:
+    """Cached / plain selection cost counted in layer passes (forward = backward = 1 per layer).
+
+    A plain step at candidate L runs n forward and n - L backward passes, a cached one n - L of
+    each; with the pooled-token shortcut the last layer costs about nothing in both. Training
+    steps only (scoring, cache build and fixed costs left out): the best exact caching can do.
+    """
+    whole = sum(2 * (n - c) for c in candidates) / sum(2 * n - c for c in candidates)
+    pooled = sum(2 * (n - c - 1) for c in candidates) / sum(2 * n - c - 2 for c in candidates)
+    return {"whole_last_layer": round(whole, 4), "pooled_last_layer": round(pooled, 4),
+            "formula": "sum 2(N-L) / sum (2N-L); with the pooled shortcut sum 2(N-L-1) / sum (2N-L-2)"}  # fmt: skip
 
 
 def markdown(data: dict) -> str:
@@ -354,6 +405,10 @@ def markdown(data: dict) -> str:
     lines += ["", "| target | measured | bound | |", "|---|---:|---:|---|"]
     for label, t in data.get("targets", {}).items():
         lines.append(f"| {label} | {t['ratio']:.3f} | {t['target']} | {'met' if t['met'] else 'missed'} |")
+    if "selection_layer_model" in data:
+        m = data["selection_layer_model"]
+        lines += ["", f"Layer-pass model of selection cached / plain (training steps only): {m['pooled_last_layer']:.3f} "
+                      f"with the pooled-token shortcut, {m['whole_last_layer']:.3f} with the whole last layer."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -382,10 +437,12 @@ def run_all(args: argparse.Namespace, results: Results) -> None:
         for name, record in time_steps(stack, enc, batches, specs, args.rounds).items():
             results.add(name, record)
         derive(results)
+    if "selection" not in skip and not all(results.has(name) for name in SELECTION_MODES):
+        print(f"measuring the selection over {middle_bucket(stack.num_layers)}, three ways ...", flush=True)
+        for name, record in time_selection(session).items():
+            results.add(name, record)
+        derive(results)
     jobs: list[tuple[str, str, Callable[[], dict]]] = []
-    jobs.append(("selection", "selection_plain", lambda: time_selection(session, cached=False)))
-    jobs.append(("selection", "selection_cached", lambda: time_selection(session, cached=True)))
-    jobs.append(("selection", "selection_plain_whole_last_layer", lambda: time_selection(session, False, "off")))
     middle = stack.num_layers // 2
     jobs.append(("epoch", "olft_epoch", lambda: time_olft_epoch(stack, enc, middle, args.batch_size, args.seed)))
     texts = ["\n".join(session.train_examples[i].texts) for i in range(len(enc))]

@@ -83,7 +83,8 @@ def test_report_layout(bench):
     assert set(data["claims"]) == {"claim1", "claim2", "claim3", "claim4"}
     assert (bench["results"] / "llama-adapter.png").stat().st_size > 1000
     readme = (bench["results"] / "README.md").read_text()
-    assert "llama, adapter (complete" in readme and readme.count("| OLFT") == 4
+    assert "llama, adapter (complete" in readme
+    assert all(row in readme for row in ("| OLFT beats", "| OLFT is comparable", "| the best single layer", "| OLFT trains in"))
 
 
 def test_derived_splits_are_disjoint_and_fixed(bench):
