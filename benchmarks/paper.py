@@ -67,26 +67,39 @@ class Caps:
         return [int(s) for s in str(self.seeds).split(",") if s.strip()]
 
 
-# Per-model defaults, chosen with the cost model below so that the whole table fits the budget.
-MODEL_CAPS = {
-    "minilm-l6": Caps(seeds="0,1,2", max_train_samples=700, max_eval_samples=1000, epochs=2.0),
-    "smollm2-135m": Caps(seeds="0", max_train_samples=300, max_eval_samples=250, epochs=2.0,
-                         selection_train_samples=100, selection_eval_samples=100),
+@dataclass(frozen=True)
+class Profile:
+    """Per-model defaults: caps chosen with the cost model (`job_units`) to fit the time budget."""
+
+    caps: Caps
+    sweep_full: bool  # default of --sweep-full
+    paper_protocol: str  # default of --paper-protocol
+    speed_ms: float  # probe: ms per token of a whole-model forward, 1 torch thread, machine shared (load 1.5-4)
+    overhead_s: float  # per run: loading the model, reading and tokenizing the data
+    probe: str  # what the timing probes measured
+    notes: str  # why the caps and hyperparameters are what they are
+
+
+PROFILES = {
+    "minilm-l6": Profile(
+        Caps(seeds="0,1,2", max_train_samples=700, max_eval_samples=1000, epochs=2.0, lr=3e-3),
+        sweep_full=True, paper_protocol="rte", speed_ms=0.8, overhead_s=6,
+        probe="RTE 64 train / 64 scored / 1 epoch, selection 32/32: 27 s (cost model 34 s); SST-2 and RTE at the "
+        "default caps: 1.1 and 4.6 min per run (cost model 3.0 and 5.2)",
+        notes="lr 3e-3 for every strategy: at 1e-3 (olft's default) and ~90 steps, final-layer tuning stayed at chance "
+        "on SST-2 (53.7, 300 dev examples) where 3e-3 reached 67.3; budget 2 h: 3 seeds of 700 examples, 2 epochs",
+    ),  # fmt: skip
+    "smollm2-135m": Profile(
+        Caps(seeds="0", max_train_samples=300, max_eval_samples=250, epochs=2.0, lr=3e-3,
+             selection_train_samples=100, selection_eval_samples=100),
+        sweep_full=False, paper_protocol="sst2", speed_ms=6.1, overhead_s=15,
+        probe="RTE 64 train / 64 scored / 1 epoch, selection 32/32 over layers 10-19: 342 s (cost model 330 s); "
+        "all-layer training 7.7 s per step of 16 x 69 tokens, a whole-model forward 0.42 s per example",
+        notes="budget 3 h: one seed, 300 examples, 2 epochs; 10 middle-third candidates each trained on 100 "
+        "examples and scored on 100; the 30-layer sweep uses the same selection budget, no full-train sweep",
+    ),  # fmt: skip
 }
-MODEL_EXTRAS = {  # per-model defaults of --sweep-full and --paper-protocol
-    "minilm-l6": {"sweep_full": True, "paper_protocol": "rte"},
-    "smollm2-135m": {"sweep_full": False, "paper_protocol": "sst2"},
-}
-# Timing probes with 1 torch thread on this 2-core machine while other work ran (load 1.5-4):
-# milliseconds per token of a whole-model forward pass (the cost model's unit, see `job_units`).
-SPEED_MS = {"minilm-l6": 0.8, "smollm2-135m": 6.1}
-OVERHEAD_S = {"minilm-l6": 6, "smollm2-135m": 15}  # per run: loading the model, reading and tokenizing the data
-PROBES = {
-    "minilm-l6": "minilm-l6, RTE, 64 train / 64 scored examples, 1 epoch, selection 32/32 over layers 2-3: (see below)",
-    "smollm2-135m": "smollm2-135m, RTE, 64 train / 64 scored examples, 1 epoch, selection 32/32 over layers 10-19: "
-    "342 s wall (cost model: 330 s); all-layer training 7.7 s per step of 16 x 69 tokens, a whole-model forward 0.42 s "
-    "per example",
-}
+FALLBACK = Profile(Caps(), False, "rte", 0.0, 0.0, "no timing probe for this model", "")
 
 
 @dataclass(frozen=True)
@@ -239,7 +252,7 @@ def plan_jobs(columns: list[str], plans: dict[str, Plan], caps: Caps, sweep: lis
 
 
 def job_units(job: Job, plan: Plan, caps: Caps, n: int) -> float:
-    """A job's cost in tokens of whole-model forward passes (times SPEED_MS gives milliseconds).
+    """A job's cost in tokens of whole-model forward passes (times Profile.speed_ms gives milliseconds).
 
     Fitted to the probes: training a token through all layers costs ~1.15 forwards, through a
     middle layer (cached below) ~0.6; every strategy builds the frozen-prefix cache of its train
@@ -259,12 +272,14 @@ def job_units(job: Job, plan: Plan, caps: Caps, n: int) -> float:
     return units * max(MIN_TOKENS, MEAN_TOKENS.get(job.task, 50))
 
 
-def estimate_hours(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, model: str) -> float | None:
-    """Predicted wall time of `jobs` on this machine (None for a model without a probe)."""
-    if model not in SPEED_MS:
-        return None
+def estimate(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile) -> str:
+    """Predicted wall time of `jobs` on this machine, with the probe it comes from."""
+    if not profile.speed_ms:
+        return profile.probe
     units = sum(job_units(j, by_task[j.task], caps, n) for j in jobs)
-    return (units * SPEED_MS[model] / 1000 + len(jobs) * OVERHEAD_S[model]) / 3600
+    hours = (units * profile.speed_ms / 1000 + len(jobs) * profile.overhead_s) / 3600
+    return (f"{hours:.1f} h for all {len(jobs)} runs, from a cost model at {profile.speed_ms} ms per token of a "
+            f"whole-model forward with 1 torch thread (probes: {profile.probe})")
 
 
 def is_finished(folder: Path) -> bool:
@@ -358,9 +373,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_caps(args: argparse.Namespace) -> Caps:
     """The model's default caps, overridden by any cap flag given."""
-    base = MODEL_CAPS.get(args.model, Caps())
     given = {f.name: getattr(args, f.name) for f in fields(Caps) if getattr(args, f.name) is not None}
-    return replace(base, **given)
+    return replace(PROFILES.get(args.model, FALLBACK).caps, **given)
+
+
+def _cpu() -> str:
+    """The CPU model name (Linux), for the report."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
 
 
 def _split_list(text: str) -> list[str]:
@@ -373,38 +396,35 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    work = Path(args.work_dir) / model_tag(args.model, args.method)
+    args.glue_dir, args.work_dir = Path(args.glue_dir).resolve(), Path(args.work_dir).resolve()
+    work = args.work_dir / model_tag(args.model, args.method)
     if args.report_only:
         write_reports(work, Path(args.results_dir))
         return 0
     import torch
 
     torch.set_num_threads(args.threads)
-    caps = resolve_caps(args)
-    extras = MODEL_EXTRAS.get(args.model, {"sweep_full": False, "paper_protocol": "rte"})
-    sweep_full = extras["sweep_full"] if args.sweep_full is None else args.sweep_full
+    profile, caps = PROFILES.get(args.model, FALLBACK), resolve_caps(args)
+    sweep_full = profile.sweep_full if args.sweep_full is None else args.sweep_full
     columns, sweep = _split_list(args.tasks), _split_list(args.sweep)
-    paper_task = next(iter(_split_list(extras["paper_protocol"] if args.paper_protocol is None else args.paper_protocol)), None)
+    paper_task = next(iter(_split_list(profile.paper_protocol if args.paper_protocol is None else args.paper_protocol)), None)
     work.mkdir(parents=True, exist_ok=True)
     (work.parent / ".gitignore").write_text("*\n")  # derived data and run folders never go into git
     wanted = dict.fromkeys([*columns, *sweep, *([paper_task] if paper_task else [])])
-    plans = {c: plan_column(c, Path(args.glue_dir), work / "data", caps) for c in wanted}
+    plans = {c: plan_column(c, args.glue_dir, work / "data", caps) for c in wanted}
     jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
     n_layers = num_layers_of(args, work)
-    hours = estimate_hours(jobs, {p.run_task: p for p in plans.values()}, caps, n_layers, args.model)
-    estimate = "no timing probe for this model" if hours is None else (
-        f"{hours:.1f} h for all {len(jobs)} runs, from the cost model at {SPEED_MS[args.model]} ms per token-forward "
-        f"(1 torch thread; probe: {PROBES[args.model]})")
-    print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate {estimate}", flush=True)
+    expected = estimate(jobs, {p.run_task: p for p in plans.values()}, caps, n_layers, profile)
+    print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate: {expected}", flush=True)
     if args.plan_only:
         print("\n".join(j.name for j in jobs))
         return 0
     old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
     manifest = {
         "command": "python benchmarks/paper.py " + shlex.join(argv), "model": args.model, "method": args.method,
-        "caps": asdict(caps), "threads": args.threads, "columns": columns, "sweep": sweep, "sweep_full": sweep_full,
-        "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()}, "jobs": [j.name for j in jobs],
-        "estimate": estimate, "wall_seconds": old.get("wall_seconds", {}),
+        "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": profile.notes, "columns": columns,
+        "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()},
+        "jobs": [j.name for j in jobs], "estimate": expected, "wall_seconds": old.get("wall_seconds", {}),
     }  # fmt: skip
     write_manifest(work, manifest)
     try:

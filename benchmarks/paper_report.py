@@ -223,7 +223,8 @@ def collect(work: Path) -> dict:
     env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
     return {
         "benchmark": "olft-paper", "model": manifest["model"], "method": manifest["method"], "command": manifest["command"],
-        "caps": manifest["caps"], "estimate": manifest["estimate"], "num_layers": first.get("num_layers"),
+        "caps": manifest["caps"], "estimate": manifest["estimate"], "notes": manifest.get("notes", ""),
+        "threads": manifest.get("threads"), "cpu": manifest.get("cpu"), "num_layers": first.get("num_layers"),
         "middle_bucket": first.get("middle_bucket"), "max_length": first.get("max_length"),
         "runs_finished": sum(r.get("status") == "complete" for r in runs.values()), "runs_planned": len(manifest["jobs"]),
         "missing": _missing(manifest, runs), "wall_hours": sum(manifest.get("wall_seconds", {}).values()) / 3600,
@@ -339,12 +340,13 @@ def render_md(d: dict) -> str:
               f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epoch(s), batch {caps['batch_size']}, lr {caps['lr']:g}. "
               f"Selection: each middle-third candidate trains {caps['selection_epochs']:g} epoch(s) on {caps['selection_train_samples']} "
               f"train examples and is scored on {caps['selection_eval_samples']} other train examples (leakage-free default).",
-              "", f"Timing estimate before the run: {d['estimate']} Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
+              "", f"Why these caps: {d['notes'] or '-'}.", "",
+              f"Timing: estimated before the run {d['estimate']}. Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
               "## Table 1: scores", "", *_table1(d), "", "## Table 2: cost", "", *_table2(d), "",
               "## Where is the best layer? (layer sweep)", "", *_sweep_md(d), "",
               "## Selection protocol: leakage-free default vs. the paper's", "", *_protocol_md(d), "",
               "## Claims", "", *[f"- {PAPER[k]}: {v['ours']} -> **{v['verdict']}** ({v['rule']})" for k, v in d["claims"].items()], "",
-              "## Environment", "", f"- machine: {env['machine']} ({env['device']}), Python {env['python']}",
+              "## Environment", "", f"- machine: {d['cpu']}; {env['machine']} ({env['device']}); Python {env['python']}",
               f"- versions: {', '.join(f'{k} {v}' for k, v in (env['versions'] or {}).items())}",
               f"- olft git commit(s) of the runs: {', '.join(env['git_commits'])}", ""]
     return "\n".join(lines)

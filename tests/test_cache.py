@@ -269,3 +269,24 @@ def test_build_caches_shares_budget(model_dirs, tmp_path):
     caches = build_caches(stack, {"train": train, "score": score}, 2, memory_budget=need, directory=tmp_path)
     assert caches["train"].storage == "memory" and caches["score"].storage == "disk"
     assert build_caches(stack, {"train": train}, 0) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", ["minilm-l6", "smollm2-135m"])
+def test_real_models_cached_equals_plain(alias):
+    """Real weights (MiniLM: BERT; SmolLM2: Llama with grouped-query attention): cached == plain."""
+    stack, tok = load_stack(alias, 2)
+    stack.eval()
+    texts = ["a gripping , funny film", "dull", "the plot is thin but the acting is very good indeed"]
+    enc = Encoded(input_ids=tok(texts)["input_ids"], labels=[1, 0, 1], pad_id=tok.pad_token_id)
+    layer = stack.num_layers - 1
+    applied = apply_method(stack, [layer], _method("lora"))
+    _perturb(applied)
+    batch = collate(enc, [0, 1, 2], regression=False)
+    stack.pooled_shortcut = "off"
+    plain = _logits_and_grads(stack, applied, batch, None)
+    stack.pooled_shortcut = "auto"
+    cached = _logits_and_grads(stack, applied, batch, PrefixCache(stack, enc, layer, batch_size=2))
+    torch.testing.assert_close(cached[0], plain[0], **TOL)
+    for got, want in zip(cached[1], plain[1], strict=True):
+        torch.testing.assert_close(got, want, **TOL)

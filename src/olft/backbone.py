@@ -257,9 +257,7 @@ class Stack(nn.Module):
             pooled = self.pool(h, attention_mask)
         return self.classify(pooled)
 
-    def pooled_last_layer(
-        self, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor
-    ) -> torch.Tensor | None:
+    def pooled_last_layer(self, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Pooled output of the last layer computed at the pooled token only, or None.
 
         Keys and values need every position, but query, attention output, residual and MLP only

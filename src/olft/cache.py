@@ -398,8 +398,13 @@ def pooled_last_layer(stack: Stack, hidden: torch.Tensor, inputs: LayerInputs, a
     mask = args.get("attention_mask")
     if mask is not None and (not torch.is_tensor(mask) or mask.dim() != 4):
         return None
+    # The layer's own call would move its inputs to its device (a model spread over devices).
+    device = next(layer.parameters()).device
+    hidden, mask = hidden.to(device), None if mask is None else mask.to(device)
+    if args.get("position_embeddings") is not None:
+        args["position_embeddings"] = tuple(t.to(device) for t in args["position_embeddings"])
     if stack.family.pooling == "first":
-        pos = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
+        pos = torch.zeros(hidden.shape[0], dtype=torch.long, device=device)
     else:
-        pos = attention_mask.long().sum(dim=1).clamp(min=1).to(hidden.device) - 1
+        pos = attention_mask.long().sum(dim=1).clamp(min=1).to(device) - 1
     return _LAYERS[stack.family.name](layer, hidden, pos, _mask_rows(mask, pos), args)

@@ -17,6 +17,7 @@ import torch
 from olft import distributed, tasks
 from olft.backbone import count_params
 from olft.cache import PrefixCache
+from olft.cache import build_caches as build_prefix_caches
 from olft.config import RunConfig
 from olft.data import Encoded, encode
 from olft.loading import load_stack
@@ -112,7 +113,8 @@ class Session:
             return {}
         bs = self.cfg.train.eval_batch_size
         with self.dist.autocast():  # the frozen layers run as they would in training
-            return {name: PrefixCache(self.stack, enc, layer, bs) for name, enc in encs.items()}
+            # Splits without room for a cache (memory, then disk) fall back to the plain forward.
+            return build_prefix_caches(self.stack, encs, layer, bs)
 
     def tune(
         self,
