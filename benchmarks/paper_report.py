@@ -27,6 +27,7 @@ PAPER = {  # the paper's claims, as numbers
 
 
 def _load(path: Path) -> dict | None:
+    """A JSON file's content, or None when missing or half-written."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -34,12 +35,14 @@ def _load(path: Path) -> dict | None:
 
 
 def _stats(per_seed: dict[str, float]) -> dict:
+    """Mean and sample standard deviation over seeds (None where undefined)."""
     values = list(per_seed.values())
     return {"per_seed": per_seed, "n": len(values), "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None}
 
 
 def _score(entry: dict, split: str | None, metric: str) -> float | None:
+    """A strategy's score on `split` (None: its headline split)."""
     if split is None:
         return entry.get("score")
     return entry.get("metrics", {}).get(split, {}).get(metric)
@@ -66,6 +69,13 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
             if name == "olft" and r.get("selection"):
                 cell["selection_seconds"][seed] = r["selection"]["seconds"]
         cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "layers": layers, "failed": failed}
+    per_layer: dict[int, list[float]] = {}
+    for seed in map(str, seeds):
+        selection = (runs.get(f"{plan['run_task']}-s{seed}") or {}).get("selection") or {}
+        for c in selection.get("candidates", []):
+            if c["score"] is not None:
+                per_layer.setdefault(c["layer"], []).append(100 * c["score"])
+    cell["candidates"] = {layer: statistics.fmean(v) for layer, v in sorted(per_layer.items())}
     return cell
 
 
@@ -111,6 +121,7 @@ def _costs(table: dict) -> dict:
 
 
 def _best(scores: dict[int, float]) -> int | None:
+    """The best-scoring layer; ties go to the lower layer, as in olft's selection."""
     return min((layer for layer, v in scores.items() if v == max(scores.values())), default=None)
 
 
@@ -148,6 +159,7 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
 
 
 def _paper_protocol(manifest: dict, runs: dict[str, dict]) -> dict | None:
+    """OLFT under the paper's selection protocol beside the default, on the same seeds."""
     col = manifest.get("paper_protocol")
     if not col:
         return None
@@ -166,6 +178,7 @@ def _paper_protocol(manifest: dict, runs: dict[str, dict]) -> dict | None:
 
 
 def _missing(manifest: dict, runs: dict[str, dict]) -> list[str]:
+    """Planned runs that have not finished, with what they hold so far."""
     out = []
     for name in manifest["jobs"]:
         r = runs.get(name)
@@ -177,25 +190,34 @@ def _missing(manifest: dict, runs: dict[str, dict]) -> list[str]:
     return out
 
 
+def _chose(sweep_entry: dict) -> str:
+    """What OLFT chose in the main runs of a sweep task, and whether it is the sweep's best."""
+    if not sweep_entry["olft_chose"]:
+        return "no main run yet"
+    return f"OLFT chose {sweep_entry['olft_chose']}" + (" (matches)" if sweep_entry["olft_matches_best"] else "")
+
+
 def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> dict:
     """Each claim against the numbers: confirmed, partly, or not (rules stated beside them)."""
     out = {}
     o, f, a = (avg[s]["mean"] for s in ("olft", "final", "full"))
+    spread = "" if avg["olft"]["std"] is None else " (seed std of the averages: " + ", ".join(
+        f"{label} {_f(avg[s]['std'])}" for s, label in STRATEGIES) + ")"
+    scope = f" over {len(avg['tasks'])} of the paper's 8 tasks" if len(avg["tasks"]) < 8 else ""
     if o is not None:
         gain = o - f
-        out["claim1"] = {"ours": f"OLFT - final-layer = {gain:+.1f}",
+        out["claim1"] = {"ours": f"OLFT - final-layer = {gain:+.1f}{scope}{spread}",
                          "verdict": "confirmed" if gain >= 10.5 else "partly" if gain > 0 else "not confirmed",
                          "rule": "confirmed if >= +10.5, partly if > 0"}
         diff = o - a
-        out["claim2"] = {"ours": f"OLFT - all-layer = {diff:+.1f}",
+        out["claim2"] = {"ours": f"OLFT - all-layer = {diff:+.1f}{scope}{spread}",
                          "verdict": "confirmed" if diff >= -1.3 else "partly" if diff >= -5 else "not confirmed",
                          "rule": "confirmed if >= -1.3, partly if >= -5"}
     results = [(c, s["best_validation"] if s["best_validation"] is not None else s["best_holdout"], s) for c, s in sweep.items()]
     results = [(c, b, s) for c, b, s in results if b is not None]
     if results:
         inside = [c for c, _, s in results if (s["best_validation_in_middle"] if s["validation"] else s["best_holdout_in_middle"])]
-        text = "; ".join(f"{HEADERS.get(c, c)}: best layer {b} (middle {s['middle_bucket'][0]}-{s['middle_bucket'][-1]}), "
-                         f"OLFT chose {s['olft_chose']}" + (" (matches)" if s["olft_matches_best"] else "") for c, b, s in results)
+        text = "; ".join(f"{HEADERS.get(c, c)}: best layer {b} (middle {_range(s['middle_bucket'])}), " + _chose(s) for c, b, s in results)
         out["claim3"] = {"ours": text, "verdict": "confirmed" if len(inside) == len(results) else "partly" if inside else "not confirmed",
                          "rule": "best layer of the sweep (full-train validation if run, else held-out train) in the middle third: all tasks = confirmed, some = partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
@@ -236,10 +258,12 @@ def collect(work: Path) -> dict:
 # ------------------------------------------------------------------------------ rendering
 
 def _f(value: float | None, digits: int = 1) -> str:
+    """A number for a table cell; '-' when there is none."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def _cell(stats: dict, planned: int, layers: dict | None = None) -> str:
+    """A Table 1 cell: mean ± std, the chosen layers, and * when seeds are missing."""
     if not stats["n"]:
         return "failed" if stats.get("failed") else "–"
     text = _f(stats["mean"]) + (f" ± {_f(stats['std'])}" if stats["std"] is not None else "")
@@ -249,6 +273,7 @@ def _cell(stats: dict, planned: int, layers: dict | None = None) -> str:
 
 
 def _table1(d: dict) -> list[str]:
+    """Table 1 (scores per task and average) with its legend and data notes."""
     seeds = [s for s in str(d["caps"]["seeds"]).split(",") if s.strip()]
     cols = list(d["table1"])
     heads = [HEADERS.get(c, c) + ("†" if d["table1"][c]["derived"] else "") for c in cols]
@@ -271,10 +296,12 @@ def _table1(d: dict) -> list[str]:
 
 
 def _range(layers: list[int] | None) -> str:
+    """A layer list as first-last."""
     return "?" if not layers else f"{layers[0]}-{layers[-1]}"
 
 
 def _table2(d: dict) -> list[str]:
+    """Table 2 (time, parameters, average score) and the selection time."""
     t = d["table2"]
     lines = ["| | train time (min) | time % | PEFT params (M) | param % | avg score |", "|---|---|---|---|---|---|"]
     for name, label in (("full", "all-layer"), ("olft", "single-layer (OLFT)"), ("final", "final-layer")):
@@ -293,6 +320,7 @@ def _table2(d: dict) -> list[str]:
 
 
 def _sweep_md(d: dict) -> list[str]:
+    """The layer sweep: score per layer and where the best layer falls."""
     sw = d["sweep"]
     if not sw:
         return ["No layer sweep was run."]
@@ -317,6 +345,7 @@ def _sweep_md(d: dict) -> list[str]:
 
 
 def _protocol_md(d: dict) -> list[str]:
+    """The leakage-free selection beside the paper's protocol."""
     p = d["paper_protocol"]
     if not p:
         return ["Not run."]
@@ -352,41 +381,47 @@ def render_md(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _panel(ax, d: dict, col: str) -> None:
+    """One task's plot: per-layer scores, final/all-layer lines, OLFT's pick per seed."""
+    cell, sw = d["table1"].get(col), d["sweep"].get(col, {})
+    if d["middle_bucket"]:
+        ax.axvspan(d["middle_bucket"][0] - 0.5, d["middle_bucket"][-1] + 0.5, color="0.92")
+    holdout = sw.get("holdout") or (cell or {}).get("candidates", {})
+    for scores, style, label in ((holdout, "o-", "candidates: held-out train"), (sw.get("validation", {}), "s-", "full train, validation")):
+        pts = sorted((int(k), v) for k, v in scores.items())
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, ms=3, label=label)
+    for name, ls in (("final", "--"), ("full", ":")):
+        if cell and cell["strategies"][name]["mean"] is not None:
+            ax.axhline(cell["strategies"][name]["mean"], ls=ls, color="k" if name == "full" else "0.5", label=f"{name} (validation)")
+    olft = (cell or {}).get("strategies", {}).get("olft", {"per_seed": {}})
+    pts = [(olft["layers"][s][0], v) for s, v in olft["per_seed"].items()]
+    if pts:
+        ax.plot(*zip(*pts, strict=True), "r*", ms=10, label="OLFT (validation)")
+    ax.set_title(HEADERS.get(col, col), fontsize=9)
+    ax.set_xlim(-0.5, (d["num_layers"] or 1) - 0.5)
+    ax.tick_params(labelsize=7)
+
+
 def plot(d: dict, path: Path) -> None:
-    """Score per layer for every task: candidates, sweep, final/all-layer lines, OLFT's pick."""
+    """Score x100 per layer for every task (table columns and sweep tasks), one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = list(d["table1"])
+    cols = list(dict.fromkeys([*d["table1"], *d["sweep"]]))
     ncols = min(4, len(cols))
     nrows = math.ceil(len(cols) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(8.0, 3.6 * ncols), 1.0 + 2.8 * nrows), squeeze=False)
     for ax, col in zip(axes.flat, cols, strict=False):
-        cell, sw = d["table1"][col], d["sweep"].get(col, {})
-        if d["middle_bucket"]:
-            ax.axvspan(d["middle_bucket"][0] - 0.5, d["middle_bucket"][-1] + 0.5, color="0.92")
-        for key, style, label in (("holdout", "o-", "held-out train"), ("validation", "s-", "full train, validation")):
-            pts = sorted((int(k), v) for k, v in sw.get(key, {}).items())
-            if pts:
-                ax.plot(*zip(*pts, strict=True), style, ms=3, label=f"every layer ({label})")
-        for name, ls in (("final", "--"), ("full", ":")):
-            if cell["strategies"][name]["mean"] is not None:
-                ax.axhline(cell["strategies"][name]["mean"], ls=ls, color="k" if name == "full" else "0.5", label=f"{name} (validation)")
-        olft = cell["strategies"]["olft"]
-        pts = [(olft["layers"][s][0], v) for s, v in olft["per_seed"].items()]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), "r*", ms=10, label="OLFT (validation)")
-        ax.set_title(HEADERS.get(col, col), fontsize=9)
-        ax.set_xlim(-0.5, (d["num_layers"] or 1) - 0.5)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(cols):]:
+        _panel(ax, d, col)
+    for ax in list(axes.flat)[len(cols) :]:
         ax.axis("off")
     handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7)
     fig.suptitle(f"{d['model']} / {d['method']}: score x100 per layer (shaded: middle third)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     tmp = path.with_name("." + path.name + ".tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
@@ -405,7 +440,10 @@ def readme(results_dir: Path) -> str:
         if not d or d.get("benchmark") != "olft-paper":
             continue
         status = "complete" if not d["missing"] else f"PARTIAL ({d['runs_finished']} of {d['runs_planned']} runs)"
+        caps = d["caps"]
         lines += [f"## {d['model']}, {d['method']} ({status}; details: [{path.stem}.md]({path.stem}.md))", "",
+                  f"`{d['command']}`: seeds {caps['seeds']}, at most {caps['max_train_samples']} training examples per task, "
+                  f"{caps['epochs']:g} epoch(s), lr {caps['lr']:g}; tasks without a train split train on {caps['dev_train_fraction']:.0%} of their dev split.", "",
                   "| claim (paper) | here | verdict |", "|---|---|---|"]
         for key, text in PAPER.items():
             v = d["claims"].get(key)

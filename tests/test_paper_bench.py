@@ -26,6 +26,7 @@ NLI = ("entailment", "neutral", "contradiction")
 
 
 def _words(rng: random.Random, n: int) -> str:
+    """n random words of the tiny tokenizer's vocabulary."""
     return " ".join(rng.choice(WORDS[:20]) for _ in range(n))
 
 
@@ -91,6 +92,7 @@ def test_derived_splits_are_disjoint_and_fixed(bench):
     data = bench["work"] / "data"
 
     def rows(path):
+        """The records of a JSONL file."""
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     for task, fields in (("mnli", ("premise", "hypothesis")), ("qqp", ("question1", "question2"))):

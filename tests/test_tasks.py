@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -98,11 +97,10 @@ def test_real_glue_texts_verbatim():
     assert load_glue(TASKS["cola"], "validation", GLUE)[0].texts == ("The sailors rode the breeze clear of the rocks.",)
 
 
-def test_qqp_dev_parses_fast():
+def test_qqp_dev_parses_with_empty_id_columns():
     _need_glue("qqp", "validation")
-    start = time.perf_counter()
-    load_glue(TASKS["qqp"], "validation", GLUE)
-    assert time.perf_counter() - start < 2.0
+    examples = load_glue(TASKS["qqp"], "validation", GLUE)
+    assert len(examples) == 40430 and all(len(e.texts) == 2 for e in examples[:100])
 
 
 def test_glue_dir_from_environment(monkeypatch):
