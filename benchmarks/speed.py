@@ -20,7 +20,7 @@ shared machine falls on all configurations alike; the median is reported. The st
 `olft.train`'s: logits_for, loss, backward, clip, AdamW. Results go to a JSON file (versions, machine, command included), rewritten after each
 measurement; `--resume` reuses the measurements a previous run with the same settings finished.
 
-    python benchmarks/speed.py --model smollm2-135m --task sst2 --glue-dir /work/shared/glue \
+    python benchmarks/speed.py --model smollm2-135m --task sst2 --glue-dir ../shared/glue \
         --out benchmarks/results/speed-smollm2-135m.json
 """
 

@@ -27,7 +27,7 @@ from olft.tasks import (
     sample_split,
 )
 
-GLUE = Path(os.environ.get("GLUE_DIR") or "/work/shared/glue")
+GLUE = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "glue")
 
 # (task, split, rows) as listed in the GLUE data's SOURCES.md.
 ROWS = {"cola/train": 8551, "cola/validation": 1043, "sst2/train": 67349, "sst2/validation": 872,
