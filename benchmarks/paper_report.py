@@ -122,7 +122,13 @@ def _costs(table: dict) -> dict:
 
 def _best(scores: dict[int, float]) -> int | None:
     """The best-scoring layer; ties go to the lower layer, as in olft's selection."""
-    return min((layer for layer, v in scores.items() if v == max(scores.values())), default=None)
+    return min(_tied_best(scores), default=None)
+
+
+def _tied_best(scores: dict[int, float]) -> list[int]:
+    """Every layer sharing the top score: a tie says the sweep cannot tell those layers apart."""
+    top = max(scores.values(), default=None)
+    return sorted(layer for layer, v in scores.items() if v == top)
 
 
 def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
@@ -148,12 +154,19 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
         entry: dict = {"middle_bucket": middle, "holdout": hmean, "validation": fmean, "olft_chose": chosen}
         for kind, scores in (("holdout", hmean), ("validation", fmean)):
-            best = _best(scores)
+            best, tied = _best(scores), _tied_best(scores)
             entry[f"best_{kind}"] = best
-            entry[f"best_{kind}_in_middle"] = None if best is None or middle is None else best in middle
+            entry[f"best_{kind}_tied"] = tied
+            # A sweep where every layer scores the same (e.g. all predict the majority class) carries no
+            # evidence on where the best layer lies: None, not False, and the claim leaves that task out.
+            no_signal = len(scores) > 1 and len(tied) == len(scores)
+            entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or no_signal
+                                               else any(layer in middle for layer in tied))
             entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in scores.items() if middle and k in middle})
-        best = entry["best_validation"] if fmean else entry["best_holdout"]
-        entry["olft_matches_best"] = None if best is None or not chosen else chosen == [best]
+        tied = entry["best_validation_tied"] if fmean else entry["best_holdout_tied"]
+        scores = fmean or hmean
+        no_signal = len(scores) > 1 and len(tied) == len(scores)
+        entry["olft_matches_best"] = None if not tied or not chosen or no_signal else set(chosen) <= set(tied)
         out[col] = entry
     return out
 
@@ -213,13 +226,21 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
         out["claim2"] = {"ours": f"OLFT - all-layer = {diff:+.1f}{scope}{spread}",
                          "verdict": "confirmed" if diff >= -1.3 else "partly" if diff >= -5 else "not confirmed",
                          "rule": "confirmed if >= -1.3, partly if >= -5"}
-    results = [(c, s["best_validation"] if s["best_validation"] is not None else s["best_holdout"], s) for c, s in sweep.items()]
-    results = [(c, b, s) for c, b, s in results if b is not None]
+    results = []
+    for c, s in sweep.items():
+        kind = "validation" if s["validation"] else "holdout"
+        if s[f"best_{kind}"] is not None:
+            results.append((c, s[f"best_{kind}_tied"], s[f"best_{kind}_in_middle"], s))
     if results:
-        inside = [c for c, _, s in results if (s["best_validation_in_middle"] if s["validation"] else s["best_holdout_in_middle"])]
-        text = "; ".join(f"{HEADERS.get(c, c)}: best layer {b} (middle {_range(s['middle_bucket'])}), " + _chose(s) for c, b, s in results)
-        out["claim3"] = {"ours": text, "verdict": "confirmed" if len(inside) == len(results) else "partly" if inside else "not confirmed",
-                         "rule": "best layer of the sweep (full-train validation if run, else held-out train) in the middle third: all tasks = confirmed, some = partly"}
+        judged = [inside for _, _, inside, _ in results if inside is not None]
+        text = "; ".join(f"{HEADERS.get(c, c)}: " + ("no signal (every layer scores the same)" if inside is None else
+                         f"best layer {'/'.join(map(str, tied))}") + f" (middle {_range(s['middle_bucket'])}), " + _chose(s)
+                         for c, tied, inside, s in results)
+        verdict = ("not measured (no sweep separates the layers)" if not judged else "confirmed" if all(judged)
+                   else "partly" if any(judged) else "not confirmed")
+        out["claim3"] = {"ours": text, "verdict": verdict,
+                         "rule": "best layer of the sweep (full-train validation if run, else held-out train; ties count as one "
+                         "best set, sweeps where every layer ties are left out) in the middle third: all tasks = confirmed, some = partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
     if t is not None and p is not None:
         sel = costs["selection"]["olft_plus_selection_percent"]
@@ -319,6 +340,14 @@ def _table2(d: dict) -> list[str]:
     return lines
 
 
+def _layers(s: dict, kind: str) -> str:
+    """The tied best layers of one sweep kind, or why there are none."""
+    tied = s.get(f"best_{kind}_tied") or ([] if s[f"best_{kind}"] is None else [s[f"best_{kind}"]])
+    if not tied:
+        return "-"
+    return "all tie" if len(tied) > 1 and len(tied) == len(s[kind]) else "/".join(map(str, tied))
+
+
 def _sweep_md(d: dict) -> list[str]:
     """The layer sweep: score per layer and where the best layer falls."""
     sw = d["sweep"]
@@ -337,8 +366,8 @@ def _sweep_md(d: dict) -> list[str]:
     lines.append("")
     for c in cols:
         s = sw[c]
-        lines.append(f"- {HEADERS.get(c, c)}: best layer by held-out train {s['best_holdout']} (in middle: {s['best_holdout_in_middle']}), "
-                     f"by validation {s['best_validation']} (in middle: {s['best_validation_in_middle']}); best inside the middle "
+        lines.append(f"- {HEADERS.get(c, c)}: best layer(s) by held-out train {_layers(s, 'holdout')} (in middle: {s['best_holdout_in_middle']}), "
+                     f"by validation {_layers(s, 'validation')} (in middle: {s['best_validation_in_middle']}); best inside the middle "
                      f"bucket {s['best_holdout_in_middle_bucket']} (h) / {s['best_validation_in_middle_bucket']} (v); OLFT's middle-bucket "
                      f"choice in the main runs: {s['olft_chose'] or '-'} (matches the sweep's best: {s['olft_matches_best']}).")
     return lines

@@ -140,3 +140,27 @@ def test_partial_report_names_what_is_missing(bench, tmp_path):
     assert "**PARTIAL**: 6 of 8 runs finished" in md
     assert "- qqp-s0: not started" in md and "- rte-s0: interrupted (finished: olft, final)" in md
     assert "Avg over 3 of 5 tasks (SST-2, MNLI-m, MNLI-mm)" in md
+
+
+def test_sweep_ties_are_no_evidence_for_the_best_layer():
+    """A sweep where every layer scores the same says nothing about claim 3; a partial tie keeps every best layer."""
+    import paper_report
+
+    def verdict(scores: dict[int, float]) -> dict:
+        runs = {"sweep-rte-s0": {"middle_bucket": [2, 3], "selection": {"candidates": [
+            {"layer": k, "score": v} for k, v in scores.items()]}}}
+        manifest = {"sweep": ["rte"], "plans": {"rte": {"run_task": "rte"}}}
+        table = {"rte": {"strategies": {"olft": {"layers": {"0": [3]}}}}}
+        sweep = paper_report._sweep(manifest, runs, table)
+        avg = {s: {"mean": None, "std": None} for s in ("olft", "final", "full")} | {"tasks": []}
+        costs = {"olft": {"time_percent": None, "param_percent": None}}
+        return sweep["rte"], paper_report._verdicts(avg, costs, sweep, 6).get("claim3")
+
+    entry, claim = verdict({k: 0.5 for k in range(6)})
+    assert entry["best_holdout_in_middle"] is None and entry["olft_matches_best"] is None and "no signal" in claim["ours"]
+    assert claim["verdict"].startswith("not measured")
+    entry, claim = verdict({0: 0.5, 1: 0.5, 2: 0.5, 3: 0.7, 4: 0.7, 5: 0.6})
+    assert entry["best_holdout_tied"] == [3, 4] and entry["best_holdout_in_middle"] is True
+    assert entry["olft_matches_best"] is True and claim["verdict"] == "confirmed"
+    entry, claim = verdict({0: 0.9, 1: 0.5, 2: 0.5, 3: 0.7, 4: 0.7, 5: 0.6})
+    assert entry["best_holdout_in_middle"] is False and claim["verdict"] == "not confirmed"
