@@ -168,6 +168,14 @@ def _select(session: Session, folder: RunFolder, results: dict):
     results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)
     log.info("selected layer %d (%s protocol)", selection.selected_layer, selection.protocol)
+    if selection.flat:
+        s = session.cfg.selection
+        log.warning(
+            "Every candidate ranked the same on the %d scoring examples, so layer %d was chosen by the tie-break "
+            "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
+            "--selection-epochs, now %g) or rank by held-out loss (--selection-metric loss).",
+            selection.score_examples, selection.selected_layer, s.selection_train_samples, s.selection_epochs,
+        )  # fmt: skip
     return selection
 
 
@@ -179,7 +187,9 @@ def _log_candidate(c: Candidate, metric: str) -> None:
     if c.score is None:
         log.info("candidate layer %2d: failed (%s) in %.1fs", c.layer, c.error, c.seconds)
     else:
-        log.info("candidate layer %2d: %s=%.4f in %.1fs", c.layer, metric, c.score, c.seconds)
+        loss = c.metrics.get("loss")
+        log.info("candidate layer %2d: %s=%.4f%s in %.1fs", c.layer, metric, c.score,
+                 "" if loss is None else f" loss={loss:.4f}", c.seconds)  # fmt: skip
 
 
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -> dict:

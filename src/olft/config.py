@@ -106,6 +106,7 @@ class SelectionConfig:
     selection_train_samples: int = opt(500, "Examples each candidate is trained on.")
     selection_eval_samples: int = opt(200, "Examples each candidate is scored on (disjoint from its training examples).")
     selection_epochs: float = opt(1.0, "Epochs each candidate trains for.")
+    selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; ties go to the lower layer) or by loss (held-out loss, lower wins: separates candidates whose scores tie on a small scoring set).", choices=("score", "loss"))
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
     selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
 

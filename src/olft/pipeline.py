@@ -24,7 +24,7 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.runfolder import fault_point
 from olft.select import Candidate, Selection, parse_candidates
-from olft.train import NonFiniteLoss, fit, predict
+from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Session:
         caches: dict[str, PrefixCache] | None = None,
         checkpoint: Path | None = None,
         dist: distributed.Dist | None = None,
+        loss_splits: tuple[str, ...] = (),
     ) -> TuneResult:
         """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out.
 
@@ -162,8 +163,12 @@ class Session:
             )  # fmt: skip
             metrics = {}
             for split, enc in eval_encs.items():
-                preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist)
+                with_loss = split in loss_splits
+                preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist,
+                                logits=with_loss)  # fmt: skip
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
+                if with_loss:
+                    metrics[split]["loss"] = heldout_loss(preds, enc.labels)
             first = next(iter(eval_encs))
             weights = applied.state_dict()
             weights.update({f"head.{k}": v.detach().clone() for k, v in stack.head.state_dict().items()})
@@ -210,7 +215,7 @@ class Session:
         done = done or {}
         candidates = parse_candidates(s.candidates, self.num_layers)
         protocol, fit_enc, score_enc = self.selection_sets()
-        selection = Selection(protocol, [], len(fit_enc), len(score_enc))
+        selection = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric)
         todo = [layer for layer in candidates if layer not in done]
         split = dist.world_size > 1 and s.selection_parallel == "candidates"
         width, rank = (dist.world_size, dist.rank) if split else (1, 0)
@@ -244,11 +249,23 @@ class Session:
             r = self.tune(
                 [layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs, max_steps=s.selection_max_steps,
                 desc=f"candidate {layer}", caches=caches, dist=self.dist.alone() if alone else self.dist,
+                loss_splits=("score",),
             )  # fmt: skip
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"])
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
+
+
+def heldout_loss(logits, labels) -> float:
+    """Mean training loss (cross-entropy, or MSE for regression) of (n, num_labels) logits.
+
+    Selection can rank candidates by it: unlike accuracy on a few hundred examples it rarely
+    ties, and it moves before the predictions do (see SelectionConfig.selection_metric).
+    """
+    values = torch.as_tensor(logits, dtype=torch.float32)
+    golds = torch.as_tensor(labels, dtype=torch.float32 if values.shape[-1] == 1 else torch.long)
+    return float(loss_fn(values, golds))
 
 
 def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:

@@ -110,13 +110,18 @@ def table_md(results: dict) -> str:
             "",
             f"Selection ({sel['protocol']}): {len(sel['candidates'])} candidates, "
             f"{sel['train_examples']} training / {sel['score_examples']} scoring examples each, "
-            f"{sel['seconds'] / 60:.2f} min (not included in OLFT's train time above); selected layer {sel['selected_layer']}.",
-            "",
-            "| layer | score | seconds |",
-            "|---|---|---|",
+            f"{sel['seconds'] / 60:.2f} min (not included in OLFT's train time above); selected layer {sel['selected_layer']}"
+            f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
+        if sel.get("flat"):
+            lines.append("Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal.")
+        losses = any("loss" in c.get("metrics", {}) for c in sel["candidates"])
+        lines += ["", "| layer | score |" + (" held-out loss |" if losses else "") + " seconds |",
+                  "|---|---|" + ("---|" if losses else "") + "---|"]
         for c in sel["candidates"]:
-            lines.append(f"| {c['layer']} | {_fmt_score(c['score'])} | {c['seconds']:.1f} |")
+            loss = c.get("metrics", {}).get("loss")
+            cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
+            lines.append(f"| {c['layer']} | {_fmt_score(c['score'])} |{cell} {c['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,8 @@
 The paper's candidates are the model's middle bucket: split the N layers into three equal
 buckets and take the middle one. Each candidate is tuned alone on a small training subset and
 scored; the best score wins (ties go to the lower layer, which is cheaper to run above).
+With `selection_metric="loss"` the lowest held-out loss wins instead: on a small scoring set
+accuracies often tie (every candidate predicting the majority class), losses rarely do.
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
@@ -105,21 +107,41 @@ class Selection:
     score_examples: int
     seconds: float = 0.0
     cache_seconds: float = 0.0
+    metric: str = "score"  # what ranks the candidates: "score" (higher wins) or "loss" (lower wins)
 
-    @property
-    def selected_layer(self) -> int:
+    def _ranked(self) -> dict[int, float]:
+        """Layer -> ranking value, higher is better, over the candidates that trained."""
         scored = [c for c in self.candidates if c.score is not None]
         if not scored:
             raise OlftError("Every candidate layer failed to train; see the errors above. Try a lower --lr.")
-        best = max(c.score for c in scored)
-        return min(c.layer for c in scored if c.score == best)
+        if self.metric == "score":
+            return {c.layer: c.score for c in scored}
+        missing = [c.layer for c in scored if "loss" not in c.metrics]
+        if missing:
+            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss (scored by an older olft): rerun "
+                            "the selection with --overwrite, or rank by --selection-metric score.")
+        return {c.layer: -c.metrics["loss"] for c in scored}
+
+    @property
+    def selected_layer(self) -> int:
+        ranked = self._ranked()
+        best = max(ranked.values())
+        return min(layer for layer, value in ranked.items() if value == best)
+
+    @property
+    def flat(self) -> bool:
+        """True when every trained candidate ranks the same: the choice is the tie-break alone."""
+        values = set(self._ranked().values())
+        return len(values) == 1 and len(self._ranked()) > 1
 
     def to_dict(self) -> dict:
         scored = any(c.score is not None for c in self.candidates)
         return {
             "protocol": self.protocol,
             "candidates": [asdict(c) for c in self.candidates],
+            "metric": self.metric,
             "selected_layer": self.selected_layer if scored else None,
+            "flat": self.flat if scored else None,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
             "train_examples": self.train_examples,

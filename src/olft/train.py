@@ -247,8 +247,10 @@ def predict(
     desc: str = "eval",
     quiet: bool = False,
     dist: Dist | None = None,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Predictions in example order: class indices, or floats for regression.
+    """Predictions in example order: class indices, or floats for regression (`logits`: the raw
+    (n, num_labels) outputs instead, e.g. to compute a held-out loss).
 
     With several processes each scores every W-th batch and the (indices, predictions) pairs of
     all processes are gathered once; filling the output by index places each example exactly
@@ -256,14 +258,15 @@ def predict(
     """
     stack.eval()
     regression = stack.num_labels == 1
-    out: np.ndarray = np.zeros(len(enc), dtype=np.float64 if regression else np.int64)
+    shape = (len(enc), stack.num_labels) if logits else (len(enc),)
+    out: np.ndarray = np.zeros(shape, dtype=np.float64 if regression or logits else np.int64)
     world, rank = (dist.world_size, dist.rank) if dist else (1, 0)
     batches = eval_order(enc.lengths, batch_size)[rank::world]
     pairs = []
     with dist.autocast() if dist else nullcontext():
         for batch in tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False):
-            logits = logits_for(stack, batch, cache).float()
-            values = logits.squeeze(-1) if regression else logits.argmax(-1)
+            raw = logits_for(stack, batch, cache).float()
+            values = raw if logits else raw.squeeze(-1) if regression else raw.argmax(-1)
             pairs.append((batch.indices.numpy(), values.cpu().numpy()))
     if world > 1:
         pairs = [pair for part in dist.gather(pairs) for pair in part]
