@@ -132,11 +132,18 @@ def _tied_best(scores: dict[int, float]) -> list[int]:
 
 
 def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
-    """Per sweep task: score per layer (held-out train, and full-train validation if run), best layers."""
+    """Per sweep task: score per layer (held-out train, and full-train validation if run), best layers.
+
+    `evidence` names the per-layer values claim 3 is judged on: full-train validation scores if
+    that sweep ran; else held-out train scores; else, where every held-out score ties (all
+    candidates predicting alike) and the candidates recorded a held-out loss, that loss (lower is
+    better), which still orders the layers.
+    """
     out = {}
     for col in manifest["sweep"]:
         task = manifest["plans"][col]["run_task"]
         holdout: dict[int, list[float]] = {}
+        losses: dict[int, list[float]] = {}
         full: dict[int, list[float]] = {}
         middle = None
         for name, r in runs.items():
@@ -145,28 +152,33 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
                 for c in r["selection"]["candidates"]:
                     if c["score"] is not None:
                         holdout.setdefault(c["layer"], []).append(100 * c["score"])
+                        if "loss" in c.get("metrics", {}):
+                            losses.setdefault(c["layer"], []).append(c["metrics"]["loss"])
             if name.startswith(f"sweepfull-{task}-s"):
                 middle = r["middle_bucket"]
                 for entry in r["strategies"].values():
                     full.setdefault(entry["layers"][0], []).append(100 * entry["score"])
-        hmean = {k: statistics.fmean(v) for k, v in sorted(holdout.items())}
-        fmean = {k: statistics.fmean(v) for k, v in sorted(full.items())}
+        means = {kind: {k: statistics.fmean(v) for k, v in sorted(values.items())}
+                 for kind, values in (("holdout", holdout), ("validation", full), ("holdout_loss", losses))}
         chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
-        entry: dict = {"middle_bucket": middle, "holdout": hmean, "validation": fmean, "olft_chose": chosen}
-        for kind, scores in (("holdout", hmean), ("validation", fmean)):
-            best, tied = _best(scores), _tied_best(scores)
+        entry: dict = {"middle_bucket": middle, **means, "olft_chose": chosen}
+        for kind, scores in means.items():
+            ranked = {k: -v for k, v in scores.items()} if kind == "holdout_loss" else scores  # higher is better
+            best, tied = _best(ranked), _tied_best(ranked)
             entry[f"best_{kind}"] = best
             entry[f"best_{kind}_tied"] = tied
             # A sweep where every layer scores the same (e.g. all predict the majority class) carries no
             # evidence on where the best layer lies: None, not False, and the claim leaves that task out.
-            no_signal = len(scores) > 1 and len(tied) == len(scores)
-            entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or no_signal
+            entry[f"no_signal_{kind}"] = len(ranked) > 1 and len(tied) == len(ranked)
+            entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
                                                else any(layer in middle for layer in tied))
-            entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in scores.items() if middle and k in middle})
-        tied = entry["best_validation_tied"] if fmean else entry["best_holdout_tied"]
-        scores = fmean or hmean
-        no_signal = len(scores) > 1 and len(tied) == len(scores)
-        entry["olft_matches_best"] = None if not tied or not chosen or no_signal else set(chosen) <= set(tied)
+            entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in ranked.items() if middle and k in middle})
+        evidence = ("validation" if means["validation"] else "holdout_loss"
+                    if entry["no_signal_holdout"] and means["holdout_loss"] else "holdout")
+        entry["evidence"] = evidence
+        tied = entry[f"best_{evidence}_tied"]
+        entry["olft_matches_best"] = (None if not tied or not chosen or entry[f"no_signal_{evidence}"]
+                                      else set(chosen) <= set(tied))
         out[col] = entry
     return out
 
@@ -210,6 +222,12 @@ def _chose(sweep_entry: dict) -> str:
     return f"OLFT chose {sweep_entry['olft_chose']}" + (" (matches)" if sweep_entry["olft_matches_best"] else "")
 
 
+EVIDENCE = {"validation": "", "holdout": " by held-out score", "holdout_loss": " by held-out loss, scores all tied"}
+
+
+EVIDENCE_NAME = {"validation": "by validation", "holdout": "by held-out score", "holdout_loss": "by held-out loss"}
+
+
 def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> dict:
     """Each claim against the numbers: confirmed, partly, or not (rules stated beside them)."""
     out = {}
@@ -228,18 +246,19 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
                          "rule": "confirmed if >= -1.3, partly if >= -5"}
     results = []
     for c, s in sweep.items():
-        kind = "validation" if s["validation"] else "holdout"
+        kind = s.get("evidence", "validation" if s["validation"] else "holdout")
         if s[f"best_{kind}"] is not None:
             results.append((c, s[f"best_{kind}_tied"], s[f"best_{kind}_in_middle"], s))
     if results:
         judged = [inside for _, _, inside, _ in results if inside is not None]
         text = "; ".join(f"{HEADERS.get(c, c)}: " + ("no signal (every layer scores the same)" if inside is None else
-                         f"best layer {'/'.join(map(str, tied))}") + f" (middle {_range(s['middle_bucket'])}), " + _chose(s)
+                         f"best layer {'/'.join(map(str, tied))}{EVIDENCE[s.get('evidence', 'holdout')]}") + f" (middle {_range(s['middle_bucket'])}), " + _chose(s)
                          for c, tied, inside, s in results)
         verdict = ("not measured (no sweep separates the layers)" if not judged else "confirmed" if all(judged)
                    else "partly" if any(judged) else "not confirmed")
         out["claim3"] = {"ours": text, "verdict": verdict,
-                         "rule": "best layer of the sweep (full-train validation if run, else held-out train; ties count as one "
+                         "rule": "best layer of the sweep (full-train validation if run, else held-out train score, else held-out loss where every "
+                         "held-out score ties; ties count as one "
                          "best set, sweeps where every layer ties are left out) in the middle third: all tasks = confirmed, some = partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
     if t is not None and p is not None:
@@ -354,22 +373,33 @@ def _sweep_md(d: dict) -> list[str]:
     if not sw:
         return ["No layer sweep was run."]
     cols = list(sw)
-    lines = ["Score per layer (x100): `h` = candidate trained on the selection subset of train and scored on held-out "
-             "train examples (`--candidates all`); `v` = the layer tuned on the full capped train set, scored on validation.", "",
-             "| layer | " + " | ".join(f"{HEADERS.get(c, c)} h | {HEADERS.get(c, c)} v" for c in cols) + " |", "|---" * (2 * len(cols) + 1) + "|"]
+    kinds = [("holdout", "h"), *([("holdout_loss", "loss")] if any(sw[c].get("holdout_loss") for c in cols) else []),
+             ("validation", "v")]
+    lines = ["Per layer: `h` = score x100 of the candidate trained on the selection subset of train and scored on held-out "
+             "train examples (`--candidates all`); " + ("`loss` = that candidate's held-out loss (lower is better); "
+             if len(kinds) == 3 else "") + "`v` = score x100 of the layer tuned on the full capped train set, scored on validation.", "",
+             "| layer | " + " | ".join(f"{HEADERS.get(c, c)} {tag}" for c in cols for _, tag in kinds) + " |",
+             "|---" * (len(kinds) * len(cols) + 1) + "|"]
     n = d.get("num_layers") or 0
     for layer in range(n):
         mark = " (middle)" if d["middle_bucket"] and layer in d["middle_bucket"] else ""
-        row = [f"{_f(sw[c]['holdout'].get(str(layer), sw[c]['holdout'].get(layer)))} | {_f(sw[c]['validation'].get(str(layer), sw[c]['validation'].get(layer)))}"
-               for c in cols]
-        lines.append(f"| {layer}{mark} | " + " | ".join(row) + " |")
+        cells = []
+        for c in cols:
+            for kind, _ in kinds:
+                values = sw[c].get(kind) or {}
+                value = values.get(str(layer), values.get(layer))
+                cells.append(_f(value, 3) if kind == "holdout_loss" else _f(value))
+        lines.append(f"| {layer}{mark} | " + " | ".join(cells) + " |")
     lines.append("")
     for c in cols:
         s = sw[c]
+        by_loss = (f"by held-out loss {_layers(s, 'holdout_loss')} (in middle: {s['best_holdout_loss_in_middle']}), "
+                   if s.get("holdout_loss") else "")
         lines.append(f"- {HEADERS.get(c, c)}: best layer(s) by held-out train {_layers(s, 'holdout')} (in middle: {s['best_holdout_in_middle']}), "
-                     f"by validation {_layers(s, 'validation')} (in middle: {s['best_validation_in_middle']}); best inside the middle "
+                     f"{by_loss}by validation {_layers(s, 'validation')} (in middle: {s['best_validation_in_middle']}); best inside the middle "
                      f"bucket {s['best_holdout_in_middle_bucket']} (h) / {s['best_validation_in_middle_bucket']} (v); OLFT's middle-bucket "
-                     f"choice in the main runs: {s['olft_chose'] or '-'} (matches the sweep's best: {s['olft_matches_best']}).")
+                     f"choice in the main runs: {s['olft_chose'] or '-'} (matches the sweep's best: {s['olft_matches_best']}; "
+                     f"judged {EVIDENCE_NAME[s.get('evidence', 'holdout')]}).")
     return lines
 
 

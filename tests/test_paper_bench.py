@@ -146,9 +146,9 @@ def test_sweep_ties_are_no_evidence_for_the_best_layer():
     """A sweep where every layer scores the same says nothing about claim 3; a partial tie keeps every best layer."""
     import paper_report
 
-    def verdict(scores: dict[int, float]) -> dict:
+    def verdict(scores: dict[int, float], losses: dict[int, float] | None = None) -> dict:
         runs = {"sweep-rte-s0": {"middle_bucket": [2, 3], "selection": {"candidates": [
-            {"layer": k, "score": v} for k, v in scores.items()]}}}
+            {"layer": k, "score": v, "metrics": {} if losses is None else {"loss": losses[k]}} for k, v in scores.items()]}}}
         manifest = {"sweep": ["rte"], "plans": {"rte": {"run_task": "rte"}}}
         table = {"rte": {"strategies": {"olft": {"layers": {"0": [3]}}}}}
         sweep = paper_report._sweep(manifest, runs, table)
@@ -164,3 +164,23 @@ def test_sweep_ties_are_no_evidence_for_the_best_layer():
     assert entry["olft_matches_best"] is True and claim["verdict"] == "confirmed"
     entry, claim = verdict({0: 0.9, 1: 0.5, 2: 0.5, 3: 0.7, 4: 0.7, 5: 0.6})
     assert entry["best_holdout_in_middle"] is False and claim["verdict"] == "not confirmed"
+
+
+def test_sweep_falls_back_to_heldout_loss_only_when_scores_all_tie():
+    import paper_report
+
+    def entry(scores: dict[int, float], losses: dict[int, float]) -> tuple[dict, dict]:
+        runs = {"sweep-rte-s0": {"middle_bucket": [2, 3], "selection": {"candidates": [
+            {"layer": k, "score": v, "metrics": {"loss": losses[k]}} for k, v in scores.items()]}}}
+        manifest = {"sweep": ["rte"], "plans": {"rte": {"run_task": "rte"}}}
+        sweep = paper_report._sweep(manifest, runs, {"rte": {"strategies": {"olft": {"layers": {"0": [3]}}}}})
+        avg = {s: {"mean": None, "std": None} for s in ("olft", "final", "full")} | {"tasks": []}
+        costs = {"olft": {"time_percent": None, "param_percent": None}}
+        return sweep["rte"], paper_report._verdicts(avg, costs, sweep, 6)["claim3"]
+
+    losses = {0: 0.70, 1: 0.69, 2: 0.71, 3: 0.68, 4: 0.72, 5: 0.73}
+    e, claim = entry({k: 0.5 for k in range(6)}, losses)
+    assert e["evidence"] == "holdout_loss" and e["best_holdout_loss"] == 3 and e["best_holdout_loss_in_middle"] is True
+    assert e["olft_matches_best"] is True and claim["verdict"] == "confirmed" and "by held-out loss" in claim["ours"]
+    e, claim = entry({0: 0.6, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}, losses)  # scores separate: they decide
+    assert e["evidence"] == "holdout" and e["best_holdout"] == 0 and claim["verdict"] == "not confirmed"
