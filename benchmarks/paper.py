@@ -11,6 +11,8 @@ verdict on each claim) is rebuilt from the run folders alone:
     python benchmarks/paper.py --model smollm2-135m     # about 3 h here (1 seed, 300 examples, 2 epochs)
     python benchmarks/paper.py --model minilm-l6 --report-only
     python benchmarks/paper.py --model smollm2-135m --plan-only   # the runs and the time estimate
+    python benchmarks/paper.py --model smollm2-135m --shard 0/2 & # two processes share the runs
+    python benchmarks/paper.py --model smollm2-135m --shard 1/2
 
 Each model's defaults (caps, lr, sweep, protocol task) are its `PROFILES` entry; every one has a
 flag. One torch thread by default: on this shared 2-core machine two threads ran 3.5x slower.
@@ -23,6 +25,7 @@ full GLUE folder the same command uses the real train and dev splits.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -324,8 +327,11 @@ def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, 
 
     by_task = {p.run_task: p for p in plans.values()}
     weights = {job: job_units(job, by_task[job.task], caps, n_layers) for job in jobs}
-    todo = [job for job in jobs if not is_finished(work / job.name)]
-    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to go in {work}", flush=True)
+    mine = shard_jobs(jobs, weights, *args.shard)
+    todo = [job for job in mine if not is_finished(work / job.name)]
+    if args.shard[1] > 1:
+        print(f"shard {args.shard[0]}/{args.shard[1]} holds {len(mine)} of the {len(jobs)} planned runs", flush=True)
+    print(f"{len(mine) - len(todo)} of {len(mine)} runs already finished; {len(todo)} to go in {work}", flush=True)
     start, done_weight = time.perf_counter(), 0.0
     for i, job in enumerate(todo, 1):
         t0 = time.perf_counter()
@@ -336,7 +342,7 @@ def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, 
             took = time.perf_counter() - t0
             walls = manifest.setdefault("wall_seconds", {})
             walls[job.name] = round(walls.get(job.name, 0.0) + took, 1)
-            write_manifest(work, manifest)
+            write_manifest(work, manifest, updated={job.name})
         done_weight += weights[job]
         elapsed = time.perf_counter() - start
         left = sum(weights[j] for j in todo[i:])
@@ -346,12 +352,38 @@ def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, 
         write_reports(work, Path(args.results_dir))
 
 
-def write_manifest(work: Path, manifest: dict) -> None:
-    """bench.json in the work dir: command, caps and plans, so the report needs nothing else."""
+def shard_jobs(jobs: list[Job], weights: dict[Job, float], k: int, n: int) -> list[Job]:
+    """The jobs of shard k of n: in plan order, each job goes to the shard with the least estimated
+    work so far (ties to the lower shard), so every shard computes the same split on its own."""
+    if n == 1:
+        return list(jobs)
+    load, out = [0.0] * n, []
+    for job in jobs:
+        target = min(range(n), key=lambda i: (load[i], i))
+        load[target] += weights[job]
+        if target == k:
+            out.append(job)
+    return out
+
+
+def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) -> None:
+    """bench.json in the work dir: command, caps and plans, so the report needs nothing else.
+
+    Shards of one benchmark share the file: under a lock, wall times of runs this process did not
+    just update are taken from the file, so no shard's times are lost to another's write.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    tmp = work / ".bench.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, work / "bench.json")
+    with open(work / ".bench.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            on_disk = json.loads((work / "bench.json").read_text()).get("wall_seconds", {})
+        except (OSError, json.JSONDecodeError):
+            on_disk = {}
+        mine = manifest.setdefault("wall_seconds", {})
+        mine.update({k: v for k, v in on_disk.items() if k not in updated})
+        tmp = work / ".bench.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, work / "bench.json")
 
 
 # ------------------------------------------------------------------------------ command line
@@ -375,9 +407,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     p.add_argument("--plan-only", action="store_true", help="print the planned runs and the time estimate, run nothing")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                   help="run only shard K of N of the planned runs (split by estimated cost), e.g. 0/2 and 1/2 in two "
+                   "processes; they share the work dir and the report")
     for f in fields(Caps):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"(default: per model; {f.default} otherwise)")
     return p.parse_args(argv)
+
+
+def _without_shard(argv: list[str]) -> list[str]:
+    """The command line less --shard: every shard records the one benchmark command."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--shard":
+            skip = True
+        elif not a.startswith("--shard="):
+            out.append(a)
+    return out
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N), with 0 <= K < N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read shard '{text}': write K/N, e.g. 0/2") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"shard '{text}': need 0 <= K < N, e.g. 0/2 and 1/2")
+    return k, n
 
 
 def resolve_caps(args: argparse.Namespace) -> Caps:
@@ -425,14 +484,16 @@ def main(argv: list[str] | None = None) -> int:
     plans = {c: plan_column(c, args.glue_dir, work / "data", caps) for c in wanted}
     jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
     n_layers = num_layers_of(args, work)
-    expected = estimate(jobs, {p.run_task: p for p in plans.values()}, caps, n_layers, profile)
+    plans_by_task = {p.run_task: p for p in plans.values()}
+    expected = estimate(jobs, plans_by_task, caps, n_layers, profile)
     print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate: {expected}", flush=True)
     if args.plan_only:
-        print("\n".join(j.name for j in jobs))
+        mine = set(shard_jobs(jobs, {j: job_units(j, plans_by_task[j.task], caps, n_layers) for j in jobs}, *args.shard))
+        print("\n".join(j.name + ("" if j in mine else "  (another shard)") for j in jobs))
         return 0
     old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
     manifest = {
-        "command": "python benchmarks/paper.py " + shlex.join(argv), "model": args.model, "method": args.method,
+        "command": "python benchmarks/paper.py " + shlex.join(_without_shard(argv)), "model": args.model, "method": args.method,
         "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": profile.notes, "columns": columns,
         "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()},
         "jobs": [j.name for j in jobs], "estimate": expected, "wall_seconds": old.get("wall_seconds", {}),

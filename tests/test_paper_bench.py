@@ -184,3 +184,26 @@ def test_sweep_falls_back_to_heldout_loss_only_when_scores_all_tie():
     assert e["olft_matches_best"] is True and claim["verdict"] == "confirmed" and "by held-out loss" in claim["ours"]
     e, claim = entry({0: 0.6, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}, losses)  # scores separate: they decide
     assert e["evidence"] == "holdout" and e["best_holdout"] == 0 and claim["verdict"] == "not confirmed"
+
+
+def test_shards_partition_the_plan_and_share_wall_times(tmp_path):
+    jobs = [paper.Job("main", t, 0) for t in ("sst2", "mrpc", "rte", "qqp", "wnli")] + [paper.Job("sweep", "rte", 0)]
+    weights = dict(zip(jobs, [5.0, 3.0, 4.0, 2.0, 1.0, 6.0], strict=True))
+    shards = [paper.shard_jobs(jobs, weights, k, 2) for k in range(2)]
+    assert sorted(j.name for s in shards for j in s) == sorted(j.name for j in jobs)  # each run in exactly one shard
+    assert all(s == [j for j in jobs if j in s] for s in shards)  # plan order kept
+    assert abs(sum(weights[j] for j in shards[0]) - sum(weights[j] for j in shards[1])) <= max(weights.values())
+    assert paper.shard_jobs(jobs, weights, 0, 1) == jobs
+    # Two shards writing the shared manifest: neither loses the other's wall times.
+    a, b = {"jobs": [], "wall_seconds": {}}, {"jobs": [], "wall_seconds": {}}
+    a["wall_seconds"]["sst2-s0"] = 10.0
+    paper.write_manifest(tmp_path, a, updated={"sst2-s0"})
+    b["wall_seconds"]["mrpc-s0"] = 7.0
+    paper.write_manifest(tmp_path, b, updated={"mrpc-s0"})
+    a["wall_seconds"]["rte-s0"] = 3.0
+    paper.write_manifest(tmp_path, a, updated={"rte-s0"})
+    saved = json.loads((tmp_path / "bench.json").read_text())["wall_seconds"]
+    assert saved == {"sst2-s0": 10.0, "mrpc-s0": 7.0, "rte-s0": 3.0}
+    assert paper._without_shard(["--model", "m", "--shard", "1/2", "--seeds", "0"]) == ["--model", "m", "--seeds", "0"]
+    with pytest.raises(SystemExit):
+        paper.parse_args(["--shard", "2/2"])
