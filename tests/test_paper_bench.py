@@ -207,3 +207,34 @@ def test_shards_partition_the_plan_and_share_wall_times(tmp_path):
     assert paper._without_shard(["--model", "m", "--shard", "1/2", "--seeds", "0"]) == ["--model", "m", "--seeds", "0"]
     with pytest.raises(SystemExit):
         paper.parse_args(["--shard", "2/2"])
+
+
+def test_selection_budget_study_scores_picks_against_the_sweep(bench, model_dirs):
+    """benchmarks/selection_budget.py on the bench's finished full-train sweep: runs, resumes, reports."""
+    import selection_budget
+
+    argv = ["--model", str(model_dirs["llama"]), "--glue-dir", str(bench["root"] / "glue"), "--work-dir",
+            str(bench["root"] / "work"), "--results-dir", str(bench["results"]), "--tasks", "rte", "--seeds", "0,1",
+            "--budgets", "8x1-8,12x1-8"]
+    assert selection_budget.main(argv) == 0
+    data = json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())
+    sweep = json.loads((bench["work"] / "sweepfull-rte-s0" / "results.json").read_text())
+    truth = {s["layers"][0]: 100 * s["score"] for s in sweep["strategies"].values()}
+    rte = data["tasks"]["rte"]
+    assert rte["truth"] == {str(k): v for k, v in truth.items()} or rte["truth"] == truth
+    assert set(rte["budgets"]) == {"8x1-8", "12x1-8"} and all(b["summary"]["runs"] == 2 for b in rte["budgets"].values())
+    for name, budget in rte["budgets"].items():
+        for seed, run in budget["runs"].items():
+            sel = json.loads((bench["root"] / "work" / "selection-budget-llama-adapter" / f"rte-{name}-s{seed}" /
+                              "results.json").read_text())["selection"]
+            scores = {c["layer"]: c["score"] for c in sel["candidates"]}
+            losses = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}
+            pick = min(k for k in (1, 2) if scores[k] == max(scores[1], scores[2]))  # middle third of 4 layers
+            assert run["score"]["pick_middle"] == pick and run["score"]["pick_all"] == sel["selected_layer"]
+            assert run["score"]["regret_middle"] == pytest.approx(max(truth[1], truth[2]) - truth[pick])
+            assert run["loss"]["pick_all"] == min(losses, key=lambda k: (losses[k], k))
+            assert run["loss"]["regret_all"] == pytest.approx(max(truth.values()) - truth[run["loss"]["pick_all"]])
+    md = (bench["results"] / "selection-budget-llama-adapter.md").read_text()
+    assert "| 12x1-8 | loss |" in md
+    assert selection_budget.main(argv) == 0  # a rerun finds everything finished and rewrites the same report
+    assert json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())["tasks"] == data["tasks"]
