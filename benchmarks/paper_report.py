@@ -508,7 +508,28 @@ def readme(results_dir: Path) -> str:
             v = d["claims"].get(key)
             lines.append(f"| {text} | {v['ours'] if v else 'not measured yet'} | {v['verdict'] if v else '-'} |")
         lines += ["", "Rules: " + "; ".join(f"claim {k[-1]}: {v['rule']}" for k, v in d["claims"].items()), ""]
+    for path in sorted(results_dir.glob("selection-budget-*.json")):
+        lines += _selection_budget_summary(path)
     return "\n".join(lines)
+
+
+def _selection_budget_summary(path: Path) -> list[str]:
+    """The selection-budget study in brief: regret of each budget and ranking, per task."""
+    d = _load(path)
+    if not d or d.get("benchmark") != "olft-selection-budget":
+        return []
+    lines = [f"## Does selection find the best layer? {d['model']}, {d['method']} (details: [{path.stem}.md]({path.stem}.md))", "",
+             f"`{d['command']}`. Regret = validation points (x100) lost against the full-train sweep's best layer, mean over "
+             "seeds (0 = the best layer picked); `middle`: OLFT's choice among the middle third; `all`: among every layer.", "",
+             "| task | budget | ranking | regret middle | regret all | Spearman | flat |", "|---|---|---|---|---|---|---|"]
+    for task, e in d["tasks"].items():
+        for name, b in e["budgets"].items():
+            s = b["summary"]
+            for rank in ("score", "loss"):
+                r = s[rank]
+                lines.append(f"| {HEADERS.get(task, task)} | {name} | {rank} | {_f(r['regret_middle'])} | {_f(r['regret_all'])} | "
+                             f"{_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} |")
+    return [*lines, ""]
 
 
 def write_reports(work: Path, results_dir: Path) -> Path:

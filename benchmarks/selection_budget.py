@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paper  # noqa: E402
+import paper_report  # noqa: E402
 
 # AxE-B: each candidate trains E epochs on A examples and is scored on B others. The middle one is
 # olft's default; the paper benchmark's minilm sweep used it too.
@@ -224,6 +225,7 @@ def write(args: argparse.Namespace, work: Path) -> None:
         tmp = path.with_name("." + path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+    (args.results_dir / "README.md").write_text(paper_report.readme(args.results_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -236,5 +236,6 @@ def test_selection_budget_study_scores_picks_against_the_sweep(bench, model_dirs
             assert run["loss"]["regret_all"] == pytest.approx(max(truth.values()) - truth[run["loss"]["pick_all"]])
     md = (bench["results"] / "selection-budget-llama-adapter.md").read_text()
     assert "| 12x1-8 | loss |" in md
+    assert "Does selection find the best layer? llama, adapter" in (bench["results"] / "README.md").read_text()
     assert selection_budget.main(argv) == 0  # a rerun finds everything finished and rewrites the same report
     assert json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())["tasks"] == data["tasks"]
