@@ -494,10 +494,17 @@ def readme(results_dir: Path) -> str:
              "The paper compares one tuned middle layer (OLFT) with the same PEFT module on the final layer and on all "
              "layers; each section below tests its four claims on one real pretrained model of this machine, "
              "with the caps stated in that model's report.", ""]
-    for path in sorted(results_dir.glob("*.json")):
-        d = _load(path)
-        if not d or d.get("benchmark") != "olft-paper":
-            continue
+    reports = [(path, d) for path in sorted(results_dir.glob("*.json")) if (d := _load(path)) and d.get("benchmark") == "olft-paper"]
+    if reports:
+        lines += ["At a glance (each cell: verdict, and the number it rests on; details per model below):", "",
+                  "| model, method | runs | 1: OLFT vs final-layer | 2: OLFT vs all-layer | 3: best layer in the middle | 4: cost |",
+                  "|---|---|---|---|---|---|"]
+        for _path, d in reports:
+            c = d["claims"]
+            cells = [f"{c[k]['verdict']} ({_glance(k, c[k]['ours'], d['sweep'])})" if k in c else "not measured yet" for k in PAPER]
+            lines.append(f"| {d['model']}, {d['method']} | {d['runs_finished']}/{d['runs_planned']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for path, d in reports:
         status = "complete" if not d["missing"] else f"PARTIAL ({d['runs_finished']} of {d['runs_planned']} runs)"
         caps = d["caps"]
         lines += [f"## {d['model']}, {d['method']} ({status}; details: [{path.stem}.md]({path.stem}.md))", "",
@@ -511,6 +518,18 @@ def readme(results_dir: Path) -> str:
     for path in sorted(results_dir.glob("selection-budget-*.json")):
         lines += _selection_budget_summary(path)
     return "\n".join(lines)
+
+
+def _glance(key: str, ours: str, sweep: dict) -> str:
+    """The short form of a claim's evidence for the overview table."""
+    if key in ("claim1", "claim2"):
+        return ours.split(" = ", 1)[1].split(" ")[0]
+    if key == "claim4":
+        return ours.split(" (1/")[0]
+    inside = [s[f"best_{s.get('evidence', 'holdout')}_in_middle"] for s in sweep.values()]
+    judged = [v for v in inside if v is not None]
+    return (f"middle in {sum(judged)} of {len(judged)} swept tasks"
+            + (f"; {len(inside) - len(judged)} without signal" if len(judged) < len(inside) else ""))
 
 
 def _selection_budget_summary(path: Path) -> list[str]:
