@@ -146,9 +146,11 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         losses: dict[int, list[float]] = {}
         full: dict[int, list[float]] = {}
         middle = None
+        scored = {"holdout": 0, "validation": 0}  # examples behind one per-layer score
         for name, r in runs.items():
             if name.startswith(f"sweep-{task}-s") and r.get("selection"):
                 middle = r["middle_bucket"]
+                scored["holdout"] = r["selection"].get("score_examples", 0)
                 for c in r["selection"]["candidates"]:
                     if c["score"] is not None:
                         holdout.setdefault(c["layer"], []).append(100 * c["score"])
@@ -156,6 +158,7 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
                             losses.setdefault(c["layer"], []).append(c["metrics"]["loss"])
             if name.startswith(f"sweepfull-{task}-s"):
                 middle = r["middle_bucket"]
+                scored["validation"] = next(iter((r.get("eval_examples") or {"": 0}).values()))
                 for entry in r["strategies"].values():
                     full.setdefault(entry["layers"][0], []).append(100 * entry["score"])
         means = {kind: {k: statistics.fmean(v) for k, v in sorted(values.items())}
@@ -172,6 +175,16 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
             entry[f"no_signal_{kind}"] = len(ranked) > 1 and len(tied) == len(ranked)
             entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
                                                else any(layer in middle for layer in tied))
+            if kind in scored and entry[f"best_{kind}_in_middle"] is not None:
+                # Inside vs outside the middle third: a gap within two binomial standard errors of
+                # the scoring set is noise, and says nothing about where the best layer lies.
+                inside = [v for k, v in ranked.items() if k in middle]
+                outside = [v for k, v in ranked.items() if k not in middle]
+                noise = _two_se(max(ranked.values()), scored[kind])
+                entry[f"noise_{kind}"] = noise
+                if inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
+                    entry[f"best_{kind}_in_middle"] = None
+                    entry[f"within_noise_{kind}"] = True
             entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in ranked.items() if middle and k in middle})
         evidence = ("validation" if means["validation"] else "holdout_loss"
                     if entry["no_signal_holdout"] and means["holdout_loss"] else "holdout")
@@ -181,6 +194,14 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
                                       else set(chosen) <= set(tied))
         out[col] = entry
     return out
+
+
+def _two_se(score: float, n: int) -> float | None:
+    """Two binomial standard errors (points x100) of a score near `score` on n examples."""
+    if not n:
+        return None
+    p = min(max(score / 100, 0.0), 1.0)
+    return 200 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
 
 
 def _paper_protocol(manifest: dict, runs: dict[str, dict]) -> dict | None:
@@ -222,6 +243,15 @@ def _chose(sweep_entry: dict) -> str:
     return f"OLFT chose {sweep_entry['olft_chose']}" + (" (matches)" if sweep_entry["olft_matches_best"] else "")
 
 
+def _noise_text(s: dict) -> str:
+    """Why a swept task gives no evidence: every layer tied, or inside and outside within noise."""
+    kind = s.get("evidence", "holdout")
+    if s.get(f"within_noise_{kind}"):
+        return (f"within noise (best layer {'/'.join(map(str, s[f'best_{kind}_tied']))}{EVIDENCE[kind]}, but the best "
+                f"inside and outside the middle differ by less than 2 standard errors, {s[f'noise_{kind}']:.1f} points)")
+    return "no signal (every layer scores the same)"
+
+
 EVIDENCE = {"validation": "", "holdout": " by held-out score", "holdout_loss": " by held-out loss, scores all tied"}
 
 
@@ -251,7 +281,7 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
             results.append((c, s[f"best_{kind}_tied"], s[f"best_{kind}_in_middle"], s))
     if results:
         judged = [inside for _, _, inside, _ in results if inside is not None]
-        text = "; ".join(f"{HEADERS.get(c, c)}: " + ("no signal (every layer scores the same)" if inside is None else
+        text = "; ".join(f"{HEADERS.get(c, c)}: " + (_noise_text(s) if inside is None else
                          f"best layer {'/'.join(map(str, tied))}{EVIDENCE[s.get('evidence', 'holdout')]}") + f" (middle {_range(s['middle_bucket'])}), " + _chose(s)
                          for c, tied, inside, s in results)
         verdict = ("not measured (no sweep separates the layers)" if not judged else "confirmed" if all(judged)
@@ -259,7 +289,8 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
         out["claim3"] = {"ours": text, "verdict": verdict,
                          "rule": "best layer of the sweep (full-train validation if run, else held-out train score, else held-out loss where every "
                          "held-out score ties; ties count as one "
-                         "best set, sweeps where every layer ties are left out) in the middle third: all tasks = confirmed, some = partly"}
+                         "best set; sweeps where every layer ties, or where the best inside and outside the middle differ by "
+                         "less than two binomial standard errors of the scoring set, are left out) in the middle third: all tasks = confirmed, some = partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
     if t is not None and p is not None:
         sel = costs["selection"]["olft_plus_selection_percent"]

@@ -242,3 +242,25 @@ def test_selection_budget_study_scores_picks_against_the_sweep(bench, model_dirs
     assert "Does selection find the best layer? llama, adapter" in (bench["results"] / "README.md").read_text()
     assert selection_budget.main(argv) == 0  # a rerun finds everything finished and rewrites the same report
     assert json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())["tasks"] == data["tasks"]
+
+
+def test_sweep_gap_within_noise_is_no_evidence():
+    """Held-out scores on 100 examples: a 2-point edge outside the middle is noise; a 30-point one is not."""
+    import paper_report
+
+    def claim(scores: dict[int, float], n: int) -> tuple[dict, dict]:
+        runs = {"sweep-rte-s0": {"middle_bucket": [2, 3], "selection": {"score_examples": n, "candidates": [
+            {"layer": k, "score": v, "metrics": {}} for k, v in scores.items()]}}}
+        manifest = {"sweep": ["rte"], "plans": {"rte": {"run_task": "rte"}}}
+        sweep = paper_report._sweep(manifest, runs, {"rte": {"strategies": {"olft": {"layers": {"0": [3]}}}}})
+        avg = {s: {"mean": None, "std": None} for s in ("olft", "final", "full")} | {"tasks": []}
+        costs = {"olft": {"time_percent": None, "param_percent": None}}
+        return sweep["rte"], paper_report._verdicts(avg, costs, sweep, 6)["claim3"]
+
+    entry, c = claim({0: 0.52, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.49, 5: 0.5}, 100)
+    assert entry["noise_holdout"] == pytest.approx(200 * (0.52 * 0.48 / 100) ** 0.5)
+    assert entry["best_holdout_in_middle"] is None and "within noise" in c["ours"] and c["verdict"].startswith("not measured")
+    entry, c = claim({0: 0.8, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.49, 5: 0.5}, 100)
+    assert entry["best_holdout_in_middle"] is False and c["verdict"] == "not confirmed"
+    entry, c = claim({0: 0.52, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.49, 5: 0.5}, 100_000)  # the same gap on a huge set counts
+    assert entry["best_holdout_in_middle"] is False
