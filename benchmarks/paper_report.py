@@ -284,13 +284,16 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
         text = "; ".join(f"{HEADERS.get(c, c)}: " + (_noise_text(s) if inside is None else
                          f"best layer {'/'.join(map(str, tied))}{EVIDENCE[s.get('evidence', 'holdout')]}") + f" (middle {_range(s['middle_bucket'])}), " + _chose(s)
                          for c, tied, inside, s in results)
-        verdict = ("not measured (no sweep separates the layers)" if not judged else "confirmed" if all(judged)
+        few = len(judged) * 2 < len(results)  # most swept tasks carry no evidence either way
+        verdict = ("not measured (no sweep separates the layers)" if not judged else
+                   "partly (most sweeps cannot separate the layers)" if few and any(judged) else "confirmed" if all(judged)
                    else "partly" if any(judged) else "not confirmed")
         out["claim3"] = {"ours": text, "verdict": verdict,
                          "rule": "best layer of the sweep (full-train validation if run, else held-out train score, else held-out loss where every "
                          "held-out score ties; ties count as one "
                          "best set; sweeps where every layer ties, or where the best inside and outside the middle differ by "
-                         "less than two binomial standard errors of the scoring set, are left out) in the middle third: all tasks = confirmed, some = partly"}
+                         "less than two binomial standard errors of the scoring set, are left out) in the middle third: all tasks = confirmed, some "
+                         "= partly; if fewer than half the swept tasks are judged, at most partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
     if t is not None and p is not None:
         sel = costs["selection"]["olft_plus_selection_percent"]

@@ -264,3 +264,18 @@ def test_sweep_gap_within_noise_is_no_evidence():
     assert entry["best_holdout_in_middle"] is False and c["verdict"] == "not confirmed"
     entry, c = claim({0: 0.52, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.49, 5: 0.5}, 100_000)  # the same gap on a huge set counts
     assert entry["best_holdout_in_middle"] is False
+
+
+def test_claim3_needs_most_sweeps_to_separate_the_layers():
+    import paper_report
+
+    def task(inside):
+        return {"evidence": "validation", "best_validation": 3, "best_validation_tied": [3], "best_validation_in_middle": inside,
+                "middle_bucket": [2, 3], "olft_chose": [3], "olft_matches_best": None, "validation": {3: 1.0}}
+
+    avg = {s: {"mean": None, "std": None} for s in ("olft", "final", "full")} | {"tasks": []}
+    costs = {"olft": {"time_percent": None, "param_percent": None}}
+    verdict = paper_report._verdicts(avg, costs, {"rte": task(None), "mrpc": task(None), "qnli": task(True)}, 6)["claim3"]["verdict"]
+    assert verdict.startswith("partly")
+    verdict = paper_report._verdicts(avg, costs, {"rte": task(None), "qnli": task(True)}, 6)["claim3"]["verdict"]
+    assert verdict == "confirmed"
