@@ -575,14 +575,20 @@ def _selection_budget_summary(path: Path) -> list[str]:
              f"`{d['command']}`. Regret = validation points (x100) lost against the full-train sweep's best layer, mean over "
              "seeds (0 = the best layer picked); `middle`: OLFT's choice among the middle third; `all`: among every layer.", "",
              "| task | budget | ranking | regret middle | regret all | Spearman | flat |", "|---|---|---|---|---|---|---|"]
-    for task, e in d["tasks"].items():
-        for name, b in e["budgets"].items():
-            s = b["summary"]
-            for rank in ("score", "loss"):
-                r = s[rank]
-                lines.append(f"| {HEADERS.get(task, task)} | {name} | {rank} | {_f(r['regret_middle'])} | {_f(r['regret_all'])} | "
-                             f"{_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} |")
+    for task, name, rank, r, s in selection_budget_rows(d):
+        lines.append(f"| {HEADERS.get(task, task)} | {name} | {rank} | {_f(r['regret_middle'])} | {_f(r['regret_all'])} | "
+                     f"{_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} |")
     return [*lines, ""]
+
+
+def selection_budget_rows(d: dict, tasks: list[str] | None = None):
+    """(task, budget, ranking, that ranking's summary, the budget's summary) of a selection-budget report."""
+    for task, e in d["tasks"].items():
+        if tasks is not None and task not in tasks:
+            continue
+        for name, b in e["budgets"].items():
+            for rank in ("score", "loss"):
+                yield task, name, rank, b["summary"][rank], b["summary"]
 
 
 def write_reports(work: Path, results_dir: Path) -> Path:

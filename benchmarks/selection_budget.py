@@ -173,12 +173,9 @@ def render_md(d: dict) -> str:
                   f"({e['middle_bucket'][0]}-{e['middle_bucket'][-1]}) {e['best_middle']}.", "",
                   "| budget | ranking | picks (middle) | regret middle | picks (all) | regret all | Spearman | flat | s per run |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for name, b in e["budgets"].items():
-            s = b["summary"]
-            for rank in ("score", "loss"):
-                r = s[rank]
-                lines.append(f"| {name} | {rank} | {r['picks_middle']} | {_f(r['regret_middle'])} | {r['picks_all']} | "
-                             f"{_f(r['regret_all'])} | {_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} | {_f(s['seconds'], 0)} |")
+        for _task, name, rank, r, s in paper_report.selection_budget_rows(d, [task]):
+            lines.append(f"| {name} | {rank} | {r['picks_middle']} | {_f(r['regret_middle'])} | {r['picks_all']} | "
+                         f"{_f(r['regret_all'])} | {_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} | {_f(s['seconds'], 0)} |")
         lines.append("")
     return "\n".join(lines)
 
