@@ -253,8 +253,6 @@ def _noise_text(s: dict) -> str:
 
 
 EVIDENCE = {"validation": "", "holdout": " by held-out score", "holdout_loss": " by held-out loss, scores all tied"}
-
-
 EVIDENCE_NAME = {"validation": "by validation", "holdout": "by held-out score", "holdout_loss": "by held-out loss"}
 
 
@@ -535,7 +533,7 @@ def readme(results_dir: Path) -> str:
                   "|---|---|---|---|---|---|"]
         for _path, d in reports:
             c = d["claims"]
-            cells = [f"{c[k]['verdict']} ({_glance(k, c[k]['ours'], d['sweep'])})" if k in c else "not measured yet" for k in PAPER]
+            cells = [f"{c[k]['verdict']} ({_glance(k, d)})" if k in c else "not measured yet" for k in PAPER]
             lines.append(f"| {d['model']}, {d['method']} | {d['runs_finished']}/{d['runs_planned']} | " + " | ".join(cells) + " |")
         lines.append("")
     for path, d in reports:
@@ -554,13 +552,15 @@ def readme(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _glance(key: str, ours: str, sweep: dict) -> str:
-    """The short form of a claim's evidence for the overview table."""
+def _glance(key: str, d: dict) -> str:
+    """The number a claim's verdict rests on, from the report's data, for the overview table."""
+    avg, olft = d["average"], d["table2"]["olft"]
     if key in ("claim1", "claim2"):
-        return ours.split(" = ", 1)[1].split(" ")[0]
+        return f"{avg['olft']['mean'] - avg['final' if key == 'claim1' else 'full']['mean']:+.1f}"
     if key == "claim4":
-        return ours.split(" (1/")[0]
-    inside = [s[f"best_{s.get('evidence', 'holdout')}_in_middle"] for s in sweep.values()]
+        return (f"time {olft['time_percent']:.0f} % ({d['table2']['selection']['olft_plus_selection_percent']:.0f} % with "
+                f"selection), parameters {olft['param_percent']:.1f} %")
+    inside = [s[f"best_{s.get('evidence', 'holdout')}_in_middle"] for s in d["sweep"].values()]
     judged = [v for v in inside if v is not None]
     return (f"middle in {sum(judged)} of {len(judged)} swept tasks"
             + (f"; {len(inside) - len(judged)} without signal" if len(judged) < len(inside) else ""))
@@ -596,10 +596,15 @@ def write_reports(work: Path, results_dir: Path) -> Path:
     d = collect(work)
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / work.name
-    for path, text in ((stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n"), (stem.with_suffix(".md"), render_md(d))):
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_atomic(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
+    write_atomic(stem.with_suffix(".md"), render_md(d))
     plot(d, stem.with_suffix(".png"))
-    (results_dir / "README.md").write_text(readme(results_dir))
+    write_atomic(results_dir / "README.md", readme(results_dir))
     return stem.with_suffix(".md")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file, so an interrupted write never leaves half a report."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -83,8 +86,7 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
 
 def _pick(values: dict[int, float], layers: list[int]) -> int:
     """Best layer among `layers` (higher is better), ties to the lower layer, as olft's selection."""
-    best = max(values[k] for k in layers)
-    return min(k for k in layers if values[k] == best)
+    return paper_report._best({k: values[k] for k in layers})
 
 
 def score_run(selection: dict, truth: dict[int, float], middle: list[int]) -> dict:
@@ -134,7 +136,7 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
                 entry["budgets"][budget_name(budget)] = {"runs": runs, "summary": _summary(list(runs.values()))}
         tasks_out[task] = entry
     return {"benchmark": "olft-selection-budget", "model": Path(args.model).name, "method": args.method,
-            "command": "python benchmarks/selection_budget.py " + " ".join(sys.argv[1:]), "seeds": args.seed_list,
+            "command": shlex.join(["python", "benchmarks/selection_budget.py", *args.argv]), "seeds": args.seed_list,
             "truth": f"{truth_dir.name}/sweepfull-<task>-s0 (paper benchmark caps)", "tasks": tasks_out}
 
 
@@ -151,10 +153,6 @@ def _summary(runs: list[dict]) -> dict:
 def paper_results(folder: Path) -> dict | None:
     """A finished run folder's results, else None."""
     return json.loads((folder / "results.json").read_text()) if paper.is_finished(folder) else None
-
-
-def _f(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def render_md(d: dict) -> str:
@@ -174,8 +172,8 @@ def render_md(d: dict) -> str:
                   "| budget | ranking | picks (middle) | regret middle | picks (all) | regret all | Spearman | flat | s per run |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for _task, name, rank, r, s in paper_report.selection_budget_rows(d, [task]):
-            lines.append(f"| {name} | {rank} | {r['picks_middle']} | {_f(r['regret_middle'])} | {r['picks_all']} | "
-                         f"{_f(r['regret_all'])} | {_f(r['spearman'], 2)} | {s['flat']}/{s['runs']} | {_f(s['seconds'], 0)} |")
+            lines.append(f"| {name} | {rank} | {r['picks_middle']} | {paper_report._f(r['regret_middle'])} | {r['picks_all']} | "
+                         f"{paper_report._f(r['regret_all'])} | {paper_report._f(r['spearman'], 2)} | {s['flat']}/{s['runs']} | {paper_report._f(s['seconds'], 0)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -218,15 +216,15 @@ def write(args: argparse.Namespace, work: Path) -> None:
     d = collect(args, work)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = args.results_dir / f"selection-budget-{paper.model_tag(args.model, args.method)}"
-    for path, text in ((stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n"), (stem.with_suffix(".md"), render_md(d))):
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    (args.results_dir / "README.md").write_text(paper_report.readme(args.results_dir))
+    paper_report.write_atomic(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
+    paper_report.write_atomic(stem.with_suffix(".md"), render_md(d))
+    paper_report.write_atomic(args.results_dir / "README.md", paper_report.readme(args.results_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    args.argv = [a for a in argv if a != "--report-only"]  # the command that makes the runs
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.budget_list = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
     args.glue_dir, args.work_dir = Path(args.glue_dir).resolve(), Path(args.work_dir).resolve()
@@ -237,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: finished runs are kept; rerun the same command to continue", file=sys.stderr)
             return 130
+        except OlftError as exc:
+            print(f"selection_budget.py: error: {exc}", file=sys.stderr)
+            return 2
     write(args, work)
     return 0
 

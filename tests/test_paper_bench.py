@@ -242,6 +242,18 @@ def test_selection_budget_study_scores_picks_against_the_sweep(bench, model_dirs
     assert "Does selection find the best layer? llama, adapter" in (bench["results"] / "README.md").read_text()
     assert selection_budget.main(argv) == 0  # a rerun finds everything finished and rewrites the same report
     assert json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())["tasks"] == data["tasks"]
+    assert selection_budget.main([*argv, "--report-only"]) == 0  # the report names the command that made the runs
+    assert json.loads((bench["results"] / "selection-budget-llama-adapter.json").read_text())["command"] == data["command"]
+    assert "--report-only" not in data["command"] and "--seeds 0,1" in data["command"]
+
+
+def test_selection_budget_bad_glue_dir_fails_cleanly(model_dirs, tmp_path, capsys):
+    import selection_budget
+
+    code = selection_budget.main(["--model", str(model_dirs["llama"]), "--glue-dir", str(tmp_path / "missing"), "--work-dir",
+                                  str(tmp_path / "work"), "--results-dir", str(tmp_path / "results"), "--tasks", "rte"])
+    assert code == 2 and "--glue-dir" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
 
 
 def test_sweep_gap_within_noise_is_no_evidence():

@@ -131,8 +131,8 @@ class Selection:
     @property
     def flat(self) -> bool:
         """True when every trained candidate ranks the same: the choice is the tie-break alone."""
-        values = set(self._ranked().values())
-        return len(values) == 1 and len(self._ranked()) > 1
+        ranked = self._ranked()
+        return len(ranked) > 1 and len(set(ranked.values())) == 1
 
     def to_dict(self) -> dict:
         scored = any(c.score is not None for c in self.candidates)
