@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from olft.atomic import atomic_write
 from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -154,9 +155,7 @@ def _write_jsonl(path: Path, task, examples: list) -> None:
     """Examples as JSON Lines with the task's canonical text fields and an integer label."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({**dict(zip(task.text_fields, ex.texts, strict=True)), "label": ex.label}) for ex in examples]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def derive_split(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -> dict:
@@ -384,9 +383,7 @@ def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) 
             on_disk = {}
         mine = manifest.setdefault("wall_seconds", {})
         mine.update({k: v for k, v in on_disk.items() if k not in updated})
-        tmp = work / ".bench.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp, work / "bench.json")
+        atomic_write(work / "bench.json", json.dumps(manifest, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------ command line

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
+
+from olft.atomic import atomic_path, atomic_write
 
 STRATEGIES = (("olft", "OLFT"), ("final", "final-layer"), ("full", "all-layer"))
 HEADERS = {"sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI",
@@ -513,10 +514,9 @@ def plot(d: dict, path: Path) -> None:
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7)
     fig.suptitle(f"{d['model']} / {d['method']}: score x100 per layer (shaded: middle third)", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def readme(results_dir: Path) -> str:
@@ -596,15 +596,9 @@ def write_reports(work: Path, results_dir: Path) -> Path:
     d = collect(work)
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / work.name
-    write_atomic(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
-    write_atomic(stem.with_suffix(".md"), render_md(d))
+    atomic_write(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
+    atomic_write(stem.with_suffix(".md"), render_md(d))
     plot(d, stem.with_suffix(".png"))
-    write_atomic(results_dir / "README.md", readme(results_dir))
+    atomic_write(results_dir / "README.md", readme(results_dir))
     return stem.with_suffix(".md")
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so an interrupted write never leaves half a report."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -33,6 +33,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from olft.atomic import atomic_write
 from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -216,9 +217,9 @@ def write(args: argparse.Namespace, work: Path) -> None:
     d = collect(args, work)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = args.results_dir / f"selection-budget-{paper.model_tag(args.model, args.method)}"
-    paper_report.write_atomic(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
-    paper_report.write_atomic(stem.with_suffix(".md"), render_md(d))
-    paper_report.write_atomic(args.results_dir / "README.md", paper_report.readme(args.results_dir))
+    atomic_write(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
+    atomic_write(stem.with_suffix(".md"), render_md(d))
+    atomic_write(args.results_dir / "README.md", paper_report.readme(args.results_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from olft.atomic import atomic_write
 from olft.backbone import Stack
 from olft.cache import PrefixCache, shortcut_available
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
@@ -133,9 +134,7 @@ class Results:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
-        tmp.replace(self.path)
+        atomic_write(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def summary(times: list[float], warmup: int) -> dict:

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from olft.cli import main
+from olft.errors import OlftError
 
 FAST = ["--epochs", "1", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q"]
 
@@ -38,9 +39,9 @@ def _run(model_dirs, glue, out, *extra):
         (b"", "empty"),
         (b"index\tsentence1\tsentence2\tlabel\n", "empty"),
         (b"index\tsentence1\tlabel\n0\ta\tentailment\n", "sentence2"),
-        (b"index,sentence1,sentence2,label\n0,a,b,entailment\n", ""),
+        (b"index,sentence1,sentence2,label\n0,a,b,entailment\n", "looks comma-separated; rename it to .csv"),
         (b"index\tsentence1\tsentence2\tlabel\n0\ta\xff\xfe\tb\tentailment\n", "utf-8"),
-        (bytes(range(256)) * 4, ""),
+        (bytes(range(256)) * 4, "looks like a binary file (NUL byte at byte offset 0)"),
         (b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tperhaps\n", "perhaps"),
     ],
     ids=["empty", "header-only", "missing-column", "wrong-delimiter", "invalid-utf8", "binary", "bad-label"],
@@ -70,16 +71,53 @@ def test_regression_label_not_a_number(model_dirs, tmp_path, capsys):
     _fails(capsys, args, "four")
 
 
-def test_overlong_sentence_is_truncated_and_counted(model_dirs, rte_dir, tmp_path):
-    long = " ".join(["the cat sat on the mat"] * 40)  # ~240 words, model has 64 positions
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_overlong_sentence_is_truncated_and_counted(model_dirs, rte_dir, tmp_path, family):
+    long = " ".join(["the cat sat on the mat"] * 40)  # ~240 words, the model has 64 positions
     rows = "index\tsentence1\tsentence2\tlabel\n" + "".join(
         f"{i}\t{long if i == 0 else 'a dog'}\tyes\t{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(10)
     )
     (rte_dir / "train.tsv").write_text(rows)
     out = tmp_path / "out"
-    assert main(_run(model_dirs, rte_dir.parent, out, "--strategies", "final", "--max-length", "512")) == 0
+    args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--out", str(out),
+            *FAST, "--strategies", "final"]  # fmt: skip
+    assert main(args) == 0  # default max length: 128, capped at the model's 64 positions
     r = json.loads((out / "results.json").read_text())
-    assert r["max_length"] == 64 and r["truncated_examples"] == 1
+    assert r["max_length"] == 64
+    assert r["truncated"] == {"train": {"examples": 1, "text_a": 1, "text_b": 0},
+                              "validation": {"examples": 0, "text_a": 0, "text_b": 0}}
+
+
+@pytest.mark.parametrize(
+    "family, value, phrase",
+    [
+        ("gpt2", "512", "--max-length 512 is more than this model can take (max_position_embeddings / tokenizer "
+                        "model_max_length: 64). use --max-length 64 or less."),
+        ("bert", "65", "use --max-length 64 or less"),
+        # BERT pairs: [CLS] a [SEP] b [SEP] needs 3 special tokens + 1 token per text.
+        ("bert", "4", "--max-length 4 leaves no room for the text: the special tokens and one token for each of the 2 "
+                      "text(s) need 5. use --max-length 5 or more."),
+        # The tiny decoder adds <bos>; its whitespace pre-tokenizer drops the joining newline: 1 + 0 + 2.
+        ("gpt2", "2", "use --max-length 3 or more"),
+    ],
+)
+def test_max_length_the_model_cannot_honour_is_refused(model_dirs, rte_dir, tmp_path, capsys, family, value, phrase):
+    (rte_dir / "train.tsv").write_text((rte_dir / "dev.tsv").read_text())
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--out", str(out),
+            *FAST, "--max-length", value]  # fmt: skip
+    _fails(capsys, args, phrase)
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_text_with_zero_tokens_is_refused_naming_file_and_line(model_dirs, rte_dir, tmp_path, capsys, family):
+    (rte_dir / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tthe cat\tyes\tentailment\n"
+                                       "1\ta dog\t \tnot_entailment\n")
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--out", str(out), *FAST]
+    _fails(capsys, args, f"{rte_dir / 'train.tsv'}:3: text_b (text 2 of 2) is empty after tokenization")
+    assert not (out / "results.json").exists()
 
 
 def test_corrupt_model_files(model_dirs, tmp_path, capsys):
@@ -109,5 +147,5 @@ def test_zero_or_negative_sizes(model_dirs, rte_dir, tmp_path, capsys, flag, val
 
 
 def test_debug_shows_traceback(model_dirs, tmp_path):
-    with pytest.raises(Exception, match="Unknown task|unknown task"):
+    with pytest.raises(OlftError, match="Unknown task 'nope'. Known tasks: cola"):
         main(["run", "--model", str(model_dirs["gpt2"]), "--task", "nope", "--out", str(tmp_path / "o"), "--debug"])

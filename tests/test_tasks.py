@@ -1,6 +1,7 @@
 """Tests for olft.tasks: registry, loaders (GLUE TSV, user files, hub), metrics, sampling."""
 
 import json
+import math
 import os
 import warnings
 from collections import Counter
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from conftest import SHARED_GLUE as GLUE
+from conftest import glue_file
 from olft.errors import OlftError
 from olft.tasks import (
     TASKS,
@@ -27,8 +28,6 @@ from olft.tasks import (
     sample_split,
 )
 
-GLUE = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "glue")
-
 # (task, split, rows) as listed in the GLUE data's SOURCES.md.
 ROWS = {"cola/train": 8551, "cola/validation": 1043, "sst2/train": 67349, "sst2/validation": 872,
         "mrpc/train": 3668, "mrpc/validation": 408, "qqp/train": 363846, "qqp/validation": 40430,
@@ -37,6 +36,9 @@ ROWS = {"cola/train": 8551, "cola/validation": 1043, "sst2/train": 67349, "sst2/
         "rte/train": 2490, "rte/validation": 277, "wnli/train": 635, "wnli/validation": 71,
         "stsb/train": 5749, "stsb/validation": 1500}
 ROW_COUNTS = [(*key.split("/"), rows) for key, rows in ROWS.items()]
+# Train splits of several hundred MB that the GLUE data staged for this project lacks (its
+# SOURCES.md says why); checked only when $GLUE_FULL=1 says the GLUE folder is complete.
+FULL_ONLY = {"qqp/train", "qnli/train", "mnli/train", "mnli-mm/train"}
 
 LABEL_COUNTS = [
     ("mrpc", "train", {1: 2474, 0: 1194}),
@@ -46,10 +48,12 @@ LABEL_COUNTS = [
 ]
 
 
-def _need_glue(task_name: str, split: str) -> None:
+def _need_glue(task_name: str, split: str) -> Path:
+    """The real GLUE file of a split: skipped without GLUE data, failed when it is missing."""
     task = TASKS[task_name]
-    if not (GLUE / task.glue_folder / task.glue_file(split)).is_file():
-        pytest.skip(f"no {task.glue_folder}/{task.glue_file(split)} under {GLUE}")
+    if f"{task_name}/{split}" in FULL_ONLY and os.environ.get("GLUE_FULL") != "1":
+        pytest.skip(f"{task_name}/{split} is checked only with GLUE_FULL=1 (a complete GLUE folder)")
+    return glue_file(f"{task.glue_folder}/{task.glue_file(split)}")
 
 
 # ------------------------------------------------------------------------ real GLUE files
@@ -75,16 +79,14 @@ def test_real_glue_label_distribution(name, split, counts):
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_every_split_loads_or_says_file_not_found(name):
+@pytest.mark.parametrize("split", ["train", "validation", "validation_matched", "validation_mismatched"])
+def test_every_split_loads(name, split):
     task = TASKS[name]
-    if not GLUE.is_dir():
-        pytest.skip(f"no GLUE data at {GLUE}")
-    for split in task.splits:
-        if (GLUE / task.glue_folder / task.glue_file(split)).is_file():
-            assert load_glue(task, split, GLUE)
-        else:
-            with pytest.raises(OlftError, match="file not found"):
-                load_glue(task, split, GLUE)
+    if split not in task.splits:
+        return
+    _need_glue(name, split)
+    examples = load_glue(task, split, GLUE)
+    assert examples and examples[0].source == f"{GLUE / task.glue_folder / task.glue_file(split)}:{1 if name == 'cola' else 2}"
 
 
 def test_real_glue_texts_verbatim():
@@ -163,6 +165,13 @@ def _rte(tmp_path: Path, content: str | bytes, split_file: str = "train.tsv") ->
 RTE_HEAD = "index\tsentence1\tsentence2\tlabel\n"
 
 
+def test_glue_tests_fail_when_configured_data_lacks_a_file():
+    if not GLUE.is_dir():
+        pytest.skip("no GLUE data configured")
+    with pytest.raises(pytest.fail.Exception, match="RTE/nope.tsv is missing"):
+        glue_file("RTE/nope.tsv")
+
+
 def test_glue_dir_missing_everywhere(monkeypatch):
     monkeypatch.delenv("GLUE_DIR", raising=False)
     with pytest.raises(OlftError, match=r"--glue-dir or set \$GLUE_DIR"):
@@ -211,8 +220,17 @@ def test_glue_eval_file_without_labels_mentions_test_files(tmp_path):
 
 
 def test_glue_tolerates_bom_crlf_quotes_extra_columns(tmp_path):
-    content = "\ufeff" + RTE_HEAD.replace("\n", "\textra\r\n") + '0\t"a\tb "q\tnot_entailment\tx\tmore\r\n\n'
-    assert load_glue(TASKS["rte"], "train", _rte(tmp_path, content)) == [Example(('"a', 'b "q'), 1)]
+    content = "\ufeff" + RTE_HEAD.replace("\n", "\textra\r\n") + '0\t"a\tb "q\tnot_entailment\tx\r\n\n1\tc\td\t0\t\n'
+    examples = load_glue(TASKS["rte"], "train", _rte(tmp_path, content))
+    assert examples == [Example(('"a', 'b "q'), 1), Example(("c", "d"), 0)]
+    assert [ex.source for ex in examples] == [f"{tmp_path / 'RTE' / 'train.tsv'}:{n}" for n in (2, 4)]
+
+
+def test_glue_row_with_a_tab_inside_a_text_is_refused(tmp_path):
+    # Quoting is off in GLUE files, so a tab in a text makes one field more and shifts the rest.
+    content = RTE_HEAD + "0\ta\tb\tentailment\n1\ta\tb\tc\tentailment\n2\ta\tb\t1\n"
+    with pytest.raises(OlftError, match=r"train\.tsv, line 3: 5 fields, but the header has 4"):
+        load_glue(TASKS["rte"], "train", _rte(tmp_path, content))
 
 
 def test_glue_regression_label_must_be_a_number(tmp_path):
@@ -296,11 +314,53 @@ def test_load_file_reads_original_glue_names(tmp_path):
         ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label True is not a RTE label"),
         ("f.csv", "sentence1,sentence2,label\na,b,1\nc\n", r"line 3: 1 field\(s\)"),
         ("d.txt", "sentence1,sentence2,label\n", r"use \.csv, \.tsv or \.jsonl"),
+        ("q.csv", 'sentence1,sentence2,label\na,b,1\nc,"d,0\ne,f,1\n', r"line 3: cannot be parsed \(unexpected end of data\)"),
+        ("r.csv", 'sentence1,sentence2,label\na,"b" c,1\n', r"line 2: cannot be parsed .*quote inside a quoted field must be doubled"),
+        ("x.csv", "sentence1,sentence2,label\na,b,1\na, b,c,0\n", r"line 3: 4 fields, but the header has 3.*must be quoted"),
+        ("x.tsv", "sentence1\tsentence2\tlabel\na\tb\tc\t0\n", r"line 2: 4 fields, but the header has 3"),
+        ("k2.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1, "label": 0}\n', r"line 1: not valid JSON \(key 'label' appears twice\)"),
     ],
 )
 def test_load_file_bad_inputs(tmp_path, name, content, phrase):
     with pytest.raises(OlftError, match=phrase):
         load_file(TASKS["rte"], _write(tmp_path, name, content))
+
+
+def _rows_csv(n: int) -> list[str]:
+    return ["sentence1,sentence2,label"] + [f"premise {i},hypothesis {i},{i % 2}" for i in range(n)]
+
+
+def test_csv_unbalanced_quote_never_swallows_rows(tmp_path):
+    # The quote opened on line 6 is closed on line 21 by a quote followed by a comma: the csv
+    # module reads lines 6-21 as one field and 15 of 30 rows would load, with exit code 0.
+    rows = _rows_csv(30)
+    rows[5] = 'premise 4,"hypothesis 4,0'
+    rows[20] = 'premise 19,hypothesis 19",1'
+    path = _write(tmp_path, "d.csv", "\n".join(rows) + "\n")
+    with pytest.raises(OlftError, match=r"d\.csv, line 6: a quoted field opened on this line runs on to line 21, "
+                                         r"and line 7 inside it reads as a row of its own: an unbalanced quote"):
+        load_file(TASKS["rte"], path)
+    rows[5], rows[20] = "premise 4,hypothesis 4,0", "premise 19,hypothesis 19,1"
+    path.write_text("\n".join(rows) + "\n")
+    examples = load_file(TASKS["rte"], path)
+    assert len(examples) == 30 and [ex.source for ex in examples] == [f"{path}:{n}" for n in range(2, 32)]
+
+
+def test_csv_multiline_texts_load_every_row(tmp_path):
+    # Real multi-line texts (lines with commas, even a line ending in a label-like word) load
+    # whole, and each example keeps the line its record starts on.
+    text = ('sentence1,sentence2,label\n"first line,\nsecond, with commas, entailment-ish\nthird",b,1\n'
+            'c,"x\n1",0\nd,e,entailment\n')
+    examples = load_file(TASKS["rte"], _write(tmp_path, "m.csv", text))
+    assert [ex.texts for ex in examples] == [("first line,\nsecond, with commas, entailment-ish\nthird", "b"),
+                                             ("c", "x\n1"), ("d", "e")]
+    assert [ex.source.rsplit(":", 1)[1] for ex in examples] == ["2", "5", "7"]
+
+
+def test_jsonl_sources_name_their_lines(tmp_path):
+    text = '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": 0}\n'
+    examples = load_file(TASKS["sst2"], _write(tmp_path, "s.jsonl", text))
+    assert [ex.source for ex in examples] == [f"{tmp_path / 's.jsonl'}:1", f"{tmp_path / 's.jsonl'}:3"]
 
 
 def test_load_file_regression_label_and_column_count(tmp_path):
@@ -346,7 +406,9 @@ def test_load_hf_converts_and_remaps_labels(monkeypatch):
         {"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [0, 2]}, features=features
     )
     calls = _fake_hub(monkeypatch, ds)
-    assert load_hf(TASKS["mnli-mm"], "validation_mismatched") == [Example(("p1", "h1"), 2), Example(("p2", "h2"), 1)]
+    examples = load_hf(TASKS["mnli-mm"], "validation_mismatched")
+    assert examples == [Example(("p1", "h1"), 2), Example(("p2", "h2"), 1)]
+    assert examples[1].source == "nyu-mll/glue mnli/validation_mismatched:row 1"
     assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_mismatched"})]
 
 
@@ -361,6 +423,10 @@ def test_load_hf_regression_and_missing_labels(monkeypatch):
     _fake_hub(monkeypatch, datasets.Dataset.from_dict({"text": ["a"], "label": [1]}))
     with pytest.raises(OlftError, match="no column 'sentence'"):
         load_hf(TASKS["sst2"], "train")
+    # A missing text becomes an error naming the row, never the text "None".
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({"question1": ["a", "b"], "question2": ["c", None], "label": [0, 1]}))
+    with pytest.raises(OlftError, match=r"qqp/train, row 1: question2 is None, not a text"):
+        load_hf(TASKS["qqp"], "train")
 
 
 def test_load_hf_offline_is_an_olft_error(monkeypatch):
@@ -372,23 +438,35 @@ def test_load_hf_offline_is_an_olft_error(monkeypatch):
 # -------------------------------------------------------------------------------- metrics
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_metrics_match_reference(name, seed):
-    task, rng = TASKS[name], np.random.default_rng(seed)
-    n = int(rng.integers(5, 60))
-    if task.is_regression:
-        preds, golds = rng.normal(size=n), rng.uniform(0, 5, size=n)
-        expected = {"pearson": pearsonr(preds, golds).statistic, "spearman": spearmanr(preds, golds).statistic}
-    else:
-        preds, golds = rng.integers(0, task.num_labels, n), rng.integers(0, task.num_labels, n)
-        expected = {"accuracy": accuracy_score(golds, preds)}
-        if "f1" in task.metrics:
-            expected["f1"] = f1_score(golds, preds)
-        if "mcc" in task.metrics:
-            expected["mcc"] = matthews_corrcoef(golds, preds)
-    got = compute_metrics(task, preds.tolist(), golds.tolist())
-    assert set(got) == set(expected) == set(task.metrics)
+# Known answers, worked by hand (TP/FP/FN/TN counted in the comments).
+KNOWN = [
+    ("sst2", [1, 0, 1, 1], [1, 0, 0, 1], {"accuracy": 0.75}),
+    ("rte", [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 0, 0], {"accuracy": 2 / 3}),  # logits: argmax
+    ("mnli", [[0, 1, 5], [3, 1, 0], [0, 2, 1], [1, 0, 0]], [2, 0, 0, 0], {"accuracy": 0.75}),
+    # TP 2 (0, 4), FP 1 (1), FN 1 (2): P = R = 2/3, F1 2/3; 3 of 5 right.
+    ("mrpc", [1, 1, 0, 0, 1], [1, 0, 1, 0, 1], {"f1": 2 / 3, "accuracy": 0.6}),
+    # TP 1, FP 2, FN 0: P 1/3, R 1, F1 = 2PR/(P+R) = 0.5 (class 1 is positive; class 0 would give 4/5).
+    ("qqp", [1, 1, 1, 0], [1, 0, 0, 0], {"f1": 0.5, "accuracy": 0.5}),
+    # TP 2, TN 2, FP 1, FN 1: MCC = (2*2 - 1*1) / sqrt(3*3*3*3) = 1/3.
+    ("cola", [1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 0], {"mcc": 1 / 3, "accuracy": 4 / 6}),
+    # TP 0, TN 2, FP 1, FN 1: MCC = (0*2 - 1*1) / sqrt(1*1*3*3) = -1/3.
+    ("cola", [1, 0, 0, 0], [0, 1, 0, 0], {"mcc": -1 / 3, "accuracy": 0.5}),
+    # x - mean = (-1, 0, 1), y - mean = (-4/3, -1/3, 5/3): r = 3 / sqrt(2 * 42/9) = 9/sqrt(84); ranks agree.
+    ("stsb", [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], {"pearson": 9 / math.sqrt(84), "spearman": 1.0}),
+    # ranks (1,2,3,4) vs (1,3,2,4): d^2 = 2, rho = 1 - 6*2/(4*15) = 0.8; on ranks Pearson = Spearman.
+    ("stsb", [1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], {"pearson": 0.8, "spearman": 0.8}),
+    # Spearman sees only the order (y = x^3 is monotone); Pearson: x - mean = (-1, 0, 1),
+    # y - mean = (-3, -2, 5), r = 8 / sqrt(2 * 38).
+    ("stsb", [0.0, 1.0, 2.0], [0.0, 1.0, 8.0], {"pearson": 8 / math.sqrt(76), "spearman": 1.0}),
+    ("stsb", [3.0, 2.0, 1.0], [1.0, 2.0, 3.0], {"pearson": -1.0, "spearman": -1.0}),
+]
+
+
+@pytest.mark.parametrize(("name", "preds", "golds", "expected"), KNOWN)
+def test_metrics_known_answers(name, preds, golds, expected):
+    task = TASKS[name]
+    got = compute_metrics(task, preds, golds)
+    assert list(got) == list(task.metrics)  # every metric, headline first
     assert all(type(v) is float for v in got.values())
     assert got == pytest.approx(expected, abs=1e-12)
     assert headline(task, got) == got[task.metric]

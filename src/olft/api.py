@@ -47,7 +47,7 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "frozen_dropout": "off in the embeddings and the layers below the lowest tuned layer",
         "train_examples": len(session.train_enc),
         "eval_examples": {s: len(e) for s, e in session.eval_enc.items()},
-        "truncated_examples": session.truncated,
+        "truncated": session.truncated,  # per split: examples that lost tokens, per text
         "max_length": session.max_length,
         "middle_bucket": middle_bucket(session.num_layers),
         "all_layer_peft_params": session.param_counts(list(range(session.num_layers))),

@@ -48,7 +48,7 @@ class DataConfig:
     label_column: str = opt("label", "Label column name in --train-file.")
     max_train_samples: int | None = opt(None, "Use at most this many training examples (random, seeded).")
     max_eval_samples: int | None = opt(None, "Evaluate on at most this many validation examples.")
-    max_length: int = opt(128, "Truncate inputs to this many tokens (batches are padded only to their longest).")
+    max_length: int | None = opt(None, "Truncate inputs to this many tokens, longer text of a pair first (default: 128, or the model's limit if lower; batches are padded only to their longest).")
 
     def __post_init__(self) -> None:
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")

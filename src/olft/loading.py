@@ -11,12 +11,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from olft.atomic import atomic_path
 from olft.backbone import Stack, family_for
 from olft.errors import OlftError
 
@@ -78,13 +78,10 @@ def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     clean.load_state_dict(model.state_dict())
     # A private temporary folder renamed into place: concurrent first loads cannot clash, and a
     # killed conversion never leaves a half-written model that looks complete.
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    clean.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished first; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    # If another process finished first, its copy (identical) is kept and ours dropped.
+    with atomic_path(target) as tmp:
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ from olft.backbone import count_params
 from olft.cache import PrefixCache
 from olft.cache import build_caches as build_prefix_caches
 from olft.config import RunConfig
-from olft.data import Encoded, encode
+from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.runfolder import fault_point
@@ -85,17 +85,23 @@ class Session:
             m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
         )
         distributed.place(self.stack, self.dist, m.device_map, cfg.train.gradient_checkpointing)
-        max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
-        self.max_length = min(cfg.data.max_length, max_pos)
+        texts = len(self.task.text_fields)
+        self.max_length = resolve_max_length(cfg.data.max_length, self.tokenizer, texts, self.stack.base.config)
         self.train_examples = train
         self.train_enc = self.encode(train)
         self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
-        self.truncated = self.train_enc.truncated + sum(e.truncated for e in self.eval_enc.values())
-        if self.truncated:
-            log.warning("%d examples were longer than %d tokens and were truncated", self.truncated, self.max_length)
+        # Per split, how many examples lost tokens, and of which text (reported in results.json).
+        self.truncated = {"train": self.train_enc.truncated, **{s: e.truncated for s, e in self.eval_enc.items()}}
+        for split, cut in self.truncated.items():
+            if cut["examples"]:
+                per_text = ", ".join(f"{k} {v}" for k, v in cut.items() if k != "examples")
+                log.warning("%s: %d examples were longer than %d tokens and lost tokens (%s; longest first)",
+                            split, cut["examples"], self.max_length, per_text)  # fmt: skip
 
     def encode(self, examples: list) -> Encoded:
-        return encode(self.tokenizer, examples, self.max_length)
+        # Every tokenizer output the base model's forward accepts (token_type_ids, ...) is kept.
+        model_inputs = getattr(self.stack, "model_inputs", ())
+        return encode(self.tokenizer, examples, self.max_length, model_inputs=model_inputs)
 
     @property
     def num_layers(self) -> int:

@@ -1,12 +1,11 @@
 """Results as data: results.json, the paper's tables in Markdown, the per-layer plot, weights.
 
-Every file is written to a temporary name and renamed into place, so a run killed mid-write
+Every file is written through `olft.atomic` (a temporary name renamed into place), so a run killed mid-write
 never leaves a half-written file that looks complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -16,22 +15,9 @@ from typing import Any
 
 import torch
 
+from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
+
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -152,8 +138,7 @@ def plot_layers(results: dict, path: Path) -> bool:
     ax.set_title(f"{results['model']} / {results['task']} / {results['method']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from olft.atomic import atomic_path
 from olft.backbone import Stack
 from olft.cache import PrefixCache
 from olft.data import Batch, Encoded, collate, eval_order, iterate, train_order
@@ -187,9 +187,8 @@ def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, 
         state["rng_per_process"] = rng
     if cuda_rng is not None:  # dropout on a GPU draws from the device's generator
         state["cuda_rng_per_process"] = cuda_rng
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _read_checkpoint(path: Path, map_location: str | None = None) -> dict | None:

@@ -1,0 +1,358 @@
+"""Readers: the original GLUE TSV layout, the `datasets` library, and a user's CSV/TSV/JSONL.
+
+All return the same `Example` list, each example knowing its file and line (`Example.source`).
+No reader loses or merges rows silently: every record is checked against the file it came from
+(field counts against the header, quoted fields that run over several lines against what those
+lines hold), and every problem surfaces as one `OlftError` that names the line and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from olft.errors import OlftError
+from olft.tasks.registry import Example, Task, allowed_labels, check_split, parse_label
+
+HF_DATASET = "nyu-mll/glue"
+
+
+# -------------------------------------------------------------------------- text and tables
+
+def _read_text(path: Path, fix: str) -> str:
+    """Read a whole file as UTF-8 text (BOM stripped), naming the fix for any failure."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OlftError(f"Cannot read {path}: {exc.strerror or exc}. {fix}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise OlftError(f"{path} is UTF-16 text; re-save it as UTF-8.")
+    if b"\x00" in data:
+        raise OlftError(f"{path} looks like a binary file (NUL byte at byte offset "
+                        f"{data.index(0)}), not text. {fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise OlftError(f"{path} is not valid UTF-8: bad byte at byte offset {exc.start} "
+                        f"(line {line}). Re-save the file as UTF-8.") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise OlftError(f"{path} is empty. {fix}")
+    return text
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One parsed record and the physical lines (1-based) it came from."""
+
+    line: int  # first line of the record
+    last: int  # last line: later than `line` only when a quoted field runs over several lines
+    fields: list[str]
+
+
+def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[_Row]:
+    """Split text into records, skipping blank lines.
+
+    GLUE TSVs contain stray quote characters, so they are read with quoting off (one record per
+    line); real CSV files need quoting on (fields with commas are quoted) and may span lines.
+    Quoted reading is strict: a quote that does not close a field cleanly is an error naming
+    the line where that record starts, not a field that silently eats the rows after it.
+    """
+    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=quoted)
+    rows, start = [], 1
+    try:
+        for fields in reader:
+            if fields:
+                rows.append(_Row(start, reader.line_num, fields))
+            start = reader.line_num + 1
+    except csv.Error as exc:  # an unclosed or stray quote; or a field over the csv size limit
+        hint = (" Check the quotes from that line on: a quote inside a quoted field must be "
+                "doubled (\"\"), and a quoted field must end at a delimiter.") if quoted else ""
+        raise OlftError(f"{path}, line {start}: cannot be parsed ({exc}).{hint} "
+                        "Fix or remove that line.") from None
+    if not rows:
+        raise OlftError(f"{path} is empty (no data rows).")
+    return rows
+
+
+def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: Path,
+                  delimiter: str, fix: str) -> list[int]:
+    """Indices of the first option whose columns are all present, else a clear error."""
+    position: dict[str, int] = {}
+    for i, name in enumerate(header):
+        position.setdefault(name.strip(), i)
+    for wanted in options:
+        if all(name in position for name in wanted):
+            return [position[name] for name in wanted]
+    missing = [name for name in options[0] if name not in position]
+    found = ", ".join(repr(h) for h in header[:20])
+    hint = ""  # a single header cell holding the other delimiter means the wrong format
+    if len(header) == 1 and "\t" in header[0] and delimiter == ",":
+        hint = " The file looks tab-separated; rename it to .tsv."
+    elif len(header) == 1 and "," in header[0] and delimiter == "\t":
+        hint = " The file looks comma-separated; rename it to .csv."
+    raise OlftError(f"{path} has no column {missing[0]!r} (columns found: {found}).{hint} {fix}")
+
+
+def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[_Row],
+                         columns: list[int], delimiter: str) -> list[Example]:
+    """Build examples from parsed rows; `columns` holds the text indices, then the label's."""
+    if not rows:
+        raise OlftError(f"{path} has a header but no data rows (empty split). "
+                        "Add data rows below the header.")
+    need = max(columns) + 1
+    text_idx, label_idx = columns[:-1], columns[-1]
+    lines = io.StringIO(text, newline="").readlines()  # the physical lines csv counted
+    examples = []
+    for row in rows:
+        fields, line = row.fields, row.line
+        if len(fields) < need:
+            names = ", ".join(header[:need])
+            raise OlftError(f"{path}, line {line}: {len(fields)} field(s), but rows need at "
+                            f"least {need} ({names}). Check the line is complete and "
+                            "delimited like the header.")
+        if len(fields) > len(header):  # a delimiter inside a text shifts every later column
+            raise OlftError(f"{path}, line {line}: {len(fields)} fields, but the header has "
+                            f"{len(header)}. A text holding the delimiter ({delimiter!r}) must be "
+                            "quoted (CSV) or have it removed (TSV); or name the extra column in "
+                            "the header.")
+        if row.last > line:
+            _check_no_swallowed_rows(task, path, row, lines, need, label_idx, delimiter)
+        label = parse_label(task, fields[label_idx], f"{path}, line {line}")
+        examples.append(Example(tuple(fields[i] for i in text_idx), label, f"{path}:{line}"))
+    return examples
+
+
+def _check_no_swallowed_rows(task: Task, path: Path, row: _Row, lines: list[str], need: int,
+                             label_idx: int, delimiter: str) -> None:
+    """Refuse a multi-line quoted field whose inner lines read as rows of their own.
+
+    An unbalanced quote makes the csv module read on to the next quote, merging every row in
+    between into one field. A real multi-line text rarely has, on a line of its own, enough
+    fields and a valid label in the label column; merged rows always do.
+    """
+    for number in range(row.line + 1, row.last):  # the last line holds the closing quote
+        fields = next(csv.reader([lines[number - 1]], delimiter=delimiter), [])
+        if len(fields) < need:
+            continue
+        try:
+            parse_label(task, fields[label_idx], "")
+        except OlftError:
+            continue
+        raise OlftError(f"{path}, line {row.line}: a quoted field opened on this line runs on to "
+                        f"line {row.last}, and line {number} inside it reads as a row of its own: "
+                        "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
+                        "whole field quoted.")
+
+
+# ------------------------------------------------------------------------------ GLUE files
+
+def _glue_path(task: Task, split: str, glue_dir: str | os.PathLike[str] | None) -> Path:
+    """Locate the GLUE file for a split, or explain how to point at the data."""
+    if glue_dir is None or str(glue_dir) == "":
+        glue_dir = os.environ.get("GLUE_DIR") or None
+    if glue_dir is None:
+        raise OlftError("No GLUE data folder given. Pass --glue-dir or set $GLUE_DIR to a "
+                        "folder in the original GLUE layout (RTE/train.tsv, RTE/dev.tsv, ...).")
+    root = Path(glue_dir).expanduser()
+    files = ", ".join(f"{task.glue_folder}/{task.glue_file(s)}" for s in task.splits)
+    fix = (f"Point --glue-dir (or $GLUE_DIR) at a folder in the original GLUE layout "
+           f"({files}).")
+    if not root.is_dir():
+        raise OlftError(f"GLUE folder not found: {root}. {fix}")
+    folder = root / task.glue_folder
+    if not folder.is_dir():
+        raise OlftError(f"{task.display_name} folder not found: {folder}. {fix}")
+    path = folder / task.glue_file(split)
+    if not path.is_file():
+        raise OlftError(f"{task.display_name} {split} file not found: {path}. {fix}")
+    return path
+
+
+def load_glue(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = None) -> list[Example]:
+    """Load a labelled split from the original GLUE TSV files.
+
+    `glue_dir` defaults to $GLUE_DIR. Only the task's text and label columns are read, so
+    extra or empty columns (MNLI, QQP) do not matter; a row with more fields than the header
+    (a tab inside a text) is an error, as is any other row that cannot be read.
+    """
+    split = check_split(task, split)
+    path = _glue_path(task, split, glue_dir)
+    fix = f"Replace it with the original GLUE {task.glue_folder}/{path.name}."
+    text = _read_text(path, fix)
+    rows = _parse_rows(text, path, "\t", quoted=False)
+    header = list(task.tsv_fixed_header or rows[0].fields)
+    rows = rows if task.tsv_fixed_header else rows[1:]
+    wanted = (*task.tsv_text_columns, task.tsv_label_column)
+    if split != "train":
+        fix += " (Test files have no labels and cannot be used for evaluation.)"
+    columns = _find_columns(header, [wanted], path, "\t", fix)
+    return _examples_from_table(task, path, text, header, rows, columns, "\t")
+
+
+# ------------------------------------------------------------------------------ datasets
+
+def load_hf(task: Task, split: str) -> list[Example]:
+    """Load a labelled split of GLUE from the Hugging Face dataset hub (or its local cache)."""
+    split = check_split(task, split)
+    try:
+        import datasets  # imported here: it is slow to import and only this path needs it
+    except ImportError:
+        raise OlftError("Loading GLUE from the Hugging Face hub needs the 'datasets' package "
+                        "(pip install datasets); or use local files with --glue-dir.") from None
+    try:
+        dataset = datasets.load_dataset(HF_DATASET, task.hf_config, split=split)
+    except Exception as exc:  # noqa: BLE001 - the hub fails in many ways (network, cache, auth)
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise OlftError(f"Could not load {HF_DATASET} {task.hf_config}/{split} from the Hugging "
+                        f"Face dataset hub ({type(exc).__name__}: {detail}). If this machine is "
+                        "offline, use local GLUE files with --glue-dir (or $GLUE_DIR).") from None
+    return _examples_from_hf(task, split, dataset)
+
+
+def _examples_from_hf(task: Task, split: str, dataset: Any) -> list[Example]:
+    """Convert a Hugging Face GLUE split, remapping its class order to ours by name.
+
+    Every row becomes one example or an error naming the row: a text that is not a string
+    (None, a number) is refused rather than turned into the text "None".
+    """
+    where = f"{HF_DATASET} {task.hf_config}/{split}"
+    missing = [c for c in (*task.text_fields, "label") if c not in dataset.column_names]
+    if missing:
+        raise OlftError(f"{where} has no column {missing[0]!r} (columns: "
+                        f"{', '.join(dataset.column_names)}). Use local files with --glue-dir.")
+    remap: dict[int, int] | None = None
+    names = getattr(dataset.features.get("label"), "names", None)
+    if task.labels is not None and names:
+        unknown = [n for n in names if n not in task.labels]
+        if unknown:
+            raise OlftError(f"{where} has label {unknown[0]!r}, not a {task.display_name} label "
+                            f"({allowed_labels(task)}). Use local files with --glue-dir.")
+        remap = {i: task.labels.index(n) for i, n in enumerate(names)}
+    texts = [list(dataset[c]) for c in task.text_fields]
+    labels = list(dataset["label"])
+    if any(len(col) != len(labels) for col in texts) or len(labels) != len(dataset):
+        raise OlftError(f"{where}: its columns have different lengths ({len(labels)} labels, "
+                        f"{', '.join(str(len(c)) for c in texts)} texts). Use local files with --glue-dir.")
+    examples = []
+    for row, raw in enumerate(labels):
+        if task.labels is not None and raw == -1:
+            raise OlftError(f"{where}, row {row}: no label (-1); test splits cannot be used. "
+                            f"Use one of: {', '.join(task.splits)}.")
+        raw = remap.get(raw, raw) if remap is not None else raw
+        label = parse_label(task, raw, f"{where}, row {row}")
+        for name, col in zip(task.text_fields, texts, strict=True):
+            if not isinstance(col[row], str):
+                raise OlftError(f"{where}, row {row}: {name} is {col[row]!r}, not a text. "
+                                "Use local files with --glue-dir.")
+        examples.append(Example(tuple(col[row] for col in texts), label, f"{where}:row {row}"))
+    return examples
+
+
+# ------------------------------------------------------------------------------ user files
+
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+            ".ndjson": "jsonl"}
+
+
+def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
+              label_column: str = "label") -> list[Example]:
+    """Load labelled examples from a CSV, TSV or JSON Lines file.
+
+    Text columns default to the task's canonical names (e.g. premise/hypothesis), falling back
+    to the GLUE TSV names (sentence1/sentence2) so original GLUE files also load. Labels may be
+    class names or indices. TSV is read like GLUE (quoting off); CSV uses standard quoting.
+    Every non-blank line (CSV: every record) becomes an example, or the error names the line.
+    """
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OlftError(f"Unsupported data file {path}: use .csv, .tsv or .jsonl.")
+    if not path.is_file():
+        raise OlftError(f"Data file not found: {path}. Check the path.")
+    options = _column_options(task, text_columns, label_column)
+    cols = ", ".join(options[0])
+    fix = f"Expected a {fmt.upper()} file with columns {cols}."
+    text = _read_text(path, fix)
+    if fmt == "jsonl":
+        return _load_jsonl(task, path, text, options)
+    delimiter = "," if fmt == "csv" else "\t"
+    rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
+    header = rows[0].fields
+    columns = _find_columns(header, options, path, delimiter, fix)
+    return _examples_from_table(task, path, text, header, rows[1:], columns, delimiter)
+
+
+def _column_options(task: Task, text_columns: Sequence[str] | None,
+                    label_column: str) -> list[tuple[str, ...]]:
+    """Column sets to try in order: what was asked for, then (by default) the GLUE names."""
+    if text_columns is not None and isinstance(text_columns, str):
+        text_columns = [text_columns]
+    if text_columns is not None and len(text_columns) != len(task.text_fields):
+        raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text column(s) "
+                        f"({', '.join(task.text_fields)}); got {len(text_columns)}: "
+                        f"{', '.join(text_columns)}.")
+    texts = tuple(text_columns) if text_columns is not None else task.text_fields
+    options = [(*texts, label_column)]
+    if text_columns is None or label_column == "label":
+        glue_texts = texts if text_columns is not None else task.tsv_text_columns
+        glue_label = task.tsv_label_column if label_column == "label" else label_column
+        if (*glue_texts, glue_label) not in options:
+            options.append((*glue_texts, glue_label))
+    return options
+
+
+def _load_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]]) -> list[Example]:
+    """Examples from JSON Lines: one JSON object per non-blank line, each key once."""
+    records: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                records.append((number, json.loads(line, object_pairs_hook=_unique_keys)))
+            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
+                raise OlftError(f"{path}, line {number}: not valid JSON ({reason}). Each line "
+                                "must be one JSON object such as {\"sentence\": \"...\", "
+                                "\"label\": 1} (JSON Lines, not one JSON array).") from None
+    first = records[0][1]  # _read_text guarantees a non-blank line
+    wanted = next((w for w in options if isinstance(first, dict) and all(k in first for k in w)),
+                  options[0])
+    return [_json_example(task, record, wanted, path, number) for number, record in records]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice is an error (json keeps the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _json_example(task: Task, record: Any, wanted: tuple[str, ...], path: Path, number: int) -> Example:
+    """One JSON object to an Example: texts must be strings, the label a name/index/score."""
+    where = f"{path}, line {number}"
+    if not isinstance(record, dict):
+        raise OlftError(f"{where}: expected a JSON object, got {type(record).__name__}. "
+                        "Write one object per line.")
+    missing = [key for key in wanted if key not in record]
+    if missing:
+        found = ", ".join(repr(k) for k in list(record)[:20])
+        raise OlftError(f"{where}: no field {missing[0]!r} (fields found: {found}). "
+                        f"Every object needs {', '.join(wanted)}.")
+    texts = []
+    for key in wanted[:-1]:
+        if not isinstance(record[key], str):
+            raise OlftError(f"{where}: field {key!r} must be a string, got "
+                            f"{type(record[key]).__name__}.")
+        texts.append(record[key])
+    return Example(tuple(texts), parse_label(task, record[wanted[-1]], where), f"{path}:{number}")
