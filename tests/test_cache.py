@@ -55,8 +55,6 @@ def _enc(stack: Stack, n: int = 14, seed: int = 0) -> Encoded:
 
 
 def _method(name: str) -> MethodConfig:
-    if name == "prefix":
-        pytest.importorskip("olft.methods.prefix")
     return MethodConfig(method=name)
 
 

@@ -129,7 +129,7 @@ def test_bad_inputs(model_dirs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["run", *m, "--task", "rte", "--glue-dir", str(tmp_path / "noglue"), *o], "--glue-dir", out)
     _fails(capsys, ["run", *m, "--task", "mrpc", *g, *o], "not found", out)
     _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "7", *o, *FAST], "out of range", out)
-    _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "-1", *o, *FAST], "", out)
+    _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "-1", *o, *FAST], "layer -1 in 'layers=-1' is out of range", out)
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--candidates", "2-9", *o, *FAST], "out of range", out)
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--batch-size", "0", *o], "positive")
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--strategies", "best", *o, *FAST], "unknown strategy", out)

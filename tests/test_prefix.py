@@ -11,6 +11,7 @@ from transformers import AutoModel, GPT2Config, LlamaConfig
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from olft.backbone import Stack, family_for, get_submodule
+from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.methods.prefix import PrefixKV, apply_prefix
 from tiny import make_config
@@ -259,7 +260,7 @@ def test_load_rejects_wrong_shape_and_missing(model_dirs):
     with pytest.raises(KeyError):
         applied.load_state_dict({})
     bad = {k: torch.zeros(1, 2, 3) for k in applied.state_dict()}
-    with pytest.raises(Exception, match="shape"):
+    with pytest.raises(OlftError, match=r"Saved prefix has shape \(1, 2, 3\), this model's layer needs"):
         applied.load_state_dict(bad)
     applied.remove()
 

