@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=paper.ROOT / "benchmarks" / "work")
     p.add_argument("--results-dir", type=Path, default=paper.ROOT / "docs" / "results")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the paper benchmark's caps)")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args(argv)
 
@@ -186,7 +187,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     from olft import api
 
     torch.set_num_threads(args.threads)
-    bench_args = paper.parse_args(["--model", args.model, "--method", args.method, "--glue-dir", str(args.glue_dir)])
+    length = ["--max-length", str(args.max_length)] if args.max_length is not None else []
+    bench_args = paper.parse_args(["--model", args.model, "--method", args.method, "--glue-dir", str(args.glue_dir), *length])
     caps = paper.resolve_caps(bench_args)
     truth_dir = args.work_dir / paper.model_tag(args.model, args.method)
     tasks = paper._split_list(args.tasks)
