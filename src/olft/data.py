@@ -147,13 +147,17 @@ def encode(tokenizer, examples: Sequence, max_length: int, model_inputs: Sequenc
     if not examples:
         raise OlftError("The split is empty: it has no examples to tokenize. Check the data file.")
     columns = [list(col) for col in zip(*(tuple(ex.texts) for ex in examples), strict=True)]
-    pieces = [[len(ids) for ids in tokenizer(col, add_special_tokens=False, verbose=False)["input_ids"]] for col in columns]
-    _refuse_empty_texts(examples, pieces)
     join = len(columns) > 1 and _join_pairs(tokenizer)
     firsts = ["\n".join(t) for t in zip(*columns, strict=True)] if join else columns[0]
     seconds = columns[1] if len(columns) > 1 and not join else None
     keep = [name for name in model_inputs if name not in ("input_ids", "attention_mask")]
     out = _tokenize(tokenizer, firsts, seconds, keep)
+    if len(columns) == 1:  # a single text's tokens: all but the fixed special tokens (saves a pass)
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+        pieces = [[len(ids) - specials for ids in out["input_ids"]]]
+    else:
+        pieces = [[len(ids) for ids in tokenizer(col, add_special_tokens=False, verbose=False)["input_ids"]] for col in columns]
+    _refuse_empty_texts(examples, pieces)
     long = [i for i, ids in enumerate(out["input_ids"]) if len(ids) > max_length]
     lost = [0] * len(columns)
     if long and not join:  # the tokenizer's own longest-first truncation, as HF recipes use it
