@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from olft.cli import main
 from olft.errors import OlftError
-from olft.runfolder import compare_timing
+from olft.runfolder import compare_timing, foreign_entries
 
 TIMING = {"seconds", "train_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
@@ -195,6 +195,20 @@ def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_g
         assert main(_args(model_dirs["gpt2"], tiny_glue, model, "--strategies", "final", *extra)) == 2
         assert phrase in capsys.readouterr().err
     assert _snapshot(model) == before
+
+
+def test_what_olft_counts_as_its_own_files(tmp_path):
+    own = ["config.json", "results.json", ".results.json.tmp123", "table.md", "layers.png", ".layers.png.tmp.png",
+           "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.json.tmp7",
+           "weights/final.safetensors", "checkpoints/full.pt", "checkpoints/full.pt.tmp"]
+    foreign = ["notes.tmp", ".notes.tmp", "model.safetensors", "pieces/notes.txt", "weights/mine.bin", "checkpoints/x.pt.bak",
+               "data/train.tsv", ".results.json.tmp"]
+    for name in own + foreign:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "pieces" / "link.json").symlink_to(tmp_path / "config.json")  # never followed, never deleted
+    expected = ["data", "pieces/link.json", *(name for name in foreign if not name.startswith("data/"))]
+    assert sorted(foreign_entries(tmp_path)) == sorted(expected)
 
 
 @pytest.mark.parametrize("bad", [["--candidates", "2-9"], ["--task", "mrpc"]])

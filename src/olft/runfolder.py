@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,9 +83,12 @@ def _is_own(entry: Path, folder: str | None = None) -> bool:
     if entry.is_symlink() or not entry.is_file():
         return False
     name = entry.name
-    if name.endswith(".tmp") or (name.startswith(".") and ".tmp" in name) or name == ".write-test":
-        return True  # an atomic write's temporary file, left by a run killed mid-write
-    return name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES
+    # A temporary file a run killed mid-write left: report.atomic_write's ".<name>.tmp<pid>", the
+    # plot's ".layers.png.tmp.png", a checkpoint's "<name>.pt.tmp", the writability probe.
+    temp = re.fullmatch(r"\.(.+)\.tmp(\d+|\.png)", name) or re.fullmatch(r"(.+\.pt)\.tmp", name)
+    if temp:
+        name = temp.group(1)
+    return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
 
 
 def foreign_entries(path: Path) -> list[str]:
