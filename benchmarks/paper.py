@@ -300,7 +300,7 @@ def is_finished(folder: Path) -> bool:
         results = json.loads((folder / "results.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return results.get("status") in ("complete", "finished with failures")
+    return results.get("status") in ("complete", "finished with failures", "failed")
 
 
 def num_layers_of(args: argparse.Namespace, work: Path) -> int:

@@ -1,6 +1,7 @@
 """End to end through the `olft` command: artifacts, result keys, exact counts, bad input."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -81,6 +82,36 @@ def test_train_and_select_subcommands(model_dirs, tiny_glue, tmp_path):
     assert main(["select", "--out", str(tmp_path / "s"), "--candidates", "all", *base]) == 0
     r = json.loads((tmp_path / "s" / "results.json").read_text())
     assert [c["layer"] for c in r["selection"]["candidates"]] == [0, 1, 2, 3]
+
+
+def test_no_subcommand_drops_finished_results(llama_run, model_dirs, tiny_glue, tmp_path):
+    """train, select and a narrower --strategies into a finished run folder keep every finished piece."""
+    out = tmp_path / "r"
+    shutil.copytree(llama_run, out)
+    common = ["--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), "--out", str(out), *FAST]
+    before = json.loads((out / "results.json").read_text())
+    pieces = {p.name: p.stat().st_mtime_ns for p in (out / "pieces").iterdir()}
+    assert main(["train", "--layers", "0", *common]) == 0
+    assert main(["select", *common]) == 0
+    assert main(["run", "--strategies", "final", *common]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert list(r["strategies"]) == ["final", "olft", "full", "layers=0"]  # this run's first, then the rest
+    for name in ("olft", "final", "full"):
+        assert r["strategies"][name] == before["strategies"][name]
+    assert r["selection"] == before["selection"] and r["status"] == "complete"
+    assert all((out / "pieces" / name).stat().st_mtime_ns == mtime for name, mtime in pieces.items())  # none redone
+    assert (out / "layers.png").is_file()
+    table = (out / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in ("olft", "final", "full", "layers=0")) and "Selection" in table
+
+
+def test_evaluate_reports_a_folder_that_never_finished(llama_run, tmp_path, capsys):
+    out = tmp_path / "r"
+    shutil.copytree(llama_run, out)
+    r = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**r, "status": "running", "complete": False}))
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    assert "INTERRUPTED" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_paper_protocol_is_recorded(model_dirs, tiny_glue, tmp_path):

@@ -2,15 +2,20 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from olft.cli import main
+from olft.errors import OlftError
+from olft.runfolder import compare_timing, foreign_entries
 
-TIMING = {"seconds", "train_seconds", "cache_seconds", "resumed_at"}
+TIMING = {"seconds", "train_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
 
 def _args(model, glue, out, *extra):
@@ -44,6 +49,11 @@ def _results(out):
     return json.loads((out / "results.json").read_text())
 
 
+def _snapshot(folder):
+    """Every file under `folder` with its size and modification time: equal snapshots, nothing touched."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 def test_same_seed_same_results(reference, model_dirs, tiny_glue, tmp_path):
     assert main(_args(model_dirs["gpt2"], tiny_glue, tmp_path / "again")) == 0
     assert _strip(_results(tmp_path / "again")) == _strip(_results(reference))
@@ -54,7 +64,7 @@ def test_same_seed_same_results(reference, model_dirs, tiny_glue, tmp_path):
 
 
 @pytest.mark.parametrize("kill_at", ["candidate2", "olft:step5", "full:step4"])
-def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue, tmp_path, kill_at):
+def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue, tmp_path, kill_at, capsys):
     out = tmp_path / "run"
     args = _args(model_dirs["gpt2"], tiny_glue, out)
     killed = _cli(args, kill_at)
@@ -63,8 +73,15 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
     assert partial["complete"] is False and not (out / "table.md").exists()
     pieces = {p.name: p.stat().st_mtime_ns for p in (out / "pieces").iterdir()}
     assert pieces  # something finished before the kill
+    if kill_at == "candidate2":  # a reader sees the dead run for what it is
+        dead = json.loads((out / "olft.lock.json").read_text())["pid"]
+        assert partial["status"] == "running" and dead != os.getpid()
+        assert main(["evaluate", "--run", str(out), "-q"]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert "INTERRUPTED" in first and f"process {dead} " in first, first
     resumed = _cli(args)
     assert resumed.returncode == 0, resumed.stderr
+    assert "stopped without finishing" in resumed.stderr  # the rerun says it took the dead run over
     final = _results(out)
     assert final["complete"] is True
     assert _strip(final) == _strip(_results(reference))
@@ -74,9 +91,16 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         a = load_file(str(reference / "weights" / f"{name}.safetensors"))
         b = load_file(str(out / "weights" / f"{name}.safetensors"))
         assert all((a[k] == b[k]).all() for k in a), name
+    table = (out / "table.md").read_text()
     if kill_at.endswith("step5") or kill_at.endswith("step4"):
         strategy = kill_at.split(":")[0]
         assert final["strategies"][strategy]["resumed_at"] == 3  # picked up from the step-3 checkpoint
+        timing = final["timing"]["strategies"]  # its time covers the steps after the resume only
+        assert timing["comparable"] is False and timing["resumed_mid_training"] == [strategy]
+        assert timing["differs_in"] == ([] if strategy == "olft" else ["run"])  # olft, final, full all ran after the kill
+        assert "Timings do not compare" in table.split("Selection")[0]
+    else:
+        assert final["timing"]["candidates"]["differs_in"] == ["run"] and final["timing"]["strategies"]["comparable"]
 
 
 def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_dirs, tiny_glue, tmp_path, capsys):
@@ -109,8 +133,152 @@ def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_g
     assert r["complete"] is False and r["status"] == "finished with failures"
 
 
-def test_real_divergence_is_caught(model_dirs, tiny_glue, tmp_path):
+def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(model_dirs, tiny_glue, tmp_path):
     out = tmp_path / "run"
-    assert main(_args(model_dirs["llama"], tiny_glue, out, "--strategies", "final", "--lr", "1e30", "--max-grad-norm", "0")) == 0
+    assert main(_args(model_dirs["llama"], tiny_glue, out, "--strategies", "final", "--lr", "1e30", "--max-grad-norm", "0")) == 1
     r = _results(out)
     assert "final" in r["failed"] and "--lr" in r["failed"]["final"]["error"]
+    assert r["status"] == "failed" and r["complete"] is False
+    assert "| final | 3 | failed |" in (out / "table.md").read_text()
+
+
+def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys):
+    import olft.pipeline as pipeline
+
+    real_fit = pipeline.fit
+    out = tmp_path / "run"
+    args = _args(model_dirs["llama"], tiny_glue, out, "--strategies", "final")
+
+    def fail(*a, **kw):
+        raise OlftError("a piece could not run")
+
+    monkeypatch.setattr(pipeline, "fit", fail)
+    assert main(args) == 2
+    r = _results(out)
+    assert r["status"] == "stopped by an error" and "could not run" in r["error"] and r["complete"] is False
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "fit", interrupt)
+    assert main(args) == 130
+    assert _results(out)["status"] == "interrupted"
+    monkeypatch.setattr(pipeline, "fit", real_fit)
+    assert main(args) == 0  # each stop let go of the folder's lock
+    assert _results(out)["status"] == "complete"
+
+
+# -- run folders: what may be deleted, who may write ----------------------------------------------------
+
+
+def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_glue, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(_args(model_dirs["gpt2"], tiny_glue, mine, "--strategies", "final", "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "Nothing was deleted" in err and "notes.txt" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+
+    run = tmp_path / "run"  # an olft run folder that also holds a user's file
+    shutil.copytree(reference, run)
+    (run / "weights" / "mine.bin").write_text("keep me")
+    before = _snapshot(run)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--overwrite")) == 2
+    assert "weights/mine.bin" in capsys.readouterr().err
+    assert _snapshot(run) == before
+
+    model = tmp_path / "model"  # --out pointing at a model folder: its config.json is not olft's
+    shutil.copytree(model_dirs["gpt2"], model)
+    before = _snapshot(model)
+    for extra, phrase in (([], "not an olft run folder"), (["--overwrite"], "Nothing was deleted")):
+        assert main(_args(model_dirs["gpt2"], tiny_glue, model, "--strategies", "final", *extra)) == 2
+        assert phrase in capsys.readouterr().err
+    assert _snapshot(model) == before
+
+
+def test_what_olft_counts_as_its_own_files(tmp_path):
+    own = ["config.json", "results.json", ".results.json.tmp123", "table.md", "layers.png", ".layers.png.tmp.png",
+           "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.json.tmp7",
+           "weights/final.safetensors", "checkpoints/full.pt", "checkpoints/full.pt.tmp"]
+    foreign = ["notes.tmp", ".notes.tmp", "model.safetensors", "pieces/notes.txt", "weights/mine.bin", "checkpoints/x.pt.bak",
+               "data/train.tsv", ".results.json.tmp"]
+    for name in own + foreign:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "pieces" / "link.json").symlink_to(tmp_path / "config.json")  # never followed, never deleted
+    expected = ["data", "pieces/link.json", *(name for name in foreign if not name.startswith("data/"))]
+    assert sorted(foreign_entries(tmp_path)) == sorted(expected)
+
+
+@pytest.mark.parametrize("bad", [["--candidates", "2-9"], ["--task", "mrpc"]])
+def test_overwrite_validates_every_input_before_deleting(reference, model_dirs, tiny_glue, tmp_path, bad):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    before = _snapshot(run)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--overwrite", *bad)) == 2
+    assert _snapshot(run) == before
+
+
+HOLD = "import sys, time; from olft.runlock import RunLock; lock = RunLock(sys.argv[1], 'now'); lock.acquire(); print('held', flush=True); time.sleep(300)"
+
+
+def test_a_held_folder_is_refused_and_a_dead_holder_taken_over(reference, model_dirs, tiny_glue, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    args = _args(model_dirs["gpt2"], tiny_glue, run, "--strategies", "final")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _snapshot(run)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"in use by process {holder.pid} " in err and "another --out" in err
+        assert main([*args, "--overwrite"]) == 2  # not even --overwrite takes a live run's folder
+        assert _snapshot(run) == before
+        assert main(["evaluate", "--run", str(run), "-q"]) == 0
+        assert f"RUNNING in process {holder.pid} " in capsys.readouterr().out
+    finally:
+        holder.kill()  # SIGKILL: the holder never lets go itself
+        holder.wait()
+    assert main(args) == 0
+    assert _results(run)["status"] == "complete" and set(_results(run)["strategies"]) == {"olft", "final", "full"}
+
+
+# -- timings: Table 2 never mixes them silently -----------------------------------------------------------
+
+
+def test_timing_comparison_truth_table():
+    a = {"pid": 1, "host": "h", "started": "t1", "device": "cpu", "torch_threads": 1, "world_size": 1}
+    assert compare_timing({"final": a, "full": a})["comparable"] is True
+    assert compare_timing({})["comparable"] is True
+    other_run = {**a, "started": "t2"}
+    assert compare_timing({"final": a, "full": other_run})["differs_in"] == ["run"]
+    assert compare_timing({"final": a, "full": {**other_run, "host": "g", "device": "cuda:0"}})["differs_in"] == [
+        "run", "host", "device"]
+    old = compare_timing({"final": a, "full": None})
+    assert old["comparable"] is False and old["unrecorded"] == ["full"] and old["differs_in"] == []
+    resumed = compare_timing({"final": a}, ["final"])
+    assert resumed["comparable"] is False and resumed["resumed_mid_training"] == ["final"]
+
+
+def test_pieces_timed_in_different_runs_are_flagged(model_dirs, tiny_glue, tmp_path):
+    out = tmp_path / "run"
+    assert main(_args(model_dirs["llama"], tiny_glue, out, "--strategies", "final")) == 0
+    assert _results(out)["timing"]["strategies"]["comparable"] is True
+    assert "Timings do not compare" not in (out / "table.md").read_text()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        assert main(_args(model_dirs["llama"], tiny_glue, out, "--strategies", "final,full")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = _results(out)
+    timing = r["timing"]["strategies"]
+    assert timing["comparable"] is False and timing["differs_in"] == ["run", "torch_threads"]
+    assert [(t["label"], t["pieces"], t["torch_threads"]) for t in timing["runs"]] == [
+        ("A", ["final"], threads), ("B", ["full"], threads + 1)]
+    assert r["strategies"]["full"]["timed_by"]["pid"] == os.getpid()
+    table = (out / "table.md").read_text()
+    assert re.search(r"\| final \| [\d.]+ \(A\) \|", table) and re.search(r"\| full \| [\d.]+ \(B\) \|", table)
+    assert "Timings do not compare" in table and "torch_threads" in table

@@ -77,42 +77,88 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False) -> dict:
-    """Select, tune and compare; write (or continue) the run folder; return the results dict.
-
-    Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
-    """
+def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     writer = distributed.context(cfg.train.mixed_precision).is_main
-    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
-    session = Session(cfg, quiet=quiet)
-    strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
-    parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
+    return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
+
+
+def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
+    """Lock and (re)start the folder once every input is valid; results.json says "running"."""
     folder.start()
-    results = _header(cfg, session)
-    results["strategy_names"] = [s.name for s in strategies]
+    folder.record_conditions(session.dist.device, session.dist.world_size)
+    folder.requested = requested
+    results = {**_header(cfg, session), "strategy_names": list(requested)}
+    folder.refresh(results)
     folder.write_results(results)
+    return results
+
+
+@contextmanager
+def _recorded(folder: RunFolder, results: dict):
+    """However the work stops, results.json says so: never "running" once this process is done."""
     with _stop_on_sigterm():
         try:
-            for strat in strategies:
-                _run_strategy(session, folder, results, strat)
+            yield
         except KeyboardInterrupt:
             results["status"] = "interrupted"
             folder.write_results(results)
             log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
             raise
-    results["complete"] = not results["failed"]
-    results["status"] = "complete" if results["complete"] else "finished with failures"
+        except BaseException as exc:
+            results["status"], results["error"] = "stopped by an error", f"{type(exc).__name__}: {exc}"
+            folder.write_results(results)
+            raise
+
+
+def _end(folder: RunFolder, results: dict) -> dict:
+    """Rebuild results from every piece, say how the run ended, write the table and plot.
+
+    "failed" when every strategy this run was asked for failed (the CLI then exits 1);
+    "complete" when every strategy the folder names finished and none failed.
+    """
+    folder.refresh(results)
+    requested = folder.requested
+    if requested and all(name in results["failed"] for name in requested):
+        results["status"] = "failed"
+        log.error("every requested strategy failed (%s); see the errors above", ", ".join(requested))
+    elif results["failed"] or set(results["strategy_names"]) - set(results["strategies"]):
+        results["status"] = "finished with failures"
+    else:
+        results["status"] = "complete"
+    results["complete"] = results["status"] == "complete"
     folder.finish(results)
     log.info("results in %s", folder.path)
     return results
+
+
+def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False) -> dict:
+    """Select, tune and compare; write (or continue) the run folder; return the results dict.
+
+    results.json holds every piece the folder holds, including those of earlier runs with other
+    --strategies. `status` is "failed" when every strategy asked for failed. Raises OlftError on
+    bad input (before the folder is touched) or a folder held by another live run.
+    Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
+    """
+    with _open(cfg, overwrite) as folder:
+        session = Session(cfg, quiet=quiet)
+        strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
+        parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
+        results = _begin(folder, cfg, session, [s.name for s in strategies])
+        with _recorded(folder, results):
+            for strat in strategies:
+                _run_strategy(session, folder, results, strat)
+        return _end(folder, results)
 
 
 def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Strategy) -> None:
     cfg = session.cfg
     layers = list(strat.layers)
     if strat.name == "olft":
-        selection = _select(session, folder, results)
-        layers = [selection.selected_layer]
+        try:
+            layers = [_selected_layer(session, folder, results)]
+        except OlftError as exc:  # every candidate failed: the other strategies still run
+            _failed(folder, results, strat.name, [], exc)
+            return
     done = session.dist.broadcast(_finished_strategy(folder, strat.name) if folder.writer else None)
     if done is not None:
         results["strategies"][strat.name] = done
@@ -124,9 +170,7 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
             desc=strat.name, checkpoint=folder.checkpoint_path(strat.name),
         )  # fmt: skip
     except NonFiniteLoss as exc:
-        log.error("%s failed: %s", strat.name, exc)
-        results["failed"][strat.name] = {"layers": layers, "error": str(exc)}
-        folder.write_results(results)
+        _failed(folder, results, strat.name, layers, exc)
         return
     entry = r.to_dict()
     entry["peft_params_percent_of_all_layers"] = 100 * r.peft_params / results["all_layer_peft_params"]
@@ -134,7 +178,10 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     if folder.writer:
         report.save_weights(folder.weights_path(strat.name), r.weights, meta)
     folder.save_piece("strategy", strat.name, entry)
+    folder.drop_piece("failed", strat.name)
     results["strategies"][strat.name] = entry
+    results["failed"].pop(strat.name, None)
+    folder.refresh(results)
     folder.write_results(results)
     log.info(
         "%-10s layers=%s %s=%.4f train=%.1fs peft_params=%d",
@@ -142,10 +189,34 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     )  # fmt: skip
 
 
+def _failed(folder: RunFolder, results: dict, name: str, layers: list[int], exc: Exception) -> None:
+    """Record a strategy that could not finish; a rerun tries it again."""
+    log.error("%s failed: %s", name, exc)
+    entry = {"layers": layers, "error": str(exc)}
+    folder.save_piece("failed", name, entry)
+    results["failed"][name] = entry
+    folder.refresh(results)
+    folder.write_results(results)
+
+
 def _finished_strategy(folder: RunFolder, name: str) -> dict | None:
     """The saved piece of a strategy whose weights are also saved, else None."""
     done = folder.load_piece("strategy", name)
     return done if done is not None and folder.weights_path(name).is_file() else None
+
+
+def _selected_layer(session: Session, folder: RunFolder, results: dict) -> int:
+    """The selection's winner: from the folder's finished selection, else by running it (and saving it)."""
+    saved = session.dist.broadcast(folder.load_piece("selection") if folder.writer else None)
+    if saved is not None and saved["selection"].get("selected_layer") is not None:
+        results["selection"] = saved["selection"]
+        results["distributed"]["selection_wall"] = saved["selection_wall"]
+        log.info("selection already finished (kept from the run folder): layer %d", saved["selection"]["selected_layer"])
+        return saved["selection"]["selected_layer"]
+    selection = _select(session, folder, results)
+    folder.save_piece("selection", None, {"selection": results["selection"],
+                                          "selection_wall": results["distributed"]["selection_wall"]})
+    return selection.selected_layer
 
 
 def _select(session: Session, folder: RunFolder, results: dict):
@@ -193,19 +264,18 @@ def _log_candidate(c: Candidate, metric: str) -> None:
 
 
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -> dict:
-    """Only the selection stage: candidates scored, winner named (written to the run folder)."""
-    writer = distributed.context(cfg.train.mixed_precision).is_main
-    folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
-    session = Session(cfg, quiet=quiet)
-    parse_candidates(cfg.selection.candidates, session.num_layers)
-    folder.start()
-    results = _header(cfg, session)
-    results["strategy_names"] = []
-    with _stop_on_sigterm():
-        _select(session, folder, results)
-    results["complete"], results["status"] = True, "complete"
-    folder.finish(results)
-    return results
+    """Only the selection stage: candidates scored, winner named (written to the run folder).
+
+    The folder's other finished pieces stay in results.json. Raises OlftError on bad input, or
+    when every candidate failed to train.
+    """
+    with _open(cfg, overwrite) as folder:
+        session = Session(cfg, quiet=quiet)
+        parse_candidates(cfg.selection.candidates, session.num_layers)
+        results = _begin(folder, cfg, session, [])
+        with _recorded(folder, results):
+            _selected_layer(session, folder, results)
+        return _end(folder, results)
 
 
 def info(cfg: RunConfig) -> dict:

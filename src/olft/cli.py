@@ -124,7 +124,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if show:
             print(table_md(res))
     distributed.shutdown()
-    return 0
+    return 1 if args.command in ("run", "train") and res["status"] == "failed" else 0  # every requested strategy failed
 
 
 def main(argv: list[str] | None = None) -> int:

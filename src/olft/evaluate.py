@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session, evaluate_saved
-from olft.runfolder import safe_name
+from olft.runfolder import describe_status, safe_name
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -28,7 +28,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
     session = Session(cfg, quiet=quiet)
     metric = results["metric"]
-    lines = [f"run {folder}: {'complete' if results.get('complete') else 'INCOMPLETE'}"]
+    lines = [f"run {folder}: {describe_status(folder)}"]
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"

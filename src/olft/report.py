@@ -68,7 +68,7 @@ def table_md(results: dict) -> str:
         "| strategy | layers | " + " | ".join(results["eval_splits"]) + " |",
         "|---|---|" + "---|" * len(results["eval_splits"]),
     ]
-    for name, s in strategies.items():
+    for name, s in {**strategies, **(results.get("failed") or {})}.items():  # a failed strategy's scores read "failed"
         layers = _layers_label(s["layers"], results["num_layers"])
         scores = []
         for split in results["eval_splits"]:
@@ -82,6 +82,8 @@ def table_md(results: dict) -> str:
         "| strategy | train time (min) | time % | PEFT params (M) | param % | score |",
         "|---|---|---|---|---|---|",
     ]
+    timing = (results.get("timing") or {}).get("strategies") or {}
+    run_of = {} if timing.get("comparable", True) else {n: r["label"] for r in timing["runs"] for n in r["pieces"]}
     for name, s in strategies.items():
         if "train_seconds" not in s:
             continue
@@ -89,7 +91,9 @@ def table_md(results: dict) -> str:
         time_pct = f"{100 * t / full_time:.1f}" if full_time else "-"
         p = s["peft_params"]
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
-        lines.append(f"| {name} | {t / 60:.2f} | {time_pct} | {p / 1e6:.4f} | {param_pct} | {_fmt_score(s.get('score'))} |")
+        mark = f" ({run_of[name]})" if name in run_of else ""
+        lines.append(f"| {name} | {t / 60:.2f}{mark} | {time_pct} | {p / 1e6:.4f} | {param_pct} | {_fmt_score(s.get('score'))} |")
+    lines += _timing_notes(timing, "Table 2's times")
     sel = results.get("selection")
     if sel:
         lines += [
@@ -99,6 +103,7 @@ def table_md(results: dict) -> str:
             f"{sel['seconds'] / 60:.2f} min (not included in OLFT's train time above); selected layer {sel['selected_layer']}"
             f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
+        lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
         if sel.get("flat"):
             lines.append("Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal.")
         losses = any("loss" in c.get("metrics", {}) for c in sel["candidates"])
@@ -109,6 +114,26 @@ def table_md(results: dict) -> str:
             cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
             lines.append(f"| {c['layer']} | {_fmt_score(c['score'])} |{cell} {c['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _timing_notes(timing: dict, what: str) -> list[str]:
+    """Lines flagging times that do not compare (see `runfolder.compare_timing`); none when they do."""
+    if timing.get("comparable", True):
+        return []
+    notes = []
+    if timing["differs_in"]:
+        runs = "; ".join(
+            f"{r['label']}: process {r['pid']} on {r['host']}, {r['device']}, {r['torch_threads']} torch threads, "
+            f"{r['world_size']} process(es), started {r['started']}" for r in timing["runs"]
+        )  # fmt: skip
+        notes.append(f"they were timed in {len(timing['runs'])} runs that differ in {', '.join(timing['differs_in'])} ({runs})")
+    if timing["unrecorded"]:
+        notes.append(f"{', '.join(timing['unrecorded'])} carry no record of the run that timed them")
+    if timing["resumed_mid_training"]:
+        notes.append(f"{', '.join(timing['resumed_mid_training'])} resumed from a checkpoint, so their time counts "
+                     "only the steps after it")  # fmt: skip
+    return ["", f"**Timings do not compare:** {what} are not from one uninterrupted run: " + "; ".join(notes)
+            + ". Rerun in one process (another --out, or --overwrite) for times that compare."]  # fmt: skip
 
 
 def _layers_label(layers: list[int], n: int) -> str:

@@ -2,26 +2,38 @@
 
 Layout:
     config.json            resolved config (compared on resume)
-    results.json           everything finished so far; `complete` says whether it is all there
-    pieces/candidate-<L>.json, pieces/strategy-<name>.json   one file per finished piece
+    results.json           rebuilt from every finished piece; `complete` says whether it is all there
+    pieces/candidate-<L>.json, pieces/selection.json, pieces/strategy-<name>.json, pieces/failed-<name>.json
+                           one file per finished piece, each stamped with the run that made it (`timed_by`)
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
-    table.md, layers.png                                     written when the run completes
+    table.md, layers.png                                     written when the run ends
+    olft.lock, olft.lock.json                                held while a run writes (see `runlock`)
 
 Every file is written atomically (temporary file, then rename) the moment its piece finishes,
 so a run killed at any instant leaves only whole files, and results.json never claims more
-than the pieces that exist.
+than the pieces that exist. Whatever subcommand or --strategies a run has, results.json holds
+every piece the folder holds, so no run drops what an earlier one finished.
+
+olft deletes only files it writes: `--overwrite` clears a folder only when config.json is
+olft's and every entry is one of the names above, and only once the inputs have been validated.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import logging
+import os
+import re
+from contextlib import suppress
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from olft import report
+from olft import report, runlock
 from olft.errors import OlftError
+
+log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes; they may differ on resume. How the work is spread
 # (processes, --selection-parallel, --device-map, checkpointing) is one of them.
@@ -57,37 +69,114 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
+# What olft writes in a run folder: these top-level files, and in each subfolder files with these endings.
+LOCK_FILES = {runlock.LOCK_FILE, runlock.HOLDER_FILE}
+OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", *LOCK_FILES}
+OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",)}
+STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
+# What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
+TIMING_FIELDS = ("host", "device", "torch_threads", "world_size")
+
+
+def _is_own(entry: Path, folder: str | None = None) -> bool:
+    """Whether `entry` is a file olft writes (at the top of a run folder, or in subfolder `folder`)."""
+    if entry.is_symlink() or not entry.is_file():
+        return False
+    name = entry.name
+    # A temporary file a run killed mid-write left: report.atomic_write's ".<name>.tmp<pid>", the
+    # plot's ".layers.png.tmp.png", a checkpoint's "<name>.pt.tmp", the writability probe.
+    temp = re.fullmatch(r"\.(.+)\.tmp(\d+|\.png)", name) or re.fullmatch(r"(.+\.pt)\.tmp", name)
+    if temp:
+        name = temp.group(1)
+    return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of run folder `path` that olft does not write, as paths relative to it."""
+    out = []
+    for entry in sorted(Path(path).iterdir()):
+        if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
+            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not _is_own(e, entry.name)]
+        elif not _is_own(entry):
+            out.append(entry.name)
+    return out
+
+
+def saved_config(path: Path) -> dict | None:
+    """The config.json in `path` if olft wrote it (a dict holding olft's config sections), else None."""
+    from olft.config import SECTIONS
+
+    try:
+        data = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and all(isinstance(data.get(s), dict) for s in SECTIONS) else None
+
+
 class RunFolder:
-    """Reads and writes one run folder; only the writer process (rank 0) touches disk."""
+    """Reads and writes one run folder; only the writer process (rank 0) touches disk.
+
+    Use it as a context manager: the writer holds the folder's lock from `start` until the
+    `with` block ends, however it ends. Raises OlftError (before anything is written or deleted)
+    when the path is a file, holds a different run's config, is held by a live run, or is not
+    olft's to overwrite.
+    """
 
     def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True):
         self.path = Path(path)
-        self.writer = writer
-        if self.path.exists() and not self.path.is_dir():
-            raise OlftError(f"Output path {self.path} is a file, not a folder. Pass --out with a folder path.")
-        saved = self.path / "config.json"
-        if overwrite and writer and self.path.exists():
-            shutil.rmtree(self.path)
-        elif saved.is_file() and not overwrite:  # other processes leave an --overwrite to rank 0
-            try:
-                old = json.loads(saved.read_text())
-            except json.JSONDecodeError as exc:
-                raise OlftError(f"{saved} is unreadable ({exc}). Pass --overwrite to start this run folder afresh.") from exc
-            diffs = config_differences(old, config)
-            if diffs:
-                listing = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-                raise OlftError(
-                    f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
-                    "--out, rerun with the same options to resume, or pass --overwrite to start afresh."
-                )
         self.config = config
+        self.overwrite = overwrite
+        self.writer = writer
+        self.started = datetime.now(timezone.utc).isoformat()  # identifies this run in its pieces
+        self.timed_by: dict | None = None  # set by `record_conditions` once the device is known
+        self.requested: list[str] = []  # strategy names this run was asked for, listed first
+        self._lock: runlock.RunLock | None = None
+        self._check(probe_lock=True)
         if writer:
             self._check_writable()
 
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _check(self, probe_lock: bool) -> None:
+        """Refuse a folder this run may not write, or (with --overwrite) may not clear."""
+        if self.path.exists() and not self.path.is_dir():
+            raise OlftError(f"Output path {self.path} is a file, not a folder. Pass --out with a folder path.")
+        if not self.path.is_dir() or (self.overwrite and not self.writer):
+            return  # other processes leave an --overwrite to rank 0
+        if self.writer and probe_lock:
+            held, holder = runlock.probe(self.path)
+            if held:
+                raise runlock.in_use(self.path, holder)
+        saved = saved_config(self.path)
+        if self.overwrite:
+            foreign = foreign_entries(self.path)
+            if foreign or (saved is None and any(e.name not in LOCK_FILES for e in self.path.iterdir())):
+                what = f"it holds {', '.join(foreign[:3])}" if foreign else "its config.json is not one olft wrote"
+                raise OlftError(f"--overwrite clears only a run folder olft made, and {self.path} is not one ({what}). "
+                                "Nothing was deleted: pass another --out, or move those files away yourself.")
+            return
+        if saved is None:
+            clash = sorted(e.name for e in self.path.iterdir() if e.name in (OWN_FILES | set(OWN_FOLDERS)) - LOCK_FILES)
+            if clash:
+                raise OlftError(f"{self.path} holds {clash[0]} but no config.json written by olft, so it is not an olft "
+                                "run folder and olft will not write over it. Pass another --out.")
+            return
+        diffs = config_differences(saved, self.config)
+        if diffs:
+            listing = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+            raise OlftError(
+                f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
+                "--out, rerun with the same options to resume, or pass --overwrite to start afresh."
+            )
+
     def _check_writable(self) -> None:
         """Fail before any work if the folder (or the parent it will be made in) is read-only."""
-        import os
-
         probe = self.path
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
@@ -97,17 +186,32 @@ class RunFolder:
             raise OlftError(f"Cannot write to output folder {self.path} ({probe} is not writable). Pass --out with a writable folder.")
 
     def start(self) -> None:
-        """Create the folder and record the config: called once the inputs have been validated."""
-        if self.writer:
-            self._make_writable()
-            report.write_json(self.path / "config.json", self.config)
-            self.mark_incomplete()
+        """Lock the folder, check it again, clear it for --overwrite, and record the config.
 
-    def _make_writable(self) -> None:
+        Called once the inputs (model, data, options) have been validated, so bad input never
+        deletes or writes anything. A folder whose last run died (its lock free, results.json
+        still "running") is taken over: its finished pieces are kept.
+        """
+        if not self.writer:
+            return
+        self._make_writable("")
+        self._lock = runlock.RunLock(self.path, self.started)
+        previous = self._lock.acquire()
+        self._check(probe_lock=False)  # the folder may have changed while the inputs loaded
+        if self.overwrite:
+            self._remove_own_files()
+        elif _status(self.path) == "running":
+            log.warning("%s: the run by %s stopped without finishing (killed?); continuing it", self.path,
+                        runlock.describe(previous))  # fmt: skip
+        for sub in OWN_FOLDERS:
+            self._make_writable(sub)
+        report.write_json(self.path / "config.json", self.config)
+        self.mark_incomplete()
+
+    def _make_writable(self, sub: str) -> None:
         try:
-            for sub in ("", "pieces", "weights", "checkpoints"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+            probe = self.path / sub / ".write-test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
@@ -115,11 +219,38 @@ class RunFolder:
                 f"Cannot write to output folder {self.path}: {exc.strerror}. Pass --out with a writable folder."
             ) from exc
 
-    # -- pieces ----------------------------------------------------------------------------------
-    def _piece(self, kind: str, name: str) -> Path:
-        return self.path / "pieces" / f"{kind}-{name}.json"
+    def _remove_own_files(self) -> None:
+        """--overwrite: delete olft's files (never the lock this run holds, never anything else)."""
+        for entry in self.path.iterdir():
+            if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
+                for inner in entry.iterdir():
+                    if _is_own(inner, entry.name):
+                        inner.unlink()
+                with suppress(OSError):  # not empty: something appeared that olft did not write
+                    entry.rmdir()
+            elif _is_own(entry) and entry.name not in LOCK_FILES:
+                entry.unlink()
 
-    def load_piece(self, kind: str, name: str) -> dict | None:
+    def record_conditions(self, device: Any, world_size: int) -> None:
+        """What this run's timings depend on, stamped on every piece it saves (see `compare_timing`)."""
+        import torch
+
+        name = str(device)
+        if getattr(device, "type", None) == "cuda":
+            name += f" ({torch.cuda.get_device_name(device)})"
+        record = runlock.this_process(self.started)
+        del record["command"]
+        self.timed_by = {**record, "torch_threads": torch.get_num_threads(), "device": name, "world_size": world_size}
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _piece(self, kind: str, name: str | None) -> Path:
+        return self.path / "pieces" / (f"{kind}.json" if name is None else f"{kind}-{name}.json")
+
+    def piece_names(self, kind: str) -> list[str]:
+        """Names of the saved pieces of `kind`, sorted."""
+        return sorted(p.name[len(kind) + 1 : -5] for p in (self.path / "pieces").glob(f"{kind}-*.json"))
+
+    def _read(self, kind: str, name: str | None) -> dict | None:
         path = self._piece(kind, name)
         if not path.is_file():
             return None
@@ -128,9 +259,20 @@ class RunFolder:
         except json.JSONDecodeError:
             return None  # cannot happen with atomic writes, but never trust a damaged piece
 
-    def save_piece(self, kind: str, name: str, data: dict) -> None:
+    def load_piece(self, kind: str, name: str | None = None) -> dict | None:
+        """A saved piece as it was given to `save_piece` (without its `timed_by` stamp), or None."""
+        piece = self._read(kind, name)
+        if piece is not None:
+            piece.pop("timed_by", None)
+        return piece
+
+    def save_piece(self, kind: str, name: str | None, data: dict) -> None:
         if self.writer:
-            report.write_json(self._piece(kind, name), data)
+            report.write_json(self._piece(kind, name), {**data, "timed_by": self.timed_by})
+
+    def drop_piece(self, kind: str, name: str | None) -> None:
+        if self.writer:
+            self._piece(kind, name).unlink(missing_ok=True)
 
     def weights_path(self, name: str) -> Path:
         return self.path / "weights" / f"{safe_name(name)}.safetensors"
@@ -138,23 +280,94 @@ class RunFolder:
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{safe_name(name)}.pt"
 
+    def refresh(self, results: dict) -> None:
+        """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
+
+        Sets the selection, every finished strategy (a piece with its weights) and failure, the
+        strategy names (this run's first), and `timing`: whether the pieces' times compare.
+        Other processes keep what they were told.
+        """
+        if not self.writer:
+            return
+        done = {n: p for n in self.piece_names("strategy") if (p := self._read("strategy", n)) and self.weights_path(n).is_file()}
+        failed = {n: p for n in self.piece_names("failed") if n not in done and (p := self._read("failed", n))}
+        others = sorted({*done, *failed} - set(self.requested), key=lambda n: (STRATEGY_ORDER.get(n, 3), n))
+        names = list(dict.fromkeys([*self.requested, *others]))
+        results["strategy_names"] = names
+        results["strategies"] = {n: done[n] for n in names if n in done}
+        results["failed"] = {n: failed[n] for n in names if n in failed}
+        results["selection"] = (self.load_piece("selection") or {}).get("selection") or results.get("selection")
+        candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in self.piece_names("candidate")}
+        results["timing"] = {
+            "strategies": compare_timing({n: s.get("timed_by") for n, s in results["strategies"].items()},
+                                         [n for n, s in results["strategies"].items() if s.get("resumed_at")]),
+            "candidates": compare_timing(candidates),
+        }  # fmt: skip
+
     def write_results(self, results: dict) -> None:
         if self.writer:
             report.write_json(self.path / "results.json", results)
 
     def finish(self, results: dict) -> None:
+        """Write results.json, table.md and layers.png; drop the checkpoints of finished strategies."""
         if not self.writer:
             return
         report.write_json(self.path / "results.json", results)
         report.atomic_write(self.path / "table.md", report.table_md(results))
         report.plot_layers(results, self.path / "layers.png")
-        shutil.rmtree(self.path / "checkpoints", ignore_errors=True)
+        for name in results["strategies"]:
+            self.checkpoint_path(name).unlink(missing_ok=True)
+        with suppress(OSError):  # still holds an unfinished strategy's checkpoint
+            (self.path / "checkpoints").rmdir()
 
     def mark_incomplete(self) -> None:
-        """Drop the files that only a complete run may have (from an earlier, different run)."""
+        """Drop the files that only an ended run may have (from an earlier, different run)."""
         if self.writer:
             for stale in ("table.md", "layers.png"):
                 (self.path / stale).unlink(missing_ok=True)
+
+
+def _status(path: Path) -> str | None:
+    try:
+        return json.loads((Path(path) / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def describe_status(path: Path) -> str:
+    """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
+    held, holder = runlock.probe(path)
+    status = _status(path)
+    if held:
+        return f"RUNNING in {runlock.describe(holder)}"
+    if status == "running":
+        return (f"INTERRUPTED: the run by {runlock.describe(holder)} stopped without finishing (killed?); rerun its "
+                "command to continue")  # fmt: skip
+    return "complete" if status == "complete" else f"INCOMPLETE ({status or 'no status'})"
+
+
+def compare_timing(records: dict[str, dict | None], resumed: list[str] | None = None) -> dict:
+    """Whether the times of these pieces compare: timed by one run under one set of conditions.
+
+    `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none);
+    `resumed` names pieces whose training resumed from a checkpoint, so their time counts only
+    the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}],
+    "differs_in" (fields, "run" when more than one run), "unrecorded", "resumed_mid_training"}.
+    """
+    runs: dict[tuple, dict] = {}
+    unrecorded = []
+    for name, rec in records.items():
+        if not rec:
+            unrecorded.append(name)
+            continue
+        key = (rec.get("host"), rec.get("pid"), rec.get("started"))
+        runs.setdefault(key, {"label": chr(ord("A") + len(runs) % 26) * (1 + len(runs) // 26), **rec, "pieces": []})
+        runs[key]["pieces"].append(name)
+    listed = list(runs.values())
+    differs = (["run"] if len(listed) > 1 else []) + [f for f in TIMING_FIELDS if len({r.get(f) for r in listed}) > 1]
+    resumed = list(resumed or [])
+    return {"comparable": not (differs or unrecorded or resumed), "runs": listed, "differs_in": differs,
+            "unrecorded": unrecorded, "resumed_mid_training": resumed}  # fmt: skip
 
 
 def fault_point(name: str) -> None:
