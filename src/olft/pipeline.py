@@ -74,12 +74,13 @@ def load_examples(cfg: RunConfig, task: tasks.Task) -> tuple[list, dict[str, lis
 class Session:
     """A loaded model + task + tokenized data, ready to tune any set of layers."""
 
-    def __init__(self, cfg: RunConfig, quiet: bool = False):
+    def __init__(self, cfg: RunConfig, quiet: bool = False, data: bool = True):
+        """`data=False`: the model and tokenizer only (predicting, loading, exporting a run)."""
         self.cfg = cfg
         self.dist = distributed.context(cfg.train.mixed_precision)
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
-        train, evals = load_examples(cfg, self.task)
+        train, evals = load_examples(cfg, self.task) if data else ([], {})
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
             m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
@@ -88,7 +89,7 @@ class Session:
         max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
         self.max_length = min(cfg.data.max_length, max_pos)
         self.train_examples = train
-        self.train_enc = self.encode(train)
+        self.train_enc = self.encode(train) if data else Encoded([], [], self.tokenizer.pad_token_id)
         self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
         self.truncated = self.train_enc.truncated + sum(e.truncated for e in self.eval_enc.values())
         if self.truncated:
