@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from olft import distributed, report
+from olft import curves, distributed, report
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session
@@ -84,10 +84,15 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     """
     writer = distributed.context(cfg.train.mixed_precision).is_main
     folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
+    if cfg.train.report_to:
+        curves.check_tracker(cfg.train.report_to)  # before any work
     session = Session(cfg, quiet=quiet)
     strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
     parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
     folder.start()
+    if writer:
+        tracker = curves.make_tracker(cfg.train.report_to, folder.path) if cfg.train.report_to else None
+        session.curves = curves.Curves(folder.path, tracker)
     results = _header(cfg, session)
     results["strategy_names"] = [s.name for s in strategies]
     folder.write_results(results)
@@ -100,9 +105,14 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             folder.write_results(results)
             log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
             raise
+        finally:
+            if session.curves is not None:
+                session.curves.finish()
     results["complete"] = not results["failed"]
     results["status"] = "complete" if results["complete"] else "finished with failures"
     folder.finish(results)
+    if writer:
+        curves.plot_curves(folder.path, folder.path / "loss.png")
     log.info("results in %s", folder.path)
     return results
 
@@ -196,15 +206,26 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     """Only the selection stage: candidates scored, winner named (written to the run folder)."""
     writer = distributed.context(cfg.train.mixed_precision).is_main
     folder = RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
+    if cfg.train.report_to:
+        curves.check_tracker(cfg.train.report_to)  # before any work
     session = Session(cfg, quiet=quiet)
     parse_candidates(cfg.selection.candidates, session.num_layers)
     folder.start()
+    if writer:
+        tracker = curves.make_tracker(cfg.train.report_to, folder.path) if cfg.train.report_to else None
+        session.curves = curves.Curves(folder.path, tracker)
     results = _header(cfg, session)
     results["strategy_names"] = []
     with _stop_on_sigterm():
-        _select(session, folder, results)
+        try:
+            _select(session, folder, results)
+        finally:
+            if session.curves is not None:
+                session.curves.finish()
     results["complete"], results["status"] = True, "complete"
     folder.finish(results)
+    if writer:
+        curves.plot_curves(folder.path, folder.path / "loss.png")
     return results
 
 

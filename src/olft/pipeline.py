@@ -89,6 +89,7 @@ class Session:
         max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
         self.max_length = min(cfg.data.max_length, max_pos)
         self.train_examples = train
+        self.curves = None  # olft.curves.Curves: per-step curves of every piece tuned (set by api.run)
         self.train_enc = self.encode(train) if data else Encoded([], [], self.tokenizer.pad_token_id)
         self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
         self.truncated = self.train_enc.truncated + sum(e.truncated for e in self.eval_enc.values())
@@ -161,6 +162,7 @@ class Session:
                 seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
+                on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
             )  # fmt: skip
             metrics = {}
             for split, enc in eval_encs.items():

@@ -25,7 +25,7 @@ from olft.errors import OlftError
 
 # Fields that do not change what a run computes; they may differ on resume. How the work is spread
 # (processes, --selection-parallel, --device-map, checkpointing) is one of them.
-IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing"}
+IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to"}
 
 
 def _defaults() -> dict[str, Any]:
