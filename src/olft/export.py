@@ -83,7 +83,7 @@ def _export_olft(info: RunInfo, tmp: Path) -> None:
 
 
 def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
-    from olft.load import _probe_logits, merge_lora, to_transformers
+    from olft.hfmodel import _probe_logits, merge_lora, to_transformers
 
     session, applied = tuned_session(info, quiet=True)
     stack = session.stack
@@ -134,7 +134,7 @@ def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path) -> None:
 
 def _verify(folder: Path, format: str, session, reference) -> None:
     """Load the export as a user would and compare with olft's outputs; then finalise paths."""
-    from olft.load import check_same
+    from olft.hfmodel import check_same
 
     if format == "merged":
         from transformers import AutoModelForSequenceClassification
