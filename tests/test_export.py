@@ -60,9 +60,7 @@ def test_load_gives_predict_probabilities(runs, predicted, name):
     assert type(model).__name__ == ("BertForSequenceClassification" if name.startswith("bert") else "LlamaForSequenceClassification")
     if name.startswith("llama"):
         assert tokenizer.sep_token is None  # decoders: olft joins pairs with a newline
-        tok = lambda a, b, **kw: tokenizer(a + "\n" + b, **kw)  # noqa: E731
-        with torch.no_grad():
-            got = np.array([torch.softmax(model(**tok(a, b, return_tensors="pt")).logits.double(), -1)[0].numpy() for a, b in PAIRS])
+        got = _decoder_probs(model, tokenizer)
     else:
         got = _probs(model, tokenizer)
     assert np.allclose(got, predicted[name], atol=1e-5)
@@ -102,6 +100,28 @@ def test_peft_export_loads_with_peft(runs, predicted, tmp_path):
     assert np.allclose(_probs(model, AutoTokenizer.from_pretrained(out)), predicted["bert-lora"], atol=1e-4)
 
 
+def _decoder_probs(model, tokenizer) -> np.ndarray:
+    with torch.no_grad():  # olft joins a decoder's pair with a newline
+        return np.array([torch.softmax(model(**tokenizer(a + "\n" + b, return_tensors="pt")).logits.double(), -1)[0].numpy()
+                         for a, b in PAIRS])
+
+
+@pytest.mark.parametrize("fmt", ["peft", "merged"])
+def test_decoder_exports_carry_the_head_bias(runs, predicted, tmp_path, capsys, fmt):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / fmt
+    assert main(["export", "--run", str(runs["llama-lora"]), "--format", fmt, "--output", str(out)]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    loader = AutoPeftModelForSequenceClassification if fmt == "peft" else AutoModelForSequenceClassification
+    model = loader.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert np.allclose(_decoder_probs(model, tokenizer), predicted["llama-lora"], atol=1e-4)
+    if fmt == "peft":
+        assert "score" in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
+
+
 def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -134,7 +154,6 @@ def test_bad_export_inputs(runs, tmp_path, capsys):
     out = str(tmp_path / "x")
     _fails(capsys, ["export", "--run", str(runs["llama-adapter"]), "--format", "peft", "--output", out], "--format olft")
     _fails(capsys, ["export", "--run", str(runs["llama-adapter"]), "--format", "merged", "--output", out], "LoRA runs only")
-    _fails(capsys, ["export", "--run", str(runs["llama-lora"]), "--format", "peft", "--output", out], "without a bias")
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--strategy", "final", "--output", out], "Finished: olft")
     _fails(capsys, ["export", "--run", str(tmp_path), "--output", out], "not an olft run folder")
     (tmp_path / "full").mkdir()

@@ -1,22 +1,24 @@
 """`olft export`: hand a run's tuned model to other tools.
 
 Formats, and what each can hold:
-- `peft` (LoRA runs of families whose transformers head is olft's head, e.g. BERT): the peft
+- `peft` (LoRA runs): the peft
   library's adapter folder, `adapter_config.json` (`layers_to_transform`, `target_modules`,
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`.
-- `merged` (LoRA runs, same families): LoRA folded into the weights, a plain transformers folder
+- `merged` (LoRA runs): LoRA folded into the weights, a plain transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
 - `olft` (every method): the run's config, results and the strategy's weights, loadable with
   `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
   transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while
   olft runs on transformers 5, so this is their export.
 
-Decoder families are refused for `peft` and `merged`: transformers' `...ForSequenceClassification`
-scores with a Linear that has no bias, and olft's head has one, so the reloaded model would
-predict differently. Every `peft`/`merged` export is reloaded the way a user would load it and
-compared with olft's outputs (atol 1e-4) before it is put in place.
+Decoder families (GPT-2, Llama, ...): transformers' `...ForSequenceClassification` scores with a
+Linear that has no bias and olft's head has one, so their `peft` and `merged` folders carry
+`olft_head.py`, a subclass whose `score` has the bias, named in config.json's `auto_map`: load
+them with `trust_remote_code=True` (without it transformers drops the bias). Every `peft`/`merged`
+export is reloaded the way a user would load it and compared with olft's outputs (atol 1e-4)
+before it is put in place.
 """
 
 from __future__ import annotations
@@ -95,31 +97,55 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
         lora = applied.state_dict()
         applied.remove()
     model = to_transformers(stack, info, session.tokenizer.pad_token_id)
-    if not isinstance(getattr(model, "classifier", None), nn.Linear):
-        raise OlftError(f"--format {format}: transformers' {type(model).__name__} scores without a bias and olft's head has "
-                        "one, so the exported model would predict differently. Use --format olft (olft.load, olft predict).")
+    decoder = isinstance(getattr(model, "score", None), nn.Linear)
+    if decoder:  # transformers' score has no bias: the folder carries a subclass whose score has one
+        model.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.Olft{type(model).__name__}"}
     if format == "merged":
-        model.save_pretrained(tmp)
+        _save_model(model, tmp, decoder)
         session.tokenizer.save_pretrained(tmp)
-        _verify(tmp, "merged", session, reference)
+        _verify(tmp, "merged", session, reference, decoder)
         return
-    _save_peft(model, lora, info, session, tmp)
-    _verify(tmp, "peft", session, reference)
+    _save_peft(model, lora, info, session, tmp, "score" if decoder else "classifier", decoder)
+    _verify(tmp, "peft", session, reference, decoder)
 
 
-def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path) -> None:
+HEAD_MODULE = "olft_head"
+HEAD_CODE = '''"""olft's head for {parent}: its `score` Linear with a bias (transformers' has none).
+
+Written by `olft export`; load this folder with trust_remote_code=True.
+"""
+
+from torch import nn
+from transformers import {parent}
+
+
+class Olft{parent}({parent}):
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(config.get_text_config().hidden_size, config.num_labels, bias=True)
+        self.post_init()
+'''
+
+
+def _save_model(model, folder: Path, decoder: bool) -> None:
+    model.save_pretrained(folder)
+    if decoder:
+        (folder / f"{HEAD_MODULE}.py").write_text(HEAD_CODE.format(parent=type(model).__name__))
+
+
+def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, decoder: bool) -> None:
     """Base model (plain, with olft's head) in `base/`, the LoRA adapter + head in the folder."""
     from peft import LoraConfig, get_peft_model
 
     base = tmp / "base"
-    model.save_pretrained(base)
+    _save_model(model, base, decoder)
     session.tokenizer.save_pretrained(base)
     session.tokenizer.save_pretrained(tmp)
     m, family = info.cfg.method, session.stack.family
     config = LoraConfig(
         task_type="SEQ_CLS", r=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
         target_modules=list(family.lora_targets), layers_to_transform=list(info.layers),
-        layers_pattern=family.layers_pattern, modules_to_save=["classifier"],
+        layers_pattern=family.layers_pattern, modules_to_save=[head],
     )  # fmt: skip
     peft_model = get_peft_model(model, config)
     prefix = f"base_model.model.{model.base_model_prefix}."
@@ -132,18 +158,18 @@ def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path) -> None:
     peft_model.save_pretrained(tmp)
 
 
-def _verify(folder: Path, format: str, session, reference) -> None:
-    """Load the export as a user would and compare with olft's outputs; then finalise paths."""
+def _verify(folder: Path, format: str, session, reference, decoder: bool) -> None:
+    """Load the export as a user would and compare with olft's outputs."""
     from olft.hfmodel import check_same
 
     if format == "merged":
         from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
     else:
         from peft import AutoPeftModelForSequenceClassification
 
-        model = AutoPeftModelForSequenceClassification.from_pretrained(folder)
+        model = AutoPeftModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
     check_same(model.eval(), session, reference, f"export --format {format}")
 
 
@@ -168,4 +194,7 @@ def add_export_options(p) -> None:
 def export_command(args) -> int:
     out = export(args.run, args.output, args.strategy, args.format)
     print(f"wrote {out} ({args.format})")
+    if any(out.rglob(f"{HEAD_MODULE}.py")):
+        print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds the head with its bias (without it, transformers "
+              "drops the bias and predicts differently)")
     return 0
