@@ -59,9 +59,10 @@ def export(run_dir: str | Path, output: str | Path, strategy: str = "olft", form
             _export_olft(info, tmp)
         else:
             _export_transformers(info, tmp, format)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            tmp.rename(out)  # replaces an empty folder; fails if something was written there meanwhile
+        except OSError as exc:
+            raise OlftError(f"Cannot put the export in place at {out} ({exc.strerror}). Pass --output a new folder.") from None
         if format == "peft":
             _point_at_base(out)
     finally:
