@@ -115,7 +115,9 @@ def plot_curves(folder: Path, path: Path) -> bool:
         if not candidate:
             ax_lr.plot(c["step"], c["lr"], lw=1.2, label=name)
     ax.set_ylabel("training loss")
-    ax.set_yscale("log" if all(min(c["loss"]) > 0 for c in curves.values()) else "linear")
+    losses = [x for c in curves.values() for x in c["loss"]]
+    if min(losses) > 0 and max(losses) > 10 * min(losses):  # log only where the loss falls by orders of magnitude
+        ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"training curves: {Path(folder).resolve().name}")
     ax_lr.set_ylabel("learning rate")
