@@ -206,6 +206,23 @@ def test_config_file_and_flags_override_it(tmp_path):
     assert parse(["run", "--config", str(yml), "--cache"]).cfg.train.cache is True
 
 
+def test_print_config_output_is_a_config(tmp_path, capsys):
+    from olft.cli import parse
+
+    assert _exit_code(["run", "--task", "sst2", "--lora-rank", "4", "--print_config"]) == 0
+    path = tmp_path / "printed.yaml"
+    path.write_text(capsys.readouterr().out)
+    cfg = parse(["run", "--config", str(path)]).cfg
+    assert cfg.data.task == "sst2" and cfg.method.lora_rank == 4
+
+
+def _exit_code(args) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:  # --help and --print_config exit from the parser
+        return exc.code
+
+
 def test_config_file_typos_exit_2(tmp_path, capsys):
     cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown option 'trian'"),
              ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML")]

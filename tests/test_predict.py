@@ -158,3 +158,13 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     r = json.loads((runs["bert"] / "results.json").read_text())
     (unfinished / "results.json").write_text(json.dumps({**r, "strategies": {}, "status": "interrupted", "complete": False}))
     _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished")
+
+
+def test_rows_for_classes_and_scores():
+    from olft.predict import rows_for
+
+    rows, preds = rows_for(tasks.get_task("mnli"), np.array([[0.0, np.log(3.0), 0.0]]))
+    assert rows == [{"prediction": "neutral", "prob_entailment": pytest.approx(0.2), "prob_neutral": pytest.approx(0.6),
+                     "prob_contradiction": pytest.approx(0.2)}] and list(preds) == [1]
+    rows, preds = rows_for(tasks.get_task("stsb"), np.array([[3.5], [-0.25]]))
+    assert rows == [{"score": 3.5}, {"score": -0.25}] and list(preds) == [3.5, -0.25]

@@ -110,7 +110,8 @@ def build_parser():
 def _known_keys(command: str) -> set[str]:
     sections = COMMANDS[command][1]
     keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
-    return keys | ({*TOP_LEVEL} if command != "info" else set())
+    flags = {"quiet", "verbose", "debug"} | ({"overwrite", *TOP_LEVEL} if command != "info" else set())
+    return keys | flags | ({"layers"} if command == "train" else set())  # what --print_config writes
 
 
 def _flatten(d: dict, prefix: str = "") -> list[str]:
