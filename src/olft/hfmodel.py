@@ -9,8 +9,8 @@ head, so the result works with `transformers.pipeline("text-classification", ...
   plain transformers class.
 - Decoders (GPT-2, Llama, Mistral, Qwen2): transformers' `score` is a Linear *without* a bias
   and pools the rightmost token that is not `pad_token_id`. olft's head has a bias, so `score`
-  is replaced by a Linear with one: exact in memory, but `save_pretrained` + `from_pretrained`
-  of that class would drop the bias (hence `olft export` refuses decoders for plain formats).
+  is replaced by a Linear with one: exact in memory; `save_pretrained` + `from_pretrained` of
+  the plain class would drop the bias, so `olft export` adds a subclass that keeps it.
   Pooling matches for right-padded inputs that do not end with the pad token.
 - Any other head or pooling (e.g. mean pooling, which no transformers class does) is refused
   with an OlftError: use `olft predict` or the Python `Session` instead.
