@@ -11,7 +11,9 @@ head, so the result works with `transformers.pipeline("text-classification", ...
   and pools the rightmost token that is not `pad_token_id`. olft's head has a bias, so `score`
   is replaced by a Linear with one: exact in memory; `save_pretrained` + `from_pretrained` of
   the plain class would drop the bias, so `olft export` adds a subclass that keeps it.
-  Pooling matches for right-padded inputs that do not end with the pad token.
+  Pooling matches for right-padded inputs that do not end with the pad token. olft feeds a
+  decoder a sentence pair as one text joined by a newline: do the same (`"a\nb"`), not
+  `text_pair`, to get the run's predictions.
 - Any other head or pooling (e.g. mean pooling, which no transformers class does) is refused
   with an OlftError: use `olft predict` or the Python `Session` instead.
 
