@@ -209,3 +209,113 @@ def test_every_method_runs_saves_and_reloads(model_dirs, tiny_glue, tmp_path, ca
     for line in capsys.readouterr().out.splitlines()[1:]:
         now, saved = line.split("accuracy=")[1].split(" (results.json: ")
         assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9
+
+
+# -- the parser: generated from the config dataclasses; config files; did-you-mean ------------------
+
+
+def test_flags_short_and_grouped_names():
+    from olft.cli import parse
+
+    a = parse(["run", "--model", "m", "--method=lora", "--task", "sst2", "--no-cache", "--prefix-reparam", "--train.lr", "0.5",
+               "--max-train-samples", "7", "--strategies", "final", "--out", "o"])
+    cfg = a.cfg
+    assert (cfg.model.model, cfg.method.method, cfg.data.task) == ("m", "lora", "sst2")
+    assert cfg.train.cache is False and cfg.method.prefix_reparam is True and cfg.train.lr == 0.5
+    assert cfg.data.max_train_samples == 7 and cfg.strategies == "final" and cfg.out == "o"
+    assert parse(["run"]).cfg.train.cache is True and parse(["run"]).cfg.data.max_train_samples is None
+
+
+def test_config_file_and_flags_override_it(tmp_path):
+    from olft.cli import parse
+
+    yml = tmp_path / "run.yaml"
+    yml.write_text("model:\n  model: m\ndata:\n  task: mrpc\n  max_length: 64\ntrain:\n  lr: 0.25\n  cache: false\nstrategies: olft\n")
+    cfg = parse(["run", "--lr", "0.1", "--config", str(yml)]).cfg  # a flag before --config still wins
+    assert (cfg.model.model, cfg.data.task, cfg.data.max_length, cfg.train.lr) == ("m", "mrpc", 64, 0.1)
+    assert cfg.train.cache is False and cfg.strategies == "olft"
+    assert parse(["run", "--config", str(yml), "--cache"]).cfg.train.cache is True
+
+
+def test_print_config_output_is_a_config(tmp_path, capsys):
+    from olft.cli import parse
+
+    assert _exit_code(["run", "--task", "sst2", "--lora-rank", "4", "--print_config"]) == 0
+    path = tmp_path / "printed.yaml"
+    path.write_text(capsys.readouterr().out)
+    cfg = parse(["run", "--config", str(path)]).cfg
+    assert cfg.data.task == "sst2" and cfg.method.lora_rank == 4
+
+
+def _exit_code(args) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:  # --help and --print_config exit from the parser
+        return exc.code
+
+
+def test_config_file_typos_exit_2(tmp_path, capsys):
+    cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown option 'trian'"),
+             ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML")]
+    for text, phrase in cases:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        _fails(capsys, ["run", "--config", str(path)], phrase)
+    _fails(capsys, ["run", "--config", str(tmp_path / "none.yaml")], "not found")
+    _fails(capsys, ["run", "--tsak", "rte"], "Did you mean --task")
+    _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
+
+
+def test_run_folder_config_repeats_the_run(llama_run, tmp_path):
+    out = tmp_path / "again"
+    assert main(["run", "--config", str(llama_run / "config.json"), "--out", str(out), "-q"]) == 0
+    first, again = (json.loads((d / "config.json").read_text()) for d in (llama_run, out))
+    assert {**first, "out": None} == {**again, "out": None} and again["out"] == str(out)
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (llama_run, out))
+    assert r1["selection"]["selected_layer"] == r2["selection"]["selected_layer"]
+    assert {k: v["metrics"] for k, v in r1["strategies"].items()} == {k: v["metrics"] for k, v in r2["strategies"].items()}
+
+
+# -- training curves and plots ---------------------------------------------------------------------
+
+
+def test_curves_per_piece(llama_run):
+    import csv
+
+    r = json.loads((llama_run / "results.json").read_text())
+    names = {p.stem for p in (llama_run / "curves").glob("*.csv")}
+    assert names == {"olft", "final", "full", "candidate-1", "candidate-2"}
+    for name, s in r["strategies"].items():
+        with open(llama_run / "curves" / f"{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(x["step"]) for x in rows] == list(range(1, s["steps"] + 1))
+        lrs = [float(x["lr"]) for x in rows]
+        assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0]  # no warm-up step at 6 steps; the rate each step used and all(float(x["grad_norm"]) > 0 for x in rows)
+    assert (llama_run / "loss.png").stat().st_size > 0
+
+
+def test_report_to(model_dirs, tiny_glue, tmp_path, capsys):
+    import importlib.util
+
+    base = ["run", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), "--strategies", "final", *FAST]
+    if importlib.util.find_spec("wandb") is None:
+        _fails(capsys, [*base, "--out", str(tmp_path / "w"), "--report-to", "wandb"], "pip install wandb")
+        assert not (tmp_path / "w").exists()
+    if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
+        assert main([*base, "--out", str(tmp_path / "t"), "--report-to", "tensorboard"]) == 0
+        assert list((tmp_path / "t" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_layer_plot_helpers(tmp_path):
+    from olft.report import binomial_se, plot_layers, selection_verdict
+
+    assert binomial_se(0.5, 100) == pytest.approx(0.05) and binomial_se(1.0, 10) == 0.0
+    cands = [{"layer": 4, "score": 0.60}, {"layer": 5, "score": 0.70}, {"layer": 6, "score": 0.66}]
+    sel = {"candidates": cands, "score_examples": 100, "flat": False, "selected_layer": 5, "protocol": "train-holdout"}
+    assert selection_verdict(sel) == "near-tie"  # runner-up 0.04 behind, SE(0.7, n=100) = 0.046
+    assert selection_verdict({**sel, "score_examples": 200}) is None  # SE(0.7, n=200) = 0.032
+    assert selection_verdict({**sel, "flat": True}) == "tie"
+    results = {"selection": sel, "num_layers": 12, "middle_bucket": [4, 5, 6, 7], "metric": "accuracy", "model": "m",
+               "task": "rte", "method": "lora", "eval_splits": ["validation"],
+               "strategies": {"final": {"score": 0.55}, "full": {"score": 0.72}}}
+    assert plot_layers(results, tmp_path / "l.png") and (tmp_path / "l.png").stat().st_size > 0

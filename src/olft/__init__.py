@@ -7,6 +7,7 @@ the full training set, and compare with final-layer and all-layer tuning.
     import olft
     cfg = olft.RunConfig(model=olft.ModelConfig("minilm-l6"), data=olft.DataConfig("rte"))
     results = olft.run(cfg)
+    model = olft.load("runs/X")        # a transformers model of the tuned layer (see olft.hfmodel)
 """
 
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
@@ -15,10 +16,15 @@ from olft.errors import OlftError
 __version__ = "0.1.0"
 
 _API = ("run", "select_layer", "info")
+_HF = ("load", "load_tokenizer")
 
 
 def __getattr__(name: str):
     # The entry points pull in torch and transformers; import them on first use only.
+    if name in _HF:
+        import importlib
+
+        return getattr(importlib.import_module("olft.hfmodel"), name)
     if name in _API:
         import importlib
 
@@ -30,5 +36,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "DataConfig", "MethodConfig", "ModelConfig", "OlftError", "RunConfig", "SelectionConfig",
-    "TrainConfig", "info", "run", "select_layer",
+    "TrainConfig", "info", "load", "load_tokenizer", "run", "select_layer",
 ]

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from olft import distributed, report
+from olft import curves, distributed, report
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session
@@ -79,6 +79,8 @@ def _stop_on_sigterm():
 
 def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     writer = distributed.context(cfg.train.mixed_precision).is_main
+    if cfg.train.report_to:
+        curves.check_tracker(cfg.train.report_to)  # before any work
     return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
 
 
@@ -87,6 +89,9 @@ def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[
     folder.start()
     folder.record_conditions(session.dist.device, session.dist.world_size)
     folder.requested = requested
+    if folder.writer:
+        tracker = curves.make_tracker(cfg.train.report_to, folder.path) if cfg.train.report_to else None
+        session.curves = curves.Curves(folder.path, tracker)
     results = {**_header(cfg, session), "strategy_names": list(requested)}
     folder.refresh(results)
     folder.write_results(results)
@@ -94,7 +99,7 @@ def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[
 
 
 @contextmanager
-def _recorded(folder: RunFolder, results: dict):
+def _recorded(folder: RunFolder, results: dict, session: Session):
     """However the work stops, results.json says so: never "running" once this process is done."""
     with _stop_on_sigterm():
         try:
@@ -108,6 +113,9 @@ def _recorded(folder: RunFolder, results: dict):
             results["status"], results["error"] = "stopped by an error", f"{type(exc).__name__}: {exc}"
             folder.write_results(results)
             raise
+        finally:
+            if session.curves is not None:
+                session.curves.finish()
 
 
 def _end(folder: RunFolder, results: dict) -> dict:
@@ -127,6 +135,8 @@ def _end(folder: RunFolder, results: dict) -> dict:
         results["status"] = "complete"
     results["complete"] = results["status"] == "complete"
     folder.finish(results)
+    if folder.writer:
+        curves.plot_curves(folder.path, folder.path / "loss.png")
     log.info("results in %s", folder.path)
     return results
 
@@ -144,7 +154,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
         results = _begin(folder, cfg, session, [s.name for s in strategies])
-        with _recorded(folder, results):
+        with _recorded(folder, results, session):
             for strat in strategies:
                 _run_strategy(session, folder, results, strat)
         return _end(folder, results)
@@ -273,7 +283,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
         session = Session(cfg, quiet=quiet)
         parse_candidates(cfg.selection.candidates, session.num_layers)
         results = _begin(folder, cfg, session, [])
-        with _recorded(folder, results):
+        with _recorded(folder, results, session):
             _selected_layer(session, folder, results)
         return _end(folder, results)
 

@@ -1,7 +1,10 @@
 """The `olft` command: subcommands map one-to-one onto library functions.
 
-Options are generated from the config dataclasses (their field names, defaults and help), so
-there is one place for every default. Input errors (`OlftError`) print one line and exit 2;
+The parser is jsonargparse's, generated from the config dataclasses (field names, types from
+their annotations, defaults, help), so there is one place for every default. Each option has
+its grouped name (`--data.task`) and its short name (`--task`); `--config FILE` reads the same
+groups from YAML or JSON (a run folder's `config.json` is one), and flags override the file.
+Input errors (`OlftError`, bad flags, unknown keys in a config file) print one line and exit 2;
 `--debug` shows the traceback.
 """
 
@@ -9,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import sys
-import types
 import typing
 from pathlib import Path
 
@@ -27,68 +30,187 @@ COMMANDS = {
     "select": ("Only score the candidate layers and name the best one.", tuple(SECTIONS)),
     "train": ("Tune the PEFT module on explicit --layers (no selection).", tuple(SECTIONS)),
 }
+TOP_LEVEL = ("strategies", "out")  # RunConfig's own fields (not in a section)
 
 
-def _arg_type(tp):
-    """Concrete type of a field annotation like `int | None` (annotations are strings here)."""
-    if isinstance(tp, str):
-        tp = eval(tp, {"float": float, "int": int, "str": str, "bool": bool})  # noqa: S307 - our own annotations
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    return tp
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _add_section(parser: argparse.ArgumentParser, name: str, cls) -> None:
-    group = parser.add_argument_group(name)
+def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) -> None:
+    """One option per dataclass field: `--<prefix>.<name>` and `--<name-with-dashes>`."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        tp = _arg_type(f.type)
-        kwargs = {"dest": f"{name}.{f.name}", "default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default: {f.default})"}
-        if tp is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        names = [f"--{prefix}.{f.name}", _flag(f.name)] if prefix else [_flag(f.name)]
+        kwargs: dict = {"help": f.metadata["help"], "default": f.default}
+        if f.name in SECTIONS:  # `--model` names the group in jsonargparse: `_short_flags` maps it
+            names = names[:1]
+            kwargs["help"] += f" (also {_flag(f.name)})"
+        if prefix is None:
+            kwargs["dest"] = f.name
+        if hints[f.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            group.add_argument(flag, type=tp, choices=f.metadata.get("choices"), metavar=f.name.upper(), **kwargs)
+            kwargs["type"] = hints[f.name]
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(*names, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olft", description="Optimal Layer Fine-Tuning: tune one well-chosen layer with a PEFT module.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command, (help_text, sections) in COMMANDS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text)
-        _common(p)
-        for name in sections:
-            _add_section(p, name, SECTIONS[name])
-        if command in ("run", "select", "train"):
-            p.add_argument("--out", dest="run.out", default=argparse.SUPPRESS,
-                           help="Run folder (default: runs/<model>-<task>-<method>). Rerunning with the same folder resumes.")
-            p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
-        if command == "run":
-            p.add_argument("--strategies", dest="run.strategies", default=argparse.SUPPRESS,
-                           help="Comma-separated: olft, final, full, layers=I+J (default: olft,final,full).")
-        if command == "train":
-            p.add_argument("--layers", required=True, help="Layer indices to tune, comma-separated (0-based), e.g. 11 or 3,5.")
-    p = sub.add_parser("evaluate", help="Re-evaluate a finished run folder's saved weights.", description="Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
-    _common(p)
-    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
-    return parser
+def _subparser(help_text: str):
+    from jsonargparse import ArgumentParser
 
-
-def _common(p: argparse.ArgumentParser) -> None:
+    p = ArgumentParser(description=help_text, exit_on_error=False)
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and the final result; no progress bars.")
     p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     p.add_argument("--debug", action="store_true", help="Show tracebacks for input errors.")
+    return p
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    values: dict[str, dict] = {name: {} for name in SECTIONS}
-    top: dict = {}
-    for key, value in vars(args).items():
-        if "." not in key:
-            continue
-        section, name = key.split(".", 1)
-        (top if section == "run" else values[section])[name] = value
+def build_parser():
+    """The whole command line (jsonargparse, with one subcommand per library entry point)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="olft", exit_on_error=False,
+                            description="Optimal Layer Fine-Tuning: tune one well-chosen layer with a PEFT module.")
+    sub = parser.add_subcommands(dest="command", required=True)
+    for command, (help_text, sections) in COMMANDS.items():
+        p = _subparser(help_text)
+        p.add_argument("--config", action=ActionConfigFile,
+                       help="YAML or JSON file with the options below, grouped as model/data/method/train/selection "
+                            "(a run folder's config.json works); flags given with it override the file.")
+        for name in sections:
+            _field_options(p, SECTIONS[name], name)
+        if command != "info":
+            _field_options(p, RunConfig, None, skip=() if command == "run" else ("strategies",))
+            p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
+        if command == "train":
+            p.add_argument("--layers", required=True, help="Layer indices to tune, comma-separated (0-based), e.g. 11 or 3,5.")
+        sub.add_subcommand(command, p, help=help_text)
+    p = _subparser("Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
+    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
+    sub.add_subcommand("evaluate", p, help="Re-evaluate a finished run folder's saved weights.")
+    from olft.export import add_export_options
+    from olft.predict import add_predict_options
+
+    p = _subparser("Classify new text with a run's tuned model: a file, a text, or a GLUE split (test: submission files).")
+    add_predict_options(p)
+    sub.add_subcommand("predict", p, help="Classify new text with a run's tuned model; GLUE test submission files.")
+    p = _subparser("Export a run's tuned model in a standard format (peft adapter, or merged transformers weights).")
+    add_export_options(p)
+    sub.add_subcommand("export", p, help="Export a run's tuned model (peft adapter folder, or merged weights).")
+    return parser
+
+
+# -- config files: checked before parsing so that a typo names its fix ---------------------------
+
+
+def _known_keys(command: str) -> set[str]:
+    sections = COMMANDS[command][1]
+    keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
+    flags = {"quiet", "verbose", "debug"} | ({"overwrite", *TOP_LEVEL} if command != "info" else set())
+    return keys | flags | ({"layers"} if command == "train" else set())  # what --print_config writes
+
+
+def _flatten(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and k in SECTIONS:
+            out += _flatten(v, f"{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def check_config_file(command: str, path: str) -> None:
+    """Exit-2 error for an unreadable config file or a key no option has (with a did-you-mean)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise OlftError(f"Config file not found: {p}. Pass --config a YAML or JSON file (e.g. a run folder's config.json).")
     try:
-        return RunConfig(**{k: SECTIONS[k](**v) for k, v in values.items()}, **top)
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(data, dict):
+        raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
+    known = _known_keys(command)
+    for key in _flatten(data):
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
+            raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
+
+
+def _short_flags(argv: list[str]) -> list[str]:
+    """`--model X` / `--method X` to `--model.model X` / `--method.method X` (jsonargparse
+    reserves a group's own name for the whole group)."""
+    out = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if name[2:] in SECTIONS and token.startswith("--") and argv[:1] != ["evaluate"]:
+            token = f"{name}.{name[2:]}{eq}{value}"
+        out.append(token)
+    return out
+
+
+def _config_first(argv: list[str]) -> list[str]:
+    """Move `--config FILE` right after the subcommand, so that every flag overrides the file."""
+    if len(argv) < 2 or argv[0] not in COMMANDS:
+        return argv
+    rest, configs, i = _short_flags(argv[1:]), [], 0
+    while i < len(rest):
+        if rest[i] == "--config" and i + 1 < len(rest):
+            configs += rest[i : i + 2]
+            check_config_file(argv[0], rest[i + 1])
+            del rest[i : i + 2]
+        elif rest[i].startswith("--config="):
+            check_config_file(argv[0], rest[i].split("=", 1)[1])
+            configs.append(rest.pop(i))
+        else:
+            i += 1
+    return [argv[0], *configs, *rest]
+
+
+def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
+    """One line for a bad command line, with the nearest option for an unknown flag."""
+    msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if "unrecognized arguments" in msg and command in parser._subcommands_action._name_parser_map:
+        sub = parser._subcommands_action._name_parser_map[command]
+        flags = [s for a in sub._actions for s in a.option_strings]
+        for token in msg.split(":", 1)[1].split():
+            if token.startswith("-"):
+                close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
+                if close:
+                    return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")
+    return OlftError(f"{msg}. See `olft {command or ''} --help`.".replace("  ", " "))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
+    parser = build_parser()
+    argv = _config_first(list(argv))
+    try:
+        ns = parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise _parse_error(parser, argv, exc) from None
+    values = ns[ns.command].as_dict()
+    args = argparse.Namespace(command=ns.command, **{k: v for k, v in values.items() if k not in SECTIONS})
+    if ns.command in COMMANDS:
+        args.cfg = config_from_values(values)
+    return args
+
+
+def config_from_values(values: dict) -> RunConfig:
+    """A RunConfig from parsed values grouped as the config dataclasses."""
+    kwargs = {k: v for k, v in values.items() if k in TOP_LEVEL}
+    try:
+        sections = {name: SECTIONS[name](**values[name]) for name in SECTIONS if name in values}
+        return RunConfig(**sections, **kwargs)
     except TypeError as exc:
         raise OlftError(f"Invalid options: {exc}") from exc
 
@@ -108,7 +230,15 @@ def dispatch(args: argparse.Namespace) -> int:
         if show:
             print(report)
         return 0
-    cfg = config_from_args(args)
+    if args.command == "predict":
+        from olft.predict import predict_command
+
+        return predict_command(args)
+    if args.command == "export":
+        from olft.export import export_command
+
+        return export_command(args)
+    cfg = args.cfg
     if args.command == "info":
         _print(api.info(cfg))
     elif args.command == "select":
@@ -128,14 +258,16 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    if not args.verbose and not _rank_zero():
-        level = logging.WARNING  # one log per job under a launcher, from rank 0
-    logging.basicConfig(level=level, format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if not args.verbose else logging.INFO)
-    _quiet_libraries(args.verbose)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = parse(argv)
+    except OlftError as exc:
+        if debug:
+            raise
+        print(f"olft: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.verbose, args.quiet)
     try:
         return dispatch(args)
     except OlftError as exc:
@@ -146,6 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("olft: interrupted; the run folder is kept and marked incomplete. Rerun the same command to continue.", file=sys.stderr)
         return 130
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if not verbose and not _rank_zero():
+        level = logging.WARNING  # one log per job under a launcher, from rank 0
+    logging.basicConfig(level=level, format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+    _quiet_libraries(verbose)
 
 
 def _rank_zero() -> bool:

@@ -91,6 +91,7 @@ class TrainConfig:
     checkpoint_every: int | None = opt(None, "Save the full training state every N steps so a killed run resumes mid-training.")
     grad_accum: int = opt(1, "Gradient accumulation: each batch of --batch-size examples (the effective batch, over all processes) runs as this many micro-batches per process.")
     mixed_precision: str = opt("auto", "Autocast: no, bf16, or auto (the launcher's --mixed_precision, else bf16 on a GPU that has it, else no).", choices=("auto", "no", "bf16"))
+    report_to: str | None = opt(None, "Also log every step's loss, learning rate and gradient norm to a tracker (through accelerate): tensorboard, wandb or mlflow.", choices=(None, "tensorboard", "wandb", "mlflow"))
     gradient_checkpointing: bool = opt(False, "Recompute the activations of the layers above the tuned one during backward (non-reentrant) to save memory.")
 
     def __post_init__(self) -> None:

@@ -74,12 +74,13 @@ def load_examples(cfg: RunConfig, task: tasks.Task) -> tuple[list, dict[str, lis
 class Session:
     """A loaded model + task + tokenized data, ready to tune any set of layers."""
 
-    def __init__(self, cfg: RunConfig, quiet: bool = False):
+    def __init__(self, cfg: RunConfig, quiet: bool = False, data: bool = True):
+        """`data=False`: the model and tokenizer only (predicting, loading, exporting a run)."""
         self.cfg = cfg
         self.dist = distributed.context(cfg.train.mixed_precision)
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
-        train, evals = load_examples(cfg, self.task)
+        train, evals = load_examples(cfg, self.task) if data else ([], {})
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
             m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
@@ -88,7 +89,8 @@ class Session:
         texts = len(self.task.text_fields)
         self.max_length = resolve_max_length(cfg.data.max_length, self.tokenizer, texts, self.stack.base.config)
         self.train_examples = train
-        self.train_enc = self.encode(train)
+        self.curves = None  # olft.curves.Curves: per-step curves of every piece tuned (set by api.run)
+        self.train_enc = self.encode(train) if data else Encoded([], [], self.tokenizer.pad_token_id)
         self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
         # Per split, how many examples lost tokens, and of which text (reported in results.json).
         self.truncated = {"train": self.train_enc.truncated, **{s: e.truncated for s, e in self.eval_enc.items()}}
@@ -166,6 +168,7 @@ class Session:
                 seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
+                on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
             )  # fmt: skip
             metrics = {}
             for split, enc in eval_encs.items():

@@ -142,8 +142,31 @@ def _layers_label(layers: list[int], n: int) -> str:
     return ",".join(map(str, layers))
 
 
+def binomial_se(score: float, n: int) -> float:
+    """Standard error of a proportion `score` measured on `n` examples: sqrt(p (1 - p) / n).
+
+    Exact for accuracy; for F1, MCC or correlations it is the usual rough yardstick (p clipped
+    to [0, 1]), which is how the plot labels it.
+    """
+    p = min(max(score, 0.0), 1.0)
+    return (p * (1 - p) / n) ** 0.5 if n > 0 else 0.0
+
+
+def selection_verdict(sel: dict) -> str | None:
+    """'tie' when every candidate ranked the same, 'near-tie' when the runner-up is within one
+    binomial standard error of the winner's score, else None."""
+    scores = sorted((c["score"] for c in sel["candidates"] if c["score"] is not None), reverse=True)
+    if sel.get("flat") or (len(scores) > 1 and scores[0] == scores[1] and len(set(scores)) == 1):
+        return "tie"
+    if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples", 0)):
+        return "near-tie"
+    return None
+
+
 def plot_layers(results: dict, path: Path) -> bool:
-    """Score per candidate layer, with the final-layer and all-layer scores as lines."""
+    """Score per candidate layer with binomial standard-error bars; the middle third shaded; the
+    final-layer and all-layer scores as reference lines; the chosen layer marked, and a tie or
+    near-tie said in the title. False when the results have no selection."""
     sel = results.get("selection")
     if not sel:
         return False
@@ -151,17 +174,35 @@ def plot_layers(results: dict, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cands = [c for c in sel["candidates"] if c["score"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "o-", label=f"candidates ({sel['protocol']})")
+    n = sel.get("score_examples", 0)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bucket = results.get("middle_bucket") or []
+    if bucket:
+        ax.axvspan(min(bucket) - 0.5, max(bucket) + 0.5, color="0.92", zorder=0, label="middle third")
+    layers = [c["layer"] for c in cands]
+    scores = [100 * c["score"] for c in cands]
+    errors = [100 * binomial_se(c["score"], n) for c in cands]
+    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3, label=f"candidates ({sel['protocol']}, n={n}, ±1 SE)")
     if sel.get("selected_layer") is not None:
         best = next(c for c in cands if c["layer"] == sel["selected_layer"])
-        ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=14, label="selected")
+        ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+    split = (results.get("eval_splits") or ["validation"])[0]
+    for name, style, what in (("final", "--", "final layer"), ("full", ":", "all layers")):
+        score = (results.get("strategies", {}).get(name) or {}).get("score")
+        if score is not None:
+            ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, results.get("num_layers", max(layers, default=0) + 1) - 0.5)
     ax.set_xlabel("layer (0-based)")
     ax.set_ylabel(f"{results['metric']} x100")
-    ax.set_title(f"{results['model']} / {results['task']} / {results['method']}")
-    ax.legend(fontsize=8)
+    verdict = selection_verdict(sel)
+    note = {"tie": " - TIE: every candidate scored the same; the choice is the tie-break",
+            "near-tie": " - NEAR-TIE: runner-up within one SE"}.get(verdict or "", "")
+    ax.set_title(f"{results['model']} / {results['task']} / {results['method']}{note}", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes; they may differ on resume. How the work is spread
 # (processes, --selection-parallel, --device-map, checkpointing) is one of them.
-IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing"}
+IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to"}
 
 
 def _defaults() -> dict[str, Any]:
@@ -71,8 +71,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 # What olft writes in a run folder: these top-level files, and in each subfolder files with these endings.
 LOCK_FILES = {runlock.LOCK_FILE, runlock.HOLDER_FILE}
-OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", *LOCK_FILES}
-OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",)}
+OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", "loss.png", *LOCK_FILES}
+OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",), "curves": (".csv",)}
 STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
 # What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
 TIMING_FIELDS = ("host", "device", "torch_threads", "world_size")
@@ -323,7 +323,7 @@ class RunFolder:
     def mark_incomplete(self) -> None:
         """Drop the files that only an ended run may have (from an earlier, different run)."""
         if self.writer:
-            for stale in ("table.md", "layers.png"):
+            for stale in ("table.md", "layers.png", "loss.png"):
                 (self.path / stale).unlink(missing_ok=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ def fit(
     checkpoint_every: int | None = None,
     dist: Dist | None = None,
     grad_accum: int = 1,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train `params` (PEFT module + head) on `enc`; everything else stays frozen.
 
@@ -92,6 +94,9 @@ def fit(
     processes (data-parallel) or `grad_accum` > 1, each batch runs as micro-batches that together
     hold exactly its examples (`distributed.shard_batch`), and the step is the one a single
     process takes on the whole batch, up to float rounding.
+
+    `on_step`, if given, is called after every optimizer step with {"step" (1-based), "loss"
+    (the batch's mean loss), "lr" (the learning rate that step used), "grad_norm" (before clipping)}.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -118,8 +123,11 @@ def fit(
                 if not torch.isfinite(norm):
                     raise NonFiniteLoss(_diverged("gradient", step + 1, lr))
                 optimizer.step()
+                lr_used = scheduler.get_last_lr()[0]
                 scheduler.step()
                 step += 1
+                if on_step is not None:
+                    on_step({"step": step, "loss": loss_value, "lr": lr_used, "grad_norm": float(norm)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 fault_point(f"{desc}:step{step}")

@@ -1,0 +1,130 @@
+"""Training curves: per-step loss, learning rate and gradient norm of every training piece.
+
+Each strategy and candidate writes `curves/<piece>.csv` in the run folder (one row per
+optimizer step, flushed as it goes, so a killed run keeps its curve so far); with
+`--report-to tensorboard|wandb|mlflow` the same values go to accelerate's tracker of that name.
+`plot_curves` draws `loss.png` beside `layers.png` when the run completes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from olft.errors import OlftError
+
+COLUMNS = ("step", "loss", "lr", "grad_norm")
+TRACKERS = {"tensorboard": ("tensorboard or tensorboardX", "tensorboardX"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
+def check_tracker(name: str) -> None:
+    """OlftError (exit 2) when `name` is not a tracker or its package is not installed."""
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    if name not in TRACKERS:
+        raise OlftError(f"Unknown --report-to {name!r}: use one of {', '.join(TRACKERS)}.")
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}[name]()
+    if not available:
+        needs, pkg = TRACKERS[name]
+        raise OlftError(f"--report-to {name} needs the {needs} package, which is not installed: pip install {pkg}.")
+
+
+def make_tracker(name: str, folder: Path):
+    """A started accelerate tracker logging into (tensorboard, mlflow) or for (wandb) the run folder."""
+    check_tracker(name)
+    from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
+
+    run = folder.resolve().name
+    if name == "tensorboard":
+        tracker = TensorBoardTracker(run, folder / "tensorboard")
+    elif name == "wandb":
+        tracker = WandBTracker(run)
+    else:
+        tracker = MLflowTracker(run, str(folder / "mlruns"))
+    tracker.start()
+    return tracker
+
+
+class Curves:
+    """Per-piece step logger: `for_piece(name)` gives the `on_step` callback `train.fit` calls."""
+
+    def __init__(self, folder: Path, tracker: Any = None):
+        self.folder = Path(folder) / "curves"
+        self.tracker = tracker
+        self._files: list = []
+
+    def for_piece(self, name: str):
+        from olft.runfolder import safe_name
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{safe_name(name.replace(' ', '-'))}.csv"
+        state: dict[str, Any] = {}
+
+        def on_step(values: dict[str, float]) -> None:
+            if "file" not in state or values["step"] == 1:
+                if "file" in state:
+                    state["file"].close()
+                # A piece trained from the start begins a fresh curve; one resumed from a checkpoint continues its file.
+                fresh = values["step"] == 1 or not path.is_file()
+                state["file"] = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed by `close`
+                self._files.append(state["file"])
+                state["writer"] = csv.DictWriter(state["file"], fieldnames=COLUMNS)
+                if fresh:
+                    state["writer"].writeheader()
+            state["writer"].writerow({k: values[k] for k in COLUMNS})
+            state["file"].flush()
+            if self.tracker is not None:
+                self.tracker.log({f"{name}/{k}": values[k] for k in COLUMNS[1:]}, step=int(values["step"]))
+
+        return on_step
+
+    def finish(self) -> None:
+        """Close the curve files and the tracker."""
+        for f in self._files:
+            f.close()
+        self._files.clear()
+        if self.tracker is not None:
+            self.tracker.finish()
+
+
+def read_curve(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in COLUMNS}
+
+
+def plot_curves(folder: Path, path: Path) -> bool:
+    """Training loss per step of every strategy (solid) and candidate (thin), with the learning
+    rate on a second axis; False when the run folder has no curves."""
+    files = sorted((Path(folder) / "curves").glob("*.csv"))
+    curves = {p.stem: read_curve(p) for p in files}
+    curves = {k: v for k, v in curves.items() if v["step"]}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
+    for name, c in curves.items():
+        candidate = name.startswith("candidate")
+        ax.plot(c["step"], c["loss"], lw=0.8 if candidate else 1.6, alpha=0.5 if candidate else 1.0, label=name)
+        if not candidate:
+            ax_lr.plot(c["step"], c["lr"], lw=1.2, label=name)
+    ax.set_ylabel("training loss")
+    losses = [x for c in curves.values() for x in c["loss"]]
+    if min(losses) > 0 and max(losses) > 10 * min(losses):  # log only where the loss falls by orders of magnitude
+        ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"training curves: {Path(folder).resolve().name}")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("optimizer step")
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True

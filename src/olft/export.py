@@ -1,0 +1,201 @@
+"""`olft export`: hand a run's tuned model to other tools.
+
+Formats, and what each can hold:
+- `peft` (LoRA runs): the peft
+  library's adapter folder, `adapter_config.json` (`layers_to_transform`, `target_modules`,
+  `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
+  it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
+  `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`.
+- `merged` (LoRA runs): LoRA folded into the weights, a plain transformers folder
+  for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
+- `olft` (every method): the run's config, results and the strategy's weights, loadable with
+  `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
+  transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while
+  olft runs on transformers 5, so this is their export.
+
+Decoder families (GPT-2, Llama, ...): transformers' `...ForSequenceClassification` scores with a
+Linear that has no bias and olft's head has one, so their `peft` and `merged` folders carry
+`olft_head.py`, a subclass whose `score` has the bias, named in config.json's `auto_map`: load
+them with `trust_remote_code=True` (without it transformers drops the bias). Every `peft`/`merged`
+export is reloaded the way a user would load it and compared with olft's outputs (atol 1e-4)
+before it is put in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+from olft.errors import OlftError
+from olft.predict import RunInfo, open_run, tuned_session
+
+FORMATS = ("peft", "merged", "olft")
+
+
+def export(run_dir: str | Path, output: str | Path, strategy: str = "olft", format: str = "peft") -> Path:
+    """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format`.
+
+    Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, or a
+    method/family the format cannot hold (naming the formats that can).
+    """
+    if format not in FORMATS:
+        raise OlftError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
+    info = open_run(run_dir, strategy)
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OlftError(f"Output {out} already exists and is not empty. Pass --output a new folder.")
+    method = info.cfg.method.method
+    if format in ("peft", "merged") and method != "lora":
+        raise OlftError(f"--format {format} holds LoRA runs only; this run used {method!r}. "
+                        "Use --format olft (loadable with olft.load and olft predict).")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if format == "olft":
+            _export_olft(info, tmp)
+        else:
+            _export_transformers(info, tmp, format)
+        try:
+            tmp.rename(out)  # replaces an empty folder; fails if something was written there meanwhile
+        except OSError as exc:
+            raise OlftError(f"Cannot put the export in place at {out} ({exc.strerror}). Pass --output a new folder.") from None
+        if format == "peft":
+            _point_at_base(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _export_olft(info: RunInfo, tmp: Path) -> None:
+    """The run folder reduced to one strategy (config, results, weights), model path made absolute."""
+    config = json.loads((info.folder / "config.json").read_text())
+    model = Path(config["model"]["model"]).expanduser()
+    if model.exists():  # a local folder or file: keep it findable from anywhere
+        config["model"]["model"] = str(model.resolve())
+    results = json.loads((info.folder / "results.json").read_text())
+    results["strategies"] = {info.strategy: results["strategies"][info.strategy]}
+    results["strategy_names"] = [info.strategy]
+    (tmp / "weights").mkdir()
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    shutil.copy2(info.weights, tmp / "weights" / info.weights.name)
+
+
+def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
+    from olft.hfmodel import _probe_logits, merge_lora, to_transformers
+
+    session, applied = tuned_session(info, quiet=True)
+    stack = session.stack
+    reference = _probe_logits(stack, session)
+    if format == "merged":
+        merge_lora(stack, applied)
+        lora = {}
+    else:
+        lora = applied.state_dict()
+        applied.remove()
+    model = to_transformers(stack, info, session.tokenizer.pad_token_id)
+    decoder = isinstance(getattr(model, "score", None), nn.Linear)
+    if decoder:  # transformers' score has no bias: the folder carries a subclass whose score has one
+        model.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.Olft{type(model).__name__}"}
+    if format == "merged":
+        _save_model(model, tmp, decoder)
+        session.tokenizer.save_pretrained(tmp)
+        _verify(tmp, "merged", session, reference, decoder)
+        return
+    _save_peft(model, lora, info, session, tmp, "score" if decoder else "classifier", decoder)
+    _verify(tmp, "peft", session, reference, decoder)
+
+
+HEAD_MODULE = "olft_head"
+HEAD_CODE = '''"""olft's head for {parent}: its `score` Linear with a bias (transformers' has none).
+
+Written by `olft export`; load this folder with trust_remote_code=True.
+"""
+
+from torch import nn
+from transformers import {parent}
+
+
+class Olft{parent}({parent}):
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(config.get_text_config().hidden_size, config.num_labels, bias=True)
+        self.post_init()
+'''
+
+
+def _save_model(model, folder: Path, decoder: bool) -> None:
+    model.save_pretrained(folder)
+    if decoder:
+        (folder / f"{HEAD_MODULE}.py").write_text(HEAD_CODE.format(parent=type(model).__name__))
+
+
+def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, decoder: bool) -> None:
+    """Base model (plain, with olft's head) in `base/`, the LoRA adapter + head in the folder."""
+    from peft import LoraConfig, get_peft_model
+
+    base = tmp / "base"
+    _save_model(model, base, decoder)
+    session.tokenizer.save_pretrained(base)
+    session.tokenizer.save_pretrained(tmp)
+    m, family = info.cfg.method, session.stack.family
+    config = LoraConfig(
+        task_type="SEQ_CLS", r=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+        target_modules=list(family.lora_targets), layers_to_transform=list(info.layers),
+        layers_pattern=family.layers_pattern, modules_to_save=[head],
+    )  # fmt: skip
+    peft_model = get_peft_model(model, config)
+    prefix = f"base_model.model.{model.base_model_prefix}."
+    state = peft_model.state_dict()
+    missing = [k for k in lora if prefix + k not in state]
+    if missing or len(lora) != sum(".lora_" in k for k in state):
+        raise OlftError(f"The run's LoRA weights do not fit peft's layout ({(missing or ['count'])[0]}); use --format olft.")
+    peft_model.load_state_dict({prefix + k: v for k, v in lora.items()}, strict=False)
+    peft_model.peft_config["default"].base_model_name_or_path = str(base.resolve())  # final path set by `export`
+    peft_model.save_pretrained(tmp)
+
+
+def _verify(folder: Path, format: str, session, reference, decoder: bool) -> None:
+    """Load the export as a user would and compare with olft's outputs."""
+    from olft.hfmodel import check_same
+
+    if format == "merged":
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
+    else:
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
+    check_same(model.eval(), session, reference, f"export --format {format}")
+
+
+def _point_at_base(out: Path) -> None:
+    """The adapter's base model is the `base/` folder beside it (absolute: loads from anywhere)."""
+    path = out / "adapter_config.json"
+    data = json.loads(path.read_text())
+    data["base_model_name_or_path"] = str((out / "base").resolve())
+    data["modules_to_save"] = list(dict.fromkeys(data.get("modules_to_save") or []))  # peft's SEQ_CLS repeats its own
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def add_export_options(p) -> None:
+    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
+    p.add_argument("--strategy", default="olft", help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2.")
+    p.add_argument("--format", default="peft", choices=FORMATS,
+                   help="peft: adapter folder for peft (LoRA); merged: LoRA folded into a plain transformers folder; "
+                        "olft: olft's own format (every method), for olft.load and olft predict.")
+    p.add_argument("--output", required=True, help="New folder to write.")
+
+
+def export_command(args) -> int:
+    out = export(args.run, args.output, args.strategy, args.format)
+    print(f"wrote {out} ({args.format})")
+    if any(out.rglob(f"{HEAD_MODULE}.py")):
+        print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds the head with its bias (without it, transformers "
+              "drops the bias and predicts differently)")
+    return 0

@@ -1,0 +1,158 @@
+"""`olft.load`: a run's tuned model as a transformers sequence-classification model.
+
+The run's headless base model (with the tuned layer's PEFT module in place) is put inside the
+family's `AutoModelForSequenceClassification` class and olft's head is mapped onto that class's
+head, so the result works with `transformers.pipeline("text-classification", ...)`:
+
+- Encoders with a pooler (BERT): `...ForSequenceClassification` pools [CLS] through the pooler,
+  then dropout + `classifier` (Linear with bias): exactly olft's head, so the model is the
+  plain transformers class.
+- Decoders (GPT-2, Llama, Mistral, Qwen2): transformers' `score` is a Linear *without* a bias
+  and pools the rightmost token that is not `pad_token_id`. olft's head has a bias, so `score`
+  is replaced by a Linear with one: exact in memory; `save_pretrained` + `from_pretrained` of
+  the plain class would drop the bias, so `olft export` adds a subclass that keeps it.
+  Pooling matches for right-padded inputs that do not end with the pad token. olft feeds a
+  decoder a sentence pair as one text joined by a newline: do the same (`"a\nb"`), not
+  `text_pair`, to get the run's predictions.
+- Any other head or pooling (e.g. mean pooling, which no transformers class does) is refused
+  with an OlftError: use `olft predict` or the Python `Session` instead.
+
+Every model returned is checked against olft's own forward on probe inputs (atol 1e-4), so a
+mismatch is an error, never a silently different model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from olft.errors import OlftError
+from olft.predict import RunInfo, open_run, tuned_session
+
+PROBES = (("the movie was good", "a plot"), ("not really a very fun story and the acting was dull", "yes"))
+
+
+def load(run_dir: str | Path, strategy: str = "olft", merge: bool = False) -> nn.Module:
+    """A transformers `...ForSequenceClassification` model of a run's strategy (eval mode).
+
+    `config.id2label`/`label2id` hold the task's label names (regression: one output, "score").
+    `merge=True` folds LoRA into the base weights (a plain transformers model); for adapter
+    and prefix runs the model keeps olft's modules inside the tuned layer. Raises OlftError for
+    an unfinished run, a strategy not in it, `merge` on a non-LoRA run, or a family whose head
+    cannot be mapped (see the module docstring). Use `load_tokenizer` for the tokenizer.
+    """
+    info = open_run(run_dir, strategy)
+    if merge and info.cfg.method.method != "lora":
+        raise OlftError(f"merge=True folds LoRA into the base weights; this run used {info.cfg.method.method!r}. "
+                        "Load it without merge (its modules stay inside the tuned layer).")
+    session, applied = tuned_session(info, quiet=True)
+    stack = session.stack
+    reference = _probe_logits(stack, session)
+    if merge:
+        merge_lora(stack, applied)
+    model = to_transformers(stack, info, session.tokenizer.pad_token_id)
+    check_same(model, session, reference, "olft.load")
+    return model
+
+
+def load_tokenizer(run_dir: str | Path):
+    """The tokenizer a run was trained with (from its model source)."""
+    from transformers import AutoTokenizer
+
+    from olft.loading import resolve_model_source
+
+    info = open_run(run_dir, _any_strategy(run_dir))
+    source, gguf = resolve_model_source(info.cfg.model.model, info.cfg.model.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:  # as olft.loading.set_pad_token does for training
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _any_strategy(run_dir) -> str:
+    import json
+
+    results = json.loads((Path(run_dir) / "results.json").read_text()) if (Path(run_dir) / "results.json").is_file() else {}
+    return next(iter(results.get("strategies", {})), "olft")
+
+
+def merge_lora(stack, applied) -> None:
+    """Fold every LoRA layer into its base weight, then take the LoRA wrappers out."""
+    for path in applied.modules:
+        stack.base.get_submodule(path).merge(safe_merge=True)
+    applied.remove()
+
+
+def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module:
+    """Wrap `stack.base` (as it is: PEFT modules included) in the family's sequence-classification
+    class with olft's head mapped onto that class's head."""
+    from transformers import AutoModelForSequenceClassification
+
+    from olft import tasks
+
+    task = tasks.get_task(info.cfg.data.task)
+    pooling = info.results.get("pooling", stack.family.pooling)
+    if pooling not in ("first", "cls", "last"):
+        raise OlftError(f"This run pools by {pooling!r}; no transformers sequence-classification class pools that way. "
+                        "Use `olft predict` (or olft.pipeline.Session) for this run.")
+    config = copy.deepcopy(stack.base.config)
+    names = list(task.labels) if task.labels else ["score"]
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+    config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    if pooling == "last":  # transformers pools the rightmost non-pad token: the tokenizer's pad, as olft pads
+        config.pad_token_id = pad_token_id
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    setattr(model, model.base_model_prefix, stack.base)
+    head = copy.deepcopy(stack.head)
+    if pooling in ("first", "cls") and stack.family.pooler and isinstance(getattr(model, "classifier", None), nn.Linear):
+        model.classifier = head
+        model.dropout = copy.deepcopy(stack.head_dropout)
+    elif pooling == "last" and isinstance(getattr(model, "score", None), nn.Linear):
+        model.score = head  # with its bias (transformers' score has none)
+    else:
+        raise OlftError(f"{type(model).__name__}'s head differs from olft's (dropout + Linear on the pooled token) for the "
+                        f"{stack.family.name} family, so olft.load cannot map it. Use `olft predict` for this run.")
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise OlftError(f"{type(model).__name__} has parts olft does not fill ({meta[0]}, ...): use `olft predict` for this run.")
+    return model.eval()
+
+
+def _probe_inputs(session):
+    from olft import tasks
+
+    n = len(session.task.text_fields)
+    examples = [tasks.Example(texts[:n], 0) for texts in PROBES]
+    return session.encode(examples)
+
+
+@torch.no_grad()
+def _probe_logits(stack, session) -> torch.Tensor:
+    from olft.data import collate
+
+    enc = _probe_inputs(session)
+    batch = collate(enc, list(range(len(enc))), regression=False)
+    stack.eval()
+    device = stack.head.weight.device
+    return stack(batch.input_ids.to(device), batch.attention_mask.to(device)).float().cpu()
+
+
+@torch.no_grad()
+def check_same(model: nn.Module, session, reference: torch.Tensor, what: str) -> None:
+    """OlftError unless `model` gives olft's logits on the probe inputs (atol 1e-4)."""
+    from olft.data import collate
+
+    enc = _probe_inputs(session)
+    batch = collate(enc, list(range(len(enc))), regression=False)
+    device = next(model.parameters()).device
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits.float().cpu()
+    if out.shape != reference.shape or not torch.allclose(out, reference, atol=1e-4, rtol=0):
+        diff = (out - reference).abs().max().item() if out.shape == reference.shape else float("nan")
+        raise OlftError(f"{what}: the transformers model's outputs differ from olft's (max |diff| {diff:.2e}); "
+                        "refusing to return a model that predicts differently. Use `olft predict` for this run.")

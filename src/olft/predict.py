@@ -1,0 +1,375 @@
+"""Use a finished run: classify new text, and write GLUE test-set submission files.
+
+A run folder is reopened from its own `config.json`, so tokenization, truncation, pooling and
+the evaluation batch size are those the run was trained and scored with: predictions on the
+validation split give exactly the metrics in results.json (and `olft evaluate`).
+
+    olft predict --run DIR --input new.csv --output preds.csv      # one row per input row
+    olft predict --run DIR --text "a premise" "a hypothesis"       # one example, printed
+    olft predict --run DIR --split test --output submission/ --zip  # GLUE server files
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from olft import tasks
+from olft.config import RunConfig
+from olft.errors import OlftError
+from olft.runfolder import safe_name
+
+log = logging.getLogger(__name__)
+
+# Submission file names and label formats of the GLUE server (gluebenchmark.com): class names for
+# the NLI tasks, class indices for the others, scores for STS-B; AX is scored with the MNLI model.
+SUBMISSIONS: dict[str, list[tuple[str, str]]] = {
+    "cola": [("CoLA/test.tsv", "CoLA.tsv")],
+    "sst2": [("SST-2/test.tsv", "SST-2.tsv")],
+    "mrpc": [("MRPC/test.tsv", "MRPC.tsv")],
+    "qqp": [("QQP/test.tsv", "QQP.tsv")],
+    "stsb": [("STS-B/test.tsv", "STS-B.tsv")],
+    "qnli": [("QNLI/test.tsv", "QNLI.tsv")],
+    "rte": [("RTE/test.tsv", "RTE.tsv")],
+    "wnli": [("WNLI/test.tsv", "WNLI.tsv")],
+    "mnli": [("MNLI/test_matched.tsv", "MNLI-m.tsv"), ("MNLI/test_mismatched.tsv", "MNLI-mm.tsv"),
+             ("diagnostic/diagnostic.tsv", "AX.tsv")],
+}
+SUBMISSIONS["mnli-mm"] = SUBMISSIONS["mnli"]
+NAMED_LABELS = {"mnli", "mnli-mm", "rte", "qnli"}  # the server wants these as label names
+OPTIONAL = {"AX.tsv"}  # the diagnostic set is not part of every GLUE download
+SUBMISSION_NAMES = {name for files in SUBMISSIONS.values() for _, name in files}
+FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+
+
+@dataclass
+class RunInfo:
+    """A finished strategy of a run folder: its config, results, layers and weights file."""
+
+    folder: Path
+    cfg: RunConfig
+    results: dict
+    strategy: str
+    layers: list[int]
+    weights: Path
+
+
+def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
+    """Check a run folder and one of its strategies; OlftError naming what is there otherwise."""
+    folder = Path(folder)
+    results_path, config_path = folder / "results.json", folder / "config.json"
+    if not results_path.is_file() or not config_path.is_file():
+        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json). Pass --run the --out of `olft run`.")
+    try:
+        results = json.loads(results_path.read_text())
+        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
+    finished = [n for n, s in results.get("strategies", {}).items()
+                if (folder / "weights" / f"{safe_name(n)}.safetensors").is_file() and "layers" in s]
+    if strategy not in finished:
+        status = results.get("status", "unknown")
+        if not finished:
+            raise OlftError(f"Run folder {folder} is unfinished (status: {status}): no strategy has saved weights yet. "
+                            "Finish it by rerunning the same `olft run` command with this --out.")
+        planned = results.get("strategy_names", [])
+        why = "has not finished" if strategy in planned else "is not in this run"
+        raise OlftError(f"Strategy {strategy!r} {why} ({folder}, status: {status}). Finished: {', '.join(finished)}; "
+                        f"pass one of them with --strategy.")
+    entry = results["strategies"][strategy]
+    return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
+
+
+def tuned_session(info: RunInfo, quiet: bool = False):
+    """A Session (model and tokenizer only) with the strategy's module and head put back.
+
+    Returns (session, applied); `applied.remove()` takes the module out again.
+    """
+    from safetensors.torch import load_file
+
+    from olft.methods import apply_method
+    from olft.pipeline import Session
+
+    session = Session(info.cfg, quiet=quiet, data=False)
+    try:
+        weights = load_file(str(info.weights))
+    except Exception as exc:  # a damaged file
+        raise OlftError(f"{info.weights} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
+    applied = apply_method(session.stack, info.layers, info.cfg.method)
+    applied.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")})
+    session.stack.head.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("head.")})
+    session.stack.eval()
+    return session, applied
+
+
+@contextmanager
+def tuned(info: RunInfo, quiet: bool = False) -> Iterator:
+    session, applied = tuned_session(info, quiet)
+    try:
+        yield session
+    finally:
+        applied.remove()
+
+
+def logits(session, examples: Sequence[tasks.Example], batch_size: int | None = None, desc: str = "predict") -> np.ndarray:
+    """(n, num_labels) raw outputs in example order, computed exactly as `olft evaluate` does
+    (the run's tokenization, truncation, autocast and evaluation batch size)."""
+    from olft.train import predict
+
+    enc = session.encode(list(examples))
+    bs = batch_size or session.cfg.train.eval_batch_size
+    return predict(session.stack, enc, bs, None, desc, session.quiet, session.dist, logits=True)
+
+
+def label_columns(task: tasks.Task) -> list[str]:
+    return ["score"] if task.is_regression else ["prediction", *(f"prob_{name}" for name in task.labels)]
+
+
+def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Output rows (label name and one probability per label, or the score) and the predictions
+    as the task's metrics take them (class indices or scores)."""
+    import torch
+
+    if task.is_regression:
+        scores = raw[:, 0]
+        return [{"score": float(s)} for s in scores], scores
+    probs = torch.softmax(torch.as_tensor(raw, dtype=torch.float64), dim=-1).numpy()
+    preds = raw.argmax(axis=1)
+    rows = [{"prediction": task.labels[p], **{f"prob_{n}": float(q) for n, q in zip(task.labels, pr, strict=True)}}
+            for p, pr in zip(preds, probs, strict=True)]
+    return rows, preds
+
+
+# -- input and output files ---------------------------------------------------------------------
+
+
+def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[str], bool]:
+    """Examples of a CSV/TSV/JSONL file (labels optional), their text column names, and whether
+    every row had a label (then the labels are real; else they are placeholders)."""
+    if path.suffix.lower() not in FORMATS:
+        raise OlftError(f"Unsupported input file {path}: use .csv, .tsv or .jsonl.")
+    text_options = [tuple(cfg.data.text_columns.split(","))] if cfg.data.text_columns else []
+    text_options += [task.text_fields, task.tsv_text_columns]
+    records = _records(path)
+    header = list(records[0]) if records else []
+    texts = next((cols for cols in text_options if all(c in header for c in cols)), None)
+    if texts is None:
+        raise OlftError(f"{path} has no {' and '.join(map(repr, task.text_fields))} column(s) "
+                        f"(found: {', '.join(map(repr, header[:20]))}). {task.display_name} needs {len(task.text_fields)} text column(s).")
+    label_col = next((c for c in (cfg.data.label_column, "label", task.tsv_label_column) if c in header), None)
+    examples, labelled = [], label_col is not None
+    for number, rec in enumerate(records, 2 if path.suffix.lower() != ".jsonl" else 1):
+        missing = [c for c in texts if not isinstance(rec.get(c), str)]
+        if missing:
+            raise OlftError(f"{path}, row {number}: no text in column {missing[0]!r}. Every row needs {', '.join(texts)}.")
+        raw = rec.get(label_col) if labelled else None
+        labelled = labelled and raw not in (None, "")
+        label = tasks._parse_label(task, raw, f"{path}, row {number}") if labelled else (0.0 if task.is_regression else 0)
+        examples.append(tasks.Example(tuple(rec[c] for c in texts), label))
+    if not examples:
+        raise OlftError(f"{path} has no data rows. Add rows below the header.")
+    return examples, list(texts), labelled
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise OlftError(f"Input file not found: {path}. Check the path.")
+    text = tasks._read_text(path, "Pass --input a CSV, TSV or JSONL file with the task's text columns.")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        out = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    raise OlftError(f"{path}, line {number}: not valid JSON. Write one JSON object per line.") from None
+                if not isinstance(rec, dict):
+                    raise OlftError(f"{path}, line {number}: expected a JSON object, got {type(rec).__name__}.")
+                out.append(rec)
+        return out
+    delimiter = FORMATS[path.suffix.lower()]
+    rows = [fields for _, fields in tasks._parse_rows(text, path, delimiter, quoted=delimiter == ",")]
+    header = [h.strip() for h in rows[0]]
+    return [dict(zip(header, fields, strict=False)) for fields in rows[1:]]
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write rows as CSV, TSV or JSON Lines (by the extension), atomically."""
+    from olft.report import atomic_write
+
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter=FORMATS[suffix], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def check_output(path: Path) -> None:
+    if path.suffix.lower() not in FORMATS:
+        raise OlftError(f"Unsupported output file {path}: name it .csv, .tsv or .jsonl (the format follows the extension).")
+    if not path.parent.is_dir():
+        raise OlftError(f"Output folder {path.parent} does not exist. Create it or pass another --output.")
+
+
+# -- GLUE test submission --------------------------------------------------------------------------
+
+
+def submission_files(task: tasks.Task, glue_dir: str | None) -> list[tuple[Path, str]]:
+    """(GLUE test file, submission file name) pairs for the task; missing files are an error
+    (except the optional diagnostic set)."""
+    if not glue_dir:
+        raise OlftError("--split test reads the GLUE test files: pass --glue-dir or set $GLUE_DIR.")
+    out = []
+    for rel, name in SUBMISSIONS[task.name]:
+        path = Path(glue_dir) / rel
+        if path.is_file():
+            out.append((path, name))
+        elif name not in OPTIONAL:
+            raise OlftError(f"GLUE test file not found: {path}. Point --glue-dir at a GLUE folder with {rel}.")
+    return out
+
+
+def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.Example]]:
+    """(index column, unlabelled examples) of a GLUE test TSV (`index` plus the text columns)."""
+    rows = tasks._parse_rows(tasks._read_text(path, "Replace it with the original GLUE test file."), path, "\t", quoted=False)
+    header = [h.strip() for h in rows[0][1]]
+    columns = tasks._find_columns(header, [("index", *task.tsv_text_columns), ("index", *task.text_fields)], path, "\t",
+                                  "Replace it with the original GLUE test file.")
+    need = max(columns) + 1
+    index, examples = [], []
+    for line, fields in rows[1:]:
+        if len(fields) < need:
+            raise OlftError(f"{path}, line {line}: {len(fields)} field(s), rows need {need}. Replace it with the original GLUE test file.")
+        index.append(fields[columns[0]])
+        examples.append(tasks.Example(tuple(fields[i] for i in columns[1:]), 0.0 if task.is_regression else 0))
+    return index, examples
+
+
+def submission_label(task: tasks.Task, raw_row: np.ndarray) -> str:
+    if task.is_regression:
+        return f"{float(raw_row[0]):.3f}"
+    p = int(raw_row.argmax())
+    return task.labels[p] if task.name in NAMED_LABELS else str(p)
+
+
+def write_submission(session, out_dir: Path, batch_size: int | None) -> list[Path]:
+    from olft.report import atomic_write
+
+    task = session.task
+    files = submission_files(task, session.cfg.data.glue_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, name in files:
+        index, examples = read_test_file(task, src)
+        raw = logits(session, examples, batch_size, desc=name)
+        lines = ["index\tprediction", *(f"{i}\t{submission_label(task, r)}" for i, r in zip(index, raw, strict=True))]
+        atomic_write(out_dir / name, "\n".join(lines) + "\n")
+        written.append(out_dir / name)
+    return written
+
+
+def zip_submission(out_dir: Path) -> Path:
+    """Pack every GLUE submission file in `out_dir` into `out_dir/submission.zip` (flat)."""
+    found = sorted(p for p in out_dir.iterdir() if p.name in SUBMISSION_NAMES)
+    if not found:
+        raise OlftError(f"No GLUE submission files in {out_dir} to zip (looked for {', '.join(sorted(SUBMISSION_NAMES))}).")
+    target = out_dir / "submission.zip"
+    tmp = out_dir / ".submission.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in found:
+            z.write(p, arcname=p.name)
+    tmp.replace(target)
+    return target
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def add_predict_options(p) -> None:
+    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
+    p.add_argument("--strategy", default="olft", help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2.")
+    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed).")
+    p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
+    p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation.")
+    p.add_argument("--output", default=None, help="Output file (.csv, .tsv, .jsonl), or with --split test a folder.")
+    p.add_argument("--glue-dir", default=None, help="GLUE folder to read --split files from (default: the run's).")
+    p.add_argument("--zip", action="store_true", help="With --split test: pack every submission file in --output into submission.zip.")
+    p.add_argument("--batch-size", type=int | None, default=None, help="Batch size (default: the run's --eval-batch-size, which makes the numbers match `olft evaluate`).")
+
+
+def predict_command(args) -> int:
+    sources = [x for x in (args.input, args.text, args.split) if x]
+    if len(sources) != 1:
+        raise OlftError("Give exactly one of --input FILE, --text TEXT [TEXT], --split test|validation.")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise OlftError(f"--batch-size must be a positive number, got {args.batch_size}.")
+    info = open_run(args.run, args.strategy)
+    if args.glue_dir:
+        info.cfg.data.glue_dir = args.glue_dir
+    task = tasks.get_task(info.cfg.data.task)
+    if args.split == "test":
+        if not args.output:
+            raise OlftError("--split test needs --output FOLDER for the submission files.")
+        submission_files(task, info.cfg.data.glue_dir)  # fail before loading the model
+        with tuned(info, args.quiet) as session:
+            for path in write_submission(session, Path(args.output), args.batch_size):
+                print(f"wrote {path}")
+        if args.zip:
+            print(f"wrote {zip_submission(Path(args.output))}")
+        return 0
+    if args.zip:
+        raise OlftError("--zip packs GLUE submission files: use it with --split test.")
+    if args.text:
+        if len(args.text) != len(task.text_fields):
+            raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        examples, names, labelled = [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], list(task.text_fields), False
+    elif args.input:
+        examples, names, labelled = read_inputs(task, info.cfg, Path(args.input))
+    else:
+        examples, names, labelled = _split_examples(info.cfg, task, args.split), list(task.text_fields), True
+    output = Path(args.output) if args.output else None
+    if output is None and not args.text:
+        raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
+    if output is not None:
+        check_output(output)
+    with tuned(info, args.quiet) as session:
+        raw = logits(session, examples, args.batch_size)
+    rows, preds = rows_for(task, raw)
+    rows = [{**dict(zip(names, ex.texts, strict=True)), **row} for ex, row in zip(examples, rows, strict=True)]
+    if output is not None:
+        write_rows(output, rows)
+        print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr)
+    else:
+        print(json.dumps(rows[0]))
+    if labelled:
+        metrics = tasks.compute_metrics(task, preds, [ex.label for ex in examples])
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _split_examples(cfg: RunConfig, task: tasks.Task, split: str) -> list[tasks.Example]:
+    """Every example of a labelled evaluation split (`validation` = the task's headline split)."""
+    name = task.eval_splits[0] if split == "validation" else split
+    if name not in task.eval_splits:
+        raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use test, validation or one of {', '.join(task.eval_splits)}.")
+    d = cfg.data
+    if d.data_source == "file":
+        cols = d.text_columns.split(",") if d.text_columns else None
+        return tasks.load_file(task, d.validation_file, cols, d.label_column)
+    if d.data_source == "datasets":
+        return tasks.load_hf(task, name)
+    return tasks.load_glue(task, name, d.glue_dir)

@@ -1,0 +1,163 @@
+"""`olft.load` and `olft export`: transformers and peft formats that predict as `olft predict` does."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import olft
+from olft.cli import main
+from olft.errors import OlftError
+
+FAST = ["--epochs", "2", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
+PAIRS = [("the movie was good", "yes the cat"), ("a dog sat on the mat", "no"), ("really bad plot and dull acting", "the film is fun")]
+
+
+@pytest.fixture(scope="module")
+def runs(model_dirs, tiny_glue, tmp_path_factory):
+    """LoRA on BERT and on Llama, adapter on Llama: RTE (pairs), one strategy each (layer 1)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, family, method in (("bert-lora", "bert", "lora"), ("llama-lora", "llama", "lora"), ("llama-adapter", "llama", "adapter")):
+        out[name] = root / name
+        args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
+                "--strategies", "olft", "--candidates", "1", "--out", str(out[name]), *FAST]
+        assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def predicted(runs, tmp_path_factory):
+    """`olft predict` probabilities of PAIRS for each run: (n, 2)."""
+    folder = tmp_path_factory.mktemp("pred")
+    inp = folder / "in.tsv"
+    inp.write_text("sentence1\tsentence2\n" + "".join(f"{a}\t{b}\n" for a, b in PAIRS))
+    probs = {}
+    for name, run in runs.items():
+        out = folder / f"{name}.csv"
+        assert main(["predict", "--run", str(run), "--input", str(inp), "--output", str(out), "-q"]) == 0
+        with open(out, newline="") as f:
+            probs[name] = np.array([[float(r["prob_entailment"]), float(r["prob_not_entailment"])] for r in csv.DictReader(f)])
+    return probs
+
+
+def _probs(model, tokenizer) -> np.ndarray:
+    with torch.no_grad():
+        rows = []
+        for a, b in PAIRS:  # one at a time: no padding question
+            enc = tokenizer(a, b, return_tensors="pt", return_token_type_ids=False)
+            rows.append(torch.softmax(model(**enc).logits.double(), -1)[0].numpy())
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("name", ["bert-lora", "llama-lora", "llama-adapter"])
+def test_load_gives_predict_probabilities(runs, predicted, name):
+    model = olft.load(runs[name])
+    tokenizer = olft.load_tokenizer(runs[name])
+    assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert type(model).__name__ == ("BertForSequenceClassification" if name.startswith("bert") else "LlamaForSequenceClassification")
+    if name.startswith("llama"):
+        assert tokenizer.sep_token is None  # decoders: olft joins pairs with a newline
+        got = _decoder_probs(model, tokenizer)
+    else:
+        got = _probs(model, tokenizer)
+    assert np.allclose(got, predicted[name], atol=1e-5)
+
+
+def test_load_works_with_a_transformers_pipeline(runs, predicted):
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=olft.load(runs["bert-lora"]), tokenizer=olft.load_tokenizer(runs["bert-lora"]))
+    out = pipe({"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}, top_k=None)
+    scores = {d["label"]: d["score"] for d in out}
+    assert scores["entailment"] == pytest.approx(predicted["bert-lora"][0, 0], abs=1e-5)
+
+
+def test_merge_folds_lora(runs, predicted):
+    from peft.tuners.lora import LoraLayer
+
+    model = olft.load(runs["bert-lora"], merge=True)
+    assert not any(isinstance(m, LoraLayer) for m in model.modules())
+    assert np.allclose(_probs(model, olft.load_tokenizer(runs["bert-lora"])), predicted["bert-lora"], atol=1e-5)
+    with pytest.raises(OlftError, match="LoRA"):
+        olft.load(runs["llama-adapter"], merge=True)
+
+
+def test_peft_export_loads_with_peft(runs, predicted, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "peft"
+    assert main(["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(out), "-q"]) == 0
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    layer = json.loads((runs["bert-lora"] / "results.json").read_text())["strategies"]["olft"]["layers"]
+    assert cfg["layers_to_transform"] == layer and sorted(cfg["target_modules"]) == ["query", "value"]
+    assert "classifier" in cfg["modules_to_save"] and cfg["base_model_name_or_path"] == str((out / "base").resolve())
+    assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    model = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    assert np.allclose(_probs(model, AutoTokenizer.from_pretrained(out)), predicted["bert-lora"], atol=1e-4)
+
+
+def _decoder_probs(model, tokenizer) -> np.ndarray:
+    with torch.no_grad():  # olft joins a decoder's pair with a newline
+        return np.array([torch.softmax(model(**tokenizer(a + "\n" + b, return_tensors="pt")).logits.double(), -1)[0].numpy()
+                         for a, b in PAIRS])
+
+
+@pytest.mark.parametrize("fmt", ["peft", "merged"])
+def test_decoder_exports_carry_the_head_bias(runs, predicted, tmp_path, capsys, fmt):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / fmt
+    assert main(["export", "--run", str(runs["llama-lora"]), "--format", fmt, "--output", str(out)]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    loader = AutoPeftModelForSequenceClassification if fmt == "peft" else AutoModelForSequenceClassification
+    model = loader.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert np.allclose(_decoder_probs(model, tokenizer), predicted["llama-lora"], atol=1e-4)
+    if fmt == "peft":
+        assert "score" in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
+
+
+def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "merged"
+    assert main(["export", "--run", str(runs["bert-lora"]), "--format", "merged", "--output", str(out), "-q"]) == 0
+    assert not any("lora" in k for k in load_file(str(out / "model.safetensors")))
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.id2label[1] == "not_entailment"
+    assert np.allclose(_probs(model, AutoTokenizer.from_pretrained(out)), predicted["bert-lora"], atol=1e-4)
+
+
+def test_olft_export_of_an_adapter_run(runs, predicted, tmp_path, capsys):
+    out = tmp_path / "own"
+    assert main(["export", "--run", str(runs["llama-adapter"]), "--format", "olft", "--output", str(out), "-q"]) == 0
+    assert {p.name for p in (out / "weights").iterdir()} == {"olft.safetensors"}
+    capsys.readouterr()
+    assert main(["predict", "--run", str(out), "--text", *PAIRS[0], "-q"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["prob_entailment"] == pytest.approx(predicted["llama-adapter"][0, 0], abs=1e-6)
+
+
+def _fails(capsys, args, phrase):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error:") and phrase.lower() in err.lower(), err
+
+
+def test_bad_export_inputs(runs, tmp_path, capsys):
+    out = str(tmp_path / "x")
+    _fails(capsys, ["export", "--run", str(runs["llama-adapter"]), "--format", "peft", "--output", out], "--format olft")
+    _fails(capsys, ["export", "--run", str(runs["llama-adapter"]), "--format", "merged", "--output", out], "LoRA runs only")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--strategy", "final", "--output", out], "Finished: olft")
+    _fails(capsys, ["export", "--run", str(tmp_path), "--output", out], "not an olft run folder")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "full")], "not empty")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "onnx", "--output", out], "invalid choice")
+    assert not (tmp_path / "x").exists()

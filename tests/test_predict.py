@@ -1,0 +1,170 @@
+"""`olft predict`: files, texts, GLUE splits and test submission files, on tiny models."""
+
+import csv
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from olft import tasks
+from olft.cli import main
+from olft.predict import SUBMISSIONS, submission_files, submission_label
+
+FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
+
+
+@pytest.fixture(scope="module")
+def runs(model_dirs, tiny_glue, tmp_path_factory):
+    """A BERT LoRA run and a Llama adapter run on RTE (a pair task)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for family, method in (("bert", "lora"), ("llama", "adapter")):
+        out[family] = root / family
+        args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
+                "--strategies", "olft,final", "--out", str(out[family]), *FAST]
+        assert main(args) == 0
+    return out
+
+
+def _read(path):
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_validation_split_matches_evaluate(runs, tiny_glue, tmp_path, capsys, family):
+    run = runs[family]
+    out = tmp_path / "dev.csv"
+    assert main(["predict", "--run", str(run), "--split", "validation", "--output", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((run / "results.json").read_text())["strategies"]["olft"]["metrics"]["validation"]["accuracy"]
+    assert f"accuracy={saved:.4f}" in printed
+    rows = _read(out)
+    dev = tasks.load_glue(tasks.get_task("rte"), "validation", tiny_glue)
+    assert [(r["sentence1"], r["sentence2"]) for r in rows] == [ex.texts for ex in dev]  # input order
+    probs = np.array([[float(r["prob_entailment"]), float(r["prob_not_entailment"])] for r in rows])
+    assert np.allclose(probs.sum(1), 1) and len(set(np.round(probs[:, 0], 6))) > 1
+    names = np.array(["entailment", "not_entailment"])[probs.argmax(1)]
+    assert [r["prediction"] for r in rows] == list(names)
+    accuracy = np.mean([r["prediction"] == ("entailment" if ex.label == 0 else "not_entailment") for r, ex in zip(rows, dev, strict=True)])
+    assert accuracy == pytest.approx(saved, abs=1e-12)
+
+
+def test_input_file_and_text_agree(runs, tmp_path, capsys):
+    run = runs["bert"]
+    pairs = [("the movie was good", "yes the cat"), ("a dog sat on the mat", "no"), ("really bad plot", "the film is fun")]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("sentence1\tsentence2\n" + "".join(f"{a}\t{b}\n" for a, b in pairs))
+    jsonl = tmp_path / "out.jsonl"
+    assert main(["predict", "--run", str(run), "--input", str(tsv), "--output", str(jsonl), "--batch-size", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" not in out  # no labels, no metrics
+    rows = _read(jsonl)
+    assert [(r["sentence1"], r["sentence2"]) for r in rows] == pairs
+    for (a, b), row in zip(pairs, rows, strict=True):
+        assert main(["predict", "--run", str(run), "--text", a, b, "-q"]) == 0
+        one = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+        assert one["prediction"] == row["prediction"]
+        assert one["prob_entailment"] == pytest.approx(row["prob_entailment"], abs=1e-6)
+
+
+def test_labelled_csv_prints_metrics(runs, tmp_path, capsys):
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text('sentence1,sentence2,label\n"a, quoted premise",yes the dog,entailment\nthe cat,no,not_entailment\n')
+    out = tmp_path / "out.tsv"
+    assert main(["predict", "--run", str(runs["llama"]), "--input", str(csv_in), "--output", str(out), "--strategy", "final", "-q"]) == 0
+    assert "accuracy=" in capsys.readouterr().out
+    rows = _read(out)
+    assert rows[0]["sentence1"] == "a, quoted premise" and len(rows) == 2
+
+
+def _test_glue(tiny_glue, tmp_path):
+    glue = tmp_path / "glue"
+    shutil.copytree(tiny_glue, glue)
+    lines = ["index\tsentence1\tsentence2"] + [f"{i}\tthe cat sat {'yes' if i % 2 else 'no'}\tthe dog" for i in (7, 3, 11)]
+    (glue / "RTE" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return glue
+
+
+def test_test_split_writes_submission(runs, tiny_glue, tmp_path, capsys):
+    glue = _test_glue(tiny_glue, tmp_path)
+    sub = tmp_path / "sub"
+    assert main(["predict", "--run", str(runs["bert"]), "--split", "test", "--glue-dir", str(glue), "--output", str(sub), "--zip", "-q"]) == 0
+    lines = (sub / "RTE.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction"
+    assert [line.split("\t")[0] for line in lines[1:]] == ["7", "3", "11"]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
+    with zipfile.ZipFile(sub / "submission.zip") as z:
+        assert z.namelist() == ["RTE.tsv"]
+    # The same examples through --input give the same labels.
+    out = tmp_path / "same.csv"
+    assert main(["predict", "--run", str(runs["bert"]), "--input", str(glue / "RTE" / "test.tsv"), "--output", str(out), "-q"]) == 0
+    assert [r["prediction"] for r in _read(out)] == [line.split("\t")[1] for line in lines[1:]]
+
+
+def test_submission_labels_as_the_server_expects():
+    two = np.array([0.1, 0.9])
+    assert submission_label(tasks.get_task("rte"), two) == "not_entailment"
+    assert submission_label(tasks.get_task("qnli"), two) == "not_entailment"
+    assert submission_label(tasks.get_task("sst2"), two) == "1"
+    assert submission_label(tasks.get_task("wnli"), two) == "1"  # WNLI's 1 is entailment, as in GLUE
+    assert submission_label(tasks.get_task("cola"), np.array([0.7, 0.2])) == "0"
+    assert submission_label(tasks.get_task("mnli"), np.array([0.1, 0.8, 0.1])) == "neutral"
+    assert submission_label(tasks.get_task("stsb"), np.array([3.14159])) == "3.142"
+    assert {name for _, name in SUBMISSIONS["mnli"]} == {"MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"}
+
+
+def test_mnli_submission_files(tmp_path):
+    (tmp_path / "MNLI").mkdir()
+    for name in ("test_matched.tsv", "test_mismatched.tsv"):
+        (tmp_path / "MNLI" / name).write_text("index\tsentence1\tsentence2\n0\ta\tb\n")
+    task = tasks.get_task("mnli")
+    assert [n for _, n in submission_files(task, str(tmp_path))] == ["MNLI-m.tsv", "MNLI-mm.tsv"]
+    (tmp_path / "diagnostic").mkdir()
+    (tmp_path / "diagnostic" / "diagnostic.tsv").write_text("index\tsentence1\tsentence2\n0\ta\tb\n")
+    assert [n for _, n in submission_files(task, str(tmp_path))][-1] == "AX.tsv"
+
+
+# -- bad input: exit 2 and one line naming the fix -----------------------------------------------------
+
+
+def _fails(capsys, args, phrase):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error:") and phrase.lower() in err.lower(), err
+
+
+def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
+    run = str(runs["bert"])
+    _fails(capsys, ["predict", "--run", str(tmp_path), "--text", "a", "b"], "not an olft run folder")
+    _fails(capsys, ["predict", "--run", run, "--strategy", "full", "--text", "a", "b"], "Finished: olft, final")
+    _fails(capsys, ["predict", "--run", run, "--text", "only one"], "takes 2 text")
+    _fails(capsys, ["predict", "--run", run, "--text", "a", "b", "--split", "test"], "exactly one of")
+    _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.xlsx")], ".csv, .tsv or .jsonl")
+    _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.csv"), "--zip"], "--split test")
+    _fails(capsys, ["predict", "--run", run, "--split", "test", "--output", str(tmp_path / "s")], "RTE/test.tsv")
+    _fails(capsys, ["predict", "--run", run, "--split", "train", "--output", str(tmp_path / "x.csv")], "unknown --split")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer\na,b\n")
+    _fails(capsys, ["predict", "--run", run, "--input", str(bad), "--output", str(tmp_path / "x.csv")], "no 'sentence1'")
+    _fails(capsys, ["predict", "--run", run, "--input", str(tmp_path / "none.csv"), "--output", str(tmp_path / "x.csv")], "not found")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(runs["bert"] / "config.json", unfinished)
+    r = json.loads((runs["bert"] / "results.json").read_text())
+    (unfinished / "results.json").write_text(json.dumps({**r, "strategies": {}, "status": "interrupted", "complete": False}))
+    _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished")
+
+
+def test_rows_for_classes_and_scores():
+    from olft.predict import rows_for
+
+    rows, preds = rows_for(tasks.get_task("mnli"), np.array([[0.0, np.log(3.0), 0.0]]))
+    assert rows == [{"prediction": "neutral", "prob_entailment": pytest.approx(0.2), "prob_neutral": pytest.approx(0.6),
+                     "prob_contradiction": pytest.approx(0.2)}] and list(preds) == [1]
+    rows, preds = rows_for(tasks.get_task("stsb"), np.array([[3.5], [-0.25]]))
+    assert rows == [{"score": 3.5}, {"score": -0.25}] and list(preds) == [3.5, -0.25]
