@@ -198,9 +198,9 @@ def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_g
 
 
 def test_what_olft_counts_as_its_own_files(tmp_path):
-    own = ["config.json", "results.json", ".results.json.tmp123", "table.md", "layers.png", ".layers.png.tmp.png",
-           "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.json.tmp7",
-           "weights/final.safetensors", "checkpoints/full.pt", "checkpoints/full.pt.tmp"]
+    own = ["config.json", "results.json", ".results.tmp123.json", "table.md", "layers.png", ".layers.tmp7.png",
+           "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.tmp7.json",
+           "weights/final.safetensors", "checkpoints/full.pt", "checkpoints/.full.tmp9.pt", "curves/olft.csv", "loss.png"]
     foreign = ["notes.tmp", ".notes.tmp", "model.safetensors", "pieces/notes.txt", "weights/mine.bin", "checkpoints/x.pt.bak",
                "data/train.tsv", ".results.json.tmp"]
     for name in own + foreign:

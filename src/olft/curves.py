@@ -9,10 +9,10 @@ optimizer step, flushed as it goes, so a killed run keeps its curve so far); wit
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
+from olft.atomic import atomic_path
 from olft.errors import OlftError
 
 COLUMNS = ("step", "loss", "lr", "grad_norm")
@@ -123,8 +123,7 @@ def plot_curves(folder: Path, path: Path) -> bool:
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("optimizer step")
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return True

@@ -83,11 +83,11 @@ def _is_own(entry: Path, folder: str | None = None) -> bool:
     if entry.is_symlink() or not entry.is_file():
         return False
     name = entry.name
-    # A temporary file a run killed mid-write left: report.atomic_write's ".<name>.tmp<pid>", the
-    # plot's ".layers.png.tmp.png", a checkpoint's "<name>.pt.tmp", the writability probe.
-    temp = re.fullmatch(r"\.(.+)\.tmp(\d+|\.png)", name) or re.fullmatch(r"(.+\.pt)\.tmp", name)
+    # A temporary file a run killed mid-write left: olft.atomic's ".<stem>.tmp<pid><suffix>"
+    # (".results.tmp123.json", ".layers.tmp7.png", ".full.tmp9.pt"), or the writability probe.
+    temp = re.fullmatch(r"\.(.+)\.tmp\d+(\.[^.]+)", name)
     if temp:
-        name = temp.group(1)
+        name = temp.group(1) + temp.group(2)
     return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
 
 
