@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,7 @@ class Encoded:
     labels: list[int | float]
     pad_id: int
     truncated: int = 0  # examples cut to max_length
+    extra: dict[str, list[list[int]]] = field(default_factory=dict)  # other model inputs (token_type_ids)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -40,6 +41,7 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (batch, seq) long, e.g. token_type_ids
 
 
 def _join_pairs(tokenizer) -> bool:
@@ -47,8 +49,12 @@ def _join_pairs(tokenizer) -> bool:
     return getattr(tokenizer, "sep_token", None) is None
 
 
-def encode(tokenizer, examples: Sequence, max_length: int) -> Encoded:
-    """Tokenize examples (objects with `.texts` and `.label`), truncating to `max_length`."""
+def encode(tokenizer, examples: Sequence, max_length: int, model_inputs: Sequence[str] = ()) -> Encoded:
+    """Tokenize examples (objects with `.texts` and `.label`), truncating to `max_length`.
+
+    `model_inputs` names other tokenizer outputs the model takes (`Stack.model_inputs`, e.g.
+    token_type_ids); they are kept per example in `Encoded.extra`.
+    """
     if not examples:
         raise OlftError("The split is empty: it has no examples to tokenize. Check the data file.")
     texts = [tuple(ex.texts) for ex in examples]
@@ -57,7 +63,8 @@ def encode(tokenizer, examples: Sequence, max_length: int) -> Encoded:
     else:
         firsts = [t[0] for t in texts]
         seconds = [t[1] for t in texts] if len(texts[0]) > 1 else None
-    full = tokenizer(firsts, seconds, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+    out = tokenizer(firsts, seconds, truncation=False, add_special_tokens=True, verbose=False)
+    full, extra = out["input_ids"], {name: out[name] for name in model_inputs}
     long = [i for i, ids in enumerate(full) if len(ids) > max_length]
     if long:
         cut = tokenizer(
@@ -65,11 +72,15 @@ def encode(tokenizer, examples: Sequence, max_length: int) -> Encoded:
             [seconds[i] for i in long] if seconds else None,
             truncation=True,
             max_length=max_length,
-        )["input_ids"]
-        for i, ids in zip(long, cut, strict=True):
-            full[i] = ids
+        )
+        for row, i in enumerate(long):
+            full[i] = cut["input_ids"][row]
+            for name in model_inputs:
+                extra[name][i] = cut[name][row]
     labels = [ex.label for ex in examples]
-    return Encoded(input_ids=[list(x) for x in full], labels=labels, pad_id=tokenizer.pad_token_id, truncated=len(long))
+    extra = {name: [list(x) for x in values] for name, values in extra.items()}
+    return Encoded(input_ids=[list(x) for x in full], labels=labels, pad_id=tokenizer.pad_token_id, truncated=len(long),
+                   extra=extra)  # fmt: skip
 
 
 def collate(enc: Encoded, indices: Sequence[int], regression: bool) -> Batch:
@@ -80,9 +91,14 @@ def collate(enc: Encoded, indices: Sequence[int], regression: bool) -> Batch:
         seq = enc.input_ids[i]
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
+    extra = {}
+    for name, values in enc.extra.items():  # padded with 0 (segment A), masked out anyway
+        extra[name] = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            extra[name][row, : len(values[i])] = torch.tensor(values[i], dtype=torch.long)
     dtype = torch.float32 if regression else torch.long
     labels = torch.tensor([enc.labels[i] for i in indices], dtype=dtype)
-    return Batch(torch.tensor(list(indices), dtype=torch.long), ids, mask, labels)
+    return Batch(torch.tensor(list(indices), dtype=torch.long), ids, mask, labels, extra)
 
 
 def train_order(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:

@@ -16,8 +16,8 @@ import torch
 
 from olft import distributed, tasks
 from olft.backbone import count_params
-from olft.cache import PrefixCache
-from olft.cache import build_caches as build_prefix_caches
+from olft.cache import ActivationCache
+from olft.cache import build_caches as build_activation_caches
 from olft.config import RunConfig
 from olft.data import Encoded, encode
 from olft.loading import load_stack
@@ -82,7 +82,7 @@ class Session:
         train, evals = load_examples(cfg, self.task)
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
-            m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
+            m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map, m.pooling
         )
         distributed.place(self.stack, self.dist, m.device_map, cfg.train.gradient_checkpointing)
         max_pos = getattr(self.stack.base.config, "max_position_embeddings", None) or cfg.data.max_length
@@ -95,7 +95,7 @@ class Session:
             log.warning("%d examples were longer than %d tokens and were truncated", self.truncated, self.max_length)
 
     def encode(self, examples: list) -> Encoded:
-        return encode(self.tokenizer, examples, self.max_length)
+        return encode(self.tokenizer, examples, self.max_length, model_inputs=self.stack.model_inputs)
 
     @property
     def num_layers(self) -> int:
@@ -108,13 +108,13 @@ class Session:
         applied.remove()
         return n
 
-    def build_caches(self, layer: int, encs: dict[str, Encoded]) -> dict[str, PrefixCache]:
+    def build_caches(self, layer: int, encs: dict[str, Encoded]) -> dict[str, ActivationCache]:
         if not self.cfg.train.cache or layer == 0:
             return {}
         bs = self.cfg.train.eval_batch_size
         with self.dist.autocast():  # the frozen layers run as they would in training
             # Splits without room for a cache (memory, then disk) fall back to the plain forward.
-            return build_prefix_caches(self.stack, encs, layer, bs)
+            return build_activation_caches(self.stack, encs, layer, bs)
 
     def tune(
         self,
@@ -125,7 +125,7 @@ class Session:
         epochs: float,
         max_steps: int | None,
         desc: str,
-        caches: dict[str, PrefixCache] | None = None,
+        caches: dict[str, ActivationCache] | None = None,
         checkpoint: Path | None = None,
         dist: distributed.Dist | None = None,
         loss_splits: tuple[str, ...] = (),
@@ -221,7 +221,7 @@ class Session:
         width, rank = (dist.world_size, dist.rank) if split else (1, 0)
         mine = todo[rank::width]  # each process's cache climbs through its own candidates only
         t0 = time.perf_counter()
-        caches = self.build_caches(mine[0], {"train": fit_enc, "score": score_enc}) if mine else {}
+        caches = self.build_caches(cache_layer(mine), {"train": fit_enc, "score": score_enc}) if mine else {}
         cache_seconds = time.perf_counter() - t0
         finished = dict(done)
         for start in range(0, len(todo), width):
@@ -242,6 +242,7 @@ class Session:
         s = self.cfg.selection
         fault_point(f"candidate{layer}")
         t0 = time.perf_counter()
+        caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
         with self.dist.autocast():
             for cache in caches.values():
                 cache.advance(self.stack, layer)
@@ -255,6 +256,16 @@ class Session:
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
+
+
+def cache_layer(candidates: list[int]) -> int:
+    """Where selection builds its one activation cache: the lowest non-zero candidate.
+
+    Layer 0 reads the embeddings, so a cache at 0 holds nothing to reuse; built higher, it serves
+    every later candidate (advanced layer by layer), while layer 0 runs the plain forward. 0 when
+    layer 0 is the only candidate (then no cache).
+    """
+    return min((c for c in candidates if c > 0), default=0)
 
 
 def heldout_loss(logits, labels) -> float:

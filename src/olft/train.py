@@ -1,7 +1,7 @@
 """One training loop for every strategy, and evaluation.
 
 Nothing here knows which strategy is running: a strategy is only "which layers carry the PEFT
-module". The loop trains the module's parameters and the head; when a prefix cache is given,
+module". The loop trains the module's parameters and the head; when an activation cache is given,
 each step starts from the cached hidden states and runs only the layers above it.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from olft.backbone import Stack
-from olft.cache import PrefixCache
+from olft.cache import ActivationCache
 from olft.data import Batch, Encoded, collate, eval_order, iterate, train_order
 from olft.distributed import Dist, GlobalBatchDropout, data_parallel, shard_batch
 from olft.errors import OlftError
@@ -42,16 +42,18 @@ class FitResult:
     resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
 
 
-def logits_for(stack: Stack, batch: Batch, cache: PrefixCache | None, model: nn.Module | None = None) -> torch.Tensor:
-    """Logits of `batch`, from the cached prefix when there is one; `model` (default: the stack,
-    else the stack wrapped in DDP) is what runs the forward."""
+def logits_for(stack: Stack, batch: Batch, cache: ActivationCache | None, model: nn.Module | None = None) -> torch.Tensor:
+    """Logits of `batch`, from the cached activations when there is a cache; `model` (default: the
+    stack, else the stack wrapped in DDP) is what runs the forward. The batch's other model inputs
+    (`batch.extra`, e.g. token_type_ids) reach the base model either way."""
     model = stack if model is None else model
     device = stack.head.weight.device
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    extra = {k: v.to(device) for k, v in batch.extra.items()}
     if cache is None:
-        return model(ids, mask)
+        return model(ids, mask, **extra)
     hidden = cache.gather(batch.indices.tolist(), ids.shape[1])
-    return model(ids, mask, start=cache.layer, hidden=hidden)
+    return model(ids, mask, start=cache.layer, hidden=hidden, **extra)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ def fit(
     warmup_ratio: float = 0.06,
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
-    cache: PrefixCache | None = None,
+    cache: ActivationCache | None = None,
     desc: str = "train",
     quiet: bool = False,
     checkpoint: Path | None = None,
@@ -136,7 +138,7 @@ def fit(
 
 def _forward_backward(
     stack: Stack, model: nn.Module, dropout: GlobalBatchDropout | None, optimizer, enc: Encoded, idx: list[int],
-    cache: PrefixCache | None, dist: Dist, grad_accum: int,
+    cache: ActivationCache | None, dist: Dist, grad_accum: int,
 ) -> float:  # fmt: skip
     """Leave the gradient of the mean loss over global batch `idx` in `.grad`; return that loss.
 
@@ -243,7 +245,7 @@ def predict(
     stack: Stack,
     enc: Encoded,
     batch_size: int,
-    cache: PrefixCache | None = None,
+    cache: ActivationCache | None = None,
     desc: str = "eval",
     quiet: bool = False,
     dist: Dist | None = None,
