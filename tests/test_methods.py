@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from olft.backbone import Stack, family_for
+from olft.backbone import Stack
 from olft.config import MethodConfig
 from olft.data import collate, encode
 from olft.loading import load_stack
@@ -29,7 +29,7 @@ DATA = [Ex((f"the movie was {w} really", "yes it is"), int(w == "good")) for w i
 
 def _stack(family, **kw):
     base = AutoModel.from_config(make_config(family, **kw))
-    stack = Stack(base, family_for(base.config.model_type), 2)
+    stack = Stack(base, num_labels=2)
     stack.freeze_base()
     return stack
 
@@ -38,7 +38,7 @@ def test_houlsby_count_on_gpt2_large_width():
     from transformers import GPT2Config
 
     base = AutoModel.from_config(GPT2Config(n_layer=2, n_embd=1280, n_head=20, vocab_size=16, n_positions=16))
-    stack = Stack(base, family_for("gpt2"), 2)
+    stack = Stack(base, num_labels=2)
     applied = apply_method(stack, [0], MethodConfig(method="adapter"))
     assert applied.num_params == 412_320
     applied.remove()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from olft import distributed, tasks
+from olft import distributed, precision, tasks
 from olft.backbone import count_params
 from olft.cache import ActivationCache
 from olft.cache import build_caches as build_activation_caches
@@ -112,7 +112,7 @@ class Session:
         if not self.cfg.train.cache or layer == 0:
             return {}
         bs = self.cfg.train.eval_batch_size
-        with self.dist.autocast():  # the frozen layers run as they would in training
+        with precision.autocast(self.stack, self.dist):  # the frozen layers run as they would in training
             # Splits without room for a cache (memory, then disk) fall back to the plain forward.
             return build_activation_caches(self.stack, encs, layer, bs)
 
@@ -140,6 +140,7 @@ class Session:
         layers = stack.check_layers(list(layers))
         torch.manual_seed(cfg.train.seed)
         stack.head.reset_parameters()
+        precision.to_fp32(stack.head.parameters())  # trainable: fp32 whatever --dtype (as the PEFT module)
         applied = apply_method(stack, layers, cfg.method)
         if cfg.model.device_map:
             distributed.align_to_layers(stack, layers)
@@ -243,7 +244,7 @@ class Session:
         fault_point(f"candidate{layer}")
         t0 = time.perf_counter()
         caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
-        with self.dist.autocast():
+        with precision.autocast(self.stack, self.dist):
             for cache in caches.values():
                 cache.advance(self.stack, layer)
         try:
@@ -282,6 +283,7 @@ def heldout_loss(logits, labels) -> float:
 def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Metrics of saved PEFT + head weights on every eval split (plain forward, no cache)."""
     applied = apply_method(session.stack, layers, session.cfg.method)
+    precision.to_fp32(session.stack.head.parameters())  # the dtype it was trained in
     if session.cfg.model.device_map:
         distributed.align_to_layers(session.stack, layers)
     try:
