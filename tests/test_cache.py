@@ -290,3 +290,29 @@ def test_real_models_cached_equals_plain(alias):
     torch.testing.assert_close(cached[0], plain[0], **TOL)
     for got, want in zip(cached[1], plain[1], strict=True):
         torch.testing.assert_close(got, want, **TOL)
+
+
+def test_selection_builds_the_cache_above_layer_zero(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """Candidates 0-2: one cache built at layer 1 and used by 1 and 2; layer 0 runs the plain forward."""
+    from olft import pipeline
+    from olft.cli import main
+
+    built, used = [], {}
+    build, tune = pipeline.build_activation_caches, pipeline.Session.tune
+
+    def spy_build(stack, encs, layer, *args, **kwargs):
+        built.append(layer)
+        return build(stack, encs, layer, *args, **kwargs)
+
+    def spy_tune(self, layers, *args, caches=None, **kwargs):
+        used[layers[0]] = sorted({c.layer for c in (caches or {}).values()})
+        return tune(self, layers, *args, caches=caches, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_activation_caches", spy_build)
+    monkeypatch.setattr(pipeline.Session, "tune", spy_tune)
+    args = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
+            "--candidates", "0-2", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q",
+            "--out", str(tmp_path / "sel")]  # fmt: skip
+    assert main(args) == 0
+    assert built == [1]
+    assert used == {0: [], 1: [1], 2: [2]}
