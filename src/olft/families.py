@@ -442,7 +442,8 @@ def dropout_active(layer: nn.Module) -> bool:
     for m in layer.modules():
         if m.training and isinstance(m, nn.Dropout) and m.p > 0:
             return True
-        if m.training and float(getattr(m, "attention_dropout", 0.0) or 0.0) > 0:
+        rate = getattr(m, "attention_dropout", 0.0)  # a rate, or (Falcon) the nn.Dropout caught above
+        if m.training and isinstance(rate, (int, float)) and rate > 0:
             return True
     return False
 
