@@ -299,3 +299,49 @@ def test_prefix_module_shapes():
         key, value = module()
         assert key.shape == value.shape == (2, 5, 8)
         assert module.folded_numel == 160
+
+
+# -- every architecture of the matrix ------------------------------------------------------------
+def _matrix_stack(name: str) -> Stack:
+    from tiny import build_model
+
+    base, _ = build_model(name)
+    stack = Stack(base, None, 2)
+    stack.freeze_base()
+    return stack.eval()
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("tiny").ARCHITECTURES if n not in ("falcon", "deberta_v2")])
+def test_matrix_prefix_reaches_attention(name):
+    """Length 0 is exactly the base model; a real prefix changes the chosen layer's attention
+    output (so the prefix is not silently bypassed) and nothing below it."""
+    stack = _matrix_stack(name)
+    ids, mask = _batch()
+    layer = stack.num_layers // 2
+    below = {}
+    handle = stack.layers[layer].register_forward_pre_hook(
+        lambda _m, a, k: below.setdefault("in", []).append((a[0] if a else k["hidden_states"]).clone()), with_kwargs=True
+    )
+    with torch.no_grad():
+        base = stack(ids, mask)
+        applied = apply_prefix(stack, [layer], length=0)
+        assert torch.equal(stack(ids, mask), base)
+        applied.remove()
+        applied = apply_prefix(stack, [layer], length=3)
+        with_prefix = stack(ids, mask)
+        applied.remove()
+        assert torch.equal(stack(ids, mask), base)
+    handle.remove()
+    assert not torch.allclose(with_prefix, base)
+    n = len(below["in"]) // 4  # four forwards, each calling the layer n times
+    assert all(torch.equal(below["in"][i], below["in"][i + 2 * n]) for i in range(n))
+
+
+@pytest.mark.parametrize("name", ["falcon", "deberta_v2"])
+def test_matrix_prefix_refused_where_attention_bypasses_the_interface(name):
+    from olft.errors import OlftError
+
+    stack = _matrix_stack(name)
+    with pytest.raises(OlftError, match="computes attention itself"):
+        apply_prefix(stack, [1])
+    assert not any(hasattr(m, "prefix") for m in stack.modules())

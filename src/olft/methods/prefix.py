@@ -224,7 +224,7 @@ def attention_module(stack: Stack, index: int) -> tuple[str, nn.Module]:
     """
     root = f"{stack.layer_path(index)}.{stack.family.attn}"
     attn = get_submodule(stack.base, root)
-    for name, module in attn.named_modules():
+    for name, module in attn.named_modules() if getattr(stack.family, "attention_interface", True) else ():
         if _calls_interface(module):
             return (f"{root}.{name}" if name else root), module
     raise OlftError(
