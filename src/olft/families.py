@@ -235,7 +235,7 @@ def _attention(layer: nn.Module, first_projection: str) -> str:
     return best
 
 
-def _lora_targets(attn: nn.Module, called: list[str]) -> tuple[str, ...]:
+def _lora_targets(called: list[str]) -> tuple[str, ...]:
     """Query and value projections, else the first projection called (the fused q/k/v)."""
     names = [p.rsplit(".", 1)[-1] for p in called]
     q = next((n for n in names if n in _QUERY), None)
@@ -253,6 +253,50 @@ def _uses_interface(attn: nn.Module) -> bool:
     return "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface" in source
 
 
+def _outside(base: nn.Module, layers_path: str, n: int, trace: _Trace) -> dict[str, Any]:
+    """Embeddings (run before layer 0), the modules after the last layer, and the pooler."""
+    first, last = trace.start[f"{layers_path}.0"], trace.end[f"{layers_path}.{n - 1}"]
+    side = [p for p in _side_modules(base, layers_path) if p in trace.start]
+    embeddings = tuple(sorted((p for p in side if trace.end[p] < first), key=trace.start.get))
+    after = [p for p in sorted(side, key=trace.start.get) if trace.start[p] > last]
+    pooler = next((p for p in after if p.rsplit(".", 1)[-1] == "pooler"), None)
+    after = tuple(p for p in after if p != pooler)
+    if pooler is not None and not _head_keeps_pooler(base, pooler):
+        pooler = None
+    return {"embeddings": embeddings, "after": after, "final_norm": after[0] if after else None, "pooler": pooler}
+
+
+def _inside(layer: nn.Module, called: list[str]) -> dict[str, Any]:
+    """Attention module, the projections ending attention and MLP, the MLP block, LoRA targets.
+
+    `called`: the layer's projections (paths inside it) in the order the forward called them.
+    """
+    if not called:
+        raise OlftError(f"{type(layer).__name__} calls no Linear projection: olft cannot place modules in it.")
+    attn = _attention(layer, called[0])
+    block = attn.split(".")[0]
+    in_attn = [p for p in called if p.startswith(block + ".")]
+    rest = [p for p in called if not p.startswith(block + ".")]
+    experts = [p for p, _ in layer.named_modules() if p.rsplit(".", 1)[-1] == "experts"]
+    if experts:  # mixture of experts: the adapter follows the whole expert block
+        mlp = mlp_out = mlp_in = experts[0].split(".")[0]
+    elif rest:
+        mlp_out = rest[-1]
+        mlp, mlp_in = mlp_out.split(".")[0], rest[0].split(".")[0]
+    else:
+        raise OlftError(f"Could not find the MLP of {type(layer).__name__}: no projection after its attention block.")
+    return {
+        "attn": attn,
+        "attn_out": in_attn[-1],
+        "mlp_out": mlp_out,
+        "mlp": mlp,
+        "mlp_in": mlp_in,
+        "moe": bool(experts),
+        "lora_targets": _lora_targets([p for p in in_attn if p.startswith(attn + ".")]),
+        "attention_interface": _uses_interface(layer.get_submodule(attn)),
+    }
+
+
 def discover(base: nn.Module) -> Family:
     """The `Family` of a headless transformers model, found from its module tree and one forward.
 
@@ -268,67 +312,27 @@ def discover(base: nn.Module) -> Family:
         causal = _is_causal(base, ids)
     finally:
         base.train(was_training)
-    first = trace.start[f"{layers_path}.0"]
-    last = trace.end[f"{layers_path}.{len(layers) - 1}"]
-    side = [p for p in _side_modules(base, layers_path) if p in trace.start]
-    embeddings = tuple(sorted((p for p in side if trace.end[p] < first), key=trace.start.get))
-    after = [p for p in sorted(side, key=trace.start.get) if trace.start[p] > last]
-    pooler = next((p for p in after if p.rsplit(".", 1)[-1] == "pooler"), None)
-    after = tuple(p for p in after if p != pooler)
-    if pooler is not None and not _head_keeps_pooler(base, pooler):
-        pooler = None
-    # Inside layer 0: every projection in call order.
     prefix = f"{layers_path}.0."
-    layer = layers[0]
     called = sorted(
         (p[len(prefix) :] for p in trace.start if p.startswith(prefix) and _is_projection(base.get_submodule(p))),
         key=lambda p: trace.start[prefix + p],
     )
-    if not called:
-        raise OlftError(f"{type(layer).__name__} calls no Linear projection: olft cannot place modules in it.")
-    attn = _attention(layer, called[0])
-    block = attn.split(".")[0]
-    in_attn = [p for p in called if p.startswith(block + ".")]
-    rest = [p for p in called if not p.startswith(block + ".")]
-    experts = [p for p, m in layer.named_modules() if p.rsplit(".", 1)[-1] == "experts"]
-    moe = bool(experts)
-    if moe:
-        mlp = experts[0].split(".")[0]
-        mlp_out = mlp
-    elif rest:
-        mlp_out = rest[-1]
-        mlp = mlp_out.split(".")[0]
-    else:
-        raise OlftError(f"Could not find the MLP of {type(layer).__name__}: no projection after its attention block.")
-    mlp_in = (rest[0] if rest else mlp).split(".")[0]
-    if moe:
-        mlp_in = mlp
-    out = trace.layer_output
     config = text_config(base.config)
     model_type = getattr(base.config, "model_type", type(base).__name__)
+    out = trace.layer_output
     family = Family(
         name=model_type,
         model_types=(model_type,),
         layers=layers_path,
-        embeddings=embeddings,
-        final_norm=after[0] if after else None,
-        pooler=pooler,
         pooling="last" if causal else "cls",
-        attn=attn,
-        attn_out=in_attn[-1],
-        mlp_out=mlp_out,
-        lora_targets=_lora_targets(layer.get_submodule(attn), [p for p in in_attn if p.startswith(attn + ".")]),
         layers_pattern=layers_path.rsplit(".", 1)[-1],
-        after=after,
-        mlp=mlp,
-        mlp_in=mlp_in,
-        moe=moe,
         # The configs that have parallel blocks say so (GPT-NeoX, GPT-J style, Falcon).
         parallel_block=bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False)),
         causal=causal,
-        attention_interface=_uses_interface(layer.get_submodule(attn)),
         layer_output=len(out) if isinstance(out, tuple) else 0,
         pooled_path=_POOLED_BY_TYPE.get(model_type, "generic"),
+        **_outside(base, layers_path, len(layers), trace),
+        **_inside(layers[0], called),
     )
     rows = OVERRIDES.get(model_type)
     if rows:
