@@ -300,8 +300,14 @@ def _inside(layer: nn.Module, called: list[str]) -> dict[str, Any]:
 def discover(base: nn.Module) -> Family:
     """The `Family` of a headless transformers model, found from its module tree and one forward.
 
-    Raises OlftError when no layer list, attention module or projections can be found.
+    Raises OlftError for encoder-decoder models, and when no layer list, attention module or
+    projections can be found or the model cannot run on token ids alone.
     """
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise OlftError(
+            f"{type(base).__name__} is an encoder-decoder model: olft tunes one stack of layers and supports "
+            "encoder-only and decoder-only models (any with a sequence-classification class of that kind)."
+        )
     layers_path = find_layers(base)
     layers = base.get_submodule(layers_path)
     ids = _dummy_inputs(base)
@@ -310,6 +316,11 @@ def discover(base: nn.Module) -> Family:
     try:
         trace, _ = _trace(base, layers, ids)
         causal = _is_causal(base, ids)
+    except Exception as exc:  # a forward that needs more than token ids (multimodal, ...)
+        raise OlftError(
+            f"{type(base).__name__} did not run on token ids and an attention mask alone "
+            f"({type(exc).__name__}: {exc}): olft supports text models that do."
+        ) from exc
     finally:
         base.train(was_training)
     prefix = f"{layers_path}.0."
