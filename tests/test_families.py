@@ -264,13 +264,24 @@ def test_check_refuses_code_between_layers():
         Stack(base, None, 2).check()
 
 
+# Known answers: Llama (hidden 32, MLP 64, 4 heads, 2 KV heads of 8): q,o 32x32; k,v 32x16;
+# gate/up/down 32x64; two RMSNorms. BERT (hidden 32, MLP 64): q,k,v,o 32x32+bias; two LayerNorms;
+# intermediate 32x64+64; output 64x32+32.
+PER_LAYER = {"llama": 2 * 1024 + 2 * 512 + 3 * 2048 + 2 * 32, "bert": 4 * (1024 + 32) + 2 * 64 + (2048 + 64) + (2048 + 32)}
+
+
 @pytest.mark.parametrize("name", ARCHS)
 def test_parameter_counts_per_layer(name):
+    """Every layer's parameters lie in the discovered list (none in a second per-layer list outside)."""
+    import re
+
     stack, _ = _stack(name)
     per_layer = [sum(p.numel() for p in layer.parameters()) for layer in stack.layers]
-    outside = sum(p.numel() for n, p in stack.base.named_parameters() if not n.startswith(stack.family.layers + "."))
-    assert sum(per_layer) + outside == sum(p.numel() for p in stack.base.parameters())
     assert len(set(per_layer)) == 1 and per_layer[0] > 0
+    if name in PER_LAYER:
+        assert per_layer[0] == PER_LAYER[name]
+    outside = [n for n, _ in stack.base.named_parameters() if not n.startswith(stack.family.layers + ".")]
+    assert not [n for n in outside if re.search(r"\.\d+\.", n)], outside
 
 
 def test_last_token_found_by_position():
