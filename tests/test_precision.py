@@ -22,7 +22,7 @@ class Ex:
 DATA = [Ex((f"the movie was {w} really", "yes it is"), int(w == "good")) for w in ("good", "bad", "dull", "good fun")] * 4
 
 
-def _train(model_dirs, family: str, method: str, dtype: str, lr: float = 1e-3, steps: int = 20, **kw):
+def _train(model_dirs, family: str, method: str, dtype: str, lr: float = 1e-4, steps: int = 20, **kw):
     """(loss, trainable before, trainable after, trainable dtypes) of a short fit on layer 2."""
     stack, tok = load_stack(str(model_dirs[family]), 2, dtype=dtype)
     torch.manual_seed(0)
