@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from olft import precision
+from olft.cache import build_caches
 from olft.config import MethodConfig
 from olft.data import encode
 from olft.loading import load_stack
@@ -69,18 +70,25 @@ def test_trainable_parameters_are_fp32_under_low_precision_weights(model_dirs):
     assert {p.dtype for p in stack.base.parameters()} == {torch.float16}
 
 
-def test_fp16_overflow_in_the_frozen_forward_is_named(model_dirs):
+@pytest.mark.parametrize("cached", [False, True])
+def test_fp16_overflow_in_the_frozen_forward_is_named(model_dirs, cached):
     stack, tok = load_stack(str(model_dirs["llama"]), 2, dtype="fp16")
     with torch.no_grad():  # layer 0's MLP now overflows fp16 (max 65504), finite weights: a dtype fault
         stack.layers[0].mlp.up_proj.weight.fill_(100.0)
         stack.layers[0].mlp.down_proj.weight.fill_(6e4)
     applied = apply_method(stack, [LAYER], MethodConfig(method="lora"))
     params = list(applied.params.values()) + list(stack.head.parameters())
+    enc = encode(tok, DATA, 32)
+    cache = None
+    if cached:  # the overflow is then inside the cached hidden states entering the tuned layer
+        with precision.autocast(stack):
+            cache = build_caches(stack, {"train": enc}, LAYER)["train"]
     with pytest.raises(NonFiniteLoss) as err:
-        fit(stack, params, encode(tok, DATA, 32), epochs=1, max_steps=3, lr=1e-3, batch_size=4, seed=0,
-            frozen_below=LAYER, quiet=True)  # fmt: skip
+        fit(stack, params, enc, epochs=1, max_steps=3, lr=1e-3, batch_size=4, seed=0, frozen_below=LAYER, quiet=True,
+            cache=cache)  # fmt: skip
     msg = str(err.value)
-    assert "overflows fp16 at layer 0" in msg and "learning rate is not the cause" in msg, msg
+    where = f"entering layer {LAYER}" if cached else "at layer 0's output"
+    assert f"overflows fp16 {where}" in msg and "learning rate is not the cause" in msg, msg
     assert "--dtype" in msg and "--lr" not in msg, msg
 
 

@@ -133,8 +133,9 @@ def diagnose(
         return f"{head} Trainable values became non-finite: the updates are too large. {lower}."
     layer, where = _first_overflow(stack, run)
     if layer is not None and (layer < frozen_below or (layer == frozen_below and where == "input") or step == 1):
+        at = f"in the hidden states entering layer {layer}" if where == "input" else f"at layer {layer}'s output"
         cause = (
-            f"The frozen model's forward overflows {name} at layer {layer}'s {where}"
+            f"The frozen model's forward overflows {name} {at}"
             + (" before any update" if step == 1 else ", below the tuned layers")
             + (f" (fp16 holds at most {FP16_MAX:g})" if dtype == torch.float16 else "")
             + ": the learning rate is not the cause."
