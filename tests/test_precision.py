@@ -87,7 +87,7 @@ def test_fp16_overflow_in_the_frozen_forward_is_named(model_dirs, cached):
         fit(stack, params, enc, epochs=1, max_steps=3, lr=1e-3, batch_size=4, seed=0, frozen_below=LAYER, quiet=True,
             cache=cache)  # fmt: skip
     msg = str(err.value)
-    where = f"entering layer {LAYER}" if cached else "at layer 0's output"
+    where = f"in the hidden states entering layer {LAYER}" if cached else "at layer 0's output"
     assert f"overflows fp16 {where}" in msg and "learning rate is not the cause" in msg, msg
     assert "--dtype" in msg and "--lr" not in msg, msg
 
