@@ -44,7 +44,7 @@ import torch
 
 from olft.atomic import atomic_write
 from olft.backbone import Stack
-from olft.cache import PrefixCache, shortcut_available
+from olft.cache import ActivationCache
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
 from olft.data import Encoded, collate, train_order
 from olft.loading import resolve_model_source
@@ -147,7 +147,7 @@ def summary(times: list[float], warmup: int) -> dict:
 Spec = tuple[str, list[int], str, bool, str]  # name, layers, method, cached, pooled-shortcut mode
 
 
-def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: PrefixCache | None) -> list[float]:
+def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: ActivationCache | None) -> list[float]:
     """Seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
     _name, layers, method, _cached, shortcut = spec
     torch.manual_seed(0)
@@ -181,20 +181,20 @@ def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list
     Round r runs the r-th slice of `batches` for each spec in turn; the first step of each slice
     (a warm-up after putting the module in) is discarded. Caches are built once, before round 0.
     """
-    caches: dict[int, PrefixCache] = {}
+    caches: dict[int, ActivationCache] = {}
     builds: dict[int, float] = {}
     records: dict[str, dict] = {}
     for name, layers, method, cached, shortcut in specs:
         records[name] = {"layers": layers if len(layers) < 3 else f"0-{layers[-1]}", "method": method, "cached": cached}
         if cached and min(layers) not in caches:  # one cache per layer, shared by the specs there
             t0 = time.perf_counter()
-            caches[min(layers)] = PrefixCache(stack, enc, min(layers), 64)
+            caches[min(layers)] = ActivationCache(stack, enc, min(layers), 64)
             builds[min(layers)] = round(time.perf_counter() - t0, 3)
         if cached:
             records[name]["cache_build_s"] = builds[min(layers)]
         stack.pooled_shortcut = shortcut
         stack.set_mode(True, min(layers))
-        records[name]["pooled_shortcut"] = shortcut_available(stack) or "used"
+        records[name]["pooled_shortcut"] = stack.shortcut_unavailable() or "used"
         stack.set_mode(False, 0)
         stack.pooled_shortcut = "auto"
     per_round = len(batches) // rounds
@@ -289,7 +289,7 @@ def time_olft_epoch(stack: Stack, enc: Encoded, layer: int, batch_size: int, see
     applied = apply_method(stack, [layer], MethodConfig(method="lora"))
     try:
         t0 = time.perf_counter()
-        cache = PrefixCache(stack, enc, layer, 64)
+        cache = ActivationCache(stack, enc, layer, 64)
         build = time.perf_counter() - t0
         params = list(applied.params.values()) + list(stack.head.parameters())
         result = fit(stack, params, enc, epochs=1, max_steps=None, lr=1e-3, batch_size=batch_size, seed=seed,

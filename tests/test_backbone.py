@@ -1,11 +1,12 @@
-"""The stack reproduces the model's own forward; families, pad tokens, layer checks."""
+"""The stack reproduces the model's own forward; discovery, pad tokens, layer checks."""
 
 import pytest
 import torch
 
-from olft.backbone import FAMILIES, Stack, family_for
+from olft.backbone import Stack
 from olft.data import collate, encode
 from olft.errors import OlftError
+from olft.families import find_layers
 from olft.loading import load_stack
 from olft.select import middle_bucket, parse_candidates, parse_strategies
 from tiny import make_config
@@ -26,19 +27,18 @@ EXAMPLES = [Ex(("the movie was good", "yes it is")), Ex(("bad", "no")), Ex(("the
 def test_stack_matches_model_forward(model_dirs, family, attn):
     stack, tok = load_stack(str(model_dirs[family]), 2, attn_implementation=attn)
     stack.eval()
-    enc = encode(tok, EXAMPLES, 32)
+    enc = encode(tok, EXAMPLES, 32, model_inputs=stack.model_inputs)
     b = collate(enc, [0, 1, 2], regression=False)
+    assert set(b.extra) == ({"token_type_ids"} if family == "bert" else set())
     with torch.no_grad():
-        ours = stack.run_layers(*_prep(stack, b), 0, stack.num_layers)
-        theirs = stack.base(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
-        if stack.family.final_norm:
-            ours = stack.base.get_submodule(stack.family.final_norm)(ours)
+        ours = stack.finish(stack.run_layers(*_prep(stack, b), 0, stack.num_layers))
+        theirs = stack.base(input_ids=b.input_ids, attention_mask=b.attention_mask, **b.extra).last_hidden_state
     real = b.attention_mask.bool()
     torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-6)
 
 
 def _prep(stack, b):
-    inputs = stack.prepare(b.input_ids, b.attention_mask)
+    inputs = stack.prepare(b.input_ids, b.attention_mask, **b.extra)
     return inputs.hidden, inputs
 
 
@@ -59,18 +59,22 @@ def _ids(enc, idx):
     return b.input_ids, b.attention_mask
 
 
-def test_unknown_family_is_refused():
-    with pytest.raises(OlftError, match="not in olft's backbone table"):
-        family_for("t5")
+def test_model_without_layer_list_is_refused():
+    from transformers import AutoModel
+
+    base = AutoModel.from_config(make_config("llama", layers=2))
+    base.layers = torch.nn.ModuleList()  # no list of num_hidden_layers blocks left
+    with pytest.raises(OlftError, match="Could not find the layer list"):
+        find_layers(base)
 
 
-def test_every_family_row_resolves(model_dirs):
+def test_every_family_is_discovered(model_dirs):
     for family in FAMS:
         stack, _ = load_stack(str(model_dirs[family]), 2)
+        assert stack.family.name == family
         layer = stack.layers[0]
         for path in (stack.family.attn, stack.family.attn_out, stack.family.mlp_out):
             layer.get_submodule(path)
-    assert {"gpt2", "llama", "mistral", "bert"} <= set(FAMILIES)
 
 
 def test_layer_checks(model_dirs):
@@ -116,5 +120,5 @@ def test_stack_from_config_without_loading():
     from transformers import AutoModel
 
     base = AutoModel.from_config(make_config("gpt2", layers=2))
-    stack = Stack(base, family_for("gpt2"), 3)
+    stack = Stack(base, None, 3)
     assert stack.num_layers == 2 and stack.head.out_features == 3

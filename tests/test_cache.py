@@ -1,4 +1,4 @@
-"""The frozen-prefix cache and the pooled-token last layer are exact.
+"""The activation cache and the pooled-token last layer are exact.
 
 For every family and PEFT method: cached logits and gradients equal the plain forward's (with
 padding in the batch, the cache built at another batch size), a short training run ends with the
@@ -17,7 +17,7 @@ import torch
 
 from olft import cache as cache_mod
 from olft.backbone import Stack
-from olft.cache import CacheUnavailable, PrefixCache, build_caches, plan_cache, pooled_last_layer, shortcut_available
+from olft.cache import ActivationCache, CacheUnavailable, build_caches, plan_cache
 from olft.config import MethodConfig
 from olft.data import Encoded, collate, train_order
 from olft.loading import load_stack
@@ -83,8 +83,8 @@ def test_cached_equals_plain(model_dirs, family, method, layer):
     applied = apply_method(stack, [layer], _method(method))
     _perturb(applied)
     enc = _enc(stack)
-    cache = PrefixCache(stack, enc, layer, batch_size=5)
-    assert shortcut_available(stack) is None
+    cache = ActivationCache(stack, enc, layer, batch_size=5)
+    assert stack.shortcut_unavailable() is None
     for idx in train_order(enc.lengths, 4, seed=3):
         batch = collate(enc, idx, regression=False)
         stack.pooled_shortcut = "off"
@@ -109,7 +109,7 @@ def test_pooled_layer_without_padding(model_dirs, family, attn):
         mask = torch.ones(shape, dtype=torch.long)
         inputs = stack.prepare(ids, mask)
         h = stack.run_layers(inputs.hidden, inputs, 0, stack.num_layers - 1)
-        assert pooled_last_layer(stack, h, inputs, mask) is not None
+        assert stack.pooled_last_layer(h, inputs, mask) is not None
         stack.pooled_shortcut = "off"
         plain = stack(ids, mask)
         stack.pooled_shortcut = "auto"
@@ -120,11 +120,11 @@ def test_shortcut_respects_dropout(model_dirs):
     """GPT-2 and BERT carry dropout 0.1: in training the shortcut steps aside unless forced."""
     stack = _stack(model_dirs, "bert")
     stack.set_mode(True, frozen_below=3)
-    assert "dropout" in shortcut_available(stack)
+    assert "dropout" in stack.shortcut_unavailable()
     stack.pooled_shortcut = "always"
-    assert shortcut_available(stack) is None
+    assert stack.shortcut_unavailable() is None
     stack.pooled_shortcut = "off"
-    assert "off" in shortcut_available(stack)
+    assert "off" in stack.shortcut_unavailable()
 
 
 def _train(stack, applied, enc, cache, layer) -> dict[str, torch.Tensor]:
@@ -146,7 +146,7 @@ def test_fit_with_cache_ends_with_same_weights(model_dirs, family, method, layer
         torch.manual_seed(5)  # the same module initialisation both times
         applied = apply_method(stack, [layer], _method(method))
         stack.pooled_shortcut = mode
-        cache = PrefixCache(stack, enc, layer, batch_size=7) if mode == "auto" else None
+        cache = ActivationCache(stack, enc, layer, batch_size=7) if mode == "auto" else None
         runs.append(_train(stack, applied, enc, cache, layer))
         applied.remove()
     plain, cached = runs
@@ -168,8 +168,8 @@ def test_fit_with_pooled_shortcut_in_training(model_dirs):
         applied = apply_method(stack, [3], _method("adapter"))
         stack.pooled_shortcut = mode
         stack.set_mode(True, 3)
-        assert (shortcut_available(stack) is None) == (mode == "auto")
-        runs.append(_train(stack, applied, enc, PrefixCache(stack, enc, 3) if mode == "auto" else None, 3))
+        assert (stack.shortcut_unavailable() is None) == (mode == "auto")
+        runs.append(_train(stack, applied, enc, ActivationCache(stack, enc, 3) if mode == "auto" else None, 3))
         applied.remove()
     for name in runs[0]:
         torch.testing.assert_close(runs[1][name], runs[0][name], **TOL, msg=name)
@@ -180,10 +180,10 @@ def test_advance_equals_direct(model_dirs, family):
     """A cache advanced 1 -> 2 -> 3 equals one built at 3, and the model's own hidden states."""
     stack = _stack(model_dirs, family)
     enc = _enc(stack)
-    stepped = PrefixCache(stack, enc, 1, batch_size=6)
+    stepped = ActivationCache(stack, enc, 1, batch_size=6)
     stepped.advance(stack, 2)
     stepped.advance(stack, 3)
-    direct = PrefixCache(stack, enc, 3, batch_size=4)
+    direct = ActivationCache(stack, enc, 3, batch_size=4)
     torch.testing.assert_close(stepped.flat, direct.flat, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError):
         stepped.advance(stack, 2)
@@ -204,7 +204,7 @@ def test_built_in_inference_mode(model_dirs, monkeypatch):
         return run(self, *args, **kwargs)
 
     monkeypatch.setattr(Stack, "run_layers", spy)
-    PrefixCache(stack, _enc(stack), 2)
+    ActivationCache(stack, _enc(stack), 2)
     assert seen and all(seen)
 
 
@@ -212,14 +212,14 @@ def test_disk_equals_memory(model_dirs, tmp_path):
     """The memory-mapped cache holds the same values, advances the same, and leaves no file."""
     stack = _stack(model_dirs, "mistral")
     enc = _enc(stack)
-    memory = PrefixCache(stack, enc, 1, storage="memory")
-    disk = PrefixCache(stack, enc, 1, storage="disk", directory=tmp_path)
+    memory = ActivationCache(stack, enc, 1, storage="memory")
+    disk = ActivationCache(stack, enc, 1, storage="disk", directory=tmp_path)
     assert disk.storage == "disk" and torch.equal(disk.flat, memory.flat)
     memory.advance(stack, 3)
     disk.advance(stack, 3)
     assert torch.equal(disk.flat, memory.flat)
     assert list(tmp_path.iterdir()) == []  # unlinked once mapped: gone whatever way the run ends
-    planned = PrefixCache(stack, enc, 2, memory_budget=0, directory=tmp_path)
+    planned = ActivationCache(stack, enc, 2, memory_budget=0, directory=tmp_path)
     assert planned.storage == "disk"
     planned.close()
     assert planned.nbytes == 0
@@ -247,7 +247,7 @@ def test_fallback_runs_plain(model_dirs, monkeypatch, tmp_path, caplog):
         caches = build_caches(stack, {"train": enc}, 2, memory_budget=0, directory=tmp_path)
     assert caches == {} and "plain forward" in caplog.text and "free disk" in caplog.text
     with pytest.raises(CacheUnavailable):
-        PrefixCache(stack, enc, 2, memory_budget=0, directory=tmp_path)
+        ActivationCache(stack, enc, 2, memory_budget=0, directory=tmp_path)
     torch.manual_seed(0)
     applied = apply_method(stack, [2], _method("adapter"))
     fallback = _train(stack, applied, enc, caches.get("train"), 2)
@@ -284,7 +284,33 @@ def test_real_models_cached_equals_plain(alias):
     stack.pooled_shortcut = "off"
     plain = _logits_and_grads(stack, applied, batch, None)
     stack.pooled_shortcut = "auto"
-    cached = _logits_and_grads(stack, applied, batch, PrefixCache(stack, enc, layer, batch_size=2))
+    cached = _logits_and_grads(stack, applied, batch, ActivationCache(stack, enc, layer, batch_size=2))
     torch.testing.assert_close(cached[0], plain[0], **TOL)
     for got, want in zip(cached[1], plain[1], strict=True):
         torch.testing.assert_close(got, want, **TOL)
+
+
+def test_selection_builds_the_cache_above_layer_zero(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """Candidates 0-2: one cache built at layer 1 and used by 1 and 2; layer 0 runs the plain forward."""
+    from olft import pipeline
+    from olft.cli import main
+
+    built, used = [], {}
+    build, tune = pipeline.build_activation_caches, pipeline.Session.tune
+
+    def spy_build(stack, encs, layer, *args, **kwargs):
+        built.append(layer)
+        return build(stack, encs, layer, *args, **kwargs)
+
+    def spy_tune(self, layers, *args, caches=None, **kwargs):
+        used[layers[0]] = sorted({c.layer for c in (caches or {}).values()})
+        return tune(self, layers, *args, caches=caches, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_activation_caches", spy_build)
+    monkeypatch.setattr(pipeline.Session, "tune", spy_tune)
+    args = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
+            "--candidates", "0-2", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q",
+            "--out", str(tmp_path / "sel")]  # fmt: skip
+    assert main(args) == 0
+    assert built == [1]
+    assert used == {0: [], 1: [1], 2: [2]}

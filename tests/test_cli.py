@@ -190,7 +190,7 @@ def test_unknown_family(tmp_path, capsys):
 
     folder = tmp_path / "t5"
     AutoModel.from_config(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8)).save_pretrained(folder)
-    _fails(capsys, ["info", "--model", str(folder)], "not in olft's backbone table")
+    _fails(capsys, ["info", "--model", str(folder)], "encoder-decoder model")
 
 
 @pytest.mark.parametrize("extra", [["--method", "prefix"], ["--method", "prefix", "--prefix-reparam", "--prefix-hidden", "16"], ["--method", "lora"]])

@@ -1,19 +1,22 @@
 """PEFT methods: exact parameter counts, placement on the chosen layers only, identity at init,
 frozen base after training, removal restores the model."""
 
+import copy
 import re
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
 
-from olft.backbone import Stack, family_for
+from olft.backbone import Stack
 from olft.config import MethodConfig
 from olft.data import collate, encode
+from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import fit
-from tiny import make_config
+from tiny import ARCHITECTURES, build_model, make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 METHODS = ("adapter", "lora")
@@ -29,7 +32,7 @@ DATA = [Ex((f"the movie was {w} really", "yes it is"), int(w == "good")) for w i
 
 def _stack(family, **kw):
     base = AutoModel.from_config(make_config(family, **kw))
-    stack = Stack(base, family_for(base.config.model_type), 2)
+    stack = Stack(base, num_labels=2)
     stack.freeze_base()
     return stack
 
@@ -38,7 +41,7 @@ def test_houlsby_count_on_gpt2_large_width():
     from transformers import GPT2Config
 
     base = AutoModel.from_config(GPT2Config(n_layer=2, n_embd=1280, n_head=20, vocab_size=16, n_positions=16))
-    stack = Stack(base, family_for("gpt2"), 2)
+    stack = Stack(base, num_labels=2)
     applied = apply_method(stack, [0], MethodConfig(method="adapter"))
     assert applied.num_params == 412_320
     applied.remove()
@@ -101,6 +104,108 @@ def test_training_moves_only_the_module(model_dirs, family, method):
     fit(stack, params, enc, epochs=2, max_steps=None, lr=1e-2, batch_size=4, seed=0, frozen_below=2, quiet=True)
     peft_after = applied.state_dict()
     assert any(not torch.equal(peft_before[k], peft_after[k]) for k in peft_before)
+    applied.remove()
+    for n, p in stack.base.named_parameters():
+        assert torch.equal(p, base_before[n]), n
+
+
+# -- every method on every architecture of the matrix (tests/tiny.py) ------------------------------
+ARCHS = tuple(ARCHITECTURES)
+NO_PREFIX = ("falcon", "deberta_v2")  # attention computed outside transformers' attention interface
+# LoRA targets per architecture: peft's defaults (query and value, or the fused q/k/v projection).
+LORA_TARGETS = {"gpt2": ("c_attn",), "phi3": ("qkv_proj",), "gpt_neox": ("query_key_value",),
+                "falcon": ("query_key_value",), "bert": ("query", "value"), "roberta": ("query", "value"),
+                "electra": ("query", "value"), "deberta_v2": ("query_proj", "value_proj"),
+                "distilbert": ("q_lin", "v_lin")}  # fmt: skip
+_BUILT: dict[str, tuple] = {}
+
+
+def _arch(name: str) -> tuple[Stack, object]:
+    """A fresh copy of the architecture's frozen stack (built and discovered once)."""
+    if name not in _BUILT:
+        base, tok = build_model(name)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+            base.config.pad_token_id = tok.pad_token_id
+        stack = Stack(base, None, 2)
+        stack.set_model_inputs(tok)
+        stack.freeze_base()
+        _BUILT[name] = (stack, tok)
+    stack, tok = _BUILT[name]
+    return copy.deepcopy(stack).eval(), tok
+
+
+def _expected_count(stack: Stack, method: str, layer: int) -> int:
+    """Parameters of the method on one layer, from the model's shapes alone (not olft's modules)."""
+    h, config = stack.hidden_size, stack.base.config
+    if method == "adapter":  # Houlsby rf 16: two adapters d -> d/16 -> d with biases
+        b = h // 16
+        return 2 * (h * b + b + b * h + h)
+    if method == "prefix":  # 5 key and 5 value vectors per key/value head
+        heads = config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        return 2 * 5 * kv * (getattr(config, "head_dim", None) or h // heads)
+    targets = LORA_TARGETS.get(stack.base.config.model_type.replace("-", "_"), ("q_proj", "v_proj"))
+    modules = [m for n, m in stack.layers[layer].named_modules() if n.rsplit(".", 1)[-1] in targets]
+    assert len(modules) == len(targets)
+    return sum(8 * sum(m.weight.shape) for m in modules)  # r x (in + out), Linear or Conv1D
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("method", ["adapter", "lora", "prefix"])
+def test_matrix_counts_and_placement_on_one_layer(name, method):
+    stack, _ = _arch(name)
+    layer = stack.num_layers // 2
+    if method == "prefix" and name in NO_PREFIX:
+        with pytest.raises(OlftError, match="computes attention itself. Use --method adapter or --method lora"):
+            apply_method(stack, [layer], MethodConfig(method=method))
+        assert not any(p.requires_grad for p in stack.base.parameters())
+        return
+    applied = apply_method(stack, [layer], MethodConfig(method=method))
+    trainable = [n for n, p in stack.base.named_parameters() if p.requires_grad]
+    assert sorted(trainable) == sorted(applied.params)
+    where = {int(re.search(rf"{re.escape(stack.family.layers)}\.(\d+)\.", n).group(1)) for n in trainable}
+    assert where == {layer}
+    assert applied.num_params == _expected_count(stack, method, layer)
+    applied.remove()
+    assert not any(p.requires_grad for p in stack.base.parameters())
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("method", METHODS)
+def test_matrix_identity_at_init(name, method):
+    stack, tok = _arch(name)
+    enc = encode(tok, DATA[:4], 32, model_inputs=stack.model_inputs)
+    b = collate(enc, [0, 1, 2, 3], regression=False)
+    with torch.no_grad():
+        before = stack(b.input_ids, b.attention_mask, **b.extra)
+        applied = apply_method(stack, [0, stack.num_layers - 1], MethodConfig(method=method))
+        at_init = stack(b.input_ids, b.attention_mask, **b.extra)
+        applied.remove()
+        after = stack(b.input_ids, b.attention_mask, **b.extra)
+    assert torch.equal(before, at_init) and torch.equal(before, after)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("method", ["adapter", "lora", "prefix"])
+def test_matrix_short_fit_moves_only_the_module(name, method):
+    if method == "prefix" and name in NO_PREFIX:
+        pytest.skip("prefix tuning is refused here (test_matrix_counts_and_placement_on_one_layer)")
+    stack, tok = _arch(name)
+    layer = stack.num_layers // 2
+    base_before = {n: p.detach().clone() for n, p in stack.base.named_parameters()}
+    # Bottleneck 16, not 2: with 2 ReLU units both can be inactive on every token of this data.
+    applied = apply_method(stack, [layer], MethodConfig(method=method, reduction_factor=2))
+    peft_before = applied.state_dict()
+    enc = encode(tok, DATA[:8], 32, model_inputs=stack.model_inputs)
+    params = list(applied.params.values()) + list(stack.head.parameters())
+    result = fit(stack, params, enc, epochs=1, max_steps=3, lr=1e-2, batch_size=4, seed=0, frozen_below=layer, quiet=True)
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    peft_after = applied.state_dict()
+    # The tensors whose gradient is non-zero from the first step (the others start moving once
+    # the zero-initialised adapter up / LoRA B projection has moved).
+    first = [k for k in peft_before if re.search(r"(\.up\.|lora_B|prefix\.key|prefix\.value)", k)]
+    assert first and all(not torch.equal(peft_before[k], peft_after[k]) for k in first), first
     applied.remove()
     for n, p in stack.base.named_parameters():
         assert torch.equal(p, base_before[n]), n

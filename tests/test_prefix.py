@@ -10,8 +10,9 @@ import torch
 from transformers import AutoModel, GPT2Config, LlamaConfig
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from olft.backbone import Stack, family_for, get_submodule
+from olft.backbone import Stack, get_submodule
 from olft.errors import OlftError
+from olft.families import discover
 from olft.loading import load_stack
 from olft.methods.prefix import PrefixKV, apply_prefix
 from tiny import make_config
@@ -58,10 +59,20 @@ def _load(model_dirs, family: str, attn: str) -> Stack:
 
 
 def _meta_stack(config) -> Stack:
-    """A stack with weights on the meta device: real shapes, no memory or init time."""
+    """A stack with weights on the meta device: real shapes, no memory or init time. Its structure
+    is discovered on a 2-layer, 64-wide model of the same class (a forward cannot run on meta)."""
+    small = copy.deepcopy(config)
+    small.hidden_size, small.num_hidden_layers = 64, 2
+    if hasattr(small, "intermediate_size"):
+        small.intermediate_size = 64
+    if hasattr(small, "num_key_value_heads"):
+        small.num_key_value_heads = small.num_attention_heads = 4
+    else:
+        small.num_attention_heads = 4
+    family = discover(AutoModel.from_config(small).eval())
     with torch.device("meta"):
         base = AutoModel.from_config(config)
-        return Stack(base, family_for(config.model_type), 2)
+        return Stack(base, family, 2)
 
 
 # -- parameter counts ----------------------------------------------------------------------------
@@ -81,7 +92,7 @@ def test_count_gpt2_large_width():
 
 def test_count_gqa_uses_kv_heads():
     config = make_config("llama")  # 4 query heads, 2 key/value heads, head_dim 8
-    stack = Stack(AutoModel.from_config(config), family_for("llama"), 2)
+    stack = Stack(AutoModel.from_config(config), num_labels=2)
     applied = apply_prefix(stack, [2], length=3)
     assert applied.num_params == 2 * 3 * config.num_key_value_heads * 8 == 96
     assert applied.params["layers.2.self_attn.prefix.key"].shape == (2, 3, 8)
@@ -141,14 +152,17 @@ def test_only_layer_i_onwards_changes(model_dirs, family):
     handles.append(attn.register_forward_hook(record("attn"), with_kwargs=True))
     with torch.no_grad():
         stack(ids, mask)
+        calls = {name: len(values) for name, values in seen.items()}  # a forward may call a layer twice
         applied = apply_prefix(stack, [layer])
         stack(ids, mask)
     for h in handles:
         h.remove()
     applied.remove()
-    for i in range(layer + 1):
-        assert torch.equal(seen[f"in{i}"][0], seen[f"in{i}"][1])
-    assert not torch.allclose(seen["attn"][0], seen["attn"][1])
+    for name, values in seen.items():
+        assert len(values) == 2 * calls[name]
+        before, after = values[: calls[name]], values[calls[name] :]
+        same = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        assert same != (name == "attn"), name
 
 
 # -- equivalence with a hand-written reference -----------------------------------------------------
@@ -286,3 +300,49 @@ def test_prefix_module_shapes():
         key, value = module()
         assert key.shape == value.shape == (2, 5, 8)
         assert module.folded_numel == 160
+
+
+# -- every architecture of the matrix ------------------------------------------------------------
+def _matrix_stack(name: str) -> Stack:
+    from tiny import build_model
+
+    base, _ = build_model(name)
+    stack = Stack(base, None, 2)
+    stack.freeze_base()
+    return stack.eval()
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("tiny").ARCHITECTURES if n not in ("falcon", "deberta_v2")])
+def test_matrix_prefix_reaches_attention(name):
+    """Length 0 is exactly the base model; a real prefix changes the chosen layer's attention
+    output (so the prefix is not silently bypassed) and nothing below it."""
+    stack = _matrix_stack(name)
+    ids, mask = _batch()
+    layer = stack.num_layers // 2
+    below = {}
+    handle = stack.layers[layer].register_forward_pre_hook(
+        lambda _m, a, k: below.setdefault("in", []).append((a[0] if a else k["hidden_states"]).clone()), with_kwargs=True
+    )
+    with torch.no_grad():
+        base = stack(ids, mask)
+        applied = apply_prefix(stack, [layer], length=0)
+        assert torch.equal(stack(ids, mask), base)
+        applied.remove()
+        applied = apply_prefix(stack, [layer], length=3)
+        with_prefix = stack(ids, mask)
+        applied.remove()
+        assert torch.equal(stack(ids, mask), base)
+    handle.remove()
+    assert not torch.allclose(with_prefix, base)
+    n = len(below["in"]) // 4  # four forwards, each calling the layer n times
+    assert all(torch.equal(below["in"][i], below["in"][i + 2 * n]) for i in range(n))
+
+
+@pytest.mark.parametrize("name", ["falcon", "deberta_v2"])
+def test_matrix_prefix_refused_where_attention_bypasses_the_interface(name):
+    from olft.errors import OlftError
+
+    stack = _matrix_stack(name)
+    with pytest.raises(OlftError, match="computes attention itself"):
+        apply_prefix(stack, [1])
+    assert not any(hasattr(m, "prefix") for m in stack.modules())

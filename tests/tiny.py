@@ -27,9 +27,9 @@ def make_tokenizer(encoder: bool):
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
         )
-        return PreTrainedTokenizerFast(  # segment ids among its outputs, as BertTokenizer has
+        return PreTrainedTokenizerFast(
             tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-            model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BERT's tokenizer
         )
     bos = vocab["<bos>"]
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
@@ -88,3 +88,96 @@ def make_glue(root: Path, n_train: int = 96, n_dev: int = 40, seed: int = 0) -> 
                         f"{'entailment' if label == 0 else 'not_entailment'}")
         (rte / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     return root
+
+
+# -- the architecture matrix -----------------------------------------------------------------------
+# Tiny random models of every architecture olft is tested on, built from transformers' own config
+# classes (2-4 layers, hidden 32). Each entry returns (config, tokenizer); `build_model` makes the
+# headless base model. Chosen to cover each structural variant: grouped-query attention,
+# sliding-window layers, alternating local/global layers, parallel attention/MLP blocks,
+# mixture-of-experts MLPs, fused q/k/v projections, pre-norm and post-norm encoders.
+_V = 64  # vocabulary size (the word-level tokenizers use fewer ids)
+
+
+def _decoder(**kw) -> dict:
+    base = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=_V,
+                max_position_embeddings=64, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    return {**base, **kw}
+
+
+def _encoder(**kw) -> dict:
+    base = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, vocab_size=_V,
+                max_position_embeddings=64, pad_token_id=0)  # fmt: skip
+    return {**base, **kw}
+
+
+def _configs() -> dict:
+    import transformers as T
+
+    return {
+        "gpt2": lambda: make_config("gpt2"),
+        "llama": lambda: make_config("llama"),
+        "mistral": lambda: make_config("mistral"),
+        "bert": lambda: make_config("bert", layers=3),
+        # Qwen2 with sliding-window attention on layers 1..3 (layer_types mixed).
+        "qwen2": lambda: T.Qwen2Config(**_decoder(num_key_value_heads=2, use_sliding_window=True, sliding_window=3, max_window_layers=1)),
+        # Gemma 2 / 3: alternating sliding (local) and full (global) layers; Gemma 3 also uses
+        # a different rotary base per kind and q/k norms; Gemma 2 soft-caps attention logits.
+        "gemma2": lambda: T.Gemma2Config(**_decoder(num_key_value_heads=2, head_dim=8, sliding_window=3)),
+        "gemma3": lambda: T.Gemma3TextConfig(**_decoder(num_key_value_heads=2, head_dim=8, sliding_window=3, sliding_window_pattern=2)),
+        "qwen3": lambda: T.Qwen3Config(**_decoder(num_key_value_heads=2, head_dim=8)),
+        "phi3": lambda: T.Phi3Config(**_decoder(num_key_value_heads=2, pad_token_id=None)),  # fused qkv_proj
+        "olmo2": lambda: T.Olmo2Config(**_decoder(num_key_value_heads=2, pad_token_id=None)),  # norms after blocks
+        "gpt_neox": lambda: T.GPTNeoXConfig(**_decoder(num_hidden_layers=3)),  # parallel attention + MLP
+        "falcon": lambda: T.FalconConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, vocab_size=_V,
+                                         bos_token_id=1, eos_token_id=2),  # parallel, multi-query  # fmt: skip
+        "opt": lambda: T.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=3, num_attention_heads=4, vocab_size=_V,
+                                   max_position_embeddings=64, word_embed_proj_dim=32, bos_token_id=1, eos_token_id=2,
+                                   pad_token_id=None),  # fmt: skip
+        "mixtral": lambda: T.MixtralConfig(**_decoder(num_hidden_layers=3, num_key_value_heads=2, num_local_experts=4,
+                                                      num_experts_per_tok=2)),  # fmt: skip
+        "qwen2_moe": lambda: T.Qwen2MoeConfig(**_decoder(num_hidden_layers=3, num_key_value_heads=2, num_experts=4,
+                                                         num_experts_per_tok=2, moe_intermediate_size=16,
+                                                         shared_expert_intermediate_size=32)),  # fmt: skip
+        "roberta": lambda: T.RobertaConfig(**_encoder(max_position_embeddings=66)),
+        "deberta_v2": lambda: T.DebertaV2Config(**_encoder(relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                                           position_buckets=8, max_relative_positions=16)),  # fmt: skip
+        "electra": lambda: T.ElectraConfig(**_encoder(embedding_size=16)),  # embeddings projected up
+        "distilbert": lambda: T.DistilBertConfig(dim=32, hidden_dim=64, n_layers=3, n_heads=4, vocab_size=_V,
+                                                 max_position_embeddings=64, pad_token_id=0),  # fmt: skip
+    }
+
+
+ENCODERS = ("bert", "roberta", "deberta_v2", "electra", "distilbert")
+# Tokenizers of these checkpoints return no segment ids (RoBERTa has a single segment embedding).
+NO_SEGMENTS = ("roberta",)
+
+
+def _builder(name: str):
+    def build():
+        config = _configs()[name]()
+        encoder = name in ENCODERS
+        tok = make_tokenizer(encoder)
+        # BERT-style tokenizers return segment ids; RoBERTa's do not (one segment embedding).
+        names = ["input_ids", "token_type_ids", "attention_mask"] if encoder and name not in NO_SEGMENTS else None
+        tok.model_input_names = names or ["input_ids", "attention_mask"]
+        return config, tok
+
+    return build
+
+
+ARCHITECTURES = {name: _builder(name) for name in _configs()}
+
+
+def build_model(name: str, seed: int = 0, attn: str = "sdpa"):
+    """(headless random base model in eval mode, tokenizer) of architecture `name`."""
+    from transformers import AutoModel
+
+    config, tok = ARCHITECTURES[name]()
+    torch.manual_seed(seed)
+    try:
+        model = AutoModel.from_config(config, attn_implementation=attn)
+    except ValueError:  # no SDPA for this architecture (Gemma 2): its eager kernel
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config, attn_implementation="eager")
+    return model.eval(), tok

@@ -36,6 +36,8 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "status": "running",
         "model": cfg.model.model,
         "family": session.stack.family.name,
+        "pooling": {"rule": session.stack.pooling, "from": session.stack.pooling_source},
+        "model_inputs": ["input_ids", "attention_mask", *session.stack.model_inputs],
         "num_layers": session.num_layers,
         "task": session.task.name,
         "metric": session.task.metric,
@@ -289,12 +291,19 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
 
 
 def info(cfg: RunConfig) -> dict:
-    """Family, layers, middle bucket and PEFT parameter counts of a model (no data needed)."""
+    """What olft discovered in a model and what each method would cost on it (no data needed).
+
+    Family structure (layer list, embeddings, final norm, pooler, attention and the projections
+    the adapter follows, LoRA targets, pooling and where it came from), layers, middle bucket,
+    and PEFT parameter counts per method on one layer and on all layers. Raises OlftError for a
+    model olft cannot load or run.
+    """
     from olft.backbone import count_params
     from olft.loading import load_stack
     from olft.methods import METHODS, apply_method
 
-    stack, _ = load_stack(cfg.model.model, 2, cfg.model.gguf_file, cfg.model.dtype, cfg.model.attn_implementation)
+    m = cfg.model
+    stack, _ = load_stack(m.model, 2, m.gguf_file, m.dtype, m.attn_implementation, pooling=m.pooling)
     n = stack.num_layers
 
     def peft(method_cfg, layers: list[int]) -> tuple[int, int]:
@@ -303,22 +312,33 @@ def info(cfg: RunConfig) -> dict:
         applied.remove()
         return counts
 
-    per_method = {}
+    per_method: dict[str, dict] = {}
     for name in METHODS:
         method_cfg = replace(cfg.method, method=name)
-        (one, one_train), (every, _) = peft(method_cfg, [n // 2]), peft(method_cfg, list(range(n)))
+        try:
+            (one, one_train), (every, _) = peft(method_cfg, [n // 2]), peft(method_cfg, list(range(n)))
+        except OlftError as exc:  # e.g. prefix tuning on attention that bypasses transformers' interface
+            per_method[name] = {"unavailable": str(exc)}
+            continue
         per_method[name] = {"one_layer": one, "all_layers": every, "one_layer_percent_of_all": 100 * one / every}
         if one_train:
             per_method[name]["one_layer_while_training"] = one_train
     chosen = per_method[cfg.method.method]
+    if "unavailable" in chosen:
+        raise OlftError(chosen["unavailable"])
+    middle = stack.layer_path(n // 2)
     return {
         "model": cfg.model.model,
         "family": stack.family.name,
+        "structure": stack.family.describe(),
+        "adapter_after": [f"{middle}.{stack.family.attn_out}", f"{middle}.{stack.family.mlp_out}"],
+        "pooling": {"rule": stack.pooling, "from": stack.pooling_source},
+        "model_inputs": ["input_ids", "attention_mask", *stack.model_inputs],
         "num_layers": n,
         "hidden_size": stack.hidden_size,
         "middle_bucket": middle_bucket(n),
         "base_params": count_params(stack.base),
-        "params_per_layer": count_params(stack.layers[0]),
+        "params_per_layer": [count_params(layer) for layer in stack.layers],
         "method": cfg.method.method,
         "peft_params_one_layer": chosen["one_layer"],
         "peft_params_all_layers": chosen["all_layers"],

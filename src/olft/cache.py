@@ -1,4 +1,4 @@
-"""The frozen-prefix cache, and the last layer computed at the pooled token only.
+"""The activation cache: hidden states entering a layer, computed once by the frozen layers.
 
 Layers below the lowest tuned layer are frozen and (with dropout off there) deterministic, so
 their output for an example never changes across steps and epochs. The cache keeps, for every
@@ -15,31 +15,28 @@ else 4 GB), beyond that in a memory-mapped file on disk (`OLFT_CACHE_DIR`, else 
 beyond the free disk nowhere: `build_caches` then returns no cache and logs why, and training
 runs the plain forward, which gives the same result more slowly.
 
-The second half of this module is the pooled-token shortcut used by `Stack.forward`: the last
-layer's output is needed only at the pooled token, so its keys and values are computed for every
-position but its query, attention output, residual and MLP for that one token.
+This module only stores and serves activations: it runs the stack through `Stack.hidden_entering`
+and knows nothing of model families (the pooled-token last layer lives in `olft.families`).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import weakref
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
-from olft.backbone import LayerInputs, Stack, get_submodule
 from olft.data import Encoded, collate, eval_order
 from olft.errors import OlftError
+
+if TYPE_CHECKING:
+    from olft.backbone import Stack
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ DISK_FRACTION = 0.9  # of the free disk a cache may take (the rest stays free fo
 
 
 class CacheUnavailable(OlftError):
-    """No room for a prefix cache (memory budget and free disk both too small)."""
+    """No room for an activation cache (memory budget and free disk both too small)."""
 
 
 # -- where the cache lives -----------------------------------------------------------------------
@@ -111,7 +108,7 @@ def _disk_tensor(n_tokens: int, hidden: int, dtype: torch.dtype, directory: Path
     ends and its space is returned when the tensor is freed; elsewhere it is removed on `close`.
     """
     nbytes = n_tokens * hidden * torch.empty((), dtype=dtype).element_size()
-    folder = Path(tempfile.mkdtemp(prefix="olft-prefix-", dir=directory))
+    folder = Path(tempfile.mkdtemp(prefix="olft-activations-", dir=directory))
     path = folder / "hidden.bin"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -146,7 +143,7 @@ def _memory_device(ref: torch.Tensor, numel: int) -> torch.device:
     return ref.device if numel * ref.element_size() <= free // 2 else torch.device("cpu")
 
 
-class PrefixCache:
+class ActivationCache:
     """Hidden states entering `layer` for every example of `enc` (unpadded, flat).
 
     `storage` is "memory" or "disk"; left out, it is planned from the memory budget and the free
@@ -177,7 +174,7 @@ class PrefixCache:
         if storage is None:
             storage, reason = plan_cache(n_tokens, stack.hidden_size, ref.dtype, memory_budget=memory_budget, directory=directory)
             if storage is None:
-                raise CacheUnavailable(f"No room for the frozen-prefix cache: it {reason}.")
+                raise CacheUnavailable(f"No room for the activation cache: it {reason}.")
         if storage not in ("memory", "disk"):
             raise ValueError(f"storage must be 'memory' or 'disk', not {storage!r}")
         self.storage = storage
@@ -211,8 +208,10 @@ class PrefixCache:
             for idx in eval_order(self.enc.lengths, self.batch_size):
                 batch = collate(self.enc, idx, regression=False)
                 ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+                extra = {k: v.to(device) for k, v in batch.extra.items()}
                 hidden = self.gather(idx, ids.shape[1]) if from_cache else None
-                out = stack.hidden_entering(ids, mask, target, hidden=hidden, start=self.layer if from_cache else 0)
+                start = self.layer if from_cache else 0
+                out = stack.hidden_entering(ids, mask, target, hidden=hidden, start=start, **extra)
                 out = out.to(self.flat.device)
                 for row, i in enumerate(idx):
                     offset, n = self._spans[i]
@@ -246,7 +245,7 @@ def build_caches(
     *,
     memory_budget: int | None = None,
     directory: str | Path | None = None,
-) -> dict[str, PrefixCache]:
+) -> dict[str, ActivationCache]:
     """A cache at `layer` for each split that has room; a split without one runs the plain forward.
 
     The memory budget is shared by the splits in order (train first, as the caller lists them);
@@ -256,155 +255,18 @@ def build_caches(
         return {}
     budget = memory_budget_bytes() if memory_budget is None else memory_budget
     dtype = next(stack.base.parameters()).dtype
-    caches: dict[str, PrefixCache] = {}
+    caches: dict[str, ActivationCache] = {}
     for name, enc in encs.items():
         storage, reason = plan_cache(sum(enc.lengths), stack.hidden_size, dtype, memory_budget=budget, directory=directory)
         if storage is None:
-            log.warning("no frozen-prefix cache for '%s' (plain forward, same result, slower): it %s", name, reason)
+            log.warning("no activation cache for '%s' (plain forward, same result, slower): it %s", name, reason)
             continue
-        log.info("frozen-prefix cache for '%s' at layer %d: %s", name, layer, reason)
+        log.info("activation cache for '%s' at layer %d: %s", name, layer, reason)
         try:
-            caches[name] = PrefixCache(stack, enc, layer, batch_size, storage=storage, directory=directory)
+            caches[name] = ActivationCache(stack, enc, layer, batch_size, storage=storage, directory=directory)
         except (OSError, RuntimeError, CacheUnavailable) as exc:  # allocation failed after all
-            log.warning("no frozen-prefix cache for '%s' (plain forward, same result, slower): %s", name, exc)
+            log.warning("no activation cache for '%s' (plain forward, same result, slower): %s", name, exc)
             continue
         if storage == "memory":
             budget -= caches[name].nbytes
     return caches
-
-
-# -- the last layer at the pooled token only -----------------------------------------------------
-_ATTENTION = ("eager", "sdpa", "olft_prefix")  # implementations with an explicit mask we can slice
-
-
-def _dropout_active(layer: nn.Module) -> bool:
-    """Whether the layer would draw random numbers (then the shortcut draws different ones)."""
-    for m in layer.modules():
-        if m.training and isinstance(m, nn.Dropout) and m.p > 0:
-            return True
-        if m.training and float(getattr(m, "attention_dropout", 0.0) or 0.0) > 0:
-            return True
-    return False
-
-
-def _layer_arguments(layer: nn.Module, hidden: torch.Tensor, inputs: LayerInputs) -> dict[str, Any]:
-    """The layer's call arguments by name (families pass the mask positionally or by keyword)."""
-    return inspect.signature(layer.forward).bind_partial(hidden, *inputs.args, **inputs.kwargs).arguments
-
-
-def _rows(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """t[b, pos[b]] kept as a length-1 sequence: (batch, 1, ...); t may have batch 1 (shared)."""
-    t = t.expand(pos.shape[0], *t.shape[1:]) if t.shape[0] == 1 else t
-    return t[torch.arange(pos.shape[0], device=pos.device), pos].unsqueeze(1)
-
-
-def _mask_rows(mask: torch.Tensor | None, pos: torch.Tensor) -> torch.Tensor | None:
-    """The 4D mask's row of each pooled query: (batch, heads, 1, kv)."""
-    if mask is None or mask.shape[-2] == 1:
-        return mask
-    mask = mask.expand(pos.shape[0], *mask.shape[1:]) if mask.shape[0] == 1 else mask
-    return mask[torch.arange(pos.shape[0], device=pos.device), :, pos].unsqueeze(2)
-
-
-def _attend(attn: nn.Module, q, k, v, mask, dropout: float) -> torch.Tensor:
-    """The module's own attention function (its config names it: eager, sdpa or olft_prefix)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    eager = sys.modules[type(attn).__module__].eager_attention_forward
-    fn = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager)
-    out, _ = fn(attn, q, k, v, mask, dropout=dropout, scaling=attn.scaling)
-    return out.reshape(q.shape[0], 1, -1).contiguous()
-
-
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
-
-
-def _rotary_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
-    """Llama, Mistral, Qwen2: pre-norm, separate q/k/v projections, rotary positions."""
-    attn = layer.self_attn
-    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-    x = layer.input_layernorm(h)
-    q = _heads(attn.q_proj(_rows(x, pos)), attn.head_dim)
-    k, v = _heads(attn.k_proj(x), attn.head_dim), _heads(attn.v_proj(x), attn.head_dim)
-    cos, sin = args["position_embeddings"]
-    q, _ = rope(q, q, _rows(cos, pos), _rows(sin, pos))
-    _, k = rope(k, k, cos, sin)
-    out = _attend(attn, q, k, v, mask, attn.attention_dropout if attn.training else 0.0)
-    h1 = _rows(h, pos) + attn.o_proj(out)
-    return h1 + layer.mlp(layer.post_attention_layernorm(h1))
-
-
-def _gpt2_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
-    """GPT-2: pre-norm, one fused q/k/v projection (LoRA may wrap it, so it runs on every position)."""
-    attn = layer.attn
-    q, k, v = attn.c_attn(layer.ln_1(h)).split(attn.split_size, dim=2)
-    q, k, v = _heads(_rows(q, pos), attn.head_dim), _heads(k, attn.head_dim), _heads(v, attn.head_dim)
-    if attn.config._attn_implementation == "eager" and attn.reorder_and_upcast_attn:
-        out, _ = attn._upcast_and_reordered_attn(q, k, v, mask)
-        out = out.reshape(q.shape[0], 1, -1).contiguous()
-    else:
-        out = _attend(attn, q, k, v, mask, attn.attn_dropout.p if attn.training else 0.0)
-    h1 = attn.resid_dropout(attn.c_proj(out)) + _rows(h, pos)
-    return h1 + layer.mlp(layer.ln_2(h1))
-
-
-def _bert_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
-    """BERT: post-norm; everything after self-attention is per token."""
-    sa = layer.attention.self
-    d = sa.attention_head_size
-    q = _heads(sa.query(_rows(h, pos)), d)
-    out = _attend(sa, q, _heads(sa.key(h), d), _heads(sa.value(h), d), mask, sa.dropout.p if sa.training else 0.0)
-    return layer.feed_forward_chunk(layer.attention.output(out, _rows(h, pos)))
-
-
-_LAYERS: dict[str, Callable[..., torch.Tensor]] = {
-    "llama": _rotary_layer,
-    "mistral": _rotary_layer,
-    "qwen2": _rotary_layer,
-    "gpt2": _gpt2_layer,
-    "bert": _bert_layer,
-}
-
-
-def shortcut_available(stack: Stack) -> str | None:
-    """None when the last layer can run at the pooled token only and stay exact, else why not."""
-    mode = getattr(stack, "pooled_shortcut", "auto")
-    if mode == "off":
-        return "switched off (Stack.pooled_shortcut = 'off')"
-    if stack.family.name not in _LAYERS:
-        return f"no pooled-token implementation for family '{stack.family.name}'"
-    layer = stack.layers[-1]
-    if getattr(layer, "crossattention", None) is not None or getattr(layer, "is_decoder", False):
-        return "the last layer has cross-attention"
-    attn = get_submodule(layer, stack.family.attn)
-    if attn.config._attn_implementation not in _ATTENTION:
-        return f"attention implementation '{attn.config._attn_implementation}' (needs eager or sdpa)"
-    if mode != "always" and _dropout_active(layer):
-        return "dropout is active in the last layer (set Stack.pooled_shortcut = 'always' to use it anyway)"
-    return None
-
-
-def pooled_last_layer(stack: Stack, hidden: torch.Tensor, inputs: LayerInputs, attention_mask: torch.Tensor) -> torch.Tensor | None:
-    """Output of the last layer at the pooled token, (batch, 1, hidden); None if not available.
-
-    `hidden` enters the last layer. Equal to running the whole layer and taking the pooled row,
-    up to float rounding, with every PEFT module in the layer (they are called, not bypassed).
-    """
-    if shortcut_available(stack) is not None:
-        return None
-    layer = stack.layers[-1]
-    args = _layer_arguments(layer, hidden, inputs)
-    mask = args.get("attention_mask")
-    if mask is not None and (not torch.is_tensor(mask) or mask.dim() != 4):
-        return None
-    # The layer's own call would move its inputs to its device (a model spread over devices).
-    device = next(layer.parameters()).device
-    hidden, mask = hidden.to(device), None if mask is None else mask.to(device)
-    if args.get("position_embeddings") is not None:
-        args["position_embeddings"] = tuple(t.to(device) for t in args["position_embeddings"])
-    if stack.family.pooling == "first":
-        pos = torch.zeros(hidden.shape[0], dtype=torch.long, device=device)
-    else:
-        pos = attention_mask.long().sum(dim=1).clamp(min=1).to(device) - 1
-    return _LAYERS[stack.family.name](layer, hidden, pos, _mask_rows(mask, pos), args)

@@ -34,6 +34,7 @@ class ModelConfig:
     gguf_file: str | None = opt(None, "GGUF file name inside the --model folder.")
     dtype: str = opt("fp32", "Weight dtype: fp32, bf16 or fp16.", choices=("fp32", "bf16", "fp16"))
     attn_implementation: str = opt("sdpa", "Attention kernel: sdpa or eager.", choices=("sdpa", "eager"))
+    pooling: str = opt("auto", "Pooled representation the head reads: cls (first token), mean (of real tokens), last (last real token), or auto (the checkpoint's own sentence-transformers pooling config where it has one, else last for causal models and cls for encoders).", choices=("auto", "cls", "mean", "last"))
     device_map: str | None = opt(None, "Spread a model too large for one device over the GPUs of one process: auto, balanced, sequential (as in from_pretrained). Single process only.")
 
 

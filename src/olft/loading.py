@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from olft.atomic import atomic_path
-from olft.backbone import Stack, family_for
+from olft.backbone import POOLINGS, Stack
 from olft.errors import OlftError
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,17 @@ def load_stack(
     dtype: str = "fp32",
     attn_implementation: str = "sdpa",
     device_map: str | None = None,
+    pooling: str = "auto",
 ) -> tuple[Stack, object]:
     """Load (Stack, tokenizer) for classification with `num_labels` outputs (1 = regression).
 
+    Where the layers, norms and projections live is discovered from the model (`olft.families`)
+    and checked against its own forward (`Stack.check`). `pooling` is cls, mean, last, or auto:
+    the checkpoint's own sentence-transformers pooling config where it has one, else the
+    family's rule (causal models: last real token; encoders: first token).
     `device_map` (e.g. "auto") spreads the layers of a model too large for one device over the
     visible GPUs, as `from_pretrained` does; the head then sits with the last layer.
+    Raises OlftError for unreadable files, unknown options and models olft cannot run.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -141,12 +147,11 @@ def load_stack(
                 "file (download it again)."
             ) from exc
         raise OlftError(f"Could not read the model config at {source}: {_first_line(exc)} Check config.json is valid.") from exc
-    family = family_for(config.model_type)
+    log.debug("%s: model type %s", name, getattr(config, "model_type", "?"))
+    if pooling != "auto" and pooling not in POOLINGS:
+        raise OlftError(f"Unknown pooling '{pooling}': use auto or one of {', '.join(POOLINGS)}.")
     try:
-        base = AutoModel.from_pretrained(
-            source, gguf_file=gguf, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
-            **({"device_map": device_map} if device_map else {}),
-        )  # fmt: skip
+        base = _from_pretrained(AutoModel, source, gguf, DTYPES[dtype], attn_implementation, device_map)
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
     except OSError as exc:
         raise _load_error(name, source, exc) from exc
@@ -157,12 +162,72 @@ def load_stack(
             f"{cache_dir()}, for a built-in alias)."
         ) from exc
     set_pad_token(tokenizer, base)
-    stack = Stack(base, family, num_labels)
+    chosen, origin = (pooling, "given") if pooling != "auto" else checkpoint_pooling(source)
+    stack = Stack(base, None, num_labels, pooling=chosen)
+    stack.pooling_source = origin if chosen else "family"
+    stack.set_model_inputs(tokenizer)
+    stack.check()
     stack.to(DTYPES[dtype])
     if device_map:
         stack.head.to(list(stack.base.parameters())[-1].device)  # where the final norm / pooler sit
     stack.freeze_base()
     return stack, tokenizer
+
+
+def _from_pretrained(auto, source: str, gguf: str | None, dtype: torch.dtype, attn: str, device_map: str | None):
+    """`from_pretrained`, falling back to eager attention where the family has no SDPA kernel."""
+    kwargs = {"gguf_file": gguf, "dtype": dtype, **({"device_map": device_map} if device_map else {})}
+    try:
+        return auto.from_pretrained(source, attn_implementation=attn, **kwargs)
+    except ValueError as exc:
+        if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
+            raise
+        log.warning("%s has no SDPA attention kernel: using eager attention", source)
+        return auto.from_pretrained(source, attn_implementation="eager", **kwargs)
+
+
+# sentence-transformers' pooling modes -> olft's (modes olft does not offer fall back to the family's)
+_ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
+
+
+def checkpoint_pooling(source: str) -> tuple[str | None, str]:
+    """(pooling, where it came from) from a sentence-transformers checkpoint's own config.
+
+    Reads modules.json and its Pooling module's config.json (local folder or hub cache); None
+    when the checkpoint has none or uses a mode olft does not offer (then the family's rule).
+    """
+    from transformers.utils import cached_file
+
+    def read(name: str) -> dict | list | None:
+        try:
+            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)  # fmt: skip
+        except OSError:
+            return None
+        if not path:
+            return None
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable %s in %s", name, source)
+            return None
+
+    modules = read("modules.json")
+    if not isinstance(modules, list):
+        return None, "family"
+    entry = next((m for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
+    if entry is None:
+        return None, "family"
+    name = f"{entry.get('path') or entry.get('name')}/config.json"
+    config = read(name)
+    if not isinstance(config, dict):
+        return None, "family"
+    modes = [mode for key, mode in _ST_POOLING.items() if config.get(key)]
+    others = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING]
+    if len(modes) != 1 or others:
+        log.warning("checkpoint pooling %s is not one of olft's (cls, mean, last): using the family's rule", others or modes)
+        return None, "family"
+    return modes[0], f"checkpoint ({name})"
 
 
 def _load_error(name: str, source: str, exc: Exception) -> OlftError:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from olft import distributed, tasks
+from olft import distributed, precision, tasks
 from olft.backbone import count_params
-from olft.cache import PrefixCache
-from olft.cache import build_caches as build_prefix_caches
+from olft.cache import ActivationCache
+from olft.cache import build_caches as build_activation_caches
 from olft.config import RunConfig
 from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
@@ -83,7 +83,7 @@ class Session:
         train, evals = load_examples(cfg, self.task) if data else ([], {})
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
-            m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map
+            m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map, m.pooling
         )
         distributed.place(self.stack, self.dist, m.device_map, cfg.train.gradient_checkpointing)
         texts = len(self.task.text_fields)
@@ -101,9 +101,7 @@ class Session:
                             split, cut["examples"], self.max_length, per_text)  # fmt: skip
 
     def encode(self, examples: list) -> Encoded:
-        # Every tokenizer output the base model's forward accepts (token_type_ids, ...) is kept.
-        model_inputs = getattr(self.stack, "model_inputs", ())
-        return encode(self.tokenizer, examples, self.max_length, model_inputs=model_inputs)
+        return encode(self.tokenizer, examples, self.max_length, model_inputs=self.stack.model_inputs)
 
     @property
     def num_layers(self) -> int:
@@ -116,13 +114,13 @@ class Session:
         applied.remove()
         return n
 
-    def build_caches(self, layer: int, encs: dict[str, Encoded]) -> dict[str, PrefixCache]:
+    def build_caches(self, layer: int, encs: dict[str, Encoded]) -> dict[str, ActivationCache]:
         if not self.cfg.train.cache or layer == 0:
             return {}
         bs = self.cfg.train.eval_batch_size
-        with self.dist.autocast():  # the frozen layers run as they would in training
+        with precision.autocast(self.stack, self.dist):  # the frozen layers run as they would in training
             # Splits without room for a cache (memory, then disk) fall back to the plain forward.
-            return build_prefix_caches(self.stack, encs, layer, bs)
+            return build_activation_caches(self.stack, encs, layer, bs)
 
     def tune(
         self,
@@ -133,7 +131,7 @@ class Session:
         epochs: float,
         max_steps: int | None,
         desc: str,
-        caches: dict[str, PrefixCache] | None = None,
+        caches: dict[str, ActivationCache] | None = None,
         checkpoint: Path | None = None,
         dist: distributed.Dist | None = None,
         loss_splits: tuple[str, ...] = (),
@@ -148,6 +146,7 @@ class Session:
         layers = stack.check_layers(list(layers))
         torch.manual_seed(cfg.train.seed)
         stack.head.reset_parameters()
+        precision.to_fp32(stack.head.parameters())  # trainable: fp32 whatever --dtype (as the PEFT module)
         applied = apply_method(stack, layers, cfg.method)
         if cfg.model.device_map:
             distributed.align_to_layers(stack, layers)
@@ -230,7 +229,7 @@ class Session:
         width, rank = (dist.world_size, dist.rank) if split else (1, 0)
         mine = todo[rank::width]  # each process's cache climbs through its own candidates only
         t0 = time.perf_counter()
-        caches = self.build_caches(mine[0], {"train": fit_enc, "score": score_enc}) if mine else {}
+        caches = self.build_caches(cache_layer(mine), {"train": fit_enc, "score": score_enc}) if mine else {}
         cache_seconds = time.perf_counter() - t0
         finished = dict(done)
         for start in range(0, len(todo), width):
@@ -251,7 +250,8 @@ class Session:
         s = self.cfg.selection
         fault_point(f"candidate{layer}")
         t0 = time.perf_counter()
-        with self.dist.autocast():
+        caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
+        with precision.autocast(self.stack, self.dist):
             for cache in caches.values():
                 cache.advance(self.stack, layer)
         try:
@@ -264,6 +264,16 @@ class Session:
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
+
+
+def cache_layer(candidates: list[int]) -> int:
+    """Where selection builds its one activation cache: the lowest non-zero candidate.
+
+    Layer 0 reads the embeddings, so a cache at 0 holds nothing to reuse; built higher, it serves
+    every later candidate (advanced layer by layer), while layer 0 runs the plain forward. 0 when
+    layer 0 is the only candidate (then no cache).
+    """
+    return min((c for c in candidates if c > 0), default=0)
 
 
 def heldout_loss(logits, labels) -> float:
@@ -280,6 +290,7 @@ def heldout_loss(logits, labels) -> float:
 def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Metrics of saved PEFT + head weights on every eval split (plain forward, no cache)."""
     applied = apply_method(session.stack, layers, session.cfg.method)
+    precision.to_fp32(session.stack.head.parameters())  # the dtype it was trained in
     if session.cfg.model.device_map:
         distributed.align_to_layers(session.stack, layers)
     try:

@@ -1,7 +1,7 @@
 """One training loop for every strategy, and evaluation.
 
 Nothing here knows which strategy is running: a strategy is only "which layers carry the PEFT
-module". The loop trains the module's parameters and the head; when a prefix cache is given,
+module". The loop trains the module's parameters and the head; when an activation cache is given,
 each step starts from the cached hidden states and runs only the layers above it.
 """
 
@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +21,11 @@ from tqdm.auto import tqdm
 
 from olft.atomic import atomic_path
 from olft.backbone import Stack
-from olft.cache import PrefixCache
+from olft.cache import ActivationCache
 from olft.data import Batch, Encoded, collate, eval_order, iterate, train_order
 from olft.distributed import Dist, GlobalBatchDropout, data_parallel, shard_batch
 from olft.errors import OlftError
+from olft.precision import autocast, diagnose, grad_scaler, to_fp32
 from olft.runfolder import fault_point
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,18 @@ class FitResult:
     resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
 
 
-def logits_for(stack: Stack, batch: Batch, cache: PrefixCache | None, model: nn.Module | None = None) -> torch.Tensor:
-    """Logits of `batch`, from the cached prefix when there is one; `model` (default: the stack,
-    else the stack wrapped in DDP) is what runs the forward."""
+def logits_for(stack: Stack, batch: Batch, cache: ActivationCache | None, model: nn.Module | None = None) -> torch.Tensor:
+    """Logits of `batch`, from the cached activations when there is a cache; `model` (default: the
+    stack, else the stack wrapped in DDP) is what runs the forward. The batch's other model inputs
+    (`batch.extra`, e.g. token_type_ids) reach the base model either way."""
     model = stack if model is None else model
     device = stack.head.weight.device
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    extra = {k: v.to(device) for k, v in batch.extra.items()}
     if cache is None:
-        return model(ids, mask)
+        return model(ids, mask, **extra)
     hidden = cache.gather(batch.indices.tolist(), ids.shape[1])
-    return model(ids, mask, start=cache.layer, hidden=hidden)
+    return model(ids, mask, start=cache.layer, hidden=hidden, **extra)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,7 +77,7 @@ def fit(
     warmup_ratio: float = 0.06,
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
-    cache: PrefixCache | None = None,
+    cache: ActivationCache | None = None,
     desc: str = "train",
     quiet: bool = False,
     checkpoint: Path | None = None,
@@ -101,12 +103,14 @@ def fit(
     from transformers import get_linear_schedule_with_warmup
 
     dist = dist or Dist()
+    to_fp32(params)  # trainable values in fp32 whatever the frozen dtype (olft.precision)
     steps_per_epoch = math.ceil(len(enc) / batch_size)
     total = max_steps or max(1, math.ceil(epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
+    scaler = grad_scaler(stack, dist)  # on only under fp16 autocast (see olft.precision)
     torch.manual_seed(seed)
-    state = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist)
+    state = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist, scaler)
     step, epoch, skip, loss_value = state
     stack.set_mode(True, frozen_below)
     start = time.perf_counter()
@@ -116,14 +120,18 @@ def fit(
             for position, idx in enumerate(train_order(enc.lengths, batch_size, seed + epoch)):
                 if position < skip:
                     continue
-                loss_value = _forward_backward(stack, model, dropout, optimizer, enc, idx, cache, dist, grad_accum)
+                loss_value = _forward_backward(stack, model, dropout, optimizer, enc, idx, cache, dist, grad_accum, scaler)
                 if not math.isfinite(loss_value):
-                    raise NonFiniteLoss(_diverged("loss", step + 1, lr))
+                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "loss", step + 1, frozen_below, lr))
+                scaler.unscale_(optimizer)
                 norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-                if not torch.isfinite(norm):
-                    raise NonFiniteLoss(_diverged("gradient", step + 1, lr))
-                optimizer.step()
+                # Under fp16 loss scaling an overflowing gradient only lowers the scale and skips
+                # the step; it is divergence once even a scale below 1 overflows.
+                if not torch.isfinite(norm) and (not scaler.is_enabled() or scaler.get_scale() < 1):
+                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "gradient", step + 1, frozen_below, lr))
                 lr_used = scheduler.get_last_lr()[0]
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 step += 1
                 if on_step is not None:
@@ -135,7 +143,7 @@ def fit(
                     break
                 if checkpoint and checkpoint_every and step % checkpoint_every == 0:
                     at = (step, epoch, position + 1, loss_value)
-                    _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist)
+                    _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist, scaler)
             epoch, skip = epoch + 1, 0
     bar.close()
     stack.set_mode(False, 0)
@@ -144,24 +152,25 @@ def fit(
 
 def _forward_backward(
     stack: Stack, model: nn.Module, dropout: GlobalBatchDropout | None, optimizer, enc: Encoded, idx: list[int],
-    cache: PrefixCache | None, dist: Dist, grad_accum: int,
+    cache: ActivationCache | None, dist: Dist, grad_accum: int, scaler: torch.amp.GradScaler,
 ) -> float:  # fmt: skip
     """Leave the gradient of the mean loss over global batch `idx` in `.grad`; return that loss.
 
     Without `dropout` to steer (one process, no accumulation) this is the plain step. Otherwise
     each micro-batch's loss is weighted by its share of the global batch and DDP averages over
     processes, so the gradient and the returned loss (summed over processes) are the batch's.
+    The forward runs under the precision policy's autocast; `scaler` scales the backward (fp16).
     """
     device = stack.head.weight.device
     regression = stack.num_labels == 1
     if dropout is None:
         batch = collate(enc, idx, regression)
-        with dist.autocast():
+        with autocast(stack, dist):
             loss = loss_fn(logits_for(stack, batch, cache), batch.labels.to(device))
         loss_value = loss.item()
         if math.isfinite(loss_value):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
         return loss_value
     optimizer.zero_grad(set_to_none=True)
     parts = shard_batch(idx, dist.world_size, dist.rank, grad_accum)
@@ -170,14 +179,14 @@ def _forward_backward(
         dropout.rows(len(idx), part.start, fresh=k == 0)
         batch = collate(enc, part.indices, regression)
         with dist.no_sync(model, skip=k < len(parts) - 1):
-            with dist.autocast():
+            with autocast(stack, dist):
                 loss = loss_fn(logits_for(stack, batch, cache, model), batch.labels.to(device)) * part.weight
-            dist.backward(loss * dist.world_size)  # DDP divides by the number of processes
+            dist.backward(scaler.scale(loss * dist.world_size))  # DDP divides by the number of processes
         total += loss.item()
     return dist.sum(total)
 
 
-def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, dist: Dist | None = None) -> None:
+def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, dist: Dist | None = None, scaler=None) -> None:
     """Write the training state (rank 0 only); every process's RNG state goes in with it."""
     dist = dist or Dist()
     rng = dist.gather(torch.get_rng_state())
@@ -193,6 +202,8 @@ def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, 
     }
     if len(rng) > 1:
         state["rng_per_process"] = rng
+    if scaler is not None and scaler.is_enabled():  # fp16 loss scale: resumes where it was
+        state["scaler"] = scaler.state_dict()
     if cuda_rng is not None:  # dropout on a GPU draws from the device's generator
         state["cuda_rng_per_process"] = cuda_rng
     with atomic_path(path) as tmp:
@@ -209,7 +220,7 @@ def _read_checkpoint(path: Path, map_location: str | None = None) -> dict | None
         return None
 
 
-def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None) -> tuple[int, int, int, float]:
+def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None, scaler=None) -> tuple[int, int, int, float]:
     """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss).
 
     With several processes rank 0 reads the file and sends it to the others, so every process
@@ -229,6 +240,8 @@ def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist
             p.copy_(saved)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and scaler.is_enabled() and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     rngs = state.get("rng_per_process")
     torch.set_rng_state(rngs[dist.rank] if rngs and len(rngs) == dist.world_size else state["rng"])
     cuda_rngs = state.get("cuda_rng_per_process")
@@ -238,11 +251,16 @@ def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist
     return state["position"]
 
 
-def _diverged(what: str, step: int, lr: float) -> str:
-    return (
-        f"Training diverged: the {what} became NaN or infinite at step {step}. Lower the learning "
-        f"rate (now {lr:g}, try --lr {lr / 10:g}) or train in fp32 (--dtype fp32)."
-    )
+def _diverged(stack: Stack, params, enc: Encoded, idx: list[int], cache, dist: Dist, what: str, step: int,
+              frozen_below: int, lr: float) -> str:  # fmt: skip
+    """The divergence message, naming the cause `olft.precision.diagnose` finds on this batch."""
+
+    def replay() -> torch.Tensor:
+        batch = collate(enc, idx, stack.num_labels == 1)
+        with autocast(stack, dist):
+            return logits_for(stack, batch, cache)
+
+    return diagnose(stack, params, replay, what, step, frozen_below, lr)
 
 
 @torch.no_grad()
@@ -250,7 +268,7 @@ def predict(
     stack: Stack,
     enc: Encoded,
     batch_size: int,
-    cache: PrefixCache | None = None,
+    cache: ActivationCache | None = None,
     desc: str = "eval",
     quiet: bool = False,
     dist: Dist | None = None,
@@ -270,7 +288,7 @@ def predict(
     world, rank = (dist.world_size, dist.rank) if dist else (1, 0)
     batches = eval_order(enc.lengths, batch_size)[rank::world]
     pairs = []
-    with dist.autocast() if dist else nullcontext():
+    with autocast(stack, dist):
         for batch in tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False):
             raw = logits_for(stack, batch, cache).float()
             values = raw if logits else raw.squeeze(-1) if regression else raw.argmax(-1)

@@ -13,22 +13,31 @@ from olft.errors import OlftError
 from olft.methods.adapter import apply_adapter
 from olft.methods.base import Applied
 from olft.methods.lora import apply_lora
+from olft.precision import to_fp32
 
 METHODS = ("adapter", "lora", "prefix")
 
 
 def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
-    """Put the configured PEFT module into `layers` of `stack` (base stays frozen)."""
+    """Put the configured PEFT module into `layers` of `stack` (base stays frozen).
+
+    The module's parameters are fp32 whatever the frozen weights' dtype (`olft.precision`):
+    each module casts its input to its own dtype and its output back, as PEFT's layers do.
+    Raises OlftError for an unknown method or one the model's family cannot take.
+    """
     layers = stack.check_layers(list(layers))
     if cfg.name == "adapter":
-        return apply_adapter(stack, layers, cfg.reduction_factor, cfg.placement)
-    if cfg.name == "lora":
-        return apply_lora(stack, layers, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
-    if cfg.name == "prefix":
+        applied = apply_adapter(stack, layers, cfg.reduction_factor, cfg.placement)
+    elif cfg.name == "lora":
+        applied = apply_lora(stack, layers, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
+    elif cfg.name == "prefix":
         from olft.methods.prefix import apply_prefix
 
-        return apply_prefix(stack, layers, cfg.prefix_length, cfg.prefix_reparam, cfg.prefix_hidden)
-    raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+        applied = apply_prefix(stack, layers, cfg.prefix_length, cfg.prefix_reparam, cfg.prefix_hidden)
+    else:
+        raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+    to_fp32(applied.params.values())
+    return applied
 
 
 __all__ = ["METHODS", "Applied", "apply_method"]

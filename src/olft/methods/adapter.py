@@ -5,20 +5,34 @@ Written here rather than taken from a library: `peft` has no bottleneck adapter,
 piece by piece. Houlsby puts an adapter after the attention block's output projection and one
 after the MLP's; Pfeiffer only after the MLP. Each adapter is x + up(act(down(x))) with the up
 projection zero-initialised, so the model is unchanged until training moves it.
+
+Placement is by module path, so it is the same on every family: the stack's family names the
+module that ends the attention block (`attn_out`: Llama's o_proj, GPT-2's Conv1D c_proj, BERT's
+attention.output.dense, GPT-NeoX's and Falcon's dense) and the MLP block (`mlp_out`: the MLP's
+output projection, or for a mixture-of-experts layer the whole expert block, so the adapter sees
+the mixed expert output). In parallel blocks (GPT-NeoX, Falcon, Phi-1: x + attn(x) + mlp(x)) each
+adapter sits on its own branch, before the shared residual sum; in post-norm encoders (BERT)
+before the residual add and LayerNorm, as in Houlsby et al.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from olft.backbone import Stack, get_submodule, set_submodule
+from olft.errors import OlftError
 from olft.methods.base import Applied
 
 PLACEMENTS = {"houlsby": ("attn_out", "mlp_out"), "pfeiffer": ("mlp_out",)}
 
 
 class BottleneckAdapter(nn.Module):
-    """Residual bottleneck: d -> d/r -> d, identity at initialisation."""
+    """Residual bottleneck x + up(relu(down(x))): d -> d/r -> d, identity at initialisation.
+
+    Input and output (..., dim) in the caller's dtype; the adapter computes in its own (fp32)
+    dtype unless autocast chooses another, as PEFT's LoRA layers do. 2*d*b + b + d parameters.
+    """
 
     def __init__(self, dim: int, bottleneck: int):
         super().__init__()
@@ -28,12 +42,17 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, x):
-        return x + self.up(self.act(self.down(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.down(x.to(self.down.weight.dtype))
+        return x + self.up(self.act(h)).to(x.dtype)
 
 
 class AdaptedOutput(nn.Module):
-    """A projection followed by its adapter; stands in the projection's place."""
+    """A module followed by its adapter; stands in the module's place.
+
+    A module returning a tuple (some expert blocks return (hidden, router_logits)) gets the
+    adapter on its first element only.
+    """
 
     def __init__(self, base_layer: nn.Module, adapter: BottleneckAdapter):
         super().__init__()
@@ -41,19 +60,33 @@ class AdaptedOutput(nn.Module):
         self.adapter = adapter
 
     def forward(self, *args, **kwargs):
-        return self.adapter(self.base_layer(*args, **kwargs))
+        out = self.base_layer(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (self.adapter(out[0]), *out[1:])
+        return self.adapter(out)
 
 
 def apply_adapter(stack: Stack, layers: list[int], reduction_factor: int = 16, placement: str = "houlsby") -> Applied:
+    """Adapters of bottleneck hidden_size // reduction_factor on `layers` (Houlsby: 2 per layer).
+
+    Parameters are fp32 on the layer's device. Raises OlftError when the family names no module
+    for a placement (e.g. a layer without an MLP block).
+    """
     dim = stack.hidden_size
     bottleneck = max(1, dim // reduction_factor)
-    ref = next(stack.base.parameters())
     paths: list[str] = []
     for i in layers:
         for role in PLACEMENTS[placement]:
-            path = f"{stack.layer_path(i)}.{getattr(stack.family, role)}"
+            where = getattr(stack.family, role, None)
+            if not where:
+                raise OlftError(
+                    f"The {stack.family.name} layers have no {role} module for the {placement} adapter; "
+                    "use --method lora or prefix."
+                )
+            path = f"{stack.layer_path(i)}.{where}"
             original = get_submodule(stack.base, path)
-            adapter = BottleneckAdapter(dim, bottleneck).to(device=ref.device, dtype=ref.dtype)
+            device = next(original.parameters(), next(stack.base.parameters())).device
+            adapter = BottleneckAdapter(dim, bottleneck).to(device=device)
             set_submodule(stack.base, path, AdaptedOutput(original, adapter))
             paths.append(path)
     params = {

@@ -2,6 +2,10 @@
 
 `inject_adapter_in_model` puts LoRA layers into the model in place (no wrapper class), and
 `layers_to_transform` restricts them to the chosen layer indices, so the stack keeps its shape.
+The target modules are the stack's (`family.lora_targets`): q/v projections, or the fused qkv
+projection where a family has one (GPT-2's Conv1D `c_attn`, GPT-NeoX's and Falcon's
+`query_key_value`). peft keeps the LoRA weights in their own dtype (fp32 here, see
+`olft.methods.apply_method`) and casts the input to it and the result back.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import warnings
 from torch import nn
 
 from olft.backbone import Stack, set_submodule
+from olft.errors import OlftError
 from olft.methods.base import Applied
 
 
 def apply_lora(stack: Stack, layers: list[int], rank: int = 8, alpha: int = 16, dropout: float = 0.0) -> Applied:
+    """LoRA of `rank` on the family's target projections of `layers`: r x (in + out) per target.
+
+    Raises OlftError when none of the targets exists in the chosen layers.
+    """
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
 
@@ -28,7 +37,13 @@ def apply_lora(stack: Stack, layers: list[int], rank: int = 8, alpha: int = 16, 
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GPT-2's Conv1D: peft switches fan_in_fan_out itself
-        inject_adapter_in_model(config, stack.base)
+        try:
+            inject_adapter_in_model(config, stack.base)
+        except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+            raise OlftError(
+                f"LoRA found none of its target modules {', '.join(config.target_modules)} in layers {layers} "
+                f"of this {stack.base.config.model_type} model ({str(exc).splitlines()[0]})"
+            ) from exc
     paths = [name for name, m in stack.base.named_modules() if isinstance(m, LoraLayer)]
     params: dict[str, nn.Parameter] = {n: p for n, p in stack.base.named_parameters() if "lora_" in n}
     for p in params.values():

@@ -25,6 +25,7 @@ saved prefix is the same whichever way it was trained.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,10 +199,39 @@ def attention_shape(attn: nn.Module, config: Any) -> tuple[int, int]:
     head_dim = (
         getattr(attn, "head_dim", None)
         or getattr(attn, "attention_head_size", None)  # BERT
+        or getattr(attn, "head_size", None)  # GPT-NeoX
         or getattr(config, "head_dim", None)
         or config.hidden_size // heads
     )
     return int(kv_heads), int(head_dim)
+
+
+def _calls_interface(module: nn.Module) -> bool:
+    """Whether the module's forward picks its attention function from transformers' interface."""
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS" in source and hasattr(module, "config")
+
+
+def attention_module(stack: Stack, index: int) -> tuple[str, nn.Module]:
+    """(path in the base model, module) of layer `index`'s attention that calls the interface.
+
+    The family's `attn` module or, when that is a wrapper (BERT's `attention` holds `self` and
+    `output`), its first submodule that does. Raises OlftError when the family computes attention
+    itself (Falcon, Bloom, MPT, DeBERTa in transformers 5): a prefix cannot get in there.
+    """
+    root = f"{stack.layer_path(index)}.{stack.family.attn}"
+    attn = get_submodule(stack.base, root)
+    for name, module in attn.named_modules() if getattr(stack.family, "attention_interface", True) else ():
+        if _calls_interface(module):
+            return (f"{root}.{name}" if name else root), module
+    raise OlftError(
+        f"Prefix tuning needs attention that goes through transformers' attention interface; "
+        f"{type(attn).__name__} ({stack.base.config.model_type}) computes attention itself. "
+        "Use --method adapter or --method lora for this model."
+    )
 
 
 @dataclass
@@ -243,18 +273,18 @@ def apply_prefix(
     if length < 0:
         raise OlftError(f"Prefix length cannot be negative (got {length}).")
     config = stack.base.config
-    first = get_submodule(stack.layers[0], stack.family.attn)
+    _, first = attention_module(stack, layers[0])
     _inner_function(first, config._attn_implementation or "eager")  # fail early if unsupported
-    ref = next(stack.base.parameters())
     prefixes: dict[str, PrefixKV] = {}
     originals: dict[str, Any] = {}
     for i in layers:
-        path = f"{stack.layer_path(i)}.{stack.family.attn}"
-        attn = get_submodule(stack.base, path)
+        path, attn = attention_module(stack, i)
         if "prefix" in attn._modules or hasattr(attn, "prefix"):
             raise OlftError(f"Layer {i} already has a prefix; remove it before applying another.")
-        kv_heads, head_dim = attention_shape(attn, config)
-        prefix = PrefixKV(length, kv_heads, head_dim, stack.hidden_size, reparam, hidden).to(ref.device, ref.dtype)
+        kv_heads, head_dim = attention_shape(attn, attn.config)
+        device = next(attn.parameters(), next(stack.base.parameters())).device
+        # fp32 whatever the frozen dtype (olft.precision); cast to the keys' dtype when used.
+        prefix = PrefixKV(length, kv_heads, head_dim, stack.hidden_size, reparam, hidden).to(device)
         attn.prefix = prefix
         originals[path] = attn.config
         attn.config = _ConfigView(attn.config)

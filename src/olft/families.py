@@ -1,0 +1,494 @@
+"""Where the pieces of a transformer live, found from the loaded model, and all family-specific code.
+
+`discover(base)` reads a headless transformers model (the `AutoModel` of any family) and returns
+a `Family`: the layer list, the modules before it (embeddings) and after it (final norm, pooler),
+each layer's attention module, the projections that end its attention and MLP blocks (where the
+Houlsby adapter goes), LoRA's target projections and the pooling rule. It follows transformers'
+own conventions and one traced forward of a few dummy tokens:
+
+- the layer list is the `nn.ModuleList` of `config.num_hidden_layers` blocks of one class (the
+  class `_no_split_modules` names, where the model names one: accelerate's rule for the repeated
+  block);
+- modules that run before layer 0 are the embeddings, those that run after the last layer are the
+  final norm chain, and a module named `pooler` the pooler (used only where the family's own
+  `...ForSequenceClassification` keeps it);
+- the attention module is the deepest module of a layer whose class is an attention class and
+  that holds the layer's first projection; the attention block is the layer's child holding it,
+  and the last projection (Linear or GPT-2's Conv1D) called inside that block ends it; the last
+  projection called in the layer outside that block ends the MLP; a mixture-of-experts block
+  (a module holding `experts`) ends at the block itself;
+- LoRA targets the query and value projections, or the fused q/k/v projection (what `peft`
+  defaults to per family; the tests check both agree);
+- pooling follows what the model computes: a causal model (changing the last token leaves the
+  earlier positions unchanged) pools its last real token, a bidirectional encoder its first.
+
+`OVERRIDES` holds what discovery cannot decide, one commented row each. The second half of the
+module is the pooled-token last layer (`pooled_layer`): the last layer's output is needed only at
+the pooled token, so its MLP (and, for the families with their own path here, its query and
+output projections) run for that token only. `Stack` checks every path against the whole layer
+before trusting it, so a path that does not hold for a model is switched off, never wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from olft.errors import OlftError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where the pieces of one model live, relative to the base (headless) model.
+
+    Paths are dotted module names: `layers`, `embeddings`, `final_norm`, `after`, `pooler` inside
+    the base model; `attn`, `attn_out`, `mlp_out`, `mlp`, `mlp_in` inside one layer.
+    """
+
+    name: str  # config.model_type
+    model_types: tuple[str, ...]  # model types this description applies to
+    layers: str  # the nn.ModuleList of transformer layers
+    embeddings: tuple[str, ...]  # modules run before layer 0 (kept in eval mode: frozen, deterministic)
+    final_norm: str | None  # first module applied after the last layer (None: the layers end the stack)
+    pooler: str | None  # module applied to the pooled token (BERT's dense + tanh), frozen
+    pooling: str  # "last": last real token (causal models); "cls": first token ([CLS], encoders)
+    attn: str  # attention module of a layer (prefix tuning attaches here)
+    attn_out: str  # projection that ends the attention block (Houlsby adapter after it)
+    mlp_out: str  # projection (MoE: the expert block) that ends the MLP block (adapter after it)
+    lora_targets: tuple[str, ...]  # module names LoRA adapts (query and value, or fused q/k/v)
+    layers_pattern: str  # last component of `layers`, as `peft` wants it
+    after: tuple[str, ...] = ()  # every module applied after the last layer, in order (final_norm first)
+    mlp: str = ""  # the MLP block (a layer child; MoE: the sparse expert block)
+    mlp_in: str = ""  # the layer child that first reads the attention block's output for the MLP
+    moe: bool = False  # the MLP is a mixture of experts
+    parallel_block: bool = False  # attention and MLP read the same input, their outputs are summed
+    causal: bool = True  # each position sees only earlier ones
+    attention_interface: bool = True  # attention goes through transformers' ALL_ATTENTION_FUNCTIONS
+    layer_output: int = 0  # what a layer returns: 0 a tensor, k a tuple of k items (hidden first)
+    pooled_path: str = "generic"  # pooled-token last layer: a name in `_POOLED_LAYERS`
+    overrides: tuple[str, ...] = field(default=(), compare=False)  # OVERRIDES rows applied
+
+    def describe(self) -> dict[str, Any]:
+        """Plain dict of the discovered structure (what `olft info` prints)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+# What discovery cannot decide, one row per exception: model_type -> fields to set, and why.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    # DeBERTa's disentangled attention computes its scores itself (relative-position terms),
+    # not through transformers' attention functions: prefix tuning cannot attach to it.
+    "deberta-v2": {"attention_interface": False},
+    "deberta": {"attention_interface": False},
+}
+
+_PROJECTIONS = ("Linear", "Conv1D")  # class names of the projections (GPT-2 uses Conv1D)
+_QUERY = ("q_proj", "query", "q_lin", "query_proj", "q", "wq")
+_VALUE = ("v_proj", "value", "v_lin", "value_proj", "v", "wv")
+# Layers whose pooled-token path is written out here (query and output projection at one token).
+_POOLED_BY_TYPE = {"llama": "rotary", "mistral": "rotary", "qwen2": "rotary", "gpt2": "gpt2", "bert": "bert",
+                   "roberta": "bert", "electra": "bert"}  # fmt: skip
+
+
+def _is_projection(module: nn.Module) -> bool:
+    return type(module).__name__ in _PROJECTIONS or isinstance(module, nn.Linear)
+
+
+def text_config(config):
+    """The language part of a config (multimodal configs nest it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def find_layers(base: nn.Module) -> str:
+    """Path of the ModuleList of `num_hidden_layers` same-class blocks (the repeated block)."""
+    n = getattr(text_config(base.config), "num_hidden_layers", None)
+    no_split = set(getattr(base, "_no_split_modules", None) or ())
+    found = []
+    for path, module in base.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        kinds = {type(m).__name__ for m in module}
+        if len(kinds) != 1 or (n is not None and len(module) != n):
+            continue
+        params = sum(p.numel() for p in module.parameters())
+        found.append((kinds.pop() in no_split, params, path))
+    if not found:
+        raise OlftError(
+            f"Could not find the layer list of {type(base).__name__}: no ModuleList of its {n} layers. olft runs "
+            "models whose transformer layers form one list (any transformers model with a sequence-classification class)."
+        )
+    return max(found)[2]
+
+
+@dataclass
+class _Trace:
+    """Call order of every module during one forward: (start, end) counters by path."""
+
+    start: dict[str, int] = field(default_factory=dict)
+    end: dict[str, int] = field(default_factory=dict)
+    layer_output: Any = None
+
+
+def _dummy_inputs(base: nn.Module, length: int = 8) -> torch.Tensor:
+    vocab = getattr(text_config(base.config), "vocab_size", 100) or 100
+    ids = torch.arange(length) % max(1, vocab - 5) + 3  # avoid the low special ids
+    return ids.view(1, length).to(base.get_input_embeddings().weight.device)
+
+
+@torch.no_grad()
+def _trace(base: nn.Module, layers: nn.ModuleList, ids: torch.Tensor) -> tuple[_Trace, torch.Tensor]:
+    trace, counter, handles = _Trace(), [0], []
+
+    def pre(name):
+        def hook(_m, _a):
+            counter[0] += 1
+            trace.start.setdefault(name, counter[0])
+
+        return hook
+
+    def post(name):
+        def hook(_m, _a, out):
+            counter[0] += 1
+            trace.end[name] = counter[0]
+            if name == "\0layer0" and trace.layer_output is None:
+                trace.layer_output = out
+
+        return hook
+
+    for name, module in base.named_modules():
+        handles += [module.register_forward_pre_hook(pre(name)), module.register_forward_hook(post(name))]
+    handles += [layers[0].register_forward_hook(post("\0layer0"))]
+    try:
+        out = base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return trace, out[0]
+
+
+def _side_modules(base: nn.Module, layers_path: str) -> list[str]:
+    """Modules of `base` outside the layer list that do not contain it (top-most such modules)."""
+    out, stack = [], [("", base)]
+    while stack:
+        prefix, module = stack.pop()
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            if path == layers_path:
+                continue
+            if layers_path.startswith(path + "."):
+                stack.append((path + ".", child))
+            else:
+                out.append(path)
+    return out
+
+
+def _is_causal(base: nn.Module, ids: torch.Tensor) -> bool:
+    """Whether changing the last token leaves every earlier position's output unchanged."""
+    with torch.no_grad():
+        a = base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)[0]
+        changed = ids.clone()
+        changed[0, -1] = ids[0, 0]
+        b = base(input_ids=changed, attention_mask=torch.ones_like(ids), use_cache=False)[0]
+    return bool(torch.allclose(a[:, :-1], b[:, :-1], atol=1e-5, rtol=1e-4))
+
+
+def _head_keeps_pooler(base: nn.Module, pooler: str) -> bool:
+    """Whether the family's own sequence classifier keeps the pooler (BERT does, RoBERTa does not).
+
+    Built on the meta device from the config (no weights, no memory); without such a class the
+    pooler is kept when the model has one.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with torch.device("meta"):
+            cls = AutoModelForSequenceClassification.from_config(base.config)
+    except Exception:  # no sequence-classification class, or it cannot be built on meta
+        return True
+    inner = getattr(cls, cls.base_model_prefix, cls)
+    try:
+        inner.get_submodule(pooler)
+    except AttributeError:
+        return False
+    return inner.get_submodule(pooler) is not None
+
+
+def _attention(layer: nn.Module, first_projection: str) -> str:
+    """Deepest attention-class module of the layer holding its first-called projection."""
+    best = None
+    for path, module in layer.named_modules():
+        if not path or "attention" not in type(module).__name__.lower():
+            continue
+        if first_projection.startswith(path + "."):
+            if best is None or path.count(".") > best.count("."):
+                best = path
+    if best is None:
+        raise OlftError(f"Could not find the attention module of {type(layer).__name__}.")
+    return best
+
+
+def _lora_targets(called: list[str]) -> tuple[str, ...]:
+    """Query and value projections, else the first projection called (the fused q/k/v)."""
+    names = [p.rsplit(".", 1)[-1] for p in called]
+    q = next((n for n in names if n in _QUERY), None)
+    v = next((n for n in names if n in _VALUE), None)
+    if q and v:
+        return (q, v)
+    return (names[0],) if names else ()
+
+
+def _uses_interface(attn: nn.Module) -> bool:
+    try:
+        source = inspect.getsource(type(attn).forward)
+    except (OSError, TypeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface" in source
+
+
+def _outside(base: nn.Module, layers_path: str, n: int, trace: _Trace) -> dict[str, Any]:
+    """Embeddings (run before layer 0), the modules after the last layer, and the pooler."""
+    first, last = trace.start[f"{layers_path}.0"], trace.end[f"{layers_path}.{n - 1}"]
+    side = [p for p in _side_modules(base, layers_path) if p in trace.start]
+    embeddings = tuple(sorted((p for p in side if trace.end[p] < first), key=trace.start.get))
+    after = [p for p in sorted(side, key=trace.start.get) if trace.start[p] > last]
+    pooler = next((p for p in after if p.rsplit(".", 1)[-1] == "pooler"), None)
+    after = tuple(p for p in after if p != pooler)
+    if pooler is not None and not _head_keeps_pooler(base, pooler):
+        pooler = None
+    return {"embeddings": embeddings, "after": after, "final_norm": after[0] if after else None, "pooler": pooler}
+
+
+def _inside(layer: nn.Module, called: list[str]) -> dict[str, Any]:
+    """Attention module, the projections ending attention and MLP, the MLP block, LoRA targets.
+
+    `called`: the layer's projections (paths inside it) in the order the forward called them.
+    """
+    if not called:
+        raise OlftError(f"{type(layer).__name__} calls no Linear projection: olft cannot place modules in it.")
+    attn = _attention(layer, called[0])
+    block = attn.split(".")[0]
+    in_attn = [p for p in called if p.startswith(block + ".")]
+    rest = [p for p in called if not p.startswith(block + ".")]
+    experts = [p for p, _ in layer.named_modules() if p.rsplit(".", 1)[-1] == "experts"]
+    if experts:  # mixture of experts: the adapter follows the whole expert block
+        mlp = mlp_out = mlp_in = experts[0].split(".")[0]
+    elif rest:
+        mlp_out = rest[-1]
+        mlp, mlp_in = mlp_out.split(".")[0], rest[0].split(".")[0]
+    else:
+        raise OlftError(f"Could not find the MLP of {type(layer).__name__}: no projection after its attention block.")
+    return {
+        "attn": attn,
+        "attn_out": in_attn[-1],
+        "mlp_out": mlp_out,
+        "mlp": mlp,
+        "mlp_in": mlp_in,
+        "moe": bool(experts),
+        "lora_targets": _lora_targets([p for p in in_attn if p.startswith(attn + ".")]),
+        "attention_interface": _uses_interface(layer.get_submodule(attn)),
+    }
+
+
+def discover(base: nn.Module) -> Family:
+    """The `Family` of a headless transformers model, found from its module tree and one forward.
+
+    Raises OlftError for encoder-decoder models, and when no layer list, attention module or
+    projections can be found or the model cannot run on token ids alone.
+    """
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise OlftError(
+            f"{type(base).__name__} is an encoder-decoder model: olft tunes one stack of layers and supports "
+            "encoder-only and decoder-only models (any with a sequence-classification class of that kind)."
+        )
+    layers_path = find_layers(base)
+    layers = base.get_submodule(layers_path)
+    ids = _dummy_inputs(base)
+    was_training = base.training
+    base.eval()
+    try:
+        trace, _ = _trace(base, layers, ids)
+        causal = _is_causal(base, ids)
+    except Exception as exc:  # a forward that needs more than token ids (multimodal, ...)
+        raise OlftError(
+            f"{type(base).__name__} did not run on token ids and an attention mask alone "
+            f"({type(exc).__name__}: {exc}): olft supports text models that do."
+        ) from exc
+    finally:
+        base.train(was_training)
+    prefix = f"{layers_path}.0."
+    called = sorted(
+        (p[len(prefix) :] for p in trace.start if p.startswith(prefix) and _is_projection(base.get_submodule(p))),
+        key=lambda p: trace.start[prefix + p],
+    )
+    config = text_config(base.config)
+    model_type = getattr(base.config, "model_type", type(base).__name__)
+    out = trace.layer_output
+    family = Family(
+        name=model_type,
+        model_types=(model_type,),
+        layers=layers_path,
+        pooling="last" if causal else "cls",
+        layers_pattern=layers_path.rsplit(".", 1)[-1],
+        # The configs that have parallel blocks say so (GPT-NeoX, GPT-J style, Falcon).
+        parallel_block=bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False)),
+        causal=causal,
+        layer_output=len(out) if isinstance(out, tuple) else 0,
+        pooled_path=_POOLED_BY_TYPE.get(model_type, "generic"),
+        **_outside(base, layers_path, len(layers), trace),
+        **_inside(layers[0], called),
+    )
+    rows = OVERRIDES.get(model_type)
+    if rows:
+        family = replace(family, **rows, overrides=tuple(rows))
+    return family
+
+
+# -- the last layer at the pooled token only --------------------------------------------------------
+# Each path returns the last layer's output at the pooled position, (batch, 1, hidden), given the
+# layer, the hidden states entering it (batch, seq, hidden), the pooled position of each row
+# (batch,), the attention mask's rows for those queries, and the layer's call arguments by name.
+_ATTENTION = ("eager", "sdpa", "olft_prefix")  # implementations with an explicit mask we can slice
+
+
+def rows(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """t[b, pos[b]] kept as a length-1 sequence: (batch, 1, ...); t may have batch 1 (shared)."""
+    t = t.expand(pos.shape[0], *t.shape[1:]) if t.shape[0] == 1 else t
+    return t[torch.arange(pos.shape[0], device=pos.device), pos].unsqueeze(1)
+
+
+def mask_rows(mask: torch.Tensor | None, pos: torch.Tensor) -> torch.Tensor | None:
+    """The 4D mask's row of each pooled query: (batch, heads, 1, kv)."""
+    if mask is None or mask.shape[-2] == 1:
+        return mask
+    mask = mask.expand(pos.shape[0], *mask.shape[1:]) if mask.shape[0] == 1 else mask
+    return mask[torch.arange(pos.shape[0], device=pos.device), :, pos].unsqueeze(2)
+
+
+def _attend(attn: nn.Module, q, k, v, mask, dropout: float) -> torch.Tensor:
+    """The module's own attention function (its config names it: eager, sdpa or olft_prefix)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    eager = sys.modules[type(attn).__module__].eager_attention_forward
+    fn = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager)
+    out, _ = fn(attn, q, k, v, mask, dropout=dropout, scaling=attn.scaling)
+    return out.reshape(q.shape[0], 1, -1).contiguous()
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return x.view(*x.shape[:2], -1, head_dim).transpose(1, 2)
+
+
+def _rotary_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
+    """Llama, Mistral, Qwen2: pre-norm, separate q/k/v projections, rotary positions."""
+    attn = layer.self_attn
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    x = layer.input_layernorm(h)
+    q = _heads(attn.q_proj(rows(x, pos)), attn.head_dim)
+    k, v = _heads(attn.k_proj(x), attn.head_dim), _heads(attn.v_proj(x), attn.head_dim)
+    cos, sin = args["position_embeddings"]
+    q, _ = rope(q, q, rows(cos, pos), rows(sin, pos))
+    _, k = rope(k, k, cos, sin)
+    out = _attend(attn, q, k, v, mask, attn.attention_dropout if attn.training else 0.0)
+    h1 = rows(h, pos) + attn.o_proj(out)
+    return h1 + layer.mlp(layer.post_attention_layernorm(h1))
+
+
+def _gpt2_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
+    """GPT-2: pre-norm, one fused q/k/v projection (LoRA may wrap it, so it runs on every position)."""
+    attn = layer.attn
+    q, k, v = attn.c_attn(layer.ln_1(h)).split(attn.split_size, dim=2)
+    q, k, v = _heads(rows(q, pos), attn.head_dim), _heads(k, attn.head_dim), _heads(v, attn.head_dim)
+    if attn.config._attn_implementation == "eager" and attn.reorder_and_upcast_attn:
+        out, _ = attn._upcast_and_reordered_attn(q, k, v, mask)
+        out = out.reshape(q.shape[0], 1, -1).contiguous()
+    else:
+        out = _attend(attn, q, k, v, mask, attn.attn_dropout.p if attn.training else 0.0)
+    h1 = attn.resid_dropout(attn.c_proj(out)) + rows(h, pos)
+    return h1 + layer.mlp(layer.ln_2(h1))
+
+
+def _bert_layer(layer: nn.Module, h: torch.Tensor, pos: torch.Tensor, mask, args: dict) -> torch.Tensor:
+    """BERT, RoBERTa, ELECTRA: post-norm; everything after self-attention is per token."""
+    sa = layer.attention.self
+    d = sa.attention_head_size
+    q = _heads(sa.query(rows(h, pos)), d)
+    out = _attend(sa, q, _heads(sa.key(h), d), _heads(sa.value(h), d), mask, sa.dropout.p if sa.training else 0.0)
+    return layer.feed_forward_chunk(layer.attention.output(out, rows(h, pos)))
+
+
+def _generic_layer(family: Family, layer: nn.Module, call: tuple[tuple, dict], pos: torch.Tensor) -> torch.Tensor:
+    """Any family: the layer's own forward, with the MLP block fed the pooled rows only.
+
+    Attention runs at every position (its keys and values need them); from the MLP block on,
+    every op is per token, so the pooled row of the layer's output is exact while the MLP (most
+    of a layer's work) runs once per example. Other rows of the result are meaningless.
+    """
+    block = layer.get_submodule(family.mlp_in)
+
+    def slice_input(_m, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        if x.dim() != 3 or x.shape[0] != pos.shape[0]:
+            raise RuntimeError(f"the MLP input is {tuple(x.shape)}, not (batch, seq, hidden)")
+        x = rows(x, pos)
+        return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+    handle = block.register_forward_pre_hook(slice_input, with_kwargs=True)
+    try:
+        out = layer(*call[0], **call[1])
+    finally:
+        handle.remove()
+    out = out[0] if isinstance(out, tuple) else out
+    return rows(out, pos)
+
+
+_POOLED_LAYERS: dict[str, Callable[..., torch.Tensor]] = {"rotary": _rotary_layer, "gpt2": _gpt2_layer, "bert": _bert_layer}
+
+
+def dropout_active(layer: nn.Module) -> bool:
+    """Whether the layer would draw random numbers (then the shortcut draws different ones)."""
+    for m in layer.modules():
+        if m.training and isinstance(m, nn.Dropout) and m.p > 0:
+            return True
+        rate = getattr(m, "attention_dropout", 0.0)  # a rate, or (Falcon) the nn.Dropout caught above
+        if m.training and isinstance(rate, (int, float)) and rate > 0:
+            return True
+    return False
+
+
+def pooled_unavailable(family: Family, layer: nn.Module) -> str | None:
+    """None when the layer's pooled-token path may be tried, else why not (before any check)."""
+    if getattr(layer, "crossattention", None) is not None or getattr(layer, "is_decoder", False):
+        return "the last layer has cross-attention"
+    impl = getattr(getattr(layer.get_submodule(family.attn), "config", None), "_attn_implementation", None)
+    if family.pooled_path != "generic" and impl not in _ATTENTION:
+        return f"attention implementation '{impl}' (needs eager or sdpa)"
+    return None
+
+
+def pooled_layer(family: Family, layer: nn.Module, hidden: torch.Tensor, call: tuple[tuple, dict], pos: torch.Tensor) -> torch.Tensor:
+    """Output of `layer` at each row's pooled position `pos`, (batch, 1, hidden).
+
+    `hidden` (batch, seq, hidden) enters the layer; `call` is the layer's own (args, kwargs)
+    without the hidden states. PEFT modules in the layer are called, not bypassed.
+    """
+    args, kwargs = call
+    if family.pooled_path == "generic":
+        return _generic_layer(family, layer, ((hidden, *args), kwargs), pos)
+    named = inspect.signature(layer.forward).bind_partial(hidden, *args, **kwargs).arguments
+    mask = named.get("attention_mask")
+    if mask is not None and (not torch.is_tensor(mask) or mask.dim() != 4):
+        return _generic_layer(family, layer, ((hidden, *args), kwargs), pos)
+    # The layer's own call would move its inputs to its device (a model spread over devices).
+    device = next(layer.parameters()).device
+    hidden, mask = hidden.to(device), None if mask is None else mask.to(device)
+    if named.get("position_embeddings") is not None:
+        named["position_embeddings"] = tuple(t.to(device) for t in named["position_embeddings"])
+    return _POOLED_LAYERS[family.pooled_path](layer, hidden, pos.to(device), mask_rows(mask, pos.to(device)), named)

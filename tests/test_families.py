@@ -1,0 +1,339 @@
+"""Every architecture of the matrix (tests/tiny.py) runs through olft exactly as through transformers.
+
+For each: the discovered structure is right (LoRA targets agree with peft's per-family defaults
+where peft has them), olft's logits equal the family's own `...ForSequenceClassification` with the
+same weights on padded sentence-pair batches (where transformers' head differs from ours, the
+pooled representation its head reads is compared instead), the activation cache and the
+pooled-token last layer equal the plain forward in logits and gradients, and per-layer parameter
+counts add up.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import pytest
+import torch
+
+from olft import families
+from olft.backbone import Stack, last_token_positions
+from olft.cache import ActivationCache
+from olft.data import collate, encode
+from olft.errors import OlftError
+from olft.loading import checkpoint_pooling
+from olft.pipeline import cache_layer
+from olft.train import logits_for
+from tiny import ARCHITECTURES, ENCODERS, build_model
+
+ARCHS = tuple(ARCHITECTURES)
+TOL = dict(rtol=1e-5, atol=1e-5)
+# Where transformers' classifier is not dropout + Linear on the pooled vector, the module whose
+# input is the pooled representation (first token of its input when that is a sequence).
+HEAD_INPUT = {"roberta": "classifier", "electra": "classifier", "distilbert": "pre_classifier", "deberta_v2": "pooler"}
+
+
+class Ex:
+    def __init__(self, texts, label=0):
+        self.texts, self.label = texts, label
+
+
+PAIRS = [
+    Ex(("the movie was good", "yes it is")),
+    Ex(("bad", "no")),
+    Ex(("the cat sat on the mat and the dog runs", "no the dog sat")),
+    Ex(("a man sees a woman", "it is fun")),
+]
+
+_BUILT: dict[str, tuple] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _stack(name: str) -> tuple[Stack, object]:
+    """A fresh copy of the architecture's stack (discovered once per architecture)."""
+    if name not in _BUILT:
+        base, tok = build_model(name)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+            base.config.pad_token_id = tok.pad_token_id
+        stack = Stack(base, None, 2)
+        stack.set_model_inputs(tok)
+        stack.freeze_base()
+        _BUILT[name] = (stack, tok)
+    stack, tok = _BUILT[name]
+    return copy.deepcopy(stack).eval(), tok
+
+
+def _batch(stack, tok, idx=(0, 1, 2, 3)):
+    enc = encode(tok, PAIRS, 32, model_inputs=stack.model_inputs)
+    return enc, collate(enc, list(idx), regression=False)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_structure_is_discovered(name):
+    stack, _ = _stack(name)
+    fam = stack.family
+    layer = stack.layers[0]
+    for path in (fam.attn, fam.attn_out, fam.mlp_out, fam.mlp, fam.mlp_in):
+        layer.get_submodule(path)
+    for path in (*fam.embeddings, *fam.after, *([fam.pooler] if fam.pooler else [])):
+        stack.base.get_submodule(path)
+    assert fam.pooling == ("cls" if name in ENCODERS else "last")
+    assert fam.moe == (name in ("mixtral", "qwen2_moe"))
+    assert fam.parallel_block == (name in ("gpt_neox", "falcon"))
+    attn_block = fam.attn.split(".")[0]
+    assert fam.attn_out.startswith(attn_block + ".") and not fam.mlp_out.startswith(attn_block + ".")
+    names = {n.rsplit(".", 1)[-1] for n, _ in layer.named_modules()}
+    assert fam.lora_targets and set(fam.lora_targets) <= names
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_lora_targets_agree_with_peft(name):
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT
+
+    stack, _ = _stack(name)
+    if stack.family.name not in PEFT:
+        pytest.skip(f"peft has no default LoRA targets for {stack.family.name}")
+    assert set(stack.family.lora_targets) == set(PEFT[stack.family.name])
+
+
+def _own_classifier(name: str, stack: Stack):
+    """transformers' sequence classifier holding the same base weights and (where ours) head weights."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(stack.base.config)
+    config.num_labels = 2
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation=config._attn_implementation)
+    inner = model.get_submodule(model.base_model_prefix)
+    missing, unexpected = inner.load_state_dict(stack.base.state_dict(), strict=False)
+    assert all("pooler" in k for k in missing + unexpected), (missing, unexpected)  # RoBERTa's head has none
+    if name not in HEAD_INPUT:
+        head = model.score if hasattr(model, "score") else model.classifier
+        with torch.no_grad():
+            stack.head.weight.copy_(head.weight)
+            if head.bias is not None:
+                stack.head.bias.copy_(head.bias)
+            else:
+                stack.head.bias.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_logits_equal_transformers_classifier(name):
+    """Padded pair batches, fp32: olft == AutoModelForSequenceClassification (or its head's input)."""
+    stack, tok = _stack(name)
+    model = _own_classifier(name, stack)
+    enc, batch = _batch(stack, tok)
+    assert batch.attention_mask.min() == 0  # the batch is padded
+    if name in ("bert", "electra", "deberta_v2"):  # DistilBERT's forward takes no segment ids
+        assert "token_type_ids" in enc.extra and batch.extra["token_type_ids"].max() == 1
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.extra)
+    seen = {}
+    with torch.no_grad():
+        if name in HEAD_INPUT:
+            hook = model.get_submodule(HEAD_INPUT[name]).register_forward_pre_hook(
+                lambda _m, args: seen.setdefault("theirs", args[0])
+            )
+            model(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", *stack.model_inputs)})
+            hook.remove()
+            theirs = seen["theirs"][:, 0] if seen["theirs"].dim() == 3 else seen["theirs"]
+            ours_hook = stack.head.register_forward_pre_hook(lambda _m, args: seen.setdefault("ours", args[0]))
+            stack(**inputs)
+            ours_hook.remove()
+            torch.testing.assert_close(seen["ours"], theirs, **TOL)
+        else:
+            theirs = model(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", *stack.model_inputs)}).logits
+            torch.testing.assert_close(stack(**inputs), theirs, **TOL)
+
+
+def test_segment_ids_matter():
+    """Dropping token_type_ids changes BERT's output: the comparison above would catch a lost input."""
+    stack, tok = _stack("bert")
+    _, batch = _batch(stack, tok)
+    with torch.no_grad():
+        with_ids = stack(batch.input_ids, batch.attention_mask, **batch.extra)
+        without = stack(batch.input_ids, batch.attention_mask)
+    assert (with_ids - without).abs().max() > 1e-4  # 100x the comparison tolerance
+    with torch.no_grad():  # the training and evaluation path passes them too
+        torch.testing.assert_close(logits_for(stack, batch, None), with_ids, rtol=0, atol=0)
+
+
+def _grads(stack, batch, cache, params):
+    for p in params:
+        p.grad = None
+    logits = logits_for(stack, batch, cache)
+    logits.square().sum().backward()
+    return logits.detach(), [p.grad.clone() for p in params]
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_cached_equals_plain(name):
+    """Activation cache + pooled-token last layer vs the plain whole forward, middle and last layer."""
+    stack, tok = _stack(name)
+    enc, _ = _batch(stack, tok)
+    n = stack.num_layers
+    for layer in (n // 2, n - 1):
+        tuned = stack.layers[layer]
+        params = [p for path in (stack.family.attn_out, stack.family.mlp_out) for p in tuned.get_submodule(path).parameters()]
+        params += list(stack.head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        cache = ActivationCache(stack, enc, layer, batch_size=3)
+        for idx in ([0, 1, 2, 3], [1, 3]):
+            batch = collate(enc, idx, regression=False)
+            stack.pooled_shortcut = "off"
+            plain = _grads(stack, batch, None, params)
+            stack.pooled_shortcut = "auto"
+            cached = _grads(stack, batch, cache, params)
+            torch.testing.assert_close(cached[0], plain[0], **TOL)
+            for got, want in zip(cached[1], plain[1], strict=True):
+                torch.testing.assert_close(got, want, **TOL)
+        for p in params[:-2]:
+            p.requires_grad_(False)
+
+
+# The families whose pooled-token path must stay on (the speed-up is measured on them).
+SHORTCUT_ON = ("gpt2", "llama", "mistral", "qwen2", "bert", "roberta", "electra", "qwen3", "gemma3", "mixtral", "gpt_neox")
+
+
+@pytest.mark.parametrize("name", SHORTCUT_ON)
+def test_pooled_shortcut_is_verified_and_used(name):
+    stack, tok = _stack(name)
+    _, batch = _batch(stack, tok)
+    with torch.no_grad():
+        stack(batch.input_ids, batch.attention_mask, **batch.extra)
+    assert stack.shortcut_unavailable() is None
+
+
+def test_wrong_pooled_path_is_switched_off(monkeypatch, caplog):
+    """A pooled-token path that is wrong for the model is caught on the first batch, logged, bypassed."""
+    stack, tok = _stack("llama")
+    _, batch = _batch(stack, tok)
+    with torch.no_grad():
+        stack.pooled_shortcut = "off"
+        plain = stack(batch.input_ids, batch.attention_mask)
+        stack.pooled_shortcut = "auto"
+        monkeypatch.setitem(families._POOLED_LAYERS, "rotary", lambda layer, h, pos, mask, args: families.rows(h, pos))
+        with caplog.at_level(logging.WARNING, logger="olft.backbone"):
+            got = stack(batch.input_ids, batch.attention_mask)
+    assert "switched off" in caplog.text and "differs from the whole last layer" in stack.shortcut_unavailable()
+    torch.testing.assert_close(got, plain, rtol=0, atol=0)
+
+
+def test_each_layer_gets_its_own_arguments():
+    """Qwen2 with sliding layers and Gemma 3 (local/global rotary): recorded calls differ per layer,
+    and replaying layer 0's arguments everywhere (the old behaviour) would not match the model."""
+    for name in ("qwen2", "gemma3"):
+        stack, tok = _stack(name)
+        _, batch = _batch(stack, tok)
+        inputs = stack.prepare(batch.input_ids, batch.attention_mask)
+        kinds = stack.base.config.layer_types
+        assert len(set(kinds)) == 2
+        full, sliding = kinds.index("full_attention"), kinds.index("sliding_attention")
+        a, b = inputs.calls[full][1], inputs.calls[sliding][1]
+        differs = [k for k in a if torch.is_tensor(a[k]) and not torch.equal(a[k], b[k])]
+        differs += [k for k in a if isinstance(a[k], tuple) and not all(torch.equal(x, y) for x, y in zip(a[k], b[k], strict=True))]
+        assert differs
+        stack.check()  # the replay equals the model's own forward
+        inputs.calls = [inputs.calls[0]] * len(inputs.calls)
+        with torch.no_grad():
+            wrong = stack.run_layers(inputs.hidden, inputs, 0, stack.num_layers)
+            own = stack.base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        real = batch.attention_mask.bool()
+        assert (stack.finish(wrong)[real] - own[real]).abs().max() > 1e-3
+
+
+def test_check_refuses_code_between_layers():
+    """DeBERTa-v2 with a convolution after layer 0 (conv_kernel_size > 0): refused, not run wrongly."""
+    from transformers import AutoModel
+
+    config, _ = ARCHITECTURES["deberta_v2"]()
+    config.conv_kernel_size = 3
+    torch.manual_seed(0)
+    base = AutoModel.from_config(config).eval()
+    with pytest.raises(OlftError, match="differs from the model's own forward"):
+        Stack(base, None, 2).check()
+
+
+# Known answers: Llama (hidden 32, MLP 64, 4 heads, 2 KV heads of 8): q,o 32x32; k,v 32x16;
+# gate/up/down 32x64; two RMSNorms. BERT (hidden 32, MLP 64): q,k,v,o 32x32+bias; two LayerNorms;
+# intermediate 32x64+64; output 64x32+32.
+PER_LAYER = {"llama": 2 * 1024 + 2 * 512 + 3 * 2048 + 2 * 32, "bert": 4 * (1024 + 32) + 2 * 64 + (2048 + 64) + (2048 + 32)}
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_parameter_counts_per_layer(name):
+    """Every layer's parameters lie in the discovered list (none in a second per-layer list outside)."""
+    import re
+
+    stack, _ = _stack(name)
+    per_layer = [sum(p.numel() for p in layer.parameters()) for layer in stack.layers]
+    assert len(set(per_layer)) == 1 and per_layer[0] > 0
+    if name in PER_LAYER:
+        assert per_layer[0] == PER_LAYER[name]
+    outside = [n for n, _ in stack.base.named_parameters() if not n.startswith(stack.family.layers + ".")]
+    assert not [n for n in outside if re.search(r"\.\d+\.", n)], outside
+
+
+def test_last_token_found_by_position():
+    """The last real token is the rightmost 1 of the mask: right or left padding, pad == eos."""
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 0, 0, 0]])
+    assert last_token_positions(mask).tolist() == [2, 4, 4, 1]
+    stack, tok = _stack("llama")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    left = torch.tensor([[tok.pad_token_id, tok.pad_token_id, 5, 6]])
+    with torch.no_grad():
+        alone = stack(torch.tensor([[5, 6]]), torch.ones(1, 2, dtype=torch.long))
+        padded = stack(left, torch.tensor([[0, 0, 1, 1]]))
+        stack(ids, torch.ones_like(ids))
+    # Left padding shifts positions (rotary), so values move slightly; the pooled token is the same one.
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_mean_pooling_ignores_padding():
+    stack, tok = _stack("bert")
+    stack.pooling = "mean"
+    enc, batch = _batch(stack, tok)
+    with torch.no_grad():
+        together = stack(batch.input_ids, batch.attention_mask, **batch.extra)
+        alone = torch.cat([stack(**_one(enc, i)) for i in range(4)])
+    torch.testing.assert_close(together, alone, **TOL)
+    assert "mean pooling" in stack.shortcut_unavailable()
+
+
+def _one(enc, i):
+    b = collate(enc, [i], regression=False)
+    return dict(input_ids=b.input_ids, attention_mask=b.attention_mask, **b.extra)
+
+
+def test_checkpoint_pooling(tmp_path):
+    """auto reads a sentence-transformers folder's pooling config (as all-MiniLM-L6-v2 ships it)."""
+    assert checkpoint_pooling(str(tmp_path)) == (None, "family")
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))  # fmt: skip
+    (tmp_path / "1_Pooling").mkdir()
+    config = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    assert checkpoint_pooling(str(tmp_path)) == ("mean", "checkpoint (1_Pooling/config.json)")
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    assert checkpoint_pooling(str(tmp_path))[0] == "cls"
+    config.update(pooling_mode_max_tokens=True)  # a mode olft does not offer: the family's rule
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    assert checkpoint_pooling(str(tmp_path)) == (None, "family")
+
+
+@pytest.mark.parametrize("candidates, layer", [([0, 1, 2], 1), ([2, 3], 2), ([0], 0), ([0, 4, 5], 4)])
+def test_selection_cache_skips_layer_zero(candidates, layer):
+    assert cache_layer(candidates) == layer
