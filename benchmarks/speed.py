@@ -166,8 +166,8 @@ def summary(times: list[float], warmup: int) -> dict:
 Spec = tuple[str, list[int], str, bool, str]  # name, layers, method, cached, pooled-shortcut mode
 
 
-def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: PrefixCache | None) -> list[float]:
-    """Seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
+def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: PrefixCache | None) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
     _name, layers, method, _cached, shortcut = spec
     torch.manual_seed(0)
     stack.head.reset_parameters()
@@ -180,13 +180,13 @@ def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec,
         times = []
         for idx in batches:
             batch = collate(enc, idx, regression=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss = loss_fn(logits_for(stack, batch, cache), batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
         return times
     finally:
         stack.set_mode(False, 0)
@@ -217,7 +217,7 @@ def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list
         stack.set_mode(False, 0)
         stack.pooled_shortcut = "auto"
     per_round = len(batches) // rounds
-    times: dict[str, list[float]] = {spec[0]: [] for spec in specs}
+    times: dict[str, list[tuple[float, float]]] = {spec[0]: [] for spec in specs}
     for r in range(rounds):
         part = batches[r * per_round : (r + 1) * per_round]
         for spec in specs:
@@ -225,7 +225,8 @@ def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list
             times[spec[0]] += _one_round(stack, enc, part, spec, cache)[1:]
         print(f"  round {r + 1}/{rounds} done", flush=True)
     for name, ts in times.items():
-        records[name].update(summary(ts, 0))
+        records[name].update(summary([t for t, _c in ts], 0))
+        records[name]["cpu_median_s"] = statistics.median(c for _t, c in ts)
         records[name]["warmup"] = f"first step of each of {rounds} rounds"
     return records
 
@@ -310,13 +311,13 @@ def time_olft_epoch(stack: Stack, enc: Encoded, layers: list[int], batch_size: i
     applied = apply_method(stack, layers, MethodConfig(method="lora"))
     cached = len(layers) == 1 and layers[0] > 0
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cache = PrefixCache(stack, enc, layers[0], 64) if cached else None
         build = time.perf_counter() - t0
         params = list(applied.params.values()) + list(stack.head.parameters())
         result = fit(stack, params, enc, epochs=1, max_steps=None, lr=1e-3, batch_size=batch_size, seed=seed,
                      frozen_below=min(layers), cache=cache, quiet=True)  # fmt: skip
-        return {"seconds": round(build + result.seconds, 3), "cache_build_s": round(build, 3),
+        return {"seconds": round(build + result.seconds, 3), "cpu_s": round(time.process_time() - c0, 3), "cache_build_s": round(build, 3),
                 "train_s": round(result.seconds, 3), "steps": result.steps}  # fmt: skip
     finally:
         applied.remove()
@@ -343,6 +344,7 @@ def time_epochs(args: argparse.Namespace, stack: Stack, enc: Encoded, texts: lis
     out = {}
     for name, rs in runs.items():
         out[name] = {**rs[0], "seconds": statistics.median(r["seconds"] for r in rs), "rounds_s": [r["seconds"] for r in rs],
+                     "cpu_s": statistics.median(r["cpu_s"] for r in rs), "rounds_cpu_s": [r["cpu_s"] for r in rs],
                      "load_avg_1m": [r["load_avg_1m"] for r in rs]}  # fmt: skip
     return out
 
@@ -378,7 +380,8 @@ def time_build(args: argparse.Namespace, stack: Stack, enc: Encoded) -> dict[str
             cpu[name].append(round(time.process_time() - c0, 3))
     real = sum(enc.lengths)
     padded = sum(len(b) * max(enc.lengths[i] for i in b) for b in order)
-    return {name: {"median_s": statistics.median(wall[name]), "wall_s": wall[name], "cpu_s": cpu[name], "examples": len(enc),
+    return {name: {"median_s": statistics.median(wall[name]), "wall_s": wall[name], "cpu_median_s": statistics.median(cpu[name]),
+                   "cpu_rounds_s": cpu[name], "examples": len(enc),
                    "batch_size": args.batch_size if name == "plain_forward_epoch" else 64,
                    **({"padded_over_real_tokens": round(padded / real, 3)} if name == "plain_forward_epoch" else {})}
             for name in jobs}  # fmt: skip
@@ -405,16 +408,36 @@ def seconds_of(m: dict | None) -> float | None:
     return m.get("median_s", m.get("seconds", m.get("epoch_s")))
 
 
+def cpu_of(m: dict | None) -> float | None:
+    """CPU seconds of a measurement (median step, or whole run), where it was recorded."""
+    if not m:
+        return None
+    return m.get("cpu_median_s", m.get("cpu_s"))
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
-def ratios(ms: dict[str, dict]) -> dict[str, float]:
+def _time_ratio(ms: dict[str, dict], num: str, dens: list[str], basis: str) -> float | None:
+    """num over the fastest of dens, by CPU seconds where all have them ("cpu"), else by wall."""
+    get = cpu_of if basis == "cpu" else seconds_of
+    values = [get(ms.get(d)) for d in dens if ms.get(d)]
+    if basis == "cpu" and (cpu_of(ms.get(num)) is None or any(v is None for v in values)):
+        return None
+    values = [v for v in values if v is not None]
+    return _ratio(get(ms.get(num)), min(values) if values else None)
+
+
+def ratios(ms: dict[str, dict], basis: str = "cpu") -> dict[str, float]:
     """The headline ratios (issue 16) from the measurements present; absent inputs, absent ratio.
 
     olft_epoch_vs_best_peer: olft's middle-layer epoch, cache build included, over the fastest
     peer epoch on the same layer (the best recipe or the pad-to-128 reference, whichever is
-    faster). Peak memory ratios use the peak RSS during training (`peak_rss_mb`: the process,
+    faster). Time ratios are by CPU seconds (`basis="cpu"`, every configuration runs on one
+    thread, so CPU time is its work, while wall time on a shared machine adds waiting for other
+    jobs), falling back to wall seconds where CPU time was not recorded; `basis="wall"`: wall
+    seconds throughout. Peak memory ratios use the peak RSS during training (`peak_rss_mb`: the process,
     weights and libraries included), and the `above_load` one only what training adds to it.
     """
 
@@ -424,20 +447,22 @@ def ratios(ms: dict[str, dict]) -> dict[str, float]:
     def above(name: str) -> float | None:
         return ms.get(name, {}).get("peak_above_load_mb")
 
-    peers = [seconds_of(ms.get(k)) for k in ("peer_epoch_middle", "peer_pad128_middle")]
-    peers = [p for p in peers if p is not None]
+    def t(num: str, *dens: str) -> float | None:
+        exact = _time_ratio(ms, num, list(dens), basis)
+        return exact if exact is not None else _time_ratio(ms, num, list(dens), "wall")
+
     out = {
-        "olft_epoch_vs_best_peer": _ratio(seconds_of(ms.get("olft_epoch_middle")), min(peers) if peers else None),
-        "olft_final_epoch_vs_best_peer": _ratio(seconds_of(ms.get("olft_epoch_final")), seconds_of(ms.get("peer_epoch_final"))),
-        "olft_all_layer_epoch_vs_peer": _ratio(seconds_of(ms.get("olft_epoch_all_layer")), seconds_of(ms.get("peer_epoch_all_layer"))),
-        "middle_cached_vs_all_layer": _ratio(seconds_of(ms.get("middle_cached")), seconds_of(ms.get("all_adapter"))),
-        "final_cached_vs_all_layer": _ratio(seconds_of(ms.get("final_cached")), seconds_of(ms.get("all_adapter"))),
-        "cache_build_vs_plain_forward_epoch": _ratio(seconds_of(ms.get("cache_build_final")), seconds_of(ms.get("plain_forward_epoch"))),
+        "olft_epoch_vs_best_peer": t("olft_epoch_middle", "peer_epoch_middle", "peer_pad128_middle"),
+        "olft_final_epoch_vs_best_peer": t("olft_epoch_final", "peer_epoch_final"),
+        "olft_all_layer_epoch_vs_peer": t("olft_epoch_all_layer", "peer_epoch_all_layer"),
+        "middle_cached_vs_all_layer": t("middle_cached", "all_adapter"),
+        "final_cached_vs_all_layer": t("final_cached", "all_adapter"),
+        "cache_build_vs_plain_forward_epoch": t("cache_build_final", "plain_forward_epoch"),
         "peak_memory_middle_vs_all_layer": _ratio(peak("memory_middle_cached_memory"), peak("memory_all_layer")),
         "peak_memory_above_load_middle_vs_all_layer": _ratio(above("memory_middle_cached_memory"), above("memory_all_layer")),
         "peak_memory_middle_disk_vs_all_layer": _ratio(peak("memory_middle_cached_disk"), peak("memory_all_layer")),
         "peak_memory_final_vs_all_layer": _ratio(peak("memory_final_cached"), peak("memory_all_layer")),
-        "selection_cached_vs_plain": _ratio(seconds_of(ms.get("selection_cached")), seconds_of(ms.get("selection_plain"))),
+        "selection_cached_vs_plain": t("selection_cached", "selection_plain"),
     }  # fmt: skip
     return {k: v for k, v in out.items() if v is not None}
 
@@ -455,10 +480,17 @@ def derive(results: Results) -> None:
         name: round(seconds_of(m) / base, 4) for name, m in ms.items() if base and "median_s" in m and "wall_s" not in m
     }
     results.data["ratios"] = ratios(ms)
+    results.data["ratios_wall"] = {k: v for k, v in ratios(ms, "wall").items() if "memory" not in k}
+    results.data["ratios_basis"] = "time ratios by CPU seconds (one thread each) where recorded; ratios_wall: by wall seconds"
     results.data["targets"] = targets(results.data["ratios"])
     if "data" in results.data:
         d = results.data["data"]
         results.data["selection_layer_model"] = selection_layer_model(d["num_layers"], d["middle_bucket"])
+        n, pooled = d["num_layers"], ms.get("middle_cached", {}).get("pooled_shortcut") == "used"
+        results.data["epoch_layer_model"] = {f"middle_{e}_epochs": epoch_layer_model(n, n // 2, pooled, e) for e in (1, 2, 3, 10)} | {
+            "final_1_epoch": epoch_layer_model(n, n - 1, pooled),
+            "pooled_last_layer": pooled,
+        }
     results.save()
 
 
@@ -475,6 +507,22 @@ def selection_layer_model(n: int, candidates: list[int]) -> dict:
             "formula": "sum 2(N-L) / sum (2N-L); with the pooled shortcut sum 2(N-L-1) / sum (2N-L-2)"}  # fmt: skip
 
 
+def epoch_layer_model(n: int, layer: int, pooled: bool, epochs: int = 1) -> float:
+    """olft's epochs over the best peer's at `layer`, counted in layer passes (backward = 2 forward).
+
+    Both pad per batch, so only the work differs: olft builds the cache once (`layer` forward
+    passes) and then runs layers `layer..n-1` forward and backward each epoch (the last one at
+    the pooled token only, about free, where `pooled`); the peer runs all n forward and
+    `layer..n-1` backward every epoch. At the middle layer one epoch comes out near 1.0: the
+    cache saves exactly the frozen forward it costs to build, and pays off only from the second
+    epoch (or the next selection candidate) on.
+    """
+    top = n - layer - (1 if pooled else 0)
+    olft = layer + epochs * 3 * top
+    peer = epochs * (n + 2 * (n - layer))
+    return round(olft / peer, 4)
+
+
 def _note(m: dict) -> str:
     parts = []
     if "cache_build_s" in m and m["cache_build_s"]:
@@ -486,8 +534,8 @@ def _note(m: dict) -> str:
             parts.append(str(m[key]))
     if "rounds_s" in m and len(m["rounds_s"]) > 1:
         parts.append(f"rounds {m['rounds_s']}")
-    if "cpu_s" in m:
-        parts.append(f"CPU s {m['cpu_s']}")
+    if cpu_of(m) is not None:
+        parts.append(f"CPU {cpu_of(m):.3f} s")
     return "; ".join(parts)
 
 

@@ -51,8 +51,9 @@ def _peer_model(model: str, stack, layers: list[int] | None):
     return get_peft_model(base, lora), tok
 
 
-def _train(model, data: list[dict], args_kw: dict, collator, processing_class) -> tuple[list[float], float]:
-    """Step seconds and the wall seconds from train begin to train end of one `Trainer.train`."""
+def _train(model, data: list[dict], args_kw: dict, collator, processing_class) -> tuple[list[tuple[float, float]], float, float]:
+    """(wall, CPU) seconds of each step, and the wall and CPU seconds from train begin to train
+    end, of one `Trainer.train`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     times: list[float] = []
@@ -60,16 +61,16 @@ def _train(model, data: list[dict], args_kw: dict, collator, processing_class) -
 
     class Timer(TrainerCallback):
         def on_train_begin(self, *_a, **_k):
-            span["begin"] = time.perf_counter()
+            span["begin"], span["cpu_begin"] = time.perf_counter(), time.process_time()
 
         def on_step_begin(self, *_a, **_k):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *_a, **_k):
-            times.append(time.perf_counter() - self.t0)
+            times.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
 
         def on_train_end(self, *_a, **_k):
-            span["end"] = time.perf_counter()
+            span["end"], span["cpu_end"] = time.perf_counter(), time.process_time()
 
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(output_dir=tmp, learning_rate=1e-3, logging_strategy="no", save_strategy="no", report_to="none",
@@ -77,7 +78,7 @@ def _train(model, data: list[dict], args_kw: dict, collator, processing_class) -
         trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator, processing_class=processing_class,
                           callbacks=[Timer()])  # fmt: skip
         trainer.train()
-    return times, span["end"] - span["begin"]
+    return times, span["end"] - span["begin"], span["cpu_end"] - span["cpu_begin"]
 
 
 def peer_epoch(model: str, stack, texts: list[str], labels: list[int], layers: list[int] | None, batch_size: int, seed: int) -> dict:
@@ -90,8 +91,8 @@ def peer_epoch(model: str, stack, texts: list[str], labels: list[int], layers: l
         {"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
     ]
     kw = {"per_device_train_batch_size": batch_size, "num_train_epochs": 1, "seed": seed, "train_sampling_strategy": "group_by_length"}
-    times, wall = _train(peft_model, data, kw, DataCollatorWithPadding(tok), tok)
-    return {"seconds": round(wall, 3), "steps": len(times), "median_step_s": round(sorted(times)[len(times) // 2], 4),
+    times, wall, cpu = _train(peft_model, data, kw, DataCollatorWithPadding(tok), tok)
+    return {"seconds": round(wall, 3), "cpu_s": round(cpu, 3), "steps": len(times), "median_step_s": round(sorted(times)[len(times) // 2][0], 4),
             "layers": "all" if layers is None else layers, "padding": "per batch (DataCollatorWithPadding), group_by_length",
             "trainable_params": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)}  # fmt: skip
 
@@ -106,10 +107,11 @@ def peer_pad128(
         {"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
     ]
     kw = {"per_device_train_batch_size": batch_size, "max_steps": warmup + steps, "seed": seed}
-    times, _wall = _train(peft_model, data, kw, None, None)
+    times, _wall, _cpu = _train(peft_model, data, kw, None, None)
     kept = times[warmup:]
     per_epoch = math.ceil(len(texts) / batch_size)
-    mean = sum(kept) / len(kept)
-    return {"seconds": round(mean * per_epoch, 3), "mean_step_s": round(mean, 4), "steps_s": [round(t, 4) for t in times],
+    mean, mean_cpu = sum(t for t, _c in kept) / len(kept), sum(c for _t, c in kept) / len(kept)
+    return {"seconds": round(mean * per_epoch, 3), "cpu_s": round(mean_cpu * per_epoch, 3), "mean_step_s": round(mean, 4),
+            "steps_s": [round(t, 4) for t, _c in times],
             "warmup": warmup, "steps_per_epoch": per_epoch, "layers": [layer], "padding": "max_length 128",
             "from": "mean step x steps per epoch"}  # fmt: skip

@@ -45,6 +45,21 @@ def test_ratios_take_the_fastest_peer_and_the_right_pairs():
     assert speed.ratios(faster_pad)["olft_epoch_vs_best_peer"] == 0.5
 
 
+def test_time_ratios_use_cpu_seconds_where_recorded():
+    both = {**MEASURED, "olft_epoch_middle": {"seconds": 10.0, "cpu_s": 3.0}, "peer_epoch_middle": {"seconds": 40.0, "cpu_s": 6.0},
+            "peer_pad128_middle": {"seconds": 100.0, "cpu_s": 12.0}}  # fmt: skip
+    assert speed.ratios(both)["olft_epoch_vs_best_peer"] == 0.5  # 3 / 6 CPU s
+    assert speed.ratios(both, "wall")["olft_epoch_vs_best_peer"] == 0.25  # 10 / 40 wall s
+    one_sided = {**both, "peer_pad128_middle": {"seconds": 100.0}}  # no CPU time on one side: wall for all
+    assert speed.ratios(one_sided)["olft_epoch_vs_best_peer"] == 0.25
+
+
+def test_epoch_layer_model():
+    assert speed.epoch_layer_model(30, 15, pooled=False) == 1.0  # the build costs what the cache saves
+    assert speed.epoch_layer_model(30, 15, pooled=True) < 1.0
+    assert speed.epoch_layer_model(30, 15, pooled=False, epochs=3) == round((15 + 3 * 45) / (3 * 60), 4)
+
+
 def test_targets_say_met_or_missed():
     t = speed.targets(speed.ratios(MEASURED))
     assert t["olft_epoch_vs_best_peer"] == {"ratio": 0.25, "target": "<= 0.34", "met": True}
