@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     p.add_argument("--out", type=Path, required=True, help="JSON results file")
     p.add_argument("--markdown", action="store_true", help="only print the Markdown tables of an existing --out")
+    p.add_argument("--rederive", action="store_true", help="only recompute the ratios and targets of an existing --out")
     p.add_argument("--quick", action="store_true", help=f"smaller settings, selection left out (about 5 minutes): {QUICK}")
     p.add_argument("--examples", type=int, help=f"training sentences sampled from the train split (default {FULL['examples']})")
     p.add_argument("--batch-size", type=int, default=16)
@@ -629,8 +630,13 @@ def run_probe(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = resolve(parse_args(argv))
-    if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
+    if args.markdown or args.rederive:
+        data = json.loads(args.out.read_text())
+        if args.rederive:
+            results = Results(args.out, {}, data.get("settings", {}), resume=False)
+            results.data = data
+            derive(results)
+        print(markdown(data))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
