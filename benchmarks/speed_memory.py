@@ -1,8 +1,10 @@
 """Peak memory of one way of tuning, each in a fresh process (benchmarks/speed.py --memory).
 
 A process's peak resident set (Linux `VmHWM`) only grows, so every configuration runs in its own
-`python benchmarks/speed.py --probe NAME` child. The child loads the model, resets its peak
-(writing 5 to /proc/self/clear_refs, so loading's transient copies do not count), builds the
+`python benchmarks/speed.py --probe NAME` child. The child loads the model, runs one forward
+without a graph (weights loaded lazily from a memory-mapped file are then resident, so they
+count in the baseline, not in a configuration's increase), resets its peak (writing 5 to
+/proc/self/clear_refs, so loading's transient copies do not count either), builds the
 cache where the configuration has one, runs `--memory-steps` optimizer steps on the benchmark's
 batches and prints one JSON line: peak RSS during training, RSS after loading, and the part
 above it. On a GPU `benchmarks/gpu_speed.py` reports `torch.cuda.max_memory_allocated` instead.
@@ -56,18 +58,27 @@ def probe(name: str, stack, enc, batches: list[list[int]], one_round) -> dict:
 
     `one_round(stack, enc, batches, spec, cache)` is speed.py's step loop (adapter, AdamW).
     """
+    import torch
+
     from olft.cache import PrefixCache
+    from olft.data import collate
 
     where, storage = PROBES[name]
     layers = layers_of(where, stack.num_layers)
+    first = collate(enc, batches[0], regression=False)
+    stack.eval()
+    with torch.no_grad():  # pages in every weight: the baseline is a loaded, used model
+        stack(first.input_ids, first.attention_mask)
     after_load = proc_status_kb("VmRSS")
     exact = reset_peak()
     cache = PrefixCache(stack, enc, min(layers), 64, storage=storage) if storage else None
     one_round(stack, enc, batches, (name, layers, "adapter", storage is not None, "auto"), cache)
     peak = proc_status_kb("VmHWM")
+    anon, file = proc_status_kb("RssAnon"), proc_status_kb("RssFile")
     record = {"layers": layers if len(layers) < 3 else f"0-{layers[-1]}", "cache": storage, "steps": len(batches),
               "peak_rss_mb": round(peak / 1024, 1) if peak else None, "rss_after_load_mb": round(after_load / 1024, 1) if after_load else None,
-              "peak_reset_after_load": exact}  # fmt: skip
+              "peak_reset_after_load": exact, "rss_anon_mb_at_end": round(anon / 1024, 1) if anon else None,
+              "rss_file_mb_at_end": round(file / 1024, 1) if file else None}  # fmt: skip
     if peak and after_load:
         record["peak_above_load_mb"] = round((peak - after_load) / 1024, 1)
     if cache is not None:
