@@ -2,7 +2,7 @@
 
 No network and no weights needed: the model is built from a `LlamaConfig` with Llama-2-7B's
 shapes (32 layers, hidden 4096, MLP 11008, 32 heads, vocabulary 32000) and random bf16 weights,
-on the device. The data are random token ids with SST-2-like lengths (log-normal, median about
+on the device. The data are random token ids of short-sentence lengths (log-normal, median about
 24 tokens, at most 128), batch 16, olft's length-grouped per-batch padding.
 
 Measured, in this order so that a timeout still leaves a comparison (the JSON is rewritten after
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def synthetic_data(n: int, vocab: int, seed: int) -> Encoded:
-    """`n` examples of random ids (1..vocab-1; 0 pads) with SST-2-like lengths, random labels."""
+    """`n` examples of random ids (1..vocab-1; 0 pads), log-normal lengths (median ~24), random labels."""
     rng = random.Random(seed)
     lengths = [min(128, max(4, int(rng.lognormvariate(3.2, 0.45)))) for _ in range(n)]
     ids = [[rng.randrange(1, vocab) for _ in range(k)] for k in lengths]
