@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_speed  # noqa: E402
 import speed  # noqa: E402
 import speed_memory  # noqa: E402
+import speed_report  # noqa: E402
 
 MEASURED = {
     "all_adapter": {"median_s": 2.0},
@@ -32,7 +33,7 @@ MEASURED = {
 
 
 def test_ratios_take_the_fastest_peer_and_the_right_pairs():
-    r = speed.ratios(MEASURED)
+    r = speed_report.ratios(MEASURED)
     assert r["olft_epoch_vs_best_peer"] == 0.25  # over the best recipe (40 s), not the pad-128 one
     assert r["olft_final_epoch_vs_best_peer"] == 0.25
     assert r["middle_cached_vs_all_layer"] == 0.25
@@ -42,26 +43,26 @@ def test_ratios_take_the_fastest_peer_and_the_right_pairs():
     assert r["peak_memory_above_load_middle_vs_all_layer"] == 0.5
     assert "selection_cached_vs_plain" not in r  # absent inputs, absent ratio
     faster_pad = {**MEASURED, "peer_pad128_middle": {"seconds": 20.0}}
-    assert speed.ratios(faster_pad)["olft_epoch_vs_best_peer"] == 0.5
+    assert speed_report.ratios(faster_pad)["olft_epoch_vs_best_peer"] == 0.5
 
 
 def test_time_ratios_use_cpu_seconds_where_recorded():
     both = {**MEASURED, "olft_epoch_middle": {"seconds": 10.0, "cpu_s": 3.0}, "peer_epoch_middle": {"seconds": 40.0, "cpu_s": 6.0},
             "peer_pad128_middle": {"seconds": 100.0, "cpu_s": 12.0}}  # fmt: skip
-    assert speed.ratios(both)["olft_epoch_vs_best_peer"] == 0.5  # 3 / 6 CPU s
-    assert speed.ratios(both, "wall")["olft_epoch_vs_best_peer"] == 0.25  # 10 / 40 wall s
+    assert speed_report.ratios(both)["olft_epoch_vs_best_peer"] == 0.5  # 3 / 6 CPU s
+    assert speed_report.ratios(both, "wall")["olft_epoch_vs_best_peer"] == 0.25  # 10 / 40 wall s
     one_sided = {**both, "peer_pad128_middle": {"seconds": 100.0}}  # no CPU time on one side: wall for all
-    assert speed.ratios(one_sided)["olft_epoch_vs_best_peer"] == 0.25
+    assert speed_report.ratios(one_sided)["olft_epoch_vs_best_peer"] == 0.25
 
 
 def test_epoch_layer_model():
-    assert speed.epoch_layer_model(30, 15, pooled=False) == 1.0  # the build costs what the cache saves
-    assert speed.epoch_layer_model(30, 15, pooled=True) < 1.0
-    assert speed.epoch_layer_model(30, 15, pooled=False, epochs=3) == round((15 + 3 * 45) / (3 * 60), 4)
+    assert speed_report.epoch_layer_model(30, 15, pooled=False) == 1.0  # the build costs what the cache saves
+    assert speed_report.epoch_layer_model(30, 15, pooled=True) < 1.0
+    assert speed_report.epoch_layer_model(30, 15, pooled=False, epochs=3) == round((15 + 3 * 45) / (3 * 60), 4)
 
 
 def test_targets_say_met_or_missed():
-    t = speed.targets(speed.ratios(MEASURED))
+    t = speed_report.targets(speed_report.ratios(MEASURED))
     assert t["olft_epoch_vs_best_peer"] == {"ratio": 0.25, "target": "<= 0.34", "met": True}
     assert t["peak_memory_middle_vs_all_layer"]["met"] is False  # 0.8 > 0.6
     assert t["cache_build_vs_plain_forward_epoch"]["met"] is True
@@ -69,9 +70,9 @@ def test_targets_say_met_or_missed():
 
 def test_markdown_has_times_memory_and_ratios():
     data = {"measurements": MEASURED, "ratio_to_all_layer_adapter": {"all_adapter": 1.0, "middle_cached": 0.25}}
-    data["ratios"] = speed.ratios(MEASURED)
-    data["targets"] = speed.targets(data["ratios"])
-    md = speed.markdown(data)
+    data["ratios"] = speed_report.ratios(MEASURED)
+    data["targets"] = speed_report.targets(data["ratios"])
+    md = speed_report.markdown(data)
     assert "| middle_cached | 0.500 s/step (median) | 0.250 |" in md
     assert "| middle_cached_memory | 800.0 | 200.0 | 5.0 |" in md
     assert "| peak_memory_middle_vs_all_layer | 0.800 | <= 0.6 | missed |" in md
