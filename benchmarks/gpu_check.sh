@@ -2,6 +2,8 @@
 # Multi-process check for a GPU machine: the same `olft run` in one process and on all GPUs
 # through `accelerate launch`, answers compared, throughput printed; then bf16, gradient
 # checkpointing and --device-map smoke runs. About 5-10 minutes on the default model.
+# Speed and memory of one GPU (step time, tokens/s, peak memory; Llama-2-7B-shaped random model):
+# benchmarks/gpu_speed.py, see docs/performance.md.
 #
 #   benchmarks/gpu_check.sh                      # random Llama-shaped model (16 x 1024) built here
 #   benchmarks/gpu_check.sh /path/to/Llama-2-7b  # a real model folder (slower; use bf16 weights)

@@ -267,7 +267,7 @@ def job_units(job: Job, plan: Plan, caps: Caps, n: int) -> float:
     """A job's cost in tokens of whole-model forward passes (times Profile.speed_ms gives milliseconds).
 
     Fitted to the probes: training a token through all layers costs ~1.15 forwards, through a
-    middle layer (cached below) ~0.6; every strategy builds the frozen-prefix cache of its train
+    middle layer (cached below) ~0.6; every strategy builds the activation cache of its train
     and eval examples and evaluates; each candidate trains on the selection subset and scores.
     """
     t = min(plan.train_count or caps.max_train_samples, caps.max_train_samples)

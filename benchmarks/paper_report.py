@@ -385,7 +385,7 @@ def _table2(d: dict) -> list[str]:
     per_task = t["olft_time_percent_per_task"]
     s = t["selection"]
     lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, "
-              "as olft records it (its training loop plus building the frozen-prefix cache of its train and eval examples; evaluation itself excluded); time % and param % relative to all-layer. "
+              "as olft records it (its training loop plus building the activation cache of its train and eval examples; evaluation itself excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}." if per_task else ""),
               "", f"**Selection time** (left out of the paper's Table 2): {_f(s['minutes_per_run'], 2)} min per run on average; "
               f"OLFT with its selection takes {_f(s['olft_plus_selection_percent'])} % of all-layer training time."]

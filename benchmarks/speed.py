@@ -1,26 +1,24 @@
-"""Where the time goes: seconds per optimizer step for each way of tuning, in one process.
+"""Where the time and memory go: olft against the strongest peer recipe, in one process.
 
-Same model, same real sentences (a seeded sample of a GLUE train split), same batches (batch 16,
-length-grouped, padded per batch as olft does) for every olft measurement:
+Same model, same real sentences (a seeded sample of a GLUE train split), same batch size and
+thread count for everything; compared rows run round-robin so that load from other work on a
+shared machine falls on all of them alike (the load average is recorded with each group).
 
-- all-layer PEFT (adapter, LoRA): the usual recipe, the reference every ratio is taken against
-- final layer and middle layer, plain (whole forward each step) and cached (frozen prefix cached)
-- final layer cached with the whole last layer run (pooled-token shortcut off), to show that lever
-- the whole OLFT selection over the middle bucket on a small budget (`Session.select`'s loop:
-  cache build, advance, `Session.tune` per candidate, scoring included), with the cache on, off,
-  and off with the whole last layer run (olft's plain path before the pooled-token shortcut),
-  interleaved candidate by candidate
-- one epoch of middle-layer LoRA with olft's own `fit` (cache build included), against the peer
-  recipe: `peft` LoRA with `layers_to_transform=[L]` on `AutoModelForSequenceClassification`,
-  transformers' `Trainer`, inputs padded to 128 tokens (its epoch = mean step x steps per epoch)
+- build: the cache build at the final and middle layer against a plain epoch's frozen forward
+- steps: s/optimizer step, all-layer (adapter, LoRA), final and middle layer, plain and cached
+  (olft's step: forward, loss, backward, clipping, AdamW; median over rounds)
+- epoch: one whole epoch of LoRA with olft's `fit` (cache build included) and with the best
+  peer recipe (`speed_peers`: `peft` LoRA with `layers_to_transform`, `Trainer`,
+  `DataCollatorWithPadding`, length grouping) at the middle layer, the final layer, every layer
+- peer: the pad-to-128 `Trainer` recipe at the middle layer, a reference row
+- memory: peak RSS of all-layer, middle plain, middle cached (memory, disk), final cached,
+  each in a fresh process (`speed_memory`)
+- selection (left out by --quick): the whole OLFT selection with the cache on and off
 
-Every step configuration runs the same batches, round-robin (`--rounds` rounds of `--steps` + 1
-steps each, the first of each round discarded as warm-up), so that load from other work on a
-shared machine falls on all configurations alike; the median is reported. The step is
-`olft.train`'s: logits_for, loss, backward, clip, AdamW. Results go to a JSON file (versions, machine, command included), rewritten after each
-measurement; `--resume` reuses the measurements a previous run with the same settings finished.
+Results go to a JSON file (versions, machine, command, load average included), rewritten after
+each group, with the headline `ratios` and `targets`; `--resume` reuses finished groups.
 
-    python benchmarks/speed.py --model smollm2-135m --task sst2 --glue-dir ../shared/glue \
+    python benchmarks/speed.py --model smollm2-135m --glue-dir ../shared/glue --threads 1 --quick \
         --out benchmarks/results/speed-smollm2-135m.json
 """
 
@@ -34,32 +32,28 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import speed_memory
+import speed_peers
 import torch
+from speed_report import epoch_layer_model, markdown, ratios, seconds_of, selection_layer_model, targets
 
 from olft.atomic import atomic_write
 from olft.backbone import Stack
 from olft.cache import ActivationCache
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
 from olft.data import Encoded, collate, train_order
-from olft.loading import resolve_model_source
 from olft.methods import apply_method
 from olft.pipeline import Session
 from olft.select import middle_bucket, parse_candidates
 from olft.train import fit, logits_for, loss_fn
 
-TARGETS = {  # measurement ratio -> (numerator, denominator, upper bound)
-    "middle cached / all-layer": ("middle_cached", "all_adapter", 0.55),
-    "final cached / all-layer": ("final_cached", "all_adapter", 0.10),
-    "selection cached / plain": ("selection_cached", "selection_plain", 0.60),
-    "selection cached / plain, whole last layer": ("selection_cached", "selection_plain_whole_last_layer", 0.60),
-    "olft epoch / peer epoch": ("olft_epoch_lora", "peer_epoch_lora", 0.50),
-}
+QUICK = {"examples": 256, "rounds": 2, "steps": 2, "epoch_rounds": 1, "build_rounds": 2, "peer_steps": 3, "memory_steps": 3}
+FULL = {"examples": 400, "rounds": 3, "steps": 4, "epoch_rounds": 2, "build_rounds": 3, "peer_steps": 6, "memory_steps": 6}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,19 +63,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     p.add_argument("--out", type=Path, required=True, help="JSON results file")
     p.add_argument("--markdown", action="store_true", help="only print the Markdown tables of an existing --out")
-    p.add_argument("--examples", type=int, default=400, help="training sentences sampled from the train split")
+    p.add_argument("--rederive", action="store_true", help="only recompute the ratios and targets of an existing --out")
+    p.add_argument("--quick", action="store_true", help=f"smaller settings, selection left out (about 5 minutes): {QUICK}")
+    p.add_argument("--examples", type=int, help=f"training sentences sampled from the train split (default {FULL['examples']})")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=4, help="measured steps per configuration and round")
-    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds (each starts with a warm-up step)")
-    p.add_argument("--warmup", type=int, default=2, help="peer recipe: steps discarded before measuring")
-    p.add_argument("--peer-steps", type=int, default=6, help="measured steps of the peer recipe")
+    p.add_argument("--steps", type=int, help="measured steps per configuration and round")
+    p.add_argument("--rounds", type=int, help="round-robin rounds of steps (each starts with a warm-up step)")
+    p.add_argument("--epoch-rounds", type=int, help="round-robin rounds of whole epochs")
+    p.add_argument("--build-rounds", type=int, help="round-robin rounds of cache build vs plain forward")
+    p.add_argument("--warmup", type=int, default=2, help="pad-to-128 peer: steps discarded before measuring")
+    p.add_argument("--peer-steps", type=int, help="measured steps of the pad-to-128 peer")
+    p.add_argument("--memory-steps", type=int, help="optimizer steps of each memory probe")
     p.add_argument("--selection-train", type=int, default=96, help="examples each candidate trains on")
     p.add_argument("--selection-score", type=int, default=48, help="examples each candidate is scored on")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="comma-separated groups to skip: steps, selection, epoch, peer")
+    p.add_argument("--skip", default="", help="comma-separated groups to skip: build, steps, epoch, peer, memory, selection")
     p.add_argument("--resume", action="store_true", help="reuse finished measurements from --out")
+    p.add_argument("--probe", choices=sorted(speed_memory.PROBES), help=argparse.SUPPRESS)  # memory child process
     return p.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the settings left unset from QUICK or FULL; --quick also skips the selection group."""
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick and "selection" not in args.skip.split(","):
+        args.skip = ",".join(filter(None, [args.skip, "selection"]))
+    return args
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
@@ -103,12 +113,14 @@ def environment(args: argparse.Namespace) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram_gb": ram},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "note": "load average: other work shares this machine; compared rows run round-robin",
     }  # fmt: skip
 
 
 def settings(args: argparse.Namespace) -> dict:
-    keys = ("model", "task", "examples", "batch_size", "steps", "rounds", "warmup", "threads", "peer_steps", "selection_train",
-            "selection_score", "seed")  # fmt: skip
+    keys = ("model", "task", "quick", "examples", "batch_size", "steps", "rounds", "epoch_rounds", "build_rounds", "warmup", "threads",
+            "peer_steps", "memory_steps", "selection_train", "selection_score", "seed")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
 
@@ -147,8 +159,8 @@ def summary(times: list[float], warmup: int) -> dict:
 Spec = tuple[str, list[int], str, bool, str]  # name, layers, method, cached, pooled-shortcut mode
 
 
-def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: ActivationCache | None) -> list[float]:
-    """Seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
+def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec, cache: ActivationCache | None) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each optimizer step over `batches` with the PEFT module of `spec` in place."""
     _name, layers, method, _cached, shortcut = spec
     torch.manual_seed(0)
     stack.head.reset_parameters()
@@ -161,13 +173,13 @@ def _one_round(stack: Stack, enc: Encoded, batches: list[list[int]], spec: Spec,
         times = []
         for idx in batches:
             batch = collate(enc, idx, regression=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss = loss_fn(logits_for(stack, batch, cache), batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
         return times
     finally:
         stack.set_mode(False, 0)
@@ -198,7 +210,7 @@ def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list
         stack.set_mode(False, 0)
         stack.pooled_shortcut = "auto"
     per_round = len(batches) // rounds
-    times: dict[str, list[float]] = {spec[0]: [] for spec in specs}
+    times: dict[str, list[tuple[float, float]]] = {spec[0]: [] for spec in specs}
     for r in range(rounds):
         part = batches[r * per_round : (r + 1) * per_round]
         for spec in specs:
@@ -206,15 +218,16 @@ def time_steps(stack: Stack, enc: Encoded, batches: list[list[int]], specs: list
             times[spec[0]] += _one_round(stack, enc, part, spec, cache)[1:]
         print(f"  round {r + 1}/{rounds} done", flush=True)
     for name, ts in times.items():
-        records[name].update(summary(ts, 0))
+        records[name].update(summary([t for t, _c in ts], 0))
+        records[name]["cpu_median_s"] = statistics.median(c for _t, c in ts)
         records[name]["warmup"] = f"first step of each of {rounds} rounds"
     return records
 
 
-def step_plan(num_layers: int) -> list[tuple[str, list[int], str, bool, str]]:
-    """(name, layers, method, cached, shortcut mode) of every step measurement."""
+def step_plan(num_layers: int, quick: bool = False) -> list[Spec]:
+    """(name, layers, method, cached, shortcut mode) of every step measurement; --quick: the core."""
     final, middle = num_layers - 1, num_layers // 2
-    return [
+    plan = [
         ("all_adapter", list(range(num_layers)), "adapter", False, "auto"),
         ("all_lora", list(range(num_layers)), "lora", False, "auto"),
         ("final_plain", [final], "adapter", False, "auto"),
@@ -225,6 +238,8 @@ def step_plan(num_layers: int) -> list[tuple[str, list[int], str, bool, str]]:
         ("middle_cached", [middle], "adapter", True, "auto"),
         ("middle_cached_lora", [middle], "lora", True, "auto"),
     ]
+    core = {"all_adapter", "final_cached", "final_cached_shortcut_always", "middle_plain", "middle_cached"}
+    return [s for s in plan if not quick or s[0] in core]
 
 
 def has_dropout(stack: Stack) -> bool:
@@ -282,138 +297,126 @@ def time_selection(session: Session) -> dict[str, dict]:
     }
 
 
-def time_olft_epoch(stack: Stack, enc: Encoded, layer: int, batch_size: int, seed: int) -> dict:
-    """One epoch of LoRA on `layer` with olft's own loop, the cache build included."""
+def time_olft_epoch(stack: Stack, enc: Encoded, layers: list[int], batch_size: int, seed: int) -> dict:
+    """One epoch of LoRA on `layers` with olft's own `fit`, the cache build included (one layer)."""
     torch.manual_seed(seed)
     stack.head.reset_parameters()
-    applied = apply_method(stack, [layer], MethodConfig(method="lora"))
+    applied = apply_method(stack, layers, MethodConfig(method="lora"))
+    cached = len(layers) == 1 and layers[0] > 0
     try:
-        t0 = time.perf_counter()
-        cache = ActivationCache(stack, enc, layer, 64)
+        t0, c0 = time.perf_counter(), time.process_time()
+        cache = ActivationCache(stack, enc, layers[0], 64) if cached else None
         build = time.perf_counter() - t0
         params = list(applied.params.values()) + list(stack.head.parameters())
         result = fit(stack, params, enc, epochs=1, max_steps=None, lr=1e-3, batch_size=batch_size, seed=seed,
-                     frozen_below=layer, cache=cache, quiet=True)  # fmt: skip
-        return {"seconds": round(build + result.seconds, 3), "cache_build_s": round(build, 3),
-                "train_s": round(result.seconds, 3), "steps": result.steps, "layer": layer}  # fmt: skip
+                     frozen_below=min(layers), cache=cache, quiet=True)  # fmt: skip
+        return {"seconds": round(build + result.seconds, 3), "cpu_s": round(time.process_time() - c0, 3), "cache_build_s": round(build, 3),
+                "train_s": round(result.seconds, 3), "steps": result.steps}  # fmt: skip
     finally:
         applied.remove()
 
 
-# -- the peer recipe -----------------------------------------------------------------------------
-def time_peer(args: argparse.Namespace, stack: Stack, texts: list[str], labels: list[int], layer: int) -> dict:
-    """peft LoRA on one layer + transformers' Trainer, padded to 128 tokens; s/step, s/epoch."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+def time_epochs(args: argparse.Namespace, stack: Stack, enc: Encoded, texts: list[str], labels: list[int]) -> dict[str, dict]:
+    """Whole epochs of olft and of the best peer recipe at the middle, final and every layer,
+    interleaved (`--epoch-rounds` rounds, the order rotated each round); the median is kept."""
+    n = stack.num_layers
+    spots = {"middle": [n // 2], "final": [n - 1], "all_layer": list(range(n))}
+    jobs: dict[str, Callable[[], dict]] = {}
+    for spot, layers in spots.items():
+        jobs[f"olft_epoch_{spot}"] = lambda ls=layers: time_olft_epoch(stack, enc, ls, args.batch_size, args.seed)
+        peer_layers = None if spot == "all_layer" else layers
+        jobs[f"peer_epoch_{spot}"] = lambda ls=peer_layers: speed_peers.peer_epoch(
+            args.model, stack, texts, labels, ls, args.batch_size, args.seed
+        )
+    runs: dict[str, list[dict]] = {name: [] for name in jobs}
+    names = list(jobs)
+    for r in range(args.epoch_rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append({**jobs[name](), "load_avg_1m": round(os.getloadavg()[0], 2)})
+            print(f"  {name}: {runs[name][-1]['seconds']} s", flush=True)
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {**rs[0], "seconds": statistics.median(r["seconds"] for r in rs), "rounds_s": [r["seconds"] for r in rs],
+                     "cpu_s": statistics.median(r["cpu_s"] for r in rs), "rounds_cpu_s": [r["cpu_s"] for r in rs],
+                     "load_avg_1m": [r["load_avg_1m"] for r in rs]}  # fmt: skip
+    return out
 
-    source, _ = resolve_model_source(args.model)
-    tok = AutoTokenizer.from_pretrained(source)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, dtype=torch.float32)
-    model.config.pad_token_id = tok.pad_token_id
-    model.config.use_cache = False
-    lora = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=list(stack.family.lora_targets),
-                      layers_to_transform=[layer], layers_pattern=stack.family.layers_pattern)  # fmt: skip
-    model = get_peft_model(model, lora)
-    enc = tok(texts, padding="max_length", max_length=128, truncation=True)
-    data = [
-        {"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
-    ]
-    times: list[float] = []
 
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *_a, **_k):
-            self.t0 = time.perf_counter()
+def time_build(args: argparse.Namespace, stack: Stack, enc: Encoded) -> dict[str, dict]:
+    """Cache build at the final and middle layer against a plain epoch's frozen forward.
 
-        def on_step_end(self, *_a, **_k):
-            times.append(time.perf_counter() - self.t0)
+    The plain forward is what an uncached training epoch runs through the frozen layers: the
+    whole model (`Stack.forward`, pooled last layer where exact) over the epoch's length-grouped
+    batches at the training batch size, frozen layers in eval mode, without a graph (frozen
+    weights and inputs need none). Round-robin, `--build-rounds` rounds; wall and CPU seconds.
+    """
+    n = stack.num_layers
+    order = train_order(enc.lengths, args.batch_size, args.seed)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, learning_rate=1e-3,
-                                  max_steps=args.warmup + args.peer_steps, logging_strategy="no", save_strategy="no",
-                                  report_to="none", use_cpu=True, seed=args.seed, disable_tqdm=True,
-                                  dataloader_num_workers=0)  # fmt: skip
-        trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[StepTimer()])
-        t0 = time.perf_counter()
-        trainer.train()
-        wall = time.perf_counter() - t0
-    out = summary(times, args.warmup)
-    steps_per_epoch = math.ceil(len(texts) / args.batch_size)
-    return {**out, "train_wall_s": round(wall, 3), "layer": layer, "padding": "max_length 128",
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "epoch_s": out["mean_s"] * steps_per_epoch, "steps_per_epoch": steps_per_epoch}  # fmt: skip
+    def plain() -> None:
+        stack.set_mode(True, n - 1)
+        with torch.no_grad():
+            for idx in order:
+                b = collate(enc, idx, regression=False)
+                stack(b.input_ids, b.attention_mask)
+        stack.set_mode(False, 0)
+
+    jobs = {"plain_forward_epoch": plain, "cache_build_final": lambda: ActivationCache(stack, enc, n - 1, 64),
+            "cache_build_middle": lambda: ActivationCache(stack, enc, n // 2, 64)}  # fmt: skip
+    wall: dict[str, list[float]] = {k: [] for k in jobs}
+    cpu: dict[str, list[float]] = {k: [] for k in jobs}
+    for _r in range(args.build_rounds):
+        for name, job in jobs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            job()
+            wall[name].append(round(time.perf_counter() - t0, 3))
+            cpu[name].append(round(time.process_time() - c0, 3))
+    real = sum(enc.lengths)
+    padded = sum(len(b) * max(enc.lengths[i] for i in b) for b in order)
+    return {name: {"median_s": statistics.median(wall[name]), "wall_s": wall[name], "cpu_median_s": statistics.median(cpu[name]),
+                   "cpu_rounds_s": cpu[name], "examples": len(enc),
+                   "batch_size": args.batch_size if name == "plain_forward_epoch" else 64,
+                   **({"padded_over_real_tokens": round(padded / real, 3)} if name == "plain_forward_epoch" else {})}
+            for name in jobs}  # fmt: skip
+
+
+def time_memory(args: argparse.Namespace) -> dict[str, dict]:
+    """Peak RSS of each probe, each in a fresh process (speed_memory)."""
+    argv = ["--model", args.model, "--task", args.task, "--examples", str(args.examples), "--batch-size", str(args.batch_size),
+            "--memory-steps", str(args.memory_steps), "--seed", str(args.seed), "--out", str(args.out)]  # fmt: skip
+    argv += ["--glue-dir", args.glue_dir] if args.glue_dir else []
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    out = {}
+    for name in speed_memory.PROBES:
+        out[name] = speed_memory.run_probe(Path(__file__).resolve(), name, argv)
+        print(f"  memory {name}: {out[name]}", flush=True)
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
-def seconds_of(m: dict) -> float | None:
-    """The figure a measurement is compared by: median s/step, or wall seconds of a whole run."""
-    if m is None:
-        return None
-    return m.get("median_s", m.get("seconds", m.get("epoch_s")))
-
-
 def derive(results: Results) -> None:
-    """Ratios to the all-layer step, and each target with its bound and whether it is met."""
+    """Ratios to the all-layer step, the headline ratios, and each target with its bound."""
     ms = results.data["measurements"]
-    if "peer_lora" in ms:
-        ms["peer_epoch_lora"] = {"epoch_s": ms["peer_lora"]["epoch_s"], "from": "peer_lora mean step x steps per epoch"}
-    if "olft_epoch" in ms:
-        ms["olft_epoch_lora"] = {"epoch_s": ms["olft_epoch"]["seconds"], "from": "olft_epoch (fit, cache build included)"}
     base = seconds_of(ms.get("all_adapter"))
     results.data["ratio_to_all_layer_adapter"] = {
-        name: round(seconds_of(m) / base, 4) for name, m in ms.items() if base and "median_s" in m
+        name: round(seconds_of(m) / base, 4) for name, m in ms.items() if base and "median_s" in m and "wall_s" not in m
     }
-    targets = {}
-    for label, (num, den, bound) in TARGETS.items():
-        a, b = seconds_of(ms.get(num)), seconds_of(ms.get(den))
-        if a is not None and b:
-            targets[label] = {"ratio": round(a / b, 4), "target": f"<= {bound}", "met": a / b <= bound}
-    results.data["targets"] = targets
+    results.data["ratios"] = ratios(ms)
+    results.data["ratios_wall"] = {k: v for k, v in ratios(ms, "wall").items() if "memory" not in k}
+    results.data["ratios_basis"] = "time ratios by CPU seconds (one thread each) where recorded; ratios_wall: by wall seconds"
+    results.data["targets"] = targets(results.data["ratios"])
     if "data" in results.data:
         d = results.data["data"]
         results.data["selection_layer_model"] = selection_layer_model(d["num_layers"], d["middle_bucket"])
+        n, pooled = d["num_layers"], ms.get("middle_cached", {}).get("pooled_shortcut") == "used"
+        results.data["epoch_layer_model"] = {f"middle_{e}_epochs": epoch_layer_model(n, n // 2, pooled, e) for e in (1, 2, 3, 10)} | {
+            "final_1_epoch": epoch_layer_model(n, n - 1, pooled),
+            "pooled_last_layer": pooled,
+        }
     results.save()
 
 
-def selection_layer_model(n: int, candidates: list[int]) -> dict:
-    """Cached / plain selection cost counted in layer passes (forward = backward = 1 per layer).
-
-    A plain step at candidate L runs n forward and n - L backward passes, a cached one n - L of
-    each; with the pooled-token shortcut the last layer costs about nothing in both. Training
-    steps only (scoring, cache build and fixed costs left out): the best exact caching can do.
-    """
-    whole = sum(2 * (n - c) for c in candidates) / sum(2 * n - c for c in candidates)
-    pooled = sum(2 * (n - c - 1) for c in candidates) / sum(2 * n - c - 2 for c in candidates)
-    return {"whole_last_layer": round(whole, 4), "pooled_last_layer": round(pooled, 4),
-            "formula": "sum 2(N-L) / sum (2N-L); with the pooled shortcut sum 2(N-L-1) / sum (2N-L-2)"}  # fmt: skip
-
-
-def markdown(data: dict) -> str:
-    """The measurements, their ratios to the all-layer adapter step, and the targets, as Markdown."""
-    ms, ratios = data["measurements"], data.get("ratio_to_all_layer_adapter", {})
-    lines = ["| measurement | seconds | x all-layer adapter | note |", "|---|---:|---:|---|"]
-    for name, m in ms.items():
-        kind = "s/step (median)" if "median_s" in m else "s (whole run)"
-        note = m.get("pooled_shortcut", m.get("from", ""))
-        note = f"pooled-token shortcut: {note.split(' (')[0]}" if "pooled_shortcut" in m else note
-        if "cache_build_s" in m:
-            note = f"cache build {m['cache_build_s']} s; {note}"
-        ratio = f"{ratios[name]:.3f}" if name in ratios else ""
-        lines.append(f"| {name} | {seconds_of(m):.3f} {kind} | {ratio} | {note} |")
-    lines += ["", "| target | measured | bound | |", "|---|---:|---:|---|"]
-    for label, t in data.get("targets", {}).items():
-        lines.append(f"| {label} | {t['ratio']:.3f} | {t['target']} | {'met' if t['met'] else 'missed'} |")
-    if "selection_layer_model" in data:
-        m = data["selection_layer_model"]
-        lines += ["", f"Layer-pass model of selection cached / plain (training steps only): {m['pooled_last_layer']:.3f} "
-                      f"with the pooled-token shortcut, {m['whole_last_layer']:.3f} with the whole last layer."]  # fmt: skip
-    return "\n".join(lines)
-
-
-def run_all(args: argparse.Namespace, results: Results) -> None:
-    """Every measurement not already in `results`, in one process on one loaded model."""
-    skip = set(filter(None, args.skip.split(",")))
+def _session(args: argparse.Namespace) -> Session:
     cfg = RunConfig(
         model=ModelConfig(model=args.model),
         data=DataConfig(task=args.task, glue_dir=args.glue_dir, max_train_samples=args.examples, max_eval_samples=32),
@@ -422,53 +425,81 @@ def run_all(args: argparse.Namespace, results: Results) -> None:
         selection=SelectionConfig(selection_train_samples=args.selection_train, selection_eval_samples=args.selection_score,
                                   selection_max_steps=math.ceil(args.selection_train / args.batch_size)),
     )  # fmt: skip
-    session = Session(cfg, quiet=True)
-    stack, enc = session.stack, session.train_enc
+    return Session(cfg, quiet=True)
+
+
+def step_batches(enc: Encoded, args: argparse.Namespace, n_batches: int) -> list[list[int]]:
+    """The first `n_batches` of olft's length-grouped order, cycled: the same for every config."""
     order = train_order(enc.lengths, args.batch_size, args.seed)
-    n_batches = args.rounds * (1 + args.steps)
-    batches = (order * (1 + n_batches // len(order)))[:n_batches]
+    return (order * (1 + n_batches // len(order)))[:n_batches]
+
+
+def run_all(args: argparse.Namespace, results: Results) -> None:
+    """Every measurement not already in `results`, in one process on one loaded model."""
+    skip = set(filter(None, args.skip.split(",")))
+    session = _session(args)
+    stack, enc = session.stack, session.train_enc
+    batches = step_batches(enc, args, args.rounds * (1 + args.steps))
     results.data["data"] = {"examples": len(enc), "mean_tokens": round(statistics.fmean(enc.lengths), 2),
                             "batch_widths": [max(enc.lengths[i] for i in b) for b in batches],
                             "num_layers": stack.num_layers, "middle_bucket": middle_bucket(stack.num_layers)}  # fmt: skip
-    specs = [s for s in step_plan(stack.num_layers) if s[0] != "final_cached_shortcut_always" or has_dropout(stack)]
-    if "steps" not in skip and not all(results.has(s[0]) for s in specs):
-        print(f"measuring {len(specs)} step configurations in {args.rounds} rounds ...", flush=True)
-        for name, record in time_steps(stack, enc, batches, specs, args.rounds).items():
-            results.add(name, record)
-        derive(results)
-    if "selection" not in skip and not all(results.has(name) for name in SELECTION_MODES):
-        print(f"measuring the selection over {middle_bucket(stack.num_layers)}, three ways ...", flush=True)
-        for name, record in time_selection(session).items():
-            results.add(name, record)
-        derive(results)
-    jobs: list[tuple[str, str, Callable[[], dict]]] = []
-    middle = stack.num_layers // 2
-    jobs.append(("epoch", "olft_epoch", lambda: time_olft_epoch(stack, enc, middle, args.batch_size, args.seed)))
+    results.data["adapters_library"] = speed_peers.adapters_status()
+    specs = [s for s in step_plan(stack.num_layers, args.quick) if s[0] != "final_cached_shortcut_always" or has_dropout(stack)]
     texts = ["\n".join(session.train_examples[i].texts) for i in range(len(enc))]
     labels = [int(ex.label) for ex in session.train_examples]
-    jobs.append(("peer", "peer_lora", lambda: time_peer(args, stack, texts, labels, middle)))
-    for group, name, job in jobs:
-        if group in skip or results.has(name):
+    middle = stack.num_layers // 2
+    groups: list[tuple[str, list[str], Callable[[], dict[str, dict]]]] = [
+        ("build", ["plain_forward_epoch", "cache_build_final"], lambda: time_build(args, stack, enc)),
+        ("steps", [s[0] for s in specs], lambda: time_steps(stack, enc, batches, specs, args.rounds)),
+        ("epoch", ["olft_epoch_middle", "peer_epoch_middle"], lambda: time_epochs(args, stack, enc, texts, labels)),
+        ("peer", ["peer_pad128_middle"], lambda: {"peer_pad128_middle": speed_peers.peer_pad128(
+            args.model, stack, texts, labels, middle, args.batch_size, args.seed, args.warmup, args.peer_steps)}),
+        ("memory", ["memory_all_layer"], lambda: {f"memory_{k}": v for k, v in time_memory(args).items()}),
+        ("selection", list(SELECTION_MODES), lambda: time_selection(session)),
+    ]  # fmt: skip
+    for group, names, job in groups:
+        if group in skip or all(results.has(n) for n in names):
             continue
-        print(f"measuring {name} ...", flush=True)
-        results.add(name, job())
+        print(f"measuring {group} ...", flush=True)
+        load = round(os.getloadavg()[0], 2)
+        for name, record in job().items():
+            results.add(name, {**record, "load_avg_1m_at_start": load})
         derive(results)
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    """Child of `time_memory`: one memory probe in this fresh process, one JSON line out."""
+    session = _session(args)
+    batches = step_batches(session.train_enc, args, args.memory_steps)
+    record = speed_memory.probe(args.probe, session.stack, session.train_enc, batches, _one_round)
+    print(json.dumps(record), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
+    args = resolve(parse_args(argv))
+    if args.markdown or args.rederive:
+        data = json.loads(args.out.read_text())
+        if args.rederive:
+            results = Results(args.out, {}, data.get("settings", {}), resume=False)
+            results.data = data
+            derive(results)
+        print(markdown(data))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.probe:
+        run_probe(args)
+        return
     results = Results(args.out, environment(args), settings(args), args.resume)
+    t0 = time.perf_counter()
     run_all(args, results)
     derive(results)
     results.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    results.data["wall_s"] = round(time.perf_counter() - t0, 1)
+    results.data["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results.save()
     print(markdown(results.data))
 

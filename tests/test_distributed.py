@@ -52,7 +52,7 @@ def _results(out):
 
 def _strip(obj):
     """Results without timings, and without held-out losses (compared by `_losses`: a resumed
-    process's prefix cache starts at another candidate, so they agree to float rounding only)."""
+    process's activation cache starts at another candidate, so they agree to float rounding only)."""
     if isinstance(obj, dict):
         return {k: _strip(v) for k, v in obj.items() if k not in TIMING and k not in ("status", "loss")}
     if isinstance(obj, list):
@@ -186,7 +186,7 @@ def _losses(results: dict) -> list[float]:
 
 def _same_metrics(a: dict, b: dict) -> None:
     """Scores equal (same predictions); the held-out loss to float rounding, since the frozen
-    prefix cache of a process that starts at another candidate sums in another order."""
+    activation cache of a process that starts at another candidate sums in another order."""
     assert {k: v for k, v in a.items() if k != "loss"} == {k: v for k, v in b.items() if k != "loss"}
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
 
