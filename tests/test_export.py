@@ -47,7 +47,7 @@ def _probs(model, tokenizer) -> np.ndarray:
     with torch.no_grad():
         rows = []
         for a, b in PAIRS:  # one at a time: no padding question
-            enc = tokenizer(a, b, return_tensors="pt", return_token_type_ids=False)
+            enc = tokenizer(a, b, return_tensors="pt")  # segment ids included, as olft feeds them
             rows.append(torch.softmax(model(**enc).logits.double(), -1)[0].numpy())
     return np.array(rows)
 

@@ -94,7 +94,8 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
     from olft import tasks
 
     task = tasks.get_task(info.cfg.data.task)
-    pooling = info.results.get("pooling", stack.family.pooling)
+    recorded = info.results.get("pooling") or stack.pooling
+    pooling = recorded["rule"] if isinstance(recorded, dict) else recorded  # {"rule": ..., "from": ...}
     if pooling not in ("first", "cls", "last"):
         raise OlftError(f"This run pools by {pooling!r}; no transformers sequence-classification class pools that way. "
                         "Use `olft predict` (or olft.pipeline.Session) for this run.")

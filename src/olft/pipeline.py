@@ -95,7 +95,7 @@ class Session:
         # Per split, how many examples lost tokens, and of which text (reported in results.json).
         self.truncated = {"train": self.train_enc.truncated, **{s: e.truncated for s, e in self.eval_enc.items()}}
         for split, cut in self.truncated.items():
-            if cut["examples"]:
+            if cut.get("examples"):
                 per_text = ", ".join(f"{k} {v}" for k, v in cut.items() if k != "examples")
                 log.warning("%s: %d examples were longer than %d tokens and lost tokens (%s; longest first)",
                             split, cut["examples"], self.max_length, per_text)  # fmt: skip

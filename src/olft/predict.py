@@ -28,6 +28,8 @@ from olft import tasks
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.runfolder import safe_name
+from olft.tasks.io import _find_columns, _parse_rows, _read_text
+from olft.tasks.registry import parse_label
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +176,8 @@ def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[task
             raise OlftError(f"{path}, row {number}: no text in column {missing[0]!r}. Every row needs {', '.join(texts)}.")
         raw = rec.get(label_col) if labelled else None
         labelled = labelled and raw not in (None, "")
-        label = tasks._parse_label(task, raw, f"{path}, row {number}") if labelled else (0.0 if task.is_regression else 0)
-        examples.append(tasks.Example(tuple(rec[c] for c in texts), label))
+        label = parse_label(task, raw, f"{path}, row {number}") if labelled else (0.0 if task.is_regression else 0)
+        examples.append(tasks.Example(tuple(rec[c] for c in texts), label, f"{path}:{number}"))
     if not examples:
         raise OlftError(f"{path} has no data rows. Add rows below the header.")
     return examples, list(texts), labelled
@@ -184,7 +186,7 @@ def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[task
 def _records(path: Path) -> list[dict]:
     if not path.is_file():
         raise OlftError(f"Input file not found: {path}. Check the path.")
-    text = tasks._read_text(path, "Pass --input a CSV, TSV or JSONL file with the task's text columns.")
+    text = _read_text(path, "Pass --input a CSV, TSV or JSONL file with the task's text columns.")
     if path.suffix.lower() in (".jsonl", ".json"):
         out = []
         for number, line in enumerate(text.split("\n"), 1):
@@ -198,7 +200,7 @@ def _records(path: Path) -> list[dict]:
                 out.append(rec)
         return out
     delimiter = FORMATS[path.suffix.lower()]
-    rows = [fields for _, fields in tasks._parse_rows(text, path, delimiter, quoted=delimiter == ",")]
+    rows = [row.fields for row in _parse_rows(text, path, delimiter, quoted=delimiter == ",")]
     header = [h.strip() for h in rows[0]]
     return [dict(zip(header, fields, strict=False)) for fields in rows[1:]]
 
@@ -245,17 +247,18 @@ def submission_files(task: tasks.Task, glue_dir: str | None) -> list[tuple[Path,
 
 def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.Example]]:
     """(index column, unlabelled examples) of a GLUE test TSV (`index` plus the text columns)."""
-    rows = tasks._parse_rows(tasks._read_text(path, "Replace it with the original GLUE test file."), path, "\t", quoted=False)
-    header = [h.strip() for h in rows[0][1]]
-    columns = tasks._find_columns(header, [("index", *task.tsv_text_columns), ("index", *task.text_fields)], path, "\t",
+    rows = _parse_rows(_read_text(path, "Replace it with the original GLUE test file."), path, "\t", quoted=False)
+    header = [h.strip() for h in rows[0].fields]
+    columns = _find_columns(header, [("index", *task.tsv_text_columns), ("index", *task.text_fields)], path, "\t",
                                   "Replace it with the original GLUE test file.")
     need = max(columns) + 1
     index, examples = [], []
-    for line, fields in rows[1:]:
+    for row in rows[1:]:
+        line, fields = row.line, row.fields
         if len(fields) < need:
             raise OlftError(f"{path}, line {line}: {len(fields)} field(s), rows need {need}. Replace it with the original GLUE test file.")
         index.append(fields[columns[0]])
-        examples.append(tasks.Example(tuple(fields[i] for i in columns[1:]), 0.0 if task.is_regression else 0))
+        examples.append(tasks.Example(tuple(fields[i] for i in columns[1:]), 0.0 if task.is_regression else 0, f"{path}:{line}"))
     return index, examples
 
 
