@@ -128,6 +128,10 @@ class RunFolder:
         except json.JSONDecodeError:
             return None  # cannot happen with atomic writes, but never trust a damaged piece
 
+    def piece_names(self, kind: str) -> list[str]:
+        """Names of the saved pieces of `kind`, sorted."""
+        return sorted(p.name[len(kind) + 1 : -5] for p in (self.path / "pieces").glob(f"{kind}-*.json"))
+
     def save_piece(self, kind: str, name: str, data: dict) -> None:
         if self.writer:
             report.write_json(self._piece(kind, name), data)
