@@ -228,7 +228,7 @@ class Session:
             layers = better_half(sel.ranking()) if s.selector == "probe-halving" else []
         if s.selector == "exhaustive":
             run.train(layers, steps)
-        elif layers:  # halving, or the rungs after a probe's pruning
+        elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
             for rung, (_, rung_steps) in enumerate(halving_schedule(len(layers), steps)):
                 if rung:
                     layers = better_half(sel.ranking())
