@@ -28,7 +28,7 @@ def _args(model, glue, out, *extra, command="run"):
     # gets nothing to do there; 21 validation examples in batches of 8 split unevenly too.
     return [command, "--model", str(model), "--task", "sst2", "--glue-dir", str(glue), "--out", str(out),
             "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "8", "--candidates", "all",
-            "--selection-train-samples", "24", "--selection-eval-samples", "15", "-q", *extra]  # fmt: skip
+            "--selection-train-samples", "24", "--selection-eval-samples", "15", "--selector", "exhaustive", "-q", *extra]  # fmt: skip
 
 
 def _free_port() -> int:

@@ -57,7 +57,7 @@ def test_heldout_loss_matches_sklearn():
 
 def test_select_by_loss_end_to_end(model_dirs, tiny_glue, tmp_path, caplog):
     base = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
-            "--candidates", "all", "--selection-adaptive", "0", *FAST]
+            "--candidates", "all", "--selector", "exhaustive", "--selection-adaptive", "0", *FAST]
     assert main([*base, "--out", str(tmp_path / "score")]) == 0
     assert main([*base, "--out", str(tmp_path / "loss"), "--selection-metric", "loss"]) == 0
     by_score = json.loads((tmp_path / "score" / "results.json").read_text())["selection"]
@@ -77,7 +77,7 @@ def test_flat_selection_warns_with_the_fix(model_dirs, tiny_glue, tmp_path, capl
     # At a vanishing learning rate every candidate keeps the identity adapter and the same seeded
     # head, so all predict alike: the choice is the tie-break and the run must say so.
     args = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), *FAST,
-            "--lr", "1e-12", "--out", str(tmp_path / "f")]
+            "--lr", "1e-12", "--selector", "exhaustive", "--out", str(tmp_path / "f")]
     with caplog.at_level(logging.WARNING):
         assert main(args) == 0
     sel = json.loads((tmp_path / "f" / "results.json").read_text())["selection"]
@@ -157,9 +157,15 @@ def test_halving_keeps_the_better_half_each_rung(model_dirs, tiny_glue, tmp_path
     assert sel["seconds"] == pytest.approx(sum(r["seconds"] for r in rounds))
 
 
+def test_default_selector_is_the_probe():
+    from olft.config import SelectionConfig
+
+    assert SelectionConfig().selector == "probe"  # the benchmark's choice (docs/selection.md)
+
+
 def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs, tiny_glue, tmp_path):
     # At a vanishing learning rate every candidate predicts alike: all within noise.
-    flat = ["--lr", "1e-12", "--selection-steps", "3"]
+    flat = ["--lr", "1e-12", "--selection-steps", "3", "--selector", "exhaustive"]
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *flat, "--selection-adaptive", "1")
     assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
     assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied

@@ -181,10 +181,12 @@ def _select(session: Session, folder: RunFolder, results: dict):
             s.selection_steps,
         )  # fmt: skip
     elif len(selection.equivalent) > 1:
+        trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of held-out loss: layer %d leads, but not by more than "
-            "the noise of %d scoring examples (more --selection-eval-samples or --selection-adaptive separate them).",
+            "the noise of %d scoring examples (more --selection-eval-samples%s may separate them).",
             selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples,
+            " or --selection-adaptive" if trained else ", or tuning them with --selector exhaustive,",
         )  # fmt: skip
     return selection
 

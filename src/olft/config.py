@@ -102,7 +102,7 @@ class TrainConfig:
 @dataclass
 class SelectionConfig:
     candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, or a list 3,5,7.")
-    selector: str = opt("exhaustive", "How a layer is chosen: exhaustive (tune every candidate for --selection-steps), halving (successive halving: short runs for all, keep the better half, double the steps; the last two get --selection-steps), probe (linear probe on each layer's frozen output, no training), gradient (relative gradient norm of each module at initialisation, no training), probe-halving (probe keeps the better half, then halving). See docs/selection.md.", choices=("exhaustive", "halving", "probe", "gradient", "probe-halving"))
+    selector: str = opt("probe", "How a layer is chosen (default: probe, the benchmark's best regret per second; see docs/selection.md): exhaustive (tune every candidate for --selection-steps), halving (successive halving: short runs for all, keep the better half, double the steps; the last two get --selection-steps), probe (linear probe on each layer's frozen output, no training), gradient (relative gradient norm of each module at initialisation, no training), probe-halving (probe keeps the better half, then halving). See docs/selection.md.", choices=("exhaustive", "halving", "probe", "gradient", "probe-halving"))
     selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
     selection_train_samples: int = opt(1000, "Examples candidates are trained (or probes fitted) on.")
     selection_eval_samples: int = opt(400, "Examples candidates are scored on (disjoint from their training examples).")
