@@ -1,10 +1,13 @@
-"""Candidate layers, the selection protocol, and strategy names.
+"""Candidate layers, selectors, the selection record, and strategy names.
 
 The paper's candidates are the model's middle bucket: split the N layers into three equal
-buckets and take the middle one. Each candidate is tuned alone on a small training subset and
-scored; the best score wins (ties go to the lower layer, which is cheaper to run above).
-With `selection_metric="loss"` the lowest held-out loss wins instead: on a small scoring set
-accuracies often tie (every candidate predicting the majority class), losses rarely do.
+buckets and take the middle one. A selector (`SELECTORS`; run by `Session.select`) ranks them:
+`exhaustive` tunes each alone for the selection budget and scores it on held-out examples (the
+paper's procedure); `halving` does so in rungs that keep the better half (`halving_schedule`);
+`probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe
+first. Trained candidates rank by score with the held-out loss breaking ties (accuracy on a few
+hundred examples ties often, losses rarely), then the lower layer; `selection_metric="loss"`
+ranks by loss alone. `Selection` also says how sure the choice is (`confidence`, `equivalent`).
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
