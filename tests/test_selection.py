@@ -212,3 +212,16 @@ def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tm
     probe, trained = sel["rounds"]
     assert probe["stage"] == "probe" and trained == {**trained, "stage": "train", "steps": 4}
     assert trained["layers"] == sorted(probe["ranking"][:2])
+
+
+def test_folders_from_before_selectors_resume_as_exhaustive():
+    from olft.config import RunConfig, SelectionConfig
+    from olft.runfolder import config_differences
+
+    old = RunConfig().to_dict()
+    for key in ("selector", "selection_adaptive"):
+        del old["selection"][key]  # an olft without selectors did not write them
+    same = RunConfig(selection=SelectionConfig(selector="exhaustive", selection_adaptive=0)).to_dict()
+    assert config_differences(old, same) == []
+    assert [d.split(":")[0] for d in config_differences(old, RunConfig().to_dict())] == [
+        "selection.selection_adaptive", "selection.selector"]
