@@ -53,6 +53,7 @@ def unit_rows(folder: Path) -> list[dict]:
             "top3": pick in top3, "spearman": rho, "flat": bool(sel.get("flat")), "seconds": sel["seconds"],
             "cost": sel["seconds"] / exhaustive if exhaustive else None, "confidence": sel.get("confidence"),
             "equivalent": sel.get("equivalent"), "oracle": {str(k): oracle[k] for k in layers},
+            "oracle_flat": best - min(oracle[k] for k in layers) <= REGRET_TARGET,
         })  # fmt: skip
     return rows
 
@@ -102,11 +103,12 @@ def plot(summary: dict[str, dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, s in summary.items():
+    for i, (name, s) in enumerate(summary.items()):
         if s["cost"] is None:
             continue
         ax.scatter(s["cost"], s["regret_mean"])
-        ax.annotate(name, (s["cost"], s["regret_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        offset = (4, 4 if i % 2 == 0 else -10)  # alternate above/below: equal regrets do not overprint
+        ax.annotate(name, (s["cost"], s["regret_mean"]), textcoords="offset points", xytext=offset, fontsize=8)
     ax.axhline(REGRET_TARGET, ls=":", c="grey")
     ax.axvline(COST_TARGET, ls=":", c="grey")
     ax.set_xlabel("cost (fraction of exhaustive's seconds)")
@@ -126,16 +128,26 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
         return
     units = sorted({r["unit"] for r in rows})
     partial = planned is None or len(units) < planned
-    summary = summarise(rows)
+    # Where every layer ends within the target of the best, any pick meets it: such units say
+    # nothing about a selector and are left out of the summary (listed below it).
+    flat_units = sorted({r["unit"] for r in rows if r["oracle_flat"]})
+    summary = summarise([r for r in rows if not r["oracle_flat"]] or rows)
+    n_setups = len({r["setup"] for r in rows})
     tag = f"selection-{model}-{method}"
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json(results_dir / f"{tag}.json", {"command": command, "partial": partial, "units": units,
-                                             "planned_units": planned, "summary": summary, "rows": rows})  # fmt: skip
-    plot(summary, results_dir / f"{tag}.png", f"{model} {method}: {len(units)} (task, seed) units")
+                                             "planned_units": planned, "oracle_flat_units": flat_units,
+                                             "summary": summary, "rows": rows})  # fmt: skip
+    informative = len(units) - len(flat_units)
+    plot(summary, results_dir / f"{tag}.png", f"{model} {method}: {informative} (task, seed) unit(s) where the oracle "
+         f"is not flat")
     lines = [f"# Layer selectors against the oracle: {model}, {method}" + (" (PARTIAL)" if partial else ""), "",
              "```", command, "```", "",
-             f"Units finished: {len(units)}" + (f" of {planned}" if planned else "") + f" ({', '.join(units)}).", "",
-             *table(summary), "", f"![cost vs regret]({tag}.png)", "", "## Per unit", "",
+             f"Units with results: {len(units)}" + (f" of {planned}" if planned else "") + f" ({', '.join(units)}); with "
+             f"every selector: {sum(len({r['setup'] for r in rows if r['unit'] == u}) == n_setups for u in units)}.", "",
+             *table(summary), "",
+             f"Left out of the table: units where the oracle is flat (every layer within {REGRET_TARGET} points of the "
+             f"best): {', '.join(flat_units) or 'none'}.", "", f"![cost vs regret]({tag}.png)", "", "## Per unit", "",
              "| unit | oracle (validation x100 per layer) | " + " | ".join(summary) + " |",
              "|---|---|" + "---|" * len(summary)]  # fmt: skip
     for unit in units:
