@@ -225,3 +225,33 @@ def test_folders_from_before_selectors_resume_as_exhaustive():
     assert config_differences(old, same) == []
     assert [d.split(":")[0] for d in config_differences(old, RunConfig().to_dict())] == [
         "selection.selection_adaptive", "selection.selector"]
+
+
+def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection_report
+
+    def unit(name, oracle, picks):
+        folder = tmp_path / "work" / name
+        folder.mkdir(parents=True)
+        for layer, score in oracle.items():
+            (folder / f"oracle-{layer}.json").write_text(json.dumps({"layer": layer, "score": score}))
+        for setup, (pick, ranking, seconds) in picks.items():
+            sel = {"selected_layer": pick, "ranking": ranking, "rounds": [{"ranking": ranking}], "flat": False,
+                   "seconds": seconds, "candidates": [{"layer": k} for k in oracle]}
+            (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+
+    unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (2, [2, 1, 0], 100.0), "probe": (1, [1, 2, 0], 5.0)})
+    unit("cola-s0", {0: 0.0, 1: 0.0, 2: 0.0}, {"exhaustive": (0, [0, 1, 2], 100.0), "probe": (2, [2, 1, 0], 5.0)})
+    selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=4)
+    data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    assert data["partial"] and data["oracle_flat_units"] == ["cola-s0"]
+    ex, probe = data["summary"]["exhaustive"], data["summary"]["probe"]
+    assert ex["units"] == 1 and ex["regret_mean"] == pytest.approx(5.0) and ex["top1"] == 0 and ex["top3"] == 1
+    assert probe["regret_mean"] == 0 and probe["top1"] == 1 and probe["cost"] == pytest.approx(0.05)
+    assert probe["spearman"] == pytest.approx(1.0) and ex["spearman"] == pytest.approx(0.5)
+    assert (tmp_path / "out" / "selection-m-adapter.png").is_file()
+    assert "(PARTIAL)" in (tmp_path / "out" / "selection-m-adapter.md").read_text()
