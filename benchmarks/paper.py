@@ -236,7 +236,7 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
         candidates="all" if job.kind == "sweep" else "middle",
         selection_data="validation" if job.kind == "paper" else "train",
         selection_train_samples=caps.selection_train_samples, selection_eval_samples=caps.selection_eval_samples,
-        selection_epochs=caps.selection_epochs,
+        selection_epochs=caps.selection_epochs, selector="exhaustive", selection_adaptive=0,  # the paper's procedure
     )  # fmt: skip
     strategies = {"main": "olft,final,full", "paper": "olft", "sweep": "olft"}.get(job.kind)
     if job.kind == "sweepfull":

@@ -94,8 +94,9 @@ def _pick(values: dict[int, float], layers: list[int]) -> int:
 def score_run(selection: dict, truth: dict[int, float], middle: list[int]) -> dict:
     """One selection run against the full-train sweep: picks, regrets and rank correlations."""
     cands = [c for c in selection["candidates"] if c["score"] is not None]
-    rankings = {"score": {c["layer"]: c["score"] for c in cands},
-                "loss": {c["layer"]: -c["metrics"]["loss"] for c in cands if "loss" in c["metrics"]}}
+    # As olft ranks: by score with the held-out loss breaking ties, or by loss alone.
+    rankings = {"score": {c["layer"]: (c["score"], -c["metrics"].get("loss", 0.0)) for c in cands},
+                "loss": {c["layer"]: (-c["metrics"]["loss"],) for c in cands if "loss" in c["metrics"]}}
     layers = sorted(truth)
     out: dict = {"flat": len({c["score"] for c in cands}) == 1}
     for name, values in rankings.items():
@@ -106,7 +107,7 @@ def score_run(selection: dict, truth: dict[int, float], middle: list[int]) -> di
             pick = _pick(values, pool)
             row[f"pick_{scope}"] = pick
             row[f"regret_{scope}"] = 100 * (max(truth[k] for k in pool) - truth[pick])
-        row["spearman"] = _spearman([values[k] for k in layers], [truth[k] for k in layers])
+        row["spearman"] = _spearman([values[k][0] for k in layers], [truth[k] for k in layers])
         out[name] = row
     return out
 
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 out = work / f"{task}-{budget_name(budget)}-s{seed}"
                 cfg = paper.job_config(paper.Job("sweep", task, seed), plans[task], bench_args, caps, out, n_layers)
                 cfg.selection = replace(cfg.selection, selection_train_samples=budget[0], selection_eval_samples=budget[1],
-                                        selection_epochs=budget[2])
+                                        selection_epochs=budget[2], selection_adaptive=0)
                 jobs.append(("select", task, out, cfg))
     todo = [j for j in jobs if not paper.is_finished(j[2])]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to go in {work}", flush=True)

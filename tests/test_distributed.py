@@ -28,7 +28,7 @@ def _args(model, glue, out, *extra, command="run"):
     # gets nothing to do there; 21 validation examples in batches of 8 split unevenly too.
     return [command, "--model", str(model), "--task", "sst2", "--glue-dir", str(glue), "--out", str(out),
             "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "8", "--candidates", "all",
-            "--selection-train-samples", "24", "--selection-eval-samples", "15", "-q", *extra]  # fmt: skip
+            "--selection-train-samples", "24", "--selection-eval-samples", "15", "--selector", "exhaustive", "-q", *extra]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -197,7 +197,7 @@ def test_killed_two_process_run_resumes(data, double, tmp_path):
     # Rank 0 trains candidate 2 (round two of candidates 0..3): one process dies, the job goes down.
     killed = _launch(args, "candidate2")
     assert killed.returncode != 0
-    assert sorted(p.name for p in (out / "pieces").iterdir()) == ["candidate-0.json", "candidate-1.json"]
+    assert sorted(p.name for p in (out / "pieces").iterdir()) == ["candidate-0-9.json", "candidate-1-9.json"]  # layer-steps: 3 epochs of 24 in batches of 8
     # Then every process dies mid-way through data-parallel tuning, after the step-3 checkpoint.
     killed = _launch(args, "olft:step5")
     assert killed.returncode != 0 and (out / "checkpoints" / "olft.pt").is_file()

@@ -232,7 +232,7 @@ def test_selection_budget_study_scores_picks_against_the_sweep(bench, model_dirs
                               "results.json").read_text())["selection"]
             scores = {c["layer"]: c["score"] for c in sel["candidates"]}
             losses = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}
-            pick = min(k for k in (1, 2) if scores[k] == max(scores[1], scores[2]))  # middle third of 4 layers
+            pick = min((1, 2), key=lambda k: (-scores[k], losses[k], k))  # middle third of 4 layers; loss breaks ties
             assert run["score"]["pick_middle"] == pick and run["score"]["pick_all"] == sel["selected_layer"]
             assert run["score"]["regret_middle"] == pytest.approx(max(truth[1], truth[2]) - truth[pick])
             assert run["loss"]["pick_all"] == min(losses, key=lambda k: (losses[k], k))

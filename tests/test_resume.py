@@ -21,7 +21,7 @@ TIMING = {"seconds", "train_seconds", "cache_seconds", "resumed_at", "timed_by",
 def _args(model, glue, out, *extra):
     return ["run", "--model", str(model), "--task", "sst2", "--glue-dir", str(glue), "--out", str(out), "--epochs", "2",
             "--batch-size", "8", "--selection-train-samples", "32", "--selection-eval-samples", "16",
-            "--checkpoint-every", "3", "-q", *extra]
+            "--checkpoint-every", "3", "--selector", "exhaustive", "-q", *extra]  # candidates train: resumable pieces
 
 
 def _strip(obj):

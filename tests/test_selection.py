@@ -1,4 +1,5 @@
-"""How candidates are ranked: headline score (ties to the lower layer) or held-out loss."""
+"""Selectors and ranking: score (loss breaks ties, then the lower layer) or loss; halving; proxies;
+confidence and equivalence."""
 
 import json
 import logging
@@ -10,7 +11,8 @@ from sklearn.metrics import log_loss, mean_squared_error
 from olft.cli import main
 from olft.errors import OlftError
 from olft.pipeline import heldout_loss
-from olft.select import Candidate, Selection
+from olft.proxies import probe_scores
+from olft.select import Candidate, Selection, better_half, halving_schedule, paired_gap
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 
@@ -21,10 +23,12 @@ def _selection(scores_losses, metric="score"):
     return Selection("train-holdout", cands, 10, 10, metric=metric)
 
 
-def test_score_ranking_ties_go_to_the_lower_layer_and_are_flagged():
+def test_score_ranking_breaks_ties_by_loss_then_lower_layer():
     sel = _selection({4: (0.5, 0.7), 5: (0.6, 0.9), 6: (0.6, 0.6)})
-    assert sel.selected_layer == 5 and not sel.flat
-    flat = _selection({4: (0.5, 0.7), 5: (0.5, 0.69), 6: (0.5, 0.71)})
+    assert sel.ranking() == [6, 5, 4] and not sel.flat  # 5 and 6 tie on score: 6's lower loss wins
+    by_loss = _selection({4: (0.5, 0.7), 5: (0.5, 0.69), 6: (0.5, 0.71)})
+    assert by_loss.selected_layer == 5 and not by_loss.flat
+    flat = _selection({4: (0.5, 0.7), 5: (0.5, 0.7), 6: (0.5, 0.7)})
     assert flat.selected_layer == 4 and flat.flat
     assert flat.to_dict()["flat"] is True and flat.to_dict()["metric"] == "score"
 
@@ -53,7 +57,7 @@ def test_heldout_loss_matches_sklearn():
 
 def test_select_by_loss_end_to_end(model_dirs, tiny_glue, tmp_path, caplog):
     base = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
-            "--candidates", "all", *FAST]
+            "--candidates", "all", "--selector", "exhaustive", "--selection-adaptive", "0", *FAST]
     assert main([*base, "--out", str(tmp_path / "score")]) == 0
     assert main([*base, "--out", str(tmp_path / "loss"), "--selection-metric", "loss"]) == 0
     by_score = json.loads((tmp_path / "score" / "results.json").read_text())["selection"]
@@ -65,7 +69,7 @@ def test_select_by_loss_end_to_end(model_dirs, tiny_glue, tmp_path, caplog):
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
     assert by_loss["selected_layer"] == min(losses, key=lambda k: (losses[k], k))
     scores = {c["layer"]: c["score"] for c in by_score["candidates"]}
-    assert by_score["selected_layer"] == min(k for k, v in scores.items() if v == max(scores.values()))
+    assert by_score["selected_layer"] == min(scores, key=lambda k: (-scores[k], losses[k], k))
     assert by_score["flat"] == (len(set(scores.values())) == 1)
 
 
@@ -73,10 +77,181 @@ def test_flat_selection_warns_with_the_fix(model_dirs, tiny_glue, tmp_path, capl
     # At a vanishing learning rate every candidate keeps the identity adapter and the same seeded
     # head, so all predict alike: the choice is the tie-break and the run must say so.
     args = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), *FAST,
-            "--lr", "1e-12", "--out", str(tmp_path / "f")]
+            "--lr", "1e-12", "--selector", "exhaustive", "--out", str(tmp_path / "f")]
     with caplog.at_level(logging.WARNING):
         assert main(args) == 0
     sel = json.loads((tmp_path / "f" / "results.json").read_text())["selection"]
     assert sel["flat"] is True and sel["selected_layer"] == 1
-    assert "--selection-metric loss" in caplog.text and "tie-break" in caplog.text
+    assert "--selection-steps" in caplog.text and "tie-break" in caplog.text
     assert "tie-break" in (tmp_path / "f" / "table.md").read_text()
+
+
+# -- confidence and equivalence ------------------------------------------------------------------
+def test_paired_gap_known_answers():
+    # diff = [1, 1, 1, 2]: mean 1.25, sample sd 0.5, se 0.25 -> 5 standard errors.
+    assert paired_gap([1, 1, 1, 1], [2, 2, 2, 3]) == pytest.approx(5.0)
+    assert paired_gap([1, 2], [1, 2]) == 0.0
+    assert paired_gap([1, 2], [2, 3]) == float("inf")  # a constant shift has no noise
+    assert paired_gap(None, [1, 2]) is None and paired_gap([1], [2]) is None
+
+
+def _with_losses(per_layer: dict[int, list[float]], threshold: float = 1.0) -> Selection:
+    cands = [Candidate(layer, 0.5, 1.0, {"accuracy": 0.5, "loss": float(np.mean(v))}, steps=10, example_losses=v)
+             for layer, v in per_layer.items()]
+    return Selection("train-holdout", cands, 10, 4, threshold=threshold)
+
+
+def test_confidence_is_the_runner_up_gap_and_ties_are_equivalent():
+    base = [0.2, 0.4, 0.6, 0.8]
+    sel = _with_losses({3: base, 4: [0.3, 0.3, 0.7, 0.8], 5: [b + 1 for b in base]})
+    assert sel.ranking() == [3, 4, 5]
+    # 4 vs 3: diff [0.1, -0.1, 0.1, 0], mean 0.025, sd 0.0957, se 0.0479 -> 0.52 SE: within noise.
+    assert sel.confidence == pytest.approx(0.025 / (np.std([0.1, -0.1, 0.1, 0], ddof=1) / 2))
+    assert sel.equivalent == [3, 4]
+    d = sel.to_dict()
+    assert d["equivalent"] == [3, 4] and d["confidence"] == pytest.approx(sel.confidence)
+    assert "example_losses" not in d["candidates"][0]  # kept in pieces for resuming, not in results
+    exact = [0.25, 0.5, 0.75, 1.0]  # + 1 stays exact in binary: a constant shift, zero noise
+    clear = _with_losses({3: exact, 4: [b + 1 for b in exact]})
+    assert clear.equivalent == [3] and clear.confidence == float("inf")
+
+
+def test_proxy_without_losses_reports_the_winner_alone():
+    sel = Selection("train-holdout", [Candidate(1, 0.2, 0.0, {}, steps=0), Candidate(2, 0.3, 0.0, {}, steps=0)], 10, 4)
+    assert sel.selected_layer == 2 and sel.confidence is None and sel.equivalent == [2]
+
+
+# -- successive halving --------------------------------------------------------------------------
+@pytest.mark.parametrize("n, steps, rungs", [
+    (1, 150, [(1, 150)]),
+    (2, 150, [(2, 150)]),
+    (3, 100, [(3, 50), (2, 100)]),
+    (6, 150, [(6, 37), (3, 75), (2, 150)]),
+    (10, 160, [(10, 20), (5, 40), (3, 80), (2, 160)]),
+])  # fmt: skip
+def test_halving_schedule_gives_the_finalists_the_full_budget(n, steps, rungs):
+    assert halving_schedule(n, steps) == rungs
+
+
+def test_better_half_keeps_the_top_half_rounded_up():
+    assert better_half([5, 1, 3, 2, 4, 0]) == [1, 3, 5]
+    assert better_half([4, 2, 3]) == [2, 4] and better_half([7]) == [7]
+
+
+def _select(model_dir, glue, out, *extra):
+    args = ["select", "--model", str(model_dir), "--task", "rte", "--glue-dir", str(glue), "--candidates", "all",
+            "--selection-train-samples", "32", "--selection-eval-samples", "24", "-q", "--out", str(out), *extra]
+    assert main(args) == 0
+    return json.loads((out / "results.json").read_text())["selection"]
+
+
+def test_halving_keeps_the_better_half_each_rung(model_dirs, tiny_glue, tmp_path):
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "h", "--selector", "halving", "--selection-steps", "8",
+                  "--selection-adaptive", "0")
+    rounds = sel["rounds"]
+    assert [(r["layers"], r["steps"]) for r in rounds] == [([0, 1, 2, 3], 4), (sorted(rounds[0]["ranking"][:2]), 8)]
+    assert sel["finalists"] == rounds[-1]["layers"] and sel["selected_layer"] in sel["finalists"]
+    assert sel["selected_layer"] == rounds[-1]["ranking"][0]
+    steps = {c["layer"]: c["steps"] for c in sel["candidates"]}
+    assert all(steps[k] == 8 for k in sel["finalists"]) and all(steps[k] == 4 for k in steps if k not in sel["finalists"])
+    assert sel["seconds"] == pytest.approx(sum(r["seconds"] for r in rounds))
+
+
+def test_default_selector_is_the_probe():
+    from olft.config import SelectionConfig
+
+    assert SelectionConfig().selector == "probe"  # the benchmark's choice (docs/selection.md)
+
+
+def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs, tiny_glue, tmp_path):
+    # At a vanishing learning rate every candidate predicts alike: all within noise.
+    flat = ["--lr", "1e-12", "--selection-steps", "3", "--selector", "exhaustive"]
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *flat, "--selection-adaptive", "1")
+    assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
+    assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied
+    plain = _select(model_dirs["llama"], tiny_glue, tmp_path / "p", *flat, "--selection-adaptive", "0")
+    assert len(plain["rounds"]) == 1 and plain["equivalent"] == [0, 1, 2, 3] and plain["flat"]
+
+
+# -- proxies: no training run of any candidate ---------------------------------------------------
+@pytest.mark.parametrize("selector", ["probe", "gradient"])
+def test_proxies_are_deterministic_and_train_nothing(model_dirs, tiny_glue, tmp_path, monkeypatch, selector):
+    import olft.pipeline
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a proxy must not run a training loop")
+
+    monkeypatch.setattr(olft.pipeline, "fit", no_training)
+    runs = [_select(model_dirs["bert"], tiny_glue, tmp_path / f"{selector}{i}", "--selector", selector) for i in range(2)]
+    a, b = ([(c["layer"], c["score"], c["metrics"]) for c in r["candidates"]] for r in runs)
+    assert a == b and runs[0]["selected_layer"] == runs[1]["selected_layer"]
+    assert [c["steps"] for c in runs[0]["candidates"]] == [0, 0, 0, 0]
+    assert runs[0]["rounds"] == [{**runs[0]["rounds"][0], "stage": selector, "layers": [0, 1, 2, 3]}]
+    scores = [c["score"] for c in runs[0]["candidates"]]
+    assert len(set(scores)) == 4  # layers differ: a signal, not a tie
+    if selector == "gradient":  # zero-initialised up-projections still get gradient at init
+        assert all(c["metrics"]["grad_norm"] > 0 for c in runs[0]["candidates"])
+    else:
+        assert all(c["score"] == -c["metrics"]["loss"] for c in runs[0]["candidates"])
+
+
+def test_probe_scores_match_a_known_separable_case():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    signal = np.c_[labels * 4.0 - 2.0, rng.normal(size=(200, 3))]  # first feature carries the label
+    noise = rng.normal(size=(200, 4))
+    good = probe_scores(signal[:100], labels[:100].tolist(), signal[100:], labels[100:].tolist(), regression=False)
+    bad = probe_scores(noise[:100], labels[:100].tolist(), noise[100:], labels[100:].tolist(), regression=False)
+    assert good[1]["accuracy"] == 1.0 and good[0] > bad[0] and bad[1]["loss"] > 0.6
+    assert len(good[2]) == 100 and np.mean(good[2]) == pytest.approx(good[1]["loss"])
+
+
+def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tmp_path):
+    sel = _select(model_dirs["bert"], tiny_glue, tmp_path / "ph", "--selector", "probe-halving", "--selection-steps", "4",
+                  "--selection-adaptive", "0")
+    probe, trained = sel["rounds"]
+    assert probe["stage"] == "probe" and trained == {**trained, "stage": "train", "steps": 4}
+    assert trained["layers"] == sorted(probe["ranking"][:2])
+
+
+def test_folders_from_before_selectors_resume_as_exhaustive():
+    from olft.config import RunConfig, SelectionConfig
+    from olft.runfolder import config_differences
+
+    old = RunConfig().to_dict()
+    for key in ("selector", "selection_adaptive"):
+        del old["selection"][key]  # an olft without selectors did not write them
+    same = RunConfig(selection=SelectionConfig(selector="exhaustive", selection_adaptive=0)).to_dict()
+    assert config_differences(old, same) == []
+    assert [d.split(":")[0] for d in config_differences(old, RunConfig().to_dict())] == [
+        "selection.selection_adaptive", "selection.selector"]
+
+
+def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection_report
+
+    def unit(name, oracle, picks):
+        folder = tmp_path / "work" / name
+        folder.mkdir(parents=True)
+        for layer, score in oracle.items():
+            (folder / f"oracle-{layer}.json").write_text(json.dumps({"layer": layer, "score": score}))
+        for setup, (pick, ranking, seconds) in picks.items():
+            sel = {"selected_layer": pick, "ranking": ranking, "rounds": [{"ranking": ranking}], "flat": False,
+                   "seconds": seconds, "candidates": [{"layer": k} for k in oracle]}
+            (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+
+    unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (2, [2, 1, 0], 100.0), "probe": (1, [1, 2, 0], 5.0)})
+    unit("cola-s0", {0: 0.0, 1: 0.0, 2: 0.0}, {"exhaustive": (0, [0, 1, 2], 100.0), "probe": (2, [2, 1, 0], 5.0)})
+    selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=4)
+    data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    assert data["partial"] and data["oracle_flat_units"] == ["cola-s0"]
+    ex, probe = data["summary"]["exhaustive"], data["summary"]["probe"]
+    assert ex["units"] == 1 and ex["regret_mean"] == pytest.approx(5.0) and ex["top1"] == 0 and ex["top3"] == 1
+    assert probe["regret_mean"] == 0 and probe["top1"] == 1 and probe["cost"] == pytest.approx(0.05)
+    assert probe["spearman"] == pytest.approx(1.0) and ex["spearman"] == pytest.approx(0.5)
+    assert (tmp_path / "out" / "selection-m-adapter.png").is_file()
+    assert "(PARTIAL)" in (tmp_path / "out" / "selection-m-adapter.md").read_text()

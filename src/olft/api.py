@@ -233,16 +233,18 @@ def _selected_layer(session: Session, folder: RunFolder, results: dict) -> int:
 
 def _select(session: Session, folder: RunFolder, results: dict):
     # Rank 0 reads what is finished and tells the others, so all agree even without a shared disk.
+    # Pieces are named layer-steps: halving and adaptive stages train a layer at several budgets.
     done = {}
     if folder.writer:
-        for layer in range(session.num_layers):
-            piece = folder.load_piece("candidate", str(layer))
-            if piece is not None:
-                done[layer] = Candidate(**piece)
+        for name in folder.piece_names("candidate"):
+            piece = folder.load_piece("candidate", name)
+            if piece is not None and piece.get("steps") is not None:
+                c = Candidate(**piece)
+                done[(c.layer, c.steps)] = c
     done = session.dist.broadcast(done)
 
     def finished(c: Candidate) -> None:
-        folder.save_piece("candidate", str(c.layer), asdict(c))
+        folder.save_piece("candidate", f"{c.layer}-{c.steps}", asdict(c))
         _log_candidate(c, results["metric"])
 
     t0 = time.perf_counter()
@@ -250,14 +252,24 @@ def _select(session: Session, folder: RunFolder, results: dict):
     results["selection"] = selection.to_dict()
     results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)
-    log.info("selected layer %d (%s protocol)", selection.selected_layer, selection.protocol)
+    confidence = selection.confidence
+    log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
+             selection.protocol, "one finalist" if confidence is None else f"{confidence:.1f} SE ahead of the runner-up")
+    s = session.cfg.selection
     if selection.flat:
-        s = session.cfg.selection
         log.warning(
             "Every candidate ranked the same on the %d scoring examples, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
-            "--selection-epochs, now %g) or rank by held-out loss (--selection-metric loss).",
-            selection.score_examples, selection.selected_layer, s.selection_train_samples, s.selection_epochs,
+            "--selection-steps, now %s).", selection.score_examples, selection.selected_layer, s.selection_train_samples,
+            s.selection_steps,
+        )  # fmt: skip
+    elif len(selection.equivalent) > 1:
+        trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
+        log.warning(
+            "Layers %s are equivalent within %.1f standard errors of held-out loss: layer %d leads, but not by more than "
+            "the noise of %d scoring examples (more --selection-eval-samples%s may separate them).",
+            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples,
+            " or --selection-adaptive" if trained else ", or tuning them with --selector exhaustive,",
         )  # fmt: skip
     return selection
 
@@ -271,7 +283,7 @@ def _log_candidate(c: Candidate, metric: str) -> None:
         log.info("candidate layer %2d: failed (%s) in %.1fs", c.layer, c.error, c.seconds)
     else:
         loss = c.metrics.get("loss")
-        log.info("candidate layer %2d: %s=%.4f%s in %.1fs", c.layer, metric, c.score,
+        log.info("candidate layer %2d (%s steps): %s=%.4f%s in %.1fs", c.layer, c.steps, metric, c.score,
                  "" if loss is None else f" loss={loss:.4f}", c.seconds)  # fmt: skip
 
 

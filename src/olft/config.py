@@ -104,16 +104,24 @@ class TrainConfig:
 @dataclass
 class SelectionConfig:
     candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, or a list 3,5,7.")
+    selector: str = opt("probe", "How a layer is chosen (default: probe, the benchmark's best regret per second; see docs/selection.md): exhaustive (tune every candidate for --selection-steps), halving (successive halving: short runs for all, keep the better half, double the steps; the last two get --selection-steps), probe (linear probe on each layer's frozen output, no training), gradient (relative gradient norm of each module at initialisation, no training), probe-halving (probe keeps the better half, then halving). See docs/selection.md.", choices=("exhaustive", "halving", "probe", "gradient", "probe-halving"))
     selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
-    selection_train_samples: int = opt(500, "Examples each candidate is trained on.")
-    selection_eval_samples: int = opt(200, "Examples each candidate is scored on (disjoint from its training examples).")
-    selection_epochs: float = opt(1.0, "Epochs each candidate trains for.")
-    selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; ties go to the lower layer) or by loss (held-out loss, lower wins: separates candidates whose scores tie on a small scoring set).", choices=("score", "loss"))
+    selection_train_samples: int = opt(1000, "Examples candidates are trained (or probes fitted) on.")
+    selection_eval_samples: int = opt(400, "Examples candidates are scored on (disjoint from their training examples).")
+    selection_steps: int | None = opt(None, "Optimizer steps each candidate trains for (the finalists of halving get this many); unset: --selection-epochs over the fit set (188 steps at the defaults).")
+    selection_epochs: float = opt(3.0, "Epochs over the fit set each candidate trains for when --selection-steps is unset (one epoch of 500 left every candidate predicting the majority class on SST-2).")
+    selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins).", choices=("score", "loss"))
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
+    selection_adaptive: int = opt(1, "When the top candidates are within --equivalence-threshold standard errors, retrain just those with twice the steps, up to this many times (0: never; they are then reported as equivalent).")
+    equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss trails the winner's by fewer standard errors than this are reported as equivalent to it.")
+    gradient_batches: int = opt(8, "Training batches the gradient selector sums its gradients over.")
     selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
 
     def __post_init__(self) -> None:
-        _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps")
+        _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps",
+                  "selection_steps", "equivalence_threshold", "gradient_batches")
+        if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
+            raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 
 
 @dataclass

@@ -8,6 +8,7 @@ starts from the same frozen base model.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,9 @@ from olft.config import RunConfig
 from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
+from olft.proxies import gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
-from olft.select import Candidate, Selection, parse_candidates
+from olft.select import Candidate, Selection, better_half, halving_schedule, parse_candidates
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,10 @@ class TuneResult:
     weights: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     train_only_params: int = 0
     resumed_at: int = 0
+    logits: dict = field(repr=False, default_factory=dict)  # split -> (n, num_labels) held-out logits
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "weights"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("weights", "logits")}
         return d
 
 
@@ -169,7 +172,7 @@ class Session:
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
                 on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
             )  # fmt: skip
-            metrics = {}
+            metrics, logits = {}, {}
             for split, enc in eval_encs.items():
                 with_loss = split in loss_splits
                 preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist,
@@ -177,6 +180,7 @@ class Session:
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
                 if with_loss:
                     metrics[split]["loss"] = heldout_loss(preds, enc.labels)
+                    logits[split] = preds
             first = next(iter(eval_encs))
             weights = applied.state_dict()
             weights.update({f"head.{k}": v.detach().clone() for k, v in stack.head.state_dict().items()})
@@ -194,6 +198,7 @@ class Session:
                 weights=weights,
                 train_only_params=applied.train_only_params,
                 resumed_at=result.resumed_at,
+                logits=logits,
             )
         finally:
             applied.remove()
@@ -210,44 +215,51 @@ class Session:
         )
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
-    def select(self, on_candidate=None, done: dict[int, Candidate] | None = None) -> Selection:
-        """Tune each candidate alone on the selection set and score it; one shared cache.
+    def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None) -> Selection:
+        """Choose a layer among the candidates with the configured selector (see `olft.select`).
 
-        Candidates in `done` (finished by an earlier, interrupted run) are taken as they are;
-        each candidate's training is seeded on its own, so the order they run in is irrelevant.
-        With several processes and --selection-parallel candidates, rounds of W candidates run
-        one per process (why: see `distributed`); after each round every process gets the
-        round's results, so all agree on the scores, and `on_candidate` sees each one once.
+        Trained stages (exhaustive, halving rungs, adaptive re-runs) tune each candidate alone on
+        the selection set for a number of optimizer steps and score it on the held-out set, one
+        shared cache per stage. `done` maps (layer, steps) to candidates finished by an earlier,
+        interrupted run, taken as they are; `on_candidate` sees each newly trained one.
         """
-        s, dist = self.cfg.selection, self.dist
-        done = done or {}
+        s = self.cfg.selection
         candidates = parse_candidates(s.candidates, self.num_layers)
         protocol, fit_enc, score_enc = self.selection_sets()
-        selection = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric)
-        todo = [layer for layer in candidates if layer not in done]
-        split = dist.world_size > 1 and s.selection_parallel == "candidates"
-        width, rank = (dist.world_size, dist.rank) if split else (1, 0)
-        mine = todo[rank::width]  # each process's cache climbs through its own candidates only
-        t0 = time.perf_counter()
-        caches = self.build_caches(cache_layer(mine), {"train": fit_enc, "score": score_enc}) if mine else {}
-        cache_seconds = time.perf_counter() - t0
-        finished = dict(done)
-        for start in range(0, len(todo), width):
-            group = todo[start : start + width]
-            cand = self._candidate(group[rank], fit_enc, score_enc, caches, split) if rank < len(group) else None
-            for c in dist.gather(cand) if split else [cand]:
-                if c is not None:
-                    finished[c.layer] = c
-                    if on_candidate:
-                        on_candidate(c)
-        selection.candidates = [finished[layer] for layer in candidates]
-        selection.cache_seconds = max(dist.gather(cache_seconds)) if split else cache_seconds
-        selection.seconds = selection.cache_seconds + sum(c.seconds for c in selection.candidates)
-        return selection
+        sel = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric, selector=s.selector,
+                        threshold=s.equivalence_threshold)  # fmt: skip
+        run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
+        steps = self.selection_steps(len(fit_enc))
+        layers = candidates
+        if s.selector in ("probe", "gradient", "probe-halving"):
+            run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
+            layers = better_half(sel.ranking()) if s.selector == "probe-halving" else []
+        if s.selector == "exhaustive":
+            run.train(layers, steps)
+        elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
+            for rung, (_, rung_steps) in enumerate(halving_schedule(len(layers), steps)):
+                if rung:
+                    layers = better_half(sel.ranking())
+                run.train(layers, rung_steps)
+        trained = sel.rounds[-1]["stage"] == "train"  # a proxy's ties are its own: it has no budget to raise
+        for _ in range(s.selection_adaptive if trained else 0):
+            tied = sel.equivalent
+            if len(tied) < 2:
+                break
+            steps *= 2  # the top candidates are within noise: spend more on them alone
+            run.train(tied, steps)
+        by_layer = {c.layer: c for c in sel.candidates}
+        sel.candidates = [by_layer[layer] for layer in candidates]
+        return sel
 
-    def _candidate(self, layer: int, fit_enc: Encoded, score_enc: Encoded, caches: dict, alone: bool) -> Candidate:
-        """Tune and score one candidate (`alone`: on this process only, no collectives)."""
-        s = self.cfg.selection
+    def selection_steps(self, fit_examples: int) -> int:
+        """Optimizer steps per candidate: --selection-steps, else --selection-epochs over the fit set."""
+        s, t = self.cfg.selection, self.cfg.train
+        steps = s.selection_steps or max(1, math.ceil(s.selection_epochs * math.ceil(fit_examples / t.batch_size)))
+        return min(steps, s.selection_max_steps) if s.selection_max_steps else steps
+
+    def _candidate(self, layer: int, steps: int, fit_enc: Encoded, score_enc: Encoded, caches: dict, alone: bool) -> Candidate:
+        """Tune and score one candidate for `steps` optimizer steps (`alone`: no collectives)."""
         fault_point(f"candidate{layer}")
         t0 = time.perf_counter()
         caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
@@ -256,14 +268,101 @@ class Session:
                 cache.advance(self.stack, layer)
         try:
             r = self.tune(
-                [layer], fit_enc, {"score": score_enc}, epochs=s.selection_epochs, max_steps=s.selection_max_steps,
-                desc=f"candidate {layer}", caches=caches, dist=self.dist.alone() if alone else self.dist,
-                loss_splits=("score",),
+                [layer], fit_enc, {"score": score_enc}, epochs=1.0, max_steps=steps, desc=f"candidate {layer}",
+                caches=caches, dist=self.dist.alone() if alone else self.dist, loss_splits=("score",),
             )  # fmt: skip
-            return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"])
+            losses = example_losses(r.logits["score"], score_enc.labels)
+            return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
+                             example_losses=losses)  # fmt: skip
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
-            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc))
+            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps)
+
+
+class _Stages:
+    """The stages of one selection, each adding its candidates' numbers to `sel`.
+
+    The latest stage of a layer replaces its numbers in `sel.candidates`, and `sel.finalists`
+    is the latest stage's layers: the winner is chosen among them, compared on equal budgets.
+    """
+
+    def __init__(self, session: Session, sel: Selection, fit_enc: Encoded, score_enc: Encoded, on_candidate, done):
+        self.session, self.sel, self.fit_enc, self.score_enc = session, sel, fit_enc, score_enc
+        self.on_candidate, self.done = on_candidate, done
+
+    def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cache_seconds: float = 0.0) -> None:
+        by_layer = {c.layer: c for c in self.sel.candidates}
+        by_layer.update({c.layer: c for c in cands})
+        self.sel.candidates = sorted(by_layer.values(), key=lambda c: c.layer)
+        self.sel.finalists = sorted(c.layer for c in cands)
+        self.sel.seconds += seconds
+        self.sel.cache_seconds += cache_seconds
+        self.sel.rounds.append({
+            "stage": kind, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
+            "ranking": self.sel.ranking() if any(c.score is not None for c in cands) else [],
+        })  # fmt: skip
+
+    def proxy(self, kind: str, layers: list[int]) -> None:
+        """Score `layers` with a proxy (no training run per candidate)."""
+        session = self.session
+        cfg = session.cfg
+        t0 = time.perf_counter()
+        with precision.autocast(session.stack, session.dist):
+            if kind == "probe":
+                regression = session.task.num_labels == 1
+                bs = cfg.train.eval_batch_size
+                fit_x = layer_features(session.stack, self.fit_enc, layers, bs)
+                score_x = layer_features(session.stack, self.score_enc, layers, bs)
+                cands = []
+                for layer in layers:
+                    score, metrics, losses = probe_scores(fit_x[layer], self.fit_enc.labels, score_x[layer],
+                                                          self.score_enc.labels, regression)  # fmt: skip
+                    cands.append(Candidate(layer, score, 0.0, metrics, steps=0, example_losses=losses))
+            else:
+                grads = gradient_scores(session.stack, self.fit_enc, layers, cfg.method, batch_size=cfg.train.batch_size,
+                                        batches=cfg.selection.gradient_batches, seed=cfg.train.seed)  # fmt: skip
+                cands = [Candidate(layer, grads[layer]["rgn"], 0.0, grads[layer], steps=0) for layer in layers]
+        seconds = time.perf_counter() - t0
+        for c in cands:
+            c.seconds = seconds / len(cands)
+        self._record(kind, 0, cands, seconds)
+
+    def train(self, layers: list[int], steps: int) -> None:
+        """Tune and score each of `layers` for `steps` steps; rounds of W candidates over W processes."""
+        session = self.session
+        s, dist = session.cfg.selection, session.dist
+        layers = sorted(layers)  # the shared cache only climbs
+        todo = [layer for layer in layers if (layer, steps) not in self.done]
+        split = dist.world_size > 1 and s.selection_parallel == "candidates"
+        width, rank = (dist.world_size, dist.rank) if split else (1, 0)
+        mine = todo[rank::width]  # each process's cache climbs through its own candidates only
+        t0 = time.perf_counter()
+        encs = {"train": self.fit_enc, "score": self.score_enc}
+        caches = session.build_caches(cache_layer(mine), encs) if mine else {}
+        cache_seconds = time.perf_counter() - t0
+        finished = {layer: self.done[(layer, steps)] for layer in layers if (layer, steps) in self.done}
+        for start in range(0, len(todo), width):
+            group = todo[start : start + width]
+            mine_now = group[rank] if rank < len(group) else None
+            cand = None if mine_now is None else session._candidate(mine_now, steps, self.fit_enc, self.score_enc, caches, split)
+            for c in dist.gather(cand) if split else [cand]:
+                if c is not None:
+                    finished[c.layer] = c
+                    if self.on_candidate:
+                        self.on_candidate(c)
+        cache_seconds = max(dist.gather(cache_seconds)) if split else cache_seconds
+        cands = [finished[layer] for layer in layers]
+        self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cache_seconds)
+
+
+def example_losses(logits, labels) -> list[float]:
+    """Per-example training loss (cross-entropy, or squared error for regression) of (n, k) logits."""
+    values = torch.as_tensor(logits, dtype=torch.float32)
+    if values.shape[-1] == 1:
+        golds = torch.as_tensor(labels, dtype=torch.float32)
+        return ((values[:, 0] - golds) ** 2).tolist()
+    golds = torch.as_tensor(labels, dtype=torch.long)
+    return torch.nn.functional.cross_entropy(values, golds, reduction="none").tolist()
 
 
 def cache_layer(candidates: list[int]) -> int:

@@ -106,6 +106,10 @@ def table_md(results: dict) -> str:
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
         if sel.get("flat"):
             lines.append("Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal.")
+        elif len(sel.get("equivalent") or []) > 1:
+            lines.append(f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): equivalent choices.")
+        elif sel.get("confidence") is not None:
+            lines.append(f"{sel['selector']} selector: {sel['confidence']:.1f} standard errors ahead of the runner-up.")
         losses = any("loss" in c.get("metrics", {}) for c in sel["candidates"])
         lines += ["", "| layer | score |" + (" held-out loss |" if losses else "") + " seconds |",
                   "|---|---|" + ("---|" if losses else "") + "---|"]

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to"}
 
 
+# What olft did before these fields existed, where that differs from today's default.
+OLDER = {"selection.selector": "exhaustive", "selection.selection_adaptive": 0}
+
+
 def _defaults() -> dict[str, Any]:
     from olft.config import RunConfig
 
@@ -59,7 +63,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
-    a = {**_defaults(), **a}  # a field an older olft did not write counts as its default
+    a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME:

@@ -1,10 +1,13 @@
-"""Candidate layers, the selection protocol, and strategy names.
+"""Candidate layers, selectors, the selection record, and strategy names.
 
 The paper's candidates are the model's middle bucket: split the N layers into three equal
-buckets and take the middle one. Each candidate is tuned alone on a small training subset and
-scored; the best score wins (ties go to the lower layer, which is cheaper to run above).
-With `selection_metric="loss"` the lowest held-out loss wins instead: on a small scoring set
-accuracies often tie (every candidate predicting the majority class), losses rarely do.
+buckets and take the middle one. A selector (`SELECTORS`; run by `Session.select`) ranks them:
+`exhaustive` tunes each alone for the selection budget and scores it on held-out examples (the
+paper's procedure); `halving` does so in rungs that keep the better half (`halving_schedule`);
+`probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe
+first. Trained candidates rank by score with the held-out loss breaking ties (accuracy on a few
+hundred examples ties often, losses rarely), then the lower layer; `selection_metric="loss"`
+ranks by loss alone. `Selection` also says how sure the choice is (`confidence`, `equivalent`).
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
@@ -15,8 +18,11 @@ Protocols:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from olft.errors import OlftError
 
@@ -90,13 +96,28 @@ def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
     return out
 
 
+
+SELECTORS = ("exhaustive", "halving", "probe", "gradient", "probe-halving")
+
+
 @dataclass
 class Candidate:
+    """One candidate layer's numbers from one selector stage.
+
+    `score` is higher-is-better: the headline score on the scoring set for trained candidates,
+    the proxy's own score for proxies. `metrics["loss"]` (lower is better) is the held-out loss
+    when there is one; `example_losses` (one per scoring example, same order for every candidate)
+    give the paired standard error behind `Selection.confidence`. `steps`: optimizer steps it
+    trained for (0 for a proxy).
+    """
+
     layer: int
     score: float | None
     seconds: float
     metrics: dict = field(default_factory=dict)
     error: str | None = None
+    steps: int | None = None
+    example_losses: list[float] | None = None
 
 
 @dataclass
@@ -107,43 +128,116 @@ class Selection:
     score_examples: int
     seconds: float = 0.0
     cache_seconds: float = 0.0
-    metric: str = "score"  # what ranks the candidates: "score" (higher wins) or "loss" (lower wins)
+    metric: str = "score"  # what ranks the candidates: "score" (higher wins, loss breaks ties) or "loss"
+    selector: str = "exhaustive"
+    finalists: list[int] | None = None  # layers the winner is chosen from (None: every candidate)
+    rounds: list[dict] = field(default_factory=list)  # each stage: selector, steps, layers, values
+    threshold: float = 1.0  # standard errors under which the runner-up counts as equivalent
 
-    def _ranked(self) -> dict[int, float]:
-        """Layer -> ranking value, higher is better, over the candidates that trained."""
-        scored = [c for c in self.candidates if c.score is not None]
+    def _ranked(self) -> dict[int, tuple[float, float]]:
+        """Layer -> ranking key, higher is better, over the finalists that trained.
+
+        By score, the held-out loss breaks ties (accuracy on a few hundred examples ties often,
+        losses rarely); by loss, the loss alone.
+        """
+        keep = self.finalists
+        scored = [c for c in self.candidates if c.score is not None and (keep is None or c.layer in keep)]
         if not scored:
             raise OlftError("Every candidate layer failed to train; see the errors above. Try a lower --lr.")
         if self.metric == "score":
-            return {c.layer: c.score for c in scored}
+            return {c.layer: (c.score, -c.metrics.get("loss", 0.0)) for c in scored}
         missing = [c.layer for c in scored if "loss" not in c.metrics]
         if missing:
-            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss (scored by an older olft): rerun "
-                            "the selection with --overwrite, or rank by --selection-metric score.")
-        return {c.layer: -c.metrics["loss"] for c in scored}
+            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss (this selector gives none, or an older "
+                            "olft scored it): use --selection-metric score, or rerun with --overwrite.")
+        return {c.layer: (-c.metrics["loss"], 0.0) for c in scored}
+
+    def ranking(self) -> list[int]:
+        """Finalist layers, best first (ties to the lower layer)."""
+        ranked = self._ranked()
+        return sorted(ranked, key=lambda layer: (tuple(-v for v in ranked[layer]), layer))
 
     @property
     def selected_layer(self) -> int:
-        ranked = self._ranked()
-        best = max(ranked.values())
-        return min(layer for layer, value in ranked.items() if value == best)
+        return self.ranking()[0]
 
     @property
     def flat(self) -> bool:
-        """True when every trained candidate ranks the same: the choice is the tie-break alone."""
+        """True when every finalist ranks the same: the choice is the tie-break alone."""
         ranked = self._ranked()
         return len(ranked) > 1 and len(set(ranked.values())) == 1
+
+    def gaps(self) -> dict[int, float | None]:
+        """Finalist -> how far it trails the winner, in standard errors of the paired per-example
+        held-out loss difference (0 for the winner; None without per-example losses)."""
+        by_layer = {c.layer: c for c in self.candidates}
+        best = by_layer[self.selected_layer]
+        return {layer: paired_gap(best.example_losses, by_layer[layer].example_losses) for layer in self.ranking()}
+
+    @property
+    def confidence(self) -> float | None:
+        """Gap from the winner to the runner-up in standard errors (None: one finalist or no losses)."""
+        ranking = self.ranking()
+        return self.gaps()[ranking[1]] if len(ranking) > 1 else None
+
+    @property
+    def equivalent(self) -> list[int]:
+        """The winner and every finalist within `threshold` standard errors of it (the noise);
+        the winner alone when the selector gives no per-example losses (no noise estimate)."""
+        gaps = self.gaps()
+        winner = self.selected_layer
+        return [winner] + [layer for layer, gap in gaps.items() if layer != winner and gap is not None and gap < self.threshold]
 
     def to_dict(self) -> dict:
         scored = any(c.score is not None for c in self.candidates)
         return {
             "protocol": self.protocol,
-            "candidates": [asdict(c) for c in self.candidates],
+            "selector": self.selector,
+            "candidates": [{k: v for k, v in asdict(c).items() if k != "example_losses"} for c in self.candidates],
             "metric": self.metric,
             "selected_layer": self.selected_layer if scored else None,
+            "ranking": self.ranking() if scored else None,
             "flat": self.flat if scored else None,
+            "confidence": self.confidence if scored else None,
+            "equivalent": self.equivalent if scored else None,
+            "equivalence_threshold": self.threshold,
+            "finalists": self.finalists,
+            "rounds": self.rounds,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
             "train_examples": self.train_examples,
             "score_examples": self.score_examples,
         }
+
+
+def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
+    """mean(other - best) / its standard error over the same examples; inf when they differ
+    by a constant, 0 when identical, None without per-example losses."""
+    if best is None or other is None or len(best) != len(other) or len(best) < 2:
+        return None
+    diff = np.asarray(other, dtype=np.float64) - np.asarray(best, dtype=np.float64)
+    se = diff.std(ddof=1) / math.sqrt(len(diff))
+    if se == 0:
+        return 0.0 if diff.mean() == 0 else math.copysign(math.inf, diff.mean())
+    return float(diff.mean() / se)
+
+
+def halving_schedule(num_candidates: int, steps: int) -> list[tuple[int, int]]:
+    """Successive halving rungs as (candidates trained, steps each), last rung first-class.
+
+    Each rung keeps the better half (rounded up) and doubles the steps; the last rung, with two
+    candidates, trains each for `steps` (what exhaustive gives every candidate), so the winner
+    has at least exhaustive's budget. One candidate: one rung of `steps`.
+    """
+    if num_candidates < 1 or steps < 1:
+        raise OlftError(f"Halving needs at least one candidate and one step, got {num_candidates} and {steps}.")
+    counts = [num_candidates]
+    while counts[-1] > 2:
+        counts.append(math.ceil(counts[-1] / 2))
+    rungs = len(counts)
+    return [(n, max(1, steps >> (rungs - 1 - r))) for r, n in enumerate(counts)]
+
+
+def better_half(ranking: list[int]) -> list[int]:
+    """The first ceil(n/2) of a best-first ranking (at least one), in layer order."""
+    return sorted(ranking[: max(1, math.ceil(len(ranking) / 2))])

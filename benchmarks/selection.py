@@ -1,0 +1,168 @@
+"""How often does each layer selector pick the layer that tunes best, and at what cost?
+
+The oracle: every candidate layer tuned alone on the run's full training budget (the capped
+train set, `--epochs` epochs; the same budget `olft run` gives the chosen layer) and scored on
+validation. Each selector then chooses from the same capped train set alone (fit and score
+subsets drawn from it, never from validation), and is compared with the oracle:
+
+- top-1 / top-3: the pick is the oracle's best layer / among its three best;
+- regret: the oracle's best validation score minus that of the picked layer, in points (x100);
+- Spearman: rank correlation of the selector's ranking with the oracle's validation scores;
+- flat: every candidate ranked the same (the pick is the tie-break);
+- cost: the selector's seconds, and as a fraction of exhaustive's on the same (task, seed).
+
+One process per model; everything is resumable: every finished piece (an oracle layer, a
+selector's result) is one JSON file under `--work-dir`, skipped when found. Run it in the
+background with one torch thread and rebuild the report at any time:
+
+    nohup python benchmarks/selection.py --model minilm-l6 > benchmarks/work/minilm.log 2>&1 &
+    python benchmarks/selection.py --model minilm-l6 --report-only
+
+Writes docs/results/selection-<model>.{md,json,png} (see `selection_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+log = logging.getLogger("selection-bench")
+
+# Selector setups compared: name -> SelectionConfig overrides. "exhaustive" is the reference cost.
+SETUPS: dict[str, dict] = {
+    "probe": {"selector": "probe"},
+    "gradient": {"selector": "gradient"},
+    "exhaustive-50": {"selector": "exhaustive", "selection_adaptive": 0, "selection_steps": 50},
+    "probe-halving": {"selector": "probe-halving", "selection_adaptive": 0},
+    "exhaustive": {"selector": "exhaustive", "selection_adaptive": 0},
+    "halving": {"selector": "halving", "selection_adaptive": 0},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--method", default="adapter", choices=("adapter", "lora", "prefix"))
+    p.add_argument("--tasks", default="sst2,cola,stsb,mrpc")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--candidates", default=None, help="default: all layers up to 12, else the middle third")
+    p.add_argument("--max-train-samples", type=int, default=2000, help="the training budget (make demo's cap)")
+    p.add_argument("--max-eval-samples", type=int, default=1000)
+    p.add_argument("--epochs", type=float, default=3.0, help="oracle epochs (olft run's default)")
+    p.add_argument("--setups", default=",".join(SETUPS), help=f"selector setups, from {', '.join(SETUPS)}")
+    p.add_argument("--phase", default="all", choices=("all", "oracle", "selectors"))
+    p.add_argument("--glue-dir", type=Path, default=os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work" / "selection")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def _save(path: Path, obj: dict) -> None:
+    from olft.report import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, obj)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def session_for(args: argparse.Namespace, task: str, seed: int):
+    from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
+    from olft.pipeline import Session
+
+    cfg = RunConfig(
+        model=ModelConfig(args.model),
+        data=DataConfig(task=task, glue_dir=str(args.glue_dir), max_train_samples=args.max_train_samples,
+                        max_eval_samples=args.max_eval_samples),
+        method=MethodConfig(args.method), train=TrainConfig(epochs=args.epochs, seed=seed),
+        selection=SelectionConfig(candidates=args.candidates or "all"),
+    )  # fmt: skip
+    return Session(cfg, quiet=True)
+
+
+def candidates_of(args: argparse.Namespace, num_layers: int) -> list[int]:
+    from olft.select import middle_bucket, parse_candidates
+
+    if args.candidates:
+        return parse_candidates(args.candidates, num_layers)
+    return list(range(num_layers)) if num_layers <= 12 else middle_bucket(num_layers)
+
+
+def run_oracle(session, folder: Path, layers: list[int]) -> None:
+    for layer in layers:
+        path = folder / f"oracle-{layer}.json"
+        if path.is_file():
+            continue
+        cfg = session.cfg
+        t0 = time.perf_counter()
+        r = session.tune([layer], session.train_enc, session.eval_enc, epochs=cfg.train.epochs, max_steps=None,
+                         desc=f"oracle {layer}")  # fmt: skip
+        entry = {"layer": layer, "score": r.score, "metrics": r.metrics, "train_seconds": r.train_seconds,
+                 "seconds": time.perf_counter() - t0, "steps": r.steps}  # fmt: skip
+        _save(path, entry)
+        log.info("%s oracle layer %d: %.4f (%.0fs)", folder.name, layer, r.score, entry["seconds"])
+
+
+def run_selectors(session, folder: Path, layers: list[int], setups: list[str]) -> None:
+    spec = ",".join(map(str, layers))
+    for name in setups:
+        path = folder / f"select-{name}.json"
+        if path.is_file():
+            continue
+        session.cfg = replace(session.cfg, selection=replace(session.cfg.selection, candidates=spec, **SETUPS[name]))
+        t0 = time.perf_counter()
+        sel = session.select()
+        entry = {"setup": name, "config": SETUPS[name], "wall_seconds": time.perf_counter() - t0, **sel.to_dict()}
+        _save(path, entry)
+        log.info("%s %s: layer %s, %.0fs", folder.name, name, entry["selected_layer"], entry["wall_seconds"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from selection_report import write_report
+
+    work = args.work_dir / f"{args.model}-{args.method}"
+    command = "python benchmarks/selection.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a != "--report-only")
+    planned = len(args.tasks.split(",")) * len(args.seeds.split(","))
+    if not args.report_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+        unknown = [s for s in setups if s not in SETUPS]
+        if unknown:
+            raise SystemExit(f"unknown setup {unknown[0]}: use {', '.join(SETUPS)}")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for task in (t.strip() for t in args.tasks.split(",")):
+                folder = work / f"{task}-s{seed}"
+                session = session_for(args, task, seed)
+                layers = candidates_of(args, session.num_layers)
+                if args.phase in ("all", "oracle"):
+                    run_oracle(session, folder, layers)
+                if args.phase in ("all", "selectors"):
+                    run_selectors(session, folder, layers, setups)
+                write_report(work, args.results_dir, args.model, args.method, command, planned)
+    write_report(work, args.results_dir, args.model, args.method, command, planned)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Tables, JSON and a cost-vs-regret plot from benchmarks/selection.py's work dir.
+
+A unit is one (task, seed) folder whose oracle covers every candidate; a selector's result in it
+counts once both exist. Everything is recomputed from the work dir's JSON files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+REGRET_TARGET = 0.5  # points: the issue's bar for a good pick
+COST_TARGET = 0.30  # of exhaustive's seconds
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def unit_rows(folder: Path) -> list[dict]:
+    """One row per selector result in a (task, seed) folder whose oracle is complete."""
+    oracle = {d["layer"]: 100 * d["score"] for p in folder.glob("oracle-*.json") if (d := _load(p))}
+    selections = {p.stem[len("select-"):]: d for p in folder.glob("select-*.json") if (d := _load(p))}
+    if not selections:
+        return []
+    layers = sorted({c["layer"] for s in selections.values() for c in s["candidates"]})
+    if not layers or any(layer not in oracle for layer in layers):
+        return []
+    best = max(oracle[layer] for layer in layers)
+    top3 = sorted(layers, key=lambda k: (-oracle[k], k))[:3]
+    exhaustive = selections.get("exhaustive", {}).get("seconds")
+    rows = []
+    for name, sel in sorted(selections.items()):
+        pick = sel["selected_layer"]
+        first = sel["rounds"][0]["ranking"] if sel.get("rounds") else sel["ranking"]
+        position = {layer: -i for i, layer in enumerate(first)}  # higher = ranked better
+        rho = _spearman([position[k] for k in layers], [oracle[k] for k in layers]) if len(first) == len(layers) else None
+        rows.append({
+            "unit": folder.name, "setup": name, "pick": pick, "oracle_best": best,
+            "oracle_pick": oracle[pick], "regret": best - oracle[pick], "top1": oracle[pick] == best,
+            "top3": pick in top3, "spearman": rho, "flat": bool(sel.get("flat")), "seconds": sel["seconds"],
+            "cost": sel["seconds"] / exhaustive if exhaustive else None, "confidence": sel.get("confidence"),
+            "equivalent": sel.get("equivalent"), "oracle": {str(k): oracle[k] for k in layers},
+            "oracle_flat": best - min(oracle[k] for k in layers) <= REGRET_TARGET,
+        })  # fmt: skip
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Setup -> aggregate numbers over its units."""
+    out: dict[str, dict] = {}
+    for name in sorted({r["setup"] for r in rows}):
+        mine = [r for r in rows if r["setup"] == name]
+        rhos = [r["spearman"] for r in mine if r["spearman"] is not None]
+        costs = [r["cost"] for r in mine if r["cost"] is not None]
+        out[name] = {
+            "units": len(mine),
+            "top1": statistics.mean(r["top1"] for r in mine),
+            "top3": statistics.mean(r["top3"] for r in mine),
+            "regret_mean": statistics.mean(r["regret"] for r in mine),
+            "regret_max": max(r["regret"] for r in mine),
+            "within_target": statistics.mean(r["regret"] <= REGRET_TARGET for r in mine),
+            "spearman": statistics.mean(rhos) if rhos else None,
+            "flat": statistics.mean(r["flat"] for r in mine),
+            "seconds": statistics.mean(r["seconds"] for r in mine),
+            "cost": statistics.mean(costs) if costs else None,
+        }
+    return out
+
+
+def _f(value, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(summary: dict[str, dict]) -> list[str]:
+    lines = ["| selector | units | top-1 | top-3 | regret mean (pts) | regret max | regret <= 0.5 | Spearman | flat | "
+             "seconds | cost vs exhaustive |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        lines.append(
+            f"| {name} | {s['units']} | {s['top1']:.0%} | {s['top3']:.0%} | {s['regret_mean']:.2f} | "
+            f"{s['regret_max']:.2f} | {s['within_target']:.0%} | {_f(s['spearman'])} | {s['flat']:.0%} | "
+            f"{s['seconds']:.0f} | {_f(s['cost'])} |"
+        )
+    return lines
+
+
+def plot(summary: dict[str, dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, s) in enumerate(summary.items()):
+        if s["cost"] is None:
+            continue
+        ax.scatter(s["cost"], s["regret_mean"])
+        offset = (4, 4 if i % 2 == 0 else -10)  # alternate above/below: equal regrets do not overprint
+        ax.annotate(name, (s["cost"], s["regret_mean"]), textcoords="offset points", xytext=offset, fontsize=8)
+    ax.axhline(REGRET_TARGET, ls=":", c="grey")
+    ax.axvline(COST_TARGET, ls=":", c="grey")
+    ax.set_xlabel("cost (fraction of exhaustive's seconds)")
+    ax.set_ylabel("mean regret (validation points)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(work: Path, results_dir: Path, model: str, method: str, command: str, planned: int | None = None) -> None:
+    """docs/results/selection-<model>.{md,json,png} from the work dir (partial when units are missing)."""
+    from olft.report import atomic_write, write_json
+
+    rows = [r for folder in sorted(p for p in work.glob("*-s*") if p.is_dir()) for r in unit_rows(folder)]
+    if not rows:
+        return
+    units = sorted({r["unit"] for r in rows})
+    partial = planned is None or len(units) < planned
+    # Where every layer ends within the target of the best, any pick meets it: such units say
+    # nothing about a selector and are left out of the summary (listed below it).
+    flat_units = sorted({r["unit"] for r in rows if r["oracle_flat"]})
+    summary = summarise([r for r in rows if not r["oracle_flat"]] or rows)
+    n_setups = len({r["setup"] for r in rows})
+    tag = f"selection-{model}-{method}"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_json(results_dir / f"{tag}.json", {"command": command, "partial": partial, "units": units,
+                                             "planned_units": planned, "oracle_flat_units": flat_units,
+                                             "summary": summary, "rows": rows})  # fmt: skip
+    informative = len(units) - len(flat_units)
+    plot(summary, results_dir / f"{tag}.png", f"{model} {method}: {informative} (task, seed) unit(s) where the oracle "
+         f"is not flat")
+    lines = [f"# Layer selectors against the oracle: {model}, {method}" + (" (PARTIAL)" if partial else ""), "",
+             "```", command, "```", "",
+             f"Units with results: {len(units)}" + (f" of {planned}" if planned else "") + f" ({', '.join(units)}); with "
+             f"every selector: {sum(len({r['setup'] for r in rows if r['unit'] == u}) == n_setups for u in units)}.", "",
+             *table(summary), "",
+             f"Left out of the table: units where the oracle is flat (every layer within {REGRET_TARGET} points of the "
+             f"best): {', '.join(flat_units) or 'none'}.", "", f"![cost vs regret]({tag}.png)", "", "## Per unit", "",
+             "| unit | oracle (validation x100 per layer) | " + " | ".join(summary) + " |",
+             "|---|---|" + "---|" * len(summary)]  # fmt: skip
+    for unit in units:
+        mine = {r["setup"]: r for r in rows if r["unit"] == unit}
+        oracle = next(iter(mine.values()))["oracle"]
+        cells = [f"{mine[n]['pick']} ({mine[n]['regret']:.1f})" if n in mine else "-" for n in summary]
+        lines.append(f"| {unit} | {', '.join(f'{k}: {v:.1f}' for k, v in oracle.items())} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: picked layer (regret in points)."]
+    atomic_write(results_dir / f"{tag}.md", "\n".join(lines) + "\n")
