@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from olft.backbone import FAMILIES, Stack
+from olft.backbone import Stack
 from olft.cache import ActivationCache
 from olft.config import MethodConfig
 from olft.data import Encoded, collate, train_order
@@ -74,7 +74,7 @@ def build_stack(shape: dict, device: str, dtype: torch.dtype, seed: int) -> Stac
     config = LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     with torch.device(device):
         base = AutoModel.from_config(config, dtype=dtype, attn_implementation="sdpa")
-    stack = Stack(base, FAMILIES["llama"], num_labels=2).to(device=device, dtype=dtype)
+    stack = Stack(base, num_labels=2).to(device=device, dtype=dtype)
     stack.freeze_base()
     return stack
 
