@@ -6,8 +6,9 @@ Formats, and what each can hold:
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`.
-- `merged` (LoRA runs): LoRA folded into the weights, a plain transformers folder
+- `merged` (LoRA runs): LoRA folded into the weights, a transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
+  (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
 - `olft` (every method): the run's config, results and the strategy's weights, loadable with
   `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
   transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while
