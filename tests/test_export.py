@@ -17,13 +17,15 @@ PAIRS = [("the movie was good", "yes the cat"), ("a dog sat on the mat", "no"), 
 
 @pytest.fixture(scope="module")
 def runs(model_dirs, tiny_glue, tmp_path_factory):
-    """LoRA on BERT and on Llama, adapter on Llama: RTE (pairs), one strategy each (layer 1)."""
+    """LoRA on BERT ([CLS] and mean pooling) and on Llama, adapter on Llama: RTE (pairs), one strategy each."""
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, family, method in (("bert-lora", "bert", "lora"), ("llama-lora", "llama", "lora"), ("llama-adapter", "llama", "adapter")):
+    mean = ["--pooling", "mean"]
+    for name, family, method, more in (("bert-lora", "bert", "lora", []), ("bert-mean", "bert", "lora", mean),
+                                       ("llama-lora", "llama", "lora", []), ("llama-adapter", "llama", "adapter", [])):
         out[name] = root / name
         args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
-                "--strategies", "olft", "--candidates", "1", "--out", str(out[name]), *FAST]
+                "--strategies", "olft", "--candidates", "1", "--out", str(out[name]), *more, *FAST]
         assert main(args) == 0
     return out
 
@@ -52,12 +54,16 @@ def _probs(model, tokenizer) -> np.ndarray:
     return np.array(rows)
 
 
-@pytest.mark.parametrize("name", ["bert-lora", "llama-lora", "llama-adapter"])
+CLASSES = {"bert-lora": "BertForSequenceClassification", "bert-mean": "OlftBertForSequenceClassification",
+           "llama-lora": "OlftLlamaForSequenceClassification", "llama-adapter": "OlftLlamaForSequenceClassification"}
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
 def test_load_gives_predict_probabilities(runs, predicted, name):
     model = olft.load(runs[name])
     tokenizer = olft.load_tokenizer(runs[name])
     assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
-    assert type(model).__name__ == ("BertForSequenceClassification" if name.startswith("bert") else "LlamaForSequenceClassification")
+    assert type(model).__name__ == CLASSES[name]
     if name.startswith("llama"):
         assert tokenizer.sep_token is None  # decoders: olft joins pairs with a newline
         got = _decoder_probs(model, tokenizer)
@@ -66,13 +72,25 @@ def test_load_gives_predict_probabilities(runs, predicted, name):
     assert np.allclose(got, predicted[name], atol=1e-5)
 
 
-def test_load_works_with_a_transformers_pipeline(runs, predicted):
+def test_mean_pooling_is_recorded_and_differs_from_cls(runs):
+    pooling = json.loads((runs["bert-mean"] / "results.json").read_text())["pooling"]
+    assert pooling == {"rule": "mean", "from": "given"}
+    model, tokenizer = olft.load(runs["bert-mean"]), olft.load_tokenizer(runs["bert-mean"])
+    enc = tokenizer(*PAIRS[0], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.bert(**enc).last_hidden_state
+        assert torch.allclose(model.olft_pool(hidden, enc["attention_mask"]), hidden.mean(1))
+        assert not torch.allclose(hidden.mean(1), hidden[:, 0], atol=1e-3)  # the rule matters on these inputs
+
+
+@pytest.mark.parametrize("name", ["bert-lora", "bert-mean"])
+def test_load_works_with_a_transformers_pipeline(runs, predicted, name):
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=olft.load(runs["bert-lora"]), tokenizer=olft.load_tokenizer(runs["bert-lora"]))
-    out = pipe({"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}, top_k=None)
-    scores = {d["label"]: d["score"] for d in out}
-    assert scores["entailment"] == pytest.approx(predicted["bert-lora"][0, 0], abs=1e-5)
+    pipe = pipeline("text-classification", model=olft.load(runs[name]), tokenizer=olft.load_tokenizer(runs[name]))
+    out = pipe([{"text": a, "text_pair": b} for a, b in PAIRS], top_k=None, batch_size=3)  # batched: padded rows too
+    got = np.array([[{d["label"]: d["score"] for d in row}[k] for k in ("entailment", "not_entailment")] for row in out])
+    assert np.allclose(got, predicted[name], atol=1e-5)
 
 
 def test_merge_folds_lora(runs, predicted):
@@ -106,20 +124,25 @@ def _decoder_probs(model, tokenizer) -> np.ndarray:
                          for a, b in PAIRS])
 
 
+@pytest.mark.parametrize("name", ["llama-lora", "bert-mean"])
 @pytest.mark.parametrize("fmt", ["peft", "merged"])
-def test_decoder_exports_carry_the_head_bias(runs, predicted, tmp_path, capsys, fmt):
+def test_exports_carry_olft_pooling_and_head(runs, predicted, tmp_path, capsys, fmt, name):
     from peft import AutoPeftModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = tmp_path / fmt
-    assert main(["export", "--run", str(runs["llama-lora"]), "--format", fmt, "--output", str(out)]) == 0
+    assert main(["export", "--run", str(runs[name]), "--format", fmt, "--output", str(out)]) == 0
     assert "trust_remote_code=True" in capsys.readouterr().out
     loader = AutoPeftModelForSequenceClassification if fmt == "peft" else AutoModelForSequenceClassification
     model = loader.from_pretrained(out, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert np.allclose(_decoder_probs(model, tokenizer), predicted["llama-lora"], atol=1e-4)
+    got = _decoder_probs(model, tokenizer) if name.startswith("llama") else _probs(model, tokenizer)
+    assert np.allclose(got, predicted[name], atol=1e-4)
+    config = json.loads(((out / "base") if fmt == "peft" else out).joinpath("config.json").read_text())
+    assert config["olft"]["pooling"] == ("last" if name.startswith("llama") else "mean")
     if fmt == "peft":
-        assert "score" in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
+        head = "score" if name.startswith("llama") else "classifier"
+        assert head in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
 
 
 def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path):

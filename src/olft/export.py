@@ -6,19 +6,20 @@ Formats, and what each can hold:
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`.
-- `merged` (LoRA runs): LoRA folded into the weights, a plain transformers folder
+- `merged` (LoRA runs): LoRA folded into the weights, a transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
+  (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
 - `olft` (every method): the run's config, results and the strategy's weights, loadable with
   `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
   transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while
   olft runs on transformers 5, so this is their export.
 
-Decoder families (GPT-2, Llama, ...): transformers' `...ForSequenceClassification` scores with a
-Linear that has no bias and olft's head has one, so their `peft` and `merged` folders carry
-`olft_head.py`, a subclass whose `score` has the bias, named in config.json's `auto_map`: load
-them with `trust_remote_code=True` (without it transformers drops the bias). Every `peft`/`merged`
-export is reloaded the way a user would load it and compared with olft's outputs (atol 1e-4)
-before it is put in place.
+Runs whose pooling no plain transformers class does (mean pooling, e.g. minilm-l6; the last
+real token with a biased head, decoders' default; see `olft.hfmodel`) get `olft_head.py` in their
+`peft`/`merged` folders: `olft.hfhead` plus the subclass of the family's class named in
+config.json's `auto_map`. Load them with `trust_remote_code=True` (without it transformers builds
+its own class, which pools and scores differently). Every `peft`/`merged` export is reloaded the
+way a user would load it and compared with olft's outputs (atol 1e-4) before it is put in place.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-
-from torch import nn
 
 from olft.errors import OlftError
 from olft.predict import RunInfo, open_run, tuned_session
@@ -98,48 +97,43 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
         lora = applied.state_dict()
         applied.remove()
     model = to_transformers(stack, info, session.tokenizer.pad_token_id)
-    decoder = isinstance(getattr(model, "score", None), nn.Linear)
-    if decoder:  # transformers' score has no bias: the folder carries a subclass whose score has one
-        model.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.Olft{type(model).__name__}"}
+    custom = hasattr(model.config, "olft")  # olft's pooling class: the folder carries its code
+    if custom:
+        model.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.{type(model).__name__}"}
     if format == "merged":
-        _save_model(model, tmp, decoder)
+        _save_model(model, tmp, custom)
         session.tokenizer.save_pretrained(tmp)
-        _verify(tmp, "merged", session, reference, decoder)
+        _verify(tmp, "merged", session, reference, custom)
         return
-    _save_peft(model, lora, info, session, tmp, "score" if decoder else "classifier", decoder)
-    _verify(tmp, "peft", session, reference, decoder)
+    _save_peft(model, lora, info, session, tmp, model.config.olft["head"] if custom else "classifier", custom)
+    _verify(tmp, "peft", session, reference, custom)
 
 
 HEAD_MODULE = "olft_head"
-HEAD_CODE = '''"""olft's head for {parent}: its `score` Linear with a bias (transformers' has none).
-
-Written by `olft export`; load this folder with trust_remote_code=True.
-"""
-
-from torch import nn
-from transformers import {parent}
 
 
-class Olft{parent}({parent}):
-    def __init__(self, config):
-        super().__init__(config)
-        self.score = nn.Linear(config.get_text_config().hidden_size, config.num_labels, bias=True)
-        self.post_init()
-'''
+def head_code(model) -> str:
+    """`olft_head.py` for `model` (an `olft.hfmodel.olft_class` instance): olft.hfhead's source,
+    then the subclass of the family's class that config.json's `auto_map` names."""
+    from olft import hfhead
+
+    parent = type(model).__bases__[1]  # Olft<parent>(OlftPooling, parent)
+    return (Path(hfhead.__file__).read_text() + f"\n\nfrom transformers import {parent.__name__}  # noqa: E402\n\n\n"
+            f"class {type(model).__name__}(OlftPooling, {parent.__name__}):\n    pass\n")
 
 
-def _save_model(model, folder: Path, decoder: bool) -> None:
+def _save_model(model, folder: Path, custom: bool) -> None:
     model.save_pretrained(folder)
-    if decoder:
-        (folder / f"{HEAD_MODULE}.py").write_text(HEAD_CODE.format(parent=type(model).__name__))
+    if custom:
+        (folder / f"{HEAD_MODULE}.py").write_text(head_code(model))
 
 
-def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, decoder: bool) -> None:
+def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, custom: bool) -> None:
     """Base model (plain, with olft's head) in `base/`, the LoRA adapter + head in the folder."""
     from peft import LoraConfig, get_peft_model
 
     base = tmp / "base"
-    _save_model(model, base, decoder)
+    _save_model(model, base, custom)
     session.tokenizer.save_pretrained(base)
     session.tokenizer.save_pretrained(tmp)
     m, family = info.cfg.method, session.stack.family
@@ -159,18 +153,18 @@ def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, 
     peft_model.save_pretrained(tmp)
 
 
-def _verify(folder: Path, format: str, session, reference, decoder: bool) -> None:
+def _verify(folder: Path, format: str, session, reference, custom: bool) -> None:
     """Load the export as a user would and compare with olft's outputs."""
     from olft.hfmodel import check_same
 
     if format == "merged":
         from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=custom)
     else:
         from peft import AutoPeftModelForSequenceClassification
 
-        model = AutoPeftModelForSequenceClassification.from_pretrained(folder, trust_remote_code=decoder)
+        model = AutoPeftModelForSequenceClassification.from_pretrained(folder, trust_remote_code=custom)
     check_same(model.eval(), session, reference, f"export --format {format}")
 
 
@@ -196,6 +190,6 @@ def export_command(args) -> int:
     out = export(args.run, args.output, args.strategy, args.format)
     print(f"wrote {out} ({args.format})")
     if any(out.rglob(f"{HEAD_MODULE}.py")):
-        print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds the head with its bias (without it, transformers "
-              "drops the bias and predicts differently)")
+        print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds olft's pooling and head (without it, "
+              "transformers builds its own class, which pools and scores differently)")
     return 0

@@ -4,18 +4,19 @@ The run's headless base model (with the tuned layer's PEFT module in place) is p
 family's `AutoModelForSequenceClassification` class and olft's head is mapped onto that class's
 head, so the result works with `transformers.pipeline("text-classification", ...)`:
 
-- Encoders with a pooler (BERT): `...ForSequenceClassification` pools [CLS] through the pooler,
-  then dropout + `classifier` (Linear with bias): exactly olft's head, so the model is the
-  plain transformers class.
-- Decoders (GPT-2, Llama, Mistral, Qwen2): transformers' `score` is a Linear *without* a bias
-  and pools the rightmost token that is not `pad_token_id`. olft's head has a bias, so `score`
-  is replaced by a Linear with one: exact in memory; `save_pretrained` + `from_pretrained` of
-  the plain class would drop the bias, so `olft export` adds a subclass that keeps it.
-  Pooling matches for right-padded inputs that do not end with the pad token. olft feeds a
-  decoder a sentence pair as one text joined by a newline: do the same (`"a\nb"`), not
-  `text_pair`, to get the run's predictions.
-- Any other head or pooling (e.g. mean pooling, which no transformers class does) is refused
-  with an OlftError: use `olft predict` or the Python `Session` instead.
+- A run that pooled [CLS] through the pooler (BERT's default): `...ForSequenceClassification`
+  pools [CLS] through the pooler, then dropout + `classifier` (Linear with bias): exactly
+  olft's head, so the model is the plain transformers class.
+- Every other pooling (mean, e.g. minilm-l6's sentence-transformers default; the last real
+  token, decoders' default; the first token without a pooler): `Olft<that class>`, the family's
+  class with `olft.hfhead.OlftPooling` mixed in. It runs the base model, pools its last hidden
+  state by the run's rule over the tokens whose attention_mask is 1 (any padding side) and
+  scores with a Linear that has a bias (transformers' decoder `score` has none). It is a
+  transformers PreTrainedModel (`transformers.pipeline` takes it); `olft export` writes it as
+  `olft_head.py`, loaded with trust_remote_code=True. olft feeds a decoder a sentence pair as
+  one text joined by a newline: do the same (`"a\\nb"`), not `text_pair`.
+- A class with neither `classifier` nor `score` is refused with an OlftError: use
+  `olft predict` or the Python `Session` instead.
 
 Every model returned is checked against olft's own forward on probe inputs (atol 1e-4), so a
 mismatch is an error, never a silently different model.
@@ -88,7 +89,7 @@ def merge_lora(stack, applied) -> None:
 
 def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module:
     """Wrap `stack.base` (as it is: PEFT modules included) in the family's sequence-classification
-    class with olft's head mapped onto that class's head."""
+    class with olft's head mapped onto that class's head (see the module docstring for which class)."""
     from transformers import AutoModelForSequenceClassification
 
     from olft import tasks
@@ -96,33 +97,50 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
     task = tasks.get_task(info.cfg.data.task)
     recorded = info.results.get("pooling") or stack.pooling
     pooling = recorded["rule"] if isinstance(recorded, dict) else recorded  # {"rule": ..., "from": ...}
-    if pooling not in ("first", "cls", "last"):
-        raise OlftError(f"This run pools by {pooling!r}; no transformers sequence-classification class pools that way. "
-                        "Use `olft predict` (or olft.pipeline.Session) for this run.")
+    pooling = "cls" if pooling == "first" else pooling  # the name older runs recorded
     config = copy.deepcopy(stack.base.config)
     names = list(task.labels) if task.labels else ["score"]
     config.num_labels = len(names)
     config.id2label = dict(enumerate(names))
     config.label2id = {n: i for i, n in enumerate(names)}
     config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    if pooling == "last":  # transformers pools the rightmost non-pad token: the tokenizer's pad, as olft pads
+    if pooling == "last":  # for batching in transformers.pipeline: the tokenizer's pad, as olft pads
         config.pad_token_id = pad_token_id
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
+    plain = pooling == "cls" and stack.family.pooler and isinstance(getattr(model, "classifier", None), nn.Linear)
+    if not plain:  # olft's pooling and biased head on the family's class
+        head = next((n for n in ("classifier", "score") if hasattr(model, n)), None)
+        if head is None or pooling not in ("cls", "mean", "last"):
+            raise OlftError(f"{type(model).__name__} has no classifier/score head to map olft's head onto (or the run's "
+                            f"pooling {pooling!r} is unknown), so olft.load cannot map it. Use `olft predict` for this run.")
+        config.olft = {"pooling": pooling, "pooler": stack.family.pooler if pooling == "cls" else None, "head": head,
+                       "size": stack.output_size, "dropout": stack.head_dropout.p}
+        with torch.device("meta"):
+            model = olft_class(type(model))(config)
     setattr(model, model.base_model_prefix, stack.base)
-    head = copy.deepcopy(stack.head)
-    if pooling in ("first", "cls") and stack.family.pooler and isinstance(getattr(model, "classifier", None), nn.Linear):
-        model.classifier = head
+    if plain:
+        model.classifier = copy.deepcopy(stack.head)
         model.dropout = copy.deepcopy(stack.head_dropout)
-    elif pooling == "last" and isinstance(getattr(model, "score", None), nn.Linear):
-        model.score = head  # with its bias (transformers' score has none)
     else:
-        raise OlftError(f"{type(model).__name__}'s head differs from olft's (dropout + Linear on the pooled token) for the "
-                        f"{stack.family.name} family, so olft.load cannot map it. Use `olft predict` for this run.")
+        setattr(model, config.olft["head"], copy.deepcopy(stack.head))
     meta = [n for n, p in model.named_parameters() if p.is_meta]
     if meta:
         raise OlftError(f"{type(model).__name__} has parts olft does not fill ({meta[0]}, ...): use `olft predict` for this run.")
     return model.eval()
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def olft_class(parent: type) -> type:
+    """`Olft<parent>`: `parent` (a `...ForSequenceClassification` class) with olft's pooling and
+    head (`olft.hfhead.OlftPooling`); the same class `olft export` writes as `olft_head.py`."""
+    from olft.hfhead import OlftPooling
+
+    if parent not in _CLASSES:
+        _CLASSES[parent] = type(f"Olft{parent.__name__}", (OlftPooling, parent), {})
+    return _CLASSES[parent]
 
 
 def _probe_inputs(session):
