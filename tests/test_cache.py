@@ -310,6 +310,7 @@ def test_selection_builds_the_cache_above_layer_zero(model_dirs, tiny_glue, tmp_
     monkeypatch.setattr(pipeline.Session, "tune", spy_tune)
     args = ["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
             "--candidates", "0-2", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q",
+            "--selector", "exhaustive", "--selection-adaptive", "0",  # one stage: one cache
             "--out", str(tmp_path / "sel")]  # fmt: skip
     assert main(args) == 0
     assert built == [1]

@@ -25,9 +25,10 @@ def _args(model, glue, out, *extra):
 
 
 def _strip(obj):
-    """results.json without wall-clock fields (they differ between any two runs)."""
+    """results.json without wall-clock fields (they differ between any two runs) and the commit
+    (one may land while the suite runs; the code under test is the same)."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING and k != "status"}
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMING and k not in ("status", "git_commit")}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
