@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="olft model alias or folder")
     p.add_argument("--task", default="sst2")
     p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
-    p.add_argument("--out", type=Path, required=True, help="JSON results file")
+    p.add_argument("--out", type=Path, help="JSON results file (default: benchmarks/results/speed-<model>.json)")
     p.add_argument("--markdown", action="store_true", help="only print the Markdown tables of an existing --out")
     p.add_argument("--rederive", action="store_true", help="only recompute the ratios and targets of an existing --out")
     p.add_argument("--quick", action="store_true", help=f"smaller settings, selection left out (about 5 minutes): {QUICK}")
@@ -81,7 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated groups to skip: build, steps, epoch, peer, memory, selection")
     p.add_argument("--resume", action="store_true", help="reuse finished measurements from --out")
     p.add_argument("--probe", choices=sorted(speed_memory.PROBES), help=argparse.SUPPRESS)  # memory child process
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = Path(__file__).parent / "results" / f"speed-{Path(args.model).name}.json"
+    return args
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
