@@ -25,7 +25,7 @@ from olft.errors import OlftError
 from olft.loading import checkpoint_pooling
 from olft.pipeline import cache_layer
 from olft.train import logits_for
-from tiny import ARCHITECTURES, ENCODERS, build_model
+from tiny import ARCHITECTURES, ENCODERS, frozen_stack
 
 ARCHS = tuple(ARCHITECTURES)
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -46,7 +46,6 @@ PAIRS = [
     Ex(("a man sees a woman", "it is fun")),
 ]
 
-_BUILT: dict[str, tuple] = {}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,19 +56,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _stack(name: str) -> tuple[Stack, object]:
-    """A fresh copy of the architecture's stack (discovered once per architecture)."""
-    if name not in _BUILT:
-        base, tok = build_model(name)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-            base.config.pad_token_id = tok.pad_token_id
-        stack = Stack(base, None, 2)
-        stack.set_model_inputs(tok)
-        stack.freeze_base()
-        _BUILT[name] = (stack, tok)
-    stack, tok = _BUILT[name]
-    return copy.deepcopy(stack).eval(), tok
+_stack = frozen_stack  # a fresh copy of the architecture's stack, discovered once
 
 
 def _batch(stack, tok, idx=(0, 1, 2, 3)):

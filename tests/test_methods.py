@@ -1,7 +1,6 @@
 """PEFT methods: exact parameter counts, placement on the chosen layers only, identity at init,
 frozen base after training, removal restores the model."""
 
-import copy
 import re
 
 import numpy as np
@@ -16,7 +15,7 @@ from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import fit
-from tiny import ARCHITECTURES, build_model, make_config
+from tiny import ARCHITECTURES, frozen_stack, make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 METHODS = ("adapter", "lora")
@@ -117,22 +116,9 @@ LORA_TARGETS = {"gpt2": ("c_attn",), "phi3": ("qkv_proj",), "gpt_neox": ("query_
                 "falcon": ("query_key_value",), "bert": ("query", "value"), "roberta": ("query", "value"),
                 "electra": ("query", "value"), "deberta_v2": ("query_proj", "value_proj"),
                 "distilbert": ("q_lin", "v_lin")}  # fmt: skip
-_BUILT: dict[str, tuple] = {}
 
 
-def _arch(name: str) -> tuple[Stack, object]:
-    """A fresh copy of the architecture's frozen stack (built and discovered once)."""
-    if name not in _BUILT:
-        base, tok = build_model(name)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-            base.config.pad_token_id = tok.pad_token_id
-        stack = Stack(base, None, 2)
-        stack.set_model_inputs(tok)
-        stack.freeze_base()
-        _BUILT[name] = (stack, tok)
-    stack, tok = _BUILT[name]
-    return copy.deepcopy(stack).eval(), tok
+_arch = frozen_stack  # a fresh copy of the architecture's frozen stack, built and discovered once
 
 
 def _expected_count(stack: Stack, method: str, layer: int) -> int:

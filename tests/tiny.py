@@ -181,3 +181,25 @@ def build_model(name: str, seed: int = 0, attn: str = "sdpa"):
         torch.manual_seed(seed)
         model = AutoModel.from_config(config, attn_implementation="eager")
     return model.eval(), tok
+
+
+_FROZEN: dict[str, tuple] = {}
+
+
+def frozen_stack(name: str):
+    """(a fresh copy of architecture `name`'s frozen olft Stack, its tokenizer); built and discovered once."""
+    import copy
+
+    from olft.backbone import Stack
+
+    if name not in _FROZEN:
+        base, tok = build_model(name)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+            base.config.pad_token_id = tok.pad_token_id
+        stack = Stack(base, None, 2)
+        stack.set_model_inputs(tok)
+        stack.freeze_base()
+        _FROZEN[name] = (stack, tok)
+    stack, tok = _FROZEN[name]
+    return copy.deepcopy(stack).eval(), tok

@@ -27,7 +27,7 @@ import numpy as np
 from olft import tasks
 from olft.config import RunConfig
 from olft.errors import OlftError
-from olft.runfolder import safe_name
+from olft.runfolder import read_run, safe_name
 from olft.tasks.io import _find_columns, _parse_rows, _read_text
 from olft.tasks.registry import parse_label
 
@@ -69,14 +69,7 @@ class RunInfo:
 def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
     """Check a run folder and one of its strategies; OlftError naming what is there otherwise."""
     folder = Path(folder)
-    results_path, config_path = folder / "results.json", folder / "config.json"
-    if not results_path.is_file() or not config_path.is_file():
-        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json). Pass --run the --out of `olft run`.")
-    try:
-        results = json.loads(results_path.read_text())
-        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
+    results, cfg = read_run(folder)
     finished = [n for n, s in results.get("strategies", {}).items()
                 if (folder / "weights" / f"{safe_name(n)}.safetensors").is_file() and "layers" in s]
     if strategy not in finished:

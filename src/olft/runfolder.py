@@ -390,3 +390,16 @@ def fault_point(name: str) -> None:
 def safe_name(name: str) -> str:
     """File name for a strategy ('layers=0+3' -> 'layers-0_3')."""
     return name.replace("=", "-").replace("+", "_").replace("/", "_")
+
+
+def read_run(folder: Path) -> tuple[dict, Any]:
+    """(results.json, RunConfig) of a run folder; OlftError when either is missing or unreadable."""
+    from olft.config import RunConfig
+
+    results_path, config_path = folder / "results.json", folder / "config.json"
+    if not results_path.is_file() or not config_path.is_file():
+        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json). Pass --run the --out of `olft run`.")
+    try:
+        return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
