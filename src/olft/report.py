@@ -111,7 +111,11 @@ def table_md(results: dict) -> str:
         elif sel.get("confidence") is not None:
             lines.append(f"{sel['selector']} selector: {sel['confidence']:.1f} standard errors ahead of the runner-up.")
         losses = any("loss" in c.get("metrics", {}) for c in sel["candidates"])
-        lines += ["", "| layer | score |" + (" held-out loss |" if losses else "") + " seconds |",
+        # A proxy selector's score is not the task metric: say what it is.
+        proxy = not any(c.get("steps") for c in sel["candidates"])
+        label = {"probe": "probe score (-held-out loss x100)", "gradient": "relative gradient norm (x100)"}.get(
+            sel.get("selector"), "score") if proxy else "score"
+        lines += ["", f"| layer | {label} |" + (" held-out loss |" if losses else "") + " seconds |",
                   "|---|---|" + ("---|" if losses else "") + "---|"]
         for c in sel["candidates"]:
             loss = c.get("metrics", {}).get("loss")
