@@ -23,6 +23,7 @@ from olft.data import Encoded, collate, train_order
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import fit, logits_for
+from tiny import assert_cached_matches_plain
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -87,13 +88,7 @@ def test_cached_equals_plain(model_dirs, family, method, layer):
     assert stack.shortcut_unavailable() is None
     for idx in train_order(enc.lengths, 4, seed=3):
         batch = collate(enc, idx, regression=False)
-        stack.pooled_shortcut = "off"
-        plain = _logits_and_grads(stack, applied, batch, None)
-        stack.pooled_shortcut = "auto"
-        cached = _logits_and_grads(stack, applied, batch, cache)
-        torch.testing.assert_close(cached[0], plain[0], **TOL)
-        for got, want in zip(cached[1], plain[1], strict=True):
-            torch.testing.assert_close(got, want, **TOL)
+        assert_cached_matches_plain(stack, lambda c, b=batch: _logits_and_grads(stack, applied, b, c), cache, **TOL)
     frozen = [p for p in stack.base.parameters() if not p.requires_grad]
     assert frozen and all(p.grad is None for p in frozen)  # no gradient kept for frozen weights
     assert not cache.flat.requires_grad and stack.base.config.use_cache is False

@@ -25,7 +25,7 @@ from olft.errors import OlftError
 from olft.loading import checkpoint_pooling
 from olft.pipeline import cache_layer
 from olft.train import logits_for
-from tiny import ARCHITECTURES, ENCODERS, frozen_stack
+from tiny import ARCHITECTURES, ENCODERS, assert_cached_matches_plain, frozen_stack
 
 ARCHS = tuple(ARCHITECTURES)
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -177,13 +177,7 @@ def test_cached_equals_plain(name):
         cache = ActivationCache(stack, enc, layer, batch_size=3)
         for idx in ([0, 1, 2, 3], [1, 3]):
             batch = collate(enc, idx, regression=False)
-            stack.pooled_shortcut = "off"
-            plain = _grads(stack, batch, None, params)
-            stack.pooled_shortcut = "auto"
-            cached = _grads(stack, batch, cache, params)
-            torch.testing.assert_close(cached[0], plain[0], **TOL)
-            for got, want in zip(cached[1], plain[1], strict=True):
-                torch.testing.assert_close(got, want, **TOL)
+            assert_cached_matches_plain(stack, lambda c, b=batch, ps=params: _grads(stack, b, c, ps), cache, **TOL)
         for p in params[:-2]:
             p.requires_grad_(False)
 

@@ -203,3 +203,17 @@ def frozen_stack(name: str):
         _FROZEN[name] = (stack, tok)
     stack, tok = _FROZEN[name]
     return copy.deepcopy(stack).eval(), tok
+
+
+def assert_cached_matches_plain(stack, run, cache, **tol) -> None:
+    """`run(cache)` -> (logits, grads) through the activation cache equals the plain forward's
+    (pooled-token shortcut off there, so the whole model's own path is the reference)."""
+    import torch
+
+    stack.pooled_shortcut = "off"
+    plain = run(None)
+    stack.pooled_shortcut = "auto"
+    cached = run(cache)
+    torch.testing.assert_close(cached[0], plain[0], **tol)
+    for got, want in zip(cached[1], plain[1], strict=True):
+        torch.testing.assert_close(got, want, **tol)
