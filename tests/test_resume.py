@@ -15,7 +15,7 @@ from olft.cli import main
 from olft.errors import OlftError
 from olft.runfolder import compare_timing, foreign_entries
 
-TIMING = {"seconds", "train_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
+TIMING = {"seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
 
 def _args(model, glue, out, *extra):
@@ -283,3 +283,29 @@ def test_pieces_timed_in_different_runs_are_flagged(model_dirs, tiny_glue, tmp_p
     table = (out / "table.md").read_text()
     assert re.search(r"\| final \| [\d.]+ \(A\) \|", table) and re.search(r"\| full \| [\d.]+ \(B\) \|", table)
     assert "Timings do not compare" in table and "torch_threads" in table
+
+
+def test_each_strategy_trains_at_its_own_learning_rate(model_dirs, tiny_glue, tmp_path):
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--lr", "1e-4", "--strategies", "olft,final",
+                 "--strategy-lr", "olft=5e-3,final=2e-3")
+    assert main(args) == 0
+    r = _results(out)
+    assert r["strategies"]["olft"]["lr"] == 5e-3 and r["strategies"]["final"]["lr"] == 2e-3
+    assert r["strategies"]["final"]["train_cpu_seconds"] > 0
+    assert len(r["strategies"]["final"]["timed_by"]["load_average"]) == 3
+    # Every step's learning rate, from the curves: the peak is the strategy's, and selection's
+    # trained candidates run at olft's rate (they stand in for the OLFT tuning of the winner).
+    def peak(piece):
+        rows = (out / "curves" / f"{piece}.csv").read_text().splitlines()
+        col = rows[0].split(",").index("lr")
+        return max(float(row.split(",")[col]) for row in rows[1:])
+    assert peak("final") == pytest.approx(2e-3) and peak("olft") == pytest.approx(5e-3)
+    candidates = [p.stem for p in (out / "curves").glob("candidate*.csv")]
+    assert candidates and all(peak(c) == pytest.approx(5e-3) for c in candidates)
+
+
+@pytest.mark.parametrize("bad", ["fnal=1e-3", "final=", "full=-1", "final=abc"])
+def test_a_malformed_strategy_lr_is_refused_before_anything_loads(model_dirs, tiny_glue, tmp_path, bad, capsys):
+    assert main(_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run", "--strategy-lr", bad)) == 2
+    assert "--strategy-lr" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -82,6 +82,7 @@ class TrainConfig:
     epochs: float = opt(3.0, "Training epochs (final tuning and baselines).")
     max_steps: int | None = opt(None, "Stop after this many optimizer steps (overrides --epochs).")
     lr: float = opt(1e-3, "Peak learning rate (PEFT module and head).")
+    strategy_lr: str | None = opt(None, "Per-strategy peak learning rates overriding --lr, e.g. final=3e-3,full=3e-4 (names: olft, final, full; selection's trained candidates use olft's). Lets each strategy train at the rate a grid chose for it.")
     batch_size: int = opt(16, "Training batch size: the effective batch per optimizer step, over all processes and accumulation steps.")
     eval_batch_size: int = opt(64, "Evaluation batch size.")
     warmup_ratio: float = opt(0.06, "Fraction of steps with linear warm-up.")
@@ -99,6 +100,28 @@ class TrainConfig:
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+        self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
+
+    def lr_by_strategy(self) -> dict[str, float]:
+        """--strategy-lr as {strategy: lr}; raises OlftError naming the bad entry."""
+        out: dict[str, float] = {}
+        for item in filter(None, (x.strip() for x in (self.strategy_lr or "").split(","))):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name not in ("olft", "final", "full"):
+                raise OlftError(f"--strategy-lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
+            try:
+                lr = float(value)
+            except ValueError:
+                lr = float("nan")
+            if not lr > 0 or lr == float("inf"):
+                raise OlftError(f"--strategy-lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+            out[name] = lr
+        return out
+
+    def lr_for(self, strategy: str) -> float:
+        """Peak learning rate of `strategy` (olft, final, full, or layers=...: --lr)."""
+        return self.lr_by_strategy().get(strategy, self.lr)
 
 
 @dataclass

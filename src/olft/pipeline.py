@@ -36,7 +36,7 @@ class TuneResult:
     layers: list[int]
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     score: float
-    train_seconds: float
+    train_seconds: float  # wall seconds: training plus building the training split's cache
     cache_seconds: float
     steps: int
     peft_params: int
@@ -47,6 +47,8 @@ class TuneResult:
     train_only_params: int = 0
     resumed_at: int = 0
     logits: dict = field(repr=False, default_factory=dict)  # split -> (n, num_labels) held-out logits
+    train_cpu_seconds: float = 0.0  # CPU seconds of this process over train_seconds' span (immune to other load)
+    lr: float = 0.0  # the peak learning rate it trained at
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("weights", "logits")}
@@ -138,11 +140,13 @@ class Session:
         checkpoint: Path | None = None,
         dist: distributed.Dist | None = None,
         loss_splits: tuple[str, ...] = (),
+        lr: float | None = None,
     ) -> TuneResult:
         """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out.
 
         `dist` (default: the session's) says which processes share this job: all of them
         (data-parallel), or this one alone (a candidate in candidate-parallel selection).
+        `lr`: peak learning rate (default --lr; strategies pass `TrainConfig.lr_for(name)`).
         """
         cfg, stack = self.cfg, self.stack
         dist = self.dist if dist is None else dist
@@ -156,17 +160,19 @@ class Session:
         try:
             # Training time counts the training split's cache only: the evaluation splits' caches
             # speed up evaluation, which no strategy's training time includes.
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             if caches is None:
                 caches = self.build_caches(min(layers), {"train": train_enc})
                 cache_seconds = time.perf_counter() - t0
                 caches.update(self.build_caches(min(layers), eval_encs))
             else:
                 cache_seconds = time.perf_counter() - t0
+            cache_cpu = time.process_time() - cpu0
+            lr = cfg.train.lr if lr is None else lr
             params = list(applied.params.values()) + list(stack.head.parameters())
             t = cfg.train
             result = fit(
-                stack, params, train_enc, epochs=epochs, max_steps=max_steps, lr=t.lr, batch_size=t.batch_size,
+                stack, params, train_enc, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=t.batch_size,
                 seed=t.seed, frozen_below=min(layers), warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
@@ -199,6 +205,8 @@ class Session:
                 train_only_params=applied.train_only_params,
                 resumed_at=result.resumed_at,
                 logits=logits,
+                train_cpu_seconds=result.cpu_seconds + cache_cpu,
+                lr=lr,
             )
         finally:
             applied.remove()
@@ -270,6 +278,7 @@ class Session:
             r = self.tune(
                 [layer], fit_enc, {"score": score_enc}, epochs=1.0, max_steps=steps, desc=f"candidate {layer}",
                 caches=caches, dist=self.dist.alone() if alone else self.dist, loss_splits=("score",),
+                lr=self.cfg.train.lr_for("olft"),  # candidates are tuned as OLFT will tune the winner
             )  # fmt: skip
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,

@@ -272,7 +272,10 @@ class RunFolder:
 
     def save_piece(self, kind: str, name: str | None, data: dict) -> None:
         if self.writer:
-            report.write_json(self._piece(kind, name), {**data, "timed_by": self.timed_by})
+            # The load average at save time says how busy the machine was (the 15-minute figure
+            # covers most pieces); timings taken under different loads are not comparable in wall time.
+            stamp = {**(self.timed_by or {}), "load_average": [round(x, 2) for x in os.getloadavg()]} if self.timed_by else self.timed_by
+            report.write_json(self._piece(kind, name), {**data, "timed_by": stamp})
 
     def drop_piece(self, kind: str, name: str | None) -> None:
         if self.writer:

@@ -41,6 +41,7 @@ class FitResult:
     steps: int
     final_loss: float
     resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
+    cpu_seconds: float = 0.0  # CPU time of this process over the same span (all its threads)
 
 
 def logits_for(stack: Stack, batch: Batch, cache: ActivationCache | None, model: nn.Module | None = None) -> torch.Tensor:
@@ -113,7 +114,7 @@ def fit(
     state = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist, scaler)
     step, epoch, skip, loss_value = state
     stack.set_mode(True, frozen_below)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=total, initial=step, desc=desc, disable=quiet, leave=False, unit="step")
     with data_parallel(stack, dist, grad_accum) as (model, dropout):
         while step < total:
@@ -147,7 +148,8 @@ def fit(
             epoch, skip = epoch + 1, 0
     bar.close()
     stack.set_mode(False, 0)
-    return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0])
+    return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0],
+                     cpu_seconds=time.process_time() - cpu_start)
 
 
 def _forward_backward(
