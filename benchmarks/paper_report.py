@@ -17,7 +17,7 @@ from pathlib import Path
 from olft.atomic import atomic_path, atomic_write
 
 STRATEGIES = (("olft", "OLFT"), ("final", "final-layer"), ("full", "all-layer"))
-HEADERS = {"sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI",
+HEADERS = {"sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI", "cola": "CoLA", "stsb": "STS-B",
            "rte": "RTE", "wnli": "WNLI"}
 PAPER = {  # the paper's claims, as numbers
     "claim1": "OLFT beats final-layer tuning by +10.5 to +12.3 GLUE average",
