@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -42,7 +41,8 @@ from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_report import write_reports  # noqa: E402
+from paper_report import GRID_SEED, write_reports  # noqa: E402
+from paper_report import grid_results as report_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # (olft task, table header); the paper's eight GLUE columns in its order.
@@ -307,43 +307,14 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
                      selection=selection, strategies=strategies, out=str(out))
 
 
-GRID_SEED = 0  # the grid runs once, at this seed
-
-
 def grid_jobs(caps: Caps) -> list[Job]:
     """The learning-rate grid's runs: every rate on every grid task (each run tunes olft, final, full)."""
     return [Job("lr", t, GRID_SEED, lr) for t in caps.grid_tasks.split(",") if t.strip() for lr in caps.grid]
 
 
 def grid_results(work: Path, caps: Caps) -> dict:
-    """The grid as measured: {"scores": {strategy: {lr: {task: held-out score x100}}}, "means",
-    "chosen": {strategy: lr} (None until every grid run finished), "missing": [run names]}.
-
-    Each strategy takes the rate with the best mean held-out score over the grid tasks (ties: the
-    lower rate, the one less likely to diverge); the same epochs and batch size as the main runs.
-    """
-    jobs = grid_jobs(caps)
-    scores: dict[str, dict[str, dict[str, float]]] = {}
-    missing = []
-    for job in jobs:
-        try:
-            r = json.loads((work / job.name / "results.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            r = None
-        if not r or r.get("status") != "complete":
-            missing.append(job.name)
-            continue
-        for name, entry in r["strategies"].items():
-            scores.setdefault(name, {}).setdefault(f"{job.lr:g}", {})[job.task] = 100 * entry["score"]
-    tasks_ = [t for t in caps.grid_tasks.split(",") if t.strip()]
-    means = {name: {lr: statistics.fmean(v.values()) for lr, v in by_lr.items() if len(v) == len(tasks_)}
-             for name, by_lr in scores.items()}
-    chosen = None
-    if jobs and not missing:
-        chosen = {name: float(max(m, key=lambda lr: (m[lr], -float(lr)))) for name, m in means.items()}
-    return {"values": caps.grid, "tasks": tasks_, "train_samples": caps.grid_train_samples,
-            "holdout_samples": caps.grid_holdout_samples, "seed": GRID_SEED, "scores": scores, "means": means,
-            "chosen": chosen, "missing": missing}
+    """The grid as measured (see `paper_report.grid_results`)."""
+    return report_grid(work, asdict(caps))
 
 
 def chosen_lrs(work: Path, caps: Caps) -> dict[str, float] | None:
@@ -475,15 +446,8 @@ def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, 
 
 
 def _report(work: Path, args: argparse.Namespace, caps: Caps) -> None:
-    """Record the grid in bench.json and rebuild the report; a report error never stops the runs
-    (rebuild it later with --report-only)."""
+    """Rebuild the report; a report error never stops the runs (rebuild it later with --report-only)."""
     try:
-        if caps.grid:
-            with open(work / ".bench.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                manifest = json.loads((work / "bench.json").read_text())
-                manifest["lr_grid"] = grid_results(work, caps)
-                atomic_write(work / "bench.json", json.dumps(manifest, indent=1) + "\n")
         write_reports(work, Path(args.results_dir))
     except Exception as exc:  # noqa: BLE001
         print(f"report not rebuilt ({type(exc).__name__}: {exc}); the runs go on", file=sys.stderr, flush=True)

@@ -27,6 +27,42 @@ PAPER = {  # the paper's claims, as numbers
 }
 
 
+GRID_SEED = 0  # the learning-rate grid runs once, at this seed
+
+
+def grid_results(work: Path, caps: dict) -> dict | None:
+    """The learning-rate grid as its run folders hold it (None without a grid): {"values", "tasks",
+    "scores": {strategy: {lr: {task: held-out score x100}}}, "means": {strategy: {lr: mean over the
+    grid tasks}}, "chosen": {strategy: lr} (None until every grid run finished), "missing": [runs]}.
+
+    Each strategy takes the rate with the best mean held-out score over the grid tasks; ties go to
+    the lower rate (the one less likely to diverge). Run folders are named lr<rate>-<task>-s0.
+    """
+    values = [float(x) for x in str(caps.get("lr_grid") or "").split(",") if x.strip()]
+    if not values:
+        return None
+    tasks = [t for t in caps["grid_tasks"].split(",") if t.strip()]
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    missing = []
+    for task in tasks:
+        for lr in values:
+            name = f"lr{lr:g}-{task}-s{GRID_SEED}"
+            r = _load(work / name / "results.json")
+            if not r or r.get("status") != "complete":
+                missing.append(name)
+                continue
+            for strategy, entry in r["strategies"].items():
+                scores.setdefault(strategy, {}).setdefault(f"{lr:g}", {})[task] = 100 * entry["score"]
+    means = {name: {lr: statistics.fmean(v.values()) for lr, v in by_lr.items() if len(v) == len(tasks)}
+             for name, by_lr in scores.items()}
+    chosen = None
+    if not missing:
+        chosen = {name: float(max(m, key=lambda lr: (m[lr], -float(lr)))) for name, m in means.items()}
+    return {"values": values, "tasks": tasks, "train_samples": caps["grid_train_samples"],
+            "holdout_samples": caps["grid_holdout_samples"], "seed": GRID_SEED, "scores": scores, "means": means,
+            "chosen": chosen, "missing": missing}
+
+
 def _load(path: Path) -> dict | None:
     """A JSON file's content, or None when missing or half-written."""
     try:
@@ -53,7 +89,7 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
     """One Table 1 column: per strategy the score (x100), train time and chosen layer per seed."""
     cell: dict = {"note": plan["note"], "derived": plan["source"] == "file", "strategies": {}, "selection_seconds": {}}
     for name, _ in STRATEGIES:
-        scores, times, layers, failed = {}, {}, {}, []
+        scores, times, cpu, layers, failed, lrs, loads = {}, {}, {}, {}, [], {}, {}
         for seed in map(str, seeds):
             r = runs.get(f"{plan['run_task']}-s{seed}")
             if not r:
@@ -64,12 +100,17 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
             if entry and _score(entry, plan["split"], r["metric"]) is not None:
                 scores[seed] = 100 * _score(entry, plan["split"], r["metric"])
                 times[seed] = entry["train_seconds"]
+                if entry.get("train_cpu_seconds"):
+                    cpu[seed] = entry["train_cpu_seconds"]
+                lrs[seed] = entry.get("lr") or r.get("config", {}).get("train", {}).get("lr")
+                loads[seed] = (entry.get("timed_by") or {}).get("load_average")
                 layers[seed] = entry["layers"]
                 cell["peft_params"] = cell.get("peft_params", {}) | {name: entry["peft_params"]}
                 cell["all_layer_peft_params"] = r["all_layer_peft_params"]
             if name == "olft" and r.get("selection"):
                 cell["selection_seconds"][seed] = r["selection"]["seconds"]
-        cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "layers": layers, "failed": failed}
+        cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "train_cpu_seconds": cpu, "layers": layers,
+                                    "failed": failed, "lr": lrs, "load_average": loads}
     per_layer: dict[int, list[float]] = {}
     for seed in map(str, seeds):
         selection = (runs.get(f"{plan['run_task']}-s{seed}") or {}).get("selection") or {}
@@ -94,23 +135,38 @@ def _averages(table: dict) -> dict:
 
 
 def _costs(table: dict) -> dict:
-    """Table 2: time and parameters over the (task, seed) runs where all three strategies finished."""
+    """Table 2: time and parameters over the (task, seed) runs where all three strategies finished.
+
+    Times are CPU seconds of the run's process where every run recorded them (`basis`: "cpu"; with
+    one torch thread they count the work alone, whatever else the machine ran), else wall seconds.
+    `whole_run_vs_all_layer_per_task`: OLFT's selection plus its tuning over all-layer tuning (x100),
+    per task. Selection time is wall time (olft records no CPU time for it).
+    """
+    st_all = [cell["strategies"][n] for cell in table.values() for n, _ in STRATEGIES]
+    cpu = bool(st_all) and all(set(s["train_cpu_seconds"]) == set(s["train_seconds"]) for s in st_all)
+    key = "train_cpu_seconds" if cpu else "train_seconds"
     sums = {name: 0.0 for name, _ in STRATEGIES}
-    sel, pairs, per_task = 0.0, 0, {}
+    sel, pairs, per_task, whole, loads = 0.0, 0, {}, {}, []
     for col, cell in table.items():
         st = cell["strategies"]
-        seeds = set(st["olft"]["train_seconds"]) & set(st["final"]["train_seconds"]) & set(st["full"]["train_seconds"])
+        seeds = set(st["olft"][key]) & set(st["final"][key]) & set(st["full"][key])
         seeds &= set(cell["selection_seconds"])
         for seed in seeds:
             for name, _ in STRATEGIES:
-                sums[name] += st[name]["train_seconds"][seed]
+                sums[name] += st[name][key][seed]
+                loads.append((st[name].get("load_average") or {}).get(seed))
             sel += cell["selection_seconds"][seed]
             pairs += 1
         if seeds:
-            per_task[col] = 100 * sum(st["olft"]["train_seconds"][s] for s in seeds) / sum(st["full"]["train_seconds"][s] for s in seeds)
+            full = sum(st["full"][key][s] for s in seeds)
+            per_task[col] = 100 * sum(st["olft"][key][s] for s in seeds) / full
+            whole[col] = 100 * sum(st["olft"][key][s] + cell["selection_seconds"][s] for s in seeds) / full
     params = next((c["peft_params"] for c in table.values() if len(c.get("peft_params", {})) == 3), None)
     all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
-    out: dict = {"runs": pairs, "olft_time_percent_per_task": per_task, "all_layer_peft_params": all_params}
+    seen = [x for x in loads if x]
+    out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "olft_time_percent_per_task": per_task,
+                 "whole_run_vs_all_layer_per_task": whole, "all_layer_peft_params": all_params,
+                 "load_average_15min": [min(x[2] for x in seen), max(x[2] for x in seen)] if seen else None}
     for name, _ in STRATEGIES:
         out[name] = {"minutes_per_run": sums[name] / pairs / 60 if pairs else None,
                      "time_percent": 100 * sums[name] / sums["full"] if pairs and sums["full"] else None,
@@ -195,6 +251,48 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
                                       else set(chosen) <= set(tied))
         out[col] = entry
     return out
+
+
+def oracle_sweeps(results_dir: Path | None, tag: str) -> dict[str, dict]:
+    """Per task, the selection benchmark's oracle (`selection-<tag>.json`: every candidate layer
+    tuned on its capped train set and scored on validation) as {layer: mean score x100 over seeds}
+    plus the seeds it averages; {} when that report does not exist."""
+    d = _load(results_dir / f"selection-{tag}.json") if results_dir else None
+    per: dict[str, dict[str, dict[int, float]]] = {}
+    for row in (d or {}).get("rows", []):
+        task, seed = row["unit"].rsplit("-s", 1)
+        per.setdefault(task, {})[seed] = {int(k): v for k, v in row["oracle"].items()}
+    out = {}
+    for task, seeds in per.items():
+        layers = sorted(set.intersection(*(set(v) for v in seeds.values())))
+        out[task] = {"scores": {k: statistics.fmean(v[k] for v in seeds.values()) for k in layers},
+                     "seeds": sorted(seeds), "command": d.get("command")}
+    return out
+
+
+def _oracle_entry(task: str, oracle: dict, middle: list[int] | None, scored: int, chosen: list[int]) -> dict:
+    """A sweep entry (as `_sweep` makes) from the selection oracle: judged by validation."""
+    scores = oracle["scores"]
+    best, tied = _best(scores), _tied_best(scores)
+    flat = len(scores) > 1 and len(tied) == len(scores)
+    entry: dict = {"middle_bucket": middle, "holdout": {}, "validation": scores, "holdout_loss": {}, "olft_chose": chosen,
+                   "source": f"selection benchmark oracle, seeds {','.join(oracle['seeds'])}", "evidence": "validation"}
+    for kind in ("holdout", "holdout_loss"):
+        entry.update({f"best_{kind}": None, f"best_{kind}_tied": [], f"no_signal_{kind}": False,
+                      f"best_{kind}_in_middle": None, f"best_{kind}_in_middle_bucket": None})
+    inside_best = None if flat or middle is None else any(k in middle for k in tied)
+    entry.update({"best_validation": best, "best_validation_tied": tied, "no_signal_validation": flat,
+                  "best_validation_in_middle": inside_best,
+                  "best_validation_in_middle_bucket": _best({k: v for k, v in scores.items() if middle and k in middle})})
+    inside = [v for k, v in scores.items() if middle and k in middle]
+    outside = [v for k, v in scores.items() if not middle or k not in middle]
+    noise = _two_se(max(scores.values()), scored) if scores else None
+    entry["noise_validation"] = noise
+    if inside_best is not None and inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
+        entry["best_validation_in_middle"] = None
+        entry["within_noise_validation"] = True
+    entry["olft_matches_best"] = None if not tied or not chosen or flat else set(chosen) <= set(tied)
+    return entry
 
 
 def _two_se(score: float, n: int) -> float | None:
@@ -303,8 +401,9 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
     return out
 
 
-def collect(work: Path) -> dict:
-    """Everything the report shows, from bench.json and the run folders under `work`."""
+def collect(work: Path, results_dir: Path | None = None) -> dict:
+    """Everything the report shows, from bench.json and the run folders under `work` (and, for
+    claim 3, the selection benchmark's oracle in `results_dir` for tasks this benchmark did not sweep)."""
     manifest = _load(work / "bench.json")
     if manifest is None:
         raise SystemExit(f"{work}/bench.json not found: run the benchmark first (without --report-only).")
@@ -314,6 +413,13 @@ def collect(work: Path) -> dict:
     avg, costs = _averages(table), _costs(table)
     first = next(iter(runs.values()), {})
     sweep = _sweep(manifest, runs, table)
+    middle = first.get("middle_bucket")
+    for task, oracle in oracle_sweeps(results_dir, work.name).items():
+        if task not in sweep:
+            plan = manifest["plans"].get(task) or {}
+            scored = min(plan.get("eval_count") or 1000, 1000)  # the selection benchmark scores at most 1,000
+            chosen = sorted(set(v[0] for v in table.get(task, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
+            sweep[task] = _oracle_entry(task, oracle, middle, scored, chosen)
     env = {k: first.get(k) for k in ("versions", "python", "machine", "device")}
     env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
     return {
@@ -325,6 +431,7 @@ def collect(work: Path) -> dict:
         "missing": _missing(manifest, runs), "wall_hours": sum(manifest.get("wall_seconds", {}).values()) / 3600,
         "table1": table, "average": avg, "table2": costs, "sweep": sweep, "paper_protocol": _paper_protocol(manifest, runs),
         "claims": _verdicts(avg, costs, sweep, first.get("num_layers")), "environment": env,
+        "lr_grid": grid_results(work, manifest["caps"]), "version": 2 if "lr_grid" in manifest["caps"] else 1,
     }  # fmt: skip
 
 
@@ -384,9 +491,15 @@ def _table2(d: dict) -> list[str]:
                      f"{_f(r['param_percent'], 2)} | {_f(d['average'][name]['mean'])} |")
     per_task = t["olft_time_percent_per_task"]
     s = t["selection"]
-    lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, "
-              "as olft records it (its training loop plus building the activation cache of its train and eval examples; evaluation itself excluded); time % and param % relative to all-layer. "
-              + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}." if per_task else ""),
+    basis = ("CPU seconds of the run's process (one torch thread, so they count the work, not what else the machine ran)"
+             if t.get("basis") == "cpu" else "wall seconds")
+    load = t.get("load_average_15min")
+    whole = t.get("whole_run_vs_all_layer_per_task") or {}
+    lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, in {basis}, "
+              "as olft records it (its training loop plus building the activation cache of its training split; evaluation excluded); time % and param % relative to all-layer. "
+              + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
+              + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}. " if whole else "")
+              + (f"Machine load (15-minute average when each strategy finished): {load[0]:.1f}-{load[1]:.1f}." if load else ""),
               "", f"**Selection time** (left out of the paper's Table 2): {_f(s['minutes_per_run'], 2)} min per run on average; "
               f"OLFT with its selection takes {_f(s['olft_plus_selection_percent'])} % of all-layer training time."]
     return lines
@@ -432,7 +545,31 @@ def _sweep_md(d: dict) -> list[str]:
                      f"{by_loss}by validation {_layers(s, 'validation')} (in middle: {s['best_validation_in_middle']}); best inside the middle "
                      f"bucket {s['best_holdout_in_middle_bucket']} (h) / {s['best_validation_in_middle_bucket']} (v); OLFT's middle-bucket "
                      f"choice in the main runs: {s['olft_chose'] or '-'} (matches the sweep's best: {s['olft_matches_best']}; "
-                     f"judged {EVIDENCE_NAME[s.get('evidence', 'holdout')]}).")
+                     f"judged {EVIDENCE_NAME[s.get('evidence', 'holdout')]})" + (f"; `v` from the {s['source']}." if s.get("source") else "."))
+    return lines
+
+
+def _grid_md(d: dict) -> list[str]:
+    """The learning-rate grid: held-out train score per strategy and rate, and the rate chosen."""
+    g = d.get("lr_grid")
+    if not g:
+        return [f"No grid: every strategy trained at lr {d['caps']['lr']:g}."]
+    tasks = g["tasks"]
+    lines = [f"Each strategy trained at each rate on {g['train_samples']} train examples of {', '.join(HEADERS.get(t, t) for t in tasks)} "
+             f"(seed {g['seed']}, the main runs' epochs and batch) and was scored on {g['holdout_samples']} other train examples "
+             "(never on validation); it then trains at the rate with the best mean held-out score (ties: the lower rate).", "",
+             "| strategy | " + " | ".join(f"lr {lr:g}" for lr in g["values"]) + " | chosen |", "|---" * (len(g["values"]) + 2) + "|"]
+    for name, label in STRATEGIES:
+        by_lr = g["scores"].get(name, {})
+        cells = []
+        for lr in g["values"]:
+            per = by_lr.get(f"{lr:g}", {})
+            mean = g["means"].get(name, {}).get(f"{lr:g}")
+            cells.append("-" if not per else f"{_f(mean)} (" + ", ".join(f"{HEADERS.get(t, t)} {_f(per.get(t))}" for t in tasks) + ")")
+        chosen = (g.get("chosen") or {}).get(name)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if chosen is None else f'{chosen:g}'} |")
+    if g.get("missing"):
+        lines += ["", f"Grid unfinished: {', '.join(g['missing'])}."]
     return lines
 
 
@@ -449,6 +586,14 @@ def _protocol_md(d: dict) -> list[str]:
     return lines
 
 
+def _chosen(d: dict) -> str:
+    """The grid's choice as 'OLFT 1e-3, final-layer 3e-3, ...' (or 'pending')."""
+    chosen = (d.get("lr_grid") or {}).get("chosen")
+    if not chosen:
+        return "pending: the grid is unfinished"
+    return ", ".join(f"{label} {chosen[n]:g}" for n, label in STRATEGIES if n in chosen)
+
+
 def render_md(d: dict) -> str:
     """The model's Markdown report from the collected dict."""
     caps, env = d["caps"], d["environment"]
@@ -458,11 +603,15 @@ def render_md(d: dict) -> str:
         lines += ["Missing or unfinished:", *[f"- {m}" for m in d["missing"]], ""]
     lines += ["```", d["command"], "```", "",
               f"Caps: at most {caps['max_train_samples']} training examples per task and seed (seeded sample), {caps['max_eval_samples']} "
-              f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epoch(s), batch {caps['batch_size']}, lr {caps['lr']:g}. "
-              f"Selection: each middle-third candidate trains {caps['selection_epochs']:g} epoch(s) on {caps['selection_train_samples']} "
-              f"train examples and is scored on {caps['selection_eval_samples']} other train examples (leakage-free default).",
+              f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epoch(s), batch {caps['batch_size']}, "
+              + (f"per-task train caps {caps['task_train_caps']}, " if caps.get("task_train_caps") else "")
+              + (f"learning rate per strategy from the grid below ({_chosen(d)}). " if d.get("lr_grid") else f"lr {caps['lr']:g}. ")
+              + (f"Selection: `--selector {caps.get('selector', 'exhaustive')}` over the middle third, fitted on {caps['selection_train_samples']} "
+                 f"train examples and scored on {caps['selection_eval_samples']} other train examples (leakage-free default)"
+                 + (f"; trained candidates get {caps['selection_epochs']:g} epoch(s)." if caps.get("selector", "exhaustive") != "probe" else "; the probe trains no candidate.")),
               "", f"Why these caps: {d['notes'] or '-'}.", "",
               f"Timing: estimated before the run {d['estimate']}. Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
+              "## Learning rates", "", *_grid_md(d), "",
               "## Table 1: scores", "", *_table1(d), "", "## Table 2: cost", "", *_table2(d), "",
               "## Where is the best layer? (layer sweep)", "", *_sweep_md(d), "",
               "## Selection protocol: leakage-free default vs. the paper's", "", *_protocol_md(d), "",
@@ -527,6 +676,12 @@ def readme(results_dir: Path) -> str:
              "layers; each section below tests its four claims on one real pretrained model of this machine, "
              "with the caps stated in that model's report.", ""]
     reports = [(path, d) for path in sorted(results_dir.glob("*.json")) if (d := _load(path)) and d.get("benchmark") == "olft-paper"]
+    reports.sort(key=lambda pd: -pd[1].get("version", 1))  # the current tool's tables first
+    if any(d.get("version", 1) < 2 for _, d in reports):
+        lines += ["> **Stale** (marked below): tables made with an older olft at toy budgets (700 / 300 training examples, "
+                  "2 epochs, one learning rate): encoders without segment ids and with [CLS] instead of their checkpoint's "
+                  "mean pooling, decoder pairs cut at the end rather than longest-first, exhaustive selection. They are kept "
+                  "as a record until `benchmarks/paper.py` regenerates them on the current tool.", ""]
     if reports:
         lines += ["At a glance (each cell: verdict, and the number it rests on; details per model below):", "",
                   "| model, method | runs | 1: OLFT vs final-layer | 2: OLFT vs all-layer | 3: best layer in the middle | 4: cost |",
@@ -534,14 +689,18 @@ def readme(results_dir: Path) -> str:
         for _path, d in reports:
             c = d["claims"]
             cells = [f"{c[k]['verdict']} ({_glance(k, d)})" if k in c else "not measured yet" for k in PAPER]
-            lines.append(f"| {d['model']}, {d['method']} | {d['runs_finished']}/{d['runs_planned']} | " + " | ".join(cells) + " |")
+            stale = " (stale)" if d.get("version", 1) < 2 else ""
+            lines.append(f"| {d['model']}, {d['method']}{stale} | {d['runs_finished']}/{d['runs_planned']} | " + " | ".join(cells) + " |")
         lines.append("")
     for path, d in reports:
         status = "complete" if not d["missing"] else f"PARTIAL ({d['runs_finished']} of {d['runs_planned']} runs)"
+        if d.get("version", 1) < 2:
+            status += "; STALE: made before the input, selection and budget fixes (see the top of this page)"
         caps = d["caps"]
         lines += [f"## {d['model']}, {d['method']} ({status}; details: [{path.stem}.md]({path.stem}.md))", "",
                   f"`{d['command']}`: seeds {caps['seeds']}, at most {caps['max_train_samples']} training examples per task, "
-                  f"{caps['epochs']:g} epoch(s), lr {caps['lr']:g}; tasks without a train split train on {caps['dev_train_fraction']:.0%} of their dev split.", "",
+                  f"{caps['epochs']:g} epoch(s), " + (f"learning rate per strategy from a grid on held-out train data ({_chosen(d)})"
+                  if d.get("lr_grid") else f"lr {caps['lr']:g}") + f"; tasks without a train split train on {caps['dev_train_fraction']:.0%} of their dev split.", "",
                   "| claim (paper) | here | verdict |", "|---|---|---|"]
         for key, text in PAPER.items():
             v = d["claims"].get(key)
@@ -593,7 +752,7 @@ def selection_budget_rows(d: dict, tasks: list[str] | None = None):
 
 def write_reports(work: Path, results_dir: Path) -> Path:
     """Write <model>-<method>.json/.md/.png and README.md; returns the .md path."""
-    d = collect(work)
+    d = collect(work, results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / work.name
     atomic_write(stem.with_suffix(".json"), json.dumps(d, indent=1) + "\n")

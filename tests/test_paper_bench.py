@@ -291,3 +291,56 @@ def test_claim3_needs_most_sweeps_to_separate_the_layers():
     assert verdict.startswith("partly")
     verdict = paper_report._verdicts(avg, costs, {"rte": task(None), "qnli": task(True)}, 6)["claim3"]["verdict"]
     assert verdict == "confirmed"
+
+
+def _write_results(folder: Path, scores: dict[str, float]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"status": "complete", "strategies": {
+        name: {"score": score} for name, score in scores.items()}}))
+
+
+def test_grid_choice_is_each_strategys_best_mean_with_ties_to_the_lower_rate(tmp_path):
+    from paper_report import grid_results
+
+    caps = {"lr_grid": "1e-4,1e-3", "grid_tasks": "sst2,mrpc", "grid_train_samples": 10, "grid_holdout_samples": 5}
+    _write_results(tmp_path / "lr0.0001-sst2-s0", {"olft": 0.70, "full": 0.80})
+    _write_results(tmp_path / "lr0.001-sst2-s0", {"olft": 0.90, "full": 0.80})
+    _write_results(tmp_path / "lr0.0001-mrpc-s0", {"olft": 0.70, "full": 0.60})
+    g = grid_results(tmp_path, caps)
+    assert g["chosen"] is None and g["missing"] == ["lr0.001-mrpc-s0"]  # no choice from a partial grid
+    _write_results(tmp_path / "lr0.001-mrpc-s0", {"olft": 0.60, "full": 0.60})
+    g = grid_results(tmp_path, caps)
+    assert g["means"]["olft"] == pytest.approx({"0.0001": 70.0, "0.001": 75.0})
+    assert g["chosen"] == {"olft": 1e-3, "full": 1e-4}  # full: 70.0 at both rates, the lower one wins
+
+
+@pytest.fixture(scope="module")
+def grid_bench(model_dirs, tmp_path_factory):
+    """A benchmark with a two-rate grid on SST-2, then one main SST-2 run at the chosen rates."""
+    root = tmp_path_factory.mktemp("grid")
+    glue = make_glue(root / "glue", n_train=48, n_dev=24)
+    argv = ["--model", str(model_dirs["gpt2"]), "--glue-dir", str(glue), "--work-dir", str(root / "work"),
+            "--results-dir", str(root / "results"), "--tasks", "sst2", "--sweep", "", "--paper-protocol", "",
+            "--seeds", "0", "--max-train-samples", "24", "--max-eval-samples", "16", "--max-length", "16",
+            "--epochs", "1", "--batch-size", "8", "--selection-train-samples", "12", "--selection-eval-samples", "8",
+            "--lr-grid", "1e-4,3e-2", "--grid-tasks", "sst2", "--grid-train-samples", "24", "--grid-holdout-samples", "12"]
+    assert paper.main(argv) == 0
+    return {"glue": glue, "work": root / "work" / "gpt2-adapter", "results": root / "results"}
+
+
+def test_grid_runs_on_held_out_train_data_and_main_runs_take_its_choice(grid_bench):
+    work = grid_bench["work"]
+    data = work / "data" / "grid" / "sst2"
+    rows = lambda f: [json.loads(line)["sentence"] for line in (data / f).read_text().splitlines()]  # noqa: E731
+    train, held = rows("train.jsonl"), rows("validation.jsonl")
+    glue_train = {line.split("\t")[0] for line in (grid_bench["glue"] / "SST-2" / "train.tsv").read_text().splitlines()[1:]}
+    assert len(held) == 12 and len(train) == 24 and not set(train) & set(held) and set(train + held) <= glue_train
+    chosen = {}
+    for name in ("olft", "final", "full"):
+        by_lr = {lr: json.loads((work / f"lr{lr}-sst2-s0" / "results.json").read_text())["strategies"][name]["score"]
+                 for lr in ("0.0001", "0.03")}
+        chosen[name] = float(max(by_lr, key=lambda lr: (by_lr[lr], -float(lr))))
+    main_run = json.loads((work / "sst2-s0" / "results.json").read_text())
+    assert {n: main_run["strategies"][n]["lr"] for n in chosen} == chosen
+    report = (grid_bench["results"] / "gpt2-adapter.md").read_text()
+    assert "## Learning rates" in report and "| OLFT | " in report and "Grid unfinished" not in report
