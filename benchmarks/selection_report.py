@@ -58,6 +58,48 @@ def unit_rows(folder: Path) -> list[dict]:
     return rows
 
 
+def cross_seed(rows: list[dict], oracle_seconds: dict[str, float]) -> list[dict]:
+    """Measures of the oracle's own noise, added to `rows`:
+
+    - each row gets `regret_seed_mean`: regret against the oracle averaged over every seed of its
+      task that has one (less noisy than one seed's oracle; the pick is the same);
+    - a pseudo-selector `oracle-other-seed` per unit: the best layer of another seed's oracle
+      (each other seed in turn, regrets averaged). It costs a whole oracle, and its regret is
+      what seed noise alone costs: a selector cannot be expected to beat it by much.
+    """
+    by_task: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        task, seed = r["unit"].rsplit("-s", 1)
+        by_task.setdefault(task, {})[seed] = r["oracle"]
+    means = {}
+    for task, seeds in by_task.items():
+        layers = set.intersection(*(set(o) for o in seeds.values()))
+        means[task] = {k: statistics.fmean(o[k] for o in seeds.values()) for k in layers}
+    out = []
+    for r in rows:
+        task, seed = r["unit"].rsplit("-s", 1)
+        m = means[task]
+        out.append({**r, "regret_seed_mean": max(m.values()) - m[str(r["pick"])] if str(r["pick"]) in m else None,
+                    "oracle_seeds": len(by_task[task])})
+    exhaustive = {r["unit"]: r["seconds"] / r["cost"] for r in rows if r.get("cost")}
+    for task, seeds in by_task.items():
+        for seed, oracle in seeds.items():
+            others = [o for s, o in seeds.items() if s != seed]
+            if not others:
+                continue
+            unit = f"{task}-s{seed}"
+            best = max(oracle.values())
+            picks = [max(o, key=lambda k: (o[k], -int(k))) for o in others]
+            regrets = [best - oracle[p] for p in picks]
+            template = next(r for r in rows if r["unit"] == unit)
+            seconds = oracle_seconds.get(unit)
+            out.append({**template, "setup": "oracle-other-seed", "pick": int(picks[0]), "regret": statistics.fmean(regrets),
+                        "top1": statistics.fmean(g == 0 for g in regrets), "top3": None, "spearman": None, "flat": False,
+                        "seconds": seconds, "cost": seconds / exhaustive[unit] if seconds and unit in exhaustive else None,
+                        "confidence": None, "equivalent": None, "regret_seed_mean": None, "oracle_seeds": len(seeds)})
+    return out
+
+
 def summarise(rows: list[dict]) -> dict[str, dict]:
     """Setup -> aggregate numbers over its units."""
     out: dict[str, dict] = {}
@@ -65,16 +107,20 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
         mine = [r for r in rows if r["setup"] == name]
         rhos = [r["spearman"] for r in mine if r["spearman"] is not None]
         costs = [r["cost"] for r in mine if r["cost"] is not None]
+        top3 = [r["top3"] for r in mine if r["top3"] is not None]
+        seed_mean = [r["regret_seed_mean"] for r in mine if r.get("regret_seed_mean") is not None]
+        seconds = [r["seconds"] for r in mine if r["seconds"] is not None]
         out[name] = {
             "units": len(mine),
             "top1": statistics.mean(r["top1"] for r in mine),
-            "top3": statistics.mean(r["top3"] for r in mine),
+            "top3": statistics.mean(top3) if top3 else None,
             "regret_mean": statistics.mean(r["regret"] for r in mine),
             "regret_max": max(r["regret"] for r in mine),
             "within_target": statistics.mean(r["regret"] <= REGRET_TARGET for r in mine),
+            "regret_seed_mean": statistics.mean(seed_mean) if seed_mean else None,
             "spearman": statistics.mean(rhos) if rhos else None,
             "flat": statistics.mean(r["flat"] for r in mine),
-            "seconds": statistics.mean(r["seconds"] for r in mine),
+            "seconds": statistics.mean(seconds) if seconds else None,
             "cost": statistics.mean(costs) if costs else None,
         }
     return out
@@ -85,13 +131,13 @@ def _f(value, fmt: str = ".2f") -> str:
 
 
 def table(summary: dict[str, dict]) -> list[str]:
-    lines = ["| selector | units | top-1 | top-3 | regret mean (pts) | regret max | regret <= 0.5 | Spearman | flat | "
-             "seconds | cost vs exhaustive |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| selector | units | top-1 | top-3 | regret mean (pts) | regret max | regret <= 0.5 | regret vs seed-mean oracle | "
+             "Spearman | flat | seconds | cost vs exhaustive |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(
-            f"| {name} | {s['units']} | {s['top1']:.0%} | {s['top3']:.0%} | {s['regret_mean']:.2f} | "
-            f"{s['regret_max']:.2f} | {s['within_target']:.0%} | {_f(s['spearman'])} | {s['flat']:.0%} | "
-            f"{s['seconds']:.0f} | {_f(s['cost'])} |"
+            f"| {name} | {s['units']} | {s['top1']:.0%} | {_f(s['top3'], '.0%')} | {s['regret_mean']:.2f} | "
+            f"{s['regret_max']:.2f} | {s['within_target']:.0%} | {_f(s.get('regret_seed_mean'))} | {_f(s['spearman'])} | "
+            f"{s['flat']:.0%} | {_f(s['seconds'], '.0f')} | {_f(s['cost'])} |"
         )
     return lines
 
@@ -123,9 +169,13 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
     """docs/results/selection-<model>.{md,json,png} from the work dir (partial when units are missing)."""
     from olft.report import atomic_write, write_json
 
-    rows = [r for folder in sorted(p for p in work.glob("*-s*") if p.is_dir()) for r in unit_rows(folder)]
+    folders = sorted(p for p in work.glob("*-s*") if p.is_dir())
+    rows = [r for folder in folders for r in unit_rows(folder)]
     if not rows:
         return
+    pieces = {f.name: [d for p in f.glob("oracle-*.json") if (d := _load(p))] for f in folders}
+    oracle_seconds = {k: sum(d["seconds"] for d in v) for k, v in pieces.items() if v and all("seconds" in d for d in v)}
+    rows = cross_seed(rows, oracle_seconds)
     units = sorted({r["unit"] for r in rows})
     partial = planned is None or len(units) < planned
     # Where every layer ends within the target of the best, any pick meets it: such units say

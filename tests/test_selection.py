@@ -255,3 +255,33 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
     assert probe["spearman"] == pytest.approx(1.0) and ex["spearman"] == pytest.approx(0.5)
     assert (tmp_path / "out" / "selection-m-adapter.png").is_file()
     assert "(PARTIAL)" in (tmp_path / "out" / "selection-m-adapter.md").read_text()
+
+
+def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection_report
+
+    def unit(name, oracle, pick):
+        folder = tmp_path / "work" / name
+        folder.mkdir(parents=True)
+        for layer, score in oracle.items():
+            (folder / f"oracle-{layer}.json").write_text(json.dumps({"layer": layer, "score": score, "seconds": 30.0}))
+        for setup, (layer, seconds) in {"exhaustive": (pick, 60.0), "probe": (pick, 6.0)}.items():
+            sel = {"selected_layer": layer, "ranking": [layer], "flat": False, "seconds": seconds,
+                   "candidates": [{"layer": k} for k in oracle]}
+            (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+
+    # Seed 0's best layer is 1, seed 1's is 2: each seed's oracle, used to pick for the other, loses 10 and 4 points.
+    unit("sst2-s0", {0: 0.50, 1: 0.80, 2: 0.70}, pick=2)
+    unit("sst2-s1", {0: 0.50, 1: 0.70, 2: 0.74}, pick=2)
+    selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=2)
+    data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    other = data["summary"]["oracle-other-seed"]
+    assert other["units"] == 2 and other["regret_mean"] == pytest.approx(7.0) and other["top1"] == 0
+    assert other["cost"] == pytest.approx(90.0 / 60.0)  # a whole oracle (3 layers x 30 s) against exhaustive's 60 s
+    # Against the seed-mean oracle (0: 50, 1: 75, 2: 72), picking layer 2 loses 3 points in both units.
+    assert data["summary"]["probe"]["regret_seed_mean"] == pytest.approx(3.0)
+    assert data["summary"]["probe"]["regret_mean"] == pytest.approx(5.0)  # 10 on seed 0, 0 on seed 1
