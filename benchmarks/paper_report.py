@@ -411,6 +411,11 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
     seeds = [int(s) for s in str(manifest["caps"]["seeds"]).split(",") if s.strip()]
     table = {c: _column(manifest["plans"][c], seeds, runs) for c in manifest["columns"]}
     avg, costs = _averages(table), _costs(table)
+    # Main runs whose strategies were not timed under one set of conditions (olft's own check:
+    # another process, thread count, device, or a resume mid-training), named under Table 2.
+    costs["not_comparable"] = {n: r["timing"]["strategies"] for n in manifest["jobs"] if (r := runs.get(n))
+                               and "-s" in n and not n.startswith(("lr", "paper-", "sweep")) and r.get("timing")
+                               and not r["timing"]["strategies"].get("comparable", True)}
     first = next(iter(runs.values()), {})
     sweep = _sweep(manifest, runs, table)
     middle = first.get("middle_bucket")
@@ -499,7 +504,12 @@ def _table2(d: dict) -> list[str]:
               "as olft records it (its training loop plus building the activation cache of its training split; evaluation excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
               + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}. " if whole else "")
-              + (f"Machine load (15-minute average when each strategy finished): {load[0]:.1f}-{load[1]:.1f}." if load else ""),
+              + (f"Machine load (15-minute average when each strategy finished): {load[0]:.1f}-{load[1]:.1f}. " if load else "")
+              + ("Timed under different conditions (olft's check): " + "; ".join(
+                  f"{n}: differs in {', '.join(tm['differs_in'] or ['-'])}"
+                  + (f", resumed mid-training: {', '.join(tm['resumed_mid_training'])}" if tm.get("resumed_mid_training") else "")
+                  for n, tm in t.get("not_comparable", {}).items()) + "." if t.get("not_comparable") else
+                 "Every run's strategies were timed by one process under the same conditions."),
               "", f"**Selection time** (left out of the paper's Table 2): {_f(s['minutes_per_run'], 2)} min per run on average; "
               f"OLFT with its selection takes {_f(s['olft_plus_selection_percent'])} % of all-layer training time."]
     return lines
