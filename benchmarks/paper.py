@@ -115,7 +115,7 @@ PROFILES = {
     "minilm-l6": Profile(
         Caps(seeds="0,1,2", max_train_samples=10000, task_train_caps="sst2=8000", max_eval_samples=5000, epochs=3.0,
              lr=1e-3, selection_train_samples=1000, selection_eval_samples=400, selection_epochs=3.0, selector="probe",
-             lr_grid="3e-4,1e-3,3e-3", grid_tasks="sst2,mrpc"),
+             lr_grid="3e-4,1e-3,3e-3,1e-2", grid_tasks="sst2,mrpc"),
         sweep="", sweep_full=False, paper_protocol="rte", speed_ms=0.8, overhead_s=6,
         probe="selection benchmark oracle, SST-2 2,000 x 3 epochs at layer 2: 47 s of training (0.6 ms per token for "
         "4 of 6 layers)",
