@@ -138,6 +138,32 @@ def test_help_lists_every_option():
         assert flag in out, flag
 
 
+CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "{exhaustive,halving,probe,gradient,probe-halving}",
+           "--model.pooling": "{auto,cls,mean,last}", "--train.report_to": "{tensorboard,wandb,mlflow}"}
+
+
+@pytest.mark.parametrize("command", ["run", "train", "info"])
+def test_help_shows_the_choices_of_an_option(command):
+    from olft.cli import build_parser
+
+    sub = build_parser()._subcommands_action._name_parser_map[command]
+    text = " ".join(sub.format_help().split())  # unwrapped: the formatter breaks lines by terminal width
+    assert "lambda" not in text and "<function" not in text
+    for flag, choices in CHOICES.items():
+        if command != "info" or flag.startswith(("--method", "--model")):
+            assert f"{flag} {choices}" in text and f"(type: {choices}, default:" in text, flag
+
+
+@pytest.mark.parametrize("flag, value, allowed", [("--method", "bottleneck", "'adapter', 'lora', 'prefix'"),
+                                                  ("--selector", "best", "'probe'"), ("--pooling", "max", "'mean'"),
+                                                  ("--report-to", "csv", "'tensorboard'")])
+def test_bad_choice_names_the_value_and_the_allowed_ones(capsys, flag, value, allowed):
+    assert main(["run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error:") and err.count("\n") == 1, err
+    assert f"invalid choice: '{value}'" in err and allowed in err, err
+
+
 # -- bad input: exit code 2, one clear line, no results folder passed off as complete ------------------
 
 

@@ -50,13 +50,36 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
             kwargs["help"] += f" (also {_flag(f.name)})"
         if prefix is None:
             kwargs["dest"] = f.name
+        choices = f.metadata.get("choices")
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = hints[f.name]
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(*names, **kwargs)
+            if choices:
+                kwargs["choices"] = choices
+                kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
+        action = parser.add_argument(*names, **kwargs)
+        if choices and hints[f.name] is not bool:
+            action.type = _OneOf(choices, action.type)
+
+
+class _OneOf:
+    """The value converter of an option with choices, named by them in --help.
+
+    jsonargparse converts such a value with an anonymous function, which --help would print as
+    its type; this wraps that function and prints as `{adapter,lora,prefix}`. Argparse still
+    checks the choices, so a bad value gets argparse's message naming it and the allowed ones.
+    """
+
+    def __init__(self, choices: tuple, convert=None) -> None:
+        self.name = "{" + ",".join(str(c) for c in choices if c is not None) + "}"
+        self.convert = convert
+
+    def __call__(self, value: str):
+        return self.convert(value) if self.convert is not None else value
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 def _subparser(help_text: str):
