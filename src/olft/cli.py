@@ -308,6 +308,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     if not verbose and not _rank_zero():
         level = logging.WARNING  # one log per job under a launcher, from rank 0
     logging.basicConfig(level=level, format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s")
+    import huggingface_hub.utils.logging  # noqa: F401 - its import sets its own level: import first, then set ours
     for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
     _quiet_libraries(verbose)
