@@ -331,6 +331,36 @@ def test_report_to(model_dirs, tiny_glue, tmp_path, capsys):
     if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
         assert main([*base, "--out", str(tmp_path / "t"), "--report-to", "tensorboard"]) == 0
         assert list((tmp_path / "t" / "tensorboard").rglob("events.out.tfevents*"))
+        # The tracker's folder is the run's own: --overwrite clears it with the rest, and the new run logs afresh.
+        stale = tmp_path / "t" / "tensorboard" / "stale"
+        stale.write_text("from the first run")
+        assert main([*base, "--out", str(tmp_path / "t"), "--report-to", "tensorboard", "--overwrite"]) == 0
+        assert not stale.exists() and list((tmp_path / "t" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_every_tracker_writes_in_its_folder_of_the_run(tmp_path, monkeypatch):
+    import accelerate.tracking
+
+    from olft import curves
+
+    made = {}
+
+    class Fake:
+        def __init__(self, run_name, *args, **kwargs):
+            made.update(run=run_name, args=args, kwargs=kwargs)
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(curves, "check_tracker", lambda name: None)
+    for name, cls in (("tensorboard", "TensorBoardTracker"), ("mlflow", "MLflowTracker"), ("wandb", "WandBTracker")):
+        monkeypatch.setattr(accelerate.tracking, cls, Fake)
+        curves.make_tracker(name, tmp_path / "run")
+        assert made["run"] == "run", made
+        if name == "wandb":  # wandb makes its `wandb` folder inside `dir`
+            assert made["kwargs"] == {"dir": str(tmp_path / "run")} and curves.TRACKER_FOLDERS[name] == "wandb", made
+        else:
+            assert str(made["args"][0]) == str(tmp_path / "run" / curves.TRACKER_FOLDERS[name]), made
 
 
 def test_layer_plot_helpers(tmp_path):
