@@ -149,3 +149,79 @@ def test_zero_or_negative_sizes(model_dirs, rte_dir, tmp_path, capsys, flag, val
 def test_debug_shows_traceback(model_dirs, tmp_path):
     with pytest.raises(OlftError, match="Unknown task 'nope'. Known tasks: cola"):
         main(["run", "--model", str(model_dirs["gpt2"]), "--task", "nope", "--out", str(tmp_path / "o"), "--debug"])
+
+
+# -- a model name nothing can resolve: olft's one line, not the hub's request log ------------------------
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, capfd):
+    """The hub as a machine without network sees it (a closed port), retrying without waiting, and
+    logging at its own default level (WARNING, on stderr through its own handler)."""
+    import logging
+    import sys
+    import types
+
+    import huggingface_hub.constants as hub
+    import huggingface_hub.utils._http as http
+
+    endpoint = "http://127.0.0.1:9"  # discard port: refused at once
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hub, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub_logger = logging.getLogger("huggingface_hub")
+    monkeypatch.setattr(hub_logger, "level", logging.WARNING)
+    now = types.SimpleNamespace(write=lambda text: sys.stderr.write(text), flush=lambda: sys.stderr.flush())
+    for handler in hub_logger.handlers:  # made at import, on the stderr of that moment: on the test's instead
+        monkeypatch.setattr(handler, "stream", now)
+    return hub_logger
+
+
+def test_unresolvable_model_name_raises_without_the_hubs_log_lines(unreachable_hub, capfd):
+    from olft.loading import read_config
+
+    with pytest.raises(OlftError, match="Could not load model 'nosuchmodel'.*--model FOLDER, or check the hub id and network"):
+        read_config("nosuchmodel")
+    err = capfd.readouterr().err
+    assert "thrown while requesting" not in err and "Retry" not in err, err
+    unreachable_hub.warning("after the lookup")  # the hub's own handler is back
+    assert "after the lookup" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch, offline, tmp_path):
+    import huggingface_hub.constants as hub
+
+    if offline:
+        monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", "--model", "nosuchmodel", "--task", "rte", "--glue-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("olft: error: Could not load model 'nosuchmodel'") and err.count("\n") == 1, err
+    assert "alias (minilm-l6, smollm2-135m)" in err and "--model FOLDER" in err
+    assert ("switched off (HF_HUB_OFFLINE=1)" in err) == offline
+
+
+# -- layers the model does not have: refused from its config, before data or weights load ----------------
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["train", "--layers", "9"], "layer 9 in 'layers=9' is out of range: this model has 4 layers, numbered 0 to 3"),
+    (["run", "--strategies", "final,layers=1+4"], "layer 4 in 'layers=1+4' is out of range"),
+    (["run", "--candidates", "2-9"], "candidate layer 4 is out of range: this model has 4 layers, numbered 0 to 3"),
+    (["select", "--candidates", "7"], "candidate layer 7 is out of range"),
+])
+def test_layer_out_of_range_is_refused_before_data_or_weights_load(model_dirs, tmp_path, capsys, monkeypatch, args, phrase):
+    import olft.pipeline
+
+    def never(*_, **__):
+        raise AssertionError("loaded before the layers were checked")
+
+    monkeypatch.setattr(olft.pipeline, "load_examples", never)
+    monkeypatch.setattr(olft.pipeline, "load_stack", never)
+    out = tmp_path / "out"
+    missing = str(tmp_path / "no-glue")  # reading data would fail on this first
+    _fails(capsys, [*args, "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", missing, "--out", str(out), "-q"], phrase)
+    assert not out.exists()

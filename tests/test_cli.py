@@ -138,6 +138,32 @@ def test_help_lists_every_option():
         assert flag in out, flag
 
 
+CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "{exhaustive,halving,probe,gradient,probe-halving}",
+           "--model.pooling": "{auto,cls,mean,last}", "--train.report_to": "{tensorboard,wandb,mlflow}"}
+
+
+@pytest.mark.parametrize("command", ["run", "train", "info"])
+def test_help_shows_the_choices_of_an_option(command):
+    from olft.cli import build_parser
+
+    sub = build_parser()._subcommands_action._name_parser_map[command]
+    text = " ".join(sub.format_help().split())  # unwrapped: the formatter breaks lines by terminal width
+    assert "lambda" not in text and "<function" not in text
+    for flag, choices in CHOICES.items():
+        if command != "info" or flag.startswith(("--method", "--model")):
+            assert f"{flag} {choices}" in text and f"(type: {choices}, default:" in text, flag
+
+
+@pytest.mark.parametrize("flag, value, allowed", [("--method", "bottleneck", "'adapter', 'lora', 'prefix'"),
+                                                  ("--selector", "best", "'probe'"), ("--pooling", "max", "'mean'"),
+                                                  ("--report-to", "csv", "'tensorboard'")])
+def test_bad_choice_names_the_value_and_the_allowed_ones(capsys, flag, value, allowed):
+    assert main(["run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error:") and err.count("\n") == 1, err
+    assert f"invalid choice: '{value}'" in err and allowed in err, err
+
+
 # -- bad input: exit code 2, one clear line, no results folder passed off as complete ------------------
 
 
@@ -305,6 +331,36 @@ def test_report_to(model_dirs, tiny_glue, tmp_path, capsys):
     if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
         assert main([*base, "--out", str(tmp_path / "t"), "--report-to", "tensorboard"]) == 0
         assert list((tmp_path / "t" / "tensorboard").rglob("events.out.tfevents*"))
+        # The tracker's folder is the run's own: --overwrite clears it with the rest, and the new run logs afresh.
+        stale = tmp_path / "t" / "tensorboard" / "stale"
+        stale.write_text("from the first run")
+        assert main([*base, "--out", str(tmp_path / "t"), "--report-to", "tensorboard", "--overwrite"]) == 0
+        assert not stale.exists() and list((tmp_path / "t" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_every_tracker_writes_in_its_folder_of_the_run(tmp_path, monkeypatch):
+    import accelerate.tracking
+
+    from olft import curves
+
+    made = {}
+
+    class Fake:
+        def __init__(self, run_name, *args, **kwargs):
+            made.update(run=run_name, args=args, kwargs=kwargs)
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(curves, "check_tracker", lambda name: None)
+    for name, cls in (("tensorboard", "TensorBoardTracker"), ("mlflow", "MLflowTracker"), ("wandb", "WandBTracker")):
+        monkeypatch.setattr(accelerate.tracking, cls, Fake)
+        curves.make_tracker(name, tmp_path / "run")
+        assert made["run"] == "run", made
+        if name == "wandb":  # wandb makes its `wandb` folder inside `dir`
+            assert made["kwargs"] == {"dir": str(tmp_path / "run")} and curves.TRACKER_FOLDERS[name] == "wandb", made
+        else:
+            assert str(made["args"][0]) == str(tmp_path / "run" / curves.TRACKER_FOLDERS[name]), made
 
 
 def test_layer_plot_helpers(tmp_path):

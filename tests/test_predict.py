@@ -150,7 +150,7 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["predict", "--run", run, "--split", "train", "--output", str(tmp_path / "x.csv")], "unknown --split")
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\na,b\n")
-    _fails(capsys, ["predict", "--run", run, "--input", str(bad), "--output", str(tmp_path / "x.csv")], "no 'sentence1'")
+    _fails(capsys, ["predict", "--run", run, "--input", str(bad), "--output", str(tmp_path / "x.csv")], "no column 'sentence1'")
     _fails(capsys, ["predict", "--run", run, "--input", str(tmp_path / "none.csv"), "--output", str(tmp_path / "x.csv")], "not found")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
@@ -168,3 +168,14 @@ def test_rows_for_classes_and_scores():
                      "prob_contradiction": pytest.approx(0.2)}] and list(preds) == [1]
     rows, preds = rows_for(tasks.get_task("stsb"), np.array([[3.5], [-0.25]]))
     assert rows == [{"score": 3.5}, {"score": -0.25}] and list(preds) == [3.5, -0.25]
+
+
+def test_unlabelled_input_with_a_stray_quote_is_refused_naming_the_line(runs, tmp_path, capsys):
+    # The quote opened on line 3 closes on line 5: read leniently, lines 3-5 would be one
+    # example and two rows would get no prediction, with exit code 0.
+    bad = tmp_path / "in.csv"
+    bad.write_text('sentence1,sentence2\nthe cat,yes\na dog,"stray opening\nthe man,sees it\na woman,runs"\nthe end,fine\n')
+    out = tmp_path / "out.csv"
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--input", str(bad), "--output", str(out)],
+           "in.csv, line 3: a quoted field opened on this line runs on to line 5, and line 4 inside it reads as a row of its own")
+    assert not out.exists()

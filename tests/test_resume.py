@@ -212,6 +212,35 @@ def test_what_olft_counts_as_its_own_files(tmp_path):
     assert sorted(foreign_entries(tmp_path)) == sorted(expected)
 
 
+@pytest.mark.parametrize("tracker, folder", [("tensorboard", "tensorboard"), ("mlflow", "mlruns"), ("wandb", "wandb")])
+def test_overwrite_clears_the_tracker_folder_only_when_config_names_that_tracker(reference, tmp_path, tracker, folder):
+    from olft.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    for name in ("tensorboard", "mlruns", "wandb"):
+        (run / name / "run-1").mkdir(parents=True)
+        (run / name / "run-1" / "events").write_text("x")
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["report_to"] is None
+    assert foreign_entries(run) == ["mlruns", "tensorboard", "wandb"]  # no tracker recorded: the user's folders
+    before = _snapshot(run)
+    with pytest.raises(OlftError, match="Nothing was deleted"):
+        RunFolder(run, config, overwrite=True)
+    assert _snapshot(run) == before
+
+    config["train"]["report_to"] = tracker
+    (run / "config.json").write_text(json.dumps(config))
+    others = sorted({"tensorboard", "mlruns", "wandb"} - {folder})
+    assert foreign_entries(run) == others  # only the recorded tracker's folder is olft's
+    for name in others:
+        shutil.rmtree(run / name)
+    assert foreign_entries(run) == []
+    with RunFolder(run, config, overwrite=True) as f:
+        f.start()
+    assert not (run / folder).exists() and not list((run / "weights").iterdir())
+
+
 @pytest.mark.parametrize("bad", [["--candidates", "2-9"], ["--task", "mrpc"]])
 def test_overwrite_validates_every_input_before_deleting(reference, model_dirs, tiny_glue, tmp_path, bad):
     run = tmp_path / "run"

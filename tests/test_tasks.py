@@ -25,6 +25,7 @@ from olft.tasks import (
     load_file,
     load_glue,
     load_hf,
+    read_file,
     sample_split,
 )
 
@@ -367,6 +368,61 @@ def test_jsonl_sources_name_their_lines(tmp_path):
     text = '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": 0}\n'
     examples = load_file(TASKS["sst2"], _write(tmp_path, "s.jsonl", text))
     assert [ex.source for ex in examples] == [f"{tmp_path / 's.jsonl'}:1", f"{tmp_path / 's.jsonl'}:3"]
+
+
+# -- read_file with labels optional (prediction files): the same checks, and labels only when all are there
+
+
+def test_read_file_labels_optional(tmp_path):
+    rte = TASKS["rte"]
+    for name, content in (("u.csv", "sentence1,sentence2\na,b\nc,d\n"), ("u.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n1\tc\td\n"),
+                          ("u.jsonl", '{"sentence1": "a", "sentence2": "b"}\n\n{"sentence1": "c", "sentence2": "d", "label": 1}\n')):
+        got = read_file(rte, _write(tmp_path, name, content), labels_required=False)
+        assert got.examples == [Example(("a", "b"), 0), Example(("c", "d"), 0)] and not got.labelled, name
+        assert got.text_columns == ("sentence1", "sentence2")
+    assert read_file(rte, tmp_path / "u.jsonl", labels_required=False).examples[1].source == f"{tmp_path / 'u.jsonl'}:3"
+    labelled = _write(tmp_path, "l.csv", "sentence1,sentence2,label\na,b,not_entailment\nc,d,0\n")
+    got = read_file(rte, labelled, labels_required=False)
+    assert got.labelled and got.examples == [Example(("a", "b"), 1), Example(("c", "d"), 0)] == load_file(rte, labelled)
+    assert read_file(TASKS["mnli"], _write(tmp_path, "m.tsv", "sentence1\tsentence2\tgold_label\na\tb\tneutral\n"),
+                     labels_required=False).text_columns == ("sentence1", "sentence2")
+    partly = _write(tmp_path, "p.csv", "sentence1,sentence2,label\na,b,1\nc,d,\n")
+    assert not read_file(rte, partly, labels_required=False).labelled  # metrics need every label
+    with pytest.raises(OlftError, match=r"b\.csv, line 3: label 'maybe' is not a RTE label"):
+        read_file(rte, _write(tmp_path, "b.csv", "sentence1,sentence2,label\na,b,1\nc,d,maybe\n"), labels_required=False)
+    kept = read_file(rte, tmp_path / "u.tsv", labels_required=False, keep=("index",))
+    assert kept.kept == {"index": ["0", "1"]} and kept.examples[0] == Example(("a", "b"), 0)
+
+
+@pytest.mark.parametrize(("name", "content", "phrase"), [
+    ("m.csv", "sentence1,label\na,1\n", r"no column 'sentence2' \(columns found: 'sentence1', 'label'\).*label column is optional"),
+    ("x.csv", "sentence1,sentence2\na,b\na, b,c\n", r"line 3: 3 fields, but the header has 2"),
+    ("f.tsv", "sentence1\tsentence2\na\n", r"line 2: 1 field\(s\), but rows need at least 2"),
+    ("q.csv", 'sentence1,sentence2\na,b\nc,"d\ne,f\n', r"line 3: cannot be parsed"),
+    ("k.jsonl", '{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "a"}\n', r"line 2: no field 'sentence2'"),
+    ("h.csv", "sentence1,sentence2\n", "empty split"),
+])
+def test_read_file_unlabelled_keeps_the_strict_checks(tmp_path, name, content, phrase):
+    with pytest.raises(OlftError, match=phrase):
+        read_file(TASKS["rte"], _write(tmp_path, name, content), labels_required=False)
+
+
+def test_unlabelled_csv_unbalanced_quote_never_swallows_rows(tmp_path):
+    # No label to recognise a row by: lines 4-5 inside the quoted field opened on line 3 split
+    # into a whole row's fields, so they are rows an unbalanced quote swallowed.
+    rows = ["sentence1,sentence2", "the cat,yes", 'a dog,"stray opening', "the man,sees it", 'a woman,runs"', "the end,fine"]
+    path = _write(tmp_path, "u.csv", "\n".join(rows) + "\n")
+    with pytest.raises(OlftError, match=r"u\.csv, line 3: a quoted field opened on this line runs on to line 5, and line 4 "
+                                         r"inside it reads as a row of its own: an unbalanced quote.*\.jsonl"):
+        read_file(TASKS["rte"], path, labels_required=False)
+    # A text that really spans lines, its inner lines not shaped like rows, still reads whole.
+    text = 'sentence1,sentence2\n"first line\nsecond line\nthird",b\nc,d\n'
+    got = read_file(TASKS["rte"], _write(tmp_path, "m.csv", text), labels_required=False)
+    assert [ex.texts for ex in got.examples] == [("first line\nsecond line\nthird", "b"), ("c", "d")]
+    # With every label there the rows are told by their labels, as `load_file` does.
+    text = 'sentence1,sentence2,label\n"first line,\nsecond, with commas, entailment-ish\nthird",b,1\nc,d,0\n'
+    labelled = _write(tmp_path, "l.csv", text)
+    assert read_file(TASKS["rte"], labelled, labels_required=False).examples == load_file(TASKS["rte"], labelled)
 
 
 def test_load_file_regression_label_and_column_count(tmp_path):

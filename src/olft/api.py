@@ -86,6 +86,22 @@ def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
 
 
+def _check_layers(cfg: RunConfig, check_strategies: bool) -> None:
+    """Refuse layers the model does not have (--strategies, --layers, --candidates) from its config
+    alone, before data is read or weights load; OlftError naming the valid range.
+
+    A config that declares no layer count leaves the check to the loaded model (`run` repeats it).
+    """
+    from olft.loading import config_num_layers, read_config
+
+    n = config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
+    if n is None:
+        return
+    if check_strategies:
+        parse_strategies(cfg.strategies, n)
+    parse_candidates(cfg.selection.candidates, n)
+
+
 def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
     """Lock and (re)start the folder once every input is valid; results.json says "running"."""
     folder.start()
@@ -151,6 +167,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     bad input (before the folder is touched) or a folder held by another live run.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
+    _check_layers(cfg, check_strategies=strategies is None)
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
@@ -293,6 +310,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     The folder's other finished pieces stay in results.json. Raises OlftError on bad input, or
     when every candidate failed to train.
     """
+    _check_layers(cfg, check_strategies=False)
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         parse_candidates(cfg.selection.candidates, session.num_layers)

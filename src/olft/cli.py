@@ -50,13 +50,36 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
             kwargs["help"] += f" (also {_flag(f.name)})"
         if prefix is None:
             kwargs["dest"] = f.name
+        choices = f.metadata.get("choices")
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = hints[f.name]
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(*names, **kwargs)
+            if choices:
+                kwargs["choices"] = choices
+                kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
+        action = parser.add_argument(*names, **kwargs)
+        if choices and hints[f.name] is not bool:
+            action.type = _OneOf(choices, action.type)
+
+
+class _OneOf:
+    """The value converter of an option with choices, named by them in --help.
+
+    jsonargparse converts such a value with an anonymous function, which --help would print as
+    its type; this wraps that function and prints as `{adapter,lora,prefix}`. Argparse still
+    checks the choices, so a bad value gets argparse's message naming it and the allowed ones.
+    """
+
+    def __init__(self, choices: tuple, convert=None) -> None:
+        self.name = "{" + ",".join(str(c) for c in choices if c is not None) + "}"
+        self.convert = convert
+
+    def __call__(self, value: str):
+        return self.convert(value) if self.convert is not None else value
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 def _subparser(help_text: str):
@@ -285,6 +308,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     if not verbose and not _rank_zero():
         level = logging.WARNING  # one log per job under a launcher, from rank 0
     logging.basicConfig(level=level, format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s")
+    import huggingface_hub.utils.logging  # noqa: F401 - its import sets its own level: import first, then set ours
     for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
     _quiet_libraries(verbose)

@@ -17,6 +17,8 @@ from olft.errors import OlftError
 
 COLUMNS = ("step", "loss", "lr", "grad_norm")
 TRACKERS = {"tensorboard": ("tensorboard or tensorboardX", "tensorboardX"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+# The subfolder of the run folder each tracker writes its local files in (olft's own, see runfolder).
+TRACKER_FOLDERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlruns"}
 
 
 def check_tracker(name: str) -> None:
@@ -32,17 +34,21 @@ def check_tracker(name: str) -> None:
 
 
 def make_tracker(name: str, folder: Path):
-    """A started accelerate tracker logging into (tensorboard, mlflow) or for (wandb) the run folder."""
+    """A started accelerate tracker whose local files go to the run folder's `TRACKER_FOLDERS[name]`.
+
+    wandb's project is the run folder's name, and its local copy (wandb's `dir`) the run folder.
+    """
     check_tracker(name)
     from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
 
     run = folder.resolve().name
+    local = folder / TRACKER_FOLDERS[name]
     if name == "tensorboard":
-        tracker = TensorBoardTracker(run, folder / "tensorboard")
+        tracker = TensorBoardTracker(run, local)
     elif name == "wandb":
-        tracker = WandBTracker(run)
+        tracker = WandBTracker(run, dir=str(local.parent))  # wandb makes its `wandb` folder inside `dir`
     else:
-        tracker = MLflowTracker(run, str(folder / "mlruns"))
+        tracker = MLflowTracker(run, str(local))
     tracker.start()
     return tracker
 

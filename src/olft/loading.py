@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,72 @@ def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, 
     return name, gguf_file  # a hub id
 
 
+def read_config(name: str, gguf_file: str | None = None) -> tuple[object, str, str | None]:
+    """(transformers config, resolved path or hub id, GGUF file name) of a model, without its weights.
+
+    The first step of loading, and enough to know the model's layer count (`config_num_layers`).
+    The hub's own log lines for a name it cannot resolve (each failed request and retry) go to
+    olft's debug log: the error raised says what failed and how to fix it, in one line.
+    Raises OlftError for a name that is no alias, folder or reachable hub id, or an unreadable config.
+    """
+    from transformers import AutoConfig
+
+    source, gguf = resolve_model_source(name, gguf_file)
+    try:
+        with library_logs_to_debug():
+            config = AutoConfig.from_pretrained(source, gguf_file=gguf) if gguf else AutoConfig.from_pretrained(source)
+    except OSError as exc:
+        raise _load_error(name, source, exc) from exc
+    except (ValueError, json.JSONDecodeError) as exc:
+        if gguf:
+            raise OlftError(
+                f"Could not read GGUF file {Path(source) / gguf}: {_first_line(exc)} Check it is a complete GGUF "
+                "file (download it again)."
+            ) from exc
+        raise OlftError(f"Could not read the model config at {source}: {_first_line(exc)} Check config.json is valid.") from exc
+    log.debug("%s: model type %s", name, getattr(config, "model_type", "?"))
+    return config, source, gguf
+
+
+def config_num_layers(config) -> int | None:
+    """Transformer layers a config declares (`num_hidden_layers` of its text part), None if it names none.
+
+    The layer list olft tunes is the ModuleList of exactly this many blocks (`families.find_layers`).
+    """
+    from olft.families import text_config
+
+    n = getattr(text_config(config), "num_hidden_layers", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+class _ToDebug(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("%s: %s", record.name, record.getMessage())
+
+
+@contextmanager
+def library_logs_to_debug():
+    """Inside: huggingface_hub's and transformers' log records go to olft's debug log (`--verbose`).
+
+    Both libraries print on stderr through their own handlers (not the root logger), so their
+    handlers are swapped for one that forwards at debug level, and put back on leaving.
+    """
+    import huggingface_hub.utils.logging  # noqa: F401 - sets up its handler now, so it is swapped and put back
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers")  # likewise
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    forward = _ToDebug()
+    for lg in loggers:
+        lg.handlers, lg.propagate = [forward], False
+    try:
+        yield
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate = handlers, propagate
+
+
 def load_stack(
     name: str,
     num_labels: int,
@@ -131,23 +198,11 @@ def load_stack(
     visible GPUs, as `from_pretrained` does; the head then sits with the last layer.
     Raises OlftError for unreadable files, unknown options and models olft cannot run.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     if dtype not in DTYPES:
         raise OlftError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
-    source, gguf = resolve_model_source(name, gguf_file)
-    try:
-        config = AutoConfig.from_pretrained(source, gguf_file=gguf) if gguf else AutoConfig.from_pretrained(source)
-    except OSError as exc:
-        raise _load_error(name, source, exc) from exc
-    except (ValueError, json.JSONDecodeError) as exc:
-        if gguf:
-            raise OlftError(
-                f"Could not read GGUF file {Path(source) / gguf}: {_first_line(exc)} Check it is a complete GGUF "
-                "file (download it again)."
-            ) from exc
-        raise OlftError(f"Could not read the model config at {source}: {_first_line(exc)} Check config.json is valid.") from exc
-    log.debug("%s: model type %s", name, getattr(config, "model_type", "?"))
+    _, source, gguf = read_config(name, gguf_file)
     if pooling != "auto" and pooling not in POOLINGS:
         raise OlftError(f"Unknown pooling '{pooling}': use auto or one of {', '.join(POOLINGS)}.")
     try:

@@ -28,8 +28,6 @@ from olft import tasks
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.runfolder import read_run, safe_name
-from olft.tasks.io import _find_columns, _parse_rows, _read_text
-from olft.tasks.registry import parse_label
 
 log = logging.getLogger(__name__)
 
@@ -150,52 +148,14 @@ def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]
 
 def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[str], bool]:
     """Examples of a CSV/TSV/JSONL file (labels optional), their text column names, and whether
-    every row had a label (then the labels are real; else they are placeholders)."""
-    if path.suffix.lower() not in FORMATS:
-        raise OlftError(f"Unsupported input file {path}: use .csv, .tsv or .jsonl.")
-    text_options = [tuple(cfg.data.text_columns.split(","))] if cfg.data.text_columns else []
-    text_options += [task.text_fields, task.tsv_text_columns]
-    records = _records(path)
-    header = list(records[0]) if records else []
-    texts = next((cols for cols in text_options if all(c in header for c in cols)), None)
-    if texts is None:
-        raise OlftError(f"{path} has no {' and '.join(map(repr, task.text_fields))} column(s) "
-                        f"(found: {', '.join(map(repr, header[:20]))}). {task.display_name} needs {len(task.text_fields)} text column(s).")
-    label_col = next((c for c in (cfg.data.label_column, "label", task.tsv_label_column) if c in header), None)
-    examples, labelled = [], label_col is not None
-    for number, rec in enumerate(records, 2 if path.suffix.lower() != ".jsonl" else 1):
-        missing = [c for c in texts if not isinstance(rec.get(c), str)]
-        if missing:
-            raise OlftError(f"{path}, row {number}: no text in column {missing[0]!r}. Every row needs {', '.join(texts)}.")
-        raw = rec.get(label_col) if labelled else None
-        labelled = labelled and raw not in (None, "")
-        label = parse_label(task, raw, f"{path}, row {number}") if labelled else (0.0 if task.is_regression else 0)
-        examples.append(tasks.Example(tuple(rec[c] for c in texts), label, f"{path}:{number}"))
-    if not examples:
-        raise OlftError(f"{path} has no data rows. Add rows below the header.")
-    return examples, list(texts), labelled
+    every row had a label (then the labels are real; else they are placeholders).
 
-
-def _records(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise OlftError(f"Input file not found: {path}. Check the path.")
-    text = _read_text(path, "Pass --input a CSV, TSV or JSONL file with the task's text columns.")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        out = []
-        for number, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    raise OlftError(f"{path}, line {number}: not valid JSON. Write one JSON object per line.") from None
-                if not isinstance(rec, dict):
-                    raise OlftError(f"{path}, line {number}: expected a JSON object, got {type(rec).__name__}.")
-                out.append(rec)
-        return out
-    delimiter = FORMATS[path.suffix.lower()]
-    rows = [row.fields for row in _parse_rows(text, path, delimiter, quoted=delimiter == ",")]
-    header = [h.strip() for h in rows[0]]
-    return [dict(zip(header, fields, strict=False)) for fields in rows[1:]]
+    Read by `tasks.read_file` with the run's --text-columns and --label-column, so a prediction
+    file passes the same checks as training data. Raises OlftError naming the line and the fix.
+    """
+    columns = cfg.data.text_columns.split(",") if cfg.data.text_columns else None
+    loaded = tasks.read_file(task, path, columns, cfg.data.label_column, labels_required=False)
+    return loaded.examples, list(loaded.text_columns), loaded.labelled
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -240,19 +200,8 @@ def submission_files(task: tasks.Task, glue_dir: str | None) -> list[tuple[Path,
 
 def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.Example]]:
     """(index column, unlabelled examples) of a GLUE test TSV (`index` plus the text columns)."""
-    rows = _parse_rows(_read_text(path, "Replace it with the original GLUE test file."), path, "\t", quoted=False)
-    header = [h.strip() for h in rows[0].fields]
-    columns = _find_columns(header, [("index", *task.tsv_text_columns), ("index", *task.text_fields)], path, "\t",
-                                  "Replace it with the original GLUE test file.")
-    need = max(columns) + 1
-    index, examples = [], []
-    for row in rows[1:]:
-        line, fields = row.line, row.fields
-        if len(fields) < need:
-            raise OlftError(f"{path}, line {line}: {len(fields)} field(s), rows need {need}. Replace it with the original GLUE test file.")
-        index.append(fields[columns[0]])
-        examples.append(tasks.Example(tuple(fields[i] for i in columns[1:]), 0.0 if task.is_regression else 0, f"{path}:{line}"))
-    return index, examples
+    loaded = tasks.read_file(task, path, labels_required=False, keep=("index",))
+    return loaded.kept["index"], loaded.examples
 
 
 def submission_label(task: tasks.Task, raw_row: np.ndarray) -> str:

@@ -8,6 +8,7 @@ Layout:
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
     table.md, layers.png                                     written when the run ends
+    tensorboard/, mlruns/ or wandb/                          --report-to's tracker files (see curves.TRACKER_FOLDERS)
     olft.lock, olft.lock.json                                held while a run writes (see `runlock`)
 
 Every file is written atomically (temporary file, then rename) the moment its piece finishes,
@@ -17,6 +18,8 @@ every piece the folder holds, so no run drops what an earlier one finished.
 
 olft deletes only files it writes: `--overwrite` clears a folder only when config.json is
 olft's and every entry is one of the names above, and only once the inputs have been validated.
+A tracker's folder counts as olft's only when config.json names that tracker (train.report_to),
+so a folder of the same name that olft did not make is never deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,10 +99,26 @@ def _is_own(entry: Path, folder: str | None = None) -> bool:
     return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
 
 
+def tracker_folder(path: Path) -> str | None:
+    """The subfolder --report-to's tracker writes in run folder `path`, as its config.json records
+    (None: no tracker, or no config.json of olft's)."""
+    from olft.curves import TRACKER_FOLDERS
+
+    train = (saved_config(path) or {}).get("train") or {}
+    return TRACKER_FOLDERS.get(train.get("report_to"))
+
+
+def _is_tracker_folder(entry: Path, tracker: str | None) -> bool:
+    return tracker is not None and entry.name == tracker and entry.is_dir() and not entry.is_symlink()
+
+
 def foreign_entries(path: Path) -> list[str]:
     """Entries of run folder `path` that olft does not write, as paths relative to it."""
     out = []
+    tracker = tracker_folder(path)
     for entry in sorted(Path(path).iterdir()):
+        if _is_tracker_folder(entry, tracker):
+            continue  # all of it the tracker's
         if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
             out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not _is_own(e, entry.name)]
         elif not _is_own(entry):
@@ -225,8 +245,11 @@ class RunFolder:
 
     def _remove_own_files(self) -> None:
         """--overwrite: delete olft's files (never the lock this run holds, never anything else)."""
+        tracker = tracker_folder(self.path)
         for entry in self.path.iterdir():
-            if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
+            if _is_tracker_folder(entry, tracker):
+                shutil.rmtree(entry)  # links inside are removed, never followed
+            elif entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
                 for inner in entry.iterdir():
                     if _is_own(inner, entry.name):
                         inner.unlink()

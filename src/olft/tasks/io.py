@@ -1,4 +1,5 @@
-"""Readers: the original GLUE TSV layout, the `datasets` library, and a user's CSV/TSV/JSONL.
+"""Readers: the original GLUE TSV layout, the `datasets` library, and a user's CSV/TSV/JSONL
+(`read_file`: labelled training data, or files to predict on whose labels are optional).
 
 All return the same `Example` list, each example knowing its file and line (`Example.source`).
 No reader loses or merges rows silently: every record is checked against the file it came from
@@ -11,9 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from olft.errors import OlftError
 from olft.tasks.registry import Example, Task, allowed_labels, check_split, parse_label
 
 HF_DATASET = "nyu-mll/glue"
+log = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------------------- text and tables
@@ -103,32 +106,81 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
 
 
 def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[_Row],
-                         columns: list[int], delimiter: str) -> list[Example]:
-    """Build examples from parsed rows; `columns` holds the text indices, then the label's."""
+                         text_idx: list[int], label_idx: int | None, delimiter: str,
+                         labels_required: bool = True, also: Sequence[int] = ()) -> tuple[list[Example], bool]:
+    """(examples, labelled) from parsed rows: texts at `text_idx`, the label at `label_idx`
+    (every row must also reach the columns `also`).
+
+    `labels_required=False`: the label column may be absent (None), and the labels are used
+    only when every row has one (else each example gets the placeholder label 0, or 0.0 for a
+    regression task, and `labelled` is False). Rows merged by an unbalanced quote are found
+    by their labels when every row has one, else by their field counts (`_check_no_merged_rows`).
+    """
     if not rows:
         raise OlftError(f"{path} has a header but no data rows (empty split). "
                         "Add data rows below the header.")
-    need = max(columns) + 1
-    text_idx, label_idx = columns[:-1], columns[-1]
+    need = max([*text_idx, *also, *([label_idx] if labels_required and label_idx is not None else [])]) + 1
+    raw = [row.fields[label_idx] if label_idx is not None and label_idx < len(row.fields) else "" for row in rows]
+    by_label = labels_required or (label_idx is not None and all(r.strip() for r in raw))
     lines = io.StringIO(text, newline="").readlines()  # the physical lines csv counted
     examples = []
     for row in rows:
-        fields, line = row.fields, row.line
-        if len(fields) < need:
-            names = ", ".join(header[:need])
-            raise OlftError(f"{path}, line {line}: {len(fields)} field(s), but rows need at "
-                            f"least {need} ({names}). Check the line is complete and "
-                            "delimited like the header.")
-        if len(fields) > len(header):  # a delimiter inside a text shifts every later column
-            raise OlftError(f"{path}, line {line}: {len(fields)} fields, but the header has "
-                            f"{len(header)}. A text holding the delimiter ({delimiter!r}) must be "
-                            "quoted (CSV) or have it removed (TSV); or name the extra column in "
-                            "the header.")
-        if row.last > line:
-            _check_no_swallowed_rows(task, path, row, lines, need, label_idx, delimiter)
-        label = parse_label(task, fields[label_idx], f"{path}, line {line}")
-        examples.append(Example(tuple(fields[i] for i in text_idx), label, f"{path}:{line}"))
-    return examples
+        _check_row_shape(path, header, row, need, delimiter)
+        if row.last > row.line and by_label:
+            _check_no_swallowed_rows(task, path, row, lines, max(need, label_idx + 1), label_idx, delimiter)
+        elif row.last > row.line:
+            _check_no_merged_rows(path, row, lines, need, len(header), delimiter)
+        placeholder = 0.0 if task.is_regression else 0
+        label = parse_label(task, row.fields[label_idx], f"{path}, line {row.line}") if labels_required else placeholder
+        examples.append(Example(tuple(row.fields[i] for i in text_idx), label, f"{path}:{row.line}"))
+    if labels_required:
+        return examples, True
+    return _optional_labels(task, examples, raw, [f"{path}, line {row.line}" for row in rows], path)
+
+
+def _optional_labels(task: Task, examples: list[Example], raw: list[Any], where: list[str],
+                     path: Path) -> tuple[list[Example], bool]:
+    """Examples with their labels when every one has a label (each must then be valid), else as they are."""
+    given = [r is not None and str(r).strip() != "" for r in raw]
+    if not any(given):
+        return examples, False
+    if not all(given):
+        log.warning("%s: %d of %d rows have no label; reading the file as unlabelled", path,
+                    given.count(False), len(given))
+        return examples, False
+    return [Example(ex.texts, parse_label(task, r, w), ex.source)
+            for ex, r, w in zip(examples, raw, where, strict=True)], True
+
+
+def _check_row_shape(path: Path, header: list[str], row: _Row, need: int, delimiter: str) -> None:
+    """Refuse a row with fewer fields than the columns read need, or more than the header names."""
+    if len(row.fields) < need:
+        names = ", ".join(header[:need])
+        raise OlftError(f"{path}, line {row.line}: {len(row.fields)} field(s), but rows need at "
+                        f"least {need} ({names}). Check the line is complete and "
+                        "delimited like the header.")
+    if len(row.fields) > len(header):  # a delimiter inside a text shifts every later column
+        raise OlftError(f"{path}, line {row.line}: {len(row.fields)} fields, but the header has "
+                        f"{len(header)}. A text holding the delimiter ({delimiter!r}) must be "
+                        "quoted (CSV) or have it removed (TSV); or name the extra column in "
+                        "the header.")
+
+
+def _check_no_merged_rows(path: Path, row: _Row, lines: list[str], need: int, width: int,
+                          delimiter: str) -> None:
+    """Refuse a multi-line quoted field holding a line that reads as a row of its own (no labels).
+
+    Without a label to tell a merged row from a line of text, a line inside the field that
+    splits into a whole row's fields (at least the columns read, at most the header's) is taken
+    for a row an unbalanced quote swallowed. A text that really runs over lines fits JSON Lines.
+    """
+    for number in range(row.line + 1, row.last):  # the last line holds the closing quote
+        fields = next(csv.reader([lines[number - 1]], delimiter=delimiter), [])
+        if need <= len(fields) <= width:
+            raise OlftError(f"{path}, line {row.line}: a quoted field opened on this line runs on to "
+                            f"line {row.last}, and line {number} inside it reads as a row of its own: "
+                            "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
+                            "whole field quoted; a text that really spans lines can go in a .jsonl file.")
 
 
 def _check_no_swallowed_rows(task: Task, path: Path, row: _Row, lines: list[str], need: int,
@@ -195,7 +247,7 @@ def load_glue(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = 
     if split != "train":
         fix += " (Test files have no labels and cannot be used for evaluation.)"
     columns = _find_columns(header, [wanted], path, "\t", fix)
-    return _examples_from_table(task, path, text, header, rows, columns, "\t")
+    return _examples_from_table(task, path, text, header, rows, columns[:-1], columns[-1], "\t")[0]
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -263,14 +315,35 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".js
             ".ndjson": "jsonl"}
 
 
-def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
-              label_column: str = "label") -> list[Example]:
-    """Load labelled examples from a CSV, TSV or JSON Lines file.
+@dataclass(frozen=True)
+class LoadedFile:
+    """What `read_file` read from a user's file.
+
+    `examples` in file order; `text_columns`: the columns (JSON keys) their texts came from;
+    `labelled`: whether the labels are the file's (else each is the placeholder 0, or 0.0 for a
+    regression task); `kept`: each `keep` column's values, one per example.
+    """
+
+    examples: list[Example]
+    text_columns: tuple[str, ...]
+    labelled: bool
+    kept: dict[str, list[str]] = field(default_factory=dict)
+
+
+def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
+              label_column: str = "label", labels_required: bool = True, keep: Sequence[str] = ()) -> LoadedFile:
+    """Read examples from a CSV, TSV or JSON Lines file (format by extension), labels required or optional.
 
     Text columns default to the task's canonical names (e.g. premise/hypothesis), falling back
     to the GLUE TSV names (sentence1/sentence2) so original GLUE files also load. Labels may be
     class names or indices. TSV is read like GLUE (quoting off); CSV uses standard quoting.
-    Every non-blank line (CSV: every record) becomes an example, or the error names the line.
+    Every non-blank line (CSV: every record) becomes an example, or the error names the line:
+    field counts are checked against the header, and a quoted field running over several lines
+    must not hold lines that read as rows of their own (merged by an unbalanced quote).
+    `labels_required=False` (prediction): the label column may be missing, and its labels are
+    used only when every row has one (see `LoadedFile.labelled`). `keep`: further columns every
+    row must have, returned as text (e.g. the GLUE test files' `index`).
+    Raises OlftError naming the file, the line and the fix.
     """
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
@@ -279,16 +352,33 @@ def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     if not path.is_file():
         raise OlftError(f"Data file not found: {path}. Check the path.")
     options = _column_options(task, text_columns, label_column)
-    cols = ", ".join(options[0])
-    fix = f"Expected a {fmt.upper()} file with columns {cols}."
+    names, label = ", ".join((*keep, *options[0][:-1])), options[0][-1]
+    fix = f"Expected a {fmt.upper()} file with columns {names}, {label}." if labels_required else \
+        f"Expected a {fmt.upper()} file with columns {names} (a {label} column is optional)."
     text = _read_text(path, fix)
     if fmt == "jsonl":
-        return _load_jsonl(task, path, text, options)
+        return _read_jsonl(task, path, text, options, labels_required, tuple(keep))
     delimiter = "," if fmt == "csv" else "\t"
     rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
     header = rows[0].fields
-    columns = _find_columns(header, options, path, delimiter, fix)
-    return _examples_from_table(task, path, text, header, rows[1:], columns, delimiter)
+    if labels_required:
+        columns = _find_columns(header, [(*keep, *o) for o in options], path, delimiter, fix)
+        label_idx, columns = columns[-1], columns[:-1]
+    else:
+        columns = _find_columns(header, list(dict.fromkeys((*keep, *o[:-1]) for o in options)), path, delimiter, fix)
+        stripped = [h.strip() for h in header]
+        label_idx = next((stripped.index(o[-1]) for o in options if o[-1] in stripped), None)
+    keep_idx, text_idx = columns[: len(keep)], columns[len(keep) :]
+    examples, labelled = _examples_from_table(task, path, text, header, rows[1:], text_idx, label_idx, delimiter,
+                                              labels_required, keep_idx)  # fmt: skip
+    kept = {name: [row.fields[i] for row in rows[1:]] for name, i in zip(keep, keep_idx, strict=True)}
+    return LoadedFile(examples, tuple(header[i].strip() for i in text_idx), labelled, kept)
+
+
+def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
+              label_column: str = "label") -> list[Example]:
+    """Labelled examples from a CSV, TSV or JSON Lines file: `read_file` with labels required."""
+    return read_file(task, path, text_columns, label_column).examples
 
 
 def _column_options(task: Task, text_columns: Sequence[str] | None,
@@ -310,8 +400,13 @@ def _column_options(task: Task, text_columns: Sequence[str] | None,
     return options
 
 
-def _load_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]]) -> list[Example]:
-    """Examples from JSON Lines: one JSON object per non-blank line, each key once."""
+def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]], labels_required: bool,
+                keep: tuple[str, ...]) -> LoadedFile:
+    """`read_file` for JSON Lines: one JSON object per non-blank line, each key once.
+
+    The keys are those of the first option the first object has (texts, and the label when
+    labels are required; an optional label is any option's label key the first object has).
+    """
     records: list[tuple[int, Any]] = []
     for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
@@ -323,9 +418,26 @@ def _load_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
                                 "must be one JSON object such as {\"sentence\": \"...\", "
                                 "\"label\": 1} (JSON Lines, not one JSON array).") from None
     first = records[0][1]  # _read_text guarantees a non-blank line
-    wanted = next((w for w in options if isinstance(first, dict) and all(k in first for k in w)),
-                  options[0])
-    return [_json_example(task, record, wanted, path, number) for number, record in records]
+    first = first if isinstance(first, dict) else {}
+    width = len(options[0]) if labels_required else len(options[0]) - 1
+    wanted = next((o[:width] for o in options if all(k in first for k in o[:width])), options[0][:width])
+    label_key = wanted[-1] if labels_required else next((o[-1] for o in options if o[-1] in first), None)
+    texts = wanted[:-1] if labels_required else wanted
+    examples, raw, where = [], [], []
+    for number, record in records:
+        where.append(f"{path}, line {number}")
+        values = _json_fields(record, texts, (*keep, *texts, *([label_key] if labels_required else [])), where[-1])
+        label: int | float = 0.0 if task.is_regression else 0
+        if labels_required:
+            label = parse_label(task, record[label_key], where[-1])
+        else:
+            raw.append(record.get(label_key) if label_key is not None else None)
+        examples.append(Example(tuple(values), label, f"{path}:{number}"))
+    kept = {name: [str(record[name]) for _, record in records] for name in keep}
+    labelled = labels_required
+    if not labels_required:
+        examples, labelled = _optional_labels(task, examples, raw, where, path)
+    return LoadedFile(examples, tuple(texts), labelled, kept)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -338,21 +450,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _json_example(task: Task, record: Any, wanted: tuple[str, ...], path: Path, number: int) -> Example:
-    """One JSON object to an Example: texts must be strings, the label a name/index/score."""
-    where = f"{path}, line {number}"
+def _json_fields(record: Any, strings: tuple[str, ...], needed: tuple[str, ...], where: str) -> list[str]:
+    """The `strings` fields of one JSON object, which must hold every `needed` key; strings must be strings."""
     if not isinstance(record, dict):
         raise OlftError(f"{where}: expected a JSON object, got {type(record).__name__}. "
                         "Write one object per line.")
-    missing = [key for key in wanted if key not in record]
+    missing = [key for key in needed if key not in record]
     if missing:
         found = ", ".join(repr(k) for k in list(record)[:20])
         raise OlftError(f"{where}: no field {missing[0]!r} (fields found: {found}). "
-                        f"Every object needs {', '.join(wanted)}.")
-    texts = []
-    for key in wanted[:-1]:
+                        f"Every object needs {', '.join(needed)}.")
+    for key in strings:
         if not isinstance(record[key], str):
             raise OlftError(f"{where}: field {key!r} must be a string, got "
                             f"{type(record[key]).__name__}.")
-        texts.append(record[key])
-    return Example(tuple(texts), parse_label(task, record[wanted[-1]], where), f"{path}:{number}")
+    return [record[key] for key in strings]
