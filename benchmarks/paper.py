@@ -88,8 +88,20 @@ class Caps:
 
     @property
     def grid(self) -> list[float]:
-        """The learning-rate grid as floats (empty: no grid)."""
-        return [float(x) for x in self.lr_grid.split(",") if x.strip()]
+        """The learning-rate grid as floats (empty: no grid); OlftError on a value that is not a
+        positive number or appears twice (two grid runs would share one folder)."""
+        out = []
+        for text in (x.strip() for x in self.lr_grid.split(",") if x.strip()):
+            try:
+                lr = float(text)
+            except ValueError:
+                lr = float("nan")
+            if not 0 < lr < float("inf"):
+                raise OlftError(f"--lr-grid: {text!r} is not a positive number; write e.g. --lr-grid 3e-4,1e-3,3e-3")
+            if any(f"{lr:g}" == f"{x:g}" for x in out):
+                raise OlftError(f"--lr-grid: {text!r} appears twice; list each rate once")
+            out.append(lr)
+        return out
 
     @property
     def seed_list(self) -> list[int]:
@@ -522,7 +534,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
-    p.add_argument("--plan-only", action="store_true", help="print the planned runs and the time estimate, run nothing")
+    p.add_argument("--plan-only", action="store_true", help="print the planned runs and the time estimate, run nothing (it still writes the derived dev "
+                   "splits of tasks without train.tsv into the work dir, to count their examples)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="run only shard K of N of the planned runs (split by estimated cost), e.g. 0/2 and 1/2 in two "
                    "processes; they share the work dir and the report")
@@ -591,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     profile, caps = PROFILES.get(args.model, FALLBACK), resolve_caps(args)
+    try:
+        caps.grid  # noqa: B018  (refuse a malformed grid before anything is written)
+    except OlftError as exc:
+        print(f"paper.py: error: {exc}", file=sys.stderr)
+        return 2
     sweep_full = profile.sweep_full if args.sweep_full is None else args.sweep_full
     columns, sweep = _split_list(args.tasks), _split_list(profile.sweep if args.sweep is None else args.sweep)
     paper_task = next(iter(_split_list(profile.paper_protocol if args.paper_protocol is None else args.paper_protocol)), None)

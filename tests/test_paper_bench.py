@@ -344,3 +344,10 @@ def test_grid_runs_on_held_out_train_data_and_main_runs_take_its_choice(grid_ben
     assert {n: main_run["strategies"][n]["lr"] for n in chosen} == chosen
     report = (grid_bench["results"] / "gpt2-adapter.md").read_text()
     assert "## Learning rates" in report and "| OLFT | " in report and "Grid unfinished" not in report
+
+
+@pytest.mark.parametrize("grid", ["abc", "0", "1e-3,1e-3"])
+def test_a_malformed_lr_grid_is_refused_before_anything_is_written(grid, tmp_path, capsys):
+    argv = ["--model", "minilm-l6", "--work-dir", str(tmp_path / "work"), "--lr-grid", grid, "--plan-only"]
+    assert paper.main(argv) == 2
+    assert "--lr-grid" in capsys.readouterr().err and not (tmp_path / "work").exists()

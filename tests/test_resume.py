@@ -338,3 +338,14 @@ def test_each_strategy_trains_at_its_own_learning_rate(model_dirs, tiny_glue, tm
 def test_a_malformed_strategy_lr_is_refused_before_anything_loads(model_dirs, tiny_glue, tmp_path, bad, capsys):
     assert main(_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run", "--strategy-lr", bad)) == 2
     assert "--strategy-lr" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("run", ["--strategies", "olft,final", "--strategy-lr", "full=5e-3"], "which --strategies olft,final does not run"),
+    ("run", ["--strategy-lr", "olft=1e-3,olft=2e-3"], "olft is given twice"),
+    ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "use --lr instead"),
+])
+def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys):
+    args = [command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()

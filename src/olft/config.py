@@ -116,6 +116,8 @@ class TrainConfig:
                 lr = float("nan")
             if not lr > 0 or lr == float("inf"):
                 raise OlftError(f"--strategy-lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+            if name in out:
+                raise OlftError(f"--strategy-lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
             out[name] = lr
         return out
 
