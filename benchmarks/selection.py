@@ -122,11 +122,12 @@ def run_oracle(session, folder: Path, layers: list[int]) -> None:
 
 def run_selectors(session, folder: Path, layers: list[int], setups: list[str]) -> None:
     spec = ",".join(map(str, layers))
+    base = session.cfg.selection  # every setup starts from it: one setup's overrides must not leak into the next
     for name in setups:
         path = folder / f"select-{name}.json"
         if path.is_file():
             continue
-        session.cfg = replace(session.cfg, selection=replace(session.cfg.selection, candidates=spec, **SETUPS[name]))
+        session.cfg = replace(session.cfg, selection=replace(base, candidates=spec, **SETUPS[name]))
         t0 = time.perf_counter()
         sel = session.select()
         entry = {"setup": name, "config": SETUPS[name], "wall_seconds": time.perf_counter() - t0, **sel.to_dict()}

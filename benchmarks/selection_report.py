@@ -53,6 +53,7 @@ def unit_rows(folder: Path) -> list[dict]:
             "top3": pick in top3, "spearman": rho, "flat": bool(sel.get("flat")), "seconds": sel["seconds"],
             "cost": sel["seconds"] / exhaustive if exhaustive else None, "confidence": sel.get("confidence"),
             "equivalent": sel.get("equivalent"), "oracle": {str(k): oracle[k] for k in layers},
+            "steps": max((r.get("steps") or 0 for r in sel.get("rounds", []) if r.get("stage") == "train"), default=None),
             "oracle_flat": best - min(oracle[k] for k in layers) <= REGRET_TARGET,
         })  # fmt: skip
     return rows
@@ -96,7 +97,8 @@ def cross_seed(rows: list[dict], oracle_seconds: dict[str, float]) -> list[dict]
             out.append({**template, "setup": "oracle-other-seed", "pick": int(picks[0]), "regret": statistics.fmean(regrets),
                         "top1": statistics.fmean(g == 0 for g in regrets), "top3": None, "spearman": None, "flat": False,
                         "seconds": seconds, "cost": seconds / exhaustive[unit] if seconds and unit in exhaustive else None,
-                        "confidence": None, "equivalent": None, "regret_seed_mean": None, "oracle_seeds": len(seeds)})
+                        "confidence": None, "equivalent": None, "regret_seed_mean": None, "oracle_seeds": len(seeds),
+                        "steps": None})
     return out
 
 
@@ -121,6 +123,7 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
             "spearman": statistics.mean(rhos) if rhos else None,
             "flat": statistics.mean(r["flat"] for r in mine),
             "seconds": statistics.mean(seconds) if seconds else None,
+            "steps": sorted({r["steps"] for r in mine if r.get("steps")}) or None,
             "cost": statistics.mean(costs) if costs else None,
         }
     return out
@@ -132,12 +135,14 @@ def _f(value, fmt: str = ".2f") -> str:
 
 def table(summary: dict[str, dict]) -> list[str]:
     lines = ["| selector | units | top-1 | top-3 | regret mean (pts) | regret max | regret <= 0.5 | regret vs seed-mean oracle | "
-             "Spearman | flat | seconds | cost vs exhaustive |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Spearman | flat | seconds | cost vs exhaustive | steps per trained candidate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(
             f"| {name} | {s['units']} | {s['top1']:.0%} | {_f(s['top3'], '.0%')} | {s['regret_mean']:.2f} | "
             f"{s['regret_max']:.2f} | {s['within_target']:.0%} | {_f(s.get('regret_seed_mean'))} | {_f(s['spearman'])} | "
-            f"{s['flat']:.0%} | {_f(s['seconds'], '.0f')} | {_f(s['cost'])} |"
+            f"{s['flat']:.0%} | {_f(s['seconds'], '.0f')} | {_f(s['cost'])} | "
+            f"{'/'.join(map(str, s.get('steps') or [])) or '-'} |"
         )
     return lines
 
