@@ -102,6 +102,15 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> None:
     parse_candidates(cfg.selection.candidates, n)
 
 
+def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str) -> None:
+    """Refuse a --strategy-lr rate for a strategy that does not run (a silently unused rate is a
+    wrong run); `names` are the strategies that run, as `parse_strategies` names them."""
+    unused = sorted(set(cfg.train.lr_by_strategy()) - set(names))
+    if unused:
+        explicit = "" if set(names) & {"olft", "final", "full"} else "; explicit layers (layers=..., olft train) train at --lr: use --lr instead"
+        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy{explicit}.")
+
+
 def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
     """Lock and (re)start the folder once every input is valid; results.json says "running"."""
     folder.start()
@@ -172,6 +181,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         session = Session(cfg, quiet=quiet)
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
+        _check_strategy_lr(cfg, [s.name for s in strategies], f"--strategies {cfg.strategies}")
         results = _begin(folder, cfg, session, [s.name for s in strategies])
         with _recorded(folder, results, session):
             for strat in strategies:
@@ -314,6 +324,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         parse_candidates(cfg.selection.candidates, session.num_layers)
+        _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             _selected_layer(session, folder, results)

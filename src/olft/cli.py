@@ -265,14 +265,12 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         _print(api.info(cfg))
     elif args.command == "select":
-        _check_strategy_lr(cfg, "select")
         res = api.select_layer(cfg, quiet=args.quiet, overwrite=args.overwrite)
         if show:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
             cfg.strategies = "layers=" + "+".join(x.strip() for x in args.layers.split(","))
-        _check_strategy_lr(cfg, args.command)
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 
@@ -280,24 +278,6 @@ def dispatch(args: argparse.Namespace) -> int:
             print(table_md(res))
     distributed.shutdown()
     return 1 if args.command in ("run", "train") and res["status"] == "failed" else 0  # every requested strategy failed
-
-
-def _check_strategy_lr(cfg, command: str) -> None:
-    """Refuse a --strategy-lr rate that would apply to nothing (a silently unused rate is a wrong run)."""
-    rates = cfg.train.lr_by_strategy()
-    if not rates:
-        return
-    if command == "train":
-        raise OlftError("--strategy-lr sets rates for olft run's strategies (olft, final, full); olft train tunes "
-                        "--layers at --lr: use --lr instead.")
-    if command == "select":  # only selection's trained candidates run, at olft's rate
-        requested, what = {"olft"}, "olft select (its candidates train at olft's rate)"
-    else:
-        requested = {x.strip().split("=")[0] for x in cfg.strategies.split(",") if x.strip()}
-        what = f"--strategies {cfg.strategies}"
-    unused = sorted(n for n in rates if n not in requested)
-    if unused:
-        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy.")
 
 
 def main(argv: list[str] | None = None) -> int:
