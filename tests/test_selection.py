@@ -227,23 +227,33 @@ def test_folders_from_before_selectors_resume_as_exhaustive():
         "selection.selection_adaptive", "selection.selector"]
 
 
-def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
+def _bench_unit(work, name, oracle, picks, oracle_seconds=None):
+    """One (task, seed) folder of benchmarks/selection.py: oracle-<layer>.json per layer ({layer: score}),
+    select-<setup>.json per setup ({setup: (pick, ranking, seconds)})."""
+    folder = work / name
+    folder.mkdir(parents=True)
+    for layer, score in oracle.items():
+        piece = {"layer": layer, "score": score, **({"seconds": oracle_seconds} if oracle_seconds else {})}
+        (folder / f"oracle-{layer}.json").write_text(json.dumps(piece))
+    for setup, (pick, ranking, seconds) in picks.items():
+        sel = {"selected_layer": pick, "ranking": ranking, "rounds": [{"ranking": ranking}], "flat": False,
+               "seconds": seconds, "candidates": [{"layer": k} for k in oracle]}
+        (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+
+
+def _selection_report():
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import selection_report
 
-    def unit(name, oracle, picks):
-        folder = tmp_path / "work" / name
-        folder.mkdir(parents=True)
-        for layer, score in oracle.items():
-            (folder / f"oracle-{layer}.json").write_text(json.dumps({"layer": layer, "score": score}))
-        for setup, (pick, ranking, seconds) in picks.items():
-            sel = {"selected_layer": pick, "ranking": ranking, "rounds": [{"ranking": ranking}], "flat": False,
-                   "seconds": seconds, "candidates": [{"layer": k} for k in oracle]}
-            (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+    return selection_report
 
+
+def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
+    selection_report = _selection_report()
+    unit = lambda *a: _bench_unit(tmp_path / "work", *a)  # noqa: E731
     unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (2, [2, 1, 0], 100.0), "probe": (1, [1, 2, 0], 5.0)})
     unit("cola-s0", {0: 0.0, 1: 0.0, 2: 0.0}, {"exhaustive": (0, [0, 1, 2], 100.0), "probe": (2, [2, 1, 0], 5.0)})
     selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=4)
@@ -258,21 +268,11 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
 
 
 def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import selection_report
+    selection_report = _selection_report()
 
     def unit(name, oracle, pick):
-        folder = tmp_path / "work" / name
-        folder.mkdir(parents=True)
-        for layer, score in oracle.items():
-            (folder / f"oracle-{layer}.json").write_text(json.dumps({"layer": layer, "score": score, "seconds": 30.0}))
-        for setup, (layer, seconds) in {"exhaustive": (pick, 60.0), "probe": (pick, 6.0)}.items():
-            sel = {"selected_layer": layer, "ranking": [layer], "flat": False, "seconds": seconds,
-                   "candidates": [{"layer": k} for k in oracle]}
-            (folder / f"select-{setup}.json").write_text(json.dumps(sel))
+        picks = {"exhaustive": (pick, [pick], 60.0), "probe": (pick, [pick], 6.0)}
+        _bench_unit(tmp_path / "work", name, oracle, picks, oracle_seconds=30.0)
 
     # Seed 0's best layer is 1, seed 1's is 2: each seed's oracle, used to pick for the other, loses 10 and 4 points.
     unit("sst2-s0", {0: 0.50, 1: 0.80, 2: 0.70}, pick=2)
