@@ -41,8 +41,7 @@ from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paper_report import GRID_SEED, write_reports  # noqa: E402
-from paper_report import grid_results as report_grid  # noqa: E402
+from paper_report import GRID_SEED, grid_results, write_reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # (olft task, table header); the paper's eight GLUE columns in its order.
@@ -102,6 +101,11 @@ class Caps:
                 raise OlftError(f"--lr-grid: {text!r} appears twice; list each rate once")
             out.append(lr)
         return out
+
+    @property
+    def grid_task_list(self) -> list[str]:
+        """The grid's tasks (empty without a grid)."""
+        return [t.strip() for t in self.grid_tasks.split(",") if t.strip()] if self.grid else []
 
     @property
     def seed_list(self) -> list[int]:
@@ -210,21 +214,35 @@ def derive_split(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -> 
     folder = data_dir / task.name
     spec = {"source": f"{task.glue_folder}/{task.glue_file(source_split)}", "fraction": caps.dev_train_fraction,
             "split_seed": caps.split_seed}
-    meta_path = folder / "split.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("spec") != spec or not (folder / "train.jsonl").is_file():
+    meta = _saved_split(folder, spec)
+    if meta is None:
         dev = tasks.load_glue(task, source_split, glue_dir)
         order = random.Random(caps.split_seed).sample(range(len(dev)), len(dev))
         cut = round(caps.dev_train_fraction * len(dev))
-        train_idx, rest_idx = sorted(order[:cut]), sorted(order[cut:])
-        _write_jsonl(folder / "train.jsonl", task, [dev[i] for i in train_idx])
-        _write_jsonl(folder / "validation.jsonl", task, [dev[i] for i in rest_idx])
-        meta = {"spec": spec, "train": len(train_idx), "validation": len(rest_idx)}
+        extra = {}
         if task.name == "mnli":
             mm = tasks.load_glue(task, "validation_mismatched", glue_dir)
             _write_jsonl(data_dir / "mnli-mm" / "validation.jsonl", task, mm)
-            meta["validation_mismatched"] = len(mm)
-        (folder / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
+            extra["validation_mismatched"] = len(mm)
+        meta = _write_split(folder, task, spec, dev, order[:cut], order[cut:], extra)
+    return meta
+
+
+def _saved_split(folder: Path, spec: dict) -> dict | None:
+    """The split.json of a derived split written with this `spec`, else None (derive it again)."""
+    meta_path = folder / "split.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return meta if meta.get("spec") == spec and (folder / "train.jsonl").is_file() else None
+
+
+def _write_split(folder: Path, task, spec: dict, examples: list, train_idx: list[int], scored_idx: list[int],
+                 extra: dict | None = None) -> dict:
+    """Write examples[train_idx] as train.jsonl and examples[scored_idx] as validation.jsonl (each in
+    file order), then split.json with `spec` and the counts (last: its presence marks the split done)."""
+    _write_jsonl(folder / "train.jsonl", task, [examples[i] for i in sorted(train_idx)])
+    _write_jsonl(folder / "validation.jsonl", task, [examples[i] for i in sorted(scored_idx)])
+    meta = {"spec": spec, "train": len(train_idx), "validation": len(scored_idx), **(extra or {})}
+    (folder / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
 
@@ -239,9 +257,8 @@ def derive_holdout(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -
     folder = data_dir / "grid" / task.name
     spec = {"source": f"{task.glue_folder}/train.tsv", "train": caps.grid_train_samples,
             "holdout": caps.grid_holdout_samples, "split_seed": caps.split_seed}
-    meta_path = folder / "split.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("spec") != spec or not (folder / "train.jsonl").is_file():
+    meta = _saved_split(folder, spec)
+    if meta is None:
         train = tasks.load_glue(task, "train", glue_dir)
         need = caps.grid_holdout_samples + caps.grid_train_samples
         if len(train) - caps.grid_holdout_samples < min(caps.grid_train_samples, 2 * caps.batch_size):
@@ -249,10 +266,7 @@ def derive_holdout(task_name: str, glue_dir: Path, data_dir: Path, caps: Caps) -
                             f"{len(train)}: pick other --grid-tasks or lower --grid-holdout-samples")
         order = random.Random(caps.split_seed).sample(range(len(train)), len(train))
         held, rest = order[: caps.grid_holdout_samples], order[caps.grid_holdout_samples : need]
-        _write_jsonl(folder / "train.jsonl", task, [train[i] for i in sorted(rest)])
-        _write_jsonl(folder / "validation.jsonl", task, [train[i] for i in sorted(held)])
-        meta = {"spec": spec, "train": len(rest), "validation": len(held)}
-        (folder / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
+        meta = _write_split(folder, task, spec, train, rest, held)
     return meta
 
 
@@ -321,19 +335,14 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
 
 def grid_jobs(caps: Caps) -> list[Job]:
     """The learning-rate grid's runs: every rate on every grid task (each run tunes olft, final, full)."""
-    return [Job("lr", t, GRID_SEED, lr) for t in caps.grid_tasks.split(",") if t.strip() for lr in caps.grid]
-
-
-def grid_results(work: Path, caps: Caps) -> dict:
-    """The grid as measured (see `paper_report.grid_results`)."""
-    return report_grid(work, asdict(caps))
+    return [Job("lr", t, GRID_SEED, lr) for t in caps.grid_task_list for lr in caps.grid]
 
 
 def chosen_lrs(work: Path, caps: Caps) -> dict[str, float] | None:
     """{strategy: lr} from the finished grid; None without a grid; OlftError while it is unfinished."""
     if not caps.grid:
         return None
-    g = grid_results(work, caps)
+    g = grid_results(work, asdict(caps))
     if g["chosen"] is None:
         raise GridUnfinished(f"the learning-rate grid is unfinished ({', '.join(g['missing'])})")
     return g["chosen"]
@@ -379,11 +388,10 @@ def job_units(job: Job, plan: Plan | None, caps: Caps, n: int) -> float:
     middle = n - 2 * (n // 3)
     units = {
         "main": t * (1.8 * e + 1.42) + 2.97 * v + 0.33 * (s + h) + middle * per_candidate,
-        "lr": t * (1.8 * e + 1.42) + 2.97 * v + 0.33 * (s + h) + middle * per_candidate,
         "paper": t * (0.6 * e + 0.45) + v + 0.33 * s + middle * (per_candidate + 0.5 * (v - h)),
         "sweep": n * per_candidate,
         "sweepfull": 1.15 * t * e * (n + 1) / 2 + (t + v) * (n - 1) / 2 + v * (n + 1) / 2,
-    }[job.kind]
+    }["main" if job.kind == "lr" else job.kind]  # a grid run is a main run on the grid's data
     return units * max(MIN_TOKENS, MEAN_TOKENS.get(job.task, 50))
 
 
@@ -616,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     (work.parent / ".gitignore").write_text("*\n")  # derived data and run folders never go into git
     wanted = dict.fromkeys([*columns, *sweep, *([paper_task] if paper_task else [])])
     plans = {c: plan_column(c, args.glue_dir, work / "data", caps) for c in wanted}
-    for task in (t for t in caps.grid_tasks.split(",") if t.strip() and caps.grid):
+    for task in caps.grid_task_list:
         derive_holdout(task, args.glue_dir, work / "data", caps)
     jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
     n_layers = num_layers_of(args, work)
