@@ -231,36 +231,43 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         means = {kind: {k: statistics.fmean(v) for k, v in sorted(values.items())}
                  for kind, values in (("holdout", holdout), ("validation", full), ("holdout_loss", losses))}
         chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
-        entry: dict = {"middle_bucket": middle, **means, "olft_chose": chosen}
-        for kind, scores in means.items():
-            ranked = {k: -v for k, v in scores.items()} if kind == "holdout_loss" else scores  # higher is better
-            best, tied = _best(ranked), _tied_best(ranked)
-            entry[f"best_{kind}"] = best
-            entry[f"best_{kind}_tied"] = tied
-            # A sweep where every layer scores the same (e.g. all predict the majority class) carries no
-            # evidence on where the best layer lies: None, not False, and the claim leaves that task out.
-            entry[f"no_signal_{kind}"] = len(ranked) > 1 and len(tied) == len(ranked)
-            entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
-                                               else any(layer in middle for layer in tied))
-            if kind in scored and entry[f"best_{kind}_in_middle"] is not None:
-                # Inside vs outside the middle third: a gap within two binomial standard errors of
-                # the scoring set is noise, and says nothing about where the best layer lies.
-                inside = [v for k, v in ranked.items() if k in middle]
-                outside = [v for k, v in ranked.items() if k not in middle]
-                noise = _two_se(max(ranked.values()), scored[kind])
-                entry[f"noise_{kind}"] = noise
-                if inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
-                    entry[f"best_{kind}_in_middle"] = None
-                    entry[f"within_noise_{kind}"] = True
-            entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in ranked.items() if middle and k in middle})
-        evidence = ("validation" if means["validation"] else "holdout_loss"
-                    if entry["no_signal_holdout"] and means["holdout_loss"] else "holdout")
-        entry["evidence"] = evidence
-        tied = entry[f"best_{evidence}_tied"]
-        entry["olft_matches_best"] = (None if not tied or not chosen or entry[f"no_signal_{evidence}"]
-                                      else set(chosen) <= set(tied))
-        out[col] = entry
+        out[col] = _judged(means, middle, scored, chosen)
     return out
+
+
+def _judged(means: dict[str, dict], middle: list[int] | None, scored: dict[str, int], chosen: list[int]) -> dict:
+    """One swept task's entry: per kind of per-layer values (`means`: holdout, validation,
+    holdout_loss) the best layer(s), whether they lie in the middle third (None: no signal or
+    within two standard errors of `scored` examples), and the evidence claim 3 is judged on."""
+    entry: dict = {"middle_bucket": middle, **means, "olft_chose": chosen}
+    for kind, scores in means.items():
+        ranked = {k: -v for k, v in scores.items()} if kind == "holdout_loss" else scores  # higher is better
+        best, tied = _best(ranked), _tied_best(ranked)
+        entry[f"best_{kind}"] = best
+        entry[f"best_{kind}_tied"] = tied
+        # A sweep where every layer scores the same (e.g. all predict the majority class) carries no
+        # evidence on where the best layer lies: None, not False, and the claim leaves that task out.
+        entry[f"no_signal_{kind}"] = len(ranked) > 1 and len(tied) == len(ranked)
+        entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
+                                           else any(layer in middle for layer in tied))
+        if kind in scored and entry[f"best_{kind}_in_middle"] is not None:
+            # Inside vs outside the middle third: a gap within two binomial standard errors of
+            # the scoring set is noise, and says nothing about where the best layer lies.
+            inside = [v for k, v in ranked.items() if k in middle]
+            outside = [v for k, v in ranked.items() if k not in middle]
+            noise = _two_se(max(ranked.values()), scored[kind])
+            entry[f"noise_{kind}"] = noise
+            if inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
+                entry[f"best_{kind}_in_middle"] = None
+                entry[f"within_noise_{kind}"] = True
+        entry[f"best_{kind}_in_middle_bucket"] = _best({k: v for k, v in ranked.items() if middle and k in middle})
+    evidence = ("validation" if means["validation"] else "holdout_loss"
+                if entry["no_signal_holdout"] and means["holdout_loss"] else "holdout")
+    entry["evidence"] = evidence
+    tied = entry[f"best_{evidence}_tied"]
+    entry["olft_matches_best"] = (None if not tied or not chosen or entry[f"no_signal_{evidence}"]
+                                  else set(chosen) <= set(tied))
+    return entry
 
 
 def oracle_sweeps(results_dir: Path | None, tag: str) -> dict[str, dict]:
@@ -282,28 +289,9 @@ def oracle_sweeps(results_dir: Path | None, tag: str) -> dict[str, dict]:
 
 def _oracle_entry(task: str, oracle: dict, middle: list[int] | None, scored: int, chosen: list[int]) -> dict:
     """A sweep entry (as `_sweep` makes) from the selection oracle: judged by validation."""
-    scores = oracle["scores"]
-    best, tied = _best(scores), _tied_best(scores)
-    flat = len(scores) > 1 and len(tied) == len(scores)
-    entry: dict = {"middle_bucket": middle, "holdout": {}, "validation": scores, "holdout_loss": {}, "olft_chose": chosen,
-                   "source": f"selection benchmark oracle, seeds {','.join(oracle['seeds'])}", "evidence": "validation"}
-    for kind in ("holdout", "holdout_loss"):
-        entry.update({f"best_{kind}": None, f"best_{kind}_tied": [], f"no_signal_{kind}": False,
-                      f"best_{kind}_in_middle": None, f"best_{kind}_in_middle_bucket": None})
-    inside_best = None if flat or middle is None else any(k in middle for k in tied)
-    entry.update({"best_validation": best, "best_validation_tied": tied, "no_signal_validation": flat,
-                  "best_validation_in_middle": inside_best,
-                  "best_validation_in_middle_bucket": _best({k: v for k, v in scores.items() if middle and k in middle})})
-    inside = [v for k, v in scores.items() if middle and k in middle]
-    outside = [v for k, v in scores.items() if not middle or k not in middle]
-    noise = _two_se(max(scores.values()), scored) if scores else None
-    entry["noise_validation"] = noise
-    if inside_best is not None and inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
-        entry["best_validation_in_middle"] = None
-        entry["within_noise_validation"] = True
-    entry["olft_matches_best"] = None if not tied or not chosen or flat else set(chosen) <= set(tied)
-    return entry
-
+    entry = _judged({"holdout": {}, "validation": oracle["scores"], "holdout_loss": {}}, middle,
+                    {"holdout": 0, "validation": scored}, chosen)
+    return {**entry, "source": f"selection benchmark oracle, seeds {','.join(oracle['seeds'])}"}
 
 def _two_se(score: float, n: int) -> float | None:
     """Two binomial standard errors (points x100) of a score near `score` on n examples."""
