@@ -144,19 +144,22 @@ def _averages(table: dict) -> dict:
     return out
 
 
-def _costs(table: dict) -> dict:
+def _costs(table: dict, num_layers: int | None = None) -> dict:
     """Table 2: time and parameters over the (task, seed) runs where all three strategies finished.
 
     Times are CPU seconds of the run's process where every run recorded them (`basis`: "cpu"; with
     one torch thread they count the work alone, whatever else the machine ran), else wall seconds.
     `whole_run_vs_all_layer_per_task`: OLFT's selection plus its tuning over all-layer tuning (x100),
     per task. Selection time is wall time (olft records no CPU time for it).
+    `stack_share_percent_per_task`: the share (x100, mean over seeds) of the `num_layers` layers
+    that OLFT's chosen layer k leaves in its training step, (L - k) / L: the layers below k run
+    once, into the activation cache, so OLFT's time % sits near this share whatever the selector.
     """
     st_all = [cell["strategies"][n] for cell in table.values() for n, _ in STRATEGIES]
     cpu = bool(st_all) and all(set(s["train_cpu_seconds"]) == set(s["train_seconds"]) for s in st_all)
     key = "train_cpu_seconds" if cpu else "train_seconds"
     sums = {name: 0.0 for name, _ in STRATEGIES}
-    sel, pairs, per_task, whole, loads = 0.0, 0, {}, {}, []
+    sel, pairs, per_task, whole, share, loads = 0.0, 0, {}, {}, {}, []
     for col, cell in table.items():
         st = cell["strategies"]
         seeds = set(st["olft"][key]) & set(st["final"][key]) & set(st["full"][key])
@@ -171,11 +174,14 @@ def _costs(table: dict) -> dict:
             full = sum(st["full"][key][s] for s in seeds)
             per_task[col] = 100 * sum(st["olft"][key][s] for s in seeds) / full
             whole[col] = 100 * sum(st["olft"][key][s] + cell["selection_seconds"][s] for s in seeds) / full
+            if num_layers:
+                share[col] = 100 * statistics.fmean((num_layers - st["olft"]["layers"][s][0]) / num_layers for s in seeds)
     params = next((c["peft_params"] for c in table.values() if len(c.get("peft_params", {})) == 3), None)
     all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
     seen = [x for x in loads if x]
     out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "olft_time_percent_per_task": per_task,
-                 "whole_run_vs_all_layer_per_task": whole, "all_layer_peft_params": all_params,
+                 "whole_run_vs_all_layer_per_task": whole, "stack_share_percent_per_task": share,
+                 "all_layer_peft_params": all_params,
                  "load_average_15min": [min(x[2] for x in seen), max(x[2] for x in seen)] if seen else None}
     for name, _ in STRATEGIES:
         out[name] = {"minutes_per_run": sums[name] / pairs / 60 if pairs else None,
@@ -231,15 +237,22 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         means = {kind: {k: statistics.fmean(v) for k, v in sorted(values.items())}
                  for kind, values in (("holdout", holdout), ("validation", full), ("holdout_loss", losses))}
         chosen = sorted(set(v[0] for v in table.get(col, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
-        out[col] = _judged(means, middle, scored, chosen)
+        out[col] = _judged(means, middle, scored, chosen, _metric_of(task, runs))
     return out
 
 
-def _judged(means: dict[str, dict], middle: list[int] | None, scored: dict[str, int], chosen: list[int]) -> dict:
+def _metric_of(task: str, runs: dict[str, dict]) -> str:
+    """The metric a task's runs (main, sweep or full-train sweep) were scored with; accuracy if none finished."""
+    prefixes = tuple(f"{kind}{task}-s" for kind in ("", "sweep-", "sweepfull-"))
+    return next((r["metric"] for n, r in runs.items() if n.startswith(prefixes) and r.get("metric")), "accuracy")
+
+
+def _judged(means: dict[str, dict], middle: list[int] | None, scored: dict[str, int], chosen: list[int],
+            metric: str = "accuracy") -> dict:
     """One swept task's entry: per kind of per-layer values (`means`: holdout, validation,
     holdout_loss) the best layer(s), whether they lie in the middle third (None: no signal or
-    within two standard errors of `scored` examples), and the evidence claim 3 is judged on."""
-    entry: dict = {"middle_bucket": middle, **means, "olft_chose": chosen}
+    within two standard errors of `metric` on `scored` examples), and the evidence claim 3 is judged on."""
+    entry: dict = {"middle_bucket": middle, **means, "olft_chose": chosen, "metric": metric}
     for kind, scores in means.items():
         ranked = {k: -v for k, v in scores.items()} if kind == "holdout_loss" else scores  # higher is better
         best, tied = _best(ranked), _tied_best(ranked)
@@ -251,11 +264,11 @@ def _judged(means: dict[str, dict], middle: list[int] | None, scored: dict[str, 
         entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
                                            else any(layer in middle for layer in tied))
         if kind in scored and entry[f"best_{kind}_in_middle"] is not None:
-            # Inside vs outside the middle third: a gap within two binomial standard errors of
-            # the scoring set is noise, and says nothing about where the best layer lies.
+            # Inside vs outside the middle third: a gap within two standard errors of the
+            # scoring set is noise, and says nothing about where the best layer lies.
             inside = [v for k, v in ranked.items() if k in middle]
             outside = [v for k, v in ranked.items() if k not in middle]
-            noise = _two_se(max(ranked.values()), scored[kind])
+            noise = _two_se(max(ranked.values()), scored[kind], metric)
             entry[f"noise_{kind}"] = noise
             if inside and outside and noise is not None and abs(max(inside) - max(outside)) <= noise:
                 entry[f"best_{kind}_in_middle"] = None
@@ -287,16 +300,29 @@ def oracle_sweeps(results_dir: Path | None, tag: str) -> dict[str, dict]:
     return out
 
 
-def _oracle_entry(task: str, oracle: dict, middle: list[int] | None, scored: int, chosen: list[int]) -> dict:
+def _oracle_entry(task: str, oracle: dict, middle: list[int] | None, scored: int, chosen: list[int],
+                  metric: str = "accuracy") -> dict:
     """A sweep entry (as `_sweep` makes) from the selection oracle: judged by validation."""
     entry = _judged({"holdout": {}, "validation": oracle["scores"], "holdout_loss": {}}, middle,
-                    {"holdout": 0, "validation": scored}, chosen)
+                    {"holdout": 0, "validation": scored}, chosen, metric)
     return {**entry, "source": f"selection benchmark oracle, seeds {','.join(oracle['seeds'])}"}
 
-def _two_se(score: float, n: int) -> float | None:
-    """Two binomial standard errors (points x100) of a score near `score` on n examples."""
+CORRELATIONS = ("mcc", "pearson", "spearman")
+
+
+def _two_se(score: float, n: int, metric: str = "accuracy") -> float | None:
+    """Two standard errors (points x100) of a `metric` score near `score` (x100) on n examples.
+
+    Accuracy and F1: the binomial sqrt(p(1-p)/n) (F1 treated as a proportion, an approximation),
+    with p(1-p) floored at 0.25/n so a perfect score still has an error. Correlations (MCC is
+    Pearson's r on the 0/1 labels; Pearson, Spearman): the large-sample (1 - r^2) / sqrt(n - 1),
+    floored at 1/n; a binomial error of r/100 as a proportion would be meaningless (r can be < 0).
+    """
     if not n:
         return None
+    if metric in CORRELATIONS:
+        r = min(max(score / 100, -1.0), 1.0)
+        return 200 * max((1 - r * r) / math.sqrt(max(n - 1, 1)), 1 / n)
     p = min(max(score / 100, 0.0), 1.0)
     return 200 * math.sqrt(max(p * (1 - p), 0.25 / n) / n)
 
@@ -389,7 +415,7 @@ def _verdicts(avg: dict, costs: dict, sweep: dict, num_layers: int | None) -> di
                          "rule": "best layer of the sweep (full-train validation if run, else held-out train score, else held-out loss where every "
                          "held-out score ties; ties count as one "
                          "best set; sweeps where every layer ties, or where the best inside and outside the middle differ by "
-                         "less than two binomial standard errors of the scoring set, are left out) in the middle third: all tasks = confirmed, some "
+                         "less than two standard errors of the scoring set, binomial for accuracy and F1, (1 - r^2)/sqrt(n - 1) for MCC and Pearson, are left out) in the middle third: all tasks = confirmed, some "
                          "= partly; if fewer than half the swept tasks are judged, at most partly"}
     t, p = costs["olft"]["time_percent"], costs["olft"]["param_percent"]
     if t is not None and p is not None:
@@ -410,13 +436,13 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
     runs = {n: r for n in manifest["jobs"] if (r := _load(work / n / "results.json")) is not None}
     seeds = [int(s) for s in str(manifest["caps"]["seeds"]).split(",") if s.strip()]
     table = {c: _column(manifest["plans"][c], seeds, runs) for c in manifest["columns"]}
-    avg, costs = _averages(table), _costs(table)
+    first = next(iter(runs.values()), {})
+    avg, costs = _averages(table), _costs(table, first.get("num_layers"))
     # Main runs whose strategies were not timed under one set of conditions (olft's own check:
     # another process, thread count, device, or a resume mid-training), named under Table 2.
     costs["not_comparable"] = {n: r["timing"]["strategies"] for n in manifest["jobs"] if (r := runs.get(n))
                                and "-s" in n and not n.startswith(("lr", "paper-", "sweep")) and r.get("timing")
                                and not r["timing"]["strategies"].get("comparable", True)}
-    first = next(iter(runs.values()), {})
     sweep = _sweep(manifest, runs, table)
     middle = first.get("middle_bucket")
     for task, oracle in oracle_sweeps(results_dir, work.name).items():
@@ -424,7 +450,7 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
             plan = manifest["plans"].get(task) or {}
             scored = min(plan.get("eval_count") or 1000, 1000)  # the selection benchmark scores at most 1,000
             chosen = sorted(set(v[0] for v in table.get(task, {}).get("strategies", {}).get("olft", {}).get("layers", {}).values()))
-            sweep[task] = _oracle_entry(task, oracle, middle, scored, chosen)
+            sweep[task] = _oracle_entry(task, oracle, middle, scored, chosen, _metric_of(plan.get("run_task", task), runs))
     env = {k: first.get(k) for k in ("versions", "python", "machine", "device")}
     env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
     return {
@@ -500,10 +526,14 @@ def _table2(d: dict) -> list[str]:
              if t.get("basis") == "cpu" else "wall seconds")
     load = t.get("load_average_15min")
     whole = t.get("whole_run_vs_all_layer_per_task") or {}
+    share = t.get("stack_share_percent_per_task") or {}
     lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, in {basis}, "
               "as olft records it (its training loop plus building the activation cache of its training split; evaluation excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
               + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}. " if whole else "")
+              + (f"Share of the stack OLFT's chosen layer leaves in each training step ((L - k) / L: layers below k run once, into the cache), "
+                 f"per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in share.items())}; OLFT's time % tracks this share, so a "
+                 "lower chosen layer costs more whatever the selector. " if share else "")
               + (f"Machine load (15-minute average when each strategy finished): {load[0]:.1f}-{load[1]:.1f}. " if load else "")
               + ("Timed under different conditions (olft's check): " + "; ".join(
                   f"{n}: differs in {', '.join(tm['differs_in'] or ['-'])}"

@@ -78,6 +78,9 @@ def test_report_layout(bench):
     assert data["middle_bucket"] == [1, 2] and data["num_layers"] == 4
     t2 = data["table2"]
     assert t2["full"]["time_percent"] == pytest.approx(100) and t2["olft"]["param_percent"] == pytest.approx(25)
+    for col, share in t2["stack_share_percent_per_task"].items():  # (L - k) / L of OLFT's chosen layer k, L = 4
+        assert share == pytest.approx(100 * (4 - data["table1"][col]["strategies"]["olft"]["layers"]["0"][0]) / 4)
+    assert set(t2["stack_share_percent_per_task"]) == set(t2["whole_run_vs_all_layer_per_task"]) and "(L - k) / L" in md
     assert set(data["sweep"]["rte"]["holdout"]) == {0, 1, 2, 3} or set(data["sweep"]["rte"]["holdout"]) == {"0", "1", "2", "3"}
     assert len(data["sweep"]["rte"]["validation"]) == 4
     assert set(data["paper_protocol"]["validation"]["layers"]) == {"0"}
@@ -276,6 +279,23 @@ def test_sweep_gap_within_noise_is_no_evidence():
     assert entry["best_holdout_in_middle"] is False and c["verdict"] == "not confirmed"
     entry, c = claim({0: 0.52, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.49, 5: 0.5}, 100_000)  # the same gap on a huge set counts
     assert entry["best_holdout_in_middle"] is False
+
+
+def test_sweep_noise_of_a_correlation_is_not_binomial():
+    """MCC / Pearson: two standard errors are 2(1 - r^2)/sqrt(n - 1), not a binomial error of r as a
+    proportion. At r = 0.13 on 1,000 examples that is 6.2 points (binomial: 4.3), so a 5-point edge
+    outside the middle is noise for MCC but would count for accuracy."""
+    import paper_report
+
+    assert paper_report._two_se(13.0, 1000, "mcc") == pytest.approx(200 * (1 - 0.13 ** 2) / 999 ** 0.5)
+    assert paper_report._two_se(-20.0, 1000, "pearson") == pytest.approx(200 * (1 - 0.04) / 999 ** 0.5)
+    assert paper_report._two_se(13.0, 1000, "accuracy") == pytest.approx(200 * (0.13 * 0.87 / 1000) ** 0.5)
+    scores = {0: 18.0, 1: 10.0, 2: 13.0, 3: 12.0, 4: 9.0, 5: 8.0}
+    for metric, in_middle in (("mcc", None), ("accuracy", False)):
+        runs = {"cola-s0": {"metric": metric}}
+        entry = paper_report._oracle_entry("cola", {"scores": scores, "seeds": ["0"]}, [2, 3], 1000, [2],
+                                           paper_report._metric_of("cola", runs))
+        assert entry["metric"] == metric and entry["best_validation_in_middle"] is in_middle
 
 
 def test_claim3_needs_most_sweeps_to_separate_the_layers():
