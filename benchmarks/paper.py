@@ -502,6 +502,29 @@ def shard_jobs(jobs: list[Job], weights: dict[Job, float], k: int, n: int) -> li
     return out
 
 
+def merged_manifest(old: dict, new: dict) -> dict:
+    """The manifest after command `new` on a work dir that `old` (bench.json) describes.
+
+    Commands at the same budget (every cap equal but the seeds) add up: the report then covers
+    every column, seed and job either planned (a user who ran `--tasks rte` then `--tasks mrpc`
+    expects both in the tables), and lists every command. A
+    command at another budget starts a new manifest: its tables never mix runs of two budgets.
+    """
+    def budget(m: dict) -> tuple:
+        return m.get("model"), m.get("method"), m.get("threads"), {k: v for k, v in (m.get("caps") or {}).items() if k != "seeds"}
+
+    if not old.get("jobs") or budget(old) != budget(new):
+        return {**new, "commands": [new["command"]]}
+    # Columns in the newer command's order when it names every earlier one, else the earlier ones first.
+    columns = new["columns"] if set(old["columns"]) <= set(new["columns"]) else list(dict.fromkeys(old["columns"] + new["columns"]))
+    seeds = sorted({int(x) for m in (old, new) for x in str(m["caps"]["seeds"]).split(",") if x.strip()})
+    return {**new, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
+            "sweep": list(dict.fromkeys(old["sweep"] + new["sweep"])), "sweep_full": old["sweep_full"] or new["sweep_full"],
+            "paper_protocol": new["paper_protocol"] or old["paper_protocol"], "plans": {**old["plans"], **new["plans"]},
+            "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])),
+            "commands": list(dict.fromkeys(old.get("commands", [old["command"]]) + [new["command"]]))}
+
+
 def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) -> None:
     """bench.json in the work dir: command, caps and plans, so the report needs nothing else.
 
@@ -644,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()},
         "jobs": [j.name for j in jobs], "estimate": expected, "wall_seconds": old.get("wall_seconds", {}),
     }  # fmt: skip
+    manifest = merged_manifest(old, manifest)
     write_manifest(work, manifest)
     try:
         run_jobs(jobs, plans, args, caps, work, manifest, n_layers)

@@ -455,6 +455,9 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
     env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
     return {
         "benchmark": "olft-paper", "model": manifest["model"], "method": manifest["method"], "command": manifest["command"],
+        "commands": manifest.get("commands") or [manifest["command"]],
+        "planned_seeds": {c: [s for s in map(str, seeds) if f"{manifest['plans'][c]['run_task']}-s{s}" in manifest["jobs"]]
+                          for c in manifest["columns"]},
         "caps": manifest["caps"], "estimate": manifest["estimate"], "notes": manifest.get("notes", ""),
         "threads": manifest.get("threads"), "cpu": manifest.get("cpu"), "num_layers": first.get("num_layers"),
         "middle_bucket": first.get("middle_bucket"), "max_length": first.get("max_length"),
@@ -647,13 +650,25 @@ def full_plan_gap(d: dict) -> str | None:
         return None
     seeds = [s for s in str(profile.caps.seeds).split(",") if s.strip()]
     done_seeds = [s for s in str(d["caps"]["seeds"]).split(",") if s.strip()]
+    planned = d.get("planned_seeds") or {c: done_seeds for c in d["table1"]}  # reports before commands added up
     columns = [c for c, _ in paper.COLUMNS + paper.EXTRA_COLUMNS]
     missing_cols = [HEADERS.get(c, c) for c in columns if c not in d["table1"]]
-    missing_seeds = [s for s in seeds if s not in done_seeds]
-    if not missing_cols and not missing_seeds:
+    lacking = {c: [s for s in seeds if s not in planned.get(c, [])] for c in columns if c in d["table1"]}
+    lacking = {c: v for c, v in lacking.items() if v}
+    if not missing_cols and not lacking:
         return None
+    common = sorted(set.intersection(*map(set, lacking.values()))) if lacking else []
+    if lacking and all(v == common for v in lacking.values()) and len(lacking) == len([c for c in columns if c in d["table1"]]):
+        seed_text = f"seeds {', '.join(common)}"
+    else:
+        seed_text = "; ".join(f"{HEADERS.get(c, c)} seeds {', '.join(v)}" for c, v in lacking.items())
     return ("the model's full plan also has " + ", ".join(filter(None, [
-        f"tasks {', '.join(missing_cols)}" if missing_cols else "", f"seeds {', '.join(missing_seeds)}" if missing_seeds else ""])))
+        f"tasks {', '.join(missing_cols)}" if missing_cols else "", seed_text if lacking else ""])))
+
+
+def _commands(d: dict) -> list[str]:
+    """The commands whose runs the report covers (one, or several at the same budget on one work dir)."""
+    return d.get("commands") or [d["command"]]
 
 
 def render_md(d: dict) -> str:
@@ -662,11 +677,11 @@ def render_md(d: dict) -> str:
     status = "complete" if not d["missing"] else f"**PARTIAL**: {d['runs_finished']} of {d['runs_planned']} runs finished"
     gap = full_plan_gap(d)
     if gap:
-        status += f" for this command; **PARTIAL** for the model: {gap}"
+        status += f" for {'this command' if len(_commands(d)) == 1 else 'these commands'}; **PARTIAL** for the model: {gap}"
     lines = [f"# OLFT paper benchmark: {d['model']}, {d['method']}", "", f"Status: {status}.", ""]
     if d["missing"]:
         lines += ["Missing or unfinished:", *[f"- {m}" for m in d["missing"]], ""]
-    lines += ["```", d["command"], "```", "",
+    lines += ["```", *_commands(d), "```", "",
               f"Caps: at most {caps['max_train_samples']} training examples per task and seed (seeded sample), {caps['max_eval_samples']} "
               f"scored examples, {caps['max_length']} tokens, {caps['epochs']:g} epoch(s), batch {caps['batch_size']}, "
               + (f"per-task train caps {caps['task_train_caps']}, " if caps.get("task_train_caps") else "")
@@ -675,7 +690,7 @@ def render_md(d: dict) -> str:
                  f"train examples and scored on {caps['selection_eval_samples']} other train examples (leakage-free default)"
                  + (f"; trained candidates get {caps['selection_epochs']:g} epoch(s)." if caps.get("selector", "exhaustive") != "probe" else "; the probe trains no candidate.")),
               "", f"Why these caps: {d['notes'] or '-'}.", "",
-              f"Timing: estimated before the run {d['estimate']}. Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
+              f"Timing: estimated before the {'run' if len(_commands(d)) == 1 else 'last command'} {d['estimate']}. Measured wall time of the runs: {d['wall_hours']:.2f} h.", "",
               "## Learning rates", "", *_grid_md(d), "",
               "## Table 1: scores", "", *_table1(d), "", "## Table 2: cost", "", *_table2(d), "",
               "## Where is the best layer? (layer sweep)", "", *_sweep_md(d), "",
@@ -765,7 +780,7 @@ def readme(results_dir: Path) -> str:
             status += "; STALE: made before the input, selection and budget fixes (see the top of this page)"
         caps = d["caps"]
         lines += [f"## {d['model']}, {d['method']} ({status}; details: [{path.stem}.md]({path.stem}.md))", "",
-                  f"`{d['command']}`: seeds {caps['seeds']}, at most {caps['max_train_samples']} training examples per task, "
+                  " + ".join(f"`{c}`" for c in _commands(d)) + f": seeds {caps['seeds']}, at most {caps['max_train_samples']} training examples per task, "
                   f"{caps['epochs']:g} epoch(s), " + (f"learning rate per strategy from a grid on held-out train data ({_chosen(d)})"
                   if d.get("lr_grid") else f"lr {caps['lr']:g}") + f"; tasks without a train split train on {caps['dev_train_fraction']:.0%} of their dev split.", "",
                   "| claim (paper) | here | verdict |", "|---|---|---|"]

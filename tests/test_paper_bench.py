@@ -371,3 +371,36 @@ def test_a_malformed_lr_grid_is_refused_before_anything_is_written(grid, tmp_pat
     argv = ["--model", "minilm-l6", "--work-dir", str(tmp_path / "work"), "--lr-grid", grid, "--plan-only"]
     assert paper.main(argv) == 2
     assert "--lr-grid" in capsys.readouterr().err and not (tmp_path / "work").exists()
+
+
+def test_commands_on_one_work_dir_add_up_at_one_budget():
+    """`--tasks rte` then `--tasks mrpc --seeds 1` on one work dir: the report covers both; a command at
+    another budget starts a fresh manifest (its tables never mix two budgets)."""
+    def manifest(cmd, columns, seeds, jobs, cap=2000):
+        return {"command": cmd, "model": "m", "method": "adapter", "threads": 1, "columns": columns,
+                "caps": {"seeds": seeds, "max_train_samples": cap}, "sweep": [], "sweep_full": False,
+                "paper_protocol": None, "plans": {c: {"run_task": c} for c in columns}, "jobs": jobs}
+
+    first = paper.merged_manifest({}, manifest("a", ["rte"], "0", ["rte-s0"]))
+    assert first["commands"] == ["a"]
+    both = paper.merged_manifest(first, manifest("b", ["mrpc"], "1", ["mrpc-s1"]))
+    assert both["columns"] == ["rte", "mrpc"] and both["caps"]["seeds"] == "0,1"
+    assert paper.merged_manifest(both, manifest("d", ["mrpc", "rte"], "0", ["mrpc-s0", "rte-s0"]))["columns"] == ["mrpc", "rte"]
+    assert both["jobs"] == ["rte-s0", "mrpc-s1"] and both["commands"] == ["a", "b"] and set(both["plans"]) == {"rte", "mrpc"}
+    assert paper.merged_manifest(both, manifest("b", ["mrpc"], "1", ["mrpc-s1"])) == both  # a rerun (or a second shard) adds nothing
+    other = paper.merged_manifest(both, manifest("c", ["mrpc"], "1", ["mrpc-s1"], cap=500))
+    assert other["columns"] == ["mrpc"] and other["commands"] == ["c"] and other["jobs"] == ["mrpc-s1"]
+
+
+def test_full_plan_gap_names_each_tasks_missing_seeds():
+    import paper_report
+
+    d = {"model": "minilm-l6", "caps": {"seeds": "0,1"}, "table1": {c: {} for c, _ in paper.COLUMNS + paper.EXTRA_COLUMNS}}
+    d["planned_seeds"] = {c: ["0", "1", "2"] for c in d["table1"]}
+    assert paper_report.full_plan_gap(d) is None
+    d["planned_seeds"] = {c: ["0"] for c in d["table1"]}
+    assert paper_report.full_plan_gap(d) == "the model's full plan also has seeds 1, 2"
+    d["planned_seeds"]["rte"] = ["0", "1", "2"]
+    del d["table1"]["wnli"]
+    gap = paper_report.full_plan_gap(d)
+    assert gap.startswith("the model's full plan also has tasks WNLI, SST-2 seeds 1, 2;") and "RTE" not in gap
