@@ -395,14 +395,34 @@ def job_units(job: Job, plan: Plan | None, caps: Caps, n: int) -> float:
     return units * max(MIN_TOKENS, MEAN_TOKENS.get(job.task, 50))
 
 
-def estimate(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile) -> str:
-    """Predicted wall time of `jobs` on this machine, with the probe it comes from."""
-    if not profile.speed_ms:
+def measured_speed(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile, work: Path,
+                   walls: dict[str, float]) -> tuple[float, int] | None:
+    """(ms per cost unit, runs) measured on this work dir's finished runs (their recorded wall
+    seconds less the profile's per-run overhead, over their `job_units`); None before any finished.
+    The profile's probe was timed on a few short runs and can be off by 2x for long ones."""
+    done = [j for j in jobs if j.name in walls and is_finished(work / j.name)]
+    units = sum(job_units(j, by_task.get(j.task), caps, n) for j in done)
+    if not done or not units:
+        return None
+    return max(sum(walls[j.name] - profile.overhead_s for j in done), 1.0) * 1000 / units, len(done)
+
+
+def estimate(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile,
+             measured: tuple[float, int] | None = None, todo: list[Job] | None = None) -> str:
+    """Predicted wall time of `jobs` (and of the unfinished `todo`) on this machine, with where the
+    speed comes from: `measured` (ms per unit, runs) from `measured_speed`, else the profile's probe."""
+    if not profile.speed_ms and not measured:
         return profile.probe
-    units = sum(job_units(j, by_task.get(j.task), caps, n) for j in jobs)
-    hours = (units * profile.speed_ms / 1000 + len(jobs) * profile.overhead_s) / 3600
-    return (f"{hours:.1f} h for all {len(jobs)} runs, from a cost model at {profile.speed_ms} ms per token of a "
-            f"whole-model forward with 1 torch thread (probes: {profile.probe})")
+    speed = measured[0] if measured else profile.speed_ms
+
+    def hours(js: list[Job]) -> float:
+        return (sum(job_units(j, by_task.get(j.task), caps, n) for j in js) * speed / 1000 + len(js) * profile.overhead_s) / 3600
+
+    left = f"{hours(todo):.1f} h for the {len(todo)} unfinished runs, " if todo is not None and len(todo) < len(jobs) else ""
+    source = (f"{speed:.2f} ms per token of a whole-model forward measured on the {measured[1]} finished runs of this work dir "
+              f"(the profile's probe: {profile.speed_ms} ms)" if measured else
+              f"{profile.speed_ms} ms per token of a whole-model forward with 1 torch thread (probes: {profile.probe})")
+    return f"{left}{hours(jobs):.1f} h for all {len(jobs)} runs, from a cost model at {source}"
 
 
 def is_finished(folder: Path) -> bool:
@@ -652,15 +672,18 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan_jobs(columns, plans, caps, sweep, sweep_full, paper_task, args.extra_seeds)
     n_layers = num_layers_of(args, work)
     plans_by_task = {p.run_task: p for p in plans.values()}
-    expected = estimate(jobs, plans_by_task, caps, n_layers, profile)
+    old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
+    measured = measured_speed(jobs, plans_by_task, caps, n_layers, profile, work, old.get("wall_seconds", {}))
+    todo = [j for j in jobs if not is_finished(work / j.name)]
+    expected = estimate(jobs, plans_by_task, caps, n_layers, profile, measured, todo)
     print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate: {expected}", flush=True)
     if args.plan_only:
         mine = set(shard_jobs(jobs, {j: job_units(j, plans_by_task.get(j.task), caps, n_layers) for j in jobs}, *args.shard))
+        speed = measured[0] if measured else profile.speed_ms
         for j in jobs:
-            hours = job_units(j, plans_by_task.get(j.task), caps, n_layers) * profile.speed_ms / 3.6e6
-            print(f"{j.name:24s} {hours:5.2f} h" + ("" if j in mine else "  (another shard)"))
+            hours = job_units(j, plans_by_task.get(j.task), caps, n_layers) * speed / 3.6e6
+            print(f"{j.name:24s} {hours:5.2f} h" + ("" if j in todo else "  (finished)") + ("" if j in mine else "  (another shard)"))
         return 0
-    old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
     manifest = {
         "command": "python benchmarks/paper.py " + shlex.join(_without_shard(argv)), "model": args.model, "method": args.method,
         "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": profile.notes, "columns": columns,

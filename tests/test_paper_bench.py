@@ -130,6 +130,25 @@ def test_rerun_skips_finished_work_and_report_only_reproduces(bench, capsys):
     assert (md_path.read_text(), json_path.read_text()) == before
 
 
+def test_plan_estimate_is_measured_on_finished_runs(bench, capsys):
+    """After runs finish, --plan-only times the plan at the speed they took (the fallback profile
+    has no probe at all), marks them finished, and the extra seed left is costed at that speed."""
+    manifest = json.loads((bench["work"] / "bench.json").read_text())
+    capsys.readouterr()
+    assert paper.main([*bench["argv"], "--seeds", "0,1", "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "measured on the 8 finished runs of this work dir" in out and "for the 5 unfinished runs" in out
+    assert out.count("(finished)") == 8 and "rte-s1" in out and "rte-s1                    0.00 h  (finished)" not in out
+    walls = manifest["wall_seconds"]
+    by_task = {p.run_task: p for p in (paper.Plan(**v) for v in manifest["plans"].values())}
+    caps = paper.Caps(**manifest["caps"])
+    jobs = [j for j in paper.plan_jobs(manifest["columns"], {c: by_task[v["run_task"]] for c, v in manifest["plans"].items()},
+                                       caps, manifest["sweep"], manifest["sweep_full"], manifest["paper_protocol"], 1)]
+    speed, runs = paper.measured_speed(jobs, by_task, caps, 4, paper.FALLBACK, bench["work"], walls)
+    units = sum(paper.job_units(j, by_task.get(j.task), caps, 4) for j in jobs)
+    assert runs == 8 and speed == pytest.approx(sum(walls[j.name] for j in jobs) * 1000 / units)
+
+
 def test_partial_report_names_what_is_missing(bench, tmp_path):
     import shutil
 
