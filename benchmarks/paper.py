@@ -41,6 +41,7 @@ from olft.errors import OlftError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cmdline import recorded_args  # noqa: E402
 from paper_report import GRID_SEED, grid_results, write_reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -542,7 +543,9 @@ def merged_manifest(old: dict, new: dict) -> dict:
             "sweep": list(dict.fromkeys(old["sweep"] + new["sweep"])), "sweep_full": old["sweep_full"] or new["sweep_full"],
             "paper_protocol": new["paper_protocol"] or old["paper_protocol"], "plans": {**old["plans"], **new["plans"]},
             "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])),
-            "commands": list(dict.fromkeys(old.get("commands", [old["command"]]) + [new["command"]]))}
+            # A command whose plan holds every earlier job reproduces the whole report alone.
+            "commands": [new["command"]] if set(old["jobs"]) <= set(new["jobs"])
+            else list(dict.fromkeys(old.get("commands", [old["command"]]) + [new["command"]]))}
 
 
 def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) -> None:
@@ -593,19 +596,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for f in fields(Caps):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"(default: per model; {f.default} otherwise)")
     return p.parse_args(argv)
-
-
-def _without_shard(argv: list[str]) -> list[str]:
-    """The command line less --shard: every shard records the one benchmark command."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--shard":
-            skip = True
-        elif not a.startswith("--shard="):
-            out.append(a)
-    return out
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -685,10 +675,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{j.name:24s} {hours:5.2f} h" + ("" if j in todo else "  (finished)") + ("" if j in mine else "  (another shard)"))
         return 0
     manifest = {
-        "command": "python benchmarks/paper.py " + shlex.join(_without_shard(argv)), "model": args.model, "method": args.method,
+        "command": "python benchmarks/paper.py " + shlex.join(recorded_args(argv)), "model": args.model, "method": args.method,
         "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": profile.notes, "columns": columns,
         "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()},
-        "jobs": [j.name for j in jobs], "estimate": expected, "wall_seconds": old.get("wall_seconds", {}),
+        "jobs": [j.name for j in jobs],
+        # With nothing left to run, the report keeps the estimate made before the runs it shows.
+        "estimate": old.get("estimate", expected) if not todo else expected, "wall_seconds": old.get("wall_seconds", {}),
     }  # fmt: skip
     manifest = merged_manifest(old, manifest)
     write_manifest(work, manifest)

@@ -229,7 +229,8 @@ def test_shards_partition_the_plan_and_share_wall_times(tmp_path):
     paper.write_manifest(tmp_path, a, updated={"rte-s0"})
     saved = json.loads((tmp_path / "bench.json").read_text())["wall_seconds"]
     assert saved == {"sst2-s0": 10.0, "mrpc-s0": 7.0, "rte-s0": 3.0}
-    assert paper._without_shard(["--model", "m", "--shard", "1/2", "--seeds", "0"]) == ["--model", "m", "--seeds", "0"]
+    assert paper.recorded_args(["--model", "m", "--shard", "1/2", "--seeds", "0", "--work-dir", "/w", "--results-dir=/r"]) == [
+        "--model", "m", "--seeds", "0"]
     with pytest.raises(SystemExit):
         paper.parse_args(["--shard", "2/2"])
 
@@ -404,7 +405,8 @@ def test_commands_on_one_work_dir_add_up_at_one_budget():
     assert first["commands"] == ["a"]
     both = paper.merged_manifest(first, manifest("b", ["mrpc"], "1", ["mrpc-s1"]))
     assert both["columns"] == ["rte", "mrpc"] and both["caps"]["seeds"] == "0,1"
-    assert paper.merged_manifest(both, manifest("d", ["mrpc", "rte"], "0", ["mrpc-s0", "rte-s0"]))["columns"] == ["mrpc", "rte"]
+    wider = paper.merged_manifest(both, manifest("d", ["mrpc", "rte"], "0,1", ["mrpc-s0", "rte-s0", "mrpc-s1", "rte-s1"]))
+    assert wider["columns"] == ["mrpc", "rte"] and wider["commands"] == ["d"]  # d alone reruns every job
     assert both["jobs"] == ["rte-s0", "mrpc-s1"] and both["commands"] == ["a", "b"] and set(both["plans"]) == {"rte", "mrpc"}
     assert paper.merged_manifest(both, manifest("b", ["mrpc"], "1", ["mrpc-s1"])) == both  # a rerun (or a second shard) adds nothing
     other = paper.merged_manifest(both, manifest("c", ["mrpc"], "1", ["mrpc-s1"], cap=500))
