@@ -537,11 +537,11 @@ def merged_manifest(old: dict, new: dict) -> dict:
     if not old.get("jobs") or budget(old) != budget(new):
         return {**new, "commands": [new["command"]]}
     # Columns in the newer command's order when it names every earlier one, else the earlier ones first.
-    columns = new["columns"] if set(old["columns"]) <= set(new["columns"]) else list(dict.fromkeys(old["columns"] + new["columns"]))
+    columns = new["columns"] if set(old.get("columns", [])) <= set(new["columns"]) else list(dict.fromkeys(old["columns"] + new["columns"]))
     seeds = sorted({int(x) for m in (old, new) for x in str(m["caps"]["seeds"]).split(",") if x.strip()})
     return {**new, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
-            "sweep": list(dict.fromkeys(old["sweep"] + new["sweep"])), "sweep_full": old["sweep_full"] or new["sweep_full"],
-            "paper_protocol": new["paper_protocol"] or old["paper_protocol"], "plans": {**old["plans"], **new["plans"]},
+            "sweep": list(dict.fromkeys(old.get("sweep", []) + new["sweep"])), "sweep_full": old.get("sweep_full") or new["sweep_full"],
+            "paper_protocol": new["paper_protocol"] or old.get("paper_protocol"), "plans": {**old.get("plans", {}), **new["plans"]},
             "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])),
             # A command whose plan holds every earlier job reproduces the whole report alone.
             "commands": [new["command"]] if set(old["jobs"]) <= set(new["jobs"])
@@ -551,18 +551,21 @@ def merged_manifest(old: dict, new: dict) -> dict:
 def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) -> None:
     """bench.json in the work dir: command, caps and plans, so the report needs nothing else.
 
-    Shards of one benchmark share the file: under a lock, wall times of runs this process did not
-    just update are taken from the file, so no shard's times are lost to another's write.
+    Shards of one benchmark, and other commands at the same budget, share the file: under a lock
+    the file's plan is merged in (`merged_manifest`; `manifest` is updated in place) and wall times
+    of runs this process did not just update are taken from it, so no process's columns or times
+    are lost to another's write.
     """
     work.mkdir(parents=True, exist_ok=True)
     with open(work / ".bench.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            on_disk = json.loads((work / "bench.json").read_text()).get("wall_seconds", {})
+            on_disk = json.loads((work / "bench.json").read_text())
         except (OSError, json.JSONDecodeError):
             on_disk = {}
         mine = manifest.setdefault("wall_seconds", {})
-        mine.update({k: v for k, v in on_disk.items() if k not in updated})
+        mine.update({k: v for k, v in on_disk.get("wall_seconds", {}).items() if k not in updated})
+        manifest.update(merged_manifest(on_disk, manifest))
         atomic_write(work / "bench.json", json.dumps(manifest, indent=1) + "\n")
 
 
@@ -682,7 +685,6 @@ def main(argv: list[str] | None = None) -> int:
         # With nothing left to run, the report keeps the estimate made before the runs it shows.
         "estimate": old.get("estimate", expected) if not todo else expected, "wall_seconds": old.get("wall_seconds", {}),
     }  # fmt: skip
-    manifest = merged_manifest(old, manifest)
     write_manifest(work, manifest)
     try:
         run_jobs(jobs, plans, args, caps, work, manifest, n_layers)

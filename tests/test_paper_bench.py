@@ -220,7 +220,7 @@ def test_shards_partition_the_plan_and_share_wall_times(tmp_path):
     assert abs(sum(weights[j] for j in shards[0]) - sum(weights[j] for j in shards[1])) <= max(weights.values())
     assert paper.shard_jobs(jobs, weights, 0, 1) == jobs
     # Two shards writing the shared manifest: neither loses the other's wall times.
-    a, b = {"jobs": [], "wall_seconds": {}}, {"jobs": [], "wall_seconds": {}}
+    a, b = ({"command": "c", "jobs": [], "wall_seconds": {}} for _ in range(2))
     a["wall_seconds"]["sst2-s0"] = 10.0
     paper.write_manifest(tmp_path, a, updated={"sst2-s0"})
     b["wall_seconds"]["mrpc-s0"] = 7.0
@@ -393,7 +393,7 @@ def test_a_malformed_lr_grid_is_refused_before_anything_is_written(grid, tmp_pat
     assert "--lr-grid" in capsys.readouterr().err and not (tmp_path / "work").exists()
 
 
-def test_commands_on_one_work_dir_add_up_at_one_budget():
+def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
     """`--tasks rte` then `--tasks mrpc --seeds 1` on one work dir: the report covers both; a command at
     another budget starts a fresh manifest (its tables never mix two budgets)."""
     def manifest(cmd, columns, seeds, jobs, cap=2000):
@@ -409,6 +409,12 @@ def test_commands_on_one_work_dir_add_up_at_one_budget():
     assert wider["columns"] == ["mrpc", "rte"] and wider["commands"] == ["d"]  # d alone reruns every job
     assert both["jobs"] == ["rte-s0", "mrpc-s1"] and both["commands"] == ["a", "b"] and set(both["plans"]) == {"rte", "mrpc"}
     assert paper.merged_manifest(both, manifest("b", ["mrpc"], "1", ["mrpc-s1"])) == both  # a rerun (or a second shard) adds nothing
+    # Two commands at one budget running at once: each write merges the file's plan, so neither drops the other's.
+    a, b = manifest("a", ["rte"], "0", ["rte-s0"]), manifest("b", ["mrpc"], "1", ["mrpc-s1"])
+    for m in (a, b, a):
+        paper.write_manifest(tmp_path, m)
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk["jobs"] == ["rte-s0", "mrpc-s1"] and on_disk["commands"] == ["a", "b"]
     other = paper.merged_manifest(both, manifest("c", ["mrpc"], "1", ["mrpc-s1"], cap=500))
     assert other["columns"] == ["mrpc"] and other["commands"] == ["c"] and other["jobs"] == ["mrpc-s1"]
 
