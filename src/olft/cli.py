@@ -54,7 +54,7 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = hints[f.name]
+            kwargs["type"] = f.metadata.get("type", hints[f.name])  # a converter of its own, else the annotation
             if choices:
                 kwargs["choices"] = choices
                 kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
@@ -147,15 +147,36 @@ def _flatten(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _load_unique(text: str):
+    """YAML (or JSON) `text` loaded safely, refusing a key given twice in one mapping: PyYAML and
+    jsonargparse keep the last silently, so `{olft: 3e-3, olft: 1e-3}` would drop a rate unseen."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True) if key_node.tag != "tag:yaml.org,2002:merge" else None
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise OlftError(f"{key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); give it once.")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader)
+
+
 def check_config_file(command: str, path: str) -> None:
-    """Exit-2 error for an unreadable config file or a key no option has (with a did-you-mean)."""
+    """Exit-2 error for an unreadable config file, a key given twice, or a key no option has (with
+    a did-you-mean)."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise OlftError(f"Config file not found: {p}. Pass --config a YAML or JSON file (e.g. a run folder's config.json).")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _load_unique(p.read_text())
+    except OlftError as exc:
+        raise OlftError(f"{p}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):
