@@ -304,3 +304,22 @@ def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
     # Against the seed-mean oracle (0: 50, 1: 75, 2: 72), picking layer 2 loses 3 points in both units.
     assert data["summary"]["probe"]["regret_seed_mean"] == pytest.approx(3.0)
     assert data["summary"]["probe"]["regret_mean"] == pytest.approx(5.0)  # 10 on seed 0, 0 on seed 1
+
+
+def test_selection_benchmark_help_explains_every_option(capsys):
+    """`benchmarks/selection.py --help`: every option says what it is and its default."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection
+
+    options = [a for a in selection.build_parser()._actions if a.dest != "help"]
+    assert len(options) == 15
+    bare = [a.option_strings[0] for a in options if not a.help or "(default" not in a.help]
+    assert bare == [], f"options without a help text naming their default: {bare}"
+    with pytest.raises(SystemExit):
+        selection.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for a in options:
+        assert " ".join((a.help % vars(a)).split()) in shown, a.option_strings[0]
