@@ -54,7 +54,8 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = f.metadata.get("type", hints[f.name])  # a converter of its own, else the annotation
+            convert = f.metadata.get("type")  # a converter of its own (named in --help), else the annotation
+            kwargs["type"] = hints[f.name] if convert is None else _Named(convert, f.metadata["type_name"])
             if choices:
                 kwargs["choices"] = choices
                 kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
@@ -63,7 +64,20 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
             action.type = _OneOf(choices, action.type)
 
 
-class _OneOf:
+class _Named:
+    """A value converter that --help prints as `name` (jsonargparse prints a function's repr)."""
+
+    def __init__(self, convert, name: str) -> None:
+        self.convert, self.name = convert, name
+
+    def __call__(self, value):
+        return self.convert(value) if self.convert is not None else value
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _OneOf(_Named):
     """The value converter of an option with choices, named by them in --help.
 
     jsonargparse converts such a value with an anonymous function, which --help would print as
@@ -72,14 +86,8 @@ class _OneOf:
     """
 
     def __init__(self, choices: tuple, convert=None) -> None:
-        self.name = "{" + ",".join(str(c) for c in choices if c is not None) + "}"
-        self.convert = convert
+        super().__init__(convert, "{" + ",".join(str(c) for c in choices if c is not None) + "}")
 
-    def __call__(self, value: str):
-        return self.convert(value) if self.convert is not None else value
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 def _subparser(help_text: str):

@@ -102,7 +102,7 @@ class TrainConfig:
     epochs: float = opt(3.0, "Training epochs (final tuning and baselines).")
     max_steps: int | None = opt(None, "Stop after this many optimizer steps (overrides --epochs).")
     lr: float = opt(1e-3, "Peak learning rate (PEFT module and head).")
-    strategy_lr: str | None = opt(None, "Per-strategy peak learning rates overriding --lr, e.g. final=3e-3,full=3e-4 (names: olft, final, full; selection's trained candidates use olft's); in a config file also a mapping {olft: 3e-3, final: 1e-3}. Lets each strategy train at the rate a grid chose for it.", type=strategy_lr_text)
+    strategy_lr: str | None = opt(None, "Per-strategy peak learning rates overriding --lr, e.g. final=3e-3,full=3e-4 (names: olft, final, full; selection's trained candidates use olft's); in a config file also a mapping {olft: 3e-3, final: 1e-3}. Lets each strategy train at the rate a grid chose for it.", type=strategy_lr_text, type_name="str, or a mapping in a config file")
     batch_size: int = opt(16, "Training batch size: the effective batch per optimizer step, over all processes and accumulation steps.")
     eval_batch_size: int = opt(64, "Evaluation batch size.")
     warmup_ratio: float = opt(0.06, "Fraction of steps with linear warm-up.")
