@@ -49,24 +49,48 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags, each with its unit, default and where that default comes from."""
+    from olft.config import MethodConfig, TrainConfig
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="minilm-l6")
-    p.add_argument("--method", default="adapter", choices=("adapter", "lora", "prefix"))
-    p.add_argument("--tasks", default="sst2,cola,stsb,mrpc")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--candidates", default=None, help="default: all layers up to 12, else the middle third")
-    p.add_argument("--max-train-samples", type=int, default=2000, help="the training budget (make demo's cap)")
-    p.add_argument("--max-eval-samples", type=int, default=1000)
-    p.add_argument("--epochs", type=float, default=3.0, help="oracle epochs (olft run's default)")
-    p.add_argument("--setups", default=",".join(SETUPS), help=f"selector setups, from {', '.join(SETUPS)}")
-    p.add_argument("--phase", default="all", choices=("all", "oracle", "selectors"))
-    p.add_argument("--glue-dir", type=Path, default=os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
-    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work" / "selection")
-    p.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--report-only", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--model", default="minilm-l6", help="olft model alias or folder (default: %(default)s)")
+    p.add_argument("--method", default=MethodConfig.method, choices=("adapter", "lora", "prefix"),
+                   help="PEFT method every oracle layer and trained candidate is tuned with (default: %(default)s, olft's)")
+    p.add_argument("--tasks", default="sst2,cola,stsb,mrpc",
+                   help="comma-separated olft task names; each task and seed is one unit (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (data order and subsets, initialisation) per task (default: %(default)s)")
+    p.add_argument("--candidates", default=None,
+                   help="layers compared, in olft's --candidates form (middle, all, 4-9, 3,5,7; 0-based) (default: every "
+                        "layer of a model with up to 12, else the middle third)")  # fmt: skip
+    p.add_argument("--max-train-samples", type=int, default=2000,
+                   help="training examples per unit (random, seeded): the oracle's training set and what every selector "
+                        "draws its fit and score subsets from (default: %(default)s, make demo's cap)")  # fmt: skip
+    p.add_argument("--max-eval-samples", type=int, default=1000,
+                   help="validation examples the oracle layers are scored on (default: %(default)s)")
+    p.add_argument("--epochs", type=float, default=TrainConfig.epochs,
+                   help="epochs each oracle layer is tuned for (default: %(default)s, olft run's --epochs)")
+    p.add_argument("--setups", default=",".join(SETUPS),
+                   help=f"comma-separated selector setups, from {', '.join(SETUPS)}; exhaustive is the cost reference "
+                        "(default: all of them)")  # fmt: skip
+    p.add_argument("--phase", default="all", choices=("all", "oracle", "selectors"),
+                   help="what to run: the oracle, the selectors, or both (default: %(default)s)")
+    p.add_argument("--glue-dir", type=Path, default=os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue",
+                   help="GLUE folder in the original layout (default: $GLUE_DIR, else ../shared/glue beside the repo)")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work" / "selection",
+                   help="one JSON per finished piece under WORK_DIR/<model>-<method>/<task>-s<seed>/; found pieces are "
+                        "skipped (default: benchmarks/work/selection)")  # fmt: skip
+    p.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results",
+                   help="where selection-<model>-<method>.{md,json,png} are written (default: docs/results)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the report from the pieces under the work dir, run nothing (default: off)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _save(path: Path, obj: dict) -> None:

@@ -292,6 +292,28 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
     _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
 
 
+def test_config_file_strategy_lr_as_a_mapping(tmp_path, capsys):
+    """`strategy_lr: {olft: 3e-3, final: 1e-3}` reads as the flag's text, checked as the flag is."""
+    from olft.cli import parse
+    from olft.config import RunConfig, TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  strategy_lr: {olft: 3e-3, final: 1.0e-3}\n")
+    cfg = parse(["run", "--config", str(path)]).cfg
+    assert cfg.train.strategy_lr == "olft=0.003,final=0.001" and cfg.train.lr_by_strategy() == {"olft": 3e-3, "final": 1e-3}
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # config.json holds the text: the run repeats
+    assert parse(["run", "--config", str(path), "--strategy-lr", "full=2e-3"]).cfg.train.strategy_lr == "full=2e-3"
+    assert TrainConfig(strategy_lr={"full": 2e-3}).strategy_lr == "full=0.002"  # library callers alike
+    cases = [("{olft: 3e-3, olft: 1e-3}", "'olft' is given twice in one mapping (line 2)"),
+             ("{olft: -1e-3}", "'olft=-0.001' needs a positive number"), ("{olft: fast}", "'olft=fast' needs a positive number"),
+             ("{olfd: 3e-3}", "unknown strategy 'olfd'"), ("3e-3", "name=rate pairs"),
+             ("{'olft=1,final': 2}", "one strategy and its rate per entry")]
+    for value, phrase in cases:
+        path.write_text(f"train:\n  strategy_lr: {value}\n")
+        # A value let through would fail later, on the missing model, with another message.
+        _fails(capsys, ["run", "--config", str(path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")], phrase)
+
+
 def test_run_folder_config_repeats_the_run(llama_run, tmp_path):
     out = tmp_path / "again"
     assert main(["run", "--config", str(llama_run / "config.json"), "--out", str(out), "-q"]) == 0

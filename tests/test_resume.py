@@ -15,7 +15,7 @@ from olft.cli import main
 from olft.errors import OlftError
 from olft.runfolder import compare_timing, foreign_entries
 
-TIMING = {"seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
+TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
 
 def _args(model, glue, out, *extra):

@@ -157,6 +157,25 @@ def test_halving_keeps_the_better_half_each_rung(model_dirs, tiny_glue, tmp_path
     assert sel["seconds"] == pytest.approx(sum(r["seconds"] for r in rounds))
 
 
+def test_selection_records_cpu_seconds_and_unknown_stays_unknown(model_dirs, tiny_glue, tmp_path):
+    """Selection's CPU seconds sum its stages as `seconds` does (cache build + candidates); a
+    candidate kept from a folder written before olft recorded CPU time leaves the total None."""
+    out = tmp_path / "c"
+    sel = _select(model_dirs["llama"], tiny_glue, out, "--selector", "exhaustive", "--selection-steps", "2",
+                  "--selection-adaptive", "0")  # fmt: skip
+    cpus = [c["cpu_seconds"] for c in sel["candidates"]]
+    assert all(c > 0 for c in cpus) and sel["cpu_seconds"] > sum(cpus)  # plus building the shared cache
+    assert f"min wall, {sel['cpu_seconds'] / 60:.2f} min CPU (not included" in (out / "table.md").read_text()
+    (out / "pieces" / "selection.json").unlink()
+    old = out / "pieces" / "candidate-2-2.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "cpu_seconds"}))
+    sel = _select(model_dirs["llama"], tiny_glue, out, "--selector", "exhaustive", "--selection-steps", "2",
+                  "--selection-adaptive", "0")  # fmt: skip
+    assert sel["cpu_seconds"] is None and "min CPU" not in (out / "table.md").read_text()
+    probe = _select(model_dirs["llama"], tiny_glue, tmp_path / "p", "--selector", "probe")
+    assert probe["cpu_seconds"] == pytest.approx(sum(c["cpu_seconds"] for c in probe["candidates"])) and probe["cpu_seconds"] > 0
+
+
 def test_default_selector_is_the_probe():
     from olft.config import SelectionConfig
 
@@ -285,3 +304,22 @@ def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
     # Against the seed-mean oracle (0: 50, 1: 75, 2: 72), picking layer 2 loses 3 points in both units.
     assert data["summary"]["probe"]["regret_seed_mean"] == pytest.approx(3.0)
     assert data["summary"]["probe"]["regret_mean"] == pytest.approx(5.0)  # 10 on seed 0, 0 on seed 1
+
+
+def test_selection_benchmark_help_explains_every_option(capsys):
+    """`benchmarks/selection.py --help`: every option says what it is and its default."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection
+
+    options = [a for a in selection.build_parser()._actions if a.dest != "help"]
+    assert len(options) == 15
+    bare = [a.option_strings[0] for a in options if not a.help or "(default" not in a.help]
+    assert bare == [], f"options without a help text naming their default: {bare}"
+    with pytest.raises(SystemExit):
+        selection.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for a in options:
+        assert " ".join((a.help % vars(a)).split()) in shown, a.option_strings[0]

@@ -54,7 +54,8 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = hints[f.name]
+            convert = f.metadata.get("type")  # a converter of its own (named in --help), else the annotation
+            kwargs["type"] = hints[f.name] if convert is None else _Named(convert, f.metadata["type_name"])
             if choices:
                 kwargs["choices"] = choices
                 kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
@@ -63,7 +64,20 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
             action.type = _OneOf(choices, action.type)
 
 
-class _OneOf:
+class _Named:
+    """A value converter that --help prints as `name` (jsonargparse prints a function's repr)."""
+
+    def __init__(self, convert, name: str) -> None:
+        self.convert, self.name = convert, name
+
+    def __call__(self, value):
+        return self.convert(value) if self.convert is not None else value
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _OneOf(_Named):
     """The value converter of an option with choices, named by them in --help.
 
     jsonargparse converts such a value with an anonymous function, which --help would print as
@@ -72,14 +86,8 @@ class _OneOf:
     """
 
     def __init__(self, choices: tuple, convert=None) -> None:
-        self.name = "{" + ",".join(str(c) for c in choices if c is not None) + "}"
-        self.convert = convert
+        super().__init__(convert, "{" + ",".join(str(c) for c in choices if c is not None) + "}")
 
-    def __call__(self, value: str):
-        return self.convert(value) if self.convert is not None else value
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 def _subparser(help_text: str):
@@ -147,15 +155,36 @@ def _flatten(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _load_unique(text: str):
+    """YAML (or JSON) `text` loaded safely, refusing a key given twice in one mapping: PyYAML and
+    jsonargparse keep the last silently, so `{olft: 3e-3, olft: 1e-3}` would drop a rate unseen."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True) if key_node.tag != "tag:yaml.org,2002:merge" else None
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise OlftError(f"{key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); give it once.")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader)
+
+
 def check_config_file(command: str, path: str) -> None:
-    """Exit-2 error for an unreadable config file or a key no option has (with a did-you-mean)."""
+    """Exit-2 error for an unreadable config file, a key given twice, or a key no option has (with
+    a did-you-mean)."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise OlftError(f"Config file not found: {p}. Pass --config a YAML or JSON file (e.g. a run folder's config.json).")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _load_unique(p.read_text())
+    except OlftError as exc:
+        raise OlftError(f"{p}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):

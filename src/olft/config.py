@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,25 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
         if not isinstance(value, (int, float)) or value <= 0:
             flag = "--" + name.replace("_", "-")
             raise OlftError(f"{flag} must be a positive number, got {value!r}.")
+
+
+def strategy_lr_text(value: str | Mapping | None) -> str | None:
+    """--strategy-lr as the flag's text: a mapping {strategy: rate}, as a YAML or JSON config file
+    may give it (`strategy_lr: {olft: 3e-3, final: 1e-3}`), becomes 'olft=0.003,final=0.001'; a
+    string or None is returned as it is. The rates are checked by `TrainConfig.lr_by_strategy`.
+
+    Raises OlftError for any other value, or a name or rate holding ',' or '=' (it would read as
+    another entry). Also the CLI's converter of the option, so a config file's mapping parses.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, Mapping):
+        raise OlftError(f"--strategy-lr takes name=rate pairs, e.g. olft=3e-3,final=1e-3 (in a config file also a mapping "
+                        f"strategy_lr: {{olft: 3e-3, final: 1e-3}}), not {value!r}.")  # fmt: skip
+    for name, lr in value.items():
+        if any(c in f"{name}{lr}" for c in ",="):
+            raise OlftError(f"--strategy-lr: cannot read {name!r}: {lr!r}; give one strategy and its rate per entry, e.g. {{olft: 3e-3}}.")
+    return ",".join(f"{name}={lr}" for name, lr in value.items()) or None
 
 
 @dataclass
@@ -82,7 +102,7 @@ class TrainConfig:
     epochs: float = opt(3.0, "Training epochs (final tuning and baselines).")
     max_steps: int | None = opt(None, "Stop after this many optimizer steps (overrides --epochs).")
     lr: float = opt(1e-3, "Peak learning rate (PEFT module and head).")
-    strategy_lr: str | None = opt(None, "Per-strategy peak learning rates overriding --lr, e.g. final=3e-3,full=3e-4 (names: olft, final, full; selection's trained candidates use olft's). Lets each strategy train at the rate a grid chose for it.")
+    strategy_lr: str | None = opt(None, "Per-strategy peak learning rates overriding --lr, e.g. final=3e-3,full=3e-4 (names: olft, final, full; selection's trained candidates use olft's); in a config file also a mapping {olft: 3e-3, final: 1e-3}. Lets each strategy train at the rate a grid chose for it.", type=strategy_lr_text, type_name="str, or a mapping in a config file")
     batch_size: int = opt(16, "Training batch size: the effective batch per optimizer step, over all processes and accumulation steps.")
     eval_batch_size: int = opt(64, "Evaluation batch size.")
     warmup_ratio: float = opt(0.06, "Fraction of steps with linear warm-up.")
@@ -100,6 +120,7 @@ class TrainConfig:
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+        self.strategy_lr = strategy_lr_text(self.strategy_lr)  # saved as the flag's text, however it was given
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
 
     def lr_by_strategy(self) -> dict[str, float]:

@@ -163,11 +163,10 @@ class Session:
             t0, cpu0 = time.perf_counter(), time.process_time()
             if caches is None:
                 caches = self.build_caches(min(layers), {"train": train_enc})
-                cache_seconds = time.perf_counter() - t0
+                cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 caches.update(self.build_caches(min(layers), eval_encs))
             else:
-                cache_seconds = time.perf_counter() - t0
-            cache_cpu = time.process_time() - cpu0
+                cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             lr = cfg.train.lr if lr is None else lr
             params = list(applied.params.values()) + list(stack.head.parameters())
             t = cfg.train
@@ -269,7 +268,7 @@ class Session:
     def _candidate(self, layer: int, steps: int, fit_enc: Encoded, score_enc: Encoded, caches: dict, alone: bool) -> Candidate:
         """Tune and score one candidate for `steps` optimizer steps (`alone`: no collectives)."""
         fault_point(f"candidate{layer}")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
         with precision.autocast(self.stack, self.dist):
             for cache in caches.values():
@@ -282,10 +281,11 @@ class Session:
             )  # fmt: skip
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
-                             example_losses=losses)  # fmt: skip
+                             example_losses=losses, cpu_seconds=time.process_time() - cpu0)  # fmt: skip
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
-            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps)
+            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
+                             cpu_seconds=time.process_time() - cpu0)  # fmt: skip
 
 
 class _Stages:
@@ -299,12 +299,15 @@ class _Stages:
         self.session, self.sel, self.fit_enc, self.score_enc = session, sel, fit_enc, score_enc
         self.on_candidate, self.done = on_candidate, done
 
-    def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cache_seconds: float = 0.0) -> None:
+    def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cpu_seconds: float | None,
+                cache_seconds: float = 0.0) -> None:
         by_layer = {c.layer: c for c in self.sel.candidates}
         by_layer.update({c.layer: c for c in cands})
         self.sel.candidates = sorted(by_layer.values(), key=lambda c: c.layer)
         self.sel.finalists = sorted(c.layer for c in cands)
         self.sel.seconds += seconds
+        if self.sel.cpu_seconds is not None:  # one stage without CPU time leaves the total unknown, not short
+            self.sel.cpu_seconds = None if cpu_seconds is None else self.sel.cpu_seconds + cpu_seconds
         self.sel.cache_seconds += cache_seconds
         self.sel.rounds.append({
             "stage": kind, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
@@ -315,7 +318,7 @@ class _Stages:
         """Score `layers` with a proxy (no training run per candidate)."""
         session = self.session
         cfg = session.cfg
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         with precision.autocast(session.stack, session.dist):
             if kind == "probe":
                 regression = session.task.num_labels == 1
@@ -331,10 +334,10 @@ class _Stages:
                 grads = gradient_scores(session.stack, self.fit_enc, layers, cfg.method, batch_size=cfg.train.batch_size,
                                         batches=cfg.selection.gradient_batches, seed=cfg.train.seed)  # fmt: skip
                 cands = [Candidate(layer, grads[layer]["rgn"], 0.0, grads[layer], steps=0) for layer in layers]
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for c in cands:
-            c.seconds = seconds / len(cands)
-        self._record(kind, 0, cands, seconds)
+            c.seconds, c.cpu_seconds = seconds / len(cands), cpu / len(cands)
+        self._record(kind, 0, cands, seconds, cpu)
 
     def train(self, layers: list[int], steps: int) -> None:
         """Tune and score each of `layers` for `steps` steps; rounds of W candidates over W processes."""
@@ -345,10 +348,10 @@ class _Stages:
         split = dist.world_size > 1 and s.selection_parallel == "candidates"
         width, rank = (dist.world_size, dist.rank) if split else (1, 0)
         mine = todo[rank::width]  # each process's cache climbs through its own candidates only
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         encs = {"train": self.fit_enc, "score": self.score_enc}
         caches = session.build_caches(cache_layer(mine), encs) if mine else {}
-        cache_seconds = time.perf_counter() - t0
+        cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         finished = {layer: self.done[(layer, steps)] for layer in layers if (layer, steps) in self.done}
         for start in range(0, len(todo), width):
             group = todo[start : start + width]
@@ -360,8 +363,10 @@ class _Stages:
                     if self.on_candidate:
                         self.on_candidate(c)
         cache_seconds = max(dist.gather(cache_seconds)) if split else cache_seconds
+        cache_cpu = sum(dist.gather(cache_cpu)) if split else cache_cpu  # work: every process built its own cache
         cands = [finished[layer] for layer in layers]
-        self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cache_seconds)
+        cpu = None if any(c.cpu_seconds is None for c in cands) else cache_cpu + sum(c.cpu_seconds for c in cands)
+        self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cpu, cache_seconds)
 
 
 def example_losses(logits, labels) -> list[float]:

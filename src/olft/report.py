@@ -57,9 +57,6 @@ def table_md(results: dict) -> str:
     """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout."""
     task, metric = results["task"], results["metric"]
     strategies = results["strategies"]
-    full = strategies.get("full")
-    all_params = results.get("all_layer_peft_params") or (full or {}).get("peft_params")
-    full_time = (full or {}).get("train_seconds")
     lines = [
         f"# {results['model']} on {task} ({results['method']})",
         "",
@@ -75,32 +72,15 @@ def table_md(results: dict) -> str:
             value = s.get("metrics", {}).get(split, {}).get(metric) if s.get("metrics") else None
             scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else ""))
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
-    lines += [
-        "",
-        "Table 2: training time and trainable PEFT parameters (percentages relative to all-layer tuning).",
-        "",
-        "| strategy | train time (min) | time % | PEFT params (M) | param % | score |",
-        "|---|---|---|---|---|---|",
-    ]
-    timing = (results.get("timing") or {}).get("strategies") or {}
-    run_of = {} if timing.get("comparable", True) else {n: r["label"] for r in timing["runs"] for n in r["pieces"]}
-    for name, s in strategies.items():
-        if "train_seconds" not in s:
-            continue
-        t = s["train_seconds"]
-        time_pct = f"{100 * t / full_time:.1f}" if full_time else "-"
-        p = s["peft_params"]
-        param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
-        mark = f" ({run_of[name]})" if name in run_of else ""
-        lines.append(f"| {name} | {t / 60:.2f}{mark} | {time_pct} | {p / 1e6:.4f} | {param_pct} | {_fmt_score(s.get('score'))} |")
-    lines += _timing_notes(timing, "Table 2's times")
+    lines += _cost_table(results)
     sel = results.get("selection")
     if sel:
+        sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         lines += [
             "",
             f"Selection ({sel['protocol']}): {len(sel['candidates'])} candidates, "
             f"{sel['train_examples']} training / {sel['score_examples']} scoring examples each, "
-            f"{sel['seconds'] / 60:.2f} min (not included in OLFT's train time above); selected layer {sel['selected_layer']}"
+            f"{sel['seconds'] / 60:.2f} min wall{sel_cpu} (not included in OLFT's train time above); selected layer {sel['selected_layer']}"
             f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
@@ -122,6 +102,57 @@ def table_md(results: dict) -> str:
             cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
             lines.append(f"| {c['layer']} | {_fmt_score(c['score'])} |{cell} {c['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cost_table(results: dict) -> list[str]:
+    """Table 2: each strategy's time (wall and CPU minutes of training plus building its training
+    split's cache) and PEFT parameters, as % of all-layer tuning, and OLFT's whole-run cost.
+
+    time % is of CPU seconds when every strategy recorded them (`train_cpu_seconds`; with one
+    torch thread they count the work, whatever else the machine ran, as benchmarks/paper_report.py
+    uses them), else of wall seconds (results.json from before olft recorded CPU time); the
+    legend says which.
+    """
+    strategies = {n: s for n, s in results["strategies"].items() if "train_seconds" in s}
+    full = results["strategies"].get("full") or {}
+    all_params = results.get("all_layer_peft_params") or full.get("peft_params")
+    cpu = bool(strategies) and all(s.get("train_cpu_seconds") for s in strategies.values())
+    key, basis = ("train_cpu_seconds", "CPU") if cpu else ("train_seconds", "wall")
+    lines = [
+        "",
+        "Table 2: training time and trainable PEFT parameters (percentages relative to all-layer tuning). Times "
+        "count training plus building its training split's frozen-layer cache: wall = elapsed minutes; CPU = the "
+        "training process's CPU minutes (with one torch thread, the work done whatever else the machine ran). "
+        f"time % is of {basis} time" + ("." if cpu else " (not every strategy recorded CPU time)."),
+        "",
+        f"| strategy | wall (min) | CPU (min) | time % ({basis}) | PEFT params (M) | param % | score |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    timing = (results.get("timing") or {}).get("strategies") or {}
+    run_of = {} if timing.get("comparable", True) else {n: r["label"] for r in timing["runs"] for n in r["pieces"]}
+    for name, s in strategies.items():
+        time_pct = f"{100 * s[key] / full[key]:.1f}" if full.get(key) else "-"
+        cpu_min = f"{s['train_cpu_seconds'] / 60:.2f}" if s.get("train_cpu_seconds") else "-"
+        p = s["peft_params"]
+        param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
+        mark = f" ({run_of[name]})" if name in run_of else ""
+        lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{mark} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
+                     f"{param_pct} | {_fmt_score(s.get('score'))} |")  # fmt: skip
+    lines += _timing_notes(timing, "Table 2's times")
+    return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu)
+
+
+def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool) -> list[str]:
+    """OLFT's whole run (selection plus its training) as % of all-layer training, on Table 2's
+    basis; on wall time when Table 2's is CPU but the selection recorded no CPU time."""
+    if not sel or not olft or not full.get("train_seconds"):
+        return []
+    why = "; this selection recorded no CPU time" if cpu and sel.get("cpu_seconds") is None else ""
+    cpu = cpu and not why
+    sel_s, train_s, full_s = (sel["cpu_seconds"], olft["train_cpu_seconds"], full["train_cpu_seconds"]) if cpu else (
+        sel["seconds"], olft["train_seconds"], full["train_seconds"])  # fmt: skip
+    return ["", f"OLFT's whole run (selection {sel_s / 60:.2f} min + its training {train_s / 60:.2f} min, "
+            f"{'CPU' if cpu else 'wall'} time{why}) = {100 * (sel_s + train_s) / full_s:.1f} % of all-layer training."]
 
 
 def _timing_notes(timing: dict, what: str) -> list[str]:

@@ -108,7 +108,9 @@ class Candidate:
     the proxy's own score for proxies. `metrics["loss"]` (lower is better) is the held-out loss
     when there is one; `example_losses` (one per scoring example, same order for every candidate)
     give the paired standard error behind `Selection.confidence`. `steps`: optimizer steps it
-    trained for (0 for a proxy).
+    trained for (0 for a proxy). `seconds`: wall seconds of tuning and scoring it; `cpu_seconds`:
+    CPU seconds of the process that did so over the same span (None in pieces from before olft
+    recorded it).
     """
 
     layer: int
@@ -118,6 +120,7 @@ class Candidate:
     error: str | None = None
     steps: int | None = None
     example_losses: list[float] | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclass
@@ -128,6 +131,9 @@ class Selection:
     score_examples: int
     seconds: float = 0.0
     cache_seconds: float = 0.0
+    # CPU seconds over the same work as `seconds` (with one torch thread: the work, whatever else the
+    # machine ran); None when a candidate taken from an older run folder has none recorded.
+    cpu_seconds: float | None = 0.0
     metric: str = "score"  # what ranks the candidates: "score" (higher wins, loss breaks ties) or "loss"
     selector: str = "exhaustive"
     finalists: list[int] | None = None  # layers the winner is chosen from (None: every candidate)
@@ -205,6 +211,7 @@ class Selection:
             "rounds": self.rounds,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
+            "cpu_seconds": self.cpu_seconds,
             "train_examples": self.train_examples,
             "score_examples": self.score_examples,
         }
