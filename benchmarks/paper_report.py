@@ -89,7 +89,7 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
     """One Table 1 column: per strategy the score (x100), train time and chosen layer per seed."""
     cell: dict = {"note": plan["note"], "derived": plan["source"] == "file", "strategies": {}, "selection_seconds": {}}
     for name, _ in STRATEGIES:
-        scores, times, cpu, layers, failed, lrs, loads = {}, {}, {}, {}, [], {}, {}
+        scores, times, cpu, layers, failed, lrs, loads, scopes = {}, {}, {}, {}, [], {}, {}, {}
         for seed in map(str, seeds):
             r = runs.get(f"{plan['run_task']}-s{seed}")
             if not r:
@@ -104,13 +104,17 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
                     cpu[seed] = entry["train_cpu_seconds"]
                 lrs[seed] = entry.get("lr") or r.get("config", {}).get("train", {}).get("lr")
                 loads[seed] = (entry.get("timed_by") or {}).get("load_average")
+                scopes[seed] = (entry.get("timed_by") or {}).get("cpu_scope")  # None: an olft that also counted eval caches
                 layers[seed] = entry["layers"]
                 cell["peft_params"] = cell.get("peft_params", {}) | {name: entry["peft_params"]}
                 cell["all_layer_peft_params"] = r["all_layer_peft_params"]
             if name == "olft" and r.get("selection"):
                 cell["selection_seconds"][seed] = r["selection"]["seconds"]
+                if r["selection"].get("cpu_seconds") is not None:
+                    cell.setdefault("selection_cpu_seconds", {})[seed] = r["selection"]["cpu_seconds"]
         cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "train_cpu_seconds": cpu, "layers": layers,
-                                    "failed": failed, "lr": lrs, "load_average": loads}
+                                    "failed": failed, "lr": lrs, "load_average": loads,
+                                    "cpu_scope": scopes}
     per_layer: dict[int, list[float]] = {}
     for seed in map(str, seeds):
         selection = (runs.get(f"{plan['run_task']}-s{seed}") or {}).get("selection") or {}
@@ -147,17 +151,24 @@ def _averages(table: dict) -> dict:
 def _costs(table: dict, num_layers: int | None = None) -> dict:
     """Table 2: time and parameters over the (task, seed) runs where all three strategies finished.
 
-    Times are CPU seconds of the run's process where every run recorded them (`basis`: "cpu"; with
-    one torch thread they count the work alone, whatever else the machine ran), else wall seconds.
+    Times are CPU seconds of the run's process where every run recorded them, counting the same
+    work (`cpu_scope` of their `timed_by`: olft before it also counted building the evaluation
+    caches), `basis` "cpu" (with one torch thread they count the work alone, whatever else the
+    machine ran); else wall seconds, and `cpu_scopes_differ` says why where that was the reason.
     `whole_run_vs_all_layer_per_task`: OLFT's selection plus its tuning over all-layer tuning (x100),
-    per task. Selection time is wall time (olft records no CPU time for it).
+    per task; selection in CPU seconds on the CPU basis where every run recorded them, else wall
+    (`selection_basis`).
     `stack_share_percent_per_task`: the share (x100, mean over seeds) of the `num_layers` layers
     that OLFT's chosen layer k leaves in its training step, (L - k) / L: the layers below k run
     once, into the activation cache, so OLFT's time % sits near this share whatever the selector.
     """
     st_all = [cell["strategies"][n] for cell in table.values() for n, _ in STRATEGIES]
-    cpu = bool(st_all) and all(set(s["train_cpu_seconds"]) == set(s["train_seconds"]) for s in st_all)
+    recorded = bool(st_all) and all(set(s["train_cpu_seconds"]) == set(s["train_seconds"]) for s in st_all)
+    scopes = {scope for s in st_all for seed, scope in s.get("cpu_scope", {}).items() if seed in s["train_seconds"]}
+    cpu = recorded and len(scopes) <= 1
     key = "train_cpu_seconds" if cpu else "train_seconds"
+    sel_cpu = cpu and all(set(c.get("selection_cpu_seconds", {})) == set(c["selection_seconds"]) for c in table.values())
+    sel_key = "selection_cpu_seconds" if sel_cpu else "selection_seconds"
     sums = {name: 0.0 for name, _ in STRATEGIES}
     sel, pairs, per_task, whole, share, loads = 0.0, 0, {}, {}, {}, []
     for col, cell in table.items():
@@ -168,18 +179,19 @@ def _costs(table: dict, num_layers: int | None = None) -> dict:
             for name, _ in STRATEGIES:
                 sums[name] += st[name][key][seed]
                 loads.append((st[name].get("load_average") or {}).get(seed))
-            sel += cell["selection_seconds"][seed]
+            sel += cell[sel_key][seed]
             pairs += 1
         if seeds:
             full = sum(st["full"][key][s] for s in seeds)
             per_task[col] = 100 * sum(st["olft"][key][s] for s in seeds) / full
-            whole[col] = 100 * sum(st["olft"][key][s] + cell["selection_seconds"][s] for s in seeds) / full
+            whole[col] = 100 * sum(st["olft"][key][s] + cell[sel_key][s] for s in seeds) / full
             if num_layers:
                 share[col] = 100 * statistics.fmean((num_layers - st["olft"]["layers"][s][0]) / num_layers for s in seeds)
     params = next((c["peft_params"] for c in table.values() if len(c.get("peft_params", {})) == 3), None)
     all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
     seen = [x for x in loads if x]
-    out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "olft_time_percent_per_task": per_task,
+    out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "selection_basis": "cpu" if sel_cpu else "wall",
+                 "cpu_scopes_differ": recorded and not cpu, "olft_time_percent_per_task": per_task,
                  "whole_run_vs_all_layer_per_task": whole, "stack_share_percent_per_task": share,
                  "all_layer_peft_params": all_params,
                  "load_average_15min": [min(x[2] for x in seen), max(x[2] for x in seen)] if seen else None}
@@ -533,7 +545,11 @@ def _table2(d: dict) -> list[str]:
     lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, in {basis}, "
               "as olft records it (its training loop plus building the activation cache of its training split; evaluation excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
-              + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}. " if whole else "")
+              + ("CPU seconds are not used: some runs were made by an olft whose CPU time also counted building the evaluation "
+                 "caches, so the two would not compare. " if t.get("cpu_scopes_differ") else "")
+              + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}"
+                 + (" (selection in wall seconds: not every run recorded its CPU time). " if t.get("basis") == "cpu" and t.get("selection_basis") != "cpu" else ". ")
+                 if whole else "")
               + (f"Share of the stack OLFT's chosen layer leaves in each training step ((L - k) / L: layers below k run once, into the cache), "
                  f"per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in share.items())}; OLFT's time % tracks this share, so a "
                  "lower chosen layer costs more whatever the selector. " if share else "")

@@ -431,3 +431,29 @@ def test_full_plan_gap_names_each_tasks_missing_seeds():
     del d["table1"]["wnli"]
     gap = paper_report.full_plan_gap(d)
     assert gap.startswith("the model's full plan also has tasks WNLI, SST-2 seeds 1, 2;") and "RTE" not in gap
+
+
+def test_table2_cpu_basis_needs_one_cpu_scope_and_takes_selection_cpu():
+    """CPU seconds counted two ways (an older olft also counted building the evaluation caches) never
+    mix: the table falls back to wall seconds and says so; selection's CPU seconds join the CPU basis."""
+    import paper_report
+
+    def cell(scope, cpu_scale=1.0):
+        st = {name: {"train_seconds": {"0": wall}, "train_cpu_seconds": {"0": wall * cpu_scale}, "layers": {"0": [k]},
+                     "load_average": {"0": [1.0, 1.0, 1.0]}, "cpu_scope": {"0": scope}}
+              for name, wall, k in (("olft", 60.0, 3), ("final", 30.0, 5), ("full", 100.0, 0))}
+        return {"strategies": st, "selection_seconds": {"0": 10.0}, "selection_cpu_seconds": {"0": 5.0}}
+
+    new = "training + training split's cache build"
+    costs = paper_report._costs({"rte": cell(new, 0.5), "mrpc": cell(new, 0.5)}, 6)
+    assert costs["basis"] == "cpu" and costs["selection_basis"] == "cpu" and not costs["cpu_scopes_differ"]
+    assert costs["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (30 + 5) / 50)
+    assert costs["stack_share_percent_per_task"]["rte"] == pytest.approx(50)
+    mixed = paper_report._costs({"rte": cell(new, 0.5), "mrpc": cell(None, 0.5)}, 6)
+    assert mixed["basis"] == "wall" and mixed["cpu_scopes_differ"]
+    assert mixed["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (60 + 10) / 100)
+    no_sel_cpu = {"rte": cell(new, 0.5)}
+    del no_sel_cpu["rte"]["selection_cpu_seconds"]
+    costs = paper_report._costs(no_sel_cpu, 6)
+    assert costs["basis"] == "cpu" and costs["selection_basis"] == "wall"
+    assert costs["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (30 + 10) / 50)

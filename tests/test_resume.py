@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from olft.cli import main
 from olft.errors import OlftError
-from olft.runfolder import compare_timing, foreign_entries
+from olft.runfolder import CPU_SCOPE, compare_timing, foreign_entries
 
 TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
@@ -290,6 +290,9 @@ def test_timing_comparison_truth_table():
     assert old["comparable"] is False and old["unrecorded"] == ["full"] and old["differs_in"] == []
     resumed = compare_timing({"final": a}, ["final"])
     assert resumed["comparable"] is False and resumed["resumed_mid_training"] == ["final"]
+    # A piece from an olft whose CPU seconds counted other work (no cpu_scope stamp) never compares unflagged.
+    scoped = {**a, "cpu_scope": CPU_SCOPE}
+    assert compare_timing({"final": scoped, "full": {**a, "started": "t2"}})["differs_in"] == ["run", "cpu_scope"]
 
 
 def test_pieces_timed_in_different_runs_are_flagged(model_dirs, tiny_glue, tmp_path):
@@ -309,6 +312,7 @@ def test_pieces_timed_in_different_runs_are_flagged(model_dirs, tiny_glue, tmp_p
     assert [(t["label"], t["pieces"], t["torch_threads"]) for t in timing["runs"]] == [
         ("A", ["final"], threads), ("B", ["full"], threads + 1)]
     assert r["strategies"]["full"]["timed_by"]["pid"] == os.getpid()
+    assert r["strategies"]["full"]["timed_by"]["cpu_scope"] == CPU_SCOPE  # what its train_cpu_seconds count
     table = (out / "table.md").read_text()
     assert re.search(r"\| final \| [\d.]+ \(A\) \|", table) and re.search(r"\| full \| [\d.]+ \(B\) \|", table)
     assert "Timings do not compare" in table and "torch_threads" in table

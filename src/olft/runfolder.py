@@ -83,7 +83,10 @@ OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", "loss.png"
 OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",), "curves": (".csv",)}
 STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
 # What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
-TIMING_FIELDS = ("host", "device", "torch_threads", "world_size")
+TIMING_FIELDS = ("host", "device", "torch_threads", "world_size", "cpu_scope")
+# What a strategy's `train_cpu_seconds` counts. Stamped so that times counted differently never
+# compare unflagged: olft before this stamp also counted building the evaluation splits' caches.
+CPU_SCOPE = "training + training split's cache build"
 
 
 def _is_own(entry: Path, folder: str | None = None) -> bool:
@@ -267,7 +270,8 @@ class RunFolder:
             name += f" ({torch.cuda.get_device_name(device)})"
         record = runlock.this_process(self.started)
         del record["command"]
-        self.timed_by = {**record, "torch_threads": torch.get_num_threads(), "device": name, "world_size": world_size}
+        self.timed_by = {**record, "torch_threads": torch.get_num_threads(), "device": name, "world_size": world_size,
+                         "cpu_scope": CPU_SCOPE}
 
     # -- pieces ----------------------------------------------------------------------------------
     def _piece(self, kind: str, name: str | None) -> Path:
