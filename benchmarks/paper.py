@@ -528,24 +528,31 @@ def merged_manifest(old: dict, new: dict) -> dict:
 
     Commands at the same budget (every cap equal but the seeds) add up: the report then covers
     every column, seed and job either planned (a user who ran `--tasks rte` then `--tasks mrpc`
-    expects both in the tables), and lists every command. A
+    expects both in the tables), and lists the commands that rerun them (one whose jobs another
+    command's hold is left out). A
     command at another budget starts a new manifest: its tables never mix runs of two budgets.
     """
     def budget(m: dict) -> tuple:
         return m.get("model"), m.get("method"), m.get("threads"), {k: v for k, v in (m.get("caps") or {}).items() if k != "seeds"}
 
     if not old.get("jobs") or budget(old) != budget(new):
-        return {**new, "commands": [new["command"]]}
+        return {**new, "commands": [new["command"]], "command_jobs": {new["command"]: new["jobs"]}}
     # Columns in the newer command's order when it names every earlier one, else the earlier ones first.
     columns = new["columns"] if set(old.get("columns", [])) <= set(new["columns"]) else list(dict.fromkeys(old["columns"] + new["columns"]))
     seeds = sorted({int(x) for m in (old, new) for x in str(m["caps"]["seeds"]).split(",") if x.strip()})
+    # Each command with its jobs; a command whose jobs another one's hold is dropped: that one reruns them.
+    # An older bench.json listed several commands without their jobs: those are kept as they are.
+    legacy = [] if old.get("command_jobs") or len(old.get("commands") or []) <= 1 else old["commands"]
+    every = {**(old.get("command_jobs") or ({} if legacy else {old["command"]: old["jobs"]})), new["command"]: new["jobs"]}
+    order = list(every)
+    kept = {c: jobs for c, jobs in every.items()  # of two commands with the same jobs, the later is kept
+            if not any(o != c and set(jobs) <= set(other) and (set(jobs) < set(other) or order.index(o) > order.index(c))
+                       for o, other in every.items())}
+    commands = [c for c in legacy if c not in kept] + list(kept)
     return {**new, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
             "sweep": list(dict.fromkeys(old.get("sweep", []) + new["sweep"])), "sweep_full": old.get("sweep_full") or new["sweep_full"],
             "paper_protocol": new["paper_protocol"] or old.get("paper_protocol"), "plans": {**old.get("plans", {}), **new["plans"]},
-            "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])),
-            # A command whose plan holds every earlier job reproduces the whole report alone.
-            "commands": [new["command"]] if set(old["jobs"]) <= set(new["jobs"])
-            else list(dict.fromkeys(old.get("commands", [old["command"]]) + [new["command"]]))}
+            "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])), "commands": commands, "command_jobs": kept}
 
 
 def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) -> None:

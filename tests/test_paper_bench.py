@@ -405,7 +405,9 @@ def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
     assert first["commands"] == ["a"]
     both = paper.merged_manifest(first, manifest("b", ["mrpc"], "1", ["mrpc-s1"]))
     assert both["columns"] == ["rte", "mrpc"] and both["caps"]["seeds"] == "0,1"
-    wider = paper.merged_manifest(both, manifest("d", ["mrpc", "rte"], "0,1", ["mrpc-s0", "rte-s0", "mrpc-s1", "rte-s1"]))
+    same = paper.merged_manifest(both, manifest("b2", ["mrpc"], "1", ["mrpc-s1"]))  # b spelled otherwise: the later stays
+    assert same["commands"] == ["a", "b2"]
+    wider = paper.merged_manifest(same, manifest("d", ["mrpc", "rte"], "0,1", ["mrpc-s0", "rte-s0", "mrpc-s1", "rte-s1"]))
     assert wider["columns"] == ["mrpc", "rte"] and wider["commands"] == ["d"]  # d alone reruns every job
     assert both["jobs"] == ["rte-s0", "mrpc-s1"] and both["commands"] == ["a", "b"] and set(both["plans"]) == {"rte", "mrpc"}
     assert paper.merged_manifest(both, manifest("b", ["mrpc"], "1", ["mrpc-s1"])) == both  # a rerun (or a second shard) adds nothing
@@ -415,6 +417,8 @@ def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
         paper.write_manifest(tmp_path, m)
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["jobs"] == ["rte-s0", "mrpc-s1"] and on_disk["commands"] == ["a", "b"]
+    legacy = {**manifest("y", ["rte"], "0", ["rte-s0", "rte-s1"]), "commands": ["x", "y"]}  # older: no jobs per command
+    assert paper.merged_manifest(legacy, manifest("y", ["rte"], "0", ["rte-s0"]))["commands"] == ["x", "y"]
     other = paper.merged_manifest(both, manifest("c", ["mrpc"], "1", ["mrpc-s1"], cap=500))
     assert other["columns"] == ["mrpc"] and other["commands"] == ["c"] and other["jobs"] == ["mrpc-s1"]
 
