@@ -191,7 +191,8 @@ def _costs(table: dict, num_layers: int | None = None) -> dict:
     all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
     seen = [x for x in loads if x]
     out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "selection_basis": "cpu" if sel_cpu else "wall",
-                 "cpu_scopes_differ": recorded and not cpu, "olft_time_percent_per_task": per_task,
+                 "cpu_scopes_differ": recorded and not cpu, "cpu_scope": next(iter(scopes), None) if cpu else None,
+                 "olft_time_percent_per_task": per_task,
                  "whole_run_vs_all_layer_per_task": whole, "stack_share_percent_per_task": share,
                  "all_layer_peft_params": all_params,
                  "load_average_15min": [min(x[2] for x in seen), max(x[2] for x in seen)] if seen else None}
@@ -547,6 +548,10 @@ def _table2(d: dict) -> list[str]:
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
               + ("CPU seconds are not used: some runs were made by an olft whose CPU time also counted building the evaluation "
                  "caches, so the two would not compare. " if t.get("cpu_scopes_differ") else "")
+              + ("These runs' CPU seconds also count building the activation caches of the scored splits (olft before its "
+                 "`cpu_scope` stamp), which all-layer tuning never builds: OLFT's and final-layer's time % are overstated most "
+                 "where the scored split is large (QQP, MNLI, QNLI: up to 5,000 examples through the layers below the cache). "
+                 if t.get("basis") == "cpu" and not t.get("cpu_scope") else "")
               + (f"Whole OLFT run (selection + tuning) as % of all-layer tuning, per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in whole.items())}"
                  + (" (selection in wall seconds: not every run recorded its CPU time). " if t.get("basis") == "cpu" and t.get("selection_basis") != "cpu" else ". ")
                  if whole else "")

@@ -453,6 +453,7 @@ def test_table2_cpu_basis_needs_one_cpu_scope_and_takes_selection_cpu():
     assert costs["basis"] == "cpu" and costs["selection_basis"] == "cpu" and not costs["cpu_scopes_differ"]
     assert costs["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (30 + 5) / 50)
     assert costs["stack_share_percent_per_task"]["rte"] == pytest.approx(50)
+    assert costs["cpu_scope"] == new and paper_report._costs({"rte": cell(None)}, 6)["cpu_scope"] is None  # old: caveat shown
     mixed = paper_report._costs({"rte": cell(new, 0.5), "mrpc": cell(None, 0.5)}, 6)
     assert mixed["basis"] == "wall" and mixed["cpu_scopes_differ"]
     assert mixed["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (60 + 10) / 100)
