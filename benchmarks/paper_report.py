@@ -160,7 +160,8 @@ def _costs(table: dict, num_layers: int | None = None) -> dict:
     (`selection_basis`).
     `stack_share_percent_per_task`: the share (x100, mean over seeds) of the `num_layers` layers
     that OLFT's chosen layer k leaves in its training step, (L - k) / L: the layers below k run
-    once, into the activation cache, so OLFT's time % sits near this share whatever the selector.
+    once, into the activation cache, so OLFT's time % sits near (or, on short inputs, above) this
+    share whatever the selector.
     """
     st_all = [cell["strategies"][n] for cell in table.values() for n, _ in STRATEGIES]
     recorded = bool(st_all) and all(set(s["train_cpu_seconds"]) == set(s["train_seconds"]) for s in st_all)
@@ -556,8 +557,9 @@ def _table2(d: dict) -> list[str]:
                  + (" (selection in wall seconds: not every run recorded its CPU time). " if t.get("basis") == "cpu" and t.get("selection_basis") != "cpu" else ". ")
                  if whole else "")
               + (f"Share of the stack OLFT's chosen layer leaves in each training step ((L - k) / L: layers below k run once, into the cache), "
-                 f"per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in share.items())}; OLFT's time % tracks this share, so a "
-                 "lower chosen layer costs more whatever the selector. " if share else "")
+                 f"per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in share.items())}; OLFT's time % sits near or above this "
+                 "share (per-step work that does not shrink with the layers, such as the optimizer step and batching, weighs more on "
+                 "short inputs), so a lower chosen layer costs more whatever the selector. " if share else "")
               + (f"Machine load (15-minute average when each strategy finished): {load[0]:.1f}-{load[1]:.1f}. " if load else "")
               + ("Timed under different conditions (olft's check): " + "; ".join(
                   f"{n}: differs in {', '.join(tm['differs_in'] or ['-'])}"
