@@ -136,6 +136,8 @@ def test_help_lists_every_option():
                  "--batch-size", "--max-length", "--seed", "--candidates", "--selection-data", "--reduction-factor",
                  "--lora-rank", "--max-train-samples", "--max-eval-samples", "--selection-train-samples"):
         assert flag in out, flag
+    usage = out.split("\n\n")[0]  # a short usage line, not argparse's ~50 dotted options
+    assert usage.startswith("usage: olft run [--config FILE] [--model MODEL] [--task TASK]") and usage.count("[") < 10
 
 
 CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "{exhaustive,halving,probe,gradient,probe-halving}",

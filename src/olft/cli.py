@@ -90,10 +90,10 @@ class _OneOf(_Named):
 
 
 
-def _subparser(help_text: str):
+def _subparser(help_text: str, usage: str | None = None):
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(description=help_text, exit_on_error=False)
+    p = ArgumentParser(description=help_text, exit_on_error=False, usage=usage)
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and the final result; no progress bars.")
     p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     p.add_argument("--debug", action="store_true", help="Show tracebacks for input errors.")
@@ -108,7 +108,12 @@ def build_parser():
                             description="Optimal Layer Fine-Tuning: tune one well-chosen layer with a PEFT module.")
     sub = parser.add_subcommands(dest="command", required=True)
     for command, (help_text, sections) in COMMANDS.items():
-        p = _subparser(help_text)
+        # argparse's generated usage lists ~50 options in their dotted forms; a short one reads better.
+        usage = (f"olft {command} [--config FILE] [--model MODEL] " + ("[--task TASK] [--method {adapter,lora,prefix}] "
+                 if command != "info" else "") + ("--layers L " if command == "train" else "") + "[options]\n"
+                 "  every option has a short form ({}) and a dotted form ({}), as listed below".format(
+                     *(("--dtype", "--model.dtype") if command == "info" else ("--lr", "--train.lr"))))
+        p = _subparser(help_text, usage)
         p.add_argument("--config", action=ActionConfigFile,
                        help="YAML or JSON file with the options below, grouped as model/data/method/train/selection "
                             "(a run folder's config.json works); flags given with it override the file.")
