@@ -419,11 +419,16 @@ def estimate(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, prof
     def hours(js: list[Job]) -> float:
         return (sum(job_units(j, by_task.get(j.task), caps, n) for j in js) * speed / 1000 + len(js) * profile.overhead_s) / 3600
 
-    left = f"{hours(todo):.1f} h for the {len(todo)} unfinished runs, " if todo is not None and len(todo) < len(jobs) else ""
+    left = f"{_dur(hours(todo))} for the {len(todo)} unfinished runs, " if todo is not None and len(todo) < len(jobs) else ""
     source = (f"{speed:.2f} ms per token of a whole-model forward measured on the {measured[1]} finished runs of this work dir "
               f"(the profile's probe: {profile.speed_ms} ms)" if measured else
               f"{profile.speed_ms} ms per token of a whole-model forward with 1 torch thread (probes: {profile.probe})")
-    return f"{left}{hours(jobs):.1f} h for all {len(jobs)} runs, from a cost model at {source}"
+    return f"{left}{_dur(hours(jobs))} for all {len(jobs)} runs, from a cost model at {source}"
+
+
+def _dur(hours: float) -> str:
+    """Hours as '2.4 h', or minutes below an hour ('3 min'): a small plan must not read '0.0 h'."""
+    return f"{hours:.1f} h" if hours >= 1 else f"{max(hours * 60, 0.1):.{0 if hours * 60 >= 10 else 1}f} min"
 
 
 def is_finished(folder: Path) -> bool:
@@ -593,7 +598,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-full", action=argparse.BooleanOptionalAction, default=None,
                    help="also tune every layer of the sweep tasks on the full capped train set, scored on validation (default: per model)")
     p.add_argument("--paper-protocol", default=None,
-                   help="task that also runs the paper's selection protocol (--selection-data validation); '' for none (default: per model)")
+                   help="task that also runs the paper's selection protocol (--selection-data validation); '' for none (default: "
+                   + ", ".join(f"{name} {prof.paper_protocol}" for name, prof in PROFILES.items())
+                   + ", rte otherwise; a default is only run when its task is among --tasks)")
     p.add_argument("--extra-seeds", type=int, default=1, help="how many of the seeds also run the sweep and the paper protocol")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
@@ -604,7 +611,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run only shard K of N of the planned runs (split by estimated cost), e.g. 0/2 and 1/2 in two "
                    "processes; they share the work dir and the report")
     for f in fields(Caps):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"(default: per model; {f.default} otherwise)")
+        per_model = ", ".join(f"{name} {getattr(prof.caps, f.name)!r}" for name, prof in PROFILES.items())
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+                       help=f"(default: {per_model}; {f.default!r} for other models)")
     return p.parse_args(argv)
 
 
@@ -620,9 +629,23 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def resolve_caps(args: argparse.Namespace) -> Caps:
-    """The model's default caps, overridden by any cap flag given."""
+    """The model's default caps, overridden by any cap flag given. A --max-train-samples given
+    without --task-train-caps applies to every task: the profile's per-task caps (e.g. SST-2 at
+    8,000) were sized for its own budget, and would silently train one task on far more."""
     given = {f.name: getattr(args, f.name) for f in fields(Caps) if getattr(args, f.name) is not None}
+    if "max_train_samples" in given and "task_train_caps" not in given:
+        given["task_train_caps"] = ""
     return replace(PROFILES.get(args.model, FALLBACK).caps, **given)
+
+
+def caps_notes(profile: Profile, caps: Caps) -> str:
+    """Why the caps are what they are: the profile's reasons when the command kept its caps (seeds
+    aside), else which caps the command line changed (the profile's reasons do not apply to them)."""
+    changed = [f.name for f in fields(Caps) if f.name != "seeds" and getattr(caps, f.name) != getattr(profile.caps, f.name)]
+    if not changed:
+        return profile.notes
+    return (f"set on the command line: {', '.join('--' + n.replace('_', '-') for n in changed)} differ from the model's profile"
+            + (f" (whose reasons, for its own caps: {profile.notes})" if profile.notes else ""))
 
 
 def _cpu() -> str:
@@ -663,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_full = profile.sweep_full if args.sweep_full is None else args.sweep_full
     columns, sweep = _split_list(args.tasks), _split_list(profile.sweep if args.sweep is None else args.sweep)
     paper_task = next(iter(_split_list(profile.paper_protocol if args.paper_protocol is None else args.paper_protocol)), None)
+    if args.paper_protocol is None and paper_task not in columns:
+        paper_task = None  # the default protocol task rides along only with its own column; name it to run it alone
     work.mkdir(parents=True, exist_ok=True)
     (work.parent / ".gitignore").write_text("*\n")  # derived data and run folders never go into git
     wanted = dict.fromkeys([*columns, *sweep, *([paper_task] if paper_task else [])])
@@ -682,11 +707,11 @@ def main(argv: list[str] | None = None) -> int:
         speed = measured[0] if measured else profile.speed_ms
         for j in jobs:
             hours = job_units(j, plans_by_task.get(j.task), caps, n_layers) * speed / 3.6e6
-            print(f"{j.name:24s} {hours:5.2f} h" + ("" if j in todo else "  (finished)") + ("" if j in mine else "  (another shard)"))
+            print(f"{j.name:24s} {_dur(hours):>8s}" + ("" if j in todo else "  (finished)") + ("" if j in mine else "  (another shard)"))
         return 0
     manifest = {
         "command": "python benchmarks/paper.py " + shlex.join(recorded_args(argv)), "model": args.model, "method": args.method,
-        "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": profile.notes, "columns": columns,
+        "caps": asdict(caps), "threads": args.threads, "cpu": _cpu(), "notes": caps_notes(profile, caps), "columns": columns,
         "sweep": sweep, "sweep_full": sweep_full, "paper_protocol": paper_task, "plans": {c: asdict(p) for c, p in plans.items()},
         "jobs": [j.name for j in jobs],
         # With nothing left to run, the report keeps the estimate made before the runs it shows.

@@ -90,7 +90,7 @@ def test_report_layout(bench):
     assert "llama, adapter (complete" in readme
     assert all(row in readme for row in ("| OLFT beats", "| OLFT is comparable", "| the best single layer", "| OLFT trains in"))
     glance = next(line for line in readme.splitlines() if line.startswith("| ") and "llama, adapter | 8/8 |" in line)
-    gain = data["average"]["olft"]["mean"] - data["average"]["final"]["mean"]
+    gain = data["paper_average"]["olft"]["mean"] - data["paper_average"]["final"]["mean"]
     assert f"{data['claims']['claim1']['verdict']} ({gain:+.1f})" in glance
 
 
@@ -462,3 +462,36 @@ def test_table2_cpu_basis_needs_one_cpu_scope_and_takes_selection_cpu():
     costs = paper_report._costs(no_sel_cpu, 6)
     assert costs["basis"] == "cpu" and costs["selection_basis"] == "wall"
     assert costs["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (30 + 10) / 50)
+
+
+def test_glance_shows_the_average_the_verdict_rests_on():
+    """With CoLA / STS-B beside the paper's tasks, the overview cell quotes the paper-task average its
+    verdict is judged on, not the average over every column."""
+    import paper_report
+
+    def means(olft, final, full):
+        return {"olft": {"mean": olft}, "final": {"mean": final}, "full": {"mean": full}}
+
+    d = {"average": means(60.0, 57.7, 57.2), "paper_average": means(50.0, 53.9, 60.2), "table2": {"olft": {}}}
+    assert paper_report._glance("claim1", d) == "-3.9" and paper_report._glance("claim2", d) == "-10.2"
+
+
+def test_command_line_caps_override_the_profile_and_its_reasons(capsys, tmp_path, model_dirs):
+    """--max-train-samples alone caps every task (the profile's SST-2 8,000 would silently train more);
+    the report's reasons then name the changed caps; the default paper protocol rides only with its task."""
+    args = paper.parse_args(["--model", "minilm-l6", "--max-train-samples", "64"])
+    caps = paper.resolve_caps(args)
+    assert caps.train_cap("sst2") == 64 and caps.train_cap("rte") == 64
+    assert paper.resolve_caps(paper.parse_args(["--model", "minilm-l6"])).train_cap("sst2") == 8000
+    profile = paper.PROFILES["minilm-l6"]
+    assert paper.caps_notes(profile, paper.resolve_caps(paper.parse_args(["--model", "minilm-l6", "--seeds", "0"]))) == profile.notes
+    notes = paper.caps_notes(profile, caps)
+    assert notes.startswith("set on the command line: --max-train-samples, --task-train-caps differ")
+    assert paper._dur(0.02) == "1.2 min" and paper._dur(0.5) == "30 min" and paper._dur(2.04) == "2.0 h"
+    glue = make_glue(tmp_path / "glue", n_train=16, n_dev=8)
+    capsys.readouterr()
+    base = ["--model", str(model_dirs["llama"]), "--seeds", "0", "--sweep", "", "--work-dir", str(tmp_path / "w"), "--glue-dir", str(glue), "--plan-only"]
+    assert paper.main([*base, "--tasks", "sst2"]) == 0
+    out = capsys.readouterr().out
+    assert "sst2-s0" in out and "paper-rte" not in out  # the default protocol task (RTE) is not among --tasks
+    assert paper.main([*base, "--tasks", "sst2,rte"]) == 0 and "paper-rte-s0" in capsys.readouterr().out
