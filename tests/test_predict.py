@@ -179,3 +179,16 @@ def test_unlabelled_input_with_a_stray_quote_is_refused_naming_the_line(runs, tm
     _fails(capsys, ["predict", "--run", str(runs["bert"]), "--input", str(bad), "--output", str(out)],
            "in.csv, line 3: a quoted field opened on this line runs on to line 5, and line 4 inside it reads as a row of its own")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("strategy", ["olft", "final"])
+def test_damaged_weights_file_is_one_line_in_evaluate_and_predict(runs, tmp_path, capsys, strategy):
+    run = tmp_path / "run"
+    shutil.copytree(runs["bert"], run)
+    weights = run / "weights" / f"{strategy}.safetensors"
+    weights.write_bytes(b"garbage")
+    for argv in (["evaluate", "--run", str(run), "-q"], ["predict", "--run", str(run), "--strategy", strategy, "--text", "a", "b", "-q"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"olft: error: {weights} is unreadable") and "delete it and rerun `olft run`" in err, err
+        assert err.count("\n") == 1, err  # one line, no traceback

@@ -83,21 +83,30 @@ def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
 
 
+def load_weights(path: Path) -> dict:
+    """A strategy's saved tensors (PEFT module, and the head under `head.`), by name.
+
+    Raises OlftError (one line: delete the file and rerun `olft run`) for a damaged file, which
+    safetensors reports as e.g. `header too small`.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # a damaged file
+        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
+
+
 def tuned_session(info: RunInfo, quiet: bool = False):
     """A Session (model and tokenizer only) with the strategy's module and head put back.
 
     Returns (session, applied); `applied.remove()` takes the module out again.
     """
-    from safetensors.torch import load_file
-
     from olft.methods import apply_method
     from olft.pipeline import Session
 
+    weights = load_weights(info.weights)  # a damaged file fails before the model loads
     session = Session(info.cfg, quiet=quiet, data=False)
-    try:
-        weights = load_file(str(info.weights))
-    except Exception as exc:  # a damaged file
-        raise OlftError(f"{info.weights} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
     applied = apply_method(session.stack, info.layers, info.cfg.method)
     applied.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")})
     session.stack.head.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("head.")})
