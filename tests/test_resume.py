@@ -198,6 +198,40 @@ def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_g
     assert _snapshot(model) == before
 
 
+def test_a_folder_holding_the_users_files_is_refused_before_the_model_loads(model_dirs, tiny_glue, tmp_path, capsys, monkeypatch):
+    import olft.api
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the --out folder was checked")
+
+    monkeypatch.setattr(olft.api, "Session", no_model)
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "keep.txt").write_text("keep me")
+    before = _snapshot(mine)
+    for command in (["--strategies", "final"], ["--strategies", "olft"]):
+        assert main(_args(model_dirs["gpt2"], tiny_glue, mine, *command)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "olft did not write (keep.txt, sub)" in err and "empty or new --out" in err, err
+    assert main(["select", *_args(model_dirs["gpt2"], tiny_glue, mine)[1:]]) == 2
+    assert "keep.txt" in capsys.readouterr().err
+    assert _snapshot(mine) == before
+
+
+def test_overwrite_names_the_users_files_in_a_run_folder(reference, model_dirs, tiny_glue, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "notes.txt").write_text("keep me")
+    before = _snapshot(run)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "is an olft run folder" in err and "is not" not in err and "(notes.txt)" in err, err
+    assert "--overwrite will not delete" in err and "move them" in err, err
+    assert _snapshot(run) == before
+    (run / "notes.txt").unlink()
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--strategies", "final", "--overwrite")) == 0  # once moved
+
+
 def test_what_olft_counts_as_its_own_files(tmp_path):
     own = ["config.json", "results.json", ".results.tmp123.json", "table.md", "layers.png", ".layers.tmp7.png",
            "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.tmp7.json",
