@@ -370,6 +370,9 @@ def test_each_strategy_trains_at_its_own_learning_rate(model_dirs, tiny_glue, tm
     assert peak("final") == pytest.approx(2e-3) and peak("olft") == pytest.approx(5e-3)
     candidates = [p.stem for p in (out / "curves").glob("candidate*.csv")]
     assert candidates and all(peak(c) == pytest.approx(5e-3) for c in candidates)
+    # The folder's config.json, rerun with fewer --strategies: olft's rate is ignored, not refused.
+    assert main(["run", "--config", str(out / "config.json"), "--out", str(out), "--strategies", "final", "-q"]) == 0
+    assert _results(out)["strategies"]["final"]["lr"] == 2e-3
 
 
 @pytest.mark.parametrize("bad", ["fnal=1e-3", "final=", "full=-1", "final=abc"])
@@ -378,12 +381,37 @@ def test_a_malformed_strategy_lr_is_refused_before_anything_loads(model_dirs, ti
     assert "--strategy-lr" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def _no_model(monkeypatch):
+    import olft.api
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before --strategy-lr was checked")
+
+    monkeypatch.setattr(olft.api, "Session", no_model)
+
+
 @pytest.mark.parametrize("command, extra, message", [
     ("run", ["--strategies", "olft,final", "--strategy-lr", "full=5e-3"], "which --strategies olft,final does not run"),
+    ("run", ["--strategies", "final", "--strategy-lr", "olft=1e-3,full=2e-3"], "names full, olft, which --strategies final"),
     ("run", ["--strategy-lr", "olft=1e-3,olft=2e-3"], "olft is given twice"),
     ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "use --lr instead"),
+    ("select", ["--strategy-lr", "final=1e-2"], "which olft select"),
 ])
-def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys):
+def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys, monkeypatch):
+    _no_model(monkeypatch)
     args = [command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra]
     assert main(args) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, extra, unused", [
+    ("run", ["--strategies", "final", "--strategy-lr", "olft=5e-3,final=2e-3,full=1e-3"], "full, olft"),
+    ("select", ["--strategy-lr", "olft=5e-3,final=2e-3"], "final"),
+])
+def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_dirs, tiny_glue, tmp_path, command, extra, unused,
+                                                                      caplog, monkeypatch):
+    _no_model(monkeypatch)  # the warning comes before the model loads (which here stops the command)
+    with pytest.raises(AssertionError, match="the model loaded"):
+        main([command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra])
+    warnings = [r.getMessage() for r in caplog.records if "--strategy-lr" in r.getMessage()]
+    assert len(warnings) == 1 and f"ignoring the rate of {unused}, which" in warnings[0], warnings
