@@ -400,3 +400,11 @@ def test_layer_plot_helpers(tmp_path):
                "task": "rte", "method": "lora", "eval_splits": ["validation"],
                "strategies": {"final": {"score": 0.55}, "full": {"score": 0.72}}}
     assert plot_layers(results, tmp_path / "l.png") and (tmp_path / "l.png").stat().st_size > 0
+
+
+def test_python_dash_m_olft_is_the_olft_command(tmp_path):
+    """`python -m olft` runs cli.main: its --help, and exit 2 with one line for bad input."""
+    ok = subprocess.run([sys.executable, "-m", "olft", "evaluate", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "--run" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "olft", "evaluate", "--run", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("olft: error:") and bad.stderr.count("\n") == 1, bad.stderr

@@ -179,3 +179,39 @@ def test_unlabelled_input_with_a_stray_quote_is_refused_naming_the_line(runs, tm
     _fails(capsys, ["predict", "--run", str(runs["bert"]), "--input", str(bad), "--output", str(out)],
            "in.csv, line 3: a quoted field opened on this line runs on to line 5, and line 4 inside it reads as a row of its own")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("strategy", ["olft", "final"])
+def test_damaged_weights_file_is_one_line_in_evaluate_and_predict(runs, tmp_path, capsys, strategy):
+    run = tmp_path / "run"
+    shutil.copytree(runs["bert"], run)
+    weights = run / "weights" / f"{strategy}.safetensors"
+    weights.write_bytes(b"garbage")
+    for argv in (["evaluate", "--run", str(run), "-q"], ["predict", "--run", str(run), "--strategy", strategy, "--text", "a", "b", "-q"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"olft: error: {weights} is unreadable") and "delete it and rerun `olft run`" in err, err
+        assert err.count("\n") == 1, err  # one line, no traceback
+
+
+def test_validation_split_follows_the_runs_eval_cap(runs, tmp_path, capsys):
+    """A run scored on --max-eval-samples examples: predict --split validation scores the same
+    sample as evaluate (same metric, same rows); --whole-split scores the whole split."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["bert"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["max_eval_samples"] = 13
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["evaluate", "--run", str(run), "-q"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("olft validation:"))
+    evaluated = line.split("accuracy=")[1].split()[0]
+    out = tmp_path / "dev.csv"
+    assert main(["predict", "--run", str(run), "--split", "validation", "--output", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert f"accuracy={evaluated}" in captured.out and "scoring 13 of 40 validation examples" in captured.err, captured
+    rte = tasks.get_task("rte")
+    sample = tasks.sample_split(tasks.load_glue(rte, "validation", cfg["data"]["glue_dir"]), 13, cfg["train"]["seed"])
+    assert [(r["sentence1"], r["sentence2"]) for r in _read(out)] == [ex.texts for ex in sample]
+    assert main(["predict", "--run", str(run), "--split", "validation", "--whole-split", "--output", str(out), "-q"]) == 0
+    assert len(_read(out)) == 40 and "scoring 40 of 40" in capsys.readouterr().err
+    _fails(capsys, ["predict", "--run", str(run), "--text", "a", "b", "--whole-split"], "use it with --split")

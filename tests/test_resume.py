@@ -198,6 +198,40 @@ def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_g
     assert _snapshot(model) == before
 
 
+def test_a_folder_holding_the_users_files_is_refused_before_the_model_loads(model_dirs, tiny_glue, tmp_path, capsys, monkeypatch):
+    import olft.api
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the --out folder was checked")
+
+    monkeypatch.setattr(olft.api, "Session", no_model)
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "keep.txt").write_text("keep me")
+    before = _snapshot(mine)
+    for command in (["--strategies", "final"], ["--strategies", "olft"]):
+        assert main(_args(model_dirs["gpt2"], tiny_glue, mine, *command)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "olft did not write (keep.txt, sub)" in err and "empty or new --out" in err, err
+    assert main(["select", *_args(model_dirs["gpt2"], tiny_glue, mine)[1:]]) == 2
+    assert "keep.txt" in capsys.readouterr().err
+    assert _snapshot(mine) == before
+
+
+def test_overwrite_names_the_users_files_in_a_run_folder(reference, model_dirs, tiny_glue, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "notes.txt").write_text("keep me")
+    before = _snapshot(run)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "is an olft run folder" in err and "is not" not in err and "(notes.txt)" in err, err
+    assert "--overwrite will not delete" in err and "move them" in err, err
+    assert _snapshot(run) == before
+    (run / "notes.txt").unlink()
+    assert main(_args(model_dirs["gpt2"], tiny_glue, run, "--strategies", "final", "--overwrite")) == 0  # once moved
+
+
 def test_what_olft_counts_as_its_own_files(tmp_path):
     own = ["config.json", "results.json", ".results.tmp123.json", "table.md", "layers.png", ".layers.tmp7.png",
            "olft.lock", "olft.lock.json", ".write-test", "pieces/strategy-final.json", "pieces/.candidate-1.tmp7.json",
@@ -336,6 +370,9 @@ def test_each_strategy_trains_at_its_own_learning_rate(model_dirs, tiny_glue, tm
     assert peak("final") == pytest.approx(2e-3) and peak("olft") == pytest.approx(5e-3)
     candidates = [p.stem for p in (out / "curves").glob("candidate*.csv")]
     assert candidates and all(peak(c) == pytest.approx(5e-3) for c in candidates)
+    # The folder's config.json, rerun with fewer --strategies: olft's rate is ignored, not refused.
+    assert main(["run", "--config", str(out / "config.json"), "--out", str(out), "--strategies", "final", "-q"]) == 0
+    assert _results(out)["strategies"]["final"]["lr"] == 2e-3
 
 
 @pytest.mark.parametrize("bad", ["fnal=1e-3", "final=", "full=-1", "final=abc"])
@@ -344,12 +381,37 @@ def test_a_malformed_strategy_lr_is_refused_before_anything_loads(model_dirs, ti
     assert "--strategy-lr" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def _no_model(monkeypatch):
+    import olft.api
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before --strategy-lr was checked")
+
+    monkeypatch.setattr(olft.api, "Session", no_model)
+
+
 @pytest.mark.parametrize("command, extra, message", [
     ("run", ["--strategies", "olft,final", "--strategy-lr", "full=5e-3"], "which --strategies olft,final does not run"),
+    ("run", ["--strategies", "final", "--strategy-lr", "olft=1e-3,full=2e-3"], "names full, olft, which --strategies final"),
     ("run", ["--strategy-lr", "olft=1e-3,olft=2e-3"], "olft is given twice"),
     ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "use --lr instead"),
+    ("select", ["--strategy-lr", "final=1e-2"], "which olft select"),
 ])
-def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys):
+def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys, monkeypatch):
+    _no_model(monkeypatch)
     args = [command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra]
     assert main(args) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, extra, unused", [
+    ("run", ["--strategies", "final", "--strategy-lr", "olft=5e-3,final=2e-3,full=1e-3"], "full, olft"),
+    ("select", ["--strategy-lr", "olft=5e-3,final=2e-3"], "final"),
+])
+def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_dirs, tiny_glue, tmp_path, command, extra, unused,
+                                                                      caplog, monkeypatch):
+    _no_model(monkeypatch)  # the warning comes before the model loads (which here stops the command)
+    with pytest.raises(AssertionError, match="the model loaded"):
+        main([command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra])
+    warnings = [r.getMessage() for r in caplog.records if "--strategy-lr" in r.getMessage()]
+    assert len(warnings) == 1 and f"ignoring the rate of {unused}, which" in warnings[0], warnings

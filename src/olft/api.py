@@ -86,29 +86,36 @@ def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
 
 
-def _check_layers(cfg: RunConfig, check_strategies: bool) -> None:
+def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
     """Refuse layers the model does not have (--strategies, --layers, --candidates) from its config
     alone, before data is read or weights load; OlftError naming the valid range.
 
-    A config that declares no layer count leaves the check to the loaded model (`run` repeats it).
+    Returns the model's layer count, or None for a config that declares none: the check is then
+    left to the loaded model (`run` repeats it).
     """
     from olft.loading import config_num_layers, read_config
 
     n = config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
     if n is None:
-        return
+        return None
     if check_strategies:
         parse_strategies(cfg.strategies, n)
     parse_candidates(cfg.selection.candidates, n)
+    return n
 
 
 def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str) -> None:
-    """Refuse a --strategy-lr rate for a strategy that does not run (a silently unused rate is a
-    wrong run); `names` are the strategies that run, as `parse_strategies` names them."""
-    unused = sorted(set(cfg.train.lr_by_strategy()) - set(names))
-    if unused:
+    """Check --strategy-lr against `names`, the strategies this command runs (as `parse_strategies`
+    names them): rates for strategies it does not run are ignored with one warning naming them (a
+    config.json reused with fewer --strategies adds pieces to its folder), but when none of the
+    named strategies runs the flag would do nothing, and OlftError says so."""
+    rates = cfg.train.lr_by_strategy()
+    unused = sorted(set(rates) - set(names))
+    if rates and len(unused) == len(rates):
         explicit = "" if set(names) & {"olft", "final", "full"} else "; explicit layers (layers=..., olft train) train at --lr: use --lr instead"
         raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy{explicit}.")
+    if unused:
+        log.warning("--strategy-lr: ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
 
 
 def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
@@ -176,12 +183,17 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     bad input (before the folder is touched) or a folder held by another live run.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
-    _check_layers(cfg, check_strategies=strategies is None)
+    n = _check_layers(cfg, check_strategies=strategies is None)
+    what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
+    early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
+    if early is not None:  # before the model and data load
+        _check_strategy_lr(cfg, [s.name for s in early], what)
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
-        _check_strategy_lr(cfg, [s.name for s in strategies], f"--strategies {cfg.strategies}")
+        if early is None:  # the model's config declares no layer count: checked once it has loaded
+            _check_strategy_lr(cfg, [s.name for s in strategies], what)
         results = _begin(folder, cfg, session, [s.name for s in strategies])
         with _recorded(folder, results, session):
             for strat in strategies:
@@ -321,10 +333,10 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     when every candidate failed to train.
     """
     _check_layers(cfg, check_strategies=False)
+    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         parse_candidates(cfg.selection.candidates, session.num_layers)
-        _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             _selected_layer(session, folder, results)

@@ -8,25 +8,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from olft.pipeline import Session, evaluate_saved
+from olft.predict import load_weights
 from olft.runfolder import describe_status, read_run, safe_name
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
+    """The report `olft evaluate` prints: one line per strategy and split, re-scored metric
+    against the one in results.json.
+
+    Raises OlftError for a folder that is no run folder, and for a damaged weights file (before
+    the model loads, with the fix: delete it and rerun `olft run`).
+    """
     results, cfg = read_run(folder)
+    saved = {}  # strategy -> its tensors; every file is read first, so a damaged one fails early
+    for name in results.get("strategy_names", list(results["strategies"])):
+        weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
+        if name in results["strategies"] and weights_path.is_file():
+            saved[name] = load_weights(weights_path)
     session = Session(cfg, quiet=quiet)
     metric = results["metric"]
     lines = [f"run {folder}: {describe_status(folder)}"]
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
-        weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
-        if entry is None or not weights_path.is_file():
+        if name not in saved:
             lines.append(f"  {name}: not finished")
             continue
-        metrics = evaluate_saved(session, entry["layers"], load_file(str(weights_path)))
+        metrics = evaluate_saved(session, entry["layers"], saved[name])
         for split, values in metrics.items():
-            saved = entry["metrics"][split][metric]
-            lines.append(f"  {name} {split}: {metric}={values[metric]:.4f} (results.json: {saved:.4f})")
+            recorded = entry["metrics"][split][metric]
+            lines.append(f"  {name} {split}: {metric}={values[metric]:.4f} (results.json: {recorded:.4f})")
     return "\n".join(lines)

@@ -56,24 +56,35 @@ class TuneResult:
 
 
 def load_examples(cfg: RunConfig, task: tasks.Task) -> tuple[list, dict[str, list]]:
-    """(train examples, {eval split: examples}) from a GLUE folder, `datasets`, or files."""
+    """(train examples, {eval split: examples}) from a GLUE folder, `datasets`, or files; the
+    eval splits are the run's scored samples (`eval_sample`)."""
+    d = cfg.data
+    if d.data_source == "file" and (not d.train_file or not d.validation_file):
+        raise tasks.OlftError("--data-source file needs --train-file and --validation-file.")
+    train = load_split(cfg, task, "train")
+    splits = ["validation"] if d.data_source == "file" else task.eval_splits
+    train = tasks.sample_split(train, d.max_train_samples, cfg.train.seed)
+    return train, {s: eval_sample(cfg, load_split(cfg, task, s)) for s in splits}
+
+
+def load_split(cfg: RunConfig, task: tasks.Task, split: str) -> list:
+    """Every example of one split (with --data-source file: train or validation, from its file).
+
+    Raises OlftError for a missing file or split."""
     d = cfg.data
     if d.data_source == "file":
-        if not d.train_file or not d.validation_file:
-            raise tasks.OlftError("--data-source file needs --train-file and --validation-file.")
         cols = d.text_columns.split(",") if d.text_columns else None
-        train = tasks.load_file(task, d.train_file, cols, d.label_column)
-        evals = {"validation": tasks.load_file(task, d.validation_file, cols, d.label_column)}
-    elif d.data_source == "datasets":
-        train = tasks.load_hf(task, "train")
-        evals = {s: tasks.load_hf(task, s) for s in task.eval_splits}
-    else:
-        train = tasks.load_glue(task, "train", d.glue_dir)
-        evals = {s: tasks.load_glue(task, s, d.glue_dir) for s in task.eval_splits}
-    seed = cfg.train.seed
-    train = tasks.sample_split(train, d.max_train_samples, seed)
-    evals = {s: tasks.sample_split(ex, d.max_eval_samples, seed) for s, ex in evals.items()}
-    return train, evals
+        return tasks.load_file(task, d.train_file if split == "train" else d.validation_file, cols, d.label_column)
+    if d.data_source == "datasets":
+        return tasks.load_hf(task, split)
+    return tasks.load_glue(task, split, d.glue_dir)
+
+
+def eval_sample(cfg: RunConfig, examples: list) -> list:
+    """The examples of an eval split a run scores: at most --max-eval-samples of them, a random
+    subset seeded by the run's --seed, in their original order (all of them when uncapped)."""
+    return tasks.sample_split(examples, cfg.data.max_eval_samples, cfg.train.seed)
+
 
 
 class Session:

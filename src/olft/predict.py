@@ -1,8 +1,9 @@
 """Use a finished run: classify new text, and write GLUE test-set submission files.
 
 A run folder is reopened from its own `config.json`, so tokenization, truncation, pooling and
-the evaluation batch size are those the run was trained and scored with: predictions on the
-validation split give exactly the metrics in results.json (and `olft evaluate`).
+the evaluation batch size are those the run was trained and scored with, and `--split validation`
+scores the sample the run scored (its --max-eval-samples cap): its metrics are exactly those in
+results.json (and `olft evaluate`); `--whole-split` scores every example instead.
 
     olft predict --run DIR --input new.csv --output preds.csv      # one row per input row
     olft predict --run DIR --text "a premise" "a hypothesis"       # one example, printed
@@ -83,21 +84,30 @@ def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
 
 
+def load_weights(path: Path) -> dict:
+    """A strategy's saved tensors (PEFT module, and the head under `head.`), by name.
+
+    Raises OlftError (one line: delete the file and rerun `olft run`) for a damaged file, which
+    safetensors reports as e.g. `header too small`.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # a damaged file
+        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
+
+
 def tuned_session(info: RunInfo, quiet: bool = False):
     """A Session (model and tokenizer only) with the strategy's module and head put back.
 
     Returns (session, applied); `applied.remove()` takes the module out again.
     """
-    from safetensors.torch import load_file
-
     from olft.methods import apply_method
     from olft.pipeline import Session
 
+    weights = load_weights(info.weights)  # a damaged file fails before the model loads
     session = Session(info.cfg, quiet=quiet, data=False)
-    try:
-        weights = load_file(str(info.weights))
-    except Exception as exc:  # a damaged file
-        raise OlftError(f"{info.weights} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
     applied = apply_method(session.stack, info.layers, info.cfg.method)
     applied.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")})
     session.stack.head.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("head.")})
@@ -249,10 +259,14 @@ def add_predict_options(p) -> None:
     p.add_argument("--strategy", default="olft", help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2.")
     p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
-    p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation.")
+    p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
+                   "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split). Needs --output.")
     p.add_argument("--output", default=None, help="Output file (.csv, .tsv, .jsonl), or with --split test a folder.")
     p.add_argument("--glue-dir", default=None, help="GLUE folder to read --split files from (default: the run's).")
     p.add_argument("--zip", action="store_true", help="With --split test: pack every submission file in --output into submission.zip.")
+    p.add_argument("--whole-split", action="store_true",
+                   help="With --split validation: score every example of the split, not only the run's scored sample "
+                        "(by default the run's --max-eval-samples cap and --seed apply, as in `olft evaluate`).")
     p.add_argument("--batch-size", type=int | None, default=None, help="Batch size (default: the run's --eval-batch-size, which makes the numbers match `olft evaluate`).")
 
 
@@ -278,6 +292,13 @@ def predict_command(args) -> int:
         return 0
     if args.zip:
         raise OlftError("--zip packs GLUE submission files: use it with --split test.")
+    if args.whole_split and not args.split:
+        raise OlftError("--whole-split scores a whole --split validation: use it with --split.")
+    output = Path(args.output) if args.output else None
+    if output is None and not args.text:
+        raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
+    if output is not None:
+        check_output(output)
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
@@ -285,12 +306,7 @@ def predict_command(args) -> int:
     elif args.input:
         examples, names, labelled = read_inputs(task, info.cfg, Path(args.input))
     else:
-        examples, names, labelled = _split_examples(info.cfg, task, args.split), list(task.text_fields), True
-    output = Path(args.output) if args.output else None
-    if output is None and not args.text:
-        raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
-    if output is not None:
-        check_output(output)
+        examples, names, labelled = _split_examples(info.cfg, task, args.split, args.whole_split), list(task.text_fields), True
     with tuned(info, args.quiet) as session:
         raw = logits(session, examples, args.batch_size)
     rows, preds = rows_for(task, raw)
@@ -306,15 +322,19 @@ def predict_command(args) -> int:
     return 0
 
 
-def _split_examples(cfg: RunConfig, task: tasks.Task, split: str) -> list[tasks.Example]:
-    """Every example of a labelled evaluation split (`validation` = the task's headline split)."""
+def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> list[tasks.Example]:
+    """The examples of a labelled evaluation split (`validation` = the task's headline split)
+    that the run scored (its --max-eval-samples cap and --seed, through `pipeline.eval_sample`,
+    so the metrics are `olft evaluate`'s), or with `whole` all of them; says on stderr which."""
+    from olft.pipeline import eval_sample, load_split
+
     name = task.eval_splits[0] if split == "validation" else split
     if name not in task.eval_splits:
         raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use test, validation or one of {', '.join(task.eval_splits)}.")
-    d = cfg.data
-    if d.data_source == "file":
-        cols = d.text_columns.split(",") if d.text_columns else None
-        return tasks.load_file(task, d.validation_file, cols, d.label_column)
-    if d.data_source == "datasets":
-        return tasks.load_hf(task, name)
-    return tasks.load_glue(task, name, d.glue_dir)
+    every = load_split(cfg, task, "validation" if cfg.data.data_source == "file" else name)
+    examples = every if whole else eval_sample(cfg, every)
+    cap = cfg.data.max_eval_samples
+    why = ("--whole-split" if whole else f"the run's --max-eval-samples {cap}, as `olft evaluate`; --whole-split scores all"
+           if len(examples) < len(every) else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
+    print(f"scoring {len(examples)} of {len(every)} {split} examples ({why})", file=sys.stderr)
+    return examples

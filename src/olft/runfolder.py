@@ -182,17 +182,10 @@ class RunFolder:
                 raise runlock.in_use(self.path, holder)
         saved = saved_config(self.path)
         if self.overwrite:
-            foreign = foreign_entries(self.path)
-            if foreign or (saved is None and any(e.name not in LOCK_FILES for e in self.path.iterdir())):
-                what = f"it holds {', '.join(foreign[:3])}" if foreign else "its config.json is not one olft wrote"
-                raise OlftError(f"--overwrite clears only a run folder olft made, and {self.path} is not one ({what}). "
-                                "Nothing was deleted: pass another --out, or move those files away yourself.")
+            self._check_overwrite(saved)
             return
         if saved is None:
-            clash = sorted(e.name for e in self.path.iterdir() if e.name in (OWN_FILES | set(OWN_FOLDERS)) - LOCK_FILES)
-            if clash:
-                raise OlftError(f"{self.path} holds {clash[0]} but no config.json written by olft, so it is not an olft "
-                                "run folder and olft will not write over it. Pass another --out.")
+            self._check_unowned()
             return
         diffs = config_differences(saved, self.config)
         if diffs:
@@ -201,6 +194,32 @@ class RunFolder:
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
                 "--out, rerun with the same options to resume, or pass --overwrite to start afresh."
             )
+
+    def _check_overwrite(self, saved: dict | None) -> None:
+        """--overwrite deletes only olft's files: refuse a folder that is no run folder, or a run
+        folder that also holds files olft did not write (they would be left behind)."""
+        foreign = foreign_entries(self.path)
+        if saved is not None and foreign:
+            raise OlftError(f"{self.path} is an olft run folder but also holds files olft did not write "
+                            f"({_listing(foreign)}), which --overwrite will not delete. Nothing was deleted: move them "
+                            "out of the folder and rerun, or pass another --out.")
+        if foreign or (saved is None and any(e.name not in LOCK_FILES for e in self.path.iterdir())):
+            what = f"it holds {_listing(foreign)}" if foreign else "its config.json is not one olft wrote"
+            raise OlftError(f"--overwrite clears only a run folder olft made, and {self.path} is not one ({what}). "
+                            "Nothing was deleted: pass another --out, or move those files away yourself.")
+
+    def _check_unowned(self) -> None:
+        """A folder with no config.json of olft's is no run folder: olft writes in it only when it
+        holds nothing but olft's files (it is empty, or a run died before writing config.json), so
+        a run never mixes its files with the user's and `--overwrite` can later clear it."""
+        clash = sorted(e.name for e in self.path.iterdir() if e.name in (OWN_FILES | set(OWN_FOLDERS)) - LOCK_FILES)
+        if clash:
+            raise OlftError(f"{self.path} holds {clash[0]} but no config.json written by olft, so it is not an olft "
+                            "run folder and olft will not write over it. Pass another --out.")
+        foreign = foreign_entries(self.path)
+        if foreign:
+            raise OlftError(f"{self.path} is not an olft run folder: it holds files olft did not write ({_listing(foreign)}). "
+                            "Choose an empty or new --out.")
 
     def _check_writable(self) -> None:
         """Fail before any work if the folder (or the parent it will be made in) is read-only."""
@@ -359,6 +378,11 @@ class RunFolder:
         if self.writer:
             for stale in ("table.md", "layers.png", "loss.png"):
                 (self.path / stale).unlink(missing_ok=True)
+
+
+def _listing(names: list[str], most: int = 3) -> str:
+    """`a, b, c and 4 more`: a few entries of a folder for a one-line message."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _status(path: Path) -> str | None:
