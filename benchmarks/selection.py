@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cmdline import recorded_args  # noqa: E402
 
 log = logging.getLogger("selection-bench")
 
@@ -159,26 +160,13 @@ def run_selectors(session, folder: Path, layers: list[int], setups: list[str]) -
         log.info("%s %s: layer %s, %.0fs", folder.name, name, entry["selected_layer"], entry["wall_seconds"])
 
 
-def _parameters(argv: list[str]) -> list[str]:
-    """The command line less --report-only and the folder flags: what the results depend on."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in ("--work-dir", "--results-dir"):
-            skip = True
-        elif a != "--report-only" and not a.startswith(("--work-dir=", "--results-dir=")):
-            out.append(a)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from selection_report import write_report
 
     work = args.work_dir / f"{args.model}-{args.method}"
-    command = "python benchmarks/selection.py " + shlex.join(_parameters(argv or sys.argv[1:]))
+    command = "python benchmarks/selection.py " + shlex.join(recorded_args(argv or sys.argv[1:]))
     planned = len(args.tasks.split(",")) * len(args.seeds.split(","))
     if not args.report_only:
         import torch
