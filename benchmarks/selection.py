@@ -176,16 +176,21 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [s for s in setups if s not in SETUPS]
         if unknown:
             raise SystemExit(f"unknown setup {unknown[0]}: use {', '.join(SETUPS)}")
-        for seed in (int(s) for s in args.seeds.split(",")):
-            for task in (t.strip() for t in args.tasks.split(",")):
-                folder = work / f"{task}-s{seed}"
-                session = session_for(args, task, seed)
-                layers = candidates_of(args, session.num_layers)
-                if args.phase in ("all", "oracle"):
-                    run_oracle(session, folder, layers)
-                if args.phase in ("all", "selectors"):
-                    run_selectors(session, folder, layers, setups)
-                write_report(work, args.results_dir, args.model, args.method, command, planned)
+        try:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for task in (t.strip() for t in args.tasks.split(",")):
+                    folder = work / f"{task}-s{seed}"
+                    session = session_for(args, task, seed)
+                    layers = candidates_of(args, session.num_layers)
+                    if args.phase in ("all", "oracle"):
+                        run_oracle(session, folder, layers)
+                    if args.phase in ("all", "selectors"):
+                        run_selectors(session, folder, layers, setups)
+                    write_report(work, args.results_dir, args.model, args.method, command, planned)
+        except KeyboardInterrupt:  # a piece is written whole or not at all: rerunning continues
+            print("interrupted: finished pieces are kept; rerun the same command to continue", file=sys.stderr)
+            write_report(work, args.results_dir, args.model, args.method, command, planned)
+            return 130
     write_report(work, args.results_dir, args.model, args.method, command, planned)
     return 0
 
