@@ -546,14 +546,20 @@ def merged_manifest(old: dict, new: dict) -> dict:
     columns = new["columns"] if set(old.get("columns", [])) <= set(new["columns"]) else list(dict.fromkeys(old["columns"] + new["columns"]))
     seeds = sorted({int(x) for m in (old, new) for x in str(m["caps"]["seeds"]).split(",") if x.strip()})
     # Each command with its jobs; a command whose jobs another one's hold is dropped: that one reruns them.
-    # An older bench.json listed several commands without their jobs: those are kept as they are.
-    legacy = [] if old.get("command_jobs") or len(old.get("commands") or []) <= 1 else old["commands"]
-    every = {**(old.get("command_jobs") or ({} if legacy else {old["command"]: old["jobs"]})), new["command"]: new["jobs"]}
+    # An older bench.json kept no jobs per command: its commands stay (None: jobs unknown), never dropped.
+    every = dict(old.get("command_jobs") or {c: None for c in (old.get("commands") or [old["command"]])})
+    every[new["command"]] = new["jobs"]
     order = list(every)
-    kept = {c: jobs for c, jobs in every.items()  # of two commands with the same jobs, the later is kept
-            if not any(o != c and set(jobs) <= set(other) and (set(jobs) < set(other) or order.index(o) > order.index(c))
-                       for o, other in every.items())}
-    commands = [c for c in legacy if c not in kept] + list(kept)
+
+    def covered(c: str) -> bool:
+        """Another command's jobs hold c's (of two with the same jobs, the later is kept)."""
+        mine = every[c]
+        return mine is not None and any(
+            o != c and other is not None and set(mine) <= set(other) and (set(mine) < set(other) or order.index(o) > order.index(c))
+            for o, other in every.items())
+
+    kept = {c: jobs for c, jobs in every.items() if not covered(c)}
+    commands = list(kept)
     return {**new, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
             "sweep": list(dict.fromkeys(old.get("sweep", []) + new["sweep"])), "sweep_full": old.get("sweep_full") or new["sweep_full"],
             "paper_protocol": new["paper_protocol"] or old.get("paper_protocol"), "plans": {**old.get("plans", {}), **new["plans"]},

@@ -419,6 +419,9 @@ def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
     assert on_disk["jobs"] == ["rte-s0", "mrpc-s1"] and on_disk["commands"] == ["a", "b"]
     legacy = {**manifest("y", ["rte"], "0", ["rte-s0", "rte-s1"]), "commands": ["x", "y"]}  # older: no jobs per command
     assert paper.merged_manifest(legacy, manifest("y", ["rte"], "0", ["rte-s0"]))["commands"] == ["x", "y"]
+    # One listed command whose manifest holds other commands' jobs too: its jobs are unknown, so it drops nothing.
+    single = {**manifest("y", ["rte"], "0,1", ["rte-s0", "rte-s1"]), "commands": ["y"]}
+    assert paper.merged_manifest(single, manifest("z", ["rte"], "0", ["rte-s0"]))["commands"] == ["y", "z"]
     other = paper.merged_manifest(both, manifest("c", ["mrpc"], "1", ["mrpc-s1"], cap=500))
     assert other["columns"] == ["mrpc"] and other["commands"] == ["c"] and other["jobs"] == ["mrpc-s1"]
 
