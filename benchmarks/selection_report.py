@@ -188,19 +188,26 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
     flat_units = sorted({r["unit"] for r in rows if r["oracle_flat"]})
     summary = summarise([r for r in rows if not r["oracle_flat"]] or rows)
     n_setups = len({r["setup"] for r in rows})
+    # Selectors that ran on fewer units are compared like for like on the units every one ran.
+    common = [u for u in units if len({r["setup"] for r in rows if r["unit"] == u}) == n_setups]
+    common_rows = [r for r in rows if r["unit"] in common and not r["oracle_flat"]]
+    summary_common = summarise(common_rows) if common_rows and len(common) < len(units) else None
     tag = f"selection-{model}-{method}"
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json(results_dir / f"{tag}.json", {"command": command, "partial": partial, "units": units,
                                              "planned_units": planned, "oracle_flat_units": flat_units,
-                                             "summary": summary, "rows": rows})  # fmt: skip
+                                             "summary": summary, "common_units": common,
+                                             "summary_common_units": summary_common, "rows": rows})  # fmt: skip
     informative = len(units) - len(flat_units)
     plot(summary, results_dir / f"{tag}.png", f"{model} {method}: {informative} (task, seed) unit(s) where the oracle "
          f"is not flat")
     lines = [f"# Layer selectors against the oracle: {model}, {method}" + (" (PARTIAL)" if partial else ""), "",
              "```", command, "```", "",
              f"Units with results: {len(units)}" + (f" of {planned}" if planned else "") + f" ({', '.join(units)}); with "
-             f"every selector: {sum(len({r['setup'] for r in rows if r['unit'] == u}) == n_setups for u in units)}.", "",
+             f"every selector: {len(common)}.", "",
              *table(summary), "",
+             *([f"The same on the {len(common)} units every selector ran ({', '.join(common)}), like for like:", "",
+                *table(summary_common), ""] if summary_common else []),
              f"Left out of the table: units where the oracle is flat (every layer within {REGRET_TARGET} points of the "
              f"best): {', '.join(flat_units) or 'none'}.", "", f"![cost vs regret]({tag}.png)", "", "## Per unit", "",
              "| unit | oracle (validation x100 per layer) | " + " | ".join(summary) + " |",

@@ -306,6 +306,19 @@ def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
     assert data["summary"]["probe"]["regret_mean"] == pytest.approx(5.0)  # 10 on seed 0, 0 on seed 1
 
 
+def test_selection_report_compares_selectors_on_the_units_they_share(tmp_path):
+    """A selector that ran on fewer units is also compared on just those units, like for like."""
+    selection_report = _selection_report()
+    unit = lambda *a: _bench_unit(tmp_path / "work", *a)  # noqa: E731
+    unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (1, [1, 2, 0], 100.0), "probe": (2, [2, 1, 0], 5.0)})
+    unit("rte-s0", {0: 0.50, 1: 0.60, 2: 0.70}, {"probe": (0, [0, 1, 2], 5.0)})
+    selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=2)
+    data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    assert data["summary"]["probe"]["regret_mean"] == pytest.approx(12.5)  # 5 and 20 points over both units
+    assert data["common_units"] == ["sst2-s0"] and data["summary_common_units"]["probe"]["regret_mean"] == pytest.approx(5.0)
+    assert "The same on the 1 units every selector ran (sst2-s0)" in (tmp_path / "out" / "selection-m-adapter.md").read_text()
+
+
 def test_selection_benchmark_help_explains_every_option(capsys):
     """`benchmarks/selection.py --help`: every option says what it is and its default."""
     import sys
