@@ -396,12 +396,12 @@ def job_units(job: Job, plan: Plan | None, caps: Caps, n: int) -> float:
     return units * max(MIN_TOKENS, MEAN_TOKENS.get(job.task, 50))
 
 
-def measured_speed(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile, work: Path,
+def measured_speed(finished: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, profile: Profile,
                    walls: dict[str, float]) -> tuple[float, int] | None:
-    """(ms per cost unit, runs) measured on this work dir's finished runs (their recorded wall
+    """(ms per cost unit, runs) measured on the work dir's `finished` runs (their recorded wall
     seconds less the profile's per-run overhead, over their `job_units`); None before any finished.
     The profile's probe was timed on a few short runs and can be off by 2x for long ones."""
-    done = [j for j in jobs if j.name in walls and is_finished(work / j.name)]
+    done = [j for j in finished if j.name in walls]
     units = sum(job_units(j, by_task.get(j.task), caps, n) for j in done)
     if not done or not units:
         return None
@@ -704,8 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     n_layers = num_layers_of(args, work)
     plans_by_task = {p.run_task: p for p in plans.values()}
     old = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
-    measured = measured_speed(jobs, plans_by_task, caps, n_layers, profile, work, old.get("wall_seconds", {}))
     todo = [j for j in jobs if not is_finished(work / j.name)]
+    measured = measured_speed([j for j in jobs if j not in todo], plans_by_task, caps, n_layers, profile, old.get("wall_seconds", {}))
     expected = estimate(jobs, plans_by_task, caps, n_layers, profile, measured, todo)
     print(f"{args.model} / {args.method}: {len(jobs)} runs planned; estimate: {expected}", flush=True)
     if args.plan_only:

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir / f"{args.model}-{args.method}"
     command = "python benchmarks/selection.py " + shlex.join(recorded_args(argv or sys.argv[1:]))
     planned = len(args.tasks.split(",")) * len(args.seeds.split(","))
+    interrupted = False
     if not args.report_only:
         import torch
 
@@ -189,10 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                     write_report(work, args.results_dir, args.model, args.method, command, planned)
         except KeyboardInterrupt:  # a piece is written whole or not at all: rerunning continues
             print("interrupted: finished pieces are kept; rerun the same command to continue", file=sys.stderr)
-            write_report(work, args.results_dir, args.model, args.method, command, planned)
-            return 130
+            interrupted = True
     write_report(work, args.results_dir, args.model, args.method, command, planned)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

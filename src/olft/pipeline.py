@@ -86,7 +86,6 @@ def eval_sample(cfg: RunConfig, examples: list) -> list:
     return tasks.sample_split(examples, cfg.data.max_eval_samples, cfg.train.seed)
 
 
-
 class Session:
     """A loaded model + task + tokenized data, ready to tune any set of layers."""
 
