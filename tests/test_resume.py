@@ -246,6 +246,31 @@ def test_what_olft_counts_as_its_own_files(tmp_path):
     assert sorted(foreign_entries(tmp_path)) == sorted(expected)
 
 
+def test_desktop_metadata_neither_blocks_a_folder_nor_is_deleted(reference, tmp_path):
+    from olft.runfolder import RunFolder
+
+    config = json.loads((reference / "config.json").read_text())
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in (".DS_Store", "._config.json", "Thumbs.db"):
+        (fresh / name).write_text("x")
+    assert foreign_entries(fresh) == []
+    with RunFolder(fresh, config) as f:  # a new --out that Finder or Explorer has shown
+        f.start()
+    (fresh / ".notes").write_text("mine")  # any other dotfile is still the user's
+    assert foreign_entries(fresh) == [".notes"]
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / ".DS_Store").write_text("x")
+    (run / "weights" / ".DS_Store").write_text("x")
+    assert foreign_entries(run) == []
+    with RunFolder(run, config, overwrite=True) as f:
+        f.start()
+    assert (run / ".DS_Store").exists() and (run / "weights" / ".DS_Store").exists()  # not olft's to delete
+    assert [p.name for p in (run / "weights").iterdir()] == [".DS_Store"]
+
+
 @pytest.mark.parametrize("tracker, folder", [("tensorboard", "tensorboard"), ("mlflow", "mlruns"), ("wandb", "wandb")])
 def test_overwrite_clears_the_tracker_folder_only_when_config_names_that_tracker(reference, tmp_path, tracker, folder):
     from olft.runfolder import RunFolder

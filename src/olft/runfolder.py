@@ -17,7 +17,8 @@ than the pieces that exist. Whatever subcommand or --strategies a run has, resul
 every piece the folder holds, so no run drops what an earlier one finished.
 
 olft deletes only files it writes: `--overwrite` clears a folder only when config.json is
-olft's and every entry is one of the names above, and only once the inputs have been validated.
+olft's and every entry is one of the names above (a desktop's .DS_Store or Thumbs.db aside, left in
+place), and only once the inputs have been validated.
 A tracker's folder counts as olft's only when config.json names that tracker (train.report_to),
 so a folder of the same name that olft did not make is never deleted.
 """
@@ -81,6 +82,9 @@ def config_differences(old: dict, new: dict) -> list[str]:
 LOCK_FILES = {runlock.LOCK_FILE, runlock.HOLDER_FILE}
 OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", "loss.png", *LOCK_FILES}
 OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",), "curves": (".csv",)}
+# Files a desktop or notebook drops in any folder it shows (Finder, Explorer, KDE, Jupyter): they are
+# neither olft's nor the user's work, so they neither block a new --out nor get deleted by --overwrite.
+OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", ".ipynb_checkpoints"}
 STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
 # What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
 TIMING_FIELDS = ("host", "device", "torch_threads", "world_size", "cpu_scope")
@@ -115,15 +119,24 @@ def _is_tracker_folder(entry: Path, tracker: str | None) -> bool:
     return tracker is not None and entry.name == tracker and entry.is_dir() and not entry.is_symlink()
 
 
+def is_os_metadata(entry: Path) -> bool:
+    """Whether `entry` is a file a desktop leaves in folders it shows (`OS_METADATA`, or macOS's
+    "._<name>" AppleDouble files), ignored when olft decides whether a folder is its own."""
+    return entry.name in OS_METADATA or entry.name.startswith("._")
+
+
 def foreign_entries(path: Path) -> list[str]:
-    """Entries of run folder `path` that olft does not write, as paths relative to it."""
+    """Entries of run folder `path` that olft does not write, as paths relative to it (desktop
+    metadata such as .DS_Store left out: see `is_os_metadata`)."""
     out = []
     tracker = tracker_folder(path)
     for entry in sorted(Path(path).iterdir()):
+        if is_os_metadata(entry):
+            continue
         if _is_tracker_folder(entry, tracker):
             continue  # all of it the tracker's
         if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
-            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not _is_own(e, entry.name)]
+            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not (_is_own(e, entry.name) or is_os_metadata(e))]
         elif not _is_own(entry):
             out.append(entry.name)
     return out
@@ -203,7 +216,7 @@ class RunFolder:
             raise OlftError(f"{self.path} is an olft run folder but also holds files olft did not write "
                             f"({_listing(foreign)}), which --overwrite will not delete. Nothing was deleted: move them "
                             "out of the folder and rerun, or pass another --out.")
-        if foreign or (saved is None and any(e.name not in LOCK_FILES for e in self.path.iterdir())):
+        if foreign or (saved is None and any(e.name not in LOCK_FILES and not is_os_metadata(e) for e in self.path.iterdir())):
             what = f"it holds {_listing(foreign)}" if foreign else "its config.json is not one olft wrote"
             raise OlftError(f"--overwrite clears only a run folder olft made, and {self.path} is not one ({what}). "
                             "Nothing was deleted: pass another --out, or move those files away yourself.")
