@@ -294,6 +294,29 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
     _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
 
 
+def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    for text, phrase in [("train:\n  lr: -1\n", f"{path}: train.lr: --lr must be a positive number"),
+                         ("train:\n  epochs: abc\n", f"{path}: train.epochs expects a number, got abc"),
+                         ("train:\n  batch_size: 2.5\n", f"{path}: train.batch_size expects a whole number"),
+                         ("train:\n  strategy_lr: {olft: -3}\n", f"{path}: train.strategy_lr: --strategy-lr: 'olft=-3'")]:
+        path.write_text(text)
+        _fails(capsys, ["run", "--config", str(path)], phrase)
+    path.write_text("train:\n  lr: -1\n")
+    _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
+
+
+def test_an_empty_strategy_lr_is_no_strategy_lr(tmp_path):
+    """`strategy_lr: {}` or "" is the option left out, so the run folder's config compares equal on resume."""
+    from olft.cli import parse
+
+    path = tmp_path / "c.yaml"
+    for value in ("{}", '""', "' '"):
+        path.write_text(f"train:\n  strategy_lr: {value}\n")
+        assert parse(["run", "--config", str(path)]).cfg.train.strategy_lr is None
+    assert parse(["run", "--strategy-lr", ""]).cfg.train.strategy_lr is None
+
+
 def test_config_file_strategy_lr_as_a_mapping(tmp_path, capsys):
     """`strategy_lr: {olft: 3e-3, final: 1e-3}` reads as the flag's text, checked as the flag is."""
     from olft.cli import parse

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import sys
 import typing
 from pathlib import Path
@@ -178,9 +179,9 @@ def _load_unique(text: str):
     return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader)
 
 
-def check_config_file(command: str, path: str) -> None:
-    """Exit-2 error for an unreadable config file, a key given twice, or a key no option has (with
-    a did-you-mean)."""
+def check_config_file(command: str, path: str) -> list[str]:
+    """The options config file `path` sets, as grouped keys ("train.lr"). Exit-2 error for an
+    unreadable file, a key given twice, or a key no option has (with a did-you-mean)."""
     import yaml
 
     p = Path(path)
@@ -195,11 +196,13 @@ def check_config_file(command: str, path: str) -> None:
     if not isinstance(data, dict):
         raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
     known = _known_keys(command)
-    for key in _flatten(data):
+    keys = _flatten(data)
+    for key in keys:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
             raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
+    return keys
 
 
 def _short_flags(argv: list[str]) -> list[str]:
@@ -214,27 +217,47 @@ def _short_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def _config_first(argv: list[str]) -> list[str]:
-    """Move `--config FILE` right after the subcommand, so that every flag overrides the file."""
+def _config_first(argv: list[str], sources: dict[str, str] | None = None) -> list[str]:
+    """Move `--config FILE` right after the subcommand, so that every flag overrides the file.
+    `sources`, if given, is filled with {grouped key: file} for the options the files set and the
+    command line does not (the last file wins, as in parsing), so a bad value can name its file."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
-    rest, configs, i = _short_flags(argv[1:]), [], 0
+    rest, configs, files, i = _short_flags(argv[1:]), [], [], 0
     while i < len(rest):
         if rest[i] == "--config" and i + 1 < len(rest):
             configs += rest[i : i + 2]
-            check_config_file(argv[0], rest[i + 1])
+            files.append((rest[i + 1], check_config_file(argv[0], rest[i + 1])))
             del rest[i : i + 2]
         elif rest[i].startswith("--config="):
-            check_config_file(argv[0], rest[i].split("=", 1)[1])
+            path = rest[i].split("=", 1)[1]
+            files.append((path, check_config_file(argv[0], path)))
             configs.append(rest.pop(i))
         else:
             i += 1
+    if sources is not None:
+        given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
+        for path, keys in files:
+            sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
     return [argv[0], *configs, *rest]
+
+
+def _from_file(msg: str, sources: dict[str, str]) -> str:
+    """`msg` led by the config file that set the option it names, when no flag did ("--lr must be
+    positive" becomes "run.yaml: train.lr: --lr must be positive"), as the file's other errors."""
+    for key, path in sources.items():
+        flag = "--" + key.split(".")[-1].replace("_", "-")
+        if re.search(rf"(?<![\w.-]){re.escape(key)}(?![\w-])|{re.escape(flag)}(?![\w-])", msg):
+            return f"{path}: {msg}" if msg.startswith(key) else f"{path}: {key}: {msg}"
+    return msg
 
 
 def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     """One line for a bad command line, with the nearest option for an unknown flag."""
-    msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    # jsonargparse puts the key on the first line and what is wrong with its value on the next ones.
+    msg = " ".join(line.strip() for line in str(exc).splitlines()[:3]) if str(exc) else repr(exc)
+    msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
+    msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
     command = next((a for a in argv if not a.startswith("-")), None)
     if "unrecognized arguments" in msg and command in parser._subcommands_action._name_parser_map:
         sub = parser._subcommands_action._name_parser_map[command]
@@ -250,15 +273,19 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
     parser = build_parser()
-    argv = _config_first(list(argv))
+    sources: dict[str, str] = {}
+    argv = _config_first(list(argv), sources)
     try:
-        ns = parser.parse_args(argv)
-    except argparse.ArgumentError as exc:
-        raise _parse_error(parser, argv, exc) from None
-    values = ns[ns.command].as_dict()
-    args = argparse.Namespace(command=ns.command, **{k: v for k, v in values.items() if k not in SECTIONS})
-    if ns.command in COMMANDS:
-        args.cfg = config_from_values(values)
+        try:
+            ns = parser.parse_args(argv)
+        except argparse.ArgumentError as exc:
+            raise _parse_error(parser, argv, exc) from None
+        values = ns[ns.command].as_dict()
+        args = argparse.Namespace(command=ns.command, **{k: v for k, v in values.items() if k not in SECTIONS})
+        if ns.command in COMMANDS:
+            args.cfg = config_from_values(values)
+    except OlftError as exc:
+        raise OlftError(_from_file(str(exc), sources)) from exc.__cause__
     return args
 
 
