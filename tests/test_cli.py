@@ -431,3 +431,18 @@ def test_python_dash_m_olft_is_the_olft_command(tmp_path):
     assert ok.returncode == 0 and "--run" in ok.stdout, ok.stderr
     bad = subprocess.run([sys.executable, "-m", "olft", "evaluate", "--run", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("olft: error:") and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_under_a_launcher_only_rank_0_warns(monkeypatch):
+    """A warning every rank would make alike (e.g. an unused --strategy-lr rate) is logged once per job."""
+    import logging
+
+    from olft.cli import _setup_logging
+
+    for rank, shown in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setattr(logging.getLogger(), "level", logging.NOTSET)
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])  # basicConfig configures only a bare root
+        _setup_logging(verbose=False, quiet=False)
+        assert logging.getLogger("olft.api").isEnabledFor(logging.WARNING) is shown
+        assert logging.getLogger("olft.api").isEnabledFor(logging.ERROR)

@@ -367,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if not verbose and not _rank_zero():
-        level = logging.WARNING  # one log per job under a launcher, from rank 0
+        # One log per job under a launcher, from rank 0: every rank makes the same decisions (options,
+        # selection), so their warnings would repeat once per process. A rank's own failure raises.
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s")
     import huggingface_hub.utils.logging  # noqa: F401 - its import sets its own level: import first, then set ours
     for noisy in ("transformers", "httpx", "huggingface_hub", "urllib3", "filelock"):
