@@ -45,6 +45,7 @@ SETUPS: dict[str, dict] = {
     "gradient": {"selector": "gradient"},
     "exhaustive-50": {"selector": "exhaustive", "selection_adaptive": 0, "selection_steps": 50},
     "probe-halving": {"selector": "probe-halving", "selection_adaptive": 0},
+    "probe-keep2": {"selector": "probe-halving", "probe_keep": 2, "selection_adaptive": 0},
     "exhaustive": {"selector": "exhaustive", "selection_adaptive": 0},
     "halving": {"selector": "halving", "selection_adaptive": 0},
 }

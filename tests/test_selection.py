@@ -233,6 +233,26 @@ def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tm
     assert trained["layers"] == sorted(probe["ranking"][:2])
 
 
+def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, tmp_path):
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k2", "--selector", "probe-halving", "--probe-keep", "2",
+                  "--selection-steps", "8", "--selection-adaptive", "0")
+    probe, trained = sel["rounds"]  # two kept: both get the full budget at once, no short rung
+    assert probe["stage"] == "probe" and len(probe["layers"]) == 4
+    assert (trained["layers"], trained["steps"]) == (sorted(probe["ranking"][:2]), 8)
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
+                  "--selection-steps", "8", "--selection-adaptive", "0")
+    assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [
+        (sorted(sel["rounds"][0]["ranking"][:3]), 4), (sorted(sel["rounds"][1]["ranking"][:2]), 8)]
+
+
+def test_probe_keep_is_refused_without_probe_halving(capsys):
+    for extra in ([], ["--selector", "exhaustive"]):
+        assert main(["select", "--model", "none", "--probe-keep", "2", *extra]) == 2
+        assert "--probe-keep applies to --selector probe-halving only" in capsys.readouterr().err
+    assert main(["select", "--model", "none", "--selector", "probe-halving", "--probe-keep", "0"]) == 2
+    assert "--probe-keep must be a positive number" in capsys.readouterr().err
+
+
 def test_folders_from_before_selectors_resume_as_exhaustive():
     from olft.config import RunConfig, SelectionConfig
     from olft.runfolder import config_differences

@@ -160,12 +160,16 @@ class SelectionConfig:
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
     selection_adaptive: int = opt(1, "When the top candidates are within --equivalence-threshold standard errors, retrain just those with twice the steps, up to this many times (0: never; they are then reported as equivalent).")
     equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss trails the winner's by fewer standard errors than this are reported as equivalent to it.")
+    probe_keep: int | None = opt(None, "Candidates the probe passes on to trained halving under --selector probe-halving (unset: the better half, rounded up). 2 trains the probe's top two for the full --selection-steps with no short rung: cost about 2/N of exhaustive over N candidates (docs/selection.md).")
     gradient_batches: int = opt(8, "Training batches the gradient selector sums its gradients over.")
     selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
 
     def __post_init__(self) -> None:
         _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps",
-                  "selection_steps", "equivalence_threshold", "gradient_batches")
+                  "selection_steps", "equivalence_threshold", "gradient_batches", "probe_keep")
+        if self.probe_keep is not None and self.selector != "probe-halving":
+            raise OlftError(f"--probe-keep applies to --selector probe-halving only (the selector is {self.selector}): "
+                            "drop --probe-keep or pass --selector probe-halving.")
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 

@@ -25,7 +25,7 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
-from olft.select import Candidate, Selection, better_half, halving_schedule, parse_candidates
+from olft.select import Candidate, Selection, better_half, halving_schedule, parse_candidates, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class Session:
         layers = candidates
         if s.selector in ("probe", "gradient", "probe-halving"):
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
-            layers = better_half(sel.ranking()) if s.selector == "probe-halving" else []
+            layers = probe_finalists(sel.ranking(), s.probe_keep) if s.selector == "probe-halving" else []
         if s.selector == "exhaustive":
             run.train(layers, steps)
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning

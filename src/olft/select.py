@@ -4,10 +4,10 @@ The paper's candidates are the model's middle bucket: split the N layers into th
 buckets and take the middle one. A selector (`SELECTORS`; run by `Session.select`) ranks them:
 `exhaustive` tunes each alone for the selection budget and scores it on held-out examples (the
 paper's procedure); `halving` does so in rungs that keep the better half (`halving_schedule`);
-`probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe
-first. Trained candidates rank by score with the held-out loss breaking ties (accuracy on a few
-hundred examples ties often, losses rarely), then the lower layer; `selection_metric="loss"`
-ranks by loss alone. `Selection` also says how sure the choice is (`confidence`, `equivalent`).
+`probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe first
+(to its better half, or `probe_keep` layers: `probe_finalists`). Trained candidates rank by score
+with the held-out loss breaking ties (accuracy on a few hundred examples ties often, losses
+rarely), then the lower layer; `selection_metric="loss"` ranks by loss alone. `Selection` also says how sure the choice is (`confidence`, `equivalent`).
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
@@ -248,3 +248,9 @@ def halving_schedule(num_candidates: int, steps: int) -> list[tuple[int, int]]:
 def better_half(ranking: list[int]) -> list[int]:
     """The first ceil(n/2) of a best-first ranking (at least one), in layer order."""
     return sorted(ranking[: max(1, math.ceil(len(ranking) / 2))])
+
+
+def probe_finalists(ranking: list[int], keep: int | None) -> list[int]:
+    """What `probe-halving`'s probe passes on to trained halving, in layer order: the first `keep`
+    of its best-first ranking (all of it if shorter), or the better half when `keep` is None."""
+    return better_half(ranking) if keep is None else sorted(ranking[:keep])
