@@ -831,6 +831,30 @@ def _glance(key: str, d: dict) -> str:
             + (f"; {len(inside) - len(judged)} without signal" if len(judged) < len(inside) else ""))
 
 
+def summary_md(d: dict) -> str:
+    """The short table the project README quotes for one model and method: per column the mean
+    score x100 (± sample std over seeds when more than one), the average over the paper's eight
+    tasks (what claims 1 and 2 are judged on), and each strategy's training time as % of
+    all-layer tuning (Table 2's basis; OLFT also with its selection). From the report's dict only:
+    `python benchmarks/paper_report.py docs/results/<model>-<method>.json` prints it."""
+    cols, avg, t2 = list(d["table1"]), d.get("paper_average") or d["average"], d["table2"]
+    lines = ["| | " + " | ".join(HEADERS.get(c, c) for c in cols) + f" | avg ({len(avg['tasks'])} tasks) | time % of all-layer |",
+             "|---" * (len(cols) + 3) + "|"]
+    for name, label in STRATEGIES:
+        cells = []
+        for c in cols:
+            st = d["table1"][c]["strategies"][name]
+            cells.append("-" if not st["n"] else _f(st["mean"]) + (f" ± {_f(st['std'])}" if st["std"] is not None else ""))
+        time = _f(t2[name].get("time_percent"), 0)
+        if name == "olft" and t2.get("selection", {}).get("olft_plus_selection_percent") is not None:
+            time += f" ({_f(t2['selection']['olft_plus_selection_percent'], 0)} with selection)"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(avg[name]['mean'])} | {time} |")
+    seeds = sorted({s for c in cols for st in d["table1"][c]["strategies"].values() for s in st["per_seed"]}, key=int)
+    lines += ["", f"{d['runs_finished']} of {d['runs_planned']} runs; seeds {', '.join(seeds)}; "
+              f"average over {', '.join(HEADERS.get(c, c) for c in avg['tasks'])}; time on the {t2.get('basis', 'wall')} basis."]
+    return "\n".join(lines)
+
+
 def _selection_budget_summary(path: Path) -> list[str]:
     """The selection-budget study in brief: regret of each budget and ranking, per task."""
     d = _load(path)
@@ -867,3 +891,11 @@ def write_reports(work: Path, results_dir: Path) -> Path:
     atomic_write(results_dir / "README.md", readme(results_dir))
     return stem.with_suffix(".md")
 
+
+
+if __name__ == "__main__":  # print the README's short table from a report's JSON
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python benchmarks/paper_report.py docs/results/<model>-<method>.json")
+    print(summary_md(json.loads(Path(sys.argv[1]).read_text())))

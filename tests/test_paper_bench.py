@@ -19,6 +19,7 @@ from tiny import WORDS, make_glue
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import paper  # noqa: E402
+import paper_report  # noqa: E402
 
 MNLI_HEADER = ("index promptID pairID genre sentence1_binary_parse sentence2_binary_parse sentence1_parse "
                "sentence2_parse sentence1 sentence2 label1 label2 label3 label4 label5 gold_label").split()
@@ -113,6 +114,20 @@ def test_derived_splits_are_disjoint_and_fixed(bench):
     cfg = json.loads((bench["work"] / "qqp-s0" / "config.json").read_text())
     assert cfg["data"]["data_source"] == "file" and cfg["data"]["validation_file"].endswith("qqp/validation.jsonl")
     assert (bench["root"] / "work" / ".gitignore").read_text() == "*\n"
+
+
+def test_summary_table_quotes_the_report(bench):
+    """The README's short table: each cell is the report's mean, the average the verdicts use, Table 2's time %."""
+    data = json.loads((bench["results"] / "llama-adapter.json").read_text())
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in paper_report.summary_md(data).splitlines()
+            if line.startswith("| ") and not line.startswith("| |")}
+    assert list(rows) == ["OLFT", "final-layer", "all-layer"]
+    for name, label in paper_report.STRATEGIES:
+        cells = rows[label][1:]
+        assert cells[0] == f"{data['table1']['sst2']['strategies'][name]['mean']:.1f}"
+        assert cells[-2] == f"{data['paper_average'][name]['mean']:.1f}"
+        assert cells[-1].split(" ")[0] == f"{data['table2'][name]['time_percent']:.0f}"
+    assert "with selection" in rows["OLFT"][-1] and rows["all-layer"][-1] == "100"
 
 
 def test_rerun_skips_finished_work_and_report_only_reproduces(bench, capsys):
