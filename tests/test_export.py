@@ -117,6 +117,21 @@ def test_peft_export_loads_with_peft(runs, predicted, tmp_path):
     model = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
     assert np.allclose(_probs(model, AutoTokenizer.from_pretrained(out)), predicted["bert-lora"], atol=1e-4)
 
+    moved = tmp_path / "elsewhere"  # copied or unzipped elsewhere: the recipe the export prints loads it
+    out.rename(moved)
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(moved / "base"), moved).eval()
+    assert np.allclose(_probs(model, AutoTokenizer.from_pretrained(moved)), predicted["bert-lora"], atol=1e-4)
+
+
+def test_peft_export_says_how_to_load_a_moved_copy(runs, tmp_path, capsys):
+    out = tmp_path / "peft"
+    assert main(["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(" in said and "/base" in said
+
 
 def _decoder_probs(model, tokenizer) -> np.ndarray:
     with torch.no_grad():  # olft joins a decoder's pair with a newline

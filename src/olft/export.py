@@ -5,7 +5,9 @@ Formats, and what each can hold:
   library's adapter folder, `adapter_config.json` (`layers_to_transform`, `target_modules`,
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
-  `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`.
+  `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`. That path is absolute (peft
+  resolves a relative one against the working directory, not DIR), so a copy moved elsewhere loads
+  as `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR/base), DIR)`.
 - `merged` (LoRA runs): LoRA folded into the weights, a transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
   (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
@@ -189,6 +191,9 @@ def add_export_options(p) -> None:
 def export_command(args) -> int:
     out = export(args.run, args.output, args.strategy, args.format)
     print(f"wrote {out} ({args.format})")
+    if args.format == "peft":  # adapter_config.json names base/ by absolute path: what peft's Auto class needs
+        print("AutoPeftModelForSequenceClassification.from_pretrained(DIR) loads it here; a copy moved elsewhere loads as "
+              "PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + '/base'), DIR)")
     if any(out.rglob(f"{HEAD_MODULE}.py")):
         print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds olft's pooling and head (without it, "
               "transformers builds its own class, which pools and scores differently)")
