@@ -446,3 +446,10 @@ def test_under_a_launcher_only_rank_0_warns(monkeypatch):
         _setup_logging(verbose=False, quiet=False)
         assert logging.getLogger("olft.api").isEnabledFor(logging.WARNING) is shown
         assert logging.getLogger("olft.api").isEnabledFor(logging.ERROR)
+
+
+def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, capsys):
+    none = str(tmp_path / "none")  # a value let through would fail later, on the missing model
+    _fails(capsys, ["run", "--model", none, "--method", "lora", "--lora-dropout", "1.5"], "--lora-dropout must be in [0, 1), got 1.5")
+    _fails(capsys, ["train", "--model", none, "--layers", "2,x"], "--layers takes comma-separated layer numbers, e.g. 3 or 3,5")
+    _fails(capsys, ["train", "--model", none, "--layers", ","], "--layers takes comma-separated layer numbers")

@@ -245,6 +245,16 @@ def test_check_refuses_code_between_layers():
         Stack(base, None, 2).check()
 
 
+def test_shared_layer_weights_are_refused_with_the_reason():
+    """ALBERT reuses one layer's weights for every layer: nothing per layer to tune, said so."""
+    from transformers import AlbertConfig, AlbertModel
+
+    config = AlbertConfig(hidden_size=32, embedding_size=16, intermediate_size=64, num_hidden_layers=4,
+                          num_attention_heads=4, vocab_size=100, max_position_embeddings=64)
+    with pytest.raises(OlftError, match="reuses 1 set.* of layer weights for all 4 layers"):
+        families.find_layers(AlbertModel(config))
+
+
 # Known answers: Llama (hidden 32, MLP 64, 4 heads, 2 KV heads of 8): q,o 32x32; k,v 32x16;
 # gate/up/down 32x64; two RMSNorms. BERT (hidden 32, MLP 64): q,k,v,o 32x32+bias; two LayerNorms;
 # intermediate 32x64+64; output 64x32+32.

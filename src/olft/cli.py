@@ -303,6 +303,17 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _layer_list(text: str) -> list[str]:
+    """`olft train --layers 3,5` as ["3", "5"]; OlftError for an entry that is not a layer number
+    (the range is checked against the model later, as for --strategies layers=I+J)."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    bad = [x for x in items if not x.lstrip("-").isdigit()]
+    if bad or not items:
+        raise OlftError(f"--layers takes comma-separated layer numbers, e.g. 3 or 3,5 (see `olft info` for the "
+                        f"model's layers); cannot read {bad[0] if bad else text!r}.")  # fmt: skip
+    return items
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from olft import api, distributed
 
@@ -331,7 +342,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
-            cfg.strategies = "layers=" + "+".join(x.strip() for x in args.layers.split(","))
+            cfg.strategies = "layers=" + "+".join(_layer_list(args.layers))
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 

@@ -91,6 +91,8 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
+        if not 0 <= self.lora_dropout < 1:  # a probability; checked here, before the model loads
+            raise OlftError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
 
     @property
     def name(self) -> str:

@@ -121,9 +121,13 @@ def find_layers(base: nn.Module) -> str:
         params = sum(p.numel() for p in module.parameters())
         found.append((kinds.pop() in no_split, params, path))
     if not found:
+        shared = getattr(text_config(base.config), "num_hidden_groups", None)  # ALBERT: groups of layers reused
+        why = (f" It reuses {shared} set(s) of layer weights for all {n} layers (cross-layer sharing, as ALBERT does), so no "
+               "layer has weights of its own to tune alone." if shared is not None and n is not None and shared < n else "")
         raise OlftError(
-            f"Could not find the layer list of {type(base).__name__}: no ModuleList of its {n} layers. olft runs "
-            "models whose transformer layers form one list (any transformers model with a sequence-classification class)."
+            f"Could not find the layer list of {type(base).__name__}: no ModuleList of its {n} layers.{why} olft runs "
+            "models whose transformer layers form one list of distinct blocks (as most transformers models with a "
+            "sequence-classification class do)."
         )
     return max(found)[2]
 
