@@ -126,7 +126,12 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
         setattr(model, config.olft["head"], copy.deepcopy(stack.head))
     meta = [n for n, p in model.named_parameters() if p.is_meta]
     if meta:
-        raise OlftError(f"{type(model).__name__} has parts olft does not fill ({meta[0]}, ...): use `olft predict` for this run.")
+        # e.g. ModernBERT: its classification class adds a dense+norm head of its own before the classifier,
+        # which olft never trained; filling it with anything would change the predictions.
+        raise OlftError(f"{type(model).__name__} has weights of its own that olft's tuned model has no counterpart for "
+                        f"({meta[0]}, ...: the family's classification class adds layers olft's pooling and head do not "
+                        "have), so this run has no plain transformers or peft form. Use `olft export --format olft` "
+                        "(loads with olft.load) or `olft predict` for this run.")
     return model.eval()
 
 
