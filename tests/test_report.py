@@ -93,3 +93,27 @@ def test_cpu_time_counts_the_training_splits_cache_not_the_evaluation_splits(mod
     assert clock["offset"] == 1000.0  # the evaluation splits' cache was built, inside the timed span
     (entry,) = json.loads((out / "results.json").read_text())["strategies"].values()
     assert 0 < entry["train_cpu_seconds"] < 1000.0
+
+
+def test_a_strategy_predicting_one_class_is_flagged(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """A model collapsed to a constant scores the class's share; results and the log say so."""
+    import json
+    import logging
+
+    import numpy as np
+
+    from olft import pipeline
+    from olft.cli import main
+
+    def constant(stack, enc, *args, logits=False, **kwargs):
+        return np.tile([0.0, 1.0], (len(enc), 1)) if logits else np.ones(len(enc), dtype=np.int64)
+
+    monkeypatch.setattr(pipeline, "predict", constant)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue),
+                     "--layers", "1", "--epochs", "1", "--batch-size", "8", "--max-train-samples", "16",
+                     "--max-eval-samples", "8", "-q", "--out", str(out)]) == 0
+    entry = json.loads((out / "results.json").read_text())["strategies"]["layers=1"]
+    assert entry["one_class"] == {"validation": "positive"}
+    assert "layers=1 predicts 'positive' for every validation example" in caplog.text

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from olft import distributed, precision, tasks
@@ -49,6 +50,9 @@ class TuneResult:
     logits: dict = field(repr=False, default_factory=dict)  # split -> (n, num_labels) held-out logits
     train_cpu_seconds: float = 0.0  # CPU seconds of this process over train_seconds' span (immune to other load)
     lr: float = 0.0  # the peak learning rate it trained at
+    # split -> the one class predicted for every example of it (a model collapsed to a constant,
+    # e.g. at too high a learning rate: its score is the class's share, not a learned one)
+    one_class: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("weights", "logits")}
@@ -187,12 +191,15 @@ class Session:
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
                 on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
             )  # fmt: skip
-            metrics, logits = {}, {}
+            metrics, logits, one_class = {}, {}, {}
             for split, enc in eval_encs.items():
                 with_loss = split in loss_splits
                 preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist,
                                 logits=with_loss)  # fmt: skip
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
+                classes = np.unique(preds.argmax(-1) if preds.ndim == 2 else preds)
+                if not self.task.is_regression and len(enc) > 1 and len(classes) == 1:
+                    one_class[split] = self.task.labels[int(classes[0])] if self.task.labels else str(classes[0])
                 if with_loss:
                     metrics[split]["loss"] = heldout_loss(preds, enc.labels)
                     logits[split] = preds
@@ -216,6 +223,7 @@ class Session:
                 logits=logits,
                 train_cpu_seconds=result.cpu_seconds + cache_cpu,
                 lr=lr,
+                one_class=one_class,
             )
         finally:
             applied.remove()
