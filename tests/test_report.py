@@ -117,3 +117,20 @@ def test_a_strategy_predicting_one_class_is_flagged(model_dirs, tiny_glue, tmp_p
     entry = json.loads((out / "results.json").read_text())["strategies"]["layers=1"]
     assert entry["one_class"] == {"validation": "positive"}
     assert "layers=1 predicts 'positive' for every validation example" in caplog.text
+
+
+def test_weight_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from olft.report import save_weights
+
+    weights = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3)}
+    meta = [("strategy", "olft"), ("layers", "3"), ("method", "adapter"), ("a", "1"), ("z", "2")]
+    for i in range(8):  # safetensors' own order is its hash map's: it differs between saves
+        save_weights(tmp_path / f"{i}.safetensors", weights, dict(meta[i % 5:] + meta[: i % 5]))
+    assert len({(tmp_path / f"{i}.safetensors").read_bytes() for i in range(8)}) == 1
+    (tmp_path / "0.safetensors").rename(tmp_path / "x.safetensors")
+    with safe_open(tmp_path / "x.safetensors", "pt") as f:
+        assert f.metadata() == dict(meta)
+        assert torch.equal(f.get_tensor("b.weight"), weights["b.weight"])

@@ -6,6 +6,7 @@ never leaves a half-written file that looks complete.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -21,9 +22,24 @@ PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors"
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Write `weights` as safetensors with `meta` as its metadata, the same bytes for the same
+    tensors and metadata (safetensors writes metadata in its hash map's order, which changes from
+    one process to the next; see `_sorted_metadata`)."""
     from safetensors.torch import save
 
-    atomic_write(path, save({k: v.contiguous().cpu() for k, v in weights.items()}, metadata=meta))
+    atomic_write(path, _sorted_metadata(save({k: v.contiguous().cpu() for k, v in weights.items()}, metadata=meta)))
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file (8-byte little-endian header length, JSON header padded with spaces,
+    data) with its `__metadata__` keys sorted: the same content, so the header keeps its length."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    if "__metadata__" not in header:
+        return blob
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    return blob[:8] + text.ljust(n) + blob[8 + n :] if len(text) <= n else blob
 
 
 def environment() -> dict[str, Any]:
