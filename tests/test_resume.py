@@ -92,6 +92,7 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         a = load_file(str(reference / "weights" / f"{name}.safetensors"))
         b = load_file(str(out / "weights" / f"{name}.safetensors"))
         assert all((a[k] == b[k]).all() for k in a), name
+        assert (reference / "weights" / f"{name}.safetensors").read_bytes() == (out / "weights" / f"{name}.safetensors").read_bytes()
     table = (out / "table.md").read_text()
     if kill_at.endswith("step5") or kill_at.endswith("step4"):
         strategy = kill_at.split(":")[0]
