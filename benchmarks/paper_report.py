@@ -841,10 +841,7 @@ def summary_md(d: dict) -> str:
     lines = ["| | " + " | ".join(HEADERS.get(c, c) for c in cols) + f" | avg ({len(avg['tasks'])} tasks) | time % of all-layer |",
              "|---" * (len(cols) + 3) + "|"]
     for name, label in STRATEGIES:
-        cells = []
-        for c in cols:
-            st = d["table1"][c]["strategies"][name]
-            cells.append("-" if not st["n"] else _f(st["mean"]) + (f" ± {_f(st['std'])}" if st["std"] is not None else ""))
+        cells = [_cell(d["table1"][c]["strategies"][name], 0) for c in cols]  # Table 1's cell, without layers or '*'
         time = _f(t2[name].get("time_percent"), 0)
         if name == "olft" and t2.get("selection", {}).get("olft_plus_selection_percent") is not None:
             time += f" ({_f(t2['selection']['olft_plus_selection_percent'], 0)} with selection)"
@@ -890,7 +887,6 @@ def write_reports(work: Path, results_dir: Path) -> Path:
     plot(d, stem.with_suffix(".png"))
     atomic_write(results_dir / "README.md", readme(results_dir))
     return stem.with_suffix(".md")
-
 
 
 if __name__ == "__main__":  # print the README's short table from a report's JSON

@@ -117,6 +117,7 @@ def test_a_strategy_predicting_one_class_is_flagged(model_dirs, tiny_glue, tmp_p
     entry = json.loads((out / "results.json").read_text())["strategies"]["layers=1"]
     assert entry["one_class"] == {"validation": "positive"}
     assert "layers=1 predicts 'positive' for every validation example" in caplog.text
+    assert "A lower learning rate (--lr) or more steps" in caplog.text  # explicit layers train at --lr
 
 
 def test_weight_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):

@@ -32,7 +32,8 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
 def strategy_lr_text(value: str | Mapping | None) -> str | None:
     """--strategy-lr as the flag's text: a mapping {strategy: rate}, as a YAML or JSON config file
     may give it (`strategy_lr: {olft: 3e-3, final: 1e-3}`), becomes 'olft=0.003,final=0.001'; a
-    string is returned stripped, and an empty one (or mapping) as None. The rates are checked by `TrainConfig.lr_by_strategy`.
+    string is returned stripped, and an empty one (or mapping) as None. The rates are checked by
+    `TrainConfig.lr_by_strategy`.
 
     Raises OlftError for any other value, or a name or rate holding ',' or '=' (it would read as
     another entry). Also the CLI's converter of the option, so a config file's mapping parses.

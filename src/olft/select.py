@@ -7,7 +7,8 @@ paper's procedure); `halving` does so in rungs that keep the better half (`halvi
 `probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe first
 (to its better half, or `probe_keep` layers: `probe_finalists`). Trained candidates rank by score
 with the held-out loss breaking ties (accuracy on a few hundred examples ties often, losses
-rarely), then the lower layer; `selection_metric="loss"` ranks by loss alone. `Selection` also says how sure the choice is (`confidence`, `equivalent`).
+rarely), then the lower layer; `selection_metric="loss"` ranks by loss alone. `Selection` also
+says how sure the choice is (`confidence`, `equivalent`).
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
