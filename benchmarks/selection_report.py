@@ -40,7 +40,11 @@ def unit_rows(folder: Path) -> list[dict]:
         return []
     best = max(oracle[layer] for layer in layers)
     top3 = sorted(layers, key=lambda k: (-oracle[k], k))[:3]
-    exhaustive = selections.get("exhaustive", {}).get("seconds")
+    # Cost in CPU seconds where every selector of the unit recorded them: with one torch thread
+    # they count the work whatever else ran on the machine (wall seconds grow with its load);
+    # pieces from before olft recorded them fall back to wall seconds, for the whole unit.
+    basis = "cpu_seconds" if all(s.get("cpu_seconds") is not None for s in selections.values()) else "seconds"
+    exhaustive = selections.get("exhaustive", {}).get(basis)
     rows = []
     for name, sel in sorted(selections.items()):
         pick = sel["selected_layer"]
@@ -50,8 +54,9 @@ def unit_rows(folder: Path) -> list[dict]:
         rows.append({
             "unit": folder.name, "setup": name, "pick": pick, "oracle_best": best,
             "oracle_pick": oracle[pick], "regret": best - oracle[pick], "top1": oracle[pick] == best,
-            "top3": pick in top3, "spearman": rho, "flat": bool(sel.get("flat")), "seconds": sel["seconds"],
-            "cost": sel["seconds"] / exhaustive if exhaustive else None, "confidence": sel.get("confidence"),
+            "top3": pick in top3, "spearman": rho, "flat": bool(sel.get("flat")), "seconds": sel[basis],
+            "seconds_basis": "cpu" if basis == "cpu_seconds" else "wall",
+            "cost": sel[basis] / exhaustive if exhaustive else None, "confidence": sel.get("confidence"),
             "equivalent": sel.get("equivalent"), "oracle": {str(k): oracle[k] for k in layers},
             "steps": max((r.get("steps") or 0 for r in sel.get("rounds", []) if r.get("stage") == "train"), default=None),
             "oracle_flat": best - min(oracle[k] for k in layers) <= REGRET_TARGET,
@@ -170,6 +175,16 @@ def plot(summary: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _basis_note(rows: list[dict]) -> str:
+    """Which seconds the table's cost counts (see `unit_rows`)."""
+    cpu = sorted({r["unit"] for r in rows if r.get("seconds_basis") == "cpu"})
+    wall = sorted({r["unit"] for r in rows if r.get("seconds_basis", "wall") == "wall" and r["setup"] != "oracle-other-seed"})
+    note = "Seconds and cost: CPU seconds of the selector's process (one torch thread)" if not wall else (
+        "Seconds and cost: wall seconds" if not cpu else
+        f"Seconds and cost: CPU seconds on {', '.join(cpu)}; wall seconds on {', '.join(wall)} (recorded before olft kept CPU time)")
+    return note + "; oracle-other-seed's cost is the oracle's wall seconds against exhaustive's."
+
+
 def write_report(work: Path, results_dir: Path, model: str, method: str, command: str, planned: int | None = None) -> None:
     """docs/results/selection-<model>.{md,json,png} from the work dir (partial when units are missing)."""
     from olft.report import atomic_write, write_json
@@ -208,6 +223,7 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
              *table(summary), "",
              *([f"The same on the {len(common)} units every selector ran ({', '.join(common)}), like for like:", "",
                 *table(summary_common), ""] if summary_common else []),
+             _basis_note(rows), "",
              f"Left out of the table: units where the oracle is flat (every layer within {REGRET_TARGET} points of the "
              f"best): {', '.join(flat_units) or 'none'}.", "", f"![cost vs regret]({tag}.png)", "", "## Per unit", "",
              "| unit | oracle (validation x100 per layer) | " + " | ".join(summary) + " |",

@@ -294,6 +294,22 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
     _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
 
 
+def test_a_json_config_is_held_to_json(tmp_path, capsys):
+    """A .json file is parsed as JSON: YAML would take a trailing comma or a repeated key silently."""
+    from olft.cli import parse
+
+    path = tmp_path / "c.json"
+    for text, phrase in [('{"train": {"lr": 0.001,}}', "is not valid JSON (Expecting property name"),
+                         ("{'train': {'lr': 0.001}}", "is not valid JSON"),
+                         ('{"train": {"lr": 0.001, "lr": 0.002}}', "'lr' is given twice in one object")]:
+        path.write_text(text)
+        # A file let through would fail later, on the missing model, with another message.
+        _fails(capsys, ["run", "--config", str(path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")], phrase)
+    path.write_text('{"train": {"lr": 0.002}, "data": {"task": "rte"}}')
+    cfg = parse(["run", "--config", str(path)]).cfg
+    assert cfg.train.lr == 0.002 and cfg.data.task == "rte"
+
+
 def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     for text, phrase in [("train:\n  lr: -1\n", f"{path}: train.lr: --lr must be a positive number"),

@@ -3,6 +3,7 @@ them moves in training, the loss matches fp32's, and a divergence names the caus
 
 import pytest
 import torch
+from torch import nn
 
 from olft import precision
 from olft.cache import build_caches
@@ -96,7 +97,21 @@ def test_too_high_learning_rate_is_named(model_dirs):
     with pytest.raises(NonFiniteLoss) as err:
         _train(model_dirs, "llama", "adapter", "fp32", lr=1e30, steps=6, max_grad_norm=0.0)
     msg = str(err.value)
-    assert "--lr 1e+29" in msg and "not the cause" not in msg, msg
+    assert "try --lr 0.001, olft's default" in msg and "not the cause" not in msg, msg
+
+
+def test_lower_learning_rate_hint_is_a_tenth_below_the_default():
+    """Below olft's default the hint is a tenth of the rate; above it, the default (a tenth of an
+    absurd rate is as absurd)."""
+    from olft.precision import diagnose
+
+    stack = nn.Module()
+    stack.base = nn.Linear(2, 2)  # fp32 weights: the hint names only the learning rate
+    bad = nn.Parameter(torch.tensor([float("nan")]))
+    msg = diagnose(stack, [bad], lambda: torch.zeros(1), "loss", 3, 0, 5e-4)
+    assert "try --lr 5e-05)" in msg, msg
+    msg = diagnose(stack, [bad], lambda: torch.zeros(1), "loss", 3, 0, 0.5)
+    assert "try --lr 0.001, olft's default)" in msg, msg
 
 
 def test_fp16_loss_scaling_keeps_small_gradients(model_dirs):

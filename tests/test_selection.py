@@ -326,6 +326,25 @@ def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
     assert data["summary"]["probe"]["regret_mean"] == pytest.approx(5.0)  # 10 on seed 0, 0 on seed 1
 
 
+def test_selection_benchmark_costs_cpu_seconds_where_recorded(tmp_path):
+    """Cost counts CPU seconds when every selector of a unit has them (wall seconds grow with the
+    machine's load); a unit with one piece lacking them falls back to wall seconds throughout."""
+    selection_report = _selection_report()
+    unit = lambda *a: _bench_unit(tmp_path / "work", *a)  # noqa: E731
+    unit("sst2-s0", {0: 0.70, 1: 0.80}, {"exhaustive": (1, [1, 0], 100.0), "probe": (1, [1, 0], 10.0)})
+    unit("sst2-s1", {0: 0.70, 1: 0.80}, {"exhaustive": (1, [1, 0], 100.0), "probe": (1, [1, 0], 10.0)})
+    for name, cpu in [("exhaustive", 50.0), ("probe", 1.0)]:  # s0: both have CPU seconds; s1: only exhaustive
+        for unit_name in ("sst2-s0",) + (("sst2-s1",) if name == "exhaustive" else ()):
+            path = tmp_path / "work" / unit_name / f"select-{name}.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "cpu_seconds": cpu}))
+    selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=2)
+    rows = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())["rows"]
+    probe = {r["unit"]: r for r in rows if r["setup"] == "probe"}
+    assert probe["sst2-s0"]["cost"] == pytest.approx(1.0 / 50.0) and probe["sst2-s0"]["seconds_basis"] == "cpu"
+    assert probe["sst2-s1"]["cost"] == pytest.approx(10.0 / 100.0) and probe["sst2-s1"]["seconds_basis"] == "wall"
+    assert "CPU seconds on sst2-s0; wall seconds on sst2-s1" in (tmp_path / "out" / "selection-m-adapter.md").read_text()
+
+
 def test_selection_report_compares_selectors_on_the_units_they_share(tmp_path):
     """A selector that ran on fewer units is also compared on just those units, like for like."""
     selection_report = _selection_report()

@@ -179,6 +179,20 @@ def _load_unique(text: str):
     return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader)
 
 
+def _load_unique_json(text: str):
+    """JSON `text` loaded strictly, refusing a key given twice in one object (as `_load_unique`)."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise OlftError(f"{key!r} is given twice in one object; give it once.")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
 def check_config_file(command: str, path: str) -> list[str]:
     """The options config file `path` sets, as grouped keys ("train.lr"). Exit-2 error for an
     unreadable file, a key given twice, or a key no option has (with a did-you-mean)."""
@@ -188,9 +202,13 @@ def check_config_file(command: str, path: str) -> list[str]:
     if not p.is_file():
         raise OlftError(f"Config file not found: {p}. Pass --config a YAML or JSON file (e.g. a run folder's config.json).")
     try:
-        data = _load_unique(p.read_text())
+        # A .json file is held to JSON: YAML would accept what JSON refuses (a trailing comma,
+        # single quotes), and a file another tool later reads as JSON must be valid JSON.
+        data = _load_unique_json(p.read_text()) if p.suffix.lower() == ".json" else _load_unique(p.read_text())
     except OlftError as exc:
         raise OlftError(f"{p}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise OlftError(f"{p} is not valid JSON ({exc}); fix it, or name it .yaml to write it as YAML.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):

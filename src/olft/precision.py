@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from olft.config import TrainConfig
+
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 FP16_MAX = 65504.0
 
@@ -126,7 +128,11 @@ def diagnose(
     outputs of the tuned layers that grew until they overflowed (the learning rate).
     """
     head = f"Training diverged: the {what} became NaN or infinite at step {step}."
-    lower = f"Lower the learning rate (now {lr:g}, try --lr {lr / 10:g})"
+    # A tenth of the rate, but never above olft's default: from an absurd rate (1e30) a tenth is as absurd.
+    default = TrainConfig.lr
+    lower = f"Lower the learning rate (now {lr:g}, try --lr {min(lr / 10, default):g}" + (
+        ", olft's default)" if lr / 10 > default else ")"
+    )
     dtype = frozen_dtype(stack)
     name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype).removeprefix("torch."))
     if any(_bad(p) for p in params):
