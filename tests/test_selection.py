@@ -183,13 +183,17 @@ def test_default_selector_is_the_probe():
 
 
 def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs, tiny_glue, tmp_path):
-    # At a vanishing learning rate every candidate predicts alike: all within noise.
-    flat = ["--lr", "1e-12", "--selection-steps", "3", "--selector", "exhaustive"]
-    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *flat, "--selection-adaptive", "1")
+    # A threshold no gap reaches makes every candidate equivalent to the winner, on any CPU (a
+    # vanishing learning rate did too, but then the gaps are float rounding, which varies by CPU).
+    tied = ["--selection-steps", "3", "--selector", "exhaustive", "--equivalence-threshold", "1e9"]
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *tied, "--selection-adaptive", "1")
     assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
     assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied
-    plain = _select(model_dirs["llama"], tiny_glue, tmp_path / "p", *flat, "--selection-adaptive", "0")
-    assert len(plain["rounds"]) == 1 and plain["equivalent"] == [0, 1, 2, 3] and plain["flat"]
+    plain = _select(model_dirs["llama"], tiny_glue, tmp_path / "p", *tied, "--selection-adaptive", "0")
+    assert len(plain["rounds"]) == 1 and plain["equivalent"] == [0, 1, 2, 3]
+    apart = _select(model_dirs["llama"], tiny_glue, tmp_path / "s", *tied[:4], "--equivalence-threshold", "1e-9",
+                    "--selection-adaptive", "1")  # fmt: skip
+    assert len(apart["rounds"]) == 1 and apart["equivalent"] == [apart["selected_layer"]]  # nothing to retrain
 
 
 # -- proxies: no training run of any candidate ---------------------------------------------------
@@ -239,10 +243,34 @@ def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, t
     probe, trained = sel["rounds"]  # two kept: both get the full budget at once, no short rung
     assert probe["stage"] == "probe" and len(probe["layers"]) == 4
     assert (trained["layers"], trained["steps"]) == (sorted(probe["ranking"][:2]), 8)
+    assert sel["probe_keep"] == 2 and sorted(map(int, probe["scores"])) == probe["layers"]
+    # The probe's scores of the kept layers stay in its round; `candidates` holds their trained ones.
+    trained_scores = {c["layer"]: c["score"] for c in sel["candidates"]}
+    assert all(probe["scores"][str(k)] != trained_scores[k] for k in trained["layers"])
+    assert trained["scores"] == {str(k): trained_scores[k] for k in trained["layers"]}
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
                   "--selection-steps", "8", "--selection-adaptive", "0")
     assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [
         (sorted(sel["rounds"][0]["ranking"][:3]), 4), (sorted(sel["rounds"][1]["ranking"][:2]), 8)]
+
+
+def test_probe_keep_of_every_candidate_is_refused_before_loading(model_dirs, tmp_path, capsys):
+    """Keeping all candidates would make the probe a cost that prunes nothing: refused from the
+    model's config, before anything loads or a run folder is written."""
+    args = ["select", "--model", str(model_dirs["llama"]), "--candidates", "all", "--selector", "probe-halving",
+            "--out", str(tmp_path / "o")]
+    for keep in ("4", "9"):
+        assert main([*args, "--probe-keep", keep]) == 2
+        err = capsys.readouterr().err
+        assert f"--probe-keep {keep} keeps all 4 candidates (0,1,2,3)" in err and "--probe-keep 3 or less" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k1", "--selector", "probe-halving", "--probe-keep", "1")
+    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 1
+    assert "the probe kept 1 of 4 candidates" in caplog.text and "no layer is trained" in caplog.text
 
 
 def test_probe_keep_is_refused_without_probe_halving(capsys):

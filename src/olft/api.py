@@ -19,7 +19,7 @@ from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import Candidate, Strategy, middle_bucket, parse_candidates, parse_strategies
+from olft.select import Candidate, Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
         return None
     if check_strategies:
         parse_strategies(cfg.strategies, n)
-    parse_candidates(cfg.selection.candidates, n)
+    check_candidates(cfg.selection.candidates, n, cfg.selection.selector, cfg.selection.probe_keep)
     return n
 
 
@@ -191,7 +191,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
-        parse_candidates(cfg.selection.candidates, session.num_layers)  # validate before writing anything
+        check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         results = _begin(folder, cfg, session, [s.name for s in strategies])
@@ -309,11 +309,12 @@ def _select(session: Session, folder: RunFolder, results: dict):
         )  # fmt: skip
     elif len(selection.equivalent) > 1:
         trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
+        more = (" or --selection-adaptive" if trained else ", or training the probe's best with --probe-keep 2,"
+                if selection.selector == "probe-halving" else ", or tuning them with --selector exhaustive,")
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of held-out loss: layer %d leads, but not by more than "
             "the noise of %d scoring examples (more --selection-eval-samples%s may separate them).",
-            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples,
-            " or --selection-adaptive" if trained else ", or tuning them with --selector exhaustive,",
+            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples, more,
         )  # fmt: skip
     return selection
 
@@ -341,7 +342,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
-        parse_candidates(cfg.selection.candidates, session.num_layers)
+        check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             _selected_layer(session, folder, results)

@@ -26,7 +26,7 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
-from olft.select import Candidate, Selection, better_half, halving_schedule, parse_candidates, probe_finalists
+from olft.select import Candidate, Selection, better_half, check_candidates, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
@@ -249,16 +249,22 @@ class Session:
         interrupted run, taken as they are; `on_candidate` sees each newly trained one.
         """
         s = self.cfg.selection
-        candidates = parse_candidates(s.candidates, self.num_layers)
+        candidates = check_candidates(s.candidates, self.num_layers, s.selector, s.probe_keep)
         protocol, fit_enc, score_enc = self.selection_sets()
         sel = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric, selector=s.selector,
                         threshold=s.equivalence_threshold)  # fmt: skip
         run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
         steps = self.selection_steps(len(fit_enc))
         layers = candidates
+        if s.selector == "probe-halving":
+            sel.probe_keep = s.probe_keep
         if s.selector in ("probe", "gradient", "probe-halving"):
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
             layers = probe_finalists(sel.ranking(), s.probe_keep) if s.selector == "probe-halving" else []
+            if s.selector == "probe-halving" and len(layers) < 2:
+                log.warning("probe-halving: the probe kept %d of %d candidates (layer %s), so no layer is trained and the "
+                            "choice is the probe's. --probe-keep 2 or more trains the probe's best layers.",
+                            len(layers), len(candidates), ",".join(map(str, layers)))  # fmt: skip
         if s.selector == "exhaustive":
             run.train(layers, steps)
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
@@ -330,6 +336,9 @@ class _Stages:
         self.sel.rounds.append({
             "stage": kind, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
             "ranking": self.sel.ranking() if any(c.score is not None for c in cands) else [],
+            # Each stage's own scores: a later stage replaces a layer's numbers in `candidates`,
+            # so the probe's scores of the layers it passed on live only here.
+            "scores": {c.layer: c.score for c in cands},
         })  # fmt: skip
 
     def proxy(self, kind: str, layers: list[int]) -> None:

@@ -140,6 +140,7 @@ class Selection:
     finalists: list[int] | None = None  # layers the winner is chosen from (None: every candidate)
     rounds: list[dict] = field(default_factory=list)  # each stage: selector, steps, layers, values
     threshold: float = 1.0  # standard errors under which the runner-up counts as equivalent
+    probe_keep: int | None = None  # probe-halving: layers the probe passed on (None: its better half)
 
     def _ranked(self) -> dict[int, tuple[float, float]]:
         """Layer -> ranking key, higher is better, over the finalists that trained.
@@ -209,6 +210,7 @@ class Selection:
             "equivalent": self.equivalent if scored else None,
             "equivalence_threshold": self.threshold,
             "finalists": self.finalists,
+            "probe_keep": self.probe_keep,
             "rounds": self.rounds,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
@@ -249,6 +251,17 @@ def halving_schedule(num_candidates: int, steps: int) -> list[tuple[int, int]]:
 def better_half(ranking: list[int]) -> list[int]:
     """The first ceil(n/2) of a best-first ranking (at least one), in layer order."""
     return sorted(ranking[: max(1, math.ceil(len(ranking) / 2))])
+
+
+def check_candidates(spec: str, num_layers: int, selector: str, probe_keep: int | None) -> list[int]:
+    """The candidate layers of `spec` (as `parse_candidates`), refusing a `probe_keep` that keeps
+    them all: the probe would then cost time and prune nothing (plain `halving`). OlftError."""
+    candidates = parse_candidates(spec, num_layers)
+    if selector == "probe-halving" and probe_keep is not None and probe_keep >= len(candidates) > 1:
+        raise OlftError(f"--probe-keep {probe_keep} keeps all {len(candidates)} candidates ({','.join(map(str, candidates))}), "
+                        f"so the probe would prune nothing. Use --probe-keep {len(candidates) - 1} or less, or --selector "
+                        "halving to train every candidate.")  # fmt: skip
+    return candidates
 
 
 def probe_finalists(ranking: list[int], keep: int | None) -> list[int]:
