@@ -113,11 +113,20 @@ def test_a_strategy_predicting_one_class_is_flagged(model_dirs, tiny_glue, tmp_p
     with caplog.at_level(logging.WARNING):
         assert main(["train", "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue),
                      "--layers", "1", "--epochs", "1", "--batch-size", "8", "--max-train-samples", "16",
-                     "--max-eval-samples", "8", "-q", "--out", str(out)]) == 0
+                     "--max-eval-samples", "12", "-q", "--out", str(out)]) == 0
     entry = json.loads((out / "results.json").read_text())["strategies"]["layers=1"]
     assert entry["one_class"] == {"validation": "positive"}
     assert "layers=1 predicts 'positive' for every validation example" in caplog.text
+    assert "its score measures that constant answer" in caplog.text  # true of F1 and MCC too, not only accuracy
     assert "A lower learning rate (--lr) or more steps" in caplog.text  # explicit layers train at --lr
+    # On a few examples one answer for all is no evidence of a collapse.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue),
+                     "--layers", "1", "--epochs", "1", "--batch-size", "8", "--max-train-samples", "16",
+                     "--max-eval-samples", "4", "-q", "--out", str(tmp_path / "few")]) == 0
+    assert json.loads((tmp_path / "few" / "results.json").read_text())["strategies"]["layers=1"]["one_class"] == {}
+    assert "predicts 'positive'" not in caplog.text
 
 
 def test_weight_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):

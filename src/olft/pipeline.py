@@ -31,6 +31,11 @@ from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
 
+# Examples a split needs before one predicted class for all of them counts as a collapse: a working
+# classifier on a split with both classes rarely answers alike 10 times running (about 2 ** -9
+# on a balanced one), while on 2 or 3 examples it often does.
+ONE_CLASS_MIN = 10
+
 
 @dataclass
 class TuneResult:
@@ -198,7 +203,7 @@ class Session:
                                 logits=with_loss)  # fmt: skip
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
                 classes = np.unique(preds.argmax(-1) if preds.ndim == 2 else preds)
-                if not self.task.is_regression and len(enc) > 1 and len(classes) == 1:
+                if not self.task.is_regression and len(enc) >= ONE_CLASS_MIN and len(set(enc.labels)) > 1 and len(classes) == 1:
                     one_class[split] = self.task.labels[int(classes[0])] if self.task.labels else str(classes[0])
                 if with_loss:
                     metrics[split]["loss"] = heldout_loss(preds, enc.labels)
