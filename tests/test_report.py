@@ -144,3 +144,130 @@ def test_weight_files_are_the_same_bytes_whatever_the_metadata_order(tmp_path):
     with safe_open(tmp_path / "x.safetensors", "pt") as f:
         assert f.metadata() == dict(meta)
         assert torch.equal(f.get_tensor("b.weight"), weights["b.weight"])
+
+
+# -- the selection's report: probe scores apart from trained scores; one verdict; collapsed strategies -------------
+
+
+def _probe_halving(trained: dict[int, float], probed: dict[int, float], selected: int, equivalent: list[int]) -> dict:
+    """A finished probe-halving run: `probed` layers scored by the probe only (steps 0, score =
+    -held-out loss), `trained` layers tuned for 54 steps (score = accuracy), as results.json has them."""
+    cands = [{"layer": layer, "score": -loss, "seconds": 1.0, "steps": 0, "metrics": {"loss": loss, "accuracy": 0.6}}
+             for layer, loss in probed.items()]  # fmt: skip
+    cands += [{"layer": layer, "score": acc, "seconds": 9.0, "steps": 54, "metrics": {"accuracy": acc, "loss": 0.65}}
+              for layer, acc in trained.items()]  # fmt: skip
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"].update({
+        "selector": "probe-halving", "score_examples": 57, "selected_layer": selected, "flat": False,
+        "candidates": sorted(cands, key=lambda c: c["layer"]), "equivalent": equivalent, "confidence": 1.2,
+        "rounds": [{"stage": "probe", "steps": 0, "layers": sorted({**probed, **trained}), "ranking": [5, 4, 3, 2, 1, 0]},
+                   {"stage": "train", "steps": 54, "layers": sorted(trained), "ranking": sorted(trained)}],
+    })  # fmt: skip
+    results.update({"num_layers": 6, "middle_bucket": [2, 3]})
+    return results
+
+
+def _plotted(ax) -> dict[str, list[int]]:
+    """Layers drawn on `ax`: "candidates", "selected", and "reference" (horizontal lines' labels)."""
+    drawn = {"candidates": set(), "selected": [], "reference": []}
+    for line in ax.get_lines():
+        label = line.get_label()
+        if label.startswith(("final layer", "all layers")):
+            drawn["reference"].append(label)
+        elif label.startswith("selected"):
+            drawn["selected"] += [int(x) for x in line.get_xdata()]
+        else:
+            drawn["candidates"] |= {int(x) for x in line.get_xdata()}
+    return {**drawn, "candidates": sorted(drawn["candidates"])}
+
+
+def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
+    from olft.report import layers_figure
+
+    results = _probe_halving({3: 0.58, 4: 0.57, 5: 0.54}, {0: 0.645, 1: 0.639, 2: 0.608}, selected=3, equivalent=[3])
+    metric_ax, probe_ax = layers_figure(results).axes
+    assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
+    assert _plotted(metric_ax) == {"candidates": [3, 4, 5], "selected": [3], "reference": [
+        "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
+    assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [], "reference": []}
+    assert max(probe_ax.get_ylim()) < 0 < min(metric_ax.get_ylim())  # each axis spans its own scores only
+
+    # Plain probe: one axis, the probe's, with the star on it and no task-metric lines to misread it against.
+    results["selection"].update(selector="probe", candidates=[{**c, "score": -0.6 + c["layer"] / 100, "steps": 0}
+                                                             for c in results["selection"]["candidates"]])  # fmt: skip
+    (ax,) = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes
+    assert ax.get_ylabel().startswith("probe score") and _plotted(ax)["selected"] == [5] and not _plotted(ax)["reference"]
+
+
+def test_plot_and_table_give_the_selections_own_verdict():
+    """The paired noise estimate recorded by the selection decides, not a binomial SE on scores."""
+    from olft.report import layers_figure, selection_verdict
+
+    def said(results):
+        title, table = layers_figure(results).axes[0].get_title(), table_md(results)
+        return selection_verdict(results["selection"]), "NEAR-TIE" in title, "within noise" in table or "binomial" in table
+
+    # Runner-up 1 point behind on 57 examples (within one binomial SE) but 1.2 paired SE behind: not a tie.
+    clear = _probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3])
+    assert said(clear) == (None, False, False)
+    assert "probe-halving selector: 1.2 standard errors ahead of the runner-up." in table_md(clear)
+    # Runner-up far behind in accuracy, yet within the noise of the per-example losses: a near-tie everywhere.
+    tied = _probe_halving({3: 0.80, 4: 0.60}, {0: 0.6}, selected=3, equivalent=[3, 4])
+    assert said(tied) == ("near-tie", True, True)
+    assert "layers 3, 4 within noise" in layers_figure(tied).axes[0].get_title()
+    # Results from before the selection recorded `equivalent`: the binomial rule, in both places.
+    old = {**clear, "selection": {k: v for k, v in clear["selection"].items() if k not in ("equivalent", "confidence", "flat")}}
+    assert said(old) == ("near-tie", True, True)
+    assert "binomial SE" in layers_figure(old).axes[0].get_title() and "binomial standard error" in table_md(old)
+
+
+def _selection_rows(table: str) -> list[list[str]]:
+    """The selection table's rows (header first), cells stripped."""
+    start = table.index("| layer |")
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table[start:].splitlines() if line.startswith("|")]
+
+
+def test_probe_halving_table_keeps_probe_and_trained_scores_in_separate_columns():
+    table = table_md(_probe_halving({3: 0.579, 5: 0.544}, {0: 0.645, 4: 0.61}, selected=3, equivalent=[3]))
+    header, _, *rows = _selection_rows(table)
+    assert header == ["layer", "probe score (-held-out loss x100)", "accuracy x100 after training (steps)",
+                      "held-out loss", "seconds"]  # fmt: skip
+    assert [r[:3] for r in rows] == [["0", "-64.5", "-"], ["3", "-", "57.9 (54 steps)"], ["4", "-61.0", "-"],
+                                     ["5", "-", "54.4 (54 steps)"]]  # fmt: skip
+    assert "The probe ranked layers 5, 4, 3, 2, 1, 0 (best first) and kept 3, 5 for training" in table
+
+    # A probe that sent nothing on to training: one column, and it says it holds probe scores.
+    probe_only = _probe_halving({}, {0: 0.645, 4: 0.61}, selected=4, equivalent=[4])
+    assert _selection_rows(table_md(probe_only))[0] == ["layer", "probe score (-held-out loss x100)", "held-out loss", "seconds"]
+
+
+def test_a_collapsed_strategy_is_marked_in_table_md():
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["eval_splits"] = ["validation", "test"]
+    for s in results["strategies"].values():
+        s["metrics"]["test"] = {"accuracy": 0.5}
+    results["strategies"]["final"]["one_class"] = {"validation": "positive"}
+    results["strategies"]["olft"]["one_class"] = {}
+    table = table_md(results)
+    assert "| final | 3 | 50.0 † | 50.0 |" in table and "| olft | 1 | 50.0 l-1 | 50.0 l-1 |" in table  # Table 1
+    assert _row(table, "final")[6] == "50.0 †" and _row(table, "olft")[6] == "50.0"  # Table 2's score (validation)
+    assert "† final predicts 'positive' for every validation example: it collapsed to one class" in table
+    assert table.count("†") == 3
+
+
+def test_evaluate_says_which_strategy_collapsed(tmp_path, monkeypatch):
+    from olft import evaluate
+
+    results = _results(None)
+    results["strategies"]["final"]["one_class"] = {"validation": "positive"}
+    (tmp_path / "weights").mkdir()
+    for name in results["strategies"]:
+        (tmp_path / "weights" / f"{name}.safetensors").write_bytes(b"")
+    monkeypatch.setattr(evaluate, "read_run", lambda folder: (results, None))
+    monkeypatch.setattr(evaluate, "load_weights", lambda path: {})
+    monkeypatch.setattr(evaluate, "Session", lambda cfg, quiet: None)
+    monkeypatch.setattr(evaluate, "evaluate_saved", lambda session, layers, weights: {"validation": {"accuracy": 0.5}})
+    monkeypatch.setattr(evaluate, "describe_status", lambda folder: "complete")
+    lines = evaluate.evaluate_run(tmp_path).splitlines()
+    assert "  final validation: predicts 'positive' for every example, accuracy=0.5000 (results.json: 0.5000)" in lines
+    assert "  olft validation: accuracy=0.5000 (results.json: 0.5000)" in lines

@@ -15,7 +15,8 @@ from olft.runfolder import describe_status, read_run, safe_name
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
     """The report `olft evaluate` prints: one line per strategy and split, re-scored metric
-    against the one in results.json.
+    against the one in results.json, and the class a strategy predicted for every example of a
+    split where results.json records it collapsed to one.
 
     Raises OlftError for a folder that is no run folder, and for a damaged weights file (before
     the model loads, with the fix: delete it and rerun `olft run`).
@@ -37,5 +38,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         metrics = evaluate_saved(session, entry["layers"], saved[name])
         for split, values in metrics.items():
             recorded = entry["metrics"][split][metric]
-            lines.append(f"  {name} {split}: {metric}={values[metric]:.4f} (results.json: {recorded:.4f})")
+            label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score is its class's share
+            collapsed = "" if label is None else f"predicts {label!r} for every example, "
+            lines.append(f"  {name} {split}: {collapsed}{metric}={values[metric]:.4f} (results.json: {recorded:.4f})")
     return "\n".join(lines)

@@ -86,8 +86,10 @@ def table_md(results: dict) -> str:
         scores = []
         for split in results["eval_splits"]:
             value = s.get("metrics", {}).get(split, {}).get(metric) if s.get("metrics") else None
-            scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else ""))
+            scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
+                          + _collapsed_mark(s, split))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
+    lines += _collapsed_notes(strategies, results["eval_splits"])
     lines += _cost_table(results)
     sel = results.get("selection")
     if sel:
@@ -100,24 +102,92 @@ def table_md(results: dict) -> str:
             f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
-        if sel.get("flat"):
-            lines.append("Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal.")
-        elif len(sel.get("equivalent") or []) > 1:
-            lines.append(f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): equivalent choices.")
-        elif sel.get("confidence") is not None:
-            lines.append(f"{sel['selector']} selector: {sel['confidence']:.1f} standard errors ahead of the runner-up.")
-        losses = any("loss" in c.get("metrics", {}) for c in sel["candidates"])
-        # A proxy selector's score is not the task metric: say what it is.
-        proxy = not any(c.get("steps") for c in sel["candidates"])
-        label = {"probe": "probe score (-held-out loss x100)", "gradient": "relative gradient norm (x100)"}.get(
-            sel.get("selector"), "score") if proxy else "score"
-        lines += ["", f"| layer | {label} |" + (" held-out loss |" if losses else "") + " seconds |",
-                  "|---|---|" + ("---|" if losses else "") + "---|"]
-        for c in sel["candidates"]:
-            loss = c.get("metrics", {}).get("loss")
-            cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
-            lines.append(f"| {c['layer']} | {_fmt_score(c['score'])} |{cell} {c['seconds']:.1f} |")
+        lines += _verdict_lines(sel)
+        lines += _candidate_table(sel, metric)
     return "\n".join(lines) + "\n"
+
+
+# A proxy selector's score is not the task metric: what each one's score is.
+PROXY_LABELS = {"probe": "probe score (-held-out loss x100)", "gradient": "relative gradient norm (x100)"}
+
+
+def _proxy_name(sel: dict) -> str | None:
+    """The proxy that scored some of `sel`'s candidates without training them ("probe",
+    "gradient"), or None for a selector that trains every candidate it scores."""
+    selector = sel.get("selector")
+    return "probe" if selector == "probe-halving" else selector if selector in PROXY_LABELS else None
+
+
+def _proxy_scored(c: dict, sel: dict) -> bool:
+    """True when candidate `c` holds its proxy's score (0 steps: never trained), not a trained score."""
+    return _proxy_name(sel) is not None and not c.get("steps")
+
+
+def _collapsed_mark(s: dict, split: str) -> str:
+    """A dagger after a score of `split` on which the strategy predicted one class for every example."""
+    return " †" if split in (s.get("one_class") or {}) else ""
+
+
+def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
+    """The footnotes to `_collapsed_mark`'s daggers: which class, on which split."""
+    notes = [f"† {name} predicts {s['one_class'][split]!r} for every {split} example: it collapsed to one class, so its "
+             "score there is that class's share, not a learned one."
+             for name, s in strategies.items() for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
+    return ["", *notes] if notes else []
+
+
+def _verdict_lines(sel: dict) -> list[str]:
+    """How sure the selection is, from `selection_verdict` (the plot's title says the same)."""
+    verdict = selection_verdict(sel)
+    if verdict == "tie":
+        return ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
+    if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
+        return [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): equivalent choices."]
+    if verdict == "near-tie":
+        return ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
+                "selection recorded no paired noise estimate)."]  # fmt: skip
+    if sel.get("confidence") is not None:
+        return [f"{sel['selector']} selector: {sel['confidence']:.1f} standard errors ahead of the runner-up."]
+    return []
+
+
+def _candidate_table(sel: dict, metric: str) -> list[str]:
+    """The candidates' scores, held-out losses and seconds.
+
+    A proxy's score is not the task metric, so its column says what it is. When a probe pruned
+    the candidates before training the rest (probe-halving), probe scores and trained scores get a
+    column each: one column would read -64 (probe) and 58 (accuracy) as one scale.
+    """
+    cands = sel["candidates"]
+    probed = [c for c in cands if _proxy_scored(c, sel)]
+    mixed = 0 < len(probed) < len(cands)
+    losses = any("loss" in c.get("metrics", {}) for c in cands)
+    if mixed:
+        head = f"| layer | {PROXY_LABELS[_proxy_name(sel)]} | {metric} x100 after training (steps) |"
+    else:
+        head = f"| layer | {PROXY_LABELS[_proxy_name(sel)] if probed else 'score'} |"
+    lines = ["", head + (" held-out loss |" if losses else "") + " seconds |",
+             "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
+    for c in cands:
+        score = _fmt_score(c["score"])
+        if mixed:
+            score = f"{score} | -" if _proxy_scored(c, sel) else f"- | {score} ({c.get('steps')} steps)"
+        loss = c.get("metrics", {}).get("loss")
+        cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
+        lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f} |")
+    return lines + (_pruning_note(sel) if mixed else [])
+
+
+def _pruning_note(sel: dict) -> list[str]:
+    """What the proxy did to the layers that went on to training: its ranking (recorded) and the
+    missing scores (each stage's numbers replace a layer's earlier ones in results.json)."""
+    rounds = sel.get("rounds") or []
+    if len(rounds) < 2 or rounds[0].get("stage") != _proxy_name(sel):
+        return []
+    proxy, kept = rounds[0]["stage"], rounds[1]["layers"]
+    return ["", f"The {proxy} ranked layers {', '.join(map(str, rounds[0]['ranking']))} (best first) and kept "
+            f"{', '.join(map(str, kept))} for training; the {proxy}'s scores of those are not recorded (their trained "
+            "numbers replace them)."]  # fmt: skip
 
 
 def _cost_table(results: dict) -> list[str]:
@@ -153,7 +223,7 @@ def _cost_table(results: dict) -> list[str]:
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
         mark = f" ({run_of[name]})" if name in run_of else ""
         lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{mark} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
-                     f"{param_pct} | {_fmt_score(s.get('score'))} |")  # fmt: skip
+                     f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
     return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu)
 
@@ -208,23 +278,58 @@ def binomial_se(score: float, n: int) -> float:
 
 
 def selection_verdict(sel: dict) -> str | None:
-    """'tie' when every candidate ranked the same, 'near-tie' when the runner-up is within one
-    binomial standard error of the winner's score, else None."""
+    """'tie' when every candidate ranked the same, 'near-tie' when the runner-up is within noise
+    of the winner, else None: what table.md, the console and the plot's title all say.
+
+    The selection's own record decides: `flat`, and `equivalent` (the winner and the layers
+    within `equivalence_threshold` standard errors of it, paired on per-example held-out losses).
+    Only results from before olft recorded `equivalent` fall back to a rough rule: the runner-up
+    within one binomial standard error of the winner's score.
+    """
+    if sel.get("flat"):
+        return "tie"
+    if "equivalent" in sel:
+        return "near-tie" if len(sel["equivalent"] or []) > 1 else None
     scores = sorted((c["score"] for c in sel["candidates"] if c["score"] is not None), reverse=True)
-    if sel.get("flat") or (len(scores) > 1 and scores[0] == scores[1] and len(set(scores)) == 1):
+    if len(scores) > 1 and len(set(scores)) == 1:
         return "tie"
     if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples", 0)):
         return "near-tie"
     return None
 
 
+def _verdict_title(sel: dict) -> str:
+    """The plot title's words for `selection_verdict` ('' when the choice is clear)."""
+    verdict = selection_verdict(sel)
+    if verdict == "tie":
+        return " - TIE: every candidate ranked the same; the choice is the tie-break"
+    if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
+        return f" - NEAR-TIE: layers {', '.join(map(str, sel['equivalent']))} within noise of each other"
+    return " - NEAR-TIE: runner-up within one binomial SE" if verdict == "near-tie" else ""
+
+
 def plot_layers(results: dict, path: Path) -> bool:
-    """Score per candidate layer with binomial standard-error bars; the middle third shaded; the
-    final-layer and all-layer scores as reference lines; the chosen layer marked, and a tie or
-    near-tie said in the title. False when the results have no selection."""
+    """Write `layers_figure` to `path`; False when the results have no selection."""
+    fig = layers_figure(results)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def layers_figure(results: dict):
+    """Score per candidate layer: trained candidates on the task metric (binomial standard-error
+    bars, the final-layer and all-layer scores as reference lines), proxy-scored ones (probe,
+    gradient) on their proxy's own axis; the middle third shaded, the chosen layer starred, a tie
+    or near-tie said in the title. A matplotlib Figure; None when the results have no selection.
+    """
     sel = results.get("selection")
     if not sel:
-        return False
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,34 +337,56 @@ def plot_layers(results: dict, path: Path) -> bool:
     from matplotlib.ticker import MaxNLocator
 
     cands = [c for c in sel["candidates"] if c["score"] is not None]
+    proxied = [c for c in cands if _proxy_scored(c, sel)]
+    trained = [c for c in cands if not _proxy_scored(c, sel)]
+    # Proxy scores get a panel of their own below the trained ones, sharing the layer axis, rather
+    # than a twin y-axis: on a twin axis the probe's curve would cross the final-layer and
+    # all-layer lines, and a crossing of two unrelated scales reads as a comparison.
+    panels = (["trained"] if trained or not proxied else []) + (["proxy"] if proxied else [])
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, figsize=(7, 4 if len(panels) == 1 else 6.5))
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        bucket = results.get("middle_bucket") or []
+        if bucket:
+            ax.axvspan(min(bucket) - 0.5, max(bucket) + 0.5, color="0.92", zorder=0, label="middle third")
+        if panel == "trained":
+            _trained_panel(ax, results, sel, trained)
+        else:
+            _proxy_panel(ax, sel, proxied)
+        best = next((c for c in cands if c["layer"] == sel.get("selected_layer")), None)
+        if best is not None and (best in proxied) == (panel == "proxy"):  # the star sits on its own score's axis
+            ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+        ax.legend(fontsize=7, loc="best")
+    ax = axes[-1, 0]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, results.get("num_layers", max((c["layer"] for c in cands), default=0) + 1) - 0.5)
+    ax.set_xlabel("layer (0-based)")
+    axes[0, 0].set_title(f"{results['model']} / {results['task']} / {results['method']}{_verdict_title(sel)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
+    """Trained candidates' task scores (x100) with one binomial SE, the reference strategies as lines."""
     n = sel.get("score_examples", 0)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bucket = results.get("middle_bucket") or []
-    if bucket:
-        ax.axvspan(min(bucket) - 0.5, max(bucket) + 0.5, color="0.92", zorder=0, label="middle third")
     layers = [c["layer"] for c in cands]
     scores = [100 * c["score"] for c in cands]
     errors = [100 * binomial_se(c["score"], n) for c in cands]
-    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3, label=f"candidates ({sel['protocol']}, n={n}, ±1 SE)")
-    if sel.get("selected_layer") is not None:
-        best = next(c for c in cands if c["layer"] == sel["selected_layer"])
-        ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3, label=f"trained candidates ({sel['protocol']}, n={n}, ±1 SE)")
+    if len({c.get("steps") for c in cands}) > 1:  # halving's early rungs stopped sooner: say which scores had fewer steps
+        for c in cands:
+            ax.annotate(f"{c['steps']} steps", (c["layer"], 100 * c["score"]), textcoords="offset points", xytext=(4, -12),
+                        fontsize=7)  # fmt: skip
     split = (results.get("eval_splits") or ["validation"])[0]
     for name, style, what in (("final", "--", "final layer"), ("full", ":", "all layers")):
         score = (results.get("strategies", {}).get(name) or {}).get("score")
         if score is not None:
             ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(-0.5, results.get("num_layers", max(layers, default=0) + 1) - 0.5)
-    ax.set_xlabel("layer (0-based)")
     ax.set_ylabel(f"{results['metric']} x100")
-    verdict = selection_verdict(sel)
-    note = {"tie": " - TIE: every candidate scored the same; the choice is the tie-break",
-            "near-tie": " - NEAR-TIE: runner-up within one SE"}.get(verdict or "", "")
-    ax.set_title(f"{results['model']} / {results['task']} / {results['method']}{note}", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return True
+
+
+def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
+    """Proxy-scored candidates (no training) on the proxy's own scale, a different marker and colour."""
+    proxy = _proxy_name(sel)
+    ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
+            label=f"{proxy} only, not trained (n={sel.get('score_examples', 0)})")  # fmt: skip
+    ax.set_ylabel(PROXY_LABELS[proxy].replace(" (", "\n("), fontsize=8)
