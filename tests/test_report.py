@@ -235,6 +235,15 @@ def test_probe_halving_table_keeps_probe_and_trained_scores_in_separate_columns(
     assert [r[:3] for r in rows] == [["0", "-64.5", "-"], ["3", "-", "57.9 (54 steps)"], ["4", "-61.0", "-"],
                                      ["5", "-", "54.4 (54 steps)"]]  # fmt: skip
     assert "The probe ranked layers 5, 4, 3, 2, 1, 0 (best first) and kept 3, 5 for training" in table
+    assert "scores of those are not recorded" in table  # results from before rounds kept their scores
+
+    # Each round now keeps its own scores: the probe's score of a trained layer is shown beside it.
+    recorded = _probe_halving({3: 0.579, 5: 0.544}, {0: 0.645, 4: 0.61}, selected=3, equivalent=[3])
+    recorded["selection"]["rounds"][0]["scores"] = {"0": -0.645, "3": -0.62, "4": -0.61, "5": -0.60}
+    table = table_md(recorded)
+    assert [r[:3] for r in _selection_rows(table)[2:]] == [["0", "-64.5", "-"], ["3", "-62.0", "57.9 (54 steps)"],
+                                                           ["4", "-61.0", "-"], ["5", "-60.0", "54.4 (54 steps)"]]  # fmt: skip
+    assert "not recorded" not in table
 
     # A probe that sent nothing on to training: one column, and it says it holds probe scores.
     probe_only = _probe_halving({}, {0: 0.645, 4: 0.61}, selected=4, equivalent=[4])

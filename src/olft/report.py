@@ -131,7 +131,7 @@ def _collapsed_mark(s: dict, split: str) -> str:
 def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
     """The footnotes to `_collapsed_mark`'s daggers: which class, on which split."""
     notes = [f"† {name} predicts {s['one_class'][split]!r} for every {split} example: it collapsed to one class, so its "
-             "score there is that class's share, not a learned one."
+             "score there measures that constant answer, not what the layers learned."
              for name, s in strategies.items() for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
     return ["", *notes] if notes else []
 
@@ -168,26 +168,40 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
         head = f"| layer | {PROXY_LABELS[_proxy_name(sel)] if probed else 'score'} |"
     lines = ["", head + (" held-out loss |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
+    proxy_scores = _proxy_round_scores(sel) if mixed else {}
     for c in cands:
         score = _fmt_score(c["score"])
         if mixed:
-            score = f"{score} | -" if _proxy_scored(c, sel) else f"- | {score} ({c.get('steps')} steps)"
+            before = proxy_scores.get(c["layer"])
+            score = (f"{score} | -" if _proxy_scored(c, sel)
+                     else f"{'-' if before is None else _fmt_score(before)} | {score} ({c.get('steps')} steps)")
         loss = c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
         lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f} |")
     return lines + (_pruning_note(sel) if mixed else [])
 
 
+def _proxy_round_scores(sel: dict) -> dict[int, float]:
+    """Layer -> the proxy's own score, from its round (`rounds[0]["scores"]`; results.json's keys
+    are strings). Empty for results from before rounds recorded scores."""
+    rounds = sel.get("rounds") or []
+    if not rounds or rounds[0].get("stage") != _proxy_name(sel):
+        return {}
+    return {int(k): v for k, v in (rounds[0].get("scores") or {}).items()}
+
+
 def _pruning_note(sel: dict) -> list[str]:
-    """What the proxy did to the layers that went on to training: its ranking (recorded) and the
-    missing scores (each stage's numbers replace a layer's earlier ones in results.json)."""
+    """What the proxy did to the layers that went on to training: its ranking, and where older
+    results lack the proxy's scores of those layers (later stages replace a layer's numbers in
+    `candidates`; since then each round keeps its own), that they are missing."""
     rounds = sel.get("rounds") or []
     if len(rounds) < 2 or rounds[0].get("stage") != _proxy_name(sel):
         return []
     proxy, kept = rounds[0]["stage"], rounds[1]["layers"]
+    missing = "" if _proxy_round_scores(sel) else (
+        f"; the {proxy}'s scores of those are not recorded (their trained numbers replace them)")
     return ["", f"The {proxy} ranked layers {', '.join(map(str, rounds[0]['ranking']))} (best first) and kept "
-            f"{', '.join(map(str, kept))} for training; the {proxy}'s scores of those are not recorded (their trained "
-            "numbers replace them)."]  # fmt: skip
+            f"{', '.join(map(str, kept))} for training{missing}."]  # fmt: skip
 
 
 def _cost_table(results: dict) -> list[str]:
