@@ -355,6 +355,33 @@ def test_config_file_strategy_lr_as_a_mapping(tmp_path, capsys):
         _fails(capsys, ["run", "--config", str(path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")], phrase)
 
 
+def test_a_run_folder_config_works_with_select_train_and_info(tmp_path, capsys, caplog):
+    """config.json holds `olft run`'s options: another subcommand skips those it has not, saying so."""
+    import logging
+
+    from olft.cli import parse
+    from olft.config import RunConfig, TrainConfig
+
+    path = tmp_path / "config.json"  # as a run folder has it
+    cfg = RunConfig(train=TrainConfig(lr=0.005), strategies="olft,final", out=str(tmp_path / "run"))
+    path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    assert parse(["select", "--config", str(path)]).cfg.train.lr == 0.005
+    assert parse(["train", "--config", str(path), "--layers", "3"]).cfg.train.lr == 0.005
+    none, out = str(tmp_path / "none"), str(tmp_path / "o")
+    caplog.set_level(logging.INFO, logger="olft")
+    for command, skipped in (["select"], "strategies (an option of `olft run`, not"), \
+                            (["train", "--layers", "3"], "strategies (an option of `olft run`, not"), \
+                            (["info"], "data, train, selection, strategies, out (options of `olft run/select/train`, not"):
+        caplog.clear()
+        extra = ["--out", out] if command[0] != "info" else []
+        # The parser would refuse a skipped key that reached it; past it, the missing model fails.
+        _fails(capsys, [*command, "--config", str(path), "--model", none, *extra], "Model path")
+        assert [r.getMessage() for r in caplog.records] == [f"{path}: skipping {skipped} of `olft {command[0]}`)."]
+    data = {**cfg.to_dict(), "stratgies": "olft"}
+    path.write_text(json.dumps(data))
+    _fails(capsys, ["select", "--config", str(path), "--model", none, "--out", out], "unknown option 'stratgies' for `olft select`. Did you mean 'strategies'?")
+
+
 def test_run_folder_config_repeats_the_run(llama_run, tmp_path):
     out = tmp_path / "again"
     assert main(["run", "--config", str(llama_run / "config.json"), "--out", str(out), "-q"]) == 0
@@ -466,6 +493,14 @@ def test_under_a_launcher_only_rank_0_warns(monkeypatch):
 
 def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, capsys):
     none = str(tmp_path / "none")  # a value let through would fail later, on the missing model
+    out = ["--out", str(tmp_path / "o")]
+    for value in ("abc", "1.5"):
+        assert main(["run", "--model", none, *out, "--probe-keep", value]) == 2
+        err = capsys.readouterr().err
+        assert err == f"olft: error: selection.probe_keep expects a whole number, got {value}. See `olft run --help`.\n"
+    assert main(["train", "--model", none, *out, "--layers", "3", "--probe-keep", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe-keep does not apply to `olft train`" in err and "--selector" not in err, err
     _fails(capsys, ["run", "--model", none, "--method", "lora", "--lora-dropout", "1.5"], "--lora-dropout must be in [0, 1), got 1.5")
     _fails(capsys, ["train", "--model", none, "--layers", "2,x"], "--layers takes comma-separated layer numbers, e.g. 3 or 3,5")
     _fails(capsys, ["train", "--model", none, "--layers", ","], "--layers takes comma-separated layer numbers")

@@ -160,6 +160,31 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished")
 
 
+def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_path, capsys, caplog):
+    """`olft train` names its one strategy layers=1: predict and export take it without --strategy;
+    a run of several without olft lists them."""
+    import logging
+
+    common = ["--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), *FAST]
+    run = tmp_path / "train"
+    assert main(["train", "--layers", "1", "--out", str(run), *common]) == 0
+    one = tmp_path / "one.tsv"
+    one.write_text("sentence1\tsentence2\nthe cat sat\tyes\n")
+    out = tmp_path / "out.csv"
+    caplog.set_level(logging.INFO, logger="olft")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--input", str(one), "--output", str(out)]) == 0
+    assert f"wrote 1 prediction to {out}\n" in capsys.readouterr().err and len(_read(out)) == 1
+    assert f"using strategy layers=1, the only one in {run}" in caplog.messages
+    assert main(["export", "--run", str(run), "--format", "olft", "--output", str(tmp_path / "x"), "-q"]) == 0
+    assert list(json.loads((tmp_path / "x" / "results.json").read_text())["strategies"]) == ["layers=1"]
+    several = tmp_path / "several"
+    assert main(["run", "--strategies", "final,layers=1", "--out", str(several), *common]) == 0
+    for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):
+        _fails(capsys, [*command, "--run", str(several)], "Strategy 'olft' (the default) is not in this run")
+        _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them with --strategy")
+
+
 def test_rows_for_classes_and_scores():
     from olft.predict import rows_for
 

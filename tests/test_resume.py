@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -163,8 +164,20 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "fit", interrupt)
+    capsys.readouterr()
     assert main(args) == 130
     assert _results(out)["status"] == "interrupted"
+    said = capsys.readouterr().err
+
+    def terminate(*a, **kw):  # what a scheduler sends: the run stops as on Ctrl-C, exit 128 + 15
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "fit", terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 143
+    assert _results(out)["status"] == "interrupted"
+    assert capsys.readouterr().err == said and "olft: interrupted; the run folder is kept" in said
+    assert signal.getsignal(signal.SIGTERM) is before  # the run's handler is gone with it
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(args) == 0  # each stop let go of the folder's lock
     assert _results(out)["status"] == "complete"

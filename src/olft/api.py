@@ -16,7 +16,7 @@ from pathlib import Path
 
 from olft import curves, distributed, report
 from olft.config import RunConfig
-from olft.errors import OlftError
+from olft.errors import OlftError, Terminated
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
 from olft.select import Candidate, Strategy, check_candidates, middle_bucket, parse_strategies
@@ -66,7 +66,7 @@ def _stop_on_sigterm():
     """SIGTERM (what schedulers send) stops the run like Ctrl-C: cleanly, folder resumable."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

@@ -3,7 +3,8 @@
 The parser is jsonargparse's, generated from the config dataclasses (field names, types from
 their annotations, defaults, help), so there is one place for every default. Each option has
 its grouped name (`--data.task`) and its short name (`--task`); `--config FILE` reads the same
-groups from YAML or JSON (a run folder's `config.json` is one), and flags override the file.
+groups from YAML or JSON (a run folder's `config.json` is one: a subcommand skips, in one log
+line, the keys only other subcommands take), and flags override the file.
 Input errors (`OlftError`, bad flags, unknown keys in a config file) print one line and exit 2;
 `--debug` shows the traceback.
 """
@@ -21,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.config import SECTIONS, RunConfig
-from olft.errors import OlftError
+from olft.errors import OlftError, Terminated
 
 log = logging.getLogger("olft")
 
@@ -147,7 +148,8 @@ def build_parser():
 def _known_keys(command: str) -> set[str]:
     sections = COMMANDS[command][1]
     keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
-    flags = {"quiet", "verbose", "debug"} | ({"overwrite", *TOP_LEVEL} if command != "info" else set())
+    flags = {"quiet", "verbose", "debug"} | ({"overwrite", "out"} if command != "info" else set())
+    flags |= {"strategies"} if command == "run" else set()  # select and train have none: see build_parser
     return keys | flags | ({"layers"} if command == "train" else set())  # what --print_config writes
 
 
@@ -193,9 +195,15 @@ def _load_unique_json(text: str):
     return json.loads(text, object_pairs_hook=unique)
 
 
-def check_config_file(command: str, path: str) -> list[str]:
-    """The options config file `path` sets, as grouped keys ("train.lr"). Exit-2 error for an
-    unreadable file, a key given twice, or a key no option has (with a did-you-mean)."""
+def check_config_file(command: str, path: str) -> tuple[list[str], list[str], str | None]:
+    """The options config file `path` sets for `olft command`, as grouped keys ("train.lr"); the
+    keys it skips, which only other subcommands take; and without these the file's text for the
+    parser (which refuses them), or None when none is skipped.
+
+    A run folder's config.json holds `olft run`'s options (`strategies`, ...): this lets select,
+    train and info read it. Exit-2 error for an unreadable file, a key given twice, or a key no
+    subcommand has (with a did-you-mean).
+    """
     import yaml
 
     p = Path(path)
@@ -213,14 +221,35 @@ def check_config_file(command: str, path: str) -> list[str]:
         raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):
         raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
-    known = _known_keys(command)
+    known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
     keys = _flatten(data)
     for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        if key not in elsewhere:
+            close = difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
             raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
-    return keys
+    skipped = [k for k in keys if k not in known]
+    if not skipped:
+        return keys, [], None
+    for key in skipped:  # a whole group another subcommand takes goes, or one key of a group this one takes
+        section, _, name = key.rpartition(".")
+        if section and section not in COMMANDS[command][1]:
+            data.pop(section, None)
+        elif section:
+            del data[section][name]
+        else:
+            del data[key]
+    return [k for k in keys if k in known], skipped, yaml.safe_dump(data, sort_keys=False)
+
+
+def _skipped_note(command: str, path: str, skipped: list[str]) -> str:
+    """The log line for the keys of config file `path` that `olft command` skips: named by group
+    where the whole group goes (`olft info` skips data, train, ...), else by key."""
+    sections = COMMANDS[command][1]
+    names = dict.fromkeys(k.split(".")[0] if k.split(".")[0] not in sections else k for k in skipped)
+    others = "/".join(c for c in COMMANDS if c != command and set(skipped) & _known_keys(c))
+    what = "an option" if len(names) == 1 else "options"
+    return f"{path}: skipping {', '.join(names)} ({what} of `olft {others}`, not of `olft {command}`)."
 
 
 def _short_flags(argv: list[str]) -> list[str]:
@@ -235,24 +264,29 @@ def _short_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def _config_first(argv: list[str], sources: dict[str, str] | None = None) -> list[str]:
+def _config_first(argv: list[str], sources: dict[str, str] | None = None, notes: list[str] | None = None) -> list[str]:
     """Move `--config FILE` right after the subcommand, so that every flag overrides the file.
-    `sources`, if given, is filled with {grouped key: file} for the options the files set and the
-    command line does not (the last file wins, as in parsing), so a bad value can name its file."""
+    A file with options only other subcommands take is handed on as its text without them, and
+    `notes`, if given, gets a line naming them. `sources`, if given, is filled with {grouped key:
+    file} for the options the files set and the command line does not (the last file wins, as in
+    parsing), so a bad value can name its file."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
     rest, configs, files, i = _short_flags(argv[1:]), [], [], 0
     while i < len(rest):
         if rest[i] == "--config" and i + 1 < len(rest):
-            configs += rest[i : i + 2]
-            files.append((rest[i + 1], check_config_file(argv[0], rest[i + 1])))
+            path = rest[i + 1]
             del rest[i : i + 2]
         elif rest[i].startswith("--config="):
-            path = rest[i].split("=", 1)[1]
-            files.append((path, check_config_file(argv[0], path)))
-            configs.append(rest.pop(i))
+            path = rest.pop(i).split("=", 1)[1]
         else:
             i += 1
+            continue
+        keys, skipped, text = check_config_file(argv[0], path)
+        files.append((path, keys))
+        configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
+        if skipped and notes is not None:
+            notes.append(_skipped_note(argv[0], path, skipped))
     if sources is not None:
         given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
         for path, keys in files:
@@ -272,8 +306,12 @@ def _from_file(msg: str, sources: dict[str, str]) -> str:
 
 def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     """One line for a bad command line, with the nearest option for an unknown flag."""
-    # jsonargparse puts the key on the first line and what is wrong with its value on the next ones.
-    msg = " ".join(line.strip() for line in str(exc).splitlines()[:3]) if str(exc) else repr(exc)
+    # jsonargparse puts the key on the first line and what is wrong with its value on the next ones;
+    # an optional value (`int | None`) lists every type tried over eight lines: it reads as the plain type's.
+    text = re.sub(r"Parser key \"([\w.]+)\":\s+Does not validate against any of the Union subtypes\s+"
+                  r"Subtypes: \[<class '(\w+)'>, <class 'NoneType'>\].*\n\s*Given value: (.*)", r"\1 expects a \2, got \3",
+                  str(exc), flags=re.S)
+    msg = " ".join(line.strip() for line in text.splitlines()[:3]) if text else repr(exc)
     msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
     msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -292,7 +330,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
     parser = build_parser()
     sources: dict[str, str] = {}
-    argv = _config_first(list(argv), sources)
+    notes: list[str] = []
+    argv = _config_first(list(argv), sources, notes)
     try:
         try:
             ns = parser.parse_args(argv)
@@ -300,10 +339,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
             raise _parse_error(parser, argv, exc) from None
         values = ns[ns.command].as_dict()
         args = argparse.Namespace(command=ns.command, **{k: v for k, v in values.items() if k not in SECTIONS})
+        if ns.command == "train" and values["selection"]["probe_keep"] is not None and values["selection"]["selector"] != "probe-halving":
+            # SelectionConfig would say to pass --selector probe-halving, which train ignores.
+            raise OlftError("--probe-keep does not apply to `olft train`: it tunes the given --layers and selects no layer. "
+                            "Drop --probe-keep.")
         if ns.command in COMMANDS:
             args.cfg = config_from_values(values)
     except OlftError as exc:
         raise OlftError(_from_file(str(exc), sources)) from exc.__cause__
+    args.notes = notes  # logged once logging is set up
     return args
 
 
@@ -381,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"olft: error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.verbose, args.quiet)
+    for note in args.notes:
+        log.info(note)
     try:
         return dispatch(args)
     except OlftError as exc:
@@ -388,9 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"olft: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("olft: interrupted; the run folder is kept and marked incomplete. Rerun the same command to continue.", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM's 15, 128 + SIGINT's 2
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

@@ -36,8 +36,9 @@ from olft.predict import RunInfo, open_run, tuned_session
 FORMATS = ("peft", "merged", "olft")
 
 
-def export(run_dir: str | Path, output: str | Path, strategy: str = "olft", format: str = "peft") -> Path:
-    """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format`.
+def export(run_dir: str | Path, output: str | Path, strategy: str | None = None, format: str = "peft") -> Path:
+    """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format` (no
+    `strategy`: olft, or the run's only strategy).
 
     Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, or a
     method/family the format cannot hold (naming the formats that can).
@@ -181,7 +182,8 @@ def _point_at_base(out: Path) -> None:
 
 def add_export_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
-    p.add_argument("--strategy", default="olft", help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2.")
+    p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
+                   "(default: olft, or the run's only strategy).")
     p.add_argument("--format", default="peft", choices=FORMATS,
                    help="peft: adapter folder for peft (LoRA); merged: LoRA folded into a plain transformers folder; "
                         "olft: olft's own format (every method), for olft.load and olft predict.")

@@ -65,12 +65,22 @@ class RunInfo:
     weights: Path
 
 
-def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
-    """Check a run folder and one of its strategies; OlftError naming what is there otherwise."""
+def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
+    """Check a run folder and one of its strategies; OlftError naming what is there otherwise.
+
+    No `strategy`: olft, or the folder's only strategy where olft is not one (`olft train`'s
+    `layers=3`), said in a log line.
+    """
     folder = Path(folder)
     results, cfg = read_run(folder)
     finished = [n for n, s in results.get("strategies", {}).items()
                 if (folder / "weights" / f"{safe_name(n)}.safetensors").is_file() and "layers" in s]
+    default = strategy is None
+    if default:
+        there = list(dict.fromkeys([*results.get("strategy_names", []), *finished]))
+        strategy = there[0] if len(there) == 1 else "olft"
+        if strategy != "olft":
+            log.info("using strategy %s, the only one in %s", strategy, folder)
     if strategy not in finished:
         status = results.get("status", "unknown")
         if not finished:
@@ -78,8 +88,8 @@ def open_run(folder: str | Path, strategy: str = "olft") -> RunInfo:
                             "Finish it by rerunning the same `olft run` command with this --out.")
         planned = results.get("strategy_names", [])
         why = "has not finished" if strategy in planned else "is not in this run"
-        raise OlftError(f"Strategy {strategy!r} {why} ({folder}, status: {status}). Finished: {', '.join(finished)}; "
-                        f"pass one of them with --strategy.")
+        raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}, status: {status}). "
+                        f"Finished: {', '.join(finished)}; pass one of them with --strategy.")
     entry = results["strategies"][strategy]
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
 
@@ -256,7 +266,8 @@ def zip_submission(out_dir: Path) -> Path:
 
 def add_predict_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
-    p.add_argument("--strategy", default="olft", help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2.")
+    p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
+                   "(default: olft, or the run's only strategy).")
     p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
@@ -313,7 +324,7 @@ def predict_command(args) -> int:
     rows = [{**dict(zip(names, ex.texts, strict=True)), **row} for ex, row in zip(examples, rows, strict=True)]
     if output is not None:
         write_rows(output, rows)
-        print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr)
+        print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}", file=sys.stderr)
     else:
         print(json.dumps(rows[0]))
     if labelled:
