@@ -178,6 +178,9 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     assert f"using strategy layers=1, the only one in {run}" in caplog.messages
     assert main(["export", "--run", str(run), "--format", "olft", "--output", str(tmp_path / "x"), "-q"]) == 0
     assert list(json.loads((tmp_path / "x" / "results.json").read_text())["strategies"]) == ["layers=1"]
+    import olft
+
+    assert olft.load(run).config.num_labels == 2  # the library's loader takes the only strategy too
     several = tmp_path / "several"
     assert main(["run", "--strategies", "final,layers=1", "--out", str(several), *common]) == 0
     for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):

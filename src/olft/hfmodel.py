@@ -36,8 +36,10 @@ from olft.predict import RunInfo, open_run, tuned_session
 PROBES = (("the movie was good", "a plot"), ("not really a very fun story and the acting was dull", "yes"))
 
 
-def load(run_dir: str | Path, strategy: str = "olft", merge: bool = False) -> nn.Module:
+def load(run_dir: str | Path, strategy: str | None = None, merge: bool = False) -> nn.Module:
     """A transformers `...ForSequenceClassification` model of a run's strategy (eval mode).
+
+    `strategy`: olft, or the run's only strategy (`olft train`'s `layers=3`), as `olft predict`.
 
     `config.id2label`/`label2id` hold the task's label names (regression: one output, "score").
     `merge=True` folds LoRA into the base weights (a plain transformers model); for adapter
