@@ -52,9 +52,10 @@ def _results(out):
 
 def _strip(obj):
     """Results without timings, and without held-out losses (compared by `_losses`: a resumed
-    process's activation cache starts at another candidate, so they agree to float rounding only)."""
+    process's activation cache starts at another candidate, so they agree to float rounding only),
+    and without the checkout's commit (a commit made while the suite runs is no difference in the run)."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in TIMING and k not in ("status", "loss")}
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMING and k not in ("status", "loss", "git_commit")}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
