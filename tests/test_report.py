@@ -192,6 +192,13 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [], "reference": []}
     assert max(probe_ax.get_ylim()) < 0 < min(metric_ax.get_ylim())  # each axis spans its own scores only
 
+    # With the probe's round scores recorded, its panel shows its whole ranking: the kept layers hollow.
+    recorded = _probe_halving({3: 0.58, 4: 0.57, 5: 0.54}, {0: 0.645, 1: 0.639, 2: 0.608}, selected=3, equivalent=[3])
+    recorded["selection"]["rounds"][0]["scores"] = {str(k): -0.6 - k / 100 for k in range(6)}
+    probe_ax = layers_figure(recorded).axes[1]
+    lines = {line.get_label(): [int(x) for x in line.get_xdata()] for line in probe_ax.get_lines()}
+    assert lines["pruned: not trained"] == [0, 1, 2] and lines["kept: trained (scores above)"] == [3, 4, 5]
+
     # Plain probe: one axis, the probe's, with the star on it and no task-metric lines to misread it against.
     results["selection"].update(selector="probe", candidates=[{**c, "score": -0.6 + c["layer"] / 100, "steps": 0}
                                                              for c in results["selection"]["candidates"]])  # fmt: skip

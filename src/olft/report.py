@@ -399,8 +399,22 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
 
 
 def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
-    """Proxy-scored candidates (no training) on the proxy's own scale, a different marker and colour."""
-    proxy = _proxy_name(sel)
-    ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
-            label=f"{proxy} only, not trained (n={sel.get('score_examples', 0)})")  # fmt: skip
+    """Proxy-scored candidates (no training) on the proxy's own scale, a different marker and colour.
+
+    Where the proxy's round recorded its scores of every layer (`_proxy_round_scores`), the layers
+    it kept for training are drawn too, hollow, so its whole ranking shows; their trained scores
+    are in the panel above."""
+    proxy, n = _proxy_name(sel), sel.get("score_examples", 0)
+    scores = _proxy_round_scores(sel)
+    pruned = sorted(c["layer"] for c in cands)
+    kept = sorted(set(scores) - set(pruned))
+    if kept:
+        layers = sorted(scores)
+        ax.plot(layers, [100 * scores[k] for k in layers], "--", color="tab:purple", label=f"{proxy} (n={n})")
+        ax.plot(pruned, [100 * scores[k] for k in pruned], "s", color="tab:purple", label="pruned: not trained")
+        ax.plot(kept, [100 * scores[k] for k in kept], "s", mfc="none", color="tab:purple",
+                label="kept: trained (scores above)")  # fmt: skip
+    else:
+        ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
+                label=f"{proxy} only, not trained (n={n})")  # fmt: skip
     ax.set_ylabel(PROXY_LABELS[proxy].replace(" (", "\n("), fontsize=8)
