@@ -315,9 +315,11 @@ def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     for text, phrase in [("train:\n  lr: -1\n", f"{path}: train.lr: --lr must be a positive number"),
                          ("train:\n  epochs: abc\n", f"{path}: train.epochs expects a number, got abc"),
                          ("train:\n  batch_size: 2.5\n", f"{path}: train.batch_size expects a whole number"),
+                         ("train:\n  lr: .nan\n", f"{path}: train.lr: --lr must be a positive number, got nan"),
+                         ("train:\n  lr: .inf\n", f"{path}: train.lr: --lr must be a positive number, got inf"),
                          ("train:\n  strategy_lr: {olft: -3}\n", f"{path}: train.strategy_lr: --strategy-lr: 'olft=-3'")]:
         path.write_text(text)
-        _fails(capsys, ["run", "--config", str(path)], phrase)
+        _fails(capsys, ["run", "--config", str(path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")], phrase)
     path.write_text("train:\n  lr: -1\n")
     _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
 

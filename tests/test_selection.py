@@ -114,6 +114,16 @@ def test_confidence_is_the_runner_up_gap_and_ties_are_equivalent():
     exact = [0.25, 0.5, 0.75, 1.0]  # + 1 stays exact in binary: a constant shift, zero noise
     clear = _with_losses({3: exact, 4: [b + 1 for b in exact]})
     assert clear.equivalent == [3] and clear.confidence == float("inf")
+    # Ranked by score, a runner-up can have the far lower loss: a clear difference, not a tie.
+    lower = Selection("train-holdout", [Candidate(3, 0.6, 1.0, {"accuracy": 0.6, "loss": 0.5}, steps=10, example_losses=base),
+                                        Candidate(4, 0.5, 1.0, {"accuracy": 0.5, "loss": 0.4}, steps=10,
+                                                  example_losses=[b - 0.1 + d for b, d in zip(base, [0.01, -0.01, 0, 0], strict=True)])],
+                      10, 4)  # fmt: skip
+    assert lower.selected_layer == 3 and lower.confidence < -1 and lower.equivalent == [3]
+    from olft.select import confidence_text
+
+    assert confidence_text(lower.confidence).startswith("the runner-up has the lower held-out loss, by ")
+    assert confidence_text(1.25) == "1.2 standard errors ahead of the runner-up" and confidence_text(None) == "one finalist"
 
 
 def test_proxy_without_losses_reports_the_winner_alone():

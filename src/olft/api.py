@@ -19,7 +19,7 @@ from olft.config import RunConfig
 from olft.errors import OlftError, Terminated
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import Candidate, Strategy, check_candidates, middle_bucket, parse_strategies
+from olft.select import Candidate, Strategy, check_candidates, confidence_text, middle_bucket, parse_strategies
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
     folder.write_results(results)
     confidence = selection.confidence
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
-             selection.protocol, "one finalist" if confidence is None else f"{confidence:.1f} SE ahead of the runner-up")
+             selection.protocol, confidence_text(confidence))
     s = session.cfg.selection
     if selection.flat:
         log.warning(

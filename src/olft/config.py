@@ -24,7 +24,8 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
         value = getattr(obj, name)
         if value is None and allow_none:
             continue
-        if not isinstance(value, (int, float)) or value <= 0:
+        # `not value > 0` also refuses NaN, and a YAML file can give .nan or .inf where a flag cannot.
+        if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
             flag = "--" + name.replace("_", "-")
             raise OlftError(f"{flag} must be a positive number, got {value!r}.")
 

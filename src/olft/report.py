@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
+from olft.select import confidence_text
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -147,7 +148,7 @@ def _verdict_lines(sel: dict) -> list[str]:
         return ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
                 "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None:
-        return [f"{sel['selector']} selector: {sel['confidence']:.1f} standard errors ahead of the runner-up."]
+        return [f"{sel['selector']} selector: {confidence_text(sel['confidence'])}."]
     return []
 
 

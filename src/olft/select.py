@@ -190,11 +190,14 @@ class Selection:
 
     @property
     def equivalent(self) -> list[int]:
-        """The winner and every finalist within `threshold` standard errors of it (the noise);
-        the winner alone when the selector gives no per-example losses (no noise estimate)."""
+        """The winner and every finalist within `threshold` standard errors of it (the noise), on
+        either side: ranked by score, a runner-up may have the lower held-out loss, and one far
+        lower is a clear difference, not a tie. The winner alone when the selector gives no
+        per-example losses (no noise estimate)."""
         gaps = self.gaps()
         winner = self.selected_layer
-        return [winner] + [layer for layer, gap in gaps.items() if layer != winner and gap is not None and gap < self.threshold]
+        return [winner] + [layer for layer, gap in gaps.items()
+                           if layer != winner and gap is not None and abs(gap) < self.threshold]  # fmt: skip
 
     def to_dict(self) -> dict:
         scored = any(c.score is not None for c in self.candidates)
@@ -218,6 +221,16 @@ class Selection:
             "train_examples": self.train_examples,
             "score_examples": self.score_examples,
         }
+
+
+def confidence_text(confidence: float | None) -> str:
+    """`Selection.confidence` in words. Negative: the runner-up has the lower held-out loss though
+    the winner scored higher (trained candidates rank by score, the loss only breaks ties)."""
+    if confidence is None:
+        return "one finalist"
+    if confidence < 0:
+        return f"the runner-up has the lower held-out loss, by {-confidence:.1f} standard errors: score and loss disagree"
+    return f"{confidence:.1f} standard errors ahead of the runner-up"
 
 
 def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
