@@ -188,6 +188,16 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
         _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them with --strategy")
 
 
+def test_a_selection_only_folder_says_how_to_tune_its_layer(model_dirs, tiny_glue, tmp_path, capsys):
+    sel = tmp_path / "sel"
+    assert main(["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
+                 "--out", str(sel), *FAST]) == 0  # fmt: skip
+    layer = json.loads((sel / "results.json").read_text())["selection"]["selected_layer"]
+    for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):
+        _fails(capsys, [*command, "--run", str(sel)], "holds a selection only (`olft select`): no layer was tuned")
+        _fails(capsys, [*command, "--run", str(sel)], f"--layers {layer} --out DIR")
+
+
 def test_rows_for_classes_and_scores():
     from olft.predict import rows_for
 

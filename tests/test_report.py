@@ -251,6 +251,13 @@ def test_probe_halving_table_keeps_probe_and_trained_scores_in_separate_columns(
     assert [r[:3] for r in _selection_rows(table)[2:]] == [["0", "-64.5", "-"], ["3", "-62.0", "57.9 (54 steps)"],
                                                            ["4", "-61.0", "-"], ["5", "-60.0", "54.4 (54 steps)"]]  # fmt: skip
     assert "not recorded" not in table
+    assert [r[3] for r in _selection_rows(table)[2:]] == ["-", "0.6500", "-", "0.6500"]  # trained layers' losses only
+
+    # Halving without a probe: scores after fewer steps say so.
+    halving = _probe_halving({3: 0.579, 5: 0.544}, {}, selected=3, equivalent=[3])
+    halving["selection"].update(selector="halving", rounds=[])
+    halving["selection"]["candidates"][1]["steps"] = 27
+    assert [r[1] for r in _selection_rows(table_md(halving))[2:]] == ["57.9 (54 steps)", "54.4 (27 steps)"]
 
     # A probe that sent nothing on to training: one column, and it says it holds probe scores.
     probe_only = _probe_halving({}, {0: 0.645, 4: 0.61}, selected=4, equivalent=[4])

@@ -283,6 +283,17 @@ def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_pa
     assert "the probe kept 1 of 4 candidates" in caplog.text and "no layer is trained" in caplog.text
 
 
+def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_glue, tmp_path, caplog):
+    tied = ["--selector", "exhaustive", "--selection-steps", "2", "--selection-adaptive", "0", "--equivalence-threshold", "1e9"]
+    with caplog.at_level("WARNING", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "c", *tied, "--max-train-samples", "40")
+    assert sel["score_examples"] < 24 and "more training examples (--max-train-samples caps the scoring set)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="olft"):
+        _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
+    assert "(more --selection-eval-samples or --selection-adaptive may separate them)" in caplog.text
+
+
 def test_probe_keep_is_refused_without_probe_halving(capsys):
     for extra in ([], ["--selector", "exhaustive"]):
         assert main(["select", "--model", "none", "--probe-keep", "2", *extra]) == 2

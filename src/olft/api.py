@@ -311,10 +311,14 @@ def _select(session: Session, folder: RunFolder, results: dict):
         trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
         more = (" or --selection-adaptive" if trained else ", or training the probe's best with --probe-keep 2,"
                 if selection.selector == "probe-halving" else ", or tuning them with --selector exhaustive,")
+        # A small training split caps the scoring set below --selection-eval-samples: then raising
+        # that flag changes nothing, and the advice names the cap instead.
+        capped = selection.protocol == "train-holdout" and selection.score_examples < s.selection_eval_samples
+        data = "more training examples (--max-train-samples caps the scoring set)" if capped else "more --selection-eval-samples"
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of held-out loss: layer %d leads, but not by more than "
-            "the noise of %d scoring examples (more --selection-eval-samples%s may separate them).",
-            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples, more,
+            "the noise of %d scoring examples (%s%s may separate them).",
+            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples, data, more,
         )  # fmt: skip
     return selection
 

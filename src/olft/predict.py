@@ -83,6 +83,11 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
             log.info("using strategy %s, the only one in %s", strategy, folder)
     if strategy not in finished:
         status = results.get("status", "unknown")
+        if not finished and results.get("selection") and not results.get("strategy_names"):
+            layer = results["selection"].get("selected_layer")
+            raise OlftError(f"Run folder {folder} holds a selection only (`olft select`): no layer was tuned. Tune the "
+                            f"selected layer with `olft train --config {folder / 'config.json'} --layers {layer} --out DIR`, "
+                            "or run the whole method with `olft run`.")  # fmt: skip
         if not finished:
             raise OlftError(f"Run folder {folder} is unfinished (status: {status}): no strategy has saved weights yet. "
                             "Finish it by rerunning the same `olft run` command with this --out.")

@@ -170,13 +170,18 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
     lines = ["", head + (" held-out loss |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
     proxy_scores = _proxy_round_scores(sel) if mixed else {}
+    # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
+    uneven = len({c.get("steps") for c in cands if not _proxy_scored(c, sel)}) > 1
     for c in cands:
         score = _fmt_score(c["score"])
         if mixed:
             before = proxy_scores.get(c["layer"])
             score = (f"{score} | -" if _proxy_scored(c, sel)
                      else f"{'-' if before is None else _fmt_score(before)} | {score} ({c.get('steps')} steps)")
-        loss = c.get("metrics", {}).get("loss")
+        elif uneven and c["score"] is not None:
+            score = f"{score} ({c.get('steps')} steps)"
+        # A pruned layer's loss is the probe's (its score, negated), not a tuned module's: left out.
+        loss = None if mixed and _proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
         lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f} |")
     return lines + (_pruning_note(sel) if mixed else [])
