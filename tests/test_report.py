@@ -198,6 +198,14 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     probe_ax = layers_figure(recorded).axes[1]
     lines = {line.get_label(): [int(x) for x in line.get_xdata()] for line in probe_ax.get_lines()}
     assert lines["pruned: not trained"] == [0, 1, 2] and lines["kept: trained (scores above)"] == [3, 4, 5]
+    assert "probe (n=57)" in lines
+    recorded["selection"]["selector"] = "gradient"  # no scoring set: its label says what it used
+    recorded["selection"]["rounds"] = []
+    assert any("(training batches)" in line.get_label() for line in layers_figure(recorded).axes[-1].get_lines())
+    # A collapsed baseline's reference line carries the table's dagger.
+    recorded["selection"]["selector"] = "probe-halving"
+    recorded["strategies"]["full"]["one_class"] = {"validation": "positive"}
+    assert "all layers (validation): 50.0 †" in _plotted(layers_figure(recorded).axes[0])["reference"]
 
     # Plain probe: one axis, the probe's, with the star on it and no task-metric lines to misread it against.
     results["selection"].update(selector="probe", candidates=[{**c, "score": -0.6 + c["layer"] / 100, "steps": 0}

@@ -398,9 +398,10 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
                         fontsize=7)  # fmt: skip
     split = (results.get("eval_splits") or ["validation"])[0]
     for name, style, what in (("final", "--", "final layer"), ("full", ":", "all layers")):
-        score = (results.get("strategies", {}).get(name) or {}).get("score")
+        strategy = results.get("strategies", {}).get(name) or {}
+        score = strategy.get("score")
         if score is not None:
-            ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}")
+            ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}{_collapsed_mark(strategy, split)}")
     ax.set_ylabel(f"{results['metric']} x100")
 
 
@@ -410,17 +411,19 @@ def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
     Where the proxy's round recorded its scores of every layer (`_proxy_round_scores`), the layers
     it kept for training are drawn too, hollow, so its whole ranking shows; their trained scores
     are in the panel above."""
-    proxy, n = _proxy_name(sel), sel.get("score_examples", 0)
+    proxy = _proxy_name(sel)
+    # The probe scores held-out examples; the gradient score uses training batches, no scoring set.
+    n = f"n={sel.get('score_examples', 0)}" if proxy == "probe" else "training batches"
     scores = _proxy_round_scores(sel)
     pruned = sorted(c["layer"] for c in cands)
     kept = sorted(set(scores) - set(pruned))
     if kept:
         layers = sorted(scores)
-        ax.plot(layers, [100 * scores[k] for k in layers], "--", color="tab:purple", label=f"{proxy} (n={n})")
+        ax.plot(layers, [100 * scores[k] for k in layers], "--", color="tab:purple", label=f"{proxy} ({n})")
         ax.plot(pruned, [100 * scores[k] for k in pruned], "s", color="tab:purple", label="pruned: not trained")
         ax.plot(kept, [100 * scores[k] for k in kept], "s", mfc="none", color="tab:purple",
                 label="kept: trained (scores above)")  # fmt: skip
     else:
         ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
-                label=f"{proxy} only, not trained (n={n})")  # fmt: skip
+                label=f"{proxy} only, not trained ({n})")  # fmt: skip
     ax.set_ylabel(PROXY_LABELS[proxy].replace(" (", "\n("), fontsize=8)
