@@ -218,7 +218,15 @@ def test_unknown_family(tmp_path, capsys):
 
     folder = tmp_path / "t5"
     AutoModel.from_config(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8)).save_pretrained(folder)
+    capsys.readouterr()  # the save's progress bar
     _fails(capsys, ["info", "--model", str(folder)], "encoder-decoder model")
+    # A T5 encoder saved alone reloads as T5Model with is_encoder_decoder off: still named for what it is.
+    from transformers import T5EncoderModel
+
+    T5EncoderModel(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8)).save_pretrained(
+        tmp_path / "t5enc")
+    capsys.readouterr()  # the save's progress bar
+    _fails(capsys, ["info", "--model", str(tmp_path / "t5enc")], "encoder-decoder model")
 
 
 @pytest.mark.parametrize("extra", [["--method", "prefix"], ["--method", "prefix", "--prefix-reparam", "--prefix-hidden", "16"], ["--method", "lora"]])

@@ -307,7 +307,10 @@ def discover(base: nn.Module) -> Family:
     Raises OlftError for encoder-decoder models, and when no layer list, attention module or
     projections can be found or the model cannot run on token ids alone.
     """
-    if getattr(base.config, "is_encoder_decoder", False):
+    # A saved encoder half (T5EncoderModel) reloads as the whole encoder-decoder with the flag
+    # off: the two stacks say what the config no longer does.
+    two_stacks = isinstance(getattr(base, "encoder", None), nn.Module) and isinstance(getattr(base, "decoder", None), nn.Module)
+    if getattr(base.config, "is_encoder_decoder", False) or two_stacks:
         raise OlftError(
             f"{type(base).__name__} is an encoder-decoder model: olft tunes one stack of layers and supports "
             "encoder-only and decoder-only models (any with a sequence-classification class of that kind)."
