@@ -226,9 +226,8 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     entry = r.to_dict()
     for split, label in r.one_class.items():  # explicit layers (layers=...) train at --lr, not a --strategy-lr rate
         rate = f"--lr / --strategy-lr {strat.name}=..." if strat.name in ("olft", "final", "full") else "--lr"
-        log.warning("%s predicts %r for every %s example: it collapsed to one class, so its score "
-                    "measures that constant answer, not what the layers learned. A lower learning rate (%s) or more steps usually cures it.",
-                    strat.name, label, split, rate)  # fmt: skip
+        log.warning("%s A lower learning rate (%s) or more steps usually cures it.",
+                    report.collapsed_text(strat.name, label, split), rate)
     entry["peft_params_percent_of_all_layers"] = 100 * r.peft_params / results["all_layer_peft_params"]
     meta = {"strategy": strat.name, "layers": ",".join(map(str, r.layers)), "method": results["method"]}
     if folder.writer:

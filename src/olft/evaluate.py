@@ -38,7 +38,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         metrics = evaluate_saved(session, entry["layers"], saved[name])
         for split, values in metrics.items():
             recorded = entry["metrics"][split][metric]
-            label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score is its class's share
+            label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score measures a constant answer
             collapsed = "" if label is None else f"predicts {label!r} for every example, "
             lines.append(f"  {name} {split}: {collapsed}{metric}={values[metric]:.4f} (results.json: {recorded:.4f})")
     return "\n".join(lines)

@@ -129,10 +129,16 @@ def _collapsed_mark(s: dict, split: str) -> str:
     return " †" if split in (s.get("one_class") or {}) else ""
 
 
+def collapsed_text(name: str, label: str, split: str) -> str:
+    """What a strategy's collapse to one class means, as the run's warning and table.md say it.
+    (Not "its score is that class's share": true of accuracy only, not of F1 or MCC.)"""
+    return (f"{name} predicts {label!r} for every {split} example: it collapsed to one class, so its score measures "
+            "that constant answer, not what the layers learned.")
+
+
 def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
     """The footnotes to `_collapsed_mark`'s daggers: which class, on which split."""
-    notes = [f"† {name} predicts {s['one_class'][split]!r} for every {split} example: it collapsed to one class, so its "
-             "score there measures that constant answer, not what the layers learned."
+    notes = [f"† {collapsed_text(name, s['one_class'][split], split)}"
              for name, s in strategies.items() for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
     return ["", *notes] if notes else []
 
