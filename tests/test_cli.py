@@ -292,7 +292,9 @@ def _exit_code(args) -> int:
 
 def test_config_file_typos_exit_2(tmp_path, capsys):
     cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown option 'trian'"),
-             ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML")]
+             ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML"),
+             ("", "is empty: write the options"), ("# nothing yet\n", "is empty"),
+             ("lr: 0.001\n", "unknown option 'lr' for `olft run`. Did you mean 'train.lr'?")]
     for text, phrase in cases:
         path = tmp_path / "c.yaml"
         path.write_text(text)
@@ -390,6 +392,28 @@ def test_a_run_folder_config_works_with_select_train_and_info(tmp_path, capsys, 
     data = {**cfg.to_dict(), "stratgies": "olft"}
     path.write_text(json.dumps(data))
     _fails(capsys, ["select", "--config", str(path), "--model", none, "--out", out], "unknown option 'stratgies' for `olft select`. Did you mean 'strategies'?")
+
+
+def test_run_folder_config_continues_its_folder_from_anywhere(tmp_path, monkeypatch):
+    """config.json stores `out` as typed (relative to where the run began): read from another
+    directory, the run continues in the folder that holds the file, unless --out says otherwise."""
+    from olft.cli import parse
+    from olft.config import RunConfig
+
+    folder = tmp_path / "project" / "runs" / "x"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(RunConfig(out="runs/x").to_dict(), indent=2))
+    (folder / "results.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)  # not project/, where runs/x was typed
+    for command in (["run"], ["select"], ["train", "--layers", "1"]):
+        assert parse([*command, "--config", str(folder / "config.json")]).cfg.out == str(folder)
+        assert parse([*command, "--config", str(folder / "config.json"), "--out", "elsewhere"]).cfg.out == "elsewhere"
+    mine = tmp_path / "mine.yaml"  # a user's own file: its out is relative to the working directory, as typed
+    mine.write_text("out: runs/y\n")
+    assert parse(["run", "--config", str(mine)]).cfg.out == "runs/y"
+    copied = tmp_path / "config.json"  # a run's config.json copied out of its folder is a user's file
+    copied.write_text((folder / "config.json").read_text())
+    assert parse(["run", "--config", str(copied)]).cfg.out == "runs/x"
 
 
 def test_run_folder_config_repeats_the_run(llama_run, tmp_path):

@@ -195,6 +195,21 @@ def test_pooled_shortcut_is_verified_and_used(name):
     assert stack.shortcut_unavailable() is None
 
 
+def test_pooled_fallback_is_logged_once(caplog):
+    """OPT's pooled-token path does not fit (its MLP reads (batch*seq, hidden)): the fallback is
+    logged once, though the frozen layer and the layer with an adapter are checked apart."""
+    from olft.config import MethodConfig
+    from olft.methods import apply_method
+
+    stack, tok = _stack("opt")
+    _, batch = _batch(stack, tok)
+    with caplog.at_level(logging.WARNING, logger="olft.backbone"), torch.no_grad():
+        stack(batch.input_ids, batch.attention_mask, **batch.extra)
+        apply_method(stack, [stack.num_layers - 1], MethodConfig(method="adapter"))
+        stack(batch.input_ids, batch.attention_mask, **batch.extra)
+    assert len(stack._pooled_checked) == 2 and caplog.text.count("switched off") == 1, caplog.text
+
+
 def test_wrong_pooled_path_is_switched_off(monkeypatch, caplog):
     """A pooled-token path that is wrong for the model is caught on the first batch, logged, bypassed."""
     stack, tok = _stack("llama")

@@ -50,6 +50,7 @@ def test_validation_split_matches_evaluate(runs, tiny_glue, tmp_path, capsys, fa
     assert np.allclose(probs.sum(1), 1) and len(set(np.round(probs[:, 0], 6))) > 1
     names = np.array(["entailment", "not_entailment"])[probs.argmax(1)]
     assert [r["prediction"] for r in rows] == list(names)
+    assert [r["label"] for r in rows] == [("entailment" if ex.label == 0 else "not_entailment") for ex in dev]  # gold beside prediction
     accuracy = np.mean([r["prediction"] == ("entailment" if ex.label == 0 else "not_entailment") for r, ex in zip(rows, dev, strict=True)])
     assert accuracy == pytest.approx(saved, abs=1e-12)
 
@@ -64,7 +65,7 @@ def test_input_file_and_text_agree(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "accuracy" not in out  # no labels, no metrics
     rows = _read(jsonl)
-    assert [(r["sentence1"], r["sentence2"]) for r in rows] == pairs
+    assert [(r["sentence1"], r["sentence2"]) for r in rows] == pairs and "label" not in rows[0]  # no placeholder labels
     for (a, b), row in zip(pairs, rows, strict=True):
         assert main(["predict", "--run", str(run), "--text", a, b, "-q"]) == 0
         one = json.loads(capsys.readouterr().out.strip().splitlines()[0])
@@ -78,6 +79,7 @@ def test_labelled_csv_prints_metrics(runs, tmp_path, capsys):
     out = tmp_path / "out.tsv"
     assert main(["predict", "--run", str(runs["llama"]), "--input", str(csv_in), "--output", str(out), "--strategy", "final", "-q"]) == 0
     assert "accuracy=" in capsys.readouterr().out
+    assert [r["label"] for r in _read(out)] == ["entailment", "not_entailment"]  # the input's labels are kept
     rows = _read(out)
     assert rows[0]["sentence1"] == "a, quoted premise" and len(rows) == 2
 
@@ -147,7 +149,8 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.xlsx")], ".csv, .tsv or .jsonl")
     _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.csv"), "--zip"], "--split test")
     _fails(capsys, ["predict", "--run", run, "--split", "test", "--output", str(tmp_path / "s")], "RTE/test.tsv")
-    _fails(capsys, ["predict", "--run", run, "--split", "train", "--output", str(tmp_path / "x.csv")], "unknown --split")
+    _fails(capsys, ["predict", "--run", run, "--split", "train", "--output", str(tmp_path / "x.csv")], "--split train is not offered: the run was tuned on it. Use --split test or validation, or pass the file as --input")
+    _fails(capsys, ["predict", "--run", run, "--split", "dev", "--output", str(tmp_path / "x.csv")], "Unknown --split 'dev' for RTE: use --split test or validation.")
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\na,b\n")
     _fails(capsys, ["predict", "--run", run, "--input", str(bad), "--output", str(tmp_path / "x.csv")], "no column 'sentence1'")

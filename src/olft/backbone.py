@@ -106,6 +106,7 @@ class Stack(nn.Module):
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.output_size, num_labels)
         self._pooled_checked: dict[tuple, str | None] = {}  # last-layer structure -> None (verified) or why off
+        self._pooled_warned: set[str] = set()  # reasons already logged
 
     # -- structure -----------------------------------------------------------------------------
     @property
@@ -310,8 +311,13 @@ class Stack(nn.Module):
         pos = self.pooled_positions(attention_mask)
         if key not in self._pooled_checked:
             self._pooled_checked[key] = self._check_pooled(hidden, inputs, pos)
-            if self._pooled_checked[key] is not None:
-                log.warning("pooled-token last layer switched off: %s; the whole last layer runs", self._pooled_checked[key])
+            why = self._pooled_checked[key]
+            if why is not None:
+                # Each last-layer structure (before and after PEFT modules go in) is checked, and a
+                # path that does not fit the architecture fails both the same way: say it once.
+                if why not in self._pooled_warned:
+                    self._pooled_warned.add(why)
+                    log.warning("pooled-token last layer switched off: %s; the whole last layer runs", why)
                 return None
         out = pooled_layer(self.family, self.layers[-1], hidden, inputs.calls[-1], pos)
         return self.pool(out, torch.ones(out.shape[:2], dtype=torch.long, device=out.device))

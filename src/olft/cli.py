@@ -219,13 +219,18 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
         raise OlftError(f"{p} is not valid JSON ({exc}); fix it, or name it .yaml to write it as YAML.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
+    if data is None:  # an empty file, or comments only
+        raise OlftError(f"{p} is empty: write the options to set in it (model:, data:, method:, train:, selection:), or drop --config.")
     if not isinstance(data, dict):
         raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
     known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
     keys = _flatten(data)
     for key in keys:
         if key not in elsewhere:
-            close = difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
+            # A key put in the wrong group ("lr:" at the top for "train.lr") matches by its own name;
+            # difflib alone would miss it, as the group's prefix makes the strings far apart.
+            same = sorted(k for k in elsewhere if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1] and k != key)
+            close = same or difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
             raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
     skipped = [k for k in keys if k not in known]
@@ -273,6 +278,7 @@ def _config_first(argv: list[str], sources: dict[str, str] | None = None, notes:
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
     rest, configs, files, i = _short_flags(argv[1:]), [], [], 0
+    home = None  # the run folder whose config.json is the last file to set `out`
     while i < len(rest):
         if rest[i] == "--config" and i + 1 < len(rest):
             path = rest[i + 1]
@@ -284,14 +290,30 @@ def _config_first(argv: list[str], sources: dict[str, str] | None = None, notes:
             continue
         keys, skipped, text = check_config_file(argv[0], path)
         files.append((path, keys))
+        if "out" in keys:
+            home = _run_folder_of(path)
         configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
         if skipped and notes is not None:
             notes.append(_skipped_note(argv[0], path, skipped))
+    if home is not None and not any(t == "--out" or t.startswith("--out=") for t in rest):
+        # config.json's `out` is the path as it was typed, relative to where the run started: from
+        # any other directory it would name a new folder, so the run continues where the file lies.
+        rest = ["--out", home, *rest]
     if sources is not None:
         given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
         for path, keys in files:
             sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
     return [argv[0], *configs, *rest]
+
+
+def _run_folder_of(path: str) -> str | None:
+    """The run folder config file `path` belongs to (`path` is the config.json olft wrote in a
+    folder with results.json), else None: a config.json copied out of its folder is a user's file."""
+    from olft.runfolder import saved_config
+
+    p = Path(path)
+    ours = p.name == "config.json" and (p.parent / "results.json").is_file() and saved_config(p.parent) is not None
+    return str(p.parent) if ours else None
 
 
 def _from_file(msg: str, sources: dict[str, str]) -> str:

@@ -326,7 +326,10 @@ def predict_command(args) -> int:
     with tuned(info, args.quiet) as session:
         raw = logits(session, examples, args.batch_size)
     rows, preds = rows_for(task, raw)
-    rows = [{**dict(zip(names, ex.texts, strict=True)), **row} for ex, row in zip(examples, rows, strict=True)]
+    # A labelled input keeps its labels beside the predictions (as GLUE's names, or the score), so
+    # the output file can be compared row by row without joining it back to the input.
+    gold = [{"label": _label_text(task, ex.label)} if labelled else {} for ex in examples]
+    rows = [{**dict(zip(names, ex.texts, strict=True)), **g, **row} for ex, g, row in zip(examples, gold, rows, strict=True)]
     if output is not None:
         write_rows(output, rows)
         print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}", file=sys.stderr)
@@ -338,6 +341,11 @@ def predict_command(args) -> int:
     return 0
 
 
+def _label_text(task: tasks.Task, label: float) -> str | float:
+    """A gold label as the output file writes it: the class name (e.g. "entailment"), or the score."""
+    return float(label) if task.is_regression else task.labels[int(label)]
+
+
 def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> list[tasks.Example]:
     """The examples of a labelled evaluation split (`validation` = the task's headline split)
     that the run scored (its --max-eval-samples cap and --seed, through `pipeline.eval_sample`,
@@ -346,7 +354,11 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
 
     name = task.eval_splits[0] if split == "validation" else split
     if name not in task.eval_splits:
-        raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use test, validation or one of {', '.join(task.eval_splits)}.")
+        offered = " or ".join(dict.fromkeys(("test", "validation", *task.eval_splits)))
+        if split == "train":  # scoring the examples a model was tuned on says nothing about held-out data
+            raise OlftError(f"--split train is not offered: the run was tuned on it. Use --split {offered}, "
+                            "or pass the file as --input FILE to get its predictions.")
+        raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use --split {offered}.")
     every = load_split(cfg, task, "validation" if cfg.data.data_source == "file" else name)
     examples = every if whole else eval_sample(cfg, every)
     cap = cfg.data.max_eval_samples
