@@ -48,6 +48,8 @@ SETUPS: dict[str, dict] = {
     "probe-keep2": {"selector": "probe-halving", "probe_keep": 2, "selection_adaptive": 0},
     "exhaustive": {"selector": "exhaustive", "selection_adaptive": 0},
     "halving": {"selector": "halving", "selection_adaptive": 0},
+    # The probe on fewer than 8 candidates, probe-keep-(N//4) from 8 up: the same runs as those setups.
+    "auto": {"selector": "auto", "selection_adaptive": 0},
 }
 
 

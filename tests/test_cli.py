@@ -140,7 +140,7 @@ def test_help_lists_every_option():
     assert usage.startswith("usage: olft run [--config FILE] [--model MODEL] [--task TASK]") and usage.count("[") < 10
 
 
-CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "{exhaustive,halving,probe,gradient,probe-halving}",
+CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "{exhaustive,halving,probe,gradient,probe-halving,auto}",
            "--model.pooling": "{auto,cls,mean,last}", "--train.report_to": "{tensorboard,wandb,mlflow}"}
 
 

@@ -13,6 +13,7 @@ from olft.errors import OlftError
 from olft.pipeline import heldout_loss
 from olft.proxies import probe_scores
 from olft.select import Candidate, Selection, better_half, halving_schedule, paired_gap
+from tiny import make_model_folder
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 
@@ -292,6 +293,27 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     with caplog.at_level("WARNING", logger="olft"):
         _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
     assert "(more --selection-eval-samples or --selection-adaptive may separate them)" in caplog.text
+
+
+def test_auto_keep_sizes_training_to_the_cost_bound():
+    from olft.select import auto_keep
+
+    # A quarter of the candidates, when that is two or more: probe-keep-k costs about k/N of exhaustive.
+    assert [auto_keep(n) for n in (1, 2, 6, 7, 8, 10, 11, 12, 30)] == [0, 0, 0, 0, 2, 2, 2, 3, 7]
+
+
+def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many(model_dirs, tiny_glue, tmp_path):
+    sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a4", "--selector", "auto")
+    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 0  # 4 candidates: the probe decides
+    probed = _select(model_dirs["llama"], tiny_glue, tmp_path / "p4", "--selector", "probe")
+    scores = [[(c["layer"], c["score"], c["metrics"]) for c in s["candidates"]] for s in (sel, probed)]
+    assert sel["selected_layer"] == probed["selected_layer"] and scores[0] == scores[1]
+    deep = make_model_folder("llama", tmp_path / "llama8", layers=8)
+    sel = _select(deep, tiny_glue, tmp_path / "a8", "--selector", "auto", "--selection-steps", "4", "--selection-adaptive", "0")
+    probe, trained = sel["rounds"]  # 8 candidates: the probe's top two, each for the full budget
+    assert sel["probe_keep"] == 2 and len(probe["layers"]) == 8
+    assert (trained["stage"], trained["layers"], trained["steps"]) == ("train", sorted(probe["ranking"][:2]), 4)
+    assert sel["selected_layer"] in trained["layers"]
 
 
 def test_probe_keep_is_refused_without_probe_halving(capsys):

@@ -26,7 +26,7 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
-from olft.select import Candidate, Selection, better_half, check_candidates, halving_schedule, probe_finalists
+from olft.select import Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
@@ -261,11 +261,12 @@ class Session:
         run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
         steps = self.selection_steps(len(fit_enc))
         layers = candidates
-        if s.selector == "probe-halving":
-            sel.probe_keep = s.probe_keep
-        if s.selector in ("probe", "gradient", "probe-halving"):
+        keep = auto_keep(len(candidates)) if s.selector == "auto" else s.probe_keep
+        if s.selector in ("probe-halving", "auto"):
+            sel.probe_keep = keep
+        if s.selector in ("probe", "gradient", "probe-halving", "auto"):
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
-            layers = probe_finalists(sel.ranking(), s.probe_keep) if s.selector == "probe-halving" else []
+            layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
             if s.selector == "probe-halving" and len(layers) < 2:
                 log.warning("probe-halving: the probe kept %d of %d candidates (layer %s), so no layer is trained and the "
                             "choice is the probe's. --probe-keep 2 or more trains the probe's best layers.",

@@ -116,7 +116,7 @@ def _proxy_name(sel: dict) -> str | None:
     """The proxy that scored some of `sel`'s candidates without training them ("probe",
     "gradient"), or None for a selector that trains every candidate it scores."""
     selector = sel.get("selector")
-    return "probe" if selector == "probe-halving" else selector if selector in PROXY_LABELS else None
+    return "probe" if selector in ("probe-halving", "auto") else selector if selector in PROXY_LABELS else None
 
 
 def _proxy_scored(c: dict, sel: dict) -> bool:
