@@ -145,8 +145,10 @@ CHOICES = {"--method.method": "{adapter,lora,prefix}", "--selection.selector": "
 
 
 @pytest.mark.parametrize("command", ["run", "train", "info"])
-def test_help_shows_the_choices_of_an_option(command):
+def test_help_shows_the_choices_of_an_option(command, monkeypatch):
     from olft.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse breaks a long choice list at its hyphens
 
     sub = build_parser()._subcommands_action._name_parser_map[command]
     text = " ".join(sub.format_help().split())  # unwrapped: the formatter breaks lines by terminal width
@@ -414,6 +416,36 @@ def test_run_folder_config_continues_its_folder_from_anywhere(tmp_path, monkeypa
     copied = tmp_path / "config.json"  # a run's config.json copied out of its folder is a user's file
     copied.write_text((folder / "config.json").read_text())
     assert parse(["run", "--config", str(copied)]).cfg.out == "runs/x"
+
+
+def test_relative_paths_are_stored_absolute(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys):
+    """A run begun with relative --model/--glue-dir/--train-file works from any directory later;
+    a folder an older olft wrote (paths as typed) still resumes from where it began."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "llama").symlink_to(model_dirs["llama"])  # kept as the user named it, not resolved
+    (project / "glue").symlink_to(tiny_glue)
+    for split in ("train", "dev"):
+        (project / "data" / f"{split}.tsv").write_text((tiny_glue / "RTE" / f"{split}.tsv").read_text())
+    monkeypatch.chdir(project)
+    glue = ["--model", "llama", "--task", "rte", "--glue-dir", "glue", "--strategies", "final", "--out", "g", *FAST]
+    files = ["--model", "llama", "--task", "rte", "--data-source", "file", "--train-file", "data/train.tsv",
+             "--validation-file", "data/dev.tsv", "--strategies", "final", "--out", "f", *FAST]
+    assert main(["run", *glue]) == 0 and main(["run", *files]) == 0
+    saved = json.loads((project / "f" / "config.json").read_text())
+    assert saved["model"]["model"] == str(project / "llama") and saved["data"]["train_file"] == str(project / "data" / "train.tsv")
+    assert json.loads((project / "g" / "config.json").read_text())["data"]["glue_dir"] == str(project / "glue")
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # elsewhere: the folders still name their model and data
+    for run in ("f", "g"):
+        assert main(["evaluate", "--run", str(project / run)]) == 0, capsys.readouterr().err
+        assert main(["run", "--config", str(project / run / "config.json"), "-q"]) == 0, capsys.readouterr().err
+    older = {**saved, "model": {**saved["model"], "model": "llama"},
+             "data": {**saved["data"], "train_file": "data/train.tsv", "validation_file": "data/dev.tsv"}}
+    (project / "f" / "config.json").write_text(json.dumps(older))  # as typed, as olft wrote it before
+    monkeypatch.chdir(project)
+    assert main(["run", *files]) == 0, capsys.readouterr().err  # the same command resumes, no config clash
+    assert json.loads((project / "f" / "config.json").read_text()) == saved
 
 
 def test_run_folder_config_repeats_the_run(llama_run, tmp_path):

@@ -183,6 +183,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     bad input (before the folder is touched) or a folder held by another live run.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
+    cfg = cfg.with_absolute_paths()  # config.json must name its files from any directory
     n = _check_layers(cfg, check_strategies=strategies is None)
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
@@ -341,6 +342,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     The folder's other finished pieces stay in results.json. Raises OlftError on bad input, or
     when every candidate failed to train.
     """
+    cfg = cfg.with_absolute_paths()  # config.json must name its files from any directory
     _check_layers(cfg, check_strategies=False)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     with _open(cfg, overwrite) as folder:

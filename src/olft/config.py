@@ -6,6 +6,7 @@ defaults live here only. The resolved config is saved next to every result.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -178,6 +179,10 @@ class SelectionConfig:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 
 
+# Options that may name a local file or folder: made absolute in a run folder's config.json.
+PATH_FIELDS = ("model.model", "data.glue_dir", "data.train_file", "data.validation_file")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -187,6 +192,19 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers).")
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
+
+    def with_absolute_paths(self) -> RunConfig:
+        """A copy with every local path (PATH_FIELDS) made absolute, as config.json records it:
+        a relative path means the directory the run began in, so from any other one the run
+        folder's config would name files that are not there. A value that is no local path (a
+        model alias or hub id, a path still missing) is kept as given; symlinks are not resolved."""
+        out = copy.deepcopy(self)
+        for key in PATH_FIELDS:
+            section, name = key.split(".")
+            value = getattr(getattr(out, section), name)
+            if value and os.path.exists(value):
+                setattr(getattr(out, section), name, os.path.abspath(value))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

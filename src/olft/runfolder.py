@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from olft import report, runlock
+from olft.config import PATH_FIELDS
 from olft.errors import OlftError
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,20 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _same_path(old, new) -> bool:
+    """Whether two values of a path option name the same place: a folder written before paths
+    were stored absolute holds them as typed, relative to where that run began (taken to be here)."""
+    return isinstance(old, str) and isinstance(new, str) and os.path.abspath(old) == os.path.abspath(new)
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME:
+            continue
+        if key in PATH_FIELDS and _same_path(a.get(key), b.get(key)):
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
