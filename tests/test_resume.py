@@ -145,7 +145,16 @@ def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(mod
     assert "| final | 3 | failed |" in (out / "table.md").read_text()
 
 
-def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys):
+def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, caplog):
+    args = _args(model_dirs["llama"], tiny_glue, tmp_path / "run", "--strategies", "olft", "--selector", "exhaustive",
+                 "--candidates", "1", "--lr", "1e30", "--max-grad-norm", "0")
+    with caplog.at_level("INFO", logger="olft"):
+        assert main(args) == 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("candidate layer")]
+    assert len(lines) == 1 and lines[0].startswith("candidate layer 1 failed: Training diverged"), lines
+
+
+def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, caplog):
     import olft.pipeline as pipeline
 
     real_fit = pipeline.fit
@@ -176,7 +185,9 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
     before = signal.getsignal(signal.SIGTERM)
     assert main(args) == 143
     assert _results(out)["status"] == "interrupted"
-    assert capsys.readouterr().err == said and "olft: interrupted; the run folder is kept" in said
+    assert capsys.readouterr().err == said == "olft: interrupted.\n"  # the run's own line says the rest, once
+    stopped = f"interrupted: {out} is incomplete; rerun the same command to continue"
+    assert [r.getMessage() for r in caplog.records].count(stopped) == 2  # Ctrl-C, then SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before  # the run's handler is gone with it
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(args) == 0  # each stop let go of the folder's lock

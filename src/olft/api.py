@@ -239,10 +239,9 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     results["failed"].pop(strat.name, None)
     folder.refresh(results)
     folder.write_results(results)
-    log.info(
-        "%-10s layers=%s %s=%.4f train=%.1fs peft_params=%d",
-        strat.name, _short(r.layers), results["metric"], r.score, r.train_seconds, r.peft_params,
-    )  # fmt: skip
+    where = "" if strat.name.startswith("layers=") else f"layers={_short(r.layers)} "  # explicit layers: the name says them
+    log.info("%-10s %s%s=%.4f train=%.1fs peft_params=%d", strat.name, where, results["metric"], r.score, r.train_seconds,
+             r.peft_params)  # fmt: skip
 
 
 def _failed(folder: RunFolder, results: dict, name: str, layers: list[int], exc: Exception) -> None:
@@ -328,8 +327,8 @@ def _short(layers: list[int]) -> str:
 
 
 def _log_candidate(c: Candidate, metric: str) -> None:
-    if c.score is None:
-        log.info("candidate layer %2d: failed (%s) in %.1fs", c.layer, c.error, c.seconds)
+    if c.score is None:  # Session.select has logged the failure, with its reason, as an error
+        log.debug("candidate layer %2d: failed in %.1fs", c.layer, c.seconds)
     else:
         loss = c.metrics.get("loss")
         log.info("candidate layer %2d (%s steps): %s=%.4f%s in %.1fs", c.layer, c.steps, metric, c.score,

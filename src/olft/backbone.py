@@ -28,6 +28,9 @@ from olft.errors import OlftError
 from olft.families import Family, discover, dropout_active, pooled_layer, pooled_unavailable, rows
 
 log = logging.getLogger(__name__)
+# Why the pooled-token path is off when a model's layer code does not fit it (OPT's MLP reads a
+# flattened (batch * seq, hidden) input, Falcon's parallel block adds whole-sequence tensors).
+UNFIT = "the pooled-token path does not fit the layer code of"
 
 POOLINGS = ("cls", "mean", "last")  # first token, mean of real tokens, last real token
 
@@ -317,7 +320,11 @@ class Stack(nn.Module):
                 # path that does not fit the architecture fails both the same way: say it once.
                 if why not in self._pooled_warned:
                     self._pooled_warned.add(why)
-                    log.warning("pooled-token last layer switched off: %s; the whole last layer runs", why)
+                    # A layer whose code the path does not fit is a known limit, and the whole
+                    # layer is exact: worth a line, not a warning. A path that runs but differs
+                    # from the whole layer would be a bug in it: that is warned.
+                    level = logging.INFO if why.startswith(UNFIT) else logging.WARNING
+                    log.log(level, "pooled-token last layer switched off: %s; the whole last layer runs (exact, a little slower)", why)
                 return None
         out = pooled_layer(self.family, self.layers[-1], hidden, inputs.calls[-1], pos)
         return self.pool(out, torch.ones(out.shape[:2], dtype=torch.long, device=out.device))
@@ -333,7 +340,7 @@ class Stack(nn.Module):
             try:
                 short = pooled_layer(self.family, layer, hidden, inputs.calls[-1], pos)
             except Exception as exc:  # a path that does not fit this model's layer code
-                return f"the pooled-token path failed on this model ({type(exc).__name__}: {exc})"
+                return f"{UNFIT} {type(layer).__name__} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         finally:
             for m, mode in modes.items():
                 m.train(mode)

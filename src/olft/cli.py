@@ -457,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"olft: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("olft: interrupted; the run folder is kept and marked incomplete. Rerun the same command to continue.", file=sys.stderr)
+        # A run stopped with its folder open has said where it stands and how to continue (api's
+        # log line, once); stopped before that (loading), or in predict/export, nothing was written.
+        print("olft: interrupted.", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM's 15, 128 + SIGINT's 2
 
 

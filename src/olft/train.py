@@ -115,8 +115,9 @@ def fit(
     step, epoch, skip, loss_value = state
     stack.set_mode(True, frozen_below)
     start, cpu_start = time.perf_counter(), time.process_time()
+    # The bar is closed however the loop ends: a divergence's error line must not join its line.
     bar = tqdm(total=total, initial=step, desc=desc, disable=quiet, leave=False, unit="step")
-    with data_parallel(stack, dist, grad_accum) as (model, dropout):
+    with bar, data_parallel(stack, dist, grad_accum) as (model, dropout):
         while step < total:
             for position, idx in enumerate(train_order(enc.lengths, batch_size, seed + epoch)):
                 if position < skip:
@@ -146,7 +147,6 @@ def fit(
                     at = (step, epoch, position + 1, loss_value)
                     _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist, scaler)
             epoch, skip = epoch + 1, 0
-    bar.close()
     stack.set_mode(False, 0)
     return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0],
                      cpu_seconds=time.process_time() - cpu_start)
@@ -290,8 +290,9 @@ def predict(
     world, rank = (dist.world_size, dist.rank) if dist else (1, 0)
     batches = eval_order(enc.lengths, batch_size)[rank::world]
     pairs = []
-    with autocast(stack, dist):
-        for batch in tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False):
+    bar = tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False)
+    with autocast(stack, dist), bar:
+        for batch in bar:
             raw = logits_for(stack, batch, cache).float()
             values = raw if logits else raw.squeeze(-1) if regression else raw.argmax(-1)
             pairs.append((batch.indices.numpy(), values.cpu().numpy()))
