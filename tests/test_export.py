@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +201,18 @@ def test_bad_export_inputs(runs, tmp_path, capsys):
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "full")], "not empty")
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "onnx", "--output", out], "invalid choice")
     assert not (tmp_path / "x").exists()
+
+
+def test_export_output_that_cannot_be_made_is_refused_before_the_model_loads(runs, tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr("olft.export.tuned_session", no_model)
+    afile = tmp_path / "somefile.tsv"
+    afile.write_text("x")
+    bad = [(afile / "x", f"{afile} is a file, not a folder"), (afile / "a" / "b", f"{afile} is a file, not a folder")]
+    if os.path.isdir("/proc/self"):  # nothing can be created in /proc, also by root
+        bad.append((Path("/proc/x"), "folder /proc is not writable"))
+    for output in bad:
+        _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(output[0])], output[1])
+    assert afile.read_text() == "x"

@@ -2,14 +2,16 @@
 
 import csv
 import json
+import os
 import shutil
 import zipfile
 
 import numpy as np
 import pytest
 
-from olft import tasks
+from olft import predict, tasks
 from olft.cli import main
+from olft.errors import OlftError
 from olft.predict import SUBMISSIONS, submission_files, submission_label
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
@@ -208,7 +210,9 @@ def test_rows_for_classes_and_scores():
     assert rows == [{"prediction": "neutral", "prob_entailment": pytest.approx(0.2), "prob_neutral": pytest.approx(0.6),
                      "prob_contradiction": pytest.approx(0.2)}] and list(preds) == [1]
     rows, preds = rows_for(tasks.get_task("stsb"), np.array([[3.5], [-0.25]]))
-    assert rows == [{"score": 3.5}, {"score": -0.25}] and list(preds) == [3.5, -0.25]
+    # `prediction`, as for classes: STS-B's gold column is `score`, and an input's columns are kept.
+    assert rows == [{"prediction": 3.5}, {"prediction": -0.25}] and list(preds) == [3.5, -0.25]
+    assert predict.label_columns(tasks.get_task("stsb")) == ["prediction"]
 
 
 def test_unlabelled_input_with_a_stray_quote_is_refused_naming_the_line(runs, tmp_path, capsys):
@@ -256,3 +260,89 @@ def test_validation_split_follows_the_runs_eval_cap(runs, tmp_path, capsys):
     assert main(["predict", "--run", str(run), "--split", "validation", "--whole-split", "--output", str(out), "-q"]) == 0
     assert len(_read(out)) == 40 and "scoring 40 of 40" in capsys.readouterr().err
     _fails(capsys, ["predict", "--run", str(run), "--text", "a", "b", "--whole-split"], "use it with --split")
+
+
+def test_input_columns_pass_through_in_order(runs, tmp_path, capsys):
+    """Every input column (ids, the gold label, others) is kept under its name and in input order,
+    then the prediction columns, so the output joins back to the input."""
+    run = str(runs["bert"])
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("index\tsentence1\tgenre\tsentence2\tlabel\n7\tthe cat sat\tnews\tyes\tentailment\n3\ta dog\tfiction\tno\tnot_entailment\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--run", run, "--input", str(tsv), "--output", str(out), "-q"]) == 0
+    assert "accuracy=" in capsys.readouterr().out
+    with open(out, newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["index", "sentence1", "genre", "sentence2", "label", "prediction", "prob_entailment", "prob_not_entailment"]
+    rows = _read(out)
+    assert [(r["index"], r["genre"], r["label"]) for r in rows] == [("7", "news", "entailment"), ("3", "fiction", "not_entailment")]
+    # JSON Lines: an object without a key other objects have leaves it empty (CSV) or out (JSONL).
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"id": "a1", "sentence1": "the cat", "sentence2": "yes", "filename": "x.txt"}\n'
+                     '{"sentence1": "a dog", "sentence2": "no", "id": 5}\n')
+    for name in ("out.tsv", "out.jsonl"):
+        assert main(["predict", "--run", run, "--input", str(jsonl), "--output", str(tmp_path / name), "-q"]) == 0
+    capsys.readouterr()
+    rows = _read(tmp_path / "out.tsv")
+    assert list(rows[0])[:4] == ["id", "sentence1", "sentence2", "filename"] and list(rows[0])[4] == "prediction"
+    assert [(r["id"], r["filename"]) for r in rows] == [("a1", "x.txt"), ("5", "")]
+    rows = _read(tmp_path / "out.jsonl")
+    assert rows[1]["id"] == 5 and "filename" not in rows[1] and rows[0]["filename"] == "x.txt"
+    # A column the predictions would overwrite (a previous output fed back) is refused by name.
+    again = tmp_path / "again.csv"
+    shutil.copy(out, again)
+    _fails(capsys, ["predict", "--run", run, "--input", str(again), "--output", str(tmp_path / "o.csv")], "column 'prediction'")
+
+
+def test_output_paths_refused_before_the_model_loads(runs, tiny_glue, tmp_path, capsys, monkeypatch):
+    """--output that is the --input, a folder, under a file, under a missing or unwritable folder,
+    or a file name with --split test: one line, exit 2, before the model is loaded."""
+    run = str(runs["bert"])
+    glue = _test_glue(tiny_glue, tmp_path)
+    lab = tmp_path / "lab.tsv"
+    lab.write_text("sentence1\tsentence2\tlabel\nthe cat\tyes\tentailment\n")
+    before = lab.read_text()
+    os.link(lab, tmp_path / "hard.tsv")
+    (tmp_path / "dir.csv").mkdir()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(predict, "tuned_session", no_model)
+    bad = [
+        ([str(lab)], "is the --input file"),
+        ([str(tmp_path / "sub" / ".." / "lab.tsv")], "is the --input file"),
+        ([str(tmp_path / "hard.tsv")], "is the --input file"),  # another name of the same file
+        ([str(lab / "p.csv")], f"{lab} is a file, not a folder"),
+        ([str(lab / "deeper" / "p.csv")], f"{lab} is a file, not a folder"),
+        ([str(tmp_path / "missing" / "p.csv")], "does not exist"),
+        ([str(tmp_path / "dir.csv")], "is a folder"),
+    ]
+    if os.path.isdir("/proc/self"):  # nothing can be created in /proc, also by root
+        bad.append((["/proc/p.csv"], "folder /proc is not writable"))
+    for output, phrase in bad:
+        _fails(capsys, ["predict", "--run", run, "--input", str(lab), "--output", *output], phrase)
+    assert lab.read_text() == before
+    test = ["predict", "--run", run, "--split", "test", "--glue-dir", str(glue), "--output"]
+    _fails(capsys, [*test, str(tmp_path / "pt_file.csv")], "--split test writes a folder of submission files: pass a folder")
+    (tmp_path / "plain").write_text("x")
+    _fails(capsys, [*test, str(tmp_path / "plain")], "is a file")
+    _fails(capsys, [*test, str(lab / "sub")], f"{lab} is a file, not a folder")
+    if os.path.isdir("/proc/self"):
+        _fails(capsys, [*test, "/proc/gl"], "folder /proc is not writable")
+    assert not (tmp_path / "pt_file.csv").exists() and (tmp_path / "plain").read_text() == "x"
+
+
+def test_a_failed_write_is_one_line_naming_the_path(tmp_path):
+    with pytest.raises(OlftError, match=r"Cannot write .*gone.*p\.csv \(No such file or directory\)"):
+        predict.write_rows(tmp_path / "gone" / "p.csv", [{"prediction": "entailment"}])
+
+
+def test_invalid_label_refused_also_beside_a_missing_one(runs, tmp_path, capsys):
+    """Only empty labels make a file unlabelled: `maybe` is refused naming its line, whether or not
+    another row has no label."""
+    for name, rows in (("badlab.tsv", "a\tb\tmaybe\nc\td\t\n"), ("only.tsv", "a\tb\tmaybe\n")):
+        path = tmp_path / name
+        path.write_text("sentence1\tsentence2\tlabel\n" + rows)
+        _fails(capsys, ["predict", "--run", str(runs["bert"]), "--input", str(path), "--output", str(tmp_path / "o.csv")],
+               f"{name}, line 2: label 'maybe' is not a RTE label")

@@ -388,10 +388,17 @@ def test_read_file_labels_optional(tmp_path):
                      labels_required=False).text_columns == ("sentence1", "sentence2")
     partly = _write(tmp_path, "p.csv", "sentence1,sentence2,label\na,b,1\nc,d,\n")
     assert not read_file(rte, partly, labels_required=False).labelled  # metrics need every label
+    for name, content in (("pb.csv", "sentence1,sentence2,label\na,b,maybe\nc,d,\n"),  # a missing label does not hide a bad one
+                          ("pb.jsonl", '{"sentence1": "a", "sentence2": "b", "label": "maybe"}\n{"sentence1": "c", "sentence2": "d"}\n')):
+        with pytest.raises(OlftError, match=rf"{name}, line [12]: label 'maybe' is not a RTE label"):
+            read_file(rte, _write(tmp_path, name, content), labels_required=False)
     with pytest.raises(OlftError, match=r"b\.csv, line 3: label 'maybe' is not a RTE label"):
         read_file(rte, _write(tmp_path, "b.csv", "sentence1,sentence2,label\na,b,1\nc,d,maybe\n"), labels_required=False)
     kept = read_file(rte, tmp_path / "u.tsv", labels_required=False, keep=("index",))
     assert kept.kept == {"index": ["0", "1"]} and kept.examples[0] == Example(("a", "b"), 0)
+    assert kept.columns == ("index", "sentence1", "sentence2") and kept.records[1] == {"index": "1", "sentence1": "c", "sentence2": "d"}
+    got = read_file(rte, tmp_path / "u.jsonl", labels_required=False)  # every key, where first seen; absent where absent
+    assert got.columns == ("sentence1", "sentence2", "label") and got.records[0] == {"sentence1": "a", "sentence2": "b"}
 
 
 @pytest.mark.parametrize(("name", "content", "phrase"), [

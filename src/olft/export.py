@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from olft.errors import OlftError
-from olft.predict import RunInfo, open_run, tuned_session
+from olft.predict import RunInfo, check_folder_output, open_run, tuned_session
 
 FORMATS = ("peft", "merged", "olft")
 
@@ -40,8 +40,9 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format` (no
     `strategy`: olft, or the run's only strategy).
 
-    Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, or a
-    method/family the format cannot hold (naming the formats that can).
+    Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, one that
+    cannot be created (a file above it, an unwritable folder), or a method/family the format
+    cannot hold (naming the formats that can).
     """
     if format not in FORMATS:
         raise OlftError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
@@ -53,9 +54,13 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     if format in ("peft", "merged") and method != "lora":
         raise OlftError(f"--format {format} holds LoRA runs only; this run used {method!r}. "
                         "Use --format olft (loadable with olft.load and olft predict).")
+    check_folder_output(out)  # before the model loads
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise OlftError(f"Cannot create --output {out} ({exc.strerror or exc}). Pass --output a new folder in a writable one.") from None
     try:
         if format == "olft":
             _export_olft(info, tmp)

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -150,17 +151,19 @@ def logits(session, examples: Sequence[tasks.Example], batch_size: int | None = 
 
 
 def label_columns(task: tasks.Task) -> list[str]:
-    return ["score"] if task.is_regression else ["prediction", *(f"prob_{name}" for name in task.labels)]
+    """The columns `rows_for` writes. A regression's is `prediction` too, not `score`: STS-B's
+    gold column is named score, and an input's columns are kept beside the predictions."""
+    return ["prediction"] if task.is_regression else ["prediction", *(f"prob_{name}" for name in task.labels)]
 
 
 def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]:
-    """Output rows (label name and one probability per label, or the score) and the predictions
-    as the task's metrics take them (class indices or scores)."""
+    """Output rows (label name and one probability per label, or the predicted score) and the
+    predictions as the task's metrics take them (class indices or scores)."""
     import torch
 
     if task.is_regression:
         scores = raw[:, 0]
-        return [{"score": float(s)} for s in scores], scores
+        return [{"prediction": float(s)} for s in scores], scores
     probs = torch.softmax(torch.as_tensor(raw, dtype=torch.float64), dim=-1).numpy()
     preds = raw.argmax(axis=1)
     rows = [{"prediction": task.labels[p], **{f"prob_{n}": float(q) for n, q in zip(task.labels, pr, strict=True)}}
@@ -171,38 +174,107 @@ def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]
 # -- input and output files ---------------------------------------------------------------------
 
 
-def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[str], bool]:
-    """Examples of a CSV/TSV/JSONL file (labels optional), their text column names, and whether
-    every row had a label (then the labels are real; else they are placeholders).
+def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[dict], bool]:
+    """Examples of a CSV/TSV/JSONL file (labels optional), each one's input row (every column,
+    by name, in file order: ids, the gold label and other columns go through to the output),
+    and whether every row had a label (then the labels are real; else they are placeholders).
 
     Read by `tasks.read_file` with the run's --text-columns and --label-column, so a prediction
-    file passes the same checks as training data. Raises OlftError naming the line and the fix.
+    file passes the same checks as training data. Raises OlftError naming the line and the fix,
+    or naming an input column that the predictions would overwrite (`prediction`, `prob_<label>`)
+    or a column name the header gives twice.
     """
     columns = cfg.data.text_columns.split(",") if cfg.data.text_columns else None
     loaded = tasks.read_file(task, path, columns, cfg.data.label_column, labels_required=False)
-    return loaded.examples, list(loaded.text_columns), loaded.labelled
+    twice = next((c for i, c in enumerate(loaded.columns) if c in loaded.columns[:i]), None)
+    if twice is not None:
+        raise OlftError(f"{path} has two columns named {twice!r}; the output keeps every input column by name: rename one.")
+    clash = next((c for c in loaded.columns if c in label_columns(task)), None)
+    if clash is not None:
+        raise OlftError(f"{path} has a column {clash!r}, which the output's own {clash!r} column would overwrite "
+                        "(a previous predictions file?): rename or drop that column.")
+    return loaded.examples, loaded.records, loaded.labelled
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    """Write rows as CSV, TSV or JSON Lines (by the extension), atomically."""
+    """Write rows as CSV, TSV or JSON Lines (by the extension), atomically.
+
+    The columns are every row's keys in order of appearance; a row lacking one (a JSON object
+    without that key) leaves its cell empty (CSV/TSV) or the key out (JSON Lines).
+    Raises OlftError naming the path where the file cannot be written.
+    """
     from olft.report import atomic_write
 
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter=FORMATS[suffix], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+        buf = io.StringIO()
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="", delimiter=FORMATS[suffix], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows)  # JSONL input's lists
+        text = buf.getvalue()
+    with writing(path):
+        atomic_write(path, text)
 
 
-def check_output(path: Path) -> None:
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing `path` (a full disk, a folder gone meanwhile) into OlftError."""
+    try:
+        yield
+    except OSError as exc:
+        raise OlftError(f"Cannot write {path} ({exc.strerror or exc}). Pass --output a path in a writable folder.") from None
+
+
+def check_output(path: Path, input: Path | None = None) -> None:
+    """Refuse an --output file that cannot be written, before any model is loaded.
+
+    Raises OlftError for an unknown extension, an existing folder, a parent that is missing,
+    a file, or not writable, and the --input file itself (it would be overwritten).
+    """
     if path.suffix.lower() not in FORMATS:
         raise OlftError(f"Unsupported output file {path}: name it .csv, .tsv or .jsonl (the format follows the extension).")
-    if not path.parent.is_dir():
+    if path.is_dir():
+        raise OlftError(f"--output {path} is a folder: pass a file name (.csv, .tsv or .jsonl).")
+    if input is not None and (path.resolve() == input.resolve() or (path.exists() and input.exists() and path.samefile(input))):
+        raise OlftError(f"--output {path} is the --input file: it would be overwritten. Pass another --output.")
+    above = _existing_ancestor(path.parent)
+    if above != path.parent.resolve() and above.is_dir():
         raise OlftError(f"Output folder {path.parent} does not exist. Create it or pass another --output.")
+    check_writable(above, path)
+
+
+def check_folder_output(path: Path) -> None:
+    """Refuse an output folder (created with its parents when written) that cannot be made:
+    a file in its place or above it, or an unwritable folder above it. Raises OlftError."""
+    if path.exists() and not path.is_dir():
+        raise OlftError(f"--output {path} is a file; a folder is written there. Pass a new folder.")
+    check_writable(_existing_ancestor(path), path)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` or its nearest parent that exists (resolved)."""
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(folder: Path, output: Path) -> None:
+    """OlftError unless a file can be created in `folder`, which `output` is written in (or under).
+
+    Tried by creating a file: os.access says yes to root even where nothing can be created (/proc).
+    """
+    if not folder.is_dir():
+        raise OlftError(f"{folder} is a file, not a folder, so --output {output} cannot be written. Pass another --output.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".olft-check"):
+            pass
+    except OSError as exc:
+        raise OlftError(f"Cannot write --output {output}: folder {folder} is not writable ({exc.strerror or exc}). "
+                        "Pass another --output.") from None
 
 
 # -- GLUE test submission --------------------------------------------------------------------------
@@ -241,13 +313,15 @@ def write_submission(session, out_dir: Path, batch_size: int | None) -> list[Pat
 
     task = session.task
     files = submission_files(task, session.cfg.data.glue_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src, name in files:
         index, examples = read_test_file(task, src)
         raw = logits(session, examples, batch_size, desc=name)
         lines = ["index\tprediction", *(f"{i}\t{submission_label(task, r)}" for i, r in zip(index, raw, strict=True))]
-        atomic_write(out_dir / name, "\n".join(lines) + "\n")
+        with writing(out_dir / name):
+            atomic_write(out_dir / name, "\n".join(lines) + "\n")
         written.append(out_dir / name)
     return written
 
@@ -259,10 +333,11 @@ def zip_submission(out_dir: Path) -> Path:
         raise OlftError(f"No GLUE submission files in {out_dir} to zip (looked for {', '.join(sorted(SUBMISSION_NAMES))}).")
     target = out_dir / "submission.zip"
     tmp = out_dir / ".submission.zip.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in found:
-            z.write(p, arcname=p.name)
-    tmp.replace(target)
+    with writing(target):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in found:
+                z.write(p, arcname=p.name)
+        tmp.replace(target)
     return target
 
 
@@ -273,11 +348,12 @@ def add_predict_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
-    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed).")
+    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed). "
+                   "The output keeps every input column, then prediction (and prob_<label> per class).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
                    "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split). Needs --output.")
-    p.add_argument("--output", default=None, help="Output file (.csv, .tsv, .jsonl), or with --split test a folder.")
+    p.add_argument("--output", default=None, help="Output file (.csv, .tsv, .jsonl; not the --input file), or with --split test a folder.")
     p.add_argument("--glue-dir", default=None, help="GLUE folder to read --split files from (default: the run's).")
     p.add_argument("--zip", action="store_true", help="With --split test: pack every submission file in --output into submission.zip.")
     p.add_argument("--whole-split", action="store_true",
@@ -299,7 +375,10 @@ def predict_command(args) -> int:
     if args.split == "test":
         if not args.output:
             raise OlftError("--split test needs --output FOLDER for the submission files.")
+        if Path(args.output).suffix.lower() in FORMATS:  # a file name: the folder would be named like one
+            raise OlftError(f"--split test writes a folder of submission files: pass a folder, not {args.output}.")
         submission_files(task, info.cfg.data.glue_dir)  # fail before loading the model
+        check_folder_output(Path(args.output))
         with tuned(info, args.quiet) as session:
             for path in write_submission(session, Path(args.output), args.batch_size):
                 print(f"wrote {path}")
@@ -314,22 +393,12 @@ def predict_command(args) -> int:
     if output is None and not args.text:
         raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
     if output is not None:
-        check_output(output)
-    if args.text:
-        if len(args.text) != len(task.text_fields):
-            raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
-        examples, names, labelled = [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], list(task.text_fields), False
-    elif args.input:
-        examples, names, labelled = read_inputs(task, info.cfg, Path(args.input))
-    else:
-        examples, names, labelled = _split_examples(info.cfg, task, args.split, args.whole_split), list(task.text_fields), True
+        check_output(output, Path(args.input) if args.input else None)
+    examples, inputs, labelled = _examples(args, info.cfg, task)
     with tuned(info, args.quiet) as session:
         raw = logits(session, examples, args.batch_size)
     rows, preds = rows_for(task, raw)
-    # A labelled input keeps its labels beside the predictions (as GLUE's names, or the score), so
-    # the output file can be compared row by row without joining it back to the input.
-    gold = [{"label": _label_text(task, ex.label)} if labelled else {} for ex in examples]
-    rows = [{**dict(zip(names, ex.texts, strict=True)), **g, **row} for ex, g, row in zip(examples, gold, rows, strict=True)]
+    rows = [{**front, **row} for front, row in zip(inputs, rows, strict=True)]
     if output is not None:
         write_rows(output, rows)
         print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}", file=sys.stderr)
@@ -339,6 +408,24 @@ def predict_command(args) -> int:
         metrics = tasks.compute_metrics(task, preds, [ex.label for ex in examples])
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return 0
+
+
+def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Example], list[dict], bool]:
+    """(examples, the columns each output row starts with, labelled) of --text, --input or --split.
+
+    An --input row keeps all its columns (ids, its own gold label column), so the output joins
+    back to the input; a --split validation row, read by the task's loader, gets its texts and
+    the gold `label` beside the prediction, to be compared row by row.
+    """
+    if args.input:
+        return read_inputs(task, cfg, Path(args.input))
+    if args.text:
+        if len(args.text) != len(task.text_fields):
+            raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], False
+    examples = _split_examples(cfg, task, args.split, args.whole_split)
+    inputs = [{**dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)} for ex in examples]
+    return examples, inputs, True
 
 
 def _label_text(task: tasks.Task, label: float) -> str | float:

@@ -140,16 +140,21 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
 
 def _optional_labels(task: Task, examples: list[Example], raw: list[Any], where: list[str],
                      path: Path) -> tuple[list[Example], bool]:
-    """Examples with their labels when every one has a label (each must then be valid), else as they are."""
-    given = [r is not None and str(r).strip() != "" for r in raw]
-    if not any(given):
+    """Examples with their labels when every one has a label, else as they are.
+
+    Every label given must be valid, also when some rows have none: only an empty or missing
+    label makes the file unlabelled (a typo such as `maybe` is refused, naming its line,
+    whether or not another row lacks a label).
+    """
+    parsed = [parse_label(task, r, w) if r is not None and str(r).strip() != "" else None
+              for r, w in zip(raw, where, strict=True)]
+    missing = parsed.count(None)
+    if missing == len(parsed):
         return examples, False
-    if not all(given):
-        log.warning("%s: %d of %d rows have no label; reading the file as unlabelled", path,
-                    given.count(False), len(given))
+    if missing:
+        log.warning("%s: %d of %d rows have no label; reading the file as unlabelled", path, missing, len(parsed))
         return examples, False
-    return [Example(ex.texts, parse_label(task, r, w), ex.source)
-            for ex, r, w in zip(examples, raw, where, strict=True)], True
+    return [Example(ex.texts, label, ex.source) for ex, label in zip(examples, parsed, strict=True)], True
 
 
 def _check_row_shape(path: Path, header: list[str], row: _Row, need: int, delimiter: str) -> None:
@@ -321,13 +326,18 @@ class LoadedFile:
 
     `examples` in file order; `text_columns`: the columns (JSON keys) their texts came from;
     `labelled`: whether the labels are the file's (else each is the placeholder 0, or 0.0 for a
-    regression task); `kept`: each `keep` column's values, one per example.
+    regression task); `kept`: each `keep` column's values, one per example. `columns`: every
+    column of the file in its order (CSV/TSV: the header; JSONL: each key where first seen), and
+    `records`: each example's row as it was read, by column (a short row or a JSON object
+    without a key lacks it), so predictions can carry ids and other columns through.
     """
 
     examples: list[Example]
     text_columns: tuple[str, ...]
     labelled: bool
     kept: dict[str, list[str]] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
@@ -372,7 +382,9 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     examples, labelled = _examples_from_table(task, path, text, header, rows[1:], text_idx, label_idx, delimiter,
                                               labels_required, keep_idx)  # fmt: skip
     kept = {name: [row.fields[i] for row in rows[1:]] for name, i in zip(keep, keep_idx, strict=True)}
-    return LoadedFile(examples, tuple(header[i].strip() for i in text_idx), labelled, kept)
+    names = tuple(h.strip() for h in header)
+    records = [dict(zip(names, row.fields, strict=False)) for row in rows[1:]]  # a short row lacks its last columns
+    return LoadedFile(examples, tuple(names[i] for i in text_idx), labelled, kept, names, records)
 
 
 def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
@@ -437,7 +449,8 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     labelled = labels_required
     if not labels_required:
         examples, labelled = _optional_labels(task, examples, raw, where, path)
-    return LoadedFile(examples, tuple(texts), labelled, kept)
+    columns = tuple(dict.fromkeys(key for _, record in records for key in record))
+    return LoadedFile(examples, tuple(texts), labelled, kept, columns, [record for _, record in records])
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
