@@ -212,8 +212,12 @@ def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch
     (["run", "--strategies", "final,layers=1+4"], "layer 4 in 'layers=1+4' is out of range"),
     (["run", "--candidates", "2-9"], "candidate layer 4 is out of range: this model has 4 layers, numbered 0 to 3"),
     (["select", "--candidates", "7"], "candidate layer 7 is out of range"),
+    # A layer given twice would train once under a name config.json does not record (layers=2 vs 2+2).
+    (["train", "--layers", "2,2"], "--layers names layer 2 twice: give each layer once"),
+    (["train", "--layers", "1,3,01"], "--layers names layer 1 twice"),
+    (["run", "--strategies", "final,layers=3+1+3"], "layer 3 appears twice in 'layers=3+1+3': give each layer once, e.g. layers=3"),
 ])
-def test_layer_out_of_range_is_refused_before_data_or_weights_load(model_dirs, tmp_path, capsys, monkeypatch, args, phrase):
+def test_bad_layers_are_refused_before_data_or_weights_load(model_dirs, tmp_path, capsys, monkeypatch, args, phrase):
     import olft.pipeline
 
     def never(*_, **__):
@@ -225,3 +229,27 @@ def test_layer_out_of_range_is_refused_before_data_or_weights_load(model_dirs, t
     missing = str(tmp_path / "no-glue")  # reading data would fail on this first
     _fails(capsys, [*args, "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", missing, "--out", str(out), "-q"], phrase)
     assert not out.exists()
+
+
+# -- a method the model cannot take: refused once the model is loaded, before the folder is written ------
+
+
+@pytest.fixture(scope="module")
+def falcon_dir(tmp_path_factory):
+    from tiny import make_architecture_folder
+
+    return make_architecture_folder("falcon", tmp_path_factory.mktemp("models") / "falcon")
+
+
+@pytest.mark.parametrize("command", [["train", "--layers", "1"], ["run", "--strategies", "final"], ["select"]])
+def test_prefix_on_attention_it_cannot_reach_leaves_no_folder(falcon_dir, tiny_glue, tmp_path, capsys, command):
+    """Falcon computes attention itself: the refusal comes before the run folder is made, so the
+    advice it gives (another --method, same --out) then works."""
+    out = tmp_path / "out"
+    args = [*command, "--model", str(falcon_dir), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out), *FAST]
+    _fails(capsys, [*args, "--method", "prefix"], "FalconAttention (falcon) computes attention itself",
+           "use --method adapter or --method lora")
+    assert not out.exists()
+    if command[0] == "train":
+        assert main([*args, "--method", "adapter", "--max-train-samples", "16"]) == 0
+        assert json.loads((out / "results.json").read_text())["status"] == "complete"

@@ -272,6 +272,23 @@ def test_shared_layer_weights_are_refused_with_the_reason():
         families.find_layers(AlbertModel(config))
 
 
+def test_a_layer_discovery_cannot_read_names_the_family_and_what_to_do():
+    """MobileBERT's layer first calls its bottleneck projection, outside any attention module:
+    refused as a family discovery does not support, with where the supported ones are listed."""
+    from transformers import MobileBertConfig, MobileBertModel
+
+    config = MobileBertConfig(hidden_size=32, embedding_size=16, intermediate_size=32, intra_bottleneck_size=16,
+                              true_hidden_size=16, num_hidden_layers=2, num_attention_heads=2, vocab_size=64,
+                              max_position_embeddings=64, num_feedforward_networks=1)  # fmt: skip
+    torch.manual_seed(0)
+    with pytest.raises(OlftError) as err:
+        families.discover(MobileBertModel(config).eval())
+    message = str(err.value)
+    assert message.startswith("Could not find the attention module of MobileBertLayer") and "\n" not in message
+    assert "layer discovery does not support this model family (mobilebert)" in message
+    assert "the README lists as tested" in message and "open an issue" in message
+
+
 # Known answers: Llama (hidden 32, MLP 64, 4 heads, 2 KV heads of 8): q,o 32x32; k,v 32x16;
 # gate/up/down 32x64; two RMSNorms. BERT (hidden 32, MLP 64): q,k,v,o 32x32+bias; two LayerNorms;
 # intermediate 32x64+64; output 64x32+32.

@@ -465,3 +465,31 @@ def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_di
         main([command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra])
     warnings = [r.getMessage() for r in caplog.records if "--strategy-lr" in r.getMessage()]
     assert len(warnings) == 1 and f"ignoring the rate of {unused}, which" in warnings[0], warnings
+
+
+def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_path, caplog):
+    """A run that stopped right after `start` (config.json, the lock, empty subfolders) finished
+    nothing: a run with another config takes its folder over. Anything more and it is refused."""
+    from olft.config import RunConfig
+    from olft.runfolder import RunFolder, read_run
+
+    old, new = RunConfig(), RunConfig()
+    old.method.method, new.method.method = "prefix", "adapter"
+    run = tmp_path / "run"
+    with RunFolder(run, old.to_dict()) as f:
+        f.start()  # and stopped there, as a run refused after its folder was made
+    with pytest.raises(OlftError, match="holds olft's config.json but no results.json: its run stopped before any work"):
+        read_run(run)  # what `olft evaluate --run` and `olft predict --run` say of it
+    with caplog.at_level("WARNING", logger="olft.runfolder"), RunFolder(run, new.to_dict()) as f:
+        f.start()
+    assert json.loads((run / "config.json").read_text())["method"]["method"] == "adapter"
+    assert [r.message for r in caplog.records] == [f"{run}: its run with another config stopped before any work "
+                                                   "(no results.json, no pieces); this run takes the folder over"]
+    for work in ("results.json", "pieces/candidate-1-4.json", "weights/final.safetensors", "checkpoints/final.pt", "notes.txt"):
+        kept = tmp_path / work.replace("/", "-")
+        shutil.copytree(run, kept)
+        (kept / work).write_text("{}")
+        before = _snapshot(kept)
+        with pytest.raises(OlftError, match="holds a run with a different config .method.method: 'adapter'"):
+            RunFolder(kept, old.to_dict())
+        assert _snapshot(kept) == before

@@ -183,6 +183,15 @@ def build_model(name: str, seed: int = 0, attn: str = "sdpa"):
     return model.eval(), tok
 
 
+def make_architecture_folder(name: str, path: Path, seed: int = 0) -> Path:
+    """Save a random model of architecture `name` (see ARCHITECTURES) and its tokenizer as a Hugging Face folder."""
+    model, tok = build_model(name, seed)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 _FROZEN: dict[str, tuple] = {}
 
 

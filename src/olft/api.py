@@ -17,6 +17,7 @@ from pathlib import Path
 from olft import curves, distributed, report
 from olft.config import RunConfig
 from olft.errors import OlftError, Terminated
+from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
 from olft.select import Candidate, Strategy, check_candidates, confidence_text, middle_bucket, parse_strategies
@@ -180,7 +181,8 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
 
     results.json holds every piece the folder holds, including those of earlier runs with other
     --strategies. `status` is "failed" when every strategy asked for failed. Raises OlftError on
-    bad input (before the folder is touched) or a folder held by another live run.
+    bad input, including a method the model cannot take (before the folder is touched), or a
+    folder held by another live run.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
     cfg = cfg.with_absolute_paths()  # config.json must name its files from any directory
@@ -191,6 +193,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         _check_strategy_lr(cfg, [s.name for s in early], what)
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
+        check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if early is None:  # the model's config declares no layer count: checked once it has loaded
@@ -346,6 +349,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     with _open(cfg, overwrite) as folder:
         session = Session(cfg, quiet=quiet)
+        check_method(session.stack, cfg.method)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):

@@ -27,7 +27,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
         if name in results["strategies"] and weights_path.is_file():
             saved[name] = load_weights(weights_path)
-    session = Session(cfg, quiet=quiet)
+    session = Session(cfg, quiet=quiet, train_split=False)  # scores the eval splits only
     metric = results["metric"]
     lines = [f"run {folder}: {describe_status(folder)}"]
     for name in results.get("strategy_names", list(results["strategies"])):

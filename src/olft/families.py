@@ -107,6 +107,13 @@ def text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def _unsupported(what: str, model_type: str) -> OlftError:
+    """OlftError for a model whose structure discovery cannot read: `what` was not found; the
+    message names the family and what to do, since no flag of olft's can help."""
+    return OlftError(f"{what} olft's layer discovery does not support this model family ({model_type}): use a model "
+                     "of a family the README lists as tested (see Models), or open an issue naming the model.")
+
+
 def find_layers(base: nn.Module) -> str:
     """Path of the ModuleList of `num_hidden_layers` same-class blocks (the repeated block)."""
     n = getattr(text_config(base.config), "num_hidden_layers", None)
@@ -124,10 +131,11 @@ def find_layers(base: nn.Module) -> str:
         shared = getattr(text_config(base.config), "num_hidden_groups", None)  # ALBERT: groups of layers reused
         why = (f" It reuses {shared} set(s) of layer weights for all {n} layers (cross-layer sharing, as ALBERT does), so no "
                "layer has weights of its own to tune alone." if shared is not None and n is not None and shared < n else "")
+        model_type = getattr(base.config, "model_type", type(base).__name__)
         raise OlftError(
-            f"Could not find the layer list of {type(base).__name__}: no ModuleList of its {n} layers.{why} olft runs "
-            "models whose transformer layers form one list of distinct blocks (as most transformers models with a "
-            "sequence-classification class do)."
+            f"Could not find the layer list of {type(base).__name__} ({model_type}): no ModuleList of its {n} layers.{why} "
+            "olft runs models whose transformer layers form one list of distinct blocks (as most transformers models "
+            "with a sequence-classification class do): use a model of a family the README lists as tested (see Models)."
         )
     return max(found)[2]
 
@@ -225,7 +233,7 @@ def _head_keeps_pooler(base: nn.Module, pooler: str) -> bool:
     return inner.get_submodule(pooler) is not None
 
 
-def _attention(layer: nn.Module, first_projection: str) -> str:
+def _attention(layer: nn.Module, first_projection: str, model_type: str) -> str:
     """Deepest attention-class module of the layer holding its first-called projection."""
     best = None
     for path, module in layer.named_modules():
@@ -235,7 +243,8 @@ def _attention(layer: nn.Module, first_projection: str) -> str:
             if best is None or path.count(".") > best.count("."):
                 best = path
     if best is None:
-        raise OlftError(f"Could not find the attention module of {type(layer).__name__}.")
+        raise _unsupported(f"Could not find the attention module of {type(layer).__name__} (no attention-class module "
+                           "holds its first projection):", model_type)
     return best
 
 
@@ -270,14 +279,14 @@ def _outside(base: nn.Module, layers_path: str, n: int, trace: _Trace) -> dict[s
     return {"embeddings": embeddings, "after": after, "final_norm": after[0] if after else None, "pooler": pooler}
 
 
-def _inside(layer: nn.Module, called: list[str]) -> dict[str, Any]:
+def _inside(layer: nn.Module, called: list[str], model_type: str) -> dict[str, Any]:
     """Attention module, the projections ending attention and MLP, the MLP block, LoRA targets.
 
     `called`: the layer's projections (paths inside it) in the order the forward called them.
     """
     if not called:
-        raise OlftError(f"{type(layer).__name__} calls no Linear projection: olft cannot place modules in it.")
-    attn = _attention(layer, called[0])
+        raise _unsupported(f"{type(layer).__name__} calls no Linear projection, so olft cannot place modules in it:", model_type)
+    attn = _attention(layer, called[0], model_type)
     block = attn.split(".")[0]
     in_attn = [p for p in called if p.startswith(block + ".")]
     rest = [p for p in called if not p.startswith(block + ".")]
@@ -288,7 +297,8 @@ def _inside(layer: nn.Module, called: list[str]) -> dict[str, Any]:
         mlp_out = rest[-1]
         mlp, mlp_in = mlp_out.split(".")[0], rest[0].split(".")[0]
     else:
-        raise OlftError(f"Could not find the MLP of {type(layer).__name__}: no projection after its attention block.")
+        raise _unsupported(f"Could not find the MLP of {type(layer).__name__} (no projection after its attention block):",
+                           model_type)
     return {
         "attn": attn,
         "attn_out": in_attn[-1],
@@ -350,7 +360,7 @@ def discover(base: nn.Module) -> Family:
         layer_output=len(out) if isinstance(out, tuple) else 0,
         pooled_path=_POOLED_BY_TYPE.get(model_type, "generic"),
         **_outside(base, layers_path, len(layers), trace),
-        **_inside(layers[0], called),
+        **_inside(layers[0], called, model_type),
     )
     rows = OVERRIDES.get(model_type)
     if rows:

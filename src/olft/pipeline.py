@@ -64,15 +64,15 @@ class TuneResult:
         return d
 
 
-def load_examples(cfg: RunConfig, task: tasks.Task) -> tuple[list, dict[str, list]]:
+def load_examples(cfg: RunConfig, task: tasks.Task, train_split: bool = True) -> tuple[list, dict[str, list]]:
     """(train examples, {eval split: examples}) from a GLUE folder, `datasets`, or files; the
-    eval splits are the run's scored samples (`eval_sample`)."""
+    eval splits are the run's scored samples (`eval_sample`). `train_split=False`: no train
+    examples (none read), for scoring saved weights."""
     d = cfg.data
     if d.data_source == "file" and (not d.train_file or not d.validation_file):
         raise tasks.OlftError("--data-source file needs --train-file and --validation-file.")
-    train = load_split(cfg, task, "train")
     splits = ["validation"] if d.data_source == "file" else task.eval_splits
-    train = tasks.sample_split(train, d.max_train_samples, cfg.train.seed)
+    train = tasks.sample_split(load_split(cfg, task, "train"), d.max_train_samples, cfg.train.seed) if train_split else []
     return train, {s: eval_sample(cfg, load_split(cfg, task, s)) for s in splits}
 
 
@@ -98,13 +98,14 @@ def eval_sample(cfg: RunConfig, examples: list) -> list:
 class Session:
     """A loaded model + task + tokenized data, ready to tune any set of layers."""
 
-    def __init__(self, cfg: RunConfig, quiet: bool = False, data: bool = True):
-        """`data=False`: the model and tokenizer only (predicting, loading, exporting a run)."""
+    def __init__(self, cfg: RunConfig, quiet: bool = False, data: bool = True, train_split: bool = True):
+        """`data=False`: the model and tokenizer only (predicting, loading, exporting a run);
+        `train_split=False`: the eval splits without the train split (re-scoring a run)."""
         self.cfg = cfg
         self.dist = distributed.context(cfg.train.mixed_precision)
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
-        train, evals = load_examples(cfg, self.task) if data else ([], {})
+        train, evals = load_examples(cfg, self.task, train_split) if data else ([], {})
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
             m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map, m.pooling
@@ -114,7 +115,7 @@ class Session:
         self.max_length = resolve_max_length(cfg.data.max_length, self.tokenizer, texts, self.stack.base.config)
         self.train_examples = train
         self.curves = None  # olft.curves.Curves: per-step curves of every piece tuned (set by api.run)
-        self.train_enc = self.encode(train) if data else Encoded([], [], self.tokenizer.pad_token_id)
+        self.train_enc = self.encode(train) if data and train_split else Encoded([], [], self.tokenizer.pad_token_id)
         self.eval_enc = {s: self.encode(ex) for s, ex in evals.items()}
         # Per split, how many examples lost tokens, and of which text (reported in results.json).
         self.truncated = {"train": self.train_enc.truncated, **{s: e.truncated for s, e in self.eval_enc.items()}}

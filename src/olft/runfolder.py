@@ -14,7 +14,9 @@ Layout:
 Every file is written atomically (temporary file, then rename) the moment its piece finishes,
 so a run killed at any instant leaves only whole files, and results.json never claims more
 than the pieces that exist. Whatever subcommand or --strategies a run has, results.json holds
-every piece the folder holds, so no run drops what an earlier one finished.
+every piece the folder holds, so no run drops what an earlier one finished. A folder whose run
+stopped before any work (config.json, the lock, empty subfolders) holds nothing to keep, so a run
+with another config takes it over (`never_started`).
 
 olft deletes only files it writes: `--overwrite` clears a folder only when config.json is
 olft's and every entry is one of the names above (a desktop's .DS_Store or Thumbs.db aside, left in
@@ -151,6 +153,23 @@ def foreign_entries(path: Path) -> list[str]:
     return out
 
 
+def never_started(path: Path) -> bool:
+    """Whether run folder `path` holds only what `RunFolder.start` writes before any work: config.json,
+    the lock and empty subfolders (a run that stopped there, say on an input refused too late).
+
+    Such a folder holds no finished work, so a run with another config may take it over instead of
+    refusing it; anything more (results.json, a piece, weights, a checkpoint, the user's files) and
+    it may not.
+    """
+    for entry in Path(path).iterdir():
+        if is_os_metadata(entry) or (entry.name in LOCK_FILES | {"config.json"} and not entry.is_dir()):
+            continue
+        is_sub = entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink()
+        if not (is_sub and all(is_os_metadata(e) for e in entry.iterdir())):
+            return False
+    return True
+
+
 def saved_config(path: Path) -> dict | None:
     """The config.json in `path` if olft wrote it (a dict holding olft's config sections), else None."""
     from olft.config import SECTIONS
@@ -167,8 +186,8 @@ class RunFolder:
 
     Use it as a context manager: the writer holds the folder's lock from `start` until the
     `with` block ends, however it ends. Raises OlftError (before anything is written or deleted)
-    when the path is a file, holds a different run's config, is held by a live run, or is not
-    olft's to overwrite.
+    when the path is a file, holds a different run's config (unless that run never started: see
+    `never_started`), is held by a live run, or is not olft's to overwrite.
     """
 
     def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True):
@@ -180,6 +199,7 @@ class RunFolder:
         self.timed_by: dict | None = None  # set by `record_conditions` once the device is known
         self.requested: list[str] = []  # strategy names this run was asked for, listed first
         self._lock: runlock.RunLock | None = None
+        self.taken_over = False  # the folder holds another config's run that never started (see `never_started`)
         self._check(probe_lock=True)
         if writer:
             self._check_writable()
@@ -210,7 +230,8 @@ class RunFolder:
             self._check_unowned()
             return
         diffs = config_differences(saved, self.config)
-        if diffs:
+        self.taken_over = bool(diffs) and never_started(self.path)
+        if diffs and not self.taken_over:
             listing = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
             raise OlftError(
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
@@ -268,6 +289,9 @@ class RunFolder:
         self._check(probe_lock=False)  # the folder may have changed while the inputs loaded
         if self.overwrite:
             self._remove_own_files()
+        elif self.taken_over:
+            log.warning("%s: its run with another config stopped before any work (no results.json, no pieces); "
+                        "this run takes the folder over", self.path)  # fmt: skip
         elif _status(self.path) == "running":
             log.warning("%s: the run by %s stopped without finishing (killed?); continuing it", self.path,
                         runlock.describe(previous))  # fmt: skip
@@ -473,6 +497,9 @@ def read_run(folder: Path) -> tuple[dict, Any]:
     from olft.config import RunConfig
 
     results_path, config_path = folder / "results.json", folder / "config.json"
+    if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
+        raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
+                        "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
     if not results_path.is_file() or not config_path.is_file():
         raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json). Pass --run the --out of `olft run`.")
     try:

@@ -70,6 +70,9 @@ class Strategy:
 
 
 def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
+    """The strategies of a --strategies spec ('olft,final,layers=2+5') on a model of `num_layers`
+    layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, or no
+    strategy at all."""
     out: list[Strategy] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         low = part.lower()
@@ -81,9 +84,13 @@ def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
             out.append(Strategy("full", tuple(range(num_layers))))
         elif low.startswith("layers="):
             try:
-                layers = tuple(sorted({int(x) for x in re.split(r"[+ ]", low[7:]) if x}))
+                given = [int(x) for x in re.split(r"[+ ]", low[7:]) if x]
             except ValueError:
                 raise OlftError(f"Cannot read '{part}': write layers=I or layers=I+J, e.g. layers=11.") from None
+            layers = tuple(sorted(set(given)))
+            if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
+                twice = next(i for i in layers if given.count(i) > 1)
+                raise OlftError(f"Layer {twice} appears twice in '{part}': give each layer once, e.g. layers={twice}.")
             bad = [i for i in layers if i < 0 or i >= num_layers]
             if bad or not layers:
                 raise OlftError(

@@ -40,4 +40,17 @@ def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
     return applied
 
 
-__all__ = ["METHODS", "Applied", "apply_method"]
+def check_method(stack: Stack, cfg: MethodConfig) -> None:
+    """Refuse a method the model's family cannot take (prefix tuning on attention that bypasses
+    transformers' interface: Falcon, Bloom, DeBERTa-v2), touching nothing; OlftError naming the
+    methods that do fit. Called once the model is loaded and before a run writes its folder, so a
+    refused method leaves no folder behind. Adapter and LoRA fit every layer discovery accepts."""
+    if cfg.name == "prefix":
+        from olft.methods.prefix import check_prefix
+
+        check_prefix(stack, list(range(stack.num_layers)), cfg.prefix_length)
+    elif cfg.name not in METHODS:
+        raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+
+
+__all__ = ["METHODS", "Applied", "apply_method", "check_method"]

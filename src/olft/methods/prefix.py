@@ -266,15 +266,22 @@ class PrefixApplied(Applied):
             prefix.load_folded(state[f"{path}.prefix.key"], state[f"{path}.prefix.value"])
 
 
+def check_prefix(stack: Stack, layers: list[int], length: int = 5) -> None:
+    """Refuse a prefix the model cannot take, touching nothing: OlftError for a negative length,
+    attention in `layers` that bypasses transformers' interface, or an unsupported attention
+    implementation. A run calls it before it writes its folder (`olft.methods.check_method`)."""
+    if length < 0:
+        raise OlftError(f"Prefix length cannot be negative (got {length}).")
+    attns = [attention_module(stack, i)[1] for i in layers]
+    if attns:  # every layer's attention is of one class
+        _inner_function(attns[0], stack.base.config._attn_implementation or "eager")
+
+
 def apply_prefix(
     stack: Stack, layers: list[int], length: int = 5, reparam: bool = False, hidden: int = 512
 ) -> PrefixApplied:
     """Put a trainable key/value prefix of `length` positions into the attention of `layers`."""
-    if length < 0:
-        raise OlftError(f"Prefix length cannot be negative (got {length}).")
-    config = stack.base.config
-    _, first = attention_module(stack, layers[0])
-    _inner_function(first, config._attn_implementation or "eager")  # fail early if unsupported
+    check_prefix(stack, layers, length)  # before any layer is changed
     prefixes: dict[str, PrefixKV] = {}
     originals: dict[str, Any] = {}
     for i in layers:
