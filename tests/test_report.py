@@ -296,7 +296,7 @@ def test_evaluate_says_which_strategy_collapsed(tmp_path, monkeypatch):
         (tmp_path / "weights" / f"{name}.safetensors").write_bytes(b"")
     monkeypatch.setattr(evaluate, "read_run", lambda folder: (results, None))
     monkeypatch.setattr(evaluate, "load_weights", lambda path: {})
-    monkeypatch.setattr(evaluate, "Session", lambda cfg, quiet: None)
+    monkeypatch.setattr(evaluate, "Session", lambda cfg, quiet, train_split: None)
     monkeypatch.setattr(evaluate, "evaluate_saved", lambda session, layers, weights: {"validation": {"accuracy": 0.5}})
     monkeypatch.setattr(evaluate, "describe_status", lambda folder: "complete")
     lines = evaluate.evaluate_run(tmp_path).splitlines()
