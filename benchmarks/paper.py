@@ -144,11 +144,11 @@ PROFILES = {
     ),  # fmt: skip
     "smollm2-135m": Profile(
         Caps(seeds="0,1", max_train_samples=2000, max_eval_samples=1000, epochs=3.0, lr=1e-3,
-             selection_train_samples=1000, selection_eval_samples=400, selection_epochs=3.0, selector="probe",
+             selection_train_samples=1000, selection_eval_samples=400, selection_epochs=3.0, selector="auto",
              lr_grid="3e-4,1e-3,3e-3", grid_tasks="sst2,mrpc", grid_train_samples=1000, grid_holdout_samples=300),
         sweep="sst2,mrpc,rte", sweep_full=True, paper_protocol="sst2", speed_ms=6.1, overhead_s=15,
         probe="RTE 64 train / 64 scored / 1 epoch, selection 32/32 over layers 10-19: 342 s (cost model 330 s)",
-        notes="v2: 2 seeds of 2,000 examples, 3 epochs, per-strategy learning rate from the grid, the probe selector; "
+        notes="v2: 2 seeds of 2,000 examples, 3 epochs, per-strategy learning rate from the grid, the default auto selector (the probe's top two of ten trained); "
         "claim 3 from full-train layer sweeps (the selection benchmark's oracle where it exists)",
     ),  # fmt: skip
 }

@@ -311,8 +311,9 @@ def _select(session: Session, folder: RunFolder, results: dict):
         )  # fmt: skip
     elif len(selection.equivalent) > 1:
         trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
-        more = (" or --selection-adaptive" if trained else ", or training the probe's best with --probe-keep 2,"
-                if selection.selector == "probe-halving" else ", or tuning them with --selector exhaustive,")
+        more = (", or tuning them with --selector exhaustive," if selection.selector == "auto" else " or --selection-adaptive"
+                if trained else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
+                else ", or tuning them with --selector exhaustive,")  # fmt: skip
         # A small training split caps the scoring set below --selection-eval-samples: then raising
         # that flag changes nothing, and the advice names the cap instead.
         capped = selection.protocol == "train-holdout" and selection.score_examples < s.selection_eval_samples

@@ -280,7 +280,9 @@ class Session:
                     layers = better_half(sel.ranking())
                 run.train(layers, rung_steps)
         trained = sel.rounds[-1]["stage"] == "train"  # a proxy's ties are its own: it has no budget to raise
-        for _ in range(s.selection_adaptive if trained else 0):
+        # auto's training is sized to a cost bound: retraining tied finalists at twice the steps
+        # would triple it, so auto reports them as equivalent instead.
+        for _ in range(s.selection_adaptive if trained and s.selector != "auto" else 0):
             tied = sel.equivalent
             if len(tied) < 2:
                 break
