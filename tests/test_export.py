@@ -210,9 +210,11 @@ def test_export_output_that_cannot_be_made_is_refused_before_the_model_loads(run
     monkeypatch.setattr("olft.export.tuned_session", no_model)
     afile = tmp_path / "somefile.tsv"
     afile.write_text("x")
-    bad = [(afile / "x", f"{afile} is a file, not a folder"), (afile / "a" / "b", f"{afile} is a file, not a folder")]
+    run = runs["bert-lora"]
+    bad = [(afile / "x", f"{afile} is a file, not a folder"), (afile / "a" / "b", f"{afile} is a file, not a folder"),
+           (run / "exp", f"is inside the run folder {run.resolve()}"), (run / "a" / "b", "Pass --output a folder outside it")]
     if os.path.isdir("/proc/self"):  # nothing can be created in /proc, also by root
         bad.append((Path("/proc/x"), "folder /proc is not writable"))
     for output in bad:
         _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(output[0])], output[1])
-    assert afile.read_text() == "x"
+    assert afile.read_text() == "x" and not (run / "exp").exists() and not (run / "a").exists()

@@ -289,10 +289,14 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     with caplog.at_level("WARNING", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "c", *tied, "--max-train-samples", "40")
     assert sel["score_examples"] < 24 and "more training examples (--max-train-samples caps the scoring set)" in caplog.text
+    shrunk = (f"the training split has 40 examples, fewer than --selection-train-samples 32 plus --selection-eval-samples 24, "
+              f"so candidates fit on {sel['train_examples']} and are scored on {sel['score_examples']}")
+    assert shrunk in caplog.text  # said when it happens, not only in table.md
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
     assert "(more --selection-eval-samples or --selection-adaptive may separate them)" in caplog.text
+    assert "shrunk in proportion" not in caplog.text
 
 
 def test_auto_keep_sizes_training_to_the_cost_bound():

@@ -7,7 +7,7 @@ Formats, and what each can hold:
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`. That path is absolute (peft
   resolves a relative one against the working directory, not DIR), so a copy moved elsewhere loads
-  as `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR/base), DIR)`.
+  as `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR/base, trust_remote_code=True), DIR)`.
 - `merged` (LoRA runs): LoRA folded into the weights, a transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
   (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
@@ -36,6 +36,17 @@ from olft.predict import RunInfo, check_folder_output, open_run, tuned_session
 FORMATS = ("peft", "merged", "olft")
 
 
+def _outside_run_folders(out: Path) -> None:
+    """OlftError when `out` lies in an olft run folder: a folder olft did not write there would
+    make the run folder refuse `--overwrite` and count as foreign work."""
+    from olft.runfolder import saved_config
+
+    for folder in (out.resolve(), *out.resolve().parents):
+        if saved_config(folder) is not None:
+            raise OlftError(f"--output {out} is inside the run folder {folder}; olft keeps its run folders to its own files "
+                            "(a folder there would block --overwrite). Pass --output a folder outside it.")
+
+
 def export(run_dir: str | Path, output: str | Path, strategy: str | None = None, format: str = "peft") -> Path:
     """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format` (no
     `strategy`: olft, or the run's only strategy).
@@ -54,6 +65,7 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     if format in ("peft", "merged") and method != "lora":
         raise OlftError(f"--format {format} holds LoRA runs only; this run used {method!r}. "
                         "Use --format olft (loadable with olft.load and olft predict).")
+    _outside_run_folders(out)
     check_folder_output(out)  # before the model loads
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -198,10 +210,12 @@ def add_export_options(p) -> None:
 def export_command(args) -> int:
     out = export(args.run, args.output, args.strategy, args.format)
     print(f"wrote {out} ({args.format})")
+    custom = any(out.rglob(f"{HEAD_MODULE}.py"))
+    trc = ", trust_remote_code=True" if custom else ""  # in each recipe: a moved copy without it loads the wrong class
     if args.format == "peft":  # adapter_config.json names base/ by absolute path: what peft's Auto class needs
-        print("AutoPeftModelForSequenceClassification.from_pretrained(DIR) loads it here; a copy moved elsewhere loads as "
-              "PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + '/base'), DIR)")
-    if any(out.rglob(f"{HEAD_MODULE}.py")):
+        print(f"AutoPeftModelForSequenceClassification.from_pretrained(DIR{trc}) loads it here; a copy moved elsewhere loads as "
+              f"PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + '/base'{trc}), DIR)")
+    if custom:
         print(f"load it with trust_remote_code=True: {HEAD_MODULE}.py holds olft's pooling and head (without it, "
               "transformers builds its own class, which pools and scores differently)")
     return 0

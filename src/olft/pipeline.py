@@ -244,6 +244,11 @@ class Session:
         fit_part, score_part = tasks.disjoint_subsets(
             self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
         )
+        if len(fit_part) + len(score_part) < s.selection_train_samples + s.selection_eval_samples:
+            log.warning("selection: the training split has %d examples, fewer than --selection-train-samples %d plus "
+                        "--selection-eval-samples %d, so candidates fit on %d and are scored on %d (both shrunk in proportion)",
+                        len(self.train_examples), s.selection_train_samples, s.selection_eval_samples, len(fit_part),
+                        len(score_part))  # fmt: skip
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
     def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None) -> Selection:
