@@ -162,7 +162,15 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     shutil.copy(runs["bert"] / "config.json", unfinished)
     r = json.loads((runs["bert"] / "results.json").read_text())
     (unfinished / "results.json").write_text(json.dumps({**r, "strategies": {}, "status": "interrupted", "complete": False}))
-    _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished")
+    _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished (INCOMPLETE (interrupted))")
+    # A run killed mid-way (results.json still says running, no live lock) reads as `olft evaluate` says it.
+    (unfinished / "results.json").write_text(json.dumps({**r, "strategies": {}, "status": "running", "complete": False}))
+    _fails(capsys, ["predict", "--run", str(unfinished), "--text", "a", "b"], "unfinished (INTERRUPTED: the run by")
+    _fails(capsys, ["predict", "--run", str(tmp_path / "nothere"), "--text", "a", "b"], f"Run folder {tmp_path / 'nothere'} does not exist")
+    (tmp_path / "adir").mkdir()
+    _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "adir")], "is a folder: pass a file name")
+    _fails(capsys, ["predict", "--run", run, "--split", "test", "--whole-split", "--output", str(tmp_path / "s")],
+           "--whole-split applies to --split validation")
 
 
 def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_path, capsys, caplog):

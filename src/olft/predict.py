@@ -29,7 +29,7 @@ import numpy as np
 from olft import tasks
 from olft.config import RunConfig
 from olft.errors import OlftError
-from olft.runfolder import read_run, safe_name
+from olft.runfolder import describe_status, read_run, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +83,18 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
         if strategy != "olft":
             log.info("using strategy %s, the only one in %s", strategy, folder)
     if strategy not in finished:
-        status = results.get("status", "unknown")
+        status = describe_status(folder)  # as `olft evaluate` says it: a killed run is not "running"
         if not finished and results.get("selection") and not results.get("strategy_names"):
             layer = results["selection"].get("selected_layer")
             raise OlftError(f"Run folder {folder} holds a selection only (`olft select`): no layer was tuned. Tune the "
                             f"selected layer with `olft train --config {folder / 'config.json'} --layers {layer} --out DIR`, "
                             "or run the whole method with `olft run`.")  # fmt: skip
         if not finished:
-            raise OlftError(f"Run folder {folder} is unfinished (status: {status}): no strategy has saved weights yet. "
+            raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. "
                             "Finish it by rerunning the same `olft run` command with this --out.")
         planned = results.get("strategy_names", [])
         why = "has not finished" if strategy in planned else "is not in this run"
-        raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}, status: {status}). "
+        raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
                         f"Finished: {', '.join(finished)}; pass one of them with --strategy.")
     entry = results["strategies"][strategy]
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
@@ -234,10 +234,10 @@ def check_output(path: Path, input: Path | None = None) -> None:
     Raises OlftError for an unknown extension, an existing folder, a parent that is missing,
     a file, or not writable, and the --input file itself (it would be overwritten).
     """
-    if path.suffix.lower() not in FORMATS:
-        raise OlftError(f"Unsupported output file {path}: name it .csv, .tsv or .jsonl (the format follows the extension).")
     if path.is_dir():
         raise OlftError(f"--output {path} is a folder: pass a file name (.csv, .tsv or .jsonl).")
+    if path.suffix.lower() not in FORMATS:
+        raise OlftError(f"Unsupported output file {path}: name it .csv, .tsv or .jsonl (the format follows the extension).")
     if input is not None and (path.resolve() == input.resolve() or (path.exists() and input.exists() and path.samefile(input))):
         raise OlftError(f"--output {path} is the --input file: it would be overwritten. Pass another --output.")
     above = _existing_ancestor(path.parent)
@@ -373,6 +373,8 @@ def predict_command(args) -> int:
         info.cfg.data.glue_dir = args.glue_dir
     task = tasks.get_task(info.cfg.data.task)
     if args.split == "test":
+        if args.whole_split:  # the test split has no labels and is always written whole
+            raise OlftError("--whole-split applies to --split validation; --split test always writes every test example.")
         if not args.output:
             raise OlftError("--split test needs --output FOLDER for the submission files.")
         if Path(args.output).suffix.lower() in FORMATS:  # a file name: the folder would be named like one

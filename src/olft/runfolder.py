@@ -497,6 +497,8 @@ def read_run(folder: Path) -> tuple[dict, Any]:
     from olft.config import RunConfig
 
     results_path, config_path = folder / "results.json", folder / "config.json"
+    if not folder.exists():
+        raise OlftError(f"Run folder {folder} does not exist. Pass --run the --out of an `olft run` or `olft train`.")
     if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
         raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
                         "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
