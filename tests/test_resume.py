@@ -493,3 +493,16 @@ def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_pa
         with pytest.raises(OlftError, match="holds a run with a different config .method.method: 'adapter'"):
             RunFolder(kept, old.to_dict())
         assert _snapshot(kept) == before
+
+
+def test_the_holder_record_names_a_command_one_can_paste_and_where_it_ran(monkeypatch, tmp_path):
+    from olft import runlock
+
+    monkeypatch.chdir(tmp_path)
+    for argv0 in ("/venv/lib/python3.12/site-packages/olft/__main__.py", "/venv/bin/olft"):  # python -m olft; the script
+        monkeypatch.setattr("sys.argv", [argv0, "run", "--out", "runs/a b"])
+        record = runlock.this_process("t")
+        assert record["command"] == "olft run --out 'runs/a b'" and record["cwd"] == str(tmp_path)
+        assert runlock.describe(record).endswith(f"(started t in {tmp_path}: olft run --out 'runs/a b')")
+    monkeypatch.setattr("sys.argv", ["bench.py", "--x"])  # another program that runs olft keeps its own name
+    assert runlock.this_process("t")["command"] == "bench.py --x"

@@ -31,15 +31,21 @@ WAIT_SECONDS = 2.0
 
 
 def this_process(started: str) -> dict:
-    """The record a holder leaves: process id, host, when its run started (UTC), its command."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": shlex.join(sys.argv)}
+    """The record a holder leaves: process id, host, when its run started (UTC), its command as
+    one can paste it, and the directory it ran in (its relative paths are relative to that)."""
+    argv = list(sys.argv)
+    if argv and (Path(argv[0]).name == "olft" or Path(argv[0]).parts[-2:] == ("olft", "__main__.py")):
+        argv[0] = "olft"  # `python -m olft` puts the path of olft/__main__.py here, which does not run as typed
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": shlex.join(argv),
+            "cwd": os.getcwd()}
 
 
 def describe(record: dict | None) -> str:
     """'process 123 on host h (started 2026-01-01T10:00:00+00:00: olft run ...)', or a stand-in."""
     if not record:
         return "another process (it left no record of itself)"
-    return f"process {record.get('pid')} on host {record.get('host')} (started {record.get('started')}: {record.get('command')})"
+    where = f" in {record['cwd']}" if record.get("cwd") else ""
+    return f"process {record.get('pid')} on host {record.get('host')} (started {record.get('started')}{where}: {record.get('command')})"
 
 
 def read_holder(folder: Path) -> dict | None:
