@@ -506,3 +506,11 @@ def test_the_holder_record_names_a_command_one_can_paste_and_where_it_ran(monkey
         assert runlock.describe(record).endswith(f"(started t in {tmp_path}: olft run --out 'runs/a b')")
     monkeypatch.setattr("sys.argv", ["bench.py", "--x"])  # another program that runs olft keeps its own name
     assert runlock.this_process("t")["command"] == "bench.py --x"
+
+
+def test_a_listing_names_what_one_more_entry_would_hide():
+    from olft.runfolder import _listing
+
+    assert _listing(["a", "b", "c", "d"]) == "a, b, c, d"
+    assert _listing(["a", "b", "c", "d", "e"]) == "a, b, c and 2 more"
+    assert _listing([f"k{i}" for i in range(10)], 8, "; ", "; and") == "; ".join(f"k{i}" for i in range(8)) + "; and 2 more"

@@ -232,7 +232,7 @@ class RunFolder:
         diffs = config_differences(saved, self.config)
         self.taken_over = bool(diffs) and never_started(self.path)
         if diffs and not self.taken_over:
-            listing = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+            listing = _listing(diffs, 8, "; ", "; and")
             raise OlftError(
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
                 "--out, rerun with the same options to resume, or pass --overwrite to start afresh."
@@ -426,9 +426,12 @@ class RunFolder:
                 (self.path / stale).unlink(missing_ok=True)
 
 
-def _listing(names: list[str], most: int = 3) -> str:
-    """`a, b, c and 4 more`: a few entries of a folder for a one-line message."""
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and") -> str:
+    """`a, b, c and 4 more`: the first `most` entries for a one-line message. One entry past
+    `most` is shown, not counted: "and 1 more" would take the space it hides."""
+    if len(names) <= most + 1:
+        return sep.join(names)
+    return sep.join(names[:most]) + f"{more} {len(names) - most} more"
 
 
 def _status(path: Path) -> str | None:
