@@ -216,6 +216,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows)  # JSONL input's lists
         text = buf.getvalue()
     with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
 
 
@@ -240,10 +241,7 @@ def check_output(path: Path, input: Path | None = None) -> None:
         raise OlftError(f"Unsupported output file {path}: name it .csv, .tsv or .jsonl (the format follows the extension).")
     if input is not None and (path.resolve() == input.resolve() or (path.exists() and input.exists() and path.samefile(input))):
         raise OlftError(f"--output {path} is the --input file: it would be overwritten. Pass another --output.")
-    above = _existing_ancestor(path.parent)
-    if above != path.parent.resolve() and above.is_dir():
-        raise OlftError(f"Output folder {path.parent} does not exist. Create it or pass another --output.")
-    check_writable(above, path)
+    check_writable(_existing_ancestor(path.parent), path)  # missing folders are made, as export and --split test do
 
 
 def check_folder_output(path: Path) -> None:
