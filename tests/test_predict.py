@@ -147,6 +147,7 @@ def test_bad_predict_inputs(runs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["predict", "--run", str(tmp_path), "--text", "a", "b"], "not an olft run folder")
     _fails(capsys, ["predict", "--run", run, "--strategy", "full", "--text", "a", "b"], "Finished: olft, final")
     _fails(capsys, ["predict", "--run", run, "--text", "only one"], "takes 2 text")
+    _fails(capsys, ["predict", "--run", run, "--text", "a premise", " "], "--text: the sentence2 text is empty")
     _fails(capsys, ["predict", "--run", run, "--text", "a", "b", "--split", "test"], "exactly one of")
     _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.xlsx")], ".csv, .tsv or .jsonl")
     _fails(capsys, ["predict", "--run", run, "--split", "validation", "--output", str(tmp_path / "x.csv"), "--zip"], "--split test")

@@ -422,6 +422,9 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        empty = next((name for name, text in zip(task.text_fields, args.text, strict=True) if not text.strip()), None)
+        if empty is not None:
+            raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
         return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], False
     examples = _split_examples(cfg, task, args.split, args.whole_split)
     inputs = [{**dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)} for ex in examples]
