@@ -18,6 +18,10 @@ from olft.precision import to_fp32
 METHODS = ("adapter", "lora", "prefix")
 
 
+def _unknown(name: str) -> OlftError:
+    return OlftError(f"Unknown method '{name}': use one of {', '.join(METHODS)}.")
+
+
 def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
     """Put the configured PEFT module into `layers` of `stack` (base stays frozen).
 
@@ -35,7 +39,7 @@ def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
 
         applied = apply_prefix(stack, layers, cfg.prefix_length, cfg.prefix_reparam, cfg.prefix_hidden)
     else:
-        raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+        raise _unknown(cfg.name)
     to_fp32(applied.params.values())
     return applied
 
@@ -50,7 +54,7 @@ def check_method(stack: Stack, cfg: MethodConfig) -> None:
 
         check_prefix(stack, list(range(stack.num_layers)), cfg.prefix_length)
     elif cfg.name not in METHODS:
-        raise OlftError(f"Unknown method '{cfg.name}': use one of {', '.join(METHODS)}.")
+        raise _unknown(cfg.name)
 
 
 __all__ = ["METHODS", "Applied", "apply_method", "check_method"]
