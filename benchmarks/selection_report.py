@@ -235,3 +235,36 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
         lines.append(f"| {unit} | {', '.join(f'{k}: {v:.1f}' for k, v in oracle.items())} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: picked layer (regret in points)."]
     atomic_write(results_dir / f"{tag}.md", "\n".join(lines) + "\n")
+
+
+SHORT_SETUPS = ("exhaustive", "probe-halving", "probe-keep2", "auto", "probe", "gradient")
+
+
+def summary_md(d: dict, setups: tuple[str, ...] = SHORT_SETUPS) -> str:
+    """The short table docs/selection.md quotes: per selector its units, regret (validation points
+    x100 against the oracle's best layer: mean, max, share within REGRET_TARGET), cost as a
+    fraction of exhaustive's seconds, and its pick per unit. From a report's JSON only:
+    `python benchmarks/selection_report.py docs/results/selection-<model>-<method>.json`."""
+    s = d["summary"]
+    rows = [r for r in d["rows"] if r["setup"] in s]
+    units = sorted({r["unit"] for r in rows if r["setup"] != "oracle-other-seed"})
+    lines = [f"| selector | units | regret mean (pts) | regret max | regret <= {REGRET_TARGET} | cost vs exhaustive | "
+             f"picks ({', '.join(units)}) |", "|---|---|---|---|---|---|---|"]
+    for name in (n for n in setups if n in s):
+        x = s[name]
+        picks = {r["unit"]: r["pick"] for r in rows if r["setup"] == name}
+        lines.append(f"| {name} | {x['units']} | {x['regret_mean']:.2f} | {x['regret_max']:.2f} | {x['within_target']:.0%} | "
+                     f"{_f(x['cost'])} | {', '.join(str(picks.get(u, '-')) for u in units)} |")
+    flat = d.get("oracle_flat_units") or []
+    lines += ["", f"{len(units)} units" + (f" of {d['planned_units']}" if d.get("planned_units") else "")
+              + (" (partial)" if d.get("partial") else "")
+              + (f"; left out as flat (every layer within {REGRET_TARGET} points): {', '.join(flat)}" if flat else "") + "."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # print docs/selection.md's short table from a report's JSON
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python benchmarks/selection_report.py docs/results/selection-<model>-<method>.json")
+    print(summary_md(json.loads(Path(sys.argv[1]).read_text())))

@@ -381,6 +381,11 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
     assert probe["spearman"] == pytest.approx(1.0) and ex["spearman"] == pytest.approx(0.5)
     assert (tmp_path / "out" / "selection-m-adapter.png").is_file()
     assert "(PARTIAL)" in (tmp_path / "out" / "selection-m-adapter.md").read_text()
+    short = selection_report.summary_md(data).splitlines()  # the short table docs/selection.md quotes
+    assert short[0].endswith("picks (cola-s0, sst2-s0) |")  # the flat unit's picks are shown, its regret left out
+    assert short[2] == "| exhaustive | 1 | 5.00 | 5.00 | 0% | 1.00 | 0, 2 |"
+    assert short[3] == "| probe | 1 | 0.00 | 0.00 | 100% | 0.05 | 2, 1 |"
+    assert short[-1] == "2 units of 4 (partial); left out as flat (every layer within 0.5 points): cola-s0."
 
 
 def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
