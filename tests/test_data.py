@@ -163,3 +163,15 @@ def test_smollm2_rte_dev_never_loses_a_hypothesis():
     for ex, ids in zip(dev, enc.input_ids, strict=True):
         hypothesis = tok(ex.texts[1], add_special_tokens=False)["input_ids"]
         assert len(ids) <= 128 and ids[-len(hypothesis) + 1 :] == hypothesis[1:]
+
+
+def test_zero_token_texts_are_all_named_in_one_message(bert_tok):
+    """Several blank texts: one message names the first five lines, how many more, and the fix."""
+    examples = [_pair("a cat", "yes" if n not in (1, 3, 4, 6, 7, 8, 9) else " ", source=f"d.tsv:{n + 2}") for n in range(10)]
+    examples[4] = _pair("", "yes", source="d.tsv:6")  # the first text blank counts too
+    with pytest.raises(OlftError, match=r"^d\.tsv, lines 3, 5, 6, 8, 9 and 2 more \(7 rows\): a text is empty after "
+                                        r"tokenization .*Fill in or remove those rows\.$"):
+        encode(bert_tok, examples, 32)
+    two = [_pair(" ", "b", source="x.csv:2"), _pair("a", "b", source="y.jsonl:4"), Example(("a", ""), 0)]
+    with pytest.raises(OlftError, match=r"^x\.csv:2, example 3 of its split \(2 rows\): a text is empty"):
+        encode(bert_tok, two, 32)

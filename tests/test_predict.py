@@ -355,3 +355,113 @@ def test_invalid_label_refused_also_beside_a_missing_one(runs, tmp_path, capsys)
         path.write_text("sentence1\tsentence2\tlabel\n" + rows)
         _fails(capsys, ["predict", "--run", str(runs["bert"]), "--input", str(path), "--output", str(tmp_path / "o.csv")],
                f"{name}, line 2: label 'maybe' is not a RTE label")
+
+
+def _sample_positions(n, cap, seed):
+    return tasks.sample_split(list(range(n)), cap, seed)
+
+
+def test_validation_rows_start_with_the_dev_files_index_or_position(runs, tiny_glue, tmp_path, capsys):
+    """As the test split's files, --split validation rows start with `index`: the dev file's own
+    index (here not the row position), or where the dev file has none the 0-based row position,
+    also for the run's capped sample."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["bert"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["max_eval_samples"] = 13
+    (run / "config.json").write_text(json.dumps(cfg))
+    glue = tmp_path / "glue"
+    shutil.copytree(tiny_glue, glue)
+    dev = glue / "RTE" / "dev.tsv"
+    header, *rows = dev.read_text().splitlines()
+    texts = [row.split("\t", 1)[1] for row in rows]
+    dev.write_text("\n".join([header, *(f"{500 - 3 * n}\t{t}" for n, t in enumerate(texts))]) + "\n")
+    chosen = _sample_positions(len(rows), 13, cfg["train"]["seed"])
+    out = tmp_path / "dev.jsonl"
+    common = ["predict", "--run", str(run), "--split", "validation", "--glue-dir", str(glue), "-q"]
+    assert main([*common, "--output", str(out)]) == 0
+    assert [r["index"] for r in _read(out)] == [500 - 3 * p for p in chosen]
+    assert main([*common, "--whole-split", "--output", str(tmp_path / "dev.csv")]) == 0
+    with open(tmp_path / "dev.csv", newline="") as f:
+        assert next(csv.reader(f))[0] == "index"  # first, as in the test split's files
+    assert [r["index"] for r in _read(tmp_path / "dev.csv")] == [str(500 - 3 * n) for n in range(len(rows))]
+    dev.write_text("\n".join(["sentence1\tsentence2\tlabel", *texts]) + "\n")  # no index column (as SST-2, CoLA, MRPC)
+    assert main([*common, "--output", str(out)]) == 0
+    capsys.readouterr()
+    got = _read(out)
+    assert [r["index"] for r in got] == chosen != list(range(13))
+    assert [r["sentence1"] for r in got] == [texts[p].split("\t")[0] for p in chosen]
+
+
+def test_partly_labelled_input_is_scored_on_its_labelled_rows(runs, tmp_path, capsys):
+    """Blank labels do not make a file unlabelled: every row is predicted, the metrics are those of
+    the labelled rows, and the line says on how many rows."""
+    pairs = [("the movie was good", "yes the cat", "entailment"), ("a dog sat on the mat", "no", ""),
+             ("really bad plot", "the film is fun", "not_entailment"), ("the cat sat", "no dog", "entailment"),
+             ("a man runs", "yes", "")]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in pairs))
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--run", str(runs["bert"]), "--input", str(tsv), "--output", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    rows = _read(out)
+    assert [r["label"] for r in rows] == [c for _, _, c in pairs] and all(r["prediction"] for r in rows)
+    hits = [r["prediction"] == r["label"] for r in rows if r["label"]]
+    assert f"accuracy={np.mean(hits):.4f} (on 3 of 5 rows that have a label)" in printed, printed
+
+
+def test_blank_texts_are_refused_naming_their_lines(runs, tmp_path, capsys):
+    """A blank text cannot be predicted: the whole file is refused, naming the lines (the first
+    few, then how many more) and the fix, and no output is written."""
+    rows = ["the cat\tyes"] * 9
+    for line in (3, 5, 6, 7, 8, 9, 10):  # file lines; the header is line 1
+        rows[line - 2] = "a dog\t " if line % 2 else " \tno"
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("sentence1\tsentence2\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    args = ["predict", "--run", str(runs["bert"]), "--input", str(tsv), "--output", str(out)]
+    _fails(capsys, args, f"{tsv}, lines 3, 5, 6, 7, 8 and 2 more (7 rows): a text is empty after tokenization")
+    _fails(capsys, args, "Fill in or remove those rows.")
+    assert not out.exists()
+
+
+def test_a_submission_zip_always_matches_the_folders_files(runs, tiny_glue, tmp_path, capsys, monkeypatch):
+    """A rerun rebuilds a submission.zip already in the folder (with or without --zip) from the
+    folder's files; a run that stops before it is rebuilt leaves none, and says so."""
+    glue = _test_glue(tiny_glue, tmp_path)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "CoLA.tsv").write_text("index\tprediction\n0\t1\n")  # another task's file, from another run
+    args = ["predict", "--run", str(runs["bert"]), "--split", "test", "--glue-dir", str(glue), "--output", str(sub), "-q"]
+
+    def zipped():
+        with zipfile.ZipFile(sub / "submission.zip") as z:
+            return {name: z.read(name).decode() for name in z.namelist()}
+
+    assert main(args) == 0 and not (sub / "submission.zip").exists()  # none asked for, none made
+    assert main([*args, "--zip"]) == 0
+    assert zipped() == {"CoLA.tsv": "index\tprediction\n0\t1\n", "RTE.tsv": (sub / "RTE.tsv").read_text()}
+    (glue / "RTE" / "test.tsv").write_text("index\tsentence1\tsentence2\n5\ta new cat\tno\n")  # new test rows
+    (sub / "CoLA.tsv").unlink()
+    assert main(args) == 0  # no --zip: the zip there is rebuilt all the same
+    assert f"wrote {sub / 'submission.zip'} (rebuilt" in capsys.readouterr().out
+    assert (sub / "RTE.tsv").read_text().splitlines()[1].startswith("5\t")
+    assert zipped() == {"RTE.tsv": (sub / "RTE.tsv").read_text()}
+    assert sorted(p.name for p in sub.iterdir()) == ["RTE.tsv", "submission.zip"]  # no temporary file left
+
+    def stopped(*a, **k):
+        raise OlftError("stopped half-way")
+
+    real = predict.logits
+    monkeypatch.setattr(predict, "logits", stopped)  # before the new files are written: the old zip is gone
+    _fails(capsys, args, "stopped half-way")
+    assert sorted(p.name for p in sub.iterdir()) == ["RTE.tsv"]
+    monkeypatch.setattr(predict, "logits", real)
+    assert main([*args, "--zip"]) == 0 and zipped() == {"RTE.tsv": (sub / "RTE.tsv").read_text()}
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", full_disk)
+    _fails(capsys, args, f"Cannot write {sub / 'submission.zip'} (No space left on device); {sub} has no submission.zip now")
+    assert sorted(p.name for p in sub.iterdir()) == ["RTE.tsv"]

@@ -370,24 +370,30 @@ def test_jsonl_sources_name_their_lines(tmp_path):
     assert [ex.source for ex in examples] == [f"{tmp_path / 's.jsonl'}:1", f"{tmp_path / 's.jsonl'}:3"]
 
 
-# -- read_file with labels optional (prediction files): the same checks, and labels only when all are there
+# -- read_file with labels optional (prediction files): the same checks, and the labels rows have
 
 
 def test_read_file_labels_optional(tmp_path):
     rte = TASKS["rte"]
     for name, content in (("u.csv", "sentence1,sentence2\na,b\nc,d\n"), ("u.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n1\tc\td\n"),
-                          ("u.jsonl", '{"sentence1": "a", "sentence2": "b"}\n\n{"sentence1": "c", "sentence2": "d", "label": 1}\n')):
+                          ("u.jsonl", '{"sentence1": "a", "sentence2": "b"}\n\n{"sentence1": "c", "sentence2": "d"}\n')):
         got = read_file(rte, _write(tmp_path, name, content), labels_required=False)
         assert got.examples == [Example(("a", "b"), 0), Example(("c", "d"), 0)] and not got.labelled, name
-        assert got.text_columns == ("sentence1", "sentence2")
+        assert got.has_label == [False, False] and got.text_columns == ("sentence1", "sentence2")
+    # A label key the first object lacks is still read from the objects that have it.
+    _write(tmp_path, "u.jsonl", '{"sentence1": "a", "sentence2": "b"}\n\n{"sentence1": "c", "sentence2": "d", "label": 1}\n')
+    got = read_file(rte, tmp_path / "u.jsonl", labels_required=False)
+    assert got.examples == [Example(("a", "b"), 0), Example(("c", "d"), 1)] and got.has_label == [False, True]
     assert read_file(rte, tmp_path / "u.jsonl", labels_required=False).examples[1].source == f"{tmp_path / 'u.jsonl'}:3"
     labelled = _write(tmp_path, "l.csv", "sentence1,sentence2,label\na,b,not_entailment\nc,d,0\n")
     got = read_file(rte, labelled, labels_required=False)
     assert got.labelled and got.examples == [Example(("a", "b"), 1), Example(("c", "d"), 0)] == load_file(rte, labelled)
     assert read_file(TASKS["mnli"], _write(tmp_path, "m.tsv", "sentence1\tsentence2\tgold_label\na\tb\tneutral\n"),
                      labels_required=False).text_columns == ("sentence1", "sentence2")
-    partly = _write(tmp_path, "p.csv", "sentence1,sentence2,label\na,b,1\nc,d,\n")
-    assert not read_file(rte, partly, labels_required=False).labelled  # metrics need every label
+    partly = _write(tmp_path, "p.csv", "sentence1,sentence2,label\na,b,1\nc,d,\ne,f,entailment\n")
+    got = read_file(rte, partly, labels_required=False)  # scored on the rows that have a label
+    assert got.has_label == [True, False, True] and not got.labelled
+    assert got.examples == [Example(("a", "b"), 1), Example(("c", "d"), 0), Example(("e", "f"), 0)]
     for name, content in (("pb.csv", "sentence1,sentence2,label\na,b,maybe\nc,d,\n"),  # a missing label does not hide a bad one
                           ("pb.jsonl", '{"sentence1": "a", "sentence2": "b", "label": "maybe"}\n{"sentence1": "c", "sentence2": "d"}\n')):
         with pytest.raises(OlftError, match=rf"{name}, line [12]: label 'maybe' is not a RTE label"):
@@ -679,3 +685,50 @@ def test_fuzz_rows_only_raise_olft_error(tmp_path, rows, sep, suffix, name):
     folder.mkdir(exist_ok=True)
     (folder / "train.tsv").write_text(text, encoding="utf-8")
     _assert_only_olft_errors(lambda: load_glue(TASKS[name], "train", tmp_path))
+
+
+# -- STS-B scores: 0 to 5, checked by every reader through one parse_label
+
+
+@pytest.mark.parametrize("score", ["5.5", "-0.1", "7"])
+def test_stsb_score_outside_0_to_5_is_refused_by_every_reader(tmp_path, monkeypatch, score):
+    import datasets
+
+    stsb = TASKS["stsb"]
+    csv_file = _write(tmp_path, "s.csv", f"sentence1,sentence2,label\na,b,3\nc,d,{score}\n")
+    phrase = rf"s\.csv, line 3: label '{score}' is out of range: STS-B similarity scores run from 0 to 5"
+    with pytest.raises(OlftError, match=phrase):
+        load_file(stsb, csv_file)  # training data
+    with pytest.raises(OlftError, match=phrase):
+        read_file(stsb, csv_file, labels_required=False)  # a file to predict on
+    (tmp_path / "STS-B").mkdir()
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    (tmp_path / "STS-B" / "train.tsv").write_text(head + f"0\tg\tf\ty\to\ts\ts\ta\tb\t{score}\n")
+    with pytest.raises(OlftError, match=rf"train\.tsv, line 2: label '{score}' is out of range.*Fix that label or remove the row"):
+        load_glue(stsb, "train", tmp_path)
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [float(score)]}))
+    with pytest.raises(OlftError, match=r"stsb/validation, row 0: label .* is out of range"):
+        load_hf(stsb, "validation")
+
+
+def test_stsb_scores_0_and_5_are_valid(tmp_path):
+    path = _write(tmp_path, "s.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 0}\n'
+                                       '{"sentence1": "c", "sentence2": "d", "label": "5.0"}\n')
+    assert [ex.label for ex in load_file(TASKS["stsb"], path)] == [0.0, 5.0]
+
+
+def test_glue_ids_are_the_index_or_id_column(tmp_path):
+    """The row ids `olft predict --split validation` writes: `index`, QQP's `id`, or none."""
+    from olft.tasks import glue_ids
+
+    _rte(tmp_path, RTE_HEAD + "7\ta\tb\tentailment\n3\tc\td\tnot_entailment\n")
+    assert glue_ids(TASKS["rte"], "train", tmp_path) == ["7", "3"]
+    (tmp_path / "QQP").mkdir()
+    qqp = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n{}\t1\t2\ta?\tb?\t0\n9\t3\t4\tc?\td?\t1\n"
+    (tmp_path / "QQP" / "dev.tsv").write_text(qqp.format("402"))
+    assert glue_ids(TASKS["qqp"], "validation", tmp_path) == ["402", "9"]
+    (tmp_path / "QQP" / "dev.tsv").write_text(qqp.format(""))  # an id missing: none is used
+    assert glue_ids(TASKS["qqp"], "validation", tmp_path) is None
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    assert glue_ids(TASKS["sst2"], "validation", tmp_path) is None

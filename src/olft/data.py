@@ -187,15 +187,34 @@ def _tokenize(tokenizer, firsts: list[str], seconds: list[str] | None, keep: Seq
     return {name: [list(x) for x in enc[name]] for name in ("input_ids", *keep) if name in enc}
 
 
-def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]]) -> None:
-    """A text with zero tokens would reach the model as nothing (or crash a decoder): refuse it."""
-    for j, lengths in enumerate(pieces):
-        for i, n in enumerate(lengths):
-            if n == 0:
-                where = getattr(examples[i], "source", None) or f"example {i + 1} of its split"
-                which = f" {TEXT_NAMES[j]} (text {j + 1} of {len(pieces)})" if len(pieces) > 1 else " its text"
-                raise OlftError(f"{where}:{which} is empty after tokenization (zero tokens: blank, or only "
-                                "characters the tokenizer drops). Fix or remove that example.")
+def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]], shown: int = 5) -> None:
+    """A text with zero tokens would reach the model as nothing (or crash a decoder): refuse it,
+    naming every such example (the first `shown`, then how many more), so one fix covers all."""
+    empty = [(i, j) for i in range(len(examples)) for j, lengths in enumerate(pieces) if lengths[i] == 0]
+    if not empty:
+        return
+    rows = list(dict.fromkeys(i for i, _ in empty))
+    why = "empty after tokenization (zero tokens: blank, or only characters the tokenizer drops)"
+    if len(rows) == 1:
+        i, j = empty[0]
+        which = f" {TEXT_NAMES[j]} (text {j + 1} of {len(pieces)})" if len(pieces) > 1 else " its text"
+        raise OlftError(f"{_where(examples, [i])}:{which} is {why}. Fill in or remove that row.")
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    raise OlftError(f"{_where(examples, rows[:shown])}{more} ({len(rows)} rows): a text is {why}. "
+                    "Fill in or remove those rows.")
+
+
+def _where(examples: Sequence, indices: list[int]) -> str:
+    """Where examples came from, for a message: "d.tsv:3" for one; "d.tsv, lines 3, 8" for several of
+    one file; else their sources (or positions: "example 4 of its split") one after another."""
+    sources = [getattr(examples[i], "source", None) or f"example {i + 1} of its split" for i in indices]
+    if len(sources) == 1:
+        return sources[0]
+    files = {src.rpartition(":")[0] for src in sources}
+    lines = [src.rpartition(":")[2] for src in sources]
+    if len(files) == 1 and "" not in files and all(line.isdigit() for line in lines):
+        return f"{files.pop()}, lines {', '.join(lines)}"
+    return ", ".join(sources)
 
 
 def _cut_joined(tokenizer, texts: list[str], lengths: list[int], budget: int, max_length: int, keep: Sequence[str],

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+import re
 import sys
 import tempfile
 import zipfile
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from olft import tasks
+from olft.atomic import atomic_path, atomic_write
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.runfolder import describe_status, read_run, safe_name
@@ -51,6 +53,7 @@ SUBMISSIONS["mnli-mm"] = SUBMISSIONS["mnli"]
 NAMED_LABELS = {"mnli", "mnli-mm", "rte", "qnli"}  # the server wants these as label names
 OPTIONAL = {"AX.tsv"}  # the diagnostic set is not part of every GLUE download
 SUBMISSION_NAMES = {name for files in SUBMISSIONS.values() for _, name in files}
+ZIP_NAME = "submission.zip"
 FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
@@ -174,10 +177,10 @@ def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]
 # -- input and output files ---------------------------------------------------------------------
 
 
-def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[dict], bool]:
+def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[dict], list[bool]]:
     """Examples of a CSV/TSV/JSONL file (labels optional), each one's input row (every column,
     by name, in file order: ids, the gold label and other columns go through to the output),
-    and whether every row had a label (then the labels are real; else they are placeholders).
+    and which rows have a label (the others' labels are placeholders; a blank label is none).
 
     Read by `tasks.read_file` with the run's --text-columns and --label-column, so a prediction
     file passes the same checks as training data. Raises OlftError naming the line and the fix,
@@ -193,7 +196,7 @@ def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[task
     if clash is not None:
         raise OlftError(f"{path} has a column {clash!r}, which the output's own {clash!r} column would overwrite "
                         "(a previous predictions file?): rename or drop that column.")
-    return loaded.examples, loaded.records, loaded.labelled
+    return loaded.examples, loaded.records, loaded.has_label
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -203,8 +206,6 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     without that key) leaves its cell empty (CSV/TSV) or the key out (JSON Lines).
     Raises OlftError naming the path where the file cannot be written.
     """
-    from olft.report import atomic_write
-
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -306,13 +307,22 @@ def submission_label(task: tasks.Task, raw_row: np.ndarray) -> str:
     return task.labels[p] if task.name in NAMED_LABELS else str(p)
 
 
-def write_submission(session, out_dir: Path, batch_size: int | None) -> list[Path]:
-    from olft.report import atomic_write
+def write_submission(session, out_dir: Path, batch_size: int | None, make_zip: bool = False) -> list[Path]:
+    """Write the task's GLUE submission files into `out_dir`, and its submission.zip with
+    `make_zip` or where the folder already has one; returns the paths written.
 
+    The zip packs every submission file of the folder, so one made before would disagree with
+    the files written now: it is removed before the first file is replaced (a run stopped
+    half-way leaves none) and rebuilt from the folder's files at the end.
+    """
     task = session.task
     files = submission_files(task, session.cfg.data.glue_dir)
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
+    old_zip = out_dir / ZIP_NAME
+    make_zip = make_zip or old_zip.exists()
+    with writing(old_zip):
+        old_zip.unlink(missing_ok=True)
     written = []
     for src, name in files:
         index, examples = read_test_file(task, src)
@@ -321,21 +331,31 @@ def write_submission(session, out_dir: Path, batch_size: int | None) -> list[Pat
         with writing(out_dir / name):
             atomic_write(out_dir / name, "\n".join(lines) + "\n")
         written.append(out_dir / name)
-    return written
+    return [*written, zip_submission(out_dir)] if make_zip else written
 
 
 def zip_submission(out_dir: Path) -> Path:
-    """Pack every GLUE submission file in `out_dir` into `out_dir/submission.zip` (flat)."""
+    """Pack every GLUE submission file in `out_dir` into `out_dir/submission.zip` (flat), atomically.
+
+    Raises OlftError where there is none to pack, or where the zip cannot be written: then any
+    old submission.zip is removed too (it would not match the folder's files), and the message says so.
+    """
     found = sorted(p for p in out_dir.iterdir() if p.name in SUBMISSION_NAMES)
     if not found:
         raise OlftError(f"No GLUE submission files in {out_dir} to zip (looked for {', '.join(sorted(SUBMISSION_NAMES))}).")
-    target = out_dir / "submission.zip"
-    tmp = out_dir / ".submission.zip.tmp"
-    with writing(target):
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    target = out_dir / ZIP_NAME
+    try:
+        with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for p in found:
                 z.write(p, arcname=p.name)
-        tmp.replace(target)
+    except OSError as exc:
+        try:
+            target.unlink(missing_ok=True)
+            left = f"{out_dir} has no {ZIP_NAME} now, so none disagrees with its files"
+        except OSError:
+            left = f"the old {target} is still there and may not match the folder's files: delete it"
+        raise OlftError(f"Cannot write {target} ({exc.strerror or exc}); {left}. "
+                        "Make room or fix the folder's permissions and rerun with --zip.") from None
     return target
 
 
@@ -346,7 +366,7 @@ def add_predict_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
-    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics are printed). "
+    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics on the rows that have one). "
                    "The output keeps every input column, then prediction (and prob_<label> per class).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
@@ -380,10 +400,9 @@ def predict_command(args) -> int:
         submission_files(task, info.cfg.data.glue_dir)  # fail before loading the model
         check_folder_output(Path(args.output))
         with tuned(info, args.quiet) as session:
-            for path in write_submission(session, Path(args.output), args.batch_size):
-                print(f"wrote {path}")
-        if args.zip:
-            print(f"wrote {zip_submission(Path(args.output))}")
+            for path in write_submission(session, Path(args.output), args.batch_size, args.zip):
+                why = " (rebuilt from the folder's files: the one there before would not match them)"
+                print(f"wrote {path}{why if path.name == ZIP_NAME and not args.zip else ''}")
         return 0
     if args.zip:
         raise OlftError("--zip packs GLUE submission files: use it with --split test.")
@@ -394,7 +413,7 @@ def predict_command(args) -> int:
         raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
     if output is not None:
         check_output(output, Path(args.input) if args.input else None)
-    examples, inputs, labelled = _examples(args, info.cfg, task)
+    examples, inputs, has_label = _examples(args, info.cfg, task)
     with tuned(info, args.quiet) as session:
         raw = logits(session, examples, args.batch_size)
     rows, preds = rows_for(task, raw)
@@ -404,18 +423,21 @@ def predict_command(args) -> int:
         print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}", file=sys.stderr)
     else:
         print(json.dumps(rows[0]))
-    if labelled:
-        metrics = tasks.compute_metrics(task, preds, [ex.label for ex in examples])
-        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    scored = [i for i, has in enumerate(has_label) if has]
+    if scored:  # a partly labelled file is scored on the rows that have a label
+        metrics = tasks.compute_metrics(task, preds[scored], [examples[i].label for i in scored])
+        which = "" if len(scored) == len(examples) else f" (on {len(scored)} of {len(examples)} rows that have a label)"
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + which)
     return 0
 
 
-def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Example], list[dict], bool]:
-    """(examples, the columns each output row starts with, labelled) of --text, --input or --split.
+def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Example], list[dict], list[bool]]:
+    """(examples, the columns each output row starts with, which have a label) of --text, --input or --split.
 
     An --input row keeps all its columns (ids, its own gold label column), so the output joins
-    back to the input; a --split validation row, read by the task's loader, gets its texts and
-    the gold `label` beside the prediction, to be compared row by row.
+    back to the input; a --split validation row, read by the task's loader, gets its id (`index`,
+    as the test split's files), its texts and the gold `label` beside the prediction, to be
+    compared row by row.
     """
     if args.input:
         return read_inputs(task, cfg, Path(args.input))
@@ -425,10 +447,11 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
         empty = next((name for name, text in zip(task.text_fields, args.text, strict=True) if not text.strip()), None)
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
-        return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], False
-    examples = _split_examples(cfg, task, args.split, args.whole_split)
-    inputs = [{**dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)} for ex in examples]
-    return examples, inputs, True
+        return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], [False]
+    examples, ids = _split_examples(cfg, task, args.split, args.whole_split)
+    inputs = [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
+              for i, ex in zip(ids, examples, strict=True)]
+    return examples, inputs, [True] * len(examples)
 
 
 def _label_text(task: tasks.Task, label: float) -> str | float:
@@ -436,10 +459,11 @@ def _label_text(task: tasks.Task, label: float) -> str | float:
     return float(label) if task.is_regression else task.labels[int(label)]
 
 
-def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> list[tasks.Example]:
+def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> tuple[list[tasks.Example], list]:
     """The examples of a labelled evaluation split (`validation` = the task's headline split)
     that the run scored (its --max-eval-samples cap and --seed, through `pipeline.eval_sample`,
-    so the metrics are `olft evaluate`'s), or with `whole` all of them; says on stderr which."""
+    so the metrics are `olft evaluate`'s), or with `whole` all of them, and their ids (see
+    `_split_ids`); says on stderr which."""
     from olft.pipeline import eval_sample, load_split
 
     name = task.eval_splits[0] if split == "validation" else split
@@ -450,9 +474,33 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
                             "or pass the file as --input FILE to get its predictions.")
         raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use --split {offered}.")
     every = load_split(cfg, task, "validation" if cfg.data.data_source == "file" else name)
-    examples = every if whole else eval_sample(cfg, every)
+    chosen = list(range(len(every)))
+    chosen = chosen if whole else eval_sample(cfg, chosen)  # the positions `eval_sample(cfg, every)` keeps
+    examples = [every[i] for i in chosen]
+    ids = _split_ids(cfg, task, name) or list(range(len(every)))
     cap = cfg.data.max_eval_samples
     why = ("--whole-split" if whole else f"the run's --max-eval-samples {cap}, as `olft evaluate`; --whole-split scores all"
            if len(examples) < len(every) else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
     print(f"scoring {len(examples)} of {len(every)} {split} examples ({why})", file=sys.stderr)
-    return examples
+    return examples, [ids[i] for i in chosen]
+
+
+def _split_ids(cfg: RunConfig, task: tasks.Task, split: str) -> list | None:
+    """Each example's id in an evaluation split, as `load_split` reads it, for the `index` column
+    that `--split test` files have too: the GLUE file's `index` (QQP: `id`) column, or a
+    --validation-file's `index` or `id` column; None where there is none, or a row's is empty
+    (CoLA, SST-2 and MRPC dev files; the `datasets` library, whose `idx` is the row position),
+    and then the caller uses the 0-based row position in the split. Whole-number ids are given
+    as numbers, as positions are.
+    """
+    d = cfg.data
+    if d.data_source == "datasets":
+        return None
+    if d.data_source == "file":
+        columns = d.text_columns.split(",") if d.text_columns else None
+        records = tasks.read_file(task, d.validation_file, columns, d.label_column).records
+        name = next((c for c in tasks.ID_COLUMNS if all(r.get(c) is not None and str(r[c]).strip() for r in records)), None)
+        ids = None if name is None else [r[name] for r in records]
+    else:
+        ids = tasks.glue_ids(task, split, d.glue_dir)
+    return None if ids is None else [int(i) if isinstance(i, str) and re.fullmatch(r"0|[1-9][0-9]*", i) else i for i in ids]

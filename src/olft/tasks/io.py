@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from olft.errors import OlftError
 from olft.tasks.registry import Example, Task, allowed_labels, check_split, parse_label
 
 HF_DATASET = "nyu-mll/glue"
-log = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------------------- text and tables
@@ -107,14 +105,13 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
 
 def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[_Row],
                          text_idx: list[int], label_idx: int | None, delimiter: str,
-                         labels_required: bool = True, also: Sequence[int] = ()) -> tuple[list[Example], bool]:
-    """(examples, labelled) from parsed rows: texts at `text_idx`, the label at `label_idx`
-    (every row must also reach the columns `also`).
+                         labels_required: bool = True, also: Sequence[int] = ()) -> tuple[list[Example], list[bool]]:
+    """(examples, which of them have a label) from parsed rows: texts at `text_idx`, the label
+    at `label_idx` (every row must also reach the columns `also`).
 
-    `labels_required=False`: the label column may be absent (None), and the labels are used
-    only when every row has one (else each example gets the placeholder label 0, or 0.0 for a
-    regression task, and `labelled` is False). Rows merged by an unbalanced quote are found
-    by their labels when every row has one, else by their field counts (`_check_no_merged_rows`).
+    `labels_required=False`: the label column may be absent (None) and a row's label blank
+    (see `_optional_labels`). Rows merged by an unbalanced quote are found by their labels when
+    every row has one, else by their field counts (`_check_no_merged_rows`).
     """
     if not rows:
         raise OlftError(f"{path} has a header but no data rows (empty split). "
@@ -134,27 +131,23 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
         label = parse_label(task, row.fields[label_idx], f"{path}, line {row.line}") if labels_required else placeholder
         examples.append(Example(tuple(row.fields[i] for i in text_idx), label, f"{path}:{row.line}"))
     if labels_required:
-        return examples, True
-    return _optional_labels(task, examples, raw, [f"{path}, line {row.line}" for row in rows], path)
+        return examples, [True] * len(examples)
+    return _optional_labels(task, examples, raw, [f"{path}, line {row.line}" for row in rows])
 
 
-def _optional_labels(task: Task, examples: list[Example], raw: list[Any], where: list[str],
-                     path: Path) -> tuple[list[Example], bool]:
-    """Examples with their labels when every one has a label, else as they are.
+def _optional_labels(task: Task, examples: list[Example], raw: list[Any],
+                     where: list[str]) -> tuple[list[Example], list[bool]]:
+    """The examples with the label of each row that has one, and which rows have one.
 
-    Every label given must be valid, also when some rows have none: only an empty or missing
-    label makes the file unlabelled (a typo such as `maybe` is refused, naming its line,
-    whether or not another row lacks a label).
+    A row whose label is empty or missing keeps its placeholder label (0, or 0.0 for a
+    regression task), so a partly labelled file is scored on its labelled rows. Every label
+    given must be valid: a typo such as `maybe` is refused, naming its line, whether or not
+    another row lacks a label.
     """
     parsed = [parse_label(task, r, w) if r is not None and str(r).strip() != "" else None
               for r, w in zip(raw, where, strict=True)]
-    missing = parsed.count(None)
-    if missing == len(parsed):
-        return examples, False
-    if missing:
-        log.warning("%s: %d of %d rows have no label; reading the file as unlabelled", path, missing, len(parsed))
-        return examples, False
-    return [Example(ex.texts, label, ex.source) for ex, label in zip(examples, parsed, strict=True)], True
+    examples = [ex if label is None else Example(ex.texts, label, ex.source) for ex, label in zip(examples, parsed, strict=True)]
+    return examples, [label is not None for label in parsed]
 
 
 def _check_row_shape(path: Path, header: list[str], row: _Row, need: int, delimiter: str) -> None:
@@ -242,17 +235,37 @@ def load_glue(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = 
     (a tab inside a text) is an error, as is any other row that cannot be read.
     """
     split = check_split(task, split)
-    path = _glue_path(task, split, glue_dir)
-    fix = f"Replace it with the original GLUE {task.glue_folder}/{path.name}."
-    text = _read_text(path, fix)
-    rows = _parse_rows(text, path, "\t", quoted=False)
-    header = list(task.tsv_fixed_header or rows[0].fields)
-    rows = rows if task.tsv_fixed_header else rows[1:]
+    path, text, header, rows, fix = _glue_table(task, split, glue_dir)
     wanted = (*task.tsv_text_columns, task.tsv_label_column)
     if split != "train":
         fix += " (Test files have no labels and cannot be used for evaluation.)"
     columns = _find_columns(header, [wanted], path, "\t", fix)
     return _examples_from_table(task, path, text, header, rows, columns[:-1], columns[-1], "\t")[0]
+
+
+ID_COLUMNS = ("index", "id")  # row ids in GLUE's files: `index`, as in the test files; QQP's dev file has `id`
+
+
+def glue_ids(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = None) -> list[str] | None:
+    """Each row's id in a GLUE split's file, in the order of `load_glue`'s examples: the file's
+    `index` column (QQP: `id`); None where it has neither (CoLA, SST-2 and MRPC dev files) or
+    where a row's id is empty (a QQP dev file rebuilt from the `datasets` copy has no ids)."""
+    _, _, header, rows, _ = _glue_table(task, split, glue_dir)
+    names = [h.strip() for h in header]
+    column = next((names.index(c) for c in ID_COLUMNS if c in names), None)
+    ids = [row.fields[column].strip() if column is not None and column < len(row.fields) else "" for row in rows]
+    return ids if all(ids) else None
+
+
+def _glue_table(task: Task, split: str, glue_dir: str | os.PathLike[str] | None) -> tuple[Path, str, list[str], list[_Row], str]:
+    """(path, text, header, data rows, fix) of a GLUE split's TSV; CoLA's headerless files get their fixed header."""
+    split = check_split(task, split)
+    path = _glue_path(task, split, glue_dir)
+    fix = f"Replace it with the original GLUE {task.glue_folder}/{path.name}."
+    text = _read_text(path, fix)
+    rows = _parse_rows(text, path, "\t", quoted=False)
+    header = list(task.tsv_fixed_header or rows[0].fields)
+    return path, text, header, rows if task.tsv_fixed_header else rows[1:], fix
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -325,8 +338,9 @@ class LoadedFile:
     """What `read_file` read from a user's file.
 
     `examples` in file order; `text_columns`: the columns (JSON keys) their texts came from;
-    `labelled`: whether the labels are the file's (else each is the placeholder 0, or 0.0 for a
-    regression task); `kept`: each `keep` column's values, one per example. `columns`: every
+    `has_label`: per example, whether its label is the file's (else it is the placeholder 0, or
+    0.0 for a regression task: the row's label was empty or missing); `labelled`: whether every
+    example has its label; `kept`: each `keep` column's values, one per example. `columns`: every
     column of the file in its order (CSV/TSV: the header; JSONL: each key where first seen), and
     `records`: each example's row as it was read, by column (a short row or a JSON object
     without a key lacks it), so predictions can carry ids and other columns through.
@@ -334,10 +348,15 @@ class LoadedFile:
 
     examples: list[Example]
     text_columns: tuple[str, ...]
-    labelled: bool
+    has_label: list[bool]
     kept: dict[str, list[str]] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every example has the file's label (none is a placeholder)."""
+        return all(self.has_label)
 
 
 def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
@@ -350,8 +369,8 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     Every non-blank line (CSV: every record) becomes an example, or the error names the line:
     field counts are checked against the header, and a quoted field running over several lines
     must not hold lines that read as rows of their own (merged by an unbalanced quote).
-    `labels_required=False` (prediction): the label column may be missing, and its labels are
-    used only when every row has one (see `LoadedFile.labelled`). `keep`: further columns every
+    `labels_required=False` (prediction): the label column may be missing and a row's label
+    empty; the labels given are used (see `LoadedFile.has_label`). `keep`: further columns every
     row must have, returned as text (e.g. the GLUE test files' `index`).
     Raises OlftError naming the file, the line and the fix.
     """
@@ -379,12 +398,12 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
         stripped = [h.strip() for h in header]
         label_idx = next((stripped.index(o[-1]) for o in options if o[-1] in stripped), None)
     keep_idx, text_idx = columns[: len(keep)], columns[len(keep) :]
-    examples, labelled = _examples_from_table(task, path, text, header, rows[1:], text_idx, label_idx, delimiter,
-                                              labels_required, keep_idx)  # fmt: skip
+    examples, has_label = _examples_from_table(task, path, text, header, rows[1:], text_idx, label_idx, delimiter,
+                                               labels_required, keep_idx)  # fmt: skip
     kept = {name: [row.fields[i] for row in rows[1:]] for name, i in zip(keep, keep_idx, strict=True)}
     names = tuple(h.strip() for h in header)
     records = [dict(zip(names, row.fields, strict=False)) for row in rows[1:]]  # a short row lacks its last columns
-    return LoadedFile(examples, tuple(names[i] for i in text_idx), labelled, kept, names, records)
+    return LoadedFile(examples, tuple(names[i] for i in text_idx), has_label, kept, names, records)
 
 
 def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
@@ -417,7 +436,7 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     """`read_file` for JSON Lines: one JSON object per non-blank line, each key once.
 
     The keys are those of the first option the first object has (texts, and the label when
-    labels are required; an optional label is any option's label key the first object has).
+    labels are required; an optional label is the first option's label key that any object has).
     """
     records: list[tuple[int, Any]] = []
     for number, line in enumerate(text.split("\n"), 1):
@@ -433,7 +452,8 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     first = first if isinstance(first, dict) else {}
     width = len(options[0]) if labels_required else len(options[0]) - 1
     wanted = next((o[:width] for o in options if all(k in first for k in o[:width])), options[0][:width])
-    label_key = wanted[-1] if labels_required else next((o[-1] for o in options if o[-1] in first), None)
+    label_key = wanted[-1] if labels_required else \
+        next((o[-1] for o in options if any(isinstance(r, dict) and o[-1] in r for _, r in records)), None)
     texts = wanted[:-1] if labels_required else wanted
     examples, raw, where = [], [], []
     for number, record in records:
@@ -446,11 +466,11 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
             raw.append(record.get(label_key) if label_key is not None else None)
         examples.append(Example(tuple(values), label, f"{path}:{number}"))
     kept = {name: [str(record[name]) for _, record in records] for name in keep}
-    labelled = labels_required
+    has_label = [True] * len(examples)
     if not labels_required:
-        examples, labelled = _optional_labels(task, examples, raw, where, path)
+        examples, has_label = _optional_labels(task, examples, raw, where)
     columns = tuple(dict.fromkeys(key for _, record in records for key in record))
-    return LoadedFile(examples, tuple(texts), labelled, kept, columns, [record for _, record in records])
+    return LoadedFile(examples, tuple(texts), has_label, kept, columns, [record for _, record in records])
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class Task:
     tsv_text_columns: tuple[str, ...]  # header names of the texts in the GLUE TSV
     tsv_label_column: str  # header name of the label in the GLUE TSV
     tsv_fixed_header: tuple[str, ...] | None = None  # column names of a headerless TSV (CoLA)
+    score_range: tuple[float, float] | None = None  # a regression label's valid (lowest, highest)
 
     @property
     def num_labels(self) -> int:
@@ -100,7 +101,9 @@ TASKS: dict[str, Task] = {
                   fields=("question", "sentence")),
     "rte": _pair("rte", "RTE", "RTE", ("entailment", "not_entailment"), ("accuracy",)),
     "wnli": _pair("wnli", "WNLI", "WNLI", ("not_entailment", "entailment"), ("accuracy",)),
-    "stsb": _pair("stsb", "STS-B", "STS-B", None, ("pearson", "spearman"), label_column="score"),
+    # GLUE's STS-B gold scores run from 0 (unrelated) to 5 (same meaning).
+    "stsb": _pair("stsb", "STS-B", "STS-B", None, ("pearson", "spearman"), label_column="score",
+                  score_range=(0.0, 5.0)),
 }
 
 # Normalized spellings (see `_norm`) that differ from a task's own normalized name.
@@ -183,7 +186,13 @@ def parse_label(task: Task, raw: Any, where: str) -> int | float:
 
 
 def _parse_score(task: Task, raw: Any, where: str) -> float:
-    """Parse a regression label; it must be a finite number."""
+    """Parse a regression label: a finite number inside the task's score range.
+
+    The one check of a score, used by every reader (training, evaluation and prediction files,
+    GLUE files, the hub), so a score out of range is refused the same way wherever it is read.
+    """
+    low, high = task.score_range or (-math.inf, math.inf)
+    scale = f" ({low:g} to {high:g})" if task.score_range else ""
     value: float | None = None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         value = float(raw)
@@ -194,7 +203,8 @@ def _parse_score(task: Task, raw: Any, where: str) -> float:
             value = None
     if value is None or not math.isfinite(value):
         raise OlftError(f"{where}: label {raw!r} is not a number. {task.display_name} labels "
-                        "are similarity scores such as 3.8 (0 to 5).")
+                        f"are similarity scores such as 3.8{scale}.")
+    if not low <= value <= high:
+        raise OlftError(f"{where}: label {raw!r} is out of range: {task.display_name} similarity scores "
+                        f"run from {low:g} to {high:g}. Fix that label or remove the row.")
     return value
-
-
