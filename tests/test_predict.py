@@ -12,7 +12,7 @@ import pytest
 from olft import predict, tasks
 from olft.cli import main
 from olft.errors import OlftError
-from olft.predict import SUBMISSIONS, submission_files, submission_label
+from olft.predict import SUBMISSIONS, read_test_file, submission_files, submission_label
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 
@@ -120,6 +120,14 @@ def test_submission_labels_as_the_server_expects():
     assert submission_label(tasks.get_task("mnli"), np.array([0.1, 0.8, 0.1])) == "neutral"
     assert submission_label(tasks.get_task("stsb"), np.array([3.14159])) == "3.142"
     assert {name for _, name in SUBMISSIONS["mnli"]} == {"MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"}
+
+
+def test_qqp_test_file_ids_are_read_from_its_id_column(tmp_path):
+    """GLUE's QQP/test.tsv names its id column `id` (the other test files: `index`)."""
+    path = tmp_path / "test.tsv"
+    path.write_text("id\tquestion1\tquestion2\n5\tis it?\tis that?\n9\twhy?\twhy not?\n")
+    ids, examples = read_test_file(tasks.get_task("qqp"), path)
+    assert ids == ["5", "9"] and examples[1].texts == ("why?", "why not?")
 
 
 def test_mnli_submission_files(tmp_path):

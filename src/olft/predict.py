@@ -295,9 +295,16 @@ def submission_files(task: tasks.Task, glue_dir: str | None) -> list[tuple[Path,
 
 
 def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.Example]]:
-    """(index column, unlabelled examples) of a GLUE test TSV (`index` plus the text columns)."""
-    loaded = tasks.read_file(task, path, labels_required=False, keep=("index",))
-    return loaded.kept["index"], loaded.examples
+    """(id column, unlabelled examples) of a GLUE test TSV: its `index` column (QQP's test file
+    names it `id`) plus the text columns. The submission writes these ids under `index`."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = [h.strip() for h in f.readline().split("\t")]
+    except OSError:
+        header = []  # read_file says what is wrong with the file
+    column = next((c for c in tasks.ID_COLUMNS if c in header), tasks.ID_COLUMNS[0])
+    loaded = tasks.read_file(task, path, labels_required=False, keep=(column,))
+    return loaded.kept[column], loaded.examples
 
 
 def submission_label(task: tasks.Task, raw_row: np.ndarray) -> str:
