@@ -12,7 +12,7 @@ import pytest
 from olft import predict, tasks
 from olft.cli import main
 from olft.errors import OlftError
-from olft.predict import SUBMISSIONS, read_test_file, submission_files, submission_label
+from olft.submission import SUBMISSIONS, read_test_file, submission_files, submission_label
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 

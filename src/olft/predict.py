@@ -19,7 +19,6 @@ import logging
 import re
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,32 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from olft import tasks
-from olft.atomic import atomic_path, atomic_write
+from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.errors import OlftError
 from olft.runfolder import describe_status, read_run, safe_name
+from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
 log = logging.getLogger(__name__)
 
-# Submission file names and label formats of the GLUE server (gluebenchmark.com): class names for
-# the NLI tasks, class indices for the others, scores for STS-B; AX is scored with the MNLI model.
-SUBMISSIONS: dict[str, list[tuple[str, str]]] = {
-    "cola": [("CoLA/test.tsv", "CoLA.tsv")],
-    "sst2": [("SST-2/test.tsv", "SST-2.tsv")],
-    "mrpc": [("MRPC/test.tsv", "MRPC.tsv")],
-    "qqp": [("QQP/test.tsv", "QQP.tsv")],
-    "stsb": [("STS-B/test.tsv", "STS-B.tsv")],
-    "qnli": [("QNLI/test.tsv", "QNLI.tsv")],
-    "rte": [("RTE/test.tsv", "RTE.tsv")],
-    "wnli": [("WNLI/test.tsv", "WNLI.tsv")],
-    "mnli": [("MNLI/test_matched.tsv", "MNLI-m.tsv"), ("MNLI/test_mismatched.tsv", "MNLI-mm.tsv"),
-             ("diagnostic/diagnostic.tsv", "AX.tsv")],
-}
-SUBMISSIONS["mnli-mm"] = SUBMISSIONS["mnli"]
-NAMED_LABELS = {"mnli", "mnli-mm", "rte", "qnli"}  # the server wants these as label names
-OPTIONAL = {"AX.tsv"}  # the diagnostic set is not part of every GLUE download
-SUBMISSION_NAMES = {name for files in SUBMISSIONS.values() for _, name in files}
-ZIP_NAME = "submission.zip"
 FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
@@ -279,41 +260,6 @@ def check_writable(folder: Path, output: Path) -> None:
 # -- GLUE test submission --------------------------------------------------------------------------
 
 
-def submission_files(task: tasks.Task, glue_dir: str | None) -> list[tuple[Path, str]]:
-    """(GLUE test file, submission file name) pairs for the task; missing files are an error
-    (except the optional diagnostic set)."""
-    if not glue_dir:
-        raise OlftError("--split test reads the GLUE test files: pass --glue-dir or set $GLUE_DIR.")
-    out = []
-    for rel, name in SUBMISSIONS[task.name]:
-        path = Path(glue_dir) / rel
-        if path.is_file():
-            out.append((path, name))
-        elif name not in OPTIONAL:
-            raise OlftError(f"GLUE test file not found: {path}. Point --glue-dir at a GLUE folder with {rel}.")
-    return out
-
-
-def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.Example]]:
-    """(id column, unlabelled examples) of a GLUE test TSV: its `index` column (QQP's test file
-    names it `id`) plus the text columns. The submission writes these ids under `index`."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            header = [h.strip() for h in f.readline().split("\t")]
-    except OSError:
-        header = []  # read_file says what is wrong with the file
-    column = next((c for c in tasks.ID_COLUMNS if c in header), tasks.ID_COLUMNS[0])
-    loaded = tasks.read_file(task, path, labels_required=False, keep=(column,))
-    return loaded.kept[column], loaded.examples
-
-
-def submission_label(task: tasks.Task, raw_row: np.ndarray) -> str:
-    if task.is_regression:
-        return f"{float(raw_row[0]):.3f}"
-    p = int(raw_row.argmax())
-    return task.labels[p] if task.name in NAMED_LABELS else str(p)
-
-
 def write_submission(session, out_dir: Path, batch_size: int | None, make_zip: bool = False) -> list[Path]:
     """Write the task's GLUE submission files into `out_dir`, and its submission.zip with
     `make_zip` or where the folder already has one; returns the paths written.
@@ -339,31 +285,6 @@ def write_submission(session, out_dir: Path, batch_size: int | None, make_zip: b
             atomic_write(out_dir / name, "\n".join(lines) + "\n")
         written.append(out_dir / name)
     return [*written, zip_submission(out_dir)] if make_zip else written
-
-
-def zip_submission(out_dir: Path) -> Path:
-    """Pack every GLUE submission file in `out_dir` into `out_dir/submission.zip` (flat), atomically.
-
-    Raises OlftError where there is none to pack, or where the zip cannot be written: then any
-    old submission.zip is removed too (it would not match the folder's files), and the message says so.
-    """
-    found = sorted(p for p in out_dir.iterdir() if p.name in SUBMISSION_NAMES)
-    if not found:
-        raise OlftError(f"No GLUE submission files in {out_dir} to zip (looked for {', '.join(sorted(SUBMISSION_NAMES))}).")
-    target = out_dir / ZIP_NAME
-    try:
-        with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in found:
-                z.write(p, arcname=p.name)
-    except OSError as exc:
-        try:
-            target.unlink(missing_ok=True)
-            left = f"{out_dir} has no {ZIP_NAME} now, so none disagrees with its files"
-        except OSError:
-            left = f"the old {target} is still there and may not match the folder's files: delete it"
-        raise OlftError(f"Cannot write {target} ({exc.strerror or exc}); {left}. "
-                        "Make room or fix the folder's permissions and rerun with --zip.") from None
-    return target
 
 
 # -- the command ------------------------------------------------------------------------------------
