@@ -8,7 +8,7 @@ from olft.data import collate, encode
 from olft.errors import OlftError
 from olft.families import find_layers
 from olft.loading import load_stack
-from olft.select import middle_bucket, parse_candidates, parse_strategies
+from olft.select import middle_bucket, parse_candidates, parse_layers, parse_strategies
 from tiny import make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
@@ -114,6 +114,34 @@ def test_parse_strategies():
     for bad in ("nope", "layers=4", "layers=x", ""):
         with pytest.raises(OlftError):
             parse_strategies(bad, 4)
+
+
+@pytest.mark.parametrize("text, option, layers", [
+    ("3", "layers=", (3,)), ("5+3", "layers=", (3, 5)), ("5 3", "layers=", (3, 5)), ("0", "--layers", (0,)),
+    ("3,5", "--layers", (3, 5)), (" 5, 3 ", "--layers", (3, 5)), ("-1", "--layers", (-1,)),  # the range is parse_strategies'
+])
+def test_parse_layers(text, option, layers):
+    assert parse_layers(text, option) == layers
+
+
+@pytest.mark.parametrize("text, option, message", [
+    ("2+2", "layers=", "Layer 2 appears twice in 'layers=2+2': give each layer once, e.g. layers=2."),
+    ("2,2", "--layers", "Layer 2 appears twice in '--layers 2,2': give each layer once, e.g. --layers 2."),
+    ("5,1,05", "--layers", "Layer 5 appears twice in '--layers 5,1,05': give each layer once, e.g. --layers 1,5."),
+    ("x", "layers=", "Cannot read 'layers=x': write layer numbers joined by '+', e.g. layers=3 or layers=3+5"),
+    ("", "layers=", "Cannot read 'layers='"), ("3+5", "--layers", "Cannot read '--layers 3+5'"),
+    ("1.5", "--layers", "Cannot read '--layers 1.5'"), ("²", "--layers", "Cannot read '--layers ²'"),
+])
+def test_parse_layers_refuses(text, option, message):
+    with pytest.raises(OlftError) as err:
+        parse_layers(text, option)
+    assert str(err.value).startswith(message), err.value
+
+
+def test_a_layer_given_twice_is_refused_by_parse_strategies_as_by_parse_layers():
+    with pytest.raises(OlftError) as err:
+        parse_strategies("olft,layers=4+1+4", 8)
+    assert str(err.value) == "Layer 4 appears twice in 'layers=4+1+4': give each layer once, e.g. layers=1+4."
 
 
 def test_stack_from_config_without_loading():

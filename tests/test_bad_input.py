@@ -213,9 +213,10 @@ def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch
     (["run", "--candidates", "2-9"], "candidate layer 4 is out of range: this model has 4 layers, numbered 0 to 3"),
     (["select", "--candidates", "7"], "candidate layer 7 is out of range"),
     # A layer given twice would train once under a name config.json does not record (layers=2 vs 2+2).
-    (["train", "--layers", "2,2"], "--layers names layer 2 twice: give each layer once"),
-    (["train", "--layers", "1,3,01"], "--layers names layer 1 twice"),
-    (["run", "--strategies", "final,layers=3+1+3"], "layer 3 appears twice in 'layers=3+1+3': give each layer once, e.g. layers=3"),
+    # One check, one message for both ways of writing layers.
+    (["train", "--layers", "2,2"], "layer 2 appears twice in '--layers 2,2': give each layer once, e.g. --layers 2."),
+    (["train", "--layers", "1,3,01"], "layer 1 appears twice in '--layers 1,3,01': give each layer once, e.g. --layers 1,3."),
+    (["run", "--strategies", "final,layers=3+1+3"], "layer 3 appears twice in 'layers=3+1+3': give each layer once, e.g. layers=1+3."),
 ])
 def test_bad_layers_are_refused_before_data_or_weights_load(model_dirs, tmp_path, capsys, monkeypatch, args, phrase):
     import olft.pipeline

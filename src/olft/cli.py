@@ -387,21 +387,6 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _layer_list(text: str) -> list[str]:
-    """`olft train --layers 3,5` as ["3", "5"]; OlftError for an entry that is not a layer number
-    or a layer given twice (the range is checked against the model later, as for --strategies
-    layers=I+J)."""
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
-    bad = [x for x in items if not x.lstrip("-").isdigit()]
-    if bad or not items:
-        raise OlftError(f"--layers takes comma-separated layer numbers, e.g. 3 or 3,5 (see `olft info` for the "
-                        f"model's layers); cannot read {bad[0] if bad else text!r}.")  # fmt: skip
-    twice = next((x for i, x in enumerate(items) if int(x) in map(int, items[:i])), None)
-    if twice is not None:  # else config.json records a strategy the run does not train
-        raise OlftError(f"--layers names layer {int(twice)} twice: give each layer once, e.g. --layers 2 or --layers 2,5.")
-    return items
-
-
 def dispatch(args: argparse.Namespace) -> int:
     from olft import api, distributed
 
@@ -430,7 +415,9 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
-            cfg.strategies = "layers=" + "+".join(_layer_list(args.layers))
+            from olft.select import parse_layers
+
+            cfg.strategies = "layers=" + "+".join(map(str, parse_layers(str(args.layers), "--layers")))  # before anything loads
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 

@@ -4,7 +4,8 @@ Formats, and what each can hold:
 - `peft` (LoRA runs): the peft
   library's adapter folder, `adapter_config.json` (`layers_to_transform`, `target_modules`,
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
-  it, so it loads offline) + `adapter_model.safetensors` + the tokenizer. Loads with
+  it, so it loads offline) + `adapter_model.safetensors` + the tokenizer + peft's model card
+  (`README.md`: `base_model` is the hub id where olft knows one, never a local path). Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`. That path is absolute (peft
   resolves a relative one against the working directory, not DIR), so a copy moved elsewhere loads
   as `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR/base, trust_remote_code=True), DIR)`.
@@ -27,6 +28,7 @@ way a user would load it and compared with olft's outputs (atol 1e-4) before it 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -171,6 +173,36 @@ def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, 
     peft_model.load_state_dict({prefix + k: v for k, v in lora.items()}, strict=False)
     peft_model.peft_config["default"].base_model_name_or_path = str(base.resolve())  # final path set by `export`
     peft_model.save_pretrained(tmp)
+    _name_base_model(tmp / "README.md", info)
+
+
+def _name_base_model(card_path: Path, info: RunInfo) -> None:
+    """Name the base model in the model card peft wrote as other machines can find it.
+
+    peft names the folder the model loaded from (for an alias, a folder in site-packages or
+    olft's cache) as `base_model` and in a `base_model:adapter:` tag. The card's metadata names the
+    hub id where olft knows one (`loading.hub_id`), else no base model; its text names the model
+    as the run was given it.
+    """
+    from huggingface_hub import ModelCard
+
+    from olft.loading import ALIASES, hub_id
+
+    card = ModelCard.load(card_path)
+    model, gguf = info.cfg.model.model, info.cfg.model.gguf_file
+    repo = hub_id(model)
+    card.data.base_model = repo
+    tags = [t for t in card.data.tags or [] if not t.startswith("base_model:")]
+    card.data.tags = tags + ([f"base_model:adapter:{repo}"] if repo else [])
+    if model in ALIASES:
+        named, gguf = f"{repo} (olft's built-in `{model}`)", ALIASES[model].gguf_file
+    else:
+        named = repo or f"`{model}` (a local model, not on the model hub)"
+    named += f", file {gguf} dequantized" if gguf else ""
+    line = f"- **Finetuned from model:** {named}; its weights are in `base/`"
+    text, found = re.subn(r"^- \*\*Finetuned from model.*$", lambda _: line, card.text, count=1, flags=re.M)
+    card.text = text if found else f"{card.text.rstrip()}\n\n{line}\n"
+    card.save(card_path)
 
 
 def _verify(folder: Path, format: str, session, reference, custom: bool) -> None:

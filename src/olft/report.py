@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -70,12 +71,41 @@ def _fmt_score(value: float | None) -> str:
     return "failed" if value is None else f"{100 * value:.1f}"
 
 
-def table_md(results: dict) -> str:
-    """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout."""
+def table_md(results: dict, folder: Path | None = None) -> str:
+    """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout, then
+    the selection. A table with no rows is left out: a selection-only folder (`olft select`) has
+    neither, and says instead how to continue it (its run folder `folder`, where known)."""
     task, metric = results["task"], results["metric"]
-    strategies = results["strategies"]
+    strategies, failed = results["strategies"], results.get("failed") or {}
+    lines = [f"# {results['model']} on {task} ({results['method']})"]
+    if strategies or failed:
+        lines += _score_table(results)
+        lines += _cost_table(results)
+    elif results.get("selection"):
+        where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
+        lines += ["", f"Selection only (`olft select`): no layer was tuned. `olft run --config {where}/config.json --out {where}` "
+                  "continues this folder to tuning, keeping this selection."]  # fmt: skip
+    sel = results.get("selection")
+    if sel:
+        sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
+        apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
+        lines += [
+            "",
+            f"Selection ({sel['protocol']}): {len(sel['candidates'])} candidates, "
+            f"{sel['train_examples']} training / {sel['score_examples']} scoring examples each, "
+            f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
+            f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
+        ]
+        lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
+        lines += _verdict_lines(sel)
+        lines += _candidate_table(sel, metric)
+    return "\n".join(lines) + "\n"
+
+
+def _score_table(results: dict) -> list[str]:
+    """Table 1: each strategy's (and failed strategy's) scores on every evaluation split."""
+    metric, strategies = results["metric"], results["strategies"]
     lines = [
-        f"# {results['model']} on {task} ({results['method']})",
         "",
         f"Table 1: {metric} on {results['eval_splits'][0]} (x100); OLFT shows its chosen layer (l-i = layer i, 0-based).",
         "",
@@ -90,22 +120,7 @@ def table_md(results: dict) -> str:
             scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
                           + _collapsed_mark(s, split))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
-    lines += _collapsed_notes(strategies, results["eval_splits"])
-    lines += _cost_table(results)
-    sel = results.get("selection")
-    if sel:
-        sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
-        lines += [
-            "",
-            f"Selection ({sel['protocol']}): {len(sel['candidates'])} candidates, "
-            f"{sel['train_examples']} training / {sel['score_examples']} scoring examples each, "
-            f"{sel['seconds'] / 60:.2f} min wall{sel_cpu} (not included in OLFT's train time above); selected layer {sel['selected_layer']}"
-            f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
-        ]
-        lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
-        lines += _verdict_lines(sel)
-        lines += _candidate_table(sel, metric)
-    return "\n".join(lines) + "\n"
+    return lines + _collapsed_notes(strategies, results["eval_splits"])
 
 
 # A proxy selector's score is not the task metric: what each one's score is.
@@ -226,9 +241,11 @@ def _cost_table(results: dict) -> list[str]:
     legend says which.
     """
     strategies = {n: s for n, s in results["strategies"].items() if "train_seconds" in s}
+    if not strategies:  # every strategy failed: Table 1 says so, and there is no cost to show
+        return []
     full = results["strategies"].get("full") or {}
     all_params = results.get("all_layer_peft_params") or full.get("peft_params")
-    cpu = bool(strategies) and all(s.get("train_cpu_seconds") for s in strategies.values())
+    cpu = all(s.get("train_cpu_seconds") for s in strategies.values())
     key, basis = ("train_cpu_seconds", "CPU") if cpu else ("train_seconds", "wall")
     lines = [
         "",

@@ -412,7 +412,7 @@ class RunFolder:
         if not self.writer:
             return
         report.write_json(self.path / "results.json", results)
-        report.atomic_write(self.path / "table.md", report.table_md(results))
+        report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
         report.plot_layers(results, self.path / "layers.png")
         for name in results["strategies"]:
             self.checkpoint_path(name).unlink(missing_ok=True)

@@ -69,6 +69,30 @@ class Strategy:
     layers: tuple[int, ...] = ()
 
 
+# How a list of layers is written: as a --strategies entry (layers=3+5) or to `olft train` (--layers 3,5).
+LAYER_LISTS = {"layers=": ("layers=", "+"), "--layers": ("--layers ", ",")}
+
+
+def parse_layers(text: str, option: str = "layers=") -> tuple[int, ...]:
+    """The layers `text` lists, sorted: `3+5` of a --strategies entry `layers=3+5`, or `3,5` of
+    `olft train --layers 3,5` (option "--layers"); spaces separate them too. OlftError, quoting
+    what was written, for an entry that is no layer number, no layer at all, or a layer given twice
+    (it would tune once, under a name that lists it twice). `parse_strategies` checks the range.
+    """
+    lead, sep = LAYER_LISTS[option]
+    shown = lead + text
+    items = [x for x in re.split(rf"[{re.escape(sep)}\s]", text) if x]
+    if not items or any(not re.fullmatch(r"-?[0-9]+", x) for x in items):
+        raise OlftError(f"Cannot read '{shown}': write layer numbers joined by '{sep}', e.g. {lead}3 or {lead}3{sep}5 "
+                        "(`olft info` lists the model's layers).")  # fmt: skip
+    given = [int(x) for x in items]
+    layers = tuple(sorted(set(given)))
+    if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
+        twice = next(i for i in given if given.count(i) > 1)
+        raise OlftError(f"Layer {twice} appears twice in '{shown}': give each layer once, e.g. {lead}{sep.join(map(str, layers))}.")
+    return layers
+
+
 def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
     """The strategies of a --strategies spec ('olft,final,layers=2+5') on a model of `num_layers`
     layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, or no
@@ -83,18 +107,11 @@ def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
         elif low in ("full", "all"):
             out.append(Strategy("full", tuple(range(num_layers))))
         elif low.startswith("layers="):
-            try:
-                given = [int(x) for x in re.split(r"[+ ]", low[7:]) if x]
-            except ValueError:
-                raise OlftError(f"Cannot read '{part}': write layers=I or layers=I+J, e.g. layers=11.") from None
-            layers = tuple(sorted(set(given)))
-            if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
-                twice = next(i for i in layers if given.count(i) > 1)
-                raise OlftError(f"Layer {twice} appears twice in '{part}': give each layer once, e.g. layers={twice}.")
+            layers = parse_layers(part[7:])
             bad = [i for i in layers if i < 0 or i >= num_layers]
-            if bad or not layers:
+            if bad:
                 raise OlftError(
-                    f"Layer {bad[0] if bad else '(none)'} in '{part}' is out of range: this model has {num_layers} "
+                    f"Layer {bad[0]} in '{part}' is out of range: this model has {num_layers} "
                     f"layers, numbered 0 to {num_layers - 1}. See `olft info`."
                 )
             out.append(Strategy("layers=" + "+".join(map(str, layers)), layers))
