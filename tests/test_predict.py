@@ -217,7 +217,8 @@ def test_a_selection_only_folder_says_how_to_tune_its_layer(model_dirs, tiny_glu
     layer = json.loads((sel / "results.json").read_text())["selection"]["selected_layer"]
     for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):
         _fails(capsys, [*command, "--run", str(sel)], "holds a selection only (`olft select`): no layer was tuned")
-        _fails(capsys, [*command, "--run", str(sel)], f"--layers {layer} --out DIR")
+        _fails(capsys, [*command, "--run", str(sel)], f"`olft run --config {sel}/config.json --out {sel}` continues it, "
+               f"tuning the selected layer {layer}")
 
 
 def test_rows_for_classes_and_scores():

@@ -30,6 +30,7 @@ from olft import tasks
 from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.errors import OlftError
+from olft.report import continue_command
 from olft.runfolder import describe_status, read_run, safe_name
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
@@ -70,9 +71,9 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
         status = describe_status(folder)  # as `olft evaluate` says it: a killed run is not "running"
         if not finished and results.get("selection") and not results.get("strategy_names"):
             layer = results["selection"].get("selected_layer")
-            raise OlftError(f"Run folder {folder} holds a selection only (`olft select`): no layer was tuned. Tune the "
-                            f"selected layer with `olft train --config {folder / 'config.json'} --layers {layer} --out DIR`, "
-                            "or run the whole method with `olft run`.")  # fmt: skip
+            raise OlftError(f"Run folder {folder} holds a selection only (`olft select`): no layer was tuned. "
+                            f"`{continue_command(folder)}` continues it, tuning the selected layer {layer} (and the "
+                            "baselines its config asks for).")  # fmt: skip
         if not finished:
             raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. "
                             "Finish it by rerunning the same `olft run` command with this --out.")

@@ -71,6 +71,13 @@ def _fmt_score(value: float | None) -> str:
     return "failed" if value is None else f"{100 * value:.1f}"
 
 
+def continue_command(folder: Path | None) -> str:
+    """The shell command that continues a run folder where it stopped (a selection-only folder:
+    to tuning its selected layer), from any directory: its own config.json, --out the folder."""
+    where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
+    return f"olft run --config {where}/config.json --out {where}"
+
+
 def table_md(results: dict, folder: Path | None = None) -> str:
     """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout, then
     the selection. A table with no rows is left out: a selection-only folder (`olft select`) has
@@ -82,8 +89,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         lines += _score_table(results)
         lines += _cost_table(results)
     elif results.get("selection"):
-        where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
-        lines += ["", f"Selection only (`olft select`): no layer was tuned. `olft run --config {where}/config.json --out {where}` "
+        lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
     if sel:
