@@ -514,3 +514,24 @@ def test_command_line_caps_override_the_profile_and_its_reasons(capsys, tmp_path
     out = capsys.readouterr().out
     assert "sst2-s0" in out and "paper-rte" not in out  # the default protocol task (RTE) is not among --tasks
     assert paper.main([*base, "--tasks", "sst2,rte"]) == 0 and "paper-rte-s0" in capsys.readouterr().out
+
+
+def test_keep_pieces_copies_finished_runs_small_files_only(tmp_path):
+    """What the report and a resume need, of finished runs only: an unfinished run's pieces would
+    claim weights that are not kept."""
+    import keep_pieces
+
+    work = tmp_path / "work" / "m-adapter"
+    for name, status in (("rte-s0", "complete"), ("mrpc-s0", "running")):
+        (work / name / "pieces").mkdir(parents=True)
+        (work / name / "weights").mkdir()
+        (work / name / "results.json").write_text(json.dumps({"status": status}))
+        (work / name / "config.json").write_text("{}")
+        (work / name / "pieces" / "strategy-olft.json").write_text("{}")
+        (work / name / "weights" / "olft.safetensors").write_bytes(b"x")
+    (work / "bench.json").write_text("{}")
+    assert keep_pieces.keep(tmp_path / "work", tmp_path / "kept") == {"m-adapter": 1}
+    kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
+    assert kept == ["m-adapter/bench.json", "m-adapter/rte-s0/config.json", "m-adapter/rte-s0/pieces/strategy-olft.json",
+                    "m-adapter/rte-s0/results.json"]
+    assert paper.is_finished(tmp_path / "kept" / "m-adapter" / "rte-s0")
