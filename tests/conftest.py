@@ -44,3 +44,24 @@ def tiny_glue(tmp_path_factory) -> Path:
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OLFT_CACHE", str(Path.home() / ".cache" / "olft"))
+
+
+@pytest.fixture
+def tokenizer_drops(monkeypatch):
+    """Call with a regular expression: models loaded after that get a tokenizer that deletes its
+    every match before tokenizing, so a text of nothing else has zero tokens (as with a broken tokenizer)."""
+    from tokenizers import Regex, normalizers
+
+    import olft.pipeline
+
+    load = olft.pipeline.load_stack
+
+    def drop(regex: str) -> None:
+        def broken(*args, **kwargs):
+            stack, tokenizer = load(*args, **kwargs)
+            tokenizer.backend_tokenizer.normalizer = normalizers.Replace(Regex(regex), "")
+            return stack, tokenizer
+
+        monkeypatch.setattr(olft.pipeline, "load_stack", broken)
+
+    return drop

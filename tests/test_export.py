@@ -280,3 +280,18 @@ def test_export_output_that_cannot_be_made_is_refused_before_the_model_loads(run
     for output in bad:
         _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(output[0])], output[1])
     assert afile.read_text() == "x" and not (run / "exp").exists() and not (run / "a").exists()
+
+
+def test_a_tokenizer_that_empties_olfts_check_sentences_is_blamed(runs, tmp_path, capsys, tokenizer_drops):
+    """export and olft.load compare the model with olft's outputs on fixed sentences of olft's own:
+    when the tokenizer turns those into nothing, the message blames the tokenizer, not the user's rows."""
+    tokenizer_drops(".")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "merged", "--output", str(tmp_path / "x")],
+           'turns olft\'s check sentences ("the movie was good", "a plot", "not really a very fun story and the acting was dull", '
+           '"yes") into no tokens')
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "merged", "--output", str(tmp_path / "x")],
+           'The tokenizer is probably broken: check that tokenizer("the movie was good")')
+    with pytest.raises(OlftError, match=r"olft's check sentences \(.*\) into no tokens") as caught:
+        olft.load(runs["bert-lora"])
+    assert "Fill in or remove" not in str(caught.value) and "of its split" not in str(caught.value)  # no rows of the user's
+    assert not (tmp_path / "x").exists()

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import zipfile
 
@@ -474,3 +475,84 @@ def test_a_submission_zip_always_matches_the_folders_files(runs, tiny_glue, tmp_
     monkeypatch.setattr(zipfile.ZipFile, "write", full_disk)
     _fails(capsys, args, f"Cannot write {sub / 'submission.zip'} (No space left on device); {sub} has no submission.zip now")
     assert sorted(p.name for p in sub.iterdir()) == ["RTE.tsv"]
+
+
+# -- STS-B: correlations, which are undefined on too few or constant rows -------------------------
+
+STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+FEW = "(a correlation needs at least 3 with different scores)"
+
+
+@pytest.fixture(scope="module")
+def stsb_run(model_dirs, tmp_path_factory):
+    """A BERT LoRA run (strategy final) on a small STS-B whose score counts shared words."""
+    import random
+
+    from tiny import WORDS
+
+    rng = random.Random(0)
+    glue = tmp_path_factory.mktemp("stsb-glue")
+    (glue / "STS-B").mkdir()
+    for split, n in (("train", 48), ("dev", 12)):
+        rows = []
+        for i in range(n):
+            a = rng.sample(WORDS[:12], 4)
+            b = a[: rng.randint(0, 4)] + rng.sample(WORDS[12:24], 2)
+            rows.append(f"{i}\tg\tf\t2012\t{i}\ts\ts\t{' '.join(a)}\t{' '.join(b)}\t{(len(b) - 2) * 1.25}\n")
+        (glue / "STS-B" / f"{split}.tsv").write_text(STSB_HEADER + "".join(rows))
+    run = tmp_path_factory.mktemp("stsb-run") / "run"
+    assert main(["run", "--model", str(model_dirs["bert"]), "--task", "stsb", "--glue-dir", str(glue), "--method", "lora",
+                 "--strategies", "final", "--out", str(run), *FAST]) == 0  # fmt: skip
+    return run
+
+
+def test_a_correlation_on_too_few_or_constant_rows_is_said_to_be_undefined(stsb_run, tmp_path, capsys):
+    """Training counts an undefined correlation as 0.0 (and 2 rows give +-1); predict shows neither number."""
+    cases = [([("the movie", "a plot", "3.0")], f"pearson, spearman: undefined on 1 labelled row {FEW}"),
+             ([("the movie", "a plot", "3.0"), ("a cat sat", "the dog runs", "1.0")],
+              f"pearson, spearman: undefined on 2 labelled rows {FEW}"),
+             ([("the movie", "a plot", "2.5"), ("a cat sat", "the dog", "2.5"), ("the man", "runs", "2.5")],
+              "pearson, spearman: undefined: all 3 labelled rows have the label 2.5 (a correlation needs different scores)"),
+             ([("the movie", "a plot", "2.5"), ("a cat sat", "the dog", "2.5"), ("the man", "runs", ""), ("it is", "fun", "")],
+              f"pearson, spearman: undefined on 2 labelled rows {FEW} (on 2 of 4 rows that have a label)")]
+    for rows, line in cases:
+        tsv = tmp_path / "in.tsv"
+        tsv.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows))
+        assert main(["predict", "--run", str(stsb_run), "--input", str(tsv), "--output", str(tmp_path / "o.csv"), "-q"]) == 0
+        printed = capsys.readouterr().out
+        assert printed == line + "\n", printed
+    tsv.write_text("sentence1\tsentence2\tscore\nthe movie\ta plot\t3.0\na cat sat\tthe dog runs\t1.0\nthe man\truns\t4.5\n")
+    assert main(["predict", "--run", str(stsb_run), "--input", str(tsv), "--output", str(tmp_path / "o.csv"), "-q"]) == 0
+    assert re.fullmatch(r"pearson=-?\d\.\d{4} spearman=-?\d\.\d{4}\n", capsys.readouterr().out)  # 3 rows: numbers
+
+
+def test_evaluate_prints_every_metric_as_predict_does(stsb_run, tmp_path, capsys):
+    """STS-B has two metrics: evaluate and predict --split validation print both, with the same
+    values, beside results.json's; on a split too small for a correlation evaluate says so too."""
+    saved = json.loads((stsb_run / "results.json").read_text())["strategies"]["final"]["metrics"]["validation"]
+    assert main(["predict", "--run", str(stsb_run), "--split", "validation", "--output", str(tmp_path / "d.csv"), "-q"]) == 0
+    predicted = capsys.readouterr().out
+    assert predicted == f"pearson={saved['pearson']:.4f} spearman={saved['spearman']:.4f}\n"
+    assert main(["evaluate", "--run", str(stsb_run), "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == (f"  final validation: pearson={saved['pearson']:.4f} (results.json: {saved['pearson']:.4f}) "
+                    f"spearman={saved['spearman']:.4f} (results.json: {saved['spearman']:.4f})")
+    small = tmp_path / "small"
+    shutil.copytree(stsb_run, small)
+    config = json.loads((small / "config.json").read_text())
+    config["data"]["max_eval_samples"] = 2
+    (small / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run", str(small), "-q"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith(f"  final validation: pearson, spearman: undefined on 2 labelled rows {FEW} (results.json: "), line
+
+
+def test_a_text_the_tokenizer_drops_is_named_as_given(runs, capsys, tokenizer_drops):
+    """--text examples come from the command line, not a split's rows: the message quotes the text."""
+    tokenizer_drops("x")
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "x", "y y y y"],
+           '--text: text 1 of 2 ("x") is empty after tokenization')
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "x", "y y y y"], 'check tokenizer("the movie was good")')
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "x", "xx"],
+           '--text: text 1 of 2 ("x") and text 2 of 2 ("xx") are empty after tokenization')
+

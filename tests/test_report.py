@@ -7,6 +7,7 @@ import json
 import re
 
 from olft.report import table_md
+from olft.tasks import Scores
 
 
 def _results(cpu: dict[str, float] | None, selection_cpu: float | None = 12.0) -> dict:
@@ -336,7 +337,7 @@ def test_evaluate_says_which_strategy_collapsed(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "read_run", lambda folder: (results, None))
     monkeypatch.setattr(evaluate, "load_weights", lambda path: {})
     monkeypatch.setattr(evaluate, "Session", lambda cfg, quiet, train_split: None)
-    monkeypatch.setattr(evaluate, "evaluate_saved", lambda session, layers, weights: {"validation": {"accuracy": 0.5}})
+    monkeypatch.setattr(evaluate, "evaluate_saved", lambda session, layers, weights: {"validation": Scores({"accuracy": 0.5})})
     monkeypatch.setattr(evaluate, "describe_status", lambda folder: "complete")
     lines = evaluate.evaluate_run(tmp_path).splitlines()
     assert "  final validation: predicts 'positive' for every example, accuracy=0.5000 (results.json: 0.5000)" in lines

@@ -27,6 +27,7 @@ from olft.tasks import (
     load_hf,
     read_file,
     sample_split,
+    score,
 )
 
 # (task, split, rows) as listed in the GLUE data's SOURCES.md.
@@ -584,6 +585,57 @@ def test_metrics_bad_inputs(name, preds, golds, phrase):
     with warnings.catch_warnings(), pytest.raises(OlftError, match=phrase):
         warnings.simplefilter("error")
         compute_metrics(TASKS[name], preds, golds)
+
+
+FEW = "(a correlation needs at least 3 with different scores)"
+
+
+# What `olft predict` / `olft evaluate` print for a metric undefined on the rows (training's 0.0 or
+# +-1 stays in `values`): truth table of (task, predictions, labels, printed line).
+SHOWN = [
+    ("stsb", [1.0], [2.0], f"pearson, spearman: undefined on 1 labelled row {FEW}"),
+    ("stsb", [1.0, 2.0], [2.0, 1.0], f"pearson, spearman: undefined on 2 labelled rows {FEW}"),
+    ("stsb", [1.0, 2.0, 3.0], [4.0, 4.0, 4.0],
+     "pearson, spearman: undefined: all 3 labelled rows have the label 4 (a correlation needs different scores)"),
+    ("stsb", [2.5, 2.5, 2.5], [1.0, 2.0, 3.0],
+     "pearson, spearman: undefined: the model predicts 2.5 for all 3 labelled rows (a correlation needs different scores)"),
+    ("stsb", [float("nan"), 1.0, 2.0], [1.0, 2.0, 3.0],
+     "pearson, spearman: undefined: the model's prediction of 1 of the 3 labelled rows is not a finite number (NaN or infinite)"),
+    ("stsb", [3.0, 2.0, 1.0], [1.0, 2.0, 3.0], "pearson=-1.0000 spearman=-1.0000"),
+    # No 'equivalent' row, by label or prediction: F1 is 0/0. With a gold positive missed it is a true 0.
+    ("mrpc", [0, 0, 0], [0, 0, 0], "accuracy=1.0000; f1: undefined: no labelled row is 'equivalent', by its label or by "
+                                   "the model's prediction (F1 of the positive class 'equivalent' is 0/0)"),
+    ("mrpc", [0, 0, 0], [1, 1, 0], "f1=0.0000 accuracy=0.3333"),
+    ("qqp", [1], [1], "f1=1.0000 accuracy=1.0000"),
+    # MCC is the correlation of the class indicators: the same rules as Pearson's.
+    ("cola", [1, 1, 1, 1], [0, 1, 0, 1], "accuracy=0.5000; mcc: undefined: the model predicts 'acceptable' for all 4 "
+                                         "labelled rows (a correlation needs different classes)"),
+    ("cola", [0, 1, 0], [1, 1, 1], "accuracy=0.3333; mcc: undefined: all 3 labelled rows have the label 'acceptable' "
+                                   "(a correlation needs different classes)"),
+    ("cola", [0, 1], [0, 1], "accuracy=1.0000; mcc: undefined on 2 labelled rows (a correlation needs at least 3 with "
+                             "different classes)"),
+    ("cola", [1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 0], "mcc=0.3333 accuracy=0.6667"),
+    ("rte", [[0.9, 0.1]], [0], "accuracy=1.0000"),
+]
+
+
+@pytest.mark.parametrize(("name", "preds", "golds", "line"), SHOWN)
+def test_scores_shown_name_undefined_metrics(name, preds, golds, line):
+    task = TASKS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = score(task, preds, golds)
+    assert scores.text() == line
+    assert scores.values == compute_metrics(task, preds, golds)  # what training and selection rank by: unchanged
+
+
+def test_scores_beside_results_json():
+    """`olft evaluate`'s line: every metric beside the recorded one; an undefined one says what results.json holds."""
+    assert (score(TASKS["mrpc"], [1, 1, 0, 0, 1], [1, 0, 1, 0, 1]).text({"f1": 0.6667, "accuracy": 0.6, "loss": 0.7})
+            == "f1=0.6667 (results.json: 0.6667) accuracy=0.6000 (results.json: 0.6000)")
+    assert (score(TASKS["stsb"], [1.0, 2.0], [2.0, 1.0]).text({"pearson": -1.0, "spearman": -1.0})
+            == f"pearson, spearman: undefined on 2 labelled rows {FEW} (results.json: -1.0000, -1.0000, the number training "
+               "and selection rank by)")
 
 
 def test_headline_missing_metric():

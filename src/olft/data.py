@@ -27,6 +27,16 @@ TEXT_NAMES = ("text_a", "text_b")  # how reports name the first and second text 
 _UNSET_LIMIT = 10**9  # tokenizers without a known limit report model_max_length as ~1e30
 
 
+class EmptyTextError(OlftError):
+    """A text that tokenizes to zero tokens. `empty` lists each (example index, text index) such
+    text, so a caller that made the examples itself (olft's check sentences, `--text`) can name
+    them as the user knows them; the message names the examples' sources (file lines)."""
+
+    def __init__(self, message: str, empty: list[tuple[int, int]]):
+        super().__init__(message)
+        self.empty = empty
+
+
 @dataclass
 class Encoded:
     """Token ids, other model inputs and labels of one split, in example order.
@@ -141,8 +151,8 @@ def encode(tokenizer, examples: Sequence, max_length: int, model_inputs: Sequenc
 
     Inputs longer than `max_length` tokens are cut longest-first (see `longest_first`); every
     tokenizer output named in `model_inputs` (besides input_ids and attention_mask, which
-    `collate` builds) is kept in `Encoded.extra`. Raises OlftError for an empty split and for a
-    text that tokenizes to zero tokens, naming the example's source ("path:line").
+    `collate` builds) is kept in `Encoded.extra`. Raises OlftError for an empty split, and
+    EmptyTextError for a text that tokenizes to zero tokens, naming the example's source ("path:line").
     """
     if not examples:
         raise OlftError("The split is empty: it has no examples to tokenize. Check the data file.")
@@ -188,8 +198,9 @@ def _tokenize(tokenizer, firsts: list[str], seconds: list[str] | None, keep: Seq
 
 
 def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]], shown: int = 5) -> None:
-    """A text with zero tokens would reach the model as nothing (or crash a decoder): refuse it,
-    naming every such example (the first `shown`, then how many more), so one fix covers all."""
+    """A text with zero tokens would reach the model as nothing (or crash a decoder): refuse it
+    (EmptyTextError), naming every such example (the first `shown`, then how many more), so one
+    fix covers all."""
     empty = [(i, j) for i in range(len(examples)) for j, lengths in enumerate(pieces) if lengths[i] == 0]
     if not empty:
         return
@@ -198,10 +209,10 @@ def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]], shown: int 
     if len(rows) == 1:
         i, j = empty[0]
         which = f" {TEXT_NAMES[j]} (text {j + 1} of {len(pieces)})" if len(pieces) > 1 else " its text"
-        raise OlftError(f"{_where(examples, [i])}:{which} is {why}. Fill in or remove that row.")
+        raise EmptyTextError(f"{_where(examples, [i])}:{which} is {why}. Fill in or remove that row.", empty)
     more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
-    raise OlftError(f"{_where(examples, rows[:shown])}{more} ({len(rows)} rows): a text is {why}. "
-                    "Fill in or remove those rows.")
+    raise EmptyTextError(f"{_where(examples, rows[:shown])}{more} ({len(rows)} rows): a text is {why}. "
+                         "Fill in or remove those rows.", empty)
 
 
 def _where(examples: Sequence, indices: list[int]) -> str:

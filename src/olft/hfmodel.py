@@ -151,11 +151,23 @@ def olft_class(parent: type) -> type:
 
 
 def _probe_inputs(session):
+    """PROBES, encoded as the run encodes its examples. Raises OlftError naming the tokenizer
+    where it turns one of them (ordinary English words) into no tokens: the tokenizer is at fault."""
+    import json
+
     from olft import tasks
+    from olft.data import EmptyTextError
 
     n = len(session.task.text_fields)
-    examples = [tasks.Example(texts[:n], 0) for texts in PROBES]
-    return session.encode(examples)
+    probes = [texts[:n] for texts in PROBES]
+    try:
+        return session.encode([tasks.Example(texts, 0) for texts in probes])
+    except EmptyTextError as exc:
+        empty = ", ".join(json.dumps(probes[i][j]) for i, j in exc.empty)
+        raise OlftError(f"The run's tokenizer ({session.cfg.model.model}) turns olft's check sentences ({empty}) into no "
+                        "tokens, so the model cannot be compared with olft's own outputs on them. The tokenizer is probably "
+                        'broken: check that tokenizer("the movie was good")["input_ids"] gives token ids, and repair or '
+                        "replace the model's tokenizer files.") from None
 
 
 @torch.no_grad()

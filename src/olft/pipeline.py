@@ -441,8 +441,9 @@ def heldout_loss(logits, labels) -> float:
     return float(loss_fn(values, golds))
 
 
-def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Metrics of saved PEFT + head weights on every eval split (plain forward, no cache)."""
+def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch.Tensor]) -> dict[str, tasks.Scores]:
+    """Scores of saved PEFT + head weights on every eval split (plain forward, no cache): every
+    metric of the task, and which are undefined on the split (see `tasks.score`)."""
     applied = apply_method(session.stack, layers, session.cfg.method)
     precision.to_fp32(session.stack.head.parameters())  # the dtype it was trained in
     if session.cfg.model.device_map:
@@ -454,7 +455,7 @@ def evaluate_saved(session: Session, layers: list[int], weights: dict[str, torch
         for split, enc in session.eval_enc.items():
             bs = session.cfg.train.eval_batch_size  # same autocast (and sharding) as when the run scored it
             preds = predict(session.stack, enc, bs, None, f"{split}", session.quiet, session.dist)
-            out[split] = tasks.compute_metrics(session.task, preds, enc.labels)
+            out[split] = tasks.score(session.task, preds, enc.labels)
         return out
     finally:
         applied.remove()

@@ -29,6 +29,7 @@ import numpy as np
 from olft import tasks
 from olft.atomic import atomic_write
 from olft.config import RunConfig
+from olft.data import EmptyTextError
 from olft.errors import OlftError
 from olft.report import continue_command
 from olft.runfolder import describe_status, read_run, safe_name
@@ -344,7 +345,12 @@ def predict_command(args) -> int:
         check_output(output, Path(args.input) if args.input else None)
     examples, inputs, has_label = _examples(args, info.cfg, task)
     with tuned(info, args.quiet) as session:
-        raw = logits(session, examples, args.batch_size)
+        try:
+            raw = logits(session, examples, args.batch_size)
+        except EmptyTextError as exc:
+            if not args.text:  # a file's rows: the message names their lines
+                raise
+            raise _empty_text(args.text, exc.empty) from None
     rows, preds = rows_for(task, raw)
     rows = [{**front, **row} for front, row in zip(inputs, rows, strict=True)]
     if output is not None:
@@ -354,9 +360,9 @@ def predict_command(args) -> int:
         print(json.dumps(rows[0]))
     scored = [i for i, has in enumerate(has_label) if has]
     if scored:  # a partly labelled file is scored on the rows that have a label
-        metrics = tasks.compute_metrics(task, preds[scored], [examples[i].label for i in scored])
+        scores = tasks.score(task, preds[scored], [examples[i].label for i in scored])
         which = "" if len(scored) == len(examples) else f" (on {len(scored)} of {len(examples)} rows that have a label)"
-        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + which)
+        print(scores.text() + which)
     return 0
 
 
@@ -381,6 +387,16 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     inputs = [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
               for i, ex in zip(ids, examples, strict=True)]
     return examples, inputs, [True] * len(examples)
+
+
+def _empty_text(texts: list[str], empty: list[tuple[int, int]]) -> OlftError:
+    """The error for --text texts that tokenize to zero tokens (`empty`: (0, text index) pairs)."""
+    which = [f"text {j + 1} of {len(texts)} ({json.dumps(texts[j])})" if len(texts) > 1 else f"the text ({json.dumps(texts[j])})"
+             for _, j in empty]
+    one = len(which) == 1
+    return OlftError(f"--text: {' and '.join(which)} {'is' if one else 'are'} empty after tokenization: the run's tokenizer "
+                     f"keeps none of {'its' if one else 'their'} characters. Give words it knows; if ordinary words come out "
+                     'empty too, the tokenizer is probably broken: check tokenizer("the movie was good")["input_ids"].')
 
 
 def _label_text(task: tasks.Task, label: float) -> str | float:
