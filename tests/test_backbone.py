@@ -8,7 +8,7 @@ from olft.data import collate, encode
 from olft.errors import OlftError
 from olft.families import find_layers
 from olft.loading import load_stack
-from olft.select import middle_bucket, parse_candidates, parse_layers, parse_strategies
+from olft.select import Strategy, middle_bucket, parse_candidates, parse_layers, parse_strategies
 from tiny import make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
@@ -95,13 +95,14 @@ def test_middle_bucket(n, bucket):
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [("middle", [4, 5, 6, 7]), ("all", list(range(12))), ("3-5", [3, 4, 5]), ("0,2,11", [0, 2, 11]), ("0", [0])],
+    [("middle", [4, 5, 6, 7]), ("all", list(range(12))), ("3-5", [3, 4, 5]), ("0,2,11", [0, 2, 11]), ("0", [0]),
+     ("4 - 6", [4, 5, 6]), ("9,2-4", [2, 3, 4, 9]), ("2-3,3", [2, 3])],
 )
 def test_parse_candidates(spec, expected):
     assert parse_candidates(spec, 12) == expected
 
 
-@pytest.mark.parametrize("spec", ["12", "-1", "5-3", "x", "3-12"])
+@pytest.mark.parametrize("spec", ["12", "-1", "5-3", "x", "3-12", "3--1", "2-4,x", ""])
 def test_parse_candidates_rejects(spec):
     with pytest.raises(OlftError):
         parse_candidates(spec, 12)
@@ -111,7 +112,8 @@ def test_parse_strategies():
     s = parse_strategies("olft,final,full,layers=0+3", 4)
     assert [x.name for x in s] == ["olft", "final", "full", "layers=0+3"]
     assert s[1].layers == (3,) and s[2].layers == (0, 1, 2, 3) and s[3].layers == (0, 3)
-    for bad in ("nope", "layers=4", "layers=x", ""):
+    assert parse_strategies("layers=1-3", 4) == [Strategy("layers=1+2+3", (1, 2, 3))]  # a range, as --candidates
+    for bad in ("nope", "layers=4", "layers=x", "", "layers=2-4"):
         with pytest.raises(OlftError):
             parse_strategies(bad, 4)
 
@@ -119,6 +121,9 @@ def test_parse_strategies():
 @pytest.mark.parametrize("text, option, layers", [
     ("3", "layers=", (3,)), ("5+3", "layers=", (3, 5)), ("5 3", "layers=", (3, 5)), ("0", "--layers", (0,)),
     ("3,5", "--layers", (3, 5)), (" 5, 3 ", "--layers", (3, 5)), ("-1", "--layers", (-1,)),  # the range is parse_strategies'
+    # Ranges low-high, as --candidates takes them (one reader, `read_layers`).
+    ("1-3", "--layers", (1, 2, 3)), ("7,1-2", "--layers", (1, 2, 7)), ("0 - 2", "--layers", (0, 1, 2)), ("4-4", "layers=", (4,)),
+    ("2-3+0", "layers=", (0, 2, 3)),
 ])
 def test_parse_layers(text, option, layers):
     assert parse_layers(text, option) == layers
@@ -131,6 +136,9 @@ def test_parse_layers(text, option, layers):
     ("x", "layers=", "Cannot read 'layers=x': write layer numbers joined by '+', e.g. layers=3 or layers=3+5"),
     ("", "layers=", "Cannot read 'layers='"), ("3+5", "--layers", "Cannot read '--layers 3+5'"),
     ("1.5", "--layers", "Cannot read '--layers 1.5'"), ("²", "--layers", "Cannot read '--layers ²'"),
+    ("5-3", "--layers", "The range 5-3 in '--layers 5-3' is empty: write it low-high, e.g. 3-5."),
+    ("1-3,2", "--layers", "Layer 2 appears twice in '--layers 1-3,2': give each layer once, e.g. --layers 1,2,3."),
+    ("1-x", "--layers", "Cannot read '--layers 1-x'"), ("-1-3", "--layers", "Cannot read '--layers -1-3'"),
 ])
 def test_parse_layers_refuses(text, option, message):
     with pytest.raises(OlftError) as err:

@@ -85,9 +85,9 @@ def test_evaluate_reproduces_results(llama_run, capsys, monkeypatch):
 
 def test_train_and_select_subcommands(model_dirs, tiny_glue, tmp_path):
     base = ["--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), *FAST]
-    assert main(["train", "--layers", "0,2", "--out", str(tmp_path / "t"), "--method", "lora", *base]) == 0
+    assert main(["train", "--layers", "0,2-3", "--out", str(tmp_path / "t"), "--method", "lora", *base]) == 0  # a range, as --candidates
     r = json.loads((tmp_path / "t" / "results.json").read_text())
-    assert list(r["strategies"]) == ["layers=0+2"] and r["strategies"]["layers=0+2"]["layers"] == [0, 2]
+    assert list(r["strategies"]) == ["layers=0+2+3"] and r["strategies"]["layers=0+2+3"]["layers"] == [0, 2, 3]
     assert main(["select", "--out", str(tmp_path / "s"), "--candidates", "all", *base]) == 0
     r = json.loads((tmp_path / "s" / "results.json").read_text())
     assert [c["layer"] for c in r["selection"]["candidates"]] == [0, 1, 2, 3]
@@ -199,7 +199,7 @@ def test_bad_inputs(model_dirs, tiny_glue, tmp_path, capsys):
     _fails(capsys, ["run", *m, "--task", "rte", "--glue-dir", str(tmp_path / "noglue"), *o], "--glue-dir", out)
     _fails(capsys, ["run", *m, "--task", "mrpc", *g, *o], "not found", out)
     _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "7", *o, *FAST], "out of range", out)
-    _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "-1", *o, *FAST], "layer -1 in 'layers=-1' is out of range", out)
+    _fails(capsys, ["train", *m, "--task", "rte", *g, "--layers", "-1", *o, *FAST], "layer -1 in '--layers -1' is out of range", out)
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--candidates", "2-9", *o, *FAST], "out of range", out)
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--batch-size", "0", *o], "positive")
     _fails(capsys, ["run", *m, "--task", "rte", *g, "--strategies", "best", *o, *FAST], "unknown strategy", out)

@@ -19,14 +19,21 @@ PAIRS = [("the movie was good", "yes the cat"), ("a dog sat on the mat", "no"), 
 
 @pytest.fixture(scope="module")
 def runs(model_dirs, tiny_glue, tmp_path_factory):
-    """LoRA on BERT ([CLS] and mean pooling) and on Llama, adapter on Llama: RTE (pairs), one strategy each."""
+    """LoRA on BERT ([CLS] and mean pooling) and on Llama, adapter on Llama: RTE (pairs), one strategy each.
+
+    The LoRA Llama's tokenizer has a newline token, as real decoders' do: its pairs, joined by a
+    newline, are then other inputs than `tokenizer(a, b)` gives, and a recipe that gets this wrong fails.
+    """
+    from tiny import make_model_folder
+
     root = tmp_path_factory.mktemp("runs")
     out = {}
     mean = ["--pooling", "mean"]
+    dirs = {**model_dirs, "llama-newline": make_model_folder("llama", root / "llama-newline", newline=True)}
     for name, family, method, more in (("bert-lora", "bert", "lora", []), ("bert-mean", "bert", "lora", mean),
-                                       ("llama-lora", "llama", "lora", []), ("llama-adapter", "llama", "adapter", [])):
+                                       ("llama-lora", "llama-newline", "lora", []), ("llama-adapter", "llama", "adapter", [])):
         out[name] = root / name
-        args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
+        args = ["run", "--model", str(dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
                 "--strategies", "olft", "--candidates", "1", "--out", str(out[name]), *more, *FAST]
         assert main(args) == 0
     return out
@@ -222,6 +229,57 @@ def test_exports_carry_olft_pooling_and_head(runs, predicted, tmp_path, capsys, 
     if fmt == "peft":
         head = "score" if name.startswith("llama") else "classifier"
         assert head in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
+
+
+def _readme_code(text: str) -> str:
+    """The README's Python block, as a user would copy it."""
+    import re
+
+    return re.search(r"```python\n(.*?)```", text, re.S)[1]
+
+
+@pytest.mark.parametrize("name, fmt", [("llama-lora", "peft"), ("llama-lora", "merged"), ("llama-lora", "olft"),
+                                       ("bert-lora", "merged")])
+def test_export_readme_says_how_to_form_inputs_and_its_code_predicts_as_olft(runs, tmp_path, capsys, monkeypatch, name, fmt):
+    """A decoder takes a pair as one text, the two joined by a newline (`tokenizer(a, b)` feeds it
+    something else); an encoder the tokenizer's pair encoding. Each export's README says which, with
+    the labels in order, the task and the run's validation score, and its code, run as written,
+    gives `olft predict`'s probabilities."""
+    from olft.export import EXAMPLE_TEXTS
+
+    out = tmp_path / fmt
+    assert main(["export", "--run", str(runs[name]), "--format", fmt, "--output", str(out), "-q"]) == 0
+    text = (out / "README.md").read_text()
+    if fmt == "peft":  # peft's own card, its usage section filled in (and its metadata kept)
+        meta, text = _card(out / "README.md")
+        assert meta["library_name"] == "peft"
+        text = text[text.index("## How to Get Started with the Model"):]
+        text = text[: text.index("\n## ", 1)]
+        assert "[More Information Needed]" not in text
+    if name.startswith("llama"):
+        assert 'one text, the two joined by a newline, `tokenizer(sentence1 + "\\n" + sentence2)`' in text
+        assert "`tokenizer(sentence1, sentence2)` would encode an input it was never tuned on" in text
+        assert 'enc = tokenizer(sentence1 + "\\n" + sentence2, return_tensors="pt")' in text
+        assert ("trust_remote_code=True" in text) is (fmt != "olft")
+    else:
+        assert "`tokenizer(sentence1, sentence2)`, the tokenizer's pair encoding" in text and "joined by a newline" not in text
+        assert "enc = tokenizer(sentence1, sentence2, truncation=True, max_length=" in text
+    assert "- **Labels, in output order:** 0 `entailment`, 1 `not_entailment`." in text and "- **Task:** RTE" in text
+    results = json.loads((runs[name] / "results.json").read_text())
+    accuracy, scored = results["strategies"]["olft"]["metrics"]["validation"]["accuracy"], results["eval_examples"]["validation"]
+    assert f"- **Validation score** (`validation` split, {scored} examples): accuracy {accuracy:.4f}." in text
+
+    monkeypatch.chdir(tmp_path)  # DIR names the folder as seen from the one above it
+    names: dict = {}
+    exec(_readme_code(text), names)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(runs[name]), "--text", *EXAMPLE_TEXTS, "-q"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    olfts = [row["prob_entailment"], row["prob_not_entailment"]]
+    assert names["probs"] == pytest.approx(olfts, abs=1e-5)
+    if name.startswith("llama"):  # the join matters: the tokenizer's own pair encoding is another input
+        exec(_readme_code(text).replace(' + "\\n" + ', ", "), names)
+        assert names["probs"] != pytest.approx(olfts, abs=1e-5)
 
 
 def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path):

@@ -265,11 +265,15 @@ def test_plot_and_table_give_the_selections_own_verdict():
     # Runner-up 1 point behind on 57 examples (within one binomial SE) but 1.2 paired SE behind: not a tie.
     clear = _probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3])
     assert said(clear) == (None, False, False)
-    assert "probe-halving selector: 1.2 standard errors ahead of the runner-up." in table_md(clear)
+    assert "probe-halving selector: the winner's held-out loss is 1.2 standard errors below the runner-up's." in table_md(clear)
     # Runner-up far behind in accuracy, yet within the noise of the per-example losses: a near-tie everywhere.
     tied = _probe_halving({3: 0.80, 4: 0.60}, {0: 0.6}, selected=3, equivalent=[3, 4])
     assert said(tied) == ("near-tie", True, True)
     assert "layers 3, 4 within noise" in layers_figure(tied).axes[0].get_title()
+    # Which way the held-out loss points between them, as the console says it: the winner's may be the higher.
+    tied["selection"]["gaps"] = {"3": 0.0, "4": -0.4}
+    assert ("Layers [3, 4] are within noise of each other (probe-halving selector): layer 3 wins on accuracy but its "
+            "held-out loss is 0.40 standard errors above layer 4's; equivalent choices.") in table_md(tied)
     # Results from before the selection recorded `equivalent`: the binomial rule, in both places.
     old = {**clear, "selection": {k: v for k, v in clear["selection"].items() if k not in ("equivalent", "confidence", "flat")}}
     assert said(old) == ("near-tie", True, True)

@@ -3,6 +3,7 @@ confidence and equivalence."""
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -124,7 +125,35 @@ def test_confidence_is_the_runner_up_gap_and_ties_are_equivalent():
     from olft.select import confidence_text
 
     assert confidence_text(lower.confidence).startswith("the runner-up has the lower held-out loss, by ")
-    assert confidence_text(1.25) == "1.2 standard errors ahead of the runner-up" and confidence_text(None) == "one finalist"
+    assert confidence_text(1.25) == "the winner's held-out loss is 1.2 standard errors below the runner-up's"
+    assert confidence_text(None) == "one finalist"
+
+
+def test_tied_layers_are_described_the_way_their_held_out_losses_point():
+    """Ranked by score, the winner can have the highest held-out loss of the layers tied with it:
+    the words must say so, not that it leads (both signs, and ranked by loss)."""
+    from olft.select import tie_text
+
+    losses = {2: [0.70, 0.66, 0.72, 0.64], 4: [0.72, 0.65, 0.71, 0.65], 5: [0.68, 0.67, 0.69, 0.65]}
+    # 5 - 2: [-0.02, 0.01, -0.03, 0.01], mean -0.0075, se 0.0103 -> -0.73; 4 - 2: mean 0.0025, se 0.0075 -> 0.33.
+    cands = [Candidate(layer, score, 1.0, {"f1": score, "loss": float(np.mean(losses[layer]))}, steps=10,
+                       example_losses=losses[layer]) for layer, score in ((2, 0.8), (4, 0.7), (5, 0.6))]  # fmt: skip
+    sel = Selection("train-holdout", cands, 10, 4)
+    d = json.loads(json.dumps(sel.to_dict()))  # as results.json holds it
+    assert d["selected_layer"] == 2 and d["equivalent"] == [2, 4, 5]
+    assert d["gaps"] == {"2": 0.0, "4": pytest.approx(1 / 3), "5": pytest.approx(-0.7276, abs=1e-4)}
+    assert tie_text(d, "f1") == "layer 2 wins on f1 but its held-out loss is 0.73 standard errors above layer 5's"
+    # The winner with the lowest loss of the tied layers: said, with the nearest one's gap.
+    lowest = _with_losses({3: [0.2, 0.4, 0.6, 0.8], 4: [0.3, 0.3, 0.7, 0.8]}).to_dict()
+    assert tie_text(lowest, "accuracy") == ("layer 3 wins on accuracy and has the lowest held-out loss of these layers, "
+                                            "but layer 4's is only 0.52 standard errors above it")  # fmt: skip
+    probed = {**lowest, "rounds": [{"stage": "probe"}]}  # a proxy decided: no task metric won it
+    assert tie_text(probed, "accuracy").startswith("layer 3 has the lowest held-out loss of these layers, but layer 4's")
+    by_loss = Selection("train-holdout", cands, 10, 4, metric="loss").to_dict()
+    assert by_loss["selected_layer"] == 5 and by_loss["equivalent"] == [5, 2, 4]
+    assert tie_text(by_loss, "f1").startswith("layer 5 has the lowest held-out loss of these layers, but layer 2's is only 0.73")
+    # Nothing tied, or results from before olft recorded gaps: nothing to say.
+    assert tie_text({**d, "equivalent": [2]}, "f1") is None and tie_text({**d, "gaps": None}, "f1") is None
 
 
 def test_proxy_without_losses_reports_the_winner_alone():
@@ -294,8 +323,18 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     assert shrunk in caplog.text  # said when it happens, not only in table.md
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
-        _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
     assert "(more --selection-eval-samples or --selection-adaptive may separate them)" in caplog.text
+    # The warning says which way the held-out losses point, as results.json records them.
+    said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
+    loss, winner = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}, sel["selected_layer"]
+    if min(sel["equivalent"], key=loss.get) != winner:
+        assert f"layer {winner} wins on accuracy but its held-out loss is " in said, said
+        named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
+        assert named in sel["equivalent"] and loss[named] < loss[winner]
+    else:
+        assert f"layer {winner} wins on accuracy and has the lowest held-out loss of these layers" in said
+    assert "leads" not in said, said
     assert "shrunk in proportion" not in caplog.text
 
 

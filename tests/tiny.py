@@ -13,15 +13,21 @@ WORDS = (
 ).split()
 
 
-def make_tokenizer(encoder: bool):
-    """Word-level tokenizer: BERT-like ([CLS] a [SEP] b [SEP]) or decoder-like (no pad token)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+def make_tokenizer(encoder: bool, newline: bool = False):
+    """Word-level tokenizer: BERT-like ([CLS] a [SEP] b [SEP]) or decoder-like (no pad token).
+
+    `newline`: "\\n" is a token, as in real decoders' tokenizers (GPT-2's, Llama's), so a pair joined
+    by a newline and the tokenizer's own pair encoding (`tokenizer(a, b)`) are different inputs.
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] if encoder else ["<unk>", "<bos>", "<eos>"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    vocab = {w: i for i, w in enumerate(specials + WORDS + (["\n"] if newline else []))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=specials[1] if encoder else "<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Whitespace() is the split on \w+|[^\w\s]+; the newline variant keeps "\n" as a piece of its own.
+    tok.pre_tokenizer = (pre_tokenizers.Split(Regex(r"\w+|[^\w\s]+|\n"), behavior="removed", invert=True) if newline
+                         else pre_tokenizers.Whitespace())  # fmt: skip
     if encoder:
         cls, sep = vocab["[CLS]"], vocab["[SEP]"]
         tok.post_processor = processors.TemplateProcessing(
@@ -52,15 +58,16 @@ def make_config(family: str, layers: int = 4, hidden: int = 32):
     raise ValueError(family)
 
 
-def make_model_folder(family: str, path: Path, layers: int = 4, hidden: int = 32, seed: int = 0) -> Path:
-    """Save a random model of `family` and its tokenizer as a Hugging Face folder."""
+def make_model_folder(family: str, path: Path, layers: int = 4, hidden: int = 32, seed: int = 0,
+                      newline: bool = False) -> Path:
+    """Save a random model of `family` and its tokenizer (`make_tokenizer`) as a Hugging Face folder."""
     from transformers import AutoModel
 
     torch.manual_seed(seed)
     model = AutoModel.from_config(make_config(family, layers, hidden))
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    make_tokenizer(family == "bert").save_pretrained(path)
+    make_tokenizer(family == "bert", newline).save_pretrained(path)
     return path
 
 

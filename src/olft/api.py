@@ -20,7 +20,7 @@ from olft.errors import OlftError, Terminated
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import Candidate, Strategy, check_candidates, confidence_text, middle_bucket, parse_strategies
+from olft.select import Candidate, Strategy, check_candidates, confidence_text, middle_bucket, parse_strategies, tie_text
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,14 @@ def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
 
 
+def config_layers(cfg: RunConfig) -> int | None:
+    """The model's layer count from its config alone (no weights load); None for a config that
+    declares none (the loaded model then tells)."""
+    from olft.loading import config_num_layers, read_config
+
+    return config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
+
+
 def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
     """Refuse layers the model does not have (--strategies, --layers, --candidates) from its config
     alone, before data is read or weights load; OlftError naming the valid range.
@@ -94,9 +102,7 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
     Returns the model's layer count, or None for a config that declares none: the check is then
     left to the loaded model (`run` repeats it).
     """
-    from olft.loading import config_num_layers, read_config
-
-    n = config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
+    n = config_layers(cfg)
     if n is None:
         return None
     if check_strategies:
@@ -319,9 +325,9 @@ def _select(session: Session, folder: RunFolder, results: dict):
         capped = selection.protocol == "train-holdout" and selection.score_examples < s.selection_eval_samples
         data = "more training examples (--max-train-samples caps the scoring set)" if capped else "more --selection-eval-samples"
         log.warning(
-            "Layers %s are equivalent within %.1f standard errors of held-out loss: layer %d leads, but not by more than "
-            "the noise of %d scoring examples (%s%s may separate them).",
-            selection.equivalent, selection.threshold, selection.selected_layer, selection.score_examples, data, more,
+            "Layers %s are equivalent within %.1f standard errors of held-out loss: %s, within the noise of %d scoring "
+            "examples (%s%s may separate them).", selection.equivalent, selection.threshold,
+            tie_text(results["selection"], results["metric"]), selection.score_examples, data, more,
         )  # fmt: skip
     return selection
 

@@ -125,7 +125,7 @@ def build_parser():
             _field_options(p, RunConfig, None, skip=() if command == "run" else ("strategies",))
             p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
         if command == "train":
-            p.add_argument("--layers", required=True, help="Layer indices to tune, comma-separated (0-based), e.g. 11 or 3,5.")
+            p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4.")
         sub.add_subcommand(command, p, help=help_text)
     p = _subparser("Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
@@ -415,9 +415,14 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
-            from olft.select import parse_layers
+            from olft.select import check_range, parse_layers
 
-            cfg.strategies = "layers=" + "+".join(map(str, parse_layers(str(args.layers), "--layers")))  # before anything loads
+            layers = parse_layers(str(args.layers), "--layers")  # its form first: no model needed to refuse "2,x"
+            # Its range from the model's config, before anything loads, quoting --layers as typed (`run` checks
+            # the strategy layers=... again once the model has loaded, for a config that declares no layer count).
+            if (n := api.config_layers(cfg)) is not None:
+                check_range(layers, n, f"--layers {args.layers}")
+            cfg.strategies = "layers=" + "+".join(map(str, layers))
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
         from olft.report import table_md
 

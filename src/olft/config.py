@@ -154,7 +154,7 @@ class TrainConfig:
 
 @dataclass
 class SelectionConfig:
-    candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, or a list 3,5,7.")
+    candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, a list 3,5,7, or both: 2-4,9.")
     selector: str = opt("auto", "How a layer is chosen (default: auto, the selection benchmark's lowest regret within 30 % of exhaustive's cost; see docs/selection.md): exhaustive (tune every candidate for --selection-steps), halving (successive halving: short runs for all, keep the better half, double the steps; the last two get --selection-steps), probe (linear probe on each layer's frozen output, no training), gradient (relative gradient norm of each module at initialisation, no training), probe-halving (probe keeps the better half, then halving), auto (the probe, then probe-halving over its top N//4 of N candidates: two both train for --selection-steps, more start with shorter halving rungs; about 30 % of exhaustive's cost at most; the probe alone below 8 candidates). See docs/selection.md.", choices=("exhaustive", "halving", "probe", "gradient", "probe-halving", "auto"))
     selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
     selection_train_samples: int = opt(1000, "Examples candidates are trained (or probes fitted) on.")
@@ -164,7 +164,7 @@ class SelectionConfig:
     selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins).", choices=("score", "loss"))
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
     selection_adaptive: int = opt(1, "When the top candidates are within --equivalence-threshold standard errors, retrain just those with twice the steps, up to this many times (0: never; they are then reported as equivalent). Not under --selector auto, whose training is sized to its cost bound.")
-    equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss trails the winner's by fewer standard errors than this are reported as equivalent to it.")
+    equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss differs from the winner's (either way) by fewer standard errors than this are reported as equivalent to it.")
     probe_keep: int | None = opt(None, "Candidates the probe passes on to trained halving under --selector probe-halving (unset: the better half, rounded up). 2 trains the probe's top two for the full --selection-steps with no short rung: cost about 2/N of exhaustive over N candidates (docs/selection.md).")
     gradient_batches: int = opt(8, "Training batches the gradient selector sums its gradients over.")
     selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
@@ -190,7 +190,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers).")
+    strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers; a range: layers=I-J).")
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
 
     def with_absolute_paths(self) -> RunConfig:

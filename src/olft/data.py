@@ -74,8 +74,12 @@ class Batch:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _join_pairs(tokenizer) -> bool:
-    """Encoders have a separator token and pair encoding; decoders get the texts joined by a newline."""
+PAIR_JOINER = "\n"  # what joins a decoder's two texts into one (exported models' READMEs quote it)
+
+
+def joins_pairs(tokenizer) -> bool:
+    """Whether a pair reaches the model as one text, the two joined by `PAIR_JOINER` (decoders:
+    no separator token), rather than as the tokenizer's pair encoding (encoders: [SEP], segment ids)."""
     return getattr(tokenizer, "sep_token", None) is None
 
 
@@ -89,8 +93,8 @@ def length_limits(tokenizer, num_texts: int, model_config: Any) -> tuple[int, in
     `model_max_length`, whichever is smaller; None when neither is known.
     """
     pair = num_texts > 1
-    if pair and _join_pairs(tokenizer):
-        newline = len(tokenizer("\n", add_special_tokens=False)["input_ids"])
+    if pair and joins_pairs(tokenizer):
+        newline = len(tokenizer(PAIR_JOINER, add_special_tokens=False)["input_ids"])
         shortest = tokenizer.num_special_tokens_to_add(pair=False) + newline + num_texts
     else:
         shortest = tokenizer.num_special_tokens_to_add(pair=pair) + num_texts
@@ -157,8 +161,8 @@ def encode(tokenizer, examples: Sequence, max_length: int, model_inputs: Sequenc
     if not examples:
         raise OlftError("The split is empty: it has no examples to tokenize. Check the data file.")
     columns = [list(col) for col in zip(*(tuple(ex.texts) for ex in examples), strict=True)]
-    join = len(columns) > 1 and _join_pairs(tokenizer)
-    firsts = ["\n".join(t) for t in zip(*columns, strict=True)] if join else columns[0]
+    join = len(columns) > 1 and joins_pairs(tokenizer)
+    firsts = [PAIR_JOINER.join(t) for t in zip(*columns, strict=True)] if join else columns[0]
     seconds = columns[1] if len(columns) > 1 and not join else None
     keep = [name for name in model_inputs if name not in ("input_ids", "attention_mask")]
     out = _tokenize(tokenizer, firsts, seconds, keep)
@@ -239,7 +243,7 @@ def _cut_joined(tokenizer, texts: list[str], lengths: list[int], budget: int, ma
     while budget >= len(texts):
         kept = longest_first(lengths, budget)
         parts = [t if k >= n else _text_prefix(tokenizer, t, k) for t, n, k in zip(texts, lengths, kept, strict=True)]
-        row = {name: values[0] for name, values in _tokenize(tokenizer, ["\n".join(parts)], None, keep).items()}
+        row = {name: values[0] for name, values in _tokenize(tokenizer, [PAIR_JOINER.join(parts)], None, keep).items()}
         excess = len(row["input_ids"]) - max_length
         if excess <= 0:
             return row, kept

@@ -23,6 +23,11 @@ real token with a biased head, decoders' default; see `olft.hfmodel`) get `olft_
 config.json's `auto_map`. Load them with `trust_remote_code=True` (without it transformers builds
 its own class, which pools and scores differently). Every `peft`/`merged` export is reloaded the
 way a user would load it and compared with olft's outputs (atol 1e-4) before it is put in place.
+
+Every folder says how to use it (`usage_text`; peft: its model card's "How to Get Started"
+section; merged and olft: a README.md): how to load it, how olft formed its inputs (a decoder
+takes a pair as one text, the two joined by a newline; an encoder the tokenizer's pair encoding),
+the labels in output order, the task and the run's validation metrics.
 """
 
 from __future__ import annotations
@@ -77,9 +82,9 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
         raise OlftError(f"Cannot create --output {out} ({exc.strerror or exc}). Pass --output a new folder in a writable one.") from None
     try:
         if format == "olft":
-            _export_olft(info, tmp)
+            _export_olft(info, tmp, out.name)
         else:
-            _export_transformers(info, tmp, format)
+            _export_transformers(info, tmp, format, out.name)
         try:
             tmp.rename(out)  # replaces an empty folder; fails if something was written there meanwhile
         except OSError as exc:
@@ -91,8 +96,11 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     return out
 
 
-def _export_olft(info: RunInfo, tmp: Path) -> None:
-    """The run folder reduced to one strategy (config, results, weights), model path made absolute."""
+def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
+    """The run folder reduced to one strategy (config, results, weights), model path made absolute,
+    and a README.md on using it."""
+    from olft.hfmodel import load_tokenizer
+
     config = json.loads((info.folder / "config.json").read_text())
     model = Path(config["model"]["model"]).expanduser()
     if model.exists():  # a local folder or file: keep it findable from anywhere
@@ -104,9 +112,10 @@ def _export_olft(info: RunInfo, tmp: Path) -> None:
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.copy2(info.weights, tmp / "weights" / info.weights.name)
+    _write_readme(tmp / "README.md", usage_text(info, load_tokenizer(info.folder), "olft", False, name))
 
 
-def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
+def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> None:
     from olft.hfmodel import _probe_logits, merge_lora, to_transformers
 
     session, applied = tuned_session(info, quiet=True)
@@ -125,9 +134,11 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str) -> None:
     if format == "merged":
         _save_model(model, tmp, custom)
         session.tokenizer.save_pretrained(tmp)
+        _write_readme(tmp / "README.md", usage_text(info, session.tokenizer, "merged", custom, name))
         _verify(tmp, "merged", session, reference, custom)
         return
     _save_peft(model, lora, info, session, tmp, model.config.olft["head"] if custom else "classifier", custom)
+    _add_usage(tmp / "README.md", usage_text(info, session.tokenizer, "peft", custom, name))
     _verify(tmp, "peft", session, reference, custom)
 
 
@@ -186,23 +197,130 @@ def _name_base_model(card_path: Path, info: RunInfo) -> None:
     """
     from huggingface_hub import ModelCard
 
-    from olft.loading import ALIASES, hub_id
+    from olft.loading import hub_id
 
     card = ModelCard.load(card_path)
-    model, gguf = info.cfg.model.model, info.cfg.model.gguf_file
-    repo = hub_id(model)
+    repo = hub_id(info.cfg.model.model)
     card.data.base_model = repo
     tags = [t for t in card.data.tags or [] if not t.startswith("base_model:")]
     card.data.tags = tags + ([f"base_model:adapter:{repo}"] if repo else [])
+    line = f"- **Finetuned from model:** {_base_model_words(info)}; its weights are in `base/`"
+    text, found = re.subn(r"^- \*\*Finetuned from model.*$", lambda _: line, card.text, count=1, flags=re.M)
+    card.text = text if found else f"{card.text.rstrip()}\n\n{line}\n"
+    card.save(card_path)
+
+
+# -- the folder's README: how to load it, form its inputs and read its outputs -------------------
+
+EXAMPLE_TEXTS = ("A man is sleeping on a bench.", "Nobody is sleeping.")
+USAGE_HEADING = "## How to Get Started with the Model"  # peft's card has this section, left unfilled
+# Per format: imports, the model, the tokenizer ({trc}: trust_remote_code where the folder carries olft_head.py).
+LOADERS = {
+    "peft": ("from peft import AutoPeftModelForSequenceClassification\nfrom transformers import AutoTokenizer",
+             "AutoPeftModelForSequenceClassification.from_pretrained(DIR{trc}).eval()", "AutoTokenizer.from_pretrained(DIR)"),
+    "merged": ("from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+               "AutoModelForSequenceClassification.from_pretrained(DIR{trc}).eval()", "AutoTokenizer.from_pretrained(DIR)"),
+    "olft": ("import olft", "olft.load(DIR)  # a transformers model, checked against olft's outputs", "olft.load_tokenizer(DIR)"),
+}
+
+
+def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -> str:
+    """How to use the export `name` of `info` in `format` (markdown, no heading): the task, the
+    labels in output order, the run's validation metrics, how olft formed the inputs, and code
+    that loads the folder and predicts (`custom`: the folder carries olft_head.py).
+
+    A decoder's pair is one text, the two joined by `data.PAIR_JOINER`: `tokenizer(a, b)` would
+    encode an input the model was never tuned on, so the text and the code spell the join out.
+    """
+    from olft import tasks
+    from olft.data import PAIR_JOINER, joins_pairs
+
+    task, results = tasks.get_task(info.cfg.data.task), info.results
+    fields, n = list(task.text_fields), results.get("max_length")
+    joined = len(fields) > 1 and joins_pairs(tokenizer)
+    if joined:
+        call = f" + {json.dumps(PAIR_JOINER)} + ".join(fields)
+        how = (f"one text, the two joined by a newline, `tokenizer({call})`: this model's tokenizer has no separator "
+               f"token, and `tokenizer({', '.join(fields)})` would encode an input it was never tuned on")  # fmt: skip
+        long = "a longer pair lost tokens from its longer text before the two were joined (`olft predict` does the same)"
+    else:
+        call = ", ".join(fields) + (f", truncation=True, max_length={n}" if n else "")
+        how = (f"`tokenizer({', '.join(fields)})`, the tokenizer's pair encoding (its separator token and segment ids)"
+               if len(fields) > 1 else f"`tokenizer({fields[0]})`, the text alone")  # fmt: skip
+        long = f"`truncation=True, max_length={n}` cuts a longer input as olft did{' (longer text first)' if len(fields) > 1 else ''}"
+    labels = list(task.labels) if task.labels else None
+    low, high = task.score_range or (None, None)
+    lines = [
+        f"- **Task:** {task.display_name} (GLUE); input text{'s' if len(fields) > 1 else ''} {', '.join(f'`{f}`' for f in fields)}.",
+        "- **Labels, in output order:** " + ", ".join(f"{i} `{label}`" for i, label in enumerate(labels)) + "." if labels
+        else f"- **Output:** one number, the predicted score{f' ({low:g} to {high:g})' if task.score_range else ''}.",
+        f"- **Tuned by olft:** the PEFT module on layer{'s' if len(info.layers) > 1 else ''} "
+        f"{', '.join(map(str, info.layers))} (strategy `{info.strategy}`, method `{info.cfg.method.method}`) of {_base_model_words(info)}.",
+        *_validation_lines(results, info.strategy),
+        f"- **Inputs:** {how}.",
+        *([f"- **Long inputs:** olft tuned and scored the model on at most {n} tokens; {long}."] if n else []),
+        f"- **Batches:** {'join each pair, then ' if joined else ''}`tokenizer([...]{'' if joined or len(fields) < 2 else ', [...]'}, "
+        "padding=True, return_tensors=\"pt\")` after `tokenizer.padding_side = \"right\"`, as olft padded (the model pools "
+        "by `attention_mask`).",
+    ]  # fmt: skip
+    trc = ", trust_remote_code=True" if custom else ""
+    if custom:
+        lines.append("- **`trust_remote_code=True`** loads `olft_head.py`, olft's pooling and head; without it transformers "
+                     "builds its own class, which pools and scores differently.")  # fmt: skip
+    if format == "peft":
+        lines.append("- **A copy moved elsewhere** (`adapter_config.json` names `base/` by absolute path) loads as "
+                     f"`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + \"/base\"{trc}), DIR)`.")
+    if format == "olft":
+        lines.append("- **`olft predict --run DIR --text ...`** (or `--input FILE`) does all of this for you.")
+    return "\n".join(lines) + "\n\n```python\n" + _usage_code(format, trc, name, fields, call, labels) + "```\n"
+
+
+def _validation_lines(results: dict, strategy: str) -> list[str]:
+    """The strategy's metrics on each evaluation split, as results.json records them."""
+    counts = results.get("eval_examples") or {}
+    return [f"- **Validation score** (`{split}` split, {counts.get(split, '?')} examples): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + "."
+            for split, metrics in (results["strategies"][strategy].get("metrics") or {}).items()]  # fmt: skip
+
+
+def _usage_code(format: str, trc: str, name: str, fields: list[str], call: str, labels: list[str] | None) -> str:
+    """Python that loads the export `name` from the folder above it and prints one prediction."""
+    imports, model, tokenizer = (x.format(trc=trc) for x in LOADERS[format])
+    texts = ", ".join(json.dumps(t) for t in EXAMPLE_TEXTS[: len(fields)])
+    read = (f"    probs = model(**enc).logits.softmax(-1)[0].tolist()\nprint(dict(zip({json.dumps(labels)}, probs)))"
+            if labels else "    score = model(**enc).logits[0, 0].item()\nprint(score)")  # fmt: skip
+    return (f"import torch\n{imports}\n\nDIR = {json.dumps(name)}  # this folder's path\nmodel = {model}\n"
+            f"tokenizer = {tokenizer}\n\n{', '.join(fields)} = {texts}\n"
+            f"enc = tokenizer({call}, return_tensors=\"pt\")\nwith torch.no_grad():\n{read}\n")
+
+
+def _write_readme(path: Path, usage: str) -> None:
+    """README.md of a `merged` or `olft` export: what it is, and `usage_text`."""
+    path.write_text(f"# A classifier tuned with olft (Optimal Layer Fine-Tuning)\n\n{USAGE_HEADING}\n\n{usage}")
+
+
+def _add_usage(card_path: Path, usage: str) -> None:
+    """Fill the usage section of the model card peft wrote (appended where it has none)."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(card_path)
+    section = rf"^{re.escape(USAGE_HEADING)}\n.*?(?=^## |\Z)"
+    body = f"{USAGE_HEADING}\n\n{usage}\n"
+    text, found = re.subn(section, lambda _: body, card.text, count=1, flags=re.M | re.S)
+    card.text = text if found else f"{card.text.rstrip()}\n\n{body}"
+    card.save(card_path)
+
+
+def _base_model_words(info: RunInfo) -> str:
+    """The run's base model as a README names it: the hub id where olft knows one, else the path given."""
+    from olft.loading import ALIASES, hub_id
+
+    model, gguf = info.cfg.model.model, info.cfg.model.gguf_file
+    repo = hub_id(model)
     if model in ALIASES:
         named, gguf = f"{repo} (olft's built-in `{model}`)", ALIASES[model].gguf_file
     else:
         named = repo or f"`{model}` (a local model, not on the model hub)"
-    named += f", file {gguf} dequantized" if gguf else ""
-    line = f"- **Finetuned from model:** {named}; its weights are in `base/`"
-    text, found = re.subn(r"^- \*\*Finetuned from model.*$", lambda _: line, card.text, count=1, flags=re.M)
-    card.text = text if found else f"{card.text.rstrip()}\n\n{line}\n"
-    card.save(card_path)
+    return named + (f", file {gguf} dequantized" if gguf else "")
 
 
 def _verify(folder: Path, format: str, session, reference, custom: bool) -> None:
@@ -241,7 +359,7 @@ def add_export_options(p) -> None:
 
 def export_command(args) -> int:
     out = export(args.run, args.output, args.strategy, args.format)
-    print(f"wrote {out} ({args.format})")
+    print(f"wrote {out} ({args.format}); its README.md says how to load it and form its inputs")
     custom = any(out.rglob(f"{HEAD_MODULE}.py"))
     trc = ", trust_remote_code=True" if custom else ""  # in each recipe: a moved copy without it loads the wrong class
     if args.format == "peft":  # adapter_config.json names base/ by absolute path: what peft's Auto class needs

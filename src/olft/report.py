@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
-from olft.select import confidence_text
+from olft.select import confidence_text, tie_text
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -103,7 +103,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
             f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
-        lines += _verdict_lines(sel)
+        lines += _verdict_lines(sel, metric)
         lines += _candidate_table(sel, metric)
     return "\n".join(lines) + "\n"
 
@@ -164,13 +164,15 @@ def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
     return ["", *notes] if notes else []
 
 
-def _verdict_lines(sel: dict) -> list[str]:
+def _verdict_lines(sel: dict, metric: str) -> list[str]:
     """How sure the selection is, from `selection_verdict` (the plot's title says the same)."""
     verdict = selection_verdict(sel)
     if verdict == "tie":
         return ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
-        return [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): equivalent choices."]
+        tie = tie_text(sel, metric)
+        return [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): "
+                f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
     if verdict == "near-tie":
         return ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
                 "selection recorded no paired noise estimate)."]  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -37,22 +38,48 @@ def middle_bucket(num_layers: int) -> list[int]:
     return list(range(third, num_layers - third))
 
 
+def read_layers(text: str, sep: str, shown: str) -> list[int] | None:
+    """The layer numbers `text` lists, in the order written: numbers and inclusive ranges low-high
+    (`4-9`), joined by `sep` or spaces. None when an item is neither; OlftError, quoting `shown`
+    (what was typed), for an empty range. The one reader of --candidates, --layers and layers=.
+    """
+    text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text)  # "4 - 9" is the range 4-9
+    items = [x for x in re.split(rf"[{re.escape(sep)}\s]", text) if x]
+    layers: list[int] = []
+    for item in items:
+        if span := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
+            lo, hi = int(span[1]), int(span[2])
+            if lo > hi:
+                raise OlftError(f"The range {item} in '{shown}' is empty: write it low-high, e.g. {hi}-{lo}.")
+            layers += range(lo, hi + 1)
+        elif re.fullmatch(r"-?[0-9]+", item):
+            layers.append(int(item))
+        else:
+            return None
+    return layers or None
+
+
+def check_range(layers: Sequence[int], num_layers: int, shown: str) -> None:
+    """OlftError, quoting `shown` (what was typed), for a layer the model does not have."""
+    bad = [i for i in layers if i < 0 or i >= num_layers]
+    if bad:
+        raise OlftError(f"Layer {bad[0]} in '{shown}' is out of range: this model has {num_layers} layers, "
+                        f"numbered 0 to {num_layers - 1}. See `olft info`.")  # fmt: skip
+
+
 def parse_candidates(spec: str, num_layers: int) -> list[int]:
-    """'middle' | 'all' | 'A-B' (inclusive) | 'I,J,K' -> sorted layer indices, validated."""
+    """'middle' | 'all' | layers and ranges, as `read_layers` reads them with ',' ('4-9', '3,5,7',
+    '2-4,9') -> sorted layer indices, validated (a layer given twice counts once)."""
     spec = spec.strip().lower()
     if spec == "middle":
         layers = middle_bucket(num_layers)
     elif spec == "all":
         layers = list(range(num_layers))
-    elif re.fullmatch(r"-?\d+\s*-\s*-?\d+", spec) and not spec.startswith("-"):
-        lo, hi = (int(x) for x in spec.split("-", 1))
-        layers = list(range(lo, hi + 1))
-        if not layers:
-            raise OlftError(f"Candidate range '{spec}' is empty: write it low-high, e.g. 4-9.")
-    elif re.fullmatch(r"\s*-?\d+(\s*,\s*-?\d+)*\s*", spec):
-        layers = [int(x) for x in spec.split(",")]
     else:
-        raise OlftError(f"Cannot read candidates '{spec}': use middle, all, a range like 4-9, or a list like 3,5,7.")
+        layers = read_layers(spec, ",", f"--candidates {spec}")
+        if layers is None:
+            raise OlftError(f"Cannot read candidates '{spec}': use middle, all, a range like 4-9, or a list like 3,5,7 "
+                            "(or both: 2-4,9).")  # fmt: skip
     bad = [i for i in layers if i < 0 or i >= num_layers]
     if bad:
         raise OlftError(
@@ -73,23 +100,25 @@ class Strategy:
 LAYER_LISTS = {"layers=": ("layers=", "+"), "--layers": ("--layers ", ",")}
 
 
-def parse_layers(text: str, option: str = "layers=") -> tuple[int, ...]:
-    """The layers `text` lists, sorted: `3+5` of a --strategies entry `layers=3+5`, or `3,5` of
-    `olft train --layers 3,5` (option "--layers"); spaces separate them too. OlftError, quoting
-    what was written, for an entry that is no layer number, no layer at all, or a layer given twice
-    (it would tune once, under a name that lists it twice). `parse_strategies` checks the range.
+def parse_layers(text: str, option: str = "layers=", num_layers: int | None = None) -> tuple[int, ...]:
+    """The layers `text` lists, sorted: `3+5` or `2-4` of a --strategies entry `layers=3+5`, or
+    `3,5` or `2-4` of `olft train --layers 3,5` (option "--layers"); spaces separate them too
+    (`read_layers`, as --candidates). OlftError, quoting what was written, for an entry that is no
+    layer number or range, no layer at all, a layer given twice (it would tune once, under a name
+    that lists it twice), or, given `num_layers`, a layer the model does not have.
     """
     lead, sep = LAYER_LISTS[option]
     shown = lead + text
-    items = [x for x in re.split(rf"[{re.escape(sep)}\s]", text) if x]
-    if not items or any(not re.fullmatch(r"-?[0-9]+", x) for x in items):
-        raise OlftError(f"Cannot read '{shown}': write layer numbers joined by '{sep}', e.g. {lead}3 or {lead}3{sep}5 "
-                        "(`olft info` lists the model's layers).")  # fmt: skip
-    given = [int(x) for x in items]
+    given = read_layers(text, sep, shown)
+    if given is None:
+        raise OlftError(f"Cannot read '{shown}': write layer numbers joined by '{sep}', e.g. {lead}3 or {lead}3{sep}5, "
+                        f"or ranges low-high, e.g. {lead}2-4 (`olft info` lists the model's layers).")  # fmt: skip
     layers = tuple(sorted(set(given)))
     if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
         twice = next(i for i in given if given.count(i) > 1)
         raise OlftError(f"Layer {twice} appears twice in '{shown}': give each layer once, e.g. {lead}{sep.join(map(str, layers))}.")
+    if num_layers is not None:
+        check_range(layers, num_layers, shown)
     return layers
 
 
@@ -107,16 +136,10 @@ def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
         elif low in ("full", "all"):
             out.append(Strategy("full", tuple(range(num_layers))))
         elif low.startswith("layers="):
-            layers = parse_layers(part[7:])
-            bad = [i for i in layers if i < 0 or i >= num_layers]
-            if bad:
-                raise OlftError(
-                    f"Layer {bad[0]} in '{part}' is out of range: this model has {num_layers} "
-                    f"layers, numbered 0 to {num_layers - 1}. See `olft info`."
-                )
+            layers = parse_layers(part[7:], "layers=", num_layers)
             out.append(Strategy("layers=" + "+".join(map(str, layers)), layers))
         else:
-            raise OlftError(f"Unknown strategy '{part}': use olft, final, full or layers=I+J.")
+            raise OlftError(f"Unknown strategy '{part}': use olft, final, full or layers=I+J (or layers=I-J, a range).")
     if not out:
         raise OlftError("No strategy given: use --strategies olft,final,full (or a subset).")
     return out
@@ -205,8 +228,8 @@ class Selection:
         return len(ranked) > 1 and len(set(ranked.values())) == 1
 
     def gaps(self) -> dict[int, float | None]:
-        """Finalist -> how far it trails the winner, in standard errors of the paired per-example
-        held-out loss difference (0 for the winner; None without per-example losses)."""
+        """Finalist -> how far its held-out loss lies above the winner's (negative: below), in
+        standard errors of the paired per-example difference (0 for the winner; None without per-example losses)."""
         by_layer = {c.layer: c for c in self.candidates}
         best = by_layer[self.selected_layer]
         return {layer: paired_gap(best.example_losses, by_layer[layer].example_losses) for layer in self.ranking()}
@@ -240,6 +263,8 @@ class Selection:
             "flat": self.flat if scored else None,
             "confidence": self.confidence if scored else None,
             "equivalent": self.equivalent if scored else None,
+            # JSON keys are strings: the same dict before and after results.json
+            "gaps": {str(layer): gap for layer, gap in self.gaps().items()} if scored else None,
             "equivalence_threshold": self.threshold,
             "finalists": self.finalists,
             "probe_keep": self.probe_keep,
@@ -259,7 +284,28 @@ def confidence_text(confidence: float | None) -> str:
         return "one finalist"
     if confidence < 0:
         return f"the runner-up has the lower held-out loss, by {-confidence:.1f} standard errors: score and loss disagree"
-    return f"{confidence:.1f} standard errors ahead of the runner-up"
+    return f"the winner's held-out loss is {confidence:.1f} standard errors below the runner-up's"
+
+
+def tie_text(sel: dict, metric: str) -> str | None:
+    """How the winner of `sel` (a `Selection.to_dict`) stands on held-out loss against the layers
+    `equivalent` to it, in words true for either sign: trained candidates ranked by score (`metric`,
+    the task's headline metric, names it) can make the winner the one with the highest held-out loss
+    of them. None when nothing ties with the winner, or for results from before olft recorded `gaps`.
+    """
+    winner, gaps = sel.get("selected_layer"), sel.get("gaps")
+    tied = [layer for layer in sel.get("equivalent") or [] if layer != winner]
+    if not tied or not gaps:
+        return None
+    nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
+    gap = gaps[str(nearest)]
+    # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
+    by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
+    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
+    if gap < 0:  # the loss ranks them the other way
+        return f"{first} but its held-out loss is {-gap:.2f} standard errors above layer {nearest}'s"
+    has = f"{first} and has" if by_score else f"layer {winner} has"
+    return f"{has} the lowest held-out loss of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
 
 
 def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
