@@ -175,3 +175,22 @@ def test_zero_token_texts_are_all_named_in_one_message(bert_tok):
     two = [_pair(" ", "b", source="x.csv:2"), _pair("a", "b", source="y.jsonl:4"), Example(("a", ""), 0)]
     with pytest.raises(OlftError, match=r"^x\.csv:2, example 3 of its split \(2 rows\): a text is empty"):
         encode(bert_tok, two, 32)
+
+
+def test_roberta_positions_start_after_its_padding_index(bert_tok):
+    """RoBERTa numbers positions from pad_token_id + 1: its longest input is max_position_embeddings
+    less that offset, checked against the model's own forward (one token more is out of range)."""
+    import torch
+
+    from olft.data import usable_positions
+    from tiny import build_model
+
+    model, _ = build_model("roberta")  # 66 positions
+    n = 66 - model.config.pad_token_id - 1
+    assert usable_positions(model.config) == n < 66 and usable_positions(make_config("bert")) == 64
+    assert resolve_max_length(None, bert_tok, 2, model.config) == n
+    with pytest.raises(OlftError, match=rf"Use --max-length {n} or less\.$"):
+        resolve_max_length(n + 1, bert_tok, 2, model.config)
+    model(input_ids=torch.full((1, n), 5))  # the longest input olft lets through runs
+    with pytest.raises((IndexError, RuntimeError)):
+        model(input_ids=torch.full((1, n + 1), 5))

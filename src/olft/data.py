@@ -85,11 +85,29 @@ def joins_pairs(tokenizer) -> bool:
 
 # ------------------------------------------------------------------------------ max length
 
+# RoBERTa-style embeddings number positions from padding_idx + 1 (transformers'
+# create_position_ids_from_input_ids), so max_position_embeddings (514 for roberta-base) holds
+# padding_idx + 1 fewer tokens (512).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "ibert",
+                     "mpnet", "roberta-prelayernorm", "luke", "markuplm", "mra", "xmod"}
+
+
+def usable_positions(model_config: Any) -> int | None:
+    """How many tokens the model's position embeddings can number: `max_position_embeddings`,
+    less the `pad_token_id + 1` offset of RoBERTa-style models; None when the config has none."""
+    n = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(n, int):
+        return None
+    if getattr(model_config, "model_type", None) in _OFFSET_POSITIONS:
+        n -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+    return n
+
+
 def length_limits(tokenizer, num_texts: int, model_config: Any) -> tuple[int, int | None]:
     """(shortest, longest) max_length in tokens this tokenizer and model can honour.
 
     Shortest: the special tokens (and a decoder's newline between texts) plus one token per
-    text. Longest: the model's `max_position_embeddings` and the tokenizer's
+    text. Longest: the positions the model can number (`usable_positions`) and the tokenizer's
     `model_max_length`, whichever is smaller; None when neither is known.
     """
     pair = num_texts > 1
@@ -98,8 +116,7 @@ def length_limits(tokenizer, num_texts: int, model_config: Any) -> tuple[int, in
         shortest = tokenizer.num_special_tokens_to_add(pair=False) + newline + num_texts
     else:
         shortest = tokenizer.num_special_tokens_to_add(pair=pair) + num_texts
-    limits = [getattr(model_config, "max_position_embeddings", None),
-              getattr(tokenizer, "model_max_length", None)]
+    limits = [usable_positions(model_config), getattr(tokenizer, "model_max_length", None)]
     known = [int(x) for x in limits if isinstance(x, (int, float)) and 0 < x < _UNSET_LIMIT]
     return shortest, min(known) if known else None
 
