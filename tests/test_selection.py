@@ -145,8 +145,11 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     assert tie_text(d, "f1") == "layer 2 wins on f1 but its held-out loss is 0.73 standard errors above layer 5's"
     # The winner with the lowest loss of the tied layers: said, with the nearest one's gap.
     lowest = _with_losses({3: [0.2, 0.4, 0.6, 0.8], 4: [0.3, 0.3, 0.7, 0.8]}).to_dict()
-    assert tie_text(lowest, "accuracy") == ("layer 3 wins on accuracy and has the lowest held-out loss of these layers, "
-                                            "but layer 4's is only 0.52 standard errors above it")  # fmt: skip
+    # Equal accuracy (0.5 each): the loss broke the tie, so the winner did not win on accuracy.
+    assert tie_text(lowest, "accuracy") == ("layer 3 ties with layer 4 on accuracy and has the lowest held-out loss of these "
+                                            "layers, but layer 4's is only 0.52 standard errors above it")  # fmt: skip
+    ahead = {**lowest, "candidates": [{**c, "score": 0.6 if c["layer"] == 3 else c["score"]} for c in lowest["candidates"]]}
+    assert tie_text(ahead, "accuracy").startswith("layer 3 wins on accuracy and has the lowest held-out loss")
     probed = {**lowest, "rounds": [{"stage": "probe"}]}  # a proxy decided: no task metric won it
     assert tie_text(probed, "accuracy").startswith("layer 3 has the lowest held-out loss of these layers, but layer 4's")
     by_loss = Selection("train-holdout", cands, 10, 4, metric="loss").to_dict()

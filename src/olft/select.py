@@ -302,6 +302,9 @@ def tie_text(sel: dict, metric: str) -> str | None:
     # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
     by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
     first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
+    last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
+    if by_score and last.get(winner) is not None and last.get(winner) == last.get(nearest):
+        first = f"layer {winner} ties with layer {nearest} on {metric}"  # the loss broke the tie
     if gap < 0:  # the loss ranks them the other way
         return f"{first} but its held-out loss is {-gap:.2f} standard errors above layer {nearest}'s"
     has = f"{first} and has" if by_score else f"layer {winner} has"
