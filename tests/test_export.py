@@ -353,3 +353,31 @@ def test_a_tokenizer_that_empties_olfts_check_sentences_is_blamed(runs, tmp_path
         olft.load(runs["bert-lora"])
     assert "Fill in or remove" not in str(caught.value) and "of its split" not in str(caught.value)  # no rows of the user's
     assert not (tmp_path / "x").exists()
+
+
+def test_a_family_olft_load_cannot_build_gets_a_readme_without_olft_load(tiny_glue, tmp_path):
+    """ModernBERT's classification class adds a head of its own that olft never tuned: olft.load
+    refuses it, so the olft-format export's README points at `olft predict`, and the refusal
+    does not send the user back to olft.load."""
+    import torch
+    from transformers import AutoModel, ModernBertConfig
+
+    import olft
+    from tiny import make_tokenizer
+
+    folder = tmp_path / "modernbert"
+    torch.manual_seed(0)
+    AutoModel.from_config(ModernBertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                           vocab_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=2,
+                                           eos_token_id=3, sep_token_id=3, cls_token_id=2)).save_pretrained(folder)  # fmt: skip
+    make_tokenizer(True).save_pretrained(folder)
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--layers", "1",
+                 "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    with pytest.raises(OlftError, match=r"Use `olft predict --run` on it, or on its `olft export --format olft` folder\.$"):
+        olft.load(run)
+    out = tmp_path / "exp"
+    assert main(["export", "--run", str(run), "--format", "olft", "--output", str(out), "-q"]) == 0
+    readme = (out / "README.md").read_text()
+    assert "`olft.load` cannot turn this run into a transformers model" in readme and "olft.load(DIR)" not in readme
+    assert "olft predict --run exp --text" in readme

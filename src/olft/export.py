@@ -99,7 +99,7 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
 def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     """The run folder reduced to one strategy (config, results, weights), model path made absolute,
     and a README.md on using it."""
-    from olft.hfmodel import load_tokenizer
+    from olft.hfmodel import load, load_tokenizer
 
     config = json.loads((info.folder / "config.json").read_text())
     model = Path(config["model"]["model"]).expanduser()
@@ -112,7 +112,13 @@ def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.copy2(info.weights, tmp / "weights" / info.weights.name)
-    _write_readme(tmp / "README.md", usage_text(info, load_tokenizer(info.folder), "olft", False, name))
+    usage = usage_text(info, load_tokenizer(info.folder), "olft", False, name)
+    try:  # the README's code uses olft.load: say so where it cannot build this family's model
+        load(info.folder, info.strategy)
+    except OlftError as exc:
+        usage = (f"`olft.load` cannot turn this run into a transformers model: {exc}\n\nUse it with "
+                 f"`olft predict --run {name} --text ...` (or `--input FILE --output FILE`), which reads this folder.\n")
+    _write_readme(tmp / "README.md", usage)
 
 
 def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> None:

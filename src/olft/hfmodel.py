@@ -132,8 +132,8 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
         # which olft never trained; filling it with anything would change the predictions.
         raise OlftError(f"{type(model).__name__} has weights of its own that olft's tuned model has no counterpart for "
                         f"({meta[0]}, ...: the family's classification class adds layers olft's pooling and head do not "
-                        "have), so this run has no plain transformers or peft form. Use `olft export --format olft` "
-                        "(loads with olft.load) or `olft predict` for this run.")
+                        "have), so this run has no transformers form (olft.load, olft export --format peft or merged). "
+                        "Use `olft predict --run` on it, or on its `olft export --format olft` folder.")
     return model.eval()
 
 
