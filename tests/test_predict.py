@@ -209,6 +209,8 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):
         _fails(capsys, [*command, "--run", str(several)], "Strategy 'olft' (the default) is not in this run")
         _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them with --strategy")
+    # --strategy reads layers= as --strategies does: a range names the same recorded strategy
+    assert main(["predict", "--run", str(several), "--strategy", "layers=1-1", "--text", "a", "b", "-q"]) == 0
 
 
 def test_a_selection_only_folder_says_how_to_tune_its_layer(model_dirs, tiny_glue, tmp_path, capsys):
@@ -417,7 +419,7 @@ def test_partly_labelled_input_is_scored_on_its_labelled_rows(runs, tmp_path, ca
     rows = _read(out)
     assert [r["label"] for r in rows] == [c for _, _, c in pairs] and all(r["prediction"] for r in rows)
     hits = [r["prediction"] == r["label"] for r in rows if r["label"]]
-    assert f"accuracy={np.mean(hits):.4f} (on 3 of 5 rows that have a label)" in printed, printed
+    assert f"accuracy={np.mean(hits):.4f} (on the 3 of 5 rows that have a label)" in printed, printed
 
 
 def test_blank_texts_are_refused_naming_their_lines(runs, tmp_path, capsys):
@@ -514,7 +516,7 @@ def test_a_correlation_on_too_few_or_constant_rows_is_said_to_be_undefined(stsb_
              ([("the movie", "a plot", "2.5"), ("a cat sat", "the dog", "2.5"), ("the man", "runs", "2.5")],
               "pearson, spearman: undefined: all 3 labelled rows have the label 2.5 (a correlation needs different scores)"),
              ([("the movie", "a plot", "2.5"), ("a cat sat", "the dog", "2.5"), ("the man", "runs", ""), ("it is", "fun", "")],
-              f"pearson, spearman: undefined on 2 labelled rows {FEW} (on 2 of 4 rows that have a label)")]
+              f"pearson, spearman: undefined on 2 labelled rows {FEW} (on the 2 of 4 rows that have a label)")]
     for rows, line in cases:
         tsv = tmp_path / "in.tsv"
         tsv.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows))

@@ -259,7 +259,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
     lines = [
         f"- **Task:** {task.display_name} (GLUE); input text{'s' if len(fields) > 1 else ''} {', '.join(f'`{f}`' for f in fields)}.",
         "- **Labels, in output order:** " + ", ".join(f"{i} `{label}`" for i, label in enumerate(labels)) + "." if labels
-        else f"- **Output:** one number, the predicted score{f' ({low:g} to {high:g})' if task.score_range else ''}.",
+        else f"- **Output:** one number, the predicted score{f' (on a {low:g} to {high:g} scale; not clipped to it)' if task.score_range else ''}.",
         f"- **Tuned by olft:** the PEFT module on layer{'s' if len(info.layers) > 1 else ''} "
         f"{', '.join(map(str, info.layers))} (strategy `{info.strategy}`, method `{info.cfg.method.method}`) of {_base_model_words(info)}.",
         *_validation_lines(results, info.strategy),

@@ -33,6 +33,7 @@ from olft.data import EmptyTextError
 from olft.errors import OlftError
 from olft.report import continue_command
 from olft.runfolder import describe_status, read_run, safe_name
+from olft.select import read_layers
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
     finished = [n for n, s in results.get("strategies", {}).items()
                 if (folder / "weights" / f"{safe_name(n)}.safetensors").is_file() and "layers" in s]
     default = strategy is None
+    if strategy is not None and strategy.startswith("layers=") and strategy not in finished:
+        # `layers=2-3` or `layers=3+2` names the strategy the run recorded as `layers=2+3`
+        layers = read_layers(strategy[len("layers="):], "+", strategy)
+        strategy = f"layers={'+'.join(map(str, sorted(set(layers))))}" if layers else strategy
     if default:
         there = list(dict.fromkeys([*results.get("strategy_names", []), *finished]))
         strategy = there[0] if len(there) == 1 else "olft"
@@ -361,7 +366,7 @@ def predict_command(args) -> int:
     scored = [i for i, has in enumerate(has_label) if has]
     if scored:  # a partly labelled file is scored on the rows that have a label
         scores = tasks.score(task, preds[scored], [examples[i].label for i in scored])
-        which = "" if len(scored) == len(examples) else f" (on {len(scored)} of {len(examples)} rows that have a label)"
+        which = "" if len(scored) == len(examples) else f" (on the {len(scored)} of {len(examples)} rows that have a label)"
         print(scores.text() + which)
     return 0
 
