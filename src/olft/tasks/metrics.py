@@ -36,7 +36,11 @@ def compute_metrics(task: Task, predictions: Any, labels: Any) -> dict[str, floa
     scores (constant predictions for Pearson/Spearman, no positives for F1) count as 0.0,
     so a degenerate model ranks last instead of crashing a run.
     """
-    preds, golds = _prepared(task, predictions, labels)
+    return _values(task, *_prepared(task, predictions, labels))
+
+
+def _values(task: Task, preds: Any, golds: Any) -> dict[str, float]:
+    """`compute_metrics` on arrays `_prepared` already checked."""
     if not task.is_regression:
         return _classification_metrics(task, preds, golds)
     from scipy.stats import pearsonr, spearmanr
@@ -76,7 +80,7 @@ def score(task: Task, predictions: Any, labels: Any) -> Scores:
     """`compute_metrics` and which of those metrics are undefined on these rows, and why (see
     the module docstring), for `olft predict` and `olft evaluate` to show."""
     preds, golds = _prepared(task, predictions, labels)
-    return Scores(compute_metrics(task, preds, golds), _undefined(task, preds, golds))
+    return Scores(_values(task, preds, golds), _undefined(task, preds, golds))
 
 
 def _prepared(task: Task, predictions: Any, labels: Any) -> tuple[Any, Any]:
