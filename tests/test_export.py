@@ -259,7 +259,7 @@ def test_export_readme_says_how_to_form_inputs_and_its_code_predicts_as_olft(run
     if name.startswith("llama"):
         assert 'one text, the two joined by a newline, `tokenizer(sentence1 + "\\n" + sentence2)`' in text
         assert "`tokenizer(sentence1, sentence2)` would encode an input it was never tuned on" in text
-        assert 'enc = tokenizer(sentence1 + "\\n" + sentence2, return_tensors="pt")' in text
+        assert 'enc = tokenizer(pair_text(sentence1, sentence2), return_tensors="pt")' in text
         assert ("trust_remote_code=True" in text) is (fmt != "olft")
     else:
         assert "`tokenizer(sentence1, sentence2)`, the tokenizer's pair encoding" in text and "joined by a newline" not in text
@@ -278,8 +278,24 @@ def test_export_readme_says_how_to_form_inputs_and_its_code_predicts_as_olft(run
     olfts = [row["prob_entailment"], row["prob_not_entailment"]]
     assert names["probs"] == pytest.approx(olfts, abs=1e-5)
     if name.startswith("llama"):  # the join matters: the tokenizer's own pair encoding is another input
-        exec(_readme_code(text).replace(' + "\\n" + ', ", "), names)
+        exec(_readme_code(text).replace("pair_text(sentence1, sentence2)", "sentence1, sentence2"), names)
         assert names["probs"] != pytest.approx(olfts, abs=1e-5)
+        _check_pair_text(names["pair_text"], names["tokenizer"], results["max_length"])
+
+
+def _check_pair_text(pair_text, tokenizer, max_length):
+    """The README's `pair_text` gives olft's input for every pair: short ones joined whole, long
+    ones cut longest-first at token boundaries (one long text, both long, equal lengths)."""
+    from olft.data import encode
+    from olft.tasks import Example
+
+    words = "the cat sat on a mat and then the dog ran off to the park".split()
+    pairs = [(" ".join(words[i % 15] for i in range(a)), " ".join(words[i % 15] for i in range(b))) for a, b in ((3, 2), (40, 3), (3, 40), (25, 30), (30, 30), (1, 60), (60, 60))]
+    for limit in (max_length, 12, 9):
+        ours = encode(tokenizer, [Example(texts=p, label=0) for p in pairs], limit).input_ids
+        readme = [tokenizer(pair_text(*p, max_length=limit))["input_ids"] for p in pairs]
+        assert readme == ours, limit
+    assert any(len(ids) == 9 for ids in ours)  # the cut happened
 
 
 def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path):

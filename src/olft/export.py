@@ -26,7 +26,8 @@ way a user would load it and compared with olft's outputs (atol 1e-4) before it 
 
 Every folder says how to use it (`usage_text`; peft: its model card's "How to Get Started"
 section; merged and olft: a README.md): how to load it, how olft formed its inputs (a decoder
-takes a pair as one text, the two joined by a newline; an encoder the tokenizer's pair encoding),
+takes a pair as one text, the two joined by a newline, cut to the run's max length by the README
+code's `pair_text` as olft cut it; an encoder the tokenizer's pair encoding),
 the labels in output order, the task and the run's validation metrics.
 """
 
@@ -245,10 +246,12 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
     fields, n = list(task.text_fields), results.get("max_length")
     joined = len(fields) > 1 and joins_pairs(tokenizer)
     if joined:
-        call = f" + {json.dumps(PAIR_JOINER)} + ".join(fields)
-        how = (f"one text, the two joined by a newline, `tokenizer({call})`: this model's tokenizer has no separator "
+        plain = f" + {json.dumps(PAIR_JOINER)} + ".join(fields)
+        call = f"pair_text({', '.join(fields)})"
+        how = (f"one text, the two joined by a newline, `tokenizer({plain})`: this model's tokenizer has no separator "
                f"token, and `tokenizer({', '.join(fields)})` would encode an input it was never tuned on")  # fmt: skip
-        long = "a longer pair lost tokens from its longer text before the two were joined (`olft predict` does the same)"
+        long = ("a longer pair lost tokens from the end of its longer text first, each text cut at a token boundary, "
+                "before the two were joined; the code's `pair_text` does that (so does `olft predict`)")
     else:
         call = ", ".join(fields) + (f", truncation=True, max_length={n}" if n else "")
         how = (f"`tokenizer({', '.join(fields)})`, the tokenizer's pair encoding (its separator token and segment ids)"
@@ -265,7 +268,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
         *_validation_lines(results, info.strategy),
         f"- **Inputs:** {how}.",
         *([f"- **Long inputs:** olft tuned and scored the model on at most {n} tokens; {long}."] if n else []),
-        f"- **Batches:** {'join each pair, then ' if joined else ''}`tokenizer([...]{'' if joined or len(fields) < 2 else ', [...]'}, "
+        f"- **Batches:** {'form each pair with `pair_text`, then ' if joined else ''}`tokenizer([...]{'' if joined or len(fields) < 2 else ', [...]'}, "
         "padding=True, return_tensors=\"pt\")` after `tokenizer.padding_side = \"right\"`, as olft padded (the model pools "
         "by `attention_mask`).",
     ]  # fmt: skip
@@ -278,7 +281,8 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
                      f"`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + \"/base\"{trc}), DIR)`.")
     if format == "olft":
         lines.append("- **`olft predict --run DIR --text ...`** (or `--input FILE`) does all of this for you.")
-    return "\n".join(lines) + "\n\n```python\n" + _usage_code(format, trc, name, fields, call, labels) + "```\n"
+    code = _usage_code(format, trc, name, fields, call, labels, PAIR_TEXT_CODE.format(max_length=n or 10**9) if joined else "")
+    return "\n".join(lines) + "\n\n```python\n" + code + "```\n"
 
 
 def _validation_lines(results: dict, strategy: str) -> list[str]:
@@ -288,14 +292,43 @@ def _validation_lines(results: dict, strategy: str) -> list[str]:
             for split, metrics in (results["strategies"][strategy].get("metrics") or {}).items()]  # fmt: skip
 
 
-def _usage_code(format: str, trc: str, name: str, fields: list[str], call: str, labels: list[str] | None) -> str:
-    """Python that loads the export `name` from the folder above it and prints one prediction."""
+# A decoder's pair as olft forms it (`data.encode`: `_cut_joined` with `longest_first`), for a
+# README: shorter than olft's code, equal on every pair (tests/test_export.py checks it).
+PAIR_TEXT_CODE = '''
+
+def pair_text(a, b, max_length={max_length}):
+    """The pair as olft fed it: a + "\\n" + b, at most max_length tokens. When longer, the longer
+    text loses tokens from its end first (longest-first), each cut at a token boundary."""
+    ends = [[e for _, e in tokenizer(t, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+            for t in (a, b)]
+    n = [len(e) for e in ends]
+    budget = max_length - (len(tokenizer(a + "\\n" + b)["input_ids"]) - sum(n))
+    while budget >= 2:
+        short = min(n)
+        keep_long = short if short > budget else max(short, budget - short)
+        keep_short = short
+        if short + keep_long > budget:
+            keep_short, keep_long = budget // 2, budget - budget // 2
+        keep = [keep_long, keep_short] if n[0] > n[1] else [keep_short, keep_long]
+        text = "\\n".join(t if k >= len(e) else t[: e[k - 1]] for t, e, k in zip((a, b), ends, keep))
+        excess = len(tokenizer(text)["input_ids"]) - max_length
+        if excess <= 0:
+            return text
+        budget -= excess  # tokens merged differently across the cut: cut again, shorter
+    raise ValueError(f"the pair does not fit {{max_length}} tokens with a token of each text")
+'''
+
+
+def _usage_code(format: str, trc: str, name: str, fields: list[str], call: str, labels: list[str] | None,
+                helper: str = "") -> str:
+    """Python that loads the export `name` from the folder above it and prints one prediction
+    (`helper`: code defined after the tokenizer, e.g. `PAIR_TEXT_CODE`)."""
     imports, model, tokenizer = (x.format(trc=trc) for x in LOADERS[format])
     texts = ", ".join(json.dumps(t) for t in EXAMPLE_TEXTS[: len(fields)])
     read = (f"    probs = model(**enc).logits.softmax(-1)[0].tolist()\nprint(dict(zip({json.dumps(labels)}, probs)))"
             if labels else "    score = model(**enc).logits[0, 0].item()\nprint(score)")  # fmt: skip
     return (f"import torch\n{imports}\n\nDIR = {json.dumps(name)}  # this folder's path\nmodel = {model}\n"
-            f"tokenizer = {tokenizer}\n\n{', '.join(fields)} = {texts}\n"
+            f"tokenizer = {tokenizer}\n{helper}\n{', '.join(fields)} = {texts}\n"
             f"enc = tokenizer({call}, return_tensors=\"pt\")\nwith torch.no_grad():\n{read}\n")
 
 
