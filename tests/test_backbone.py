@@ -1,5 +1,7 @@
 """The stack reproduces the model's own forward; discovery, pad tokens, layer checks."""
 
+import re
+
 import pytest
 import torch
 
@@ -102,9 +104,14 @@ def test_parse_candidates(spec, expected):
     assert parse_candidates(spec, 12) == expected
 
 
-@pytest.mark.parametrize("spec", ["12", "-1", "5-3", "x", "3-12", "3--1", "2-4,x", ""])
-def test_parse_candidates_rejects(spec):
-    with pytest.raises(OlftError):
+@pytest.mark.parametrize("spec, phrase", [
+    ("12", "Layer 12 in '--candidates 12' is out of range"), ("-1", "Layer -1 in '--candidates -1'"),
+    ("5-3", "The range 5-3 in '--candidates 5-3' is empty"), ("x", "Cannot read '--candidates x'"),
+    ("3-12", "Layer 12 in '--candidates 3-12'"), ("3--1", "Cannot read '--candidates 3--1'"),
+    ("2-4,X", "Cannot read '--candidates 2-4,X'"), ("", "Cannot read '--candidates '"),
+])
+def test_parse_candidates_rejects(spec, phrase):
+    with pytest.raises(OlftError, match=re.escape(phrase)):
         parse_candidates(spec, 12)
 
 

@@ -213,8 +213,9 @@ def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch
     (["train", "--layers", "2-5"], "layer 4 in '--layers 2-5' is out of range: this model has 4 layers, numbered 0 to 3"),
     (["run", "--strategies", "final,layers=2-4"], "layer 4 in 'layers=2-4' is out of range"),
     (["run", "--strategies", "final,layers=1+4"], "layer 4 in 'layers=1+4' is out of range"),
-    (["run", "--candidates", "2-9"], "candidate layer 4 is out of range: this model has 4 layers, numbered 0 to 3"),
-    (["select", "--candidates", "7"], "candidate layer 7 is out of range"),
+    (["run", "--candidates", "2-9"], "layer 4 in '--candidates 2-9' is out of range: this model has 4 layers, numbered 0 to 3"),
+    (["select", "--candidates", "7"], "layer 7 in '--candidates 7' is out of range"),
+    (["select", "--candidates", "2-3,X"], "cannot read '--candidates 2-3,X': use middle, all, a range like 4-9"),
     # A layer given twice would train once under a name config.json does not record (layers=2 vs 2+2).
     # One check, one message for both ways of writing layers.
     (["train", "--layers", "2,2"], "layer 2 appears twice in '--layers 2,2': give each layer once, e.g. --layers 2."),

@@ -69,22 +69,20 @@ def check_range(layers: Sequence[int], num_layers: int, shown: str) -> None:
 
 def parse_candidates(spec: str, num_layers: int) -> list[int]:
     """'middle' | 'all' | layers and ranges, as `read_layers` reads them with ',' ('4-9', '3,5,7',
-    '2-4,9') -> sorted layer indices, validated (a layer given twice counts once)."""
-    spec = spec.strip().lower()
-    if spec == "middle":
+    '2-4,9') -> sorted layer indices (a layer given twice counts once). OlftError, quoting what was
+    typed, for text that is none of these or a layer the model does not have (`check_range`)."""
+    shown = f"--candidates {spec.strip()}"
+    low = spec.strip().lower()
+    if low == "middle":
         layers = middle_bucket(num_layers)
-    elif spec == "all":
+    elif low == "all":
         layers = list(range(num_layers))
     else:
-        layers = read_layers(spec, ",", f"--candidates {spec}")
+        layers = read_layers(low, ",", shown)
         if layers is None:
-            raise OlftError(f"Cannot read candidates '{spec}': use middle, all, a range like 4-9, or a list like 3,5,7 "
+            raise OlftError(f"Cannot read '{shown}': use middle, all, a range like 4-9, or a list like 3,5,7 "
                             "(or both: 2-4,9).")  # fmt: skip
-    bad = [i for i in layers if i < 0 or i >= num_layers]
-    if bad:
-        raise OlftError(
-            f"Candidate layer {bad[0]} is out of range: this model has {num_layers} layers, numbered 0 to {num_layers - 1}."
-        )
+        check_range(layers, num_layers, shown)
     return sorted(set(layers))
 
 
