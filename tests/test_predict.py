@@ -87,6 +87,32 @@ def test_labelled_csv_prints_metrics(runs, tmp_path, capsys):
     assert rows[0]["sentence1"] == "a, quoted premise" and len(rows) == 2
 
 
+def test_input_columns_named_on_the_command_line(runs, tmp_path, capsys):
+    """An --input file whose columns are not the task's: --text-columns / --label-column name them,
+    and its predictions equal those of the same rows under the task's names."""
+    run = str(runs["bert"])
+    rows = [("a cat sat", "yes the cat", "entailment"), ("the dog ran", "no", "not_entailment")]
+    std, own = tmp_path / "std.tsv", tmp_path / "own.tsv"
+    std.write_text("sentence1\tsentence2\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows))
+    own.write_text("gold\thypothesis\tpremise\n" + "".join(f"{c}\t{b}\t{a}\n" for a, b, c in rows))
+    assert main(["predict", "--run", run, "--input", str(std), "--output", str(tmp_path / "std.csv"), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["predict", "--run", run, "--input", str(own), "--output", str(tmp_path / "own.csv"), "-q",
+                 "--text-columns", "premise,hypothesis", "--label-column", "gold"]) == 0
+    assert capsys.readouterr().out == printed and "accuracy=" in printed  # scored on the gold column
+    a, b = _read(tmp_path / "std.csv"), _read(tmp_path / "own.csv")
+    assert list(b[0]) == ["gold", "hypothesis", "premise", "prediction", "prob_entailment", "prob_not_entailment"]
+    assert [r["prob_entailment"] for r in a] == [r["prob_entailment"] for r in b]
+    out = str(tmp_path / "x.csv")
+    for args, phrase in ((["--input", str(own)], "has no column 'sentence1'"),
+                         (["--input", str(own), "--text-columns", "premise"], "takes 2 text column(s)"),
+                         (["--text", "a", "b", "--text-columns", "premise,hypothesis"], "--text-columns names columns of an --input file"),
+                         (["--split", "validation", "--label-column", "gold"], "--label-column names columns of an --input file")):
+        assert main(["predict", "--run", run, *args, "--output", out]) == 2
+        assert phrase in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
 def _test_glue(tiny_glue, tmp_path):
     glue = tmp_path / "glue"
     shutil.copytree(tiny_glue, glue)

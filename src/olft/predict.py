@@ -303,6 +303,9 @@ def add_predict_options(p) -> None:
                    "(default: olft, or the run's only strategy).")
     p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics on the rows that have one). "
                    "The output keeps every input column, then prediction (and prob_<label> per class).")
+    p.add_argument("--text-columns", default=None, help="With --input: its text column names, comma-separated, in the task's order "
+                   "(default: the run's --text-columns, else the task's own, e.g. sentence1,sentence2).")
+    p.add_argument("--label-column", default=None, help="With --input: its gold label column, if any (default: the run's --label-column, label).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
                    "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split). Needs --output.")
@@ -321,9 +324,16 @@ def predict_command(args) -> int:
         raise OlftError("Give exactly one of --input FILE, --text TEXT [TEXT], --split test|validation.")
     if args.batch_size is not None and args.batch_size <= 0:
         raise OlftError(f"--batch-size must be a positive number, got {args.batch_size}.")
+    named = [f"--{n.replace('_', '-')}" for n in ("text_columns", "label_column") if getattr(args, n) is not None]
+    if named and not args.input:
+        raise OlftError(f"{named[0]} names columns of an --input file; give --input FILE (--text and --split take none).")
     info = open_run(args.run, args.strategy)
     if args.glue_dir:
         info.cfg.data.glue_dir = args.glue_dir
+    if args.text_columns is not None:  # this input's names; the run's own are for its training files
+        info.cfg.data.text_columns = args.text_columns
+    if args.label_column is not None:
+        info.cfg.data.label_column = args.label_column
     task = tasks.get_task(info.cfg.data.task)
     if args.split == "test":
         if args.whole_split:  # the test split has no labels and is always written whole
