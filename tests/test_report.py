@@ -346,3 +346,16 @@ def test_evaluate_says_which_strategy_collapsed(tmp_path, monkeypatch):
     lines = evaluate.evaluate_run(tmp_path).splitlines()
     assert "  final validation: predicts 'positive' for every example, accuracy=0.5000 (results.json: 0.5000)" in lines
     assert "  olft validation: accuracy=0.5000 (results.json: 0.5000)" in lines
+
+
+def test_a_selection_longer_than_olfts_training_is_explained():
+    """At a small --max-train-samples selection can outlast OLFT's training; the table says why
+    (a fixed budget, not the training set) instead of leaving a whole-run share over 100 %."""
+    results = _results({"olft": 30.0, "final": 20.0, "full": 40.0}, selection_cpu=60.0)
+    results["train_examples"] = 5
+    table = table_md(results)
+    assert "= 225.0 % of all-layer training." in table
+    assert ("Selection took longer than OLFT's training: its cost is set by the selection budget (8 selection examples per "
+            "candidate, against 5 training examples here) and the probe selector") in table
+    quick = table_md(_results({"olft": 30.0, "final": 20.0, "full": 100.0}))  # selection 12 s < training 30 s
+    assert "whole run" in quick and "Selection took longer" not in quick

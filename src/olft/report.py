@@ -276,20 +276,30 @@ def _cost_table(results: dict) -> list[str]:
         lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{mark} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
                      f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
-    return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu)
+    return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"))
 
 
-def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool) -> list[str]:
+def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train_examples: int | None = None) -> list[str]:
     """OLFT's whole run (selection plus its training) as % of all-layer training, on Table 2's
-    basis; on wall time when Table 2's is CPU but the selection recorded no CPU time."""
+    basis; on wall time when Table 2's is CPU but the selection recorded no CPU time. Where
+    selection took longer than OLFT's training, a line says that its cost is set by the selection
+    budget, not by the training set (a small --max-train-samples makes it look large)."""
     if not sel or not olft or not full.get("train_seconds"):
         return []
     why = "; this selection recorded no CPU time" if cpu and sel.get("cpu_seconds") is None else ""
     cpu = cpu and not why
     sel_s, train_s, full_s = (sel["cpu_seconds"], olft["train_cpu_seconds"], full["train_cpu_seconds"]) if cpu else (
         sel["seconds"], olft["train_seconds"], full["train_seconds"])  # fmt: skip
-    return ["", f"OLFT's whole run (selection {sel_s / 60:.2f} min + its training {train_s / 60:.2f} min, "
-            f"{'CPU' if cpu else 'wall'} time{why}) = {100 * (sel_s + train_s) / full_s:.1f} % of all-layer training."]
+    lines = ["", f"OLFT's whole run (selection {sel_s / 60:.2f} min + its training {train_s / 60:.2f} min, "
+             f"{'CPU' if cpu else 'wall'} time{why}) = {100 * (sel_s + train_s) / full_s:.1f} % of all-layer training."]
+    if sel_s > train_s:
+        per = sel.get("train_examples")
+        budget = (f" ({per} selection examples per candidate, against {train_examples} training examples here)"
+                  if per and train_examples else "")  # fmt: skip
+        lines.append(f"Selection took longer than OLFT's training: its cost is set by the selection budget{budget} "
+                     f"and the {sel.get('selector', 'chosen')} selector, not by the training set, so its share "
+                     "shrinks as the training set grows (docs/selection.md).")
+    return lines
 
 
 def _timing_notes(timing: dict, what: str) -> list[str]:
