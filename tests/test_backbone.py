@@ -109,6 +109,7 @@ def test_parse_candidates(spec, expected):
     ("5-3", "The range 5-3 in '--candidates 5-3' is empty"), ("x", "Cannot read '--candidates x'"),
     ("3-12", "Layer 12 in '--candidates 3-12'"), ("3--1", "Cannot read '--candidates 3--1'"),
     ("2-4,X", "Cannot read '--candidates 2-4,X'"), ("", "Cannot read '--candidates '"),
+    ("3,,4", "'--candidates 3,,4' has an empty entry"), ("3,", "'--candidates 3,' has an empty entry"),
 ])
 def test_parse_candidates_rejects(spec, phrase):
     with pytest.raises(OlftError, match=re.escape(phrase)):
@@ -146,6 +147,8 @@ def test_parse_layers(text, option, layers):
     ("5-3", "--layers", "The range 5-3 in '--layers 5-3' is empty: write it low-high, e.g. 3-5."),
     ("1-3,2", "--layers", "Layer 2 appears twice in '--layers 1-3,2': give each layer once, e.g. --layers 1,2,3."),
     ("1-x", "--layers", "Cannot read '--layers 1-x'"), ("-1-3", "--layers", "Cannot read '--layers -1-3'"),
+    ("3,,4", "--layers", "'--layers 3,,4' has an empty entry (two ',' in a row, or one at an end)"),
+    ("3+", "layers=", "'layers=3+' has an empty entry"), ("+3", "layers=", "'layers=+3' has an empty entry"),
 ])
 def test_parse_layers_refuses(text, option, message):
     with pytest.raises(OlftError) as err:

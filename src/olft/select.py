@@ -41,10 +41,14 @@ def middle_bucket(num_layers: int) -> list[int]:
 def read_layers(text: str, sep: str, shown: str) -> list[int] | None:
     """The layer numbers `text` lists, in the order written: numbers and inclusive ranges low-high
     (`4-9`), joined by `sep` or spaces. None when an item is neither; OlftError, quoting `shown`
-    (what was typed), for an empty range. The one reader of --candidates, --layers and layers=.
+    (what was typed), for an empty range or an empty entry (`3,,4`, `3,`). The one reader of
+    --candidates, --layers and layers=.
     """
-    text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text)  # "4 - 9" is the range 4-9
-    items = [x for x in re.split(rf"[{re.escape(sep)}\s]", text) if x]
+    text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text.strip())  # "4 - 9" is the range 4-9
+    items = re.split(rf"\s*{re.escape(sep)}\s*|\s+", text) if text else []
+    if "" in items:  # "3,,4" or "3,": a layer left out while typing, not a list to guess at
+        raise OlftError(f"'{shown}' has an empty entry (two '{sep}' in a row, or one at an end): "
+                        f"list layers joined by one '{sep}', e.g. 3{sep}5.")
     layers: list[int] = []
     for item in items:
         if span := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
