@@ -397,3 +397,39 @@ def test_a_family_olft_load_cannot_build_gets_a_readme_without_olft_load(tiny_gl
     readme = (out / "README.md").read_text()
     assert "`olft.load` cannot turn this run into a transformers model" in readme and "olft.load(DIR)" not in readme
     assert "olft predict --run exp --text" in readme
+
+
+def test_readme_python_api_example_runs_as_written(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """The top-level README's `olft.run` ... `olft.load` block, as a user would copy it, with the
+    model swapped for a tiny one and the run shrunk (one candidate, one strategy) to test size."""
+    import dataclasses
+    import re
+
+    import olft.api
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "olft.run(cfg)" in block)
+    assert '"minilm-l6"' in code
+    code = code.replace('"minilm-l6"', repr(str(model_dirs["bert"])))
+    run = olft.api.run
+
+    def small(cfg, *args, **kwargs):
+        cfg = dataclasses.replace(cfg, strategies="olft", train=dataclasses.replace(cfg.train, epochs=1),
+                                  selection=dataclasses.replace(cfg.selection, candidates="1", selection_train_samples=24,
+                                                                selection_eval_samples=16))  # fmt: skip
+        return run(cfg, *args, quiet=True, **kwargs)
+
+    monkeypatch.setattr(olft.api, "run", small)
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the README's own code
+    assert namespace["results"]["complete"]
+    assert namespace["clf"]({"text": "the movie", "text_pair": "a cat"})["label"] in ("entailment", "not_entailment")
+
+
+def test_a_missing_run_folder_is_named_for_python_callers_too(tmp_path):
+    """olft.load is not the CLI: the error names the folder to give, not only a flag."""
+    with pytest.raises(OlftError, match=r"does not exist: give the folder `olft run` or `olft train` wrote \(its --out; "
+                                        r"RunConfig.out in Python\)"):
+        olft.load(tmp_path / "nothere")
