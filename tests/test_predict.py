@@ -239,6 +239,19 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     assert main(["predict", "--run", str(several), "--strategy", "layers=1-1", "--text", "a", "b", "-q"]) == 0
 
 
+def test_an_unfinished_folder_names_the_command_that_made_it(runs, tmp_path, capsys):
+    """An `olft train` folder (its one strategy layers=...) is finished by `olft train`, not `olft run`."""
+    r = json.loads((runs["bert"] / "results.json").read_text())
+    for names, command in ((["layers=1"], "olft train"), (["olft", "final"], "olft run")):
+        folder = tmp_path / command.replace(" ", "-")
+        folder.mkdir()
+        shutil.copy(runs["bert"] / "config.json", folder)
+        (folder / "results.json").write_text(json.dumps({**r, "strategies": {}, "strategy_names": names,
+                                                         "status": "interrupted", "complete": False}))
+        _fails(capsys, ["predict", "--run", str(folder), "--text", "a", "b"], f"Finish it by rerunning the `{command}` "
+               f"command that made it, or `olft run --config {folder}/config.json --out {folder}`.")
+
+
 def test_a_selection_only_folder_says_how_to_tune_its_layer(model_dirs, tiny_glue, tmp_path, capsys):
     sel = tmp_path / "sel"
     assert main(["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
@@ -282,7 +295,7 @@ def test_damaged_weights_file_is_one_line_in_evaluate_and_predict(runs, tmp_path
     for argv in (["evaluate", "--run", str(run), "-q"], ["predict", "--run", str(run), "--strategy", strategy, "--text", "a", "b", "-q"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"olft: error: {weights} is unreadable") and "delete it and rerun `olft run`" in err, err
+        assert err.startswith(f"olft: error: {weights} is unreadable") and f"delete it and run `olft run --config {run}/config.json --out {run}`" in err, err
         assert err.count("\n") == 1, err  # one line, no traceback
 
 

@@ -31,7 +31,7 @@ from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
 from olft.errors import OlftError
-from olft.report import continue_command
+from olft.report import continue_command, made_by
 from olft.runfolder import describe_status, read_run, safe_name
 from olft.select import read_layers
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
@@ -81,8 +81,8 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
                             f"`{continue_command(folder)}` continues it, tuning the selected layer {layer} (and the "
                             "baselines its config asks for).")  # fmt: skip
         if not finished:
-            raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. "
-                            "Finish it by rerunning the same `olft run` command with this --out.")
+            raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. Finish it "
+                            f"by rerunning the `{made_by(results)}` command that made it, or `{continue_command(folder)}`.")
         planned = results.get("strategy_names", [])
         why = "has not finished" if strategy in planned else "is not in this run"
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
@@ -94,7 +94,8 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
 def load_weights(path: Path) -> dict:
     """A strategy's saved tensors (PEFT module, and the head under `head.`), by name.
 
-    Raises OlftError (one line: delete the file and rerun `olft run`) for a damaged file, which
+    Raises OlftError (one line: delete the file and continue the run, `report.continue_command`,
+    which re-tunes it whether `olft run` or `olft train` made the folder) for a damaged file, which
     safetensors reports as e.g. `header too small`.
     """
     from safetensors.torch import load_file
@@ -102,7 +103,8 @@ def load_weights(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:  # a damaged file
-        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
+        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and run "
+                        f"`{continue_command(path.parent.parent)}`.") from exc
 
 
 def tuned_session(info: RunInfo, quiet: bool = False):
