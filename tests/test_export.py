@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -433,3 +434,28 @@ def test_a_missing_run_folder_is_named_for_python_callers_too(tmp_path):
     with pytest.raises(OlftError, match=r"does not exist: give the folder `olft run` or `olft train` wrote \(its --out; "
                                         r"RunConfig.out in Python\)"):
         olft.load(tmp_path / "nothere")
+
+
+@pytest.mark.parametrize("name", ["bert-mean", "llama-lora", "bert-lora"])
+def test_save_pretrained_of_a_merged_load_reloads_as_the_same_model(runs, tmp_path, name):
+    """An `Olft...` class writes olft_head.py and its auto_map: the folder reloads as that class,
+    with the tuned head (transformers' own class would come back with a new, untrained head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = olft.load(runs[name], merge=True)
+    tokenizer = olft.load_tokenizer(runs[name])
+    model.save_pretrained(tmp_path / "saved")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", trust_remote_code=True).eval()
+    assert type(again).__name__ == type(model).__name__
+    probs = _decoder_probs if name.startswith("llama") else _probs
+    assert np.allclose(probs(again, tokenizer), probs(model, tokenizer), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "merge", "fix"), [("llama-adapter", False, "olft export --format olft"),
+                                                    ("bert-lora", False, "merge=True")])
+def test_save_pretrained_of_a_model_holding_olfts_modules_is_refused(runs, tmp_path, name, merge, fix):
+    """Adapter modules (and LoRA not folded in) have no transformers form: saving would drop them."""
+    model = olft.load(runs[name], merge=merge)
+    with pytest.raises(OlftError, match=rf"save_pretrained would write this model without olft's .*{re.escape(fix)}"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
