@@ -459,3 +459,23 @@ def test_save_pretrained_of_a_model_holding_olfts_modules_is_refused(runs, tmp_p
     with pytest.raises(OlftError, match=rf"save_pretrained would write this model without olft's .*{re.escape(fix)}"):
         model.save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
+
+
+def test_distilbert_runs_predict_but_have_no_transformers_form(tiny_glue, tmp_path, capsys):
+    """As the README's model list says: DistilBERT's classification class adds `pre_classifier`,
+    which olft never tuned, so olft.load (and --format peft / merged) refuse it; olft predict reads it."""
+    from tiny import make_architecture_folder
+
+    folder = make_architecture_folder("distilbert", tmp_path / "distilbert")
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--layers", "1", "--method",
+                 "lora", "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    with pytest.raises(OlftError, match=r"DistilBertForSequenceClassification has weights of its own .*\(pre_classifier"):
+        olft.load(run, merge=True)
+    capsys.readouterr()
+    _fails(capsys, ["export", "--run", str(run), "--format", "merged", "--output", str(tmp_path / "m"), "-q"], "pre_classifier")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--text", "the cat", "yes", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("entailment", "not_entailment")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "DistilBERT runs have no transformers form" in readme
