@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -397,3 +398,84 @@ def test_a_family_olft_load_cannot_build_gets_a_readme_without_olft_load(tiny_gl
     readme = (out / "README.md").read_text()
     assert "`olft.load` cannot turn this run into a transformers model" in readme and "olft.load(DIR)" not in readme
     assert "olft predict --run exp --text" in readme
+
+
+def test_readme_python_api_example_runs_as_written(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """The top-level README's `olft.run` ... `olft.load` block, as a user would copy it, with the
+    model swapped for a tiny one and the run shrunk (one candidate, one strategy) to test size."""
+    import dataclasses
+    import re
+
+    import olft.api
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "olft.run(cfg)" in block)
+    assert '"minilm-l6"' in code
+    code = code.replace('"minilm-l6"', repr(str(model_dirs["bert"])))
+    run = olft.api.run
+
+    def small(cfg, *args, **kwargs):
+        cfg = dataclasses.replace(cfg, strategies="olft", train=dataclasses.replace(cfg.train, epochs=1),
+                                  selection=dataclasses.replace(cfg.selection, candidates="1", selection_train_samples=24,
+                                                                selection_eval_samples=16))  # fmt: skip
+        return run(cfg, *args, quiet=True, **kwargs)
+
+    monkeypatch.setattr(olft.api, "run", small)
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the README's own code
+    assert namespace["results"]["complete"]
+    assert namespace["clf"]({"text": "the movie", "text_pair": "a cat"})["label"] in ("entailment", "not_entailment")
+
+
+def test_a_missing_run_folder_is_named_for_python_callers_too(tmp_path):
+    """olft.load is not the CLI: the error names the folder to give, not only a flag."""
+    with pytest.raises(OlftError, match=r"does not exist: give the folder `olft run` or `olft train` wrote \(its --out; "
+                                        r"RunConfig.out in Python\)"):
+        olft.load(tmp_path / "nothere")
+
+
+@pytest.mark.parametrize("name", ["bert-mean", "llama-lora", "bert-lora"])
+def test_save_pretrained_of_a_merged_load_reloads_as_the_same_model(runs, tmp_path, name):
+    """An `Olft...` class writes olft_head.py and its auto_map: the folder reloads as that class,
+    with the tuned head (transformers' own class would come back with a new, untrained head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = olft.load(runs[name], merge=True)
+    tokenizer = olft.load_tokenizer(runs[name])
+    model.save_pretrained(tmp_path / "saved")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", trust_remote_code=True).eval()
+    assert type(again).__name__ == type(model).__name__
+    probs = _decoder_probs if name.startswith("llama") else _probs
+    assert np.allclose(probs(again, tokenizer), probs(model, tokenizer), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "merge", "fix"), [("llama-adapter", False, "olft export --format olft"),
+                                                    ("bert-lora", False, "merge=True")])
+def test_save_pretrained_of_a_model_holding_olfts_modules_is_refused(runs, tmp_path, name, merge, fix):
+    """Adapter modules (and LoRA not folded in) have no transformers form: saving would drop them."""
+    model = olft.load(runs[name], merge=merge)
+    with pytest.raises(OlftError, match=rf"save_pretrained would write this model without olft's .*{re.escape(fix)}"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+
+
+def test_distilbert_runs_predict_but_have_no_transformers_form(tiny_glue, tmp_path, capsys):
+    """As the README's model list says: DistilBERT's classification class adds `pre_classifier`,
+    which olft never tuned, so olft.load (and --format peft / merged) refuse it; olft predict reads it."""
+    from tiny import make_architecture_folder
+
+    folder = make_architecture_folder("distilbert", tmp_path / "distilbert")
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--layers", "1", "--method",
+                 "lora", "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    with pytest.raises(OlftError, match=r"DistilBertForSequenceClassification has weights of its own .*\(pre_classifier"):
+        olft.load(run, merge=True)
+    capsys.readouterr()
+    _fails(capsys, ["export", "--run", str(run), "--format", "merged", "--output", str(tmp_path / "m"), "-q"], "pre_classifier")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--text", "the cat", "yes", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("entailment", "not_entailment")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "DistilBERT runs have no transformers form" in readme

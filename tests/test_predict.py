@@ -239,6 +239,19 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     assert main(["predict", "--run", str(several), "--strategy", "layers=1-1", "--text", "a", "b", "-q"]) == 0
 
 
+def test_an_unfinished_folder_names_the_command_that_made_it(runs, tmp_path, capsys):
+    """An `olft train` folder (its one strategy layers=...) is finished by `olft train`, not `olft run`."""
+    r = json.loads((runs["bert"] / "results.json").read_text())
+    for names, command in ((["layers=1"], "olft train"), (["olft", "final"], "olft run")):
+        folder = tmp_path / command.replace(" ", "-")
+        folder.mkdir()
+        shutil.copy(runs["bert"] / "config.json", folder)
+        (folder / "results.json").write_text(json.dumps({**r, "strategies": {}, "strategy_names": names,
+                                                         "status": "interrupted", "complete": False}))
+        _fails(capsys, ["predict", "--run", str(folder), "--text", "a", "b"], f"Finish it by rerunning the `{command}` "
+               f"command that made it, or `olft run --config {folder}/config.json --out {folder}`.")
+
+
 def test_a_selection_only_folder_says_how_to_tune_its_layer(model_dirs, tiny_glue, tmp_path, capsys):
     sel = tmp_path / "sel"
     assert main(["select", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue),
@@ -282,7 +295,7 @@ def test_damaged_weights_file_is_one_line_in_evaluate_and_predict(runs, tmp_path
     for argv in (["evaluate", "--run", str(run), "-q"], ["predict", "--run", str(run), "--strategy", strategy, "--text", "a", "b", "-q"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"olft: error: {weights} is unreadable") and "delete it and rerun `olft run`" in err, err
+        assert err.startswith(f"olft: error: {weights} is unreadable") and f"delete it and run `olft run --config {run}/config.json --out {run}`" in err, err
         assert err.count("\n") == 1, err  # one line, no traceback
 
 
@@ -584,3 +597,35 @@ def test_a_text_the_tokenizer_drops_is_named_as_given(runs, capsys, tokenizer_dr
     _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "x", "xx"],
            '--text: text 1 of 2 ("x") and text 2 of 2 ("xx") are empty after tokenization')
 
+
+
+def test_split_of_a_run_trained_from_files_reads_its_own_files(model_dirs, tiny_glue, tmp_path, capsys):
+    """--split validation scores the run's --validation-file (as `olft evaluate` does) and keeps its
+    rows as written (its column names, its labels, its other columns); --split test, GLUE's test
+    set, is not this run's data and is refused before the model loads, naming --input."""
+    from olft.tasks import load_glue
+
+    sst2 = tasks.get_task("sst2")
+    train, dev = load_glue(sst2, "train", tiny_glue), load_glue(sst2, "validation", tiny_glue)[:12]
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{ex.texts[0]},{ex.label}\n" for ex in train))
+    (tmp_path / "dev.csv").write_text("uid,text,label,note\n" + "".join(f"u{i},{ex.texts[0]},{ex.label},n{i}\n"
+                                                                       for i, ex in enumerate(dev)))  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["run", "--model", str(model_dirs["bert"]), "--task", "sst2", "--data-source", "file",
+                 "--train-file", str(tmp_path / "train.csv"), "--validation-file", str(tmp_path / "dev.csv"),
+                 "--text-columns", "text", "--strategies", "final", "--out", str(run), *FAST]) == 0  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--run", str(run), "--split", "validation", "--output", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert f"scoring 12 of 12 validation examples of {tmp_path / 'dev.csv'}" in captured.err
+    saved = json.loads((run / "results.json").read_text())["strategies"]["final"]["metrics"]["validation"]["accuracy"]
+    assert f"accuracy={saved:.4f}" in captured.out
+    rows = _read(out)
+    assert list(rows[0])[:5] == ["uid", "text", "label", "note", "prediction"]
+    assert [(r["uid"], r["text"], r["label"], r["note"]) for r in rows] == [
+        (f"u{i}", ex.texts[0], str(ex.label), f"n{i}") for i, ex in enumerate(dev)]
+    _fails(capsys, ["predict", "--run", str(run), "--split", "test", "--output", str(tmp_path / "sub")],
+           "--split test writes GLUE's test submission files, and this run was trained from your own files "
+           "(--data-source file): predict your test file with --input FILE --output FILE instead.")
+    assert not (tmp_path / "sub").exists()

@@ -784,3 +784,37 @@ def test_glue_ids_are_the_index_or_id_column(tmp_path):
     (tmp_path / "SST-2").mkdir()
     (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
     assert glue_ids(TASKS["sst2"], "validation", tmp_path) is None
+
+
+@pytest.mark.parametrize(("task", "name", "content", "labels", "phrase"), [
+    ("sst2", "t.csv", "text,label\na,1\n", True,
+     r"no column 'sentence' \(columns found: 'text', 'label'\)\..*Pass the file's own text columns with --text-columns"),
+    ("rte", "g.tsv", "sentence1\tsentence2\tgold\na\tb\t1\n", True,
+     r"no column 'label' \(columns found: .*Pass the file's own label column with --label-column\.$"),
+    ("sst2", "u.csv", "text\na\n", False, r"no column 'sentence'.*label column is optional\)\. Pass the file's own text columns"),
+    ("rte", "k.jsonl", '{"premise": "a", "hypothesis": "b", "label": 1}\n', True,
+     r"line 1: no field 'sentence1'.*Pass the file's own text columns with --text-columns"),
+])
+def test_a_missing_column_names_the_option_that_names_the_files_own(tmp_path, task, name, content, labels, phrase):
+    with pytest.raises(OlftError, match=phrase):
+        read_file(TASKS[task], _write(tmp_path, name, content), labels_required=labels)
+
+
+def test_a_glue_test_file_missing_a_column_names_no_option(tmp_path):
+    """GLUE's test files have GLUE's columns: no --text-columns can rename them."""
+    from olft.submission import read_test_file
+
+    with pytest.raises(OlftError, match="no column 'sentence1'") as err:
+        read_test_file(TASKS["rte"], _write(tmp_path, "test.tsv", "index\tpremise\thypothesis\n0\ta\tb\n"))
+    assert "--text-columns" not in str(err.value)
+
+
+@pytest.mark.parametrize(("task", "example"), [
+    ("rte", '{"sentence1": "...", "sentence2": "...", "label": "entailment"}'),
+    ("sst2", '{"sentence": "...", "label": "negative"}'),
+    ("stsb", '{"sentence1": "...", "sentence2": "...", "label": 3.5}'),
+])
+def test_invalid_json_lines_show_an_object_of_the_tasks_own_fields(tmp_path, task, example):
+    with pytest.raises(OlftError, match=r"line 1: not valid JSON .*such as (.*) \(JSON Lines") as err:
+        read_file(TASKS[task], _write(tmp_path, "x.jsonl", '{"sentence1": "a",\n'))
+    assert f"such as {example} (JSON Lines" in str(err.value)

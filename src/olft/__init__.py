@@ -5,9 +5,9 @@ select the layer among the middle third by a short tuning run per candidate, tun
 the full training set, and compare with final-layer and all-layer tuning.
 
     import olft
-    cfg = olft.RunConfig(model=olft.ModelConfig("minilm-l6"), data=olft.DataConfig("rte"))
+    cfg = olft.RunConfig(model=olft.ModelConfig("minilm-l6"), data=olft.DataConfig("rte"), out="runs/rte")
     results = olft.run(cfg)
-    model = olft.load("runs/X")        # a transformers model of the tuned layer (see olft.hfmodel)
+    model = olft.load("runs/rte")      # a transformers model of the tuned layer (see olft.hfmodel)
 """
 
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig

@@ -20,7 +20,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     example of a split where results.json records it collapsed to one.
 
     Raises OlftError for a folder that is no run folder, and for a damaged weights file (before
-    the model loads, with the fix: delete it and rerun `olft run`).
+    the model loads, with the fix: delete it and continue the run).
     """
     results, cfg = read_run(folder)
     saved = {}  # strategy -> its tensors; every file is read first, so a damaged one fails early

@@ -12,6 +12,8 @@ Formats, and what each can hold:
 - `merged` (LoRA runs): LoRA folded into the weights, a transformers folder
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
   (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
+  Neither holds a family whose classification class adds layers of its own that olft never
+  tuned (DistilBERT's `pre_classifier`, ModernBERT's head): refused, naming `olft predict`.
 - `olft` (every method): the run's config, results and the strategy's weights, loadable with
   `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
   transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while
@@ -135,16 +137,14 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> No
         lora = applied.state_dict()
         applied.remove()
     model = to_transformers(stack, info, session.tokenizer.pad_token_id)
-    custom = hasattr(model.config, "olft")  # olft's pooling class: the folder carries its code
-    if custom:
-        model.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.{type(model).__name__}"}
+    custom = hasattr(model.config, "olft")  # olft's pooling class: its save_pretrained writes its code, olft_head.py
     if format == "merged":
-        _save_model(model, tmp, custom)
+        model.save_pretrained(tmp)
         session.tokenizer.save_pretrained(tmp)
         _write_readme(tmp / "README.md", usage_text(info, session.tokenizer, "merged", custom, name))
         _verify(tmp, "merged", session, reference, custom)
         return
-    _save_peft(model, lora, info, session, tmp, model.config.olft["head"] if custom else "classifier", custom)
+    _save_peft(model, lora, info, session, tmp, model.config.olft["head"] if custom else "classifier")
     _add_usage(tmp / "README.md", usage_text(info, session.tokenizer, "peft", custom, name))
     _verify(tmp, "peft", session, reference, custom)
 
@@ -162,18 +162,12 @@ def head_code(model) -> str:
             f"class {type(model).__name__}(OlftPooling, {parent.__name__}):\n    pass\n")
 
 
-def _save_model(model, folder: Path, custom: bool) -> None:
-    model.save_pretrained(folder)
-    if custom:
-        (folder / f"{HEAD_MODULE}.py").write_text(head_code(model))
-
-
-def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str, custom: bool) -> None:
+def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str) -> None:
     """Base model (plain, with olft's head) in `base/`, the LoRA adapter + head in the folder."""
     from peft import LoraConfig, get_peft_model
 
     base = tmp / "base"
-    _save_model(model, base, custom)
+    model.save_pretrained(base)  # an olft_class model writes olft_head.py and its auto_map too
     session.tokenizer.save_pretrained(base)
     session.tokenizer.save_pretrained(tmp)
     m, family = info.cfg.method, session.stack.family

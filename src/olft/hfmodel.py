@@ -20,6 +20,13 @@ head, so the result works with `transformers.pipeline("text-classification", ...
 
 Every model returned is checked against olft's own forward on probe inputs (atol 1e-4), so a
 mismatch is an error, never a silently different model.
+
+`save_pretrained` writes a folder that reloads as the same model: an `Olft...` class writes
+`olft_head.py` beside its weights and names it in config.json's `auto_map` (as `olft export`
+does), so `AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)`
+builds it again. A model whose tuned layer still holds olft's modules (adapter and prefix runs,
+LoRA without `merge=True`) has no such folder: its `save_pretrained` raises OlftError naming the
+export that does (transformers would reload it without the modules, silently another model).
 """
 
 from __future__ import annotations
@@ -58,7 +65,24 @@ def load(run_dir: str | Path, strategy: str | None = None, merge: bool = False) 
         merge_lora(stack, applied)
     model = to_transformers(stack, info, session.tokenizer.pad_token_id)
     check_same(model, session, reference, "olft.load")
+    if not merge:
+        _refuse_saving(model, info.cfg.method.method)
     return model
+
+
+def _refuse_saving(model: nn.Module, method: str) -> None:
+    """Make `model.save_pretrained` (and so `push_to_hub`) raise OlftError: its tuned layer holds
+    olft's `method` modules, which a transformers folder would drop on reloading."""
+    if method == "lora":
+        fix = "load it with olft.load(..., merge=True) (LoRA folded into the weights) and save that, or use `olft export --format peft`"
+    else:
+        fix = f"{method} modules have no transformers form: use `olft export --format olft` (read by olft.load and olft predict)"
+
+    def save_pretrained(*args, **kwargs):
+        raise OlftError(f"save_pretrained would write this model without olft's {method} modules in its tuned layer, and "
+                        f"it would reload as another model: {fix}.")
+
+    model.save_pretrained = save_pretrained
 
 
 def load_tokenizer(run_dir: str | Path):
@@ -146,8 +170,20 @@ def olft_class(parent: type) -> type:
     from olft.hfhead import OlftPooling
 
     if parent not in _CLASSES:
-        _CLASSES[parent] = type(f"Olft{parent.__name__}", (OlftPooling, parent), {})
+        _CLASSES[parent] = type(f"Olft{parent.__name__}", (OlftPooling, parent), {"save_pretrained": _save_with_head})
     return _CLASSES[parent]
+
+
+def _save_with_head(self, save_directory, *args, **kwargs):
+    """`save_pretrained` of an `olft_class` model: the parent's, with config.json's `auto_map`
+    naming `olft_head.py`, written beside it (the class's code), so that
+    `AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)` builds this
+    class again (without them transformers builds its own, with a new, untrained head)."""
+    from olft.export import HEAD_MODULE, head_code
+
+    self.config.auto_map = {"AutoModelForSequenceClassification": f"{HEAD_MODULE}.{type(self).__name__}"}
+    type(self).__bases__[1].save_pretrained(self, save_directory, *args, **kwargs)
+    (Path(save_directory) / f"{HEAD_MODULE}.py").write_text(head_code(self))
 
 
 def _probe_inputs(session):

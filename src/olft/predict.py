@@ -31,7 +31,7 @@ from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
 from olft.errors import OlftError
-from olft.report import continue_command
+from olft.report import continue_command, made_by
 from olft.runfolder import describe_status, read_run, safe_name
 from olft.select import read_layers
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
@@ -81,8 +81,8 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
                             f"`{continue_command(folder)}` continues it, tuning the selected layer {layer} (and the "
                             "baselines its config asks for).")  # fmt: skip
         if not finished:
-            raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. "
-                            "Finish it by rerunning the same `olft run` command with this --out.")
+            raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. Finish it "
+                            f"by rerunning the `{made_by(results)}` command that made it, or `{continue_command(folder)}`.")
         planned = results.get("strategy_names", [])
         why = "has not finished" if strategy in planned else "is not in this run"
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
@@ -94,7 +94,8 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
 def load_weights(path: Path) -> dict:
     """A strategy's saved tensors (PEFT module, and the head under `head.`), by name.
 
-    Raises OlftError (one line: delete the file and rerun `olft run`) for a damaged file, which
+    Raises OlftError (one line: delete the file and continue the run, `report.continue_command`,
+    which re-tunes it whether `olft run` or `olft train` made the folder) for a damaged file, which
     safetensors reports as e.g. `header too small`.
     """
     from safetensors.torch import load_file
@@ -102,7 +103,8 @@ def load_weights(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:  # a damaged file
-        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and rerun `olft run`.") from exc
+        raise OlftError(f"{path} is unreadable ({exc}). Re-tune the strategy: delete it and run "
+                        f"`{continue_command(path.parent.parent)}`.") from exc
 
 
 def tuned_session(info: RunInfo, quiet: bool = False):
@@ -308,7 +310,8 @@ def add_predict_options(p) -> None:
     p.add_argument("--label-column", default=None, help="With --input: its gold label column, if any (default: the run's --label-column, label).")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
-                   "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split). Needs --output.")
+                   "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split; a run trained "
+                   "from files: its --validation-file, every column as written). Needs --output.")
     p.add_argument("--output", default=None, help="Output file (.csv, .tsv, .jsonl; not the --input file), or with --split test a folder.")
     p.add_argument("--glue-dir", default=None, help="GLUE folder to read --split files from (default: the run's).")
     p.add_argument("--zip", action="store_true", help="With --split test: pack every submission file in --output into submission.zip.")
@@ -336,6 +339,9 @@ def predict_command(args) -> int:
         info.cfg.data.label_column = args.label_column
     task = tasks.get_task(info.cfg.data.task)
     if args.split == "test":
+        if info.cfg.data.data_source == "file":  # GLUE's test set is not this run's data
+            raise OlftError("--split test writes GLUE's test submission files, and this run was trained from your own files "
+                            "(--data-source file): predict your test file with --input FILE --output FILE instead.")
         if args.whole_split:  # the test split has no labels and is always written whole
             raise OlftError("--whole-split applies to --split validation; --split test always writes every test example.")
         if not args.output:
@@ -385,9 +391,10 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     """(examples, the columns each output row starts with, which have a label) of --text, --input or --split.
 
     An --input row keeps all its columns (ids, its own gold label column), so the output joins
-    back to the input; a --split validation row, read by the task's loader, gets its id (`index`,
-    as the test split's files), its texts and the gold `label` beside the prediction, to be
-    compared row by row.
+    back to the input, and so does a --split validation row of a run trained from files (its
+    --validation-file's row); a GLUE or `datasets` --split validation row, read by the task's loader,
+    gets its id (`index`, as the test split's files), its texts and the gold `label` beside the
+    prediction, to be compared row by row.
     """
     if args.input:
         return read_inputs(task, cfg, Path(args.input))
@@ -398,9 +405,7 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
         return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], [False]
-    examples, ids = _split_examples(cfg, task, args.split, args.whole_split)
-    inputs = [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
-              for i, ex in zip(ids, examples, strict=True)]
+    examples, inputs = _split_examples(cfg, task, args.split, args.whole_split)
     return examples, inputs, [True] * len(examples)
 
 
@@ -419,11 +424,12 @@ def _label_text(task: tasks.Task, label: float) -> str | float:
     return float(label) if task.is_regression else task.labels[int(label)]
 
 
-def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> tuple[list[tasks.Example], list]:
-    """The examples of a labelled evaluation split (`validation` = the task's headline split)
-    that the run scored (its --max-eval-samples cap and --seed, through `pipeline.eval_sample`,
-    so the metrics are `olft evaluate`'s), or with `whole` all of them, and their ids (see
-    `_split_ids`); says on stderr which."""
+def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> tuple[list[tasks.Example], list[dict]]:
+    """The examples of a labelled evaluation split (`validation` = the task's headline split;
+    a run trained from files: its --validation-file) that the run scored (its --max-eval-samples
+    cap and --seed, through `pipeline.eval_sample`, so the metrics are `olft evaluate`'s), or
+    with `whole` all of them, and the columns each one's output row starts with (`_split_rows`);
+    says on stderr which."""
     from olft.pipeline import eval_sample, load_split
 
     name = task.eval_splits[0] if split == "validation" else split
@@ -437,30 +443,38 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
     chosen = list(range(len(every)))
     chosen = chosen if whole else eval_sample(cfg, chosen)  # the positions `eval_sample(cfg, every)` keeps
     examples = [every[i] for i in chosen]
-    ids = _split_ids(cfg, task, name) or list(range(len(every)))
+    rows = _split_rows(cfg, task, name, every)
     cap = cfg.data.max_eval_samples
     why = ("--whole-split" if whole else f"the run's --max-eval-samples {cap}, as `olft evaluate`; --whole-split scores all"
            if len(examples) < len(every) else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
-    print(f"scoring {len(examples)} of {len(every)} {split} examples ({why})", file=sys.stderr)
-    return examples, [ids[i] for i in chosen]
+    where = f" of {cfg.data.validation_file}" if cfg.data.data_source == "file" else ""
+    print(f"scoring {len(examples)} of {len(every)} {split} examples{where} ({why})", file=sys.stderr)
+    return examples, [rows[i] for i in chosen]
+
+
+def _split_rows(cfg: RunConfig, task: tasks.Task, split: str, every: list[tasks.Example]) -> list[dict]:
+    """The columns each example of an evaluation split starts its output row with, in split order.
+
+    A run trained from files: its --validation-file's row, every column as written (ids, the
+    label as the file gives it), as an --input row is kept (`read_inputs`, whose checks it
+    passes: no column the predictions would overwrite). GLUE and `datasets`: the example's id
+    (`index`, as the test files' rows; see `_split_ids`), its texts and its gold `label`.
+    """
+    if cfg.data.data_source == "file":
+        return read_inputs(task, cfg, Path(cfg.data.validation_file))[1]
+    ids = _split_ids(cfg, task, split) or list(range(len(every)))
+    return [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
+            for i, ex in zip(ids, every, strict=True)]
 
 
 def _split_ids(cfg: RunConfig, task: tasks.Task, split: str) -> list | None:
-    """Each example's id in an evaluation split, as `load_split` reads it, for the `index` column
-    that `--split test` files have too: the GLUE file's `index` (QQP: `id`) column, or a
-    --validation-file's `index` or `id` column; None where there is none, or a row's is empty
-    (CoLA, SST-2 and MRPC dev files; the `datasets` library, whose `idx` is the row position),
-    and then the caller uses the 0-based row position in the split. Whole-number ids are given
-    as numbers, as positions are.
+    """Each example's id in a GLUE evaluation split, as `load_split` reads it, for the `index`
+    column that `--split test` files have too: the GLUE file's `index` (QQP: `id`) column; None
+    where there is none, or a row's is empty (CoLA, SST-2 and MRPC dev files; the `datasets`
+    library, whose `idx` is the row position), and then the caller uses the 0-based row position
+    in the split. Whole-number ids are given as numbers, as positions are.
     """
-    d = cfg.data
-    if d.data_source == "datasets":
+    if cfg.data.data_source == "datasets":
         return None
-    if d.data_source == "file":
-        columns = d.text_columns.split(",") if d.text_columns else None
-        records = tasks.read_file(task, d.validation_file, columns, d.label_column).records
-        name = next((c for c in tasks.ID_COLUMNS if all(r.get(c) is not None and str(r[c]).strip() for r in records)), None)
-        ids = None if name is None else [r[name] for r in records]
-    else:
-        ids = tasks.glue_ids(task, split, d.glue_dir)
+    ids = tasks.glue_ids(task, split, cfg.data.glue_dir)
     return None if ids is None else [int(i) if isinstance(i, str) and re.fullmatch(r"0|[1-9][0-9]*", i) else i for i in ids]

@@ -78,6 +78,13 @@ def continue_command(folder: Path | None) -> str:
     return f"olft run --config {where}/config.json --out {where}"
 
 
+def made_by(results: dict) -> str:
+    """The subcommand that made a run folder, from its results.json: `olft train` where every
+    strategy it names is explicit layers (`layers=...`, which train names its one), else `olft run`."""
+    names = results.get("strategy_names") or list(results.get("strategies") or {})
+    return "olft train" if names and all(n.startswith("layers=") for n in names) else "olft run"
+
+
 def table_md(results: dict, folder: Path | None = None) -> str:
     """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout, then
     the selection. A table with no rows is left out: a selection-only folder (`olft select`) has

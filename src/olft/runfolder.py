@@ -501,12 +501,14 @@ def read_run(folder: Path) -> tuple[dict, Any]:
 
     results_path, config_path = folder / "results.json", folder / "config.json"
     if not folder.exists():
-        raise OlftError(f"Run folder {folder} does not exist. Pass --run the --out of an `olft run` or `olft train`.")
+        raise OlftError(f"Run folder {folder} does not exist: give the folder `olft run` or `olft train` wrote (its --out; "
+                        "RunConfig.out in Python).")
     if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
         raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
                         "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
     if not results_path.is_file() or not config_path.is_file():
-        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json). Pass --run the --out of `olft run`.")
+        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json): give the folder `olft run` or "
+                        "`olft train` wrote (its --out; RunConfig.out in Python).")
     try:
         return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:

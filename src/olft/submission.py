@@ -61,7 +61,7 @@ def read_test_file(task: tasks.Task, path: Path) -> tuple[list[str], list[tasks.
     except OSError:
         header = []  # read_file says what is wrong with the file
     column = next((c for c in tasks.ID_COLUMNS if c in header), tasks.ID_COLUMNS[0])
-    loaded = tasks.read_file(task, path, labels_required=False, keep=(column,))
+    loaded = tasks.read_file(task, path, labels_required=False, keep=(column,), user_columns=False)  # GLUE's own columns
     return loaded.kept[column], loaded.examples
 
 

@@ -85,8 +85,10 @@ def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[_Ro
 
 
 def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: Path,
-                  delimiter: str, fix: str) -> list[int]:
-    """Indices of the first option whose columns are all present, else a clear error."""
+                  delimiter: str, fix: str, flags: _ColumnFlags | None = None) -> list[int]:
+    """Indices of the first option whose columns are all present, else OlftError naming the
+    missing column, the columns found and the fix (with `flags`: the option naming the file's own
+    columns, --text-columns or --label-column)."""
     position: dict[str, int] = {}
     for i, name in enumerate(header):
         position.setdefault(name.strip(), i)
@@ -100,7 +102,22 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
         hint = " The file looks tab-separated; rename it to .tsv."
     elif len(header) == 1 and "," in header[0] and delimiter == "\t":
         hint = " The file looks comma-separated; rename it to .csv."
-    raise OlftError(f"{path} has no column {missing[0]!r} (columns found: {found}).{hint} {fix}")
+    raise OlftError(f"{path} has no column {missing[0]!r} (columns found: {found}).{hint} {fix}"
+                    f"{flags.hint(missing[0]) if flags else ''}")
+
+
+@dataclass(frozen=True)
+class _ColumnFlags:
+    """For an error on a column a user's file lacks: the option that names the file's own. Its
+    texts are named with --text-columns, its label (`label`; None when labels are optional) with --label-column."""
+
+    label: str | None
+
+    def hint(self, missing: str) -> str:
+        """' Pass ...': the option that names the file's own column in place of `missing`."""
+        if missing == self.label:
+            return " Pass the file's own label column with --label-column."
+        return " Pass the file's own text columns with --text-columns (comma-separated, in the task's order)."
 
 
 def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[_Row],
@@ -360,7 +377,8 @@ class LoadedFile:
 
 
 def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
-              label_column: str = "label", labels_required: bool = True, keep: Sequence[str] = ()) -> LoadedFile:
+              label_column: str = "label", labels_required: bool = True, keep: Sequence[str] = (),
+              user_columns: bool = True) -> LoadedFile:
     """Read examples from a CSV, TSV or JSON Lines file (format by extension), labels required or optional.
 
     Text columns default to the task's canonical names (e.g. premise/hypothesis), falling back
@@ -371,7 +389,9 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     must not hold lines that read as rows of their own (merged by an unbalanced quote).
     `labels_required=False` (prediction): the label column may be missing and a row's label
     empty; the labels given are used (see `LoadedFile.has_label`). `keep`: further columns every
-    row must have, returned as text (e.g. the GLUE test files' `index`).
+    row must have, returned as text (e.g. the GLUE test files' `index`). `user_columns`: the
+    columns can be named with --text-columns and --label-column (a user's file, not GLUE's own),
+    and an error on a missing column says so.
     Raises OlftError naming the file, the line and the fix.
     """
     path = Path(path)
@@ -385,16 +405,17 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     fix = f"Expected a {fmt.upper()} file with columns {names}, {label}." if labels_required else \
         f"Expected a {fmt.upper()} file with columns {names} (a {label} column is optional)."
     text = _read_text(path, fix)
+    flags = _ColumnFlags(label if labels_required else None) if user_columns else None
     if fmt == "jsonl":
-        return _read_jsonl(task, path, text, options, labels_required, tuple(keep))
+        return _read_jsonl(task, path, text, options, labels_required, tuple(keep), flags)
     delimiter = "," if fmt == "csv" else "\t"
     rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
     header = rows[0].fields
     if labels_required:
-        columns = _find_columns(header, [(*keep, *o) for o in options], path, delimiter, fix)
+        columns = _find_columns(header, [(*keep, *o) for o in options], path, delimiter, fix, flags)
         label_idx, columns = columns[-1], columns[:-1]
     else:
-        columns = _find_columns(header, list(dict.fromkeys((*keep, *o[:-1]) for o in options)), path, delimiter, fix)
+        columns = _find_columns(header, list(dict.fromkeys((*keep, *o[:-1]) for o in options)), path, delimiter, fix, flags)
         stripped = [h.strip() for h in header]
         label_idx = next((stripped.index(o[-1]) for o in options if o[-1] in stripped), None)
     keep_idx, text_idx = columns[: len(keep)], columns[len(keep) :]
@@ -432,7 +453,7 @@ def _column_options(task: Task, text_columns: Sequence[str] | None,
 
 
 def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]], labels_required: bool,
-                keep: tuple[str, ...]) -> LoadedFile:
+                keep: tuple[str, ...], flags: _ColumnFlags | None = None) -> LoadedFile:
     """`read_file` for JSON Lines: one JSON object per non-blank line, each key once.
 
     The keys are those of the first option the first object has (texts, and the label when
@@ -446,8 +467,8 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
             except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
                 raise OlftError(f"{path}, line {number}: not valid JSON ({reason}). Each line "
-                                "must be one JSON object such as {\"sentence\": \"...\", "
-                                "\"label\": 1} (JSON Lines, not one JSON array).") from None
+                                f"must be one JSON object such as {_json_example(task, options[0])} "
+                                "(JSON Lines, not one JSON array).") from None
     first = records[0][1]  # _read_text guarantees a non-blank line
     first = first if isinstance(first, dict) else {}
     width = len(options[0]) if labels_required else len(options[0]) - 1
@@ -458,7 +479,7 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     examples, raw, where = [], [], []
     for number, record in records:
         where.append(f"{path}, line {number}")
-        values = _json_fields(record, texts, (*keep, *texts, *([label_key] if labels_required else [])), where[-1])
+        values = _json_fields(record, texts, (*keep, *texts, *([label_key] if labels_required else [])), where[-1], flags)
         label: int | float = 0.0 if task.is_regression else 0
         if labels_required:
             label = parse_label(task, record[label_key], where[-1])
@@ -473,6 +494,12 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     return LoadedFile(examples, tuple(texts), has_label, kept, columns, [record for _, record in records])
 
 
+def _json_example(task: Task, columns: tuple[str, ...]) -> str:
+    """One JSON Lines object of `columns` (texts, then the label), as the task's file would hold it."""
+    label = 3.5 if task.is_regression else task.labels[0] if task.labels else 0
+    return json.dumps({**{name: "..." for name in columns[:-1]}, columns[-1]: label})
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object as a dict; a key given twice is an error (json keeps the last silently)."""
     seen: dict[str, Any] = {}
@@ -483,8 +510,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _json_fields(record: Any, strings: tuple[str, ...], needed: tuple[str, ...], where: str) -> list[str]:
-    """The `strings` fields of one JSON object, which must hold every `needed` key; strings must be strings."""
+def _json_fields(record: Any, strings: tuple[str, ...], needed: tuple[str, ...], where: str,
+                 flags: _ColumnFlags | None = None) -> list[str]:
+    """The `strings` fields of one JSON object, which must hold every `needed` key; strings must be
+    strings. OlftError otherwise (a missing key: with `flags`, naming the option that names the file's own)."""
     if not isinstance(record, dict):
         raise OlftError(f"{where}: expected a JSON object, got {type(record).__name__}. "
                         "Write one object per line.")
@@ -492,7 +521,7 @@ def _json_fields(record: Any, strings: tuple[str, ...], needed: tuple[str, ...],
     if missing:
         found = ", ".join(repr(k) for k in list(record)[:20])
         raise OlftError(f"{where}: no field {missing[0]!r} (fields found: {found}). "
-                        f"Every object needs {', '.join(needed)}.")
+                        f"Every object needs {', '.join(needed)}.{flags.hint(missing[0]) if flags else ''}")
     for key in strings:
         if not isinstance(record[key], str):
             raise OlftError(f"{where}: field {key!r} must be a string, got "
