@@ -446,7 +446,8 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
     rows = _split_rows(cfg, task, name, every)
     cap = cfg.data.max_eval_samples
     why = ("--whole-split" if whole else f"the run's --max-eval-samples {cap}, as `olft evaluate`; --whole-split scores all"
-           if len(examples) < len(every) else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
+           if len(examples) < len(every) else "every example, as `olft evaluate`" if cap is None
+           else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
     where = f" of {cfg.data.validation_file}" if cfg.data.data_source == "file" else ""
     print(f"scoring {len(examples)} of {len(every)} {split} examples{where} ({why})", file=sys.stderr)
     return examples, [rows[i] for i in chosen]
