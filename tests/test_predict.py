@@ -584,3 +584,12 @@ def test_a_text_the_tokenizer_drops_is_named_as_given(runs, capsys, tokenizer_dr
     _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "x", "xx"],
            '--text: text 1 of 2 ("x") and text 2 of 2 ("xx") are empty after tokenization')
 
+
+
+def test_a_text_that_is_not_utf8_is_named_as_typed(runs, capsys):
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates (surrogateescape),
+    which the tokenizer cannot take: one line naming the --text value, its bytes as typed."""
+    typed = b"caf\xe9".decode("utf-8", "surrogateescape")  # what sys.argv holds for $'caf\xe9'
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "a premise", typed],
+           '--text: text 2 of 2 ("caf\\xe9") is not valid UTF-8: bad byte at byte offset 3')
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "é " + typed, "b"], "text 1 of 2 (\"é caf\\xe9\")")

@@ -394,6 +394,7 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        _check_utf8(args.text)
         empty = next((name for name, text in zip(task.text_fields, args.text, strict=True) if not text.strip()), None)
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
@@ -402,6 +403,23 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     inputs = [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
               for i, ex in zip(ids, examples, strict=True)]
     return examples, inputs, [True] * len(examples)
+
+
+def _check_utf8(texts: list[str]) -> None:
+    """OlftError naming the first --text value that is not valid UTF-8, before any model loads.
+
+    Python hands command-line bytes that are not UTF-8 over as lone surrogates (surrogateescape),
+    which the tokenizer cannot take (it fails with a TypeError, not a message).
+    """
+    for j, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # the bytes as typed
+            offset = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+            which = f"text {j + 1} of {len(texts)}" if len(texts) > 1 else "the text"
+            raise OlftError(f"--text: {which} (\"{shown}\") is not valid UTF-8: bad byte at byte offset {offset}. "
+                            "Pass the text as UTF-8 (set the terminal or script to UTF-8).") from None
 
 
 def _empty_text(texts: list[str], empty: list[tuple[int, int]]) -> OlftError:
