@@ -8,7 +8,6 @@ saved the moment it finishes; running the same command again continues where it 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from olft import curves, distributed, report
 from olft.config import RunConfig
-from olft.errors import OlftError, Terminated
+from olft.errors import OlftError, stop_on_sigterm
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
@@ -60,24 +59,6 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "distributed": distributed.describe(session.dist, cfg),
         **report.environment(),
     }
-
-
-@contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (what schedulers send) stops the run like Ctrl-C: cleanly, folder resumable."""
-
-    def handler(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
@@ -142,7 +123,7 @@ def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[
 @contextmanager
 def _recorded(folder: RunFolder, results: dict, session: Session):
     """However the work stops, results.json says so: never "running" once this process is done."""
-    with _stop_on_sigterm():
+    with stop_on_sigterm():
         try:
             yield
         except KeyboardInterrupt:

@@ -30,7 +30,7 @@ from olft import tasks
 from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
-from olft.errors import OlftError
+from olft.errors import OlftError, stop_on_sigterm
 from olft.report import continue_command
 from olft.runfolder import describe_status, read_run, safe_name
 from olft.select import read_layers
@@ -319,6 +319,13 @@ def add_predict_options(p) -> None:
 
 
 def predict_command(args) -> int:
+    """`olft predict`; OlftError for bad input. SIGTERM stops it as Ctrl-C does (`Terminated`), so
+    the temporary file of a file being written is removed, not left beside the output."""
+    with stop_on_sigterm():
+        return _predict(args)
+
+
+def _predict(args) -> int:
     sources = [x for x in (args.input, args.text, args.split) if x]
     if len(sources) != 1:
         raise OlftError("Give exactly one of --input FILE, --text TEXT [TEXT], --split test|validation.")
