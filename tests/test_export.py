@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +320,40 @@ def test_olft_export_of_an_adapter_run(runs, predicted, tmp_path, capsys):
     assert main(["predict", "--run", str(out), "--text", *PAIRS[0], "-q"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["prob_entailment"] == pytest.approx(predicted["llama-adapter"][0, 0], abs=1e-6)
+
+
+def _terminate() -> None:
+    """Send this process SIGTERM, as a scheduler or `kill` does; refused where nothing catches it
+    (the default action would end the test session itself)."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        raise AssertionError("SIGTERM is not handled here: it would end the process on the spot, leaving its temporary files")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_an_export_and_removes_its_temporary_folder(runs, tmp_path, capsys, monkeypatch):
+    """SIGTERM mid-export stops it as Ctrl-C does: exit 143, one line, no `.D.tmp` left beside D,
+    and the signal's handler put back; the same export then succeeds, past a stale `.D.tmp`."""
+    import olft.export
+
+    real = olft.export._export_transformers
+
+    def terminated(info, tmp, *args):
+        (tmp / "config.json").write_text("{}")  # half-written
+        _terminate()
+
+    monkeypatch.setattr(olft.export, "_export_transformers", terminated)
+    out = tmp_path / "D"
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["export", "--run", str(runs["bert-lora"]), "--format", "merged", "--output", str(out), "-q"]
+    assert main(args) == 143
+    assert capsys.readouterr().err == "olft: interrupted.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.setattr(olft.export, "_export_transformers", real)
+    (tmp_path / ".D.tmp").mkdir()  # what kill -9, which nothing catches, leaves: the next export removes it
+    (tmp_path / ".D.tmp" / "stale").write_text("x")
+    assert main(args) == 0 and (out / "config.json").is_file() and not (out / "stale").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D"]
 
 
 def _fails(capsys, args, phrase):

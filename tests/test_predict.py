@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import zipfile
 
 import numpy as np
@@ -629,3 +630,30 @@ def test_split_of_a_run_trained_from_files_reads_its_own_files(model_dirs, tiny_
            "--split test writes GLUE's test submission files, and this run was trained from your own files "
            "(--data-source file): predict your test file with --input FILE --output FILE instead.")
     assert not (tmp_path / "sub").exists()
+
+
+def test_a_text_that_is_not_utf8_is_named_as_typed(runs, capsys):
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates (surrogateescape),
+    which the tokenizer cannot take: one line naming the --text value, its bytes as typed."""
+    typed = b"caf\xe9".decode("utf-8", "surrogateescape")  # what sys.argv holds for $'caf\xe9'
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "a premise", typed],
+           '--text: text 2 of 2 ("caf\\xe9") is not valid UTF-8: bad byte at byte offset 3')
+    _fails(capsys, ["predict", "--run", str(runs["bert"]), "--text", "é " + typed, "b"], "text 1 of 2 (\"é caf\\xe9\")")
+
+
+def test_sigterm_while_predictions_are_written_leaves_no_temporary_file(runs, tmp_path, capsys, monkeypatch):
+    """SIGTERM stops `olft predict` as Ctrl-C does: exit 143, one line, and the file being written
+    (under a temporary name beside --output) is removed, not left behind."""
+    real_fsync = os.fsync
+
+    def terminated(fd):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise AssertionError("SIGTERM is not handled here: it would end the process, leaving the temporary file")
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", terminated)
+    out = tmp_path / "preds" / "p.csv"
+    assert main(["predict", "--run", str(runs["bert"]), "--split", "validation", "--output", str(out), "-q"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == "olft: interrupted."  # after the line on what is scored
+    assert list(out.parent.iterdir()) == []

@@ -197,6 +197,37 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
 # -- run folders: what may be deleted, who may write ----------------------------------------------------
 
 
+@pytest.mark.parametrize("step, stop, code", [("olft.report.plot_layers", OSError(28, "No space left on device"), None),
+                                               ("olft.curves.plot_curves", KeyboardInterrupt(), 130)])
+def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(model_dirs, tiny_glue, tmp_path, monkeypatch,
+                                                                              capsys, step, stop, code):
+    """results.json says "complete" only once the table and plots are written and the checkpoints
+    gone: a run stopped between its last score and that (a full disk, Ctrl-C, kill -9) is not
+    complete, and the same command then finishes the folder."""
+    out = tmp_path / "run"
+    # A selection (for layers.png) of one candidate; --checkpoint-every 3 leaves olft.pt until the end.
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
+
+    def stopped(*a, **kw):
+        raise stop
+
+    monkeypatch.setattr(step, stopped)
+    if code is None:  # not an input error: it keeps its traceback
+        with pytest.raises(type(stop)):
+            main(args)
+    else:
+        assert main(args) == code
+    r = _results(out)
+    assert r["complete"] is False and r["status"] == ("stopped by an error" if code is None else "interrupted"), r["status"]
+    assert "olft" in r["strategies"] and (out / "checkpoints" / "olft.pt").is_file()  # only the finishing was missing
+    monkeypatch.undo()
+    assert main(args) == 0
+    r = _results(out)
+    assert r["complete"] is True and r["status"] == "complete"
+    assert all((out / name).is_file() for name in ("table.md", "layers.png", "loss.png"))
+    assert not (out / "checkpoints").exists()
+
+
 def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_glue, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()

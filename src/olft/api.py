@@ -8,7 +8,6 @@ saved the moment it finishes; running the same command again continues where it 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from olft import curves, distributed, report
 from olft.config import RunConfig
-from olft.errors import OlftError, Terminated
+from olft.errors import OlftError, stop_on_sigterm
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
@@ -60,24 +59,6 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "distributed": distributed.describe(session.dist, cfg),
         **report.environment(),
     }
-
-
-@contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (what schedulers send) stops the run like Ctrl-C: cleanly, folder resumable."""
-
-    def handler(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
@@ -142,16 +123,17 @@ def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[
 @contextmanager
 def _recorded(folder: RunFolder, results: dict, session: Session):
     """However the work stops, results.json says so: never "running" once this process is done."""
-    with _stop_on_sigterm():
+    with stop_on_sigterm():
         try:
             yield
         except KeyboardInterrupt:
-            results["status"] = "interrupted"
+            results["status"], results["complete"] = "interrupted", False  # `_end` may have set it before stopping
             folder.write_results(results)
             log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
             raise
         except BaseException as exc:
             results["status"], results["error"] = "stopped by an error", f"{type(exc).__name__}: {exc}"
+            results["complete"] = False
             folder.write_results(results)
             raise
         finally:
@@ -175,9 +157,7 @@ def _end(folder: RunFolder, results: dict) -> dict:
     else:
         results["status"] = "complete"
     results["complete"] = results["status"] == "complete"
-    folder.finish(results)
-    if folder.writer:
-        curves.plot_curves(folder.path, folder.path / "loss.png")
+    folder.finish(results)  # results.json last: "complete" only once the plots are there and the checkpoints gone
     log.info("results in %s", folder.path)
     return results
 
@@ -205,10 +185,10 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         results = _begin(folder, cfg, session, [s.name for s in strategies])
-        with _recorded(folder, results, session):
+        with _recorded(folder, results, session):  # finishing too: a failure there is recorded, not "complete"
             for strat in strategies:
                 _run_strategy(session, folder, results, strat)
-        return _end(folder, results)
+            return _end(folder, results)
 
 
 def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Strategy) -> None:
@@ -361,7 +341,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             _selected_layer(session, folder, results)
-        return _end(folder, results)
+            return _end(folder, results)
 
 
 def info(cfg: RunConfig) -> dict:

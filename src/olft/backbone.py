@@ -320,11 +320,13 @@ class Stack(nn.Module):
                 # path that does not fit the architecture fails both the same way: say it once.
                 if why not in self._pooled_warned:
                     self._pooled_warned.add(why)
-                    # A layer whose code the path does not fit is a known limit, and the whole
-                    # layer is exact: worth a line, not a warning. A path that runs but differs
-                    # from the whole layer would be a bug in it: that is warned.
-                    level = logging.INFO if why.startswith(UNFIT) else logging.WARNING
-                    log.log(level, "pooled-token last layer switched off: %s; the whole last layer runs (exact, a little slower)", why)
+                    # A layer whose code the path does not fit (OPT, Falcon) is a known limit, the
+                    # whole layer is exact and the user can do nothing about it: a debug line (-v)
+                    # for whoever looks into speed. A path that runs but differs from the whole
+                    # layer would be a bug in it: that is warned.
+                    level = logging.DEBUG if why.startswith(UNFIT) else logging.WARNING
+                    log.log(level, "pooled-token last layer switched off: %s; the whole last layer runs "
+                            "(results exact, a little slower)", why)
                 return None
         out = pooled_layer(self.family, self.layers[-1], hidden, inputs.calls[-1], pos)
         return self.pool(out, torch.ones(out.shape[:2], dtype=torch.long, device=out.device))
@@ -340,7 +342,7 @@ class Stack(nn.Module):
             try:
                 short = pooled_layer(self.family, layer, hidden, inputs.calls[-1], pos)
             except Exception as exc:  # a path that does not fit this model's layer code
-                return f"{UNFIT} {type(layer).__name__} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                return f"{UNFIT} {type(layer).__name__} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         finally:
             for m, mode in modes.items():
                 m.train(mode)

@@ -40,7 +40,7 @@ import re
 import shutil
 from pathlib import Path
 
-from olft.errors import OlftError
+from olft.errors import OlftError, stop_on_sigterm
 from olft.predict import RunInfo, check_folder_output, open_run, tuned_session
 
 FORMATS = ("peft", "merged", "olft")
@@ -63,7 +63,8 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
 
     Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, one that
     cannot be created (a file above it, an unwritable folder), or a method/family the format
-    cannot hold (naming the formats that can).
+    cannot hold (naming the formats that can). SIGTERM raises `Terminated` (as Ctrl-C raises
+    KeyboardInterrupt) once the temporary folder beside `output` is removed.
     """
     if format not in FORMATS:
         raise OlftError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
@@ -77,8 +78,16 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
                         "Use --format olft (loadable with olft.load and olft predict).")
     _outside_run_folders(out)
     check_folder_output(out)  # before the model loads
+    with stop_on_sigterm():  # SIGTERM stops it as Ctrl-C does: the temporary folder goes (kill -9: the next export's rmtree)
+        _write_export(info, out, format)
+    return out
+
+
+def _write_export(info: RunInfo, out: Path, format: str) -> None:
+    """Write the export into a temporary folder beside `out`, then rename it into place; however
+    it stops, the temporary folder is removed. Raises OlftError where `out` cannot be made."""
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an export killed outright (kill -9)
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
@@ -96,7 +105,6 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
             _point_at_base(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:

@@ -452,8 +452,10 @@ def _generic_layer(family: Family, layer: nn.Module, call: tuple[tuple, dict], p
 
     def slice_input(_m, args, kwargs):
         x = args[0] if args else kwargs["hidden_states"]
+        if x.dim() == 2:  # OPT: the residual is flattened too, so no row of it can be picked out
+            raise RuntimeError(f"it merges the batch and sequence dimensions before its MLP: input {tuple(x.shape)}")
         if x.dim() != 3 or x.shape[0] != pos.shape[0]:
-            raise RuntimeError(f"the MLP input is {tuple(x.shape)}, not (batch, seq, hidden)")
+            raise RuntimeError(f"its MLP input is {tuple(x.shape)}, not (batch, seq, hidden)")
         x = rows(x, pos)
         return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 

@@ -30,7 +30,7 @@ from olft import tasks
 from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
-from olft.errors import OlftError
+from olft.errors import OlftError, stop_on_sigterm
 from olft.report import continue_command, made_by
 from olft.runfolder import describe_status, read_run, safe_name
 from olft.select import read_layers
@@ -322,6 +322,13 @@ def add_predict_options(p) -> None:
 
 
 def predict_command(args) -> int:
+    """`olft predict`; OlftError for bad input. SIGTERM stops it as Ctrl-C does (`Terminated`), so
+    the temporary file of a file being written is removed, not left beside the output."""
+    with stop_on_sigterm():
+        return _predict(args)
+
+
+def _predict(args) -> int:
     sources = [x for x in (args.input, args.text, args.split) if x]
     if len(sources) != 1:
         raise OlftError("Give exactly one of --input FILE, --text TEXT [TEXT], --split test|validation.")
@@ -401,12 +408,30 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        _check_utf8(args.text)
         empty = next((name for name, text in zip(task.text_fields, args.text, strict=True) if not text.strip()), None)
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
         return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], [False]
     examples, inputs = _split_examples(cfg, task, args.split, args.whole_split)
     return examples, inputs, [True] * len(examples)
+
+
+def _check_utf8(texts: list[str]) -> None:
+    """OlftError naming the first --text value that is not valid UTF-8, before any model loads.
+
+    Python hands command-line bytes that are not UTF-8 over as lone surrogates (surrogateescape),
+    which the tokenizer cannot take (it fails with a TypeError, not a message).
+    """
+    for j, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # the bytes as typed
+            offset = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+            which = f"text {j + 1} of {len(texts)}" if len(texts) > 1 else "the text"
+            raise OlftError(f"--text: {which} (\"{shown}\") is not valid UTF-8: bad byte at byte offset {offset}. "
+                            "Pass the text as UTF-8 (set the terminal or script to UTF-8).") from None
 
 
 def _empty_text(texts: list[str], empty: list[tuple[int, int]]) -> OlftError:

@@ -7,7 +7,7 @@ Layout:
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
-    table.md, layers.png                                     written when the run ends
+    table.md, layers.png, loss.png                           written when the run ends, before results.json says so
     tensorboard/, mlruns/ or wandb/                          --report-to's tracker files (see curves.TRACKER_FOLDERS)
     olft.lock, olft.lock.json                                held while a run writes (see `runlock`)
 
@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from olft import report, runlock
+from olft import curves, report, runlock
 from olft.config import PATH_FIELDS
 from olft.errors import OlftError
 
@@ -408,16 +408,23 @@ class RunFolder:
             report.write_json(self.path / "results.json", results)
 
     def finish(self, results: dict) -> None:
-        """Write results.json, table.md and layers.png; drop the checkpoints of finished strategies."""
+        """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
+        only then results.json with how the run ended.
+
+        results.json comes last so that it never says "complete" while the folder still lacks its
+        plots or holds checkpoints: a run killed (or failing) before that write leaves it saying
+        "running", which a rerun of the same command takes over and finishes.
+        """
         if not self.writer:
             return
-        report.write_json(self.path / "results.json", results)
         report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
         report.plot_layers(results, self.path / "layers.png")
+        curves.plot_curves(self.path, self.path / "loss.png")
         for name in results["strategies"]:
             self.checkpoint_path(name).unlink(missing_ok=True)
         with suppress(OSError):  # still holds an unfinished strategy's checkpoint
             (self.path / "checkpoints").rmdir()
+        report.write_json(self.path / "results.json", results)
 
     def mark_incomplete(self) -> None:
         """Drop the files that only an ended run may have (from an earlier, different run)."""
