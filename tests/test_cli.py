@@ -579,4 +579,4 @@ def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, cap
     _fails(capsys, ["run", "--model", none, "--method", "lora", "--lora-dropout", "1.5"], "--lora-dropout must be in [0, 1), got 1.5")
     _fails(capsys, ["train", "--model", none, "--layers", "2,x"], "Cannot read '--layers 2,x': write layer numbers joined by ',', "
            "e.g. --layers 3 or --layers 3,5")
-    _fails(capsys, ["train", "--model", none, "--layers", ","], "Cannot read '--layers ,'")
+    _fails(capsys, ["train", "--model", none, "--layers", ","], "'--layers ,' has an empty entry")
