@@ -25,7 +25,7 @@ from olft.errors import OlftError
 from olft.loading import checkpoint_pooling
 from olft.pipeline import cache_layer
 from olft.train import logits_for
-from tiny import ARCHITECTURES, ENCODERS, assert_cached_matches_plain, frozen_stack
+from tiny import ARCHITECTURES, ENCODERS, assert_cached_matches_plain, frozen_stack, make_config
 
 ARCHS = tuple(ARCHITECTURES)
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -264,6 +264,42 @@ def test_check_refuses_code_between_layers():
     base = AutoModel.from_config(config).eval()
     with pytest.raises(OlftError, match="differs from the model's own forward"):
         Stack(base, None, 2).check()
+
+
+def test_a_model_that_pads_its_inputs_inside_its_forward_is_refused_at_load():
+    """Longformer pads every input to a multiple of its attention window in its own forward; its
+    layers alone refuse other lengths. The check's prime length finds that at load (and in
+    `olft info`), not as a transformers assertion in the middle of selection."""
+    from transformers import LongformerConfig, LongformerModel
+
+    config = LongformerConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                              attention_window=4, vocab_size=100, max_position_embeddings=80, pad_token_id=1)  # fmt: skip
+    torch.manual_seed(0)
+    with pytest.raises(OlftError) as err:
+        Stack(LongformerModel(config).eval(), None, 2).check()
+    message = str(err.value)
+    assert message.startswith("LongformerModel gives layer 0 12 positions for an input of 11 tokens")
+    assert "pads them to a multiple of an attention window" in message and "\n" not in message
+
+
+def test_layers_that_fail_where_the_models_forward_runs_are_refused_at_load(monkeypatch):
+    """A layer that raises on what the layer-by-layer run gives it: one line naming the layer, not
+    a traceback from inside the family's code."""
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    stack = Stack(AutoModel.from_config(make_config("llama")).eval(), None, 2)
+    real = stack.run_layers
+
+    def fails_at_layer_1(h, inputs, start, end):
+        if start == 1:
+            raise AssertionError("Sequence length should be multiple of 4. Given 11")
+        return real(h, inputs, start, end)
+
+    monkeypatch.setattr(stack, "run_layers", fails_at_layer_1)
+    with pytest.raises(OlftError, match=r"fails at layer 1 on an input of 11 tokens that the model's own forward takes "
+                                        r"\(AssertionError: Sequence length should be multiple of 4. Given 11\)"):
+        stack.check()
 
 
 def test_shared_layer_weights_are_refused_with_the_reason():

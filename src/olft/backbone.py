@@ -355,12 +355,15 @@ class Stack(nn.Module):
 
     # -- verification --------------------------------------------------------------------------
     @torch.no_grad()
-    def check(self, length: int = 8) -> float:
+    def check(self, length: int = 11) -> float:
         """Max |difference| between the layer-by-layer run and the model's own forward.
 
         Runs two dummy sequences (one padded) through both and compares every layer's input and
-        the final output at real tokens. Raises OlftError when they differ: the model then runs
-        code between its layers that olft does not replay, and its results would be wrong.
+        the final output at real tokens. Raises OlftError when they differ, or when the layers
+        fail on inputs the model's own forward takes: the model then runs code between its
+        layers that olft does not replay, and its results would be wrong. The length is prime
+        so that a model padding its inputs to a multiple of a window or block inside its own
+        forward (Longformer) shows it here, not in the middle of a run.
         """
         was_training = self.training
         self.eval()
@@ -379,11 +382,28 @@ class Stack(nn.Module):
             theirs = list(own.hidden_states[: self.num_layers]) + [own[0]]
             for i in range(self.num_layers + 1):
                 ours = self.finish(h) if i == self.num_layers else h
+                positions = next((t.shape[1] for t in (ours, theirs[i]) if t.shape[:2] != ids.shape), None)
+                if positions is not None:
+                    raise OlftError(
+                        f"{type(self.base).__name__} gives {'its output' if i == self.num_layers else f'layer {i}'} "
+                        f"{positions} positions for an input of {length} tokens: this family changes its inputs "
+                        "inside its forward (e.g. pads them to a multiple of an attention window), which olft does not "
+                        "replay, so olft cannot tune it."
+                    )
                 diff = float((ours[real] - theirs[i][real]).abs().max())
                 if diff > worst:
                     worst, where = diff, "the final output" if i == self.num_layers else f"the input of layer {i}"
                 if i < self.num_layers:
-                    h = self.run_layers(h, inputs, i, i + 1)
+                    try:
+                        h = self.run_layers(h, inputs, i, i + 1)
+                    except Exception as exc:  # the model's forward reshapes or pads what its layers receive
+                        first = str(exc).splitlines()[0] if str(exc) else ""
+                        raise OlftError(
+                            f"olft's layer-by-layer run of {type(self.base).__name__} fails at layer {i} on an input of "
+                            f"{length} tokens that the model's own forward takes ({type(exc).__name__}: {first}): this "
+                            "family changes its inputs inside its forward (e.g. pads them to a multiple of an attention "
+                            "window), which olft does not replay, so olft cannot tune it."
+                        ) from exc
         finally:
             self.train(was_training)
         scale = max(1.0, float(own[0][real].abs().max()))
