@@ -890,8 +890,12 @@ def write_reports(work: Path, results_dir: Path) -> Path:
 
 
 if __name__ == "__main__":  # print the README's short table from a report's JSON
-    import sys
+    import argparse
 
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python benchmarks/paper_report.py docs/results/<model>-<method>.json")
-    print(summary_md(json.loads(Path(sys.argv[1]).read_text())))
+    cli = argparse.ArgumentParser(description="Print the README's short table (seed means of OLFT, final-layer and "
+                                  "all-layer tuning, and their time) from a paper report's JSON.")  # fmt: skip
+    cli.add_argument("report", type=Path, help="docs/results/<model>-<method>.json")
+    path = cli.parse_args().report
+    if not path.is_file():
+        cli.error(f"{path} not found (the committed reports are docs/results/<model>-<method>.json)")
+    print(summary_md(json.loads(path.read_text())))

@@ -194,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # a piece is written whole or not at all: rerunning continues
             print("interrupted: finished pieces are kept; rerun the same command to continue", file=sys.stderr)
             interrupted = True
-    write_report(work, args.results_dir, args.model, args.method, command, planned)
+    if not write_report(work, args.results_dir, args.model, args.method, command, planned) and args.report_only:
+        raise SystemExit(f"no finished pieces in {work}: nothing to report. Run the benchmark first (without "
+                         "--report-only), or point --work-dir at the pieces (the smollm2-135m ones are kept in "
+                         "benchmarks/results/selection-pieces); a committed report prints with "
+                         f"python benchmarks/selection_report.py {args.results_dir}/selection-{args.model}-{args.method}.json")
     return 130 if interrupted else 0
 
 

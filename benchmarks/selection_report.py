@@ -185,14 +185,15 @@ def _basis_note(rows: list[dict]) -> str:
     return note + "; oracle-other-seed's cost is the oracle's wall seconds against exhaustive's."
 
 
-def write_report(work: Path, results_dir: Path, model: str, method: str, command: str, planned: int | None = None) -> None:
-    """docs/results/selection-<model>.{md,json,png} from the work dir (partial when units are missing)."""
+def write_report(work: Path, results_dir: Path, model: str, method: str, command: str, planned: int | None = None) -> bool:
+    """docs/results/selection-<model>.{md,json,png} from the work dir (partial when units are missing).
+    False, writing nothing, when the work dir has no finished unit yet."""
     from olft.report import atomic_write, write_json
 
     folders = sorted(p for p in work.glob("*-s*") if p.is_dir())
     rows = [r for folder in folders for r in unit_rows(folder)]
     if not rows:
-        return
+        return False
     pieces = {f.name: [d for p in f.glob("oracle-*.json") if (d := _load(p))] for f in folders}
     oracle_seconds = {k: sum(d["seconds"] for d in v) for k, v in pieces.items() if v and all("seconds" in d for d in v)}
     rows = cross_seed(rows, oracle_seconds)
@@ -235,6 +236,7 @@ def write_report(work: Path, results_dir: Path, model: str, method: str, command
         lines.append(f"| {unit} | {', '.join(f'{k}: {v:.1f}' for k, v in oracle.items())} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: picked layer (regret in points)."]
     atomic_write(results_dir / f"{tag}.md", "\n".join(lines) + "\n")
+    return True
 
 
 SHORT_SETUPS = ("exhaustive", "probe-halving", "probe-keep2", "auto", "probe", "gradient")
@@ -263,8 +265,12 @@ def summary_md(d: dict, setups: tuple[str, ...] = SHORT_SETUPS) -> str:
 
 
 if __name__ == "__main__":  # print docs/selection.md's short table from a report's JSON
-    import sys
+    import argparse
 
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python benchmarks/selection_report.py docs/results/selection-<model>-<method>.json")
-    print(summary_md(json.loads(Path(sys.argv[1]).read_text())))
+    cli = argparse.ArgumentParser(description="Print docs/selection.md's short table (every selector's regret and "
+                                  "cost) from a selection report's JSON.")  # fmt: skip
+    cli.add_argument("report", type=Path, help="docs/results/selection-<model>-<method>.json")
+    path = cli.parse_args().report
+    if not path.is_file():
+        cli.error(f"{path} not found (the committed reports are docs/results/selection-*.json)")
+    print(summary_md(json.loads(path.read_text())))

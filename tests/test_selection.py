@@ -430,6 +430,20 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
     assert short[-1] == "2 units of 4 (partial); left out as flat (every layer within 0.5 points): cola-s0."
 
 
+def test_selection_benchmark_report_only_without_pieces_says_so(tmp_path, capsys):
+    """--report-only on a work dir with no finished unit (a fresh clone) exits nonzero naming what is
+    missing, instead of writing nothing and exiting 0; the report script's --help is argparse's."""
+    selection_report = _selection_report()
+    assert selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd") is False
+    import selection
+
+    with pytest.raises(SystemExit) as stop:
+        selection.main(["--model", "minilm-l6", "--report-only", "--work-dir", str(tmp_path / "work"),
+                        "--results-dir", str(tmp_path / "out")])  # fmt: skip
+    assert str(stop.value).startswith(f"no finished pieces in {tmp_path / 'work' / 'minilm-l6-adapter'}: nothing to report")
+    assert not (tmp_path / "out").exists()
+
+
 def test_selection_benchmark_measures_the_oracles_own_seed_noise(tmp_path):
     selection_report = _selection_report()
 
