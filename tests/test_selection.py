@@ -350,7 +350,7 @@ def test_auto_keep_sizes_training_to_the_cost_bound():
 
 def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many(model_dirs, tiny_glue, tmp_path):
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a4", "--selector", "auto")
-    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 0  # 4 candidates: the probe decides
+    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] is None  # 4 candidates: the probe decides
     probed = _select(model_dirs["llama"], tiny_glue, tmp_path / "p4", "--selector", "probe")
     scores = [[(c["layer"], c["score"], c["metrics"]) for c in s["candidates"]] for s in (sel, probed)]
     assert sel["selected_layer"] == probed["selected_layer"] and scores[0] == scores[1]

@@ -269,7 +269,7 @@ class Session:
         layers = candidates
         keep = auto_keep(len(candidates)) if s.selector == "auto" else s.probe_keep
         if s.selector in ("probe-halving", "auto"):
-            sel.probe_keep = keep
+            sel.probe_keep = keep or None  # auto below 8 candidates: the probe decides, passing on nothing
         if s.selector in ("probe", "gradient", "probe-halving", "auto"):
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
             layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
