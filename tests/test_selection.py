@@ -272,6 +272,106 @@ def test_probe_scores_match_a_known_separable_case():
     assert len(good[2]) == 100 and np.mean(good[2]) == pytest.approx(good[1]["loss"])
 
 
+def test_constant_baseline_predicts_the_class_frequencies_or_the_mean():
+    from olft.proxies import constant_losses
+
+    fit, score = [0, 0, 0, 1], [0, 1, 1, 2]  # class 2 never fitted: the probe's floor, not infinity
+    losses = constant_losses(fit, score, regression=False)
+    assert losses[:3] == pytest.approx([-np.log(0.75), -np.log(0.25), -np.log(0.25)])
+    assert losses[3] == pytest.approx(-np.log(1e-12))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    share = np.bincount(labels[:100]) / 100
+    assert np.mean(constant_losses(labels[:100].tolist(), labels[100:].tolist(), regression=False)) == pytest.approx(
+        log_loss(labels[100:], np.tile(share, (100, 1)), labels=[0, 1]))
+    assert constant_losses([1.0, 3.0], [2.0, 4.0], regression=True) == [0.0, 4.0]  # squared error from the fit mean, 2
+
+
+def _probed(losses_by_layer, baseline, threshold=1.0):
+    cands = [Candidate(layer, -float(np.mean(v)), 0.0, {"loss": float(np.mean(v))}, steps=0, example_losses=v)
+             for layer, v in losses_by_layer.items()]
+    sel = Selection("train-holdout", cands, 10, len(baseline), selector="probe", threshold=threshold)
+    sel.rounds = [{"stage": "probe", "layers": sorted(losses_by_layer)}]
+    sel.record_baseline(baseline, cands, "class frequencies")
+    return sel
+
+
+def test_probes_that_do_not_beat_a_constant_by_more_than_noise_are_no_signal():
+    rng = np.random.default_rng(0)
+    base = (0.69 + 0.05 * rng.normal(size=40)).tolist()
+    worse = {0: [b + 0.2 for b in base], 1: [b + 0.1 + 0.3 * e for b, e in zip(base, rng.normal(size=40), strict=True)]}
+    # Layer 2 is below the constant by 0.002 on average with a spread of 0.3: strictly lower, within noise.
+    close = [b - 0.002 + 0.3 * e for b, e in zip(base, rng.normal(size=40), strict=True)]
+    close = [v - (np.mean(close) - np.mean(base) + 0.002) for v in close]
+    sel = _probed({**worse, 2: close}, base)
+    assert np.mean(close) < np.mean(base) and 0 < sel.baseline_gaps[2] < 1
+    assert sel.ranking()[0] == 2 and sel.no_signal is True
+    d = sel.to_dict()
+    assert d["baseline_loss"] == pytest.approx(np.mean(base)) and d["baseline_predicts"] == "class frequencies"
+    assert d["beats_baseline"] == {"0": False, "1": False, "2": False} and d["no_signal"] is True
+    assert d["confidence"] == sel.confidence  # the gap between layers is kept, but reported as no signal
+    strict = _probed({**worse, 2: close}, base, threshold=0.0)  # threshold 0: strictly below is enough
+    assert strict.beats_baseline() == {0: False, 1: False, 2: True} and strict.no_signal is False
+    clear = _probed({**worse, 2: [b - 0.1 for b in base]}, base)
+    assert clear.beats_baseline() == {0: False, 1: False, 2: True} and clear.no_signal is False
+    assert _selection({4: (0.5, 0.7), 5: (0.6, 0.9)}).to_dict()["no_signal"] is None  # no probe ran
+
+
+def test_table_says_no_signal_instead_of_a_confidence():
+    from olft.report import _verdict_title, table_md
+
+    rng = np.random.default_rng(1)
+    base = (0.69 + 0.05 * rng.normal(size=40)).tolist()
+    sel = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base).to_dict()
+    results = {"model": "m", "task": "rte", "method": "adapter", "metric": "accuracy", "strategies": {}, "selection": sel}
+    text = table_md(results)
+    assert ("No signal: no candidate's probe beats predicting the class frequencies (held-out loss "
+            f"{np.mean(base):.3f}) by 1.0 standard errors or more: the probe found no signal at this budget, so the "
+            "choice is a guess; use more --selection-train-samples or --selector exhaustive.") in text, text
+    assert "standard errors below the runner-up" not in text
+    assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel)  # layers.png's title
+    mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
+    text = table_md({**results, "selection": mixed})
+    assert "No signal" not in text and "standard errors below the runner-up" in text
+    assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probes of layers 1 beat it by "
+            "1.0 standard errors or more, those of layers 0 do not") in text
+
+
+def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    import olft.pipeline
+    from olft.proxies import constant_losses
+
+    real = _select(model_dirs["llama"], tiny_glue, tmp_path / "real", "--selector", "auto")
+    assert real["probe_keep"] is None  # 4 candidates: auto passes nothing on, the probe decides
+    assert set(real["beats_baseline"]) == {"0", "1", "2", "3"} and real["baseline_predicts"] == "class frequencies"
+    assert real["no_signal"] == (not any(real["beats_baseline"].values()))
+    # A constant that no probe comes near: every probe's loss is far above it.
+    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
+    with caplog.at_level("INFO", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "auto")
+    assert sel["no_signal"] is True and not any(sel["beats_baseline"].values())
+    assert (sel["ranking"], sel["confidence"]) == (real["ranking"], real["confidence"])  # the ranking is unchanged
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "no signal" in r.getMessage()]
+    assert warned == ["Selection: no candidate's probe beats predicting the class frequencies (held-out loss 0.000) by 1.0 "
+                      "standard errors or more: the probe found no signal at this budget, so the choice is a guess; use more "
+                      "--selection-train-samples or --selector exhaustive."], warned
+    assert f"selected layer {sel['selected_layer']} (auto selector, train-holdout protocol; no signal)" in caplog.text
+    assert "No signal: no candidate's probe beats" in (tmp_path / "none" / "results.json").parent.joinpath("table.md").read_text()
+    caplog.clear()
+    # probe-halving: the probe only pruned, so the pruning is the guess; the trained stage's confidence stands.
+    with caplog.at_level("WARNING", logger="olft"):
+        ph = _select(model_dirs["llama"], tiny_glue, tmp_path / "ph", "--selector", "probe-halving", "--selection-steps", "2",
+                     "--selection-adaptive", "0")  # fmt: skip
+    kept = ", ".join(map(str, ph["rounds"][1]["layers"]))
+    assert f"so its pick of layers {kept} for training is a guess; use more --selection-train-samples or --selector halving" in caplog.text
+    assert "No signal: no candidate's probe beats" in (tmp_path / "ph" / "table.md").read_text()
+    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [50.0 for _ in constant_losses(*a)])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="olft"):
+        every = _select(model_dirs["llama"], tiny_glue, tmp_path / "all", "--selector", "probe")
+    assert every["no_signal"] is False and all(every["beats_baseline"].values()) and "no signal" not in caplog.text
+
+
 def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tmp_path):
     sel = _select(model_dirs["bert"], tiny_glue, tmp_path / "ph", "--selector", "probe-halving", "--selection-steps", "4",
                   "--selection-adaptive", "0")
@@ -350,7 +450,7 @@ def test_auto_keep_sizes_training_to_the_cost_bound():
 
 def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many(model_dirs, tiny_glue, tmp_path):
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a4", "--selector", "auto")
-    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 0  # 4 candidates: the probe decides
+    assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] is None  # 4 candidates: the probe decides
     probed = _select(model_dirs["llama"], tiny_glue, tmp_path / "p4", "--selector", "probe")
     scores = [[(c["layer"], c["score"], c["metrics"]) for c in s["candidates"]] for s in (sel, probed)]
     assert sel["selected_layer"] == probed["selected_layer"] and scores[0] == scores[1]

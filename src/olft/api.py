@@ -19,7 +19,17 @@ from olft.errors import OlftError, stop_on_sigterm
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import Candidate, Strategy, check_candidates, confidence_text, middle_bucket, parse_strategies, tie_text
+from olft.select import (
+    Candidate,
+    Strategy,
+    check_candidates,
+    confidence_text,
+    middle_bucket,
+    no_signal_text,
+    parse_strategies,
+    probe_decided,
+    tie_text,
+)
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -284,9 +294,12 @@ def _select(session: Session, folder: RunFolder, results: dict):
     results["selection"] = selection.to_dict()
     results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)
-    confidence = selection.confidence
+    # A lead among probes that all lose to a constant is noise: no confidence is quoted then.
+    guess = selection.no_signal and probe_decided(results["selection"])
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
-             selection.protocol, confidence_text(confidence))
+             selection.protocol, "no signal" if guess else confidence_text(selection.confidence))
+    if selection.no_signal:
+        log.warning("Selection: %s.", no_signal_text(results["selection"]))
     s = session.cfg.selection
     if selection.flat:
         log.warning(

@@ -24,7 +24,7 @@ from olft.config import RunConfig
 from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
-from olft.proxies import gradient_scores, layer_features, probe_scores
+from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
 from olft.select import Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
@@ -269,7 +269,7 @@ class Session:
         layers = candidates
         keep = auto_keep(len(candidates)) if s.selector == "auto" else s.probe_keep
         if s.selector in ("probe-halving", "auto"):
-            sel.probe_keep = keep
+            sel.probe_keep = keep or None  # auto below 8 candidates: the probe decides, passing on nothing
         if s.selector in ("probe", "gradient", "probe-halving", "auto"):
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
             layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
@@ -371,6 +371,9 @@ class _Stages:
                     score, metrics, losses = probe_scores(fit_x[layer], self.fit_enc.labels, score_x[layer],
                                                           self.score_enc.labels, regression)  # fmt: skip
                     cands.append(Candidate(layer, score, 0.0, metrics, steps=0, example_losses=losses))
+                # A probe is only worth its ranking if it beats a constant on the same examples.
+                self.sel.record_baseline(constant_losses(self.fit_enc.labels, self.score_enc.labels, regression), cands,
+                                         "mean" if regression else "class frequencies")  # fmt: skip
             else:
                 grads = gradient_scores(session.stack, self.fit_enc, layers, cfg.method, batch_size=cfg.train.batch_size,
                                         batches=cfg.selection.gradient_batches, seed=cfg.train.seed)  # fmt: skip

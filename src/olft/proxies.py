@@ -4,7 +4,9 @@
   a linear model per layer (logistic regression, or ridge for regression tasks) is fitted on
   the fit part and scored on the held-out part. A layer whose output already separates the
   task linearly is one a small module there can steer. Cost: one forward of the model over the
-  selection examples plus a few small convex fits.
+  selection examples plus a few small convex fits. Its losses are compared with a constant
+  predictor's on the same examples (`constant_losses`): a probe that does no better found no
+  signal, and the selection record says so (`olft.select.Selection.no_signal`).
 - `gradient`: the relative gradient norm (Auto-RGN, Lee et al. 2023, "Surgical fine-tuning")
   of each candidate's PEFT module at initialisation, with the module placed on every candidate
   at once and the head at its seeded initialisation: ||grad|| / ||weights|| over the module's
@@ -28,6 +30,9 @@ from olft.errors import OlftError
 # Inverse L2 strength of the probes: hundreds of examples against hundreds of features overfit at
 # C=1 (held-out log loss ~1.0 on SST-2 with minilm-l6 at 75 % accuracy); 0.05 keeps them calibrated.
 PROBE_C = 0.05
+# Floor of a probability before its log: a class the probe (or the constant baseline) never
+# predicts costs -log(1e-12) ~ 27.6 per example instead of infinity.
+PROBE_EPS = 1e-12
 
 
 @torch.inference_mode()
@@ -73,9 +78,26 @@ def probe_scores(
     probs = model.predict_proba(features_score)
     cols = {c: i for i, c in enumerate(model.classes_.tolist())}
     picked = np.array([probs[i, cols[y]] if y in cols else 0.0 for i, y in enumerate(y_score.tolist())])
-    losses = -np.log(np.clip(picked, 1e-12, 1.0))
+    losses = -np.log(np.clip(picked, PROBE_EPS, 1.0))
     accuracy = float((model.classes_[probs.argmax(1)] == y_score).mean())
     return -float(losses.mean()), {"loss": float(losses.mean()), "accuracy": accuracy}, losses.tolist()
+
+
+def constant_losses(labels_fit: list, labels_score: list, regression: bool) -> list[float]:
+    """Per-example held-out losses of the constant predictor a probe has to beat to show a signal.
+
+    Classification: predicting the fit set's class frequencies for every scoring example, scored
+    by cross-entropy (nats) with the probe's floor (PROBE_EPS) for a class the fit set lacks.
+    Regression: predicting the fit set's mean, scored by squared error (the probe's units). It is
+    what a probe on features carrying no information about the label converges to (its intercept).
+    """
+    y_fit, y_score = np.asarray(labels_fit), np.asarray(labels_score)
+    if regression:
+        return ((float(y_fit.astype(np.float64).mean()) - y_score.astype(np.float64)) ** 2).tolist()
+    classes, counts = np.unique(y_fit, return_counts=True)
+    share = dict(zip(classes.tolist(), (counts / counts.sum()).tolist(), strict=True))
+    picked = np.array([share.get(y, 0.0) for y in y_score.tolist()])
+    return (-np.log(np.clip(picked, PROBE_EPS, 1.0))).tolist()
 
 
 def gradient_scores(

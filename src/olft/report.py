@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
-from olft.select import confidence_text, tie_text
+from olft.select import baseline_words, confidence_text, no_signal_text, probe_decided, tie_text
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -172,20 +172,25 @@ def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
 
 
 def _verdict_lines(sel: dict, metric: str) -> list[str]:
-    """How sure the selection is, from `selection_verdict` (the plot's title says the same)."""
+    """How sure the selection is, from `selection_verdict` (the plot's title says the same). First,
+    where no probe beat a constant predictor, that (`no_signal_text`); if the probe then chose the
+    layer, no confidence is quoted: the probes' gaps to each other are noise."""
+    text = no_signal_text(sel)
+    guess = text is not None and probe_decided(sel)
     verdict = selection_verdict(sel)
+    lines = [f"No signal: {text}."] if text else []
     if verdict == "tie":
-        return ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
+        return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         tie = tie_text(sel, metric)
-        return [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): "
-                f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
+        return lines + [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): "
+                        f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
     if verdict == "near-tie":
-        return ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
-                "selection recorded no paired noise estimate)."]  # fmt: skip
-    if sel.get("confidence") is not None:
-        return [f"{sel['selector']} selector: {confidence_text(sel['confidence'])}."]
-    return []
+        return lines + ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
+                        "selection recorded no paired noise estimate)."]  # fmt: skip
+    if sel.get("confidence") is not None and not guess:
+        return lines + [f"{sel['selector']} selector: {confidence_text(sel['confidence'])}."]
+    return lines
 
 
 def _candidate_table(sel: dict, metric: str) -> list[str]:
@@ -220,7 +225,21 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
         loss = None if mixed and _proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
         lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f} |")
-    return lines + (_pruning_note(sel) if mixed else [])
+    return lines + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
+
+
+def _baseline_note(sel: dict) -> list[str]:
+    """Which probes beat the constant predictor (`beats_baseline`), where some do and some do not;
+    none: `_verdict_lines` says so; all: nothing to mark. The ranking is the probe's either way."""
+    beats = sel.get("beats_baseline") or {}
+    won = [int(k) for k, v in beats.items() if v]
+    lost = [int(k) for k, v in beats.items() if not v]
+    if not won or not lost:
+        return []
+    what, unit, by = baseline_words(sel)
+    return ["", f"Predicting {what} has held-out {unit} {sel['baseline_loss']:.4f}: the probes of layers "
+            f"{', '.join(map(str, sorted(won)))} beat it{by}, those of layers {', '.join(map(str, sorted(lost)))} do not "
+            "(the ranking is the probe's either way)."]  # fmt: skip
 
 
 def _proxy_round_scores(sel: dict) -> dict[int, float]:
@@ -369,6 +388,8 @@ def selection_verdict(sel: dict) -> str | None:
 def _verdict_title(sel: dict) -> str:
     """The plot title's words for `selection_verdict` ('' when the choice is clear)."""
     verdict = selection_verdict(sel)
+    if sel.get("no_signal") and probe_decided(sel):
+        return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
     if verdict == "tie":
         return " - TIE: every candidate ranked the same; the choice is the tie-break"
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:

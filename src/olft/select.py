@@ -194,7 +194,36 @@ class Selection:
     finalists: list[int] | None = None  # layers the winner is chosen from (None: every candidate)
     rounds: list[dict] = field(default_factory=list)  # each stage: selector, steps, layers, values
     threshold: float = 1.0  # standard errors under which the runner-up counts as equivalent
-    probe_keep: int | None = None  # probe-halving: layers the probe passed on (None: its better half)
+    # probe-halving: layers the probe passed on (None: its better half); auto: None when the probe alone decides
+    probe_keep: int | None = None
+    # The probe's yardstick (`record_baseline`): the held-out loss of a constant predictor, what it
+    # predicts ("class frequencies" or "mean"), and per probed layer how many standard errors of
+    # the paired difference its probe's loss lies below that (None: no probe ran).
+    baseline_loss: float | None = None
+    baseline_predicts: str | None = None
+    baseline_gaps: dict[int, float | None] | None = None
+
+    def record_baseline(self, losses: list[float], probed: list[Candidate], predicts: str) -> None:
+        """Keep the constant predictor's per-example `losses` (`olft.proxies.constant_losses`) as
+        the yardstick of the `probed` candidates, scored on the same examples in the same order."""
+        self.baseline_loss = float(np.mean(losses))
+        self.baseline_predicts = predicts
+        self.baseline_gaps = {c.layer: paired_gap(c.example_losses, losses) for c in probed}
+
+    def beats_baseline(self) -> dict[int, bool] | None:
+        """Probed layer -> whether its probe's held-out loss is below the constant baseline's by
+        `threshold` standard errors or more (the noise `equivalent` uses), and strictly below
+        even at threshold 0. None when no probe ran."""
+        if self.baseline_gaps is None:
+            return None
+        return {layer: gap is not None and gap > 0 and gap >= self.threshold for layer, gap in self.baseline_gaps.items()}
+
+    @property
+    def no_signal(self) -> bool | None:
+        """True when no probed layer beats the constant baseline (`beats_baseline`): the probe's
+        ranking is then noise, and a choice (or pruning) made by it a guess. None when no probe ran."""
+        beats = self.beats_baseline()
+        return None if beats is None else not any(beats.values())
 
     def _ranked(self) -> dict[int, tuple[float, float]]:
         """Layer -> ranking key, higher is better, over the finalists that trained.
@@ -270,6 +299,11 @@ class Selection:
             "equivalence_threshold": self.threshold,
             "finalists": self.finalists,
             "probe_keep": self.probe_keep,
+            "baseline_loss": self.baseline_loss,
+            "baseline_predicts": self.baseline_predicts,
+            "baseline_gaps": None if self.baseline_gaps is None else {str(k): v for k, v in self.baseline_gaps.items()},
+            "beats_baseline": None if self.baseline_gaps is None else {str(k): v for k, v in self.beats_baseline().items()},
+            "no_signal": self.no_signal,
             "rounds": self.rounds,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
@@ -287,6 +321,37 @@ def confidence_text(confidence: float | None) -> str:
     if confidence < 0:
         return f"the runner-up has the lower held-out loss, by {-confidence:.1f} standard errors: score and loss disagree"
     return f"the winner's held-out loss is {confidence:.1f} standard errors below the runner-up's"
+
+
+def probe_decided(sel: dict) -> bool:
+    """True when the probe's ranking chose the layer of `sel` (a `Selection.to_dict`): its round was
+    the last (`probe`, or `auto` below 8 candidates), not a pruning before trained ones."""
+    return ((sel.get("rounds") or [{}])[-1]).get("stage") == "probe"
+
+
+def baseline_words(sel: dict) -> tuple[str, str, str]:
+    """(what the constant baseline of `sel` predicts, its held-out loss's name, the margin a probe
+    must beat it by: `Selection.beats_baseline`) in words."""
+    regression = sel.get("baseline_predicts") == "mean"
+    what, unit = ("the fit set's mean", "squared error") if regression else ("the class frequencies", "loss")
+    by = f" by {sel['equivalence_threshold']:.1f} standard errors or more" if sel.get("equivalence_threshold") else ""
+    return what, unit, by
+
+
+def no_signal_text(sel: dict) -> str | None:
+    """What `no_signal` in `sel` (a `Selection.to_dict`) means, with the fix, as the run's warning
+    and table.md say it; None when some probe beat the constant baseline, or no probe ran."""
+    if not sel.get("no_signal"):
+        return None
+    what, unit, by = baseline_words(sel)
+    if probe_decided(sel):
+        guess, fix = "so the choice is a guess", "--selector exhaustive"
+    else:
+        kept = (sel.get("rounds") or [{}, {}])[1].get("layers") or []
+        guess = f"so its pick of layers {', '.join(map(str, kept))} for training is a guess"
+        fix = "--selector halving (it trains every candidate)"
+    return (f"no candidate's probe beats predicting {what} (held-out {unit} {sel['baseline_loss']:.3f}){by}: the probe "
+            f"found no signal at this budget, {guess}; use more --selection-train-samples or {fix}")
 
 
 def tie_text(sel: dict, metric: str) -> str | None:
