@@ -333,8 +333,8 @@ def test_table_says_no_signal_instead_of_a_confidence():
     mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
     text = table_md({**results, "selection": mixed})
     assert "No signal" not in text and "standard errors below the runner-up" in text
-    assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probes of layers 1 beat it by "
-            "1.0 standard errors or more, those of layers 0 do not") in text
+    assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probe of layer 1 beats it by "
+            "1.0 standard errors or more, that of layer 0 does not") in text
 
 
 def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):

@@ -237,9 +237,13 @@ def _baseline_note(sel: dict) -> list[str]:
     if not won or not lost:
         return []
     what, unit, by = baseline_words(sel)
-    return ["", f"Predicting {what} has held-out {unit} {sel['baseline_loss']:.4f}: the probes of layers "
-            f"{', '.join(map(str, sorted(won)))} beat it{by}, those of layers {', '.join(map(str, sorted(lost)))} do not "
-            "(the ranking is the probe's either way)."]  # fmt: skip
+
+    def layers(xs: list[int]) -> str:
+        return ("layer " if len(xs) == 1 else "layers ") + ", ".join(map(str, sorted(xs)))
+
+    return ["", f"Predicting {what} has held-out {unit} {sel['baseline_loss']:.4f}: the probe{'s' if len(won) > 1 else ''} of "
+            f"{layers(won)} beat{'s' if len(won) == 1 else ''} it{by}, th{'at' if len(lost) == 1 else 'ose'} of {layers(lost)} "
+            f"do{'es' if len(lost) == 1 else ''} not (the ranking is the probe's either way)."]  # fmt: skip
 
 
 def _proxy_round_scores(sel: dict) -> dict[int, float]:
