@@ -130,6 +130,19 @@ def test_paper_protocol_is_recorded(model_dirs, tiny_glue, tmp_path):
     r = json.loads((tmp_path / "p" / "results.json").read_text())
     assert r["selection"]["protocol"] == "validation"
     assert r["selection"]["score_examples"] == r["eval_examples"]["validation"]
+    # The split that chose OLFT's layer is the one its score is reported on: marked optimistic.
+    assert r["optimistic_scores"] == {"olft": ["validation"]}
+    olft_row = next(line for line in (tmp_path / "p" / "table.md").read_text().splitlines() if line.startswith("| olft |"))
+    assert olft_row.endswith(" ‡ |"), olft_row
+
+
+def test_max_eval_samples_help_says_the_subset_follows_the_seed():
+    from dataclasses import fields
+
+    from olft.config import DataConfig
+
+    text = next(f.metadata["help"] for f in fields(DataConfig) if f.name == "max_eval_samples")
+    assert "drawn with --seed, so runs with different seeds score different examples" in text
 
 
 def test_info(model_dirs, capsys):

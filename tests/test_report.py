@@ -76,7 +76,7 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     quoted = f"'{tmp_path.resolve()}/my run'"
     assert (f"Selection only (`olft select`): no layer was tuned. `olft run --config {quoted}/config.json --out {quoted}` "
             "continues this folder to tuning, keeping this selection.") in table
-    assert "Selection (train-holdout): 1 candidates" in table and "| layer |" in table
+    assert "Selection (train-holdout): 1 candidate," in table and "| layer |" in table
     assert "OLFT's train time above" not in table  # there is none above
 
 
@@ -359,3 +359,43 @@ def test_a_selection_longer_than_olfts_training_is_explained():
             "candidate, against 5 training examples here) and the probe selector") in table
     quick = table_md(_results({"olft": 30.0, "final": 20.0, "full": 100.0}))  # selection 12 s < training 30 s
     assert "whole run" in quick and "Selection took longer" not in quick
+
+
+def test_selection_text_pluralises_its_counts():
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    assert "Selection (train-holdout): 1 candidate, 8 training / 8 scoring examples each" in table_md(results)
+    results["selection"].update(score_examples=1, candidates=results["selection"]["candidates"] * 2)
+    assert "Selection (train-holdout): 2 candidates, 8 training / 1 scoring example each" in table_md(results)
+
+
+def test_validation_protocol_marks_olfts_score_optimistic():
+    """Under --selection-data validation the split that chose OLFT's layer is the one Table 1 reports:
+    OLFT's score there is marked optimistic, in table.md and in results.json's `optimistic_scores`."""
+    from olft.report import optimistic_scores
+
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"]["candidates"][0]["metrics"] = {"accuracy": 0.5, "loss": 0.6}
+    table = table_md(results)
+    assert optimistic_scores(results) == {} and "‡" not in table and "optimistic" not in table
+    assert _selection_rows(table)[0] == ["layer", "probe score (-held-out loss x100)", "held-out loss", "seconds"]
+    results["selection"]["protocol"] = "validation"
+    table = table_md(results)
+    assert optimistic_scores(results) == {"olft": ["validation"]}
+    assert "| olft | 1 | 50.0 l-1 ‡ |" in table and "| final | 3 | 50.0 |" in table
+    assert _row(table, "olft")[6] == "50.0 ‡" and _row(table, "final")[6] == "50.0"  # Table 2's score too
+    assert "‡ Optimistic: --selection-data validation chose OLFT's layer by its score on this same validation split" in table
+    assert "so OLFT's validation score in Table 1 is optimistic" in table  # the selection section says it too
+    assert _selection_rows(table)[0] == ["layer", "probe score (-held-out loss x100)", "validation loss", "seconds"]
+
+
+def test_adaptive_rounds_say_which_layers_were_retrained_and_why():
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"].update(selector="exhaustive", candidates=[
+        {"layer": k, "score": 0.5, "seconds": 1.0, "steps": 6 if k == 2 else 12, "metrics": {"loss": 0.6}} for k in (1, 2, 3, 5)],
+        rounds=[{"stage": "train", "steps": 6, "layers": [1, 2, 3, 5], "ranking": [1, 3, 5, 2]},
+                {"stage": "train", "steps": 12, "layers": [1, 3, 5], "ranking": [1, 3, 5], "retrained": {
+                    "winner": 1, "threshold": 1.0, "gaps": {"2": 1.25, "3": 0.5, "5": -0.3}}}])  # fmt: skip
+    assert ("Retrained at 12 steps (--selection-adaptive): layers 1, 3, 5 (held-out loss within 1.0 standard errors "
+            "of layer 1's after 6 steps); layer 2's was 1.25 standard errors above.") in table_md(results)
+    del results["selection"]["rounds"][1]["retrained"]  # results from before rounds recorded why
+    assert "Retrained" not in table_md(results)

@@ -232,6 +232,17 @@ def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs,
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *tied, "--selection-adaptive", "1")
     assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
     assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied
+    # Each round keeps its own losses (the first round's are replaced in `candidates`), and the
+    # retrained round says which rule chose its layers: the gaps to the first round's winner.
+    first, again = sel["rounds"]
+    final = {str(c["layer"]): c["metrics"]["loss"] for c in sel["candidates"]}
+    assert again["losses"] == final and sorted(first["losses"]) == sorted(final) and first["losses"] != final
+    why = again["retrained"]
+    assert (why["winner"], why["threshold"], sorted(why["gaps"])) == (
+        first["ranking"][0], 1e9, sorted(str(k) for k in first["layers"] if k != first["ranking"][0]))
+    table = (tmp_path / "a" / "table.md").read_text()
+    assert (f"Retrained at 6 steps (--selection-adaptive): layers 0, 1, 2, 3 (held-out loss within 1000000000.0 standard "
+            f"errors of layer {why['winner']}'s after 3 steps).") in table
     plain = _select(model_dirs["llama"], tiny_glue, tmp_path / "p", *tied, "--selection-adaptive", "0")
     assert len(plain["rounds"]) == 1 and plain["equivalent"] == [0, 1, 2, 3]
     apart = _select(model_dirs["llama"], tiny_glue, tmp_path / "s", *tied[:4], "--equivalence-threshold", "1e-9",
@@ -427,7 +438,7 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
-    assert "(more --selection-eval-samples or --selection-adaptive may separate them)" in caplog.text
+    assert "(more --selection-eval-samples or --selection-adaptive 1 may separate them)" in caplog.text
     # The warning says which way the held-out losses point, as results.json records them.
     said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
     loss, winner = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}, sel["selected_layer"]
@@ -439,6 +450,26 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
         assert f"layer {winner} wins on accuracy and has the lowest held-out loss of these layers" in said
     assert "leads" not in said, said
     assert "shrunk in proportion" not in caplog.text
+
+
+def test_equivalence_advice_under_validation_scoring_names_max_eval_samples(model_dirs, tiny_glue, tmp_path, caplog):
+    """Under --selection-data validation the scoring set is the validation split capped by
+    --max-eval-samples, so that is the flag to raise; adaptive retraining that ran and left a tie
+    is raised one more round."""
+    tied = ["--selector", "exhaustive", "--selection-steps", "2", "--equivalence-threshold", "1e9", "--selection-data",
+            "validation", "--selection-adaptive", "1"]  # fmt: skip
+    with caplog.at_level("WARNING", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "v", *tied, "--max-eval-samples", "20")
+    assert sel["protocol"] == "validation" and sel["score_examples"] == 20 and len(sel["rounds"]) == 2
+    said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
+    assert "within the noise of 20 scoring examples (a larger --max-eval-samples (now 20: it caps the validation examples " \
+           "that score them) or --selection-adaptive 2 may separate them)" in said, said
+    assert "--selection-eval-samples" not in said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="olft"):
+        _select(model_dirs["llama"], tiny_glue, tmp_path / "w", *tied)  # uncapped: every validation example scored
+    said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
+    assert "(more scoring data (every validation example scored them; --selection-data train scores on " in said, said
 
 
 def test_auto_keep_sizes_training_to_the_cost_bound():

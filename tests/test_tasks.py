@@ -667,6 +667,9 @@ def test_sample_split_is_deterministic_and_order_stable():
         (50, [99, 1], [49, 1]),
         (2, [5, 5], [1, 1]),
         (3, [1, 100], [1, 2]),
+        # Shrunk parts add up to every example (rounding each down dropped one: 35 + 14, 22 + 17).
+        (50, [1000, 400], [36, 14]),
+        (40, [32, 24], [23, 17]),
     ],
 )
 def test_disjoint_subsets(n, sizes, expected):

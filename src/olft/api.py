@@ -303,26 +303,43 @@ def _select(session: Session, folder: RunFolder, results: dict):
     s = session.cfg.selection
     if selection.flat:
         log.warning(
-            "Every candidate ranked the same on the %d scoring examples, so layer %d was chosen by the tie-break "
+            "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
-            "--selection-steps, now %s).", selection.score_examples, selection.selected_layer, s.selection_train_samples,
+            "--selection-steps, now %s).", report.plural(selection.score_examples, "scoring example"),
+            selection.selected_layer, s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip
     elif len(selection.equivalent) > 1:
         trained = selection.rounds and selection.rounds[-1]["stage"] == "train"
-        more = (", or tuning them with --selector exhaustive," if selection.selector == "auto" else " or --selection-adaptive"
-                if trained else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
+        # Adaptive retraining ran its --selection-adaptive rounds and left them tied: one more round may split them.
+        more = (", or tuning them with --selector exhaustive," if selection.selector == "auto"
+                else f" or --selection-adaptive {s.selection_adaptive + 1}" if trained
+                else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
                 else ", or tuning them with --selector exhaustive,")  # fmt: skip
-        # A small training split caps the scoring set below --selection-eval-samples: then raising
-        # that flag changes nothing, and the advice names the cap instead.
-        capped = selection.protocol == "train-holdout" and selection.score_examples < s.selection_eval_samples
-        data = "more training examples (--max-train-samples caps the scoring set)" if capped else "more --selection-eval-samples"
         log.warning(
-            "Layers %s are equivalent within %.1f standard errors of held-out loss: %s, within the noise of %d scoring "
-            "examples (%s%s may separate them).", selection.equivalent, selection.threshold,
-            tie_text(results["selection"], results["metric"]), selection.score_examples, data, more,
+            "Layers %s are equivalent within %.1f standard errors of held-out loss: %s, within the noise of %s (%s%s "
+            "may separate them).", selection.equivalent, selection.threshold,
+            tie_text(results["selection"], results["metric"]), report.plural(selection.score_examples, "scoring example"),
+            _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip
     return selection
+
+
+def _more_scoring_data(selection, cfg: RunConfig) -> str:
+    """Which flag enlarges the set that scored the candidates, for the equivalence warning.
+
+    Under --selection-data train it is --selection-eval-samples, unless a small training split
+    capped the set below it (then --max-train-samples); under --selection-data validation it is
+    the validation split capped by --max-eval-samples, which --selection-eval-samples does not touch.
+    """
+    s, cap = cfg.selection, cfg.data.max_eval_samples
+    if selection.protocol == "validation":
+        if cap is not None and selection.score_examples >= cap:
+            return f"a larger --max-eval-samples (now {cap}: it caps the validation examples that score them)"
+        return "more scoring data (every validation example scored them; --selection-data train scores on --selection-eval-samples of train)"
+    if selection.score_examples < s.selection_eval_samples:
+        return "more training examples (--max-train-samples caps the scoring set)"
+    return "more --selection-eval-samples"
 
 
 def _short(layers: list[int]) -> str:

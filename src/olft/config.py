@@ -71,7 +71,7 @@ class DataConfig:
     text_columns: str | None = opt(None, "Comma-separated text column names in --train-file (default: the task's).")
     label_column: str = opt("label", "Label column name in --train-file.")
     max_train_samples: int | None = opt(None, "Use at most this many training examples (random, seeded).")
-    max_eval_samples: int | None = opt(None, "Evaluate on at most this many validation examples.")
+    max_eval_samples: int | None = opt(None, "Evaluate on at most this many examples of each evaluation split: a random subset drawn with --seed, so runs with different seeds score different examples (under --selection-data validation it is also the set that scores the candidates).")
     max_length: int | None = opt(None, "Truncate inputs to this many tokens, longer text of a pair first (default: 128, or the model's limit if lower; batches are padded only to their longest).")
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
+from olft.report import plural
 from olft.runfolder import fault_point
 from olft.select import Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
@@ -274,9 +275,9 @@ class Session:
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
             layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
             if s.selector == "probe-halving" and len(layers) < 2:
-                log.warning("probe-halving: the probe kept %d of %d candidates (layer %s), so no layer is trained and the "
+                log.warning("probe-halving: the probe kept %d of %s (layer %s), so no layer is trained and the "
                             "choice is the probe's. --probe-keep 2 or more trains the probe's best layers.",
-                            len(layers), len(candidates), ",".join(map(str, layers)))  # fmt: skip
+                            len(layers), plural(len(candidates), "candidate"), ",".join(map(str, layers)))  # fmt: skip
         if s.selector == "exhaustive":
             run.train(layers, steps)
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
@@ -291,8 +292,12 @@ class Session:
             tied = sel.equivalent
             if len(tied) < 2:
                 break
+            # Why these layers: the gaps they were judged on, which their retraining replaces in `gaps()`.
+            why = {"winner": sel.selected_layer, "threshold": sel.threshold,
+                   "gaps": {str(layer): gap for layer, gap in sel.gaps().items() if layer != sel.selected_layer}}  # fmt: skip
             steps *= 2  # the top candidates are within noise: spend more on them alone
             run.train(tied, steps)
+            sel.rounds[-1]["retrained"] = why
         by_layer = {c.layer: c for c in sel.candidates}
         sel.candidates = [by_layer[layer] for layer in candidates]
         return sel
@@ -353,6 +358,9 @@ class _Stages:
             # Each stage's own scores: a later stage replaces a layer's numbers in `candidates`,
             # so the probe's scores of the layers it passed on live only here.
             "scores": {c.layer: c.score for c in cands},
+            # and its losses (held-out; a proxy's own where it has one): a retrained layer's first-round
+            # loss would otherwise be lost with its replaced numbers
+            "losses": {c.layer: c.metrics.get("loss") for c in cands},
         })  # fmt: skip
 
     def proxy(self, kind: str, layers: list[int]) -> None:

@@ -67,6 +67,27 @@ def environment() -> dict[str, Any]:
     }
 
 
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, the noun with an s unless n is 1: '1 candidate', '4 candidates'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def loss_name(protocol: str) -> str:
+    """What the selection's per-candidate loss is a loss on: under --selection-data validation
+    the validation split (the split the final scores are reported on), else held-out training examples."""
+    return "validation loss" if protocol == "validation" else "held-out loss"
+
+
+def optimistic_scores(results: dict) -> dict[str, list[str]]:
+    """Strategy -> the eval splits whose scores of it are optimistic: under --selection-data
+    validation the candidates were scored on the first eval split, so OLFT's score on that split
+    is the best of several tries on it (the paper's protocol). Empty under --selection-data train."""
+    sel, splits = results.get("selection") or {}, results.get("eval_splits") or []
+    if sel.get("protocol") != "validation" or not splits or "olft" not in (results.get("strategies") or {}):
+        return {}
+    return {"olft": [splits[0]]}
+
+
 def _fmt_score(value: float | None) -> str:
     return "failed" if value is None else f"{100 * value:.1f}"
 
@@ -104,13 +125,15 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
         lines += [
             "",
-            f"Selection ({sel['protocol']}): {len(sel['candidates'])} candidates, "
-            f"{sel['train_examples']} training / {sel['score_examples']} scoring examples each, "
+            f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, "
+            f"{sel['train_examples']} training / {plural(sel['score_examples'], 'scoring example')} each, "
             f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
             f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
         ]
+        lines += _protocol_lines(sel, results)
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
         lines += _verdict_lines(sel, metric)
+        lines += _retrained_lines(sel)
         lines += _candidate_table(sel, metric)
     return "\n".join(lines) + "\n"
 
@@ -125,15 +148,34 @@ def _score_table(results: dict) -> list[str]:
         "| strategy | layers | " + " | ".join(results["eval_splits"]) + " |",
         "|---|---|" + "---|" * len(results["eval_splits"]),
     ]
+    optimistic = optimistic_scores(results)
     for name, s in {**strategies, **(results.get("failed") or {})}.items():  # a failed strategy's scores read "failed"
         layers = _layers_label(s["layers"], results["num_layers"])
         scores = []
         for split in results["eval_splits"]:
             value = s.get("metrics", {}).get(split, {}).get(metric) if s.get("metrics") else None
             scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
-                          + _collapsed_mark(s, split))  # fmt: skip
+                          + _collapsed_mark(s, split) + (" ‡" if split in optimistic.get(name, []) else ""))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
-    return lines + _collapsed_notes(strategies, results["eval_splits"])
+    notes = [f"‡ Optimistic: {OPTIMISTIC.format(split=split)}" for split in optimistic.get("olft", [])]
+    return lines + _collapsed_notes(strategies, results["eval_splits"]) + (["", *notes] if notes else [])
+
+
+# Table 1's footnote to an optimistic score, and the selection section's line under --selection-data validation.
+OPTIMISTIC = ("--selection-data validation chose OLFT's layer by its score on this same {split} split (the paper's "
+              "protocol), so that score is the best of several tries on it, not an unbiased estimate; --selection-data "
+              "train keeps {split} out of the choice.")
+
+
+def _protocol_lines(sel: dict, results: dict) -> list[str]:
+    """Under --selection-data validation: which examples scored the candidates, and that OLFT's
+    score on them is optimistic. None under --selection-data train."""
+    if sel.get("protocol") != "validation":
+        return []
+    split = (results.get("eval_splits") or ["validation"])[0]
+    return [f"Candidates were scored on the {split} split (at most --max-eval-samples of it, drawn with --seed), so "
+            f"OLFT's {split} score in Table 1 is optimistic: the same examples chose its layer (the paper's protocol; "
+            "--selection-data train keeps them out of the choice)."]
 
 
 # A proxy selector's score is not the task metric: what each one's score is.
@@ -193,6 +235,36 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
     return lines
 
 
+def _retrained_lines(sel: dict) -> list[str]:
+    """Which layers each adaptive round (--selection-adaptive) retrained, at how many steps, and the
+    rule that chose them: their loss within the threshold of the winner's in paired standard errors
+    (the round's `retrained` record), and how far the layers left out were. Rounds from before
+    olft recorded `retrained` are not described."""
+    lines, loss, rounds = [], loss_name(sel.get("protocol")), sel.get("rounds") or []
+    for before, now in zip(rounds, rounds[1:], strict=False):
+        why = now.get("retrained")
+        if not why:
+            continue
+        gaps = {int(k): v for k, v in why["gaps"].items()}
+        out = [f"layer {k}'s was {_gap_words(g)}" for k, g in sorted(gaps.items()) if k not in now["layers"]]
+        lines.append(f"Retrained at {now['steps']} steps (--selection-adaptive): {_layer_list(now['layers'])} ({loss} within "
+                     f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s after {before['steps']} steps)"
+                     + (f"; {', '.join(out)}" if out else "") + ".")  # fmt: skip
+    return ["", *lines] if lines else []
+
+
+def _layer_list(layers: list[int]) -> str:
+    """'layer 3' or 'layers 1, 3, 5'."""
+    return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
+
+
+def _gap_words(gap: float | None) -> str:
+    """A paired gap (standard errors, positive: the loss above the winner's) in words."""
+    if gap is None:
+        return "not measured (no per-example losses)"
+    return f"{abs(gap):.2f} standard errors {'above' if gap > 0 else 'below'}"
+
+
 def _candidate_table(sel: dict, metric: str) -> list[str]:
     """The candidates' scores, held-out losses and seconds.
 
@@ -208,7 +280,7 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
         head = f"| layer | {PROXY_LABELS[_proxy_name(sel)]} | {metric} x100 after training (steps) |"
     else:
         head = f"| layer | {PROXY_LABELS[_proxy_name(sel)] if probed else 'score'} |"
-    lines = ["", head + (" held-out loss |" if losses else "") + " seconds |",
+    lines = ["", head + (f" {loss_name(sel.get('protocol'))} |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
     proxy_scores = _proxy_round_scores(sel) if mixed else {}
     # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
@@ -296,6 +368,7 @@ def _cost_table(results: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     timing = (results.get("timing") or {}).get("strategies") or {}
+    optimistic = optimistic_scores(results)  # Table 2's score is Table 1's first split: the same mark
     run_of = {} if timing.get("comparable", True) else {n: r["label"] for r in timing["runs"] for n in r["pieces"]}
     for name, s in strategies.items():
         time_pct = f"{100 * s[key] / full[key]:.1f}" if full.get(key) else "-"
@@ -304,7 +377,8 @@ def _cost_table(results: dict) -> list[str]:
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
         mark = f" ({run_of[name]})" if name in run_of else ""
         lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{mark} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
-                     f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])} |")  # fmt: skip
+                     f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])}"
+                     f"{' ‡' if results['eval_splits'][0] in optimistic.get(name, []) else ''} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
     return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"))
 

@@ -396,6 +396,7 @@ class RunFolder:
         results["strategies"] = {n: done[n] for n in names if n in done}
         results["failed"] = {n: failed[n] for n in names if n in failed}
         results["selection"] = (self.load_piece("selection") or {}).get("selection") or results.get("selection")
+        results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
         candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in self.piece_names("candidate")}
         results["timing"] = {
             "strategies": compare_timing({n: s.get("timed_by") for n, s in results["strategies"].items()},

@@ -26,7 +26,8 @@ def disjoint_subsets(examples: list[Example], sizes: Sequence[int], seed: int) -
     """Deterministic, pairwise disjoint random subsets of the given sizes, each in original order.
 
     Used to train a selection candidate on one part of train and score it on another. When
-    the sizes ask for more than there is, they shrink proportionally, each keeping at least one.
+    the sizes ask for more than there is, they shrink proportionally to use every example
+    (`shrink_sizes`), each keeping at least one.
     """
     sizes = list(sizes)
     if not sizes or any(s < 1 for s in sizes):
@@ -34,14 +35,26 @@ def disjoint_subsets(examples: list[Example], sizes: Sequence[int], seed: int) -
     if len(examples) < max(2, len(sizes)):
         raise OlftError(f"Need at least {max(2, len(sizes))} examples to make "
                         f"{len(sizes)} disjoint subsets, got {len(examples)}. Use a larger split.")
-    total = sum(sizes)
-    if total > len(examples):
-        sizes = [max(1, s * len(examples) // total) for s in sizes]
-        while sum(sizes) > len(examples):  # rounding up to 1 can overshoot; trim the largest
-            sizes[sizes.index(max(sizes))] -= 1
+    if sum(sizes) > len(examples):
+        sizes = shrink_sizes(sizes, len(examples))
     order = random.Random(seed).sample(range(len(examples)), sum(sizes))
     subsets, start = [], 0
     for size in sizes:
         subsets.append([examples[i] for i in sorted(order[start:start + size])])
         start += size
     return subsets
+
+
+def shrink_sizes(sizes: Sequence[int], n: int) -> list[int]:
+    """`sizes` scaled to add up to `n` exactly (largest remainder: rounding every part down
+    would drop up to one example per part, e.g. 1,000 + 400 of 200 gave 142 + 57), each at
+    least 1. `n` must be at least len(sizes); sizes positive."""
+    total = sum(sizes)
+    out = [s * n // total for s in sizes]
+    # The examples rounding down left over go to the parts with the largest fractions (the first on a tie).
+    for i in sorted(range(len(sizes)), key=lambda i: -(sizes[i] * n % total))[: n - sum(out)]:
+        out[i] += 1
+    out = [max(1, s) for s in out]
+    while sum(out) > n:  # raising a part to 1 can overshoot; trim the largest
+        out[out.index(max(out))] -= 1
+    return out
