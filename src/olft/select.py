@@ -350,8 +350,10 @@ def no_signal_text(sel: dict) -> str | None:
         kept = (sel.get("rounds") or [{}, {}])[1].get("layers") or []
         guess = f"so its pick of layers {', '.join(map(str, kept))} for training is a guess"
         fix = "--selector halving (it trains every candidate)"
+    n = sel.get("train_examples")
+    fitted = f" (a larger --max-train-samples where it caps them: {n} fit examples here)" if n else ""
     return (f"no candidate's probe beats predicting {what} (held-out {unit} {sel['baseline_loss']:.3f}){by}: the probe "
-            f"found no signal at this budget, {guess}; use more --selection-train-samples or {fix}")
+            f"found no signal at this budget, {guess}; use more --selection-train-samples{fitted} or {fix}")
 
 
 def tie_text(sel: dict, metric: str) -> str | None:
