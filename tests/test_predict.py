@@ -107,6 +107,9 @@ def test_input_columns_named_on_the_command_line(runs, tmp_path, capsys):
     out = str(tmp_path / "x.csv")
     for args, phrase in ((["--input", str(own)], "has no column 'sentence1'"),
                          (["--input", str(own), "--text-columns", "premise"], "takes 2 text column(s)"),
+                         (["--input", str(own), "--text-columns", "premise,premise"], "--text-columns names 'premise' twice"),
+                         (["--input", str(own), "--text-columns", "premise,hypothesis", "--label-column", "nope"],
+                          "has no column 'nope' for --label-column (columns found: gold, hypothesis, premise)"),
                          (["--text", "a", "b", "--text-columns", "premise,hypothesis"], "--text-columns names columns of an --input file"),
                          (["--split", "validation", "--label-column", "gold"], "--label-column names columns of an --input file")):
         assert main(["predict", "--run", run, *args, "--output", out]) == 2

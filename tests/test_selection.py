@@ -328,6 +328,15 @@ def test_probes_that_do_not_beat_a_constant_by_more_than_noise_are_no_signal():
     assert _selection({4: (0.5, 0.7), 5: (0.6, 0.9)}).to_dict()["no_signal"] is None  # no probe ran
 
 
+def _more_fit_examples(sel: dict) -> str:
+    """The no-signal advice's remedy for the fit set of `sel` (capped by the split, or by the option)."""
+    n, asked = sel["train_examples"], sel["requested_train_examples"]
+    if n < asked:
+        return (f"more training examples (the training split, after any --max-train-samples, left the probe {n} fit "
+                f"examples of the {asked} --selection-train-samples asks for)")
+    return f"more --selection-train-samples (now {n})"
+
+
 def test_table_says_no_signal_instead_of_a_confidence():
     from olft.report import _verdict_title, table_md
 
@@ -338,8 +347,10 @@ def test_table_says_no_signal_instead_of_a_confidence():
     text = table_md(results)
     assert ("No signal: no candidate's probe beats predicting the class frequencies (held-out loss "
             f"{np.mean(base):.3f}) by 1.0 standard errors or more: the probe found no signal at this budget, so the "
-            "choice is a guess; use more --selection-train-samples (a larger --max-train-samples where it caps them: "
-            "10 fit examples here) or --selector exhaustive.") in text, text
+            "choice is a guess; use more --selection-train-samples (now 10) or --selector exhaustive.") in text, text
+    capped = table_md({**results, "selection": {**sel, "requested_train_examples": 1000}})  # the split left 10 of 1000
+    assert ("use more training examples (the training split, after any --max-train-samples, left the probe 10 fit "
+            "examples of the 1000 --selection-train-samples asks for) or --selector exhaustive.") in capped
     assert "standard errors below the runner-up" not in text
     assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel)  # layers.png's title
     mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
@@ -365,9 +376,8 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     assert (sel["ranking"], sel["confidence"]) == (real["ranking"], real["confidence"])  # the ranking is unchanged
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "no signal" in r.getMessage()]
     assert warned == ["Selection: no candidate's probe beats predicting the class frequencies (held-out loss 0.000) by 1.0 "
-                      "standard errors or more: the probe found no signal at this budget, so the choice is a guess; use more "
-                      "--selection-train-samples (a larger --max-train-samples where it caps them: "
-                      f"{sel['train_examples']} fit examples here) or --selector exhaustive."], warned
+                      "standard errors or more: the probe found no signal at this budget, so the choice is a guess; use "
+                      f"{_more_fit_examples(sel)} or --selector exhaustive."], warned
     assert f"selected layer {sel['selected_layer']} (auto selector, train-holdout protocol; no signal)" in caplog.text
     assert "No signal: no candidate's probe beats" in (tmp_path / "none" / "results.json").parent.joinpath("table.md").read_text()
     caplog.clear()
@@ -376,8 +386,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
         ph = _select(model_dirs["llama"], tiny_glue, tmp_path / "ph", "--selector", "probe-halving", "--selection-steps", "2",
                      "--selection-adaptive", "0")  # fmt: skip
     kept = ", ".join(map(str, ph["rounds"][1]["layers"]))
-    assert f"so its pick of layers {kept} for training is a guess; use more --selection-train-samples (a larger" in caplog.text
-    assert f"{ph['train_examples']} fit examples here) or --selector halving" in caplog.text
+    assert f"so its pick of layers {kept} for training is a guess; use {_more_fit_examples(ph)} or --selector halving" in caplog.text
     assert "No signal: no candidate's probe beats" in (tmp_path / "ph" / "table.md").read_text()
     monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [50.0 for _ in constant_losses(*a)])
     caplog.clear()

@@ -264,7 +264,7 @@ class Session:
         candidates = check_candidates(s.candidates, self.num_layers, s.selector, s.probe_keep)
         protocol, fit_enc, score_enc = self.selection_sets()
         sel = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric, selector=s.selector,
-                        threshold=s.equivalence_threshold)  # fmt: skip
+                        threshold=s.equivalence_threshold, requested_train_examples=s.selection_train_samples)  # fmt: skip
         run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
         steps = self.selection_steps(len(fit_enc))
         layers = candidates

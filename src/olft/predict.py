@@ -404,7 +404,13 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     prediction, to be compared row by row.
     """
     if args.input:
-        return read_inputs(task, cfg, Path(args.input))
+        examples, records, labelled = read_inputs(task, cfg, Path(args.input))
+        named = getattr(args, "label_column", None)
+        if named is not None and not any(named in r for r in records):  # asked for by name: its absence is a typo
+            found = ", ".join(dict.fromkeys(k for r in records for k in r))
+            raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: {found}). "
+                            "Name its gold label column, or leave --label-column out to predict without metrics.")
+        return examples, records, labelled
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")

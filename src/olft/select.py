@@ -196,6 +196,9 @@ class Selection:
     threshold: float = 1.0  # standard errors under which the runner-up counts as equivalent
     # probe-halving: layers the probe passed on (None: its better half); auto: None when the probe alone decides
     probe_keep: int | None = None
+    # --selection-train-samples as asked (None in older records): above train_examples, the
+    # training split (after --max-train-samples) capped the fit set, which more of it cannot lift
+    requested_train_examples: int | None = None
     # The probe's yardstick (`record_baseline`): the held-out loss of a constant predictor, what it
     # predicts ("class frequencies" or "mean"), and per probed layer how many standard errors of
     # the paired difference its probe's loss lies below that (None: no probe ran).
@@ -309,6 +312,7 @@ class Selection:
             "cache_seconds": self.cache_seconds,
             "cpu_seconds": self.cpu_seconds,
             "train_examples": self.train_examples,
+            "requested_train_examples": self.requested_train_examples,
             "score_examples": self.score_examples,
         }
 
@@ -350,10 +354,14 @@ def no_signal_text(sel: dict) -> str | None:
         kept = (sel.get("rounds") or [{}, {}])[1].get("layers") or []
         guess = f"so its pick of layers {', '.join(map(str, kept))} for training is a guess"
         fix = "--selector halving (it trains every candidate)"
-    n = sel.get("train_examples")
-    fitted = f" (a larger --max-train-samples where it caps them: {n} fit examples here)" if n else ""
+    n, asked = sel.get("train_examples"), sel.get("requested_train_examples")
+    if n and asked and n < asked:  # the training split capped the fit set: only more training data lifts it
+        more = (f"more training examples (the training split, after any --max-train-samples, left the probe {n} fit "
+                f"examples of the {asked} --selection-train-samples asks for)")
+    else:
+        more = "more --selection-train-samples" + (f" (now {n})" if n else "")
     return (f"no candidate's probe beats predicting {what} (held-out {unit} {sel['baseline_loss']:.3f}){by}: the probe "
-            f"found no signal at this budget, {guess}; use more --selection-train-samples{fitted} or {fix}")
+            f"found no signal at this budget, {guess}; use {more} or {fix}")
 
 
 def tie_text(sel: dict, metric: str) -> str | None:

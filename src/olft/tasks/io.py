@@ -443,6 +443,10 @@ def _column_options(task: Task, text_columns: Sequence[str] | None,
                         f"({', '.join(task.text_fields)}); got {len(text_columns)}: "
                         f"{', '.join(text_columns)}.")
     texts = tuple(text_columns) if text_columns is not None else task.text_fields
+    twice = next((c for i, c in enumerate(texts) if c in texts[:i]), None)
+    if twice is not None:  # a pair task fed one text twice would train on a task it is not
+        raise OlftError(f"--text-columns names {twice!r} twice ({', '.join(texts)}): name each of "
+                        f"{task.display_name}'s {len(texts)} text columns once, in the task's order.")
     options = [(*texts, label_column)]
     if text_columns is None or label_column == "label":
         glue_texts = texts if text_columns is not None else task.tsv_text_columns
