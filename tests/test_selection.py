@@ -448,9 +448,14 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
               f"so candidates fit on {sel['train_examples']} and are scored on {sel['score_examples']}")
     assert shrunk in caplog.text  # said when it happens, not only in table.md
     caplog.clear()
-    with caplog.at_level("WARNING", logger="olft"):
+    with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
     assert "(more --selection-eval-samples or --selection-adaptive 1 may separate them)" in caplog.text
+    # The headline quotes no gap to the runner-up among equivalent finalists: it names them.
+    others = [layer for layer in sel["equivalent"] if layer != sel["selected_layer"]]
+    assert (f"selected layer {sel['selected_layer']} (exhaustive selector, train-holdout protocol; within noise of "
+            f"layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})") in caplog.text, caplog.text
+    assert "standard errors below the runner-up" not in caplog.text
     # The warning says which way the held-out losses point, as results.json records them.
     said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
     loss, winner = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}, sel["selected_layer"]

@@ -296,8 +296,12 @@ def _select(session: Session, folder: RunFolder, results: dict):
     folder.write_results(results)
     # A lead among probes that all lose to a constant is noise: no confidence is quoted then.
     guess = selection.no_signal and probe_decided(results["selection"])
+    # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
+    others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
+    sure = ("no signal" if guess else f"within noise of layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
+            if others else confidence_text(selection.confidence))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
-             selection.protocol, "no signal" if guess else confidence_text(selection.confidence))
+             selection.protocol, sure)
     if selection.no_signal:
         log.warning("Selection: %s.", no_signal_text(results["selection"]))
     s = session.cfg.selection
