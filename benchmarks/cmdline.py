@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from collections.abc import Callable
+
 # Where runs and reports are written, how one command is split over processes, and report-only
 # rebuilds change no number: a recorded command without them reruns anywhere.
 NOT_RECORDED = ("--shard", "--work-dir", "--results-dir")
@@ -19,3 +23,17 @@ def recorded_args(argv: list[str]) -> list[str]:
         elif a not in SWITCHES and not a.startswith(tuple(f"{f}=" for f in NOT_RECORDED)):
             out.append(a)
     return out
+
+
+def print_summary(summary_md: Callable[[dict], str], description: str, report: str) -> None:
+    """The `__main__` of a report script: read the report JSON named on the command line (`report`:
+    its path pattern, for --help and the error) and print `summary_md` of it. A missing file is an
+    argparse error naming where the committed reports are."""
+    import argparse
+
+    cli = argparse.ArgumentParser(description=description)
+    cli.add_argument("report", type=Path, help=report)
+    path = cli.parse_args().report
+    if not path.is_file():
+        cli.error(f"{path} not found (the committed reports are {report})")
+    print(summary_md(json.loads(path.read_text())))

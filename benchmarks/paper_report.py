@@ -890,12 +890,7 @@ def write_reports(work: Path, results_dir: Path) -> Path:
 
 
 if __name__ == "__main__":  # print the README's short table from a report's JSON
-    import argparse
+    from cmdline import print_summary
 
-    cli = argparse.ArgumentParser(description="Print the README's short table (seed means of OLFT, final-layer and "
-                                  "all-layer tuning, and their time) from a paper report's JSON.")  # fmt: skip
-    cli.add_argument("report", type=Path, help="docs/results/<model>-<method>.json")
-    path = cli.parse_args().report
-    if not path.is_file():
-        cli.error(f"{path} not found (the committed reports are docs/results/<model>-<method>.json)")
-    print(summary_md(json.loads(path.read_text())))
+    print_summary(summary_md, "Print the README's short table (seed means of OLFT, final-layer and all-layer tuning, and their time) from a paper report's JSON.",
+                  "docs/results/<model>-<method>.json")

@@ -265,12 +265,7 @@ def summary_md(d: dict, setups: tuple[str, ...] = SHORT_SETUPS) -> str:
 
 
 if __name__ == "__main__":  # print docs/selection.md's short table from a report's JSON
-    import argparse
+    from cmdline import print_summary
 
-    cli = argparse.ArgumentParser(description="Print docs/selection.md's short table (every selector's regret and "
-                                  "cost) from a selection report's JSON.")  # fmt: skip
-    cli.add_argument("report", type=Path, help="docs/results/selection-<model>-<method>.json")
-    path = cli.parse_args().report
-    if not path.is_file():
-        cli.error(f"{path} not found (the committed reports are docs/results/selection-*.json)")
-    print(summary_md(json.loads(path.read_text())))
+    print_summary(summary_md, "Print docs/selection.md's short table (every selector's regret and cost) from a selection report's JSON.",
+                  "docs/results/selection-<model>-<method>.json")
