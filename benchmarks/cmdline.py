@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 # Where runs and reports are written, how one command is split over processes, and report-only
 # rebuilds change no number: a recorded command without them reruns anywhere.
