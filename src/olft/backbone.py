@@ -44,6 +44,14 @@ def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(get_submodule(root, parent), name, module)
 
 
+# Stack.check's refusal when a family reshapes or pads its inputs between the embeddings and the
+# layers (Longformer): both ways of noticing it (a changed length, a layer failing) end the same.
+_CHANGES_INPUTS = (
+    "this family changes its inputs inside its forward (e.g. pads them to a multiple of an attention window), "
+    "which olft does not replay, so olft cannot tune it."
+)
+
+
 class _StopForward(Exception):
     """Raised by a layer's recorder once every needed layer's call arguments are recorded."""
 
@@ -386,9 +394,7 @@ class Stack(nn.Module):
                 if positions is not None:
                     raise OlftError(
                         f"{type(self.base).__name__} gives {'its output' if i == self.num_layers else f'layer {i}'} "
-                        f"{positions} positions for an input of {length} tokens: this family changes its inputs "
-                        "inside its forward (e.g. pads them to a multiple of an attention window), which olft does not "
-                        "replay, so olft cannot tune it."
+                        f"{positions} positions for an input of {length} tokens: {_CHANGES_INPUTS}"
                     )
                 diff = float((ours[real] - theirs[i][real]).abs().max())
                 if diff > worst:
@@ -400,9 +406,8 @@ class Stack(nn.Module):
                         first = str(exc).splitlines()[0] if str(exc) else ""
                         raise OlftError(
                             f"olft's layer-by-layer run of {type(self.base).__name__} fails at layer {i} on an input of "
-                            f"{length} tokens that the model's own forward takes ({type(exc).__name__}: {first}): this "
-                            "family changes its inputs inside its forward (e.g. pads them to a multiple of an attention "
-                            "window), which olft does not replay, so olft cannot tune it."
+                            f"{length} tokens that the model's own forward takes ({type(exc).__name__}: {first}): "
+                            f"{_CHANGES_INPUTS}"
                         ) from exc
         finally:
             self.train(was_training)
