@@ -593,3 +593,34 @@ def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, cap
     _fails(capsys, ["train", "--model", none, "--layers", "2,x"], "Cannot read '--layers 2,x': write layer numbers joined by ',', "
            "e.g. --layers 3 or --layers 3,5")
     _fails(capsys, ["train", "--model", none, "--layers", ","], "'--layers ,' has an empty entry")
+
+
+# A kill while the command still imports its libraries: this process sends itself SIGTERM the
+# moment the module named by argv[1] starts to import (no sleep to guess when that is).
+KILL_ON_IMPORT = """
+import os, signal, sys
+
+class KillOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, KillOnImport())
+from olft.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("module", ["jsonargparse", "torch"])
+@pytest.mark.parametrize("command", ["export", "predict"])
+def test_sigterm_while_the_command_imports_prints_the_line(tmp_path, command, module):
+    """SIGTERM in a command's first seconds, while jsonargparse or torch imports, stops it as later
+    on: exit 143 and "olft: interrupted.", not a silent death by the signal, and nothing written."""
+    out = tmp_path / "out"
+    args = {"export": ["--format", "peft", "--output", str(out)], "predict": ["--text", "a", "b", "--output", str(out)]}
+    done = subprocess.run([sys.executable, "-c", KILL_ON_IMPORT, module, command, "--run", str(tmp_path / "run"),
+                           *args[command]], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 143 and done.stderr == "olft: interrupted.\n", (done.returncode, done.stderr)
+    assert list(tmp_path.iterdir()) == []

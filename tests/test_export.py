@@ -159,13 +159,16 @@ def peft_export(runs, tmp_path_factory) -> Path:
 
 
 def test_peft_model_card_names_no_local_path(model_dirs, peft_export):
-    """peft's card named the folder the base model loaded from as base_model: a path on this machine."""
+    """peft's card named the folder the base model loaded from as base_model: a path on this machine.
+    Neither its metadata nor its text names that path: the text names the local model by its folder's name."""
     meta, text = _card(peft_export / "README.md")
     folder = str(model_dirs["bert"].resolve())
     assert meta["library_name"] == "peft" and "lora" in meta["tags"]
     assert "base_model" not in meta and not any(t.startswith("base_model:") for t in meta["tags"]), meta
     assert folder not in json.dumps(meta)
-    assert f"- **Finetuned from model:** `{folder}` (a local model, not on the model hub); its weights are in `base/`" in text
+    assert folder not in (peft_export / "README.md").read_text()  # the text neither: it names the folder, not where it was
+    name = model_dirs["bert"].resolve().name
+    assert f"- **Finetuned from model:** `{name}` (a local model, not on the model hub); its weights are in `base/`" in text
 
 
 @pytest.mark.parametrize("model, gguf, repo, named", [

@@ -77,6 +77,19 @@ def test_input_file_and_text_agree(runs, tmp_path, capsys):
         assert one["prob_entailment"] == pytest.approx(row["prob_entailment"], abs=1e-6)
 
 
+def test_a_progress_bar_only_where_there_is_more_than_one_batch(runs, tmp_path, capsys):
+    """`--text` is one example, one batch, over at once: no bar is drawn on stderr; an --input of
+    three batches draws one (so this test can see a bar at all)."""
+    run = runs["bert"]
+    assert main(["predict", "--run", str(run), "--text", "the movie was good", "yes the cat"]) == 0
+    err = capsys.readouterr().err
+    assert "predict:" not in err and "it/s]" not in err, err
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("sentence1\tsentence2\n" + "the cat\tyes\n" * 3)
+    assert main(["predict", "--run", str(run), "--input", str(tsv), "--output", str(tmp_path / "o.csv"), "--batch-size", "1"]) == 0
+    assert "predict:" in capsys.readouterr().err
+
+
 def test_labelled_csv_prints_metrics(runs, tmp_path, capsys):
     csv_in = tmp_path / "in.csv"
     csv_in.write_text('sentence1,sentence2,label\n"a, quoted premise",yes the dog,entailment\nthe cat,no,not_entailment\n')

@@ -539,6 +539,35 @@ def test_the_holder_record_names_a_command_one_can_paste_and_where_it_ran(monkey
     assert runlock.this_process("t")["command"] == "bench.py --x"
 
 
+def test_a_released_lock_file_stays_so_a_waiter_and_a_newcomer_lock_one_file(tmp_path):
+    """olft.lock outlives its run on purpose: flock locks the file's inode, so deleting it on release
+    would let a run that opened it before (and waits) lock the deleted inode while a newcomer
+    creates and locks a new olft.lock: two writers in one folder. Kept, both contend for one lock."""
+    import fcntl
+
+    from filelock import FileLock
+
+    from olft.runlock import LOCK_FILE, RunLock
+
+    plain = FileLock(str(tmp_path / "plain.lock"))
+    plain.acquire()
+    plain.release()
+    if not (tmp_path / "plain.lock").exists():
+        pytest.skip("this filelock deletes its file on release itself (while holding it; its takers re-check)")
+    first = RunLock(tmp_path, "t1")
+    first.acquire()
+    with open(tmp_path / LOCK_FILE, "rb") as waiter:  # a second run has opened the file and waits
+        first.release()
+        assert (tmp_path / LOCK_FILE).exists()
+        newcomer = RunLock(tmp_path, "t2")
+        newcomer.acquire()
+        try:
+            with pytest.raises(BlockingIOError):  # the waiter's file is the newcomer's: it must wait on
+                fcntl.flock(waiter, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            newcomer.release()
+
+
 def test_a_listing_names_what_one_more_entry_would_hide():
     from olft.runfolder import _listing
 

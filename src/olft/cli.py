@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.config import SECTIONS, RunConfig
-from olft.errors import OlftError, Terminated
+from olft.errors import OlftError, Terminated, stop_on_sigterm
 
 log = logging.getLogger("olft")
 
@@ -433,7 +433,26 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The `olft` command: its exit code (0, 1 every requested strategy failed, 2 bad input,
+    130 Ctrl-C, 143 SIGTERM).
+
+    SIGTERM is caught from the first line, before the parser pulls in jsonargparse and a
+    subcommand torch and transformers (seconds), so a kill at any moment stops the command as
+    Ctrl-C does: one line, exit 143, and the `finally` clauses of whatever was being written
+    run. Only Python's own start and olft's light imports (a fraction of a second, nothing
+    written) come before it.
+    """
+    with stop_on_sigterm():
+        try:
+            return _main(sys.argv[1:] if argv is None else list(argv))
+        except KeyboardInterrupt as exc:
+            # A run stopped with its folder open has said where it stands and how to continue (api's
+            # log line, once); stopped before that (imports, loading), or in predict/export, nothing was written.
+            print("olft: interrupted.", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM's 15, 128 + SIGINT's 2
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         args = parse(argv)
@@ -452,11 +471,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"olft: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        # A run stopped with its folder open has said where it stands and how to continue (api's
-        # log line, once); stopped before that (loading), or in predict/export, nothing was written.
-        print("olft: interrupted.", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM's 15, 128 + SIGINT's 2
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

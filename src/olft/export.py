@@ -5,7 +5,8 @@ Formats, and what each can hold:
   library's adapter folder, `adapter_config.json` (`layers_to_transform`, `target_modules`,
   `modules_to_save` for the head, `base_model_name_or_path` = the `base/` folder saved beside
   it, so it loads offline) + `adapter_model.safetensors` + the tokenizer + peft's model card
-  (`README.md`: `base_model` is the hub id where olft knows one, never a local path). Loads with
+  (`README.md`: `base_model` is the hub id where olft knows one, never a local path; a local model is
+  named by its folder's name). Loads with
   `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`. That path is absolute (peft
   resolves a relative one against the working directory, not DIR), so a copy moved elsewhere loads
   as `PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR/base, trust_remote_code=True), DIR)`.
@@ -352,7 +353,9 @@ def _add_usage(card_path: Path, usage: str) -> None:
 
 
 def _base_model_words(info: RunInfo) -> str:
-    """The run's base model as a README names it: the hub id where olft knows one, else the path given."""
+    """The run's base model as a README names it: the hub id where olft knows one, else the local
+    folder's (or file's) name, never its path: a path on the machine that exported means nothing
+    where the folder is read, and the weights travel with the export (`base/`, or `olft.load`)."""
     from olft.loading import ALIASES, hub_id
 
     model, gguf = info.cfg.model.model, info.cfg.model.gguf_file
@@ -360,7 +363,7 @@ def _base_model_words(info: RunInfo) -> str:
     if model in ALIASES:
         named, gguf = f"{repo} (olft's built-in `{model}`)", ALIASES[model].gguf_file
     else:
-        named = repo or f"`{model}` (a local model, not on the model hub)"
+        named = repo or f"`{Path(model).expanduser().resolve().name}` (a local model, not on the model hub)"
     return named + (f", file {gguf} dequantized" if gguf else "")
 
 

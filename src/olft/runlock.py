@@ -7,6 +7,14 @@ time, command): while the lock is held it names the run in the way, and once the
 and results.json still says "running" it names the run that died. Readers only probe the lock
 (take it and let go at once), so reading a folder never blocks a run for longer than a probe.
 
+`olft.lock` stays in the folder after release, on purpose: flock locks the file's inode, so a
+holder that deleted it would let a run that had opened it (and waits) lock the deleted inode while
+a newcomer creates and locks a new `olft.lock`: two writers in one folder. Deleting it safely needs
+every taker to check, once it holds the lock, that its file is still there (a link count above 0);
+filelock 3.12, which olft accepts, does not (its release says "Do not remove the lockfile"), and
+a reader's probe (`probe`) would recreate the file in that window anyway. (Some later filelock
+releases delete it themselves, while holding it, with takers that check: safe, and theirs to do.)
+
 Nothing here imports torch: a process that only reads or holds a lock starts in a blink.
 """
 

@@ -281,7 +281,8 @@ def predict(
 
     With several processes each scores every W-th batch and the (indices, predictions) pairs of
     all processes are gathered once; filling the output by index places each example exactly
-    once (no example dropped or counted twice at the end of an uneven split).
+    once (no example dropped or counted twice at the end of an uneven split). A progress bar
+    (`desc`, on stderr) is drawn unless `quiet` or there is only one batch.
     """
     stack.eval()
     regression = stack.num_labels == 1
@@ -290,7 +291,9 @@ def predict(
     world, rank = (dist.world_size, dist.rank) if dist else (1, 0)
     batches = eval_order(enc.lengths, batch_size)[rank::world]
     pairs = []
-    bar = tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet, leave=False)
+    # One batch (`olft predict --text`, a small file) is over before a bar could say anything: none is drawn.
+    bar = tqdm(iterate(enc, batches, regression), total=len(batches), desc=desc, disable=quiet or len(batches) <= 1,
+               leave=False)
     with autocast(stack, dist), bar:
         for batch in bar:
             raw = logits_for(stack, batch, cache).float()
