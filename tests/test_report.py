@@ -385,7 +385,44 @@ def test_validation_protocol_marks_olfts_score_optimistic():
     assert _row(table, "olft")[6] == "50.0 ‡" and _row(table, "final")[6] == "50.0"  # Table 2's score too
     assert "‡ Optimistic: --selection-data validation chose OLFT's layer by its score on this same validation split" in table
     assert "so OLFT's validation score in Table 1 is optimistic" in table  # the selection section says it too
-    assert _selection_rows(table)[0] == ["layer", "probe score (-held-out loss x100)", "validation loss", "seconds"]
+    assert _selection_rows(table)[0] == ["layer", "probe score (-validation loss x100)", "validation loss", "seconds"]
+
+
+def test_verdicts_name_the_validation_loss_under_the_validation_protocol():
+    """Under --selection-data validation the candidates' loss is on the validation split: every
+    verdict line says "validation loss", as the table's column does, never "held-out"."""
+    def validation(results: dict) -> dict:
+        results["selection"]["protocol"] = "validation"
+        return results
+
+    clear = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3]))
+    table = table_md(clear)
+    assert "probe-halving selector: the winner's validation loss is 1.2 standard errors below the runner-up's." in table
+    assert "held-out" not in table, table
+    clear["selection"]["confidence"] = -2.0
+    assert "the runner-up has the lower validation loss, by 2.0 standard errors" in table_md(clear)
+    tied = validation(_probe_halving({3: 0.80, 4: 0.60}, {0: 0.6}, selected=3, equivalent=[3, 4]))
+    tied["selection"]["gaps"] = {"3": 0.0, "4": -0.4}
+    table = table_md(tied)
+    assert "layer 3 wins on accuracy but its validation loss is 0.40 standard errors above layer 4's" in table
+    assert "held-out" not in table, table
+    tied["selection"]["gaps"] = {"3": 0.0, "4": 0.4}
+    assert "has the lowest validation loss of these layers, but layer 4's is only 0.40" in table_md(tied)
+    by_loss = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3]))
+    by_loss["selection"]["metric"] = "loss"
+    assert "selected layer 3 by lowest validation loss." in table_md(by_loss)
+    # The probe's yardstick: scored on the same validation examples.
+    mixed = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6, 1: 0.7}, selected=3, equivalent=[3]))
+    mixed["selection"].update(baseline_loss=0.69, baseline_predicts="class frequencies", equivalence_threshold=1.0,
+                              beats_baseline={"0": True, "1": False}, no_signal=False)  # fmt: skip
+    assert "Predicting the class frequencies has validation loss 0.6900: the probe of layer 0 beats it" in table_md(mixed)
+    mixed["selection"].update(beats_baseline={"0": False, "1": False}, no_signal=True)
+    table = table_md(mixed)
+    assert "No signal: no candidate's probe beats predicting the class frequencies (validation loss 0.690)" in table
+    assert "held-out" not in table, table
+    # The train protocol keeps its words.
+    assert "the winner's held-out loss is 1.2 standard errors" in table_md(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6},
+                                                                                          selected=3, equivalent=[3]))
 
 
 def test_adaptive_rounds_say_which_layers_were_retrained_and_why():

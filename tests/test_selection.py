@@ -482,6 +482,9 @@ def test_equivalence_advice_under_validation_scoring_names_max_eval_samples(mode
     assert "within the noise of 20 scoring examples (a larger --max-eval-samples (now 20: it caps the validation examples " \
            "that score them) or --selection-adaptive 2 may separate them)" in said, said
     assert "--selection-eval-samples" not in said
+    # Scored on validation: the loss is named for it, as table.md's column and verdict name it.
+    assert "standard errors of validation loss: layer" in said and "held-out" not in said, said
+    assert "held-out" not in (tmp_path / "v" / "table.md").read_text().split("Selection (validation)")[1]
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         _select(model_dirs["llama"], tiny_glue, tmp_path / "w", *tied)  # uncapped: every validation example scored

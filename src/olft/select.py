@@ -317,14 +317,28 @@ class Selection:
         }
 
 
-def confidence_text(confidence: float | None) -> str:
-    """`Selection.confidence` in words. Negative: the runner-up has the lower held-out loss though
-    the winner scored higher (trained candidates rank by score, the loss only breaks ties)."""
+def scored_on(protocol: str | None) -> str:
+    """What the examples that scored the candidates are, in words: under --selection-data
+    validation the validation split (the split the final scores are reported on), else
+    held-out training examples. `protocol` is `Selection.protocol`."""
+    return "validation" if protocol == "validation" else "held-out"
+
+
+def loss_name(protocol: str | None) -> str:
+    """The name of the selection's per-candidate loss under `protocol`: 'validation loss' or
+    'held-out loss' (`scored_on`), in every verdict, warning and column that quotes it."""
+    return f"{scored_on(protocol)} loss"
+
+
+def confidence_text(confidence: float | None, loss: str = "held-out loss") -> str:
+    """`Selection.confidence` in words, its loss named `loss` (`loss_name` of the protocol).
+    Negative: the runner-up has the lower loss though the winner scored higher (trained
+    candidates rank by score, the loss only breaks ties)."""
     if confidence is None:
         return "one finalist"
     if confidence < 0:
-        return f"the runner-up has the lower held-out loss, by {-confidence:.1f} standard errors: score and loss disagree"
-    return f"the winner's held-out loss is {confidence:.1f} standard errors below the runner-up's"
+        return f"the runner-up has the lower {loss}, by {-confidence:.1f} standard errors: score and loss disagree"
+    return f"the winner's {loss} is {confidence:.1f} standard errors below the runner-up's"
 
 
 def probe_decided(sel: dict) -> bool:
@@ -360,7 +374,8 @@ def no_signal_text(sel: dict) -> str | None:
                 f"examples of the {asked} --selection-train-samples asks for)")
     else:
         more = "more --selection-train-samples" + (f" (now {n})" if n else "")
-    return (f"no candidate's probe beats predicting {what} (held-out {unit} {sel['baseline_loss']:.3f}){by}: the probe "
+    where = scored_on(sel.get("protocol"))
+    return (f"no candidate's probe beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}: the probe "
             f"found no signal at this budget, {guess}; use {more} or {fix}")
 
 
@@ -368,7 +383,8 @@ def tie_text(sel: dict, metric: str) -> str | None:
     """How the winner of `sel` (a `Selection.to_dict`) stands on held-out loss against the layers
     `equivalent` to it, in words true for either sign: trained candidates ranked by score (`metric`,
     the task's headline metric, names it) can make the winner the one with the highest held-out loss
-    of them. None when nothing ties with the winner, or for results from before olft recorded `gaps`.
+    of them. The loss is named for the protocol (`loss_name`: "validation loss" under --selection-data
+    validation). None when nothing ties with the winner, or for results from before olft recorded `gaps`.
     """
     winner, gaps = sel.get("selected_layer"), sel.get("gaps")
     tied = [layer for layer in sel.get("equivalent") or [] if layer != winner]
@@ -382,10 +398,11 @@ def tie_text(sel: dict, metric: str) -> str | None:
     last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
     if by_score and last.get(winner) is not None and last.get(winner) == last.get(nearest):
         first = f"layer {winner} ties with layer {nearest} on {metric}"  # the loss broke the tie
+    loss = loss_name(sel.get("protocol"))
     if gap < 0:  # the loss ranks them the other way
-        return f"{first} but its held-out loss is {-gap:.2f} standard errors above layer {nearest}'s"
+        return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
     has = f"{first} and has" if by_score else f"layer {winner} has"
-    return f"{has} the lowest held-out loss of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+    return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
 
 
 def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
