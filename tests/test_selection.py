@@ -146,8 +146,8 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     # The winner with the lowest loss of the tied layers: said, with the nearest one's gap.
     lowest = _with_losses({3: [0.2, 0.4, 0.6, 0.8], 4: [0.3, 0.3, 0.7, 0.8]}).to_dict()
     # Equal accuracy (0.5 each): the loss broke the tie, so the winner did not win on accuracy.
-    assert tie_text(lowest, "accuracy") == ("layer 3 ties with layer 4 on accuracy and has the lowest held-out loss of these "
-                                            "layers, but layer 4's is only 0.52 standard errors above it")  # fmt: skip
+    assert tie_text(lowest, "accuracy") == ("layers 3, 4 tie on accuracy (50.0); layer 3 has the lower held-out loss of the "
+                                            "two, but layer 4's is only 0.52 standard errors above it")  # fmt: skip
     ahead = {**lowest, "candidates": [{**c, "score": 0.6 if c["layer"] == 3 else c["score"]} for c in lowest["candidates"]]}
     assert tie_text(ahead, "accuracy").startswith("layer 3 wins on accuracy and has the lowest held-out loss")
     probed = {**lowest, "rounds": [{"stage": "probe"}]}  # a proxy decided: no task metric won it
@@ -157,6 +157,34 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     assert tie_text(by_loss, "f1").startswith("layer 5 has the lowest held-out loss of these layers, but layer 2's is only 0.73")
     # Nothing tied, or results from before olft recorded gaps: nothing to say.
     assert tie_text({**d, "equivalent": [2]}, "f1") is None and tie_text({**d, "gaps": None}, "f1") is None
+
+
+def test_every_layer_tied_with_the_winner_on_score_is_named():
+    """Layers 1 and 2 score the same and the loss chose 2: the words must not say 2 won on the score,
+    whichever tied layer lies nearest in loss (here layer 3, which scored lower)."""
+    from olft.select import tie_text
+
+    def sel(scores: dict[int, float], gaps: dict[int, float], protocol: str = "train-holdout") -> dict:
+        return {"selected_layer": 2, "equivalent": [2, *(k for k in gaps if k != 2)], "metric": "score", "protocol": protocol,
+                "gaps": {str(k): v for k, v in gaps.items()}, "rounds": [{"stage": "train"}],
+                "candidates": [{"layer": k, "score": v} for k, v in scores.items()]}  # fmt: skip
+
+    pair = {1: 0.71, 2: 0.71, 3: 0.70}
+    assert tie_text(sel(pair, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower held-out loss of the two (and the lowest of layers 1, 2, "
+        "3), but layer 3's is only 0.30 standard errors above it")  # fmt: skip
+    assert tie_text(sel(pair, {2: 0.0, 1: 0.8, 3: -0.5}), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower held-out loss of the two, but its held-out loss is 0.50 "
+        "standard errors above layer 3's")  # fmt: skip
+    assert tie_text(sel({1: 0.71, 2: 0.71}, {2: 0.0, 1: 0.4}, "validation"), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower validation loss of the two, but layer 1's is only 0.40 "
+        "standard errors above it")  # fmt: skip
+    three = tie_text(sel({1: 0.71, 2: 0.71, 3: 0.71}, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy")
+    assert three == ("layers 1, 2, 3 tie on accuracy (71.0); layer 2 has the lowest held-out loss of them, but layer 3's is "
+                     "only 0.30 standard errors above it")  # fmt: skip
+    # A tied layer with another score is not in the tie: layer 2 wins on the score outright.
+    assert tie_text(sel({1: 0.69, 2: 0.71, 3: 0.70}, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy").startswith(
+        "layer 2 wins on accuracy and has the lowest held-out loss of these layers, but layer 3's")
 
 
 def test_proxy_without_losses_reports_the_winner_alone():
@@ -459,12 +487,17 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     # The warning says which way the held-out losses point, as results.json records them.
     said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
     loss, winner = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}, sel["selected_layer"]
-    if min(sel["equivalent"], key=loss.get) != winner:
+    score = {c["layer"]: c["score"] for c in sel["candidates"]}
+    level = sorted(layer for layer in sel["equivalent"] if score[layer] == score[winner])
+    if len(level) > 1:  # the loss broke a tie on accuracy: every layer in it is named
+        assert f"layers {', '.join(map(str, level))} tie on accuracy ({100 * score[winner]:.1f}); layer {winner} has" in said, said
+    elif min(sel["equivalent"], key=loss.get) != winner:
         assert f"layer {winner} wins on accuracy but its held-out loss is " in said, said
-        named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
-        assert named in sel["equivalent"] and loss[named] < loss[winner]
     else:
         assert f"layer {winner} wins on accuracy and has the lowest held-out loss of these layers" in said
+    if min(sel["equivalent"], key=loss.get) != winner:
+        named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
+        assert named in sel["equivalent"] and loss[named] < loss[winner]
     assert "leads" not in said, said
     assert "shrunk in proportion" not in caplog.text
 

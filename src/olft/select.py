@@ -383,22 +383,30 @@ def tie_text(sel: dict, metric: str) -> str | None:
     """How the winner of `sel` (a `Selection.to_dict`) stands on held-out loss against the layers
     `equivalent` to it, in words true for either sign: trained candidates ranked by score (`metric`,
     the task's headline metric, names it) can make the winner the one with the highest held-out loss
-    of them. The loss is named for the protocol (`loss_name`: "validation loss" under --selection-data
-    validation). None when nothing ties with the winner, or for results from before olft recorded `gaps`.
+    of them. Where several of them share the winner's score, the loss broke that tie: all of them
+    are named ("layers 1, 2 tie on accuracy (71.0)"), not just the one nearest in loss. The loss is
+    named for the protocol (`loss_name`: "validation loss" under --selection-data validation).
+    None when nothing ties with the winner, or for results from before olft recorded `gaps`.
     """
     winner, gaps = sel.get("selected_layer"), sel.get("gaps")
     tied = [layer for layer in sel.get("equivalent") or [] if layer != winner]
     if not tied or not gaps:
         return None
     nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
-    gap = gaps[str(nearest)]
+    gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
     # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
     by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
-    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
     last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
-    if by_score and last.get(winner) is not None and last.get(winner) == last.get(nearest):
-        first = f"layer {winner} ties with layer {nearest} on {metric}"  # the loss broke the tie
-    loss = loss_name(sel.get("protocol"))
+    score = last.get(winner)
+    level = sorted(layer for layer in [winner, *tied] if score is not None and last.get(layer) == score)
+    if by_score and len(level) > 1:  # the loss broke a tie on the score: every layer in it is named
+        lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
+        first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
+        if gap < 0:  # a layer with a lower score has a lower loss still
+            return f"{first}, but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
+        among = "" if len(level) == len(tied) + 1 else f" (and the lowest of layers {', '.join(map(str, sorted([winner, *tied])))})"
+        return f"{first}{among}, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
     if gap < 0:  # the loss ranks them the other way
         return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
     has = f"{first} and has" if by_score else f"layer {winner} has"
