@@ -371,6 +371,8 @@ def test_table_says_no_signal_instead_of_a_confidence():
     rng = np.random.default_rng(1)
     base = (0.69 + 0.05 * rng.normal(size=40)).tolist()
     sel = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base).to_dict()
+    # A confidence of a guess would mislead whoever reads results.json: null, as the table quotes none.
+    assert sel["no_signal"] is True and sel["confidence"] is None and sel["gaps"]["0"] > 1
     results = {"model": "m", "task": "rte", "method": "adapter", "metric": "accuracy", "strategies": {}, "selection": sel}
     text = table_md(results)
     assert ("No signal: no candidate's probe beats predicting the class frequencies (held-out loss "
@@ -381,7 +383,11 @@ def test_table_says_no_signal_instead_of_a_confidence():
             "examples of the 1000 --selection-train-samples asks for) or --selector exhaustive.") in capped
     assert "standard errors below the runner-up" not in text
     assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel)  # layers.png's title
+    pruned = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base)
+    pruned.rounds.append({"stage": "train", "layers": [0, 1]})  # the probe only pruned: the trained stage chose
+    assert pruned.no_signal is True and pruned.to_dict()["confidence"] == pytest.approx(pruned.gaps()[0])
     mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
+    assert mixed["no_signal"] is False and mixed["confidence"] > 1
     text = table_md({**results, "selection": mixed})
     assert "No signal" not in text and "standard errors below the runner-up" in text
     assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probe of layer 1 beats it by "
@@ -401,7 +407,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "auto")
     assert sel["no_signal"] is True and not any(sel["beats_baseline"].values())
-    assert (sel["ranking"], sel["confidence"]) == (real["ranking"], real["confidence"])  # the ranking is unchanged
+    assert sel["ranking"] == real["ranking"] and sel["confidence"] is None  # the ranking is unchanged; no confidence of a guess
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "no signal" in r.getMessage()]
     assert warned == ["Selection: no candidate's probe beats predicting the class frequencies (held-out loss 0.000) by 1.0 "
                       "standard errors or more: the probe found no signal at this budget, so the choice is a guess; use "
@@ -598,8 +604,12 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
     unit = lambda *a: _bench_unit(tmp_path / "work", *a)  # noqa: E731
     unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (2, [2, 1, 0], 100.0), "probe": (1, [1, 2, 0], 5.0)})
     unit("cola-s0", {0: 0.0, 1: 0.0, 2: 0.0}, {"exhaustive": (0, [0, 1, 2], 100.0), "probe": (2, [2, 1, 0], 5.0)})
+    for setup, extra in (("probe", {"no_signal": True, "confidence": None}), ("exhaustive", {"confidence": 1.5})):
+        path = tmp_path / "work" / "sst2-s0" / f"select-{setup}.json"  # a probe with no signal records no confidence
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
     selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=4)
     data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    assert {r["setup"]: r["confidence"] for r in data["rows"] if r["unit"] == "sst2-s0"} == {"exhaustive": 1.5, "probe": None}
     assert data["partial"] and data["oracle_flat_units"] == ["cola-s0"]
     ex, probe = data["summary"]["exhaustive"], data["summary"]["probe"]
     assert ex["units"] == 1 and ex["regret_mean"] == pytest.approx(5.0) and ex["top1"] == 0 and ex["top3"] == 1

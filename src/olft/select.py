@@ -270,9 +270,14 @@ class Selection:
 
     @property
     def confidence(self) -> float | None:
-        """Gap from the winner to the runner-up in standard errors (None: one finalist or no losses)."""
+        """Gap from the winner to the runner-up in standard errors. None with one finalist or no
+        losses, and where the probe chose the layer but found no signal (`no_signal`): the gap
+        between probes that all lose to a constant is noise, and a number would read as a measure
+        of the choice. (A probe that only pruned leaves the trained stage's gap standing.)"""
         ranking = self.ranking()
-        return self.gaps()[ranking[1]] if len(ranking) > 1 else None
+        if len(ranking) < 2 or (self.no_signal and probe_decided({"rounds": self.rounds})):
+            return None
+        return self.gaps()[ranking[1]]
 
     @property
     def equivalent(self) -> list[int]:
