@@ -531,6 +531,26 @@ def test_equivalence_advice_under_validation_scoring_names_max_eval_samples(mode
     assert "(more scoring data (every validation example scored them; --selection-data train scores on " in said, said
 
 
+def test_selection_eval_samples_under_validation_scoring_warns_once(model_dirs, tiny_glue, tmp_path, caplog):
+    """--selection-data validation scores on the validation split (after --max-eval-samples): a
+    --selection-eval-samples the user set is ignored there, and one warning says so and names the fix."""
+    def warned(name: str, *extra: str) -> tuple[dict, list[str]]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="olft"):
+            sel = _select(model_dirs["bert"], tiny_glue, tmp_path / name, "--selector", "probe", *extra)
+        return sel, [r.getMessage() for r in caplog.records if "does not apply" in r.getMessage()]
+
+    sel, said = warned("v", "--selection-data", "validation", "--max-eval-samples", "30")  # _select sets 24
+    assert sel["score_examples"] == 30
+    assert said == ["--selection-eval-samples 24 does not apply under --selection-data validation: the candidates are "
+                    "scored on the validation split (30 examples), which --max-eval-samples limits (now 30; it limits every "
+                    "evaluation split). Drop --selection-eval-samples, or use --selection-data train to score them on that "
+                    "many held-out training examples."], said
+    # The default (400) is what a run folder's config.json holds whether or not it was typed: not warned about.
+    assert warned("d", "--selection-data", "validation", "--selection-eval-samples", "400")[1] == []
+    assert warned("t", "--selection-data", "train")[1] == []  # applies: scored on 24 held-out training examples
+
+
 def test_auto_keep_sizes_training_to_the_cost_bound():
     from olft.select import auto_keep
 
