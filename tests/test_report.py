@@ -212,7 +212,7 @@ def _plotted(ax) -> dict[str, list[int]]:
     drawn = {"candidates": set(), "selected": [], "reference": []}
     for line in ax.get_lines():
         label = line.get_label()
-        if label.startswith(("final layer", "all layers")):
+        if label.startswith(("final layer", "all layers", "constant predictor")):
             drawn["reference"].append(label)
         elif label.startswith("selected"):
             drawn["selected"] += [int(x) for x in line.get_xdata()]
@@ -252,6 +252,43 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
                                                              for c in results["selection"]["candidates"]])  # fmt: skip
     (ax,) = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes
     assert ax.get_ylabel().startswith("probe score") and _plotted(ax)["selected"] == [5] and not _plotted(ax)["reference"]
+
+
+def _no_signal_probe(model: str) -> dict:
+    """A plain probe run whose every probe loses to the constant predictor (held-out loss 0.69)."""
+    results = _probe_halving({}, {0: 0.75, 1: 0.72, 2: 0.74}, selected=1, equivalent=[1])
+    results["model"] = model
+    results["selection"].update(selector="probe", rounds=[{"stage": "probe", "steps": 0, "layers": [0, 1, 2],
+                                                           "ranking": [1, 2, 0]}],
+                                no_signal=True, baseline_loss=0.69, baseline_predicts="class frequencies",
+                                beats_baseline={"0": False, "1": False, "2": False}, equivalence_threshold=1.0)  # fmt: skip
+    return results
+
+
+def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
+    """layers.png: the NO SIGNAL title is wrapped inside the figure (a long local model path too), and
+    the probe's yardstick, the constant predictor's loss, is a labelled line on the probe's axis."""
+    from olft.report import layers_figure
+
+    for model in ("HuggingFaceTB/SmolLM2-135M", "/home/someone/checkpoints/" + "x" * 90 + "/smollm2-135m"):
+        fig = layers_figure(_no_signal_probe(model))
+        fig.canvas.draw()
+        title = fig.axes[0].title
+        box = title.get_window_extent(fig.canvas.get_renderer())
+        assert "NO SIGNAL: no probe beats a constant predictor" in title.get_text()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (box, fig.bbox)
+    (ax,) = fig.axes
+    line = next(line for line in ax.get_lines() if line.get_label().startswith("constant predictor"))
+    assert line.get_label() == "constant predictor (the class frequencies): held-out loss 0.690"
+    assert list(line.get_ydata()) == [-69.0, -69.0] and min(ax.get_ylim()) < -69.0 < max(ax.get_ylim())
+    # probe-halving: on the probe's panel, not the task metric's; without a probe's baseline, no line.
+    both = _probe_halving({3: 0.58, 4: 0.57}, {0: 0.75, 1: 0.72}, selected=3, equivalent=[3])
+    both["selection"].update(baseline_loss=0.69, baseline_predicts="class frequencies", protocol="validation")
+    metric_ax, probe_ax = layers_figure(both).axes
+    assert _plotted(probe_ax)["reference"] == ["constant predictor (the class frequencies): validation loss 0.690"]
+    assert not any("constant" in label for label in _plotted(metric_ax)["reference"])
+    both["selection"]["baseline_loss"] = None
+    assert _plotted(layers_figure(both).axes[1])["reference"] == []
 
 
 def test_plot_and_table_give_the_selections_own_verdict():

@@ -526,9 +526,26 @@ def layers_figure(results: dict):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.5, results.get("num_layers", max((c["layer"] for c in cands), default=0) + 1) - 0.5)
     ax.set_xlabel("layer (0-based)")
-    axes[0, 0].set_title(f"{results['model']} / {results['task']} / {results['method']}{_verdict_title(sel)}", fontsize=9)
+    axes[0, 0].set_title(_plot_title(results, sel), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# Characters of the plot's title per line: a 9-point title (about 13 lowercase characters an inch)
+# is centred over the axes, which sit right of the figure's centre to leave room for the y label, so
+# on a 7-inch figure a line of about 85 runs past the right edge; 72 leaves room for wide glyphs.
+TITLE_CHARS = 72
+
+
+def _plot_title(results: dict, sel: dict) -> str:
+    """Model / task / method and the verdict (`_verdict_title`) on one line when it fits in
+    TITLE_CHARS, else wrapped, the verdict on lines of its own (a long local model path breaks too)."""
+    import textwrap
+
+    head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel)
+    if len(head + verdict) <= TITLE_CHARS:
+        return head + verdict
+    return "\n".join(textwrap.wrap(head, TITLE_CHARS) + textwrap.wrap(verdict.removeprefix(" - "), TITLE_CHARS))
 
 
 def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
@@ -572,4 +589,9 @@ def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
     else:
         ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
                 label=f"{proxy} only, not trained ({n})")  # fmt: skip
+    if proxy == "probe" and sel.get("baseline_loss") is not None:
+        # The probe's yardstick on its own axis (score = -loss x100): a probe below this line does worse than a constant.
+        what, unit, _ = baseline_words(sel)
+        ax.axhline(-100 * sel["baseline_loss"], ls="-.", color="0.4",
+                   label=f"constant predictor ({what}): {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.3f}")
     ax.set_ylabel(_proxy_label(sel).replace(" (", "\n("), fontsize=8)
