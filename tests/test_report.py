@@ -212,7 +212,7 @@ def _plotted(ax) -> dict[str, list[int]]:
     drawn = {"candidates": set(), "selected": [], "reference": []}
     for line in ax.get_lines():
         label = line.get_label()
-        if label.startswith(("final layer", "all layers")):
+        if label.startswith(("final layer", "all layers", "constant predictor")):
             drawn["reference"].append(label)
         elif label.startswith("selected"):
             drawn["selected"] += [int(x) for x in line.get_xdata()]
@@ -252,6 +252,43 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
                                                              for c in results["selection"]["candidates"]])  # fmt: skip
     (ax,) = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes
     assert ax.get_ylabel().startswith("probe score") and _plotted(ax)["selected"] == [5] and not _plotted(ax)["reference"]
+
+
+def _no_signal_probe(model: str) -> dict:
+    """A plain probe run whose every probe loses to the constant predictor (held-out loss 0.69)."""
+    results = _probe_halving({}, {0: 0.75, 1: 0.72, 2: 0.74}, selected=1, equivalent=[1])
+    results["model"] = model
+    results["selection"].update(selector="probe", rounds=[{"stage": "probe", "steps": 0, "layers": [0, 1, 2],
+                                                           "ranking": [1, 2, 0]}],
+                                no_signal=True, baseline_loss=0.69, baseline_predicts="class frequencies",
+                                beats_baseline={"0": False, "1": False, "2": False}, equivalence_threshold=1.0)  # fmt: skip
+    return results
+
+
+def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
+    """layers.png: the NO SIGNAL title is wrapped inside the figure (a long local model path too), and
+    the probe's yardstick, the constant predictor's loss, is a labelled line on the probe's axis."""
+    from olft.report import layers_figure
+
+    for model in ("HuggingFaceTB/SmolLM2-135M", "/home/someone/checkpoints/" + "x" * 90 + "/smollm2-135m"):
+        fig = layers_figure(_no_signal_probe(model))
+        fig.canvas.draw()
+        title = fig.axes[0].title
+        box = title.get_window_extent(fig.canvas.get_renderer())
+        assert "NO SIGNAL: no probe beats a constant predictor" in title.get_text()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (box, fig.bbox)
+    (ax,) = fig.axes
+    line = next(line for line in ax.get_lines() if line.get_label().startswith("constant predictor"))
+    assert line.get_label() == "constant predictor (the class frequencies): held-out loss 0.690"
+    assert list(line.get_ydata()) == [-69.0, -69.0] and min(ax.get_ylim()) < -69.0 < max(ax.get_ylim())
+    # probe-halving: on the probe's panel, not the task metric's; without a probe's baseline, no line.
+    both = _probe_halving({3: 0.58, 4: 0.57}, {0: 0.75, 1: 0.72}, selected=3, equivalent=[3])
+    both["selection"].update(baseline_loss=0.69, baseline_predicts="class frequencies", protocol="validation")
+    metric_ax, probe_ax = layers_figure(both).axes
+    assert _plotted(probe_ax)["reference"] == ["constant predictor (the class frequencies): validation loss 0.690"]
+    assert not any("constant" in label for label in _plotted(metric_ax)["reference"])
+    both["selection"]["baseline_loss"] = None
+    assert _plotted(layers_figure(both).axes[1])["reference"] == []
 
 
 def test_plot_and_table_give_the_selections_own_verdict():
@@ -385,7 +422,44 @@ def test_validation_protocol_marks_olfts_score_optimistic():
     assert _row(table, "olft")[6] == "50.0 ‡" and _row(table, "final")[6] == "50.0"  # Table 2's score too
     assert "‡ Optimistic: --selection-data validation chose OLFT's layer by its score on this same validation split" in table
     assert "so OLFT's validation score in Table 1 is optimistic" in table  # the selection section says it too
-    assert _selection_rows(table)[0] == ["layer", "probe score (-held-out loss x100)", "validation loss", "seconds"]
+    assert _selection_rows(table)[0] == ["layer", "probe score (-validation loss x100)", "validation loss", "seconds"]
+
+
+def test_verdicts_name_the_validation_loss_under_the_validation_protocol():
+    """Under --selection-data validation the candidates' loss is on the validation split: every
+    verdict line says "validation loss", as the table's column does, never "held-out"."""
+    def validation(results: dict) -> dict:
+        results["selection"]["protocol"] = "validation"
+        return results
+
+    clear = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3]))
+    table = table_md(clear)
+    assert "probe-halving selector: the winner's validation loss is 1.2 standard errors below the runner-up's." in table
+    assert "held-out" not in table, table
+    clear["selection"]["confidence"] = -2.0
+    assert "the runner-up has the lower validation loss, by 2.0 standard errors" in table_md(clear)
+    tied = validation(_probe_halving({3: 0.80, 4: 0.60}, {0: 0.6}, selected=3, equivalent=[3, 4]))
+    tied["selection"]["gaps"] = {"3": 0.0, "4": -0.4}
+    table = table_md(tied)
+    assert "layer 3 wins on accuracy but its validation loss is 0.40 standard errors above layer 4's" in table
+    assert "held-out" not in table, table
+    tied["selection"]["gaps"] = {"3": 0.0, "4": 0.4}
+    assert "has the lowest validation loss of these layers, but layer 4's is only 0.40" in table_md(tied)
+    by_loss = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6}, selected=3, equivalent=[3]))
+    by_loss["selection"]["metric"] = "loss"
+    assert "selected layer 3 by lowest validation loss." in table_md(by_loss)
+    # The probe's yardstick: scored on the same validation examples.
+    mixed = validation(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6, 1: 0.7}, selected=3, equivalent=[3]))
+    mixed["selection"].update(baseline_loss=0.69, baseline_predicts="class frequencies", equivalence_threshold=1.0,
+                              beats_baseline={"0": True, "1": False}, no_signal=False)  # fmt: skip
+    assert "Predicting the class frequencies has validation loss 0.6900: the probe of layer 0 beats it" in table_md(mixed)
+    mixed["selection"].update(beats_baseline={"0": False, "1": False}, no_signal=True)
+    table = table_md(mixed)
+    assert "No signal: no candidate's probe beats predicting the class frequencies (validation loss 0.690)" in table
+    assert "held-out" not in table, table
+    # The train protocol keeps its words.
+    assert "the winner's held-out loss is 1.2 standard errors" in table_md(_probe_halving({3: 0.58, 4: 0.57}, {0: 0.6},
+                                                                                          selected=3, equivalent=[3]))
 
 
 def test_adaptive_rounds_say_which_layers_were_retrained_and_why():

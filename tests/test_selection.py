@@ -146,8 +146,8 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     # The winner with the lowest loss of the tied layers: said, with the nearest one's gap.
     lowest = _with_losses({3: [0.2, 0.4, 0.6, 0.8], 4: [0.3, 0.3, 0.7, 0.8]}).to_dict()
     # Equal accuracy (0.5 each): the loss broke the tie, so the winner did not win on accuracy.
-    assert tie_text(lowest, "accuracy") == ("layer 3 ties with layer 4 on accuracy and has the lowest held-out loss of these "
-                                            "layers, but layer 4's is only 0.52 standard errors above it")  # fmt: skip
+    assert tie_text(lowest, "accuracy") == ("layers 3, 4 tie on accuracy (50.0); layer 3 has the lower held-out loss of the "
+                                            "two, but layer 4's is only 0.52 standard errors above it")  # fmt: skip
     ahead = {**lowest, "candidates": [{**c, "score": 0.6 if c["layer"] == 3 else c["score"]} for c in lowest["candidates"]]}
     assert tie_text(ahead, "accuracy").startswith("layer 3 wins on accuracy and has the lowest held-out loss")
     probed = {**lowest, "rounds": [{"stage": "probe"}]}  # a proxy decided: no task metric won it
@@ -157,6 +157,34 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     assert tie_text(by_loss, "f1").startswith("layer 5 has the lowest held-out loss of these layers, but layer 2's is only 0.73")
     # Nothing tied, or results from before olft recorded gaps: nothing to say.
     assert tie_text({**d, "equivalent": [2]}, "f1") is None and tie_text({**d, "gaps": None}, "f1") is None
+
+
+def test_every_layer_tied_with_the_winner_on_score_is_named():
+    """Layers 1 and 2 score the same and the loss chose 2: the words must not say 2 won on the score,
+    whichever tied layer lies nearest in loss (here layer 3, which scored lower)."""
+    from olft.select import tie_text
+
+    def sel(scores: dict[int, float], gaps: dict[int, float], protocol: str = "train-holdout") -> dict:
+        return {"selected_layer": 2, "equivalent": [2, *(k for k in gaps if k != 2)], "metric": "score", "protocol": protocol,
+                "gaps": {str(k): v for k, v in gaps.items()}, "rounds": [{"stage": "train"}],
+                "candidates": [{"layer": k, "score": v} for k, v in scores.items()]}  # fmt: skip
+
+    pair = {1: 0.71, 2: 0.71, 3: 0.70}
+    assert tie_text(sel(pair, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower held-out loss of the two (and the lowest of layers 1, 2, "
+        "3), but layer 3's is only 0.30 standard errors above it")  # fmt: skip
+    assert tie_text(sel(pair, {2: 0.0, 1: 0.8, 3: -0.5}), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower held-out loss of the two, but its held-out loss is 0.50 "
+        "standard errors above layer 3's")  # fmt: skip
+    assert tie_text(sel({1: 0.71, 2: 0.71}, {2: 0.0, 1: 0.4}, "validation"), "accuracy") == (
+        "layers 1, 2 tie on accuracy (71.0); layer 2 has the lower validation loss of the two, but layer 1's is only 0.40 "
+        "standard errors above it")  # fmt: skip
+    three = tie_text(sel({1: 0.71, 2: 0.71, 3: 0.71}, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy")
+    assert three == ("layers 1, 2, 3 tie on accuracy (71.0); layer 2 has the lowest held-out loss of them, but layer 3's is "
+                     "only 0.30 standard errors above it")  # fmt: skip
+    # A tied layer with another score is not in the tie: layer 2 wins on the score outright.
+    assert tie_text(sel({1: 0.69, 2: 0.71, 3: 0.70}, {2: 0.0, 1: 0.8, 3: 0.3}), "accuracy").startswith(
+        "layer 2 wins on accuracy and has the lowest held-out loss of these layers, but layer 3's")
 
 
 def test_proxy_without_losses_reports_the_winner_alone():
@@ -343,6 +371,8 @@ def test_table_says_no_signal_instead_of_a_confidence():
     rng = np.random.default_rng(1)
     base = (0.69 + 0.05 * rng.normal(size=40)).tolist()
     sel = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base).to_dict()
+    # A confidence of a guess would mislead whoever reads results.json: null, as the table quotes none.
+    assert sel["no_signal"] is True and sel["confidence"] is None and sel["gaps"]["0"] > 1
     results = {"model": "m", "task": "rte", "method": "adapter", "metric": "accuracy", "strategies": {}, "selection": sel}
     text = table_md(results)
     assert ("No signal: no candidate's probe beats predicting the class frequencies (held-out loss "
@@ -353,7 +383,11 @@ def test_table_says_no_signal_instead_of_a_confidence():
             "examples of the 1000 --selection-train-samples asks for) or --selector exhaustive.") in capped
     assert "standard errors below the runner-up" not in text
     assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel)  # layers.png's title
+    pruned = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base)
+    pruned.rounds.append({"stage": "train", "layers": [0, 1]})  # the probe only pruned: the trained stage chose
+    assert pruned.no_signal is True and pruned.to_dict()["confidence"] == pytest.approx(pruned.gaps()[0])
     mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
+    assert mixed["no_signal"] is False and mixed["confidence"] > 1
     text = table_md({**results, "selection": mixed})
     assert "No signal" not in text and "standard errors below the runner-up" in text
     assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probe of layer 1 beats it by "
@@ -373,7 +407,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "auto")
     assert sel["no_signal"] is True and not any(sel["beats_baseline"].values())
-    assert (sel["ranking"], sel["confidence"]) == (real["ranking"], real["confidence"])  # the ranking is unchanged
+    assert sel["ranking"] == real["ranking"] and sel["confidence"] is None  # the ranking is unchanged; no confidence of a guess
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "no signal" in r.getMessage()]
     assert warned == ["Selection: no candidate's probe beats predicting the class frequencies (held-out loss 0.000) by 1.0 "
                       "standard errors or more: the probe found no signal at this budget, so the choice is a guess; use "
@@ -459,12 +493,17 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     # The warning says which way the held-out losses point, as results.json records them.
     said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
     loss, winner = {c["layer"]: c["metrics"]["loss"] for c in sel["candidates"]}, sel["selected_layer"]
-    if min(sel["equivalent"], key=loss.get) != winner:
+    score = {c["layer"]: c["score"] for c in sel["candidates"]}
+    level = sorted(layer for layer in sel["equivalent"] if score[layer] == score[winner])
+    if len(level) > 1:  # the loss broke a tie on accuracy: every layer in it is named
+        assert f"layers {', '.join(map(str, level))} tie on accuracy ({100 * score[winner]:.1f}); layer {winner} has" in said, said
+    elif min(sel["equivalent"], key=loss.get) != winner:
         assert f"layer {winner} wins on accuracy but its held-out loss is " in said, said
-        named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
-        assert named in sel["equivalent"] and loss[named] < loss[winner]
     else:
         assert f"layer {winner} wins on accuracy and has the lowest held-out loss of these layers" in said
+    if min(sel["equivalent"], key=loss.get) != winner:
+        named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
+        assert named in sel["equivalent"] and loss[named] < loss[winner]
     assert "leads" not in said, said
     assert "shrunk in proportion" not in caplog.text
 
@@ -482,11 +521,34 @@ def test_equivalence_advice_under_validation_scoring_names_max_eval_samples(mode
     assert "within the noise of 20 scoring examples (a larger --max-eval-samples (now 20: it caps the validation examples " \
            "that score them) or --selection-adaptive 2 may separate them)" in said, said
     assert "--selection-eval-samples" not in said
+    # Scored on validation: the loss is named for it, as table.md's column and verdict name it.
+    assert "standard errors of validation loss: layer" in said and "held-out" not in said, said
+    assert "held-out" not in (tmp_path / "v" / "table.md").read_text().split("Selection (validation)")[1]
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         _select(model_dirs["llama"], tiny_glue, tmp_path / "w", *tied)  # uncapped: every validation example scored
     said = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
     assert "(more scoring data (every validation example scored them; --selection-data train scores on " in said, said
+
+
+def test_selection_eval_samples_under_validation_scoring_warns_once(model_dirs, tiny_glue, tmp_path, caplog):
+    """--selection-data validation scores on the validation split (after --max-eval-samples): a
+    --selection-eval-samples the user set is ignored there, and one warning says so and names the fix."""
+    def warned(name: str, *extra: str) -> tuple[dict, list[str]]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="olft"):
+            sel = _select(model_dirs["bert"], tiny_glue, tmp_path / name, "--selector", "probe", *extra)
+        return sel, [r.getMessage() for r in caplog.records if "does not apply" in r.getMessage()]
+
+    sel, said = warned("v", "--selection-data", "validation", "--max-eval-samples", "30")  # _select sets 24
+    assert sel["score_examples"] == 30
+    assert said == ["--selection-eval-samples 24 does not apply under --selection-data validation: the candidates are "
+                    "scored on the validation split (30 examples), which --max-eval-samples limits (now 30; it limits every "
+                    "evaluation split). Drop --selection-eval-samples, or use --selection-data train to score them on that "
+                    "many held-out training examples."], said
+    # The default (400) is what a run folder's config.json holds whether or not it was typed: not warned about.
+    assert warned("d", "--selection-data", "validation", "--selection-eval-samples", "400")[1] == []
+    assert warned("t", "--selection-data", "train")[1] == []  # applies: scored on 24 held-out training examples
 
 
 def test_auto_keep_sizes_training_to_the_cost_bound():
@@ -562,8 +624,12 @@ def test_selection_benchmark_scores_picks_against_the_oracle(tmp_path):
     unit = lambda *a: _bench_unit(tmp_path / "work", *a)  # noqa: E731
     unit("sst2-s0", {0: 0.70, 1: 0.80, 2: 0.75}, {"exhaustive": (2, [2, 1, 0], 100.0), "probe": (1, [1, 2, 0], 5.0)})
     unit("cola-s0", {0: 0.0, 1: 0.0, 2: 0.0}, {"exhaustive": (0, [0, 1, 2], 100.0), "probe": (2, [2, 1, 0], 5.0)})
+    for setup, extra in (("probe", {"no_signal": True, "confidence": None}), ("exhaustive", {"confidence": 1.5})):
+        path = tmp_path / "work" / "sst2-s0" / f"select-{setup}.json"  # a probe with no signal records no confidence
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
     selection_report.write_report(tmp_path / "work", tmp_path / "out", "m", "adapter", "cmd", planned=4)
     data = json.loads((tmp_path / "out" / "selection-m-adapter.json").read_text())
+    assert {r["setup"]: r["confidence"] for r in data["rows"] if r["unit"] == "sst2-s0"} == {"exhaustive": 1.5, "probe": None}
     assert data["partial"] and data["oracle_flat_units"] == ["cola-s0"]
     ex, probe = data["summary"]["exhaustive"], data["summary"]["probe"]
     assert ex["units"] == 1 and ex["regret_mean"] == pytest.approx(5.0) and ex["top1"] == 0 and ex["top3"] == 1

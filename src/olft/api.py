@@ -24,6 +24,7 @@ from olft.select import (
     Strategy,
     check_candidates,
     confidence_text,
+    loss_name,
     middle_bucket,
     no_signal_text,
     parse_strategies,
@@ -299,7 +300,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
     sure = ("no signal" if guess else f"within noise of layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
-            if others else confidence_text(selection.confidence))  # fmt: skip
+            if others else confidence_text(selection.confidence, loss_name(selection.protocol)))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
              selection.protocol, sure)
     if selection.no_signal:
@@ -321,8 +322,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
                 else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
                 else ", or tuning them with --selector exhaustive,")  # fmt: skip
         log.warning(
-            "Layers %s are equivalent within %.1f standard errors of held-out loss: %s, within the noise of %s (%s%s "
-            "may separate them).", selection.equivalent, selection.threshold,
+            "Layers %s are equivalent within %.1f standard errors of %s: %s, within the noise of %s (%s%s "
+            "may separate them).", selection.equivalent, selection.threshold, loss_name(selection.protocol),
             tie_text(results["selection"], results["metric"]), report.plural(selection.score_examples, "scoring example"),
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip

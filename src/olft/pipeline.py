@@ -20,7 +20,7 @@ from olft import distributed, precision, tasks
 from olft.backbone import count_params
 from olft.cache import ActivationCache
 from olft.cache import build_caches as build_activation_caches
-from olft.config import RunConfig
+from olft.config import RunConfig, SelectionConfig
 from olft.data import Encoded, encode, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
@@ -236,11 +236,23 @@ class Session:
             applied.remove()
 
     def selection_sets(self) -> tuple[str, Encoded, Encoded]:
-        """(protocol, candidate-training set, candidate-scoring set)."""
+        """(protocol, candidate-training set, candidate-scoring set).
+
+        Under --selection-data validation the scoring set is the first evaluation split (after
+        --max-eval-samples), so a --selection-eval-samples other than its default is ignored:
+        one warning says so and names the option that does limit it.
+        """
         s, seed = self.cfg.selection, self.cfg.train.seed
         if s.selection_data == "validation":
             train = tasks.sample_split(self.train_examples, s.selection_train_samples, seed)
             first = next(iter(self.eval_enc))
+            if s.selection_eval_samples != SelectionConfig.selection_eval_samples:
+                cap = self.cfg.data.max_eval_samples
+                log.warning("--selection-eval-samples %d does not apply under --selection-data validation: the candidates "
+                            "are scored on the %s split (%d examples), which --max-eval-samples limits (now %s; it limits "
+                            "every evaluation split). Drop --selection-eval-samples, or use --selection-data train to score "
+                            "them on that many held-out training examples.", s.selection_eval_samples, first,
+                            len(self.eval_enc[first]), "unset" if cap is None else cap)  # fmt: skip
             return "validation", self.encode(train), self.eval_enc[first]
         fit_part, score_part = tasks.disjoint_subsets(
             self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
-from olft.select import baseline_words, confidence_text, no_signal_text, probe_decided, tie_text
+from olft.select import baseline_words, confidence_text, loss_name, no_signal_text, probe_decided, scored_on, tie_text
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -72,12 +72,6 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def loss_name(protocol: str) -> str:
-    """What the selection's per-candidate loss is a loss on: under --selection-data validation
-    the validation split (the split the final scores are reported on), else held-out training examples."""
-    return "validation loss" if protocol == "validation" else "held-out loss"
-
-
 def optimistic_scores(results: dict) -> dict[str, list[str]]:
     """Strategy -> the eval splits whose scores of it are optimistic: under --selection-data
     validation the candidates were scored on the first eval split, so OLFT's score on that split
@@ -128,7 +122,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
             f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, "
             f"{sel['train_examples']} training / {plural(sel['score_examples'], 'scoring example')} each, "
             f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
-            f"{' by lowest held-out loss' if sel.get('metric') == 'loss' else ''}.",
+            f"{' by lowest ' + loss_name(sel.get('protocol')) if sel.get('metric') == 'loss' else ''}.",
         ]
         lines += _protocol_lines(sel, results)
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
@@ -189,6 +183,11 @@ def _proxy_name(sel: dict) -> str | None:
     return "probe" if selector in ("probe-halving", "auto") else selector if selector in PROXY_LABELS else None
 
 
+def _proxy_label(sel: dict) -> str:
+    """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named for the protocol (`loss_name`)."""
+    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", loss_name(sel.get("protocol")))
+
+
 def _proxy_scored(c: dict, sel: dict) -> bool:
     """True when candidate `c` holds its proxy's score (0 steps: never trained), not a trained score."""
     return _proxy_name(sel) is not None and not c.get("steps")
@@ -231,7 +230,7 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
         return lines + ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
                         "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None and not guess:
-        return lines + [f"{sel['selector']} selector: {confidence_text(sel['confidence'])}."]
+        return lines + [f"{sel['selector']} selector: {confidence_text(sel['confidence'], loss_name(sel.get('protocol')))}."]
     return lines
 
 
@@ -277,9 +276,9 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
     mixed = 0 < len(probed) < len(cands)
     losses = any("loss" in c.get("metrics", {}) for c in cands)
     if mixed:
-        head = f"| layer | {PROXY_LABELS[_proxy_name(sel)]} | {metric} x100 after training (steps) |"
+        head = f"| layer | {_proxy_label(sel)} | {metric} x100 after training (steps) |"
     else:
-        head = f"| layer | {PROXY_LABELS[_proxy_name(sel)] if probed else 'score'} |"
+        head = f"| layer | {_proxy_label(sel) if probed else 'score'} |"
     lines = ["", head + (f" {loss_name(sel.get('protocol'))} |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
     proxy_scores = _proxy_round_scores(sel) if mixed else {}
@@ -313,7 +312,7 @@ def _baseline_note(sel: dict) -> list[str]:
     def layers(xs: list[int]) -> str:
         return ("layer " if len(xs) == 1 else "layers ") + ", ".join(map(str, sorted(xs)))
 
-    return ["", f"Predicting {what} has held-out {unit} {sel['baseline_loss']:.4f}: the probe{'s' if len(won) > 1 else ''} of "
+    return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}: the probe{'s' if len(won) > 1 else ''} of "
             f"{layers(won)} beat{'s' if len(won) == 1 else ''} it{by}, th{'at' if len(lost) == 1 else 'ose'} of {layers(lost)} "
             f"do{'es' if len(lost) == 1 else ''} not (the ranking is the probe's either way)."]  # fmt: skip
 
@@ -527,9 +526,26 @@ def layers_figure(results: dict):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.5, results.get("num_layers", max((c["layer"] for c in cands), default=0) + 1) - 0.5)
     ax.set_xlabel("layer (0-based)")
-    axes[0, 0].set_title(f"{results['model']} / {results['task']} / {results['method']}{_verdict_title(sel)}", fontsize=9)
+    axes[0, 0].set_title(_plot_title(results, sel), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# Characters of the plot's title per line: a 9-point title (about 13 lowercase characters an inch)
+# is centred over the axes, which sit right of the figure's centre to leave room for the y label, so
+# on a 7-inch figure a line of about 85 runs past the right edge; 72 leaves room for wide glyphs.
+TITLE_CHARS = 72
+
+
+def _plot_title(results: dict, sel: dict) -> str:
+    """Model / task / method and the verdict (`_verdict_title`) on one line when it fits in
+    TITLE_CHARS, else wrapped, the verdict on lines of its own (a long local model path breaks too)."""
+    import textwrap
+
+    head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel)
+    if len(head + verdict) <= TITLE_CHARS:
+        return head + verdict
+    return "\n".join(textwrap.wrap(head, TITLE_CHARS) + textwrap.wrap(verdict.removeprefix(" - "), TITLE_CHARS))
 
 
 def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
@@ -573,4 +589,9 @@ def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
     else:
         ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
                 label=f"{proxy} only, not trained ({n})")  # fmt: skip
-    ax.set_ylabel(PROXY_LABELS[proxy].replace(" (", "\n("), fontsize=8)
+    if proxy == "probe" and sel.get("baseline_loss") is not None:
+        # The probe's yardstick on its own axis (score = -loss x100): a probe below this line does worse than a constant.
+        what, unit, _ = baseline_words(sel)
+        ax.axhline(-100 * sel["baseline_loss"], ls="-.", color="0.4",
+                   label=f"constant predictor ({what}): {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.3f}")
+    ax.set_ylabel(_proxy_label(sel).replace(" (", "\n("), fontsize=8)

@@ -270,9 +270,14 @@ class Selection:
 
     @property
     def confidence(self) -> float | None:
-        """Gap from the winner to the runner-up in standard errors (None: one finalist or no losses)."""
+        """Gap from the winner to the runner-up in standard errors. None with one finalist or no
+        losses, and where the probe chose the layer but found no signal (`no_signal`): the gap
+        between probes that all lose to a constant is noise, and a number would read as a measure
+        of the choice. (A probe that only pruned leaves the trained stage's gap standing.)"""
         ranking = self.ranking()
-        return self.gaps()[ranking[1]] if len(ranking) > 1 else None
+        if len(ranking) < 2 or (self.no_signal and probe_decided({"rounds": self.rounds})):
+            return None
+        return self.gaps()[ranking[1]]
 
     @property
     def equivalent(self) -> list[int]:
@@ -317,14 +322,28 @@ class Selection:
         }
 
 
-def confidence_text(confidence: float | None) -> str:
-    """`Selection.confidence` in words. Negative: the runner-up has the lower held-out loss though
-    the winner scored higher (trained candidates rank by score, the loss only breaks ties)."""
+def scored_on(protocol: str | None) -> str:
+    """What the examples that scored the candidates are, in words: under --selection-data
+    validation the validation split (the split the final scores are reported on), else
+    held-out training examples. `protocol` is `Selection.protocol`."""
+    return "validation" if protocol == "validation" else "held-out"
+
+
+def loss_name(protocol: str | None) -> str:
+    """The name of the selection's per-candidate loss under `protocol`: 'validation loss' or
+    'held-out loss' (`scored_on`), in every verdict, warning and column that quotes it."""
+    return f"{scored_on(protocol)} loss"
+
+
+def confidence_text(confidence: float | None, loss: str = "held-out loss") -> str:
+    """`Selection.confidence` in words, its loss named `loss` (`loss_name` of the protocol).
+    Negative: the runner-up has the lower loss though the winner scored higher (trained
+    candidates rank by score, the loss only breaks ties)."""
     if confidence is None:
         return "one finalist"
     if confidence < 0:
-        return f"the runner-up has the lower held-out loss, by {-confidence:.1f} standard errors: score and loss disagree"
-    return f"the winner's held-out loss is {confidence:.1f} standard errors below the runner-up's"
+        return f"the runner-up has the lower {loss}, by {-confidence:.1f} standard errors: score and loss disagree"
+    return f"the winner's {loss} is {confidence:.1f} standard errors below the runner-up's"
 
 
 def probe_decided(sel: dict) -> bool:
@@ -360,7 +379,8 @@ def no_signal_text(sel: dict) -> str | None:
                 f"examples of the {asked} --selection-train-samples asks for)")
     else:
         more = "more --selection-train-samples" + (f" (now {n})" if n else "")
-    return (f"no candidate's probe beats predicting {what} (held-out {unit} {sel['baseline_loss']:.3f}){by}: the probe "
+    where = scored_on(sel.get("protocol"))
+    return (f"no candidate's probe beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}: the probe "
             f"found no signal at this budget, {guess}; use {more} or {fix}")
 
 
@@ -368,24 +388,34 @@ def tie_text(sel: dict, metric: str) -> str | None:
     """How the winner of `sel` (a `Selection.to_dict`) stands on held-out loss against the layers
     `equivalent` to it, in words true for either sign: trained candidates ranked by score (`metric`,
     the task's headline metric, names it) can make the winner the one with the highest held-out loss
-    of them. None when nothing ties with the winner, or for results from before olft recorded `gaps`.
+    of them. Where several of them share the winner's score, the loss broke that tie: all of them
+    are named ("layers 1, 2 tie on accuracy (71.0)"), not just the one nearest in loss. The loss is
+    named for the protocol (`loss_name`: "validation loss" under --selection-data validation).
+    None when nothing ties with the winner, or for results from before olft recorded `gaps`.
     """
     winner, gaps = sel.get("selected_layer"), sel.get("gaps")
     tied = [layer for layer in sel.get("equivalent") or [] if layer != winner]
     if not tied or not gaps:
         return None
     nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
-    gap = gaps[str(nearest)]
+    gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
     # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
     by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
-    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
     last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
-    if by_score and last.get(winner) is not None and last.get(winner) == last.get(nearest):
-        first = f"layer {winner} ties with layer {nearest} on {metric}"  # the loss broke the tie
+    score = last.get(winner)
+    level = sorted(layer for layer in [winner, *tied] if score is not None and last.get(layer) == score)
+    if by_score and len(level) > 1:  # the loss broke a tie on the score: every layer in it is named
+        lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
+        first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
+        if gap < 0:  # a layer with a lower score has a lower loss still
+            return f"{first}, but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
+        among = "" if len(level) == len(tied) + 1 else f" (and the lowest of layers {', '.join(map(str, sorted([winner, *tied])))})"
+        return f"{first}{among}, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
     if gap < 0:  # the loss ranks them the other way
-        return f"{first} but its held-out loss is {-gap:.2f} standard errors above layer {nearest}'s"
+        return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
     has = f"{first} and has" if by_score else f"layer {winner} has"
-    return f"{has} the lowest held-out loss of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+    return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
 
 
 def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
