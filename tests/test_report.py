@@ -222,7 +222,7 @@ def _plotted(ax) -> dict[str, list[int]]:
 
 
 def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
-    from olft.report import layers_figure
+    from olft.plots import layers_figure
 
     results = _probe_halving({3: 0.58, 4: 0.57, 5: 0.54}, {0: 0.645, 1: 0.639, 2: 0.608}, selected=3, equivalent=[3])
     metric_ax, probe_ax = layers_figure(results).axes
@@ -268,7 +268,7 @@ def _no_signal_probe(model: str) -> dict:
 def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
     """layers.png: the NO SIGNAL title is wrapped inside the figure (a long local model path too), and
     the probe's yardstick, the constant predictor's loss, is a labelled line on the probe's axis."""
-    from olft.report import layers_figure
+    from olft.plots import layers_figure
 
     for model in ("HuggingFaceTB/SmolLM2-135M", "/home/someone/checkpoints/" + "x" * 90 + "/smollm2-135m"):
         fig = layers_figure(_no_signal_probe(model))
@@ -293,7 +293,8 @@ def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
 
 def test_plot_and_table_give_the_selections_own_verdict():
     """The paired noise estimate recorded by the selection decides, not a binomial SE on scores."""
-    from olft.report import layers_figure, selection_verdict
+    from olft.plots import layers_figure
+    from olft.report import selection_verdict
 
     def said(results):
         title, table = layers_figure(results).axes[0].get_title(), table_md(results)

@@ -197,7 +197,7 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
 # -- run folders: what may be deleted, who may write ----------------------------------------------------
 
 
-@pytest.mark.parametrize("step, stop, code", [("olft.report.plot_layers", OSError(28, "No space left on device"), None),
+@pytest.mark.parametrize("step, stop, code", [("olft.plots.plot_layers", OSError(28, "No space left on device"), None),
                                                ("olft.curves.plot_curves", KeyboardInterrupt(), 130)])
 def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(model_dirs, tiny_glue, tmp_path, monkeypatch,
                                                                               capsys, step, stop, code):

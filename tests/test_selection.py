@@ -366,7 +366,8 @@ def _more_fit_examples(sel: dict) -> str:
 
 
 def test_table_says_no_signal_instead_of_a_confidence():
-    from olft.report import _verdict_title, table_md
+    from olft.plots import _verdict_title
+    from olft.report import table_md
 
     rng = np.random.default_rng(1)
     base = (0.69 + 0.05 * rng.normal(size=40)).tolist()

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from olft import curves, report, runlock
+from olft import curves, plots, report, runlock
 from olft.config import PATH_FIELDS
 from olft.errors import OlftError
 
@@ -419,7 +419,7 @@ class RunFolder:
         if not self.writer:
             return
         report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
-        report.plot_layers(results, self.path / "layers.png")
+        plots.plot_layers(results, self.path / "layers.png")
         curves.plot_curves(self.path, self.path / "loss.png")
         for name in results["strategies"]:
             self.checkpoint_path(name).unlink(missing_ok=True)

@@ -1,0 +1,156 @@
+"""The per-layer plot (layers.png): each candidate layer's score, the chosen layer starred, how
+sure the selection is in the title.
+
+matplotlib is imported only when a figure is drawn: reading or writing results never pays for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from olft.atomic import atomic_path
+from olft.report import (
+    _collapsed_mark,
+    _proxy_label,
+    _proxy_name,
+    _proxy_round_scores,
+    _proxy_scored,
+    binomial_se,
+    selection_verdict,
+)
+from olft.select import baseline_words, probe_decided, scored_on
+
+
+def _verdict_title(sel: dict) -> str:
+    """The plot title's words for `selection_verdict` ('' when the choice is clear)."""
+    verdict = selection_verdict(sel)
+    if sel.get("no_signal") and probe_decided(sel):
+        return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
+    if verdict == "tie":
+        return " - TIE: every candidate ranked the same; the choice is the tie-break"
+    if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
+        return f" - NEAR-TIE: layers {', '.join(map(str, sel['equivalent']))} within noise of each other"
+    return " - NEAR-TIE: runner-up within one binomial SE" if verdict == "near-tie" else ""
+
+
+def plot_layers(results: dict, path: Path) -> bool:
+    """Write `layers_figure` to `path`; False when the results have no selection."""
+    fig = layers_figure(results)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def layers_figure(results: dict):
+    """Score per candidate layer: trained candidates on the task metric (binomial standard-error
+    bars, the final-layer and all-layer scores as reference lines), proxy-scored ones (probe,
+    gradient) on their proxy's own axis; the middle third shaded, the chosen layer starred, a tie
+    or near-tie said in the title. A matplotlib Figure; None when the results have no selection.
+    """
+    sel = results.get("selection")
+    if not sel:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    cands = [c for c in sel["candidates"] if c["score"] is not None]
+    proxied = [c for c in cands if _proxy_scored(c, sel)]
+    trained = [c for c in cands if not _proxy_scored(c, sel)]
+    # Proxy scores get a panel of their own below the trained ones, sharing the layer axis, rather
+    # than a twin y-axis: on a twin axis the probe's curve would cross the final-layer and
+    # all-layer lines, and a crossing of two unrelated scales reads as a comparison.
+    panels = (["trained"] if trained or not proxied else []) + (["proxy"] if proxied else [])
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, figsize=(7, 4 if len(panels) == 1 else 6.5))
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        bucket = results.get("middle_bucket") or []
+        if bucket:
+            ax.axvspan(min(bucket) - 0.5, max(bucket) + 0.5, color="0.92", zorder=0, label="middle third")
+        if panel == "trained":
+            _trained_panel(ax, results, sel, trained)
+        else:
+            _proxy_panel(ax, sel, proxied)
+        best = next((c for c in cands if c["layer"] == sel.get("selected_layer")), None)
+        if best is not None and (best in proxied) == (panel == "proxy"):  # the star sits on its own score's axis
+            ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+        ax.legend(fontsize=7, loc="best")
+    ax = axes[-1, 0]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, results.get("num_layers", max((c["layer"] for c in cands), default=0) + 1) - 0.5)
+    ax.set_xlabel("layer (0-based)")
+    axes[0, 0].set_title(_plot_title(results, sel), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# Characters of the plot's title per line: a 9-point title (about 13 lowercase characters an inch)
+# is centred over the axes, which sit right of the figure's centre to leave room for the y label, so
+# on a 7-inch figure a line of about 85 runs past the right edge; 72 leaves room for wide glyphs.
+TITLE_CHARS = 72
+
+
+def _plot_title(results: dict, sel: dict) -> str:
+    """Model / task / method and the verdict (`_verdict_title`) on one line when it fits in
+    TITLE_CHARS, else wrapped, the verdict on lines of its own (a long local model path breaks too)."""
+    import textwrap
+
+    head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel)
+    if len(head + verdict) <= TITLE_CHARS:
+        return head + verdict
+    return "\n".join(textwrap.wrap(head, TITLE_CHARS) + textwrap.wrap(verdict.removeprefix(" - "), TITLE_CHARS))
+
+
+def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
+    """Trained candidates' task scores (x100) with one binomial SE, the reference strategies as lines."""
+    n = sel.get("score_examples", 0)
+    layers = [c["layer"] for c in cands]
+    scores = [100 * c["score"] for c in cands]
+    errors = [100 * binomial_se(c["score"], n) for c in cands]
+    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3, label=f"trained candidates ({sel['protocol']}, n={n}, ±1 SE)")
+    if len({c.get("steps") for c in cands}) > 1:  # halving's early rungs stopped sooner: say which scores had fewer steps
+        for c in cands:
+            ax.annotate(f"{c['steps']} steps", (c["layer"], 100 * c["score"]), textcoords="offset points", xytext=(4, -12),
+                        fontsize=7)  # fmt: skip
+    split = (results.get("eval_splits") or ["validation"])[0]
+    for name, style, what in (("final", "--", "final layer"), ("full", ":", "all layers")):
+        strategy = results.get("strategies", {}).get(name) or {}
+        score = strategy.get("score")
+        if score is not None:
+            ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}{_collapsed_mark(strategy, split)}")
+    ax.set_ylabel(f"{results['metric']} x100")
+
+
+def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
+    """Proxy-scored candidates (no training) on the proxy's own scale, a different marker and colour.
+
+    Where the proxy's round recorded its scores of every layer (`_proxy_round_scores`), the layers
+    it kept for training are drawn too, hollow, so its whole ranking shows; their trained scores
+    are in the panel above."""
+    proxy = _proxy_name(sel)
+    # The probe scores held-out examples; the gradient score uses training batches, no scoring set.
+    n = f"n={sel.get('score_examples', 0)}" if proxy == "probe" else "training batches"
+    scores = _proxy_round_scores(sel)
+    pruned = sorted(c["layer"] for c in cands)
+    kept = sorted(set(scores) - set(pruned))
+    if kept:
+        layers = sorted(scores)
+        ax.plot(layers, [100 * scores[k] for k in layers], "--", color="tab:purple", label=f"{proxy} ({n})")
+        ax.plot(pruned, [100 * scores[k] for k in pruned], "s", color="tab:purple", label="pruned: not trained")
+        ax.plot(kept, [100 * scores[k] for k in kept], "s", mfc="none", color="tab:purple",
+                label="kept: trained (scores above)")  # fmt: skip
+    else:
+        ax.plot([c["layer"] for c in cands], [100 * c["score"] for c in cands], "s--", color="tab:purple",
+                label=f"{proxy} only, not trained ({n})")  # fmt: skip
+    if proxy == "probe" and sel.get("baseline_loss") is not None:
+        # The probe's yardstick on its own axis (score = -loss x100): a probe below this line does worse than a constant.
+        what, unit, _ = baseline_words(sel)
+        ax.axhline(-100 * sel["baseline_loss"], ls="-.", color="0.4",
+                   label=f"constant predictor ({what}): {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.3f}")
+    ax.set_ylabel(_proxy_label(sel).replace(" (", "\n("), fontsize=8)
