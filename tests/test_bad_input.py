@@ -116,7 +116,7 @@ def test_text_with_zero_tokens_is_refused_naming_file_and_line(model_dirs, rte_d
                                        "1\ta dog\t \tnot_entailment\n")
     out = tmp_path / "out"
     args = ["run", "--model", str(model_dirs[family]), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--out", str(out), *FAST]
-    _fails(capsys, args, f"{rte_dir / 'train.tsv'}:3: text_b (text 2 of 2) is empty after tokenization")
+    _fails(capsys, args, f"{rte_dir / 'train.tsv'}, line 3: text_b (text 2 of 2) is empty after tokenization")
     assert not (out / "results.json").exists()
 
 

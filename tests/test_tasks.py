@@ -88,7 +88,7 @@ def test_every_split_loads(name, split):
         return
     _need_glue(name, split)
     examples = load_glue(task, split, GLUE)
-    assert examples and examples[0].source == f"{GLUE / task.glue_folder / task.glue_file(split)}:{1 if name == 'cola' else 2}"
+    assert examples and examples[0].source == f"{GLUE / task.glue_folder / task.glue_file(split)}, line {1 if name == 'cola' else 2}"
 
 
 def test_real_glue_texts_verbatim():
@@ -208,7 +208,7 @@ def test_glue_root_task_folder_and_file_missing(tmp_path):
         (RTE_HEAD + "0\ta\tb\t2\n", r"label '2'"),
         (
             RTE_HEAD.encode() + b"0\ta\t\xff\xfeb\tentailment\n",
-            r"not valid UTF-8: bad byte at byte offset \d+ \(line 2\)",
+            r"train\.tsv, line 2: not valid UTF-8 \(bad byte at byte offset \d+\)",
         ),
         (RTE_HEAD.encode() + b"0\ta\x00\tb\tentailment\n", "binary file"),
         (RTE_HEAD + "0\ta\rb\tc\tentailment\n", r"line 2: 2 field\(s\)"),
@@ -231,7 +231,7 @@ def test_glue_tolerates_bom_crlf_quotes_extra_columns(tmp_path):
     content = "\ufeff" + RTE_HEAD.replace("\n", "\textra\r\n") + '0\t"a\tb "q\tnot_entailment\tx\r\n\n1\tc\td\t0\t\n'
     examples = load_glue(TASKS["rte"], "train", _rte(tmp_path, content))
     assert examples == [Example(('"a', 'b "q'), 1), Example(("c", "d"), 0)]
-    assert [ex.source for ex in examples] == [f"{tmp_path / 'RTE' / 'train.tsv'}:{n}" for n in (2, 4)]
+    assert [ex.source for ex in examples] == [f"{tmp_path / 'RTE' / 'train.tsv'}, line {n}" for n in (2, 4)]
 
 
 def test_glue_row_with_a_tab_inside_a_text_is_refused(tmp_path):
@@ -303,7 +303,7 @@ def test_load_file_reads_original_glue_names(tmp_path):
         (
             "u.csv",
             b"sentence1,sentence2,label\n\xc3\x28,b,1\n",
-            r"not valid UTF-8: bad byte at byte offset 26 \(line 2\)",
+            r"u\.csv, line 2: not valid UTF-8 \(bad byte at byte offset 26\)",
         ),
         ("b.jsonl", bytes(range(256)), "binary file"),
         ("w.tsv", "\ufeff".encode("utf-16"), "UTF-16"),
@@ -351,7 +351,7 @@ def test_csv_unbalanced_quote_never_swallows_rows(tmp_path):
     rows[5], rows[20] = "premise 4,hypothesis 4,0", "premise 19,hypothesis 19,1"
     path.write_text("\n".join(rows) + "\n")
     examples = load_file(TASKS["rte"], path)
-    assert len(examples) == 30 and [ex.source for ex in examples] == [f"{path}:{n}" for n in range(2, 32)]
+    assert len(examples) == 30 and [ex.source for ex in examples] == [f"{path}, line {n}" for n in range(2, 32)]
 
 
 def test_csv_multiline_texts_load_every_row(tmp_path):
@@ -362,13 +362,13 @@ def test_csv_multiline_texts_load_every_row(tmp_path):
     examples = load_file(TASKS["rte"], _write(tmp_path, "m.csv", text))
     assert [ex.texts for ex in examples] == [("first line,\nsecond, with commas, entailment-ish\nthird", "b"),
                                              ("c", "x\n1"), ("d", "e")]
-    assert [ex.source.rsplit(":", 1)[1] for ex in examples] == ["2", "5", "7"]
+    assert [ex.source.rsplit(", line ", 1)[1] for ex in examples] == ["2", "5", "7"]
 
 
 def test_jsonl_sources_name_their_lines(tmp_path):
     text = '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": 0}\n'
     examples = load_file(TASKS["sst2"], _write(tmp_path, "s.jsonl", text))
-    assert [ex.source for ex in examples] == [f"{tmp_path / 's.jsonl'}:1", f"{tmp_path / 's.jsonl'}:3"]
+    assert [ex.source for ex in examples] == [f"{tmp_path / 's.jsonl'}, line 1", f"{tmp_path / 's.jsonl'}, line 3"]
 
 
 # -- read_file with labels optional (prediction files): the same checks, and the labels rows have
@@ -385,7 +385,7 @@ def test_read_file_labels_optional(tmp_path):
     _write(tmp_path, "u.jsonl", '{"sentence1": "a", "sentence2": "b"}\n\n{"sentence1": "c", "sentence2": "d", "label": 1}\n')
     got = read_file(rte, tmp_path / "u.jsonl", labels_required=False)
     assert got.examples == [Example(("a", "b"), 0), Example(("c", "d"), 1)] and got.has_label == [False, True]
-    assert read_file(rte, tmp_path / "u.jsonl", labels_required=False).examples[1].source == f"{tmp_path / 'u.jsonl'}:3"
+    assert read_file(rte, tmp_path / "u.jsonl", labels_required=False).examples[1].source == f"{tmp_path / 'u.jsonl'}, line 3"
     labelled = _write(tmp_path, "l.csv", "sentence1,sentence2,label\na,b,not_entailment\nc,d,0\n")
     got = read_file(rte, labelled, labels_required=False)
     assert got.labelled and got.examples == [Example(("a", "b"), 1), Example(("c", "d"), 0)] == load_file(rte, labelled)
@@ -484,7 +484,7 @@ def test_load_hf_converts_and_remaps_labels(monkeypatch):
     calls = _fake_hub(monkeypatch, ds)
     examples = load_hf(TASKS["mnli-mm"], "validation_mismatched")
     assert examples == [Example(("p1", "h1"), 2), Example(("p2", "h2"), 1)]
-    assert examples[1].source == "nyu-mll/glue mnli/validation_mismatched:row 1"
+    assert examples[1].source == "nyu-mll/glue mnli/validation_mismatched, row 1"
     assert calls == [(("nyu-mll/glue", "mnli"), {"split": "validation_mismatched"})]
 
 

@@ -14,6 +14,7 @@ examples lost tokens, per text, is counted in `Encoded.truncated` and reported w
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,7 +174,7 @@ def encode(tokenizer, examples: Sequence, max_length: int, model_inputs: Sequenc
     Inputs longer than `max_length` tokens are cut longest-first (see `longest_first`); every
     tokenizer output named in `model_inputs` (besides input_ids and attention_mask, which
     `collate` builds) is kept in `Encoded.extra`. Raises OlftError for an empty split, and
-    EmptyTextError for a text that tokenizes to zero tokens, naming the example's source ("path:line").
+    EmptyTextError for a text that tokenizes to zero tokens, naming the example's source ("path, line N").
     """
     if not examples:
         raise OlftError("The split is empty: it has no examples to tokenize. Check the data file.")
@@ -237,16 +238,16 @@ def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]], shown: int 
 
 
 def _where(examples: Sequence, indices: list[int]) -> str:
-    """Where examples came from, for a message: "d.tsv:3" for one; "d.tsv, lines 3, 8" for several of
-    one file; else their sources (or positions: "example 4 of its split") one after another."""
+    """Where examples came from, for a message: "d.tsv, line 3" for one (`tasks.registry.at_line`);
+    "d.tsv, lines 3, 8" for several of one file; else their sources (or positions: "example 4 of
+    its split") one after another, separated by "; "."""
     sources = [getattr(examples[i], "source", None) or f"example {i + 1} of its split" for i in indices]
     if len(sources) == 1:
         return sources[0]
-    files = {src.rpartition(":")[0] for src in sources}
-    lines = [src.rpartition(":")[2] for src in sources]
-    if len(files) == 1 and "" not in files and all(line.isdigit() for line in lines):
-        return f"{files.pop()}, lines {', '.join(lines)}"
-    return ", ".join(sources)
+    found = [re.fullmatch(r"(.+), line (\d+)", src) for src in sources]
+    if all(found) and len({m.group(1) for m in found}) == 1:
+        return f"{found[0].group(1)}, lines {', '.join(m.group(2) for m in found)}"
+    return "; ".join(sources)
 
 
 def _cut_joined(tokenizer, texts: list[str], lengths: list[int], budget: int, max_length: int, keep: Sequence[str],

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from olft.errors import OlftError
-from olft.tasks.registry import Example, Task, allowed_labels, check_split, parse_label
+from olft.tasks.registry import Example, Task, allowed_labels, at_line, check_split, parse_label
 
 HF_DATASET = "nyu-mll/glue"
 
@@ -41,8 +41,8 @@ def _read_text(path: Path, fix: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise OlftError(f"{path} is not valid UTF-8: bad byte at byte offset {exc.start} "
-                        f"(line {line}). Re-save the file as UTF-8.") from None
+        raise OlftError(f"{at_line(path, line)}: not valid UTF-8 (bad byte at byte offset "
+                        f"{exc.start}). Re-save the file as UTF-8.") from None
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise OlftError(f"{path} is empty. {fix}")
@@ -77,7 +77,7 @@ def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[_Ro
     except csv.Error as exc:  # an unclosed or stray quote; or a field over the csv size limit
         hint = (" Check the quotes from that line on: a quote inside a quoted field must be "
                 "doubled (\"\"), and a quoted field must end at a delimiter.") if quoted else ""
-        raise OlftError(f"{path}, line {start}: cannot be parsed ({exc}).{hint} "
+        raise OlftError(f"{at_line(path, start)}: cannot be parsed ({exc}).{hint} "
                         "Fix or remove that line.") from None
     if not rows:
         raise OlftError(f"{path} is empty (no data rows).")
@@ -145,11 +145,11 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
         elif row.last > row.line:
             _check_no_merged_rows(path, row, lines, need, len(header), delimiter)
         placeholder = 0.0 if task.is_regression else 0
-        label = parse_label(task, row.fields[label_idx], f"{path}, line {row.line}") if labels_required else placeholder
-        examples.append(Example(tuple(row.fields[i] for i in text_idx), label, f"{path}:{row.line}"))
+        label = parse_label(task, row.fields[label_idx], at_line(path, row.line)) if labels_required else placeholder
+        examples.append(Example(tuple(row.fields[i] for i in text_idx), label, at_line(path, row.line)))
     if labels_required:
         return examples, [True] * len(examples)
-    return _optional_labels(task, examples, raw, [f"{path}, line {row.line}" for row in rows])
+    return _optional_labels(task, examples, raw, [at_line(path, row.line) for row in rows])
 
 
 def _optional_labels(task: Task, examples: list[Example], raw: list[Any],
@@ -171,11 +171,11 @@ def _check_row_shape(path: Path, header: list[str], row: _Row, need: int, delimi
     """Refuse a row with fewer fields than the columns read need, or more than the header names."""
     if len(row.fields) < need:
         names = ", ".join(header[:need])
-        raise OlftError(f"{path}, line {row.line}: {len(row.fields)} field(s), but rows need at "
+        raise OlftError(f"{at_line(path, row.line)}: {len(row.fields)} field(s), but rows need at "
                         f"least {need} ({names}). Check the line is complete and "
                         "delimited like the header.")
     if len(row.fields) > len(header):  # a delimiter inside a text shifts every later column
-        raise OlftError(f"{path}, line {row.line}: {len(row.fields)} fields, but the header has "
+        raise OlftError(f"{at_line(path, row.line)}: {len(row.fields)} fields, but the header has "
                         f"{len(header)}. A text holding the delimiter ({delimiter!r}) must be "
                         "quoted (CSV) or have it removed (TSV); or name the extra column in "
                         "the header.")
@@ -192,7 +192,7 @@ def _check_no_merged_rows(path: Path, row: _Row, lines: list[str], need: int, wi
     for number in range(row.line + 1, row.last):  # the last line holds the closing quote
         fields = next(csv.reader([lines[number - 1]], delimiter=delimiter), [])
         if need <= len(fields) <= width:
-            raise OlftError(f"{path}, line {row.line}: a quoted field opened on this line runs on to "
+            raise OlftError(f"{at_line(path, row.line)}: a quoted field opened on this line runs on to "
                             f"line {row.last}, and line {number} inside it reads as a row of its own: "
                             "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
                             "whole field quoted; a text that really spans lines can go in a .jsonl file.")
@@ -214,7 +214,7 @@ def _check_no_swallowed_rows(task: Task, path: Path, row: _Row, lines: list[str]
             parse_label(task, fields[label_idx], "")
         except OlftError:
             continue
-        raise OlftError(f"{path}, line {row.line}: a quoted field opened on this line runs on to "
+        raise OlftError(f"{at_line(path, row.line)}: a quoted field opened on this line runs on to "
                         f"line {row.last}, and line {number} inside it reads as a row of its own: "
                         "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
                         "whole field quoted.")
@@ -340,7 +340,7 @@ def _examples_from_hf(task: Task, split: str, dataset: Any) -> list[Example]:
             if not isinstance(col[row], str):
                 raise OlftError(f"{where}, row {row}: {name} is {col[row]!r}, not a text. "
                                 "Use local files with --glue-dir.")
-        examples.append(Example(tuple(col[row] for col in texts), label, f"{where}:row {row}"))
+        examples.append(Example(tuple(col[row] for col in texts), label, f"{where}, row {row}"))
     return examples
 
 
@@ -470,7 +470,7 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
                 records.append((number, json.loads(line, object_pairs_hook=_unique_keys)))
             except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
-                raise OlftError(f"{path}, line {number}: not valid JSON ({reason}). Each line "
+                raise OlftError(f"{at_line(path, number)}: not valid JSON ({reason}). Each line "
                                 f"must be one JSON object such as {_json_example(task, options[0])} "
                                 "(JSON Lines, not one JSON array).") from None
     first = records[0][1]  # _read_text guarantees a non-blank line
@@ -482,14 +482,14 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     texts = wanted[:-1] if labels_required else wanted
     examples, raw, where = [], [], []
     for number, record in records:
-        where.append(f"{path}, line {number}")
+        where.append(at_line(path, number))
         values = _json_fields(record, texts, (*keep, *texts, *([label_key] if labels_required else [])), where[-1], flags)
         label: int | float = 0.0 if task.is_regression else 0
         if labels_required:
             label = parse_label(task, record[label_key], where[-1])
         else:
             raw.append(record.get(label_key) if label_key is not None else None)
-        examples.append(Example(tuple(values), label, f"{path}:{number}"))
+        examples.append(Example(tuple(values), label, at_line(path, number)))
     kept = {name: [str(record[name]) for _, record in records] for name in keep}
     has_label = [True] * len(examples)
     if not labels_required:

@@ -129,12 +129,17 @@ def get_task(name: str) -> Task:
     raise OlftError(f"Unknown task {name!r}. Known tasks: {known}.{hint}")
 
 
+def at_line(path: Any, line: int) -> str:
+    """A file line as every data error names it, and as `Example.source` holds it: "d.tsv, line 3"."""
+    return f"{path}, line {line}"
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled input: one or two texts and a class index (or a float score).
 
-    `source` says where it came from ("path:line" for files, "<dataset> <config>/<split>:row N"
-    for `datasets`), so a later stage (tokenization) can name the line to fix. It is provenance,
+    `source` says where it came from (`at_line`: "path, line N" for files, "<dataset>
+    <config>/<split>, row N" for `datasets`), so a later stage (tokenization) can name the line to fix. It is provenance,
     not content: two examples with the same texts and label compare equal wherever they came from.
     """
 
