@@ -29,6 +29,7 @@ from olft.tasks import (
     sample_split,
     score,
 )
+from olft.tasks.registry import parse_label
 
 # (task, split, rows) as listed in the GLUE data's SOURCES.md.
 ROWS = {"cola/train": 8551, "cola/validation": 1043, "sst2/train": 67349, "sst2/validation": 872,
@@ -740,6 +741,30 @@ def test_fuzz_rows_only_raise_olft_error(tmp_path, rows, sep, suffix, name):
     folder.mkdir(exist_ok=True)
     (folder / "train.tsv").write_text(text, encoding="utf-8")
     _assert_only_olft_errors(lambda: load_glue(TASKS[name], "train", tmp_path))
+
+
+# -- class labels: a task's label name or index, nothing else
+
+
+# (raw label as read, what SST-2 makes of it: an index, or None for refused). A CSV/TSV cell is a
+# string; a JSON Lines label may be a number or a bool.
+SST2_LABELS = [
+    ("0", 0), ("1", 1), ("negative", 0), ("positive", 1), (" Positive ", 1),  # names: any case, stripped
+    ("1.0", 1), ("0.0", 0), ("1.", 1), (1, 1), (1.0, 1), (0.0, 0),  # integral floats (pandas writes "1.0")
+    ("1.5", None), (1.5, None), ("0.5", None), (0.999, None),  # a fraction is not a class
+    ("pos", None), ("neg", None), ("2", None), (2, None), ("-1", None), (-1, None),
+    (True, None), (False, None), ("", None), (None, None), ("1e0", None),
+]
+
+
+@pytest.mark.parametrize("raw, index", SST2_LABELS, ids=[repr(raw) for raw, _ in SST2_LABELS])
+def test_class_labels_are_names_or_indices(raw, index):
+    if index is not None:
+        assert parse_label(TASKS["sst2"], raw, "f.csv, line 2") == index
+        return
+    with pytest.raises(OlftError, match=r"^f\.csv, line 2: label .* is not a SST-2 label\. "
+                                        r"Allowed: 0 \(negative\), 1 \(positive\); give the name or the index\.$"):
+        parse_label(TASKS["sst2"], raw, "f.csv, line 2")
 
 
 # -- STS-B scores: 0 to 5, checked by every reader through one parse_label
