@@ -212,7 +212,7 @@ def _plotted(ax) -> dict[str, list[int]]:
     drawn = {"candidates": set(), "selected": [], "reference": []}
     for line in ax.get_lines():
         label = line.get_label()
-        if label.startswith(("final layer", "all layers", "constant predictor")):
+        if label.startswith(("OLFT", "final layer", "all layers", "constant predictor")):
             drawn["reference"].append(label)
         elif label.startswith("selected"):
             drawn["selected"] += [int(x) for x in line.get_xdata()]
@@ -228,7 +228,7 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     metric_ax, probe_ax = layers_figure(results).axes
     assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
     assert _plotted(metric_ax) == {"candidates": [3, 4, 5], "selected": [3], "reference": [
-        "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
+        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [], "reference": []}
     assert max(probe_ax.get_ylim()) < 0 < min(metric_ax.get_ylim())  # each axis spans its own scores only
 
@@ -252,6 +252,38 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
                                                              for c in results["selection"]["candidates"]])  # fmt: skip
     (ax,) = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes
     assert ax.get_ylabel().startswith("probe score") and _plotted(ax)["selected"] == [5] and not _plotted(ax)["reference"]
+
+
+def test_layer_plot_draws_olfts_own_score_and_keeps_the_legend_off_the_data():
+    """The candidates' selection scores (held-out split) can stand above both baselines while OLFT's
+    validation score falls below them: OLFT's score is a reference line like theirs, the candidates'
+    label names their split, and the legend sits outside the axes, over no error bar."""
+    from olft.plots import layers_figure
+
+    results = _probe_halving({2: 0.698, 3: 0.698, 4: 0.64}, {}, selected=3, equivalent=[3])
+    results["selection"].update(selector="exhaustive", rounds=[], score_examples=86, ranking=[3, 2, 4])
+    for name, score, layers in (("olft", 0.62, [3]), ("final", 0.65, [5]), ("full", 0.66, list(range(6)))):
+        results["strategies"][name].update(score=score, layers=layers)
+    fig = layers_figure(results)
+    (ax,) = fig.axes
+    assert _plotted(ax)["reference"] == ["OLFT, layer 3 (validation): 62.0", "final layer (validation): 65.0",
+                                         "all layers (validation): 66.0"]  # fmt: skip
+    olft = next(line for line in ax.get_lines() if line.get_label().startswith("OLFT"))
+    final = next(line for line in ax.get_lines() if line.get_label().startswith("final"))
+    assert list(olft.get_ydata()) == [62.0, 62.0] and olft.get_color() != final.get_color()
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "candidates: selection score (train-holdout split, n=86, ±1 SE)", labels
+    assert "OLFT, layer 3 (validation): 62.0" in labels
+    # Layers 2 and 3 tie on the score: the title says the loss chose (table.md's `confidence_words` says how clearly).
+    assert "layers 2, 3 tie on accuracy; the held-out loss chose layer 3" in ax.get_title()
+    fig.canvas.draw()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= axes_box.x1 and box.x1 <= fig.bbox.width, (box, axes_box, fig.bbox)  # beside the data, in the figure
+    # Under --selection-data validation OLFT's score is optimistic, marked as Table 1 marks it.
+    results["selection"]["protocol"] = "validation"
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 62.0 ‡" in labels and labels[0].startswith("candidates: selection score (validation split")
 
 
 def _no_signal_probe(model: str) -> dict:

@@ -187,6 +187,57 @@ def test_every_layer_tied_with_the_winner_on_score_is_named():
         "layer 2 wins on accuracy and has the lowest held-out loss of these layers, but layer 3's")
 
 
+def test_a_tie_on_score_that_the_loss_broke_clearly_is_said():
+    """Layers 2 and 3 score the same and 3's held-out loss is far lower: not equivalent, yet the
+    confidence must say the scores tie and the loss decided, naming both, not just "the runner-up"."""
+    from olft.report import table_md
+    from olft.select import confidence_words
+
+    low = [0.2, 0.4, 0.6, 0.8]  # 2 - 3: [0.3, 0.2, 0.3, 0.2], mean 0.25, se 0.0289 -> 8.66 SE
+    losses = {2: [0.5, 0.6, 0.9, 1.0], 3: low, 4: [x + 0.5 for x in low]}
+    cands = [Candidate(k, score, 1.0, {"accuracy": score, "loss": float(np.mean(losses[k]))}, steps=10,
+                       example_losses=losses[k]) for k, score in ((2, 0.698), (3, 0.698), (4, 0.5))]  # fmt: skip
+    d = json.loads(json.dumps(Selection("train-holdout", cands, 10, 4).to_dict()))
+    assert d["selected_layer"] == 3 and d["equivalent"] == [3] and d["confidence"] == pytest.approx(8.66, abs=0.01)
+    said = "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 8.7 standard errors below layer 2's"
+    assert confidence_words(d, "accuracy") == said
+    results = {"model": "m", "task": "sst2", "metric": "accuracy", "method": "adapter", "strategies": {}, "selection": d}
+    assert f"exhaustive selector: {said}." in table_md(results)
+    # Three on the winner's score: all named, the runner-up the next lowest in loss.
+    three = {**d, "candidates": [{**c, "score": 0.698} for c in d["candidates"]]}
+    assert confidence_words(three, "accuracy") == (
+        "layers 2, 3, 4 tie on accuracy (69.8); layer 3's held-out loss is 8.7 standard errors below layer 2's, the next lowest")
+    # The winner ahead on the score: the plain words; ranked by loss, no score tie to tell.
+    ahead = {**d, "candidates": [{**c, "score": 0.7 if c["layer"] == 3 else c["score"]} for c in d["candidates"]]}
+    assert confidence_words(ahead, "accuracy") == "the winner's held-out loss is 8.7 standard errors below the runner-up's"
+    assert confidence_words({**d, "metric": "loss"}, "accuracy").startswith("the winner's held-out loss is 8.7")
+
+
+def test_a_confidence_after_adaptive_retraining_says_which_round_it_measures():
+    """--selection-adaptive retrained layers 2 and 3 at 20 steps: the confidence is that round's, and
+    the line must say so, or it reads against the 'within 1.0 standard errors after 10 steps' below it."""
+    from olft.report import table_md
+    from olft.select import confidence_words
+
+    sel = {"selected_layer": 3, "ranking": [3, 2], "equivalent": [3], "confidence": 3.7, "metric": "score",
+           "protocol": "train-holdout", "selector": "exhaustive", "train_examples": 8, "score_examples": 8, "seconds": 1.0,
+           "candidates": [{"layer": 2, "score": 0.7, "steps": 20, "seconds": 1.0},
+           {"layer": 3, "score": 0.72, "steps": 20, "seconds": 1.0}, {"layer": 4, "score": 0.6, "steps": 10, "seconds": 1.0}],
+           "rounds": [{"stage": "train", "steps": 10, "layers": [2, 3, 4]},
+                      {"stage": "train", "steps": 20, "layers": [2, 3],
+                       "retrained": {"winner": 3, "threshold": 1.0, "gaps": {"2": 0.6, "4": 2.5}}}]}  # fmt: skip
+    said = "after retraining at 20 steps, the winner's held-out loss is 3.7 standard errors below the runner-up's"
+    assert confidence_words(sel, "accuracy") == said
+    results = {"model": "m", "task": "sst2", "metric": "accuracy", "method": "adapter", "strategies": {}, "selection": sel}
+    table = table_md(results)
+    assert f"exhaustive selector: {said}." in table and "after 10 steps); layer 4's was" in table
+    # Still tied after retraining: the near-tie line says which round too.
+    sel.update(equivalent=[3, 2], gaps={"3": 0.0, "2": 0.4})
+    assert "Layers [3, 2] are within noise of each other after retraining at 20 steps (exhaustive selector)" in table_md(results)
+    # Without retraining, no round is named.
+    assert confidence_words({**sel, "rounds": sel["rounds"][:1]}, "accuracy").startswith("the winner's held-out loss")
+
+
 def test_proxy_without_losses_reports_the_winner_alone():
     sel = Selection("train-holdout", [Candidate(1, 0.2, 0.0, {}, steps=0), Candidate(2, 0.3, 0.0, {}, steps=0)], 10, 4)
     assert sel.selected_layer == 2 and sel.confidence is None and sel.equivalent == [2]
@@ -383,7 +434,7 @@ def test_table_says_no_signal_instead_of_a_confidence():
     assert ("use more training examples (the training split, after any --max-train-samples, left the probe 10 fit "
             "examples of the 1000 --selection-train-samples asks for) or --selector exhaustive.") in capped
     assert "standard errors below the runner-up" not in text
-    assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel)  # layers.png's title
+    assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel, "accuracy")  # layers.png's title
     pruned = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base)
     pruned.rounds.append({"stage": "train", "layers": [0, 1]})  # the probe only pruned: the trained stage chose
     assert pruned.no_signal is True and pruned.to_dict()["confidence"] == pytest.approx(pruned.gaps()[0])

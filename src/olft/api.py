@@ -23,7 +23,7 @@ from olft.select import (
     Candidate,
     Strategy,
     check_candidates,
-    confidence_text,
+    confidence_words,
     loss_name,
     middle_bucket,
     no_signal_text,
@@ -300,7 +300,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
     sure = ("no signal" if guess else f"within noise of layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
-            if others else confidence_text(selection.confidence, loss_name(selection.protocol)))  # fmt: skip
+            if others else confidence_words(results["selection"], results["metric"]))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
              selection.protocol, sure)
     if selection.no_signal:

@@ -16,13 +16,15 @@ from olft.report import (
     _proxy_round_scores,
     _proxy_scored,
     binomial_se,
+    optimistic_scores,
     selection_verdict,
 )
-from olft.select import baseline_words, probe_decided, scored_on
+from olft.select import baseline_words, loss_name, probe_decided, score_tie, scored_on
 
 
-def _verdict_title(sel: dict) -> str:
-    """The plot title's words for `selection_verdict` ('' when the choice is clear)."""
+def _verdict_title(sel: dict, metric: str) -> str:
+    """The plot title's words for `selection_verdict`; for a clear choice, whether the winner shares
+    its score (`metric`) with the runner-up, so that the loss chose (`score_tie`), else ''."""
     verdict = selection_verdict(sel)
     if sel.get("no_signal") and probe_decided(sel):
         return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
@@ -30,7 +32,13 @@ def _verdict_title(sel: dict) -> str:
         return " - TIE: every candidate ranked the same; the choice is the tie-break"
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         return f" - NEAR-TIE: layers {', '.join(map(str, sel['equivalent']))} within noise of each other"
-    return " - NEAR-TIE: runner-up within one binomial SE" if verdict == "near-tie" else ""
+    if verdict == "near-tie":
+        return " - NEAR-TIE: runner-up within one binomial SE"
+    ranking = sel.get("ranking") or []
+    level = score_tie(sel, ranking)
+    if len(ranking) > 1 and ranking[1] in level:
+        return f" - layers {', '.join(map(str, level))} tie on {metric}; the {loss_name(sel.get('protocol'))} chose layer {ranking[0]}"
+    return ""
 
 
 def plot_layers(results: dict, path: Path) -> bool:
@@ -47,8 +55,8 @@ def plot_layers(results: dict, path: Path) -> bool:
 
 
 def layers_figure(results: dict):
-    """Score per candidate layer: trained candidates on the task metric (binomial standard-error
-    bars, the final-layer and all-layer scores as reference lines), proxy-scored ones (probe,
+    """Score per candidate layer: trained candidates' selection scores on the task metric (binomial
+    standard-error bars; OLFT's, the final-layer and all-layer final scores as reference lines), proxy-scored ones (probe,
     gradient) on their proxy's own axis; the middle third shaded, the chosen layer starred, a tie
     or near-tie said in the title. A matplotlib Figure; None when the results have no selection.
     """
@@ -68,7 +76,7 @@ def layers_figure(results: dict):
     # than a twin y-axis: on a twin axis the probe's curve would cross the final-layer and
     # all-layer lines, and a crossing of two unrelated scales reads as a comparison.
     panels = (["trained"] if trained or not proxied else []) + (["proxy"] if proxied else [])
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, figsize=(7, 4 if len(panels) == 1 else 6.5))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, figsize=(FIG_WIDTH, 4 if len(panels) == 1 else 6.5))
     for ax, panel in zip(axes[:, 0], panels, strict=True):
         bucket = results.get("middle_bucket") or []
         if bucket:
@@ -80,7 +88,12 @@ def layers_figure(results: dict):
         best = next((c for c in cands if c["layer"] == sel.get("selected_layer")), None)
         if best is not None and (best in proxied) == (panel == "proxy"):  # the star sits on its own score's axis
             ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
-        ax.legend(fontsize=7, loc="best")
+        # Right of the axes, not on them: inside, with the reference lines spanning the width, no spot
+        # is free of data, and "best" put it over the top of an error bar. tight_layout makes room.
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: (_legend_rank(labels[i]), i))
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01, 1), borderaxespad=0)  # fmt: skip
     ax = axes[-1, 0]
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.5, results.get("num_layers", max((c["layer"] for c in cands), default=0) + 1) - 0.5)
@@ -90,9 +103,16 @@ def layers_figure(results: dict):
     return fig
 
 
+def _legend_rank(label: str) -> int:
+    """Legend order: the candidates' scores, the chosen one, the reference lines, the shading."""
+    return 3 if label == "middle third" else 1 if label.startswith("selected") else 2 if "): " in label else 0
+
+
+# Inches: 7 for the axes and y label, 3 for the legend right of them.
+FIG_WIDTH = 10
 # Characters of the plot's title per line: a 9-point title (about 13 lowercase characters an inch)
-# is centred over the axes, which sit right of the figure's centre to leave room for the y label, so
-# on a 7-inch figure a line of about 85 runs past the right edge; 72 leaves room for wide glyphs.
+# is centred over the axes, about 6 inches wide once the legend has its room, so a line of about 80
+# fits within them; 72 leaves room for wide glyphs.
 TITLE_CHARS = 72
 
 
@@ -101,7 +121,7 @@ def _plot_title(results: dict, sel: dict) -> str:
     TITLE_CHARS, else wrapped, the verdict on lines of its own (a long local model path breaks too)."""
     import textwrap
 
-    head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel)
+    head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel, results["metric"])
     if len(head + verdict) <= TITLE_CHARS:
         return head + verdict
     return "\n".join(textwrap.wrap(head, TITLE_CHARS) + textwrap.wrap(verdict.removeprefix(" - "), TITLE_CHARS))
@@ -113,17 +133,27 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
     layers = [c["layer"] for c in cands]
     scores = [100 * c["score"] for c in cands]
     errors = [100 * binomial_se(c["score"], n) for c in cands]
-    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3, label=f"trained candidates ({sel['protocol']}, n={n}, ±1 SE)")
+    # The candidates' scores are the selection's, on its own split: said in the label, so that they are
+    # not read against the reference lines below, which are the tuned strategies' final scores.
+    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3,
+                label=f"candidates: selection score ({sel['protocol']} split, n={n}, ±1 SE)")  # fmt: skip
     if len({c.get("steps") for c in cands}) > 1:  # halving's early rungs stopped sooner: say which scores had fewer steps
         for c in cands:
             ax.annotate(f"{c['steps']} steps", (c["layer"], 100 * c["score"]), textcoords="offset points", xytext=(4, -12),
                         fontsize=7)  # fmt: skip
     split = (results.get("eval_splits") or ["validation"])[0]
-    for name, style, what in (("final", "--", "final layer"), ("full", ":", "all layers")):
+    # OLFT's own final score beside the baselines': the chosen layer's selection score is not it, and
+    # may stand above both baselines while OLFT's score on the reported split falls below them.
+    olft = results.get("strategies", {}).get("olft") or {}
+    chosen = ", ".join(map(str, olft.get("layers") or [sel.get("selected_layer")]))
+    optimistic = " ‡" if split in optimistic_scores(results).get("olft", []) else ""
+    for name, style, color, what in (("olft", "-.", "tab:red", f"OLFT, layer {chosen}"),
+                                     ("final", "--", "0.3", "final layer"), ("full", ":", "0.3", "all layers")):  # fmt: skip
         strategy = results.get("strategies", {}).get(name) or {}
         score = strategy.get("score")
         if score is not None:
-            ax.axhline(100 * score, ls=style, color="0.3", label=f"{what} ({split}): {100 * score:.1f}{_collapsed_mark(strategy, split)}")
+            mark = _collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
+            ax.axhline(100 * score, ls=style, color=color, label=f"{what} ({split}): {100 * score:.1f}{mark}")
     ax.set_ylabel(f"{results['metric']} x100")
 
 

@@ -18,7 +18,16 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
-from olft.select import baseline_words, confidence_text, loss_name, no_signal_text, probe_decided, scored_on, tie_text
+from olft.select import (
+    baseline_words,
+    confidence_words,
+    loss_name,
+    no_signal_text,
+    probe_decided,
+    retrained_words,
+    scored_on,
+    tie_text,
+)
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -223,14 +232,15 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
     if verdict == "tie":
         return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
-        tie = tie_text(sel, metric)
-        return lines + [f"Layers {sel['equivalent']} are within noise of each other ({sel['selector']} selector): "
+        tie, after = tie_text(sel, metric), retrained_words(sel)
+        return lines + [f"Layers {sel['equivalent']} are within noise of each other{' ' + after if after else ''} "
+                        f"({sel['selector']} selector): "
                         f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
     if verdict == "near-tie":
         return lines + ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
                         "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None and not guess:
-        return lines + [f"{sel['selector']} selector: {confidence_text(sel['confidence'], loss_name(sel.get('protocol')))}."]
+        return lines + [f"{sel['selector']} selector: {confidence_words(sel, metric)}."]
     return lines
 
 

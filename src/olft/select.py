@@ -346,6 +346,44 @@ def confidence_text(confidence: float | None, loss: str = "held-out loss") -> st
     return f"the winner's {loss} is {confidence:.1f} standard errors below the runner-up's"
 
 
+def confidence_words(sel: dict, metric: str) -> str:
+    """`confidence_text` of `sel` (a `Selection.to_dict`), with what the number alone hides. Where
+    the runner-up shares the winner's score (`metric`, the task's headline metric, names it), the
+    held-out loss decided, and every layer on that score is named, as `tie_text` names them for
+    equivalent layers: "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 3.7 standard
+    errors below layer 2's". Where --selection-adaptive retrained, the gap is that last round's, and
+    it says so ("after retraining at 20 steps, ..."), not the first round's that chose whom to retrain."""
+    confidence, loss, ranking = sel.get("confidence"), loss_name(sel.get("protocol")), sel.get("ranking") or []
+    level = score_tie(sel, ranking)
+    if confidence is not None and confidence >= 0 and len(ranking) > 1 and ranking[1] in level:
+        winner, runner = ranking[0], ranking[1]
+        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
+        text = (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s {loss} is "
+                f"{confidence:.1f} standard errors below layer {runner}'s" + (", the next lowest" if len(level) > 2 else ""))
+    else:
+        text = confidence_text(confidence, loss)
+    return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
+
+
+def retrained_words(sel: dict) -> str:
+    """'after retraining at 20 steps' when the last round of `sel` was an --selection-adaptive retraining
+    (its gaps, `confidence` and `equivalent` are that round's), else ''."""
+    last = (sel.get("rounds") or [{}])[-1]
+    return f"after retraining at {last['steps']} steps" if last.get("retrained") else ""
+
+
+def score_tie(sel: dict, layers: list[int]) -> list[int]:
+    """The layers of `layers` (the winner among them) whose score equals the winner's, sorted, where
+    trained candidates were ranked by score so the held-out loss broke that tie; [] otherwise: ranked
+    by loss, or by a proxy's own number, no task metric decided."""
+    winner = sel.get("selected_layer")
+    by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
+    last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
+    score = last.get(winner)
+    level = sorted(layer for layer in {winner, *layers} if score is not None and last.get(layer) == score)
+    return level if by_score and len(level) > 1 else []
+
+
 def probe_decided(sel: dict) -> bool:
     """True when the probe's ranking chose the layer of `sel` (a `Selection.to_dict`): its round was
     the last (`probe`, or `auto` below 8 candidates), not a pruning before trained ones."""
@@ -401,10 +439,9 @@ def tie_text(sel: dict, metric: str) -> str | None:
     gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
     # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
     by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
-    last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
-    score = last.get(winner)
-    level = sorted(layer for layer in [winner, *tied] if score is not None and last.get(layer) == score)
-    if by_score and len(level) > 1:  # the loss broke a tie on the score: every layer in it is named
+    level = score_tie(sel, tied)
+    if level:  # the loss broke a tie on the score: every layer in it is named
+        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
         lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
         first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
         if gap < 0:  # a layer with a lower score has a lower loss still
