@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -609,19 +610,33 @@ class KillOnImport:
         return None
 
 sys.meta_path.insert(0, KillOnImport())
-from olft.cli import main
+from olft.__main__ import main
 sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("module", ["jsonargparse", "torch"])
+@pytest.mark.parametrize("module", ["olft.config", "jsonargparse", "torch"])
 @pytest.mark.parametrize("command", ["export", "predict"])
 def test_sigterm_while_the_command_imports_prints_the_line(tmp_path, command, module):
-    """SIGTERM in a command's first seconds, while jsonargparse or torch imports, stops it as later
-    on: exit 143 and "olft: interrupted.", not a silent death by the signal, and nothing written."""
+    """SIGTERM in a command's first seconds, while olft's own config, jsonargparse or torch
+    imports, stops it as later on: exit 143 and "olft: interrupted.", not a silent death by the
+    signal, and nothing written. The script runs the console script's entry (olft.__main__)."""
     out = tmp_path / "out"
     args = {"export": ["--format", "peft", "--output", str(out)], "predict": ["--text", "a", "b", "--output", str(out)]}
     done = subprocess.run([sys.executable, "-c", KILL_ON_IMPORT, module, command, "--run", str(tmp_path / "run"),
                            *args[command]], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 143 and done.stderr == "olft: interrupted.\n", (done.returncode, done.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_enters_before_olft_imports_anything():
+    """The console script and `python -m olft` enter by olft.__main__.main, and importing the
+    package and that module imports no other olft module (olft.cli, olft.config): a SIGTERM
+    then finds the handler set."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["olft"] == "olft.__main__:main", scripts
+    code = "import sys, olft.__main__; print(sorted(m for m in sys.modules if m.startswith('olft')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "['olft', 'olft.__main__']", done.stdout + done.stderr

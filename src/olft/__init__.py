@@ -10,17 +10,21 @@ the full training set, and compare with final-layer and all-layer tuning.
     model = olft.load("runs/rte")      # a transformers model of the tuned layer (see olft.hfmodel)
 """
 
-from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
-from olft.errors import OlftError
-
 __version__ = "0.1.0"
 
 _API = ("run", "select_layer", "info")
 _HF = ("load", "load_tokenizer")
+_CONFIG = ("DataConfig", "MethodConfig", "ModelConfig", "RunConfig", "SelectionConfig", "TrainConfig")
 
 
 def __getattr__(name: str):
-    # The entry points pull in torch and transformers; import them on first use only.
+    # Nothing is imported with the package: the `olft` command (olft.__main__) catches SIGTERM
+    # before it imports anything, and the entry points pull in torch and transformers.
+    # Each name is imported on first use.
+    if name in _CONFIG or name == "OlftError":
+        import importlib
+
+        return getattr(importlib.import_module("olft.config" if name in _CONFIG else "olft.errors"), name)
     if name in _HF:
         import importlib
 

@@ -439,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM is caught from the first line, before the parser pulls in jsonargparse and a
     subcommand torch and transformers (seconds), so a kill at any moment stops the command as
     Ctrl-C does: one line, exit 143, and the `finally` clauses of whatever was being written
-    run. Only Python's own start and olft's light imports (a fraction of a second, nothing
-    written) come before it.
+    run. The `olft` command enters by `olft.__main__.main`, which catches it before this module
+    imports: only Python's own start (nothing written) comes before that.
     """
     with stop_on_sigterm():
         try:
