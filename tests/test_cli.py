@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from olft.cli import main
+from olft.select import parse_candidates
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 RESULT_KEYS = {"model", "task", "method", "selection", "strategies", "seed", "versions", "git_commit", "complete"}
@@ -122,6 +123,33 @@ def test_evaluate_reports_a_folder_that_never_finished(llama_run, tmp_path, caps
     (out / "results.json").write_text(json.dumps({**r, "status": "running", "complete": False}))
     assert main(["evaluate", "--run", str(out), "-q"]) == 0
     assert "INTERRUPTED" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_run, tmp_path, capsys):
+    """An `olft select` stopped after its candidates (and part of a retraining) finished: evaluate
+    names them from pieces/ and prints the command that continues the folder."""
+    out = tmp_path / "r"
+    shutil.copytree(llama_run, out)
+    shutil.rmtree(out / "weights")
+    for piece in (out / "pieces").glob("strategy-*.json"):
+        piece.unlink()
+    (out / "pieces" / "selection.json").unlink(missing_ok=True)
+    for piece in (out / "pieces").glob("candidate-*.json"):
+        piece.unlink()
+    r = json.loads((out / "results.json").read_text())
+    spec = json.loads((out / "config.json").read_text())["selection"]["candidates"]
+    layers, steps = parse_candidates(spec, r["num_layers"]), 15
+    for layer, at in [*((layer, steps) for layer in layers), (layers[0], 2 * steps)]:  # every candidate, one retrained
+        (out / "pieces" / f"candidate-{layer}-{at}.json").write_text(json.dumps({"layer": layer, "steps": at}))
+    (out / "results.json").write_text(json.dumps({**r, "status": "interrupted", "complete": False, "selection": None,
+                                                  "strategies": {}, "strategy_names": []}))  # fmt: skip
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run {out}: INCOMPLETE (interrupted)", lines
+    span = f"{layers[0]}-{layers[-1]}" if len(layers) > 2 else ",".join(map(str, layers))
+    assert lines[1] == (f"  selection: not finished; candidates finished at {steps} steps: layers {span} ({len(layers)} of "
+                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]}"), lines
+    assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
 
 
 def test_paper_protocol_is_recorded(model_dirs, tiny_glue, tmp_path):

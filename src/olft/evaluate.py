@@ -10,7 +10,9 @@ from pathlib import Path
 
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
-from olft.runfolder import describe_status, read_run, safe_name
+from olft.report import continue_command
+from olft.runfolder import describe_status, finished_candidates, read_run, safe_name
+from olft.select import parse_candidates
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -28,8 +30,11 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
         if name in results["strategies"] and weights_path.is_file():
             saved[name] = load_weights(weights_path)
-    session = Session(cfg, quiet=quiet, train_split=False)  # scores the eval splits only
-    lines = [f"run {folder}: {describe_status(folder)}"]
+    session = Session(cfg, quiet=quiet, train_split=False) if saved else None  # scores the eval splits only
+    status = describe_status(folder)
+    lines = [f"run {folder}: {status}"]
+    if results.get("selection") is None and (kept := finished_candidates(folder)):
+        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         if name not in saved:
@@ -39,4 +44,36 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
             label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score measures a constant answer
             collapsed = "" if label is None else f"predicts {label!r} for every example, "
             lines.append(f"  {name} {split}: {collapsed}{scores.text(entry['metrics'].get(split, {}))}")
+    if results.get("status") != "complete" and not status.startswith("RUNNING"):
+        lines.append(f"  continue it (finished pieces are kept): {_continue(folder, results)}")
     return "\n".join(lines)
+
+
+def _continue(folder: Path, results: dict) -> str:
+    """The command that continues an unfinished folder: `olft select` for one that only selects
+    (no strategy named), else `olft run` on its config.json (which names train's layers=... too)."""
+    command = continue_command(folder)
+    return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
+
+
+def _candidates_text(kept: dict[int, list[int]], results: dict, cfg) -> str:
+    """'candidates finished at 15 steps: layers 0-5 (6 of 6); --selection-adaptive retraining
+    finished at 30 steps: layer 0', from the pieces kept (how many a retraining takes is decided
+    when the selection resumes, so it is not counted)."""
+    try:
+        total = len(parse_candidates(cfg.selection.candidates, results["num_layers"]))
+    except Exception:  # noqa: BLE001 - only the count is lost
+        total = None
+    parts = []
+    for i, (steps, layers) in enumerate(kept.items()):
+        of = f" ({len(layers)} of {total})" if i == 0 and total else ""
+        what = "candidates finished" if i == 0 else "--selection-adaptive retraining finished"
+        parts.append(f"{what} at {steps} steps: layer{'s' if len(layers) > 1 else ''} {_span(layers)}{of}")
+    return "; ".join(parts)
+
+
+def _span(layers: list[int]) -> str:
+    """0-5 for a run of consecutive layers, else 0,2,4."""
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(map(str, layers))

@@ -449,6 +449,17 @@ def _status(path: Path) -> str | None:
         return None
 
 
+def finished_candidates(path: Path) -> dict[int, list[int]]:
+    """The candidates whose pieces a run folder keeps, as {steps: [layers]} (pieces/candidate-<layer>-<steps>.json):
+    a selection's first stage at its steps, and each --selection-adaptive retraining at twice the last."""
+    found: dict[int, list[int]] = {}
+    for piece in (Path(path) / "pieces").glob("candidate-*.json"):
+        layer, _, steps = piece.stem.removeprefix("candidate-").partition("-")
+        if layer.isdigit() and steps.isdigit():
+            found.setdefault(int(steps), []).append(int(layer))
+    return {steps: sorted(found[steps]) for steps in sorted(found)}
+
+
 def describe_status(path: Path) -> str:
     """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
     held, holder = runlock.probe(path)
