@@ -207,9 +207,10 @@ def test_glue_root_task_folder_and_file_missing(tmp_path):
         (RTE_HEAD + "0\ta\tb\tentailment\n1\ta\tb\n", r"line 3: 3 field\(s\), but rows need at least 4"),
         (RTE_HEAD + "0\ta\tb\tmaybe\n", r"line 2: label 'maybe' is not a RTE label. Allowed: 0 \(entailment\)"),
         (RTE_HEAD + "0\ta\tb\t2\n", r"label '2'"),
+        (RTE_HEAD + "0\ta\tb\t \n", r"line 2: the label is empty\. Fill it in \(0 \(entailment\).*\) or drop the row\.$"),
         (
             RTE_HEAD.encode() + b"0\ta\t\xff\xfeb\tentailment\n",
-            r"train\.tsv, line 2: not valid UTF-8 \(bad byte at byte offset \d+\)",
+            r"train\.tsv, line 2: not valid UTF-8 \(bad byte at byte 5 of the line, byte \d+ of the file\)",
         ),
         (RTE_HEAD.encode() + b"0\ta\x00\tb\tentailment\n", "binary file"),
         (RTE_HEAD + "0\ta\rb\tc\tentailment\n", r"line 2: 2 field\(s\)"),
@@ -304,7 +305,7 @@ def test_load_file_reads_original_glue_names(tmp_path):
         (
             "u.csv",
             b"sentence1,sentence2,label\n\xc3\x28,b,1\n",
-            r"u\.csv, line 2: not valid UTF-8 \(bad byte at byte offset 26\)",
+            r"u\.csv, line 2: not valid UTF-8 \(bad byte at byte 1 of the line, byte 26 of the file\)",
         ),
         ("b.jsonl", bytes(range(256)), "binary file"),
         ("w.tsv", "\ufeff".encode("utf-16"), "UTF-16"),
@@ -320,7 +321,7 @@ def test_load_file_reads_original_glue_names(tmp_path):
             r"line 2: no field 'sentence2'",
         ),
         ("s.jsonl", '{"sentence1": "a", "sentence2": 5, "label": 1}\n', "'sentence2' must be a string, got int"),
-        ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label True is not a RTE label"),
+        ("l.jsonl", '{"sentence1": "a", "sentence2": "b", "label": true}\n', r"label true is not a RTE label"),
         ("f.csv", "sentence1,sentence2,label\na,b,1\nc\n", r"line 3: 1 field\(s\)"),
         ("d.txt", "sentence1,sentence2,label\n", r"use \.csv, \.tsv or \.jsonl"),
         ("q.csv", 'sentence1,sentence2,label\na,b,1\nc,"d,0\ne,f,1\n', r"line 3: cannot be parsed \(unexpected end of data\)"),
@@ -762,8 +763,9 @@ def test_class_labels_are_names_or_indices(raw, index):
     if index is not None:
         assert parse_label(TASKS["sst2"], raw, "f.csv, line 2") == index
         return
-    with pytest.raises(OlftError, match=r"^f\.csv, line 2: label .* is not a SST-2 label\. "
-                                        r"Allowed: 0 \(negative\), 1 \(positive\); give the name or the index\.$"):
+    wrong = (r"the label is empty\. Fill it in \(0 \(negative\), 1 \(positive\)\) or drop the row\." if raw == "" else
+             r"label .* is not a SST-2 label\. Allowed: 0 \(negative\), 1 \(positive\); give the name or the index\.")
+    with pytest.raises(OlftError, match=rf"^f\.csv, line 2: {wrong}$"):
         parse_label(TASKS["sst2"], raw, "f.csv, line 2")
 
 

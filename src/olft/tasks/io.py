@@ -41,8 +41,9 @@ def _read_text(path: Path, fix: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise OlftError(f"{at_line(path, line)}: not valid UTF-8 (bad byte at byte offset "
-                        f"{exc.start}). Re-save the file as UTF-8.") from None
+        column = exc.start - data.rfind(b"\n", 0, exc.start)  # 1-based, in bytes
+        raise OlftError(f"{at_line(path, line)}: not valid UTF-8 (bad byte at byte {column} of the line, "
+                        f"byte {exc.start} of the file). Re-save the file as UTF-8.") from None
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise OlftError(f"{path} is empty. {fix}")

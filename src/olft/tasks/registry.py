@@ -184,8 +184,11 @@ def parse_label(task: Task, raw: Any, where: str) -> int | float:
         index = raw if 0 <= raw < len(task.labels) else None
     elif isinstance(raw, float) and raw.is_integer() and 0 <= raw < len(task.labels):
         index = int(raw)
+    if index is None and isinstance(raw, str) and not raw.strip():
+        raise OlftError(f"{where}: the label is empty. Fill it in ({allowed_labels(task)}) or drop the row.")
     if index is None:
-        raise OlftError(f"{where}: label {raw!r} is not a {task.display_name} label. "
+        shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # a JSON true as the file spells it
+        raise OlftError(f"{where}: label {shown} is not a {task.display_name} label. "
                         f"Allowed: {allowed_labels(task)}; give the name or the index.")
     return index
 
