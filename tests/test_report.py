@@ -208,10 +208,13 @@ def _probe_halving(trained: dict[int, float], probed: dict[int, float], selected
 
 
 def _plotted(ax) -> dict[str, list[int]]:
-    """Layers drawn on `ax`: "candidates", "selected", and "reference" (horizontal lines' labels)."""
+    """Layers drawn on `ax`: "candidates", "selected", and "reference" (horizontal lines' labels);
+    OLFT's marker on its own line (`_olft_marker`) is none of these."""
     drawn = {"candidates": set(), "selected": [], "reference": []}
     for line in ax.get_lines():
         label = line.get_label()
+        if label == "_olft layer":
+            continue
         if label.startswith(("OLFT", "final layer", "all layers", "constant predictor")):
             drawn["reference"].append(label)
         elif label.startswith("selected"):
@@ -247,11 +250,78 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     recorded["strategies"]["full"]["one_class"] = {"validation": "positive"}
     assert "all layers (validation): 50.0 †" in _plotted(layers_figure(recorded).axes[0])["reference"]
 
-    # Plain probe: one axis, the probe's, with the star on it and no task-metric lines to misread it against.
+    # Plain probe: the star on the probe's axis, with no task-metric lines on it to misread it against.
     results["selection"].update(selector="probe", candidates=[{**c, "score": -0.6 + c["layer"] / 100, "steps": 0}
                                                              for c in results["selection"]["candidates"]])  # fmt: skip
-    (ax,) = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes
-    assert ax.get_ylabel().startswith("probe score") and _plotted(ax)["selected"] == [5] and not _plotted(ax)["reference"]
+    probe_ax = layers_figure({**results, "selection": {**results["selection"], "selected_layer": 5}}).axes[-1]
+    assert probe_ax.get_ylabel().startswith("probe score") and _plotted(probe_ax)["selected"] == [5]
+    assert not _plotted(probe_ax)["reference"]
+
+
+def _olft_marker(ax) -> list[tuple[int, float]]:
+    """(layer, score x100) of OLFT's marker on its reference line."""
+    return [(int(x), float(y)) for line in ax.get_lines() if line.get_label() == "_olft layer"
+            for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]  # fmt: skip
+
+
+def test_layer_plot_draws_the_final_scores_when_the_probe_alone_chose():
+    """`auto` with few candidates trains none: the probe's panel has the star, and a task-metric panel
+    above it still has OLFT's (at its layer), the final-layer and all-layer scores, as README promises."""
+    from olft.plots import layers_figure
+
+    results = _probe_halving({}, {0: 0.75, 1: 0.72, 2: 0.74}, selected=1, equivalent=[1])
+    results["selection"].update(selector="auto", rounds=[])
+    results["strategies"]["final"]["score"] = 0.48
+    metric_ax, probe_ax = layers_figure(results).axes
+    assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
+    assert _plotted(metric_ax) == {"candidates": [], "selected": [], "reference": [
+        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 48.0", "all layers (validation): 50.0"]}  # fmt: skip
+    assert _olft_marker(metric_ax) == [(1, 50.0)]
+    assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [1], "reference": []}
+    # `olft select`: no strategy tuned, no final score: the probe's panel alone.
+    (ax,) = layers_figure({**results, "strategies": {}}).axes
+    assert ax.get_ylabel().startswith("probe score")
+
+
+def _budgets(metric: str, steps: dict[int, int], scores: dict[int, float]) -> dict:
+    """A finished halving run on `metric`: layer -> steps trained, layer -> selection score."""
+    results = _probe_halving(scores, {}, selected=max(scores, key=scores.get), equivalent=[max(scores, key=scores.get)])
+    results["metric"] = metric
+    results["selection"].update(selector="halving", rounds=[])
+    for c in results["selection"]["candidates"]:
+        c["steps"] = steps[c["layer"]]
+    return results
+
+
+def test_layer_plot_joins_only_candidates_trained_for_the_same_steps():
+    """Halving's early rungs stop sooner: a 4-step score is not on the 16-step scores' line."""
+    from olft.plots import layers_figure
+
+    results = _budgets("accuracy", {1: 16, 2: 16, 3: 4, 4: 4}, {1: 0.51, 2: 0.53, 3: 0.49, 4: 0.49})
+    (ax,) = layers_figure(results).axes
+    steps = {c["layer"]: c["steps"] for c in results["selection"]["candidates"]}
+    joined = [[int(x) for x in line.get_xdata()] for line in ax.get_lines() if line.get_linestyle() not in ("None", "")]
+    candidates = [layers for layers in joined if set(layers) <= set(steps) and len(layers) > 1]
+    assert sorted(candidates) == [[1, 2], [3, 4]], joined
+    assert all(len({steps[k] for k in layers}) == 1 for layers in candidates)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["candidates after 16 steps:\nselection score (train-holdout split, n=57, ±1 SE)",
+                          "candidates after 4 steps:\nselection score (train-holdout split, n=57, ±1 SE)"]  # fmt: skip
+
+
+def test_layer_plot_claims_standard_errors_only_where_it_draws_them():
+    """A binomial SE is a proportion's: bars for accuracy, none for a correlation (which may be
+    negative, where the clipped binomial SE is 0), and then the legend does not claim them."""
+    from olft.plots import layers_figure
+
+    for metric, bars in (("accuracy", True), ("pearson", False), ("mcc", False)):
+        (ax,) = layers_figure(_budgets(metric, {2: 6, 3: 6}, {2: 0.3, 3: 0.45})).axes
+        label = ax.get_legend().get_texts()[0].get_text()
+        assert label.startswith("candidates: selection score") and ("±1 SE" in label) == bars, (metric, label)
+        assert [c.has_yerr for c in ax.containers] == [bars], metric
+        if bars:
+            (segments,) = [c.get_segments() for c in ax.collections if len(c.get_segments()) == 2]
+            assert all(abs(seg[1][1] - seg[0][1]) > 1 for seg in segments)  # visible bars, x100 like the scores
 
 
 def test_layer_plot_draws_olfts_own_score_and_keeps_the_legend_off_the_data():
@@ -309,7 +379,7 @@ def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
         box = title.get_window_extent(fig.canvas.get_renderer())
         assert "NO SIGNAL: no probe beats a constant predictor" in title.get_text()
         assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (box, fig.bbox)
-    (ax,) = fig.axes
+    ax = fig.axes[-1]  # the probe's, below the task metric's
     line = next(line for line in ax.get_lines() if line.get_label().startswith("constant predictor"))
     assert line.get_label() == "constant predictor (the class frequencies): held-out loss 0.690"
     assert list(line.get_ydata()) == [-69.0, -69.0] and min(ax.get_ylim()) < -69.0 < max(ax.get_ylim())
@@ -348,6 +418,21 @@ def test_plot_and_table_give_the_selections_own_verdict():
     old = {**clear, "selection": {k: v for k, v in clear["selection"].items() if k not in ("equivalent", "confidence", "flat")}}
     assert said(old) == ("near-tie", True, True)
     assert "binomial SE" in layers_figure(old).axes[0].get_title() and "binomial standard error" in table_md(old)
+
+
+def test_plot_says_when_score_and_loss_disagree_as_the_table_does():
+    """The winner scored higher but the runner-up has the lower held-out loss (negative confidence):
+    table.md says "score and loss disagree", and so does the plot's title, with the same numbers."""
+    from olft.plots import layers_figure
+
+    results = _probe_halving({1: 0.509, 2: 0.526}, {}, selected=2, equivalent=[2])
+    results["selection"].update(selector="halving", rounds=[], ranking=[2, 1], confidence=-1.49, gaps={"2": 0.0, "1": -1.49})
+    assert "the runner-up has the lower held-out loss, by 1.5 standard errors: score and loss disagree" in table_md(results)
+    title = layers_figure(results).axes[0].get_title().replace("\n", " ")
+    assert "SCORE AND LOSS DISAGREE: layer 2 scores higher, layer 1's held-out loss is 1.5 SE lower" in title, title
+    # A clear winner by the loss too: no such words, in either place.
+    results["selection"].update(confidence=1.49, gaps={"2": 0.0, "1": 1.49})
+    assert "DISAGREE" not in layers_figure(results).axes[0].get_title() and "disagree" not in table_md(results)
 
 
 def _selection_rows(table: str) -> list[list[str]]:

@@ -20,6 +20,7 @@ from olft.report import (
     selection_verdict,
 )
 from olft.select import baseline_words, loss_name, probe_decided, score_tie, scored_on
+from olft.tasks.metrics import CORRELATIONS
 
 
 def _verdict_title(sel: dict, metric: str) -> str:
@@ -38,6 +39,12 @@ def _verdict_title(sel: dict, metric: str) -> str:
     level = score_tie(sel, ranking)
     if len(ranking) > 1 and ranking[1] in level:
         return f" - layers {', '.join(map(str, level))} tie on {metric}; the {loss_name(sel.get('protocol'))} chose layer {ranking[0]}"
+    # A negative confidence is `confidence_text`'s "score and loss disagree" (table.md's words, quoted
+    # there unless the probe guessed): the winner scored higher, the runner-up has the lower loss.
+    confidence = sel.get("confidence")
+    if confidence is not None and confidence < 0 and len(ranking) > 1 and not (sel.get("no_signal") and probe_decided(sel)):
+        return (f" - SCORE AND LOSS DISAGREE: layer {ranking[0]} scores higher, layer {ranking[1]}'s "
+                f"{loss_name(sel.get('protocol'))} is {-confidence:.1f} SE lower")
     return ""
 
 
@@ -55,10 +62,12 @@ def plot_layers(results: dict, path: Path) -> bool:
 
 
 def layers_figure(results: dict):
-    """Score per candidate layer: trained candidates' selection scores on the task metric (binomial
-    standard-error bars; OLFT's, the final-layer and all-layer final scores as reference lines), proxy-scored ones (probe,
-    gradient) on their proxy's own axis; the middle third shaded, the chosen layer starred, a tie
-    or near-tie said in the title. A matplotlib Figure; None when the results have no selection.
+    """Score per candidate layer: trained candidates' selection scores on the task metric, one series
+    per training budget (binomial standard-error bars where the metric is a proportion), with OLFT's,
+    the final-layer and all-layer final scores as reference lines (drawn whenever the run has them,
+    even when no candidate was trained); proxy-scored ones (probe, gradient) on their proxy's own
+    axis; the middle third shaded, the chosen layer starred, a tie, near-tie or a score and loss
+    that disagree said in the title. A matplotlib Figure; None when the results have no selection.
     """
     sel = results.get("selection")
     if not sel:
@@ -74,8 +83,11 @@ def layers_figure(results: dict):
     trained = [c for c in cands if not _proxy_scored(c, sel)]
     # Proxy scores get a panel of their own below the trained ones, sharing the layer axis, rather
     # than a twin y-axis: on a twin axis the probe's curve would cross the final-layer and
-    # all-layer lines, and a crossing of two unrelated scales reads as a comparison.
-    panels = (["trained"] if trained or not proxied else []) + (["proxy"] if proxied else [])
+    # all-layer lines, and a crossing of two unrelated scales reads as a comparison. The task
+    # metric's panel is drawn whenever the strategies have final scores, even with no candidate
+    # trained (a probe's choice): OLFT's score against the baselines' is the run's result.
+    finals = any((s or {}).get("score") is not None for s in (results.get("strategies") or {}).values())
+    panels = (["trained"] if trained or finals or not proxied else []) + (["proxy"] if proxied else [])
     fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False, figsize=(FIG_WIDTH, 4 if len(panels) == 1 else 6.5))
     for ax, panel in zip(axes[:, 0], panels, strict=True):
         bucket = results.get("middle_bucket") or []
@@ -127,20 +139,29 @@ def _plot_title(results: dict, sel: dict) -> str:
     return "\n".join(textwrap.wrap(head, TITLE_CHARS) + textwrap.wrap(verdict.removeprefix(" - "), TITLE_CHARS))
 
 
+# One colour and marker per training budget, longest first; red and purple are OLFT's and the proxy's.
+BUDGET_STYLES = (("tab:blue", "o"), ("tab:orange", "^"), ("tab:green", "v"), ("tab:brown", "D"), ("tab:olive", "P"))
+
+
 def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
-    """Trained candidates' task scores (x100) with one binomial SE, the reference strategies as lines."""
+    """Trained candidates' task scores (x100), one series per training budget, with one binomial SE
+    where the metric is a proportion; the reference strategies as lines."""
     n = sel.get("score_examples", 0)
-    layers = [c["layer"] for c in cands]
-    scores = [100 * c["score"] for c in cands]
-    errors = [100 * binomial_se(c["score"], n) for c in cands]
-    # The candidates' scores are the selection's, on its own split: said in the label, so that they are
-    # not read against the reference lines below, which are the tuned strategies' final scores.
-    ax.errorbar(layers, scores, yerr=errors, fmt="o-", capsize=3,
-                label=f"candidates: selection score ({sel['protocol']} split, n={n}, ±1 SE)")  # fmt: skip
-    if len({c.get("steps") for c in cands}) > 1:  # halving's early rungs stopped sooner: say which scores had fewer steps
-        for c in cands:
-            ax.annotate(f"{c['steps']} steps", (c["layer"], 100 * c["score"]), textcoords="offset points", xytext=(4, -12),
-                        fontsize=7)  # fmt: skip
+    # The binomial SE is a proportion's: rough for F1, meaningless for a correlation (MCC, Pearson,
+    # Spearman, which may be negative), so those get no bars, and the label claims none.
+    bars = results["metric"] not in CORRELATIONS
+    budgets = sorted({c.get("steps") for c in cands}, key=lambda s: -1 if s is None else s, reverse=True)
+    for i, steps in enumerate(budgets):
+        # Halving's early rungs stop sooner: a line joins only scores of the same budget, labelled with it.
+        group = [c for c in cands if c.get("steps") == steps]
+        color, marker = BUDGET_STYLES[i % len(BUDGET_STYLES)]
+        errors = [100 * binomial_se(c["score"], n) for c in group] if bars else None
+        after = f" after {steps} steps:\n" if len(budgets) > 1 else ": "  # two lines: the legend stays narrow
+        # The candidates' scores are the selection's, on its own split: said in the label, so that they are
+        # not read against the reference lines below, which are the tuned strategies' final scores.
+        ax.errorbar([c["layer"] for c in group], [100 * c["score"] for c in group], yerr=errors, fmt=f"{marker}-",
+                    color=color, capsize=3, label=f"candidates{after}selection score ({sel['protocol']} split, "
+                    f"n={n}{', ±1 SE' if bars else ''})")  # fmt: skip
     split = (results.get("eval_splits") or ["validation"])[0]
     # OLFT's own final score beside the baselines': the chosen layer's selection score is not it, and
     # may stand above both baselines while OLFT's score on the reported split falls below them.
@@ -154,6 +175,8 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
         if score is not None:
             mark = _collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
             ax.axhline(100 * score, ls=style, color=color, label=f"{what} ({split}): {100 * score:.1f}{mark}")
+            if name == "olft" and olft.get("layers"):  # OLFT's score at its own layer, on its line
+                ax.plot(olft["layers"], [100 * score] * len(olft["layers"]), "D", color=color, label="_olft layer")
     ax.set_ylabel(f"{results['metric']} x100")
 
 
