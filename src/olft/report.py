@@ -444,8 +444,9 @@ def _layers_label(layers: list[int], n: int) -> str:
 def binomial_se(score: float, n: int) -> float:
     """Standard error of a proportion `score` measured on `n` examples: sqrt(p (1 - p) / n).
 
-    Exact for accuracy; for F1, MCC or correlations it is the usual rough yardstick (p clipped
-    to [0, 1]), which is how the plot labels it.
+    Exact for accuracy; for F1 the usual rough yardstick. Meaningless for MCC and correlations
+    (p is clipped to [0, 1]): the plot draws no error bars for those, and the near-tie rule
+    below is only the fallback for results from before olft recorded `equivalent`.
     """
     p = min(max(score, 0.0), 1.0)
     return (p * (1 - p) / n) ** 0.5 if n > 0 else 0.0
