@@ -437,6 +437,8 @@ def test_table_says_no_signal_instead_of_a_confidence():
     assert "NO SIGNAL: no probe beats a constant predictor" in _verdict_title(sel, "accuracy")  # layers.png's title
     pruned = _probed({0: [b + 0.2 for b in base], 1: [b + 0.1 for b in base]}, base)
     pruned.rounds.append({"stage": "train", "layers": [0, 1]})  # the probe only pruned: the trained stage chose
+    for c, drop in zip(pruned.candidates, (0.2, 0.1), strict=True):  # trained, they beat the constant (else no confidence)
+        c.example_losses = [b - drop + 0.01 * e for b, e in zip(base, rng.normal(size=40), strict=True)]
     assert pruned.no_signal is True and pruned.to_dict()["confidence"] == pytest.approx(pruned.gaps()[0])
     mixed = _probed({0: [b + 0.2 for b in base], 1: [b - 0.1 for b in base]}, base).to_dict()
     assert mixed["no_signal"] is False and mixed["confidence"] > 1

@@ -30,6 +30,7 @@ from olft.select import (
     parse_strategies,
     probe_decided,
     tie_text,
+    trained_no_signal_text,
 )
 from olft.train import NonFiniteLoss
 
@@ -299,12 +300,18 @@ def _select(session: Session, folder: RunFolder, results: dict):
     guess = selection.no_signal and probe_decided(results["selection"])
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
+    # Trained finalists that all lose to the constant (`trained_no_signal`): no confidence either.
     sure = ("no signal" if guess else f"within noise of layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
-            if others else confidence_words(results["selection"], results["metric"]))  # fmt: skip
+            if others else "no signal" if selection.trained_no_signal
+            else confidence_words(results["selection"], results["metric"]))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
              selection.protocol, sure)
     if selection.no_signal:
         log.warning("Selection: %s.", no_signal_text(results["selection"]))
+    if selection.trained_no_signal:
+        log.warning("Selection: %s.", trained_no_signal_text(results["selection"]))
+    if selection.selected_layer == session.num_layers - 1:
+        log.info("Note: %s.", report.FINAL_LAYER_NOTE)
     s = session.cfg.selection
     if selection.flat:
         log.warning(

@@ -277,6 +277,10 @@ class Session:
         protocol, fit_enc, score_enc = self.selection_sets()
         sel = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric, selector=s.selector,
                         threshold=s.equivalence_threshold, requested_train_examples=s.selection_train_samples)  # fmt: skip
+        if s.selector != "gradient":  # the yardstick of trained candidates (and of probes: `_Stages.proxy`)
+            regression = self.task.num_labels == 1
+            sel.record_baseline(constant_losses(fit_enc.labels, score_enc.labels, regression), [],
+                                "mean" if regression else "class frequencies")  # fmt: skip
         run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
         steps = self.selection_steps(len(fit_enc))
         layers = candidates
@@ -402,6 +406,9 @@ class _Stages:
         for c in cands:
             c.seconds, c.cpu_seconds = seconds / len(cands), cpu / len(cands)
         self._record(kind, 0, cands, seconds, cpu)
+        if kind == "gradient":  # what it used: training batches at initialisation, no held-out examples
+            self.sel.rounds[-1].update(batch_size=cfg.train.batch_size,
+                                        batches=min(cfg.selection.gradient_batches, math.ceil(len(self.fit_enc) / cfg.train.batch_size)))
 
     def train(self, layers: list[int], steps: int) -> None:
         """Tune and score each of `layers` for `steps` steps; rounds of W candidates over W processes."""

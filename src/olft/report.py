@@ -27,7 +27,11 @@ from olft.select import (
     retrained_words,
     scored_on,
     tie_text,
+    trained_no_signal_text,
 )
+
+# Said where the selected layer is the model's last (possible with --candidates all).
+FINAL_LAYER_NOTE = "the selected layer is the final layer: OLFT and final-layer tuning train the same module"
 
 PACKAGES = ("olft", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "datasets")
 
@@ -128,17 +132,31 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
         lines += [
             "",
-            f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, "
-            f"{sel['train_examples']} training / {plural(sel['score_examples'], 'scoring example')} each, "
+            f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, {_examples_used(sel)}, "
             f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
             f"{' by lowest ' + loss_name(sel.get('protocol')) if sel.get('metric') == 'loss' else ''}.",
         ]
+        if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
+            lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
         lines += _protocol_lines(sel, results)
         lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
         lines += _verdict_lines(sel, metric)
         lines += _retrained_lines(sel)
         lines += _candidate_table(sel, metric)
     return "\n".join(lines) + "\n"
+
+
+def _examples_used(sel: dict) -> str:
+    """What the selection's candidates were fitted and scored on: the fit and scoring sets, or for
+    the gradient selector (which scores nothing held out) the training batches it summed."""
+    rounds = sel.get("rounds") or [{}]
+    if sel.get("selector") == "gradient":
+        last = rounds[-1]
+        n = last.get("batches")
+        used = (f"the gradients of {n} training batch{'' if n == 1 else 'es'} of {last['batch_size']}"
+                if last.get("batches") else "the gradients of training batches")  # fmt: skip
+        return f"{used} from {sel['train_examples']} training examples (no held-out examples scored)"
+    return f"{sel['train_examples']} training / {plural(sel['score_examples'], 'scoring example')} each"
 
 
 def _score_table(results: dict) -> list[str]:
@@ -225,10 +243,10 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
     """How sure the selection is, from `selection_verdict` (the plot's title says the same). First,
     where no probe beat a constant predictor, that (`no_signal_text`); if the probe then chose the
     layer, no confidence is quoted: the probes' gaps to each other are noise."""
-    text = no_signal_text(sel)
-    guess = text is not None and probe_decided(sel)
+    text, trained = no_signal_text(sel), trained_no_signal_text(sel)
+    guess = (text is not None and probe_decided(sel)) or trained is not None
     verdict = selection_verdict(sel)
-    lines = [f"No signal: {text}."] if text else []
+    lines = [f"No signal: {t}." for t in (text, trained) if t]
     if verdict == "tie":
         return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
@@ -305,8 +323,27 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
         # A pruned layer's loss is the probe's (its score, negated), not a tuned module's: left out.
         loss = None if mixed and _proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
-        lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f} |")
-    return lines + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
+        share = " *" if _proxy_scored(c, sel) else ""  # not a measurement: `_share_note`
+        lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f}{share} |")
+    return (lines + _share_note(sel, probed) + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
+            + _trained_baseline_note(sel))  # fmt: skip
+
+
+def _share_note(sel: dict, probed: list[dict]) -> list[str]:
+    """The footnote to a proxy-scored layer's seconds: one joint pass scored all of them, and each
+    shows its share of that pass's time (the total over the count), not a time of its own."""
+    if not probed:
+        return []
+    proxy = _proxy_name(sel)
+    rounds = [r for r in sel.get("rounds") or [] if r.get("stage") == proxy]
+    total = f" ({rounds[0]['seconds']:.1f} s)" if rounds and rounds[0].get("seconds") is not None else ""
+    n = len(rounds[0].get("layers") or probed) if rounds else len(probed)
+    return ["", f"* Per-layer share of one joint {proxy} pass over {_layer_words(n)}{total}: the pass's "
+            "time divided by the layer count, not a measurement of each layer."]
+
+
+def _layer_words(n: int) -> str:
+    return "1 layer" if n == 1 else f"{n} layers"
 
 
 def _baseline_note(sel: dict) -> list[str]:
@@ -315,9 +352,12 @@ def _baseline_note(sel: dict) -> list[str]:
     beats = sel.get("beats_baseline") or {}
     won = [int(k) for k, v in beats.items() if v]
     lost = [int(k) for k, v in beats.items() if not v]
-    if not won or not lost:
+    if not won:  # none: `_verdict_lines` says so, with the constant's loss
         return []
     what, unit, by = baseline_words(sel)
+    if not lost:
+        return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}: every "
+                f"candidate's probe beats it{by}."]  # fmt: skip
 
     def layers(xs: list[int]) -> str:
         return ("layer " if len(xs) == 1 else "layers ") + ", ".join(map(str, sorted(xs)))
@@ -325,6 +365,20 @@ def _baseline_note(sel: dict) -> list[str]:
     return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}: the probe{'s' if len(won) > 1 else ''} of "
             f"{layers(won)} beat{'s' if len(won) == 1 else ''} it{by}, th{'at' if len(lost) == 1 else 'ose'} of {layers(lost)} "
             f"do{'es' if len(lost) == 1 else ''} not (the ranking is the probe's either way)."]  # fmt: skip
+
+
+def _trained_baseline_note(sel: dict) -> list[str]:
+    """How the trained finalists' held-out losses stand against the constant predictor's
+    (`trained_baseline_gaps`, paired per example), where some beat it; none: `_verdict_lines` says so."""
+    gaps = sel.get("trained_baseline_gaps") or {}
+    if sel.get("trained_no_signal") is not False or not gaps:
+        return []
+    what, unit, _ = baseline_words(sel)
+    loss = loss_name(sel.get("protocol"))
+    words = ", ".join(f"layer {k}'s is {_gap_words(None if g is None else -g)} it"
+                      for k, g in sorted(gaps.items(), key=lambda kv: int(kv[0])))  # fmt: skip
+    return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}; the trained "
+            f"finalists' {loss} (paired per example): {words}."]  # fmt: skip
 
 
 def _proxy_round_scores(sel: dict) -> dict[int, float]:

@@ -205,13 +205,38 @@ class Selection:
     baseline_loss: float | None = None
     baseline_predicts: str | None = None
     baseline_gaps: dict[int, float | None] | None = None
+    # The constant predictor's per-example losses: the yardstick of trained finalists too (`trained_gaps`).
+    baseline_losses: list[float] | None = field(default=None, repr=False)
 
     def record_baseline(self, losses: list[float], probed: list[Candidate], predicts: str) -> None:
         """Keep the constant predictor's per-example `losses` (`olft.proxies.constant_losses`) as
-        the yardstick of the `probed` candidates, scored on the same examples in the same order."""
+        the yardstick of the `probed` candidates (none: only trained ones are measured against it,
+        `trained_gaps`), scored on the same examples in the same order."""
         self.baseline_loss = float(np.mean(losses))
         self.baseline_predicts = predicts
-        self.baseline_gaps = {c.layer: paired_gap(c.example_losses, losses) for c in probed}
+        self.baseline_losses = list(losses)
+        self.baseline_gaps = {c.layer: paired_gap(c.example_losses, losses) for c in probed} if probed else None
+
+    def trained_gaps(self) -> dict[int, float | None] | None:
+        """Trained finalist -> how many standard errors of the paired per-example difference its
+        held-out loss lies below the constant predictor's (negative: above). None when the last
+        stage trained nothing (a proxy chose) or no baseline was recorded."""
+        if self.baseline_losses is None or not self.rounds or self.rounds[-1].get("stage") != "train":
+            return None
+        keep = self.finalists
+        return {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in self.candidates
+                if c.score is not None and (keep is None or c.layer in keep)}  # fmt: skip
+
+    @property
+    def trained_no_signal(self) -> bool | None:
+        """True when no trained finalist's held-out loss is below the constant predictor's by
+        `threshold` standard errors (paired per example; strictly below at threshold 0): the
+        trained candidates learned less than a constant, so the choice among them is a guess.
+        None when nothing trained chose, or no gap could be measured."""
+        gaps = self.trained_gaps()
+        if not gaps or all(gap is None for gap in gaps.values()):
+            return None
+        return not any(gap is not None and gap > 0 and gap >= self.threshold for gap in gaps.values())
 
     def beats_baseline(self) -> dict[int, bool] | None:
         """Probed layer -> whether its probe's held-out loss is below the constant baseline's by
@@ -271,11 +296,12 @@ class Selection:
     @property
     def confidence(self) -> float | None:
         """Gap from the winner to the runner-up in standard errors. None with one finalist or no
-        losses, and where the probe chose the layer but found no signal (`no_signal`): the gap
-        between probes that all lose to a constant is noise, and a number would read as a measure
-        of the choice. (A probe that only pruned leaves the trained stage's gap standing.)"""
+        losses, and where the probe chose the layer but found no signal (`no_signal`), or the trained
+        finalists found none (`trained_no_signal`): the gap between candidates that all lose to a
+        constant is noise, and a number would read as a measure of the choice. (A probe that only
+        pruned leaves the trained stage's gap standing.)"""
         ranking = self.ranking()
-        if len(ranking) < 2 or (self.no_signal and probe_decided({"rounds": self.rounds})):
+        if len(ranking) < 2 or (self.no_signal and probe_decided({"rounds": self.rounds})) or self.trained_no_signal:
             return None
         return self.gaps()[ranking[1]]
 
@@ -290,8 +316,15 @@ class Selection:
         return [winner] + [layer for layer, gap in gaps.items()
                            if layer != winner and gap is not None and abs(gap) < self.threshold]  # fmt: skip
 
+    def measured(self) -> bool:
+        """True when the gaps behind `equivalent` were measured: one finalist, or per-example
+        losses for the winner and some other finalist. A gradient selector's are not."""
+        gaps = self.gaps()
+        return len(gaps) < 2 or any(gap is not None for layer, gap in gaps.items() if layer != self.selected_layer)
+
     def to_dict(self) -> dict:
         scored = any(c.score is not None for c in self.candidates)
+        trained_gaps = self.trained_gaps()
         return {
             "protocol": self.protocol,
             "selector": self.selector,
@@ -301,7 +334,8 @@ class Selection:
             "ranking": self.ranking() if scored else None,
             "flat": self.flat if scored else None,
             "confidence": self.confidence if scored else None,
-            "equivalent": self.equivalent if scored else None,
+            # None where no gap was measured: `equivalent` would claim the winner alone stands apart
+            "equivalent": self.equivalent if scored and self.measured() else None,
             # JSON keys are strings: the same dict before and after results.json
             "gaps": {str(layer): gap for layer, gap in self.gaps().items()} if scored else None,
             "equivalence_threshold": self.threshold,
@@ -312,6 +346,8 @@ class Selection:
             "baseline_gaps": None if self.baseline_gaps is None else {str(k): v for k, v in self.baseline_gaps.items()},
             "beats_baseline": None if self.baseline_gaps is None else {str(k): v for k, v in self.beats_baseline().items()},
             "no_signal": self.no_signal,
+            "trained_baseline_gaps": None if trained_gaps is None else {str(k): v for k, v in trained_gaps.items()},
+            "trained_no_signal": self.trained_no_signal,
             "rounds": self.rounds,
             "seconds": self.seconds,
             "cache_seconds": self.cache_seconds,
@@ -360,6 +396,8 @@ def confidence_words(sel: dict, metric: str) -> str:
         score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
         text = (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s {loss} is "
                 f"{confidence:.1f} standard errors below layer {runner}'s" + (", the next lowest" if len(level) > 2 else ""))
+    elif confidence is None and len(ranking) > 1:  # a proxy without per-example losses: nothing measured the gap
+        return f"{len(ranking)} finalists; the gap to the runner-up is not measured (no per-example {loss}es)"
     else:
         text = confidence_text(confidence, loss)
     return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
@@ -420,6 +458,29 @@ def no_signal_text(sel: dict) -> str | None:
     where = scored_on(sel.get("protocol"))
     return (f"no candidate's probe beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}: the probe "
             f"found no signal at this budget, {guess}; use {more} or {fix}")
+
+
+def trained_no_signal_text(sel: dict) -> str | None:
+    """What `trained_no_signal` in `sel` (a `Selection.to_dict`) means, with the settings to raise,
+    as the run's warning and table.md say it; None when some trained finalist beat the constant
+    predictor, or nothing trained chose."""
+    if not sel.get("trained_no_signal"):
+        return None
+    what, unit, by = baseline_words(sel)
+    last = (sel.get("rounds") or [{}])[-1]
+    layers, steps = last.get("layers") or [], last.get("steps")
+    fix = f"more --selection-steps (the finalists trained {steps} steps), more --selection-train-samples (now {sel.get('train_examples')})"
+    fix += " or --selection-eval-samples" if sel.get("protocol") != "validation" else ""
+    fix += "" if sel.get("selector") == "exhaustive" else ", or --selector exhaustive (every candidate at the full budget)"
+    where = scored_on(sel.get("protocol"))
+    return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
+            f"paired per example: {_layers(layers)} found no signal at this budget, so the choice among them is a guess; "
+            f"use {fix}")
+
+
+def _layers(layers: list[int]) -> str:
+    """'layer 3' or 'layers 2, 3'."""
+    return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
 
 
 def tie_text(sel: dict, metric: str) -> str | None:

@@ -1,0 +1,124 @@
+"""What a selection claims against what it measured: trained finalists against a constant
+predictor, a proxy's unmeasured gaps, the final layer, a proxy's shared seconds."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from olft.report import table_md
+from olft.select import Candidate, Selection
+from test_selection import _select
+
+
+def _trained(losses_by_layer, baseline, selector="exhaustive", steps=6):
+    """A selection whose last stage trained `losses_by_layer` (per-example held-out losses)."""
+    cands = [Candidate(layer, 0.5 + 0.01 * layer, 1.0, {"pearson": 0.0, "loss": float(np.mean(v))}, steps=steps,
+                       example_losses=v) for layer, v in losses_by_layer.items()]  # fmt: skip
+    sel = Selection("train-holdout", cands, 143, len(baseline), selector=selector, finalists=sorted(losses_by_layer))
+    sel.rounds = [{"stage": "train", "steps": steps, "layers": sorted(losses_by_layer)}]
+    sel.record_baseline(baseline, [], "mean")
+    return sel
+
+
+def _results(sel: dict, num_layers: int = 6) -> dict:
+    return {"model": "m", "task": "stsb", "method": "adapter", "metric": "pearson", "strategies": {},
+            "num_layers": num_layers, "selection": sel}  # fmt: skip
+
+
+def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_confidence():
+    rng = np.random.default_rng(0)
+    base = (2.27 + rng.normal(size=57)).tolist()
+    # The user's run: two finalists far above the constant's 2.27, one clearly apart from the other.
+    sel = _trained({2: [b + 7.5 + 0.1 * rng.normal() for b in base], 3: [b + 7.3 for b in base]}, base)
+    assert sel.gaps()[2] > 1 and sel.trained_no_signal is True and sel.confidence is None
+    d = sel.to_dict()
+    assert d["trained_no_signal"] is True and d["confidence"] is None and d["baseline_loss"] == pytest.approx(np.mean(base))
+    assert all(g < 0 for g in d["trained_baseline_gaps"].values()) and d["baseline_gaps"] is None  # no probe ran
+    assert d["no_signal"] is None
+    text = table_md(_results(d))
+    assert (f"No signal: no trained candidate's held-out loss beats predicting the fit set's mean (held-out squared error "
+            f"{np.mean(base):.3f}) by 1.0 standard errors or more, paired per example: layers 2, 3 found no signal at this "
+            "budget, so the choice among them is a guess; use more --selection-steps (the finalists trained 6 steps), more "
+            "--selection-train-samples (now 143) or --selection-eval-samples.") in text, text
+    assert "standard errors below the runner-up" not in text
+    ph = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="probe-halving").to_dict()
+    assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(ph))
+    # One finalist clearly below the constant: a signal, the confidence stands, and the note says how far.
+    good = _trained({2: [b + 7.5 for b in base], 3: [b - 1.0 + 0.1 * rng.normal() for b in base]}, base)
+    assert good.trained_no_signal is False and good.confidence is not None and good.confidence > 1
+    text = table_md(_results(good.to_dict()))
+    assert "No signal" not in text and "standard errors below the runner-up" in text
+    assert "the trained finalists' held-out loss (paired per example): layer 2's is " in text
+    # Within noise of the constant (strictly below, less than the threshold): still no signal.
+    close = _trained({3: [b - 0.01 + 0.5 * e for b, e in zip(base, rng.normal(size=57), strict=True)]}, base)
+    assert close.trained_no_signal is (close.trained_gaps()[3] < 1)
+
+
+def test_trained_selectors_record_the_constant_and_warn_when_they_lose_to_it(model_dirs, tiny_glue, tmp_path, monkeypatch,
+                                                                            caplog):  # fmt: skip
+    import olft.pipeline
+    from olft.proxies import constant_losses
+
+    real = _select(model_dirs["llama"], tiny_glue, tmp_path / "real", "--selector", "exhaustive", "--selection-steps", "2",
+                   "--selection-adaptive", "0")  # fmt: skip
+    assert real["baseline_loss"] is not None and real["baseline_predicts"] == "class frequencies"
+    assert set(real["trained_baseline_gaps"]) == {"0", "1", "2", "3"} and real["beats_baseline"] is None
+    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "halving", "--selection-steps", "2",
+                      "--selection-adaptive", "0")  # fmt: skip
+    assert sel["trained_no_signal"] is True and sel["confidence"] is None
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "no trained candidate" in r.getMessage()]
+    assert len(warned) == 1 and "so the choice among them is a guess" in warned[0]
+    assert "--selector exhaustive" in warned[0], warned
+    head = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("selected layer"))
+    assert head.endswith("; no signal)") or "within noise of" in head  # never a gap to the runner-up
+    assert "standard errors below the runner-up" not in caplog.text
+    assert "No signal: no trained candidate's held-out loss" in (tmp_path / "none" / "table.md").read_text()
+
+
+def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "g", "--selector", "gradient")
+    assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
+    assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
+    assert "one finalist" not in caplog.text
+    assert "4 finalists; the gap to the runner-up is not measured" in caplog.text
+    text = (tmp_path / "g" / "table.md").read_text()
+    assert "scoring example" not in text
+    batches = sel["rounds"][0]["batches"]
+    assert batches >= 1 and (f"the gradients of {batches} training batch{'' if batches == 1 else 'es'} of "
+                             f"{sel['rounds'][0]['batch_size']} from {sel['train_examples']} training examples") in text
+
+
+def test_the_final_layer_is_said_to_be_the_final_layer_baseline():
+    rng = np.random.default_rng(0)
+    base = (2.27 + rng.normal(size=20)).tolist()
+    note = "The selected layer is the final layer: OLFT and final-layer tuning train the same module."
+    last = _trained({5: [b - 1.0 for b in base]}, base).to_dict()
+    assert note in table_md(_results(last, num_layers=6))
+    assert note not in table_md(_results(last, num_layers=7))
+
+
+def test_the_final_layer_note_is_logged(model_dirs, tiny_glue, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "g", "--selector", "gradient", "--candidates", "3,2")
+    assert (sel["selected_layer"] == 3) == ("the selected layer is the final layer: OLFT and final-layer tuning train the same "
+                                            "module" in caplog.text)  # fmt: skip
+
+
+def test_a_proxys_seconds_are_labelled_a_share_and_the_constant_is_always_quoted():
+    rng = np.random.default_rng(0)
+    base = (0.69 + 0.05 * rng.normal(size=40)).tolist()
+    cands = [Candidate(layer, -0.3, 2.5, {"loss": 0.3}, steps=0, example_losses=[b - 0.4 for b in base]) for layer in (2, 3)]
+    sel = Selection("train-holdout", cands, 143, 40, selector="probe")
+    sel.rounds = [{"stage": "probe", "layers": [2, 3], "seconds": 5.0}]
+    sel.record_baseline(base, cands, "class frequencies")
+    text = table_md(_results(sel.to_dict()))
+    assert "| 2 | -30.0 | 0.3000 | 2.5 * |" in text, text
+    assert "* Per-layer share of one joint probe pass over 2 layers (5.0 s): the pass's time divided by the layer count" in text
+    # Every probe beats the constant: its loss is still said, as where some do not.
+    assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: every candidate's probe beats it by 1.0 "
+            "standard errors or more.") in text
