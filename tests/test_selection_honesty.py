@@ -42,6 +42,10 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
             "budget, so the choice among them is a guess; use more --selection-steps (the finalists trained 6 steps), more "
             "--selection-train-samples (now 143) or --selection-eval-samples.") in text, text
     assert "standard errors below the runner-up" not in text
+    from olft.plots import layers_figure
+
+    title = layers_figure(_results(d)).axes[0].get_title()  # layers.png says what table.md says
+    assert "NO SIGNAL: no trained candidate beats a constant predictor" in title.replace("\n", " "), title
     ph = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="probe-halving").to_dict()
     assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(ph))
     # One finalist clearly below the constant: a signal, the confidence stands, and the note says how far.

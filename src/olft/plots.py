@@ -29,6 +29,8 @@ def _verdict_title(sel: dict, metric: str) -> str:
     verdict = selection_verdict(sel)
     if sel.get("no_signal") and probe_decided(sel):
         return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
+    if sel.get("trained_no_signal"):  # table.md's "No signal:" for trained finalists (select.trained_no_signal_text)
+        return " - NO SIGNAL: no trained candidate beats a constant predictor; the choice is a guess"
     if verdict == "tie":
         return " - TIE: every candidate ranked the same; the choice is the tie-break"
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
