@@ -48,6 +48,11 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     assert "NO SIGNAL: no trained candidate beats a constant predictor" in title.replace("\n", " "), title
     ph = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="probe-halving").to_dict()
     assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(ph))
+    # The user's run: --max-train-samples 200 left 143 fit examples of the 1000 asked for; the advice names that cap.
+    capped = table_md(_results({**d, "requested_train_examples": 1000}))
+    assert ("more --selection-steps (the finalists trained 6 steps), more training examples (the training split, after "
+            "any --max-train-samples, left the candidates 143 fit examples of the 1000 --selection-train-samples asks "
+            "for) or --selection-eval-samples.") in capped, capped
     # One finalist clearly below the constant: a signal, the confidence stands, and the note says how far.
     good = _trained({2: [b + 7.5 for b in base], 3: [b - 1.0 + 0.1 * rng.normal() for b in base]}, base)
     assert good.trained_no_signal is False and good.confidence is not None and good.confidence > 1

@@ -449,15 +449,19 @@ def no_signal_text(sel: dict) -> str | None:
         kept = (sel.get("rounds") or [{}, {}])[1].get("layers") or []
         guess = f"so its pick of layers {', '.join(map(str, kept))} for training is a guess"
         fix = "--selector halving (it trains every candidate)"
-    n, asked = sel.get("train_examples"), sel.get("requested_train_examples")
-    if n and asked and n < asked:  # the training split capped the fit set: only more training data lifts it
-        more = (f"more training examples (the training split, after any --max-train-samples, left the probe {n} fit "
-                f"examples of the {asked} --selection-train-samples asks for)")
-    else:
-        more = "more --selection-train-samples" + (f" (now {n})" if n else "")
     where = scored_on(sel.get("protocol"))
     return (f"no candidate's probe beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}: the probe "
-            f"found no signal at this budget, {guess}; use {more} or {fix}")
+            f"found no signal at this budget, {guess}; use {_more_fit_examples(sel, 'the probe')} or {fix}")
+
+
+def _more_fit_examples(sel: dict, who: str) -> str:
+    """The advice for a bigger fit set, naming the setting that limits it: --selection-train-samples,
+    or the training split itself (after any --max-train-samples) when that left fewer examples."""
+    n, asked = sel.get("train_examples"), sel.get("requested_train_examples")
+    if n and asked and n < asked:  # the training split capped the fit set: only more training data lifts it
+        return (f"more training examples (the training split, after any --max-train-samples, left {who} {n} fit "
+                f"examples of the {asked} --selection-train-samples asks for)")
+    return "more --selection-train-samples" + (f" (now {n})" if n else "")
 
 
 def trained_no_signal_text(sel: dict) -> str | None:
@@ -469,7 +473,7 @@ def trained_no_signal_text(sel: dict) -> str | None:
     what, unit, by = baseline_words(sel)
     last = (sel.get("rounds") or [{}])[-1]
     layers, steps = last.get("layers") or [], last.get("steps")
-    fix = f"more --selection-steps (the finalists trained {steps} steps), more --selection-train-samples (now {sel.get('train_examples')})"
+    fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
     fix += " or --selection-eval-samples" if sel.get("protocol") != "validation" else ""
     fix += "" if sel.get("selector") == "exhaustive" else ", or --selector exhaustive (every candidate at the full budget)"
     where = scored_on(sel.get("protocol"))
