@@ -131,3 +131,24 @@ def test_a_proxys_seconds_are_labelled_a_share_and_the_constant_is_always_quoted
     # Every probe beats the constant: its loss is still said, as where some do not.
     assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: every candidate's probe beats it by 1.0 "
             "standard errors or more.") in text
+
+
+def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss():
+    """Ranked by score, the winner can be the worse on held-out loss; that runner-up is the layer
+    the loss favours, so --selection-adaptive retrains it with the winner instead of dropping it
+    for being too good (a fresh user's cola run lost its lowest-loss layer that way)."""
+    from olft.report import _retrained_lines
+
+    rng = np.random.default_rng(1)
+    base = (0.7 + 0.1 * rng.normal(size=57)).tolist()
+    # Layer 4 wins on score (0.54 > 0.53 > 0.52); layer 3's loss is far below it, layer 2's far above.
+    sel = _trained({2: [b + 0.3 for b in base], 3: [b - 0.3 + 0.01 * rng.normal() for b in base],
+                    4: [b + 0.01 * rng.normal() for b in base]}, base)  # fmt: skip
+    assert sel.selected_layer == 4 and sel.gaps()[3] < -1 < 1 < sel.gaps()[2]
+    assert sel.equivalent == [4] and sel.contenders() == [4, 3]
+    rounds = [{"stage": "train", "steps": 6, "layers": [2, 3, 4]},
+              {"stage": "train", "steps": 12, "layers": [3, 4],
+               "retrained": {"winner": 4, "threshold": 1.0, "gaps": {str(k): g for k, g in sel.gaps().items() if k != 4}}}]
+    (line,) = [x for x in _retrained_lines({"rounds": rounds}) if x]
+    assert line.startswith("Retrained at 12 steps (--selection-adaptive): layers 3, 4 (held-out loss within 1.0 standard "
+                           "errors of layer 4's, or below it (layer 3: score and loss disagree) after 6 steps); layer 2's was ")

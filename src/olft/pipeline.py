@@ -305,7 +305,7 @@ class Session:
         # auto's training is sized to a cost bound: retraining tied finalists at twice the steps
         # would triple it, so auto reports them as equivalent instead.
         for _ in range(s.selection_adaptive if trained and s.selector != "auto" else 0):
-            tied = sel.equivalent
+            tied = sel.contenders()  # within noise of the winner, or clearly below it on loss
             if len(tied) < 2:
                 break
             # Why these layers: the gaps they were judged on, which their retraining replaces in `gaps()`.

@@ -274,8 +274,11 @@ def _retrained_lines(sel: dict) -> list[str]:
             continue
         gaps = {int(k): v for k, v in why["gaps"].items()}
         out = [f"layer {k}'s was {_gap_words(g)}" for k, g in sorted(gaps.items()) if k not in now["layers"]]
+        # `Selection.contenders`: a layer clearly below the winner on loss is retrained too.
+        below = [k for k in now["layers"] if gaps.get(k) is not None and gaps[k] <= -why["threshold"]]
+        lower = f", or below it ({_layer_list(below)}: score and loss disagree)" if below else ""
         lines.append(f"Retrained at {now['steps']} steps (--selection-adaptive): {_layer_list(now['layers'])} ({loss} within "
-                     f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s after {before['steps']} steps)"
+                     f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s{lower} after {before['steps']} steps)"
                      + (f"; {', '.join(out)}" if out else "") + ".")  # fmt: skip
     return ["", *lines] if lines else []
 

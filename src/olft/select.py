@@ -316,6 +316,16 @@ class Selection:
         return [winner] + [layer for layer, gap in gaps.items()
                            if layer != winner and gap is not None and abs(gap) < self.threshold]  # fmt: skip
 
+    def contenders(self) -> list[int]:
+        """What --selection-adaptive retrains: the winner, the finalists `equivalent` to it, and any
+        whose held-out loss is clearly *below* the winner's (score and loss disagree: ranked by score,
+        the winner may be the worse of the two on loss). Leaving such a layer out would drop the one
+        the loss says is best for being too good. Layers clearly above on loss are left out."""
+        gaps = self.gaps()
+        winner = self.selected_layer
+        return [winner] + [layer for layer, gap in gaps.items()
+                           if layer != winner and gap is not None and gap < self.threshold]  # fmt: skip
+
     def measured(self) -> bool:
         """True when the gaps behind `equivalent` were measured: one finalist, or per-example
         losses for the winner and some other finalist. A gradient selector's are not."""
