@@ -412,7 +412,7 @@ def test_plot_and_table_give_the_selections_own_verdict():
     assert "layers 3, 4 within noise" in layers_figure(tied).axes[0].get_title()
     # Which way the held-out loss points between them, as the console says it: the winner's may be the higher.
     tied["selection"]["gaps"] = {"3": 0.0, "4": -0.4}
-    assert ("Layers [3, 4] are within noise of each other (probe-halving selector): layer 3 wins on accuracy but its "
+    assert ("Layers 3, 4 are within noise of each other (probe-halving selector): layer 3 wins on accuracy but its "
             "held-out loss is 0.40 standard errors above layer 4's; equivalent choices.") in table_md(tied)
     # Results from before the selection recorded `equivalent`: the binomial rule, in both places.
     old = {**clear, "selection": {k: v for k, v in clear["selection"].items() if k not in ("equivalent", "confidence", "flat")}}

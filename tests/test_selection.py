@@ -233,7 +233,7 @@ def test_a_confidence_after_adaptive_retraining_says_which_round_it_measures():
     assert f"exhaustive selector: {said}." in table and "after 10 steps); layer 4's was" in table
     # Still tied after retraining: the near-tie line says which round too.
     sel.update(equivalent=[3, 2], gaps={"3": 0.0, "2": 0.4})
-    assert "Layers [3, 2] are within noise of each other after retraining at 20 steps (exhaustive selector)" in table_md(results)
+    assert "Layers 3, 2 are within noise of each other after retraining at 20 steps (exhaustive selector)" in table_md(results)
     # Without retraining, no round is named.
     assert confidence_words({**sel, "rounds": sel["rounds"][:1]}, "accuracy").startswith("the winner's held-out loss")
 
@@ -516,8 +516,12 @@ def test_probe_keep_of_every_candidate_is_refused_before_loading(model_dirs, tmp
     for keep in ("4", "9"):
         assert main([*args, "--probe-keep", keep]) == 2
         err = capsys.readouterr().err
-        assert f"--probe-keep {keep} keeps all 4 candidates (0,1,2,3)" in err and "--probe-keep 3 or less" in err, err
+        assert f"--probe-keep {keep} keeps all 4 candidates (0,1,2,3)" in err and "--probe-keep 3 or fewer" in err, err
     assert not (tmp_path / "o").exists()
+    # Two candidates: no --probe-keep both prunes and trains, so only the trained selectors are named.
+    assert main([*args, "--candidates", "0,1", "--probe-keep", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "Use --selector halving or exhaustive to train every candidate." in err and "--probe-keep 1" not in err, err
 
 
 def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_path, caplog):
@@ -525,6 +529,16 @@ def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_pa
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k1", "--selector", "probe-halving", "--probe-keep", "1")
     assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 1
     assert "the probe kept 1 of 4 candidates" in caplog.text and "no layer is trained" in caplog.text
+    assert "--probe-keep 2 or more trains the probe's best layers." in caplog.text
+    # Two candidates: --probe-keep 2 would be refused, so neither warning advises it (the user's cola-ph run).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k2", "--selector", "probe-halving", "--probe-keep", "1",
+                      "--candidates", "2,3", "--equivalence-threshold", "1e9")  # fmt: skip
+    assert "the probe kept 1 of 2 candidates" in caplog.text and "--probe-keep 2" not in caplog.text, caplog.text
+    assert "--selector halving or exhaustive trains every candidate." in caplog.text
+    tied = next(r.getMessage() for r in caplog.records if "are equivalent within" in r.getMessage())
+    assert tied.startswith("Layers 2, 3 are equivalent") and "--selector exhaustive" in tied, tied  # no Python list
 
 
 def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_glue, tmp_path, caplog):

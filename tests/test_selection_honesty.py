@@ -46,8 +46,16 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
 
     title = layers_figure(_results(d)).axes[0].get_title()  # layers.png says what table.md says
     assert "NO SIGNAL: no trained candidate beats a constant predictor" in title.replace("\n", " "), title
-    ph = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="probe-halving").to_dict()
-    assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(ph))
+    ph = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="probe-halving")
+    ph.rounds.insert(0, {"stage": "probe", "layers": [0, 1, 2, 3]})  # the probe pruned 0 and 1: they never trained
+    assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(ph.to_dict()))
+    # Halving over 2 candidates is one rung at the full budget, exhaustive already: it is not advised.
+    two = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="halving").to_dict()
+    assert "No signal:" in table_md(_results(two)) and "--selector exhaustive" not in table_md(_results(two))
+    # A short rung (layers 0 and 1 trained 3 steps, then dropped): exhaustive would give them the full budget.
+    short = _trained({2: [b + 7.5 for b in base], 3: [b + 7.3 for b in base]}, base, selector="halving")
+    short.rounds.insert(0, {"stage": "train", "steps": 3, "layers": [0, 1, 2, 3]})
+    assert "or --selector exhaustive (every candidate at the full budget)." in table_md(_results(short.to_dict()))
     # The user's run: --max-train-samples 200 left 143 fit examples of the 1000 asked for; the advice names that cap.
     capped = table_md(_results({**d, "requested_train_examples": 1000}))
     assert ("more --selection-steps (the finalists trained 6 steps), more training examples (the training split, after "
@@ -94,7 +102,8 @@ def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_pa
     assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
     assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
     assert "one finalist" not in caplog.text
-    assert "4 finalists; the gap to the runner-up is not measured" in caplog.text
+    assert "(gradient selector, train-holdout protocol; ranked by gradient score; the gap to the runner-up is not measured" \
+        in caplog.text and "finalists;" not in caplog.text, caplog.text  # a proxy has no finalists
     text = (tmp_path / "g" / "table.md").read_text()
     assert "scoring example" not in text
     batches = sel["rounds"][0]["batches"]

@@ -327,10 +327,11 @@ def _select(session: Session, folder: RunFolder, results: dict):
         more = (", or tuning them with --selector exhaustive," if selection.selector == "auto"
                 else f" or --selection-adaptive {s.selection_adaptive + 1}" if trained
                 else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
+                and len({c.layer for c in selection.candidates}) > 2  # --probe-keep 2 is refused for 2 candidates
                 else ", or tuning them with --selector exhaustive,")  # fmt: skip
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of %s: %s, within the noise of %s (%s%s "
-            "may separate them).", selection.equivalent, selection.threshold, loss_name(selection.protocol),
+            "may separate them).", ", ".join(map(str, selection.equivalent)), selection.threshold, loss_name(selection.protocol),
             tie_text(results["selection"], results["metric"]), report.plural(selection.score_examples, "scoring example"),
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip

@@ -291,9 +291,12 @@ class Session:
             run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
             layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
             if s.selector == "probe-halving" and len(layers) < 2:
+                # --probe-keep K is only advised where it is accepted: K below the number of candidates.
+                fix = ("--probe-keep 2 or more trains the probe's best layers" if len(candidates) > 2
+                       else "--selector halving or exhaustive trains every candidate")
                 log.warning("probe-halving: the probe kept %d of %s (layer %s), so no layer is trained and the "
-                            "choice is the probe's. --probe-keep 2 or more trains the probe's best layers.",
-                            len(layers), plural(len(candidates), "candidate"), ",".join(map(str, layers)))  # fmt: skip
+                            "choice is the probe's. %s.", len(layers), plural(len(candidates), "candidate"),
+                            ", ".join(map(str, layers)), fix)  # fmt: skip
         if s.selector == "exhaustive":
             run.train(layers, steps)
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning

@@ -251,7 +251,7 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
         return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         tie, after = tie_text(sel, metric), retrained_words(sel)
-        return lines + [f"Layers {sel['equivalent']} are within noise of each other{' ' + after if after else ''} "
+        return lines + [f"Layers {', '.join(map(str, sel['equivalent']))} are within noise of each other{' ' + after if after else ''} "
                         f"({sel['selector']} selector): "
                         f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
     if verdict == "near-tie":

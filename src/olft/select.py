@@ -407,7 +407,8 @@ def confidence_words(sel: dict, metric: str) -> str:
         text = (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s {loss} is "
                 f"{confidence:.1f} standard errors below layer {runner}'s" + (", the next lowest" if len(level) > 2 else ""))
     elif confidence is None and len(ranking) > 1:  # a proxy without per-example losses: nothing measured the gap
-        return f"{len(ranking)} finalists; the gap to the runner-up is not measured (no per-example {loss}es)"
+        who = "gradient score" if sel.get("selector") == "gradient" else f"{sel.get('selector')} score"
+        return f"ranked by {who}; the gap to the runner-up is not measured (no per-example {loss}es)"
     else:
         text = confidence_text(confidence, loss)
     return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
@@ -474,6 +475,20 @@ def _more_fit_examples(sel: dict, who: str) -> str:
     return "more --selection-train-samples" + (f" (now {n})" if n else "")
 
 
+def _short_of_full_budget(sel: dict) -> bool:
+    """True when some candidate of `sel` (a `Selection.to_dict`) trained fewer steps than the
+    finalists' full budget (a short halving rung) or not at all (pruned by a probe): then
+    --selector exhaustive gives it more. Halving over 2 candidates is one full rung, exhaustive already."""
+    rounds = sel.get("rounds") or []
+    trained = [r for r in rounds if r.get("stage", "train") == "train" and not r.get("retrained")]
+    if not trained:
+        return False
+    full = max(r.get("steps") or 0 for r in trained)
+    every = {layer for r in rounds for layer in r.get("layers") or []} | {c["layer"] for c in sel.get("candidates") or []}
+    at_full = {layer for r in trained if (r.get("steps") or 0) >= full for layer in r.get("layers") or []}
+    return bool(every - at_full)
+
+
 def trained_no_signal_text(sel: dict) -> str | None:
     """What `trained_no_signal` in `sel` (a `Selection.to_dict`) means, with the settings to raise,
     as the run's warning and table.md say it; None when some trained finalist beat the constant
@@ -485,7 +500,7 @@ def trained_no_signal_text(sel: dict) -> str | None:
     layers, steps = last.get("layers") or [], last.get("steps")
     fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
     fix += " or --selection-eval-samples" if sel.get("protocol") != "validation" else ""
-    fix += "" if sel.get("selector") == "exhaustive" else ", or --selector exhaustive (every candidate at the full budget)"
+    fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
     where = scored_on(sel.get("protocol"))
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
             f"paired per example: {_layers(layers)} found no signal at this budget, so the choice among them is a guess; "
@@ -568,9 +583,11 @@ def check_candidates(spec: str, num_layers: int, selector: str, probe_keep: int 
     them all: the probe would then cost time and prune nothing (plain `halving`). OlftError."""
     candidates = parse_candidates(spec, num_layers)
     if selector == "probe-halving" and probe_keep is not None and probe_keep >= len(candidates) > 1:
+        # Below 3 candidates no --probe-keep both prunes and trains two: only a trained selector is left to name.
+        use = (f"Use --probe-keep {len(candidates) - 1} or fewer, or --selector halving" if len(candidates) > 2
+               else "Use --selector halving or exhaustive")
         raise OlftError(f"--probe-keep {probe_keep} keeps all {len(candidates)} candidates ({','.join(map(str, candidates))}), "
-                        f"so the probe would prune nothing. Use --probe-keep {len(candidates) - 1} or less, or --selector "
-                        "halving to train every candidate.")  # fmt: skip
+                        f"so the probe would prune nothing. {use} to train every candidate.")  # fmt: skip
     return candidates
 
 
