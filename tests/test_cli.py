@@ -80,7 +80,9 @@ def test_evaluate_reproduces_results(llama_run, capsys, monkeypatch):
     assert main(["evaluate", "--run", str(llama_run), "-q"]) == 0
     out = capsys.readouterr().out
     assert "complete" in out
-    for line in out.splitlines()[1:]:
+    sel = json.loads((llama_run / "results.json").read_text())["selection"]
+    assert out.splitlines()[1] == f"  selection: layer {sel['selected_layer']} (selector {sel['selector']})"
+    for line in out.splitlines()[2:]:
         now, saved = line.split("accuracy=")[1].split(" (results.json: ")
         assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9
 
@@ -141,6 +143,8 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
     layers, steps = parse_candidates(spec, r["num_layers"]), 15
     for layer, at in [*((layer, steps) for layer in layers), (layers[0], 2 * steps)]:  # every candidate, one retrained
         (out / "pieces" / f"candidate-{layer}-{at}.json").write_text(json.dumps({"layer": layer, "steps": at}))
+    (out / "pieces" / f"candidate-{layers[0]}-{2 * steps}.json").write_text(json.dumps({"layer": layers[0], "steps": 2 * steps,
+                                                                                        "score": 0.625}))  # fmt: skip
     (out / "results.json").write_text(json.dumps({**r, "status": "interrupted", "complete": False, "selection": None,
                                                   "strategies": {}, "strategy_names": []}))  # fmt: skip
     assert main(["evaluate", "--run", str(out), "-q"]) == 0
@@ -148,7 +152,8 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
     assert lines[0] == f"run {out}: INCOMPLETE (interrupted)", lines
     span = f"{layers[0]}-{layers[-1]}" if len(layers) > 2 else ",".join(map(str, layers))
     assert lines[1] == (f"  selection: not finished; candidates finished at {steps} steps: layers {span} ({len(layers)} of "
-                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]}"), lines
+                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]}, "
+                        f"{r['metric']} score: {layers[0]} 0.625"), lines
     assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
 
 

@@ -309,6 +309,58 @@ def test_layer_plot_joins_only_candidates_trained_for_the_same_steps():
                           "candidates after 4 steps:\nselection score (train-holdout split, n=57, ±1 SE)"]  # fmt: skip
 
 
+def _series(ax) -> dict[str, dict[int, float]]:
+    """Each candidates' series on `ax` by its legend label: layer -> score x100, the points drawn."""
+    return {line.get_label(): {int(x): float(y) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True) if y == y}
+            for line in ax.get_lines() if line.get_label().startswith("candidates")}  # fmt: skip
+
+
+def test_layer_plot_draws_every_rounds_scores_and_joins_only_adjacent_layers():
+    """Every training round's scores, one series per steps count, from `rounds` (candidates keep only
+    each layer's last round); a layer a round did not score breaks its line rather than being bridged."""
+    import math
+
+    from olft.plots import layers_figure
+
+    # exhaustive with a retrain (cola-all): all 6 layers at 6 steps, then 0, 1, 3, 4 at 12 steps.
+    results = _budgets("mcc", {0: 12, 1: 12, 2: 6, 3: 12, 4: 12, 5: 6}, {0: 0.01, 1: 0.01, 2: 0.2, 3: 0.05, 4: 0.15, 5: 0.09})
+    results["selection"]["rounds"] = [
+        {"stage": "train", "steps": 6, "layers": list(range(6)), "scores": {str(k): 0.2 - k / 100 for k in range(6)}},
+        {"stage": "train", "steps": 12, "layers": [0, 1, 3, 4], "scores": {"0": 0.01, "1": 0.01, "3": 0.05, "4": 0.15}}]
+    (ax,) = layers_figure(results).axes
+    series = {label.split(":")[0]: points for label, points in _series(ax).items()}
+    assert sorted(series["candidates after 6 steps"]) == [0, 1, 2, 3, 4, 5]
+    assert series["candidates after 6 steps"][0] == 20.0  # the round's own score, not a later round's
+    assert sorted(series["candidates after 12 steps"]) == [0, 1, 3, 4]
+    # Layer 2 was not retrained: the 12-step line breaks there (no segment from 1 to 3).
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("candidates after 12")]
+    ys = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
+    assert math.isnan(ys[2])
+    # halving (mrpc-halv): both layers at 6 steps, then at 12; candidates hold only the 12-step scores.
+    halving = _budgets("f1", {2: 12, 3: 12}, {2: 0.73, 3: 0.75})
+    halving["selection"]["rounds"] = [{"stage": "train", "steps": 6, "layers": [2, 3], "scores": {"2": 0.66, "3": 0.64}},
+                                      {"stage": "train", "steps": 12, "layers": [2, 3], "scores": {"2": 0.73, "3": 0.75}}]
+    (ax,) = layers_figure(halving).axes
+    series = {label.split(":")[0]: points for label, points in _series(ax).items()}
+    assert series == {"candidates after 12 steps": {2: 73.0, 3: 75.0}, "candidates after 6 steps": {2: 66.0, 3: 64.0}}
+
+
+def test_layer_plot_legend_keys_the_collapse_dagger():
+    """The dagger on a reference line has its key in the legend, in table.md's words."""
+    from olft.plots import layers_figure
+    from olft.report import collapsed_text
+
+    results = _budgets("mcc", {2: 6, 3: 6}, {2: 0.3, 3: 0.45})
+    results["strategies"]["full"]["one_class"] = {"validation": "acceptable"}
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    (line,) = [i for i, label in enumerate(labels) if label.startswith("all layers")]
+    assert labels[line].endswith(" †")
+    key = labels[line + 1]
+    assert key.startswith("† ") and key.replace("\n", " ") == f"† {collapsed_text('all layers', 'acceptable', 'validation')}"
+    del results["strategies"]["full"]["one_class"]
+    assert not any("†" in t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts())
+
+
 def test_layer_plot_claims_standard_errors_only_where_it_draws_them():
     """A binomial SE is a proportion's: bars for accuracy, none for a correlation (which may be
     negative, where the clipped binomial SE is 0), and then the legend does not claim them."""
@@ -318,7 +370,7 @@ def test_layer_plot_claims_standard_errors_only_where_it_draws_them():
         (ax,) = layers_figure(_budgets(metric, {2: 6, 3: 6}, {2: 0.3, 3: 0.45})).axes
         label = ax.get_legend().get_texts()[0].get_text()
         assert label.startswith("candidates: selection score") and ("±1 SE" in label) == bars, (metric, label)
-        assert [c.has_yerr for c in ax.containers] == [bars], metric
+        assert [c.has_yerr for c in ax.containers] == ([True] if bars else []), metric  # no bars: no errorbar at all
         if bars:
             (segments,) = [c.get_segments() for c in ax.collections if len(c.get_segments()) == 2]
             assert all(abs(seg[1][1] - seg[0][1]) > 1 for seg in segments)  # visible bars, x100 like the scores

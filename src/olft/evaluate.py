@@ -6,6 +6,7 @@ results.json (they should, to float precision: evaluation runs the plain forward
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from olft.pipeline import Session, evaluate_saved
@@ -33,8 +34,11 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     session = Session(cfg, quiet=quiet, train_split=False) if saved else None  # scores the eval splits only
     status = describe_status(folder)
     lines = [f"run {folder}: {status}"]
-    if results.get("selection") is None and (kept := finished_candidates(folder)):
-        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
+    sel = results.get("selection")
+    if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
+        lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
+    if sel is None and (kept := finished_candidates(folder)):
+        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg, folder)}")
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         if name not in saved:
@@ -56,10 +60,11 @@ def _continue(folder: Path, results: dict) -> str:
     return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
 
 
-def _candidates_text(kept: dict[int, list[int]], results: dict, cfg) -> str:
-    """'candidates finished at 15 steps: layers 0-5 (6 of 6); --selection-adaptive retraining
-    finished at 30 steps: layer 0', from the pieces kept (how many a retraining takes is decided
-    when the selection resumes, so it is not counted)."""
+def _candidates_text(kept: dict[int, list[int]], results: dict, cfg, folder: Path | None = None) -> str:
+    """'candidates finished at 15 steps: layers 0-5 (6 of 6), score: 0 0.512, 1 0.498, ...;
+    --selection-adaptive retraining finished at 30 steps: layer 0, score: 0 0.530', from the pieces
+    kept (how many a retraining takes is decided when the selection resumes, so it is not counted);
+    each layer's score where its piece in `folder` records one (the task metric once trained)."""
     try:
         total = len(parse_candidates(cfg.selection.candidates, results["num_layers"]))
     except Exception:  # noqa: BLE001 - only the count is lost
@@ -68,8 +73,24 @@ def _candidates_text(kept: dict[int, list[int]], results: dict, cfg) -> str:
     for i, (steps, layers) in enumerate(kept.items()):
         of = f" ({len(layers)} of {total})" if i == 0 and total else ""
         what = "candidates finished" if i == 0 else "--selection-adaptive retraining finished"
-        parts.append(f"{what} at {steps} steps: layer{'s' if len(layers) > 1 else ''} {_span(layers)}{of}")
+        scores = _piece_scores(folder, steps, layers) if folder is not None else {}
+        metric = f"{results.get('metric', 'score')} " if steps else ""  # 0 steps: a proxy's own score
+        scored = f", {metric}score: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else ""
+        parts.append(f"{what} at {steps} steps: layer{'s' if len(layers) > 1 else ''} {_span(layers)}{of}{scored}")
     return "; ".join(parts)
+
+
+def _piece_scores(folder: Path, steps: int, layers: list[int]) -> dict[int, float]:
+    """Layer -> the score its candidate piece at `steps` records; a piece without one (or unreadable) is left out."""
+    scores = {}
+    for layer in layers:
+        try:
+            score = json.loads((folder / "pieces" / f"candidate-{layer}-{steps}.json").read_text()).get("score")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(score, (int, float)):
+            scores[layer] = float(score)
+    return scores
 
 
 def _span(layers: list[int]) -> str:

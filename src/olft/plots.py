@@ -6,6 +6,7 @@ matplotlib is imported only when a figure is drawn: reading or writing results n
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from olft.atomic import atomic_path
@@ -16,6 +17,7 @@ from olft.report import (
     _proxy_round_scores,
     _proxy_scored,
     binomial_se,
+    collapsed_text,
     optimistic_scores,
     selection_verdict,
 )
@@ -119,7 +121,8 @@ def layers_figure(results: dict):
 
 def _legend_rank(label: str) -> int:
     """Legend order: the candidates' scores, the chosen one, the reference lines, the shading."""
-    return 3 if label == "middle third" else 1 if label.startswith("selected") else 2 if "): " in label else 0
+    reference = "): " in label or label.startswith("†")  # a dagger's key follows its line
+    return 3 if label == "middle third" else 1 if label.startswith("selected") else 2 if reference else 0
 
 
 # Inches: 7 for the axes and y label, 3 for the legend right of them.
@@ -128,13 +131,13 @@ FIG_WIDTH = 10
 # is centred over the axes, about 6 inches wide once the legend has its room, so a line of about 80
 # fits within them; 72 leaves room for wide glyphs.
 TITLE_CHARS = 72
+# Characters of a legend line: 7-point text, about 3 inches right of the axes.
+LEGEND_CHARS = 56
 
 
 def _plot_title(results: dict, sel: dict) -> str:
     """Model / task / method and the verdict (`_verdict_title`) on one line when it fits in
     TITLE_CHARS, else wrapped, the verdict on lines of its own (a long local model path breaks too)."""
-    import textwrap
-
     head, verdict = f"{results['model']} / {results['task']} / {results['method']}", _verdict_title(sel, results["metric"])
     if len(head + verdict) <= TITLE_CHARS:
         return head + verdict
@@ -152,18 +155,25 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
     # The binomial SE is a proportion's: rough for F1, meaningless for a correlation (MCC, Pearson,
     # Spearman, which may be negative), so those get no bars, and the label claims none.
     bars = results["metric"] not in CORRELATIONS
-    budgets = sorted({c.get("steps") for c in cands}, key=lambda s: -1 if s is None else s, reverse=True)
+    series = _trained_series(sel, cands)
+    budgets = sorted(series, key=lambda s: -1 if s is None else s, reverse=True)
     for i, steps in enumerate(budgets):
         # Halving's early rungs stop sooner: a line joins only scores of the same budget, labelled with it.
-        group = [c for c in cands if c.get("steps") == steps]
+        points = series[steps]
+        layers = sorted(points)
         color, marker = BUDGET_STYLES[i % len(BUDGET_STYLES)]
-        errors = [100 * binomial_se(c["score"], n) for c in group] if bars else None
+        if bars:
+            ax.errorbar(layers, [100 * points[k] for k in layers], yerr=[100 * binomial_se(points[k], n) for k in layers],
+                        fmt="none", ecolor=color, capsize=3)  # fmt: skip
+        # The line joins adjacent layers only: a gap (a layer this budget never scored) breaks it, so
+        # no stretch of layers that was never measured reads as a measured trend.
+        xs = list(range(layers[0], layers[-1] + 1))
+        ys = [100 * points[k] if k in points else float("nan") for k in xs]
         after = f" after {steps} steps:\n" if len(budgets) > 1 else ": "  # two lines: the legend stays narrow
         # The candidates' scores are the selection's, on its own split: said in the label, so that they are
         # not read against the reference lines below, which are the tuned strategies' final scores.
-        ax.errorbar([c["layer"] for c in group], [100 * c["score"] for c in group], yerr=errors, fmt=f"{marker}-",
-                    color=color, capsize=3, label=f"candidates{after}selection score ({sel['protocol']} split, "
-                    f"n={n}{', ±1 SE' if bars else ''})")  # fmt: skip
+        ax.plot(xs, ys, f"{marker}-", color=color, label=f"candidates{after}selection score ({sel['protocol']} split, "
+                f"n={n}{', ±1 SE' if bars else ''})")  # fmt: skip
     split = (results.get("eval_splits") or ["validation"])[0]
     # OLFT's own final score beside the baselines': the chosen layer's selection score is not it, and
     # may stand above both baselines while OLFT's score on the reported split falls below them.
@@ -177,9 +187,28 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
         if score is not None:
             mark = _collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
             ax.axhline(100 * score, ls=style, color=color, label=f"{what} ({split}): {100 * score:.1f}{mark}")
+            if _collapsed_mark(strategy, split):  # the dagger's key, in table.md's words, wrapped to the legend's width
+                key = collapsed_text(what, strategy["one_class"][split], split)
+                ax.plot([], [], " ", label="\n".join(textwrap.wrap(f"† {key}", LEGEND_CHARS)))
             if name == "olft" and olft.get("layers"):  # OLFT's score at its own layer, on its line
                 ax.plot(olft["layers"], [100 * score] * len(olft["layers"]), "D", color=color, label="_olft layer")
     ax.set_ylabel(f"{results['metric']} x100")
+
+
+def _trained_series(sel: dict, cands: list[dict]) -> dict:
+    """Steps -> {layer: selection score} for every training round, not just each layer's last:
+    `candidates` keeps one entry per layer (a later round replaces its numbers), while each round
+    of `rounds` keeps its own scores. Candidates fill in what no round recorded (older results)."""
+    series: dict = {}
+    for c in cands:
+        series.setdefault(c.get("steps"), {})[c["layer"]] = c["score"]
+    for r in sel.get("rounds") or []:
+        if r.get("stage", "train") != "train" or not r.get("steps"):
+            continue  # a proxy's round (probe, gradient) has its own panel
+        for k, v in (r.get("scores") or {}).items():
+            if v is not None:
+                series.setdefault(r["steps"], {})[int(k)] = v
+    return series
 
 
 def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
