@@ -46,6 +46,17 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("OLFT_CACHE", str(Path.home() / ".cache" / "olft"))
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Tests that inspect layers_figure's Figure leave it open; close them so pyplot does not keep
+    (and warn about) dozens of figures across the suite."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 @pytest.fixture
 def tokenizer_drops(monkeypatch):
     """Call with a regular expression: models loaded after that get a tokenizer that deletes its

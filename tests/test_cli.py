@@ -152,8 +152,8 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
     assert lines[0] == f"run {out}: INCOMPLETE (interrupted)", lines
     span = f"{layers[0]}-{layers[-1]}" if len(layers) > 2 else ",".join(map(str, layers))
     assert lines[1] == (f"  selection: not finished; candidates finished at {steps} steps: layers {span} ({len(layers)} of "
-                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]}, "
-                        f"{r['metric']} score: {layers[0]} 0.625"), lines
+                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]} "
+                        f"({r['metric']} x100: layer {layers[0]} 62.5)"), lines
     assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
 
 

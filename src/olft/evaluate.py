@@ -61,8 +61,8 @@ def _continue(folder: Path, results: dict) -> str:
 
 
 def _candidates_text(kept: dict[int, list[int]], results: dict, cfg, folder: Path | None = None) -> str:
-    """'candidates finished at 15 steps: layers 0-5 (6 of 6), score: 0 0.512, 1 0.498, ...;
-    --selection-adaptive retraining finished at 30 steps: layer 0, score: 0 0.530', from the pieces
+    """'candidates finished at 15 steps: layers 0-5 (6 of 6) (accuracy x100: layer 0 51.2, layer 1 49.8,
+    ...); --selection-adaptive retraining finished at 30 steps: layer 0 (accuracy x100: layer 0 53.0)', from the pieces
     kept (how many a retraining takes is decided when the selection resumes, so it is not counted);
     each layer's score where its piece in `folder` records one (the task metric once trained)."""
     try:
@@ -74,8 +74,12 @@ def _candidates_text(kept: dict[int, list[int]], results: dict, cfg, folder: Pat
         of = f" ({len(layers)} of {total})" if i == 0 and total else ""
         what = "candidates finished" if i == 0 else "--selection-adaptive retraining finished"
         scores = _piece_scores(folder, steps, layers) if folder is not None else {}
-        metric = f"{results.get('metric', 'score')} " if steps else ""  # 0 steps: a proxy's own score
-        scored = f", {metric}score: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) if scores else ""
+        # Trained: the task metric in points (x100), as table.md's candidate table; 0 steps: a proxy's own number.
+        if steps:
+            scored = f" ({results.get('metric', 'score')} x100: " + ", ".join(f"layer {k} {100 * v:.1f}" for k, v in scores.items())
+        else:
+            scored = " (proxy score: " + ", ".join(f"layer {k} {v:.3f}" for k, v in scores.items())
+        scored = scored + ")" if scores else ""
         parts.append(f"{what} at {steps} steps: layer{'s' if len(layers) > 1 else ''} {_span(layers)}{of}{scored}")
     return "; ".join(parts)
 
