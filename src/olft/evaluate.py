@@ -6,7 +6,6 @@ results.json (they should, to float precision: evaluation runs the plain forward
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from olft.pipeline import Session, evaluate_saved
@@ -38,7 +37,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
         lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
     if sel is None and (kept := finished_candidates(folder)):
-        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg, folder)}")
+        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         if name not in saved:
@@ -60,20 +59,21 @@ def _continue(folder: Path, results: dict) -> str:
     return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
 
 
-def _candidates_text(kept: dict[int, list[int]], results: dict, cfg, folder: Path | None = None) -> str:
+def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cfg) -> str:
     """'candidates finished at 15 steps: layers 0-5 (6 of 6) (accuracy x100: layer 0 51.2, layer 1 49.8,
     ...); --selection-adaptive retraining finished at 30 steps: layer 0 (accuracy x100: layer 0 53.0)', from the pieces
     kept (how many a retraining takes is decided when the selection resumes, so it is not counted);
-    each layer's score where its piece in `folder` records one (the task metric once trained)."""
+    each layer's score where its piece records one (`finished_candidates`; the task metric once trained)."""
     try:
         total = len(parse_candidates(cfg.selection.candidates, results["num_layers"]))
     except Exception:  # noqa: BLE001 - only the count is lost
         total = None
     parts = []
-    for i, (steps, layers) in enumerate(kept.items()):
+    for i, (steps, finished) in enumerate(kept.items()):
+        layers = list(finished)
         of = f" ({len(layers)} of {total})" if i == 0 and total else ""
         what = "candidates finished" if i == 0 else "--selection-adaptive retraining finished"
-        scores = _piece_scores(folder, steps, layers) if folder is not None else {}
+        scores = {k: v for k, v in finished.items() if v is not None}
         # Trained: the task metric in points (x100), as table.md's candidate table; 0 steps: a proxy's own number.
         if steps:
             scored = f" ({results.get('metric', 'score')} x100: " + ", ".join(f"layer {k} {100 * v:.1f}" for k, v in scores.items())
@@ -82,19 +82,6 @@ def _candidates_text(kept: dict[int, list[int]], results: dict, cfg, folder: Pat
         scored = scored + ")" if scores else ""
         parts.append(f"{what} at {steps} steps: layer{'s' if len(layers) > 1 else ''} {_span(layers)}{of}{scored}")
     return "; ".join(parts)
-
-
-def _piece_scores(folder: Path, steps: int, layers: list[int]) -> dict[int, float]:
-    """Layer -> the score its candidate piece at `steps` records; a piece without one (or unreadable) is left out."""
-    scores = {}
-    for layer in layers:
-        try:
-            score = json.loads((folder / "pieces" / f"candidate-{layer}-{steps}.json").read_text()).get("score")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(score, (int, float)):
-            scores[layer] = float(score)
-    return scores
 
 
 def _span(layers: list[int]) -> str:

@@ -449,15 +449,21 @@ def _status(path: Path) -> str | None:
         return None
 
 
-def finished_candidates(path: Path) -> dict[int, list[int]]:
-    """The candidates whose pieces a run folder keeps, as {steps: [layers]} (pieces/candidate-<layer>-<steps>.json):
-    a selection's first stage at its steps, and each --selection-adaptive retraining at twice the last."""
-    found: dict[int, list[int]] = {}
+def finished_candidates(path: Path) -> dict[int, dict[int, float | None]]:
+    """The candidates whose pieces a run folder keeps, as {steps: {layer: score}} sorted by steps
+    and layer (pieces/candidate-<layer>-<steps>.json): a selection's first stage at its steps, and
+    each --selection-adaptive retraining at twice the last. A score is None where the piece records
+    none or cannot be read (the layer is still finished: its piece is there)."""
+    found: dict[int, dict[int, float | None]] = {}
     for piece in (Path(path) / "pieces").glob("candidate-*.json"):
         layer, _, steps = piece.stem.removeprefix("candidate-").partition("-")
         if layer.isdigit() and steps.isdigit():
-            found.setdefault(int(steps), []).append(int(layer))
-    return {steps: sorted(found[steps]) for steps in sorted(found)}
+            try:
+                score = json.loads(piece.read_text()).get("score")
+            except (OSError, ValueError, AttributeError):
+                score = None
+            found.setdefault(int(steps), {})[int(layer)] = float(score) if isinstance(score, (int, float)) else None
+    return {steps: dict(sorted(found[steps].items())) for steps in sorted(found)}
 
 
 def describe_status(path: Path) -> str:
