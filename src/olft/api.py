@@ -24,6 +24,7 @@ from olft.select import (
     Strategy,
     check_candidates,
     confidence_words,
+    layer_list,
     loss_name,
     middle_bucket,
     no_signal_text,
@@ -301,7 +302,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
     # Trained finalists that all lose to the constant (`trained_no_signal`): no confidence either.
-    sure = ("no signal" if guess else f"within noise of layer{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}"
+    sure = ("no signal" if guess else f"within noise of {layer_list(others)}"
             if others else "no signal" if selection.trained_no_signal
             else confidence_words(results["selection"], results["metric"]))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,

@@ -398,9 +398,9 @@ class _Stages:
                     score, metrics, losses = probe_scores(fit_x[layer], self.fit_enc.labels, score_x[layer],
                                                           self.score_enc.labels, regression)  # fmt: skip
                     cands.append(Candidate(layer, score, 0.0, metrics, steps=0, example_losses=losses))
-                # A probe is only worth its ranking if it beats a constant on the same examples.
-                self.sel.record_baseline(constant_losses(self.fit_enc.labels, self.score_enc.labels, regression), cands,
-                                         "mean" if regression else "class frequencies")  # fmt: skip
+                # A probe is only worth its ranking if it beats a constant on the same examples (recorded
+                # by `select` before any stage, for every selector that scores held-out examples).
+                self.sel.measure_probes(cands)
             else:
                 grads = gradient_scores(session.stack, self.fit_enc, layers, cfg.method, batch_size=cfg.train.batch_size,
                                         batches=cfg.selection.gradient_batches, seed=cfg.train.seed)  # fmt: skip

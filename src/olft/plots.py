@@ -43,10 +43,10 @@ def _verdict_title(sel: dict, metric: str) -> str:
     level = score_tie(sel, ranking)
     if len(ranking) > 1 and ranking[1] in level:
         return f" - layers {', '.join(map(str, level))} tie on {metric}; the {loss_name(sel.get('protocol'))} chose layer {ranking[0]}"
-    # A negative confidence is `confidence_text`'s "score and loss disagree" (table.md's words, quoted
-    # there unless the probe guessed): the winner scored higher, the runner-up has the lower loss.
+    # A negative confidence is `confidence_text`'s "score and loss disagree" (table.md's words): the
+    # winner scored higher, the runner-up has the lower loss. (A probe's guess has no confidence.)
     confidence = sel.get("confidence")
-    if confidence is not None and confidence < 0 and len(ranking) > 1 and not (sel.get("no_signal") and probe_decided(sel)):
+    if confidence is not None and confidence < 0 and len(ranking) > 1:
         return (f" - SCORE AND LOSS DISAGREE: layer {ranking[0]} scores higher, layer {ranking[1]}'s "
                 f"{loss_name(sel.get('protocol'))} is {-confidence:.1f} SE lower")
     return ""

@@ -21,6 +21,7 @@ from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (cal
 from olft.select import (
     baseline_words,
     confidence_words,
+    layer_list,
     loss_name,
     no_signal_text,
     probe_decided,
@@ -276,16 +277,11 @@ def _retrained_lines(sel: dict) -> list[str]:
         out = [f"layer {k}'s was {_gap_words(g)}" for k, g in sorted(gaps.items()) if k not in now["layers"]]
         # `Selection.contenders`: a layer clearly below the winner on loss is retrained too.
         below = [k for k in now["layers"] if gaps.get(k) is not None and gaps[k] <= -why["threshold"]]
-        lower = f", or below it ({_layer_list(below)}: score and loss disagree)" if below else ""
-        lines.append(f"Retrained at {now['steps']} steps (--selection-adaptive): {_layer_list(now['layers'])} ({loss} within "
+        lower = f", or below it ({layer_list(below)}: score and loss disagree)" if below else ""
+        lines.append(f"Retrained at {now['steps']} steps (--selection-adaptive): {layer_list(now['layers'])} ({loss} within "
                      f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s{lower} after {before['steps']} steps)"
                      + (f"; {', '.join(out)}" if out else "") + ".")  # fmt: skip
     return ["", *lines] if lines else []
-
-
-def _layer_list(layers: list[int]) -> str:
-    """'layer 3' or 'layers 1, 3, 5'."""
-    return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
 
 
 def _gap_words(gap: float | None) -> str:
@@ -341,12 +337,8 @@ def _share_note(sel: dict, probed: list[dict]) -> list[str]:
     rounds = [r for r in sel.get("rounds") or [] if r.get("stage") == proxy]
     total = f" ({rounds[0]['seconds']:.1f} s)" if rounds and rounds[0].get("seconds") is not None else ""
     n = len(rounds[0].get("layers") or probed) if rounds else len(probed)
-    return ["", f"* Per-layer share of one joint {proxy} pass over {_layer_words(n)}{total}: the pass's "
+    return ["", f"* Per-layer share of one joint {proxy} pass over {plural(n, 'layer')}{total}: the pass's "
             "time divided by the layer count, not a measurement of each layer."]
-
-
-def _layer_words(n: int) -> str:
-    return "1 layer" if n == 1 else f"{n} layers"
 
 
 def _baseline_note(sel: dict) -> list[str]:
@@ -357,17 +349,19 @@ def _baseline_note(sel: dict) -> list[str]:
     lost = [int(k) for k, v in beats.items() if not v]
     if not won:  # none: `_verdict_lines` says so, with the constant's loss
         return []
-    what, unit, by = baseline_words(sel)
+    by = baseline_words(sel)[2]
     if not lost:
-        return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}: every "
-                f"candidate's probe beats it{by}."]  # fmt: skip
-
-    def layers(xs: list[int]) -> str:
-        return ("layer " if len(xs) == 1 else "layers ") + ", ".join(map(str, sorted(xs)))
-
-    return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}: the probe{'s' if len(won) > 1 else ''} of "
-            f"{layers(won)} beat{'s' if len(won) == 1 else ''} it{by}, th{'at' if len(lost) == 1 else 'ose'} of {layers(lost)} "
+        return ["", f"{_constant_words(sel)}: every candidate's probe beats it{by}."]
+    return ["", f"{_constant_words(sel)}: the probe{'s' if len(won) > 1 else ''} of {layer_list(sorted(won))} "
+            f"beat{'s' if len(won) == 1 else ''} it{by}, th{'at' if len(lost) == 1 else 'ose'} of {layer_list(sorted(lost))} "
             f"do{'es' if len(lost) == 1 else ''} not (the ranking is the probe's either way)."]  # fmt: skip
+
+
+def _constant_words(sel: dict) -> str:
+    """'Predicting the class frequencies has held-out loss 0.6931': the constant predictor of `sel`
+    and its loss on the scoring set, as the notes on probes and on trained finalists open."""
+    what, unit, _ = baseline_words(sel)
+    return f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}"
 
 
 def _trained_baseline_note(sel: dict) -> list[str]:
@@ -376,12 +370,10 @@ def _trained_baseline_note(sel: dict) -> list[str]:
     gaps = sel.get("trained_baseline_gaps") or {}
     if sel.get("trained_no_signal") is not False or not gaps:
         return []
-    what, unit, _ = baseline_words(sel)
     loss = loss_name(sel.get("protocol"))
     words = ", ".join(f"layer {k}'s is {_gap_words(None if g is None else -g)} it"
                       for k, g in sorted(gaps.items(), key=lambda kv: int(kv[0])))  # fmt: skip
-    return ["", f"Predicting {what} has {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.4f}; the trained "
-            f"finalists' {loss} (paired per example): {words}."]  # fmt: skip
+    return ["", f"{_constant_words(sel)}; the trained finalists' {loss} (paired per example): {words}."]
 
 
 def _proxy_round_scores(sel: dict) -> dict[int, float]:

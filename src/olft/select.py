@@ -215,7 +215,12 @@ class Selection:
         self.baseline_loss = float(np.mean(losses))
         self.baseline_predicts = predicts
         self.baseline_losses = list(losses)
-        self.baseline_gaps = {c.layer: paired_gap(c.example_losses, losses) for c in probed} if probed else None
+        self.measure_probes(probed)
+
+    def measure_probes(self, probed: list[Candidate]) -> None:
+        """`baseline_gaps` of the `probed` candidates against the recorded constant predictor (none
+        probed: None), paired per example on the scoring set both were scored on."""
+        self.baseline_gaps = {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in probed} if probed else None
 
     def trained_gaps(self) -> dict[int, float | None] | None:
         """Trained finalist -> how many standard errors of the paired per-example difference its
@@ -236,7 +241,7 @@ class Selection:
         gaps = self.trained_gaps()
         if not gaps or all(gap is None for gap in gaps.values()):
             return None
-        return not any(gap is not None and gap > 0 and gap >= self.threshold for gap in gaps.values())
+        return not any(self._beats(gap) for gap in gaps.values())
 
     def beats_baseline(self) -> dict[int, bool] | None:
         """Probed layer -> whether its probe's held-out loss is below the constant baseline's by
@@ -244,7 +249,12 @@ class Selection:
         even at threshold 0. None when no probe ran."""
         if self.baseline_gaps is None:
             return None
-        return {layer: gap is not None and gap > 0 and gap >= self.threshold for layer, gap in self.baseline_gaps.items()}
+        return {layer: self._beats(gap) for layer, gap in self.baseline_gaps.items()}
+
+    def _beats(self, gap: float | None) -> bool:
+        """Whether a loss `gap` standard errors below the constant predictor's beats it: by
+        `threshold` or more (the noise `equivalent` uses), and strictly below even at threshold 0."""
+        return gap is not None and gap > 0 and gap >= self.threshold
 
     @property
     def no_signal(self) -> bool | None:
@@ -426,11 +436,16 @@ def score_tie(sel: dict, layers: list[int]) -> list[int]:
     trained candidates were ranked by score so the held-out loss broke that tie; [] otherwise: ranked
     by loss, or by a proxy's own number, no task metric decided."""
     winner = sel.get("selected_layer")
-    by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
     last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
     score = last.get(winner)
     level = sorted(layer for layer in {winner, *layers} if score is not None and last.get(layer) == score)
-    return level if by_score and len(level) > 1 else []
+    return level if _ranked_by_score(sel) and len(level) > 1 else []
+
+
+def _ranked_by_score(sel: dict) -> bool:
+    """True when trained candidates of `sel` were ranked by their score (the task metric), so the
+    held-out loss only broke ties; False when ranked by loss, or by a proxy's own number."""
+    return sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
 
 
 def probe_decided(sel: dict) -> bool:
@@ -503,12 +518,12 @@ def trained_no_signal_text(sel: dict) -> str | None:
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
     where = scored_on(sel.get("protocol"))
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
-            f"paired per example: {_layers(layers)} found no signal at this budget, so the choice among them is a guess; "
+            f"paired per example: {layer_list(layers)} found no signal at this budget, so the choice among them is a guess; "
             f"use {fix}")
 
 
-def _layers(layers: list[int]) -> str:
-    """'layer 3' or 'layers 2, 3'."""
+def layer_list(layers: list[int]) -> str:
+    """'layer 3' or 'layers 2, 3', as every selection message names layers."""
     return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
 
 
@@ -527,8 +542,7 @@ def tie_text(sel: dict, metric: str) -> str | None:
         return None
     nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
     gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
-    # Trained candidates ranked by score; ranked by loss, or by a proxy's own number, no task metric decided.
-    by_score = sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
+    by_score = _ranked_by_score(sel)
     level = score_tie(sel, tied)
     if level:  # the loss broke a tie on the score: every layer in it is named
         score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
