@@ -218,9 +218,9 @@ def _plotted(ax) -> dict[str, list[int]]:
         if label.startswith(("OLFT", "final layer", "all layers", "constant predictor")):
             drawn["reference"].append(label)
         elif label.startswith("selected"):
-            drawn["selected"] += [int(x) for x in line.get_xdata()]
+            drawn["selected"] += [round(x) for x in line.get_xdata()]
         else:
-            drawn["candidates"] |= {int(x) for x in line.get_xdata()}
+            drawn["candidates"] |= {round(x) for x in line.get_xdata()}
     return {**drawn, "candidates": sorted(drawn["candidates"])}
 
 
@@ -300,7 +300,7 @@ def test_layer_plot_joins_only_candidates_trained_for_the_same_steps():
     results = _budgets("accuracy", {1: 16, 2: 16, 3: 4, 4: 4}, {1: 0.51, 2: 0.53, 3: 0.49, 4: 0.49})
     (ax,) = layers_figure(results).axes
     steps = {c["layer"]: c["steps"] for c in results["selection"]["candidates"]}
-    joined = [[int(x) for x in line.get_xdata()] for line in ax.get_lines() if line.get_linestyle() not in ("None", "")]
+    joined = [[round(x) for x in line.get_xdata()] for line in ax.get_lines() if line.get_linestyle() not in ("None", "")]
     candidates = [layers for layers in joined if set(layers) <= set(steps) and len(layers) > 1]
     assert sorted(candidates) == [[1, 2], [3, 4]], joined
     assert all(len({steps[k] for k in layers}) == 1 for layers in candidates)
@@ -311,7 +311,7 @@ def test_layer_plot_joins_only_candidates_trained_for_the_same_steps():
 
 def _series(ax) -> dict[str, dict[int, float]]:
     """Each candidates' series on `ax` by its legend label: layer -> score x100, the points drawn."""
-    return {line.get_label(): {int(x): float(y) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True) if y == y}
+    return {line.get_label(): {round(x): float(y) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True) if y == y}
             for line in ax.get_lines() if line.get_label().startswith("candidates")}  # fmt: skip
 
 
@@ -334,7 +334,7 @@ def test_layer_plot_draws_every_rounds_scores_and_joins_only_adjacent_layers():
     assert sorted(series["candidates after 12 steps"]) == [0, 1, 3, 4]
     # Layer 2 was not retrained: the 12-step line breaks there (no segment from 1 to 3).
     (line,) = [line for line in ax.get_lines() if line.get_label().startswith("candidates after 12")]
-    ys = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
+    ys = {round(x): y for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}  # x dodged off the layer
     assert math.isnan(ys[2])
     # halving (mrpc-halv): both layers at 6 steps, then at 12; candidates hold only the 12-step scores.
     halving = _budgets("f1", {2: 12, 3: 12}, {2: 0.73, 3: 0.75})
@@ -470,6 +470,22 @@ def test_plot_and_table_give_the_selections_own_verdict():
     old = {**clear, "selection": {k: v for k, v in clear["selection"].items() if k not in ("equivalent", "confidence", "flat")}}
     assert said(old) == ("near-tie", True, True)
     assert "binomial SE" in layers_figure(old).axes[0].get_title() and "binomial standard error" in table_md(old)
+
+
+def test_within_noise_sentence_names_a_finalist_clearly_below_the_winner_on_loss():
+    """Ranked by score, a finalist may have a held-out loss far below the winner's: outside the noise,
+    so not among the equivalent layers, yet the 'within noise' sentence must not leave it out."""
+    tied = _probe_halving({3: 0.80, 4: 0.78, 5: 0.60}, {0: 0.6}, selected=3, equivalent=[3, 4])
+    tied["selection"].update(gaps={"3": 0.0, "4": -0.4, "5": -3.1}, equivalence_threshold=1.0)
+    table = table_md(tied)
+    assert ("held-out loss is 0.40 standard errors above layer 4's; equivalent choices. Layer 5 is not: layer 5's "
+            "held-out loss is 3.10 standard errors below layer 3's (outside the noise: score and loss disagree).") in table
+    tied["selection"]["gaps"]["5"] = 3.1  # clearly above the winner: it lost on both counts, nothing to say
+    assert "Layer 5" not in table_md(tied)
+    tied["selection"]["gaps"].update({"5": -2.0, "6": -1.0})  # at the threshold counts as outside; two are named
+    tied["selection"]["candidates"].append({**tied["selection"]["candidates"][-1], "layer": 6})
+    assert ("equivalent choices. Layers 5, 6 are not: layer 5's held-out loss is 2.00 standard errors below layer 3's; "
+            "layer 6's held-out loss is 1.00 standard errors below layer 3's (outside") in table_md(tied)
 
 
 def test_plot_says_when_score_and_loss_disagree_as_the_table_does():
@@ -643,3 +659,113 @@ def test_adaptive_rounds_say_which_layers_were_retrained_and_why():
             "of layer 1's after 6 steps); layer 2's was 1.25 standard errors above.") in table_md(results)
     del results["selection"]["rounds"][1]["retrained"]  # results from before rounds recorded why
     assert "Retrained" not in table_md(results)
+
+
+def _run(started: str, pid: int, **kw) -> dict:
+    """A `timed_by` stamp of the run that started at `started`."""
+    return {"pid": pid, "host": "h", "started": started, "device": "cpu", "torch_threads": 1, "world_size": 1, **kw}
+
+
+def test_runs_are_labelled_in_the_order_they_started():
+    """Piece names sort alphabetically ('10-24' before '2-24'); the labels follow the runs' start times."""
+    from olft.runfolder import compare_timing, run_labels
+
+    first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
+    timing = compare_timing({"10-24": later, "2-24": first, "3-24": later})
+    assert [(r["label"], r["pid"], r["pieces"]) for r in timing["runs"]] == [
+        ("first run", 7, ["2-24"]), ("continued run", 9, ["10-24", "3-24"])]
+    assert run_labels(1) == ["first run"] and run_labels(3) == ["first run", "second run", "third run"]
+    assert run_labels(7)[-1] == "run 7"
+
+
+def _timed(strategy_runs: dict[str, dict], candidate_runs: dict[str, dict]) -> dict:
+    """`_results` with its times stamped by the given runs (strategy -> stamp, piece layer-steps -> stamp)."""
+    from olft.runfolder import compare_timing
+
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"].update(selector="exhaustive", candidates=[
+        {"layer": k, "score": 0.5, "seconds": 3.0, "steps": 24} for k in (1, 2, 10)])  # fmt: skip
+    results["timing"] = {"strategies": compare_timing(strategy_runs), "candidates": compare_timing(candidate_runs)}
+    return results
+
+
+def test_times_from_a_continued_run_are_marked_with_their_run():
+    """After a resume, every time shown is marked with the run that timed it (the first run or the
+    one that continued it), in Table 2 and in the candidates' table; counts are singular or plural."""
+    first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9, torch_threads=2)
+    table = table_md(_timed({"olft": later, "final": first, "full": later}, {"1-24": first, "10-24": later, "2-24": first}))
+    assert _row(table, "final")[1] == "0.50 (first run)" and _row(table, "full")[1] == "2.00 (continued run)"
+    assert "| 1 | 50.0 | 3.0 (first run) |" in table and "| 10 | 50.0 | 3.0 (continued run) |" in table
+    assert ("they were timed in 2 runs (first run: process 7 on h, cpu, 1 torch thread, 1 process, started "
+            "2026-01-01T10:00:00+00:00; continued run: process 9 on h, cpu, 2 torch threads, 1 process, started "
+            "2026-01-01T12:00:00+00:00), which differ in torch_threads; each time is marked with its run") in table
+    assert "process(es)" not in table and "(A)" not in table and "(B)" not in table
+    assert table.count("**Timings do not compare:**") == 2
+
+
+def test_times_all_from_one_run_need_no_warning_or_marks():
+    """Every shown time from one run compares: no warning and no run marks, whichever run it was."""
+    later = _run("2026-01-01T12:00:00+00:00", 9)
+    table = table_md(_timed({n: later for n in ("olft", "final", "full")}, {"1-24": later, "2-24": later, "10-24": later}))
+    assert "Timings do not compare" not in table and "run)" not in table
+    # One run, but a piece without a record of its run: that still does not compare (and says why).
+    table = table_md(_timed({"olft": later, "final": later, "full": None}, {"1-24": later}))
+    assert "full carries no record of the run that timed it" in table and "run)" not in table
+
+
+def test_only_the_candidates_table_md_shows_are_compared():
+    """A layer's earlier round is a piece too, but table.md shows only its last: an earlier round
+    timed by the first run does not make the shown times (all the continued run's) incomparable."""
+    from types import SimpleNamespace
+
+    from olft.runfolder import _shown_candidates
+
+    folder = SimpleNamespace(piece_names=lambda kind: ["1-12", "1-24", "10-24", "2-12"])
+    sel = {"candidates": [{"layer": 1, "steps": 24}, {"layer": 10, "steps": 24}, {"layer": 2, "steps": 12},
+                          {"layer": 3, "steps": 0}]}  # fmt: skip
+    assert _shown_candidates(folder, {"selection": sel}) == ["1-24", "10-24", "2-12"]
+    assert _shown_candidates(folder, {"selection": None}) == ["1-12", "1-24", "10-24", "2-12"]  # mid-selection: all
+
+
+def test_layer_plot_sets_two_rounds_side_by_side_at_a_layer():
+    """Two rounds scored at the same layers: their points and error bars are dodged apart (else the
+    bars overlap), each within its layer's column, the star on its round's point, ticks on layers."""
+    from olft.plots import DODGE_WIDTH, layers_figure
+
+    halving = _budgets("accuracy", {2: 12, 3: 12}, {2: 0.73, 3: 0.75})
+    halving["selection"]["rounds"] = [{"stage": "train", "steps": 6, "layers": [2, 3], "scores": {"2": 0.66, "3": 0.64}},
+                                      {"stage": "train", "steps": 12, "layers": [2, 3], "scores": {"2": 0.73, "3": 0.75}}]
+    fig = layers_figure(halving)
+    (ax,) = fig.axes
+    xs = {line.get_label().split(":")[0]: list(line.get_xdata()) for line in ax.get_lines()
+          if line.get_label().startswith("candidates")}  # fmt: skip
+    assert xs == {"candidates after 12 steps": [2 - DODGE_WIDTH / 2, 3 - DODGE_WIDTH / 2],
+                  "candidates after 6 steps": [2 + DODGE_WIDTH / 2, 3 + DODGE_WIDTH / 2]}  # fmt: skip
+    bars = [sorted({seg[0][0] for seg in c.lines[2][0].get_segments()}) for c in ax.containers]
+    assert bars == [xs["candidates after 12 steps"], xs["candidates after 6 steps"]]  # each bar on its own point
+    (star,) = [line for line in ax.get_lines() if line.get_label().startswith("selected")]
+    assert list(star.get_xdata()) == [3 - DODGE_WIDTH / 2]  # layer 3 won after 12 steps
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(t == round(t) for t in ticks)
+    # One round: on the layers themselves.
+    (ax,) = layers_figure(_budgets("accuracy", {2: 12, 3: 12}, {2: 0.73, 3: 0.75})).axes
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("candidates")]
+    assert list(line.get_xdata()) == [2, 3]
+
+
+def test_layer_plot_never_blows_up_a_tiny_score_difference():
+    """STS-B's Pearson for two layers 0.1 points apart: the axis spans at least MIN_SCORE_SPAN points
+    about them, not a fraction of a point; a wider spread keeps its own range."""
+    from olft.plots import MIN_SCORE_SPAN, layers_figure
+
+    for metric in ("pearson", "spearman", "accuracy"):
+        results = _budgets(metric, {2: 6, 3: 6}, {2: 0.881, 3: 0.882})
+        results["strategies"] = {}  # no reference lines to widen the range
+        (ax,) = layers_figure(results).axes
+        low, high = ax.get_ylim()
+        assert high - low >= MIN_SCORE_SPAN - 1e-9 and low < 88.1 < 88.2 < high, (metric, low, high)
+    results = _budgets("pearson", {2: 6, 3: 6}, {2: 0.30, 3: 0.60})
+    results["strategies"] = {}
+    low, high = layers_figure(results).axes[0].get_ylim()
+    assert high - low > 30 and low < 30 and high > 60

@@ -67,7 +67,8 @@ def plot_layers(results: dict, path: Path) -> bool:
 
 def layers_figure(results: dict):
     """Score per candidate layer: trained candidates' selection scores on the task metric, one series
-    per training budget (binomial standard-error bars where the metric is a proportion), with OLFT's,
+    per training budget (binomial standard-error bars where the metric is a proportion; several
+    budgets set side by side about each layer, `dodge`), on at least MIN_SCORE_SPAN points, with OLFT's,
     the final-layer and all-layer final scores as reference lines (drawn whenever the run has them,
     even when no candidate was trained); proxy-scored ones (probe, gradient) on their proxy's own
     axis; the middle third shaded, the chosen layer starred, a tie, near-tie or a score and loss
@@ -97,13 +98,17 @@ def layers_figure(results: dict):
         bucket = results.get("middle_bucket") or []
         if bucket:
             ax.axvspan(min(bucket) - 0.5, max(bucket) + 0.5, color="0.92", zorder=0, label="middle third")
+        shift = {}
         if panel == "trained":
-            _trained_panel(ax, results, sel, trained)
+            shift = _trained_panel(ax, results, sel, trained)
         else:
             _proxy_panel(ax, sel, proxied)
         best = next((c for c in cands if c["layer"] == sel.get("selected_layer")), None)
         if best is not None and (best in proxied) == (panel == "proxy"):  # the star sits on its own score's axis
-            ax.plot([best["layer"]], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+            x = best["layer"] + shift.get(best.get("steps"), 0.0)  # on its round's (dodged) point
+            ax.plot([x], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
+        if panel == "trained":
+            widen_to(ax, MIN_SCORE_SPAN)
         # Right of the axes, not on them: inside, with the reference lines spanning the width, no spot
         # is free of data, and "best" put it over the top of an error bar. tight_layout makes room.
         handles, labels = ax.get_legend_handles_labels()
@@ -148,27 +153,30 @@ def _plot_title(results: dict, sel: dict) -> str:
 BUDGET_STYLES = (("tab:blue", "o"), ("tab:orange", "^"), ("tab:green", "v"), ("tab:brown", "D"), ("tab:olive", "P"))
 
 
-def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
+def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
     """Trained candidates' task scores (x100), one series per training budget, with one binomial SE
-    where the metric is a proportion; the reference strategies as lines."""
+    where the metric is a proportion; the reference strategies as lines. Several budgets are
+    dodged (`dodge`) about their layers; returns budget -> its x offset."""
     n = sel.get("score_examples", 0)
     # The binomial SE is a proportion's: rough for F1, meaningless for a correlation (MCC, Pearson,
     # Spearman, which may be negative), so those get no bars, and the label claims none.
     bars = results["metric"] not in CORRELATIONS
     series = _trained_series(sel, cands)
     budgets = sorted(series, key=lambda s: -1 if s is None else s, reverse=True)
+    shift = dodge(budgets)
     for i, steps in enumerate(budgets):
         # Halving's early rungs stop sooner: a line joins only scores of the same budget, labelled with it.
         points = series[steps]
         layers = sorted(points)
         color, marker = BUDGET_STYLES[i % len(BUDGET_STYLES)]
         if bars:
-            ax.errorbar(layers, [100 * points[k] for k in layers], yerr=[100 * binomial_se(points[k], n) for k in layers],
-                        fmt="none", ecolor=color, capsize=3)  # fmt: skip
+            ax.errorbar([k + shift[steps] for k in layers], [100 * points[k] for k in layers],
+                        yerr=[100 * binomial_se(points[k], n) for k in layers], fmt="none", ecolor=color, capsize=3)  # fmt: skip
         # The line joins adjacent layers only: a gap (a layer this budget never scored) breaks it, so
         # no stretch of layers that was never measured reads as a measured trend.
         xs = list(range(layers[0], layers[-1] + 1))
         ys = [100 * points[k] if k in points else float("nan") for k in xs]
+        xs = [k + shift[steps] for k in xs]
         after = f" after {steps} steps:\n" if len(budgets) > 1 else ": "  # two lines: the legend stays narrow
         # The candidates' scores are the selection's, on its own split: said in the label, so that they are
         # not read against the reference lines below, which are the tuned strategies' final scores.
@@ -193,6 +201,37 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> None:
             if name == "olft" and olft.get("layers"):  # OLFT's score at its own layer, on its line
                 ax.plot(olft["layers"], [100 * score] * len(olft["layers"]), "D", color=color, label="_olft layer")
     ax.set_ylabel(f"{results['metric']} x100")
+    return shift
+
+
+# The widest spread of one layer's rounds, in layers: the rounds' points and bars sit side by side
+# within their layer's column (0.5 either side), clear of the next layer's.
+DODGE_WIDTH = 0.3
+
+
+def dodge(budgets: list) -> dict:
+    """Budget -> x offset of its series, spread evenly over DODGE_WIDTH about the layer, in the
+    order given: two rounds' error bars at one layer would otherwise be drawn over each other.
+    0 for a single round (its points sit on the integer ticks)."""
+    if len(budgets) < 2:
+        return dict.fromkeys(budgets, 0.0)
+    step = DODGE_WIDTH / (len(budgets) - 1)
+    return {b: -DODGE_WIDTH / 2 + i * step for i, b in enumerate(budgets)}
+
+
+# The least y-range of a task-score panel, in score points (x100). Autoscaled to a few candidates
+# a tenth of a point apart (common with Pearson/Spearman on STS-B), the axis would span a fraction
+# of a point and make noise look like a ranking; a binomial SE at a few hundred scoring examples
+# is already 2-3 points, so differences well inside 5 points should look small.
+MIN_SCORE_SPAN = 5.0
+
+
+def widen_to(ax, span: float) -> None:
+    """Widen `ax`'s y-range about its middle to at least `span`; a wider range is kept."""
+    low, high = ax.get_ylim()
+    if high - low < span:
+        mid = (low + high) / 2
+        ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
 def _trained_series(sel: dict, cands: list[dict]) -> dict:

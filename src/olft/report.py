@@ -140,10 +140,11 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
             lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
         lines += _protocol_lines(sel, results)
-        lines += _timing_notes((results.get("timing") or {}).get("candidates") or {}, "The candidates' times")
+        candidate_timing = (results.get("timing") or {}).get("candidates") or {}
+        lines += _timing_notes(candidate_timing, "The candidates' times")
         lines += _verdict_lines(sel, metric)
         lines += _retrained_lines(sel)
-        lines += _candidate_table(sel, metric)
+        lines += _candidate_table(sel, metric, run_marks(candidate_timing))
     return "\n".join(lines) + "\n"
 
 
@@ -254,13 +255,29 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
         tie, after = tie_text(sel, metric), retrained_words(sel)
         return lines + [f"Layers {', '.join(map(str, sel['equivalent']))} are within noise of each other{' ' + after if after else ''} "
                         f"({sel['selector']} selector): "
-                        f"{tie + '; ' if tie else ''}equivalent choices."]  # fmt: skip
+                        f"{tie + '; ' if tie else ''}equivalent choices.{_below_winner_words(sel)}"]  # fmt: skip
     if verdict == "near-tie":
         return lines + ["The runner-up is within one binomial standard error of the winner's score (a rough yardstick: this "
                         "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None and not guess:
         return lines + [f"{sel['selector']} selector: {confidence_words(sel, metric)}."]
     return lines
+
+
+def _below_winner_words(sel: dict) -> str:
+    """" Layer 5 is not: layer 5's held-out loss is 3.10 standard errors below layer 2's (...)": the
+    finalists whose loss is clearly below the winner's (by the equivalence threshold or more, in
+    `gaps`), which the 'within noise' sentence would otherwise leave out; '' when there are none."""
+    gaps, winner, threshold = sel.get("gaps") or {}, sel.get("selected_layer"), sel.get("equivalence_threshold")
+    if threshold is None:
+        return ""
+    below = sorted((int(k), g) for k, g in gaps.items() if int(k) != winner and g is not None and g <= -threshold)
+    if not below:
+        return ""
+    loss = loss_name(sel.get("protocol"))
+    words = "; ".join(f"layer {k}'s {loss} is {-g:.2f} standard errors below layer {winner}'s" for k, g in below)
+    names = layer_list([k for k, _ in below])
+    return f" {names[0].upper()}{names[1:]} {'is' if len(below) == 1 else 'are'} not: {words} (outside the noise: score and loss disagree)."
 
 
 def _retrained_lines(sel: dict) -> list[str]:
@@ -291,8 +308,9 @@ def _gap_words(gap: float | None) -> str:
     return f"{abs(gap):.2f} standard errors {'above' if gap > 0 else 'below'}"
 
 
-def _candidate_table(sel: dict, metric: str) -> list[str]:
-    """The candidates' scores, held-out losses and seconds.
+def _candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = None) -> list[str]:
+    """The candidates' scores, held-out losses and seconds, each time marked with the run that
+    timed it where `run_of` (`run_marks`, by piece name layer-steps) names more than one.
 
     A proxy's score is not the task metric, so its column says what it is. When a probe pruned
     the candidates before training the rest (probe-halving), probe scores and trained scores get a
@@ -323,7 +341,8 @@ def _candidate_table(sel: dict, metric: str) -> list[str]:
         loss = None if mixed and _proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
         share = " *" if _proxy_scored(c, sel) else ""  # not a measurement: `_share_note`
-        lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f}{share} |")
+        run = (run_of or {}).get(f"{c['layer']}-{c.get('steps')}", "")
+        lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f}{share}{run} |")
     return (lines + _share_note(sel, probed) + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
             + _trained_baseline_note(sel))  # fmt: skip
 
@@ -427,14 +446,13 @@ def _cost_table(results: dict) -> list[str]:
     ]
     timing = (results.get("timing") or {}).get("strategies") or {}
     optimistic = optimistic_scores(results)  # Table 2's score is Table 1's first split: the same mark
-    run_of = {} if timing.get("comparable", True) else {n: r["label"] for r in timing["runs"] for n in r["pieces"]}
+    run_of = run_marks(timing)
     for name, s in strategies.items():
         time_pct = f"{100 * s[key] / full[key]:.1f}" if full.get(key) else "-"
         cpu_min = f"{s['train_cpu_seconds'] / 60:.2f}" if s.get("train_cpu_seconds") else "-"
         p = s["peft_params"]
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
-        mark = f" ({run_of[name]})" if name in run_of else ""
-        lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{mark} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
+        lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{run_of.get(name, '')} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
                      f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])}"
                      f"{' ‡' if results['eval_splits'][0] in optimistic.get(name, []) else ''} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
@@ -464,19 +482,36 @@ def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train
     return lines
 
 
+def run_marks(timing: dict) -> dict[str, str]:
+    """Piece name -> ' (first run)', the label of the run that timed it, for a table's time cell;
+    empty unless the shown times come from more than one run (one run needs no mark)."""
+    runs = timing.get("runs") or []
+    return {n: f" ({r['label']})" for r in runs for n in r["pieces"]} if len(runs) > 1 else {}
+
+
+def _run_words(r: dict) -> str:
+    """'first run: process 12 on h, cpu, 1 torch thread, 1 process, started ...' (a `compare_timing` run)."""
+    threads = r.get("torch_threads")
+    counts = ("" if threads is None else f", {plural(threads, 'torch thread')}") + (
+        "" if r.get("world_size") is None else f", {r['world_size']} process{'' if r['world_size'] == 1 else 'es'}")
+    return f"{r['label']}: process {r['pid']} on {r['host']}, {r.get('device')}{counts}, started {r['started']}"
+
+
 def _timing_notes(timing: dict, what: str) -> list[str]:
-    """Lines flagging times that do not compare (see `runfolder.compare_timing`); none when they do."""
+    """Lines flagging times that do not compare (see `runfolder.compare_timing`); none when they do,
+    and none when every shown time came from one run with its time whole (recorded, not resumed)."""
     if timing.get("comparable", True):
         return []
     notes = []
-    if timing["differs_in"]:
-        runs = "; ".join(
-            f"{r['label']}: process {r['pid']} on {r['host']}, {r['device']}, {r['torch_threads']} torch threads, "
-            f"{r['world_size']} process(es), started {r['started']}" for r in timing["runs"]
-        )  # fmt: skip
-        notes.append(f"they were timed in {len(timing['runs'])} runs that differ in {', '.join(timing['differs_in'])} ({runs})")
+    if len(timing["runs"]) > 1:
+        runs = "; ".join(_run_words(r) for r in timing["runs"])
+        fields = [f for f in timing["differs_in"] if f != "run"]
+        differ = f", which differ in {', '.join(fields)}" if fields else ""
+        notes.append(f"they were timed in {len(timing['runs'])} runs ({runs}){differ}; each time is marked with its run")
     if timing["unrecorded"]:
-        notes.append(f"{', '.join(timing['unrecorded'])} carry no record of the run that timed them")
+        one = len(timing["unrecorded"]) == 1
+        notes.append(f"{', '.join(timing['unrecorded'])} carr{'ies' if one else 'y'} no record of the run that timed "
+                     f"{'it' if one else 'them'}")  # fmt: skip
     if timing["resumed_mid_training"]:
         notes.append(f"{', '.join(timing['resumed_mid_training'])} resumed from a checkpoint, so their time counts "
                      "only the steps after it")  # fmt: skip

@@ -383,7 +383,8 @@ class RunFolder:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
 
         Sets the selection, every finished strategy (a piece with its weights) and failure, the
-        strategy names (this run's first), and `timing`: whether the pieces' times compare.
+        strategy names (this run's first), and `timing`: whether the pieces' times compare (of the
+        candidates, those table.md shows: `_shown_candidates`).
         Other processes keep what they were told.
         """
         if not self.writer:
@@ -397,7 +398,7 @@ class RunFolder:
         results["failed"] = {n: failed[n] for n in names if n in failed}
         results["selection"] = (self.load_piece("selection") or {}).get("selection") or results.get("selection")
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
-        candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in self.piece_names("candidate")}
+        candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in _shown_candidates(self, results)}
         results["timing"] = {
             "strategies": compare_timing({n: s.get("timed_by") for n, s in results["strategies"].items()},
                                          [n for n, s in results["strategies"].items() if s.get("resumed_at")]),
@@ -432,6 +433,18 @@ class RunFolder:
         if self.writer:
             for stale in ("table.md", "layers.png", "loss.png"):
                 (self.path / stale).unlink(missing_ok=True)
+
+
+def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
+    """The candidate pieces whose times table.md shows: each layer's last trained round (a layer's
+    earlier rounds are pieces too, but `candidates` keeps its last), or every piece before the
+    selection has finished. Times nobody sees need not compare."""
+    names = folder.piece_names("candidate")
+    sel = results.get("selection")
+    if not sel:
+        return names
+    shown = {f"{c['layer']}-{c['steps']}" for c in sel.get("candidates") or [] if c.get("steps")}
+    return [n for n in names if n in shown]
 
 
 def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and") -> str:
@@ -483,8 +496,9 @@ def compare_timing(records: dict[str, dict | None], resumed: list[str] | None = 
 
     `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none);
     `resumed` names pieces whose training resumed from a checkpoint, so their time counts only
-    the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}],
-    "differs_in" (fields, "run" when more than one run), "unrecorded", "resumed_mid_training"}.
+    the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}] in
+    the order they started (labels from `run_labels`), "differs_in" (fields, "run" when more
+    than one run), "unrecorded", "resumed_mid_training"}.
     """
     runs: dict[tuple, dict] = {}
     unrecorded = []
@@ -493,13 +507,27 @@ def compare_timing(records: dict[str, dict | None], resumed: list[str] | None = 
             unrecorded.append(name)
             continue
         key = (rec.get("host"), rec.get("pid"), rec.get("started"))
-        runs.setdefault(key, {"label": chr(ord("A") + len(runs) % 26) * (1 + len(runs) // 26), **rec, "pieces": []})
-        runs[key]["pieces"].append(name)
-    listed = list(runs.values())
+        runs.setdefault(key, {**rec, "pieces": []})["pieces"].append(name)
+    # Labelled in the order the runs started, not the pieces' (alphabetical) order: otherwise
+    # the run that continued a folder could read as its first.
+    listed = sorted(runs.values(), key=lambda r: (str(r.get("started") or ""), str(r.get("pid"))))
+    for run, label in zip(listed, run_labels(len(listed)), strict=True):
+        run["label"] = label
     differs = (["run"] if len(listed) > 1 else []) + [f for f in TIMING_FIELDS if len({r.get(f) for r in listed}) > 1]
     resumed = list(resumed or [])
     return {"comparable": not (differs or unrecorded or resumed), "runs": listed, "differs_in": differs,
             "unrecorded": unrecorded, "resumed_mid_training": resumed}  # fmt: skip
+
+
+ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+
+def run_labels(n: int) -> list[str]:
+    """Names for `n` runs of one folder in the order they started, as table.md marks times with
+    them: 'first run', 'continued run' (the usual resume), or 'first run', 'second run', ...."""
+    if n == 2:
+        return ["first run", "continued run"]
+    return [f"{ORDINALS[i]} run" if i < len(ORDINALS) else f"run {i + 1}" for i in range(n)]
 
 
 def fault_point(name: str) -> None:
