@@ -176,6 +176,9 @@ class Candidate:
     steps: int | None = None
     example_losses: list[float] | None = None
     cpu_seconds: float | None = None
+    # A trained candidate that a probe scored first (probe-halving, auto): the probe's score and
+    # metrics, kept beside the trained ones that replace them (None: no probe scored it first).
+    probe: dict | None = None
 
 
 @dataclass
