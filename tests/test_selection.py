@@ -503,6 +503,10 @@ def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, t
     assert all(probe["scores"][str(k)] != trained_scores[k] for k in trained["layers"])
     assert trained["scores"] == {str(k): trained_scores[k] for k in trained["layers"]}
     _assert_probe_kept(sel)
+    for c in sel["candidates"]:  # each trained candidate's piece too: what an unfinished selection lists
+        if c["steps"]:
+            piece = json.loads((tmp_path / "k2" / "pieces" / f"candidate-{c['layer']}-{c['steps']}.json").read_text())
+            assert piece["probe"] == c["probe"], piece
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
                   "--selection-steps", "8", "--selection-adaptive", "0")
     assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [

@@ -427,12 +427,14 @@ class _Stages:
         caches = session.build_caches(cache_layer(mine), encs) if mine else {}
         cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         finished = {layer: self.done[(layer, steps)] for layer in layers if (layer, steps) in self.done}
+        before = {c.layer: c for c in self.sel.candidates}
         for start in range(0, len(todo), width):
             group = todo[start : start + width]
             mine_now = group[rank] if rank < len(group) else None
             cand = None if mine_now is None else session._candidate(mine_now, steps, self.fit_enc, self.score_enc, caches, split)
             for c in dist.gather(cand) if split else [cand]:
                 if c is not None:
+                    c = with_probe(c, before.get(c.layer))  # its piece (and an unfinished selection) shows the probe's too
                     finished[c.layer] = c
                     if self.on_candidate:
                         self.on_candidate(c)
