@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from olft.atomic import atomic_path, atomic_write
+from olft.select import finished_selection
 
 STRATEGIES = (("olft", "OLFT"), ("final", "final-layer"), ("full", "all-layer"))
 HEADERS = {"sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "mnli": "MNLI-m", "mnli-mm": "MNLI-mm", "qnli": "QNLI", "cola": "CoLA", "stsb": "STS-B",
@@ -117,7 +118,7 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
                                     "cpu_scope": scopes}
     per_layer: dict[int, list[float]] = {}
     for seed in map(str, seeds):
-        selection = (runs.get(f"{plan['run_task']}-s{seed}") or {}).get("selection") or {}
+        selection = finished_selection(runs.get(f"{plan['run_task']}-s{seed}") or {}) or {}
         for c in selection.get("candidates", []):
             if c["score"] is not None:
                 per_layer.setdefault(c["layer"], []).append(100 * c["score"])
@@ -235,7 +236,7 @@ def _sweep(manifest: dict, runs: dict[str, dict], table: dict) -> dict:
         middle = None
         scored = {"holdout": 0, "validation": 0}  # examples behind one per-layer score
         for name, r in runs.items():
-            if name.startswith(f"sweep-{task}-s") and r.get("selection"):
+            if name.startswith(f"sweep-{task}-s") and finished_selection(r):
                 middle = r["middle_bucket"]
                 scored["holdout"] = r["selection"].get("score_examples", 0)
                 for c in r["selection"]["candidates"]:
@@ -350,7 +351,7 @@ def _paper_protocol(manifest: dict, runs: dict[str, dict]) -> dict | None:
     for kind, prefix in (("train-holdout", ""), ("validation", "paper-")):
         layers, scores = {}, {}
         for name, r in runs.items():
-            if name.startswith(f"{prefix}{plan['run_task']}-s") and "olft" in r["strategies"] and r.get("selection"):
+            if name.startswith(f"{prefix}{plan['run_task']}-s") and "olft" in r["strategies"] and finished_selection(r):
                 if not prefix and f"paper-{name}" not in runs:
                     continue  # compare the same seeds only
                 seed = name.rsplit("-s", 1)[1]

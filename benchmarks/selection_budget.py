@@ -35,6 +35,7 @@ from pathlib import Path
 
 from olft.atomic import atomic_write
 from olft.errors import OlftError
+from olft.select import finished_selection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -133,7 +134,7 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
             runs = {}
             for seed in args.seed_list:
                 r = paper_results(work / f"{task}-{budget_name(budget)}-s{seed}")
-                if r is not None and r.get("selection"):
+                if r is not None and finished_selection(r):
                     runs[seed] = {**score_run(r["selection"], truth, middle), "seconds": r["selection"]["seconds"]}
             if runs:
                 entry["budgets"][budget_name(budget)] = {"runs": runs, "summary": _summary(list(runs.values()))}

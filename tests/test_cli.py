@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from olft.cli import main
-from olft.select import parse_candidates
+from olft.select import parse_candidates, unfinished_entry
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 RESULT_KEYS = {"model", "task", "method", "selection", "strategies", "seed", "versions", "git_commit", "complete"}
@@ -127,7 +127,8 @@ def test_evaluate_reports_a_folder_that_never_finished(llama_run, tmp_path, caps
     assert "INTERRUPTED" in capsys.readouterr().out.splitlines()[0]
 
 
-def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_run, tmp_path, capsys):
+@pytest.mark.parametrize("recorded", ["unfinished", None])  # None: results.json from before olft recorded an unfinished one
+def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_run, tmp_path, capsys, recorded):
     """An `olft select` stopped after its candidates (and part of a retraining) finished: evaluate
     names them from pieces/ and prints the command that continues the folder."""
     out = tmp_path / "r"
@@ -145,7 +146,9 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
         (out / "pieces" / f"candidate-{layer}-{at}.json").write_text(json.dumps({"layer": layer, "steps": at}))
     (out / "pieces" / f"candidate-{layers[0]}-{2 * steps}.json").write_text(json.dumps({"layer": layers[0], "steps": 2 * steps,
                                                                                         "score": 0.625}))  # fmt: skip
-    (out / "results.json").write_text(json.dumps({**r, "status": "interrupted", "complete": False, "selection": None,
+    pieces = [json.loads(p.read_text()) for p in sorted((out / "pieces").glob("candidate-*.json"))]
+    sel = unfinished_entry(pieces, json.loads((out / "config.json").read_text())["selection"]) if recorded else None
+    (out / "results.json").write_text(json.dumps({**r, "status": "interrupted", "complete": False, "selection": sel,
                                                   "strategies": {}, "strategy_names": []}))  # fmt: skip
     assert main(["evaluate", "--run", str(out), "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from olft import plots, report
 from olft.cli import main
 from olft.errors import OlftError
 from olft.runfolder import CPU_SCOPE, compare_timing, foreign_entries
@@ -78,6 +79,11 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
     if kill_at == "candidate2":  # a reader sees the dead run for what it is
         dead = json.loads((out / "olft.lock.json").read_text())["pid"]
         assert partial["status"] == "running" and dead != os.getpid()
+        # and its results.json the candidates finished before the kill, under a selection marked unfinished
+        sel = partial["selection"]
+        assert sel["status"] == "unfinished" and sel["selected_layer"] is None and sel["confidence"] is None
+        assert [c["layer"] for c in sel["candidates"]] == [c["layer"] for c in _results(reference)["selection"]["candidates"]
+                                                           if c["layer"] < 2]
         assert main(["evaluate", "--run", str(out), "-q"]) == 0
         first = capsys.readouterr().out.splitlines()[0]
         assert "INTERRUPTED" in first and f"process {dead} " in first, first
@@ -154,6 +160,48 @@ def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, 
         assert main(args) == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("candidate layer")]
     assert len(lines) == 1 and lines[0].startswith("candidate layer 1 failed: Training diverged"), lines
+
+
+def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_no_choice(reference, model_dirs, tiny_glue,
+                                                                                         tmp_path, monkeypatch):
+    """Ctrl-C after one candidate: results.json's selection is marked unfinished and holds that candidate
+    with the score it measured (the reference run's), and no selected layer, ranking or confidence;
+    table.md renders no chosen layer from it. The rerun finishes it and the full selection replaces it."""
+    import olft.pipeline as pipeline
+
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out)
+    real, tried = pipeline.Session._candidate, []
+
+    def second_is_interrupted(self, layer, *a, **kw):
+        tried.append(layer)
+        if len(tried) == 2:
+            raise KeyboardInterrupt
+        return real(self, layer, *a, **kw)
+
+    monkeypatch.setattr(pipeline.Session, "_candidate", second_is_interrupted)
+    assert main(args) == 130
+    r = _results(out)
+    ref = _results(reference)["selection"]
+    once = ref["rounds"][0]  # the reference's first round (--selection-adaptive may retrain the layer later)
+    first = {"layer": tried[0], "steps": once["steps"], "score": once["scores"][str(tried[0])]}
+    sel = r["selection"]
+    assert r["status"] == "interrupted" and sel["status"] == "unfinished", sel
+    assert [(c["layer"], c["steps"], c["score"], c["metrics"]["loss"]) for c in sel["candidates"]] == [
+        (first["layer"], first["steps"], first["score"], once["losses"][str(tried[0])])]
+    assert "example_losses" not in sel["candidates"][0]
+    assert all(sel[k] is None for k in ("selected_layer", "ranking", "confidence", "equivalent"))
+    assert not {"gaps", "flat", "rounds", "no_signal"} & set(sel)  # nothing measured only by a finished selection
+    assert (sel["selector"], sel["protocol"], sel["metric"]) == (ref["selector"], ref["protocol"], ref["metric"])
+    table = report.table_md(r, out)
+    assert "Selection unfinished (exhaustive selector, train-holdout): no layer is selected yet." in table, table
+    assert f"layer {tried[0]} {100 * first['score']:.1f} ({first['steps']} steps)" in table and "selected layer" not in table
+    assert f"olft select --config {out}/config.json --out {out}" in table
+    assert plots.layers_figure(r) is None  # no layer chosen to star
+    monkeypatch.setattr(pipeline.Session, "_candidate", real)
+    assert main(args) == 0
+    final = _results(out)
+    assert final["selection"]["status"] == "finished" and _strip(final["selection"]) == _strip(ref)
 
 
 def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, caplog):

@@ -502,10 +502,30 @@ def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, t
     trained_scores = {c["layer"]: c["score"] for c in sel["candidates"]}
     assert all(probe["scores"][str(k)] != trained_scores[k] for k in trained["layers"])
     assert trained["scores"] == {str(k): trained_scores[k] for k in trained["layers"]}
+    _assert_probe_kept(sel)
+    for c in sel["candidates"]:  # each trained candidate's piece too: what an unfinished selection lists
+        if c["steps"]:
+            piece = json.loads((tmp_path / "k2" / "pieces" / f"candidate-{c['layer']}-{c['steps']}.json").read_text())
+            assert piece["probe"] == c["probe"], piece
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
                   "--selection-steps", "8", "--selection-adaptive", "0")
     assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [
         (sorted(sel["rounds"][0]["ranking"][:3]), 4), (sorted(sel["rounds"][1]["ranking"][:2]), 8)]
+    _assert_probe_kept(sel)  # through two rungs: the second rung's entry keeps what the first kept
+
+
+def _assert_probe_kept(sel: dict) -> None:
+    """Each trained candidate's entry keeps the probe's numbers of it (`probe`: its round's score and
+    loss) beside its trained ones; a layer the probe pruned is the probe's entry itself (no `probe`)."""
+    probe = sel["rounds"][0]
+    trained = {layer for r in sel["rounds"][1:] for layer in r["layers"]}
+    for c in sel["candidates"]:
+        if c["layer"] in trained:
+            assert c["steps"] > 0 and c["probe"]["score"] == probe["scores"][str(c["layer"])], c
+            assert c["probe"]["metrics"]["loss"] == probe["losses"][str(c["layer"])] == -c["probe"]["score"]
+            assert c["score"] == sel["rounds"][-1]["scores"].get(str(c["layer"]), c["score"]) != c["probe"]["score"]
+        else:
+            assert c["steps"] == 0 and c.get("probe") is None and c["score"] == probe["scores"][str(c["layer"])]
 
 
 def test_probe_keep_of_every_candidate_is_refused_before_loading(model_dirs, tmp_path, capsys):

@@ -290,6 +290,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
 
     def finished(c: Candidate) -> None:
         folder.save_piece("candidate", f"{c.layer}-{c.steps}", asdict(c))
+        folder.refresh(results)  # results.json lists it at once, under an unfinished selection
+        folder.write_results(results)
         _log_candidate(c, results["metric"])
 
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import continue_command
 from olft.runfolder import describe_status, finished_candidates, read_run, safe_name
-from olft.select import parse_candidates
+from olft.select import parse_candidates, unfinished
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -36,7 +36,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
         lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
-    if sel is None and (kept := finished_candidates(folder)):
+    if (sel is None or unfinished(sel)) and (kept := finished_candidates(folder)):
         lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)

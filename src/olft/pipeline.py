@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -364,7 +364,7 @@ class _Stages:
     def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cpu_seconds: float | None,
                 cache_seconds: float = 0.0) -> None:
         by_layer = {c.layer: c for c in self.sel.candidates}
-        by_layer.update({c.layer: c for c in cands})
+        by_layer.update({c.layer: with_probe(c, by_layer.get(c.layer)) for c in cands})
         self.sel.candidates = sorted(by_layer.values(), key=lambda c: c.layer)
         self.sel.finalists = sorted(c.layer for c in cands)
         self.sel.seconds += seconds
@@ -427,12 +427,14 @@ class _Stages:
         caches = session.build_caches(cache_layer(mine), encs) if mine else {}
         cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         finished = {layer: self.done[(layer, steps)] for layer in layers if (layer, steps) in self.done}
+        before = {c.layer: c for c in self.sel.candidates}
         for start in range(0, len(todo), width):
             group = todo[start : start + width]
             mine_now = group[rank] if rank < len(group) else None
             cand = None if mine_now is None else session._candidate(mine_now, steps, self.fit_enc, self.score_enc, caches, split)
             for c in dist.gather(cand) if split else [cand]:
                 if c is not None:
+                    c = with_probe(c, before.get(c.layer))  # its piece (and an unfinished selection) shows the probe's too
                     finished[c.layer] = c
                     if self.on_candidate:
                         self.on_candidate(c)
@@ -441,6 +443,16 @@ class _Stages:
         cands = [finished[layer] for layer in layers]
         cpu = None if any(c.cpu_seconds is None for c in cands) else cache_cpu + sum(c.cpu_seconds for c in cands)
         self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cpu, cache_seconds)
+
+
+def with_probe(new: Candidate, old: Candidate | None) -> Candidate:
+    """`new`, a layer's numbers from a later stage, keeping the probe's numbers of `old` (its
+    previous stage): the probe's score and metrics when `old` is the probe's (0 steps), else what
+    `old` kept. A trained candidate's entry then shows both, not only `rounds`."""
+    if old is None or not new.steps:
+        return new
+    probe = old.probe if old.steps else {"score": old.score, "metrics": dict(old.metrics)}
+    return new if probe is None else replace(new, probe=probe)
 
 
 def example_losses(logits, labels) -> list[float]:

@@ -21,7 +21,7 @@ from olft.report import (
     optimistic_scores,
     selection_verdict,
 )
-from olft.select import baseline_words, loss_name, probe_decided, score_tie, scored_on
+from olft.select import baseline_words, finished_selection, loss_name, probe_decided, score_tie, scored_on
 from olft.tasks.metrics import CORRELATIONS
 
 
@@ -53,7 +53,7 @@ def _verdict_title(sel: dict, metric: str) -> str:
 
 
 def plot_layers(results: dict, path: Path) -> bool:
-    """Write `layers_figure` to `path`; False when the results have no selection."""
+    """Write `layers_figure` to `path`; False when the results have no finished selection."""
     fig = layers_figure(results)
     if fig is None:
         return False
@@ -72,9 +72,9 @@ def layers_figure(results: dict):
     the final-layer and all-layer final scores as reference lines (drawn whenever the run has them,
     even when no candidate was trained); proxy-scored ones (probe, gradient) on their proxy's own
     axis; the middle third shaded, the chosen layer starred, a tie, near-tie or a score and loss
-    that disagree said in the title. A matplotlib Figure; None when the results have no selection.
+    that disagree said in the title. A matplotlib Figure; None when the results have no finished selection.
     """
-    sel = results.get("selection")
+    sel = finished_selection(results)  # an unfinished one has no choice to star: table.md lists its candidates
     if not sel:
         return None
     import matplotlib

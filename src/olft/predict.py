@@ -33,7 +33,7 @@ from olft.data import EmptyTextError
 from olft.errors import OlftError, stop_on_sigterm
 from olft.report import continue_command, made_by
 from olft.runfolder import describe_status, read_run, safe_name
-from olft.select import read_layers
+from olft.select import finished_selection, read_layers
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
             log.info("using strategy %s, the only one in %s", strategy, folder)
     if strategy not in finished:
         status = describe_status(folder)  # as `olft evaluate` says it: a killed run is not "running"
-        if not finished and results.get("selection") and not results.get("strategy_names"):
+        if not finished and finished_selection(results) and not results.get("strategy_names"):
             layer = results["selection"].get("selected_layer")
             raise OlftError(f"Run folder {folder} holds a selection only (`olft select`): no layer was tuned. "
                             f"`{continue_command(folder)}` continues it, tuning the selected layer {layer} (and the "

@@ -21,6 +21,7 @@ from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (cal
 from olft.select import (
     baseline_words,
     confidence_words,
+    finished_selection,
     layer_list,
     loss_name,
     no_signal_text,
@@ -29,6 +30,7 @@ from olft.select import (
     scored_on,
     tie_text,
     trained_no_signal_text,
+    unfinished,
 )
 
 # Said where the selected layer is the model's last (possible with --candidates all).
@@ -124,11 +126,13 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     if strategies or failed:
         lines += _score_table(results)
         lines += _cost_table(results)
-    elif results.get("selection"):
+    elif finished_selection(results):
         lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
-    if sel:
+    if unfinished(sel):
+        lines += _unfinished_lines(sel, metric, folder)
+    elif sel:
         sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
         lines += [
@@ -146,6 +150,15 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         lines += _retrained_lines(sel)
         lines += _candidate_table(sel, metric, run_marks(candidate_timing))
     return "\n".join(lines) + "\n"
+
+
+def _unfinished_lines(sel: dict, metric: str, folder: Path | None) -> list[str]:
+    """An unfinished selection (`unfinished_entry`): that no layer is selected yet, and each finished
+    candidate's score (the task metric in points after its steps; a failed one says so)."""
+    scores = "; ".join(f"layer {c['layer']} {_fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
+    return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
+            f"{plural(len(sel['candidates']), 'candidate')} finished ({metric} x100): {scores}. "
+            f"`{continue_command(folder).replace('olft run', 'olft select', 1)}` continues it, keeping them."]  # fmt: skip
 
 
 def _examples_used(sel: dict) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 from olft import curves, plots, report, runlock
 from olft.config import PATH_FIELDS
 from olft.errors import OlftError
+from olft.select import unfinished, unfinished_entry
 
 log = logging.getLogger(__name__)
 
@@ -382,9 +383,10 @@ class RunFolder:
     def refresh(self, results: dict) -> None:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
 
-        Sets the selection, every finished strategy (a piece with its weights) and failure, the
-        strategy names (this run's first), and `timing`: whether the pieces' times compare (of the
-        candidates, those table.md shows: `_shown_candidates`).
+        Sets the selection (finished, else `unfinished_entry` of the candidates finished so far),
+        every finished strategy (a piece with its weights) and failure, the strategy names (this
+        run's first), and `timing`: whether the pieces' times compare (of the candidates, those
+        table.md shows: `_shown_candidates`).
         Other processes keep what they were told.
         """
         if not self.writer:
@@ -396,7 +398,7 @@ class RunFolder:
         results["strategy_names"] = names
         results["strategies"] = {n: done[n] for n in names if n in done}
         results["failed"] = {n: failed[n] for n in names if n in failed}
-        results["selection"] = (self.load_piece("selection") or {}).get("selection") or results.get("selection")
+        results["selection"] = self._selection(results.get("selection"))
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
         candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in _shown_candidates(self, results)}
         results["timing"] = {
@@ -404,6 +406,15 @@ class RunFolder:
                                          [n for n, s in results["strategies"].items() if s.get("resumed_at")]),
             "candidates": compare_timing(candidates),
         }  # fmt: skip
+
+    def _selection(self, known: dict | None) -> dict | None:
+        """The finished selection (its piece, else `known` when that is finished), else the folder's
+        finished candidates as `unfinished_entry` (None when it holds none)."""
+        sel = (self.load_piece("selection") or {}).get("selection") or known
+        if sel and not unfinished(sel):
+            return sel
+        pieces = [p for n in self.piece_names("candidate") if (p := self.load_piece("candidate", n)) and "layer" in p]
+        return unfinished_entry(pieces, self.config.get("selection") or {}) if pieces else None
 
     def write_results(self, results: dict) -> None:
         if self.writer:

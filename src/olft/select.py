@@ -176,6 +176,9 @@ class Candidate:
     steps: int | None = None
     example_losses: list[float] | None = None
     cpu_seconds: float | None = None
+    # A trained candidate that a probe scored first (probe-halving, auto): the probe's score and
+    # metrics, kept beside the trained ones that replace them (None: no probe scored it first).
+    probe: dict | None = None
 
 
 @dataclass
@@ -346,6 +349,7 @@ class Selection:
         scored = any(c.score is not None for c in self.candidates)
         trained_gaps = self.trained_gaps()
         return {
+            "status": "finished",  # `unfinished_entry` while candidates are still to train
             "protocol": self.protocol,
             "selector": self.selector,
             "candidates": [{k: v for k, v in asdict(c).items() if k != "example_losses"} for c in self.candidates],
@@ -376,6 +380,37 @@ class Selection:
             "requested_train_examples": self.requested_train_examples,
             "score_examples": self.score_examples,
         }
+
+
+def unfinished_entry(candidates: list[dict], selection: dict) -> dict:
+    """results.json's `selection` while a selection is unfinished (stopped, or still running): the
+    candidates finished so far (`candidates`, their pieces as `Candidate` fields, per-example losses
+    left out as in `Selection.to_dict`), sorted by steps then layer, under the `selection` section of
+    the run's config. It claims nothing the finished candidates did not measure: no selected layer,
+    ranking, confidence or equivalent layers (a candidate still to train may beat them all)."""
+    return {
+        "status": "unfinished",
+        "protocol": "validation" if selection.get("selection_data") == "validation" else "train-holdout",
+        "selector": selection.get("selector"),
+        "metric": selection.get("selection_metric", "score"),
+        "candidates": sorted(({k: v for k, v in c.items() if k != "example_losses"} for c in candidates),
+                             key=lambda c: (c.get("steps") or 0, c["layer"])),
+        "selected_layer": None,
+        "ranking": None,
+        "confidence": None,
+        "equivalent": None,
+    }
+
+
+def unfinished(sel: dict | None) -> bool:
+    """True when `sel` (results.json's `selection`) is `unfinished_entry`'s: candidates only, no choice."""
+    return bool(sel) and sel.get("status") == "unfinished"
+
+
+def finished_selection(results: dict) -> dict | None:
+    """results.json's `selection` once the selection has finished; None while none ran or it is unfinished."""
+    sel = results.get("selection")
+    return None if not sel or unfinished(sel) else sel
 
 
 def scored_on(protocol: str | None) -> str:
