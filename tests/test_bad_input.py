@@ -53,6 +53,21 @@ def test_bad_train_file(model_dirs, rte_dir, tmp_path, capsys, content, phrase):
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.parametrize("command", [["train", "--layers", "0"], ["run"], ["select"]])
+def test_a_relative_data_file_is_named_as_typed(model_dirs, rte_dir, tmp_path, capsys, monkeypatch, command):
+    """config.json records --train-file absolute (the run continues from anywhere), but an error
+    in the file names it as the user typed it, as `olft predict` names its --input."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("sentence1\tsentence2\tlabel\na\tb\tentailment\nc\td\tperhaps\n")
+    (tmp_path / "data" / "dev.tsv").write_text("sentence1\tsentence2\tlabel\na\tb\tentailment\n")
+    monkeypatch.chdir(tmp_path)
+    args = [*command, "--model", str(model_dirs["gpt2"]), "--task", "rte", "--data-source", "file", "--train-file",
+            "data/train.tsv", "--validation-file", "data/dev.tsv", "--out", "out", *FAST]
+    err = _fails(capsys, args, "olft: error: data/train.tsv, line 3: label 'perhaps' is not a RTE label")
+    assert str(tmp_path) not in err, err
+    assert not (tmp_path / "out" / "results.json").exists()  # test_cli: config.json records the file absolute
+
+
 def test_extra_columns_are_fine(model_dirs, rte_dir, tmp_path):
     rows = "index\tsentence1\tsentence2\tlabel\textra\n" + "".join(
         f"{i}\tthe cat sat\t{'yes' if i % 2 else 'no'}\t{'entailment' if i % 2 else 'not_entailment'}\tx\n" for i in range(12)

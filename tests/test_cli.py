@@ -667,12 +667,20 @@ def test_sigterm_while_the_command_imports_prints_the_line(tmp_path, command, mo
 
 def test_the_command_enters_before_olft_imports_anything():
     """The console script and `python -m olft` enter by olft.__main__.main, and importing the
-    package and that module imports no other olft module (olft.cli, olft.config): a SIGTERM
-    then finds the handler set."""
+    package and that module imports no other olft module (olft.cli, olft.config) than olft.errors,
+    and nothing else besides `signal` (not even contextlib): a SIGTERM then finds the handler set."""
     import tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["olft"] == "olft.__main__:main", scripts
-    code = "import sys, olft.__main__; print(sorted(m for m in sys.modules if m.startswith('olft')))"
+    code = "import signal, sys; before = set(sys.modules); import olft.__main__; print(sorted(set(sys.modules) - before))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "['olft', 'olft.__main__']", done.stdout + done.stderr
+    assert done.stdout.strip() == "['olft', 'olft.__main__', 'olft.errors']", done.stdout + done.stderr
+
+
+def test_one_line_and_exit_code_for_each_stop(capsys):
+    """Ctrl-C exits 130 (128 + SIGINT's 2), SIGTERM 143 (128 + 15); both say the same one line."""
+    from olft.errors import Terminated, interrupted
+
+    assert interrupted(KeyboardInterrupt()) == 130 and capsys.readouterr().err == "olft: interrupted.\n"
+    assert interrupted(Terminated()) == 143 and capsys.readouterr().err == "olft: interrupted.\n"

@@ -9,7 +9,7 @@ from transformers import BertConfig
 
 from olft.data import collate, encode, longest_first, resolve_max_length
 from olft.errors import OlftError
-from olft.tasks import TASKS, Example, load_file
+from olft.tasks import TASKS, Example, Line, load_file
 from tiny import make_config, make_tokenizer
 
 
@@ -25,7 +25,7 @@ def gpt_tok():
     return tok
 
 
-def _pair(a: str, b: str, label: int = 0, source: str | None = None) -> Example:
+def _pair(a: str, b: str, label: int = 0, source: Line | str | None = None) -> Example:
     return Example((a, b), label, source)
 
 
@@ -106,7 +106,7 @@ def test_single_text_truncation_counts(gpt_tok):
 @pytest.mark.parametrize("encoder", [True, False])
 def test_zero_token_text_is_refused_with_its_source(encoder, bert_tok, gpt_tok):
     tok = bert_tok if encoder else gpt_tok
-    examples = [_pair("a cat", "yes", source="d.tsv, line 2"), _pair("a dog", "  ", source="d.tsv, line 3")]
+    examples = [_pair("a cat", "yes", source=Line("d.tsv", 2)), _pair("a dog", "  ", source=Line("d.tsv", 3))]
     with pytest.raises(OlftError, match=r"^d\.tsv, line 3: text_b \(text 2 of 2\) is empty after tokenization"):
         encode(tok, examples, 32)
     with pytest.raises(OlftError, match=r"^example 1 of its split: its text is empty"):
@@ -167,12 +167,12 @@ def test_smollm2_rte_dev_never_loses_a_hypothesis():
 
 def test_zero_token_texts_are_all_named_in_one_message(bert_tok):
     """Several blank texts: one message names the first five lines, how many more, and the fix."""
-    examples = [_pair("a cat", "yes" if n not in (1, 3, 4, 6, 7, 8, 9) else " ", source=f"d.tsv, line {n + 2}") for n in range(10)]
-    examples[4] = _pair("", "yes", source="d.tsv, line 6")  # the first text blank counts too
+    examples = [_pair("a cat", "yes" if n not in (1, 3, 4, 6, 7, 8, 9) else " ", source=Line("d.tsv", n + 2)) for n in range(10)]
+    examples[4] = _pair("", "yes", source=Line("d.tsv", 6))  # the first text blank counts too
     with pytest.raises(OlftError, match=r"^d\.tsv, lines 3, 5, 6, 8, 9 and 2 more \(7 rows\): a text is empty after "
                                         r"tokenization .*Fill in or remove those rows\.$"):
         encode(bert_tok, examples, 32)
-    two = [_pair(" ", "b", source="x.csv, line 2"), _pair("a", " ", source="y.jsonl, line 4"), Example(("a", ""), 0)]
+    two = [_pair(" ", "b", source=Line("x.csv", 2)), _pair("a", " ", source=Line("y.jsonl", 4)), Example(("a", ""), 0)]
     with pytest.raises(OlftError, match=r"^x\.csv, line 2; y\.jsonl, line 4; example 3 of its split \(3 rows\): a text is empty"):
         encode(bert_tok, two, 32)
 
@@ -189,6 +189,11 @@ def test_data_errors_name_a_line_in_one_form(tmp_path, bert_tok):
         encode(bert_tok, load_file(TASKS["sst2"], blank), 32)
     assert str(read_err.value).startswith(f"{bad_label}, line 3: label 'neg' is not a SST-2 label.")
     assert str(encode_err.value).startswith(f"{blank}, line 3: its text is empty after tokenization")
+    blanks = tmp_path / "odd, line 9.csv"  # a name that reads like a location is named whole
+    blanks.write_text("sentence,label\n\" \",1\na fine text,1\n\" \",0\n")
+    with pytest.raises(OlftError) as several:
+        encode(bert_tok, load_file(TASKS["sst2"], blanks), 32)
+    assert str(several.value).startswith(f"{blanks}, lines 2, 4 (2 rows): a text is empty after tokenization")
 
 
 def test_roberta_positions_start_after_its_padding_index(bert_tok):

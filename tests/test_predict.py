@@ -128,6 +128,11 @@ def test_input_columns_named_on_the_command_line(runs, tmp_path, capsys):
         assert main(["predict", "--run", run, *args, "--output", out]) == 2
         assert phrase in capsys.readouterr().err
     assert not os.path.exists(out)
+    short = tmp_path / "short.tsv"  # the header names the label column; no row reaches it: no labels, as blank cells
+    short.write_text("premise\thypothesis\tgold\n" + "".join(f"{a}\t{b}\n" for a, b, _ in rows))
+    assert main(["predict", "--run", run, "--input", str(short), "--output", out, "-q",
+                 "--text-columns", "premise,hypothesis", "--label-column", "gold"]) == 0, capsys.readouterr().err
+    assert "accuracy=" not in capsys.readouterr().out and len(_read(tmp_path / "x.csv")) == 2
 
 
 def _test_glue(tiny_glue, tmp_path):

@@ -74,6 +74,15 @@ def _header(cfg: RunConfig, session: Session) -> dict:
     }
 
 
+def _recorded_and_given(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
+    """(the config as config.json records it, the session's): the first with every local path
+    absolute, so the run continues from any directory; the second reads the same files by the
+    names typed, so that a data error names its file as the user did (`olft predict` names its
+    --input so). The model's path is absolute in both: a folder named like an alias is that
+    folder once absolute, and the session loads what config.json names."""
+    return cfg.with_absolute_paths(), cfg.with_absolute_paths(("model.model",))
+
+
 def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
     writer = distributed.context(cfg.train.mixed_precision).is_main
     if cfg.train.report_to:
@@ -184,14 +193,14 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     folder held by another live run.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
-    cfg = cfg.with_absolute_paths()  # config.json must name its files from any directory
+    cfg, given = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=strategies is None)
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
         _check_strategy_lr(cfg, [s.name for s in early], what)
     with _open(cfg, overwrite) as folder:
-        session = Session(cfg, quiet=quiet)
+        session = Session(given, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
@@ -377,11 +386,11 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -
     The folder's other finished pieces stay in results.json. Raises OlftError on bad input, or
     when every candidate failed to train.
     """
-    cfg = cfg.with_absolute_paths()  # config.json must name its files from any directory
+    cfg, given = _recorded_and_given(cfg)
     _check_layers(cfg, check_strategies=False)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     with _open(cfg, overwrite) as folder:
-        session = Session(cfg, quiet=quiet)
+        session = Session(given, quiet=quiet)
         check_method(session.stack, cfg.method)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         results = _begin(folder, cfg, session, [])

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.config import SECTIONS, RunConfig
-from olft.errors import OlftError, Terminated, stop_on_sigterm
+from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
 
@@ -448,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             # A run stopped with its folder open has said where it stands and how to continue (api's
             # log line, once); stopped before that (imports, loading), or in predict/export, nothing was written.
-            print("olft: interrupted.", file=sys.stderr)
-            return 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM's 15, 128 + SIGINT's 2
+            return interrupted(exc)
 
 
 def _main(argv: list[str]) -> int:

@@ -193,13 +193,14 @@ class RunConfig:
     strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers; a range: layers=I-J).")
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
 
-    def with_absolute_paths(self) -> RunConfig:
-        """A copy with every local path (PATH_FIELDS) made absolute, as config.json records it:
-        a relative path means the directory the run began in, so from any other one the run
-        folder's config would name files that are not there. A value that is no local path (a
-        model alias or hub id, a path still missing) is kept as given; symlinks are not resolved."""
+    def with_absolute_paths(self, keys: tuple[str, ...] = PATH_FIELDS) -> RunConfig:
+        """A copy with every local path (PATH_FIELDS, or those of `keys`) made absolute, as
+        config.json records it: a relative path means the directory the run began in, so from any
+        other one the run folder's config would name files that are not there. A value that is no
+        local path (a model alias or hub id, a path still missing) is kept as given; symlinks are
+        not resolved."""
         out = copy.deepcopy(self)
-        for key in PATH_FIELDS:
+        for key in keys:
             section, name = key.split(".")
             value = getattr(getattr(out, section), name)
             if value and os.path.exists(value):

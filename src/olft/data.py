@@ -14,7 +14,6 @@ examples lost tokens, per text, is counted in `Encoded.truncated` and reported w
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from olft.errors import OlftError
+from olft.tasks.registry import Line
 
 DEFAULT_MAX_LENGTH = 128  # tokens, when --max-length is not given (capped at the model's limit)
 TEXT_NAMES = ("text_a", "text_b")  # how reports name the first and second text of an example
@@ -238,20 +238,18 @@ def _refuse_empty_texts(examples: Sequence, pieces: list[list[int]], shown: int 
 
 
 def _where(examples: Sequence, indices: list[int]) -> str:
-    """Where examples came from, for a message: "d.tsv, line 3" for one (`tasks.registry.at_line`);
+    """Where examples came from, for a message: "d.tsv, line 3" for one (a file's `Line`);
     "d.tsv, lines 3, 8" for several of one file; else their sources (or positions: "example 4 of
     its split") one after another, separated by "; "."""
     sources = [getattr(examples[i], "source", None) or f"example {i + 1} of its split" for i in indices]
-    if len(sources) == 1:
-        return sources[0]
-    found = [re.fullmatch(r"(.+), line (\d+)", src) for src in sources]
-    if all(found) and len({m.group(1) for m in found}) == 1:
-        return f"{found[0].group(1)}, lines {', '.join(m.group(2) for m in found)}"
-    return "; ".join(sources)
+    files = {s.path if isinstance(s, Line) else None for s in sources}
+    if len(sources) > 1 and len(files) == 1 and None not in files:
+        return f"{sources[0].path}, lines {', '.join(str(s.number) for s in sources)}"
+    return "; ".join(map(str, sources))
 
 
 def _cut_joined(tokenizer, texts: list[str], lengths: list[int], budget: int, max_length: int, keep: Sequence[str],
-                source: str | None) -> tuple[dict[str, list[int]], tuple[int, ...]]:
+                source: Line | str | None) -> tuple[dict[str, list[int]], tuple[int, ...]]:
     """Longest-first for a decoder's newline-joined pair: cut each text, join, tokenize again.
 
     Cutting each text at a token boundary and joining keeps the input in the exact form of

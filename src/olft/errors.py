@@ -1,14 +1,17 @@
-"""The one error type users see.
+"""The one error type users see, and how a stop ends the command.
 
 Every failure caused by input (a flag, a file, a model folder) is raised as `OlftError` with a
 message that says what is wrong and how to fix it. The CLI prints it on one line and exits 2;
 anything else is a bug and keeps its traceback. `Terminated` is how SIGTERM stops a run (or
-an export, a prediction): `stop_on_sigterm` turns the signal into it.
+an export, a prediction): `stop_on_sigterm` turns the signal into it, and `interrupted` is
+the command's last word on either stop.
+
+This module imports only `signal` and `sys`: `olft.__main__` imports it before it takes
+SIGTERM, so nothing slow may come before that.
 """
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 
 
 class OlftError(Exception):
@@ -20,22 +23,36 @@ class Terminated(KeyboardInterrupt):
     exits 143 (128 + 15) for it where Ctrl-C exits 130."""
 
 
-@contextmanager
-def stop_on_sigterm() -> Iterator[None]:
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def stop_on_sigterm() -> "_StopOnSigterm":
     """SIGTERM (what schedulers and `kill` send) raises `Terminated` inside: the work stops as on
     Ctrl-C, its `finally` clauses run (temporary files removed, results.json says so), and the CLI
     prints one line. Without it SIGTERM ends the process on the spot, leaving its temporary files.
     Outside the main thread signals cannot be set: there it does nothing."""
+    return _StopOnSigterm()
 
-    def handler(signum, frame):
-        raise Terminated
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _StopOnSigterm:
+    """`stop_on_sigterm`'s context manager (a class, not contextlib's decorator: this module's
+    imports stay `signal` and `sys`)."""
+
+    def __enter__(self) -> None:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, _terminate)
+            self._set = True
+        except ValueError:  # not the main thread: leave signals alone
+            self._set = False
+
+    def __exit__(self, *exc_info) -> None:
+        if self._set:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """The command's end on Ctrl-C or SIGTERM: one line on stderr, and its exit code, 128 + the
+    signal's number (SIGTERM's 15 for `Terminated`, else SIGINT's 2)."""
+    print("olft: interrupted.", file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130

@@ -167,10 +167,11 @@ def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]
 # -- input and output files ---------------------------------------------------------------------
 
 
-def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[tasks.Example], list[dict], list[bool]]:
-    """Examples of a CSV/TSV/JSONL file (labels optional), each one's input row (every column,
-    by name, in file order: ids, the gold label and other columns go through to the output),
-    and which rows have a label (the others' labels are placeholders; a blank label is none).
+def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tasks.LoadedFile:
+    """A CSV/TSV/JSONL file read as `tasks.LoadedFile` (labels optional): its examples, each one's
+    input row (`records`: every column, by name, in file order: ids, the gold label and other
+    columns go through to the output), its `columns`, and which rows have a label (`has_label`:
+    the others' labels are placeholders; a blank label is none).
 
     Read by `tasks.read_file` with the run's --text-columns and --label-column, so a prediction
     file passes the same checks as training data. Raises OlftError naming the line and the fix,
@@ -186,7 +187,7 @@ def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tuple[list[task
     if clash is not None:
         raise OlftError(f"{path} has a column {clash!r}, which the output's own {clash!r} column would overwrite "
                         "(a previous predictions file?): rename or drop that column.")
-    return loaded.examples, loaded.records, loaded.has_label
+    return loaded
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -404,13 +405,13 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
     prediction, to be compared row by row.
     """
     if args.input:
-        examples, records, labelled = read_inputs(task, cfg, Path(args.input))
+        loaded = read_inputs(task, cfg, Path(args.input))
         named = getattr(args, "label_column", None)
-        if named is not None and not any(named in r for r in records):  # asked for by name: its absence is a typo
-            found = ", ".join(dict.fromkeys(k for r in records for k in r))
-            raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: {found}). "
-                            "Name its gold label column, or leave --label-column out to predict without metrics.")
-        return examples, records, labelled
+        if named is not None and named not in loaded.columns:  # asked for by name: its absence is a typo
+            raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: "
+                            f"{', '.join(loaded.columns)}). Name its gold label column, or leave --label-column "
+                            "out to predict without metrics.")
+        return loaded.examples, loaded.records, loaded.has_label
     if args.text:
         if len(args.text) != len(task.text_fields):
             raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
@@ -493,7 +494,7 @@ def _split_rows(cfg: RunConfig, task: tasks.Task, split: str, every: list[tasks.
     (`index`, as the test files' rows; see `_split_ids`), its texts and its gold `label`.
     """
     if cfg.data.data_source == "file":
-        return read_inputs(task, cfg, Path(cfg.data.validation_file))[1]
+        return read_inputs(task, cfg, Path(cfg.data.validation_file)).records
     ids = _split_ids(cfg, task, split) or list(range(len(every)))
     return [{"index": i, **dict(zip(task.text_fields, ex.texts, strict=True)), "label": _label_text(task, ex.label)}
             for i, ex in zip(ids, every, strict=True)]

@@ -11,10 +11,10 @@ tasks.load_glue(...)`.
 from olft.errors import OlftError
 from olft.tasks.io import HF_DATASET, ID_COLUMNS, LoadedFile, glue_ids, load_file, load_glue, load_hf, read_file
 from olft.tasks.metrics import Scores, compute_metrics, headline, score
-from olft.tasks.registry import TASKS, Example, Task, get_task
+from olft.tasks.registry import TASKS, Example, Line, Task, get_task
 from olft.tasks.sampling import disjoint_subsets, sample_split
 
 __all__ = [
-    "HF_DATASET", "ID_COLUMNS", "TASKS", "Example", "LoadedFile", "OlftError", "Scores", "Task", "compute_metrics",
+    "HF_DATASET", "ID_COLUMNS", "TASKS", "Example", "Line", "LoadedFile", "OlftError", "Scores", "Task", "compute_metrics",
     "disjoint_subsets", "get_task", "glue_ids", "headline", "load_file", "load_glue", "load_hf", "read_file", "sample_split", "score",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from olft.errors import OlftError
-from olft.tasks.registry import Example, Task, allowed_labels, at_line, check_split, parse_label
+from olft.tasks.registry import Example, Line, Task, allowed_labels, at_line, check_split, parse_label
 
 HF_DATASET = "nyu-mll/glue"
 
@@ -154,7 +154,7 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
 
 
 def _optional_labels(task: Task, examples: list[Example], raw: list[Any],
-                     where: list[str]) -> tuple[list[Example], list[bool]]:
+                     where: list[Line]) -> tuple[list[Example], list[bool]]:
     """The examples with the label of each row that has one, and which rows have one.
 
     A row whose label is empty or missing keeps its placeholder label (0, or 0.0 for a

@@ -12,7 +12,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from olft.errors import OlftError
 
@@ -129,23 +129,35 @@ def get_task(name: str) -> Task:
     raise OlftError(f"Unknown task {name!r}. Known tasks: {known}.{hint}")
 
 
-def at_line(path: Any, line: int) -> str:
-    """A file line as every data error names it, and as `Example.source` holds it: "d.tsv, line 3"."""
-    return f"{path}, line {line}"
+class Line(NamedTuple):
+    """A line of a data file, as `Example.source` holds it: the file and the line number, kept
+    apart so that several lines of one file can be named together ("d.tsv, lines 3, 8"). It
+    reads as every data error names one line: "d.tsv, line 3"."""
+
+    path: str
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.path}, line {self.number}"
+
+
+def at_line(path: Any, line: int) -> Line:
+    """Line `line` of the file at `path` (a str or os.PathLike, named as given)."""
+    return Line(str(path), line)
 
 
 @dataclass(frozen=True)
 class Example:
     """One labelled input: one or two texts and a class index (or a float score).
 
-    `source` says where it came from (`at_line`: "path, line N" for files, "<dataset>
+    `source` says where it came from (a file's `Line`, which reads "path, line N"; "<dataset>
     <config>/<split>, row N" for `datasets`), so a later stage (tokenization) can name the line to fix. It is provenance,
     not content: two examples with the same texts and label compare equal wherever they came from.
     """
 
     texts: tuple[str, ...]
     label: int | float
-    source: str | None = field(default=None, compare=False)
+    source: Line | str | None = field(default=None, compare=False)
 
 
 def check_split(task: Task, split: str) -> str:
@@ -170,7 +182,7 @@ def allowed_labels(task: Task) -> str:
     return ", ".join(f"{i} ({name})" for i, name in enumerate(task.labels))
 
 
-def parse_label(task: Task, raw: Any, where: str) -> int | float:
+def parse_label(task: Task, raw: Any, where: Line | str) -> int | float:
     """Turn a raw label (name, index, or score) into the task's label value."""
     if task.labels is None:
         return _parse_score(task, raw, where)
@@ -193,7 +205,7 @@ def parse_label(task: Task, raw: Any, where: str) -> int | float:
     return index
 
 
-def _parse_score(task: Task, raw: Any, where: str) -> float:
+def _parse_score(task: Task, raw: Any, where: Line | str) -> float:
     """Parse a regression label: a finite number inside the task's score range.
 
     The one check of a score, used by every reader (training, evaluation and prediction files,
