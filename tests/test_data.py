@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from olft.data import collate, encode, longest_first, resolve_max_length
+from olft.data import collate, encode, fingerprint, longest_first, resolve_max_length
 from olft.errors import OlftError
 from olft.tasks import TASKS, Example, Line, load_file
 from tiny import make_config, make_tokenizer
@@ -213,3 +213,23 @@ def test_roberta_positions_start_after_its_padding_index(bert_tok):
     model(input_ids=torch.full((1, n), 5))  # the longest input olft lets through runs
     with pytest.raises((IndexError, RuntimeError)):
         model(input_ids=torch.full((1, n + 1), 5))
+
+
+def test_the_data_fingerprint_follows_texts_labels_and_order_not_where_they_came_from():
+    base = [Example(("a good film", "yes"), 1), Example(("dull", "no"), 0)]
+    same = [Example(["a good film", "yes"], 1, source=Line("other.tsv", 9)), Example(("dull", "no"), 0, source="row 2")]
+    assert fingerprint(base) == fingerprint(same)  # a list of texts or a tuple, from a file or `datasets`: the same data
+    # Known answer: each text and the label's repr, length-prefixed. The format must not drift (folders recorded
+    # with it would refuse their own data), hence a fixed value, not a recomputation.
+    assert fingerprint(base) == "7a06a06ee524589548638d22c73d01e5191608f490d36f6ba3db2b1c7fa7fac3"
+    others = {
+        "label flipped": [Example(("a good film", "yes"), 0), base[1]],
+        "text edited": [Example(("a good film!", "yes"), 1), base[1]],
+        "order": base[::-1],
+        "a character moved between texts": [Example(("a good fil", "myes"), 1), base[1]],
+        "an example dropped": base[:1],
+        "a float label": [Example(("a good film", "yes"), 1.0), base[1]],
+    }
+    prints = {name: fingerprint(examples) for name, examples in others.items()}
+    assert fingerprint(base) not in prints.values() and len(set(prints.values())) == len(prints)
+    assert fingerprint([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # sha256 of nothing

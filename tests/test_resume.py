@@ -624,3 +624,55 @@ def test_a_listing_names_what_one_more_entry_would_hide():
     assert _listing(["a", "b", "c", "d"]) == "a, b, c, d"
     assert _listing(["a", "b", "c", "d", "e"]) == "a, b, c and 2 more"
     assert _listing([f"k{i}" for i in range(10)], 8, "; ", "; and") == "; ".join(f"k{i}" for i in range(8)) + "; and 2 more"
+
+
+def _flip_labels(path):
+    """Every label of an SST-2 file (sentence<TAB>label) flipped: the same texts, other answers."""
+    head, *rows = path.read_text().splitlines()
+    flipped = [f"{text}\t{1 - int(label)}" for text, label in (row.rsplit("\t", 1) for row in rows)]
+    path.write_text("\n".join([head, *flipped]) + "\n")
+
+
+def _contents(folder):
+    """Every file under `folder` (the lock file aside: the refused run takes and frees it) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "olft.lock"}
+
+
+def test_a_folder_continued_on_edited_data_is_refused_and_left_as_it_was(model_dirs, tiny_glue, tmp_path, capsys):
+    data, out = tmp_path / "data2", tmp_path / "dchg"
+    data.mkdir()
+    for name in ("train", "dev"):
+        shutil.copy(tiny_glue / "SST-2" / f"{name}.tsv", data / f"{name}.tsv")
+
+    def train(layer, *extra):
+        return main(["train", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--data-source", "file", "--train-file",
+                     str(data / "train.tsv"), "--validation-file", str(data / "dev.tsv"), "--max-steps", "4",
+                     "--batch-size", "8", "--layers", str(layer), "--out", str(out), "-q", *extra])
+
+    assert train(3) == 0
+    recorded = _results(out)["data_sha256"]
+    assert set(recorded) == {"train", "validation"} and all(re.fullmatch(r"[0-9a-f]{64}", v) for v in recorded.values())
+    assert train(2) == 0 and _results(out)["data_sha256"] == recorded  # the same data: the folder grows
+    capsys.readouterr()
+    before = _contents(out)
+    _flip_labels(data / "train.tsv")
+    assert train(1) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"the examples of the train ({data / 'train.tsv'}) split" in err and "validation" not in err, err
+    assert "--out" in err and "--overwrite" in err, err
+    assert _contents(out) == before  # nothing written or dropped: layers=3 and layers=2 are still there, as they were
+    _flip_labels(data / "dev.tsv")
+    assert train(1) == 2
+    assert f"train ({data / 'train.tsv'}) and validation ({data / 'dev.tsv'}) splits" in capsys.readouterr().err
+    # A folder from before fingerprints (results.json records none) continues unchecked, and records them from then on.
+    results = _results(out)
+    del results["data_sha256"]
+    (out / "results.json").write_text(json.dumps(results))
+    assert train(1) == 0
+    r = _results(out)
+    assert set(r["strategies"]) == {"layers=3", "layers=2", "layers=1"} and r["data_sha256"]["train"] != recorded["train"]
+    _flip_labels(data / "train.tsv")  # back to the data of layers=3 and 2, but not of layers=1 (now the folder's record)
+    assert train(0) == 2
+    assert train(0, "--overwrite") == 0 and set(_results(out)["strategies"]) == {"layers=0"}
+

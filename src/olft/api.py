@@ -61,6 +61,7 @@ def _header(cfg: RunConfig, session: Session) -> dict:
         "frozen_prefix_cache": cfg.train.cache,
         "frozen_dropout": "off in the embeddings and the layers below the lowest tuned layer",
         "train_examples": len(session.train_enc),
+        "data_sha256": session.data_sha256,  # per split: its examples' texts and labels (`data.fingerprint`)
         "eval_examples": {s: len(e) for s, e in session.eval_enc.items()},
         "truncated": session.truncated,  # per split: examples that lost tokens, per text
         "max_length": session.max_length,
@@ -130,7 +131,7 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str) -> None:
 
 def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
     """Lock and (re)start the folder once every input is valid; results.json says "running"."""
-    folder.start()
+    folder.start(session.data_sha256)
     folder.record_conditions(session.dist.device, session.dist.world_size)
     folder.requested = requested
     if folder.writer:

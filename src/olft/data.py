@@ -13,6 +13,7 @@ examples lost tokens, per text, is counted in `Encoded.truncated` and reported w
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,17 @@ def joins_pairs(tokenizer) -> bool:
     """Whether a pair reaches the model as one text, the two joined by `PAIR_JOINER` (decoders:
     no separator token), rather than as the tokenizer's pair encoding (encoders: [SEP], segment ids)."""
     return getattr(tokenizer, "sep_token", None) is None
+
+
+def fingerprint(examples: Sequence) -> str:
+    """sha256 of the examples' texts and labels, in order: the data a run trained or scored on,
+    whatever it was read from (a file, the GLUE folder, `datasets`), so that a folder continued on
+    edited data is told apart (`runfolder.RunFolder.start`). Each text is length-prefixed, so no
+    two splits hash alike by shifting characters between texts; about 0.2 s for SST-2's 67k rows."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update("".join(f"{len(t)}:{t}" for t in (*ex.texts, repr(ex.label))).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ max length

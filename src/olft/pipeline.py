@@ -21,7 +21,7 @@ from olft.backbone import count_params
 from olft.cache import ActivationCache
 from olft.cache import build_caches as build_activation_caches
 from olft.config import RunConfig, SelectionConfig
-from olft.data import Encoded, encode, resolve_max_length
+from olft.data import Encoded, encode, fingerprint, resolve_max_length
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
@@ -107,6 +107,10 @@ class Session:
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
         train, evals = load_examples(cfg, self.task, train_split) if data else ([], {})
+        # What the run's examples hash to, per split (results.json's `data_sha256`): a run folder refuses
+        # to continue on other data.
+        splits = ({"train": train} if data and train_split else {}) | evals
+        self.data_sha256 = {split: fingerprint(examples) for split, examples in splits.items()}
         m = cfg.model
         self.stack, self.tokenizer = load_stack(
             m.model, self.task.num_labels, m.gguf_file, m.dtype, m.attn_implementation, m.device_map, m.pooling

@@ -2,7 +2,8 @@
 
 Layout:
     config.json            resolved config (compared on resume)
-    results.json           rebuilt from every finished piece; `complete` says whether it is all there
+    results.json           rebuilt from every finished piece; `complete` says whether it is all there;
+                           `data_sha256` the examples used (a rerun on other data is refused: `_check_data`)
     pieces/candidate-<L>.json, pieces/selection.json, pieces/strategy-<name>.json, pieces/failed-<name>.json
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
     weights/<name>.safetensors                               tuned module + head per strategy
@@ -265,6 +266,30 @@ class RunFolder:
             raise OlftError(f"{self.path} is not an olft run folder: it holds files olft did not write ({_listing(foreign)}). "
                             "Choose an empty or new --out.")
 
+    def _check_data(self, data_sha256: dict[str, str] | None) -> None:
+        """Refuse to add to work done on other examples: a data file edited since (or a GLUE folder
+        or `datasets` copy that changed) would put pieces trained on old and new data side by side,
+        as config.json records only the files' paths. A folder whose results.json records no
+        fingerprint (older olft) continues unchecked; nothing is written or deleted before this."""
+        if self.overwrite or self.taken_over or not data_sha256 or not self.path.is_dir():
+            return
+        try:
+            saved = json.loads((self.path / "results.json").read_text()).get("data_sha256")
+        except (OSError, ValueError, AttributeError):
+            return
+        if not isinstance(saved, dict):
+            return
+        changed = [s for s in data_sha256 if s in saved and saved[s] != data_sha256[s]]
+        if changed:
+            d = self.config.get("data") or {}
+            files = {"train": d.get("train_file"), "validation": d.get("validation_file")} if d.get("data_source") == "file" else {}
+            named = " and ".join(f"{s} ({files[s]})" if files.get(s) else s for s in changed)
+            raise OlftError(
+                f"Run folder {self.path} holds work done on other data: the examples of the {named} split"
+                f"{'s' if len(changed) > 1 else ''} (texts or labels) differ from those its finished work used. Use another "
+                "--out for this data, or pass --overwrite to start afresh."
+            )
+
     def _check_writable(self) -> None:
         """Fail before any work if the folder (or the parent it will be made in) is read-only."""
         probe = self.path
@@ -275,19 +300,30 @@ class RunFolder:
         if not os.access(probe, os.W_OK | os.X_OK):
             raise OlftError(f"Cannot write to output folder {self.path} ({probe} is not writable). Pass --out with a writable folder.")
 
-    def start(self) -> None:
+    def start(self, data_sha256: dict[str, str] | None = None) -> None:
         """Lock the folder, check it again, clear it for --overwrite, and record the config.
 
         Called once the inputs (model, data, options) have been validated, so bad input never
         deletes or writes anything. A folder whose last run died (its lock free, results.json
-        still "running") is taken over: its finished pieces are kept.
+        still "running") is taken over: its finished pieces are kept. `data_sha256` ({split:
+        `data.fingerprint`}) must match what the folder's results.json records (`_check_data`).
         """
         if not self.writer:
+            self._check_data(data_sha256)  # a process that sees the folder refuses along with rank 0
             return
         self._make_writable("")
         self._lock = runlock.RunLock(self.path, self.started)
         previous = self._lock.acquire()
-        self._check(probe_lock=False)  # the folder may have changed while the inputs loaded
+        try:
+            self._check(probe_lock=False)  # the folder may have changed while the inputs loaded
+            self._check_data(data_sha256)
+        except OlftError:  # refused: the folder keeps naming the run that last worked in it
+            holder = self.path / runlock.HOLDER_FILE
+            if previous is None:
+                holder.unlink(missing_ok=True)
+            else:
+                report.write_json(holder, previous)
+            raise
         if self.overwrite:
             self._remove_own_files()
         elif self.taken_over:
