@@ -676,3 +676,19 @@ def test_a_folder_continued_on_edited_data_is_refused_and_left_as_it_was(model_d
     assert train(0) == 2
     assert train(0, "--overwrite") == 0 and set(_results(out)["strategies"]) == {"layers=0"}
 
+
+def test_checkpoint_every_may_change_when_a_run_continues(reference, model_dirs, tiny_glue, tmp_path):
+    """How often the state is saved changes nothing a run computes: a run killed mid-training continues with
+    another --checkpoint-every (or none), resumes from the checkpoint it left, and ends with the weights of a run
+    never stopped; config.json then records this run's value, so the folder's continue command keeps it."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final")  # --checkpoint-every 3
+    assert _cli(args, "final:step5").returncode == -9
+    every = args.index("--checkpoint-every") + 1
+    again = [*args[:every], "2", *args[every + 1:]]
+    resumed = _cli(again)
+    assert resumed.returncode == 0, resumed.stderr
+    final = _results(out)["strategies"]["final"]
+    assert final["resumed_at"] == 3  # from the first run's checkpoint
+    assert (out / "weights" / "final.safetensors").read_bytes() == (reference / "weights" / "final.safetensors").read_bytes()
+    assert json.loads((out / "config.json").read_text())["train"]["checkpoint_every"] == 2

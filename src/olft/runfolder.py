@@ -46,8 +46,11 @@ from olft.select import unfinished, unfinished_entry
 log = logging.getLogger(__name__)
 
 # Fields that do not change what a run computes; they may differ on resume. How the work is spread
-# (processes, --selection-parallel, --device-map, checkpointing) is one of them.
-IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to"}
+# (processes, --selection-parallel, --device-map, checkpointing) is one of them, and how often the
+# training state is saved (--checkpoint-every: a checkpoint resumes to the weights of a run never
+# stopped, and one left by the earlier run is resumed whatever this run's value).
+IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to",
+                     "checkpoint_every"}
 
 
 # What olft did before these fields existed, where that differs from today's default.
