@@ -213,7 +213,9 @@ def test_help_shows_the_choices_of_an_option(command, monkeypatch):
     text = " ".join(sub.format_help().split())  # unwrapped: the formatter breaks lines by terminal width
     assert "lambda" not in text and "<function" not in text
     for flag, choices in CHOICES.items():
-        if command != "info" or flag.startswith(("--method", "--model")):
+        if flag.startswith("--selection") and command == "train":  # train selects no layer: not listed
+            assert flag not in text, flag
+        elif command != "info" or flag.startswith(("--method", "--model")):
             assert f"{flag} {choices}" in text and f"(type: {choices}, default:" in text, flag
 
 
@@ -624,9 +626,9 @@ def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, cap
         assert main(["run", "--model", none, *out, "--probe-keep", value]) == 2
         err = capsys.readouterr().err
         assert err == f"olft: error: selection.probe_keep expects a whole number, got {value}. See `olft run --help`.\n"
-    assert main(["train", "--model", none, *out, "--layers", "3", "--probe-keep", "2"]) == 2
+    assert main(["train", "--model", none, *out, "--layers", "3", "--probe-keep", "2"]) == 2  # a warning, then the missing model
     err = capsys.readouterr().err
-    assert "--probe-keep does not apply to `olft train`" in err and "--selector" not in err, err
+    assert "--probe-keep" not in err and "does not exist" in err, err
     _fails(capsys, ["run", "--model", none, "--method", "lora", "--lora-dropout", "1.5"], "--lora-dropout must be in [0, 1), got 1.5")
     _fails(capsys, ["train", "--model", none, "--layers", "2,x"], "Cannot read '--layers 2,x': write layer numbers joined by ',', "
            "e.g. --layers 3 or --layers 3,5")
@@ -684,3 +686,93 @@ def test_one_line_and_exit_code_for_each_stop(capsys):
 
     assert interrupted(KeyboardInterrupt()) == 130 and capsys.readouterr().err == "olft: interrupted.\n"
     assert interrupted(Terminated()) == 143 and capsys.readouterr().err == "olft: interrupted.\n"
+
+
+@pytest.mark.parametrize(("args", "warned"), [
+    # (options, the flags named as unused): the selector, method or strategies decide
+    ({"selector": "auto", "selection_adaptive": 2}, ["--selection-adaptive"]),
+    ({"selector": "gradient", "selection_adaptive": 3}, ["--selection-adaptive"]),
+    ({"selector": "probe", "selection_adaptive": 3}, ["--selection-adaptive"]),
+    ({"selector": "exhaustive", "selection_adaptive": 2}, []),
+    ({"selector": "halving", "selection_adaptive": 0}, []),
+    ({"selector": "probe-halving", "selection_adaptive": 2, "probe_keep": 2}, []),
+    ({"selector": "auto", "probe_keep": 2}, ["--probe-keep"]),
+    ({"selector": "exhaustive", "probe_keep": 2}, ["--probe-keep"]),
+    ({"selector": "probe", "selection_steps": 10, "selection_epochs": 1.0}, ["--selection-epochs", "--selection-steps"]),
+    ({"selector": "gradient", "gradient_batches": 2, "selection_max_steps": 5}, ["--selection-max-steps"]),
+    ({"selector": "halving", "gradient_batches": 2, "selection_steps": 10}, ["--gradient-batches"]),
+    ({"selector": "auto", "selection_steps": 10}, []),
+    ({"method": "lora", "reduction_factor": 8, "lora_rank": 4}, ["--reduction-factor"]),
+    ({"method": "adapter", "placement": "pfeiffer", "prefix_length": 3}, ["--prefix-length"]),
+    ({"method": "prefix", "prefix_length": 3, "lora_alpha": 4}, ["--lora-alpha"]),
+    ({"strategies": "final,full", "selector": "probe"}, ["--selector"]),
+    ({"strategies": "olft,final", "selector": "probe"}, []),
+    ({"command": "train", "selector": "probe", "candidates": "all", "lora_rank": 4}, ["--candidates", "--lora-rank", "--selector"]),
+    ({"command": "train", "method": "lora", "lora_rank": 4, "lr": 0.01}, []),
+])
+def test_options_the_run_does_not_use_are_named_once_each(args, warned):
+    """Truth table of `ignored_options`: each given option its selector, method or strategies leave
+    unused gets one line naming it, the choice that ignores it, and what would use it."""
+    from olft.config import SECTIONS, RunConfig, ignored_options
+
+    args = dict(args)
+    command = args.pop("command", "run")
+    sections = {s: {k: v for k, v in args.items() if k in {f.name for f in SECTIONS[s].__dataclass_fields__.values()}}
+                for s in SECTIONS}
+    cfg = RunConfig(**{s: SECTIONS[s](**kw) for s, kw in sections.items()}, **{k: v for k, v in args.items() if k == "strategies"})
+    given = {f"{s}.{k}" for s, kw in sections.items() for k in kw}
+    lines = ignored_options(cfg, given, command)
+    assert sorted(line.split()[0] for line in lines) == warned, lines
+    for line in lines:  # why, and what would use it
+        assert " is ignored" in line and any(w in line for w in ("pass --", "--selector ", "--strategies", "`olft select`")), line
+
+
+def test_unused_options_warn_once_before_anything_loads(tmp_path, capsys, caplog):
+    """The reviewer's cases: an option the selector does not use is named, once, before the model
+    loads (here a missing one, which then fails); a default left alone is not named."""
+    none = str(tmp_path / "none")
+    for selector, flag in (("auto", "--selection-adaptive"), ("gradient", "--selection-adaptive"), ("probe", "--probe-keep")):
+        caplog.clear()
+        assert main(["select", "--model", none, "--selector", selector, flag, "2"]) == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and warnings[0].startswith(f"{flag} is ignored under --selector {selector}"), warnings
+        capsys.readouterr()
+    # A run folder's config.json records every option: its defaults are not the user's choices.
+    config = tmp_path / "config.yaml"
+    config.write_text("selection: {selector: probe, selection_adaptive: 1, gradient_batches: 8}\nmethod: {method: lora, reduction_factor: 16}\n")
+    caplog.clear()
+    assert main(["select", "--config", str(config), "--model", none]) == 2
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    config.write_text("selection: {selector: probe, gradient_batches: 3}\n")
+    assert main(["select", "--config", str(config), "--model", none]) == 2
+    assert "--gradient-batches is ignored under --selector probe" in caplog.text, caplog.text
+
+
+def test_train_names_the_selection_options_it_ignores(tmp_path, capsys, caplog):
+    """train tunes the given --layers: its --help lists no selection option; one set anyway (a
+    command line shared with run, a config file) is named as ignored, once, before anything loads."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--selector" not in help_text and "--selection-adaptive" not in help_text and "--lr" in help_text
+    none = str(tmp_path / "none")
+    for flag in (["--selector", "probe"], ["--selection.selector=probe"], ["--probe-keep", "2"]):
+        caplog.clear()
+        _fails(capsys, ["train", "--model", none, "--layers", "2", *flag], "does not exist")
+        name = flag[0].split("=")[0].replace("--selection.selector", "--selector")
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [f"{name} is ignored by `olft train`: it tunes the given --layers and selects no layer; "
+                            "`olft run` or `olft select` choose a layer."], warnings
+    config = tmp_path / "c.yaml"
+    config.write_text("selection: {selector: probe, selection_adaptive: 1}\ntrain: {lr: 0.01}\n")  # the default 1 is no choice
+    caplog.clear()
+    _fails(capsys, ["train", "--config", str(config), "--model", none, "--layers", "2"], "does not exist")
+    assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selector"], caplog.text
+
+
+def test_a_missing_required_option_is_named_as_typed(capsys):
+    _fails(capsys, ["train", "--task", "sst2", "--max-train-samples", "16"], "olft train needs --layers (e.g. --layers 3, 3,5 or 2-4)")
+    _fails(capsys, ["evaluate"], "olft evaluate needs --run")
+    assert main(["export"]) == 2
+    err = capsys.readouterr().err
+    assert "olft export needs --run and --output" in err and "export.run" not in err, err

@@ -517,3 +517,14 @@ def test_distilbert_runs_predict_but_have_no_transformers_form(tiny_glue, tmp_pa
     assert json.loads(capsys.readouterr().out)["prediction"] in ("entailment", "not_entailment")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "DistilBERT runs have no transformers form" in readme
+
+
+def test_readme_feeds_an_export_truncated_at_the_runs_max_length():
+    """README's "Feeding an exported model" code cuts its input as olft did (and as each export's
+    README writes it): truncation=True at the run's --max-length, not the tokenizer's whole limit."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**Feeding an exported model.**", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    calls = re.findall(r"^enc = tokenizer\((.*)\)", code, flags=re.M)
+    assert calls and all("truncation=True, max_length=max_length" in c for c in calls), calls
+    assert "the run's --max-length" in code and "`--max-length`" in section.split("```", 1)[0]

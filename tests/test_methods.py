@@ -195,3 +195,25 @@ def test_matrix_short_fit_moves_only_the_module(name, method):
     applied.remove()
     for n, p in stack.base.named_parameters():
         assert torch.equal(p, base_before[n]), n
+
+
+def test_adapter_bottleneck_below_one_unit_is_refused_and_an_odd_factor_named(caplog):
+    """--reduction-factor 1000 on a 384-wide model used to give a silent bottleneck of 1 (clamped)."""
+    from olft.methods import check_method
+    from olft.methods.adapter import bottleneck_size
+
+    assert [bottleneck_size(384, f) for f in (1, 16, 64, 384)] == [384, 24, 6, 1]
+    with pytest.raises(OlftError, match=r"--reduction-factor 1000 .* 384-wide .*< 1 unit; use 2-64 \(Houlsby's 16 gives 24 units here\)"):
+        bottleneck_size(384, 1000)
+    caplog.clear()
+    bottleneck_size(384, 100, warn=True)
+    assert "--reduction-factor 100 gives the 384-wide model's adapter a bottleneck of 3 units" in caplog.text
+    caplog.clear()
+    bottleneck_size(384, 16, warn=True)
+    assert not caplog.text
+    stack = _stack("llama")  # hidden 32: the check runs before a run writes its folder
+    with pytest.raises(OlftError, match="bottleneck of 32/64 < 1 unit"):
+        check_method(stack, MethodConfig(method="adapter", reduction_factor=64))
+    with pytest.raises(OlftError, match="< 1 unit"):
+        apply_method(stack, [1], MethodConfig(method="adapter", reduction_factor=64))
+    check_method(stack, MethodConfig(method="lora", reduction_factor=64))  # not the adapter's: no bottleneck

@@ -662,10 +662,14 @@ def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many
     assert sel["selected_layer"] in trained["layers"]
 
 
-def test_probe_keep_is_refused_without_probe_halving(capsys):
-    for extra in ([], ["--selector", "exhaustive"]):
-        assert main(["select", "--model", "none", "--probe-keep", "2", *extra]) == 2
-        assert "--probe-keep applies to --selector probe-halving only" in capsys.readouterr().err
+def test_probe_keep_without_probe_halving_is_named_as_ignored(capsys, caplog):
+    """Another selector leaves --probe-keep unused, as auto leaves --selection-adaptive: one warning
+    naming it and what would use it, before anything loads (here the missing model then fails)."""
+    for selector in ("auto", "exhaustive"):
+        caplog.clear()
+        assert main(["select", "--model", "none", "--probe-keep", "2", "--selector", selector]) == 2
+        assert f"--probe-keep is ignored under --selector {selector}" in caplog.text, caplog.text
+        assert "pass --selector probe-halving" in caplog.text and "--probe-keep" not in capsys.readouterr().err
     assert main(["select", "--model", "none", "--selector", "probe-halving", "--probe-keep", "0"]) == 2
     assert "--probe-keep must be a positive number" in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ import sys
 import typing
 from pathlib import Path
 
-from olft.config import SECTIONS, RunConfig
+from olft.config import SECTIONS, RunConfig, ignored_options
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -33,14 +33,16 @@ COMMANDS = {
     "train": ("Tune the PEFT module on explicit --layers (no selection).", tuple(SECTIONS)),
 }
 TOP_LEVEL = ("strategies", "out")  # RunConfig's own fields (not in a section)
+REQUIRED_EXAMPLES = {"--layers": " (e.g. --layers 3, 3,5 or 2-4)", "--run": " (a run folder, e.g. --run runs/minilm-l6-rte-adapter)"}
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) -> None:
-    """One option per dataclass field: `--<prefix>.<name>` and `--<name-with-dashes>`."""
+def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = (), hidden: bool = False) -> None:
+    """One option per dataclass field: `--<prefix>.<name>` and `--<name-with-dashes>` (left out
+    of --help when `hidden`)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or "help" not in f.metadata:
@@ -61,6 +63,8 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = ()) 
             if choices:
                 kwargs["choices"] = choices
                 kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
+        if hidden:
+            kwargs["help"] = argparse.SUPPRESS
         action = parser.add_argument(*names, **kwargs)
         if choices and hints[f.name] is not bool:
             action.type = _OneOf(choices, action.type)
@@ -120,7 +124,9 @@ def build_parser():
                        help="YAML or JSON file with the options below, grouped as model/data/method/train/selection "
                             "(a run folder's config.json works); flags given with it override the file.")
         for name in sections:
-            _field_options(p, SECTIONS[name], name)
+            # train selects no layer: it takes the selection options (a shared command line or a run
+            # folder's config.json has them) but lists none, and warns of any set (`ignored_options`).
+            _field_options(p, SECTIONS[name], name, hidden=command == "train" and name == "selection")
         if command != "info":
             _field_options(p, RunConfig, None, skip=() if command == "run" else ("strategies",))
             p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
@@ -337,6 +343,11 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
     msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
     command = next((a for a in argv if not a.startswith("-")), None)
+    if missing := re.search(r"the following arguments are required: (.*)", msg):
+        # jsonargparse names them by their keys ("train.layers"): the user types flags.
+        flags = [_flag(name.strip().split(".")[-1]) for name in missing.group(1).split(",")]
+        example = REQUIRED_EXAMPLES.get(flags[0], "") if len(flags) == 1 else ""
+        return OlftError(f"olft {command} needs {' and '.join(flags)}{example}. See `olft {command} --help`.")
     if "unrecognized arguments" in msg and command in parser._subcommands_action._name_parser_map:
         sub = parser._subcommands_action._name_parser_map[command]
         flags = [s for a in sub._actions for s in a.option_strings]
@@ -361,16 +372,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
             raise _parse_error(parser, argv, exc) from None
         values = ns[ns.command].as_dict()
         args = argparse.Namespace(command=ns.command, **{k: v for k, v in values.items() if k not in SECTIONS})
-        if ns.command == "train" and values["selection"]["probe_keep"] is not None and values["selection"]["selector"] != "probe-halving":
-            # SelectionConfig would say to pass --selector probe-halving, which train ignores.
-            raise OlftError("--probe-keep does not apply to `olft train`: it tunes the given --layers and selects no layer. "
-                            "Drop --probe-keep.")
         if ns.command in COMMANDS:
             args.cfg = config_from_values(values)
     except OlftError as exc:
         raise OlftError(_from_file(str(exc), sources)) from exc.__cause__
     args.notes = notes  # logged once logging is set up
+    args.warnings = ignored_options(args.cfg, _given(values, argv), ns.command) if ns.command in ("run", "select", "train") else []
     return args
+
+
+def _given(values: dict, argv: list[str]) -> set[str]:
+    """The grouped options ("selection.selector") the user set: given as a flag, or set by a config
+    file to other than the default (a run folder's config.json records every option, defaults too)."""
+    flags = {t[2:].split("=", 1)[0] for t in argv if t.startswith("--")}
+    return {f"{section}.{f.name}" for section in SECTIONS if isinstance(values.get(section), dict)
+            for f in dataclasses.fields(SECTIONS[section])
+            if {f"{section}.{f.name}", f.name.replace("_", "-")} & flags or values[section].get(f.name, f.default) != f.default}
 
 
 def config_from_values(values: dict) -> RunConfig:
@@ -463,6 +480,8 @@ def _main(argv: list[str]) -> int:
     _setup_logging(args.verbose, args.quiet)
     for note in args.notes:
         log.info(note)
+    for line in args.warnings:  # before anything loads: an option the run will not use
+        log.warning(line)
     try:
         return dispatch(args)
     except OlftError as exc:

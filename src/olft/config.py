@@ -84,7 +84,7 @@ class DataConfig:
 class MethodConfig:
     method: str = opt("adapter", "PEFT method: adapter (bottleneck), lora, prefix.", choices=("adapter", "lora", "prefix"))
     placement: str = opt("houlsby", "Adapter placement: houlsby (after attention and MLP) or pfeiffer (after MLP).", choices=("houlsby", "pfeiffer"))
-    reduction_factor: int = opt(16, "Adapter bottleneck = hidden size / reduction factor.")
+    reduction_factor: int = opt(16, "Adapter bottleneck = hidden size / reduction factor (16, Houlsby's, is the default; 2-64 is usual, outside it a warning names the bottleneck; above the hidden size it is refused).")
     lora_rank: int = opt(8, "LoRA rank.")
     lora_alpha: int = opt(16, "LoRA alpha (scale = alpha / rank).")
     lora_dropout: float = opt(0.0, "LoRA dropout.")
@@ -172,9 +172,7 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps",
                   "selection_steps", "equivalence_threshold", "gradient_batches", "probe_keep")
-        if self.probe_keep is not None and self.selector != "probe-halving":
-            raise OlftError(f"--probe-keep applies to --selector probe-halving only (the selector is {self.selector}): "
-                            "drop --probe-keep or pass --selector probe-halving.")
+        # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 
@@ -228,3 +226,55 @@ SECTIONS = {
     "train": TrainConfig,
     "selection": SelectionConfig,
 }
+
+# -- options that only some selectors, methods or commands use ---------------------------------
+TRAINED = ("exhaustive", "halving", "probe-halving", "auto")  # selectors that train candidates
+# {grouped option: (what uses it, the values of that choice that do, why the others ignore it / what to use instead)}.
+# One row per option that a choice can leave unused; an option absent here is used by every choice.
+APPLIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "selection.selection_steps": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
+    "selection.selection_epochs": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
+    "selection.selection_max_steps": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
+    "selection.selection_adaptive": ("selector", ("exhaustive", "halving", "probe-halving"),
+                                     "auto sizes its training to a cost bound, probe and gradient train nothing; "
+                                     "--selector exhaustive, halving or probe-halving retrains tied finalists"),
+    "selection.probe_keep": ("selector", ("probe-halving",), "only probe-halving passes a set number of the probe's layers on "
+                             "(auto passes its own quarter); pass --selector probe-halving to set it"),
+    "selection.gradient_batches": ("selector", ("gradient",), "only the gradient selector sums gradients; pass --selector gradient to use it"),
+    "method.reduction_factor": ("method", ("adapter",), "only adapters have a bottleneck; pass --method adapter to use it"),
+    "method.placement": ("method", ("adapter",), "only adapters are placed; pass --method adapter to use it"),
+    "method.lora_rank": ("method", ("lora",), "pass --method lora to use it"),
+    "method.lora_alpha": ("method", ("lora",), "pass --method lora to use it"),
+    "method.lora_dropout": ("method", ("lora",), "pass --method lora to use it"),
+    "method.prefix_length": ("method", ("prefix",), "pass --method prefix to use it"),
+    "method.prefix_reparam": ("method", ("prefix",), "pass --method prefix to use it"),
+    "method.prefix_hidden": ("method", ("prefix",), "pass --method prefix to use it"),
+}
+
+
+def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> list[str]:
+    """One warning line for each option of `given` (grouped keys, "selection.selector") that `cfg`
+    leaves unused under `olft command`: one its selector or method does not read (`APPLIES`), or
+    any selection option under `train` or strategies that select no layer. An option only some
+    choices read is a user's intent the run would silently drop, so it is named with why and
+    what would use it (not refused: a shared command line or a run folder's config.json has them)."""
+    lines = []
+    selects = "olft" in [s.strip() for s in cfg.strategies.split(",")]
+    for key in sorted(given):
+        section, name = key.split(".", 1) if "." in key else ("", key)
+        flag = "--" + name.replace("_", "-")
+        if section == "selection" and command == "train":
+            lines.append(f"{flag} is ignored by `olft train`: it tunes the given --layers and selects no layer; "
+                         "`olft run` or `olft select` choose a layer.")
+            continue
+        if section == "selection" and not selects:
+            lines.append(f"{flag} is ignored: --strategies {cfg.strategies} selects no layer (olft does); "
+                         "add olft to --strategies, or drop it.")
+            continue
+        if key not in APPLIES:
+            continue
+        choice, users, why = APPLIES[key]
+        value = getattr(getattr(cfg, section), choice)
+        if value not in users:
+            lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+    return lines

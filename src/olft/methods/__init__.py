@@ -47,9 +47,14 @@ def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
 def check_method(stack: Stack, cfg: MethodConfig) -> None:
     """Refuse a method the model's family cannot take (prefix tuning on attention that bypasses
     transformers' interface: Falcon, Bloom, DeBERTa-v2), touching nothing; OlftError naming the
-    methods that do fit. Called once the model is loaded and before a run writes its folder, so a
+    methods that do fit, or an adapter reduction factor wider than the model (warning of an unusual
+one). Called once the model is loaded and before a run writes its folder, so a
     refused method leaves no folder behind. Adapter and LoRA fit every layer discovery accepts."""
-    if cfg.name == "prefix":
+    if cfg.name == "adapter":
+        from olft.methods.adapter import bottleneck_size
+
+        bottleneck_size(stack.hidden_size, cfg.reduction_factor, warn=True)
+    elif cfg.name == "prefix":
         from olft.methods.prefix import check_prefix
 
         check_prefix(stack, list(range(stack.num_layers)), cfg.prefix_length)

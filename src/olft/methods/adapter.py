@@ -17,12 +17,17 @@ before the residual add and LayerNorm, as in Houlsby et al.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from olft.backbone import Stack, get_submodule, set_submodule
 from olft.errors import OlftError
 from olft.methods.base import Applied
+
+log = logging.getLogger("olft")
+SANE_REDUCTION = (2, 64)  # the reduction factors adapter papers use; Houlsby's default is 16
 
 PLACEMENTS = {"houlsby": ("attn_out", "mlp_out"), "pfeiffer": ("mlp_out",)}
 
@@ -66,6 +71,22 @@ class AdaptedOutput(nn.Module):
         return self.adapter(out)
 
 
+def bottleneck_size(dim: int, reduction_factor: int, warn: bool = False) -> int:
+    """The adapter bottleneck, dim // reduction_factor. Raises OlftError when that is under one
+    unit (a factor above the width: nothing to tune); with `warn`, logs one line for a factor
+    outside SANE_REDUCTION, naming the bottleneck it gives."""
+    low, high = SANE_REDUCTION
+    bottleneck = dim // reduction_factor
+    sane = f"use {low}-{high} (Houlsby's 16 gives {max(1, dim // 16)} units here)"
+    if bottleneck < 1:
+        raise OlftError(f"--reduction-factor {reduction_factor} leaves the {dim}-wide model's adapter a bottleneck of "
+                        f"{dim}/{reduction_factor} < 1 unit; {sane}.")
+    if warn and not low <= reduction_factor <= high:
+        log.warning("--reduction-factor %d gives the %d-wide model's adapter a bottleneck of %d units, outside the usual "
+                    "range of factors: %s.", reduction_factor, dim, bottleneck, sane)
+    return bottleneck
+
+
 def apply_adapter(stack: Stack, layers: list[int], reduction_factor: int = 16, placement: str = "houlsby") -> Applied:
     """Adapters of bottleneck hidden_size // reduction_factor on `layers` (Houlsby: 2 per layer).
 
@@ -73,7 +94,7 @@ def apply_adapter(stack: Stack, layers: list[int], reduction_factor: int = 16, p
     for a placement (e.g. a layer without an MLP block).
     """
     dim = stack.hidden_size
-    bottleneck = max(1, dim // reduction_factor)
+    bottleneck = bottleneck_size(dim, reduction_factor)
     paths: list[str] = []
     for i in layers:
         for role in PLACEMENTS[placement]:
