@@ -406,6 +406,11 @@ def test_layer_plot_draws_olfts_own_score_and_keeps_the_legend_off_the_data():
     results["selection"]["protocol"] = "validation"
     labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
     assert "OLFT, layer 3 (validation): 62.0 ‡" in labels and labels[0].startswith("candidates: selection score (validation split")
+    # ... and the legend keys the double dagger, as the table's footnote does.
+    keys = [label.replace("\n", " ") for label in labels if label.startswith("‡")]
+    assert keys == ["‡ optimistic: its layer was chosen on these same validation examples"], labels
+    results["selection"]["protocol"] = "train-holdout"
+    assert not any("‡" in t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts())
 
 
 def _no_signal_probe(model: str) -> dict:

@@ -1,6 +1,7 @@
 """What a selection claims against what it measured: trained finalists against a constant
 predictor, a proxy's unmeasured gaps, the final layer, a proxy's shared seconds."""
 
+import json
 import logging
 
 import numpy as np
@@ -102,10 +103,10 @@ def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_pa
     assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
     assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
     assert "one finalist" not in caplog.text
-    assert "(gradient selector, train-holdout protocol; ranked by gradient score; the gap to the runner-up is not measured" \
+    assert "(gradient selector, training-batches protocol; ranked by gradient score; the gap to the runner-up is not measured" \
         in caplog.text and "finalists;" not in caplog.text, caplog.text  # a proxy has no finalists
     text = (tmp_path / "g" / "table.md").read_text()
-    assert "scoring example" not in text
+    assert "scoring example" not in text and sel["score_examples"] is None  # nothing was scored
     batches = sel["rounds"][0]["batches"]
     assert batches >= 1 and (f"the gradients of {batches} training batch{'' if batches == 1 else 'es'} of "
                              f"{sel['rounds'][0]['batch_size']} from {sel['train_examples']} training examples") in text
@@ -161,3 +162,28 @@ def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss(
     (line,) = [x for x in _retrained_lines({"rounds": rounds}) if x]
     assert line.startswith("Retrained at 12 steps (--selection-adaptive): layers 3, 4 (held-out loss within 1.0 standard "
                            "errors of layer 4's, or below it (layer 3: score and loss disagree) after 6 steps); layer 2's was ")
+
+
+def test_gradient_selection_under_validation_records_no_validation_protocol(model_dirs, tiny_glue, tmp_path, caplog):
+    """The gradient selector scores no examples: --selection-data validation does not apply to it (one
+    warning says so), and nothing claims validation chose the layer: no validation protocol, no
+    scoring examples, no optimistic mark in table.md or results.json once the folder is tuned."""
+    from olft.cli import main
+
+    out = tmp_path / "gv"
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, out, "--selector", "gradient", "--selection-data", "validation",
+                      "--epochs", "0.05")  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if "does not apply" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("--selection-data validation does not apply to --selector gradient"), said
+    assert sel["protocol"] == "training-batches" and sel["score_examples"] is None, sel
+    assert main(["run", "--config", str(out / "config.json"), "--out", str(out), "--strategies", "olft", "-q"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["optimistic_scores"] == {} and results["selection"]["protocol"] == "training-batches"
+    text = (out / "table.md").read_text()
+    assert "‡" not in text and "optimistic" not in text and "scored on the validation split" not in text, text
+    assert "Selection (training-batches)" in text and "(no held-out examples scored)" in text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        _select(model_dirs["llama"], tiny_glue, tmp_path / "gt", "--selector", "gradient")
+    assert "does not apply" not in caplog.text  # --selection-data train: nothing to warn about

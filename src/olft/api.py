@@ -329,7 +329,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
         log.warning(
             "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
-            "--selection-steps, now %s).", report.plural(selection.score_examples, "scoring example"),
+            "--selection-steps, now %s).", "gradient score" if selection.score_examples is None
+            else report.plural(selection.score_examples, "scoring example"),
             selection.selected_layer, s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip

@@ -565,6 +565,6 @@ def selection_verdict(sel: dict) -> str | None:
     scores = sorted((c["score"] for c in sel["candidates"] if c["score"] is not None), reverse=True)
     if len(scores) > 1 and len(set(scores)) == 1:
         return "tie"
-    if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples", 0)):
+    if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples") or 0):
         return "near-tie"
     return None

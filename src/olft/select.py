@@ -15,7 +15,9 @@ Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
   disjoint subset of the train split, so validation data never influences the choice.
 - "validation": the paper's protocol, scoring candidates on the validation split the final
-  result is reported on. Results say which protocol was used.
+  result is reported on.
+- "training-batches": the gradient selector's, whatever --selection-data says: it scores no
+  examples, only sums the gradients of training batches. Results say which protocol was used.
 """
 
 from __future__ import annotations
@@ -181,12 +183,16 @@ class Candidate:
     probe: dict | None = None
 
 
+# The gradient selector's protocol: it scores no examples (held-out or validation), it sums training batches' gradients.
+GRADIENT_PROTOCOL = "training-batches"
+
+
 @dataclass
 class Selection:
-    protocol: str  # "train-holdout" or "validation"
+    protocol: str  # "train-holdout", "validation" or GRADIENT_PROTOCOL
     candidates: list[Candidate]
     train_examples: int
-    score_examples: int
+    score_examples: int | None  # None: nothing was scored (the gradient selector)
     seconds: float = 0.0
     cache_seconds: float = 0.0
     # CPU seconds over the same work as `seconds` (with one torch thread: the work, whatever else the
@@ -202,6 +208,9 @@ class Selection:
     # --selection-train-samples as asked (None in older records): above train_examples, the
     # training split (after --max-train-samples) capped the fit set, which more of it cannot lift
     requested_train_examples: int | None = None
+    # --selection-eval-samples as asked under the train protocol (None otherwise, and in older
+    # records): above score_examples, the training split capped the scoring set as well
+    requested_score_examples: int | None = None
     # The probe's yardstick (`record_baseline`): the held-out loss of a constant predictor, what it
     # predicts ("class frequencies" or "mean"), and per probed layer how many standard errors of
     # the paired difference its probe's loss lies below that (None: no probe ran).
@@ -379,6 +388,7 @@ class Selection:
             "train_examples": self.train_examples,
             "requested_train_examples": self.requested_train_examples,
             "score_examples": self.score_examples,
+            "requested_score_examples": self.requested_score_examples,
         }
 
 
@@ -390,7 +400,8 @@ def unfinished_entry(candidates: list[dict], selection: dict) -> dict:
     ranking, confidence or equivalent layers (a candidate still to train may beat them all)."""
     return {
         "status": "unfinished",
-        "protocol": "validation" if selection.get("selection_data") == "validation" else "train-holdout",
+        "protocol": (GRADIENT_PROTOCOL if selection.get("selector") == "gradient"
+                     else "validation" if selection.get("selection_data") == "validation" else "train-holdout"),
         "selector": selection.get("selector"),
         "metric": selection.get("selection_metric", "score"),
         "candidates": sorted(({k: v for k, v in c.items() if k != "example_losses"} for c in candidates),
