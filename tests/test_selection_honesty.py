@@ -187,3 +187,27 @@ def test_gradient_selection_under_validation_records_no_validation_protocol(mode
     with caplog.at_level(logging.WARNING, logger="olft"):
         _select(model_dirs["llama"], tiny_glue, tmp_path / "gt", "--selector", "gradient")
     assert "does not apply" not in caplog.text  # --selection-data train: nothing to warn about
+
+
+def test_a_tie_the_loss_broke_is_told_under_no_signal_as_a_guess():
+    """The user's exhaustive run: layers 2 and 3 tie on accuracy, layer 3's held-out loss is clearly
+    lower, and both lose to the constant predictor. The console and table.md still name the tie and
+    the loss gap (docs/selection.md promises it), with the caveat that the choice is a guess."""
+    from olft.api import how_sure
+
+    rng = np.random.default_rng(1)
+    base = (0.5 + 0.1 * rng.random(48)).tolist()
+    losses = {2: [b + 0.6 + 0.02 * rng.normal() for b in base], 3: [b + 0.5 for b in base]}
+    cands = [Candidate(layer, 0.8125, 1.0, {"accuracy": 0.8125, "loss": float(np.mean(v))}, steps=10, example_losses=v)
+             for layer, v in losses.items()]  # fmt: skip
+    sel = Selection("train-holdout", cands, 48, 48, selector="exhaustive", finalists=[2, 3])
+    sel.rounds = [{"stage": "train", "steps": 10, "layers": [2, 3]}]
+    sel.record_baseline(base, [], "class frequencies")
+    d = sel.to_dict()
+    assert d["trained_no_signal"] is True and d["confidence"] is None and d["selected_layer"] == 3 and d["gaps"]["2"] > 1
+    tie = f"layers 2, 3 tie on accuracy (81.2); layer 3's held-out loss is {d['gaps']['2']:.1f} standard errors below layer 2's"
+    head = how_sure(sel, d, "accuracy")
+    assert head == f"no signal; {tie}, but with no signal the choice is still a guess", head
+    text = table_md({**_results(d), "metric": "accuracy"})
+    assert "No signal: no trained candidate's held-out loss" in text
+    assert f"exhaustive selector: {tie}, but with no signal the choice is still a guess." in text, text

@@ -22,6 +22,7 @@ from olft.select import (
     baseline_words,
     confidence_words,
     finished_selection,
+    guessed_tie_text,
     layer_list,
     loss_name,
     no_signal_text,
@@ -274,7 +275,8 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
                         "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None and not guess:
         return lines + [f"{sel['selector']} selector: {confidence_words(sel, metric)}."]
-    return lines
+    guessed = guessed_tie_text(sel, metric)  # no signal: the tie the loss broke is still told, as a guess
+    return lines + ([f"{sel['selector']} selector: {guessed}."] if guessed else [])
 
 
 def _below_winner_words(sel: dict) -> str:

@@ -456,18 +456,45 @@ def confidence_words(sel: dict, metric: str) -> str:
     errors below layer 2's". Where --selection-adaptive retrained, the gap is that last round's, and
     it says so ("after retraining at 20 steps, ..."), not the first round's that chose whom to retrain."""
     confidence, loss, ranking = sel.get("confidence"), loss_name(sel.get("protocol")), sel.get("ranking") or []
-    level = score_tie(sel, ranking)
-    if confidence is not None and confidence >= 0 and len(ranking) > 1 and ranking[1] in level:
-        winner, runner = ranking[0], ranking[1]
-        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
-        text = (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s {loss} is "
-                f"{confidence:.1f} standard errors below layer {runner}'s" + (", the next lowest" if len(level) > 2 else ""))
+    tie = tie_break_text(sel, metric)
+    if confidence is not None and confidence >= 0 and tie:
+        text = tie
     elif confidence is None and len(ranking) > 1:  # a proxy without per-example losses: nothing measured the gap
         who = "gradient score" if sel.get("selector") == "gradient" else f"{sel.get('selector')} score"
         return f"ranked by {who}; the gap to the runner-up is not measured (no per-example {loss}es)"
     else:
         text = confidence_text(confidence, loss)
     return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
+
+
+def tie_break_text(sel: dict, metric: str) -> str | None:
+    """Where the runner-up of `sel` (a `Selection.to_dict`) shares the winner's score (`metric`, the
+    task's headline metric, names it) and the held-out loss broke that tie, every layer on that score
+    and the loss gap from `gaps`: "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 3.7
+    standard errors below layer 2's". Measured even where no confidence is quoted (no signal: the
+    choice is then still a guess, which the caller says). None otherwise."""
+    ranking = sel.get("ranking") or []
+    if len(ranking) < 2:
+        return None
+    winner, runner = ranking[0], ranking[1]
+    level, gap = score_tie(sel, ranking), (sel.get("gaps") or {}).get(str(runner))
+    if gap is None or gap < 0 or runner not in level:
+        return None
+    score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
+    return (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s "
+            f"{loss_name(sel.get('protocol'))} is {gap:.1f} standard errors below layer {runner}'s"
+            + (", the next lowest" if len(level) > 2 else ""))
+
+
+def guessed_tie_text(sel: dict, metric: str) -> str | None:
+    """`tie_break_text` where the selection found no signal (its choice a guess, so no confidence is
+    quoted), with that caveat: "...; layer 3's held-out loss is 2.5 standard errors below layer 2's,
+    but with no signal the choice is still a guess". None where it found a signal or no tie was broken."""
+    tie = tie_break_text(sel, metric)
+    if not tie or not (sel.get("trained_no_signal") or (sel.get("no_signal") and probe_decided(sel))):
+        return None
+    after = retrained_words(sel)
+    return f"{after + ', ' if after else ''}{tie}, but with no signal the choice is still a guess"
 
 
 def retrained_words(sel: dict) -> str:
