@@ -41,7 +41,7 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     assert (f"No signal: no trained candidate's held-out loss beats predicting the fit set's mean (held-out squared error "
             f"{np.mean(base):.3f}) by 1.0 standard errors or more, paired per example: layers 2, 3 found no signal at this "
             "budget, so the choice among them is a guess; use more --selection-steps (the finalists trained 6 steps), more "
-            "--selection-train-samples (now 143) or --selection-eval-samples.") in text, text
+            "--selection-train-samples (now 143) or more --selection-eval-samples (now 57).") in text, text
     assert "standard errors below the runner-up" not in text
     from olft.plots import layers_figure
 
@@ -61,7 +61,11 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     capped = table_md(_results({**d, "requested_train_examples": 1000}))
     assert ("more --selection-steps (the finalists trained 6 steps), more training examples (the training split, after "
             "any --max-train-samples, left the candidates 143 fit examples of the 1000 --selection-train-samples asks "
-            "for) or --selection-eval-samples.") in capped, capped
+            "for) or more --selection-eval-samples (now 57).") in capped, capped
+    # ... and --max-train-samples 64 left 5 scoring examples of the 16 asked for: more of them only shrinks the fit set.
+    few = table_md(_results({**d, "score_examples": 5, "requested_score_examples": 16}))
+    assert ("or a larger --max-train-samples, if set (the training split left the candidates 5 scoring examples of the "
+            "16 --selection-eval-samples asks for; more --selection-eval-samples would only shrink the fit set).") in few, few
     # One finalist clearly below the constant: a signal, the confidence stands, and the note says how far.
     good = _trained({2: [b + 7.5 for b in base], 3: [b - 1.0 + 0.1 * rng.normal() for b in base]}, base)
     assert good.trained_no_signal is False and good.confidence is not None and good.confidence > 1

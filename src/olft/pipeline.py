@@ -261,6 +261,10 @@ class Session:
                             "every evaluation split). Drop --selection-eval-samples, or use --selection-data train to score "
                             "them on that many held-out training examples.", s.selection_eval_samples, first,
                             len(self.eval_enc[first]), "unset" if cap is None else cap)  # fmt: skip
+            cap, n = self.cfg.data.max_eval_samples, len(self.eval_enc[first])
+            _warn_small_scoring_set(n, f"--max-eval-samples (now {cap})" if cap is not None and n >= cap
+                                    else f"nothing: the {first} split holds only {n} examples; --selection-data train scores "
+                                    "on --selection-eval-samples of train")  # fmt: skip
             return "validation", self.encode(train), self.eval_enc[first]
         fit_part, score_part = tasks.disjoint_subsets(
             self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
@@ -272,6 +276,9 @@ class Session:
                         "--selection-eval-samples %d, so candidates fit on %d and are scored on %d (both shrunk in proportion)",
                         len(self.train_examples), s.selection_train_samples, s.selection_eval_samples, len(fit_part),
                         len(score_part))  # fmt: skip
+        _warn_small_scoring_set(len(score_part), f"--selection-eval-samples (now {s.selection_eval_samples})"
+                                if len(score_part) >= s.selection_eval_samples else "--max-train-samples, if set (the "
+                                "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)")  # fmt: skip
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
     def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None) -> Selection:
@@ -360,6 +367,19 @@ class Session:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
                              cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+
+
+# Fewer scoring examples than this and one example moves accuracy by 5 points or more: warned about.
+SMALL_SCORING_SET = 20
+
+
+def _warn_small_scoring_set(n: int, limit: str) -> None:
+    """Warn, at the selection's start, when the candidates will be scored on fewer than
+    `SMALL_SCORING_SET` examples, naming `limit`, the setting that limits that set."""
+    if n < SMALL_SCORING_SET:
+        log.warning("selection: the candidates are scored on only %d examples (under %d): one example moves their "
+                    "accuracy by %.1f points, so their differences are mostly noise. What limits the scoring set: %s.",
+                    n, SMALL_SCORING_SET, 100 / max(n, 1), limit)  # fmt: skip
 
 
 class _Stages:

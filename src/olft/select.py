@@ -563,6 +563,17 @@ def _more_fit_examples(sel: dict, who: str) -> str:
     return "more --selection-train-samples" + (f" (now {n})" if n else "")
 
 
+def _more_score_examples(sel: dict) -> str:
+    """The advice for a bigger scoring set under --selection-data train, naming the setting that
+    limits it: --selection-eval-samples, or the training split itself (after any --max-train-samples)
+    when that left fewer examples, where more --selection-eval-samples would only shrink the fit set."""
+    n, asked = sel.get("score_examples"), sel.get("requested_score_examples")
+    if n and asked and n < asked:  # the training split capped the scoring set too (both shrunk in proportion)
+        return (f"a larger --max-train-samples, if set (the training split left the candidates {n} scoring examples of "
+                f"the {asked} --selection-eval-samples asks for; more --selection-eval-samples would only shrink the fit set)")
+    return "more --selection-eval-samples" + (f" (now {n})" if n else "")
+
+
 def _short_of_full_budget(sel: dict) -> bool:
     """True when some candidate of `sel` (a `Selection.to_dict`) trained fewer steps than the
     finalists' full budget (a short halving rung) or not at all (pruned by a probe): then
@@ -587,7 +598,7 @@ def trained_no_signal_text(sel: dict) -> str | None:
     last = (sel.get("rounds") or [{}])[-1]
     layers, steps = last.get("layers") or [], last.get("steps")
     fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
-    fix += " or --selection-eval-samples" if sel.get("protocol") != "validation" else ""
+    fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
     where = scored_on(sel.get("protocol"))
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
