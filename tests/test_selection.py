@@ -550,6 +550,9 @@ def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_pa
     assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 1
     assert "the probe kept 1 of 4 candidates" in caplog.text and "no layer is trained" in caplog.text
     assert "--probe-keep 2 or more trains the probe's best layers." in caplog.text
+    # table.md's selection paragraph says it too: it outlives the console.
+    assert ("The probe kept 1 of 4 candidates (--probe-keep 1), so no layer was trained: the choice is the probe's"
+            in (tmp_path / "k1" / "table.md").read_text())
     # Two candidates: --probe-keep 2 would be refused, so neither warning advises it (the user's cola-ph run).
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):

@@ -145,6 +145,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
             lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
         lines += _protocol_lines(sel, results)
+        lines += _untrained_lines(sel)
         candidate_timing = (results.get("timing") or {}).get("candidates") or {}
         lines += _timing_notes(candidate_timing, "The candidates' times")
         lines += _verdict_lines(sel, metric)
@@ -213,6 +214,16 @@ def _protocol_lines(sel: dict, results: dict) -> list[str]:
     return [f"Candidates were scored on the {split} split (at most --max-eval-samples of it, drawn with --seed), so "
             f"OLFT's {split} score in Table 1 is optimistic: the same examples chose its layer (the paper's protocol; "
             "--selection-data train keeps them out of the choice)."]
+
+
+def _untrained_lines(sel: dict) -> list[str]:
+    """Under probe-halving, where the probe kept fewer than two layers (--probe-keep 1): that no layer
+    was trained, so the choice is the probe's, as the run's warning says. None otherwise."""
+    if sel.get("selector") != "probe-halving" or not probe_decided(sel):
+        return []
+    keep = sel.get("probe_keep") or 0
+    return [f"The probe kept {keep} of {plural(len(sel['candidates']), 'candidate')} (--probe-keep {keep}), so no "
+            "layer was trained: the choice is the probe's, not a trained candidate's."]
 
 
 # A proxy selector's score is not the task metric: what each one's score is.
