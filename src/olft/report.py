@@ -238,8 +238,17 @@ def _proxy_name(sel: dict) -> str | None:
 
 
 def _proxy_label(sel: dict) -> str:
-    """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named for the protocol (`loss_name`)."""
-    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", loss_name(sel.get("protocol")))
+    """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named as `_loss_label` names it."""
+    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", _loss_label(sel))
+
+
+def _loss_label(sel: dict) -> str:
+    """The candidates' per-example loss as table.md's columns name it: for the protocol (`loss_name`),
+    and on a regression task (the constant predicts the mean: STS-B) what the number is, a squared
+    error ('held-out squared error'), not a log loss."""
+    if sel.get("baseline_predicts") == "mean":
+        return f"{scored_on(sel.get('protocol'))} squared error"
+    return loss_name(sel.get("protocol"))
 
 
 def _proxy_scored(c: dict, sel: dict) -> bool:
@@ -350,7 +359,7 @@ def _candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = Non
         head = f"| layer | {_proxy_label(sel)} | {metric} x100 after training (steps) |"
     else:
         head = f"| layer | {_proxy_label(sel) if probed else 'score'} |"
-    lines = ["", head + (f" {loss_name(sel.get('protocol'))} |" if losses else "") + " seconds |",
+    lines = ["", head + (f" {_loss_label(sel)} |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
     proxy_scores = _proxy_round_scores(sel) if mixed else {}
     # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
