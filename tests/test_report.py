@@ -406,6 +406,11 @@ def test_layer_plot_draws_olfts_own_score_and_keeps_the_legend_off_the_data():
     results["selection"]["protocol"] = "validation"
     labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
     assert "OLFT, layer 3 (validation): 62.0 ‡" in labels and labels[0].startswith("candidates: selection score (validation split")
+    # ... and the legend keys the double dagger, as the table's footnote does.
+    keys = [label.replace("\n", " ") for label in labels if label.startswith("‡")]
+    assert keys == ["‡ optimistic: its layer was chosen on these same validation examples"], labels
+    results["selection"]["protocol"] = "train-holdout"
+    assert not any("‡" in t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts())
 
 
 def _no_signal_probe(model: str) -> dict:
@@ -537,6 +542,10 @@ def test_probe_halving_table_keeps_probe_and_trained_scores_in_separate_columns(
     # A probe that sent nothing on to training: one column, and it says it holds probe scores.
     probe_only = _probe_halving({}, {0: 0.645, 4: 0.61}, selected=4, equivalent=[4])
     assert _selection_rows(table_md(probe_only))[0] == ["layer", "probe score (-held-out loss x100)", "held-out loss", "seconds"]
+    # On a regression task (STS-B: the constant predicts the mean) the probe's loss is a squared error: named so.
+    probe_only["selection"]["baseline_predicts"] = "mean"
+    assert _selection_rows(table_md(probe_only))[0] == ["layer", "probe score (-held-out squared error x100)",
+                                                        "held-out squared error", "seconds"]  # fmt: skip
 
 
 def test_a_collapsed_strategy_is_marked_in_table_md():

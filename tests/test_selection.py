@@ -550,6 +550,9 @@ def test_probe_halving_that_trains_nothing_says_so(model_dirs, tiny_glue, tmp_pa
     assert [r["stage"] for r in sel["rounds"]] == ["probe"] and sel["probe_keep"] == 1
     assert "the probe kept 1 of 4 candidates" in caplog.text and "no layer is trained" in caplog.text
     assert "--probe-keep 2 or more trains the probe's best layers." in caplog.text
+    # table.md's selection paragraph says it too: it outlives the console.
+    assert ("The probe kept 1 of 4 candidates (--probe-keep 1), so no layer was trained: the choice is the probe's"
+            in (tmp_path / "k1" / "table.md").read_text())
     # Two candidates: --probe-keep 2 would be refused, so neither warning advises it (the user's cola-ph run).
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
@@ -569,6 +572,9 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
     shrunk = (f"the training split has 40 examples, fewer than --selection-train-samples 32 plus --selection-eval-samples 24, "
               f"so candidates fit on {sel['train_examples']} and are scored on {sel['score_examples']}")
     assert shrunk in caplog.text  # said when it happens, not only in table.md
+    # Under 20 scoring examples: warned at the start, naming the cap (more --selection-eval-samples only shrinks the fit set).
+    assert (f"the candidates are scored on only {sel['score_examples']} examples (under 20)" in caplog.text
+            and "What limits the scoring set: --max-train-samples, if set" in caplog.text), caplog.text
     caplog.clear()
     with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "u", *tied)
@@ -593,7 +599,13 @@ def test_equivalence_advice_names_the_cap_on_the_scoring_set(model_dirs, tiny_gl
         named = int(re.search(r"standard errors above layer (\d+)'s", said)[1])
         assert named in sel["equivalent"] and loss[named] < loss[winner]
     assert "leads" not in said, said
-    assert "shrunk in proportion" not in caplog.text
+    assert "shrunk in proportion" not in caplog.text and "scored on only" not in caplog.text  # 24 examples: no warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="olft"):
+        _select(model_dirs["llama"], tiny_glue, tmp_path / "p", "--selector", "probe", "--selection-eval-samples", "10")
+    assert ("the candidates are scored on only 10 examples (under 20): one example moves their accuracy by 10.0 points, "
+            "so their differences are mostly noise. What limits the scoring set: --selection-eval-samples (now 10).") \
+        in caplog.text, caplog.text
 
 
 def test_equivalence_advice_under_validation_scoring_names_max_eval_samples(model_dirs, tiny_glue, tmp_path, caplog):

@@ -1,6 +1,7 @@
 """What a selection claims against what it measured: trained finalists against a constant
 predictor, a proxy's unmeasured gaps, the final layer, a proxy's shared seconds."""
 
+import json
 import logging
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     assert (f"No signal: no trained candidate's held-out loss beats predicting the fit set's mean (held-out squared error "
             f"{np.mean(base):.3f}) by 1.0 standard errors or more, paired per example: layers 2, 3 found no signal at this "
             "budget, so the choice among them is a guess; use more --selection-steps (the finalists trained 6 steps), more "
-            "--selection-train-samples (now 143) or --selection-eval-samples.") in text, text
+            "--selection-train-samples (now 143) or more --selection-eval-samples (now 57).") in text, text
     assert "standard errors below the runner-up" not in text
     from olft.plots import layers_figure
 
@@ -60,7 +61,11 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     capped = table_md(_results({**d, "requested_train_examples": 1000}))
     assert ("more --selection-steps (the finalists trained 6 steps), more training examples (the training split, after "
             "any --max-train-samples, left the candidates 143 fit examples of the 1000 --selection-train-samples asks "
-            "for) or --selection-eval-samples.") in capped, capped
+            "for) or more --selection-eval-samples (now 57).") in capped, capped
+    # ... and --max-train-samples 64 left 5 scoring examples of the 16 asked for: more of them only shrinks the fit set.
+    few = table_md(_results({**d, "score_examples": 5, "requested_score_examples": 16}))
+    assert ("or a larger --max-train-samples, if set (the training split left the candidates 5 scoring examples of the "
+            "16 --selection-eval-samples asks for; more --selection-eval-samples would only shrink the fit set).") in few, few
     # One finalist clearly below the constant: a signal, the confidence stands, and the note says how far.
     good = _trained({2: [b + 7.5 for b in base], 3: [b - 1.0 + 0.1 * rng.normal() for b in base]}, base)
     assert good.trained_no_signal is False and good.confidence is not None and good.confidence > 1
@@ -102,10 +107,10 @@ def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_pa
     assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
     assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
     assert "one finalist" not in caplog.text
-    assert "(gradient selector, train-holdout protocol; ranked by gradient score; the gap to the runner-up is not measured" \
+    assert "(gradient selector, training-batches protocol; ranked by gradient score; the gap to the runner-up is not measured" \
         in caplog.text and "finalists;" not in caplog.text, caplog.text  # a proxy has no finalists
     text = (tmp_path / "g" / "table.md").read_text()
-    assert "scoring example" not in text
+    assert "scoring example" not in text and sel["score_examples"] is None  # nothing was scored
     batches = sel["rounds"][0]["batches"]
     assert batches >= 1 and (f"the gradients of {batches} training batch{'' if batches == 1 else 'es'} of "
                              f"{sel['rounds'][0]['batch_size']} from {sel['train_examples']} training examples") in text
@@ -161,3 +166,52 @@ def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss(
     (line,) = [x for x in _retrained_lines({"rounds": rounds}) if x]
     assert line.startswith("Retrained at 12 steps (--selection-adaptive): layers 3, 4 (held-out loss within 1.0 standard "
                            "errors of layer 4's, or below it (layer 3: score and loss disagree) after 6 steps); layer 2's was ")
+
+
+def test_gradient_selection_under_validation_records_no_validation_protocol(model_dirs, tiny_glue, tmp_path, caplog):
+    """The gradient selector scores no examples: --selection-data validation does not apply to it (one
+    warning says so), and nothing claims validation chose the layer: no validation protocol, no
+    scoring examples, no optimistic mark in table.md or results.json once the folder is tuned."""
+    from olft.cli import main
+
+    out = tmp_path / "gv"
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        sel = _select(model_dirs["llama"], tiny_glue, out, "--selector", "gradient", "--selection-data", "validation",
+                      "--epochs", "0.05")  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if "does not apply" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("--selection-data validation does not apply to --selector gradient"), said
+    assert sel["protocol"] == "training-batches" and sel["score_examples"] is None, sel
+    assert main(["run", "--config", str(out / "config.json"), "--out", str(out), "--strategies", "olft", "-q"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["optimistic_scores"] == {} and results["selection"]["protocol"] == "training-batches"
+    text = (out / "table.md").read_text()
+    assert "‡" not in text and "optimistic" not in text and "scored on the validation split" not in text, text
+    assert "Selection (training-batches)" in text and "(no held-out examples scored)" in text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        _select(model_dirs["llama"], tiny_glue, tmp_path / "gt", "--selector", "gradient")
+    assert "does not apply" not in caplog.text  # --selection-data train: nothing to warn about
+
+
+def test_a_tie_the_loss_broke_is_told_under_no_signal_as_a_guess():
+    """The user's exhaustive run: layers 2 and 3 tie on accuracy, layer 3's held-out loss is clearly
+    lower, and both lose to the constant predictor. The console and table.md still name the tie and
+    the loss gap (docs/selection.md promises it), with the caveat that the choice is a guess."""
+    from olft.api import how_sure
+
+    rng = np.random.default_rng(1)
+    base = (0.5 + 0.1 * rng.random(48)).tolist()
+    losses = {2: [b + 0.6 + 0.02 * rng.normal() for b in base], 3: [b + 0.5 for b in base]}
+    cands = [Candidate(layer, 0.8125, 1.0, {"accuracy": 0.8125, "loss": float(np.mean(v))}, steps=10, example_losses=v)
+             for layer, v in losses.items()]  # fmt: skip
+    sel = Selection("train-holdout", cands, 48, 48, selector="exhaustive", finalists=[2, 3])
+    sel.rounds = [{"stage": "train", "steps": 10, "layers": [2, 3]}]
+    sel.record_baseline(base, [], "class frequencies")
+    d = sel.to_dict()
+    assert d["trained_no_signal"] is True and d["confidence"] is None and d["selected_layer"] == 3 and d["gaps"]["2"] > 1
+    tie = f"layers 2, 3 tie on accuracy (81.2); layer 3's held-out loss is {d['gaps']['2']:.1f} standard errors below layer 2's"
+    head = how_sure(sel, d, "accuracy")
+    assert head == f"no signal; {tie}, but with no signal the choice is still a guess", head
+    text = table_md({**_results(d), "metric": "accuracy"})
+    assert "No signal: no trained candidate's held-out loss" in text
+    assert f"exhaustive selector: {tie}, but with no signal the choice is still a guess." in text, text

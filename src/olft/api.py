@@ -24,6 +24,7 @@ from olft.select import (
     Strategy,
     check_candidates,
     confidence_words,
+    guessed_tie_text,
     layer_list,
     loss_name,
     middle_bucket,
@@ -309,16 +310,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
     results["selection"] = selection.to_dict()
     results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)
-    # A lead among probes that all lose to a constant is noise: no confidence is quoted then.
-    guess = selection.no_signal and probe_decided(results["selection"])
-    # Among equivalent finalists the gap to the runner-up by score says nothing: the warning below tells the tie.
-    others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
-    # Trained finalists that all lose to the constant (`trained_no_signal`): no confidence either.
-    sure = ("no signal" if guess else f"within noise of {layer_list(others)}"
-            if others else "no signal" if selection.trained_no_signal
-            else confidence_words(results["selection"], results["metric"]))  # fmt: skip
     log.info("selected layer %d (%s selector, %s protocol; %s)", selection.selected_layer, selection.selector,
-             selection.protocol, sure)
+             selection.protocol, how_sure(selection, results["selection"], results["metric"]))
     if selection.no_signal:
         log.warning("Selection: %s.", no_signal_text(results["selection"]))
     if selection.trained_no_signal:
@@ -330,7 +323,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
         log.warning(
             "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
-            "--selection-steps, now %s).", report.plural(selection.score_examples, "scoring example"),
+            "--selection-steps, now %s).", "gradient score" if selection.score_examples is None
+            else report.plural(selection.score_examples, "scoring example"),
             selection.selected_layer, s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip
@@ -349,6 +343,22 @@ def _select(session: Session, folder: RunFolder, results: dict):
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip
     return selection
+
+
+def how_sure(selection, sel: dict, metric: str) -> str:
+    """How sure the selection headline says `selection` (`sel` its `to_dict`) is: the layers within
+    noise of the winner, "no signal" (with the tie the loss broke, if it broke one: still a guess),
+    or `confidence_words`."""
+    # A lead among probes that all lose to a constant is noise: no confidence is quoted then.
+    guess = selection.no_signal and probe_decided(sel)
+    # Among equivalent finalists the gap to the runner-up by score says nothing: the warning tells the tie.
+    others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
+    if others and not guess:
+        return f"within noise of {layer_list(others)}"
+    if guess or selection.trained_no_signal:  # trained finalists that all lose to the constant: no confidence either
+        tie = guessed_tie_text(sel, metric)
+        return f"no signal; {tie}" if tie else "no signal"
+    return confidence_words(sel, metric)
 
 
 def _more_scoring_data(selection, cfg: RunConfig) -> str:

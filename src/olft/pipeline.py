@@ -27,7 +27,7 @@ from olft.methods import apply_method
 from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
 from olft.report import plural
 from olft.runfolder import fault_point
-from olft.select import Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
+from olft.select import GRADIENT_PROTOCOL, Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 
 log = logging.getLogger(__name__)
@@ -244,10 +244,18 @@ class Session:
 
         Under --selection-data validation the scoring set is the first evaluation split (after
         --max-eval-samples), so a --selection-eval-samples other than its default is ignored:
-        one warning says so and names the option that does limit it.
+        one warning says so and names the option that does limit it. The gradient selector scores
+        nothing (`GRADIENT_PROTOCOL`): --selection-data validation does not apply to it, and one
+        warning says so. A scoring set under `SMALL_SCORING_SET` examples is warned about, naming
+        the setting that limits it.
         """
         s, seed = self.cfg.selection, self.cfg.train.seed
-        if s.selection_data == "validation":
+        if s.selector == "gradient" and s.selection_data == "validation":
+            log.warning("--selection-data validation does not apply to --selector gradient: it scores no examples, "
+                        "validation or held-out (it sums the gradients of training batches at initialisation), so no "
+                        "validation example chooses the layer and OLFT's validation score is not optimistic. Drop "
+                        "--selection-data validation, or use a selector that scores candidates (probe, exhaustive, ...).")  # fmt: skip
+        if s.selection_data == "validation" and s.selector != "gradient":
             train = tasks.sample_split(self.train_examples, s.selection_train_samples, seed)
             first = next(iter(self.eval_enc))
             if s.selection_eval_samples != SelectionConfig.selection_eval_samples:
@@ -257,15 +265,24 @@ class Session:
                             "every evaluation split). Drop --selection-eval-samples, or use --selection-data train to score "
                             "them on that many held-out training examples.", s.selection_eval_samples, first,
                             len(self.eval_enc[first]), "unset" if cap is None else cap)  # fmt: skip
+            cap, n = self.cfg.data.max_eval_samples, len(self.eval_enc[first])
+            _warn_small_scoring_set(n, f"--max-eval-samples (now {cap})" if cap is not None and n >= cap
+                                    else f"nothing: the {first} split holds only {n} examples; --selection-data train scores "
+                                    "on --selection-eval-samples of train")  # fmt: skip
             return "validation", self.encode(train), self.eval_enc[first]
         fit_part, score_part = tasks.disjoint_subsets(
             self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
         )
+        if s.selector == "gradient":  # it scores nothing: the scoring set is never used
+            return GRADIENT_PROTOCOL, self.encode(fit_part), self.encode(score_part)
         if len(fit_part) + len(score_part) < s.selection_train_samples + s.selection_eval_samples:
             log.warning("selection: the training split has %d examples, fewer than --selection-train-samples %d plus "
                         "--selection-eval-samples %d, so candidates fit on %d and are scored on %d (both shrunk in proportion)",
                         len(self.train_examples), s.selection_train_samples, s.selection_eval_samples, len(fit_part),
                         len(score_part))  # fmt: skip
+        _warn_small_scoring_set(len(score_part), f"--selection-eval-samples (now {s.selection_eval_samples})"
+                                if len(score_part) >= s.selection_eval_samples else "--max-train-samples, if set (the "
+                                "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)")  # fmt: skip
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
     def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None) -> Selection:
@@ -279,8 +296,10 @@ class Session:
         s = self.cfg.selection
         candidates = check_candidates(s.candidates, self.num_layers, s.selector, s.probe_keep)
         protocol, fit_enc, score_enc = self.selection_sets()
-        sel = Selection(protocol, [], len(fit_enc), len(score_enc), metric=s.selection_metric, selector=s.selector,
-                        threshold=s.equivalence_threshold, requested_train_examples=s.selection_train_samples)  # fmt: skip
+        sel = Selection(protocol, [], len(fit_enc), None if s.selector == "gradient" else len(score_enc),
+                        metric=s.selection_metric, selector=s.selector, threshold=s.equivalence_threshold,
+                        requested_train_examples=s.selection_train_samples,
+                        requested_score_examples=None if protocol == "validation" else s.selection_eval_samples)  # fmt: skip
         if s.selector != "gradient":  # the yardstick of trained candidates (and of probes: `_Stages.proxy`)
             regression = self.task.num_labels == 1
             sel.record_baseline(constant_losses(fit_enc.labels, score_enc.labels, regression), [],
@@ -352,6 +371,19 @@ class Session:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
                              cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+
+
+# Fewer scoring examples than this and one example moves accuracy by 5 points or more: warned about.
+SMALL_SCORING_SET = 20
+
+
+def _warn_small_scoring_set(n: int, limit: str) -> None:
+    """Warn, at the selection's start, when the candidates will be scored on fewer than
+    `SMALL_SCORING_SET` examples, naming `limit`, the setting that limits that set."""
+    if n < SMALL_SCORING_SET:
+        log.warning("selection: the candidates are scored on only %d examples (under %d): one example moves their "
+                    "accuracy by %.1f points, so their differences are mostly noise. What limits the scoring set: %s.",
+                    n, SMALL_SCORING_SET, 100 / max(n, 1), limit)  # fmt: skip
 
 
 class _Stages:

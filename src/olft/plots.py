@@ -157,7 +157,7 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
     """Trained candidates' task scores (x100), one series per training budget, with one binomial SE
     where the metric is a proportion; the reference strategies as lines. Several budgets are
     dodged (`dodge`) about their layers; returns budget -> its x offset."""
-    n = sel.get("score_examples", 0)
+    n = sel.get("score_examples") or 0
     # The binomial SE is a proportion's: rough for F1, meaningless for a correlation (MCC, Pearson,
     # Spearman, which may be negative), so those get no bars, and the label claims none.
     bars = results["metric"] not in CORRELATIONS
@@ -198,6 +198,9 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
             if _collapsed_mark(strategy, split):  # the dagger's key, in table.md's words, wrapped to the legend's width
                 key = collapsed_text(what, strategy["one_class"][split], split)
                 ax.plot([], [], " ", label="\n".join(textwrap.wrap(f"† {key}", LEGEND_CHARS)))
+            if name == "olft" and optimistic:  # the double dagger's key, as Table 1's footnote gives it
+                key = f"‡ optimistic: its layer was chosen on these same {split} examples"
+                ax.plot([], [], " ", label="\n".join(textwrap.wrap(key, LEGEND_CHARS)))
             if name == "olft" and olft.get("layers"):  # OLFT's score at its own layer, on its line
                 ax.plot(olft["layers"], [100 * score] * len(olft["layers"]), "D", color=color, label="_olft layer")
     ax.set_ylabel(f"{results['metric']} x100")

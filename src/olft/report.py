@@ -22,6 +22,7 @@ from olft.select import (
     baseline_words,
     confidence_words,
     finished_selection,
+    guessed_tie_text,
     layer_list,
     loss_name,
     no_signal_text,
@@ -144,6 +145,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
             lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
         lines += _protocol_lines(sel, results)
+        lines += _untrained_lines(sel)
         candidate_timing = (results.get("timing") or {}).get("candidates") or {}
         lines += _timing_notes(candidate_timing, "The candidates' times")
         lines += _verdict_lines(sel, metric)
@@ -214,6 +216,16 @@ def _protocol_lines(sel: dict, results: dict) -> list[str]:
             "--selection-data train keeps them out of the choice)."]
 
 
+def _untrained_lines(sel: dict) -> list[str]:
+    """Under probe-halving, where the probe kept fewer than two layers (--probe-keep 1): that no layer
+    was trained, so the choice is the probe's, as the run's warning says. None otherwise."""
+    if sel.get("selector") != "probe-halving" or not probe_decided(sel):
+        return []
+    keep = sel.get("probe_keep") or 0
+    return [f"The probe kept {keep} of {plural(len(sel['candidates']), 'candidate')} (--probe-keep {keep}), so no "
+            "layer was trained: the choice is the probe's, not a trained candidate's."]
+
+
 # A proxy selector's score is not the task metric: what each one's score is.
 PROXY_LABELS = {"probe": "probe score (-held-out loss x100)", "gradient": "relative gradient norm (x100)"}
 
@@ -226,8 +238,17 @@ def _proxy_name(sel: dict) -> str | None:
 
 
 def _proxy_label(sel: dict) -> str:
-    """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named for the protocol (`loss_name`)."""
-    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", loss_name(sel.get("protocol")))
+    """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named as `_loss_label` names it."""
+    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", _loss_label(sel))
+
+
+def _loss_label(sel: dict) -> str:
+    """The candidates' per-example loss as table.md's columns name it: for the protocol (`loss_name`),
+    and on a regression task (the constant predicts the mean: STS-B) what the number is, a squared
+    error ('held-out squared error'), not a log loss."""
+    if sel.get("baseline_predicts") == "mean":
+        return f"{scored_on(sel.get('protocol'))} squared error"
+    return loss_name(sel.get("protocol"))
 
 
 def _proxy_scored(c: dict, sel: dict) -> bool:
@@ -274,7 +295,8 @@ def _verdict_lines(sel: dict, metric: str) -> list[str]:
                         "selection recorded no paired noise estimate)."]  # fmt: skip
     if sel.get("confidence") is not None and not guess:
         return lines + [f"{sel['selector']} selector: {confidence_words(sel, metric)}."]
-    return lines
+    guessed = guessed_tie_text(sel, metric)  # no signal: the tie the loss broke is still told, as a guess
+    return lines + ([f"{sel['selector']} selector: {guessed}."] if guessed else [])
 
 
 def _below_winner_words(sel: dict) -> str:
@@ -337,7 +359,7 @@ def _candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = Non
         head = f"| layer | {_proxy_label(sel)} | {metric} x100 after training (steps) |"
     else:
         head = f"| layer | {_proxy_label(sel) if probed else 'score'} |"
-    lines = ["", head + (f" {loss_name(sel.get('protocol'))} |" if losses else "") + " seconds |",
+    lines = ["", head + (f" {_loss_label(sel)} |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
     proxy_scores = _proxy_round_scores(sel) if mixed else {}
     # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
@@ -565,6 +587,6 @@ def selection_verdict(sel: dict) -> str | None:
     scores = sorted((c["score"] for c in sel["candidates"] if c["score"] is not None), reverse=True)
     if len(scores) > 1 and len(set(scores)) == 1:
         return "tie"
-    if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples", 0)):
+    if len(scores) > 1 and scores[0] - scores[1] <= binomial_se(scores[0], sel.get("score_examples") or 0):
         return "near-tie"
     return None

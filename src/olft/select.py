@@ -15,7 +15,9 @@ Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
   disjoint subset of the train split, so validation data never influences the choice.
 - "validation": the paper's protocol, scoring candidates on the validation split the final
-  result is reported on. Results say which protocol was used.
+  result is reported on.
+- "training-batches": the gradient selector's, whatever --selection-data says: it scores no
+  examples, only sums the gradients of training batches. Results say which protocol was used.
 """
 
 from __future__ import annotations
@@ -181,12 +183,16 @@ class Candidate:
     probe: dict | None = None
 
 
+# The gradient selector's protocol: it scores no examples (held-out or validation), it sums training batches' gradients.
+GRADIENT_PROTOCOL = "training-batches"
+
+
 @dataclass
 class Selection:
-    protocol: str  # "train-holdout" or "validation"
+    protocol: str  # "train-holdout", "validation" or GRADIENT_PROTOCOL
     candidates: list[Candidate]
     train_examples: int
-    score_examples: int
+    score_examples: int | None  # None: nothing was scored (the gradient selector)
     seconds: float = 0.0
     cache_seconds: float = 0.0
     # CPU seconds over the same work as `seconds` (with one torch thread: the work, whatever else the
@@ -202,6 +208,9 @@ class Selection:
     # --selection-train-samples as asked (None in older records): above train_examples, the
     # training split (after --max-train-samples) capped the fit set, which more of it cannot lift
     requested_train_examples: int | None = None
+    # --selection-eval-samples as asked under the train protocol (None otherwise, and in older
+    # records): above score_examples, the training split capped the scoring set as well
+    requested_score_examples: int | None = None
     # The probe's yardstick (`record_baseline`): the held-out loss of a constant predictor, what it
     # predicts ("class frequencies" or "mean"), and per probed layer how many standard errors of
     # the paired difference its probe's loss lies below that (None: no probe ran).
@@ -379,6 +388,7 @@ class Selection:
             "train_examples": self.train_examples,
             "requested_train_examples": self.requested_train_examples,
             "score_examples": self.score_examples,
+            "requested_score_examples": self.requested_score_examples,
         }
 
 
@@ -390,7 +400,8 @@ def unfinished_entry(candidates: list[dict], selection: dict) -> dict:
     ranking, confidence or equivalent layers (a candidate still to train may beat them all)."""
     return {
         "status": "unfinished",
-        "protocol": "validation" if selection.get("selection_data") == "validation" else "train-holdout",
+        "protocol": (GRADIENT_PROTOCOL if selection.get("selector") == "gradient"
+                     else "validation" if selection.get("selection_data") == "validation" else "train-holdout"),
         "selector": selection.get("selector"),
         "metric": selection.get("selection_metric", "score"),
         "candidates": sorted(({k: v for k, v in c.items() if k != "example_losses"} for c in candidates),
@@ -445,18 +456,45 @@ def confidence_words(sel: dict, metric: str) -> str:
     errors below layer 2's". Where --selection-adaptive retrained, the gap is that last round's, and
     it says so ("after retraining at 20 steps, ..."), not the first round's that chose whom to retrain."""
     confidence, loss, ranking = sel.get("confidence"), loss_name(sel.get("protocol")), sel.get("ranking") or []
-    level = score_tie(sel, ranking)
-    if confidence is not None and confidence >= 0 and len(ranking) > 1 and ranking[1] in level:
-        winner, runner = ranking[0], ranking[1]
-        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
-        text = (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s {loss} is "
-                f"{confidence:.1f} standard errors below layer {runner}'s" + (", the next lowest" if len(level) > 2 else ""))
+    tie = tie_break_text(sel, metric)
+    if confidence is not None and confidence >= 0 and tie:
+        text = tie
     elif confidence is None and len(ranking) > 1:  # a proxy without per-example losses: nothing measured the gap
         who = "gradient score" if sel.get("selector") == "gradient" else f"{sel.get('selector')} score"
         return f"ranked by {who}; the gap to the runner-up is not measured (no per-example {loss}es)"
     else:
         text = confidence_text(confidence, loss)
     return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
+
+
+def tie_break_text(sel: dict, metric: str) -> str | None:
+    """Where the runner-up of `sel` (a `Selection.to_dict`) shares the winner's score (`metric`, the
+    task's headline metric, names it) and the held-out loss broke that tie, every layer on that score
+    and the loss gap from `gaps`: "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 3.7
+    standard errors below layer 2's". Measured even where no confidence is quoted (no signal: the
+    choice is then still a guess, which the caller says). None otherwise."""
+    ranking = sel.get("ranking") or []
+    if len(ranking) < 2:
+        return None
+    winner, runner = ranking[0], ranking[1]
+    level, gap = score_tie(sel, ranking), (sel.get("gaps") or {}).get(str(runner))
+    if gap is None or gap < 0 or runner not in level:
+        return None
+    score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
+    return (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s "
+            f"{loss_name(sel.get('protocol'))} is {gap:.1f} standard errors below layer {runner}'s"
+            + (", the next lowest" if len(level) > 2 else ""))
+
+
+def guessed_tie_text(sel: dict, metric: str) -> str | None:
+    """`tie_break_text` where the selection found no signal (its choice a guess, so no confidence is
+    quoted), with that caveat: "...; layer 3's held-out loss is 2.5 standard errors below layer 2's,
+    but with no signal the choice is still a guess". None where it found a signal or no tie was broken."""
+    tie = tie_break_text(sel, metric)
+    if not tie or not (sel.get("trained_no_signal") or (sel.get("no_signal") and probe_decided(sel))):
+        return None
+    after = retrained_words(sel)
+    return f"{after + ', ' if after else ''}{tie}, but with no signal the choice is still a guess"
 
 
 def retrained_words(sel: dict) -> str:
@@ -525,6 +563,17 @@ def _more_fit_examples(sel: dict, who: str) -> str:
     return "more --selection-train-samples" + (f" (now {n})" if n else "")
 
 
+def _more_score_examples(sel: dict) -> str:
+    """The advice for a bigger scoring set under --selection-data train, naming the setting that
+    limits it: --selection-eval-samples, or the training split itself (after any --max-train-samples)
+    when that left fewer examples, where more --selection-eval-samples would only shrink the fit set."""
+    n, asked = sel.get("score_examples"), sel.get("requested_score_examples")
+    if n and asked and n < asked:  # the training split capped the scoring set too (both shrunk in proportion)
+        return (f"a larger --max-train-samples, if set (the training split left the candidates {n} scoring examples of "
+                f"the {asked} --selection-eval-samples asks for; more --selection-eval-samples would only shrink the fit set)")
+    return "more --selection-eval-samples" + (f" (now {n})" if n else "")
+
+
 def _short_of_full_budget(sel: dict) -> bool:
     """True when some candidate of `sel` (a `Selection.to_dict`) trained fewer steps than the
     finalists' full budget (a short halving rung) or not at all (pruned by a probe): then
@@ -549,7 +598,7 @@ def trained_no_signal_text(sel: dict) -> str | None:
     last = (sel.get("rounds") or [{}])[-1]
     layers, steps = last.get("layers") or [], last.get("steps")
     fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
-    fix += " or --selection-eval-samples" if sel.get("protocol") != "validation" else ""
+    fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
     where = scored_on(sel.get("protocol"))
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
