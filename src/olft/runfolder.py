@@ -15,8 +15,9 @@ Layout:
 Every file is written atomically (temporary file, then rename) the moment its piece finishes,
 so a run killed at any instant leaves only whole files, and results.json and table.md never claim
 more than the pieces that exist. table.md keeps the finished work in view, marked unfinished
-from the moment a run starts until it ends, so a killed run's folder still says so. Whatever subcommand or --strategies a run has, results.json holds
-every piece the folder holds, so no run drops what an earlier one finished. A folder whose run
+from the moment a run starts until it ends, so a killed run's folder still says so. Whatever
+subcommand or --strategies a run has, results.json holds every piece the folder holds, so no run
+drops what an earlier one finished. A folder whose run
 stopped before any work (config.json, the lock, empty subfolders) holds nothing to keep, so a run
 with another config takes it over (`never_started`).
 
@@ -427,7 +428,10 @@ class RunFolder:
         """
         if self.writer:
             report.write_json(self.path / "results.json", results)
-            report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
+            self._write_table(results)
+
+    def _write_table(self, results: dict) -> None:
+        report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
 
     def write_stopped(self, results: dict) -> None:
         """A run stopped early (Ctrl-C, SIGTERM, an error): results.json and table.md say so, and the
@@ -436,13 +440,16 @@ class RunFolder:
         if not self.writer:
             return
         report.write_json(self.path / "results.json", results)
-        for write in (lambda: report.atomic_write(self.path / "table.md", report.table_md(results, self.path)),
-                      lambda: plots.plot_layers(results, self.path / "layers.png"),
-                      lambda: curves.plot_curves(self.path, self.path / "loss.png")):  # fmt: skip
+        for write in self._report(results):
             try:
                 write()
             except Exception as exc:  # noqa: BLE001 - see above
                 log.warning("could not update the report of %s: %s", self.path, exc)
+
+    def _report(self, results: dict) -> list:
+        """Writers of table.md, layers.png and loss.png, in that order (`finish`, `write_stopped`)."""
+        return [lambda: self._write_table(results), lambda: plots.plot_layers(results, self.path / "layers.png"),
+                lambda: curves.plot_curves(self.path, self.path / "loss.png")]
 
     def finish(self, results: dict) -> None:
         """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
@@ -454,9 +461,8 @@ class RunFolder:
         """
         if not self.writer:
             return
-        report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
-        plots.plot_layers(results, self.path / "layers.png")
-        curves.plot_curves(self.path, self.path / "loss.png")
+        for write in self._report(results):
+            write()
         for name in results["strategies"]:
             self.checkpoint_path(name).unlink(missing_ok=True)
         with suppress(OSError):  # still holds an unfinished strategy's checkpoint
