@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from olft.report import table_md
 from olft.tasks import Scores
 
@@ -778,3 +780,38 @@ def test_layer_plot_never_blows_up_a_tiny_score_difference():
     results["strategies"] = {}
     low, high = layers_figure(results).axes[0].get_ylim()
     assert high - low > 30 and low < 30 and high > 60
+
+
+def test_a_strategy_resumed_from_a_checkpoint_is_one_and_its_time_is_its_own():
+    from olft.runfolder import compare_timing
+
+    run = _run("2026-01-01T12:00:00+00:00", 9)
+    one = _timed({n: run for n in ("olft", "final", "full")}, {"1-24": run})
+    one["timing"]["strategies"] = compare_timing({n: run for n in ("olft", "final", "full")}, ["full"])
+    assert "full resumed from a checkpoint, so its time counts only the steps after it" in table_md(one)
+    one["timing"]["strategies"] = compare_timing({n: run for n in ("olft", "final", "full")}, ["olft", "full"])
+    assert "olft, full resumed from a checkpoint, so their time counts only the steps after it" in table_md(one)
+
+
+@pytest.mark.parametrize("status, banner", [
+    ("running", "**UNFINISHED:** written while a run was working on this folder; if none holds it now"),
+    ("interrupted", "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM) before it finished."),
+    ("stopped by an error", "**UNFINISHED:** its run stopped on an error before it finished (OSError: disk full)."),
+    ("complete", None), ("finished with failures", None), (None, None)])
+def test_table_md_of_a_run_that_has_not_ended_says_it_is_unfinished_and_what_is_missing(tmp_path, status, banner):
+    """Until its run ends, table.md says so at the top and names what is not finished; once it
+    ended (or for results.json from before statuses), no banner."""
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results.update(status=status, error="OSError: disk full", strategy_names=["layers=2", "olft", "final", "full"])
+    table = table_md(results, tmp_path)
+    if banner is None:
+        assert "UNFINISHED" not in table
+        return
+    assert table.split("\n")[2].startswith(banner), table.split("\n")[2]
+    assert f"Not finished: layers=2. `olft run --config {tmp_path}/config.json --out {tmp_path}` continues" in table
+    # A selection finished but nothing tuned yet: not a selection-only folder, and no layer is claimed as tuned
+    results.update(strategies={}, failed={})
+    table = table_md(results, tmp_path)
+    assert "Not finished: layers=2, olft, final, full." in table and "Selection only" not in table and "| olft |" not in table
+    results["selection"] = None  # nor chosen: the selection is named as unfinished
+    assert "Not finished: the selection, layers=2, olft, final, full." in table_md(results, tmp_path)

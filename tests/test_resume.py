@@ -73,7 +73,14 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
     killed = _cli(args, kill_at)
     assert killed.returncode == -9, killed.stderr
     partial = _results(out)
-    assert partial["complete"] is False and not (out / "table.md").exists()
+    assert partial["complete"] is False
+    # table.md shows what finished before the kill, marked unfinished, and names what did not finish
+    unfinished_table = (out / "table.md").read_text()
+    assert "**UNFINISHED:** written while a run was working on this folder" in unfinished_table, unfinished_table
+    if kill_at == "candidate2":  # no layer is claimed before the selection has chosen one
+        assert "Not finished: the selection, olft, final, full." in unfinished_table and "selected layer" not in unfinished_table
+    else:
+        assert f"Not finished: {kill_at.split(':')[0]}" in unfinished_table
     pieces = {p.name: p.stat().st_mtime_ns for p in (out / "pieces").iterdir()}
     assert pieces  # something finished before the kill
     if kill_at == "candidate2":  # a reader sees the dead run for what it is
@@ -87,11 +94,14 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         assert main(["evaluate", "--run", str(out), "-q"]) == 0
         first = capsys.readouterr().out.splitlines()[0]
         assert "INTERRUPTED" in first and f"process {dead} " in first, first
+    if kill_at == "full:step4":  # evaluate says the rerun will pick the strategy up from its checkpoint
+        assert main(["evaluate", "--run", str(out), "-q"]) == 0
+        assert "  full: not finished; its checkpoint at step 3 is resumed when the run continues" in capsys.readouterr().out
     resumed = _cli(args)
     assert resumed.returncode == 0, resumed.stderr
     assert "stopped without finishing" in resumed.stderr  # the rerun says it took the dead run over
     final = _results(out)
-    assert final["complete"] is True
+    assert final["complete"] is True and "UNFINISHED" not in (out / "table.md").read_text()
     assert _strip(final) == _strip(_results(reference))
     for name, mtime in pieces.items():  # finished pieces were not redone
         assert (out / "pieces" / name).stat().st_mtime_ns == mtime
@@ -194,6 +204,9 @@ def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_n
     assert not {"gaps", "flat", "rounds", "no_signal"} & set(sel)  # nothing measured only by a finished selection
     assert (sel["selector"], sel["protocol"], sel["metric"]) == (ref["selector"], ref["protocol"], ref["metric"])
     table = report.table_md(r, out)
+    assert (out / "table.md").read_text() == table  # written on the way out of Ctrl-C
+    assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
+    assert "Not finished: the selection, olft, final, full." in table
     assert "Selection unfinished (exhaustive selector, train-holdout): no layer is selected yet." in table, table
     assert f"layer {tried[0]} {100 * first['score']:.1f} ({first['steps']} steps)" in table and "selected layer" not in table
     assert f"olft select --config {out}/config.json --out {out}" in table
@@ -242,6 +255,37 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(args) == 0  # each stop let go of the folder's lock
     assert _results(out)["status"] == "complete"
+
+
+def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """`olft train` into a finished folder, stopped by SIGTERM, then killed outright: table.md still
+    lists every finished strategy and the selection (marked unfinished, naming the add-on), and
+    layers.png and loss.png stay."""
+    import olft.pipeline as pipeline
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = (out / "table.md").read_text()
+    assert "UNFINISHED" not in before and "| olft |" in before
+
+    def terminate(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "fit", terminate)
+    add_on = ["train", "--config", str(out / "config.json"), "--out", str(out), "--layers", "3", "-q"]
+    assert main(add_on) == 143
+    table = (out / "table.md").read_text()
+    assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table and "Not finished: layers=3." in table
+    for row in ("| olft |", "| final |", "| full |", "selected layer"):
+        assert row in table, row
+    assert table.split("Table 1")[1] == before.split("Table 1")[1]  # the finished work, as the finished run showed it
+    assert (out / "layers.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
+    monkeypatch.undo()
+    assert _cli(add_on, "layers=3:step2").returncode == -9  # nothing runs after kill -9: what it left must hold
+    table = (out / "table.md").read_text()
+    assert "**UNFINISHED:** written while a run was working on this folder" in table and "Not finished: layers=3." in table
+    assert table.split("Table 1")[1] == before.split("Table 1")[1]
+    assert (out / "layers.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
 
 
 # -- run folders: what may be deleted, who may write ----------------------------------------------------

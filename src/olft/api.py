@@ -152,13 +152,13 @@ def _recorded(folder: RunFolder, results: dict, session: Session):
             yield
         except KeyboardInterrupt:
             results["status"], results["complete"] = "interrupted", False  # `_end` may have set it before stopping
-            folder.write_results(results)
             log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
+            folder.write_stopped(results)  # table.md and the plots show what finished, marked unfinished
             raise
         except BaseException as exc:
             results["status"], results["error"] = "stopped by an error", f"{type(exc).__name__}: {exc}"
             results["complete"] = False
-            folder.write_results(results)
+            folder.write_stopped(results)
             raise
         finally:
             if session.curves is not None:

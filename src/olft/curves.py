@@ -3,7 +3,7 @@
 Each strategy and candidate writes `curves/<piece>.csv` in the run folder (one row per
 optimizer step, flushed as it goes, so a killed run keeps its curve so far); with
 `--report-to tensorboard|wandb|mlflow` the same values go to accelerate's tracker of that name.
-`plot_curves` draws `loss.png` beside `layers.png` when the run completes.
+`plot_curves` draws `loss.png` beside `layers.png` when the run ends or is stopped.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
-from olft.report import continue_command
+from olft.report import resume_command
 from olft.runfolder import describe_status, finished_candidates, read_run, safe_name
 from olft.select import parse_candidates, unfinished
+from olft.train import checkpoint_step
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -41,22 +42,17 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         if name not in saved:
-            lines.append(f"  {name}: not finished")
+            step = checkpoint_step(folder / "checkpoints" / f"{safe_name(name)}.pt")
+            resumes = "" if step is None else f"; its checkpoint at step {step} is resumed when the run continues"
+            lines.append(f"  {name}: not finished{resumes}")
             continue
         for split, scores in evaluate_saved(session, entry["layers"], saved[name]).items():
             label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score measures a constant answer
             collapsed = "" if label is None else f"predicts {label!r} for every example, "
             lines.append(f"  {name} {split}: {collapsed}{scores.text(entry['metrics'].get(split, {}))}")
     if results.get("status") != "complete" and not status.startswith("RUNNING"):
-        lines.append(f"  continue it (finished pieces are kept): {_continue(folder, results)}")
+        lines.append(f"  continue it (finished pieces are kept): {resume_command(folder, results)}")
     return "\n".join(lines)
-
-
-def _continue(folder: Path, results: dict) -> str:
-    """The command that continues an unfinished folder: `olft select` for one that only selects
-    (no strategy named), else `olft run` on its config.json (which names train's layers=... too)."""
-    command = continue_command(folder)
-    return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
 
 
 def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cfg) -> str:

@@ -110,6 +110,39 @@ def continue_command(folder: Path | None) -> str:
     return f"olft run --config {where}/config.json --out {where}"
 
 
+def resume_command(folder: Path | None, results: dict) -> str:
+    """The command that continues an unfinished folder: `olft select` for one that only selects
+    (no strategy named), else `olft run` on its config.json (which names train's layers=... too)."""
+    command = continue_command(folder)
+    return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
+
+
+# How a run that has not ended (or ended early) left its folder, as table.md's banner says it.
+UNFINISHED_STATUS = {
+    "running": "written while a run was working on this folder; if none holds it now (`olft evaluate --run` says), "
+               "that run was killed before it finished",
+    "interrupted": "its run was interrupted (Ctrl-C or SIGTERM) before it finished",
+    "stopped by an error": "its run stopped on an error before it finished",
+}  # fmt: skip
+
+
+def _unfinished_banner(results: dict, folder: Path | None) -> list[str]:
+    """table.md's first line while its folder's run has not ended, or stopped early: this table
+    shows only what was finished, and what is not; none once the run ended (`_end`)."""
+    why = UNFINISHED_STATUS.get(results.get("status"))
+    if why is None:
+        return []
+    done = {*results["strategies"], *(results.get("failed") or {})}
+    missing = [n for n in results.get("strategy_names") or [] if n not in done]
+    sel = results.get("selection")
+    if not finished_selection(results) and ("olft" in missing or unfinished(sel) or not results.get("strategy_names")):
+        missing.insert(0, "the selection")
+    error = f" ({results['error']})" if results.get("status") == "stopped by an error" and results.get("error") else ""
+    left = f" Not finished: {', '.join(missing)}." if missing else ""
+    return ["", f"**UNFINISHED:** {why}{error}. This table shows only the pieces finished by then.{left} "
+            f"`{resume_command(folder, results)}` continues the folder, keeping them."]  # fmt: skip
+
+
 def made_by(results: dict) -> str:
     """The subcommand that made a run folder, from its results.json: `olft train` where every
     strategy it names is explicit layers (`layers=...`, which train names its one), else `olft run`."""
@@ -123,11 +156,11 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     neither, and says instead how to continue it (its run folder `folder`, where known)."""
     task, metric = results["task"], results["metric"]
     strategies, failed = results["strategies"], results.get("failed") or {}
-    lines = [f"# {results['model']} on {task} ({results['method']})"]
+    lines = [f"# {results['model']} on {task} ({results['method']})", *_unfinished_banner(results, folder)]
     if strategies or failed:
         lines += _score_table(results)
         lines += _cost_table(results)
-    elif finished_selection(results):
+    elif finished_selection(results) and not (results.get("strategy_names") and results.get("status") in UNFINISHED_STATUS):
         lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
@@ -548,8 +581,9 @@ def _timing_notes(timing: dict, what: str) -> list[str]:
         notes.append(f"{', '.join(timing['unrecorded'])} carr{'ies' if one else 'y'} no record of the run that timed "
                      f"{'it' if one else 'them'}")  # fmt: skip
     if timing["resumed_mid_training"]:
-        notes.append(f"{', '.join(timing['resumed_mid_training'])} resumed from a checkpoint, so their time counts "
-                     "only the steps after it")  # fmt: skip
+        one = len(timing["resumed_mid_training"]) == 1
+        notes.append(f"{', '.join(timing['resumed_mid_training'])} resumed from a checkpoint, so {'its' if one else 'their'} "
+                     "time counts only the steps after it")  # fmt: skip
     return ["", f"**Timings do not compare:** {what} are not from one uninterrupted run: " + "; ".join(notes)
             + ". Rerun in one process (another --out, or --overwrite) for times that compare."]  # fmt: skip
 

@@ -8,14 +8,17 @@ Layout:
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
-    table.md, layers.png, loss.png                           written when the run ends, before results.json says so
+    table.md                                                 rewritten with results.json: until the run ends, marked UNFINISHED
+    layers.png, loss.png                                     drawn when the run ends (before results.json says so) or stops
     tensorboard/, mlruns/ or wandb/                          --report-to's tracker files (see curves.TRACKER_FOLDERS)
     olft.lock, olft.lock.json                                held while a run writes (see `runlock`)
 
 Every file is written atomically (temporary file, then rename) the moment its piece finishes,
-so a run killed at any instant leaves only whole files, and results.json never claims more
-than the pieces that exist. Whatever subcommand or --strategies a run has, results.json holds
-every piece the folder holds, so no run drops what an earlier one finished. A folder whose run
+so a run killed at any instant leaves only whole files, and results.json and table.md never claim
+more than the pieces that exist. table.md keeps the finished work in view, marked unfinished
+from the moment a run starts until it ends, so a killed run's folder still says so. Whatever
+subcommand or --strategies a run has, results.json holds every piece the folder holds, so no run
+drops what an earlier one finished. A folder whose run
 stopped before any work (config.json, the lock, empty subfolders) holds nothing to keep, so a run
 with another config takes it over (`never_started`).
 
@@ -338,7 +341,6 @@ class RunFolder:
         for sub in OWN_FOLDERS:
             self._make_writable(sub)
         report.write_json(self.path / "config.json", self.config)
-        self.mark_incomplete()
 
     def _make_writable(self, sub: str) -> None:
         try:
@@ -456,8 +458,37 @@ class RunFolder:
         return unfinished_entry(pieces, self.config.get("selection") or {}) if pieces else None
 
     def write_results(self, results: dict) -> None:
+        """results.json, then table.md from the same results: while a run has not ended its status
+        ("running", "interrupted", ...) heads table.md with a banner saying the folder is unfinished.
+
+        table.md is rewritten, never deleted: an earlier run's finished work stays in it, and since
+        `api._begin` writes it as soon as a run starts (the plots are left as the last ended run drew
+        them, from finished pieces only), a run killed outright still leaves a table that says so.
+        """
         if self.writer:
             report.write_json(self.path / "results.json", results)
+            self._write_table(results)
+
+    def _write_table(self, results: dict) -> None:
+        report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
+
+    def write_stopped(self, results: dict) -> None:
+        """A run stopped early (Ctrl-C, SIGTERM, an error): results.json and table.md say so, and the
+        plots show what it finished. Failing to draw a plot is logged, not raised: the stop's own
+        exception is the one to report."""
+        if not self.writer:
+            return
+        report.write_json(self.path / "results.json", results)
+        for write in self._report(results):
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.warning("could not update the report of %s: %s", self.path, exc)
+
+    def _report(self, results: dict) -> list:
+        """Writers of table.md, layers.png and loss.png, in that order (`finish`, `write_stopped`)."""
+        return [lambda: self._write_table(results), lambda: plots.plot_layers(results, self.path / "layers.png"),
+                lambda: curves.plot_curves(self.path, self.path / "loss.png")]
 
     def finish(self, results: dict) -> None:
         """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
@@ -469,20 +500,13 @@ class RunFolder:
         """
         if not self.writer:
             return
-        report.atomic_write(self.path / "table.md", report.table_md(results, self.path))
-        plots.plot_layers(results, self.path / "layers.png")
-        curves.plot_curves(self.path, self.path / "loss.png")
+        for write in self._report(results):
+            write()
         for name in results["strategies"]:
             self.checkpoint_path(name).unlink(missing_ok=True)
         with suppress(OSError):  # still holds an unfinished strategy's checkpoint
             (self.path / "checkpoints").rmdir()
         report.write_json(self.path / "results.json", results)
-
-    def mark_incomplete(self) -> None:
-        """Drop the files that only an ended run may have (from an earlier, different run)."""
-        if self.writer:
-            for stale in ("table.md", "layers.png", "loss.png"):
-                (self.path / stale).unlink(missing_ok=True)
 
 
 def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:

@@ -222,6 +222,17 @@ def _read_checkpoint(path: Path, map_location: str | None = None) -> dict | None
         return None
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint was saved at (where a rerun resumes), without reading its tensors;
+    None when there is none or it cannot be read (a rerun then starts the piece afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, weights_only=False, map_location="cpu", mmap=True)["position"][0])
+    except Exception:  # noqa: BLE001 - a damaged checkpoint: `_read_checkpoint` warns when a run meets it
+        return None
+
+
 def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None, scaler=None) -> tuple[int, int, int, float]:
     """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss).
 
