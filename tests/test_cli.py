@@ -770,6 +770,35 @@ def test_train_names_the_selection_options_it_ignores(tmp_path, capsys, caplog):
     assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selector"], caplog.text
 
 
+def test_a_run_folders_own_config_warns_of_nothing_nobody_typed(tmp_path, capsys, caplog):
+    """A run folder's config.json records the whole run, its selection group too after an add-on
+    `olft train` (strategies layers=1): continuing or repeating from it names no option as ignored,
+    where the same values in a user's own file are named, and a flag typed with it still is."""
+    import dataclasses
+
+    from olft.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.model.model = str(tmp_path / "none")
+    cfg.strategies = "layers=1"
+    cfg.selection.candidates, cfg.selection.selector, cfg.selection.selection_steps = "all", "exhaustive", 4
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (folder / "results.json").write_text("{}")
+    for command in (["run"], ["train", "--layers", "1"]):
+        caplog.clear()
+        _fails(capsys, [*command, "--config", str(folder / "config.json")], "does not exist")
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    (tmp_path / "mine.json").write_text((folder / "config.json").read_text())
+    caplog.clear()
+    _fails(capsys, ["run", "--config", str(tmp_path / "mine.json")], "does not exist")
+    assert "--selector is ignored: --strategies layers=1 selects no layer" in caplog.text, caplog.text
+    caplog.clear()
+    _fails(capsys, ["run", "--config", str(folder / "config.json"), "--selection-steps", "8"], "does not exist")
+    assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selection-steps"], caplog.text
+
+
 def test_a_missing_required_option_is_named_as_typed(capsys):
     _fails(capsys, ["train", "--task", "sst2", "--max-train-samples", "16"], "olft train needs --layers (e.g. --layers 3, 3,5 or 2-4)")
     _fails(capsys, ["evaluate"], "olft evaluate needs --run")

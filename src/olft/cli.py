@@ -377,17 +377,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     except OlftError as exc:
         raise OlftError(_from_file(str(exc), sources)) from exc.__cause__
     args.notes = notes  # logged once logging is set up
-    args.warnings = ignored_options(args.cfg, _given(values, argv), ns.command) if ns.command in ("run", "select", "train") else []
+    given = _given(values, argv, sources) if ns.command in ("run", "select", "train") else set()
+    args.warnings = ignored_options(args.cfg, given, ns.command) if given else []
     return args
 
 
-def _given(values: dict, argv: list[str]) -> set[str]:
+def _given(values: dict, argv: list[str], sources: dict[str, str]) -> set[str]:
     """The grouped options ("selection.selector") the user set: given as a flag, or set by a config
-    file to other than the default (a run folder's config.json records every option, defaults too)."""
+    file of the user's to other than the default. A run folder's config.json (`sources` names the
+    file behind each option no flag set) is not counted: it records every option of the run, its
+    selection group too after an add-on `olft train`, so repeating or continuing from it would warn
+    of options nobody typed this time."""
     flags = {t[2:].split("=", 1)[0] for t in argv if t.startswith("--")}
+    ours = {path for path in set(sources.values()) if _run_folder_of(path) is not None}
     return {f"{section}.{f.name}" for section in SECTIONS if isinstance(values.get(section), dict)
             for f in dataclasses.fields(SECTIONS[section])
-            if {f"{section}.{f.name}", f.name.replace("_", "-")} & flags or values[section].get(f.name, f.default) != f.default}
+            if {f"{section}.{f.name}", f.name.replace("_", "-")} & flags
+            or (values[section].get(f.name, f.default) != f.default and sources.get(f"{section}.{f.name}") not in ours)}
 
 
 def config_from_values(values: dict) -> RunConfig:
