@@ -209,7 +209,8 @@ def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_n
     assert "Not finished: the selection, olft, final, full." in table
     assert "Selection unfinished (exhaustive selector, train-holdout): no layer is selected yet." in table, table
     assert f"layer {tried[0]} {100 * first['score']:.1f} ({first['steps']} steps)" in table and "selected layer" not in table
-    assert f"olft select --config {out}/config.json --out {out}" in table
+    # One command continues it, the banner's: `olft run` (the whole run), not `olft select` (its selection only).
+    assert f"`olft run --config {out}/config.json --out {out}` continues it" in table and "olft select" not in table, table
     assert plots.layers_figure(r) is None  # no layer chosen to star
     monkeypatch.setattr(pipeline.Session, "_candidate", real)
     assert main(args) == 0

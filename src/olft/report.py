@@ -165,7 +165,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
     if unfinished(sel):
-        lines += _unfinished_lines(sel, metric, folder)
+        lines += _unfinished_lines(sel, metric, resume_command(folder, results))
     elif sel:
         sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
@@ -187,13 +187,14 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _unfinished_lines(sel: dict, metric: str, folder: Path | None) -> list[str]:
-    """An unfinished selection (`unfinished_entry`): that no layer is selected yet, and each finished
-    candidate's score (the task metric in points after its steps; a failed one says so)."""
+def _unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
+    """An unfinished selection (`unfinished_entry`): that no layer is selected yet, each finished
+    candidate's score (the task metric in points after its steps; a failed one says so), and
+    `command` (`resume_command`: the banner's) that continues it."""
     scores = "; ".join(f"layer {c['layer']} {_fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
     return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
             f"{plural(len(sel['candidates']), 'candidate')} finished ({metric} x100): {scores}. "
-            f"`{continue_command(folder).replace('olft run', 'olft select', 1)}` continues it, keeping them."]  # fmt: skip
+            f"`{command}` continues it, keeping them."]  # fmt: skip
 
 
 def _examples_used(sel: dict) -> str:
