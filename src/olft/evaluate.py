@@ -11,7 +11,7 @@ from pathlib import Path
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import resume_command
-from olft.runfolder import describe_status, finished_candidates, read_run, safe_name
+from olft.runfolder import checkpoint_file, describe_status, finished_candidates, read_run, weights_file
 from olft.select import parse_candidates, unfinished
 from olft.train import checkpoint_step
 
@@ -28,7 +28,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     results, cfg = read_run(folder)
     saved = {}  # strategy -> its tensors; every file is read first, so a damaged one fails early
     for name in results.get("strategy_names", list(results["strategies"])):
-        weights_path = folder / "weights" / f"{safe_name(name)}.safetensors"
+        weights_path = weights_file(folder, name)
         if name in results["strategies"] and weights_path.is_file():
             saved[name] = load_weights(weights_path)
     session = Session(cfg, quiet=quiet, train_split=False) if saved else None  # scores the eval splits only
@@ -42,7 +42,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     for name in results.get("strategy_names", list(results["strategies"])):
         entry = results["strategies"].get(name)
         if name not in saved:
-            step = checkpoint_step(folder / "checkpoints" / f"{safe_name(name)}.pt")
+            step = checkpoint_step(checkpoint_file(folder, name))
             resumes = "" if step is None else f"; its checkpoint at step {step} is resumed when the run continues"
             lines.append(f"  {name}: not finished{resumes}")
             continue

@@ -32,7 +32,7 @@ from olft.config import RunConfig
 from olft.data import EmptyTextError
 from olft.errors import OlftError, stop_on_sigterm
 from olft.report import continue_command, made_by
-from olft.runfolder import describe_status, read_run, safe_name
+from olft.runfolder import describe_status, read_run, weights_file
 from olft.select import finished_selection, read_layers
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
@@ -62,7 +62,7 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
     folder = Path(folder)
     results, cfg = read_run(folder)
     finished = [n for n, s in results.get("strategies", {}).items()
-                if (folder / "weights" / f"{safe_name(n)}.safetensors").is_file() and "layers" in s]
+                if weights_file(folder, n).is_file() and "layers" in s]
     default = strategy is None
     if strategy is not None and strategy.startswith("layers=") and strategy not in finished:
         # `layers=2-3` or `layers=3+2` names the strategy the run recorded as `layers=2+3`
@@ -88,7 +88,7 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
                         f"Finished: {', '.join(finished)}; pass one of them with --strategy.")
     entry = results["strategies"][strategy]
-    return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), folder / "weights" / f"{safe_name(strategy)}.safetensors")
+    return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), weights_file(folder, strategy))
 
 
 def load_weights(path: Path) -> dict:

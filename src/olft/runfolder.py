@@ -416,10 +416,10 @@ class RunFolder:
             self._piece(kind, name).unlink(missing_ok=True)
 
     def weights_path(self, name: str) -> Path:
-        return self.path / "weights" / f"{safe_name(name)}.safetensors"
+        return weights_file(self.path, name)
 
     def checkpoint_path(self, name: str) -> Path:
-        return self.path / "checkpoints" / f"{safe_name(name)}.pt"
+        return checkpoint_file(self.path, name)
 
     def refresh(self, results: dict) -> None:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
@@ -507,6 +507,17 @@ class RunFolder:
         with suppress(OSError):  # still holds an unfinished strategy's checkpoint
             (self.path / "checkpoints").rmdir()
         report.write_json(self.path / "results.json", results)
+
+
+def weights_file(folder: Path, name: str) -> Path:
+    """Where strategy `name`'s tuned module and head lie in run folder `folder` (readers such as
+    `olft evaluate` and `olft predict` need no RunFolder, which takes the lock)."""
+    return Path(folder) / "weights" / f"{safe_name(name)}.safetensors"
+
+
+def checkpoint_file(folder: Path, name: str) -> Path:
+    """Where strategy `name`'s mid-training checkpoint lies in run folder `folder` (as `weights_file`)."""
+    return Path(folder) / "checkpoints" / f"{safe_name(name)}.pt"
 
 
 def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
