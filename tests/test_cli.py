@@ -709,6 +709,14 @@ def test_one_line_and_exit_code_for_each_stop(capsys):
     ({"strategies": "olft,final", "selector": "probe"}, []),
     ({"command": "train", "selector": "probe", "candidates": "all", "lora_rank": 4}, ["--candidates", "--lora-rank", "--selector"]),
     ({"command": "train", "method": "lora", "lora_rank": 4, "lr": 0.01}, []),
+    # The gradient selector scores no held-out example (no gap to judge equivalence by); only a
+    # trained stage spreads candidates over processes.
+    ({"selector": "gradient", "equivalence_threshold": 2.0, "selection_parallel": "data"}, ["--equivalence-threshold", "--selection-parallel"]),
+    ({"selector": "probe", "equivalence_threshold": 2.0, "selection_parallel": "data"}, ["--selection-parallel"]),
+    ({"selector": "auto", "equivalence_threshold": 2.0, "selection_parallel": "data"}, []),
+    ({"selector": "exhaustive", "equivalence_threshold": 2.0, "selection_parallel": "data"}, []),
+    ({"selector": "halving", "equivalence_threshold": 2.0, "selection_parallel": "data"}, []),
+    ({"selector": "probe-halving", "equivalence_threshold": 2.0, "selection_parallel": "data"}, []),
 ])
 def test_options_the_run_does_not_use_are_named_once_each(args, warned):
     """Truth table of `ignored_options`: each given option its selector, method or strategies leave
@@ -797,6 +805,106 @@ def test_a_run_folders_own_config_warns_of_nothing_nobody_typed(tmp_path, capsys
     caplog.clear()
     _fails(capsys, ["run", "--config", str(folder / "config.json"), "--selection-steps", "8"], "does not exist")
     assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selection-steps"], caplog.text
+
+
+def _warned(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_the_python_api_names_the_options_it_will_not_use(tmp_path, caplog):
+    """A Python caller's options are those that differ from RunConfig's defaults: each one the run
+    or selection will not use is named once, as on the command line, before anything loads (here a
+    missing model then fails); given=() names none (a config read back from a run folder)."""
+    from olft import api
+    from olft.config import RunConfig
+    from olft.errors import OlftError
+
+    cfg = RunConfig()
+    cfg.model.model, cfg.out = str(tmp_path / "none"), str(tmp_path / "out")
+    cfg.method.lora_rank, cfg.selection.gradient_batches = 16, 3  # method adapter, selector auto: neither used
+    for entry in (api.run, api.select_layer):
+        caplog.clear()
+        with pytest.raises(OlftError, match="none"):
+            entry(cfg, quiet=True)
+        assert [w.split()[0] for w in _warned(caplog)] == ["--lora-rank", "--gradient-batches"], caplog.text
+        assert _warned(caplog)[0] == "--lora-rank is ignored under --method adapter: pass --method lora to use it."
+        caplog.clear()
+        with pytest.raises(OlftError, match="none"):
+            entry(cfg, quiet=True, given=())
+        assert not _warned(caplog), caplog.text
+    cfg.strategies = "final,full"  # select_layer selects whatever --strategies says; run then selects nothing
+    caplog.clear()
+    with pytest.raises(OlftError, match="none"):
+        api.select_layer(cfg, quiet=True, given={"selection.selector"})
+    assert not _warned(caplog), caplog.text
+
+
+def test_the_command_names_an_unused_option_once(tmp_path, capsys, caplog):
+    """The CLI passes what was typed to the API, which names it: not the CLI as well."""
+    none = str(tmp_path / "none")
+    for command in (["run"], ["select"], ["train", "--layers", "1"]):
+        caplog.clear()
+        _fails(capsys, [*command, "--model", none, "--lora-rank", "16"], "does not exist")
+        assert _warned(caplog) == ["--lora-rank is ignored under --method adapter: pass --method lora to use it."], caplog.text
+
+
+def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, capsys, caplog, monkeypatch):
+    """Below 8 candidates (`auto_keep` keeps none) auto runs the probe alone: each training option
+    set (steps, epochs, step cap, --selection-parallel) is named once the candidates are counted,
+    from the model's config before it loads (a config with no weights: the load then fails), or
+    from the loaded model when its config declares no layer count. 8 candidates train: no line."""
+    from olft import api
+    from olft.config import RunConfig, probe_alone_options
+    from olft.errors import OlftError
+    from olft.select import auto_keep
+    from tiny import make_config
+
+    model = tmp_path / "llama8"
+    make_config("llama", 8, 32).save_pretrained(model)
+    line = ("--selection-steps is ignored under --selector auto with 7 candidates: below 8 it runs the probe alone "
+            "and trains none; --selector exhaustive, halving or probe-halving trains candidates, as auto does on 8 "
+            "or more --candidates.")
+    base = ["--model", str(model), "--selection-steps", "4"]
+    for command in ("run", "select"):
+        for candidates, warned in (("0-6", [line]), ("all", [])):
+            caplog.clear()
+            _fails(capsys, [command, *base, "--candidates", candidates, "--out", str(tmp_path / f"{command}{candidates}")], "could not load")
+            assert _warned(caplog) == warned, caplog.text
+        caplog.clear()  # another selector trains every candidate; run without olft selects nothing (named as such)
+        _fails(capsys, [command, *base, "--candidates", "0-6", "--selector", "exhaustive", "--out", str(tmp_path / "x")], "could not load")
+        assert _warned(caplog) == [], caplog.text
+    caplog.clear()
+    _fails(capsys, ["run", *base, "--candidates", "0-6", "--strategies", "final", "--out", str(tmp_path / "f")], "could not load")
+    assert [w.split(":")[0] for w in _warned(caplog)] == ["--candidates is ignored", "--selection-steps is ignored"], caplog.text
+
+    # A config that declares no layer count: the loaded model's tells, once.
+    class Loaded:
+        num_layers, stack = 7, None
+
+        def __init__(self, *a, **k):
+            pass
+
+    def stop(*a, **k):
+        raise OlftError("stopped after the checks")
+
+    monkeypatch.setattr(api, "config_layers", lambda cfg: None)
+    monkeypatch.setattr(api, "Session", Loaded)
+    monkeypatch.setattr(api, "check_method", lambda *a: None)
+    monkeypatch.setattr(api, "_begin", stop)
+    cfg = RunConfig()
+    cfg.model.model, cfg.selection.candidates, cfg.selection.selection_steps = str(model), "all", 4
+    for entry in (api.run, api.select_layer):
+        cfg.out = str(tmp_path / entry.__name__)
+        caplog.clear()
+        with pytest.raises(OlftError, match="stopped"):
+            entry(cfg, quiet=True)
+        assert _warned(caplog) == [line], caplog.text
+    # The threshold is auto's own rule, whatever it is.
+    least = next(k for k in range(1, 100) if auto_keep(k))
+    cfg.selection.selection_parallel = "data"
+    given = {"selection.selection_parallel", "selection.selection_epochs", "method.lora_rank"}
+    assert [w.split()[0] for w in probe_alone_options(cfg, given, least - 1)] == ["--selection-epochs", "--selection-parallel"]
+    assert probe_alone_options(cfg, given, least) == []
 
 
 def test_a_missing_required_option_is_named_as_typed(capsys):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from olft import curves, distributed, report
-from olft.config import RunConfig
+from olft.config import RunConfig, given_options, ignored_options, probe_alone_options
 from olft.errors import OlftError, stop_on_sigterm
 from olft.methods import check_method
 from olft.pipeline import Session
@@ -116,6 +117,26 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
     return n
 
 
+def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> set[str]:
+    """Log one warning per option of `given` that `cfg` leaves unused under `command` (run or
+    select: `config.ignored_options`), before anything loads; return `given` as a set, for
+    `_warn_probe_alone` once the candidates are counted. `given` None means a Python caller's
+    settings: every option that differs from RunConfig's default (`config.given_options`)."""
+    given = given_options(cfg) if given is None else set(given)
+    for line in ignored_options(cfg, given, command):
+        log.warning(line)
+    return given
+
+
+def _warn_probe_alone(cfg: RunConfig, given: set[str], num_layers: int) -> None:
+    """Log one warning per option of `given` that only trained candidates read, when --selector
+    auto runs the probe alone on the candidates of a `num_layers`-layer model
+    (`config.probe_alone_options`). The caller calls it once, where the run selects a layer."""
+    count = len(check_candidates(cfg.selection.candidates, num_layers, cfg.selection.selector, cfg.selection.probe_keep))
+    for line in probe_alone_options(cfg, given, count):
+        log.warning(line)
+
+
 def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str) -> None:
     """Check --strategy-lr against `names`, the strategies this command runs (as `parse_strategies`
     names them): rates for strategies it does not run are ignored with one warning naming them (a
@@ -186,28 +207,37 @@ def _end(folder: RunFolder, results: dict) -> dict:
     return results
 
 
-def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False) -> dict:
+def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False,
+        given: Iterable[str] | None = None) -> dict:
     """Select, tune and compare; write (or continue) the run folder; return the results dict.
 
     results.json holds every piece the folder holds, including those of earlier runs with other
     --strategies. `status` is "failed" when every strategy asked for failed. Raises OlftError on
     bad input, including a method the model cannot take (before the folder is touched), or a
     folder held by another live run.
+    Each option of `given` (grouped keys, "method.lora_rank") the run will not use is named in one
+    logged warning; None means every option that differs from RunConfig's default, and () none
+    (for a config read back from a run folder's config.json, which records every option).
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
-    cfg, given = _recorded_and_given(cfg)
+    given = _warn_ignored(cfg, given, "run")
+    cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=strategies is None)
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
         _check_strategy_lr(cfg, [s.name for s in early], what)
+    if n is not None and any(s.name == "olft" for s in early):
+        _warn_probe_alone(cfg, given, n)
     with _open(cfg, overwrite) as folder:
-        session = Session(given, quiet=quiet)
+        session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
+        if n is None and any(s.name == "olft" for s in strategies):
+            _warn_probe_alone(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [s.name for s in strategies])
         with _recorded(folder, results, session):  # finishing too: a failure there is recorded, not "complete"
             for strat in strategies:
@@ -391,19 +421,25 @@ def _log_candidate(c: Candidate, metric: str) -> None:
                  "" if loss is None else f" loss={loss:.4f}", c.seconds)  # fmt: skip
 
 
-def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False) -> dict:
+def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, given: Iterable[str] | None = None) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder).
 
-    The folder's other finished pieces stay in results.json. Raises OlftError on bad input, or
-    when every candidate failed to train.
+    The folder's other finished pieces stay in results.json. Each option of `given` the selection
+    will not use is named in one logged warning, as by `run` (None: those that differ from
+    RunConfig's default). Raises OlftError on bad input, or when every candidate failed to train.
     """
-    cfg, given = _recorded_and_given(cfg)
-    _check_layers(cfg, check_strategies=False)
+    given = _warn_ignored(cfg, given, "select")
+    cfg, typed = _recorded_and_given(cfg)
+    n = _check_layers(cfg, check_strategies=False)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
+    if n is not None:
+        _warn_probe_alone(cfg, given, n)
     with _open(cfg, overwrite) as folder:
-        session = Session(given, quiet=quiet)
+        session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
+        if n is None:  # the model's config declares no layer count: warned once it has loaded
+            _warn_probe_alone(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             _selected_layer(session, folder, results)

@@ -378,7 +378,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise OlftError(_from_file(str(exc), sources)) from exc.__cause__
     args.notes = notes  # logged once logging is set up
     given = _given(values, argv, sources) if ns.command in ("run", "select", "train") else set()
-    args.warnings = ignored_options(args.cfg, given, ns.command) if given else []
+    # The API names the options a run or selection leaves unused (`api.run`'s `given`): the CLI
+    # passes it what was typed, as it alone knows. `olft train` is a run of strategies layers=...
+    # to the API, which would blame --strategies for its selection options: the CLI words those
+    # warnings itself and the API is given none, so nothing is named twice.
+    train = ns.command == "train"
+    args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
+    args.given = set() if train else given
     return args
 
 
@@ -433,7 +439,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         _print(api.info(cfg))
     elif args.command == "select":
-        res = api.select_layer(cfg, quiet=args.quiet, overwrite=args.overwrite)
+        res = api.select_layer(cfg, quiet=args.quiet, overwrite=args.overwrite, given=args.given)
         if show:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
@@ -446,7 +452,7 @@ def dispatch(args: argparse.Namespace) -> int:
             if (n := api.config_layers(cfg)) is not None:
                 check_range(layers, n, f"--layers {args.layers}")
             cfg.strategies = "layers=" + "+".join(map(str, layers))
-        res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite)
+        res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite, given=args.given)
         from olft.report import table_md
 
         if show:
@@ -486,7 +492,7 @@ def _main(argv: list[str]) -> int:
     _setup_logging(args.verbose, args.quiet)
     for note in args.notes:
         log.info(note)
-    for line in args.warnings:  # before anything loads: an option the run will not use
+    for line in args.warnings:  # before anything loads: an option `olft train` will not use (run and select: the API's)
         log.warning(line)
     try:
         return dispatch(args)

@@ -229,12 +229,21 @@ SECTIONS = {
 
 # -- options that only some selectors, methods or commands use ---------------------------------
 TRAINED = ("exhaustive", "halving", "probe-halving", "auto")  # selectors that train candidates
+_TRAINS = "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"
 # {grouped option: (what uses it, the values of that choice that do, why the others ignore it / what to use instead)}.
 # One row per option that a choice can leave unused; an option absent here is used by every choice.
 APPLIES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "selection.selection_steps": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
-    "selection.selection_epochs": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
-    "selection.selection_max_steps": ("selector", TRAINED, "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
+    "selection.selection_steps": ("selector", TRAINED, _TRAINS),
+    "selection.selection_epochs": ("selector", TRAINED, _TRAINS),
+    "selection.selection_max_steps": ("selector", TRAINED, _TRAINS),
+    # Only a trained stage spreads candidates over processes; a proxy runs whole on each process.
+    "selection.selection_parallel": ("selector", TRAINED, "it trains no candidate to spread over processes; "
+                                     "a trained selector (exhaustive, halving, probe-halving, auto) uses it"),
+    # The threshold is a number of standard errors of paired per-example held-out losses: the gradient
+    # selector scores no held-out example, so it has no gap to compare (and records no equivalent layers).
+    "selection.equivalence_threshold": ("selector", ("exhaustive", "halving", "probe", "probe-halving", "auto"),
+                                        "it scores no held-out example, so no gap to the winner is measured; "
+                                        "any other --selector (probe, exhaustive, ...) reports equivalent layers by it"),
     "selection.selection_adaptive": ("selector", ("exhaustive", "halving", "probe-halving"),
                                      "auto sizes its training to a cost bound, probe and gradient train nothing; "
                                      "--selector exhaustive, halving or probe-halving retrains tied finalists"),
@@ -255,11 +264,13 @@ APPLIES: dict[str, tuple[str, tuple[str, ...], str]] = {
 def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> list[str]:
     """One warning line for each option of `given` (grouped keys, "selection.selector") that `cfg`
     leaves unused under `olft command`: one its selector or method does not read (`APPLIES`), or
-    any selection option under `train` or strategies that select no layer. An option only some
+    any selection option under `train`, or under `run` with strategies that select no layer
+    (`select` always selects: it has no --strategies). The count-dependent case of --selector
+    auto is `probe_alone_options`'s. An option only some
     choices read is a user's intent the run would silently drop, so it is named with why and
     what would use it (not refused: a shared command line or a run folder's config.json has them)."""
     lines = []
-    selects = "olft" in [s.strip() for s in cfg.strategies.split(",")]
+    selects = command == "select" or "olft" in [s.strip() for s in cfg.strategies.split(",")]  # select has no --strategies
     for key in sorted(given):
         section, name = key.split(".", 1) if "." in key else ("", key)
         flag = "--" + name.replace("_", "-")
@@ -278,3 +289,34 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
         if value not in users:
             lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
     return lines
+
+
+# The options above that only a trained selection stage reads: auto leaves them unused where the
+# probe alone decides, which depends on the model's layer count (`probe_alone_options`).
+TRAINING_OPTIONS = tuple(key for key, (_, users, _) in APPLIES.items() if users == TRAINED)
+
+
+def probe_alone_options(cfg: RunConfig, given: set[str], candidates: int) -> list[str]:
+    """One warning line, in `ignored_options`'s style, for each option of `given` that only trained
+    candidates read (TRAINING_OPTIONS) when --selector auto runs the probe alone on `candidates`
+    candidate layers (`select.auto_keep` keeps none of them for training); [] under any other
+    selector or count. `ignored_options` cannot tell: the count depends on the model's layers,
+    known once its config (or the model) has loaded, so the caller passes it then. Raises nothing."""
+    from olft.select import auto_keep  # numpy: not loaded with the config
+
+    if cfg.selection.selector != "auto" or auto_keep(candidates):
+        return []
+    least = next(k for k in range(candidates + 1, 10 * candidates + 100) if auto_keep(k))  # auto's rule, not a copy of it
+    return [f"--{key.split('.', 1)[1].replace('_', '-')} is ignored under --selector auto with {candidates} candidates: "
+            f"below {least} it runs the probe alone and trains none; --selector exhaustive, halving or probe-halving "
+            f"trains candidates, as auto does on {least} or more --candidates."
+            for key in sorted(given) if key in TRAINING_OPTIONS]
+
+
+def given_options(cfg: RunConfig) -> set[str]:
+    """The grouped options ("method.lora_rank") whose value in `cfg` differs from a default
+    RunConfig's: what a Python caller set, as `ignored_options` and `probe_alone_options` read
+    `given` (the CLI passes the options typed instead). Raises nothing."""
+    default = RunConfig()
+    return {f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)
+            if getattr(getattr(cfg, section), f.name) != getattr(getattr(default, section), f.name)}
