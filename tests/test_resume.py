@@ -289,6 +289,93 @@ def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, mode
     assert (out / "layers.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
 
 
+def _loss_lines(fig):
+    """{legend label: (x data, line style)} of loss.png's loss panel."""
+    return {line.get_label(): (list(line.get_xdata()), line.get_linestyle()) for line in fig.axes[0].get_lines()}
+
+
+def test_loss_png_marks_the_curve_of_a_piece_that_did_not_finish(tmp_path):
+    """curves_figure: a finished piece's curve (its results entry trained that many steps) is solid
+    under its own name; one the run stopped in, or that failed, is dashed and says where it ends; a
+    resumed strategy's file (the steps after its checkpoint written twice) is drawn once per step."""
+    from olft.curves import COLUMNS, curves_figure
+
+    def write(name, steps):
+        rows = [",".join(COLUMNS)] + [f"{s},{1 / s},0.001,1.0" for s in steps]
+        (tmp_path / "curves" / f"{name}.csv").write_text("\n".join(rows) + "\n")
+
+    (tmp_path / "curves").mkdir()
+    write("olft", [1, 2, 3, 4, 5, 3, 4, 5, 6])  # stopped at 5, resumed from its checkpoint at 2, finished at 6
+    write("final", [1, 2, 3])  # the run stopped in it
+    write("layers-0_3", [1, 2])  # diverged at step 3
+    write("candidate-1", [1, 2, 3, 4])
+    write("candidate-2", [1, 2])  # halving's second round at 4 steps, stopped at 2 (the first round trained 2)
+    write("candidate-3", [1])
+    results = {"strategies": {"olft": {"steps": 6}}, "failed": {"layers=0+3": {"error": "Training diverged"}},
+               "selection": {"status": "unfinished", "candidates": [{"layer": 1, "steps": 4}, {"layer": 2, "steps": 2},
+                                                                     {"layer": 3, "steps": 4, "error": "diverged"}]}}
+    lines = _loss_lines(curves_figure(tmp_path, results))
+    assert lines == {"olft": ([1, 2, 3, 4, 5, 6], "-"), "candidate-1": ([1, 2, 3, 4], "-"),
+                     "candidate-2": ([1, 2], "-"),  # equal to its finished round's budget: nothing says it is not that one
+                     "final (stopped at step 3, unfinished)": ([1, 2, 3], "--"),
+                     "layers-0_3 (failed after step 2)": ([1, 2], "--"),
+                     "candidate-3 (failed after step 1)": ([1], "--")}, lines
+    write("candidate-2", [1, 2, 3])
+    lines = _loss_lines(curves_figure(tmp_path, results))
+    assert lines["candidate-2 (stopped at step 3, unfinished)"] == ([1, 2, 3], "--"), lines
+    results["strategies"]["final"] = {"steps": 3}
+    del results["failed"]["layers=0+3"]
+    results["strategies"]["layers=0+3"] = {"steps": 2}
+    results["selection"]["candidates"][1:] = [{"layer": 2, "steps": 3}, {"layer": 3, "steps": 1}]
+    fig = curves_figure(tmp_path, results)
+    assert all(style == "-" for _, style in _loss_lines(fig).values()) and "unfinished" not in fig.axes[0].get_title()
+
+
+def test_a_strategy_stopped_mid_training_is_dashed_in_loss_png_until_a_rerun_finishes_it(reference, model_dirs, tiny_glue,
+                                                                                        tmp_path, monkeypatch):
+    """Ctrl-C at `full`'s step 5 (checkpoint at 3): loss.png draws full's 5 steps dashed, labelled
+    stopped and unfinished, and olft's and final's solid; layers.png has no line for full, and says it
+    is not finished. The rerun resumes full from its checkpoint, and its curve is then one solid line,
+    step by step the reference run's (never stopped)."""
+    import olft.train as train
+    from olft.curves import curves_figure
+
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out)
+    real = train.fault_point
+
+    def interrupt(name):
+        if name == "full:step5":
+            raise KeyboardInterrupt
+        real(name)
+
+    monkeypatch.setattr(train, "fault_point", interrupt)
+    assert main(args) == 130
+    r = _results(out)
+    assert r["status"] == "interrupted" and "full" not in r["strategies"]
+    fig = curves_figure(out, r)
+    lines = _loss_lines(fig)
+    assert lines["full (stopped at step 5, unfinished)"] == ([1, 2, 3, 4, 5], "--"), lines
+    assert lines["olft"][1] == lines["final"][1] == "-" and "dashed: unfinished" in fig.axes[0].get_title()
+    assert all(style == "-" for label, (_, style) in lines.items() if label.startswith("candidate")), lines
+    # layers.png draws finished numbers only: olft's and final's lines, none for full, which its legend names
+    legend = [t.get_text() for t in plots.layers_figure(r).axes[0].get_legend().get_texts()]
+    assert "not finished, no score yet: all layers" in legend and not any(t.startswith("all layers") for t in legend), legend
+    assert any(t.startswith("OLFT, layer") for t in legend) and any(t.startswith("final layer") for t in legend), legend
+    monkeypatch.undo()
+    assert main(args) == 0
+    r = _results(out)
+    assert r["strategies"]["full"]["resumed_at"] == 3
+    fig, ref = curves_figure(out, r), curves_figure(reference, _results(reference))
+    lines = _loss_lines(fig)
+    assert lines["full"] == ([*range(1, r["strategies"]["full"]["steps"] + 1)], "-"), lines
+    assert all(style == "-" for _, style in lines.values()) and "unfinished" not in fig.axes[0].get_title()
+    full, ref_full = ([ln for ln in f.axes[0].get_lines() if ln.get_label() == "full"][0] for f in (fig, ref))
+    assert list(full.get_ydata()) == pytest.approx(list(ref_full.get_ydata()), rel=1e-4)
+    legend = [t.get_text() for t in plots.layers_figure(r).axes[0].get_legend().get_texts()]
+    assert not any(t.startswith("not finished") for t in legend) and any(t.startswith("all layers") for t in legend), legend
+
+
 # -- run folders: what may be deleted, who may write ----------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Each strategy and candidate writes `curves/<piece>.csv` in the run folder (one row per
 optimizer step, flushed as it goes, so a killed run keeps its curve so far); with
 `--report-to tensorboard|wandb|mlflow` the same values go to accelerate's tracker of that name.
-`plot_curves` draws `loss.png` beside `layers.png` when the run ends or is stopped.
+`plot_curves` draws `loss.png` beside `layers.png` when the run ends or is stopped; a curve whose
+piece did not finish is drawn dashed and labelled so.
 """
 
 from __future__ import annotations
@@ -62,10 +63,8 @@ class Curves:
         self._files: list = []
 
     def for_piece(self, name: str):
-        from olft.runfolder import safe_name
-
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{safe_name(name.replace(' ', '-'))}.csv"
+        path = self.folder / f"{curve_name(name)}.csv"
         state: dict[str, Any] = {}
 
         def on_step(values: dict[str, float]) -> None:
@@ -96,40 +95,106 @@ class Curves:
 
 
 def read_curve(path: Path) -> dict[str, list[float]]:
+    """A curve file's columns, one value per optimizer step, in step order.
+
+    A strategy resumed from a checkpoint appends its continuation to the file, which may already
+    hold the steps after that checkpoint from before the stop: a row whose step is not past the
+    one before it starts over from there, so each step keeps the row of the training that went on.
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in COLUMNS}
+    kept: list[dict] = []
+    for row in rows:
+        step = float(row["step"])
+        while kept and float(kept[-1]["step"]) >= step:
+            kept.pop()
+        kept.append(row)
+    return {k: [float(r[k]) for r in kept] for k in COLUMNS}
 
 
-def plot_curves(folder: Path, path: Path) -> bool:
-    """Training loss per step of every strategy (solid) and candidate (thin), with the learning
-    rate on a second axis; False when the run folder has no curves."""
+def curve_name(piece: str) -> str:
+    """The curve file's stem of a piece (`Curves.for_piece`): 'candidate 3' -> 'candidate-3'."""
+    from olft.runfolder import safe_name
+
+    return safe_name(piece.replace(" ", "-"))
+
+
+def unfinished_note(name: str, curve: dict[str, list[float]], results: dict) -> str | None:
+    """None when curve `name` is a finished piece's whole curve; else what the legend says of it:
+    '(failed after step N)' for a piece recorded as failed, '(stopped at step N, unfinished)' for
+    one with no finished piece of that length (the run stopped during it)."""
+    last = int(curve["step"][-1])
+    for s, entry in (results.get("strategies") or {}).items():
+        if curve_name(s) == name:
+            # A finished strategy trained `steps` steps (pieces from before olft recorded them: trusted).
+            if entry.get("steps") in (None, last):
+                return None
+    for s in results.get("failed") or {}:
+        if curve_name(s) == name:
+            return f"(failed after step {last})"
+    sel = results.get("selection") or {}
+    for c in sel.get("candidates") or []:
+        if name == curve_name(f"candidate {c['layer']}"):
+            # `candidates` keeps each layer's latest round; a later round's curve starts its file afresh,
+            # so a curve longer or shorter than that round's budget belongs to a round that did not finish.
+            if c.get("error"):
+                return f"(failed after step {last})"
+            if c.get("steps") in (None, last):
+                return None
+    return f"(stopped at step {last}, unfinished)"
+
+
+def plot_curves(folder: Path, path: Path, results: dict) -> bool:
+    """Write `curves_figure` to `path`; False when the run folder has no curves."""
+    fig = curves_figure(folder, results)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def curves_figure(folder: Path, results: dict):
+    """Training loss per step of every strategy (thick) and candidate (thin), with the learning
+    rate of the strategies on a second axis below. The curve of a piece `results` does not list as
+    finished (`unfinished_note`: the run stopped or failed during it) is dashed, its legend label
+    saying where it ends, and the title says that dashed curves are unfinished.
+    A matplotlib Figure; None when the run folder has no curves."""
     files = sorted((Path(folder) / "curves").glob("*.csv"))
     curves = {p.stem: read_curve(p) for p in files}
     curves = {k: v for k, v in curves.items() if v["step"]}
     if not curves:
-        return False
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
+    stopped = False
     for name, c in curves.items():
         candidate = name.startswith("candidate")
-        ax.plot(c["step"], c["loss"], lw=0.8 if candidate else 1.6, alpha=0.5 if candidate else 1.0, label=name)
+        # A stopped piece's curve is kept, not dropped: where and how its loss was going when it stopped
+        # is what one looks at to decide whether to continue it. Dashed and labelled, it is not read as
+        # the finished curve of its strategy (which, resumed, would go on from where it ends).
+        note = unfinished_note(name, c, results)
+        stopped |= note is not None
+        style = "--" if note else "-"
+        label = f"{name} {note}" if note else name
+        ax.plot(c["step"], c["loss"], style, lw=0.8 if candidate else 1.6, alpha=0.5 if candidate else 1.0, label=label)
         if not candidate:
-            ax_lr.plot(c["step"], c["lr"], lw=1.2, label=name)
+            ax_lr.plot(c["step"], c["lr"], style, lw=1.2, label=label)
     ax.set_ylabel("training loss")
     losses = [x for c in curves.values() for x in c["loss"]]
     if min(losses) > 0 and max(losses) > 10 * min(losses):  # log only where the loss falls by orders of magnitude
         ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"training curves: {Path(folder).resolve().name}")
+    title = f"training curves: {Path(folder).resolve().name}"
+    ax.set_title(title + ("\ndashed: unfinished (the run stopped or the piece failed)" if stopped else ""), fontsize=9)
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("optimizer step")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return True
+    return fig

@@ -72,7 +72,9 @@ def layers_figure(results: dict):
     the final-layer and all-layer final scores as reference lines (drawn whenever the run has them,
     even when no candidate was trained); proxy-scored ones (probe, gradient) on their proxy's own
     axis; the middle third shaded, the chosen layer starred, a tie, near-tie or a score and loss
-    that disagree said in the title. A matplotlib Figure; None when the results have no finished selection.
+    that disagree said in the title; reference strategies a stopped run had not finished named in the
+    legend (`_not_finished_key`). Only finished numbers are drawn. A matplotlib Figure; None when the
+    results have no finished selection.
     """
     sel = finished_selection(results)  # an unfinished one has no choice to star: table.md lists its candidates
     if not sel:
@@ -109,6 +111,8 @@ def layers_figure(results: dict):
             ax.plot([x], [100 * best["score"]], "r*", markersize=15, zorder=5, label=f"selected: layer {best['layer']}")
         if panel == "trained":
             widen_to(ax, MIN_SCORE_SPAN)
+        if ax is axes[0, 0]:
+            _not_finished_key(ax, results)
         # Right of the axes, not on them: inside, with the reference lines spanning the width, no spot
         # is free of data, and "best" put it over the top of an error bar. tight_layout makes room.
         handles, labels = ax.get_legend_handles_labels()
@@ -124,9 +128,25 @@ def layers_figure(results: dict):
     return fig
 
 
+# The reference strategies' words in layers.png's legend (`_trained_panel`'s lines), as named in results.json.
+REFERENCE_WORDS = {"olft": "OLFT", "final": "final layer", "full": "all layers"}
+
+
+def _not_finished_key(ax, results: dict) -> None:
+    """A legend line (no mark) naming the reference strategies the run asked for that have no score
+    yet, neither finished nor failed: a run stopped before them (table.md's "Not finished")."""
+    # Without it, a stopped run's plot lacks their lines with nothing said, and reads as a run that never had them.
+    done = {*(results.get("strategies") or {}), *(results.get("failed") or {})}
+    missing = [REFERENCE_WORDS[n] for n in results.get("strategy_names") or [] if n in REFERENCE_WORDS and n not in done]
+    if missing:
+        key = f"not finished, no score yet: {', '.join(missing)}"
+        ax.plot([], [], " ", label="\n".join(textwrap.wrap(key, LEGEND_CHARS)))
+
+
 def _legend_rank(label: str) -> int:
-    """Legend order: the candidates' scores, the chosen one, the reference lines, the shading."""
-    reference = "): " in label or label.startswith("†")  # a dagger's key follows its line
+    """Legend order: the candidates' scores, the chosen one, the reference lines (and those not
+    finished), the shading."""
+    reference = "): " in label or label.startswith(("†", "not finished"))  # a dagger's key follows its line
     return 3 if label == "middle third" else 1 if label.startswith("selected") else 2 if reference else 0
 
 

@@ -474,7 +474,8 @@ class RunFolder:
 
     def write_stopped(self, results: dict) -> None:
         """A run stopped early (Ctrl-C, SIGTERM, an error): results.json and table.md say so, and the
-        plots show what it finished. Failing to draw a plot is logged, not raised: the stop's own
+        plots show what it finished (loss.png also the curve of the piece it stopped in, dashed and
+        labelled unfinished: `curves.curves_figure`). Failing to draw a plot is logged, not raised: the stop's own
         exception is the one to report."""
         if not self.writer:
             return
@@ -488,7 +489,7 @@ class RunFolder:
     def _report(self, results: dict) -> list:
         """Writers of table.md, layers.png and loss.png, in that order (`finish`, `write_stopped`)."""
         return [lambda: self._write_table(results), lambda: plots.plot_layers(results, self.path / "layers.png"),
-                lambda: curves.plot_curves(self.path, self.path / "loss.png")]
+                lambda: curves.plot_curves(self.path, self.path / "loss.png", results)]
 
     def finish(self, results: dict) -> None:
         """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
