@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from olft.cli import main
-from olft.select import parse_candidates, unfinished_entry
+from olft.layerspec import parse_candidates
+from olft.select import unfinished_entry
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 RESULT_KEYS = {"model", "task", "method", "selection", "strategies", "seed", "versions", "git_commit", "complete"}

@@ -16,25 +16,13 @@ from pathlib import Path
 from olft import curves, distributed, report
 from olft.config import RunConfig
 from olft.errors import OlftError, stop_on_sigterm
+from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import (
-    Candidate,
-    Strategy,
-    check_candidates,
-    confidence_words,
-    guessed_tie_text,
-    layer_list,
-    loss_name,
-    middle_bucket,
-    no_signal_text,
-    parse_strategies,
-    probe_decided,
-    tie_text,
-    trained_no_signal_text,
-)
+from olft.select import Candidate, probe_decided
 from olft.train import NonFiniteLoss
+from olft.verdicts import confidence_words, guessed_tie_text, layer_list, loss_name, no_signal_text, tie_text, trained_no_signal_text
 
 log = logging.getLogger(__name__)
 

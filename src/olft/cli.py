@@ -438,7 +438,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
-            from olft.select import check_range, parse_layers
+            from olft.layerspec import check_range, parse_layers
 
             layers = parse_layers(str(args.layers), "--layers")  # its form first: no model needed to refuse "2,x"
             # Its range from the model's config, before anything loads, quoting --layers as typed (`run` checks

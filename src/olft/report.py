@@ -18,20 +18,18 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
-from olft.select import (
+from olft.select import finished_selection, probe_decided, unfinished
+from olft.verdicts import (
     baseline_words,
     confidence_words,
-    finished_selection,
     guessed_tie_text,
     layer_list,
     loss_name,
     no_signal_text,
-    probe_decided,
     retrained_words,
     scored_on,
     tie_text,
     trained_no_signal_text,
-    unfinished,
 )
 
 # Said where the selected layer is the model's last (possible with --candidates all).
