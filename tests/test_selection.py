@@ -688,7 +688,7 @@ def test_probe_keep_without_probe_halving_is_named_as_ignored(capsys, caplog):
 
 def test_folders_from_before_selectors_resume_as_exhaustive():
     from olft.config import RunConfig, SelectionConfig
-    from olft.runfolder import config_differences
+    from olft.ownership import config_differences
 
     old = RunConfig().to_dict()
     for key in ("selector", "selection_adaptive"):

@@ -62,7 +62,7 @@ class Curves:
         self._files: list = []
 
     def for_piece(self, name: str):
-        from olft.runfolder import safe_name
+        from olft.runfiles import safe_name
 
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{safe_name(name.replace(' ', '-'))}.csv"

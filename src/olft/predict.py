@@ -33,7 +33,7 @@ from olft.data import EmptyTextError
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import read_layers
 from olft.report import continue_command, made_by
-from olft.runfolder import describe_status, read_run, weights_file
+from olft.runfiles import describe_status, read_run, weights_file
 from olft.select import finished_selection
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
