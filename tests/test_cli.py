@@ -583,7 +583,7 @@ def test_every_tracker_writes_in_its_folder_of_the_run(tmp_path, monkeypatch):
 
 def test_layer_plot_helpers(tmp_path):
     from olft.plots import plot_layers
-    from olft.report import binomial_se, selection_verdict
+    from olft.selectionmd import binomial_se, selection_verdict
 
     assert binomial_se(0.5, 100) == pytest.approx(0.05) and binomial_se(1.0, 10) == 0.0
     cands = [{"layer": 4, "score": 0.60}, {"layer": 5, "score": 0.70}, {"layer": 6, "score": 0.66}]

@@ -22,7 +22,16 @@ from olft.pipeline import Session
 from olft.runfolder import RunFolder
 from olft.select import Candidate, probe_decided
 from olft.train import NonFiniteLoss
-from olft.verdicts import confidence_words, guessed_tie_text, layer_list, loss_name, no_signal_text, tie_text, trained_no_signal_text
+from olft.verdicts import (
+    confidence_words,
+    guessed_tie_text,
+    layer_list,
+    loss_name,
+    no_signal_text,
+    plural,
+    tie_text,
+    trained_no_signal_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +321,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
             "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
             "--selection-steps, now %s).", "gradient score" if selection.score_examples is None
-            else report.plural(selection.score_examples, "scoring example"),
+            else plural(selection.score_examples, "scoring example"),
             selection.selected_layer, s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip
@@ -327,7 +336,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of %s: %s, within the noise of %s (%s%s "
             "may separate them).", ", ".join(map(str, selection.equivalent)), selection.threshold, loss_name(selection.protocol),
-            tie_text(results["selection"], results["metric"]), report.plural(selection.score_examples, "scoring example"),
+            tie_text(results["selection"], results["metric"]), plural(selection.score_examples, "scoring example"),
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip
     return selection

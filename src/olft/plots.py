@@ -10,18 +10,9 @@ import textwrap
 from pathlib import Path
 
 from olft.atomic import atomic_path
-from olft.report import (
-    _collapsed_mark,
-    _proxy_label,
-    _proxy_name,
-    _proxy_round_scores,
-    _proxy_scored,
-    binomial_se,
-    collapsed_text,
-    optimistic_scores,
-    selection_verdict,
-)
+from olft.report import _collapsed_mark, collapsed_text, optimistic_scores
 from olft.select import finished_selection, probe_decided
+from olft.selectionmd import _proxy_label, _proxy_name, _proxy_round_scores, _proxy_scored, binomial_se, selection_verdict
 from olft.tasks.metrics import CORRELATIONS
 from olft.verdicts import baseline_words, loss_name, score_tie, scored_on
 

@@ -2,7 +2,8 @@
 
 Each function reads a selection as results.json holds it (`Selection.to_dict`), so the run's
 warnings, table.md and the plot's title say the same thing about the same record. The numbers
-behind the words (`confidence`, `equivalent`, `no_signal`, ...) are `olft.select`'s.
+behind the words (`confidence`, `equivalent`, `no_signal`, ...) are `olft.select`'s. Every
+report line counts and scores with the two helpers at the end (`plural`, `_fmt_score`).
 """
 
 from __future__ import annotations
@@ -221,3 +222,12 @@ def tie_text(sel: dict, metric: str) -> str | None:
         return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
     has = f"{first} and has" if by_score else f"layer {winner} has"
     return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+
+
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, the noun with an s unless n is 1: '1 candidate', '4 candidates'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _fmt_score(value: float | None) -> str:
+    return "failed" if value is None else f"{100 * value:.1f}"
