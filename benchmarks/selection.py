@@ -126,7 +126,7 @@ def session_for(args: argparse.Namespace, task: str, seed: int):
 
 
 def candidates_of(args: argparse.Namespace, num_layers: int) -> list[int]:
-    from olft.select import middle_bucket, parse_candidates
+    from olft.layerspec import middle_bucket, parse_candidates
 
     if args.candidates:
         return parse_candidates(args.candidates, num_layers)

@@ -47,9 +47,9 @@ from olft.backbone import Stack
 from olft.cache import ActivationCache
 from olft.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SelectionConfig, TrainConfig
 from olft.data import Encoded, collate, train_order
+from olft.layerspec import middle_bucket, parse_candidates
 from olft.methods import apply_method
 from olft.pipeline import Session
-from olft.select import middle_bucket, parse_candidates
 from olft.train import fit, logits_for, loss_fn
 
 QUICK = {"examples": 256, "rounds": 2, "steps": 2, "epoch_rounds": 1, "build_rounds": 2, "peer_steps": 3, "memory_steps": 3}

@@ -9,8 +9,8 @@ from olft.backbone import Stack
 from olft.data import collate, encode
 from olft.errors import OlftError
 from olft.families import find_layers
+from olft.layerspec import Strategy, middle_bucket, parse_candidates, parse_layers, parse_strategies
 from olft.loading import load_stack
-from olft.select import Strategy, middle_bucket, parse_candidates, parse_layers, parse_strategies
 from tiny import make_config
 
 FAMS = ("gpt2", "llama", "mistral", "bert")

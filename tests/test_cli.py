@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from olft.cli import main
-from olft.select import parse_candidates, unfinished_entry
+from olft.layerspec import parse_candidates
+from olft.select import unfinished_entry
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 RESULT_KEYS = {"model", "task", "method", "selection", "strategies", "seed", "versions", "git_commit", "complete"}
@@ -582,7 +583,7 @@ def test_every_tracker_writes_in_its_folder_of_the_run(tmp_path, monkeypatch):
 
 def test_layer_plot_helpers(tmp_path):
     from olft.plots import plot_layers
-    from olft.report import binomial_se, selection_verdict
+    from olft.selectionmd import binomial_se, selection_verdict
 
     assert binomial_se(0.5, 100) == pytest.approx(0.05) and binomial_se(1.0, 10) == 0.0
     cands = [{"layer": 4, "score": 0.60}, {"layer": 5, "score": 0.70}, {"layer": 6, "score": 0.66}]

@@ -455,7 +455,7 @@ def test_layer_plot_title_fits_the_figure_and_the_constant_baseline_is_drawn():
 def test_plot_and_table_give_the_selections_own_verdict():
     """The paired noise estimate recorded by the selection decides, not a binomial SE on scores."""
     from olft.plots import layers_figure
-    from olft.report import selection_verdict
+    from olft.selectionmd import selection_verdict
 
     def said(results):
         title, table = layers_figure(results).axes[0].get_title(), table_md(results)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from olft import plots, report
 from olft.cli import main
 from olft.errors import OlftError
-from olft.runfolder import CPU_SCOPE, compare_timing, foreign_entries
+from olft.ownership import foreign_entries
+from olft.runfolder import CPU_SCOPE, compare_timing
 
 TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
@@ -684,7 +685,8 @@ def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_pa
     """A run that stopped right after `start` (config.json, the lock, empty subfolders) finished
     nothing: a run with another config takes its folder over. Anything more and it is refused."""
     from olft.config import RunConfig
-    from olft.runfolder import RunFolder, read_run
+    from olft.runfiles import read_run
+    from olft.runfolder import RunFolder
 
     old, new = RunConfig(), RunConfig()
     old.method.method, new.method.method = "prefix", "adapter"

@@ -122,7 +122,7 @@ def test_confidence_is_the_runner_up_gap_and_ties_are_equivalent():
                                                   example_losses=[b - 0.1 + d for b, d in zip(base, [0.01, -0.01, 0, 0], strict=True)])],
                       10, 4)  # fmt: skip
     assert lower.selected_layer == 3 and lower.confidence < -1 and lower.equivalent == [3]
-    from olft.select import confidence_text
+    from olft.verdicts import confidence_text
 
     assert confidence_text(lower.confidence).startswith("the runner-up has the lower held-out loss, by ")
     assert confidence_text(1.25) == "the winner's held-out loss is 1.2 standard errors below the runner-up's"
@@ -132,7 +132,7 @@ def test_confidence_is_the_runner_up_gap_and_ties_are_equivalent():
 def test_tied_layers_are_described_the_way_their_held_out_losses_point():
     """Ranked by score, the winner can have the highest held-out loss of the layers tied with it:
     the words must say so, not that it leads (both signs, and ranked by loss)."""
-    from olft.select import tie_text
+    from olft.verdicts import tie_text
 
     losses = {2: [0.70, 0.66, 0.72, 0.64], 4: [0.72, 0.65, 0.71, 0.65], 5: [0.68, 0.67, 0.69, 0.65]}
     # 5 - 2: [-0.02, 0.01, -0.03, 0.01], mean -0.0075, se 0.0103 -> -0.73; 4 - 2: mean 0.0025, se 0.0075 -> 0.33.
@@ -162,7 +162,7 @@ def test_tied_layers_are_described_the_way_their_held_out_losses_point():
 def test_every_layer_tied_with_the_winner_on_score_is_named():
     """Layers 1 and 2 score the same and the loss chose 2: the words must not say 2 won on the score,
     whichever tied layer lies nearest in loss (here layer 3, which scored lower)."""
-    from olft.select import tie_text
+    from olft.verdicts import tie_text
 
     def sel(scores: dict[int, float], gaps: dict[int, float], protocol: str = "train-holdout") -> dict:
         return {"selected_layer": 2, "equivalent": [2, *(k for k in gaps if k != 2)], "metric": "score", "protocol": protocol,
@@ -191,7 +191,7 @@ def test_a_tie_on_score_that_the_loss_broke_clearly_is_said():
     """Layers 2 and 3 score the same and 3's held-out loss is far lower: not equivalent, yet the
     confidence must say the scores tie and the loss decided, naming both, not just "the runner-up"."""
     from olft.report import table_md
-    from olft.select import confidence_words
+    from olft.verdicts import confidence_words
 
     low = [0.2, 0.4, 0.6, 0.8]  # 2 - 3: [0.3, 0.2, 0.3, 0.2], mean 0.25, se 0.0289 -> 8.66 SE
     losses = {2: [0.5, 0.6, 0.9, 1.0], 3: low, 4: [x + 0.5 for x in low]}
@@ -217,7 +217,7 @@ def test_a_confidence_after_adaptive_retraining_says_which_round_it_measures():
     """--selection-adaptive retrained layers 2 and 3 at 20 steps: the confidence is that round's, and
     the line must say so, or it reads against the 'within 1.0 standard errors after 10 steps' below it."""
     from olft.report import table_md
-    from olft.select import confidence_words
+    from olft.verdicts import confidence_words
 
     sel = {"selected_layer": 3, "ranking": [3, 2], "equivalent": [3], "confidence": 3.7, "metric": "score",
            "protocol": "train-holdout", "selector": "exhaustive", "train_examples": 8, "score_examples": 8, "seconds": 1.0,
@@ -688,7 +688,7 @@ def test_probe_keep_without_probe_halving_is_named_as_ignored(capsys, caplog):
 
 def test_folders_from_before_selectors_resume_as_exhaustive():
     from olft.config import RunConfig, SelectionConfig
-    from olft.runfolder import config_differences
+    from olft.ownership import config_differences
 
     old = RunConfig().to_dict()
     for key in ("selector", "selection_adaptive"):

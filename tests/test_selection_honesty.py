@@ -151,7 +151,7 @@ def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss(
     """Ranked by score, the winner can be the worse on held-out loss; that runner-up is the layer
     the loss favours, so --selection-adaptive retrains it with the winner instead of dropping it
     for being too good (a fresh user's cola run lost its lowest-loss layer that way)."""
-    from olft.report import _retrained_lines
+    from olft.selectionmd import _retrained_lines
 
     rng = np.random.default_rng(1)
     base = (0.7 + 0.1 * rng.normal(size=57)).tolist()

@@ -17,25 +17,22 @@ from pathlib import Path
 from olft import curves, distributed, report
 from olft.config import RunConfig, given_options, ignored_options, probe_alone_options
 from olft.errors import OlftError, stop_on_sigterm
+from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import (
-    Candidate,
-    Strategy,
-    check_candidates,
+from olft.select import Candidate, probe_decided
+from olft.train import NonFiniteLoss
+from olft.verdicts import (
     confidence_words,
     guessed_tie_text,
     layer_list,
     loss_name,
-    middle_bucket,
     no_signal_text,
-    parse_strategies,
-    probe_decided,
+    plural,
     tie_text,
     trained_no_signal_text,
 )
-from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +351,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
             "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
             "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
             "--selection-steps, now %s).", "gradient score" if selection.score_examples is None
-            else report.plural(selection.score_examples, "scoring example"),
+            else plural(selection.score_examples, "scoring example"),
             selection.selected_layer, s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip
@@ -369,7 +366,7 @@ def _select(session: Session, folder: RunFolder, results: dict):
         log.warning(
             "Layers %s are equivalent within %.1f standard errors of %s: %s, within the noise of %s (%s%s "
             "may separate them).", ", ".join(map(str, selection.equivalent)), selection.threshold, loss_name(selection.protocol),
-            tie_text(results["selection"], results["metric"]), report.plural(selection.score_examples, "scoring example"),
+            tie_text(results["selection"], results["metric"]), plural(selection.score_examples, "scoring example"),
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip
     return selection

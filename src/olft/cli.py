@@ -315,7 +315,7 @@ def _config_first(argv: list[str], sources: dict[str, str] | None = None, notes:
 def _run_folder_of(path: str) -> str | None:
     """The run folder config file `path` belongs to (`path` is the config.json olft wrote in a
     folder with results.json), else None: a config.json copied out of its folder is a user's file."""
-    from olft.runfolder import saved_config
+    from olft.ownership import saved_config
 
     p = Path(path)
     ours = p.name == "config.json" and (p.parent / "results.json").is_file() and saved_config(p.parent) is not None
@@ -444,7 +444,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"selected layer: {res['selection']['selected_layer']}")
     else:
         if args.command == "train":
-            from olft.select import check_range, parse_layers
+            from olft.layerspec import check_range, parse_layers
 
             layers = parse_layers(str(args.layers), "--layers")  # its form first: no model needed to refuse "2,x"
             # Its range from the model's config, before anything loads, quoting --layers as typed (`run` checks

@@ -114,7 +114,7 @@ def read_curve(path: Path) -> dict[str, list[float]]:
 
 def curve_name(piece: str) -> str:
     """The curve file's stem of a piece (`Curves.for_piece`): 'candidate 3' -> 'candidate-3'."""
-    from olft.runfolder import safe_name
+    from olft.runfiles import safe_name
 
     return safe_name(piece.replace(" ", "-"))
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from olft.layerspec import parse_candidates
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import resume_command
-from olft.runfolder import checkpoint_file, describe_status, finished_candidates, read_run, weights_file
-from olft.select import parse_candidates, unfinished
+from olft.runfiles import checkpoint_file, describe_status, finished_candidates, read_run, weights_file
+from olft.select import unfinished
 from olft.train import checkpoint_step
 
 

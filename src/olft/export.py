@@ -50,7 +50,7 @@ FORMATS = ("peft", "merged", "olft")
 def _outside_run_folders(out: Path) -> None:
     """OlftError when `out` lies in an olft run folder: a folder olft did not write there would
     make the run folder refuse `--overwrite` and count as foreign work."""
-    from olft.runfolder import saved_config
+    from olft.ownership import saved_config
 
     for folder in (out.resolve(), *out.resolve().parents):
         if saved_config(folder) is not None:

@@ -22,13 +22,14 @@ from olft.cache import ActivationCache
 from olft.cache import build_caches as build_activation_caches
 from olft.config import RunConfig, SelectionConfig
 from olft.data import Encoded, encode, fingerprint, resolve_max_length
+from olft.layerspec import check_candidates
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
-from olft.report import plural
 from olft.runfolder import fault_point
-from olft.select import GRADIENT_PROTOCOL, Candidate, Selection, auto_keep, better_half, check_candidates, halving_schedule, probe_finalists
+from olft.select import GRADIENT_PROTOCOL, Candidate, Selection, auto_keep, better_half, halving_schedule, probe_finalists
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
+from olft.verdicts import plural
 
 log = logging.getLogger(__name__)
 

@@ -10,19 +10,11 @@ import textwrap
 from pathlib import Path
 
 from olft.atomic import atomic_path
-from olft.report import (
-    _collapsed_mark,
-    _proxy_label,
-    _proxy_name,
-    _proxy_round_scores,
-    _proxy_scored,
-    binomial_se,
-    collapsed_text,
-    optimistic_scores,
-    selection_verdict,
-)
-from olft.select import baseline_words, finished_selection, loss_name, probe_decided, score_tie, scored_on
+from olft.report import _collapsed_mark, collapsed_text, optimistic_scores
+from olft.select import finished_selection, probe_decided
+from olft.selectionmd import _proxy_label, _proxy_name, _proxy_round_scores, _proxy_scored, binomial_se, selection_verdict
 from olft.tasks.metrics import CORRELATIONS
+from olft.verdicts import baseline_words, loss_name, score_tie, scored_on
 
 
 def _verdict_title(sel: dict, metric: str) -> str:
@@ -31,7 +23,7 @@ def _verdict_title(sel: dict, metric: str) -> str:
     verdict = selection_verdict(sel)
     if sel.get("no_signal") and probe_decided(sel):
         return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
-    if sel.get("trained_no_signal"):  # table.md's "No signal:" for trained finalists (select.trained_no_signal_text)
+    if sel.get("trained_no_signal"):  # table.md's "No signal:" for trained finalists (verdicts.trained_no_signal_text)
         return " - NO SIGNAL: no trained candidate beats a constant predictor; the choice is a guess"
     if verdict == "tie":
         return " - TIE: every candidate ranked the same; the choice is the tie-break"

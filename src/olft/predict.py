@@ -31,9 +31,10 @@ from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
 from olft.errors import OlftError, stop_on_sigterm
+from olft.layerspec import read_layers
 from olft.report import continue_command, made_by
-from olft.runfolder import describe_status, read_run, weights_file
-from olft.select import finished_selection, read_layers
+from olft.runfiles import describe_status, read_run, weights_file
+from olft.select import finished_selection
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,9 @@ olft's and every entry is one of the names above (a desktop's .DS_Store or Thumb
 place), and only once the inputs have been validated.
 A tracker's folder counts as olft's only when config.json names that tracker (train.report_to),
 so a folder of the same name that olft did not make is never deleted.
+
+Which entries are olft's, and whether config.json is a run this config may continue: `olft.ownership`.
+Reading a folder without taking its lock (`olft evaluate`, `olft predict`): `olft.runfiles`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from contextlib import suppress
 from datetime import datetime, timezone
@@ -42,151 +44,32 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, plots, report, runlock
-from olft.config import PATH_FIELDS
 from olft.errors import OlftError
+from olft.ownership import (
+    LOCK_FILES,
+    OWN_FILES,
+    OWN_FOLDERS,
+    _is_own,
+    _is_tracker_folder,
+    config_differences,
+    foreign_entries,
+    is_os_metadata,
+    never_started,
+    saved_config,
+    tracker_folder,
+)
+from olft.runfiles import _status, checkpoint_file, weights_file
 from olft.select import unfinished, unfinished_entry
 
 log = logging.getLogger(__name__)
 
-# Fields that do not change what a run computes; they may differ on resume. How the work is spread
-# (processes, --selection-parallel, --device-map, checkpointing) is one of them, and how often the
-# training state is saved (--checkpoint-every: a checkpoint resumes to the weights of a run never
-# stopped, and one left by the earlier run is resumed whatever this run's value).
-IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to",
-                     "checkpoint_every"}
 
-
-# What olft did before these fields existed, where that differs from today's default.
-OLDER = {"selection.selector": "exhaustive", "selection.selection_adaptive": 0}
-
-
-def _defaults() -> dict[str, Any]:
-    from olft.config import RunConfig
-
-    return {k: v for k, v in _flatten(RunConfig().to_dict()).items() if k != "data.glue_dir"}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _same_path(old, new) -> bool:
-    """Whether two values of a path option name the same place: a folder written before paths
-    were stored absolute holds them as typed, relative to where that run began (taken to be here)."""
-    return isinstance(old, str) and isinstance(new, str) and os.path.abspath(old) == os.path.abspath(new)
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME:
-            continue
-        if key in PATH_FIELDS and _same_path(a.get(key), b.get(key)):
-            continue
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
-    return diffs
-
-
-# What olft writes in a run folder: these top-level files, and in each subfolder files with these endings.
-LOCK_FILES = {runlock.LOCK_FILE, runlock.HOLDER_FILE}
-OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", "loss.png", *LOCK_FILES}
-OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",), "curves": (".csv",)}
-# Files a desktop or notebook drops in any folder it shows (Finder, Explorer, KDE, Jupyter): they are
-# neither olft's nor the user's work, so they neither block a new --out nor get deleted by --overwrite.
-OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", ".ipynb_checkpoints"}
 STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
 # What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
 TIMING_FIELDS = ("host", "device", "torch_threads", "world_size", "cpu_scope")
 # What a strategy's `train_cpu_seconds` counts. Stamped so that times counted differently never
 # compare unflagged: olft before this stamp also counted building the evaluation splits' caches.
 CPU_SCOPE = "training + training split's cache build"
-
-
-def _is_own(entry: Path, folder: str | None = None) -> bool:
-    """Whether `entry` is a file olft writes (at the top of a run folder, or in subfolder `folder`)."""
-    if entry.is_symlink() or not entry.is_file():
-        return False
-    name = entry.name
-    # A temporary file a run killed mid-write left: olft.atomic's ".<stem>.tmp<pid><suffix>"
-    # (".results.tmp123.json", ".layers.tmp7.png", ".full.tmp9.pt"), or the writability probe.
-    temp = re.fullmatch(r"\.(.+)\.tmp\d+(\.[^.]+)", name)
-    if temp:
-        name = temp.group(1) + temp.group(2)
-    return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
-
-
-def tracker_folder(path: Path) -> str | None:
-    """The subfolder --report-to's tracker writes in run folder `path`, as its config.json records
-    (None: no tracker, or no config.json of olft's)."""
-    from olft.curves import TRACKER_FOLDERS
-
-    train = (saved_config(path) or {}).get("train") or {}
-    return TRACKER_FOLDERS.get(train.get("report_to"))
-
-
-def _is_tracker_folder(entry: Path, tracker: str | None) -> bool:
-    return tracker is not None and entry.name == tracker and entry.is_dir() and not entry.is_symlink()
-
-
-def is_os_metadata(entry: Path) -> bool:
-    """Whether `entry` is a file a desktop leaves in folders it shows (`OS_METADATA`, or macOS's
-    "._<name>" AppleDouble files), ignored when olft decides whether a folder is its own."""
-    return entry.name in OS_METADATA or entry.name.startswith("._")
-
-
-def foreign_entries(path: Path) -> list[str]:
-    """Entries of run folder `path` that olft does not write, as paths relative to it (desktop
-    metadata such as .DS_Store left out: see `is_os_metadata`)."""
-    out = []
-    tracker = tracker_folder(path)
-    for entry in sorted(Path(path).iterdir()):
-        if is_os_metadata(entry):
-            continue
-        if _is_tracker_folder(entry, tracker):
-            continue  # all of it the tracker's
-        if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
-            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not (_is_own(e, entry.name) or is_os_metadata(e))]
-        elif not _is_own(entry):
-            out.append(entry.name)
-    return out
-
-
-def never_started(path: Path) -> bool:
-    """Whether run folder `path` holds only what `RunFolder.start` writes before any work: config.json,
-    the lock and empty subfolders (a run that stopped there, say on an input refused too late).
-
-    Such a folder holds no finished work, so a run with another config may take it over instead of
-    refusing it; anything more (results.json, a piece, weights, a checkpoint, the user's files) and
-    it may not.
-    """
-    for entry in Path(path).iterdir():
-        if is_os_metadata(entry) or (entry.name in LOCK_FILES | {"config.json"} and not entry.is_dir()):
-            continue
-        is_sub = entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink()
-        if not (is_sub and all(is_os_metadata(e) for e in entry.iterdir())):
-            return False
-    return True
-
-
-def saved_config(path: Path) -> dict | None:
-    """The config.json in `path` if olft wrote it (a dict holding olft's config sections), else None."""
-    from olft.config import SECTIONS
-
-    try:
-        data = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and all(isinstance(data.get(s), dict) for s in SECTIONS) else None
 
 
 class RunFolder:
@@ -510,17 +393,6 @@ class RunFolder:
         report.write_json(self.path / "results.json", results)
 
 
-def weights_file(folder: Path, name: str) -> Path:
-    """Where strategy `name`'s tuned module and head lie in run folder `folder` (readers such as
-    `olft evaluate` and `olft predict` need no RunFolder, which takes the lock)."""
-    return Path(folder) / "weights" / f"{safe_name(name)}.safetensors"
-
-
-def checkpoint_file(folder: Path, name: str) -> Path:
-    """Where strategy `name`'s mid-training checkpoint lies in run folder `folder` (as `weights_file`)."""
-    return Path(folder) / "checkpoints" / f"{safe_name(name)}.pt"
-
-
 def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
     """The candidate pieces whose times table.md shows: each layer's last trained round (a layer's
     earlier rounds are pieces too, but `candidates` keeps its last), or every piece before the
@@ -539,42 +411,6 @@ def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and
     if len(names) <= most + 1:
         return sep.join(names)
     return sep.join(names[:most]) + f"{more} {len(names) - most} more"
-
-
-def _status(path: Path) -> str | None:
-    try:
-        return json.loads((Path(path) / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def finished_candidates(path: Path) -> dict[int, dict[int, float | None]]:
-    """The candidates whose pieces a run folder keeps, as {steps: {layer: score}} sorted by steps
-    and layer (pieces/candidate-<layer>-<steps>.json): a selection's first stage at its steps, and
-    each --selection-adaptive retraining at twice the last. A score is None where the piece records
-    none or cannot be read (the layer is still finished: its piece is there)."""
-    found: dict[int, dict[int, float | None]] = {}
-    for piece in (Path(path) / "pieces").glob("candidate-*.json"):
-        layer, _, steps = piece.stem.removeprefix("candidate-").partition("-")
-        if layer.isdigit() and steps.isdigit():
-            try:
-                score = json.loads(piece.read_text()).get("score")
-            except (OSError, ValueError, AttributeError):
-                score = None
-            found.setdefault(int(steps), {})[int(layer)] = float(score) if isinstance(score, (int, float)) else None
-    return {steps: dict(sorted(found[steps].items())) for steps in sorted(found)}
-
-
-def describe_status(path: Path) -> str:
-    """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
-    held, holder = runlock.probe(path)
-    status = _status(path)
-    if held:
-        return f"RUNNING in {runlock.describe(holder)}"
-    if status == "running":
-        return (f"INTERRUPTED: the run by {runlock.describe(holder)} stopped without finishing (killed?); rerun its "
-                "command to continue")  # fmt: skip
-    return "complete" if status == "complete" else f"INCOMPLETE ({status or 'no status'})"
 
 
 def compare_timing(records: dict[str, dict | None], resumed: list[str] | None = None) -> dict:
@@ -627,28 +463,3 @@ def fault_point(name: str) -> None:
 
     if os.environ.get("OLFT_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def safe_name(name: str) -> str:
-    """File name for a strategy ('layers=0+3' -> 'layers-0_3')."""
-    return name.replace("=", "-").replace("+", "_").replace("/", "_")
-
-
-def read_run(folder: Path) -> tuple[dict, Any]:
-    """(results.json, RunConfig) of a run folder; OlftError when either is missing or unreadable."""
-    from olft.config import RunConfig
-
-    results_path, config_path = folder / "results.json", folder / "config.json"
-    if not folder.exists():
-        raise OlftError(f"Run folder {folder} does not exist: give the folder `olft run` or `olft train` wrote (its --out; "
-                        "RunConfig.out in Python).")
-    if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
-        raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
-                        "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
-    if not results_path.is_file() or not config_path.is_file():
-        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json): give the folder `olft run` or "
-                        "`olft train` wrote (its --out; RunConfig.out in Python).")
-    try:
-        return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc

@@ -1,7 +1,7 @@
-"""Candidate layers, selectors, the selection record, and strategy names.
+"""Selectors and the selection record: ranking, confidence, equivalence, halving's schedule.
 
-The paper's candidates are the model's middle bucket: split the N layers into three equal
-buckets and take the middle one. A selector (`SELECTORS`; run by `Session.select`) ranks them:
+The candidates are layer numbers (`olft.layerspec`: the paper's middle bucket by default). A
+selector (`SELECTORS`; run by `Session.select`) ranks them:
 `exhaustive` tunes each alone for the selection budget and scores it on held-out examples (the
 paper's procedure); `halving` does so in rungs that keep the better half (`halving_schedule`);
 `probe` and `gradient` (`olft.proxies`) train nothing; `probe-halving` prunes by the probe first
@@ -9,7 +9,8 @@ paper's procedure); `halving` does so in rungs that keep the better half (`halvi
 keeps `auto_keep` layers, and the probe alone on fewer than 8 candidates. Trained candidates rank by score
 with the held-out loss breaking ties (accuracy on a few hundred examples ties often, losses
 rarely), then the lower layer; `selection_metric="loss"` ranks by loss alone. `Selection` also
-says how sure the choice is (`confidence`, `equivalent`).
+says how sure the choice is (`confidence`, `equivalent`); what a report says of that in words
+is `olft.verdicts`.
 
 Protocols:
 - "train" (default): candidates train on one subset of the train split and are scored on a
@@ -23,132 +24,11 @@ Protocols:
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from olft.errors import OlftError
-
-
-def middle_bucket(num_layers: int) -> list[int]:
-    """0-based indices of the middle third: layers [N//3, N - N//3)."""
-    if num_layers < 3:
-        return list(range(num_layers))
-    third = num_layers // 3
-    return list(range(third, num_layers - third))
-
-
-def read_layers(text: str, sep: str, shown: str) -> list[int] | None:
-    """The layer numbers `text` lists, in the order written: numbers and inclusive ranges low-high
-    (`4-9`), joined by `sep` or spaces. None when an item is neither; OlftError, quoting `shown`
-    (what was typed), for an empty range or an empty entry (`3,,4`, `3,`). The one reader of
-    --candidates, --layers and layers=.
-    """
-    text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text.strip())  # "4 - 9" is the range 4-9
-    items = re.split(rf"\s*{re.escape(sep)}\s*|\s+", text) if text else []
-    if "" in items:  # "3,,4" or "3,": a layer left out while typing, not a list to guess at
-        raise OlftError(f"'{shown}' has an empty entry (two '{sep}' in a row, or one at an end): "
-                        f"list layers joined by one '{sep}', e.g. 3{sep}5.")
-    layers: list[int] = []
-    for item in items:
-        if span := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
-            lo, hi = int(span[1]), int(span[2])
-            if lo > hi:
-                raise OlftError(f"The range {item} in '{shown}' is empty: write it low-high, e.g. {hi}-{lo}.")
-            layers += range(lo, hi + 1)
-        elif re.fullmatch(r"-?[0-9]+", item):
-            layers.append(int(item))
-        else:
-            return None
-    return layers or None
-
-
-def check_range(layers: Sequence[int], num_layers: int, shown: str) -> None:
-    """OlftError, quoting `shown` (what was typed), for a layer the model does not have."""
-    bad = [i for i in layers if i < 0 or i >= num_layers]
-    if bad:
-        raise OlftError(f"Layer {bad[0]} in '{shown}' is out of range: this model has {num_layers} layers, "
-                        f"numbered 0 to {num_layers - 1}. See `olft info`.")  # fmt: skip
-
-
-def parse_candidates(spec: str, num_layers: int) -> list[int]:
-    """'middle' | 'all' | layers and ranges, as `read_layers` reads them with ',' ('4-9', '3,5,7',
-    '2-4,9') -> sorted layer indices (a layer given twice counts once). OlftError, quoting what was
-    typed, for text that is none of these or a layer the model does not have (`check_range`)."""
-    shown = f"--candidates {spec.strip()}"
-    low = spec.strip().lower()
-    if low == "middle":
-        layers = middle_bucket(num_layers)
-    elif low == "all":
-        layers = list(range(num_layers))
-    else:
-        layers = read_layers(low, ",", shown)
-        if layers is None:
-            raise OlftError(f"Cannot read '{shown}': use middle, all, a range like 4-9, or a list like 3,5,7 "
-                            "(or both: 2-4,9).")  # fmt: skip
-        check_range(layers, num_layers, shown)
-    return sorted(set(layers))
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A named choice of layers: 'olft' (selected), 'final', 'full', or 'layers=I+J'."""
-
-    name: str
-    layers: tuple[int, ...] = ()
-
-
-# How a list of layers is written: as a --strategies entry (layers=3+5) or to `olft train` (--layers 3,5).
-LAYER_LISTS = {"layers=": ("layers=", "+"), "--layers": ("--layers ", ",")}
-
-
-def parse_layers(text: str, option: str = "layers=", num_layers: int | None = None) -> tuple[int, ...]:
-    """The layers `text` lists, sorted: `3+5` or `2-4` of a --strategies entry `layers=3+5`, or
-    `3,5` or `2-4` of `olft train --layers 3,5` (option "--layers"); spaces separate them too
-    (`read_layers`, as --candidates). OlftError, quoting what was written, for an entry that is no
-    layer number or range, no layer at all, a layer given twice (it would tune once, under a name
-    that lists it twice), or, given `num_layers`, a layer the model does not have.
-    """
-    lead, sep = LAYER_LISTS[option]
-    shown = lead + text
-    given = read_layers(text, sep, shown)
-    if given is None:
-        raise OlftError(f"Cannot read '{shown}': write layer numbers joined by '{sep}', e.g. {lead}3 or {lead}3{sep}5, "
-                        f"or ranges low-high, e.g. {lead}2-4 (`olft info` lists the model's layers).")  # fmt: skip
-    layers = tuple(sorted(set(given)))
-    if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
-        twice = next(i for i in given if given.count(i) > 1)
-        raise OlftError(f"Layer {twice} appears twice in '{shown}': give each layer once, e.g. {lead}{sep.join(map(str, layers))}.")
-    if num_layers is not None:
-        check_range(layers, num_layers, shown)
-    return layers
-
-
-def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
-    """The strategies of a --strategies spec ('olft,final,layers=2+5') on a model of `num_layers`
-    layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, or no
-    strategy at all."""
-    out: list[Strategy] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        low = part.lower()
-        if low == "olft":
-            out.append(Strategy("olft"))
-        elif low == "final":
-            out.append(Strategy("final", (num_layers - 1,)))
-        elif low in ("full", "all"):
-            out.append(Strategy("full", tuple(range(num_layers))))
-        elif low.startswith("layers="):
-            layers = parse_layers(part[7:], "layers=", num_layers)
-            out.append(Strategy("layers=" + "+".join(map(str, layers)), layers))
-        else:
-            raise OlftError(f"Unknown strategy '{part}': use olft, final, full or layers=I+J (or layers=I-J, a range).")
-    if not out:
-        raise OlftError("No strategy given: use --strategies olft,final,full (or a subset).")
-    return out
-
-
 
 SELECTORS = ("exhaustive", "halving", "probe", "gradient", "probe-halving", "auto")
 # `auto` trains the probe's top N // AUTO_SHARE of N candidates: probe-keep-k costs about the probe
@@ -424,223 +304,10 @@ def finished_selection(results: dict) -> dict | None:
     return None if not sel or unfinished(sel) else sel
 
 
-def scored_on(protocol: str | None) -> str:
-    """What the examples that scored the candidates are, in words: under --selection-data
-    validation the validation split (the split the final scores are reported on), else
-    held-out training examples. `protocol` is `Selection.protocol`."""
-    return "validation" if protocol == "validation" else "held-out"
-
-
-def loss_name(protocol: str | None) -> str:
-    """The name of the selection's per-candidate loss under `protocol`: 'validation loss' or
-    'held-out loss' (`scored_on`), in every verdict, warning and column that quotes it."""
-    return f"{scored_on(protocol)} loss"
-
-
-def confidence_text(confidence: float | None, loss: str = "held-out loss") -> str:
-    """`Selection.confidence` in words, its loss named `loss` (`loss_name` of the protocol).
-    Negative: the runner-up has the lower loss though the winner scored higher (trained
-    candidates rank by score, the loss only breaks ties)."""
-    if confidence is None:
-        return "one finalist"
-    if confidence < 0:
-        return f"the runner-up has the lower {loss}, by {-confidence:.1f} standard errors: score and loss disagree"
-    return f"the winner's {loss} is {confidence:.1f} standard errors below the runner-up's"
-
-
-def confidence_words(sel: dict, metric: str) -> str:
-    """`confidence_text` of `sel` (a `Selection.to_dict`), with what the number alone hides. Where
-    the runner-up shares the winner's score (`metric`, the task's headline metric, names it), the
-    held-out loss decided, and every layer on that score is named, as `tie_text` names them for
-    equivalent layers: "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 3.7 standard
-    errors below layer 2's". Where --selection-adaptive retrained, the gap is that last round's, and
-    it says so ("after retraining at 20 steps, ..."), not the first round's that chose whom to retrain."""
-    confidence, loss, ranking = sel.get("confidence"), loss_name(sel.get("protocol")), sel.get("ranking") or []
-    tie = tie_break_text(sel, metric)
-    if confidence is not None and confidence >= 0 and tie:
-        text = tie
-    elif confidence is None and len(ranking) > 1:  # a proxy without per-example losses: nothing measured the gap
-        who = "gradient score" if sel.get("selector") == "gradient" else f"{sel.get('selector')} score"
-        return f"ranked by {who}; the gap to the runner-up is not measured (no per-example {loss}es)"
-    else:
-        text = confidence_text(confidence, loss)
-    return f"{retrained_words(sel)}, {text}" if confidence is not None and retrained_words(sel) else text
-
-
-def tie_break_text(sel: dict, metric: str) -> str | None:
-    """Where the runner-up of `sel` (a `Selection.to_dict`) shares the winner's score (`metric`, the
-    task's headline metric, names it) and the held-out loss broke that tie, every layer on that score
-    and the loss gap from `gaps`: "layers 2, 3 tie on accuracy (69.8); layer 3's held-out loss is 3.7
-    standard errors below layer 2's". Measured even where no confidence is quoted (no signal: the
-    choice is then still a guess, which the caller says). None otherwise."""
-    ranking = sel.get("ranking") or []
-    if len(ranking) < 2:
-        return None
-    winner, runner = ranking[0], ranking[1]
-    level, gap = score_tie(sel, ranking), (sel.get("gaps") or {}).get(str(runner))
-    if gap is None or gap < 0 or runner not in level:
-        return None
-    score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
-    return (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s "
-            f"{loss_name(sel.get('protocol'))} is {gap:.1f} standard errors below layer {runner}'s"
-            + (", the next lowest" if len(level) > 2 else ""))
-
-
-def guessed_tie_text(sel: dict, metric: str) -> str | None:
-    """`tie_break_text` where the selection found no signal (its choice a guess, so no confidence is
-    quoted), with that caveat: "...; layer 3's held-out loss is 2.5 standard errors below layer 2's,
-    but with no signal the choice is still a guess". None where it found a signal or no tie was broken."""
-    tie = tie_break_text(sel, metric)
-    if not tie or not (sel.get("trained_no_signal") or (sel.get("no_signal") and probe_decided(sel))):
-        return None
-    after = retrained_words(sel)
-    return f"{after + ', ' if after else ''}{tie}, but with no signal the choice is still a guess"
-
-
-def retrained_words(sel: dict) -> str:
-    """'after retraining at 20 steps' when the last round of `sel` was an --selection-adaptive retraining
-    (its gaps, `confidence` and `equivalent` are that round's), else ''."""
-    last = (sel.get("rounds") or [{}])[-1]
-    return f"after retraining at {last['steps']} steps" if last.get("retrained") else ""
-
-
-def score_tie(sel: dict, layers: list[int]) -> list[int]:
-    """The layers of `layers` (the winner among them) whose score equals the winner's, sorted, where
-    trained candidates were ranked by score so the held-out loss broke that tie; [] otherwise: ranked
-    by loss, or by a proxy's own number, no task metric decided."""
-    winner = sel.get("selected_layer")
-    last = {c["layer"]: c.get("score") for c in sel.get("candidates") or []}  # a later round's entry overrides
-    score = last.get(winner)
-    level = sorted(layer for layer in {winner, *layers} if score is not None and last.get(layer) == score)
-    return level if _ranked_by_score(sel) and len(level) > 1 else []
-
-
-def _ranked_by_score(sel: dict) -> bool:
-    """True when trained candidates of `sel` were ranked by their score (the task metric), so the
-    held-out loss only broke ties; False when ranked by loss, or by a proxy's own number."""
-    return sel.get("metric", "score") == "score" and (sel.get("rounds") or [{}])[-1].get("stage", "train") == "train"
-
-
 def probe_decided(sel: dict) -> bool:
     """True when the probe's ranking chose the layer of `sel` (a `Selection.to_dict`): its round was
     the last (`probe`, or `auto` below 8 candidates), not a pruning before trained ones."""
     return ((sel.get("rounds") or [{}])[-1]).get("stage") == "probe"
-
-
-def baseline_words(sel: dict) -> tuple[str, str, str]:
-    """(what the constant baseline of `sel` predicts, its held-out loss's name, the margin a probe
-    must beat it by: `Selection.beats_baseline`) in words."""
-    regression = sel.get("baseline_predicts") == "mean"
-    what, unit = ("the fit set's mean", "squared error") if regression else ("the class frequencies", "loss")
-    by = f" by {sel['equivalence_threshold']:.1f} standard errors or more" if sel.get("equivalence_threshold") else ""
-    return what, unit, by
-
-
-def no_signal_text(sel: dict) -> str | None:
-    """What `no_signal` in `sel` (a `Selection.to_dict`) means, with the fix, as the run's warning
-    and table.md say it; None when some probe beat the constant baseline, or no probe ran."""
-    if not sel.get("no_signal"):
-        return None
-    what, unit, by = baseline_words(sel)
-    if probe_decided(sel):
-        guess, fix = "so the choice is a guess", "--selector exhaustive"
-    else:
-        kept = (sel.get("rounds") or [{}, {}])[1].get("layers") or []
-        guess = f"so its pick of layers {', '.join(map(str, kept))} for training is a guess"
-        fix = "--selector halving (it trains every candidate)"
-    where = scored_on(sel.get("protocol"))
-    return (f"no candidate's probe beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}: the probe "
-            f"found no signal at this budget, {guess}; use {_more_fit_examples(sel, 'the probe')} or {fix}")
-
-
-def _more_fit_examples(sel: dict, who: str) -> str:
-    """The advice for a bigger fit set, naming the setting that limits it: --selection-train-samples,
-    or the training split itself (after any --max-train-samples) when that left fewer examples."""
-    n, asked = sel.get("train_examples"), sel.get("requested_train_examples")
-    if n and asked and n < asked:  # the training split capped the fit set: only more training data lifts it
-        return (f"more training examples (the training split, after any --max-train-samples, left {who} {n} fit "
-                f"examples of the {asked} --selection-train-samples asks for)")
-    return "more --selection-train-samples" + (f" (now {n})" if n else "")
-
-
-def _more_score_examples(sel: dict) -> str:
-    """The advice for a bigger scoring set under --selection-data train, naming the setting that
-    limits it: --selection-eval-samples, or the training split itself (after any --max-train-samples)
-    when that left fewer examples, where more --selection-eval-samples would only shrink the fit set."""
-    n, asked = sel.get("score_examples"), sel.get("requested_score_examples")
-    if n and asked and n < asked:  # the training split capped the scoring set too (both shrunk in proportion)
-        return (f"a larger --max-train-samples, if set (the training split left the candidates {n} scoring examples of "
-                f"the {asked} --selection-eval-samples asks for; more --selection-eval-samples would only shrink the fit set)")
-    return "more --selection-eval-samples" + (f" (now {n})" if n else "")
-
-
-def _short_of_full_budget(sel: dict) -> bool:
-    """True when some candidate of `sel` (a `Selection.to_dict`) trained fewer steps than the
-    finalists' full budget (a short halving rung) or not at all (pruned by a probe): then
-    --selector exhaustive gives it more. Halving over 2 candidates is one full rung, exhaustive already."""
-    rounds = sel.get("rounds") or []
-    trained = [r for r in rounds if r.get("stage", "train") == "train" and not r.get("retrained")]
-    if not trained:
-        return False
-    full = max(r.get("steps") or 0 for r in trained)
-    every = {layer for r in rounds for layer in r.get("layers") or []} | {c["layer"] for c in sel.get("candidates") or []}
-    at_full = {layer for r in trained if (r.get("steps") or 0) >= full for layer in r.get("layers") or []}
-    return bool(every - at_full)
-
-
-def trained_no_signal_text(sel: dict) -> str | None:
-    """What `trained_no_signal` in `sel` (a `Selection.to_dict`) means, with the settings to raise,
-    as the run's warning and table.md say it; None when some trained finalist beat the constant
-    predictor, or nothing trained chose."""
-    if not sel.get("trained_no_signal"):
-        return None
-    what, unit, by = baseline_words(sel)
-    last = (sel.get("rounds") or [{}])[-1]
-    layers, steps = last.get("layers") or [], last.get("steps")
-    fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
-    fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
-    fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
-    where = scored_on(sel.get("protocol"))
-    return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
-            f"paired per example: {layer_list(layers)} found no signal at this budget, so the choice among them is a guess; "
-            f"use {fix}")
-
-
-def layer_list(layers: list[int]) -> str:
-    """'layer 3' or 'layers 2, 3', as every selection message names layers."""
-    return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
-
-
-def tie_text(sel: dict, metric: str) -> str | None:
-    """How the winner of `sel` (a `Selection.to_dict`) stands on held-out loss against the layers
-    `equivalent` to it, in words true for either sign: trained candidates ranked by score (`metric`,
-    the task's headline metric, names it) can make the winner the one with the highest held-out loss
-    of them. Where several of them share the winner's score, the loss broke that tie: all of them
-    are named ("layers 1, 2 tie on accuracy (71.0)"), not just the one nearest in loss. The loss is
-    named for the protocol (`loss_name`: "validation loss" under --selection-data validation).
-    None when nothing ties with the winner, or for results from before olft recorded `gaps`.
-    """
-    winner, gaps = sel.get("selected_layer"), sel.get("gaps")
-    tied = [layer for layer in sel.get("equivalent") or [] if layer != winner]
-    if not tied or not gaps:
-        return None
-    nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
-    gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
-    by_score = _ranked_by_score(sel)
-    level = score_tie(sel, tied)
-    if level:  # the loss broke a tie on the score: every layer in it is named
-        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
-        lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
-        first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
-        if gap < 0:  # a layer with a lower score has a lower loss still
-            return f"{first}, but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
-        among = "" if len(level) == len(tied) + 1 else f" (and the lowest of layers {', '.join(map(str, sorted([winner, *tied])))})"
-        return f"{first}{among}, but layer {nearest}'s is only {gap:.2f} standard errors above it"
-    first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
-    if gap < 0:  # the loss ranks them the other way
-        return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
-    has = f"{first} and has" if by_score else f"layer {winner} has"
-    return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
 
 
 def paired_gap(best: list[float] | None, other: list[float] | None) -> float | None:
@@ -674,19 +341,6 @@ def halving_schedule(num_candidates: int, steps: int) -> list[tuple[int, int]]:
 def better_half(ranking: list[int]) -> list[int]:
     """The first ceil(n/2) of a best-first ranking (at least one), in layer order."""
     return sorted(ranking[: max(1, math.ceil(len(ranking) / 2))])
-
-
-def check_candidates(spec: str, num_layers: int, selector: str, probe_keep: int | None) -> list[int]:
-    """The candidate layers of `spec` (as `parse_candidates`), refusing a `probe_keep` that keeps
-    them all: the probe would then cost time and prune nothing (plain `halving`). OlftError."""
-    candidates = parse_candidates(spec, num_layers)
-    if selector == "probe-halving" and probe_keep is not None and probe_keep >= len(candidates) > 1:
-        # Below 3 candidates no --probe-keep both prunes and trains two: only a trained selector is left to name.
-        use = (f"Use --probe-keep {len(candidates) - 1} or fewer, or --selector halving" if len(candidates) > 2
-               else "Use --selector halving or exhaustive")
-        raise OlftError(f"--probe-keep {probe_keep} keeps all {len(candidates)} candidates ({','.join(map(str, candidates))}), "
-                        f"so the probe would prune nothing. {use} to train every candidate.")  # fmt: skip
-    return candidates
 
 
 def auto_keep(n_candidates: int) -> int:

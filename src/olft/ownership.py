@@ -1,0 +1,160 @@
+"""What in a run folder is olft's, and whose run it holds.
+
+The names olft writes (`OWN_FILES`, `OWN_FOLDERS`, the lock's files), the desktop's files it
+ignores (`OS_METADATA`), the tracker folder config.json vouches for, and so which entries are
+someone else's (`foreign_entries`: what --overwrite refuses to leave behind). Then the folder's
+config.json (`saved_config`) against this run's: the fields that differ (`config_differences`),
+and whether its run stopped before any work, so another config may take the folder over
+(`never_started`). `olft.runfolder.RunFolder` acts on these answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from olft import runlock
+from olft.config import PATH_FIELDS
+
+# Fields that do not change what a run computes; they may differ on resume. How the work is spread
+# (processes, --selection-parallel, --device-map, checkpointing) is one of them, and how often the
+# training state is saved (--checkpoint-every: a checkpoint resumes to the weights of a run never
+# stopped, and one left by the earlier run is resumed whatever this run's value).
+IGNORED_ON_RESUME = {"out", "strategies", "selection_parallel", "device_map", "gradient_checkpointing", "report_to",
+                     "checkpoint_every"}
+
+
+# What olft did before these fields existed, where that differs from today's default.
+OLDER = {"selection.selector": "exhaustive", "selection.selection_adaptive": 0}
+
+
+def _defaults() -> dict[str, Any]:
+    from olft.config import RunConfig
+
+    return {k: v for k, v in _flatten(RunConfig().to_dict()).items() if k != "data.glue_dir"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _same_path(old, new) -> bool:
+    """Whether two values of a path option name the same place: a folder written before paths
+    were stored absolute holds them as typed, relative to where that run began (taken to be here)."""
+    return isinstance(old, str) and isinstance(new, str) and os.path.abspath(old) == os.path.abspath(new)
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME:
+            continue
+        if key in PATH_FIELDS and _same_path(a.get(key), b.get(key)):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
+    return diffs
+
+
+# What olft writes in a run folder: these top-level files, and in each subfolder files with these endings.
+LOCK_FILES = {runlock.LOCK_FILE, runlock.HOLDER_FILE}
+
+
+OWN_FILES = {"config.json", "results.json", "table.md", "layers.png", "loss.png", *LOCK_FILES}
+
+
+OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints": (".pt",), "curves": (".csv",)}
+
+
+# Files a desktop or notebook drops in any folder it shows (Finder, Explorer, KDE, Jupyter): they are
+# neither olft's nor the user's work, so they neither block a new --out nor get deleted by --overwrite.
+OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", ".ipynb_checkpoints"}
+
+
+def _is_own(entry: Path, folder: str | None = None) -> bool:
+    """Whether `entry` is a file olft writes (at the top of a run folder, or in subfolder `folder`)."""
+    if entry.is_symlink() or not entry.is_file():
+        return False
+    name = entry.name
+    # A temporary file a run killed mid-write left: olft.atomic's ".<stem>.tmp<pid><suffix>"
+    # (".results.tmp123.json", ".layers.tmp7.png", ".full.tmp9.pt"), or the writability probe.
+    temp = re.fullmatch(r"\.(.+)\.tmp\d+(\.[^.]+)", name)
+    if temp:
+        name = temp.group(1) + temp.group(2)
+    return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
+
+
+def tracker_folder(path: Path) -> str | None:
+    """The subfolder --report-to's tracker writes in run folder `path`, as its config.json records
+    (None: no tracker, or no config.json of olft's)."""
+    from olft.curves import TRACKER_FOLDERS
+
+    train = (saved_config(path) or {}).get("train") or {}
+    return TRACKER_FOLDERS.get(train.get("report_to"))
+
+
+def _is_tracker_folder(entry: Path, tracker: str | None) -> bool:
+    return tracker is not None and entry.name == tracker and entry.is_dir() and not entry.is_symlink()
+
+
+def is_os_metadata(entry: Path) -> bool:
+    """Whether `entry` is a file a desktop leaves in folders it shows (`OS_METADATA`, or macOS's
+    "._<name>" AppleDouble files), ignored when olft decides whether a folder is its own."""
+    return entry.name in OS_METADATA or entry.name.startswith("._")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of run folder `path` that olft does not write, as paths relative to it (desktop
+    metadata such as .DS_Store left out: see `is_os_metadata`)."""
+    out = []
+    tracker = tracker_folder(path)
+    for entry in sorted(Path(path).iterdir()):
+        if is_os_metadata(entry):
+            continue
+        if _is_tracker_folder(entry, tracker):
+            continue  # all of it the tracker's
+        if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
+            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not (_is_own(e, entry.name) or is_os_metadata(e))]
+        elif not _is_own(entry):
+            out.append(entry.name)
+    return out
+
+
+def never_started(path: Path) -> bool:
+    """Whether run folder `path` holds only what `RunFolder.start` writes before any work: config.json,
+    the lock and empty subfolders (a run that stopped there, say on an input refused too late).
+
+    Such a folder holds no finished work, so a run with another config may take it over instead of
+    refusing it; anything more (results.json, a piece, weights, a checkpoint, the user's files) and
+    it may not.
+    """
+    for entry in Path(path).iterdir():
+        if is_os_metadata(entry) or (entry.name in LOCK_FILES | {"config.json"} and not entry.is_dir()):
+            continue
+        is_sub = entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink()
+        if not (is_sub and all(is_os_metadata(e) for e in entry.iterdir())):
+            return False
+    return True
+
+
+def saved_config(path: Path) -> dict | None:
+    """The config.json in `path` if olft wrote it (a dict holding olft's config sections), else None."""
+    from olft.config import SECTIONS
+
+    try:
+        data = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and all(isinstance(data.get(s), dict) for s in SECTIONS) else None

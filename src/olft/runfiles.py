@@ -1,0 +1,89 @@
+"""Where a run folder keeps each strategy's files, and reading a folder without taking its lock.
+
+`olft evaluate` and `olft predict` read a finished (or running) folder: its results.json and
+config.json (`read_run`), one line on its state (`describe_status`), the candidates it kept
+(`finished_candidates`), and the weights and checkpoint of a strategy (`weights_file`,
+`checkpoint_file`). None of them needs `olft.runfolder.RunFolder`, which writes and holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from olft import runlock
+from olft.errors import OlftError
+from olft.ownership import saved_config
+
+
+def weights_file(folder: Path, name: str) -> Path:
+    """Where strategy `name`'s tuned module and head lie in run folder `folder` (readers such as
+    `olft evaluate` and `olft predict` need no RunFolder, which takes the lock)."""
+    return Path(folder) / "weights" / f"{safe_name(name)}.safetensors"
+
+
+def checkpoint_file(folder: Path, name: str) -> Path:
+    """Where strategy `name`'s mid-training checkpoint lies in run folder `folder` (as `weights_file`)."""
+    return Path(folder) / "checkpoints" / f"{safe_name(name)}.pt"
+
+
+def _status(path: Path) -> str | None:
+    try:
+        return json.loads((Path(path) / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def finished_candidates(path: Path) -> dict[int, dict[int, float | None]]:
+    """The candidates whose pieces a run folder keeps, as {steps: {layer: score}} sorted by steps
+    and layer (pieces/candidate-<layer>-<steps>.json): a selection's first stage at its steps, and
+    each --selection-adaptive retraining at twice the last. A score is None where the piece records
+    none or cannot be read (the layer is still finished: its piece is there)."""
+    found: dict[int, dict[int, float | None]] = {}
+    for piece in (Path(path) / "pieces").glob("candidate-*.json"):
+        layer, _, steps = piece.stem.removeprefix("candidate-").partition("-")
+        if layer.isdigit() and steps.isdigit():
+            try:
+                score = json.loads(piece.read_text()).get("score")
+            except (OSError, ValueError, AttributeError):
+                score = None
+            found.setdefault(int(steps), {})[int(layer)] = float(score) if isinstance(score, (int, float)) else None
+    return {steps: dict(sorted(found[steps].items())) for steps in sorted(found)}
+
+
+def describe_status(path: Path) -> str:
+    """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
+    held, holder = runlock.probe(path)
+    status = _status(path)
+    if held:
+        return f"RUNNING in {runlock.describe(holder)}"
+    if status == "running":
+        return (f"INTERRUPTED: the run by {runlock.describe(holder)} stopped without finishing (killed?); rerun its "
+                "command to continue")  # fmt: skip
+    return "complete" if status == "complete" else f"INCOMPLETE ({status or 'no status'})"
+
+
+def safe_name(name: str) -> str:
+    """File name for a strategy ('layers=0+3' -> 'layers-0_3')."""
+    return name.replace("=", "-").replace("+", "_").replace("/", "_")
+
+
+def read_run(folder: Path) -> tuple[dict, Any]:
+    """(results.json, RunConfig) of a run folder; OlftError when either is missing or unreadable."""
+    from olft.config import RunConfig
+
+    results_path, config_path = folder / "results.json", folder / "config.json"
+    if not folder.exists():
+        raise OlftError(f"Run folder {folder} does not exist: give the folder `olft run` or `olft train` wrote (its --out; "
+                        "RunConfig.out in Python).")
+    if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
+        raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
+                        "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
+    if not results_path.is_file() or not config_path.is_file():
+        raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json): give the folder `olft run` or "
+                        "`olft train` wrote (its --out; RunConfig.out in Python).")
+    try:
+        return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
