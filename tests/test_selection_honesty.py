@@ -151,7 +151,7 @@ def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss(
     """Ranked by score, the winner can be the worse on held-out loss; that runner-up is the layer
     the loss favours, so --selection-adaptive retrains it with the winner instead of dropping it
     for being too good (a fresh user's cola run lost its lowest-loss layer that way)."""
-    from olft.selectionmd import _retrained_lines
+    from olft.selectionmd import retrained_lines
 
     rng = np.random.default_rng(1)
     base = (0.7 + 0.1 * rng.normal(size=57)).tolist()
@@ -163,7 +163,7 @@ def test_adaptive_retraining_keeps_a_runner_up_clearly_below_the_winner_on_loss(
     rounds = [{"stage": "train", "steps": 6, "layers": [2, 3, 4]},
               {"stage": "train", "steps": 12, "layers": [3, 4],
                "retrained": {"winner": 4, "threshold": 1.0, "gaps": {str(k): g for k, g in sel.gaps().items() if k != 4}}}]
-    (line,) = [x for x in _retrained_lines({"rounds": rounds}) if x]
+    (line,) = [x for x in retrained_lines({"rounds": rounds}) if x]
     assert line.startswith("Retrained at 12 steps (--selection-adaptive): layers 3, 4 (held-out loss within 1.0 standard "
                            "errors of layer 4's, or below it (layer 3: score and loss disagree) after 6 steps); layer 2's was ")
 

@@ -83,7 +83,7 @@ OWN_FOLDERS = {"pieces": (".json",), "weights": (".safetensors",), "checkpoints"
 OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini", ".directory", ".ipynb_checkpoints"}
 
 
-def _is_own(entry: Path, folder: str | None = None) -> bool:
+def is_own(entry: Path, folder: str | None = None) -> bool:
     """Whether `entry` is a file olft writes (at the top of a run folder, or in subfolder `folder`)."""
     if entry.is_symlink() or not entry.is_file():
         return False
@@ -105,7 +105,7 @@ def tracker_folder(path: Path) -> str | None:
     return TRACKER_FOLDERS.get(train.get("report_to"))
 
 
-def _is_tracker_folder(entry: Path, tracker: str | None) -> bool:
+def is_tracker_folder(entry: Path, tracker: str | None) -> bool:
     return tracker is not None and entry.name == tracker and entry.is_dir() and not entry.is_symlink()
 
 
@@ -123,11 +123,11 @@ def foreign_entries(path: Path) -> list[str]:
     for entry in sorted(Path(path).iterdir()):
         if is_os_metadata(entry):
             continue
-        if _is_tracker_folder(entry, tracker):
+        if is_tracker_folder(entry, tracker):
             continue  # all of it the tracker's
         if entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
-            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not (_is_own(e, entry.name) or is_os_metadata(e))]
-        elif not _is_own(entry):
+            out += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if not (is_own(e, entry.name) or is_os_metadata(e))]
+        elif not is_own(entry):
             out.append(entry.name)
     return out
 

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 from olft.atomic import atomic_path
-from olft.report import _collapsed_mark, collapsed_text, optimistic_scores
+from olft.report import collapsed_mark, collapsed_text, optimistic_scores
 from olft.select import finished_selection, probe_decided
-from olft.selectionmd import _proxy_label, _proxy_name, _proxy_round_scores, _proxy_scored, binomial_se, selection_verdict
+from olft.selectionmd import binomial_se, proxy_label, proxy_name, proxy_round_scores, proxy_scored, selection_verdict
 from olft.tasks.metrics import CORRELATIONS
 from olft.verdicts import baseline_words, loss_name, score_tie, scored_on
 
@@ -78,8 +78,8 @@ def layers_figure(results: dict):
     from matplotlib.ticker import MaxNLocator
 
     cands = [c for c in sel["candidates"] if c["score"] is not None]
-    proxied = [c for c in cands if _proxy_scored(c, sel)]
-    trained = [c for c in cands if not _proxy_scored(c, sel)]
+    proxied = [c for c in cands if proxy_scored(c, sel)]
+    trained = [c for c in cands if not proxy_scored(c, sel)]
     # Proxy scores get a panel of their own below the trained ones, sharing the layer axis, rather
     # than a twin y-axis: on a twin axis the probe's curve would cross the final-layer and
     # all-layer lines, and a crossing of two unrelated scales reads as a comparison. The task
@@ -205,9 +205,9 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
         strategy = results.get("strategies", {}).get(name) or {}
         score = strategy.get("score")
         if score is not None:
-            mark = _collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
+            mark = collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
             ax.axhline(100 * score, ls=style, color=color, label=f"{what} ({split}): {100 * score:.1f}{mark}")
-            if _collapsed_mark(strategy, split):  # the dagger's key, in table.md's words, wrapped to the legend's width
+            if collapsed_mark(strategy, split):  # the dagger's key, in table.md's words, wrapped to the legend's width
                 key = collapsed_text(what, strategy["one_class"][split], split)
                 ax.plot([], [], " ", label="\n".join(textwrap.wrap(f"† {key}", LEGEND_CHARS)))
             if name == "olft" and optimistic:  # the double dagger's key, as Table 1's footnote gives it
@@ -268,13 +268,13 @@ def _trained_series(sel: dict, cands: list[dict]) -> dict:
 def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
     """Proxy-scored candidates (no training) on the proxy's own scale, a different marker and colour.
 
-    Where the proxy's round recorded its scores of every layer (`_proxy_round_scores`), the layers
+    Where the proxy's round recorded its scores of every layer (`proxy_round_scores`), the layers
     it kept for training are drawn too, hollow, so its whole ranking shows; their trained scores
     are in the panel above."""
-    proxy = _proxy_name(sel)
+    proxy = proxy_name(sel)
     # The probe scores held-out examples; the gradient score uses training batches, no scoring set.
     n = f"n={sel.get('score_examples', 0)}" if proxy == "probe" else "training batches"
-    scores = _proxy_round_scores(sel)
+    scores = proxy_round_scores(sel)
     pruned = sorted(c["layer"] for c in cands)
     kept = sorted(set(scores) - set(pruned))
     if kept:
@@ -291,4 +291,4 @@ def _proxy_panel(ax, sel: dict, cands: list[dict]) -> None:
         what, unit, _ = baseline_words(sel)
         ax.axhline(-100 * sel["baseline_loss"], ls="-.", color="0.4",
                    label=f"constant predictor ({what}): {scored_on(sel.get('protocol'))} {unit} {sel['baseline_loss']:.3f}")
-    ax.set_ylabel(_proxy_label(sel).replace(" (", "\n("), fontsize=8)
+    ax.set_ylabel(proxy_label(sel).replace(" (", "\n("), fontsize=8)

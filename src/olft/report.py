@@ -23,15 +23,15 @@ import torch
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
 from olft.select import finished_selection, unfinished
 from olft.selectionmd import (
-    _candidate_table,
-    _examples_used,
-    _protocol_lines,
-    _retrained_lines,
-    _unfinished_lines,
-    _untrained_lines,
-    _verdict_lines,
+    candidate_table,
+    examples_used,
+    protocol_lines,
+    retrained_lines,
+    unfinished_lines,
+    untrained_lines,
+    verdict_lines,
 )
-from olft.verdicts import _fmt_score, loss_name, plural
+from olft.verdicts import fmt_score, loss_name, plural
 
 # Said where the selected layer is the model's last (possible with --candidates all).
 FINAL_LAYER_NOTE = "the selected layer is the final layer: OLFT and final-layer tuning train the same module"
@@ -155,25 +155,25 @@ def table_md(results: dict, folder: Path | None = None) -> str:
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
     if unfinished(sel):
-        lines += _unfinished_lines(sel, metric, resume_command(folder, results))
+        lines += unfinished_lines(sel, metric, resume_command(folder, results))
     elif sel:
         sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
         lines += [
             "",
-            f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, {_examples_used(sel)}, "
+            f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, {examples_used(sel)}, "
             f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
             f"{' by lowest ' + loss_name(sel.get('protocol')) if sel.get('metric') == 'loss' else ''}.",
         ]
         if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
             lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
-        lines += _protocol_lines(sel, results)
-        lines += _untrained_lines(sel)
+        lines += protocol_lines(sel, results)
+        lines += untrained_lines(sel)
         candidate_timing = (results.get("timing") or {}).get("candidates") or {}
         lines += _timing_notes(candidate_timing, "The candidates' times")
-        lines += _verdict_lines(sel, metric)
-        lines += _retrained_lines(sel)
-        lines += _candidate_table(sel, metric, run_marks(candidate_timing))
+        lines += verdict_lines(sel, metric)
+        lines += retrained_lines(sel)
+        lines += candidate_table(sel, metric, run_marks(candidate_timing))
     return "\n".join(lines) + "\n"
 
 
@@ -193,8 +193,8 @@ def _score_table(results: dict) -> list[str]:
         scores = []
         for split in results["eval_splits"]:
             value = s.get("metrics", {}).get(split, {}).get(metric) if s.get("metrics") else None
-            scores.append(_fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
-                          + _collapsed_mark(s, split) + (" ‡" if split in optimistic.get(name, []) else ""))  # fmt: skip
+            scores.append(fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
+                          + collapsed_mark(s, split) + (" ‡" if split in optimistic.get(name, []) else ""))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
     notes = [f"‡ Optimistic: {OPTIMISTIC.format(split=split)}" for split in optimistic.get("olft", [])]
     return lines + _collapsed_notes(strategies, results["eval_splits"]) + (["", *notes] if notes else [])
@@ -206,7 +206,7 @@ OPTIMISTIC = ("--selection-data validation chose OLFT's layer by its score on th
               "train keeps {split} out of the choice.")
 
 
-def _collapsed_mark(s: dict, split: str) -> str:
+def collapsed_mark(s: dict, split: str) -> str:
     """A dagger after a score of `split` on which the strategy predicted one class for every example."""
     return " †" if split in (s.get("one_class") or {}) else ""
 
@@ -219,7 +219,7 @@ def collapsed_text(name: str, label: str, split: str) -> str:
 
 
 def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
-    """The footnotes to `_collapsed_mark`'s daggers: which class, on which split."""
+    """The footnotes to `collapsed_mark`'s daggers: which class, on which split."""
     notes = [f"† {collapsed_text(name, s['one_class'][split], split)}"
              for name, s in strategies.items() for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
     return ["", *notes] if notes else []
@@ -260,7 +260,7 @@ def _cost_table(results: dict) -> list[str]:
         p = s["peft_params"]
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
         lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{run_of.get(name, '')} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
-                     f"{param_pct} | {_fmt_score(s.get('score'))}{_collapsed_mark(s, results['eval_splits'][0])}"
+                     f"{param_pct} | {fmt_score(s.get('score'))}{collapsed_mark(s, results['eval_splits'][0])}"
                      f"{' ‡' if results['eval_splits'][0] in optimistic.get(name, []) else ''} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
     return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"))

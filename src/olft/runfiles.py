@@ -28,7 +28,7 @@ def checkpoint_file(folder: Path, name: str) -> Path:
     return Path(folder) / "checkpoints" / f"{safe_name(name)}.pt"
 
 
-def _status(path: Path) -> str | None:
+def folder_status(path: Path) -> str | None:
     try:
         return json.loads((Path(path) / "results.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
@@ -55,7 +55,7 @@ def finished_candidates(path: Path) -> dict[int, dict[int, float | None]]:
 def describe_status(path: Path) -> str:
     """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
     held, holder = runlock.probe(path)
-    status = _status(path)
+    status = folder_status(path)
     if held:
         return f"RUNNING in {runlock.describe(holder)}"
     if status == "running":

@@ -49,16 +49,16 @@ from olft.ownership import (
     LOCK_FILES,
     OWN_FILES,
     OWN_FOLDERS,
-    _is_own,
-    _is_tracker_folder,
     config_differences,
     foreign_entries,
     is_os_metadata,
+    is_own,
+    is_tracker_folder,
     never_started,
     saved_config,
     tracker_folder,
 )
-from olft.runfiles import _status, checkpoint_file, weights_file
+from olft.runfiles import checkpoint_file, folder_status, weights_file
 from olft.select import unfinished, unfinished_entry
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class RunFolder:
         elif self.taken_over:
             log.warning("%s: its run with another config stopped before any work (no results.json, no pieces); "
                         "this run takes the folder over", self.path)  # fmt: skip
-        elif _status(self.path) == "running":
+        elif folder_status(self.path) == "running":
             log.warning("%s: the run by %s stopped without finishing (killed?); continuing it", self.path,
                         runlock.describe(previous))  # fmt: skip
         for sub in OWN_FOLDERS:
@@ -240,15 +240,15 @@ class RunFolder:
         """--overwrite: delete olft's files (never the lock this run holds, never anything else)."""
         tracker = tracker_folder(self.path)
         for entry in self.path.iterdir():
-            if _is_tracker_folder(entry, tracker):
+            if is_tracker_folder(entry, tracker):
                 shutil.rmtree(entry)  # links inside are removed, never followed
             elif entry.name in OWN_FOLDERS and entry.is_dir() and not entry.is_symlink():
                 for inner in entry.iterdir():
-                    if _is_own(inner, entry.name):
+                    if is_own(inner, entry.name):
                         inner.unlink()
                 with suppress(OSError):  # not empty: something appeared that olft did not write
                     entry.rmdir()
-            elif _is_own(entry) and entry.name not in LOCK_FILES:
+            elif is_own(entry) and entry.name not in LOCK_FILES:
                 entry.unlink()
 
     def record_conditions(self, device: Any, world_size: int) -> None:

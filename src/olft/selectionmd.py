@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from olft.select import probe_decided
 from olft.verdicts import (
-    _fmt_score,
     baseline_words,
     confidence_words,
+    fmt_score,
     guessed_tie_text,
     layer_list,
     loss_name,
@@ -27,17 +27,17 @@ from olft.verdicts import (
 )
 
 
-def _unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
+def unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
     """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, each finished
     candidate's score (the task metric in points after its steps; a failed one says so), and
     `command` (`report.resume_command`: the banner's) that continues it."""
-    scores = "; ".join(f"layer {c['layer']} {_fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
+    scores = "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
     return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
             f"{plural(len(sel['candidates']), 'candidate')} finished ({metric} x100): {scores}. "
             f"`{command}` continues it, keeping them."]  # fmt: skip
 
 
-def _examples_used(sel: dict) -> str:
+def examples_used(sel: dict) -> str:
     """What the selection's candidates were fitted and scored on: the fit and scoring sets, or for
     the gradient selector (which scores nothing held out) the training batches it summed."""
     rounds = sel.get("rounds") or [{}]
@@ -50,7 +50,7 @@ def _examples_used(sel: dict) -> str:
     return f"{sel['train_examples']} training / {plural(sel['score_examples'], 'scoring example')} each"
 
 
-def _protocol_lines(sel: dict, results: dict) -> list[str]:
+def protocol_lines(sel: dict, results: dict) -> list[str]:
     """Under --selection-data validation: which examples scored the candidates, and that OLFT's
     score on them is optimistic. None under --selection-data train."""
     if sel.get("protocol") != "validation":
@@ -61,7 +61,7 @@ def _protocol_lines(sel: dict, results: dict) -> list[str]:
             "--selection-data train keeps them out of the choice)."]
 
 
-def _untrained_lines(sel: dict) -> list[str]:
+def untrained_lines(sel: dict) -> list[str]:
     """Under probe-halving, where the probe kept fewer than two layers (--probe-keep 1): that no layer
     was trained, so the choice is the probe's, as the run's warning says. None otherwise."""
     if sel.get("selector") != "probe-halving" or not probe_decided(sel):
@@ -75,16 +75,16 @@ def _untrained_lines(sel: dict) -> list[str]:
 PROXY_LABELS = {"probe": "probe score (-held-out loss x100)", "gradient": "relative gradient norm (x100)"}
 
 
-def _proxy_name(sel: dict) -> str | None:
+def proxy_name(sel: dict) -> str | None:
     """The proxy that scored some of `sel`'s candidates without training them ("probe",
     "gradient"), or None for a selector that trains every candidate it scores."""
     selector = sel.get("selector")
     return "probe" if selector in ("probe-halving", "auto") else selector if selector in PROXY_LABELS else None
 
 
-def _proxy_label(sel: dict) -> str:
+def proxy_label(sel: dict) -> str:
     """`PROXY_LABELS` of `sel`'s proxy, the probe's loss named as `_loss_label` names it."""
-    return PROXY_LABELS[_proxy_name(sel)].replace("held-out loss", _loss_label(sel))
+    return PROXY_LABELS[proxy_name(sel)].replace("held-out loss", _loss_label(sel))
 
 
 def _loss_label(sel: dict) -> str:
@@ -96,12 +96,12 @@ def _loss_label(sel: dict) -> str:
     return loss_name(sel.get("protocol"))
 
 
-def _proxy_scored(c: dict, sel: dict) -> bool:
+def proxy_scored(c: dict, sel: dict) -> bool:
     """True when candidate `c` holds its proxy's score (0 steps: never trained), not a trained score."""
-    return _proxy_name(sel) is not None and not c.get("steps")
+    return proxy_name(sel) is not None and not c.get("steps")
 
 
-def _verdict_lines(sel: dict, metric: str) -> list[str]:
+def verdict_lines(sel: dict, metric: str) -> list[str]:
     """How sure the selection is, from `selection_verdict` (the plot's title says the same). First,
     where no probe beat a constant predictor, that (`no_signal_text`); if the probe then chose the
     layer, no confidence is quoted: the probes' gaps to each other are noise."""
@@ -141,7 +141,7 @@ def _below_winner_words(sel: dict) -> str:
     return f" {names[0].upper()}{names[1:]} {'is' if len(below) == 1 else 'are'} not: {words} (outside the noise: score and loss disagree)."
 
 
-def _retrained_lines(sel: dict) -> list[str]:
+def retrained_lines(sel: dict) -> list[str]:
     """Which layers each adaptive round (--selection-adaptive) retrained, at how many steps, and the
     rule that chose them: their loss within the threshold of the winner's in paired standard errors
     (the round's `retrained` record), and how far the layers left out were. Rounds from before
@@ -169,7 +169,7 @@ def _gap_words(gap: float | None) -> str:
     return f"{abs(gap):.2f} standard errors {'above' if gap > 0 else 'below'}"
 
 
-def _candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = None) -> list[str]:
+def candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = None) -> list[str]:
     """The candidates' scores, held-out losses and seconds, each time marked with the run that
     timed it where `run_of` (`report.run_marks`, by piece name layer-steps) names more than one.
 
@@ -178,30 +178,30 @@ def _candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = Non
     column each: one column would read -64 (probe) and 58 (accuracy) as one scale.
     """
     cands = sel["candidates"]
-    probed = [c for c in cands if _proxy_scored(c, sel)]
+    probed = [c for c in cands if proxy_scored(c, sel)]
     mixed = 0 < len(probed) < len(cands)
     losses = any("loss" in c.get("metrics", {}) for c in cands)
     if mixed:
-        head = f"| layer | {_proxy_label(sel)} | {metric} x100 after training (steps) |"
+        head = f"| layer | {proxy_label(sel)} | {metric} x100 after training (steps) |"
     else:
-        head = f"| layer | {_proxy_label(sel) if probed else 'score'} |"
+        head = f"| layer | {proxy_label(sel) if probed else 'score'} |"
     lines = ["", head + (f" {_loss_label(sel)} |" if losses else "") + " seconds |",
              "|---|---|" + ("---|" if mixed else "") + ("---|" if losses else "") + "---|"]  # fmt: skip
-    proxy_scores = _proxy_round_scores(sel) if mixed else {}
+    proxy_scores = proxy_round_scores(sel) if mixed else {}
     # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
-    uneven = len({c.get("steps") for c in cands if not _proxy_scored(c, sel)}) > 1
+    uneven = len({c.get("steps") for c in cands if not proxy_scored(c, sel)}) > 1
     for c in cands:
-        score = _fmt_score(c["score"])
+        score = fmt_score(c["score"])
         if mixed:
             before = proxy_scores.get(c["layer"])
-            score = (f"{score} | -" if _proxy_scored(c, sel)
-                     else f"{'-' if before is None else _fmt_score(before)} | {score} ({c.get('steps')} steps)")
+            score = (f"{score} | -" if proxy_scored(c, sel)
+                     else f"{'-' if before is None else fmt_score(before)} | {score} ({c.get('steps')} steps)")
         elif uneven and c["score"] is not None:
             score = f"{score} ({c.get('steps')} steps)"
         # A pruned layer's loss is the probe's (its score, negated), not a tuned module's: left out.
-        loss = None if mixed and _proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
+        loss = None if mixed and proxy_scored(c, sel) else c.get("metrics", {}).get("loss")
         cell = (" - |" if loss is None else f" {loss:.4f} |") if losses else ""
-        share = " *" if _proxy_scored(c, sel) else ""  # not a measurement: `_share_note`
+        share = " *" if proxy_scored(c, sel) else ""  # not a measurement: `_share_note`
         run = (run_of or {}).get(f"{c['layer']}-{c.get('steps')}", "")
         lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f}{share}{run} |")
     return (lines + _share_note(sel, probed) + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
@@ -213,7 +213,7 @@ def _share_note(sel: dict, probed: list[dict]) -> list[str]:
     shows its share of that pass's time (the total over the count), not a time of its own."""
     if not probed:
         return []
-    proxy = _proxy_name(sel)
+    proxy = proxy_name(sel)
     rounds = [r for r in sel.get("rounds") or [] if r.get("stage") == proxy]
     total = f" ({rounds[0]['seconds']:.1f} s)" if rounds and rounds[0].get("seconds") is not None else ""
     n = len(rounds[0].get("layers") or probed) if rounds else len(probed)
@@ -223,11 +223,11 @@ def _share_note(sel: dict, probed: list[dict]) -> list[str]:
 
 def _baseline_note(sel: dict) -> list[str]:
     """Which probes beat the constant predictor (`beats_baseline`), where some do and some do not;
-    none: `_verdict_lines` says so; all: nothing to mark. The ranking is the probe's either way."""
+    none: `verdict_lines` says so; all: nothing to mark. The ranking is the probe's either way."""
     beats = sel.get("beats_baseline") or {}
     won = [int(k) for k, v in beats.items() if v]
     lost = [int(k) for k, v in beats.items() if not v]
-    if not won:  # none: `_verdict_lines` says so, with the constant's loss
+    if not won:  # none: `verdict_lines` says so, with the constant's loss
         return []
     by = baseline_words(sel)[2]
     if not lost:
@@ -246,7 +246,7 @@ def _constant_words(sel: dict) -> str:
 
 def _trained_baseline_note(sel: dict) -> list[str]:
     """How the trained finalists' held-out losses stand against the constant predictor's
-    (`trained_baseline_gaps`, paired per example), where some beat it; none: `_verdict_lines` says so."""
+    (`trained_baseline_gaps`, paired per example), where some beat it; none: `verdict_lines` says so."""
     gaps = sel.get("trained_baseline_gaps") or {}
     if sel.get("trained_no_signal") is not False or not gaps:
         return []
@@ -256,11 +256,11 @@ def _trained_baseline_note(sel: dict) -> list[str]:
     return ["", f"{_constant_words(sel)}; the trained finalists' {loss} (paired per example): {words}."]
 
 
-def _proxy_round_scores(sel: dict) -> dict[int, float]:
+def proxy_round_scores(sel: dict) -> dict[int, float]:
     """Layer -> the proxy's own score, from its round (`rounds[0]["scores"]`; results.json's keys
     are strings). Empty for results from before rounds recorded scores."""
     rounds = sel.get("rounds") or []
-    if not rounds or rounds[0].get("stage") != _proxy_name(sel):
+    if not rounds or rounds[0].get("stage") != proxy_name(sel):
         return {}
     return {int(k): v for k, v in (rounds[0].get("scores") or {}).items()}
 
@@ -270,10 +270,10 @@ def _pruning_note(sel: dict) -> list[str]:
     results lack the proxy's scores of those layers (later stages replace a layer's numbers in
     `candidates`; since then each round keeps its own), that they are missing."""
     rounds = sel.get("rounds") or []
-    if len(rounds) < 2 or rounds[0].get("stage") != _proxy_name(sel):
+    if len(rounds) < 2 or rounds[0].get("stage") != proxy_name(sel):
         return []
     proxy, kept = rounds[0]["stage"], rounds[1]["layers"]
-    missing = "" if _proxy_round_scores(sel) else (
+    missing = "" if proxy_round_scores(sel) else (
         f"; the {proxy}'s scores of those are not recorded (their trained numbers replace them)")
     return ["", f"The {proxy} ranked layers {', '.join(map(str, rounds[0]['ranking']))} (best first) and kept "
             f"{', '.join(map(str, kept))} for training{missing}."]  # fmt: skip

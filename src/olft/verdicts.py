@@ -3,7 +3,7 @@
 Each function reads a selection as results.json holds it (`Selection.to_dict`), so the run's
 warnings, table.md and the plot's title say the same thing about the same record. The numbers
 behind the words (`confidence`, `equivalent`, `no_signal`, ...) are `olft.select`'s. Every
-report line counts and scores with the two helpers at the end (`plural`, `_fmt_score`).
+report line counts and scores with the two helpers at the end (`plural`, `fmt_score`).
 """
 
 from __future__ import annotations
@@ -229,5 +229,5 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _fmt_score(value: float | None) -> str:
+def fmt_score(value: float | None) -> str:
     return "failed" if value is None else f"{100 * value:.1f}"
