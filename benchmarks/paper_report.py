@@ -453,8 +453,9 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
     table = {c: _column(manifest["plans"][c], seeds, runs) for c in manifest["columns"]}
     first = next(iter(runs.values()), {})
     avg, costs = _averages(table), _costs(table, first.get("num_layers"))
-    # Main runs whose strategies were not timed under one set of conditions (olft's own check:
-    # another process, thread count, device, or a resume mid-training), named under Table 2.
+    # Main runs whose strategies (and selection, which the whole-run share adds: olft's timing compares
+    # it with them) were not timed under one set of conditions (olft's own check: another process,
+    # thread count, device, or a resume mid-training), named under Table 2.
     costs["not_comparable"] = {n: r["timing"]["strategies"] for n in manifest["jobs"] if (r := runs.get(n))
                                and "-s" in n and not n.startswith(("lr", "paper-", "sweep")) and r.get("timing")
                                and not r["timing"]["strategies"].get("comparable", True)}

@@ -815,3 +815,56 @@ def test_table_md_of_a_run_that_has_not_ended_says_it_is_unfinished_and_what_is_
     assert "Not finished: layers=2, olft, final, full." in table and "Selection only" not in table and "| olft |" not in table
     results["selection"] = None  # nor chosen: the selection is named as unfinished
     assert "Not finished: the selection, layers=2, olft, final, full." in table_md(results, tmp_path)
+
+
+def _table_rows(table: str, which: str) -> list[str]:
+    """The strategy names of Table `which`'s rows ("1" or "2"), top to bottom."""
+    part = table.split(f"Table {which}:")[1].split("\n\n", 2)[1]
+    return [line.split("|")[1].strip() for line in part.splitlines()[2:]]
+
+
+def test_strategy_rows_come_in_one_order_whatever_order_the_pieces_came_in():
+    """An add-on (`olft train --layers N`) lists its strategy first in results.json's order of that
+    run; Tables 1 and 2 still read olft, final, full, then explicit layers by layer number (2 before
+    10, not as text), a failed strategy in its place."""
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    extra = {n: {**results["strategies"]["final"], "layers": layers} for n, layers in (("layers=10", [10]), ("layers=2", [2]))}
+    results["num_layers"] = 12
+    results["strategies"] = {"layers=10": extra["layers=10"], "full": results["strategies"]["full"],
+                             "olft": results["strategies"]["olft"], "layers=2": extra["layers=2"],
+                             "final": results["strategies"]["final"]}  # fmt: skip
+    results["failed"] = {"layers=2+5": {"layers": [2, 5], "error": "diverged"}}
+    table = table_md(results)
+    assert _table_rows(table, "1") == ["olft", "final", "full", "layers=2", "layers=2+5", "layers=10"]
+    assert _table_rows(table, "2") == ["olft", "final", "full", "layers=2", "layers=10"]
+
+
+def test_a_selection_timed_by_two_runs_is_marked_with_both():
+    """A selection stopped part way and continued: its total sums candidates the first run timed and
+    candidates the continued run timed, so the selection line, the whole-run line and the notes say
+    so, as they do of a strategy timed in another run; a selection from one run needs no mark."""
+    first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9, torch_threads=2)
+    both = [first, later, later]  # its candidates' pieces and its own, by the runs that saved them
+    table = table_md(_timed({"olft": later, "final": later, "full": later, "selection": both},
+                            {"1-24": later, "10-24": later, "2-24": later, "selection": both}))
+    assert "0.50 min wall, 0.20 min CPU (first run + continued run) (not included in OLFT's train time above)" in table
+    assert ("OLFT's whole run (selection 0.20 min (first run + continued run) + its training 0.50 min (continued run), "
+            "CPU time) = 42.0 %") in table
+    assert _row(table, "full")[1] == "2.00 (continued run)" and "| 10 | 50.0 | 3.0 (continued run) |" in table
+    assert table.count("**Timings do not compare:**") == 2 and "which differ in torch_threads" in table
+    assert "**Timings do not compare:** The selection's times (its total and its candidates') are not from one" in table
+    one = table_md(_timed({n: later for n in ("olft", "final", "full", "selection")},
+                          {"1-24": later, "10-24": later, "2-24": later, "selection": [later, later]}))
+    assert "Timings do not compare" not in one and "run)" not in one
+
+
+def test_compare_timing_lists_a_total_under_every_run_that_timed_part_of_it():
+    from olft.runfolder import compare_timing
+
+    first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
+    timing = compare_timing({"olft": later, "selection": [later, first, later]})
+    assert [(r["label"], r["pieces"]) for r in timing["runs"]] == [("first run", ["selection"]),
+                                                                  ("continued run", ["olft", "selection"])]
+    assert timing["comparable"] is False and timing["differs_in"] == ["run"]
+    assert compare_timing({"olft": later, "selection": [later, later]})["comparable"] is True
+    assert compare_timing({"olft": later, "selection": [later, None]})["unrecorded"] == ["selection"]

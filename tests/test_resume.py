@@ -117,12 +117,22 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         assert final["strategies"][strategy]["resumed_at"] == 3  # picked up from the step-3 checkpoint
         timing = final["timing"]["strategies"]  # its time covers the steps after the resume only
         assert timing["comparable"] is False and timing["resumed_mid_training"] == [strategy]
-        assert timing["differs_in"] == ([] if strategy == "olft" else ["run"])  # olft, final, full all ran after the kill
+        # killed in olft's training, olft, final and full all ran after the kill, but the selection before it:
+        # the whole-run line adds the two, so Table 2 compares it too
+        assert timing["differs_in"] == ["run"] and "selection" in timing["runs"][0]["pieces"]
         assert "Timings do not compare" in table.split("Selection")[0]
-    else:  # layer 1's first round was timed before the kill, but table.md shows only the retraining (24 steps), all after it
-        candidates = final["timing"]["candidates"]
-        assert candidates["comparable"] and [r["pieces"] for r in candidates["runs"]] == [["1-24", "2-24"]]
-        assert final["timing"]["strategies"]["comparable"] and "Timings do not compare" not in table
+    else:  # layer 1's first round was timed before the kill; table.md shows only the retraining (24 steps), all after
+        # it, but the selection's total sums both: it is marked with both runs, beside the candidates and in Table 2
+        candidates, strategies = final["timing"]["candidates"], final["timing"]["strategies"]
+        assert [(r["label"], r["pieces"]) for r in candidates["runs"]] == [
+            ("first run", ["selection"]), ("continued run", ["1-24", "2-24", "selection"])]
+        assert [(r["label"], r["pieces"]) for r in strategies["runs"]] == [
+            ("first run", ["selection"]), ("continued run", ["olft", "final", "full", "selection"])]
+        assert not candidates["comparable"] and not strategies["comparable"] and not strategies["resumed_mid_training"]
+        assert re.search(r"min wall, [\d.]+ min CPU \(first run \+ continued run\) \(not included", table), table
+        assert re.search(r"OLFT's whole run \(selection [\d.]+ min \(first run \+ continued run\) \+ its training "
+                         r"[\d.]+ min \(continued run\)", table), table
+        assert table.count("**Timings do not compare:**") == 2
 
 
 def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_dirs, tiny_glue, tmp_path, capsys):
@@ -288,6 +298,22 @@ def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, mode
     assert "**UNFINISHED:** written while a run was working on this folder" in table and "Not finished: layers=3." in table
     assert table.split("Table 1")[1] == before.split("Table 1")[1]
     assert (out / "layers.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
+
+
+def test_add_ons_take_their_place_in_one_strategy_order_whatever_order_they_ran(reference, tmp_path):
+    """`olft train --layers N` into a finished folder: results.json's strategies and Tables 1 and 2
+    list olft, final, full, then explicit layers by layer, not in the order the add-ons ran."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    for layer in ("2", "1"):
+        assert main(["train", "--config", str(out / "config.json"), "--out", str(out), "--layers", layer, "-q"]) == 0
+    order = ["olft", "final", "full", "layers=1", "layers=2"]
+    r = _results(out)
+    assert list(r["strategies"]) == order and r["strategy_names"][0] == "layers=1"  # the names: this run's first
+    table = (out / "table.md").read_text()
+    for which in ("Table 1:", "Table 2:"):
+        rows = table.split(which)[1].split("\n\n", 2)[1].splitlines()[2:]
+        assert [row.split("|")[1].strip() for row in rows] == order, which
 
 
 def _loss_lines(fig):

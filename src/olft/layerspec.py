@@ -109,6 +109,25 @@ def parse_layers(text: str, option: str = "layers=", num_layers: int | None = No
     return layers
 
 
+# The method's own strategies, in the order the method defines them (the paper's Table 1).
+METHOD_STRATEGIES = ("olft", "final", "full")
+
+
+def strategy_key(name: str) -> tuple:
+    """Where strategy `name` comes in every listing of a folder's strategies (table.md's Tables 1
+    and 2, results.json's `strategies` and `failed`): olft, final, full as the method defines them
+    (the selected layer first, then the two references it is measured against), then explicit
+    layers strategies by their layers in ascending order (layers=2 before layers=2+5 before
+    layers=10, by number, not as text), then any other name alphabetically. The order depends only
+    on the names, never on the order pieces were run or found, so an add-on (`olft train
+    --layers N`) lands in the same row in every folder."""
+    if name in METHOD_STRATEGIES:
+        return (0, METHOD_STRATEGIES.index(name), ())
+    if re.fullmatch(r"layers=[0-9]+(\+[0-9]+)*", name):  # as `parse_strategies` names them
+        return (1, 0, tuple(int(i) for i in name[7:].split("+")))
+    return (2, 0, (name,))
+
+
 def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
     """The strategies of a --strategies spec ('olft,final,layers=2+5') on a model of `num_layers`
     layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, or no

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
+from olft.layerspec import strategy_key
 from olft.select import finished_selection, unfinished
 from olft.selectionmd import (
     candidate_table,
@@ -32,6 +33,9 @@ from olft.selectionmd import (
     verdict_lines,
 )
 from olft.verdicts import fmt_score, loss_name, plural
+
+# The name under which results.json's `timing` compares the selection's total time (`runfolder.folder_timing`).
+SELECTION = "selection"
 
 # Said where the selected layer is the model's last (possible with --candidates all).
 FINAL_LAYER_NOTE = "the selected layer is the final layer: OLFT and final-layer tuning train the same module"
@@ -143,7 +147,8 @@ def made_by(results: dict) -> str:
 def table_md(results: dict, folder: Path | None = None) -> str:
     """Table 1 (scores, chosen layer) and Table 2 (time, parameters) in the paper's layout, then
     the selection. A table with no rows is left out: a selection-only folder (`olft select`) has
-    neither, and says instead how to continue it (its run folder `folder`, where known)."""
+    neither, and says instead how to continue it (its run folder `folder`, where known). Both
+    tables list their strategies in `layerspec.strategy_key`'s order, whatever the folder's."""
     task, metric = results["task"], results["metric"]
     strategies, failed = results["strategies"], results.get("failed") or {}
     lines = [f"# {results['model']} on {task} ({results['method']})", *_unfinished_banner(results, folder)]
@@ -157,23 +162,24 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     if unfinished(sel):
         lines += unfinished_lines(sel, metric, resume_command(folder, results))
     elif sel:
+        candidate_timing = (results.get("timing") or {}).get("candidates") or {}
+        run_of = run_marks(candidate_timing)
         sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
         lines += [
             "",
             f"Selection ({sel['protocol']}): {plural(len(sel['candidates']), 'candidate')}, {examples_used(sel)}, "
-            f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{apart}; selected layer {sel['selected_layer']}"
+            f"{sel['seconds'] / 60:.2f} min wall{sel_cpu}{run_of.get(SELECTION, '')}{apart}; selected layer {sel['selected_layer']}"
             f"{' by lowest ' + loss_name(sel.get('protocol')) if sel.get('metric') == 'loss' else ''}.",
         ]
         if sel.get("selected_layer") is not None and sel["selected_layer"] == results.get("num_layers", 0) - 1:
             lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
         lines += protocol_lines(sel, results)
         lines += untrained_lines(sel)
-        candidate_timing = (results.get("timing") or {}).get("candidates") or {}
-        lines += _timing_notes(candidate_timing, "The candidates' times")
+        lines += _timing_notes(candidate_timing, "The selection's times (its total and its candidates')")
         lines += verdict_lines(sel, metric)
         lines += retrained_lines(sel)
-        lines += candidate_table(sel, metric, run_marks(candidate_timing))
+        lines += candidate_table(sel, metric, run_of)
     return "\n".join(lines) + "\n"
 
 
@@ -188,7 +194,7 @@ def _score_table(results: dict) -> list[str]:
         "|---|---|" + "---|" * len(results["eval_splits"]),
     ]
     optimistic = optimistic_scores(results)
-    for name, s in {**strategies, **(results.get("failed") or {})}.items():  # a failed strategy's scores read "failed"
+    for name, s in _in_order({**strategies, **(results.get("failed") or {})}):  # a failed strategy's scores read "failed"
         layers = _layers_label(s["layers"], results["num_layers"])
         scores = []
         for split in results["eval_splits"]:
@@ -206,6 +212,13 @@ OPTIMISTIC = ("--selection-data validation chose OLFT's layer by its score on th
               "train keeps {split} out of the choice.")
 
 
+def _in_order(entries: dict) -> list[tuple[str, Any]]:
+    """A table's rows in `layerspec.strategy_key`'s order (olft, final, full, then layers=... by
+    layer), whatever order a folder's pieces were run or found in (results.json from before
+    olft ordered its strategies included)."""
+    return sorted(entries.items(), key=lambda item: strategy_key(item[0]))
+
+
 def collapsed_mark(s: dict, split: str) -> str:
     """A dagger after a score of `split` on which the strategy predicted one class for every example."""
     return " †" if split in (s.get("one_class") or {}) else ""
@@ -221,7 +234,7 @@ def collapsed_text(name: str, label: str, split: str) -> str:
 def _collapsed_notes(strategies: dict, splits: list[str]) -> list[str]:
     """The footnotes to `collapsed_mark`'s daggers: which class, on which split."""
     notes = [f"† {collapsed_text(name, s['one_class'][split], split)}"
-             for name, s in strategies.items() for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
+             for name, s in _in_order(strategies) for split in splits if split in (s.get("one_class") or {})]  # fmt: skip
     return ["", *notes] if notes else []
 
 
@@ -254,7 +267,7 @@ def _cost_table(results: dict) -> list[str]:
     timing = (results.get("timing") or {}).get("strategies") or {}
     optimistic = optimistic_scores(results)  # Table 2's score is Table 1's first split: the same mark
     run_of = run_marks(timing)
-    for name, s in strategies.items():
+    for name, s in _in_order(strategies):
         time_pct = f"{100 * s[key] / full[key]:.1f}" if full.get(key) else "-"
         cpu_min = f"{s['train_cpu_seconds'] / 60:.2f}" if s.get("train_cpu_seconds") else "-"
         p = s["peft_params"]
@@ -263,12 +276,15 @@ def _cost_table(results: dict) -> list[str]:
                      f"{param_pct} | {fmt_score(s.get('score'))}{collapsed_mark(s, results['eval_splits'][0])}"
                      f"{' ‡' if results['eval_splits'][0] in optimistic.get(name, []) else ''} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
-    return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"))
+    return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"), run_of)
 
 
-def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train_examples: int | None = None) -> list[str]:
+def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train_examples: int | None = None,
+               run_of: dict[str, str] | None = None) -> list[str]:
     """OLFT's whole run (selection plus its training) as % of all-layer training, on Table 2's
-    basis; on wall time when Table 2's is CPU but the selection recorded no CPU time. Where
+    basis; on wall time when Table 2's is CPU but the selection recorded no CPU time. Each part is
+    marked with the runs that timed it (`run_marks` of Table 2's timing, which compares the
+    selection's total too: `runfolder.folder_timing`) when they were more than one. Where
     selection took longer than OLFT's training, a line says that its cost is set by the selection
     budget, not by the training set (a small --max-train-samples makes it look large)."""
     if not sel or not olft or not full.get("train_seconds"):
@@ -277,7 +293,9 @@ def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train
     cpu = cpu and not why
     sel_s, train_s, full_s = (sel["cpu_seconds"], olft["train_cpu_seconds"], full["train_cpu_seconds"]) if cpu else (
         sel["seconds"], olft["train_seconds"], full["train_seconds"])  # fmt: skip
-    lines = ["", f"OLFT's whole run (selection {sel_s / 60:.2f} min + its training {train_s / 60:.2f} min, "
+    run_of = run_of or {}
+    lines = ["", f"OLFT's whole run (selection {sel_s / 60:.2f} min{run_of.get(SELECTION, '')} + its training "
+             f"{train_s / 60:.2f} min{run_of.get('olft', '')}, "
              f"{'CPU' if cpu else 'wall'} time{why}) = {100 * (sel_s + train_s) / full_s:.1f} % of all-layer training."]
     if sel_s > train_s:
         per = sel.get("train_examples")
@@ -290,10 +308,17 @@ def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train
 
 
 def run_marks(timing: dict) -> dict[str, str]:
-    """Piece name -> ' (first run)', the label of the run that timed it, for a table's time cell;
+    """Piece name -> ' (first run)', the label of the run that timed it, for a table's time cell
+    (' (first run + continued run)' for a total that runs timed in parts: the selection's);
     empty unless the shown times come from more than one run (one run needs no mark)."""
     runs = timing.get("runs") or []
-    return {n: f" ({r['label']})" for r in runs for n in r["pieces"]} if len(runs) > 1 else {}
+    if len(runs) < 2:
+        return {}
+    labels: dict[str, list[str]] = {}
+    for r in runs:
+        for n in r["pieces"]:
+            labels.setdefault(n, []).append(r["label"])
+    return {n: f" ({' + '.join(these)})" for n, these in labels.items()}
 
 
 def _run_words(r: dict) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 
 from olft import curves, plots, report, runlock
 from olft.errors import OlftError
+from olft.layerspec import strategy_key
 from olft.ownership import (
     LOCK_FILES,
     OWN_FILES,
@@ -64,7 +65,6 @@ from olft.select import unfinished, unfinished_entry
 log = logging.getLogger(__name__)
 
 
-STRATEGY_ORDER = {"olft": 0, "final": 1, "full": 2}
 # What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
 TIMING_FIELDS = ("host", "device", "torch_threads", "world_size", "cpu_scope")
 # What a strategy's `train_cpu_seconds` counts. Stamped so that times counted differently never
@@ -308,28 +308,24 @@ class RunFolder:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
 
         Sets the selection (finished, else `unfinished_entry` of the candidates finished so far),
-        every finished strategy (a piece with its weights) and failure, the strategy names (this
-        run's first), and `timing`: whether the pieces' times compare (of the candidates, those
-        table.md shows: `_shown_candidates`).
+        every finished strategy (a piece with its weights) and failure (both in
+        `layerspec.strategy_key`'s order), the strategy names (this run's first), and `timing`:
+        whether the times table.md shows compare (`folder_timing`).
         Other processes keep what they were told.
         """
         if not self.writer:
             return
         done = {n: p for n in self.piece_names("strategy") if (p := self._read("strategy", n)) and self.weights_path(n).is_file()}
         failed = {n: p for n in self.piece_names("failed") if n not in done and (p := self._read("failed", n))}
-        others = sorted({*done, *failed} - set(self.requested), key=lambda n: (STRATEGY_ORDER.get(n, 3), n))
+        others = sorted({*done, *failed} - set(self.requested), key=strategy_key)
         names = list(dict.fromkeys([*self.requested, *others]))
         results["strategy_names"] = names
-        results["strategies"] = {n: done[n] for n in names if n in done}
-        results["failed"] = {n: failed[n] for n in names if n in failed}
+        ordered = sorted(names, key=strategy_key)  # the pieces' one order, whatever the run asked first
+        results["strategies"] = {n: done[n] for n in ordered if n in done}
+        results["failed"] = {n: failed[n] for n in ordered if n in failed}
         results["selection"] = self._selection(results.get("selection"))
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
-        candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in _shown_candidates(self, results)}
-        results["timing"] = {
-            "strategies": compare_timing({n: s.get("timed_by") for n, s in results["strategies"].items()},
-                                         [n for n, s in results["strategies"].items() if s.get("resumed_at")]),
-            "candidates": compare_timing(candidates),
-        }  # fmt: skip
+        results["timing"] = folder_timing(self, results)
 
     def _selection(self, known: dict | None) -> dict | None:
         """The finished selection (its piece, else `known` when that is finished), else the folder's
@@ -405,6 +401,37 @@ def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
     return [n for n in names if n in shown]
 
 
+def folder_timing(folder: RunFolder, results: dict) -> dict:
+    """results.json's `timing`: `compare_timing` of the times table.md shows, each part as it is shown.
+
+    "strategies": Table 2's, and with them the finished selection's total (`report.SELECTION`)
+    where the whole-run line adds it to OLFT's training and divides by all-layer training (olft
+    and full both finished). "candidates": the candidates' table's (`_shown_candidates`) and the selection's
+    total. That total sums every round of every candidate (a layer's earlier, unshown rounds too)
+    and the stages between them, which the run that finished the selection ran (its piece's
+    stamp): a selection stopped and continued was timed by each of those runs, and is marked with
+    all of them, as a strategy is with its one.
+    """
+    strategies = results["strategies"]
+
+    def stamp(kind: str, name: str | None) -> dict | None:
+        return (folder._read(kind, name) or {}).get("timed_by")
+
+    shown = {n: s.get("timed_by") for n, s in strategies.items()}
+    candidates = {n: stamp("candidate", n) for n in _shown_candidates(folder, results)}
+    sel = results.get("selection")
+    if sel and not unfinished(sel):
+        total = [stamp("candidate", n) for n in folder.piece_names("candidate")]
+        if folder._read("selection", None) is not None:
+            total.append(stamp("selection", None))
+        if total:  # none before its first piece is saved
+            candidates[report.SELECTION] = total
+            if {"olft", "full"} <= set(strategies):
+                shown[report.SELECTION] = total
+    return {"strategies": compare_timing(shown, [n for n, s in strategies.items() if s.get("resumed_at")]),
+            "candidates": compare_timing(candidates)}
+
+
 def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and") -> str:
     """`a, b, c and 4 more`: the first `most` entries for a one-line message. One entry past
     `most` is shown, not counted: "and 1 more" would take the space it hides."""
@@ -413,23 +440,27 @@ def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and
     return sep.join(names[:most]) + f"{more} {len(names) - most} more"
 
 
-def compare_timing(records: dict[str, dict | None], resumed: list[str] | None = None) -> dict:
+def compare_timing(records: dict[str, dict | None | list[dict | None]], resumed: list[str] | None = None) -> dict:
     """Whether the times of these pieces compare: timed by one run under one set of conditions.
 
-    `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none);
-    `resumed` names pieces whose training resumed from a checkpoint, so their time counts only
-    the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}] in
+    `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none), or
+    to the stamps of every piece a total sums (the selection's: `folder_timing`), which lists it
+    under each run among them (and as unrecorded if any is None); `resumed` names pieces whose
+    training resumed from a checkpoint, so their time counts only the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}] in
     the order they started (labels from `run_labels`), "differs_in" (fields, "run" when more
     than one run), "unrecorded", "resumed_mid_training"}.
     """
     runs: dict[tuple, dict] = {}
     unrecorded = []
-    for name, rec in records.items():
-        if not rec:
+    for name, recs in records.items():
+        recs = recs if isinstance(recs, list) else [recs]
+        if not recs or not all(recs):
             unrecorded.append(name)
-            continue
-        key = (rec.get("host"), rec.get("pid"), rec.get("started"))
-        runs.setdefault(key, {**rec, "pieces": []})["pieces"].append(name)
+        for rec in filter(None, recs):
+            key = (rec.get("host"), rec.get("pid"), rec.get("started"))
+            pieces = runs.setdefault(key, {**rec, "pieces": []})["pieces"]
+            if name not in pieces:
+                pieces.append(name)
     # Labelled in the order the runs started, not the pieces' (alphabetical) order: otherwise
     # the run that continued a folder could read as its first.
     listed = sorted(runs.values(), key=lambda r: (str(r.get("started") or ""), str(r.get("pid"))))
