@@ -4,8 +4,10 @@ Layout:
     config.json            resolved config (compared on resume)
     results.json           rebuilt from every finished piece; `complete` says whether it is all there;
                            `data_sha256` the examples used (a rerun on other data is refused: `_check_data`)
-    pieces/candidate-<L>.json, pieces/selection.json, pieces/strategy-<name>.json, pieces/failed-<name>.json
+    pieces/candidate-<L>-<steps>.json, pieces/probe.json, pieces/selection.json, pieces/strategy-<name>.json,
+    pieces/failed-<name>.json
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
+                           (probe.json: a probe stage's scores, ranking and finalists, `select.probe_piece`)
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
     table.md                                                 rewritten with results.json: until the run ends, marked UNFINISHED
@@ -322,23 +324,27 @@ class RunFolder:
         results["strategy_names"] = names
         results["strategies"] = {n: done[n] for n in names if n in done}
         results["failed"] = {n: failed[n] for n in names if n in failed}
-        results["selection"] = self._selection(results.get("selection"))
+        pieces = {n: p for n in self.piece_names("candidate") if (p := self._read("candidate", n))}  # each read once
+        results["selection"] = self._selection(results.get("selection"), pieces)
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
-        candidates = {n: (self._read("candidate", n) or {}).get("timed_by") for n in _shown_candidates(self, results)}
+        candidates = {n: (pieces.get(n) or {}).get("timed_by") for n in _shown_candidates(self, results)}
         results["timing"] = {
             "strategies": compare_timing({n: s.get("timed_by") for n, s in results["strategies"].items()},
                                          [n for n, s in results["strategies"].items() if s.get("resumed_at")]),
             "candidates": compare_timing(candidates),
         }  # fmt: skip
 
-    def _selection(self, known: dict | None) -> dict | None:
+    def _selection(self, known: dict | None, pieces: dict[str, dict]) -> dict | None:
         """The finished selection (its piece, else `known` when that is finished), else the folder's
-        finished candidates as `unfinished_entry` (None when it holds none)."""
+        finished candidates (`pieces`: name -> candidate piece as read) and its finished probe stage
+        (pieces/probe.json) as `unfinished_entry` (None when it holds neither)."""
         sel = (self.load_piece("selection") or {}).get("selection") or known
         if sel and not unfinished(sel):
             return sel
-        pieces = [p for n in self.piece_names("candidate") if (p := self.load_piece("candidate", n)) and "layer" in p]
-        return unfinished_entry(pieces, self.config.get("selection") or {}) if pieces else None
+        trained = [{k: v for k, v in p.items() if k != "timed_by"} for p in pieces.values() if "layer" in p]
+        probe = self.load_piece("probe")
+        probe = probe if probe and isinstance(probe.get("candidates"), list) else None
+        return unfinished_entry(trained, self.config.get("selection") or {}, probe) if trained or probe else None
 
     def write_results(self, results: dict) -> None:
         """results.json, then table.md from the same results: while a run has not ended its status
