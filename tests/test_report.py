@@ -868,3 +868,22 @@ def test_compare_timing_lists_a_total_under_every_run_that_timed_part_of_it():
     assert timing["comparable"] is False and timing["differs_in"] == ["run"]
     assert compare_timing({"olft": later, "selection": [later, later]})["comparable"] is True
     assert compare_timing({"olft": later, "selection": [later, None]})["unrecorded"] == ["selection"]
+
+
+def test_an_unfinished_selection_shows_the_probes_scores_as_probe_scores():
+    """A probe-halving selection stopped once its probe finished and before any finalist did: table.md
+    lists the probe's scores, marked as such, and the layers it passed on; no trained candidate yet."""
+    from olft.select import Candidate, probe_piece, unfinished_entry
+    from olft.selectionmd import unfinished_lines
+
+    probed = [Candidate(layer, -0.5 - layer / 100, 0.1, {"loss": 0.5 + layer / 100}, steps=0, example_losses=[0.5, 0.5])
+              for layer in range(4)]  # fmt: skip
+    sel = unfinished_entry([], {"selector": "probe-halving"}, probe_piece(probed, 0.4, 0.4, [0, 1, 2, 3], [0, 1]))
+    assert [(c["layer"], c["steps"], c["score"]) for c in sel["candidates"]] == [(c.layer, 0, c.score) for c in probed]
+    assert sel["probe"] == {"ranking": [0, 1, 2, 3], "finalists": [0, 1]} and sel["selected_layer"] is None
+    assert not any("example_losses" in c for c in sel["candidates"])
+    line = unfinished_lines(sel, "accuracy", "olft select --config c.json --out o")[1]
+    assert ("The probe scored 4 candidates (probe score (-held-out loss x100), probe scores, not the task metric): layer 0 "
+            "-50.0; layer 1 -51.0; layer 2 -52.0; layer 3 -53.0. It passed layers 0, 1 on to training; no trained candidate "
+            "finished yet. `olft select --config c.json --out o` continues it") in line, line
+    assert "probe" not in unfinished_entry([{"layer": 1, "steps": 4, "score": 0.5}], {"selector": "exhaustive"})

@@ -852,3 +852,79 @@ def test_checkpoint_every_may_change_when_a_run_continues(reference, model_dirs,
     assert final["resumed_at"] == 3  # from the first run's checkpoint
     assert (out / "weights" / "final.safetensors").read_bytes() == (reference / "weights" / "final.safetensors").read_bytes()
     assert json.loads((out / "config.json").read_text())["train"]["checkpoint_every"] == 2
+
+
+def _probe_halving(model, glue, out):
+    return ["select", "--model", str(model), "--task", "rte", "--glue-dir", str(glue), "--candidates", "all",
+            "--selection-train-samples", "32", "--selection-eval-samples", "24", "--selector", "probe-halving",
+            "--selection-steps", "4", "--selection-adaptive", "0", "-q", "--out", str(out)]  # fmt: skip
+
+
+def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from_them(model_dirs, tiny_glue, tmp_path,
+                                                                                     monkeypatch):
+    """probe-halving stopped (Ctrl-C) while its finalists train: the probe stage's piece puts every
+    candidate's probe score (and its ranking and finalists) in the unfinished selection and in table.md,
+    beside the finalist that finished; the continued run takes the probe from that piece (no probing
+    again) and ends with the selection an uninterrupted run makes. Each candidate piece is read once
+    per refresh."""
+    import olft.pipeline as pipeline
+    from olft.runfolder import RunFolder
+
+    assert main(_probe_halving(model_dirs["llama"], tiny_glue, tmp_path / "ref")) == 0
+    ref = _results(tmp_path / "ref")
+    probe, trained_round = ref["selection"]["rounds"]
+    assert probe["stage"] == "probe" and len(probe["layers"]) == 4 and len(trained_round["layers"]) == 2
+
+    out = tmp_path / "run"
+    real, tried = pipeline.Session._candidate, []
+
+    def second_is_interrupted(self, layer, *a, **kw):
+        tried.append(layer)
+        if len(tried) == 2:
+            raise KeyboardInterrupt
+        return real(self, layer, *a, **kw)
+
+    monkeypatch.setattr(pipeline.Session, "_candidate", second_is_interrupted)
+    assert main(_probe_halving(model_dirs["llama"], tiny_glue, out)) == 130
+    sel = _results(out)["selection"]
+    assert sel["status"] == "unfinished" and sel["selected_layer"] is None and sel["ranking"] is None, sel
+    probed = [c for c in sel["candidates"] if c["steps"] == 0]
+    assert {c["layer"]: c["score"] for c in probed} == {int(k): v for k, v in probe["scores"].items()}  # every candidate
+    assert {c["layer"]: c["metrics"]["loss"] for c in probed} == {int(k): v for k, v in probe["losses"].items()}
+    assert sel["probe"] == {"ranking": probe["ranking"], "finalists": trained_round["layers"]}
+    trained = [c for c in sel["candidates"] if c["steps"]]
+    assert [(c["layer"], c["steps"], c["score"]) for c in trained] == [(tried[0], 4, trained_round["scores"][str(tried[0])])]
+    assert trained[0]["probe"]["score"] == probe["scores"][str(tried[0])]
+    assert not any("example_losses" in c for c in sel["candidates"])
+    table = (out / "table.md").read_text()
+    assert "Selection unfinished (probe-halving selector, train-holdout): no layer is selected yet." in table, table
+    probe_text = "; ".join(f"layer {layer} {100 * probe['scores'][str(layer)]:.1f}" for layer in probe["layers"])
+    assert f"The probe scored 4 candidates (probe score (-held-out loss x100), probe scores, not the task metric): {probe_text}." in table, table
+    passed = ", ".join(map(str, trained_round["layers"]))
+    assert (f"It passed layers {passed} on to training; 1 trained candidate finished (accuracy x100): layer {tried[0]} "
+            f"{100 * trained_round['scores'][str(tried[0])]:.1f} (4 steps).") in table, table
+    assert "selected layer" not in table
+
+    reads = []  # one read of each candidate piece per refresh (its unfinished entry and its timing)
+    real_read = RunFolder._read
+    monkeypatch.setattr(RunFolder, "_read", lambda self, kind, name: reads.append((kind, name)) or real_read(self, kind, name))
+    folder = RunFolder(out, json.loads((out / "config.json").read_text()))
+    folder.refresh(results := {})
+    assert sorted(n for kind, n in reads if kind == "candidate") == folder.piece_names("candidate") == [f"{tried[0]}-4"]
+    assert results["selection"] == sel
+
+    monkeypatch.setattr(pipeline.Session, "_candidate", real)
+    probed_again = []
+
+    def counted(real_fn):
+        return lambda *a, **kw: probed_again.append(real_fn.__name__) or real_fn(*a, **kw)
+
+    for fn in ("probe_scores", "layer_features"):
+        monkeypatch.setattr(pipeline, fn, counted(getattr(pipeline, fn)))
+    kept = (out / "pieces" / "probe.json").stat().st_mtime_ns
+    assert main(_probe_halving(model_dirs["llama"], tiny_glue, out)) == 0
+    assert probed_again == [] and (out / "pieces" / "probe.json").stat().st_mtime_ns == kept  # the piece, not a new probe
+    final = _results(out)
+    assert final["selection"]["status"] == "finished" and "probe" not in final["selection"]
+    assert json.dumps(_strip(final["selection"])) == json.dumps(_strip(ref["selection"]))
+    assert _strip(final) == _strip(ref)

@@ -325,6 +325,8 @@ def _select(session: Session, folder: RunFolder, results: dict):
                 c = Candidate(**piece)
                 done[(c.layer, c.steps)] = c
     done = session.dist.broadcast(done)
+    # The probe stage an earlier run finished (probe-halving, auto, probe): taken as it is, not probed again.
+    probed = session.dist.broadcast(folder.load_piece("probe") if folder.writer else None)
 
     def finished(c: Candidate) -> None:
         folder.save_piece("candidate", f"{c.layer}-{c.steps}", asdict(c))
@@ -332,8 +334,13 @@ def _select(session: Session, folder: RunFolder, results: dict):
         folder.write_results(results)
         _log_candidate(c, results["metric"])
 
+    def probe_finished(piece: dict) -> None:
+        folder.save_piece("probe", None, piece)
+        folder.refresh(results)  # its scores, under an unfinished selection, while the finalists train
+        folder.write_results(results)
+
     t0 = time.perf_counter()
-    selection = session.select(on_candidate=finished, done=done)
+    selection = session.select(on_candidate=finished, done=done, on_probe=probe_finished, probed=probed)
     results["selection"] = selection.to_dict()
     results["distributed"]["selection_wall"] = {"seconds": time.perf_counter() - t0}
     folder.write_results(results)

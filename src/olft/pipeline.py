@@ -27,7 +27,16 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
 from olft.runfolder import fault_point
-from olft.select import GRADIENT_PROTOCOL, Candidate, Selection, auto_keep, better_half, halving_schedule, probe_finalists
+from olft.select import (
+    GRADIENT_PROTOCOL,
+    Candidate,
+    Selection,
+    auto_keep,
+    better_half,
+    halving_schedule,
+    probe_finalists,
+    probe_piece,
+)
 from olft.train import NonFiniteLoss, fit, loss_fn, predict
 from olft.verdicts import plural
 
@@ -286,13 +295,16 @@ class Session:
                                 "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)")  # fmt: skip
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
-    def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None) -> Selection:
+    def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None,
+               on_probe=None, probed: dict | None = None) -> Selection:
         """Choose a layer among the candidates with the configured selector (see `olft.select`).
 
         Trained stages (exhaustive, halving rungs, adaptive re-runs) tune each candidate alone on
         the selection set for a number of optimizer steps and score it on the held-out set, one
         shared cache per stage. `done` maps (layer, steps) to candidates finished by an earlier,
-        interrupted run, taken as they are; `on_candidate` sees each newly trained one.
+        interrupted run, taken as they are; `on_candidate` sees each newly trained one. Likewise
+        `probed`, the probe stage an earlier run finished (`select.probe_piece`), is taken as it is
+        when it probed these candidates, and `on_probe` sees the piece of a probe stage run anew.
         """
         s = self.cfg.selection
         candidates = check_candidates(s.candidates, self.num_layers, s.selector, s.probe_keep)
@@ -305,7 +317,7 @@ class Session:
             regression = self.task.num_labels == 1
             sel.record_baseline(constant_losses(fit_enc.labels, score_enc.labels, regression), [],
                                 "mean" if regression else "class frequencies")  # fmt: skip
-        run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {})
+        run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {}, probed)
         steps = self.selection_steps(len(fit_enc))
         layers = candidates
         keep = auto_keep(len(candidates)) if s.selector == "auto" else s.probe_keep
@@ -321,6 +333,10 @@ class Session:
                 log.warning("probe-halving: the probe kept %d of %s (layer %s), so no layer is trained and the "
                             "choice is the probe's. %s.", len(layers), plural(len(candidates), "candidate"),
                             ", ".join(map(str, layers)), fix)  # fmt: skip
+            if run.probe_round is not None and on_probe:  # a piece, before any finalist trains
+                r = run.probe_round
+                on_probe(probe_piece([c for c in sel.candidates if c.layer in r["layers"]], r["seconds"],
+                                     sel.cpu_seconds, r["ranking"], layers))  # fmt: skip
         if s.selector == "exhaustive":
             run.train(layers, steps)
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
@@ -394,9 +410,11 @@ class _Stages:
     is the latest stage's layers: the winner is chosen among them, compared on equal budgets.
     """
 
-    def __init__(self, session: Session, sel: Selection, fit_enc: Encoded, score_enc: Encoded, on_candidate, done):
+    def __init__(self, session: Session, sel: Selection, fit_enc: Encoded, score_enc: Encoded, on_candidate, done,
+                 probed: dict | None = None):
         self.session, self.sel, self.fit_enc, self.score_enc = session, sel, fit_enc, score_enc
-        self.on_candidate, self.done = on_candidate, done
+        self.on_candidate, self.done, self.probed = on_candidate, done, probed
+        self.probe_round: dict | None = None  # the round of a probe stage this run computed (None: none, or reused)
 
     def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cpu_seconds: float | None,
                 cache_seconds: float = 0.0) -> None:
@@ -423,6 +441,14 @@ class _Stages:
         """Score `layers` with a proxy (no training run per candidate)."""
         session = self.session
         cfg = session.cfg
+        saved = self.probed if kind == "probe" else None
+        if saved and [c.get("layer") for c in saved.get("candidates") or []] == list(layers):
+            # An earlier run's probe of these layers (same config and data: `RunFolder` checks both)
+            cands = [Candidate(**c) for c in saved["candidates"]]
+            self.sel.measure_probes(cands)
+            self._record(kind, 0, cands, saved["seconds"], saved["cpu_seconds"])
+            log.info("probe of %s kept from the run folder", plural(len(cands), "candidate"))
+            return
         t0, cpu0 = time.perf_counter(), time.process_time()
         with precision.autocast(session.stack, session.dist):
             if kind == "probe":
@@ -446,6 +472,8 @@ class _Stages:
         for c in cands:
             c.seconds, c.cpu_seconds = seconds / len(cands), cpu / len(cands)
         self._record(kind, 0, cands, seconds, cpu)
+        if kind == "probe":
+            self.probe_round = self.sel.rounds[-1]
         if kind == "gradient":  # what it used: training batches at initialisation, no held-out examples
             self.sel.rounds[-1].update(batch_size=cfg.train.batch_size,
                                         batches=min(cfg.selection.gradient_batches, math.ceil(len(self.fit_enc) / cfg.train.batch_size)))

@@ -4,8 +4,10 @@ Layout:
     config.json            resolved config (compared on resume)
     results.json           rebuilt from every finished piece; `complete` says whether it is all there;
                            `data_sha256` the examples used (a rerun on other data is refused: `_check_data`)
-    pieces/candidate-<L>.json, pieces/selection.json, pieces/strategy-<name>.json, pieces/failed-<name>.json
+    pieces/candidate-<L>-<steps>.json, pieces/probe.json, pieces/selection.json, pieces/strategy-<name>.json,
+    pieces/failed-<name>.json
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
+                           (probe.json: a probe stage's scores, ranking and finalists, `select.probe_piece`)
     weights/<name>.safetensors                               tuned module + head per strategy
     checkpoints/<name>.pt                                    mid-training state (optional)
     table.md                                                 rewritten with results.json: until the run ends, marked UNFINISHED
@@ -323,18 +325,22 @@ class RunFolder:
         ordered = sorted(names, key=strategy_key)  # the pieces' one order, whatever the run asked first
         results["strategies"] = {n: done[n] for n in ordered if n in done}
         results["failed"] = {n: failed[n] for n in ordered if n in failed}
-        results["selection"] = self._selection(results.get("selection"))
+        pieces = {n: p for n in self.piece_names("candidate") if (p := self._read("candidate", n))}  # each read once
+        results["selection"] = self._selection(results.get("selection"), pieces)
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
-        results["timing"] = folder_timing(self, results)
+        results["timing"] = folder_timing(self, results, pieces)
 
-    def _selection(self, known: dict | None) -> dict | None:
+    def _selection(self, known: dict | None, pieces: dict[str, dict]) -> dict | None:
         """The finished selection (its piece, else `known` when that is finished), else the folder's
-        finished candidates as `unfinished_entry` (None when it holds none)."""
+        finished candidates (`pieces`: name -> candidate piece as read) and its finished probe stage
+        (pieces/probe.json) as `unfinished_entry` (None when it holds neither)."""
         sel = (self.load_piece("selection") or {}).get("selection") or known
         if sel and not unfinished(sel):
             return sel
-        pieces = [p for n in self.piece_names("candidate") if (p := self.load_piece("candidate", n)) and "layer" in p]
-        return unfinished_entry(pieces, self.config.get("selection") or {}) if pieces else None
+        trained = [{k: v for k, v in p.items() if k != "timed_by"} for p in pieces.values() if "layer" in p]
+        probe = self.load_piece("probe")
+        probe = probe if probe and isinstance(probe.get("candidates"), list) else None
+        return unfinished_entry(trained, self.config.get("selection") or {}, probe) if trained or probe else None
 
     def write_results(self, results: dict) -> None:
         """results.json, then table.md from the same results: while a run has not ended its status
@@ -401,16 +407,17 @@ def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
     return [n for n in names if n in shown]
 
 
-def folder_timing(folder: RunFolder, results: dict) -> dict:
+def folder_timing(folder: RunFolder, results: dict, pieces: dict[str, dict]) -> dict:
     """results.json's `timing`: `compare_timing` of the times table.md shows, each part as it is shown.
 
     "strategies": Table 2's, and with them the finished selection's total (`report.SELECTION`)
     where the whole-run line adds it to OLFT's training and divides by all-layer training (olft
     and full both finished). "candidates": the candidates' table's (`_shown_candidates`) and the selection's
     total. That total sums every round of every candidate (a layer's earlier, unshown rounds too)
-    and the stages between them, which the run that finished the selection ran (its piece's
-    stamp): a selection stopped and continued was timed by each of those runs, and is marked with
-    all of them, as a strategy is with its one.
+    and the stages between them: the probe stage (its piece's stamp, where it ran) and what the run
+    that finished the selection ran (its piece's stamp). A selection stopped and continued was
+    timed by each of those runs, and is marked with all of them, as a strategy is with its one.
+    `pieces`: the folder's candidate pieces as `refresh` read them (name -> piece).
     """
     strategies = results["strategies"]
 
@@ -418,12 +425,13 @@ def folder_timing(folder: RunFolder, results: dict) -> dict:
         return (folder._read(kind, name) or {}).get("timed_by")
 
     shown = {n: s.get("timed_by") for n, s in strategies.items()}
-    candidates = {n: stamp("candidate", n) for n in _shown_candidates(folder, results)}
+    candidates = {n: (pieces.get(n) or {}).get("timed_by") for n in _shown_candidates(folder, results)}
     sel = results.get("selection")
     if sel and not unfinished(sel):
-        total = [stamp("candidate", n) for n in folder.piece_names("candidate")]
-        if folder._read("selection", None) is not None:
-            total.append(stamp("selection", None))
+        total = [p.get("timed_by") for p in pieces.values()]
+        for kind in ("probe", "selection"):
+            if folder._read(kind, None) is not None:
+                total.append(stamp(kind, None))
         if total:  # none before its first piece is saved
             candidates[report.SELECTION] = total
             if {"olft", "full"} <= set(strategies):

@@ -272,25 +272,46 @@ class Selection:
         }
 
 
-def unfinished_entry(candidates: list[dict], selection: dict) -> dict:
+def unfinished_entry(candidates: list[dict], selection: dict, probe: dict | None = None) -> dict:
     """results.json's `selection` while a selection is unfinished (stopped, or still running): the
     candidates finished so far (`candidates`, their pieces as `Candidate` fields, per-example losses
     left out as in `Selection.to_dict`), sorted by steps then layer, under the `selection` section of
     the run's config. It claims nothing the finished candidates did not measure: no selected layer,
-    ranking, confidence or equivalent layers (a candidate still to train may beat them all)."""
-    return {
+    ranking, confidence or equivalent layers (a candidate still to train may beat them all).
+
+    `probe`: the probe stage's piece (`probe_piece`: probe-halving, auto, probe), once it finished.
+    Its candidates are listed too (0 steps: the probe's own scores, as a finished selection lists
+    the layers it did not pass on), and `probe` says what it ranked and passed on to training:
+    {"ranking", "finalists"} (absent without a probe piece)."""
+    probed = (probe or {}).get("candidates") or []
+    entry = {
         "status": "unfinished",
         "protocol": (GRADIENT_PROTOCOL if selection.get("selector") == "gradient"
                      else "validation" if selection.get("selection_data") == "validation" else "train-holdout"),
         "selector": selection.get("selector"),
         "metric": selection.get("selection_metric", "score"),
-        "candidates": sorted(({k: v for k, v in c.items() if k != "example_losses"} for c in candidates),
+        "candidates": sorted(({k: v for k, v in c.items() if k != "example_losses"} for c in [*probed, *candidates]),
                              key=lambda c: (c.get("steps") or 0, c["layer"])),
         "selected_layer": None,
         "ranking": None,
         "confidence": None,
         "equivalent": None,
     }
+    if probe:
+        entry["probe"] = {"ranking": probe.get("ranking"), "finalists": probe.get("finalists")}
+    return entry
+
+
+def probe_piece(probed: list[Candidate], seconds: float, cpu_seconds: float | None, ranking: list[int],
+                finalists: list[int]) -> dict:
+    """pieces/probe.json: the probe stage of a selection, saved once it finished. Every `probed`
+    candidate's numbers (per-example losses kept: the baseline gaps and the probe's confidence are
+    measured on them), the stage's wall and CPU seconds, its best-first `ranking`, and the
+    `finalists` it passed on to training (none where the probe alone decides). A continued run
+    takes the stage from it instead of probing again (`Session.select`), and an unfinished
+    selection lists its scores (`unfinished_entry`)."""
+    return {"candidates": [asdict(c) for c in probed], "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "ranking": list(ranking), "finalists": list(finalists)}
 
 
 def unfinished(sel: dict | None) -> bool:

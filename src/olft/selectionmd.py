@@ -28,13 +28,23 @@ from olft.verdicts import (
 
 
 def unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
-    """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, each finished
-    candidate's score (the task metric in points after its steps; a failed one says so), and
-    `command` (`report.resume_command`: the banner's) that continues it."""
-    scores = "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
+    """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, the probe's
+    scores where its stage finished (marked as the probe's, with the layers it passed on to training),
+    each finished trained candidate's score (the task metric in points after its steps; a failed one
+    says so), and `command` (`report.resume_command`: the banner's) that continues it."""
+    probed = [c for c in sel["candidates"] if proxy_scored(c, sel)]
+    trained = [c for c in sel["candidates"] if not proxy_scored(c, sel)]
+    scores = "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in trained)
+    done = f"{plural(len(trained), 'candidate')} finished ({metric} x100): {scores}. "
+    if probed:
+        passed = (sel.get("probe") or {}).get("finalists")
+        done = (f"The probe scored {plural(len(probed), 'candidate')} ({proxy_label(sel)}, probe scores, not the task metric): "
+                + "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))}" for c in probed) + ". "
+                + (f"It passed {layer_list(passed)} on to training; " if passed else "")
+                + (f"{plural(len(trained), 'trained candidate')} finished ({metric} x100): {scores}. " if trained
+                   else "no trained candidate finished yet. " if passed else ""))  # fmt: skip
     return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
-            f"{plural(len(sel['candidates']), 'candidate')} finished ({metric} x100): {scores}. "
-            f"`{command}` continues it, keeping them."]  # fmt: skip
+            f"{done}`{command}` continues it, keeping them."]  # fmt: skip
 
 
 def examples_used(sel: dict) -> str:
