@@ -887,3 +887,24 @@ def test_an_unfinished_selection_shows_the_probes_scores_as_probe_scores():
             "-50.0; layer 1 -51.0; layer 2 -52.0; layer 3 -53.0. It passed layers 0, 1 on to training; no trained candidate "
             "finished yet. `olft select --config c.json --out o` continues it") in line, line
     assert "probe" not in unfinished_entry([{"layer": 1, "steps": 4, "score": 0.5}], {"selector": "exhaustive"})
+
+
+def test_the_selections_total_counts_the_run_that_probed(tmp_path):
+    """A probe-halving selection whose probe stage one run finished and whose finalists the continued
+    run trained: its total time sums both runs' work, so results.json's timing lists it under both
+    (the probe piece's stamp counts, as a candidate piece's does)."""
+    from olft.report import write_json
+    from olft.runfolder import RunFolder, folder_timing
+
+    first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
+    folder = RunFolder(tmp_path, {}, writer=False)  # an empty folder: its pieces are written below
+    (tmp_path / "pieces").mkdir()
+    write_json(tmp_path / "pieces" / "probe.json", {"timed_by": first})
+    write_json(tmp_path / "pieces" / "selection.json", {"timed_by": later})
+    pieces = {"1-4": {"timed_by": later}, "2-4": {"timed_by": later}}
+    results = {"strategies": {}, "selection": {"status": "finished", "candidates": [
+        {"layer": k, "score": 0.5, "steps": 4} for k in (1, 2)]}}  # fmt: skip
+    timing = folder_timing(folder, results, pieces)["candidates"]
+    assert [(r["label"], r["pieces"]) for r in timing["runs"]] == [("first run", ["selection"]),
+                                                                  ("continued run", ["selection"])], timing
+    assert timing["comparable"] is False
