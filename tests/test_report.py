@@ -363,6 +363,29 @@ def test_layer_plot_legend_keys_the_collapse_dagger():
     assert not any("†" in t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts())
 
 
+def test_layer_plot_draws_olfts_line_over_a_baseline_with_its_score():
+    """Where OLFT scores what the final layer does, both lines lie at one height: OLFT's is drawn over
+    the baseline's (a higher zorder), and its legend label says the two coincide."""
+    from olft.plots import layers_figure
+
+    results = _budgets("accuracy", {2: 6, 3: 6}, {2: 0.55, 3: 0.6})
+    results["strategies"]["olft"]["layers"] = [3]
+    results["strategies"]["final"]["score"] = results["strategies"]["olft"]["score"] = 0.7
+    results["strategies"]["full"]["score"] = 0.8
+    ax = layers_figure(results).axes[0]
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    assert lines["OLFT, layer 3"].get_zorder() > lines["final layer"].get_zorder()
+    assert lines["OLFT, layer 3"].get_ydata()[0] == lines["final layer"].get_ydata()[0] == 70.0
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 70.0 (= final layer)" in labels and "final layer (validation): 70.0" in labels
+    results["strategies"]["full"]["score"] = 0.7
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 70.0 (= final layer = all layers)" in labels
+    results["strategies"]["olft"]["score"] = 0.75  # scores apart: nothing said
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 75.0" in labels
+
+
 def test_layer_plot_claims_standard_errors_only_where_it_draws_them():
     """A binomial SE is a proportion's: bars for accuracy, none for a correlation (which may be
     negative, where the clipped binomial SE is 0), and then the legend does not claim them."""
