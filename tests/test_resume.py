@@ -826,3 +826,31 @@ def test_checkpoint_every_may_change_when_a_run_continues(reference, model_dirs,
     assert final["resumed_at"] == 3  # from the first run's checkpoint
     assert (out / "weights" / "final.safetensors").read_bytes() == (reference / "weights" / "final.safetensors").read_bytes()
     assert json.loads((out / "config.json").read_text())["train"]["checkpoint_every"] == 2
+
+
+def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """`olft train` stopped by SIGTERM after its one piece finished, while drawing layers.png (the
+    run's end): its banner names what is left (the run's end), not an empty "not finished", and a
+    rerun of the command ends it."""
+    import olft.runfolder as runfolder
+
+    real_plot, out = runfolder.plots.plot_layers, tmp_path / "run"
+    calls = []
+
+    def terminate_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_plot(*a, **kw)
+
+    monkeypatch.setattr(runfolder.plots, "plot_layers", terminate_once)
+    args = ["train", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out",
+            str(out), "--epochs", "1", "--batch-size", "8", "--layers", "0", "-q"]
+    assert main(args) == 143
+    r, table = _results(out), (out / "table.md").read_text()
+    assert r["status"] == "interrupted" and list(r["strategies"]) == ["layers=0"]
+    assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
+    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece." in table
+    monkeypatch.undo()
+    assert main(args) == 0 and _results(out)["status"] == "complete"
+    assert "UNFINISHED" not in (out / "table.md").read_text()

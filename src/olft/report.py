@@ -128,9 +128,18 @@ def _unfinished_banner(results: dict, folder: Path | None) -> list[str]:
     if not finished_selection(results) and ("olft" in missing or unfinished(sel) or not results.get("strategy_names")):
         missing.insert(0, "the selection")
     error = f" ({results['error']})" if results.get("status") == "stopped by an error" and results.get("error") else ""
-    left = f" Not finished: {', '.join(missing)}." if missing else ""
+    if missing:
+        left, then = f" Not finished: {', '.join(missing)}.", "continues the folder, keeping them"
+    else:  # stopped after its last piece, in the run's end (`api._end`): said, not an unfinished nothing
+        left, then = f" {ENDING_STOPPED}", "ends it, keeping every piece"
     return ["", f"**UNFINISHED:** {why}{error}. This table shows only the pieces finished by then.{left} "
-            f"`{resume_command(folder, results)}` continues the folder, keeping them."]  # fmt: skip
+            f"`{resume_command(folder, results)}` {then}."]  # fmt: skip
+
+
+# The banner's words where every piece the folder names had finished: what is left is the run's end
+# (`runfolder.RunFolder.finish`), which a stop there (a kill while the plots are drawn) left undone.
+ENDING_STOPPED = ("No piece is left to train; not finished: the run's end (layers.png and loss.png, which may be missing "
+                  "or stale, the checkpoints' removal, results.json's final status).")
 
 
 def made_by(results: dict) -> str:
