@@ -82,6 +82,31 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     assert "OLFT's train time above" not in table  # there is none above
 
 
+def test_an_unfinished_selection_whose_candidates_all_failed_reads_as_failed_once_its_run_ended(tmp_path):
+    """The review's --lr 1e37 run: its two candidates diverged at step 2 of 4, and results.json keeps
+    the selection as `unfinished_entry`. Once the run ended the selection reads as failed, with each
+    error and no continue advice; while interrupted it reads as unfinished, the failed ones' errors
+    listed, never "(4 steps)" for a candidate that failed at step 2."""
+    from olft.selectionmd import REPEATS
+
+    err = "Training diverged: the loss became NaN or infinite at step 2. Lower the learning rate (now 1e+37, try --lr 0.001)."
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"] = {"status": "unfinished", "protocol": "train-holdout", "selector": "exhaustive", "metric": "score",
+                            "candidates": [{"layer": k, "score": None, "seconds": 1.0, "metrics": {}, "error": err, "steps": 4}
+                                           for k in (2, 3)], "selected_layer": None}  # fmt: skip
+    results.update(status="failed", strategies={}, strategy_names=["olft"],
+                   failed={"olft": {"layers": [], "error": "Every candidate layer failed to train; see the errors above."}})
+    table = table_md(results, tmp_path)
+    assert ("Selection failed (exhaustive selector, train-holdout): every candidate failed to train, so no layer was "
+            f"selected:\n\n- layer 2: {err}\n- layer 3: {err}\n\n{REPEATS}") in table, table
+    assert "- olft: its selection failed (below: every candidate failed to train)." in table
+    assert "4 steps" not in table and "continues" not in table and "UNFINISHED" not in table
+    results["status"] = "interrupted"
+    table = table_md(results, tmp_path)
+    assert "2 candidates finished (accuracy x100): layer 2 failed; layer 3 failed. `olft run" in table, table
+    assert f"Failed:\n\n- layer 2: {err}\n- layer 3: {err}\n\n{REPEATS}" in table and "4 steps" not in table
+
+
 def test_a_run_whose_strategies_all_failed_has_scores_but_no_cost_table():
     results = _results({})
     results["strategies"], results["failed"] = {}, {"olft": {"layers": [], "error": "x"}, "final": {"layers": [3], "error": "x"}}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from olft import plots, report
+from olft import plots, report, selectionmd
 from olft.cli import main
 from olft.errors import OlftError
 from olft.ownership import foreign_entries
@@ -171,6 +171,33 @@ def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, 
         assert main(args) == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("candidate layer")]
     assert len(lines) == 1 and lines[0].startswith("candidate layer 1 failed: Training diverged"), lines
+
+
+def test_a_selection_whose_every_candidate_diverged_is_reported_failed_with_its_reasons(model_dirs, tiny_glue, tmp_path,
+                                                                                        capsys, monkeypatch):  # fmt: skip
+    """Every candidate diverged (a real NaN at --lr 1e30): table.md says the selection failed, gives each
+    candidate's and each failed strategy's error as results.json records it (the step it failed at, the
+    fix), claims no budget as the failed step, and gives no advice to continue the folder (that keeps
+    the failures, and a divergence repeats at the same settings). The table printed is the file's."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["llama"], tiny_glue, out, "--strategies", "olft,final", "--candidates", "1,2", "--lr", "1e30",
+                 "--max-grad-norm", "0", "--selection-adaptive", "0")  # fmt: skip
+    real_table, folders = report.table_md, []
+    monkeypatch.setattr(report, "table_md", lambda res, folder=None: folders.append(folder) or real_table(res, folder))
+    capsys.readouterr()
+    assert main(args) == 1
+    r, table = _results(out), (out / "table.md").read_text()
+    assert folders[-1] == out  # the table the CLI printed quotes the folder's path, not RUN_FOLDER
+    assert r["status"] == "failed" and [c["score"] for c in r["selection"]["candidates"]] == [None, None]
+    assert ("Selection failed (exhaustive selector, train-holdout): every candidate failed to train, so no layer was "
+            "selected:") in table, table
+    for c in r["selection"]["candidates"]:
+        assert f"- layer {c['layer']}: {c['error']}" in table and "at step" in c["error"] and "--lr" in c["error"]
+    assert f"- final: {r['failed']['final']['error']}" in table
+    assert "- olft: its selection failed (below: every candidate failed to train)." in table
+    assert "steps)" not in table.split("Selection failed")[1]  # a failed candidate's budget is not where it failed
+    assert "continues it" not in table and "keeping them" not in table and selectionmd.REPEATS in table
+    assert capsys.readouterr().out == table + "\n" and "RUN_FOLDER" not in table  # print adds a newline
 
 
 def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_no_choice(reference, model_dirs, tiny_glue,

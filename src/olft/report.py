@@ -159,12 +159,16 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     if strategies or failed:
         lines += _score_table(results)
         lines += _cost_table(results)
+        lines += _failure_lines(results)
     elif finished_selection(results) and not (results.get("strategy_names") and results.get("status") in UNFINISHED_STATUS):
         lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
-    if unfinished(sel):
-        lines += unfinished_lines(sel, metric, resume_command(folder, results))
+    if unfinished(sel) or every_candidate_failed(sel):
+        # Its run over (not running, not interrupted), or its record a chosen-nothing: a selection whose
+        # candidates all failed has failed.
+        ended = not unfinished(sel) or results.get("status") not in ("running", "interrupted")
+        lines += unfinished_lines(sel, metric, resume_command(folder, results), ended)
     elif sel:
         sel_cpu = "" if sel.get("cpu_seconds") is None else f", {sel['cpu_seconds'] / 60:.2f} min CPU"
         apart = " (not included in OLFT's train time above)" if "train_seconds" in (strategies.get("olft") or {}) else ""
@@ -184,6 +188,27 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         lines += retrained_lines(sel)
         lines += candidate_table(sel, metric, run_marks(candidate_timing))
     return "\n".join(lines) + "\n"
+
+
+def every_candidate_failed(sel: dict | None) -> bool:
+    """True when `sel` (results.json's `selection`, finished or `unfinished_entry`) chose no layer and
+    every candidate it holds failed to train: no score, an error instead."""
+    cands = (sel or {}).get("candidates") or []
+    return bool(cands) and sel.get("selected_layer") is None and all(c.get("score") is None for c in cands)
+
+
+def _failure_lines(results: dict) -> list[str]:
+    """Why each failed strategy failed, its error as results.json's `failed` records it (which names
+    the step and the fix); OLFT's, where its selection failed, points to the selection section, whose
+    candidates' errors say why (its own "see the errors above" is the console's)."""
+    failed = results.get("failed") or {}
+    if not failed:
+        return []
+    sel = results.get("selection")
+    lines = [f"- {name}: " + ("its selection failed (below: every candidate failed to train)."
+                              if name == "olft" and not s.get("layers") and every_candidate_failed(sel) else s.get("error", ""))
+             for name, s in failed.items()]  # fmt: skip
+    return ["", "Failed (results.json's `failed`):", "", *lines]
 
 
 def _score_table(results: dict) -> list[str]:

@@ -27,14 +27,32 @@ from olft.verdicts import (
 )
 
 
-def unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
+def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False) -> list[str]:
     """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, each finished
-    candidate's score (the task metric in points after its steps; a failed one says so), and
-    `command` (`report.resume_command`: the banner's) that continues it."""
-    scores = "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in sel["candidates"])
-    return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
-            f"{plural(len(sel['candidates']), 'candidate')} finished ({metric} x100): {scores}. "
-            f"`{command}` continues it, keeping them."]  # fmt: skip
+    candidate's score (the task metric in points after its steps), each failed one's error as
+    results.json records it (which names its step and fix), and `command` (`report.resume_command`:
+    the banner's) that continues it. Where its run has `ended` and every candidate failed, the
+    selection failed: no continue advice then, since continuing keeps the failures (and a divergence
+    repeats at the same settings)."""
+    cands = sel["candidates"]
+    failed = [c for c in cands if c.get("score") is None]
+    errors = [f"- layer {c['layer']}: {c.get('error') or 'no error recorded'}" for c in failed]
+    if ended and cands and len(failed) == len(cands):
+        return ["", f"Selection failed ({sel.get('selector')} selector, {sel.get('protocol')}): every candidate failed to "
+                "train, so no layer was selected:", "", *errors, "", REPEATS]  # fmt: skip
+    # A failed candidate's budget is not how far it got: its error says the step it failed at.
+    scores = "; ".join(f"layer {c['layer']} " + ("failed" if c.get("score") is None else f"{fmt_score(c['score'])} "
+                                                  f"({c.get('steps')} steps)") for c in cands)  # fmt: skip
+    lines = ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
+             f"{plural(len(cands), 'candidate')} finished ({metric} x100): {scores}. "
+             f"`{command}` continues it, keeping them."]  # fmt: skip
+    return lines + (["", "Failed:", "", *errors, "", REPEATS] if failed else [])
+
+
+# After a failed candidate's error: why continuing the folder does not help. A candidate fails only
+# on a non-finite loss (`pipeline` records `NonFiniteLoss`), which the same settings reproduce.
+REPEATS = ("A failed candidate fails the same way again at these settings, and continuing this folder keeps it as "
+           "failed: fix what its error says (a lower --lr), then rerun in another --out or with --overwrite.")
 
 
 def examples_used(sel: dict) -> str:
