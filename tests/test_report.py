@@ -258,7 +258,7 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     metric_ax, probe_ax = layers_figure(results).axes
     assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
     assert _plotted(metric_ax) == {"candidates": [3, 4, 5], "selected": [3], "reference": [
-        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
+        "OLFT, layer 1 (validation): 50.0 (= final layer = all layers)", "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [], "reference": []}
     assert max(probe_ax.get_ylim()) < 0 < min(metric_ax.get_ylim())  # each axis spans its own scores only
 
@@ -302,7 +302,7 @@ def test_layer_plot_draws_the_final_scores_when_the_probe_alone_chose():
     metric_ax, probe_ax = layers_figure(results).axes
     assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
     assert _plotted(metric_ax) == {"candidates": [], "selected": [], "reference": [
-        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 48.0", "all layers (validation): 50.0"]}  # fmt: skip
+        "OLFT, layer 1 (validation): 50.0 (= all layers)", "final layer (validation): 48.0", "all layers (validation): 50.0"]}  # fmt: skip
     assert _olft_marker(metric_ax) == [(1, 50.0)]
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [1], "reference": []}
     # `olft select`: no strategy tuned, no final score: the probe's panel alone.
