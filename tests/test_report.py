@@ -82,6 +82,31 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     assert "OLFT's train time above" not in table  # there is none above
 
 
+def test_an_unfinished_selection_whose_candidates_all_failed_reads_as_failed_once_its_run_ended(tmp_path):
+    """The review's --lr 1e37 run: its two candidates diverged at step 2 of 4, and results.json keeps
+    the selection as `unfinished_entry`. Once the run ended the selection reads as failed, with each
+    error and no continue advice; while interrupted it reads as unfinished, the failed ones' errors
+    listed, never "(4 steps)" for a candidate that failed at step 2."""
+    from olft.selectionmd import REPEATS
+
+    err = "Training diverged: the loss became NaN or infinite at step 2. Lower the learning rate (now 1e+37, try --lr 0.001)."
+    results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
+    results["selection"] = {"status": "unfinished", "protocol": "train-holdout", "selector": "exhaustive", "metric": "score",
+                            "candidates": [{"layer": k, "score": None, "seconds": 1.0, "metrics": {}, "error": err, "steps": 4}
+                                           for k in (2, 3)], "selected_layer": None}  # fmt: skip
+    results.update(status="failed", strategies={}, strategy_names=["olft"],
+                   failed={"olft": {"layers": [], "error": "Every candidate layer failed to train; see the errors above."}})
+    table = table_md(results, tmp_path)
+    assert ("Selection failed (exhaustive selector, train-holdout): every candidate failed to train, so no layer was "
+            f"selected:\n\n- layer 2: {err}\n- layer 3: {err}\n\n{REPEATS}") in table, table
+    assert "- olft: its selection failed (below: every candidate failed to train)." in table
+    assert "4 steps" not in table and "continues" not in table and "UNFINISHED" not in table
+    results["status"] = "interrupted"
+    table = table_md(results, tmp_path)
+    assert "2 candidates finished (accuracy x100): layer 2 failed; layer 3 failed. `olft run" in table, table
+    assert f"Failed:\n\n- layer 2: {err}\n- layer 3: {err}\n\n{REPEATS}" in table and "4 steps" not in table
+
+
 def test_a_run_whose_strategies_all_failed_has_scores_but_no_cost_table():
     results = _results({})
     results["strategies"], results["failed"] = {}, {"olft": {"layers": [], "error": "x"}, "final": {"layers": [3], "error": "x"}}
@@ -233,7 +258,7 @@ def test_layer_plot_keeps_probe_scores_off_the_metric_axis():
     metric_ax, probe_ax = layers_figure(results).axes
     assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
     assert _plotted(metric_ax) == {"candidates": [3, 4, 5], "selected": [3], "reference": [
-        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
+        "OLFT, layer 1 (validation): 50.0 (= final layer = all layers)", "final layer (validation): 50.0", "all layers (validation): 50.0"]}  # fmt: skip
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [], "reference": []}
     assert max(probe_ax.get_ylim()) < 0 < min(metric_ax.get_ylim())  # each axis spans its own scores only
 
@@ -277,7 +302,7 @@ def test_layer_plot_draws_the_final_scores_when_the_probe_alone_chose():
     metric_ax, probe_ax = layers_figure(results).axes
     assert metric_ax.get_ylabel() == "accuracy x100" and probe_ax.get_ylabel().startswith("probe score")
     assert _plotted(metric_ax) == {"candidates": [], "selected": [], "reference": [
-        "OLFT, layer 1 (validation): 50.0", "final layer (validation): 48.0", "all layers (validation): 50.0"]}  # fmt: skip
+        "OLFT, layer 1 (validation): 50.0 (= all layers)", "final layer (validation): 48.0", "all layers (validation): 50.0"]}  # fmt: skip
     assert _olft_marker(metric_ax) == [(1, 50.0)]
     assert _plotted(probe_ax) == {"candidates": [0, 1, 2], "selected": [1], "reference": []}
     # `olft select`: no strategy tuned, no final score: the probe's panel alone.
@@ -361,6 +386,29 @@ def test_layer_plot_legend_keys_the_collapse_dagger():
     assert key.startswith("† ") and key.replace("\n", " ") == f"† {collapsed_text('all layers', 'acceptable', 'validation')}"
     del results["strategies"]["full"]["one_class"]
     assert not any("†" in t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts())
+
+
+def test_layer_plot_draws_olfts_line_over_a_baseline_with_its_score():
+    """Where OLFT scores what the final layer does, both lines lie at one height: OLFT's is drawn over
+    the baseline's (a higher zorder), and its legend label says the two coincide."""
+    from olft.plots import layers_figure
+
+    results = _budgets("accuracy", {2: 6, 3: 6}, {2: 0.55, 3: 0.6})
+    results["strategies"]["olft"]["layers"] = [3]
+    results["strategies"]["final"]["score"] = results["strategies"]["olft"]["score"] = 0.7
+    results["strategies"]["full"]["score"] = 0.8
+    ax = layers_figure(results).axes[0]
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    assert lines["OLFT, layer 3"].get_zorder() > lines["final layer"].get_zorder()
+    assert lines["OLFT, layer 3"].get_ydata()[0] == lines["final layer"].get_ydata()[0] == 70.0
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 70.0 (= final layer)" in labels and "final layer (validation): 70.0" in labels
+    results["strategies"]["full"]["score"] = 0.7
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 70.0 (= final layer = all layers)" in labels
+    results["strategies"]["olft"]["score"] = 0.75  # scores apart: nothing said
+    labels = [t.get_text() for t in layers_figure(results).axes[0].get_legend().get_texts()]
+    assert "OLFT, layer 3 (validation): 75.0" in labels
 
 
 def test_layer_plot_claims_standard_errors_only_where_it_draws_them():

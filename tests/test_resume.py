@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from olft import plots, report
+from olft import plots, report, selectionmd
 from olft.cli import main
 from olft.errors import OlftError
 from olft.ownership import foreign_entries
@@ -181,6 +181,33 @@ def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, 
         assert main(args) == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("candidate layer")]
     assert len(lines) == 1 and lines[0].startswith("candidate layer 1 failed: Training diverged"), lines
+
+
+def test_a_selection_whose_every_candidate_diverged_is_reported_failed_with_its_reasons(model_dirs, tiny_glue, tmp_path,
+                                                                                        capsys, monkeypatch):  # fmt: skip
+    """Every candidate diverged (a real NaN at --lr 1e30): table.md says the selection failed, gives each
+    candidate's and each failed strategy's error as results.json records it (the step it failed at, the
+    fix), claims no budget as the failed step, and gives no advice to continue the folder (that keeps
+    the failures, and a divergence repeats at the same settings). The table printed is the file's."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["llama"], tiny_glue, out, "--strategies", "olft,final", "--candidates", "1,2", "--lr", "1e30",
+                 "--max-grad-norm", "0", "--selection-adaptive", "0")  # fmt: skip
+    real_table, folders = report.table_md, []
+    monkeypatch.setattr(report, "table_md", lambda res, folder=None: folders.append(folder) or real_table(res, folder))
+    capsys.readouterr()
+    assert main(args) == 1
+    r, table = _results(out), (out / "table.md").read_text()
+    assert folders[-1] == out  # the table the CLI printed quotes the folder's path, not RUN_FOLDER
+    assert r["status"] == "failed" and [c["score"] for c in r["selection"]["candidates"]] == [None, None]
+    assert ("Selection failed (exhaustive selector, train-holdout): every candidate failed to train, so no layer was "
+            "selected:") in table, table
+    for c in r["selection"]["candidates"]:
+        assert f"- layer {c['layer']}: {c['error']}" in table and "at step" in c["error"] and "--lr" in c["error"]
+    assert f"- final: {r['failed']['final']['error']}" in table
+    assert "- olft: its selection failed (below: every candidate failed to train)." in table
+    assert "steps)" not in table.split("Selection failed")[1]  # a failed candidate's budget is not where it failed
+    assert "continues it" not in table and "keeping them" not in table and selectionmd.REPEATS in table
+    assert capsys.readouterr().out == table + "\n" and "RUN_FOLDER" not in table  # print adds a newline
 
 
 def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_no_choice(reference, model_dirs, tiny_glue,
@@ -928,3 +955,31 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
     assert final["selection"]["status"] == "finished" and "probe" not in final["selection"]
     assert json.dumps(_strip(final["selection"])) == json.dumps(_strip(ref["selection"]))
     assert _strip(final) == _strip(ref)
+
+
+def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glue, tmp_path, monkeypatch):
+    """`olft train` stopped by SIGTERM after its one piece finished, while drawing layers.png (the
+    run's end): its banner names what is left (the run's end), not an empty "not finished", and a
+    rerun of the command ends it."""
+    import olft.runfolder as runfolder
+
+    real_plot, out = runfolder.plots.plot_layers, tmp_path / "run"
+    calls = []
+
+    def terminate_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_plot(*a, **kw)
+
+    monkeypatch.setattr(runfolder.plots, "plot_layers", terminate_once)
+    args = ["train", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out",
+            str(out), "--epochs", "1", "--batch-size", "8", "--layers", "0", "-q"]
+    assert main(args) == 143
+    r, table = _results(out), (out / "table.md").read_text()
+    assert r["status"] == "interrupted" and list(r["strategies"]) == ["layers=0"]
+    assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
+    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece." in table
+    monkeypatch.undo()
+    assert main(args) == 0 and _results(out)["status"] == "complete"
+    assert "UNFINISHED" not in (out / "table.md").read_text()

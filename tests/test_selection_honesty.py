@@ -77,6 +77,30 @@ def test_trained_finalists_worse_than_a_constant_are_no_signal_and_quote_no_conf
     assert close.trained_no_signal is (close.trained_gaps()[3] < 1)
 
 
+def test_trained_finalists_far_above_the_constant_diverged_and_the_fix_is_a_lower_lr():
+    """The user's --lr 1e6 run: held-out losses of tens of millions against the class frequencies'
+    0.56. Every finalist's mean loss over DIVERGED_LOSS_RATIO times the constant's is divergence, and
+    the advice is a lower --lr, not more steps or data; below that ratio the budget advice stands."""
+    from olft.verdicts import DIVERGED_LOSS_RATIO, trained_no_signal_text
+
+    rng = np.random.default_rng(1)
+    base = (0.56 + 0.1 * rng.normal(size=16)).tolist()
+    sel = _trained({2: [4.9e7 + b for b in base], 3: [5.3e7 + b for b in base]}, base)
+    sel.record_baseline(base, [], "class frequencies")
+    d = sel.to_dict()
+    assert d["trained_no_signal"] is True
+    text = table_md({**_results(d), "task": "sst2", "metric": "accuracy"})
+    assert (f"No signal: every trained candidate's held-out loss (layer 2 4.9e+07, layer 3 5.3e+07) is over 10 times that "
+            f"of predicting the class frequencies ({np.mean(base):.3f}): training diverged (confidently wrong answers, not "
+            "too little data or too few steps), so the choice among layers 2, 3 is a guess; use a lower --lr (the "
+            "candidates train at olft's rate).") in text, text
+    assert "--selection-steps" not in text and "--selection-train-samples" not in text
+    # One finalist just under the ratio: not every one diverged, so the budget advice stands.
+    near = _trained({2: [4.9e7 + b for b in base], 3: [b + 0.9 * DIVERGED_LOSS_RATIO * np.mean(base) for b in base]}, base)
+    words = trained_no_signal_text(near.to_dict())
+    assert "more --selection-steps" in words and "diverged" not in words
+
+
 def test_trained_selectors_record_the_constant_and_warn_when_they_lose_to_it(model_dirs, tiny_glue, tmp_path, monkeypatch,
                                                                             caplog):  # fmt: skip
     import olft.pipeline

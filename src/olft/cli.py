@@ -455,8 +455,8 @@ def dispatch(args: argparse.Namespace) -> int:
         res = api.run(cfg, quiet=args.quiet, overwrite=args.overwrite, given=args.given)
         from olft.report import table_md
 
-        if show:
-            print(table_md(res))
+        if show:  # the folder's own path in the commands it quotes, as its table.md has it
+            print(table_md(res, Path(cfg.out) if cfg.out else api.default_out(cfg)))
     distributed.shutdown()
     return 1 if args.command in ("run", "train") and res["status"] == "failed" else 0  # every requested strategy failed
 

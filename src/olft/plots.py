@@ -206,7 +206,11 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
         score = strategy.get("score")
         if score is not None:
             mark = collapsed_mark(strategy, split) + (optimistic if name == "olft" else "")
-            ax.axhline(100 * score, ls=style, color=color, label=f"{what} ({split}): {100 * score:.1f}{mark}")
+            same = _same_score_words(results, score) if name == "olft" else ""
+            # OLFT's line above the baselines' (Line2D's default zorder is 2): drawn first, a baseline at
+            # the same score would hide it, and the legend (`same`) says where it runs along one.
+            ax.axhline(100 * score, ls=style, color=color, zorder=2.5 if name == "olft" else 2,
+                       label=f"{what} ({split}): {100 * score:.1f}{mark}{same}")  # fmt: skip
             if collapsed_mark(strategy, split):  # the dagger's key, in table.md's words, wrapped to the legend's width
                 key = collapsed_text(what, strategy["one_class"][split], split)
                 ax.plot([], [], " ", label="\n".join(textwrap.wrap(f"† {key}", LEGEND_CHARS)))
@@ -217,6 +221,14 @@ def _trained_panel(ax, results: dict, sel: dict, cands: list[dict]) -> dict:
                 ax.plot(olft["layers"], [100 * score] * len(olft["layers"]), "D", color=color, label="_olft layer")
     ax.set_ylabel(f"{results['metric']} x100")
     return shift
+
+
+def _same_score_words(results: dict, score: float) -> str:
+    """' (= final layer)' (or '= all layers', '= final layer = all layers') for OLFT's legend label
+    where a baseline scored exactly OLFT's `score`: their lines coincide, OLFT's drawn over them."""
+    same = [REFERENCE_WORDS[n] for n in ("final", "full")
+            if ((results.get("strategies") or {}).get(n) or {}).get("score") == score]  # fmt: skip
+    return f" (= {' = '.join(same)})" if same else ""
 
 
 # The widest spread of one layer's rounds, in layers: the rounds' points and bars sit side by side

@@ -132,9 +132,18 @@ def _unfinished_banner(results: dict, folder: Path | None) -> list[str]:
     if not finished_selection(results) and ("olft" in missing or unfinished(sel) or not results.get("strategy_names")):
         missing.insert(0, "the selection")
     error = f" ({results['error']})" if results.get("status") == "stopped by an error" and results.get("error") else ""
-    left = f" Not finished: {', '.join(missing)}." if missing else ""
+    if missing:
+        left, then = f" Not finished: {', '.join(missing)}.", "continues the folder, keeping them"
+    else:  # stopped after its last piece, in the run's end (`api._end`): said, not an unfinished nothing
+        left, then = f" {ENDING_STOPPED}", "ends it, keeping every piece"
     return ["", f"**UNFINISHED:** {why}{error}. This table shows only the pieces finished by then.{left} "
-            f"`{resume_command(folder, results)}` continues the folder, keeping them."]  # fmt: skip
+            f"`{resume_command(folder, results)}` {then}."]  # fmt: skip
+
+
+# The banner's words where every piece the folder names had finished: what is left is the run's end
+# (`runfolder.RunFolder.finish`), which a stop there (a kill while the plots are drawn) left undone.
+ENDING_STOPPED = ("No piece is left to train; not finished: the run's end (layers.png and loss.png, which may be missing "
+                  "or stale, the checkpoints' removal, results.json's final status).")
 
 
 def made_by(results: dict) -> str:
@@ -155,12 +164,16 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     if strategies or failed:
         lines += _score_table(results)
         lines += _cost_table(results)
+        lines += _failure_lines(results)
     elif finished_selection(results) and not (results.get("strategy_names") and results.get("status") in UNFINISHED_STATUS):
         lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
                   "continues this folder to tuning, keeping this selection."]  # fmt: skip
     sel = results.get("selection")
-    if unfinished(sel):
-        lines += unfinished_lines(sel, metric, resume_command(folder, results))
+    if unfinished(sel) or every_candidate_failed(sel):
+        # Its run over (not running, not interrupted), or its record a chosen-nothing: a selection whose
+        # candidates all failed has failed.
+        ended = not unfinished(sel) or results.get("status") not in ("running", "interrupted")
+        lines += unfinished_lines(sel, metric, resume_command(folder, results), ended)
     elif sel:
         candidate_timing = (results.get("timing") or {}).get("candidates") or {}
         run_of = run_marks(candidate_timing)
@@ -181,6 +194,27 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         lines += retrained_lines(sel)
         lines += candidate_table(sel, metric, run_of)
     return "\n".join(lines) + "\n"
+
+
+def every_candidate_failed(sel: dict | None) -> bool:
+    """True when `sel` (results.json's `selection`, finished or `unfinished_entry`) chose no layer and
+    every candidate it holds failed to train: no score, an error instead."""
+    cands = (sel or {}).get("candidates") or []
+    return bool(cands) and sel.get("selected_layer") is None and all(c.get("score") is None for c in cands)
+
+
+def _failure_lines(results: dict) -> list[str]:
+    """Why each failed strategy failed, its error as results.json's `failed` records it (which names
+    the step and the fix); OLFT's, where its selection failed, points to the selection section, whose
+    candidates' errors say why (its own "see the errors above" is the console's)."""
+    failed = results.get("failed") or {}
+    if not failed:
+        return []
+    sel = results.get("selection")
+    lines = [f"- {name}: " + ("its selection failed (below: every candidate failed to train)."
+                              if name == "olft" and not s.get("layers") and every_candidate_failed(sel) else s.get("error", ""))
+             for name, s in failed.items()]  # fmt: skip
+    return ["", "Failed (results.json's `failed`):", "", *lines]
 
 
 def _score_table(results: dict) -> list[str]:

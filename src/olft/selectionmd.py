@@ -27,14 +27,24 @@ from olft.verdicts import (
 )
 
 
-def unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
+def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False) -> list[str]:
     """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, the probe's
     scores where its stage finished (marked as the probe's, with the layers it passed on to training),
-    each finished trained candidate's score (the task metric in points after its steps; a failed one
-    says so), and `command` (`report.resume_command`: the banner's) that continues it."""
+    each finished trained candidate's score (the task metric in points after its steps), each failed
+    one's error as results.json records it (which names its step and fix), and `command`
+    (`report.resume_command`: the banner's) that continues it. Where its run has `ended` and every
+    trained candidate failed, the selection failed: no continue advice then, since continuing keeps
+    the failures (and a divergence repeats at the same settings)."""
     probed = [c for c in sel["candidates"] if proxy_scored(c, sel)]
     trained = [c for c in sel["candidates"] if not proxy_scored(c, sel)]
-    scores = "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))} ({c.get('steps')} steps)" for c in trained)
+    failed = [c for c in trained if c.get("score") is None]
+    errors = [f"- layer {c['layer']}: {c.get('error') or 'no error recorded'}" for c in failed]
+    if ended and trained and len(failed) == len(trained):
+        return ["", f"Selection failed ({sel.get('selector')} selector, {sel.get('protocol')}): every candidate failed to "
+                "train, so no layer was selected:", "", *errors, "", REPEATS]  # fmt: skip
+    # A failed candidate's budget is not how far it got: its error says the step it failed at.
+    scores = "; ".join(f"layer {c['layer']} " + ("failed" if c.get("score") is None else f"{fmt_score(c['score'])} "
+                                                  f"({c.get('steps')} steps)") for c in trained)  # fmt: skip
     done = f"{plural(len(trained), 'candidate')} finished ({metric} x100): {scores}. "
     if probed:
         passed = (sel.get("probe") or {}).get("finalists")
@@ -43,8 +53,15 @@ def unfinished_lines(sel: dict, metric: str, command: str) -> list[str]:
                 + (f"It passed {layer_list(passed)} on to training; " if passed else "")
                 + (f"{plural(len(trained), 'trained candidate')} finished ({metric} x100): {scores}. " if trained
                    else "no trained candidate finished yet. " if passed else ""))  # fmt: skip
-    return ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
-            f"{done}`{command}` continues it, keeping them."]  # fmt: skip
+    lines = ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
+             f"{done}`{command}` continues it, keeping them."]  # fmt: skip
+    return lines + (["", "Failed:", "", *errors, "", REPEATS] if failed else [])
+
+
+# After a failed candidate's error: why continuing the folder does not help. A candidate fails only
+# on a non-finite loss (`pipeline` records `NonFiniteLoss`), which the same settings reproduce.
+REPEATS = ("A failed candidate fails the same way again at these settings, and continuing this folder keeps it as "
+           "failed: fix what its error says (a lower --lr), then rerun in another --out or with --overwrite.")
 
 
 def examples_used(sel: dict) -> str:

@@ -171,20 +171,52 @@ def _short_of_full_budget(sel: dict) -> bool:
 
 def trained_no_signal_text(sel: dict) -> str | None:
     """What `trained_no_signal` in `sel` (a `Selection.to_dict`) means, with the settings to raise,
-    as the run's warning and table.md say it; None when some trained finalist beat the constant
-    predictor, or nothing trained chose."""
+    as the run's warning and table.md say it; where every finalist's loss is far above the constant's
+    (`diverged`), that training diverged, and a lower --lr. None when some trained finalist beat the
+    constant predictor, or nothing trained chose."""
     if not sel.get("trained_no_signal"):
         return None
     what, unit, by = baseline_words(sel)
     last = (sel.get("rounds") or [{}])[-1]
     layers, steps = last.get("layers") or [], last.get("steps")
+    where = scored_on(sel.get("protocol"))
+    if diverged(sel):
+        losses = finalist_losses(sel)
+        return (f"every trained candidate's {where} {unit} ({', '.join(f'layer {k} {v:.4g}' for k, v in sorted(losses.items()))}) "
+                f"is over {DIVERGED_LOSS_RATIO:g} times that of predicting {what} ({sel['baseline_loss']:.3f}): training "
+                f"diverged (confidently wrong answers, not too little data or too few steps), so the choice among "
+                f"{layer_list(sorted(losses))} is a guess; use a lower --lr (the candidates train at olft's rate)")
     fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
     fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
-    where = scored_on(sel.get("protocol"))
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
             f"paired per example: {layer_list(layers)} found no signal at this budget, so the choice among them is a guess; "
             f"use {fix}")
+
+
+# A trained candidate whose mean held-out loss is this many times the constant predictor's diverged:
+# the constant's is ln 2 = 0.69 on a balanced binary task, 10x that is 6.9 nats, a mean probability of
+# about 0.001 on the right class. An untrained head starts near the constant's loss and a few steps at a
+# workable rate stay near it (too little data: "no signal"); only a rate that blew the weights up lands
+# that far above it (or, on a regression task, predictions over 3 standard deviations off on average).
+DIVERGED_LOSS_RATIO = 10.0
+
+
+def finalist_losses(sel: dict) -> dict[int, float]:
+    """Layer -> the mean held-out loss of each trained finalist of `sel` (a `Selection.to_dict`),
+    its last round's (a later round's entry overrides); layers without a loss are left out."""
+    last = {c["layer"]: (c.get("metrics") or {}).get("loss") for c in sel.get("candidates") or []}
+    finalists = (sel.get("rounds") or [{}])[-1].get("layers") or list(last)
+    return {k: last[k] for k in finalists if last.get(k) is not None}
+
+
+def diverged(sel: dict) -> bool:
+    """True when every trained finalist's mean held-out loss (`finalist_losses`) is over
+    `DIVERGED_LOSS_RATIO` times the constant predictor's (`baseline_loss`): the rule that tells a
+    learning rate too high (lower --lr) from a budget too small (more steps or data)."""
+    losses, baseline = finalist_losses(sel), sel.get("baseline_loss")
+    return bool(losses) and baseline is not None and baseline > 0 and all(
+        v > DIVERGED_LOSS_RATIO * baseline for v in losses.values())
 
 
 def layer_list(layers: list[int]) -> str:
