@@ -17,6 +17,7 @@ from olft.cli import main
 from olft.errors import OlftError
 from olft.ownership import foreign_entries
 from olft.runfolder import CPU_SCOPE, compare_timing
+from olft.select import finished_selection
 
 TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
 
@@ -199,6 +200,7 @@ def test_a_selection_whose_every_candidate_diverged_is_reported_failed_with_its_
     r, table = _results(out), (out / "table.md").read_text()
     assert folders[-1] == out  # the table the CLI printed quotes the folder's path, not RUN_FOLDER
     assert r["status"] == "failed" and [c["score"] for c in r["selection"]["candidates"]] == [None, None]
+    assert r["selection"]["status"] == "failed" and finished_selection(r) is None  # no reader takes it for a choice
     assert ("Selection failed (exhaustive selector, train-holdout): every candidate failed to train, so no layer was "
             "selected:") in table, table
     for c in r["selection"]["candidates"]:

@@ -238,7 +238,9 @@ class Selection:
         scored = any(c.score is not None for c in self.candidates)
         trained_gaps = self.trained_gaps()
         return {
-            "status": "finished",  # `unfinished_entry` while candidates are still to train
+            # `unfinished_entry` while candidates are still to train; "failed" when every candidate failed
+            # to train (no score, no choice), so that no reader takes its null selected_layer for a choice.
+            "status": "finished" if scored else "failed",
             "protocol": self.protocol,
             "selector": self.selector,
             "candidates": [{k: v for k, v in asdict(c).items() if k != "example_losses"} for c in self.candidates],
@@ -320,9 +322,10 @@ def unfinished(sel: dict | None) -> bool:
 
 
 def finished_selection(results: dict) -> dict | None:
-    """results.json's `selection` once the selection has finished; None while none ran or it is unfinished."""
+    """results.json's `selection` once the selection has finished with a choice; None while none ran,
+    while it is unfinished, or when it failed (every candidate failed to train: `Selection.to_dict`)."""
     sel = results.get("selection")
-    return None if not sel or unfinished(sel) else sel
+    return None if not sel or unfinished(sel) or sel.get("status") == "failed" else sel
 
 
 def probe_decided(sel: dict) -> bool:
