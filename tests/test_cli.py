@@ -398,6 +398,24 @@ def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
 
 
+def test_a_float_beyond_float32_is_refused_naming_the_flag_and_the_limit(tmp_path, capsys):
+    """The review's --lr 1e40 was a traceback from the optimizer ("value cannot be converted to type
+    float without overflow"); each float option that reaches the optimizer is refused at parse time,
+    as nan and -1 are, by flag and limit."""
+    from olft.cli import parse
+
+    none, out = str(tmp_path / "none"), tmp_path / "o"
+    for args, phrase in [(["--lr", "1e40"], "--lr must be at most 3.403e+38 (the largest float32"),
+                         (["--strategy-lr", "final=1e39"], "--strategy-lr: 'final=1e39': a rate must be at most 3.403e+38"),
+                         (["--weight-decay", "1e39"], "--weight-decay must be at most 3.403e+38"),
+                         (["--max-grad-norm", "1e39"], "--max-grad-norm must be at most 3.403e+38"),
+                         (["--weight-decay", "-1"], "--weight-decay must be 0 or a positive number, got -1.0"),
+                         (["--max-grad-norm", "-1"], "--max-grad-norm must be 0 or a positive number, got -1.0")]:
+        _fails(capsys, ["train", "--layers", "1", "--model", none, "--out", str(out), *args], phrase)
+    cfg = parse(["run", "--lr", "3e38", "--weight-decay", "0", "--max-grad-norm", "0"]).cfg  # the limit itself, and 0: off
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.max_grad_norm) == (3e38, 0, 0)
+
+
 def test_an_empty_strategy_lr_is_no_strategy_lr(tmp_path):
     """`strategy_lr: {}` or "" is the option left out, so the run folder's config compares equal on resume."""
     from olft.cli import parse

@@ -20,6 +20,11 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+# The largest finite float32: a rate or decay above it becomes inf in the optimizer's float32
+# arithmetic (torch then fails with "value cannot be converted to type float without overflow").
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -29,6 +34,16 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
         if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
             flag = "--" + name.replace("_", "-")
             raise OlftError(f"{flag} must be a positive number, got {value!r}.")
+
+
+def _float32(obj: Any, *names: str) -> None:
+    """Refuse a value of `names` (already checked to be a number) beyond FLOAT32_MAX: it reaches
+    a float32 tensor or the optimizer, which cannot hold it."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and abs(value) > FLOAT32_MAX:
+            flag = "--" + name.replace("_", "-")
+            raise OlftError(f"{flag} must be at most {FLOAT32_MAX:.4g} (the largest float32, which the optimizer computes in), got {value!r}.")
 
 
 def strategy_lr_text(value: str | Mapping | None) -> str | None:
@@ -125,6 +140,11 @@ class TrainConfig:
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+        for name in ("weight_decay", "max_grad_norm"):  # 0 is allowed: no decay, no clipping
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise OlftError(f"--{name.replace('_', '-')} must be 0 or a positive number, got {value!r}.")
+        _float32(self, "lr", "weight_decay", "max_grad_norm")
         self.strategy_lr = strategy_lr_text(self.strategy_lr)  # saved as the flag's text, however it was given
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
 
@@ -142,6 +162,9 @@ class TrainConfig:
                 lr = float("nan")
             if not lr > 0 or lr == float("inf"):
                 raise OlftError(f"--strategy-lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+            if lr > FLOAT32_MAX:
+                raise OlftError(f"--strategy-lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
+                                "which the optimizer computes in).")
             if name in out:
                 raise OlftError(f"--strategy-lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
             out[name] = lr
