@@ -775,6 +775,40 @@ def test_unused_options_warn_once_before_anything_loads(tmp_path, capsys, caplog
     assert "--gradient-batches is ignored under --selector probe" in caplog.text, caplog.text
 
 
+def test_an_option_another_one_replaces_is_named_exactly_when_it_has_no_effect(tmp_path, capsys, caplog):
+    """--max-steps replaces --epochs (no cap on them: `train.fit`'s total), --selection-steps replaces
+    --selection-epochs, and --selection-max-steps caps --selection-steps only below it
+    (`Session.selection_steps`): each is named once when typed and unused, and not otherwise."""
+    from types import SimpleNamespace
+
+    from olft.config import RunConfig, SelectionConfig, TrainConfig, ignored_options
+    from olft.pipeline import Session
+
+    def lines(given, command="run", **kw):
+        cfg = RunConfig(train=TrainConfig(**{k: v for k, v in kw.items() if k in ("epochs", "max_steps")}),
+                        selection=SelectionConfig(**{k: v for k, v in kw.items() if k.startswith("selection_")}))
+        return [line.split(":")[0] for line in ignored_options(cfg, given, command)]
+
+    assert lines({"train.epochs"}, epochs=2, max_steps=5) == ["--epochs is ignored"]
+    assert lines({"train.epochs"}, "train", epochs=2, max_steps=5000) == ["--epochs is ignored"]  # not a cap: still replaced
+    assert lines({"train.epochs"}, epochs=2) == lines({"train.max_steps"}, max_steps=5) == []
+    sel = {"selection.selection_epochs", "selection.selection_max_steps"}
+    assert lines(sel, selection_epochs=2, selection_steps=5, selection_max_steps=5) == \
+        ["--selection-epochs is ignored", "--selection-max-steps is ignored"]
+    assert lines(sel, selection_epochs=2, selection_steps=5, selection_max_steps=4) == ["--selection-epochs is ignored"]
+    assert lines(sel, selection_epochs=2, selection_max_steps=4) == []  # the epochs' steps are known only once the data is
+    # The rule is the pipeline's: steps replace epochs, the cap binds only below the steps.
+    count = lambda **kw: Session.selection_steps(SimpleNamespace(cfg=RunConfig(selection=SelectionConfig(**kw))), 1000)  # noqa: E731
+    assert count(selection_steps=5, selection_epochs=100) == count(selection_steps=5, selection_max_steps=5) == 5
+    assert count(selection_steps=5, selection_max_steps=4) == 4
+    # The reviewer's command: one line, before the model loads; a run folder's config.json holding both, none.
+    caplog.clear()
+    _fails(capsys, ["train", "--layers", "1", "--model", str(tmp_path / "none"), "--max-steps", "5", "--epochs", "2"], "does not exist")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["--epochs is ignored: --max-steps 5 sets how long each strategy trains (it replaces --epochs); "
+                        "drop one of them."], warnings
+
+
 def test_train_names_the_selection_options_it_ignores(tmp_path, capsys, caplog):
     """train tunes the given --layers: its --help lists no selection option; one set anyway (a
     command line shared with run, a config file) is named as ignored, once, before anything loads."""

@@ -288,7 +288,8 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
     """One warning line for each option of `given` (grouped keys, "selection.selector") that `cfg`
     leaves unused under `olft command`: one its selector or method does not read (`APPLIES`), or
     any selection option under `train`, or under `run` with strategies that select no layer
-    (`select` always selects: it has no --strategies). The count-dependent case of --selector
+    (`select` always selects: it has no --strategies), or one another option replaces
+    (`_overridden`: --epochs under --max-steps, ...). The count-dependent case of --selector
     auto is `probe_alone_options`'s. An option only some
     choices read is a user's intent the run would silently drop, so it is named with why and
     what would use it (not refused: a shared command line or a run folder's config.json has them)."""
@@ -305,13 +306,31 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
             lines.append(f"{flag} is ignored: --strategies {cfg.strategies} selects no layer (olft does); "
                          "add olft to --strategies, or drop it.")
             continue
-        if key not in APPLIES:
-            continue
-        choice, users, why = APPLIES[key]
-        value = getattr(getattr(cfg, section), choice)
-        if value not in users:
-            lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+        if key in APPLIES:
+            choice, users, why = APPLIES[key]
+            value = getattr(getattr(cfg, section), choice)
+            if value not in users:
+                lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+                continue
+        if (line := _overridden(cfg, key, command)) is not None:
+            lines.append(f"{flag} is ignored: {line}.")
     return lines
+
+
+def _overridden(cfg: RunConfig, key: str, command: str) -> str | None:
+    """Why option `key` has no effect given another option of `cfg` that decides the same length
+    of training, or None. Exact, as `train.fit` and `pipeline.Session.selection_steps` count steps: a step
+    count replaces the epochs (it is no cap on them), and a cap at or above the step count
+    it caps never binds (the steps are only ever known for --selection-steps)."""
+    t, s = cfg.train, cfg.selection
+    if key == "train.epochs" and t.max_steps and command != "select":  # select trains no final model
+        return f"--max-steps {t.max_steps} sets how long each strategy trains (it replaces --epochs); drop one of them"
+    if key == "selection.selection_epochs" and s.selection_steps:
+        return f"--selection-steps {s.selection_steps} sets how long each candidate trains (it replaces --selection-epochs); drop one of them"
+    if key == "selection.selection_max_steps" and s.selection_steps and s.selection_max_steps >= s.selection_steps:
+        return (f"it caps each candidate's steps, and --selection-steps {s.selection_steps} is not above it; "
+                "lower it, or drop it")
+    return None
 
 
 # The options above that only a trained selection stage reads: auto leaves them unused where the
