@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, plots, report, runlock
-from olft.errors import OlftError
+from olft.errors import OlftError, stops_deferred
 from olft.ownership import (
     LOCK_FILES,
     OWN_FILES,
@@ -381,16 +381,22 @@ class RunFolder:
         results.json comes last so that it never says "complete" while the folder still lacks its
         plots or holds checkpoints: a run killed (or failing) before that write leaves it saying
         "running", which a rerun of the same command takes over and finishes.
+
+        Ctrl-C and SIGTERM wait until this is done (`errors.stops_deferred`: a few seconds of
+        plotting, every result already in): one that cut the first `import matplotlib` short left a
+        half-imported module, so `write_stopped` could draw no plot either. The stop then ends the
+        run as any other ("interrupted"), its folder whole.
         """
         if not self.writer:
             return
-        for write in self._report(results):
-            write()
-        for name in results["strategies"]:
-            self.checkpoint_path(name).unlink(missing_ok=True)
-        with suppress(OSError):  # still holds an unfinished strategy's checkpoint
-            (self.path / "checkpoints").rmdir()
-        report.write_json(self.path / "results.json", results)
+        with stops_deferred():
+            for write in self._report(results):
+                write()
+            for name in results["strategies"]:
+                self.checkpoint_path(name).unlink(missing_ok=True)
+            with suppress(OSError):  # still holds an unfinished strategy's checkpoint
+                (self.path / "checkpoints").rmdir()
+            report.write_json(self.path / "results.json", results)
 
 
 def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
