@@ -359,15 +359,18 @@ class RunFolder:
         """A run stopped early (Ctrl-C, SIGTERM, an error): results.json and table.md say so, and the
         plots show what it finished (loss.png also the curve of the piece it stopped in, dashed and
         labelled unfinished: `curves.curves_figure`). Failing to draw a plot is logged, not raised: the stop's own
-        exception is the one to report."""
+        exception is the one to report. A second Ctrl-C or SIGTERM meanwhile is dropped
+        (`errors.stops_deferred`): the run is stopping already, and one cutting the first
+        `import matplotlib` short would leave every plot undrawn."""
         if not self.writer:
             return
-        report.write_json(self.path / "results.json", results)
-        for write in self._report(results):
-            try:
-                write()
-            except Exception as exc:  # noqa: BLE001 - see above
-                log.warning("could not update the report of %s: %s", self.path, exc)
+        with stops_deferred(deliver=False):
+            report.write_json(self.path / "results.json", results)
+            for write in self._report(results):
+                try:
+                    write()
+                except Exception as exc:  # noqa: BLE001 - see above
+                    log.warning("could not update the report of %s: %s", self.path, exc)
 
     def _report(self, results: dict) -> list:
         """Writers of table.md, layers.png and loss.png, in that order (`finish`, `write_stopped`)."""
