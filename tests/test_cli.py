@@ -399,6 +399,24 @@ def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
 
 
+def test_a_float_beyond_float32_is_refused_naming_the_flag_and_the_limit(tmp_path, capsys):
+    """The review's --lr 1e40 was a traceback from the optimizer ("value cannot be converted to type
+    float without overflow"); each float option that reaches the optimizer is refused at parse time,
+    as nan and -1 are, by flag and limit."""
+    from olft.cli import parse
+
+    none, out = str(tmp_path / "none"), tmp_path / "o"
+    for args, phrase in [(["--lr", "1e40"], "--lr must be at most 3.403e+38 (the largest float32"),
+                         (["--strategy-lr", "final=1e39"], "--strategy-lr: 'final=1e39': a rate must be at most 3.403e+38"),
+                         (["--weight-decay", "1e39"], "--weight-decay must be at most 3.403e+38"),
+                         (["--max-grad-norm", "1e39"], "--max-grad-norm must be at most 3.403e+38"),
+                         (["--weight-decay", "-1"], "--weight-decay must be 0 or a positive number, got -1.0"),
+                         (["--max-grad-norm", "-1"], "--max-grad-norm must be 0 or a positive number, got -1.0")]:
+        _fails(capsys, ["train", "--layers", "1", "--model", none, "--out", str(out), *args], phrase)
+    cfg = parse(["run", "--lr", "3e38", "--weight-decay", "0", "--max-grad-norm", "0"]).cfg  # the limit itself, and 0: off
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.max_grad_norm) == (3e38, 0, 0)
+
+
 def test_an_empty_strategy_lr_is_no_strategy_lr(tmp_path):
     """`strategy_lr: {}` or "" is the option left out, so the run folder's config compares equal on resume."""
     from olft.cli import parse
@@ -756,6 +774,40 @@ def test_unused_options_warn_once_before_anything_loads(tmp_path, capsys, caplog
     config.write_text("selection: {selector: probe, gradient_batches: 3}\n")
     assert main(["select", "--config", str(config), "--model", none]) == 2
     assert "--gradient-batches is ignored under --selector probe" in caplog.text, caplog.text
+
+
+def test_an_option_another_one_replaces_is_named_exactly_when_it_has_no_effect(tmp_path, capsys, caplog):
+    """--max-steps replaces --epochs (no cap on them: `train.fit`'s total), --selection-steps replaces
+    --selection-epochs, and --selection-max-steps caps --selection-steps only below it
+    (`Session.selection_steps`): each is named once when typed and unused, and not otherwise."""
+    from types import SimpleNamespace
+
+    from olft.config import RunConfig, SelectionConfig, TrainConfig, ignored_options
+    from olft.pipeline import Session
+
+    def lines(given, command="run", **kw):
+        cfg = RunConfig(train=TrainConfig(**{k: v for k, v in kw.items() if k in ("epochs", "max_steps")}),
+                        selection=SelectionConfig(**{k: v for k, v in kw.items() if k.startswith("selection_")}))
+        return [line.split(":")[0] for line in ignored_options(cfg, given, command)]
+
+    assert lines({"train.epochs"}, epochs=2, max_steps=5) == ["--epochs is ignored"]
+    assert lines({"train.epochs"}, "train", epochs=2, max_steps=5000) == ["--epochs is ignored"]  # not a cap: still replaced
+    assert lines({"train.epochs"}, epochs=2) == lines({"train.max_steps"}, max_steps=5) == []
+    sel = {"selection.selection_epochs", "selection.selection_max_steps"}
+    assert lines(sel, selection_epochs=2, selection_steps=5, selection_max_steps=5) == \
+        ["--selection-epochs is ignored", "--selection-max-steps is ignored"]
+    assert lines(sel, selection_epochs=2, selection_steps=5, selection_max_steps=4) == ["--selection-epochs is ignored"]
+    assert lines(sel, selection_epochs=2, selection_max_steps=4) == []  # the epochs' steps are known only once the data is
+    # The rule is the pipeline's: steps replace epochs, the cap binds only below the steps.
+    count = lambda **kw: Session.selection_steps(SimpleNamespace(cfg=RunConfig(selection=SelectionConfig(**kw))), 1000)  # noqa: E731
+    assert count(selection_steps=5, selection_epochs=100) == count(selection_steps=5, selection_max_steps=5) == 5
+    assert count(selection_steps=5, selection_max_steps=4) == 4
+    # The reviewer's command: one line, before the model loads; a run folder's config.json holding both, none.
+    caplog.clear()
+    _fails(capsys, ["train", "--layers", "1", "--model", str(tmp_path / "none"), "--max-steps", "5", "--epochs", "2"], "does not exist")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["--epochs is ignored: --max-steps 5 sets how long each strategy trains (it replaces --epochs); "
+                        "drop one of them."], warnings
 
 
 def test_train_names_the_selection_options_it_ignores(tmp_path, capsys, caplog):

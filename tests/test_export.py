@@ -516,7 +516,36 @@ def test_distilbert_runs_predict_but_have_no_transformers_form(tiny_glue, tmp_pa
     assert main(["predict", "--run", str(run), "--text", "the cat", "yes", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] in ("entailment", "not_entailment")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "DistilBERT runs have no transformers form" in readme
+    assert "DistilBERT and DeBERTa-v2 runs have no transformers form" in readme
+
+
+@pytest.mark.parametrize(("family", "own"), [("deberta_v2", "pooler.dense"), ("distilbert", "pre_classifier"), ("electra", None)])
+def test_info_and_a_lora_runs_start_say_beforehand_which_export_formats_it_will_have(family, own, tiny_glue, tmp_path, capsys, caplog):
+    """The review trained DeBERTa-v2 with LoRA and learnt only at `olft export --format peft` that
+    its classification class has weights of its own (its pooler): `olft info` says so from the
+    model's config (no weight loaded for it), a LoRA run notes it as it starts, and what it says is
+    what olft.load then does. ELECTRA's classifier is a head olft replaces whole: it has every form."""
+    import logging
+
+    from tiny import make_architecture_folder
+
+    folder = make_architecture_folder(family, tmp_path / family)
+    assert main(["info", "--model", str(folder), "--method", "lora"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["export_formats"] == (["olft"] if own else ["peft", "merged", "olft"])
+    assert info.get("no_transformers_form") is None if own is None else f"({own})" in info["no_transformers_form"], info
+    assert main(["info", "--model", str(folder), "--method", "adapter"]) == 0
+    assert json.loads(capsys.readouterr().out)["export_formats"] == ["olft"]  # only LoRA has a peft/merged form
+    if own is None or family == "distilbert":  # its run: test_distilbert_runs_predict_but_have_no_transformers_form
+        return
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--layers", "1", "--method",
+                     "lora", "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: ")]
+    assert len(notes) == 1 and f"({own})" in notes[0] and "--format olft only" in notes[0], notes
+    with pytest.raises(OlftError, match=r"DebertaV2ForSequenceClassification has weights of its own .*\(pooler"):
+        olft.load(run, merge=True)
 
 
 def test_readme_feeds_an_export_truncated_at_the_runs_max_length():

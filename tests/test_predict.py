@@ -540,6 +540,40 @@ def test_a_submission_zip_always_matches_the_folders_files(runs, tiny_glue, tmp_
     assert sorted(p.name for p in sub.iterdir()) == ["RTE.tsv"]
 
 
+def test_a_stopped_prediction_removes_the_output_folders_it_made_and_no_other(runs, tiny_glue, tmp_path, capsys, monkeypatch):
+    """The review's `timeout -s INT 20 olft predict --split test --output DIR` left an empty DIR:
+    a stop (Ctrl-C, SIGTERM, an error) before its files are written removes the folders predict
+    made (DIR and its missing parents), and keeps a folder that was there before, or holds anything."""
+    glue = _test_glue(tiny_glue, tmp_path)
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict, "logits", stopped)
+    new = tmp_path / "made" / "sub"
+    args = ["predict", "--run", str(runs["bert"]), "--split", "test", "--glue-dir", str(glue), "-q", "--zip"]
+    assert main([*args, "--output", str(new)]) == 130
+    assert not (tmp_path / "made").exists()  # the parent it made too
+    old = tmp_path / "old"
+    old.mkdir()
+    assert main([*args, "--output", str(old)]) == 130 and old.is_dir()  # the user's folder stays
+    kept = tmp_path / "kept" / "sub"
+
+    def another_file_lands(*a, **k):  # something else wrote into the parent meanwhile
+        (tmp_path / "kept" / "theirs.txt").write_text("x")
+        raise OlftError("stopped half-way")
+
+    monkeypatch.setattr(predict, "logits", another_file_lands)
+    capsys.readouterr()
+    _fails(capsys, [*args, "--output", str(kept)], "stopped half-way")
+    assert not kept.exists() and (tmp_path / "kept" / "theirs.txt").is_file()
+    monkeypatch.setattr(predict, "logits", stopped)  # an --output file's new folder goes as well
+    out_file = tmp_path / "newdir" / "preds.csv"
+    assert main(["predict", "--run", str(runs["bert"]), "--split", "validation", "--output", str(out_file), "-q"]) == 130
+    assert not (tmp_path / "newdir").exists()
+    capsys.readouterr()
+
+
 # -- STS-B: correlations, which are undefined on too few or constant rows -------------------------
 
 STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
@@ -677,4 +711,4 @@ def test_sigterm_while_predictions_are_written_leaves_no_temporary_file(runs, tm
     out = tmp_path / "preds" / "p.csv"
     assert main(["predict", "--run", str(runs["bert"]), "--split", "validation", "--output", str(out), "-q"]) == 143
     assert capsys.readouterr().err.splitlines()[-1] == "olft: interrupted."  # after the line on what is scored
-    assert list(out.parent.iterdir()) == []
+    assert not out.parent.exists()  # nor the folder it made for it: no half-written output

@@ -466,6 +466,69 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
     assert not (out / "checkpoints").exists()
 
 
+def test_a_sigterm_while_the_plots_are_drawn_waits_for_them(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """The review's SIGTERM landed in the first `import matplotlib` of `finish`: the half-imported
+    module then failed every plot of `write_stopped` too ("module 'matplotlib' has no attribute
+    'get_data_path'"), and loss.png was never drawn. Here the first plot stands for that import: a
+    stop before it ends breaks every later plot of the process. The signal now waits for the
+    finishing step, then stops the run as any stop does, its folder whole and consistent."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
+    real, imported = plots.plot_layers, []
+
+    def first_import_then_plot(*a, **kw):
+        if not imported:
+            imported.append(False)
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before os.kill returns
+            imported[0] = True
+        if not imported[0]:
+            raise AttributeError("module 'matplotlib' has no attribute 'get_data_path'")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(plots, "plot_layers", first_import_then_plot)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(args) == 143
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert "could not update the report" not in caplog.text, caplog.text
+    r = _results(out)
+    assert r["status"] == "interrupted" and r["complete"] is False and "olft" in r["strategies"]
+    assert all((out / name).is_file() for name in ("table.md", "layers.png", "loss.png"))
+    assert "**UNFINISHED:** its run was interrupted" in (out / "table.md").read_text()  # the table says what results.json says
+    assert not (out / "checkpoints").exists()  # the finishing step ran whole
+    monkeypatch.undo()
+    assert main(args) == 0 and _results(out)["complete"] is True
+
+
+def test_a_second_stop_while_a_stopped_run_draws_its_plots_is_dropped(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """A run stopped by Ctrl-C draws what it finished (`write_stopped`); a SIGTERM landing in its
+    first `import matplotlib` (the first plot stands for it, as above) would leave every plot
+    undrawn: the run is stopping already, so it is dropped and the plots are drawn."""
+    from olft import api
+
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
+    real, imported = plots.plot_layers, []
+
+    def first_import_then_plot(*a, **kw):
+        if not imported:
+            imported.append(False)
+            os.kill(os.getpid(), signal.SIGTERM)
+            imported[0] = True
+        if not imported[0]:
+            raise AttributeError("module 'matplotlib' has no attribute 'get_data_path'")
+        return real(*a, **kw)
+
+    def ctrl_c(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "plot_layers", first_import_then_plot)
+    monkeypatch.setattr(api, "_end", ctrl_c)  # the first stop: every piece trained, the folder not finished
+    assert main(args) == 130  # Ctrl-C's, the stop being reported
+    assert "could not update the report" not in caplog.text, caplog.text
+    assert _results(out)["status"] == "interrupted"
+    assert all((out / name).is_file() for name in ("table.md", "layers.png", "loss.png"))
+
+
 def test_overwrite_deletes_only_a_folder_olft_made(reference, model_dirs, tiny_glue, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()

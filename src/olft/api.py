@@ -235,6 +235,11 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         if n is None and any(s.name == "olft" for s in strategies):
             _warn_probe_alone(cfg, given, session.num_layers)
+        if cfg.method.method == "lora" and session.dist.is_main:  # the formats only LoRA runs could have
+            why = _export_formats(session.stack, "lora").get("no_transformers_form")
+            if why:
+                log.info("note: %s: `olft export` will offer --format olft only (not peft or merged); "
+                         "olft predict and olft evaluate read the run as usual.", why)
         results = _begin(folder, cfg, session, [s.name for s in strategies])
         with _recorded(folder, results, session):  # finishing too: a failure there is recorded, not "complete"
             for strat in strategies:
@@ -505,7 +510,20 @@ def info(cfg: RunConfig) -> dict:
         "one_layer_percent_of_all": chosen["one_layer_percent_of_all"],
         "methods": per_method,
         "head_params_binary": count_params(stack.head),
+        **_export_formats(stack, cfg.method.method),
     }
+
+
+def _export_formats(stack, method: str) -> dict:
+    """{"export_formats": what `olft export --format` a `method` run's folder will offer, and
+    "no_transformers_form": why not peft/merged, where the family's classification class
+    refuses them}, from the loaded model's config alone (`hfmodel.no_transformers_form`), so a
+    user knows before training."""
+    from olft.hfmodel import no_transformers_form
+
+    why = no_transformers_form(stack.base.config)
+    formats = ["peft", "merged", "olft"] if method == "lora" and why is None else ["olft"]
+    return {"export_formats": formats, **({"no_transformers_form": why} if why else {})}
 
 
 __all__ = ["run", "select_layer", "info", "OlftError"]

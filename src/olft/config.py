@@ -20,6 +20,11 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+# The largest finite float32: a rate or decay above it becomes inf in the optimizer's float32
+# arithmetic (torch then fails with "value cannot be converted to type float without overflow").
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -29,6 +34,16 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
         if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
             flag = "--" + name.replace("_", "-")
             raise OlftError(f"{flag} must be a positive number, got {value!r}.")
+
+
+def _float32(obj: Any, *names: str) -> None:
+    """Refuse a value of `names` (already checked to be a number) beyond FLOAT32_MAX: it reaches
+    a float32 tensor or the optimizer, which cannot hold it."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and abs(value) > FLOAT32_MAX:
+            flag = "--" + name.replace("_", "-")
+            raise OlftError(f"{flag} must be at most {FLOAT32_MAX:.4g} (the largest float32, which the optimizer computes in), got {value!r}.")
 
 
 def strategy_lr_text(value: str | Mapping | None) -> str | None:
@@ -125,6 +140,11 @@ class TrainConfig:
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+        for name in ("weight_decay", "max_grad_norm"):  # 0 is allowed: no decay, no clipping
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise OlftError(f"--{name.replace('_', '-')} must be 0 or a positive number, got {value!r}.")
+        _float32(self, "lr", "weight_decay", "max_grad_norm")
         self.strategy_lr = strategy_lr_text(self.strategy_lr)  # saved as the flag's text, however it was given
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
 
@@ -142,6 +162,9 @@ class TrainConfig:
                 lr = float("nan")
             if not lr > 0 or lr == float("inf"):
                 raise OlftError(f"--strategy-lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+            if lr > FLOAT32_MAX:
+                raise OlftError(f"--strategy-lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
+                                "which the optimizer computes in).")
             if name in out:
                 raise OlftError(f"--strategy-lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
             out[name] = lr
@@ -265,7 +288,8 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
     """One warning line for each option of `given` (grouped keys, "selection.selector") that `cfg`
     leaves unused under `olft command`: one its selector or method does not read (`APPLIES`), or
     any selection option under `train`, or under `run` with strategies that select no layer
-    (`select` always selects: it has no --strategies). The count-dependent case of --selector
+    (`select` always selects: it has no --strategies), or one another option replaces
+    (`_overridden`: --epochs under --max-steps, ...). The count-dependent case of --selector
     auto is `probe_alone_options`'s. An option only some
     choices read is a user's intent the run would silently drop, so it is named with why and
     what would use it (not refused: a shared command line or a run folder's config.json has them)."""
@@ -282,13 +306,31 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
             lines.append(f"{flag} is ignored: --strategies {cfg.strategies} selects no layer (olft does); "
                          "add olft to --strategies, or drop it.")
             continue
-        if key not in APPLIES:
-            continue
-        choice, users, why = APPLIES[key]
-        value = getattr(getattr(cfg, section), choice)
-        if value not in users:
-            lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+        if key in APPLIES:
+            choice, users, why = APPLIES[key]
+            value = getattr(getattr(cfg, section), choice)
+            if value not in users:
+                lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+                continue
+        if (line := _overridden(cfg, key, command)) is not None:
+            lines.append(f"{flag} is ignored: {line}.")
     return lines
+
+
+def _overridden(cfg: RunConfig, key: str, command: str) -> str | None:
+    """Why option `key` has no effect given another option of `cfg` that decides the same length
+    of training, or None. Exact, as `train.fit` and `pipeline.Session.selection_steps` count steps: a step
+    count replaces the epochs (it is no cap on them), and a cap at or above the step count
+    it caps never binds (the steps are only ever known for --selection-steps)."""
+    t, s = cfg.train, cfg.selection
+    if key == "train.epochs" and t.max_steps and command != "select":  # select trains no final model
+        return f"--max-steps {t.max_steps} sets how long each strategy trains (it replaces --epochs); drop one of them"
+    if key == "selection.selection_epochs" and s.selection_steps:
+        return f"--selection-steps {s.selection_steps} sets how long each candidate trains (it replaces --selection-epochs); drop one of them"
+    if key == "selection.selection_max_steps" and s.selection_steps and s.selection_max_steps >= s.selection_steps:
+        return (f"it caps each candidate's steps, and --selection-steps {s.selection_steps} is not above it; "
+                "lower it, or drop it")
+    return None
 
 
 # The options above that only a trained selection stage reads: auto leaves them unused where the

@@ -51,6 +51,42 @@ class _StopOnSigterm:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def stops_deferred(deliver: bool = True) -> "_StopsDeferred":
+    """Hold Ctrl-C and SIGTERM inside, and deliver the first that came once it ends (as it would
+    have been: through the handlers in place before), so a short step whose inputs are all there
+    (a run's table and plots) is never cut half-way. An interrupted first `import matplotlib`
+    leaves a half-imported module that every later plot of the process fails on, so a stop there
+    could not even report itself. Where an exception ends the step it propagates and the held
+    signal is dropped: the command stops all the same; so it is with `deliver` False (a step that
+    runs because the command is already stopping). Outside the main thread it does nothing."""
+    return _StopsDeferred(deliver)
+
+
+class _StopsDeferred:
+    """`stops_deferred`'s context manager."""
+
+    def __init__(self, deliver: bool) -> None:
+        self.deliver = deliver
+
+    def __enter__(self) -> None:
+        self.held: int | None = None
+        self._previous: dict = {}
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._hold)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    def _hold(self, signum, frame) -> None:
+        self.held = self.held or signum
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self.held is not None and exc_type is None and self.deliver:
+            signal.raise_signal(self.held)  # its Python handler runs before this returns
+
+
 def interrupted(exc: KeyboardInterrupt) -> int:
     """The command's end on Ctrl-C or SIGTERM: one line on stderr, and its exit code, 128 + the
     signal's number (SIGTERM's 15 for `Terminated`, else SIGINT's 2)."""

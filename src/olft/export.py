@@ -14,7 +14,8 @@ Formats, and what each can hold:
   for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
   (Both with `trust_remote_code=True` where the folder carries `olft_head.py`, see below.)
   Neither holds a family whose classification class adds layers of its own that olft never
-  tuned (DistilBERT's `pre_classifier`, ModernBERT's head): refused, naming `olft predict`.
+  tuned (DistilBERT's `pre_classifier`, DeBERTa-v2's `pooler`, ModernBERT's head): refused, naming
+  `olft predict`; `olft info` tells beforehand (`hfmodel.no_transformers_form`).
 - `olft` (every method): the run's config, results and the strategy's weights, loadable with
   `olft.load(DIR)` and `olft predict --run DIR`. Adapter and prefix modules have no plain
   transformers form, and the `adapters` library (AdapterHub) requires transformers 4.x while

@@ -161,6 +161,31 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
     return model.eval()
 
 
+def no_transformers_form(base_config) -> str | None:
+    """Why a run on the model of `base_config` (its transformers config) can have no transformers
+    form (olft.load, `olft export --format peft|merged`), or None when it can: the family has no
+    sequence-classification class, or that class has weights of its own outside its base model
+    and its classifier/score head (DistilBERT's `pre_classifier`, DeBERTa-v2's `pooler`,
+    ModernBERT's head), which olft never tuned, as `to_transformers` finds after a run. Built on
+    the meta device from the config alone: no weight is loaded or allocated. Raises nothing."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(copy.deepcopy(base_config))
+    except Exception as exc:  # noqa: BLE001 - any family transformers cannot build a classifier of
+        return f"transformers has no sequence-classification class for it ({type(exc).__name__}: {exc})"
+    head = next((n for n in ("classifier", "score") if hasattr(model, n)), None)
+    own = [n for n, _ in model.named_parameters()
+           if not n.startswith(f"{model.base_model_prefix}.") and not (head and n.startswith(f"{head}."))]
+    if head is None:
+        return f"{type(model).__name__} has no classifier/score head to map olft's head onto"
+    if own:
+        return (f"{type(model).__name__} has weights of its own ({own[0].rsplit('.', 1)[0]}) that olft never tunes, "
+                "so a run has no transformers form")
+    return None
+
+
 _CLASSES: dict[type, type] = {}
 
 

@@ -208,9 +208,31 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows)  # JSONL input's lists
         text = buf.getvalue()
-    with writing(path):
+    with writing(path), removed_if_left_empty(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
+
+
+@contextmanager
+def removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """On any exception (Ctrl-C and SIGTERM too) inside, remove `folder` and the parents of it that
+    did not exist on entry, where they are still empty: an output folder made for files that were
+    never written is a half-written output. A folder that existed before, or that holds anything,
+    is kept. Re-raises the exception."""
+    made = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        made.append(path)  # deepest first, as they are removed
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            try:
+                path.rmdir()  # fails, and so keeps the folder, unless it is empty
+            except OSError:
+                break
+        raise
 
 
 @contextmanager
@@ -281,8 +303,13 @@ def write_submission(session, out_dir: Path, batch_size: int | None, make_zip: b
     """
     task = session.task
     files = submission_files(task, session.cfg.data.glue_dir)
-    with writing(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with removed_if_left_empty(out_dir):
+        with writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+        return _write_submission(session, task, files, out_dir, batch_size, make_zip)
+
+
+def _write_submission(session, task, files, out_dir: Path, batch_size: int | None, make_zip: bool) -> list[Path]:
     old_zip = out_dir / ZIP_NAME
     make_zip = make_zip or old_zip.exists()
     with writing(old_zip):

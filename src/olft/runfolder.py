@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, plots, report, runlock
-from olft.errors import OlftError
+from olft.errors import OlftError, stops_deferred
 from olft.layerspec import strategy_key
 from olft.ownership import (
     LOCK_FILES,
@@ -361,15 +361,18 @@ class RunFolder:
         """A run stopped early (Ctrl-C, SIGTERM, an error): results.json and table.md say so, and the
         plots show what it finished (loss.png also the curve of the piece it stopped in, dashed and
         labelled unfinished: `curves.curves_figure`). Failing to draw a plot is logged, not raised: the stop's own
-        exception is the one to report."""
+        exception is the one to report. A second Ctrl-C or SIGTERM meanwhile is dropped
+        (`errors.stops_deferred`): the run is stopping already, and one cutting the first
+        `import matplotlib` short would leave every plot undrawn."""
         if not self.writer:
             return
-        report.write_json(self.path / "results.json", results)
-        for write in self._report(results):
-            try:
-                write()
-            except Exception as exc:  # noqa: BLE001 - see above
-                log.warning("could not update the report of %s: %s", self.path, exc)
+        with stops_deferred(deliver=False):
+            report.write_json(self.path / "results.json", results)
+            for write in self._report(results):
+                try:
+                    write()
+                except Exception as exc:  # noqa: BLE001 - see above
+                    log.warning("could not update the report of %s: %s", self.path, exc)
 
     def _report(self, results: dict) -> list:
         """Writers of table.md, layers.png and loss.png, in that order (`finish`, `write_stopped`)."""
@@ -383,16 +386,22 @@ class RunFolder:
         results.json comes last so that it never says "complete" while the folder still lacks its
         plots or holds checkpoints: a run killed (or failing) before that write leaves it saying
         "running", which a rerun of the same command takes over and finishes.
+
+        Ctrl-C and SIGTERM wait until this is done (`errors.stops_deferred`: a few seconds of
+        plotting, every result already in): one that cut the first `import matplotlib` short left a
+        half-imported module, so `write_stopped` could draw no plot either. The stop then ends the
+        run as any other ("interrupted"), its folder whole.
         """
         if not self.writer:
             return
-        for write in self._report(results):
-            write()
-        for name in results["strategies"]:
-            self.checkpoint_path(name).unlink(missing_ok=True)
-        with suppress(OSError):  # still holds an unfinished strategy's checkpoint
-            (self.path / "checkpoints").rmdir()
-        report.write_json(self.path / "results.json", results)
+        with stops_deferred():
+            for write in self._report(results):
+                write()
+            for name in results["strategies"]:
+                self.checkpoint_path(name).unlink(missing_ok=True)
+            with suppress(OSError):  # still holds an unfinished strategy's checkpoint
+                (self.path / "checkpoints").rmdir()
+            report.write_json(self.path / "results.json", results)
 
 
 def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
