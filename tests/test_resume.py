@@ -212,15 +212,10 @@ def test_a_selection_whose_every_candidate_diverged_is_reported_failed_with_its_
     assert capsys.readouterr().out == table + "\n" and "RUN_FOLDER" not in table  # print adds a newline
 
 
-def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_no_choice(reference, model_dirs, tiny_glue,
-                                                                                         tmp_path, monkeypatch):
-    """Ctrl-C after one candidate: results.json's selection is marked unfinished and holds that candidate
-    with the score it measured (the reference run's), and no selected layer, ranking or confidence;
-    table.md renders no chosen layer from it. The rerun finishes it and the full selection replaces it."""
+def _interrupt_the_second_candidate(monkeypatch) -> list[int]:
+    """Ctrl-C as the selection starts its second candidate; the layers it started, as it goes."""
     import olft.pipeline as pipeline
 
-    out = tmp_path / "run"
-    args = _args(model_dirs["gpt2"], tiny_glue, out)
     real, tried = pipeline.Session._candidate, []
 
     def second_is_interrupted(self, layer, *a, **kw):
@@ -230,6 +225,19 @@ def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_n
         return real(self, layer, *a, **kw)
 
     monkeypatch.setattr(pipeline.Session, "_candidate", second_is_interrupted)
+    return tried
+
+
+def test_a_selection_stopped_part_way_shows_its_finished_candidates_and_claims_no_choice(reference, model_dirs, tiny_glue,
+                                                                                         tmp_path, monkeypatch):
+    """Ctrl-C after one candidate: results.json's selection is marked unfinished and holds that candidate
+    with the score it measured (the reference run's), and no selected layer, ranking or confidence;
+    table.md renders no chosen layer from it. The rerun finishes it and the full selection replaces it."""
+    import olft.pipeline as pipeline
+
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out)
+    real, tried = pipeline.Session._candidate, _interrupt_the_second_candidate(monkeypatch)
     assert main(args) == 130
     r = _results(out)
     ref = _results(reference)["selection"]
@@ -968,15 +976,7 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
     assert probe["stage"] == "probe" and len(probe["layers"]) == 4 and len(trained_round["layers"]) == 2
 
     out = tmp_path / "run"
-    real, tried = pipeline.Session._candidate, []
-
-    def second_is_interrupted(self, layer, *a, **kw):
-        tried.append(layer)
-        if len(tried) == 2:
-            raise KeyboardInterrupt
-        return real(self, layer, *a, **kw)
-
-    monkeypatch.setattr(pipeline.Session, "_candidate", second_is_interrupted)
+    real, tried = pipeline.Session._candidate, _interrupt_the_second_candidate(monkeypatch)
     assert main(_probe_halving(model_dirs["llama"], tiny_glue, out)) == 130
     sel = _results(out)["selection"]
     assert sel["status"] == "unfinished" and sel["selected_layer"] is None and sel["ranking"] is None, sel

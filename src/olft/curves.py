@@ -13,7 +13,6 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from olft.atomic import atomic_path
 from olft.errors import OlftError
 
 COLUMNS = ("step", "loss", "lr", "grad_norm")
@@ -146,15 +145,9 @@ def unfinished_note(name: str, curve: dict[str, list[float]], results: dict) -> 
 
 def plot_curves(folder: Path, path: Path, results: dict) -> bool:
     """Write `curves_figure` to `path`; False when the run folder has no curves."""
-    fig = curves_figure(folder, results)
-    if fig is None:
-        return False
-    import matplotlib.pyplot as plt
+    from olft.plots import save_figure  # plots reads results (report, torch): only a drawing needs it
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(curves_figure(folder, results), path)
 
 
 def curves_figure(folder: Path, results: dict):

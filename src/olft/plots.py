@@ -46,7 +46,12 @@ def _verdict_title(sel: dict, metric: str) -> str:
 
 def plot_layers(results: dict, path: Path) -> bool:
     """Write `layers_figure` to `path`; False when the results have no finished selection."""
-    fig = layers_figure(results)
+    return save_figure(layers_figure(results), path)
+
+
+def save_figure(fig, path: Path) -> bool:
+    """Write matplotlib Figure `fig` to `path` (PNG, 100 dpi) atomically and close it; False, writing
+    nothing, when `fig` is None (nothing to draw)."""
     if fig is None:
         return False
     import matplotlib.pyplot as plt
