@@ -157,7 +157,7 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
     assert lines[0] == f"run {out}: INCOMPLETE (interrupted)", lines
     span = f"{layers[0]}-{layers[-1]}" if len(layers) > 2 else ",".join(map(str, layers))
     assert lines[1] == (f"  selection: not finished; candidates finished at {steps} steps: layers {span} ({len(layers)} of "
-                        f"{len(layers)}); --selection-adaptive retraining finished at {2 * steps} steps: layer {layers[0]} "
+                        f"{len(layers)}); a longer round finished at {2 * steps} steps: layer {layers[0]} "
                         f"({r['metric']} x100: layer {layers[0]} 62.5)"), lines
     assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
 
@@ -891,6 +891,12 @@ def test_the_python_api_names_the_options_it_will_not_use(tmp_path, caplog):
     with pytest.raises(OlftError, match="none"):
         api.select_layer(cfg, quiet=True, given={"selection.selector"})
     assert not _warned(caplog), caplog.text
+    cfg.strategies = ["final", "full"]  # a list, as a Python caller may write it: read as the CLI's string
+    caplog.clear()
+    with pytest.raises(OlftError, match="none"):
+        api.run(cfg, quiet=True, given={"selection.selector"})
+    assert _warned(caplog) == ["--selector is ignored: --strategies final,full selects no layer (olft does); add olft "
+                               "to --strategies, or drop it."], caplog.text
 
 
 def test_the_command_names_an_unused_option_once(tmp_path, capsys, caplog):

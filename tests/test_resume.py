@@ -212,6 +212,26 @@ def test_a_selection_whose_every_candidate_diverged_is_reported_failed_with_its_
     assert capsys.readouterr().out == table + "\n" and "RUN_FOLDER" not in table  # print adds a newline
 
 
+def test_a_failed_selection_is_recorded_failed_and_every_reader_says_so(model_dirs, tiny_glue, tmp_path):
+    """Every candidate diverges where the selection ranks them (--selection-adaptive's default asks for a
+    ranking inside the selector, which raises): results.json's selection says "failed" (not "unfinished"),
+    and olft evaluate and olft predict say the run failed, with the errors and no advice to continue it."""
+    from olft.evaluate import evaluate_run
+    from olft.predict import open_run
+
+    out = tmp_path / "run"
+    assert main(_args(model_dirs["llama"], tiny_glue, out, "--strategies", "olft,final", "--candidates", "1,2",
+                      "--lr", "1e30", "--max-grad-norm", "0")) == 1  # fmt: skip
+    r = _results(out)
+    assert r["status"] == "failed" and r["selection"]["status"] == "failed" and r["selection"]["selected_layer"] is None
+    assert finished_selection(r) is None
+    text = evaluate_run(out, quiet=True)
+    assert "selection: failed: every candidate trained for it failed to train; layer 1: Training diverged" in text, text
+    assert "final: failed: Training diverged" in text and "continue it" not in text and "fails the same way" in text
+    with pytest.raises(OlftError, match="failed: every strategy it ran failed to train"):
+        open_run(out)
+
+
 def _interrupt_the_second_candidate(monkeypatch) -> list[int]:
     """Ctrl-C as the selection starts its second candidate; the layers it started, as it goes."""
     import olft.pipeline as pipeline

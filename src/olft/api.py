@@ -215,8 +215,11 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     Each option of `given` (grouped keys, "method.lora_rank") the run will not use is named in one
     logged warning; None means every option that differs from RunConfig's default, and () none
     (for a config read back from a run folder's config.json, which records every option).
+    `cfg.strategies` may be a list of names as well as the comma-separated string config.json holds.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
+    if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
+        cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
     given = _warn_ignored(cfg, given, "run")
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=strategies is None)
@@ -254,6 +257,9 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
         try:
             layers = [_selected_layer(session, folder, results)]
         except OlftError as exc:  # every candidate failed: the other strategies still run
+            sel = results.get("selection")
+            if sel and sel.get("status") == "unfinished":  # its candidates as `refresh` listed them: none chose
+                results["selection"] = {**sel, "status": "failed"}  # kept by `refresh`, read as no choice
             _failed(folder, results, strat.name, [], exc)
             return
     done = session.dist.broadcast(_finished_strategy(folder, strat.name) if folder.writer else None)

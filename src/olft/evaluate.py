@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from olft.layerspec import parse_candidates
+from olft.layerspec import parse_candidates, strategy_key
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import resume_command
@@ -38,10 +38,19 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
         lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
-    if (sel is None or unfinished(sel)) and (kept := finished_candidates(folder)):
+    selection_left = False
+    if sel and sel.get("status") == "failed":  # every candidate trained for it failed: a rerun repeats it
+        lines.append("  selection: failed: every candidate trained for it failed to train; "
+                     + "; ".join(f"layer {c['layer']}: {c.get('error')}" for c in sel["candidates"] if c.get("steps")))
+    elif selection_left := (sel is None or unfinished(sel)) and bool(kept := finished_candidates(folder)):
         lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
-    for name in results.get("strategy_names", list(results["strategies"])):
+    failed = results.get("failed") or {}
+    # Table 1's order (olft, final, full, then layers=... by layer), whatever order the runs asked for them.
+    for name in sorted(results.get("strategy_names", list(results["strategies"])), key=strategy_key):
         entry = results["strategies"].get(name)
+        if name not in saved and name in failed:
+            lines.append(f"  {name}: failed: {failed[name].get('error')}")
+            continue
         if name not in saved:
             step = checkpoint_step(checkpoint_file(folder, name))
             resumes = "" if step is None else f"; its checkpoint at step {step} is resumed when the run continues"
@@ -51,14 +60,19 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
             label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score measures a constant answer
             collapsed = "" if label is None else f"predicts {label!r} for every example, "
             lines.append(f"  {name} {split}: {collapsed}{scores.text(entry['metrics'].get(split, {}))}")
-    if results.get("status") != "complete" and not status.startswith("RUNNING"):
+    # Continuing helps a stopped run; a failed piece's run ended, and continuing would fail it again.
+    left = [n for n in results.get("strategy_names", []) if n not in saved and n not in failed] or unfinished(sel) or selection_left
+    if left and results.get("status") != "complete" and not status.startswith("RUNNING"):
         lines.append(f"  continue it (finished pieces are kept): {resume_command(folder, results)}")
+    if failed or (sel or {}).get("status") == "failed":  # a non-finite loss (train.NonFiniteLoss) repeats at the same settings
+        lines.append("  a rerun at these settings fails the same way: fix what the errors say (a lower --lr), then "
+                     "rerun with another --out or with --overwrite")
     return "\n".join(lines)
 
 
 def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cfg) -> str:
     """'candidates finished at 15 steps: layers 0-5 (6 of 6) (accuracy x100: layer 0 51.2, layer 1 49.8,
-    ...); --selection-adaptive retraining finished at 30 steps: layer 0 (accuracy x100: layer 0 53.0)', from the pieces
+    ...); a longer round finished at 30 steps: layer 0 (accuracy x100: layer 0 53.0)', from the pieces
     kept (how many a retraining takes is decided when the selection resumes, so it is not counted);
     each layer's score where its piece records one (`finished_candidates`; the task metric once trained)."""
     try:
@@ -69,7 +83,8 @@ def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cf
     for i, (steps, finished) in enumerate(kept.items()):
         layers = list(finished)
         of = f" ({len(layers)} of {total})" if i == 0 and total else ""
-        what = "candidates finished" if i == 0 else "--selection-adaptive retraining finished"
+        # A later, longer round: a halving rung or an --selection-adaptive retraining (the pieces do not say which).
+        what = "candidates finished" if i == 0 else "a longer round finished"
         scores = {k: v for k, v in finished.items() if v is not None}
         # Trained: the task metric in points (x100), as table.md's candidate table; 0 steps: a proxy's own number.
         if steps:

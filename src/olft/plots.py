@@ -22,7 +22,7 @@ def _verdict_title(sel: dict, metric: str) -> str:
     its score (`metric`) with the runner-up, so that the loss chose (`score_tie`), else ''."""
     verdict = selection_verdict(sel)
     if sel.get("no_signal") and probe_decided(sel):
-        return " - NO SIGNAL: no probe beats a constant predictor; the choice is a guess"
+        return " - NO SIGNAL: no probe beats a constant predictor by more than its noise; the choice is a guess"
     if sel.get("trained_no_signal"):  # table.md's "No signal:" for trained finalists (verdicts.trained_no_signal_text)
         return " - NO SIGNAL: no trained candidate beats a constant predictor; the choice is a guess"
     if verdict == "tie":

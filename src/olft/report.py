@@ -199,7 +199,7 @@ def table_md(results: dict, folder: Path | None = None) -> str:
 def every_candidate_failed(sel: dict | None) -> bool:
     """True when `sel` (results.json's `selection`, finished or `unfinished_entry`) chose no layer and
     every candidate it holds failed to train: no score, an error instead."""
-    cands = (sel or {}).get("candidates") or []
+    cands = [c for c in (sel or {}).get("candidates") or [] if c.get("steps")]  # a probe's (0 steps) trains nothing
     return bool(cands) and sel.get("selected_layer") is None and all(c.get("score") is None for c in cands)
 
 

@@ -164,7 +164,8 @@ class Selection:
         keep = self.finalists
         scored = [c for c in self.candidates if c.score is not None and (keep is None or c.layer in keep)]
         if not scored:
-            raise OlftError("Every candidate layer failed to train; see the errors above. Try a lower --lr.")
+            raise OlftError("Every candidate layer trained for the selection failed to train (each one's error is in "
+                            "results.json's selection and in table.md). Try a lower --lr.")
         if self.metric == "score":
             return {c.layer: (c.score, -c.metrics.get("loss", 0.0)) for c in scored}
         missing = [c.layer for c in scored if "loss" not in c.metrics]
