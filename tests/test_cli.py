@@ -139,6 +139,7 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
     for piece in (out / "pieces").glob("strategy-*.json"):
         piece.unlink()
     (out / "pieces" / "selection.json").unlink(missing_ok=True)
+    (out / "pieces" / "probe.json").unlink(missing_ok=True)  # auto's probe: this select trains its candidates
     for piece in (out / "pieces").glob("candidate-*.json"):
         piece.unlink()
     r = json.loads((out / "results.json").read_text())
@@ -160,6 +161,49 @@ def test_evaluate_lists_the_finished_candidates_of_an_interrupted_select(llama_r
                         f"{len(layers)}); a longer round finished at {2 * steps} steps: layer {layers[0]} "
                         f"({r['metric']} x100: layer {layers[0]} 62.5)"), lines
     assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
+
+
+@pytest.mark.parametrize("recorded", ["unfinished", None])  # None: results.json not rewritten after the probe (killed)
+def test_evaluate_says_what_the_probe_did_when_a_selection_stopped_after_it(llama_run, tmp_path, capsys, recorded):
+    """probe-halving stopped after its probe stage, before any finalist finished: evaluate says, in
+    table.md's words, that the probe scored every candidate (probe scores, not the task metric) and
+    which layers it passed on to training, then the command that continues it; once a finalist has
+    finished, its score follows, counted against the finalists."""
+    from olft.select import Candidate, probe_piece
+    from olft.selectionmd import unfinished_lines
+
+    out = tmp_path / "r"
+    shutil.copytree(llama_run, out)
+    shutil.rmtree(out / "weights")
+    for piece in (out / "pieces").glob("*.json"):
+        piece.unlink()
+    config = json.loads((out / "config.json").read_text())
+    config["selection"]["selector"] = "probe-halving"
+    (out / "config.json").write_text(json.dumps(config))
+    r = json.loads((out / "results.json").read_text())
+    layers = parse_candidates(config["selection"]["candidates"], r["num_layers"])
+    probed = [Candidate(layer, -0.5 - layer / 100, 0.1, {"loss": 0.5 + layer / 100}, steps=0, example_losses=[0.5])
+              for layer in layers]  # fmt: skip
+    probe = probe_piece(probed, 0.4, 0.4, layers, layers[:2])
+    (out / "pieces" / "probe.json").write_text(json.dumps(probe))
+    sel = unfinished_entry([], config["selection"], probe) if recorded else None
+    (out / "results.json").write_text(json.dumps({**r, "status": "interrupted", "complete": False, "selection": sel,
+                                                  "strategies": {}, "strategy_names": []}))  # fmt: skip
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    scores = "; ".join(f"layer {layer} {-50 - layer:.1f}" for layer in layers)
+    said = (f"The probe scored {len(layers)} candidates (probe score (-held-out loss x100), probe scores, not the task "
+            f"metric): {scores}. It passed layers {layers[0]}, {layers[1]} on to training")
+    assert lines[1] == f"  selection: not finished. {said}; no trained candidate finished yet", lines
+    table = unfinished_lines(unfinished_entry([], config["selection"], probe), "accuracy", "c")[1]
+    assert f"{said}; no trained candidate finished yet." in table  # table.md's words
+    assert lines[2] == f"  continue it (finished pieces are kept): olft select --config {out}/config.json --out {out}", lines
+
+    (out / "pieces" / f"candidate-{layers[1]}-4.json").write_text(json.dumps({"layer": layers[1], "steps": 4, "score": 0.5}))
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (f"  selection: not finished. {said}; candidates finished at 4 steps: layer {layers[1]} (1 of 2) "
+                        f"({r['metric']} x100: layer {layers[1]} 50.0)"), lines
 
 
 def test_paper_protocol_is_recorded(model_dirs, tiny_glue, tmp_path):

@@ -937,6 +937,25 @@ def test_an_unfinished_selection_shows_the_probes_scores_as_probe_scores():
     assert "probe" not in unfinished_entry([{"layer": 1, "steps": 4, "score": 0.5}], {"selector": "exhaustive"})
 
 
+def test_an_unfinished_selection_counts_layers_not_pieces():
+    """probe-halving stopped mid-halving: five layers trained at 4 steps and layer 2 also at 8 (its next
+    rung). table.md counts 5 trained candidates, each with its latest round and the earlier one named."""
+    from olft.select import Candidate, probe_piece, unfinished_entry
+    from olft.selectionmd import unfinished_lines
+
+    probed = [Candidate(layer, -0.5 - layer / 100, 0.1, {"loss": 0.5}, steps=0) for layer in range(10)]
+    trained = [{"layer": layer, "steps": 4, "score": 0.5 + layer / 100} for layer in range(5)]
+    trained.append({"layer": 2, "steps": 8, "score": 0.6})
+    sel = unfinished_entry(trained, {"selector": "probe-halving"}, probe_piece(probed, 0.4, 0.4, list(range(10)),
+                                                                               list(range(5))))
+    line = unfinished_lines(sel, "accuracy", "olft select --config c.json --out o")[1]
+    assert ("It passed layers 0, 1, 2, 3, 4 on to training; 5 trained candidates finished (accuracy x100, each layer's "
+            "latest round): layer 0 50.0 (4 steps); layer 1 51.0 (4 steps); layer 2 60.0 (8 steps; 52.0 at 4 steps); "
+            "layer 3 53.0 (4 steps); layer 4 54.0 (4 steps).") in line, line
+    no_probe = unfinished_lines(unfinished_entry(trained, {"selector": "halving"}), "accuracy", "olft select")[1]
+    assert "5 candidates finished (accuracy x100, each layer's latest round): layer 0 50.0 (4 steps);" in no_probe, no_probe
+
+
 def test_the_selections_total_counts_the_run_that_probed(tmp_path):
     """A probe-halving selection whose probe stage one run finished and whose finalists the continued
     run trained: its total time sums both runs' work, so results.json's timing lists it under both

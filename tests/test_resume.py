@@ -415,6 +415,26 @@ def test_loss_png_marks_the_curve_of_a_piece_that_did_not_finish(tmp_path):
     assert all(style == "-" for _, style in _loss_lines(fig).values()) and "unfinished" not in fig.axes[0].get_title()
 
 
+def test_loss_png_draws_each_strategys_lr_in_its_loss_colour_with_a_legend(tmp_path):
+    """curves_figure's learning-rate panel: each strategy's lr line has the colour (and label) of its
+    loss line, though the candidates' loss lines took colours from the cycle first; no candidate's lr."""
+    from olft.curves import COLUMNS, curves_figure
+
+    (tmp_path / "curves").mkdir()
+    for name in ("candidate-1", "candidate-2", "olft", "final"):
+        rows = [",".join(COLUMNS)] + [f"{s},{1 / s},0.001,1.0" for s in (1, 2)]
+        (tmp_path / "curves" / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    results = {"strategies": {"olft": {"steps": 2}, "final": {"steps": 2}},
+               "selection": {"candidates": [{"layer": 1, "steps": 2}, {"layer": 2, "steps": 2}]}}
+    fig = curves_figure(tmp_path, results)
+    loss = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    lr = {line.get_label(): line.get_color() for line in fig.axes[1].get_lines()}
+    assert set(lr) == {"olft", "final"} and lr == {name: loss[name] for name in lr}, (loss, lr)
+    assert len(set(loss.values())) == len(loss)  # no lr line reads as a candidate's
+    legend = fig.axes[1].get_legend()
+    assert legend is not None and sorted(t.get_text() for t in legend.get_texts()) == ["final", "olft"]
+
+
 def test_a_strategy_stopped_mid_training_is_dashed_in_loss_png_until_a_rerun_finishes_it(reference, model_dirs, tiny_glue,
                                                                                         tmp_path, monkeypatch):
     """Ctrl-C at `full`'s step 5 (checkpoint at 3): loss.png draws full's 5 steps dashed, labelled

@@ -152,7 +152,7 @@ def plot_curves(folder: Path, path: Path, results: dict) -> bool:
 
 def curves_figure(folder: Path, results: dict):
     """Training loss per step of every strategy (thick) and candidate (thin), with the learning
-    rate of the strategies on a second axis below. The curve of a piece `results` does not list as
+    rate of the strategies on a second axis below, each in its loss curve's colour, with a legend. The curve of a piece `results` does not list as
     finished (`unfinished_note`: the run stopped or failed during it) is dashed, its legend label
     saying where it ends, and the title says that dashed curves are unfinished.
     A matplotlib Figure; None when the run folder has no curves."""
@@ -177,9 +177,10 @@ def curves_figure(folder: Path, results: dict):
         stopped |= note is not None
         style = "--" if note else "-"
         label = f"{name} {note}" if note else name
-        ax.plot(c["step"], c["loss"], style, lw=0.8 if candidate else 1.6, alpha=0.5 if candidate else 1.0, label=label)
-        if not candidate:
-            ax_lr.plot(c["step"], c["lr"], style, lw=1.2, label=label)
+        (line,) = ax.plot(c["step"], c["loss"], style, lw=0.8 if candidate else 1.6, alpha=0.5 if candidate else 1.0,
+                          label=label)
+        if not candidate:  # the loss line's colour: the lr panel's own colour cycle would match another curve's
+            ax_lr.plot(c["step"], c["lr"], style, lw=1.2, label=label, color=line.get_color())
     ax.set_ylabel("training loss")
     losses = [x for c in curves.values() for x in c["loss"]]
     if min(losses) > 0 and max(losses) > 10 * min(losses):  # log only where the loss falls by orders of magnitude
@@ -188,6 +189,8 @@ def curves_figure(folder: Path, results: dict):
     title = f"training curves: {Path(folder).resolve().name}"
     ax.set_title(title + ("\ndashed: unfinished (the run stopped or the piece failed)" if stopped else ""), fontsize=9)
     ax_lr.set_ylabel("learning rate")
+    if ax_lr.get_lines():  # candidates' learning rates are not drawn: the legend names the strategies drawn
+        ax_lr.legend(fontsize=6, ncol=3)
     ax_lr.set_xlabel("optimizer step")
     fig.tight_layout()
     return fig

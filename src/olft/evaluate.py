@@ -6,14 +6,16 @@ results.json (they should, to float precision: evaluation runs the plain forward
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from olft.layerspec import parse_candidates, strategy_key
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import resume_command
-from olft.runfiles import checkpoint_file, describe_status, finished_candidates, read_run, weights_file
-from olft.select import unfinished
+from olft.runfiles import checkpoint_file, describe_status, finished_candidates, probe_stage, read_run, weights_file
+from olft.select import unfinished, unfinished_entry
+from olft.selectionmd import probe_text
 from olft.train import checkpoint_step
 
 
@@ -42,8 +44,12 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     if sel and sel.get("status") == "failed":  # every candidate trained for it failed: a rerun repeats it
         lines.append("  selection: failed: every candidate trained for it failed to train; "
                      + "; ".join(f"layer {c['layer']}: {c.get('error')}" for c in sel["candidates"] if c.get("steps")))
-    elif selection_left := (sel is None or unfinished(sel)) and bool(kept := finished_candidates(folder)):
-        lines.append(f"  selection: not finished; {_candidates_text(kept, results, cfg)}")
+    elif sel is None or unfinished(sel):
+        # A stopped selection's pieces: its finished probe stage (probe-halving, auto) and trained candidates.
+        kept, probe = finished_candidates(folder), probe_stage(folder)
+        if selection_left := bool(kept or probe):
+            lines.append(f"  selection: not finished{_probe_text(probe, cfg, bool(kept))}"
+                         + (f"; {_candidates_text(kept, results, cfg, probe)}" if kept else ""))
     failed = results.get("failed") or {}
     # Table 1's order (olft, final, full, then layers=... by layer), whatever order the runs asked for them.
     for name in sorted(results.get("strategy_names", list(results["strategies"])), key=strategy_key):
@@ -70,13 +76,24 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cfg) -> str:
+def _probe_text(probe: dict | None, cfg, trained: bool) -> str:
+    """'. The probe scored 4 candidates (...): layer 0 -50.0; ... It passed layers 0, 1 on to
+    training; no trained candidate finished yet' (table.md's words, `selectionmd.probe_text`), from
+    the probe stage's piece; '' without one."""
+    if not probe:
+        return ""
+    text = probe_text(unfinished_entry([], asdict(cfg.selection), probe))
+    return f". {text}" + ("" if trained or not probe.get("finalists") else "; no trained candidate finished yet")
+
+
+def _candidates_text(kept: dict[int, dict[int, float | None]], results: dict, cfg, probe: dict | None = None) -> str:
     """'candidates finished at 15 steps: layers 0-5 (6 of 6) (accuracy x100: layer 0 51.2, layer 1 49.8,
     ...); a longer round finished at 30 steps: layer 0 (accuracy x100: layer 0 53.0)', from the pieces
     kept (how many a retraining takes is decided when the selection resumes, so it is not counted);
     each layer's score where its piece records one (`finished_candidates`; the task metric once trained)."""
-    try:
-        total = len(parse_candidates(cfg.selection.candidates, results["num_layers"]))
+    try:  # after a probe, the layers it passed on to training
+        total = len(probe["finalists"]) if probe and probe.get("finalists") else len(
+            parse_candidates(cfg.selection.candidates, results["num_layers"]))
     except Exception:  # noqa: BLE001 - only the count is lost
         total = None
     parts = []

@@ -2,7 +2,7 @@
 
 `olft evaluate` and `olft predict` read a finished (or running) folder: its results.json and
 config.json (`read_run`), one line on its state (`describe_status`), the candidates it kept
-(`finished_candidates`), and the weights and checkpoint of a strategy (`weights_file`,
+(`finished_candidates`) and its finished probe stage (`probe_stage`), and the weights and checkpoint of a strategy (`weights_file`,
 `checkpoint_file`). None of them needs `olft.runfolder.RunFolder`, which writes and holds the lock.
 """
 
@@ -50,6 +50,17 @@ def finished_candidates(path: Path) -> dict[int, dict[int, float | None]]:
                 score = None
             found.setdefault(int(steps), {})[int(layer)] = float(score) if isinstance(score, (int, float)) else None
     return {steps: dict(sorted(found[steps].items())) for steps in sorted(found)}
+
+
+def probe_stage(path: Path) -> dict | None:
+    """A run folder's finished probe stage (pieces/probe.json, `select.probe_piece`: every candidate's
+    probe score, the ranking and the finalists), read without the lock; None where it has none or
+    it cannot be read."""
+    try:
+        piece = json.loads((Path(path) / "pieces" / "probe.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return piece if isinstance(piece, dict) and isinstance(piece.get("candidates"), list) else None
 
 
 def describe_status(path: Path) -> str:

@@ -36,26 +36,57 @@ def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False) 
     trained candidate failed, the selection failed: no continue advice then, since continuing keeps
     the failures (and a divergence repeats at the same settings)."""
     probed = [c for c in sel["candidates"] if proxy_scored(c, sel)]
-    trained = [c for c in sel["candidates"] if not proxy_scored(c, sel)]
-    failed = [c for c in trained if c.get("score") is None]
+    # One entry per layer: a halving rung or an --selection-adaptive retraining adds a longer piece of a layer
+    # already trained, so the layer counts once, with its latest round (as the finished table lists it).
+    trained = latest_rounds([c for c in sel["candidates"] if not proxy_scored(c, sel)])
+    failed = [rounds[-1] for rounds in trained if rounds[-1].get("score") is None]
     errors = [f"- layer {c['layer']}: {c.get('error') or 'no error recorded'}" for c in failed]
     if ended and trained and len(failed) == len(trained):
         return ["", f"Selection failed ({sel.get('selector')} selector, {sel.get('protocol')}): every candidate failed to "
                 "train, so no layer was selected:", "", *errors, "", REPEATS]  # fmt: skip
-    # A failed candidate's budget is not how far it got: its error says the step it failed at.
-    scores = "; ".join(f"layer {c['layer']} " + ("failed" if c.get("score") is None else f"{fmt_score(c['score'])} "
-                                                  f"({c.get('steps')} steps)") for c in trained)  # fmt: skip
-    done = f"{plural(len(trained), 'candidate')} finished ({metric} x100): {scores}. "
+    scores = "; ".join(map(_trained_words, trained))
+    latest = ", each layer's latest round" if any(len(rounds) > 1 for rounds in trained) else ""
+    done = f"{plural(len(trained), 'candidate')} finished ({metric} x100{latest}): {scores}. "
     if probed:
         passed = (sel.get("probe") or {}).get("finalists")
-        done = (f"The probe scored {plural(len(probed), 'candidate')} ({proxy_label(sel)}, probe scores, not the task metric): "
-                + "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))}" for c in probed) + ". "
-                + (f"It passed {layer_list(passed)} on to training; " if passed else "")
-                + (f"{plural(len(trained), 'trained candidate')} finished ({metric} x100): {scores}. " if trained
+        done = (probe_text(sel) + ("; " if passed else ". ")
+                + (f"{plural(len(trained), 'trained candidate')} finished ({metric} x100{latest}): {scores}. " if trained
                    else "no trained candidate finished yet. " if passed else ""))  # fmt: skip
     lines = ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
              f"{done}`{command}` continues it, keeping them."]  # fmt: skip
     return lines + (["", "Failed:", "", *errors, "", REPEATS] if failed else [])
+
+
+def probe_text(sel: dict) -> str:
+    """'The probe scored 4 candidates (probe score (...), probe scores, not the task metric): layer 0
+    -50.0; layer 1 -51.0. It passed layers 0, 1 on to training' for an unfinished selection whose
+    probe stage finished (`select.unfinished_entry` with its probe piece); '' without one. table.md
+    (`unfinished_lines`) and `olft evaluate` say it in these words."""
+    probed = [c for c in sel["candidates"] if proxy_scored(c, sel)]
+    if not probed:
+        return ""
+    passed = (sel.get("probe") or {}).get("finalists")
+    return (f"The probe scored {plural(len(probed), 'candidate')} ({proxy_label(sel)}, probe scores, not the task metric): "
+            + "; ".join(f"layer {c['layer']} {fmt_score(c.get('score'))}" for c in probed)
+            + (f". It passed {layer_list(passed)} on to training" if passed else ""))
+
+
+def latest_rounds(trained: list[dict]) -> list[list[dict]]:
+    """Each layer's trained pieces, by layer, each layer's rounds in order of steps (its latest last)."""
+    by_layer: dict[int, list[dict]] = {}
+    for c in sorted(trained, key=lambda c: (c.get("steps") or 0, c["layer"])):
+        by_layer.setdefault(c["layer"], []).append(c)
+    return [by_layer[layer] for layer in sorted(by_layer)]
+
+
+def _trained_words(rounds: list[dict]) -> str:
+    """'layer 2 55.0 (8 steps; 50.0 at 4 steps)': a layer's latest round, then its earlier ones.
+    A failed round's budget is not how far it got: its error says the step it failed at."""
+    last = rounds[-1]
+    earlier = "; ".join(f"{fmt_score(c.get('score'))} at {c.get('steps')} steps" for c in rounds[:-1])
+    if last.get("score") is None:
+        return f"layer {last['layer']} failed" + (f" ({earlier})" if earlier else "")
+    return f"layer {last['layer']} {fmt_score(last['score'])} ({last.get('steps')} steps" + (f"; {earlier}" if earlier else "") + ")"
 
 
 # After a failed candidate's error: why continuing the folder does not help. A candidate fails only
