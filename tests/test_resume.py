@@ -514,14 +514,9 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
     assert not (out / "checkpoints").exists()
 
 
-def test_a_sigterm_while_the_plots_are_drawn_waits_for_them(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
-    """The review's SIGTERM landed in the first `import matplotlib` of `finish`: the half-imported
-    module then failed every plot of `write_stopped` too ("module 'matplotlib' has no attribute
-    'get_data_path'"), and loss.png was never drawn. Here the first plot stands for that import: a
-    stop before it ends breaks every later plot of the process. The signal now waits for the
-    finishing step, then stops the run as any stop does, its folder whole and consistent."""
-    out = tmp_path / "run"
-    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
+def _sigterm_in_the_first_plot(monkeypatch) -> None:
+    """A SIGTERM inside the process's first plot, which stands for its first `import matplotlib`:
+    cut short, that import leaves a half-imported module, so every later plot of the process fails."""
     real, imported = plots.plot_layers, []
 
     def first_import_then_plot(*a, **kw):
@@ -534,6 +529,17 @@ def test_a_sigterm_while_the_plots_are_drawn_waits_for_them(model_dirs, tiny_glu
         return real(*a, **kw)
 
     monkeypatch.setattr(plots, "plot_layers", first_import_then_plot)
+
+
+def test_a_sigterm_while_the_plots_are_drawn_waits_for_them(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """The review's SIGTERM landed in the first `import matplotlib` of `finish`: the half-imported
+    module then failed every plot of `write_stopped` too ("module 'matplotlib' has no attribute
+    'get_data_path'"), and loss.png was never drawn. Here the first plot stands for that import: a
+    stop before it ends breaks every later plot of the process. The signal now waits for the
+    finishing step, then stops the run as any stop does, its folder whole and consistent."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
+    _sigterm_in_the_first_plot(monkeypatch)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     assert main(args) == 143
     assert {s: signal.getsignal(s) for s in before} == before
@@ -555,21 +561,10 @@ def test_a_second_stop_while_a_stopped_run_draws_its_plots_is_dropped(model_dirs
 
     out = tmp_path / "run"
     args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
-    real, imported = plots.plot_layers, []
-
-    def first_import_then_plot(*a, **kw):
-        if not imported:
-            imported.append(False)
-            os.kill(os.getpid(), signal.SIGTERM)
-            imported[0] = True
-        if not imported[0]:
-            raise AttributeError("module 'matplotlib' has no attribute 'get_data_path'")
-        return real(*a, **kw)
-
     def ctrl_c(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "plot_layers", first_import_then_plot)
+    _sigterm_in_the_first_plot(monkeypatch)
     monkeypatch.setattr(api, "_end", ctrl_c)  # the first stop: every piece trained, the folder not finished
     assert main(args) == 130  # Ctrl-C's, the stop being reported
     assert "could not update the report" not in caplog.text, caplog.text
