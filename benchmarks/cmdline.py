@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-# Where runs and reports are written, how one command is split over processes, and report-only
-# rebuilds change no number: a recorded command without them reruns anywhere.
-NOT_RECORDED = ("--shard", "--work-dir", "--results-dir")
+# Where runs and reports are written, where this machine keeps GLUE (the same files anywhere; a
+# machine's path in a committed report names nothing a reader has), how one command is split over
+# processes, and report-only rebuilds change no number: a recorded command without them reruns anywhere.
+NOT_RECORDED = ("--shard", "--work-dir", "--results-dir", "--glue-dir")
 SWITCHES = ("--report-only",)
 
 
@@ -23,6 +25,13 @@ def recorded_args(argv: list[str]) -> list[str]:
         elif a not in SWITCHES and not a.startswith(tuple(f"{f}=" for f in NOT_RECORDED)):
             out.append(a)
     return out
+
+
+def recorded_command(command: str) -> str:
+    """A command line as `recorded_args` records it ('python benchmarks/x.py' and its recorded flags):
+    reports built from a work dir whose bench.json an older version wrote name no machine's paths."""
+    words = shlex.split(command)
+    return shlex.join(words[:2] + recorded_args(words[2:]))
 
 
 def print_summary(summary_md: Callable[[dict], str], description: str, report: str) -> None:

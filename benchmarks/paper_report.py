@@ -14,6 +14,8 @@ import math
 import statistics
 from pathlib import Path
 
+from cmdline import recorded_command
+
 from olft.atomic import atomic_path, atomic_write
 from olft.select import finished_selection
 
@@ -471,8 +473,8 @@ def collect(work: Path, results_dir: Path | None = None) -> dict:
     env = {k: first.get(k) for k in ("versions", "python", "machine", "device")}
     env["git_commits"] = sorted({r.get("git_commit") or "unknown" for r in runs.values()})
     return {
-        "benchmark": "olft-paper", "model": manifest["model"], "method": manifest["method"], "command": manifest["command"],
-        "commands": manifest.get("commands") or [manifest["command"]],
+        "benchmark": "olft-paper", "model": manifest["model"], "method": manifest["method"], "command": recorded_command(manifest["command"]),
+        "commands": list(dict.fromkeys(map(recorded_command, manifest.get("commands") or [manifest["command"]]))),
         "planned_seeds": {c: [s for s in map(str, seeds) if f"{manifest['plans'][c]['run_task']}-s{s}" in manifest["jobs"]]
                           for c in manifest["columns"]},
         "caps": manifest["caps"], "estimate": manifest["estimate"], "notes": manifest.get("notes", ""),

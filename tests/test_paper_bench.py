@@ -245,8 +245,8 @@ def test_shards_partition_the_plan_and_share_wall_times(tmp_path):
     paper.write_manifest(tmp_path, a, updated={"rte-s0"})
     saved = json.loads((tmp_path / "bench.json").read_text())["wall_seconds"]
     assert saved == {"sst2-s0": 10.0, "mrpc-s0": 7.0, "rte-s0": 3.0}
-    assert paper.recorded_args(["--model", "m", "--shard", "1/2", "--seeds", "0", "--work-dir", "/w", "--results-dir=/r"]) == [
-        "--model", "m", "--seeds", "0"]
+    assert paper.recorded_args(["--model", "m", "--shard", "1/2", "--seeds", "0", "--work-dir", "/w", "--results-dir=/r",
+                                "--glue-dir", "/home/me/glue"]) == ["--model", "m", "--seeds", "0"]
     with pytest.raises(SystemExit):
         paper.parse_args(["--shard", "2/2"])
 
