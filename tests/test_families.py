@@ -23,7 +23,7 @@ from olft.cache import ActivationCache
 from olft.data import collate, encode
 from olft.errors import OlftError
 from olft.loading import checkpoint_pooling
-from olft.pipeline import cache_layer
+from olft.stages import cache_layer
 from olft.train import logits_for
 from tiny import ARCHITECTURES, ENCODERS, assert_cached_matches_plain, frozen_stack, make_config
 

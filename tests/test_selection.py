@@ -449,7 +449,7 @@ def test_table_says_no_signal_instead_of_a_confidence():
 
 
 def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
-    import olft.pipeline
+    import olft.stages
     from olft.proxies import constant_losses
 
     real = _select(model_dirs["llama"], tiny_glue, tmp_path / "real", "--selector", "auto")
@@ -457,7 +457,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     assert set(real["beats_baseline"]) == {"0", "1", "2", "3"} and real["baseline_predicts"] == "class frequencies"
     assert real["no_signal"] == (not any(real["beats_baseline"].values()))
     # A constant that no probe comes near: every probe's loss is far above it.
-    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
+    monkeypatch.setattr(olft.stages, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
     with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "auto")
     assert sel["no_signal"] is True and not any(sel["beats_baseline"].values())
@@ -476,7 +476,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     kept = ", ".join(map(str, ph["rounds"][1]["layers"]))
     assert f"so its pick of layers {kept} for training is a guess; use {_more_fit_examples(ph)} or --selector halving" in caplog.text
     assert "No signal: no candidate's probe beats" in (tmp_path / "ph" / "table.md").read_text()
-    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [50.0 for _ in constant_losses(*a)])
+    monkeypatch.setattr(olft.stages, "constant_losses", lambda *a: [50.0 for _ in constant_losses(*a)])
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         every = _select(model_dirs["llama"], tiny_glue, tmp_path / "all", "--selector", "probe")

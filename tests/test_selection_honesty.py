@@ -103,14 +103,14 @@ def test_trained_finalists_far_above_the_constant_diverged_and_the_fix_is_a_lowe
 
 def test_trained_selectors_record_the_constant_and_warn_when_they_lose_to_it(model_dirs, tiny_glue, tmp_path, monkeypatch,
                                                                             caplog):  # fmt: skip
-    import olft.pipeline
+    import olft.stages
     from olft.proxies import constant_losses
 
     real = _select(model_dirs["llama"], tiny_glue, tmp_path / "real", "--selector", "exhaustive", "--selection-steps", "2",
                    "--selection-adaptive", "0")  # fmt: skip
     assert real["baseline_loss"] is not None and real["baseline_predicts"] == "class frequencies"
     assert set(real["trained_baseline_gaps"]) == {"0", "1", "2", "3"} and real["beats_baseline"] is None
-    monkeypatch.setattr(olft.pipeline, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
+    monkeypatch.setattr(olft.stages, "constant_losses", lambda *a: [0.0 for _ in constant_losses(*a)])
     caplog.clear()
     with caplog.at_level("INFO", logger="olft"):
         sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "none", "--selector", "halving", "--selection-steps", "2",

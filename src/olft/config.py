@@ -319,7 +319,7 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
 
 def _overridden(cfg: RunConfig, key: str, command: str) -> str | None:
     """Why option `key` has no effect given another option of `cfg` that decides the same length
-    of training, or None. Exact, as `train.fit` and `pipeline.Session.selection_steps` count steps: a step
+    of training, or None. Exact, as `train.fit` and `stages.SelectionMixin.selection_steps` count steps: a step
     count replaces the epochs (it is no cap on them), and a cap at or above the step count
     it caps never binds (the steps are only ever known for --selection-steps)."""
     t, s = cfg.train, cfg.selection

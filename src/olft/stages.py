@@ -1,0 +1,335 @@
+"""Choosing a layer on a loaded `Session`: the selection sets, and the stages that score candidates.
+
+`SelectionMixin` gives `Session` its `select()`: proxies (probe, gradient) score layers without
+training; trained stages (exhaustive, halving rungs, adaptive re-runs) tune each candidate alone
+with `Session.tune` on the selection set and score it on the held-out set, one shared cache per
+stage. What the record holds and how it ranks lives in `olft.select`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from olft import precision, tasks
+from olft.config import SelectionConfig
+from olft.data import Encoded
+from olft.layerspec import check_candidates
+from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
+from olft.runfolder import fault_point
+from olft.select import (
+    GRADIENT_PROTOCOL,
+    Candidate,
+    Selection,
+    auto_keep,
+    better_half,
+    halving_schedule,
+    probe_finalists,
+    probe_piece,
+)
+from olft.train import NonFiniteLoss
+from olft.verdicts import plural
+
+if TYPE_CHECKING:
+    from olft.pipeline import Session
+
+log = logging.getLogger(__name__)
+
+
+class SelectionMixin:
+    """`Session`'s selection: its sets, its stages and their candidates (mixed into `Session`)."""
+
+    def selection_sets(self) -> tuple[str, Encoded, Encoded]:
+        """(protocol, candidate-training set, candidate-scoring set).
+
+        Under --selection-data validation the scoring set is the first evaluation split (after
+        --max-eval-samples), so a --selection-eval-samples other than its default is ignored:
+        one warning says so and names the option that does limit it. The gradient selector scores
+        nothing (`GRADIENT_PROTOCOL`): --selection-data validation does not apply to it, and one
+        warning says so. A scoring set under `SMALL_SCORING_SET` examples is warned about, naming
+        the setting that limits it.
+        """
+        s, seed = self.cfg.selection, self.cfg.train.seed
+        if s.selector == "gradient" and s.selection_data == "validation":
+            log.warning("--selection-data validation does not apply to --selector gradient: it scores no examples, "
+                        "validation or held-out (it sums the gradients of training batches at initialisation), so no "
+                        "validation example chooses the layer and OLFT's validation score is not optimistic. Drop "
+                        "--selection-data validation, or use a selector that scores candidates (probe, exhaustive, ...).")  # fmt: skip
+        if s.selection_data == "validation" and s.selector != "gradient":
+            train = tasks.sample_split(self.train_examples, s.selection_train_samples, seed)
+            first = next(iter(self.eval_enc))
+            if s.selection_eval_samples != SelectionConfig.selection_eval_samples:
+                cap = self.cfg.data.max_eval_samples
+                log.warning("--selection-eval-samples %d does not apply under --selection-data validation: the candidates "
+                            "are scored on the %s split (%d examples), which --max-eval-samples limits (now %s; it limits "
+                            "every evaluation split). Drop --selection-eval-samples, or use --selection-data train to score "
+                            "them on that many held-out training examples.", s.selection_eval_samples, first,
+                            len(self.eval_enc[first]), "unset" if cap is None else cap)  # fmt: skip
+            cap, n = self.cfg.data.max_eval_samples, len(self.eval_enc[first])
+            _warn_small_scoring_set(n, f"--max-eval-samples (now {cap})" if cap is not None and n >= cap
+                                    else f"nothing: the {first} split holds only {n} examples; --selection-data train scores "
+                                    "on --selection-eval-samples of train")  # fmt: skip
+            return "validation", self.encode(train), self.eval_enc[first]
+        fit_part, score_part = tasks.disjoint_subsets(
+            self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
+        )
+        if s.selector == "gradient":  # it scores nothing: the scoring set is never used
+            return GRADIENT_PROTOCOL, self.encode(fit_part), self.encode(score_part)
+        if len(fit_part) + len(score_part) < s.selection_train_samples + s.selection_eval_samples:
+            log.warning("selection: the training split has %d examples, fewer than --selection-train-samples %d plus "
+                        "--selection-eval-samples %d, so candidates fit on %d and are scored on %d (both shrunk in proportion)",
+                        len(self.train_examples), s.selection_train_samples, s.selection_eval_samples, len(fit_part),
+                        len(score_part))  # fmt: skip
+        _warn_small_scoring_set(len(score_part), f"--selection-eval-samples (now {s.selection_eval_samples})"
+                                if len(score_part) >= s.selection_eval_samples else "--max-train-samples, if set (the "
+                                "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)")  # fmt: skip
+        return "train-holdout", self.encode(fit_part), self.encode(score_part)
+
+    def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None,
+               on_probe=None, probed: dict | None = None) -> Selection:
+        """Choose a layer among the candidates with the configured selector (see `olft.select`).
+
+        Trained stages (exhaustive, halving rungs, adaptive re-runs) tune each candidate alone on
+        the selection set for a number of optimizer steps and score it on the held-out set, one
+        shared cache per stage. `done` maps (layer, steps) to candidates finished by an earlier,
+        interrupted run, taken as they are; `on_candidate` sees each newly trained one. Likewise
+        `probed`, the probe stage an earlier run finished (`select.probe_piece`), is taken as it is
+        when it probed these candidates, and `on_probe` sees the piece of a probe stage run anew.
+        """
+        s = self.cfg.selection
+        candidates = check_candidates(s.candidates, self.num_layers, s.selector, s.probe_keep)
+        protocol, fit_enc, score_enc = self.selection_sets()
+        sel = Selection(protocol, [], len(fit_enc), None if s.selector == "gradient" else len(score_enc),
+                        metric=s.selection_metric, selector=s.selector, threshold=s.equivalence_threshold,
+                        requested_train_examples=s.selection_train_samples,
+                        requested_score_examples=None if protocol == "validation" else s.selection_eval_samples)  # fmt: skip
+        if s.selector != "gradient":  # the yardstick of trained candidates (and of probes: `_Stages.proxy`)
+            regression = self.task.num_labels == 1
+            sel.record_baseline(constant_losses(fit_enc.labels, score_enc.labels, regression), [],
+                                "mean" if regression else "class frequencies")  # fmt: skip
+        run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {}, probed)
+        steps = self.selection_steps(len(fit_enc))
+        layers = candidates
+        keep = auto_keep(len(candidates)) if s.selector == "auto" else s.probe_keep
+        if s.selector in ("probe-halving", "auto"):
+            sel.probe_keep = keep or None  # auto below 8 candidates: the probe decides, passing on nothing
+        if s.selector in ("probe", "gradient", "probe-halving", "auto"):
+            run.proxy("gradient" if s.selector == "gradient" else "probe", layers)
+            layers = probe_finalists(sel.ranking(), keep) if s.selector == "probe-halving" or keep else []
+            if s.selector == "probe-halving" and len(layers) < 2:
+                # --probe-keep K is only advised where it is accepted: K below the number of candidates.
+                fix = ("--probe-keep 2 or more trains the probe's best layers" if len(candidates) > 2
+                       else "--selector halving or exhaustive trains every candidate")
+                log.warning("probe-halving: the probe kept %d of %s (layer %s), so no layer is trained and the "
+                            "choice is the probe's. %s.", len(layers), plural(len(candidates), "candidate"),
+                            ", ".join(map(str, layers)), fix)  # fmt: skip
+            if run.probe_round is not None and on_probe:  # a piece, before any finalist trains
+                r = run.probe_round
+                on_probe(probe_piece([c for c in sel.candidates if c.layer in r["layers"]], r["seconds"],
+                                     sel.cpu_seconds, r["ranking"], layers))  # fmt: skip
+        if s.selector == "exhaustive":
+            run.train(layers, steps)
+        elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
+            for rung, (_, rung_steps) in enumerate(halving_schedule(len(layers), steps)):
+                if rung:
+                    layers = better_half(sel.ranking())
+                run.train(layers, rung_steps)
+        trained = sel.rounds[-1]["stage"] == "train"  # a proxy's ties are its own: it has no budget to raise
+        # auto's training is sized to a cost bound: retraining tied finalists at twice the steps
+        # would triple it, so auto reports them as equivalent instead.
+        for _ in range(s.selection_adaptive if trained and s.selector != "auto" else 0):
+            tied = sel.contenders()  # within noise of the winner, or clearly below it on loss
+            if len(tied) < 2:
+                break
+            # Why these layers: the gaps they were judged on, which their retraining replaces in `gaps()`.
+            why = {"winner": sel.selected_layer, "threshold": sel.threshold,
+                   "gaps": {str(layer): gap for layer, gap in sel.gaps().items() if layer != sel.selected_layer}}  # fmt: skip
+            steps *= 2  # the top candidates are within noise: spend more on them alone
+            run.train(tied, steps)
+            sel.rounds[-1]["retrained"] = why
+        by_layer = {c.layer: c for c in sel.candidates}
+        sel.candidates = [by_layer[layer] for layer in candidates]
+        return sel
+
+    def selection_steps(self, fit_examples: int) -> int:
+        """Optimizer steps per candidate: --selection-steps, else --selection-epochs over the fit set."""
+        s, t = self.cfg.selection, self.cfg.train
+        steps = s.selection_steps or max(1, math.ceil(s.selection_epochs * math.ceil(fit_examples / t.batch_size)))
+        return min(steps, s.selection_max_steps) if s.selection_max_steps else steps
+
+    def _candidate(self, layer: int, steps: int, fit_enc: Encoded, score_enc: Encoded, caches: dict, alone: bool) -> Candidate:
+        """Tune and score one candidate for `steps` optimizer steps (`alone`: no collectives)."""
+        fault_point(f"candidate{layer}")
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        caches = {name: c for name, c in caches.items() if c.layer <= layer}  # below the cache: plain forward
+        with precision.autocast(self.stack, self.dist):
+            for cache in caches.values():
+                cache.advance(self.stack, layer)
+        try:
+            r = self.tune(
+                [layer], fit_enc, {"score": score_enc}, epochs=1.0, max_steps=steps, desc=f"candidate {layer}",
+                caches=caches, dist=self.dist.alone() if alone else self.dist, loss_splits=("score",),
+                lr=self.cfg.train.lr_for("olft"),  # candidates are tuned as OLFT will tune the winner
+            )  # fmt: skip
+            losses = example_losses(r.logits["score"], score_enc.labels)
+            return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
+                             example_losses=losses, cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+        except NonFiniteLoss as exc:
+            log.error("candidate layer %d failed: %s", layer, exc)
+            return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
+                             cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+
+
+# Fewer scoring examples than this and one example moves accuracy by 5 points or more: warned about.
+SMALL_SCORING_SET = 20
+
+
+def _warn_small_scoring_set(n: int, limit: str) -> None:
+    """Warn, at the selection's start, when the candidates will be scored on fewer than
+    `SMALL_SCORING_SET` examples, naming `limit`, the setting that limits that set."""
+    if n < SMALL_SCORING_SET:
+        log.warning("selection: the candidates are scored on only %d examples (under %d): one example moves their "
+                    "accuracy by %.1f points, so their differences are mostly noise. What limits the scoring set: %s.",
+                    n, SMALL_SCORING_SET, 100 / max(n, 1), limit)  # fmt: skip
+
+
+class _Stages:
+    """The stages of one selection, each adding its candidates' numbers to `sel`.
+
+    The latest stage of a layer replaces its numbers in `sel.candidates`, and `sel.finalists`
+    is the latest stage's layers: the winner is chosen among them, compared on equal budgets.
+    """
+
+    def __init__(self, session: Session, sel: Selection, fit_enc: Encoded, score_enc: Encoded, on_candidate, done,
+                 probed: dict | None = None):
+        self.session, self.sel, self.fit_enc, self.score_enc = session, sel, fit_enc, score_enc
+        self.on_candidate, self.done, self.probed = on_candidate, done, probed
+        self.probe_round: dict | None = None  # the round of a probe stage this run computed (None: none, or reused)
+
+    def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cpu_seconds: float | None,
+                cache_seconds: float = 0.0) -> None:
+        by_layer = {c.layer: c for c in self.sel.candidates}
+        by_layer.update({c.layer: with_probe(c, by_layer.get(c.layer)) for c in cands})
+        self.sel.candidates = sorted(by_layer.values(), key=lambda c: c.layer)
+        self.sel.finalists = sorted(c.layer for c in cands)
+        self.sel.seconds += seconds
+        if self.sel.cpu_seconds is not None:  # one stage without CPU time leaves the total unknown, not short
+            self.sel.cpu_seconds = None if cpu_seconds is None else self.sel.cpu_seconds + cpu_seconds
+        self.sel.cache_seconds += cache_seconds
+        self.sel.rounds.append({
+            "stage": kind, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
+            "ranking": self.sel.ranking() if any(c.score is not None for c in cands) else [],
+            # Each stage's own scores: a later stage replaces a layer's numbers in `candidates`,
+            # so the probe's scores of the layers it passed on live only here.
+            "scores": {c.layer: c.score for c in cands},
+            # and its losses (held-out; a proxy's own where it has one): a retrained layer's first-round
+            # loss would otherwise be lost with its replaced numbers
+            "losses": {c.layer: c.metrics.get("loss") for c in cands},
+        })  # fmt: skip
+
+    def proxy(self, kind: str, layers: list[int]) -> None:
+        """Score `layers` with a proxy (no training run per candidate)."""
+        session = self.session
+        cfg = session.cfg
+        saved = self.probed if kind == "probe" else None
+        if saved and [c.get("layer") for c in saved.get("candidates") or []] == list(layers):
+            # An earlier run's probe of these layers (same config and data: `RunFolder` checks both)
+            cands = [Candidate(**c) for c in saved["candidates"]]
+            self.sel.measure_probes(cands)
+            self._record(kind, 0, cands, saved["seconds"], saved["cpu_seconds"])
+            log.info("probe of %s kept from the run folder", plural(len(cands), "candidate"))
+            return
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        with precision.autocast(session.stack, session.dist):
+            if kind == "probe":
+                regression = session.task.num_labels == 1
+                bs = cfg.train.eval_batch_size
+                fit_x = layer_features(session.stack, self.fit_enc, layers, bs)
+                score_x = layer_features(session.stack, self.score_enc, layers, bs)
+                cands = []
+                for layer in layers:
+                    score, metrics, losses = probe_scores(fit_x[layer], self.fit_enc.labels, score_x[layer],
+                                                          self.score_enc.labels, regression)  # fmt: skip
+                    cands.append(Candidate(layer, score, 0.0, metrics, steps=0, example_losses=losses))
+                # A probe is only worth its ranking if it beats a constant on the same examples (recorded
+                # by `select` before any stage, for every selector that scores held-out examples).
+                self.sel.measure_probes(cands)
+            else:
+                grads = gradient_scores(session.stack, self.fit_enc, layers, cfg.method, batch_size=cfg.train.batch_size,
+                                        batches=cfg.selection.gradient_batches, seed=cfg.train.seed)  # fmt: skip
+                cands = [Candidate(layer, grads[layer]["rgn"], 0.0, grads[layer], steps=0) for layer in layers]
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        for c in cands:
+            c.seconds, c.cpu_seconds = seconds / len(cands), cpu / len(cands)
+        self._record(kind, 0, cands, seconds, cpu)
+        if kind == "probe":
+            self.probe_round = self.sel.rounds[-1]
+        if kind == "gradient":  # what it used: training batches at initialisation, no held-out examples
+            self.sel.rounds[-1].update(batch_size=cfg.train.batch_size,
+                                        batches=min(cfg.selection.gradient_batches, math.ceil(len(self.fit_enc) / cfg.train.batch_size)))
+
+    def train(self, layers: list[int], steps: int) -> None:
+        """Tune and score each of `layers` for `steps` steps; rounds of W candidates over W processes."""
+        session = self.session
+        s, dist = session.cfg.selection, session.dist
+        layers = sorted(layers)  # the shared cache only climbs
+        todo = [layer for layer in layers if (layer, steps) not in self.done]
+        split = dist.world_size > 1 and s.selection_parallel == "candidates"
+        width, rank = (dist.world_size, dist.rank) if split else (1, 0)
+        mine = todo[rank::width]  # each process's cache climbs through its own candidates only
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        encs = {"train": self.fit_enc, "score": self.score_enc}
+        caches = session.build_caches(cache_layer(mine), encs) if mine else {}
+        cache_seconds, cache_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        finished = {layer: self.done[(layer, steps)] for layer in layers if (layer, steps) in self.done}
+        before = {c.layer: c for c in self.sel.candidates}
+        for start in range(0, len(todo), width):
+            group = todo[start : start + width]
+            mine_now = group[rank] if rank < len(group) else None
+            cand = None if mine_now is None else session._candidate(mine_now, steps, self.fit_enc, self.score_enc, caches, split)
+            for c in dist.gather(cand) if split else [cand]:
+                if c is not None:
+                    c = with_probe(c, before.get(c.layer))  # its piece (and an unfinished selection) shows the probe's too
+                    finished[c.layer] = c
+                    if self.on_candidate:
+                        self.on_candidate(c)
+        cache_seconds = max(dist.gather(cache_seconds)) if split else cache_seconds
+        cache_cpu = sum(dist.gather(cache_cpu)) if split else cache_cpu  # work: every process built its own cache
+        cands = [finished[layer] for layer in layers]
+        cpu = None if any(c.cpu_seconds is None for c in cands) else cache_cpu + sum(c.cpu_seconds for c in cands)
+        self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cpu, cache_seconds)
+
+
+def with_probe(new: Candidate, old: Candidate | None) -> Candidate:
+    """`new`, a layer's numbers from a later stage, keeping the probe's numbers of `old` (its
+    previous stage): the probe's score and metrics when `old` is the probe's (0 steps), else what
+    `old` kept. A trained candidate's entry then shows both, not only `rounds`."""
+    if old is None or not new.steps:
+        return new
+    probe = old.probe if old.steps else {"score": old.score, "metrics": dict(old.metrics)}
+    return new if probe is None else replace(new, probe=probe)
+
+
+def example_losses(logits, labels) -> list[float]:
+    """Per-example training loss (cross-entropy, or squared error for regression) of (n, k) logits."""
+    values = torch.as_tensor(logits, dtype=torch.float32)
+    if values.shape[-1] == 1:
+        golds = torch.as_tensor(labels, dtype=torch.float32)
+        return ((values[:, 0] - golds) ** 2).tolist()
+    golds = torch.as_tensor(labels, dtype=torch.long)
+    return torch.nn.functional.cross_entropy(values, golds, reduction="none").tolist()
+
+
+def cache_layer(candidates: list[int]) -> int:
+    """Where selection builds its one activation cache: the lowest non-zero candidate.
+
+    Layer 0 reads the embeddings, so a cache at 0 holds nothing to reuse; built higher, it serves
+    every later candidate (advanced layer by layer), while layer 0 runs the plain forward. 0 when
+    layer 0 is the only candidate (then no cache).
+    """
+    return min((c for c in candidates if c > 0), default=0)
