@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from olft import predict, tasks
+from olft import outputs, predict, tasks
 from olft.cli import main
 from olft.errors import OlftError
 from olft.submission import SUBMISSIONS, read_test_file, submission_files, submission_label
@@ -417,7 +417,7 @@ def test_output_paths_refused_before_the_model_loads(runs, tiny_glue, tmp_path, 
 def test_a_failed_write_is_one_line_naming_the_path(tmp_path):
     (tmp_path / "gone").write_text("a file where the folder was")  # e.g. replaced while the model ran
     with pytest.raises(OlftError, match=r"Cannot write .*gone.*p\.csv \("):
-        predict.write_rows(tmp_path / "gone" / "p.csv", [{"prediction": "entailment"}])
+        outputs.write_rows(tmp_path / "gone" / "p.csv", [{"prediction": "entailment"}])
 
 
 def test_invalid_label_refused_also_beside_a_missing_one(runs, tmp_path, capsys):

@@ -43,7 +43,8 @@ import shutil
 from pathlib import Path
 
 from olft.errors import OlftError, stop_on_sigterm
-from olft.predict import RunInfo, check_folder_output, open_run, tuned_session
+from olft.outputs import check_folder_output
+from olft.predict import RunInfo, open_run, tuned_session
 
 FORMATS = ("peft", "merged", "olft")
 
