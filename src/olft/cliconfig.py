@@ -1,0 +1,207 @@
+"""The `olft` command's config files, checked before parsing so that a typo names its fix.
+
+`--config FILE` (YAML or JSON; a run folder's config.json is one) is checked against the keys
+each subcommand takes (`COMMANDS`), a key given twice or unknown is refused with a did-you-mean,
+keys only other subcommands take are skipped with one log line, and the command line is
+rewritten for the parser: short flags to grouped ones, every --config right after the
+subcommand so that flags override it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+from pathlib import Path
+
+from olft.config import SECTIONS
+from olft.errors import OlftError
+
+COMMANDS = {
+    "info": ("Show a model's family, layers, middle bucket and PEFT parameter counts.", ("model", "method")),
+    "run": ("Select a layer, tune it, and compare with final-layer and all-layer tuning.", tuple(SECTIONS)),
+    "select": ("Only score the candidate layers and name the best one.", tuple(SECTIONS)),
+    "train": ("Tune the PEFT module on explicit --layers (no selection).", tuple(SECTIONS)),
+}
+
+
+def _known_keys(command: str) -> set[str]:
+    sections = COMMANDS[command][1]
+    keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
+    flags = {"quiet", "verbose", "debug"} | ({"overwrite", "out"} if command != "info" else set())
+    flags |= {"strategies"} if command == "run" else set()  # select and train have none: see build_parser
+    return keys | flags | ({"layers"} if command == "train" else set())  # what --print_config writes
+
+
+def _flatten(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and k in SECTIONS:
+            out += _flatten(v, f"{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _load_unique(text: str):
+    """YAML (or JSON) `text` loaded safely, refusing a key given twice in one mapping: PyYAML and
+    jsonargparse keep the last silently, so `{olft: 3e-3, olft: 1e-3}` would drop a rate unseen."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True) if key_node.tag != "tag:yaml.org,2002:merge" else None
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise OlftError(f"{key!r} is given twice in one mapping (line {key_node.start_mark.line + 1}); give it once.")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader)
+
+
+def _load_unique_json(text: str):
+    """JSON `text` loaded strictly, refusing a key given twice in one object (as `_load_unique`)."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise OlftError(f"{key!r} is given twice in one object; give it once.")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
+def check_config_file(command: str, path: str) -> tuple[list[str], list[str], str | None]:
+    """The options config file `path` sets for `olft command`, as grouped keys ("train.lr"); the
+    keys it skips, which only other subcommands take; and without these the file's text for the
+    parser (which refuses them), or None when none is skipped.
+
+    A run folder's config.json holds `olft run`'s options (`strategies`, ...): this lets select,
+    train and info read it. Exit-2 error for an unreadable file, a key given twice, or a key no
+    subcommand has (with a did-you-mean).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise OlftError(f"Config file not found: {p}. Pass --config a YAML or JSON file (e.g. a run folder's config.json).")
+    try:
+        # A .json file is held to JSON: YAML would accept what JSON refuses (a trailing comma,
+        # single quotes), and a file another tool later reads as JSON must be valid JSON.
+        data = _load_unique_json(p.read_text()) if p.suffix.lower() == ".json" else _load_unique(p.read_text())
+    except OlftError as exc:
+        raise OlftError(f"{p}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise OlftError(f"{p} is not valid JSON ({exc}); fix it, or name it .yaml to write it as YAML.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise OlftError(f"{p} is not valid YAML or JSON ({str(exc).splitlines()[0]}).") from None
+    if data is None:  # an empty file, or comments only
+        raise OlftError(f"{p} is empty: write the options to set in it (model:, data:, method:, train:, selection:), or drop --config.")
+    if not isinstance(data, dict):
+        raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
+    known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
+    keys = _flatten(data)
+    for key in keys:
+        if key not in elsewhere:
+            # A key put in the wrong group ("lr:" at the top for "train.lr") matches by its own name;
+            # difflib alone would miss it, as the group's prefix makes the strings far apart.
+            same = sorted(k for k in elsewhere if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1] and k != key)
+            close = same or difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
+            raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
+    skipped = [k for k in keys if k not in known]
+    if not skipped:
+        return keys, [], None
+    for key in skipped:  # a whole group another subcommand takes goes, or one key of a group this one takes
+        section, _, name = key.rpartition(".")
+        if section and section not in COMMANDS[command][1]:
+            data.pop(section, None)
+        elif section:
+            del data[section][name]
+        else:
+            del data[key]
+    return [k for k in keys if k in known], skipped, yaml.safe_dump(data, sort_keys=False)
+
+
+def _skipped_note(command: str, path: str, skipped: list[str]) -> str:
+    """The log line for the keys of config file `path` that `olft command` skips: named by group
+    where the whole group goes (`olft info` skips data, train, ...), else by key."""
+    sections = COMMANDS[command][1]
+    names = dict.fromkeys(k.split(".")[0] if k.split(".")[0] not in sections else k for k in skipped)
+    others = "/".join(c for c in COMMANDS if c != command and set(skipped) & _known_keys(c))
+    what = "an option" if len(names) == 1 else "options"
+    return f"{path}: skipping {', '.join(names)} ({what} of `olft {others}`, not of `olft {command}`)."
+
+
+def _short_flags(argv: list[str]) -> list[str]:
+    """`--model X` / `--method X` to `--model.model X` / `--method.method X` (jsonargparse
+    reserves a group's own name for the whole group)."""
+    out = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if name[2:] in SECTIONS and token.startswith("--") and argv[:1] != ["evaluate"]:
+            token = f"{name}.{name[2:]}{eq}{value}"
+        out.append(token)
+    return out
+
+
+def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: list[str] | None = None) -> list[str]:
+    """Move `--config FILE` right after the subcommand, so that every flag overrides the file.
+    A file with options only other subcommands take is handed on as its text without them, and
+    `notes`, if given, gets a line naming them. `sources`, if given, is filled with {grouped key:
+    file} for the options the files set and the command line does not (the last file wins, as in
+    parsing), so a bad value can name its file."""
+    if len(argv) < 2 or argv[0] not in COMMANDS:
+        return argv
+    rest, configs, files, i = _short_flags(argv[1:]), [], [], 0
+    home = None  # the run folder whose config.json is the last file to set `out`
+    while i < len(rest):
+        if rest[i] == "--config" and i + 1 < len(rest):
+            path = rest[i + 1]
+            del rest[i : i + 2]
+        elif rest[i].startswith("--config="):
+            path = rest.pop(i).split("=", 1)[1]
+        else:
+            i += 1
+            continue
+        keys, skipped, text = check_config_file(argv[0], path)
+        files.append((path, keys))
+        if "out" in keys:
+            home = run_folder_of(path)
+        configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
+        if skipped and notes is not None:
+            notes.append(_skipped_note(argv[0], path, skipped))
+    if home is not None and not any(t == "--out" or t.startswith("--out=") for t in rest):
+        # config.json's `out` is the path as it was typed, relative to where the run started: from
+        # any other directory it would name a new folder, so the run continues where the file lies.
+        rest = ["--out", home, *rest]
+    if sources is not None:
+        given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
+        for path, keys in files:
+            sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
+    return [argv[0], *configs, *rest]
+
+
+def run_folder_of(path: str) -> str | None:
+    """The run folder config file `path` belongs to (`path` is the config.json olft wrote in a
+    folder with results.json), else None: a config.json copied out of its folder is a user's file."""
+    from olft.ownership import saved_config
+
+    p = Path(path)
+    ours = p.name == "config.json" and (p.parent / "results.json").is_file() and saved_config(p.parent) is not None
+    return str(p.parent) if ours else None
+
+
+def from_file(msg: str, sources: dict[str, str]) -> str:
+    """`msg` led by the config file that set the option it names, when no flag did ("--lr must be
+    positive" becomes "run.yaml: train.lr: --lr must be positive"), as the file's other errors."""
+    for key, path in sources.items():
+        flag = "--" + key.split(".")[-1].replace("_", "-")
+        if re.search(rf"(?<![\w.-]){re.escape(key)}(?![\w-])|{re.escape(flag)}(?![\w-])", msg):
+            return f"{path}: {msg}" if msg.startswith(key) else f"{path}: {key}: {msg}"
+    return msg
