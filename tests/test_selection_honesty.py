@@ -221,7 +221,7 @@ def test_a_tie_the_loss_broke_is_told_under_no_signal_as_a_guess():
     """The user's exhaustive run: layers 2 and 3 tie on accuracy, layer 3's held-out loss is clearly
     lower, and both lose to the constant predictor. The console and table.md still name the tie and
     the loss gap (docs/selection.md promises it), with the caveat that the choice is a guess."""
-    from olft.api import how_sure
+    from olft.runselection import how_sure
 
     rng = np.random.default_rng(1)
     base = (0.5 + 0.1 * rng.random(48)).tolist()
