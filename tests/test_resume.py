@@ -1003,6 +1003,7 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
     again) and ends with the selection an uninterrupted run makes. Each candidate piece is read once
     per refresh."""
     import olft.pipeline as pipeline
+    import olft.stages as stages
     from olft.runfolder import RunFolder
 
     assert main(_probe_halving(model_dirs["llama"], tiny_glue, tmp_path / "ref")) == 0
@@ -1047,7 +1048,7 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
         return lambda *a, **kw: probed_again.append(real_fn.__name__) or real_fn(*a, **kw)
 
     for fn in ("probe_scores", "layer_features"):
-        monkeypatch.setattr(pipeline, fn, counted(getattr(pipeline, fn)))
+        monkeypatch.setattr(stages, fn, counted(getattr(stages, fn)))
     kept = (out / "pieces" / "probe.json").stat().st_mtime_ns
     assert main(_probe_halving(model_dirs["llama"], tiny_glue, out)) == 0
     assert probed_again == [] and (out / "pieces" / "probe.json").stat().st_mtime_ns == kept  # the piece, not a new probe
