@@ -182,7 +182,7 @@ class SelectionConfig:
     selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
     selection_train_samples: int = opt(1000, "Examples candidates are trained (or probes fitted) on.")
     selection_eval_samples: int = opt(400, "Examples candidates are scored on (disjoint from their training examples); --selection-data train only: under validation the validation split scores them, limited by --max-eval-samples.")
-    selection_steps: int | None = opt(None, "Optimizer steps each candidate trains for (the finalists of halving get this many); unset: --selection-epochs over the fit set (188 steps at the defaults).")
+    selection_steps: int | None = opt(None, "Optimizer steps each candidate trains for (the finalists of halving get this many); unset: --selection-epochs over the fit set (189 steps at the defaults: 1,000 examples in batches of 16, 3 epochs).")
     selection_epochs: float = opt(3.0, "Epochs over the fit set each candidate trains for when --selection-steps is unset (one epoch of 500 left every candidate predicting the majority class on SST-2).")
     selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins).", choices=("score", "loss"))
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
