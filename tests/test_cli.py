@@ -335,7 +335,8 @@ def test_unknown_family(tmp_path, capsys):
     T5EncoderModel(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8)).save_pretrained(
         tmp_path / "t5enc")
     capsys.readouterr()  # the save's progress bar
-    _fails(capsys, ["info", "--model", str(tmp_path / "t5enc")], "encoder-decoder model")
+    _fails(capsys, ["info", "--model", str(tmp_path / "t5enc")],
+           "encoder-decoder model (the folder was saved as T5EncoderModel; transformers loads it as T5Model)")
 
 
 @pytest.mark.parametrize("extra", [["--method", "prefix"], ["--method", "prefix", "--prefix-reparam", "--prefix-hidden", "16"], ["--method", "lora"]])

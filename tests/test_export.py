@@ -363,6 +363,7 @@ def _fails(capsys, args, phrase):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("olft: error:") and phrase.lower() in err.lower(), err
+    return err
 
 
 def test_bad_export_inputs(runs, tmp_path, capsys):
@@ -497,6 +498,38 @@ def test_save_pretrained_of_a_model_holding_olfts_modules_is_refused(runs, tmp_p
     with pytest.raises(OlftError, match=rf"save_pretrained would write this model without olft's .*{re.escape(fix)}"):
         model.save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
+
+
+def test_a_family_without_a_classification_class_exports_in_olfts_form_and_refuses_the_rest(tiny_glue, tmp_path, capsys):
+    """CodeGen has no transformers sequence-classification class at all: olft.load and --format
+    peft / merged refuse it in one line naming the model type (transformers' own error lists every
+    config class it knows), `olft info` says so in that line, and --format olft exports it."""
+    import torch
+    from transformers import AutoModel, CodeGenConfig
+
+    from tiny import make_tokenizer
+
+    folder = tmp_path / "codegen"
+    torch.manual_seed(0)
+    AutoModel.from_config(CodeGenConfig(n_embd=32, n_layer=3, n_head=4, rotary_dim=4, vocab_size=64, n_positions=64,
+                                        n_ctx=64, bos_token_id=1, eos_token_id=2)).save_pretrained(folder)  # fmt: skip
+    make_tokenizer(False).save_pretrained(folder)
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--layers", "1", "--method",
+                 "lora", "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1", "--out", str(run), "-q"]) == 0  # fmt: skip
+    why = r"transformers has no sequence-classification class for model type 'codegen', so this run has no transformers form"
+    with pytest.raises(OlftError, match=why):
+        olft.load(run, merge=True)
+    capsys.readouterr()
+    for fmt in ("peft", "merged"):
+        err = _fails(capsys, ["export", "--run", str(run), "--format", fmt, "--output", str(tmp_path / fmt), "-q"], "'codegen'")
+        assert "Config" not in err, err  # not transformers' list of every config class
+    assert main(["export", "--run", str(run), "--format", "olft", "--output", str(tmp_path / "exp"), "-q"]) == 0
+    assert "`olft.load` cannot turn this run into a transformers model" in (tmp_path / "exp" / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["info", "--model", str(folder)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["export_formats"] == ["olft"] and "GPT2Config" not in info["no_transformers_form"], info
 
 
 def test_distilbert_runs_predict_but_have_no_transformers_form(tiny_glue, tmp_path, capsys):

@@ -321,8 +321,11 @@ def discover(base: nn.Module) -> Family:
     # off: the two stacks say what the config no longer does.
     two_stacks = isinstance(getattr(base, "encoder", None), nn.Module) and isinstance(getattr(base, "decoder", None), nn.Module)
     if getattr(base.config, "is_encoder_decoder", False) or two_stacks:
+        saved = (getattr(base.config, "architectures", None) or [type(base).__name__])[0]
+        # A folder saved as T5EncoderModel names that class, which transformers' AutoModel loads as the whole T5Model.
+        as_saved = "" if saved == type(base).__name__ else f" (the folder was saved as {saved}; transformers loads it as {type(base).__name__})"
         raise OlftError(
-            f"{type(base).__name__} is an encoder-decoder model: olft tunes one stack of layers and supports "
+            f"{type(base).__name__} is an encoder-decoder model{as_saved}: olft tunes one stack of layers and supports "
             "encoder-only and decoder-only models (any with a sequence-classification class of that kind)."
         )
     layers_path = find_layers(base)

@@ -115,9 +115,8 @@ def merge_lora(stack, applied) -> None:
 
 def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module:
     """Wrap `stack.base` (as it is: PEFT modules included) in the family's sequence-classification
-    class with olft's head mapped onto that class's head (see the module docstring for which class)."""
-    from transformers import AutoModelForSequenceClassification
-
+    class with olft's head mapped onto that class's head (see the module docstring for which class).
+    Raises OlftError where the family has no such class or it has weights olft never tuned."""
     from olft import tasks
 
     task = tasks.get_task(info.cfg.data.task)
@@ -133,7 +132,7 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
     if pooling == "last":  # for batching in transformers.pipeline: the tokenizer's pad, as olft pads
         config.pad_token_id = pad_token_id
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = classification_model(config)
     plain = pooling == "cls" and stack.family.pooler and isinstance(getattr(model, "classifier", None), nn.Linear)
     if not plain:  # olft's pooling and biased head on the family's class
         head = next((n for n in ("classifier", "score") if hasattr(model, n)), None)
@@ -161,6 +160,24 @@ def to_transformers(stack, info: RunInfo, pad_token_id: int | None) -> nn.Module
     return model.eval()
 
 
+def classification_model(config) -> nn.Module:
+    """The family's sequence-classification model built from `config` (weights as the current
+    device makes them: call under `torch.device("meta")` to allocate none). Raises OlftError where
+    transformers has no such class for the config's model type (CodeGen, Granite), or cannot build
+    it, in one line: transformers' own message lists every supported config class."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_config(config)
+    except Exception as exc:  # noqa: BLE001 - any family transformers cannot build a classifier of
+        unknown = isinstance(exc, ValueError) and "Unrecognized configuration class" in str(exc)
+        why = "" if unknown else f" ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        raise OlftError(
+            f"transformers has no sequence-classification class for model type {getattr(config, 'model_type', '?')!r}{why}, "
+            "so this run has no transformers form (olft.load, olft export --format peft or merged). "
+            "Use `olft predict --run` on it, or on its `olft export --format olft` folder.") from None
+
+
 def no_transformers_form(base_config) -> str | None:
     """Why a run on the model of `base_config` (its transformers config) can have no transformers
     form (olft.load, `olft export --format peft|merged`), or None when it can: the family has no
@@ -168,13 +185,11 @@ def no_transformers_form(base_config) -> str | None:
     and its classifier/score head (DistilBERT's `pre_classifier`, DeBERTa-v2's `pooler`,
     ModernBERT's head), which olft never tuned, as `to_transformers` finds after a run. Built on
     the meta device from the config alone: no weight is loaded or allocated. Raises nothing."""
-    from transformers import AutoModelForSequenceClassification
-
     try:
         with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(copy.deepcopy(base_config))
-    except Exception as exc:  # noqa: BLE001 - any family transformers cannot build a classifier of
-        return f"transformers has no sequence-classification class for it ({type(exc).__name__}: {exc})"
+            model = classification_model(copy.deepcopy(base_config))
+    except OlftError as exc:
+        return str(exc)
     head = next((n for n in ("classifier", "score") if hasattr(model, n)), None)
     own = [n for n, _ in model.named_parameters()
            if not n.startswith(f"{model.base_model_prefix}.") and not (head and n.startswith(f"{head}."))]
