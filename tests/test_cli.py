@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from olft.cli import main
 from olft.layerspec import parse_candidates
 from olft.select import unfinished_entry
+from olft.verdicts import choice_caveat
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
 RESULT_KEYS = {"model", "task", "method", "selection", "strategies", "seed", "versions", "git_commit", "complete"}
@@ -82,7 +83,8 @@ def test_evaluate_reproduces_results(llama_run, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "complete" in out
     sel = json.loads((llama_run / "results.json").read_text())["selection"]
-    assert out.splitlines()[1] == f"  selection: layer {sel['selected_layer']} (selector {sel['selector']})"
+    caveat = choice_caveat(sel)  # the headline's 'no signal' or tie (test_report checks its words)
+    assert out.splitlines()[1] == f"  selection: layer {sel['selected_layer']} (selector {sel['selector']}{'; ' + caveat if caveat else ''})"
     for line in out.splitlines()[2:]:
         now, saved = line.split("accuracy=")[1].split(" (results.json: ")
         assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9

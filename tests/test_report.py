@@ -630,6 +630,24 @@ def test_evaluate_says_which_strategy_collapsed(tmp_path, monkeypatch):
     assert "  olft validation: accuracy=0.5000 (results.json: 0.5000)" in lines
 
 
+def test_evaluate_says_when_the_selection_found_no_signal_or_a_tie(tmp_path, monkeypatch):
+    """`olft evaluate`'s selection line carries the headline's caveat: a layer chosen among trained
+    candidates that all lose to a constant (the reviewer's four one-class candidates) is a guess."""
+    from olft import evaluate
+
+    def line(**sel):
+        results = {**_results(None), "selection": {"status": "finished", "selected_layer": 7, "selector": "exhaustive", **sel}}
+        monkeypatch.setattr(evaluate, "read_run", lambda folder: (results, None))
+        monkeypatch.setattr(evaluate, "describe_status", lambda folder: "complete")
+        monkeypatch.setattr(evaluate, "weights_file", lambda folder, name: tmp_path / "none")
+        return evaluate.evaluate_run(tmp_path).splitlines()[1]
+
+    guess = line(trained_no_signal=True, equivalent=[7, 6, 4, 5])
+    assert guess == "  selection: layer 7 (selector exhaustive; no signal: the choice is a guess)", guess
+    assert line(trained_no_signal=False, equivalent=[7, 6, 4, 5]) == "  selection: layer 7 (selector exhaustive; within noise of layers 4, 5, 6)"
+    assert line(trained_no_signal=False, equivalent=[7]) == "  selection: layer 7 (selector exhaustive)"
+
+
 def test_a_selection_longer_than_olfts_training_is_explained():
     """At a small --max-train-samples selection can outlast OLFT's training; the table says why
     (a fixed budget, not the training set) instead of leaving a whole-run share over 100 %."""

@@ -428,8 +428,9 @@ def test_table_says_no_signal_instead_of_a_confidence():
     results = {"model": "m", "task": "rte", "method": "adapter", "metric": "accuracy", "strategies": {}, "selection": sel}
     text = table_md(results)
     assert ("No signal: no candidate's probe beats predicting the class frequencies (held-out loss "
-            f"{np.mean(base):.3f}) by 1.0 standard errors or more: the probe found no signal at this budget, so the "
-            "choice is a guess; use more --selection-train-samples (now 10) or --selector exhaustive.") in text, text
+            f"{np.mean(base):.3f}) by 1.0 standard errors or more and {1e-3 * np.mean(base):.4f} or more in mean loss: the probe "
+            "found no signal at this budget, so the choice is a guess; use more --selection-train-samples (now 10) or "
+            "--selector exhaustive.") in text, text
     capped = table_md({**results, "selection": {**sel, "requested_train_examples": 1000}})  # the split left 10 of 1000
     assert ("use more training examples (the training split, after any --max-train-samples, left the probe 10 fit "
             "examples of the 1000 --selection-train-samples asks for) or --selector exhaustive.") in capped
@@ -445,7 +446,7 @@ def test_table_says_no_signal_instead_of_a_confidence():
     text = table_md({**results, "selection": mixed})
     assert "No signal" not in text and "standard errors below the runner-up" in text
     assert (f"Predicting the class frequencies has held-out loss {np.mean(base):.4f}: the probe of layer 1 beats it by "
-            "1.0 standard errors or more, that of layer 0 does not") in text
+            f"1.0 standard errors or more and {1e-3 * np.mean(base):.4f} or more in mean loss, that of layer 0 does not") in text
 
 
 def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
@@ -477,6 +478,7 @@ def test_a_probe_without_signal_warns_and_keeps_its_ranking(model_dirs, tiny_glu
     assert f"so its pick of layers {kept} for training is a guess; use {_more_fit_examples(ph)} or --selector halving" in caplog.text
     assert "No signal: no candidate's probe beats" in (tmp_path / "ph" / "table.md").read_text()
     monkeypatch.setattr(olft.stages, "constant_losses", lambda *a: [50.0 for _ in constant_losses(*a)])
+    monkeypatch.setattr(olft.stages, "uniform_losses", lambda n, k: [50.0] * n)  # even odds too: the stronger constant
     caplog.clear()
     with caplog.at_level("WARNING", logger="olft"):
         every = _select(model_dirs["llama"], tiny_glue, tmp_path / "all", "--selector", "probe")

@@ -17,6 +17,7 @@ from olft.runfiles import checkpoint_file, describe_status, finished_candidates,
 from olft.select import unfinished, unfinished_entry
 from olft.selectionmd import probe_text
 from olft.train import checkpoint_step
+from olft.verdicts import choice_caveat
 
 
 def evaluate_run(folder: Path, quiet: bool = False) -> str:
@@ -39,7 +40,8 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     lines = [f"run {folder}: {status}"]
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
-        lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
+        caveat = choice_caveat(sel)  # no signal, or a tie: the layer alone would read as a finding
+        lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')}{'; ' + caveat if caveat else ''})")
     selection_left = False
     if sel and sel.get("status") == "failed":  # every candidate trained for it failed: a rerun repeats it
         lines.append("  selection: failed: every candidate trained for it failed to train; "

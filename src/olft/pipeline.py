@@ -204,9 +204,9 @@ class Session(SelectionMixin):
                 preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist,
                                 logits=with_loss)  # fmt: skip
                 metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
-                classes = np.unique(preds.argmax(-1) if preds.ndim == 2 else preds)
-                if not self.task.is_regression and len(enc) >= ONE_CLASS_MIN and len(set(enc.labels)) > 1 and len(classes) == 1:
-                    one_class[split] = self.task.labels[int(classes[0])] if self.task.labels else str(classes[0])
+                collapsed = one_class_of(self.task, preds, enc.labels)
+                if collapsed is not None:
+                    one_class[split] = collapsed
                 if with_loss:
                     metrics[split]["loss"] = heldout_loss(preds, enc.labels)
                     logits[split] = preds
@@ -234,6 +234,18 @@ class Session(SelectionMixin):
             )
         finally:
             applied.remove()
+
+
+def one_class_of(task: tasks.Task, preds, labels: list) -> str | None:
+    """The class (its name where the task names them) that (n, num_labels) `preds` predict for
+    every one of the n examples, where `labels` hold more than one class and n is at least
+    `ONE_CLASS_MIN`: a model collapsed to a constant answer, whose score is that class's share.
+    None otherwise, and on a regression task. Finished strategies (`TuneResult.one_class`) and
+    selection candidates (`Candidate.one_class`) are flagged by this one rule."""
+    classes = np.unique(preds.argmax(-1) if preds.ndim == 2 else preds)
+    if task.is_regression or len(labels) < ONE_CLASS_MIN or len(set(labels)) < 2 or len(classes) != 1:
+        return None
+    return task.labels[int(classes[0])] if task.labels else str(classes[0])
 
 
 def heldout_loss(logits, labels) -> float:

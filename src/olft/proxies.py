@@ -5,8 +5,9 @@
   the fit part and scored on the held-out part. A layer whose output already separates the
   task linearly is one a small module there can steer. Cost: one forward of the model over the
   selection examples plus a few small convex fits. Its losses are compared with a constant
-  predictor's on the same examples (`constant_losses`): a probe that does no better found no
-  signal, and the selection record says so (`olft.select.Selection.no_signal`).
+  predictor's on the same examples (`stronger_constant` of `constant_losses` and, on
+  classification, `uniform_losses`): a probe that does no better found no signal, and the
+  selection record says so (`olft.select.Selection.no_signal`).
 - `gradient`: the relative gradient norm (Auto-RGN, Lee et al. 2023, "Surgical fine-tuning")
   of each candidate's PEFT module at initialisation, with the module placed on every candidate
   at once and the head at its seeded initialisation: ||grad|| / ||weights|| over the module's
@@ -98,6 +99,26 @@ def constant_losses(labels_fit: list, labels_score: list, regression: bool) -> l
     share = dict(zip(classes.tolist(), (counts / counts.sum()).tolist(), strict=True))
     picked = np.array([share.get(y, 0.0) for y in y_score.tolist()])
     return (-np.log(np.clip(picked, PROBE_EPS, 1.0))).tolist()
+
+
+def uniform_losses(n: int, num_classes: int) -> list[float]:
+    """Per-example losses (nats) of predicting every one of `num_classes` classes with equal
+    probability for `n` scoring examples: ln(num_classes) each, the loss of a model that knows
+    nothing, not even the class balance."""
+    return [float(np.log(num_classes))] * n
+
+
+def stronger_constant(constants: dict[str, list[float]]) -> tuple[str, list[float]]:
+    """(name, per-example losses) of the constant predictor with the lowest mean held-out loss among
+    `constants` (name -> per-example losses on the scoring set): the yardstick a candidate must beat
+    to show a signal (`olft.select.Selection.record_baseline`). On classification these are the fit
+    set's class frequencies (`constant_losses`) and even odds (`uniform_losses`): where the fit and
+    scoring sets differ in balance, the frequencies can lose to even odds, and a candidate that
+    only beats them (worse than a coin flip) has learned nothing. Picking the stronger by its loss
+    on the scoring set favours the constant, never the candidates: the check errs towards "no
+    signal". Ties go to the first named."""
+    name = min(constants, key=lambda k: float(np.mean(constants[k])))
+    return name, list(constants[name])
 
 
 def gradient_scores(

@@ -17,6 +17,7 @@ from olft.runfolder import RunFolder
 from olft.select import Candidate, probe_decided
 from olft.verdicts import (
     confidence_words,
+    floor_tied,
     guessed_tie_text,
     layer_list,
     loss_name,
@@ -99,9 +100,11 @@ def _select(session: Session, folder: RunFolder, results: dict):
                 else ", or training the probe's best with --probe-keep 2," if selection.selector == "probe-halving"
                 and len({c.layer for c in selection.candidates}) > 2  # --probe-keep 2 is refused for 2 candidates
                 else ", or tuning them with --selector exhaustive,")  # fmt: skip
+        floored = floor_tied(results["selection"])  # tied by the loss floor, not by the noise
+        floor = f" (or within {selection.loss_floor():.4f} of its mean: {layer_list(sorted(floored))})" if floored else ""
         log.warning(
-            "Layers %s are equivalent within %.1f standard errors of %s: %s, within the noise of %s (%s%s "
-            "may separate them).", ", ".join(map(str, selection.equivalent)), selection.threshold, loss_name(selection.protocol),
+            "Layers %s are equivalent within %.1f standard errors of %s%s: %s, within the noise of %s (%s%s "
+            "may separate them).", ", ".join(map(str, selection.equivalent)), selection.threshold, loss_name(selection.protocol), floor,
             tie_text(results["selection"], results["metric"]), plural(selection.score_examples, "scoring example"),
             _more_scoring_data(selection, session.cfg), more,
         )  # fmt: skip

@@ -35,6 +35,15 @@ SELECTORS = ("exhaustive", "halving", "probe", "gradient", "probe-halving", "aut
 # (3-4 %) plus k/N of exhaustive, so a quarter keeps it under the 30 % the selection benchmark
 # bounds a default's cost at (docs/selection.md).
 AUTO_SHARE = 4
+# The smallest difference in mean held-out loss that counts as a difference at all, as a share of the
+# constant predictor's loss (`Selection.loss_floor`): 0.1 %, about 0.0007 nats on a binary task (ln 2)
+# and 0.0011 on a 3-class one. Standard errors alone cannot say this: candidates that make nearly the
+# same predictions (every one collapsed to the same class, say) have paired differences with almost no
+# spread, so a gap of 1e-4 nats can span several standard errors while it moves no prediction. On 200
+# scoring examples the floor is one example's right-class probability going from 0.5 to 0.57: far below
+# anything accuracy can see. Relative, not in nats, so that a regression task's squared error (in the
+# label's units squared, whatever their scale) gets the same practical yardstick.
+MIN_LOSS_GAP = 1e-3
 
 
 @dataclass
@@ -61,6 +70,10 @@ class Candidate:
     # A trained candidate that a probe scored first (probe-halving, auto): the probe's score and
     # metrics, kept beside the trained ones that replace them (None: no probe scored it first).
     probe: dict | None = None
+    # The one class a trained candidate predicted for every scoring example (the collapse
+    # `olft.pipeline.one_class_of` flags in finished strategies too), else None: such a candidate
+    # answers a constant, so it is no signal however its loss compares with the constant predictor's.
+    one_class: str | None = None
 
 
 # The gradient selector's protocol: it scores no examples (held-out or validation), it sums training batches' gradients.
@@ -92,16 +105,19 @@ class Selection:
     # records): above score_examples, the training split capped the scoring set as well
     requested_score_examples: int | None = None
     # The probe's yardstick (`record_baseline`): the held-out loss of a constant predictor, what it
-    # predicts ("class frequencies" or "mean"), and per probed layer how many standard errors of
+    # predicts ("class frequencies", "uniform" or "mean"), and per probed layer how many standard errors of
     # the paired difference its probe's loss lies below that (None: no probe ran).
     baseline_loss: float | None = None
     baseline_predicts: str | None = None
     baseline_gaps: dict[int, float | None] | None = None
     # The constant predictor's per-example losses: the yardstick of trained finalists too (`trained_gaps`).
     baseline_losses: list[float] | None = field(default=None, repr=False)
+    # Per probed layer, how far (mean loss) its probe's held-out loss lies below the constant's (`measure_probes`).
+    baseline_drops: dict[int, float | None] | None = field(default=None, repr=False)
 
     def record_baseline(self, losses: list[float], probed: list[Candidate], predicts: str) -> None:
-        """Keep the constant predictor's per-example `losses` (`olft.proxies.constant_losses`) as
+        """Keep the constant predictor's per-example `losses` (`olft.proxies.stronger_constant`: the
+        fit set's class frequencies or even odds, whichever loses less; the mean on regression) as
         the yardstick of the `probed` candidates (none: only trained ones are measured against it,
         `trained_gaps`), scored on the same examples in the same order."""
         self.baseline_loss = float(np.mean(losses))
@@ -113,27 +129,41 @@ class Selection:
         """`baseline_gaps` of the `probed` candidates against the recorded constant predictor (none
         probed: None), paired per example on the scoring set both were scored on."""
         self.baseline_gaps = {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in probed} if probed else None
+        self.baseline_drops = {c.layer: mean_gap(c.example_losses, self.baseline_losses) for c in probed} if probed else None
+
+    def loss_floor(self) -> float:
+        """The smallest difference in mean held-out loss (nats, or squared error on regression) that
+        counts as one: `MIN_LOSS_GAP` of the constant predictor's loss; 0 where none was recorded
+        (the gradient selector measures no loss gap anyway)."""
+        return MIN_LOSS_GAP * self.baseline_loss if self.baseline_loss else 0.0
+
+    def _trained_finalists(self) -> list[Candidate] | None:
+        """The finalists of the last stage when it trained (None: a proxy chose, or no baseline)."""
+        if self.baseline_losses is None or not self.rounds or self.rounds[-1].get("stage") != "train":
+            return None
+        keep = self.finalists
+        return [c for c in self.candidates if c.score is not None and (keep is None or c.layer in keep)]
 
     def trained_gaps(self) -> dict[int, float | None] | None:
         """Trained finalist -> how many standard errors of the paired per-example difference its
         held-out loss lies below the constant predictor's (negative: above). None when the last
         stage trained nothing (a proxy chose) or no baseline was recorded."""
-        if self.baseline_losses is None or not self.rounds or self.rounds[-1].get("stage") != "train":
-            return None
-        keep = self.finalists
-        return {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in self.candidates
-                if c.score is not None and (keep is None or c.layer in keep)}  # fmt: skip
+        finalists = self._trained_finalists()
+        return None if finalists is None else {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in finalists}
 
     @property
     def trained_no_signal(self) -> bool | None:
-        """True when no trained finalist's held-out loss is below the constant predictor's by
-        `threshold` standard errors (paired per example; strictly below at threshold 0): the
-        trained candidates learned less than a constant, so the choice among them is a guess.
+        """True when no trained finalist beats the constant predictor (`_beats`: its held-out loss
+        below the constant's by `threshold` standard errors, paired per example, and by the
+        `loss_floor`) while predicting more than one class (`Candidate.one_class`): the trained
+        candidates learned nothing a constant does not, so the choice among them is a guess.
         None when nothing trained chose, or no gap could be measured."""
-        gaps = self.trained_gaps()
+        finalists = self._trained_finalists()
+        gaps = {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in finalists or []}
         if not gaps or all(gap is None for gap in gaps.values()):
             return None
-        return not any(self._beats(gap) for gap in gaps.values())
+        return not any(c.one_class is None and self._beats(gaps[c.layer], mean_gap(c.example_losses, self.baseline_losses))
+                       for c in finalists)  # fmt: skip
 
     def beats_baseline(self) -> dict[int, bool] | None:
         """Probed layer -> whether its probe's held-out loss is below the constant baseline's by
@@ -141,12 +171,16 @@ class Selection:
         even at threshold 0. None when no probe ran."""
         if self.baseline_gaps is None:
             return None
-        return {layer: self._beats(gap) for layer, gap in self.baseline_gaps.items()}
+        drops = self.baseline_drops or {}
+        return {layer: self._beats(gap, drops.get(layer)) for layer, gap in self.baseline_gaps.items()}
 
-    def _beats(self, gap: float | None) -> bool:
-        """Whether a loss `gap` standard errors below the constant predictor's beats it: by
-        `threshold` or more (the noise `equivalent` uses), and strictly below even at threshold 0."""
-        return gap is not None and gap > 0 and gap >= self.threshold
+    def _beats(self, gap: float | None, drop: float | None) -> bool:
+        """Whether a loss `gap` standard errors below the constant predictor's, and `drop` below it
+        in mean loss, beats it: by `threshold` standard errors or more (the noise `equivalent` uses),
+        strictly below even at threshold 0, and by the `loss_floor` or more (a drop too small to
+        matter is none, however many standard errors it spans). A `drop` of None (older records)
+        is judged on the gap alone."""
+        return gap is not None and gap > 0 and gap >= self.threshold and (drop is None or drop >= self.loss_floor())
 
     @property
     def no_signal(self) -> bool | None:
@@ -196,38 +230,50 @@ class Selection:
         best = by_layer[self.selected_layer]
         return {layer: paired_gap(best.example_losses, by_layer[layer].example_losses) for layer in self.ranking()}
 
+    def tied_in_practice(self) -> list[int]:
+        """Finalists (not the winner) whose mean held-out loss differs from the winner's by less than
+        the `loss_floor`, either way: tied whatever their paired standard errors say (`MIN_LOSS_GAP`)."""
+        by_layer = {c.layer: c for c in self.candidates}
+        best, floor = by_layer[self.selected_layer], self.loss_floor()
+        diffs = {layer: mean_gap(best.example_losses, by_layer[layer].example_losses) for layer in self.ranking()}
+        return [layer for layer, d in diffs.items() if layer != self.selected_layer and d is not None and abs(d) < floor]
+
     @property
     def confidence(self) -> float | None:
         """Gap from the winner to the runner-up in standard errors. None with one finalist or no
-        losses, and where the probe chose the layer but found no signal (`no_signal`), or the trained
+        losses; where the probe chose the layer but found no signal (`no_signal`), or the trained
         finalists found none (`trained_no_signal`): the gap between candidates that all lose to a
-        constant is noise, and a number would read as a measure of the choice. (A probe that only
-        pruned leaves the trained stage's gap standing.)"""
+        constant is noise, and a number would read as a measure of the choice; and where the
+        runner-up's mean loss is within the `loss_floor` of the winner's (`tied_in_practice`): a
+        tiny gap over a tinier spread is many standard errors of nothing. (A probe that only pruned
+        leaves the trained stage's gap standing.)"""
         ranking = self.ranking()
         if len(ranking) < 2 or (self.no_signal and probe_decided({"rounds": self.rounds})) or self.trained_no_signal:
             return None
-        return self.gaps()[ranking[1]]
+        return None if ranking[1] in self.tied_in_practice() else self.gaps()[ranking[1]]
 
     @property
     def equivalent(self) -> list[int]:
         """The winner and every finalist within `threshold` standard errors of it (the noise), on
-        either side: ranked by score, a runner-up may have the lower held-out loss, and one far
-        lower is a clear difference, not a tie. The winner alone when the selector gives no
-        per-example losses (no noise estimate)."""
-        gaps = self.gaps()
+        either side, or within the `loss_floor` of its mean loss (`tied_in_practice`): ranked by
+        score, a runner-up may have the lower held-out loss, and one far lower is a clear
+        difference, not a tie. The winner alone when the selector gives no per-example losses
+        (no noise estimate)."""
+        gaps, tied = self.gaps(), self.tied_in_practice()
         winner = self.selected_layer
         return [winner] + [layer for layer, gap in gaps.items()
-                           if layer != winner and gap is not None and abs(gap) < self.threshold]  # fmt: skip
+                           if layer != winner and gap is not None and (abs(gap) < self.threshold or layer in tied)]  # fmt: skip
 
     def contenders(self) -> list[int]:
         """What --selection-adaptive retrains: the winner, the finalists `equivalent` to it, and any
         whose held-out loss is clearly *below* the winner's (score and loss disagree: ranked by score,
         the winner may be the worse of the two on loss). Leaving such a layer out would drop the one
-        the loss says is best for being too good. Layers clearly above on loss are left out."""
-        gaps = self.gaps()
+        the loss says is best for being too good. Layers clearly above on loss are left out, unless
+        within the `loss_floor` of the winner's (`tied_in_practice`: tied, so retrained too)."""
+        gaps, tied = self.gaps(), self.tied_in_practice()
         winner = self.selected_layer
         return [winner] + [layer for layer, gap in gaps.items()
-                           if layer != winner and gap is not None and gap < self.threshold]  # fmt: skip
+                           if layer != winner and gap is not None and (gap < self.threshold or layer in tied)]  # fmt: skip
 
     def measured(self) -> bool:
         """True when the gaps behind `equivalent` were measured: one finalist, or per-example
@@ -255,6 +301,9 @@ class Selection:
             # JSON keys are strings: the same dict before and after results.json
             "gaps": {str(layer): gap for layer, gap in self.gaps().items()} if scored else None,
             "equivalence_threshold": self.threshold,
+            # the smallest mean-loss difference that counts (`loss_floor`); layers within it of the winner
+            "loss_floor": self.loss_floor() if self.baseline_loss is not None else None,
+            "tied_in_practice": self.tied_in_practice() if scored and self.baseline_loss is not None else None,
             "finalists": self.finalists,
             "probe_keep": self.probe_keep,
             "baseline_loss": self.baseline_loss,
@@ -345,6 +394,14 @@ def paired_gap(best: list[float] | None, other: list[float] | None) -> float | N
     if se == 0:
         return 0.0 if diff.mean() == 0 else math.copysign(math.inf, diff.mean())
     return float(diff.mean() / se)
+
+
+def mean_gap(best: list[float] | None, other: list[float] | None) -> float | None:
+    """mean(other - best) over the same examples (the loss units: nats, or squared error), the size
+    `paired_gap` divides by its noise; None without per-example losses."""
+    if best is None or other is None or len(best) != len(other) or not best:
+        return None
+    return float(np.mean(np.asarray(other, dtype=np.float64) - np.asarray(best, dtype=np.float64)))
 
 
 def halving_schedule(num_candidates: int, steps: int) -> list[tuple[int, int]]:

@@ -14,6 +14,7 @@ from olft.select import probe_decided
 from olft.verdicts import (
     baseline_words,
     confidence_words,
+    floor_tied,
     fmt_score,
     guessed_tie_text,
     layer_list,
@@ -190,7 +191,9 @@ def _below_winner_words(sel: dict) -> str:
     gaps, winner, threshold = sel.get("gaps") or {}, sel.get("selected_layer"), sel.get("equivalence_threshold")
     if threshold is None:
         return ""
-    below = sorted((int(k), g) for k, g in gaps.items() if int(k) != winner and g is not None and g <= -threshold)
+    tied = floor_tied(sel)  # equivalent however many standard errors below: within the loss floor
+    below = sorted((int(k), g) for k, g in gaps.items()
+                   if int(k) != winner and int(k) not in tied and g is not None and g <= -threshold)  # fmt: skip
     if not below:
         return ""
     loss = loss_name(sel.get("protocol"))
@@ -212,11 +215,14 @@ def retrained_lines(sel: dict) -> list[str]:
         gaps = {int(k): v for k, v in why["gaps"].items()}
         out = [f"layer {k}'s was {_gap_words(g)}" for k, g in sorted(gaps.items()) if k not in now["layers"]]
         # `Selection.contenders`: a layer clearly below the winner on loss is retrained too.
-        below = [k for k in now["layers"] if gaps.get(k) is not None and gaps[k] <= -why["threshold"]]
+        floored = [k for k in why.get("floor_tied") or [] if k in now["layers"]]  # `Selection.tied_in_practice`
+        below = [k for k in now["layers"] if gaps.get(k) is not None and gaps[k] <= -why["threshold"] and k not in floored]
         lower = f", or below it ({layer_list(below)}: score and loss disagree)" if below else ""
+        floor = (f", or within {why['loss_floor']:.4f} of its mean ({layer_list(floored)}: nearly identical predictions)"
+                 if floored else "")  # fmt: skip
         lines.append(f"Retrained at {now['steps']} steps (--selection-adaptive): {layer_list(now['layers'])} ({loss} within "
-                     f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s{lower} after {before['steps']} steps)"
-                     + (f"; {', '.join(out)}" if out else "") + ".")  # fmt: skip
+                     f"{why['threshold']:.1f} standard errors of layer {why['winner']}'s{lower}{floor} after {before['steps']} "
+                     "steps)" + (f"; {', '.join(out)}" if out else "") + ".")  # fmt: skip
     return ["", *lines] if lines else []
 
 

@@ -20,7 +20,7 @@ from olft import precision, tasks
 from olft.config import SelectionConfig
 from olft.data import Encoded
 from olft.layerspec import check_candidates
-from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores
+from olft.proxies import constant_losses, gradient_scores, layer_features, probe_scores, stronger_constant, uniform_losses
 from olft.runfolder import fault_point
 from olft.select import (
     GRADIENT_PROTOCOL,
@@ -110,8 +110,11 @@ class SelectionMixin:
                         requested_score_examples=None if protocol == "validation" else s.selection_eval_samples)  # fmt: skip
         if s.selector != "gradient":  # the yardstick of trained candidates (and of probes: `_Stages.proxy`)
             regression = self.task.num_labels == 1
-            sel.record_baseline(constant_losses(fit_enc.labels, score_enc.labels, regression), [],
-                                "mean" if regression else "class frequencies")  # fmt: skip
+            constants = {"mean" if regression else "class frequencies": constant_losses(fit_enc.labels, score_enc.labels, regression)}
+            if not regression:  # the fit set's shares can do worse than even odds where the scoring set's differ
+                constants["uniform"] = uniform_losses(len(score_enc), self.task.num_labels)
+            predicts, losses = stronger_constant(constants)
+            sel.record_baseline(losses, [], predicts)
         run = _Stages(self, sel, fit_enc, score_enc, on_candidate, done or {}, probed)
         steps = self.selection_steps(len(fit_enc))
         layers = candidates
@@ -147,8 +150,12 @@ class SelectionMixin:
             if len(tied) < 2:
                 break
             # Why these layers: the gaps they were judged on, which their retraining replaces in `gaps()`.
+            gaps = sel.gaps()
             why = {"winner": sel.selected_layer, "threshold": sel.threshold,
-                   "gaps": {str(layer): gap for layer, gap in sel.gaps().items() if layer != sel.selected_layer}}  # fmt: skip
+                   "gaps": {str(layer): gap for layer, gap in gaps.items() if layer != sel.selected_layer},
+                   # tied by the loss floor alone (`Selection.tied_in_practice`), however many standard errors apart
+                   "loss_floor": sel.loss_floor(),
+                   "floor_tied": [k for k in sorted(sel.tied_in_practice()) if gaps[k] is not None and abs(gaps[k]) >= sel.threshold]}  # fmt: skip
             steps *= 2  # the top candidates are within noise: spend more on them alone
             run.train(tied, steps)
             sel.rounds[-1]["retrained"] = why
@@ -178,7 +185,8 @@ class SelectionMixin:
             )  # fmt: skip
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
-                             example_losses=losses, cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+                             example_losses=losses, cpu_seconds=time.process_time() - cpu0,
+                             one_class=r.one_class.get("score"))  # fmt: skip
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,

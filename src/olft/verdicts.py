@@ -110,10 +110,15 @@ def _ranked_by_score(sel: dict) -> bool:
 
 def baseline_words(sel: dict) -> tuple[str, str, str]:
     """(what the constant baseline of `sel` predicts, its held-out loss's name, the margin a probe
-    must beat it by: `Selection.beats_baseline`) in words."""
-    regression = sel.get("baseline_predicts") == "mean"
-    what, unit = ("the fit set's mean", "squared error") if regression else ("the class frequencies", "loss")
+    must beat it by: `Selection.beats_baseline`) in words. The baseline is the stronger of the fit
+    set's class frequencies and even odds ("uniform") on classification, the fit set's mean on
+    regression (`olft.proxies.stronger_constant`)."""
+    predicts = sel.get("baseline_predicts")
+    what, unit = {"mean": ("the fit set's mean", "squared error"),
+                  "uniform": ("even odds for every class", "loss")}.get(predicts, ("the class frequencies", "loss"))  # fmt: skip
     by = f" by {sel['equivalence_threshold']:.1f} standard errors or more" if sel.get("equivalence_threshold") else ""
+    if sel.get("loss_floor"):  # `Selection.loss_floor`: a drop too small to matter is none
+        by += f"{' and' if by else ' by'} {sel['loss_floor']:.4f} or more in mean {unit}"
     return what, unit, by
 
 
@@ -190,8 +195,23 @@ def trained_no_signal_text(sel: dict) -> str | None:
     fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
     return (f"no trained candidate's {where} loss beats predicting {what} ({where} {unit} {sel['baseline_loss']:.3f}){by}, "
-            f"paired per example: {layer_list(layers)} found no signal at this budget, so the choice among them is a guess; "
-            f"use {fix}")
+            f"paired per example{_one_class_words(sel, layers)}: {layer_list(layers)} found no signal at this budget, so the "
+            f"choice among them is a guess; use {fix}")
+
+
+def _one_class_words(sel: dict, layers: list[int]) -> str:
+    """' (layers 4, 5 predict 'negative' for every scoring example: a constant answer, no signal
+    whatever its loss)': the finalists among `layers` that collapsed to one class
+    (`Candidate.one_class`), which count as no signal even where their loss beats the constant's;
+    '' when none did."""
+    last = {c["layer"]: c.get("one_class") for c in sel.get("candidates") or []}
+    by_class: dict[str, list[int]] = {}
+    for layer in layers:
+        if last.get(layer) is not None:
+            by_class.setdefault(last[layer], []).append(layer)
+    words = [f"{layer_list(ks)} predict{'s' if len(ks) == 1 else ''} {cls!r} for every scoring example"
+             for cls, ks in by_class.items()]  # fmt: skip
+    return f" ({'; '.join(words)}: a constant answer, no signal whatever its loss)" if words else ""
 
 
 # A trained candidate whose mean held-out loss is this many times the constant predictor's diverged:
@@ -219,6 +239,17 @@ def diverged(sel: dict) -> bool:
         v > DIVERGED_LOSS_RATIO * baseline for v in losses.values())
 
 
+def choice_caveat(sel: dict) -> str:
+    """What a one-line summary of `sel` (a finished `Selection.to_dict`) must add to its selected
+    layer, as the run's headline says it: 'no signal: the choice is a guess' where the probe chose
+    and found none, or no trained finalist beat the constant predictor; else 'within noise of
+    layers 4, 5' where layers are `equivalent` to the winner; else ''. `olft evaluate` uses it."""
+    if sel.get("trained_no_signal") or (sel.get("no_signal") and probe_decided(sel)):
+        return "no signal: the choice is a guess"
+    others = [layer for layer in sel.get("equivalent") or [] if layer != sel.get("selected_layer")]
+    return f"within noise of {layer_list(sorted(others))}" if others else ""
+
+
 def layer_list(layers: list[int]) -> str:
     """'layer 3' or 'layers 2, 3', as every selection message names layers."""
     return f"layer{'' if len(layers) == 1 else 's'} {', '.join(map(str, layers))}"
@@ -239,6 +270,7 @@ def tie_text(sel: dict, metric: str) -> str | None:
         return None
     nearest = min(tied, key=lambda layer: gaps[str(layer)])  # the lowest held-out loss relative to the winner
     gap, loss = gaps[str(nearest)], loss_name(sel.get("protocol"))
+    above_nearest = f"above layer {nearest}'s"
     by_score = _ranked_by_score(sel)
     level = score_tie(sel, tied)
     if level:  # the loss broke a tie on the score: every layer in it is named
@@ -246,14 +278,36 @@ def tie_text(sel: dict, metric: str) -> str | None:
         lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
         first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
         if gap < 0:  # a layer with a lower score has a lower loss still
-            return f"{first}, but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
+            return f"{first}, but its {loss} is {_apart(sel, nearest, -gap, above_nearest)}"
         among = "" if len(level) == len(tied) + 1 else f" (and the lowest of layers {', '.join(map(str, sorted([winner, *tied])))})"
-        return f"{first}{among}, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+        return f"{first}{among}, but layer {nearest}'s is only {_apart(sel, nearest, gap, 'above it')}"
     first = f"layer {winner} wins on {metric}" if by_score else f"layer {winner} ranks first"
     if gap < 0:  # the loss ranks them the other way
-        return f"{first} but its {loss} is {-gap:.2f} standard errors above layer {nearest}'s"
+        return f"{first} but its {loss} is {_apart(sel, nearest, -gap, above_nearest)}"
     has = f"{first} and has" if by_score else f"layer {winner} has"
-    return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {gap:.2f} standard errors above it"
+    return f"{has} the lowest {loss} of these layers, but layer {nearest}'s is only {_apart(sel, nearest, gap, 'above it')}"
+
+
+def floor_tied(sel: dict) -> list[int]:
+    """The layers of `sel` (a `Selection.to_dict`) equivalent to the winner only because their mean
+    loss is within `loss_floor` of its (`Selection.tied_in_practice`), though `equivalence_threshold`
+    standard errors or more apart: nearly identical predictions, whose paired spread is tiny."""
+    gaps, threshold = sel.get("gaps") or {}, sel.get("equivalence_threshold") or 0.0
+    return [k for k in sel.get("tied_in_practice") or [] if gaps.get(str(k)) is not None and abs(gaps[str(k)]) >= threshold]
+
+
+def _apart(sel: dict, layer: int, gap: float, where: str) -> str:
+    """How far `layer`'s loss lies `where` ('above it'), in words: '0.30 standard errors above it';
+    for a layer tied by the loss floor only (`floor_tied`), the mean difference first, as '0.0003
+    above it (3.01 standard errors of nearly identical predictions, under the 0.0007 mean loss that
+    counts as a difference)': its standard errors alone would read as a clear difference."""
+    if layer not in floor_tied(sel):
+        return f"{gap:.2f} standard errors {where}"
+    loss = {c["layer"]: (c.get("metrics") or {}).get("loss") for c in sel.get("candidates") or []}
+    mine, best = loss.get(layer), loss.get(sel.get("selected_layer"))
+    size = f"{abs(mine - best):.4f} " if mine is not None and best is not None else ""
+    return (f"{size}{where} ({gap:.2f} standard errors of nearly identical predictions, under the "
+            f"{sel['loss_floor']:.4f} mean loss that counts as a difference)")
 
 
 def plural(n: int, noun: str) -> str:
