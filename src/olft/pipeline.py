@@ -99,7 +99,7 @@ class Session(SelectionMixin):
         """`data=False`: the model and tokenizer only (predicting, loading, exporting a run);
         `train_split=False`: the eval splits without the train split (re-scoring a run)."""
         self.cfg = cfg
-        self.dist = distributed.context(cfg.train.mixed_precision)
+        self.dist = distributed.context(cfg.train.mixed_precision, cfg.model.dtype)
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
         train, evals = load_examples(cfg, self.task, train_split) if data else ([], {})
