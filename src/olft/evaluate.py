@@ -39,7 +39,8 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     lines = [f"run {folder}: {status}"]
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
-        lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')})")
+        how = sel.get("note") or f"selector {sel.get('selector')}"  # one candidate: nothing to choose
+        lines.append(f"  selection: layer {sel['selected_layer']} ({how})")
     selection_left = False
     if sel and sel.get("status") == "failed":  # every candidate trained for it failed: a rerun repeats it
         lines.append("  selection: failed: every candidate trained for it failed to train; "
