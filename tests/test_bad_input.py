@@ -273,3 +273,46 @@ def test_prefix_on_attention_it_cannot_reach_leaves_no_folder(falcon_dir, tiny_g
     if command[0] == "train":
         assert main([*args, "--method", "adapter", "--max-train-samples", "16"]) == 0
         assert json.loads((out / "results.json").read_text())["status"] == "complete"
+
+
+def test_training_data_of_one_class_is_refused(model_dirs, tmp_path, capsys):
+    # A classifier trained on one class learns only to answer it: refused before the model loads.
+    (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(f"film {i} was fine,positive\n" for i in range(12)))
+    (tmp_path / "dev.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+    out = tmp_path / "out"
+    args = ["train", "--layers", "0", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--data-source", "file",
+            "--train-file", str(tmp_path / "train.csv"), "--validation-file", str(tmp_path / "dev.csv"), "--out", str(out), *FAST]
+    _fails(capsys, args, f"olft: error: {tmp_path / 'train.csv'}: every one of its 12 examples has label 'positive'",
+           "add examples of another class (negative)")
+    assert not (out / "results.json").exists()
+
+
+def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warned_once(tmp_path, caplog):
+    import logging
+
+    from olft.config import DataConfig, RunConfig, TrainConfig
+    from olft.pipeline import load_examples
+    from olft.tasks import TASKS
+
+    rows = "sentence,label\n" + "".join(f"film {i} was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(20))
+    (tmp_path / "train.csv").write_text(rows)
+    (tmp_path / "dev.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+
+    def warnings(validation: str, seed: int = 0, **data) -> list[str]:
+        caplog.clear()
+        cfg = RunConfig(data=DataConfig(data_source="file", train_file=str(tmp_path / "train.csv"),
+                                        validation_file=str(tmp_path / validation), **data), train=TrainConfig(seed=seed))
+        with caplog.at_level(logging.WARNING, logger="olft"):
+            load_examples(cfg, TASKS["sst2"])
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warnings("dev.csv") == []
+    same = warnings("train.csv")
+    assert len(same) == 1 and same[0].startswith("validation: every one of its 20 examples is also a training example "
+                                                 "(is --validation-file the training data?)"), same
+    assert "Pass examples held out of --train-file as --validation-file" in same[0]
+    assert warnings("dev.csv", max_train_samples=2) == []  # seed 0 draws one of each class
+    # Two examples drawn of 20: with seed 1 both are of one class (the split has both).
+    one = warnings("dev.csv", seed=1, max_train_samples=2)
+    assert len(one) == 1 and "the 2 examples --max-train-samples 2 drew all have label" in one[0], one
+    assert "Raise --max-train-samples" in one[0]

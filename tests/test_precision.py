@@ -9,6 +9,7 @@ from olft import precision
 from olft.cache import build_caches
 from olft.config import MethodConfig
 from olft.data import encode
+from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import NonFiniteLoss, fit
@@ -129,3 +130,42 @@ def test_fp16_loss_scaling_keeps_small_gradients(model_dirs):
     fit(stack, params, encode(tok, DATA, 32), epochs=1, max_steps=1, lr=1e-3, batch_size=16, seed=0,
         frozen_below=LAYER, warmup_ratio=0.0, quiet=True)  # fmt: skip
     assert all(bool((b != 0).all()) for b in lora_b)
+
+
+# --dtype x --mixed-precision (resolved), the launcher's --mixed_precision under auto: refused or the autocast used.
+@pytest.mark.parametrize(("dtype", "requested", "launcher", "expected"), [
+    ("fp32", "bf16", None, "bf16"), ("bf16", "bf16", None, "bf16"), ("fp16", "no", None, "no"),
+    ("fp16", "auto", None, "no"), ("fp32", "auto", "bf16", "bf16"), ("bf16", "auto", "bf16", "bf16"),
+    ("fp16", "bf16", None, "--mixed-precision bf16"), ("fp16", "auto", "bf16", "the launcher's --mixed_precision bf16"),
+    ("fp16", "no", "bf16", "no"),  # an explicit no wins over the launcher's
+])
+def test_mixed_precision_over_fp16_weights_is_refused(monkeypatch, dtype, requested, launcher, expected):
+    from olft.distributed import resolve_mixed_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    if launcher:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto's bf16 GPU: under fp16 weights still no
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    if expected in ("no", "bf16"):
+        assert resolve_mixed_precision(requested, dtype) == expected
+    else:
+        with pytest.raises(OlftError, match=f"--dtype fp16 cannot run under bf16 mixed precision \\({expected}\\).*--dtype bf16"):
+            resolve_mixed_precision(requested, dtype)
+
+
+def test_fp16_weights_under_bf16_autocast_exit_2_before_anything_loads(model_dirs, tiny_glue, tmp_path, capsys):
+    # On a CPU this combination crashed in the first forward ("mixed dtype (CPU)"), leaving results.json
+    # "stopped by an error"; it is refused as the options are read, and the RunConfig refuses it too.
+    from olft.cli import main
+    from olft.config import ModelConfig, RunConfig, TrainConfig
+
+    out = tmp_path / "out"
+    args = ["train", "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--layers", "1",
+            "--dtype", "fp16", "--mixed-precision", "bf16", "--max-steps", "2", "--out", str(out), "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error: --dtype fp16 cannot run under bf16 mixed precision") and err.count("\n") == 1, err
+    assert "--mixed-precision no" in err and not out.exists()
+    with pytest.raises(OlftError, match="--dtype fp16 cannot run under bf16"):
+        RunConfig(model=ModelConfig(dtype="fp16"), train=TrainConfig(mixed_precision="bf16"))

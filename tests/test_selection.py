@@ -833,3 +833,28 @@ def test_selection_benchmark_help_explains_every_option(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     for a in options:
         assert " ".join((a.help % vars(a)).split()) in shown, a.option_strings[0]
+
+
+# -- one candidate: nothing to choose --------------------------------------------------------------
+@pytest.mark.parametrize(("command", "selector"), [(["run", "--strategies", "olft"], "exhaustive"), (["select"], "probe")])
+def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, command, selector):
+    import olft.stages
+
+    def no_selection(*args, **kwargs):
+        raise AssertionError("one candidate leaves nothing to choose: no candidate may be trained or probed")
+
+    monkeypatch.setattr(olft.stages.SelectionMixin, "select", no_selection)
+    out = tmp_path / "one"
+    args = [*command, "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
+            "--candidates", "1", "--selector", selector, "--max-steps", "2", *FAST]
+    assert main(args) == 0
+    sel = json.loads((out / "results.json").read_text())["selection"]
+    assert sel["status"] == "finished" and sel["selected_layer"] == 1 and sel["note"] == "one candidate: nothing to choose"
+    assert sel["candidates"] == [] and sel["seconds"] == 0.0 and sel["confidence"] is None and sel["selector"] == selector
+    assert sel["trained_no_signal"] is None and sel["no_signal"] is None and sel["protocol"] is None
+    table = (out / "table.md").read_text()
+    assert "Selection: one candidate: nothing to choose. Layer 1, the only candidate, is tuned with no selection run" in table
+    assert "guess" not in table and "| layer |" not in table
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out)]) == 0
+    assert "  selection: layer 1 (one candidate: nothing to choose)" in capsys.readouterr().out

@@ -329,6 +329,9 @@ def test_load_file_reads_original_glue_names(tmp_path):
         ("x.csv", "sentence1,sentence2,label\na,b,1\na, b,c,0\n", r"line 3: 4 fields, but the header has 3.*must be quoted"),
         ("x.tsv", "sentence1\tsentence2\tlabel\na\tb\tc\t0\n", r"line 2: 4 fields, but the header has 3"),
         ("k2.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 1, "label": 0}\n', r"line 1: not valid JSON \(key 'label' appears twice\)"),
+        # A header naming a column twice: only the first would be read, the other silently dropped.
+        ("h2.csv", "sentence1,sentence2,label,label\na,b,1,0\n", r"h2\.csv, line 1: the header names column 'label' twice \(columns 3 and 4\)"),
+        ("h3.tsv", "\nsentence1\tsentence2\t sentence1\tlabel\na\tb\tc\t1\n", r"h3\.tsv, line 2: the header names column 'sentence1' twice \(columns 1 and 3\)"),
     ],
 )
 def test_load_file_bad_inputs(tmp_path, name, content, phrase):
@@ -417,6 +420,7 @@ def test_read_file_labels_optional(tmp_path):
     ("q.csv", 'sentence1,sentence2\na,b\nc,"d\ne,f\n', r"line 3: cannot be parsed"),
     ("k.jsonl", '{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "a"}\n', r"line 2: no field 'sentence2'"),
     ("h.csv", "sentence1,sentence2\n", "empty split"),
+    ("d.csv", "id,sentence1,sentence2,id\n1,a,b,2\n", r"line 1: the header names column 'id' twice"),
 ])
 def test_read_file_unlabelled_keeps_the_strict_checks(tmp_path, name, content, phrase):
     with pytest.raises(OlftError, match=phrase):
@@ -848,3 +852,9 @@ def test_invalid_json_lines_show_an_object_of_the_tasks_own_fields(tmp_path, tas
     with pytest.raises(OlftError, match=r"line 1: not valid JSON .*such as (.*) \(JSON Lines") as err:
         read_file(TASKS[task], _write(tmp_path, "x.jsonl", '{"sentence1": "a",\n'))
     assert f"such as {example} (JSON Lines" in str(err.value)
+
+
+def test_a_header_may_repeat_unnamed_columns(tmp_path):
+    # Trailing delimiters leave unnamed columns: nothing reads them by name, so they are no duplicate.
+    got = load_file(TASKS["sst2"], _write(tmp_path, "t.csv", "sentence,label,,\ngood film,1,,\n"))
+    assert [(e.texts, e.label) for e in got] == [(("good film",), 1)]

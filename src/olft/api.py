@@ -73,7 +73,7 @@ def _recorded_and_given(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
 
 
 def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
-    writer = distributed.context(cfg.train.mixed_precision).is_main
+    writer = distributed.context(cfg.train.mixed_precision, cfg.model.dtype).is_main
     if cfg.train.report_to:
         curves.check_tracker(cfg.train.report_to)  # before any work
     return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)

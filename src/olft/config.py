@@ -132,7 +132,7 @@ class TrainConfig:
     cache: bool = opt(True, "Cache the frozen layers' output below the tuned layer (exact; turns dropout off there).")
     checkpoint_every: int | None = opt(None, "Save the full training state every N steps so a killed run resumes mid-training.")
     grad_accum: int = opt(1, "Gradient accumulation: each batch of --batch-size examples (the effective batch, over all processes) runs as this many micro-batches per process.")
-    mixed_precision: str = opt("auto", "Autocast: no, bf16, or auto (the launcher's --mixed_precision, else bf16 on a GPU that has it, else no).", choices=("auto", "no", "bf16"))
+    mixed_precision: str = opt("auto", "Autocast of fp32 or bf16 weights: no, bf16, or auto (the launcher's --mixed_precision, else bf16 on a GPU that has it, else no; under --dtype fp16, no: fp16 weights run their matmuls in fp16 with loss scaling). bf16 with --dtype fp16 is refused.", choices=("auto", "no", "bf16"))
     report_to: str | None = opt(None, "Also log every step's loss, learning rate and gradient norm to a tracker (through accelerate): tensorboard, wandb or mlflow.", choices=(None, "tensorboard", "wandb", "mlflow"))
     gradient_checkpointing: bool = opt(False, "Recompute the activations of the layers above the tuned one during backward (non-reentrant) to save memory.")
 
@@ -200,6 +200,20 @@ class SelectionConfig:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 
 
+def precision_conflict(dtype: str, mixed_precision: str, given: str = "--mixed-precision bf16") -> str | None:
+    """Why weights of `dtype` (--dtype) cannot run under autocast `mixed_precision` (resolved: no or
+    bf16, as `given` names it), or None. Autocast exists to run fp32 weights' matmuls in half
+    precision: over bf16 weights bf16 autocast changes nothing, but over fp16 weights it rounds
+    each to bf16 (fp16's precision lost, its range kept) and on CPU the two dtypes cannot meet in
+    one layer ("mixed dtype (CPU)"). fp16 autocast is refused on its own (`distributed`)."""
+    if dtype == "fp16" and mixed_precision == "bf16":
+        return (f"--dtype fp16 cannot run under bf16 mixed precision ({given}): autocast would round the fp16 weights "
+                "to bf16 for every matmul, and on a CPU the two dtypes cannot meet in one layer. Use --dtype bf16 "
+                "(weights and matmuls in bf16), --dtype fp32 with --mixed-precision bf16 (fp32 weights, bf16 matmuls), "
+                "or --mixed-precision no (fp16 weights and matmuls, with loss scaling).")
+    return None
+
+
 # Options that may name a local file or folder: made absolute in a run folder's config.json.
 PATH_FIELDS = ("model.model", "data.glue_dir", "data.train_file", "data.validation_file")
 
@@ -213,6 +227,11 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers; a range: layers=I-J).")
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
+
+    def __post_init__(self) -> None:
+        # Across sections, so here: refused as the options are read, before anything loads.
+        if (why := precision_conflict(self.model.dtype, self.train.mixed_precision)) is not None:
+            raise OlftError(why)
 
     def with_absolute_paths(self, keys: tuple[str, ...] = PATH_FIELDS) -> RunConfig:
         """A copy with every local path (PATH_FIELDS, or those of `keys`) made absolute, as

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from olft.config import precision_conflict
 from olft.errors import OlftError
 
 if TYPE_CHECKING:
@@ -151,12 +152,16 @@ class Dist:
             self.accelerator.wait_for_everyone()
 
 
-def resolve_mixed_precision(requested: str) -> str:
-    """'auto' -> the launcher's `--mixed_precision` if not 'no', else bf16 on a GPU that has it."""
-    value = requested
+def resolve_mixed_precision(requested: str, dtype: str = "fp32") -> str:
+    """'auto' -> the launcher's `--mixed_precision` if not 'no', else bf16 on a GPU that has it,
+    except over fp16 weights (`dtype`, --dtype), whose own autocast is fp16 with loss scaling
+    (`precision.autocast`): bf16 would only round them to bf16. OlftError for fp16 autocast,
+    and for bf16 autocast (asked for, or the launcher's) over fp16 weights (`config.precision_conflict`)."""
+    value, given = requested, f"--mixed-precision {requested}"
     if requested == "auto":
         value = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
-        if value == "no":
+        given = f"the launcher's --mixed_precision {value}"
+        if value == "no" and dtype != "fp16":
             bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
             value = "bf16" if bf16_gpu else "no"
     if value not in ("no", "bf16"):
@@ -164,12 +169,15 @@ def resolve_mixed_precision(requested: str) -> str:
             f"Mixed precision '{value}' is not supported: use --mixed-precision bf16 or no (fp16 autocast needs "
             "loss scaling, which olft does not do; --dtype fp16 stores the weights in fp16 instead)."
         )
+    if (why := precision_conflict(dtype, value, given)) is not None:
+        raise OlftError(why)
     return value
 
 
-def context(mixed_precision: str = "auto") -> Dist:
-    """This process's `Dist`, made once per process (accelerate's state is process-wide)."""
-    mp = resolve_mixed_precision(mixed_precision)
+def context(mixed_precision: str = "auto", dtype: str = "fp32") -> Dist:
+    """This process's `Dist`, made once per process (accelerate's state is process-wide); `dtype`:
+    the frozen weights' (--dtype), which `resolve_mixed_precision` weighs."""
+    mp = resolve_mixed_precision(mixed_precision, dtype)
     if mp in _CONTEXT:
         return _CONTEXT[mp]
     if not (launched() or mp != "no" or torch.cuda.is_available()):

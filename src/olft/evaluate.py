@@ -40,8 +40,9 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     lines = [f"run {folder}: {status}"]
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
-        caveat = choice_caveat(sel)  # no signal, or a tie: the layer alone would read as a finding
-        lines.append(f"  selection: layer {sel['selected_layer']} (selector {sel.get('selector')}{'; ' + caveat if caveat else ''})")
+        caveat = None if sel.get("note") else choice_caveat(sel)  # no signal, or a tie: the layer alone would read as a finding
+        how = sel.get("note") or f"selector {sel.get('selector')}"  # one candidate: nothing to choose
+        lines.append(f"  selection: layer {sel['selected_layer']} ({how}{'; ' + caveat if caveat else ''})")
     selection_left = False
     if sel and sel.get("status") == "failed":  # every candidate trained for it failed: a rerun repeats it
         lines.append("  selection: failed: every candidate trained for it failed to train; "

@@ -69,8 +69,45 @@ def load_examples(cfg: RunConfig, task: tasks.Task, train_split: bool = True) ->
     if d.data_source == "file" and (not d.train_file or not d.validation_file):
         raise tasks.OlftError("--data-source file needs --train-file and --validation-file.")
     splits = ["validation"] if d.data_source == "file" else task.eval_splits
-    train = tasks.sample_split(load_split(cfg, task, "train"), d.max_train_samples, cfg.train.seed) if train_split else []
-    return train, {s: eval_sample(cfg, load_split(cfg, task, s)) for s in splits}
+    every = load_split(cfg, task, "train") if train_split else []
+    train = tasks.sample_split(every, d.max_train_samples, cfg.train.seed) if train_split else []
+    evals = {s: load_split(cfg, task, s) for s in splits}
+    if train_split:
+        check_splits(cfg, task, every, train, evals)
+    return train, {s: eval_sample(cfg, examples) for s, examples in evals.items()}
+
+
+def check_splits(cfg: RunConfig, task: tasks.Task, every: list, train: list, evals: dict[str, list]) -> None:
+    """Mistakes in the data that no error caught, before anything trains. Refused (OlftError): a
+    classification task's whole training split (`every`) of one class, where the classifier can
+    only learn to answer it and every score would measure that constant. Warned about, once
+    each: the examples drawn (`train`, by --max-train-samples) of one class where the split has
+    more; an eval split whose every example is a training example (the validation file is the
+    training file, say), whose scores then measure fitting, not generalisation."""
+    d = cfg.data
+    source = d.train_file if d.data_source == "file" else f"{task.display_name}'s training split"
+    if not task.is_regression and every:
+        names = {task.labels[ex.label] for ex in every}
+        if len(names) == 1:
+            (name,) = names
+            others = ", ".join(n for n in task.labels if n != name)
+            raise tasks.OlftError(f"{source}: every one of its {len(every)} examples has label {name!r}: a classifier "
+                                  "trained on one class learns only to answer it, so its scores would measure nothing. "
+                                  f"Add examples of another class ({others}).")  # fmt: skip
+        drawn = {task.labels[ex.label] for ex in train}
+        if len(drawn) == 1:
+            log.warning("train: the %d examples --max-train-samples %d drew all have label %r (%s has %d classes): a "
+                        "classifier trained on one class learns only to answer it. Raise --max-train-samples, or try "
+                        "another --seed.", len(train), d.max_train_samples, next(iter(drawn)), source, len(names))  # fmt: skip
+    seen = {(tuple(ex.texts), ex.label) for ex in every}
+    for split, examples in evals.items():
+        if examples and all((tuple(ex.texts), ex.label) in seen for ex in examples):
+            fix = ("Pass examples held out of --train-file as --validation-file" if d.data_source == "file"
+                   else "Check the data: its evaluation split should hold examples its training split does not")
+            log.warning("%s: every one of its %d examples is also a training example (%s the training data?), so its "
+                        "scores measure how well the training data was fit, not how the model does on new text. %s.",
+                        split, len(examples), "is --validation-file" if d.data_source == "file" else "does it repeat",
+                        fix)  # fmt: skip
 
 
 def load_split(cfg: RunConfig, task: tasks.Task, split: str) -> list:
@@ -99,7 +136,7 @@ class Session(SelectionMixin):
         """`data=False`: the model and tokenizer only (predicting, loading, exporting a run);
         `train_split=False`: the eval splits without the train split (re-scoring a run)."""
         self.cfg = cfg
-        self.dist = distributed.context(cfg.train.mixed_precision)
+        self.dist = distributed.context(cfg.train.mixed_precision, cfg.model.dtype)
         self.quiet = quiet or not self.dist.is_main  # one progress bar per job, not per process
         self.task = tasks.get_task(cfg.data.task)
         train, evals = load_examples(cfg, self.task, train_split) if data else ([], {})

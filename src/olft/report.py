@@ -174,6 +174,11 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         # candidates all failed has failed.
         ended = not unfinished(sel) or results.get("status") not in ("running", "interrupted")
         lines += unfinished_lines(sel, metric, resume_command(folder, results), ended)
+    elif sel and sel.get("note"):  # one candidate (`runselection.one_candidate`): nothing trained, scored or chosen
+        lines += ["", f"Selection: {sel['note']}. Layer {sel['selected_layer']}, the only candidate, is tuned with no "
+                  "selection run (no candidate trained or scored, no selection time spent)."]
+        if sel["selected_layer"] == results.get("num_layers", 0) - 1:
+            lines.append(FINAL_LAYER_NOTE[0].upper() + FINAL_LAYER_NOTE[1:] + ".")
     elif sel:
         candidate_timing = (results.get("timing") or {}).get("candidates") or {}
         run_of = run_marks(candidate_timing)

@@ -12,9 +12,10 @@ from dataclasses import asdict
 
 from olft import report
 from olft.config import RunConfig
+from olft.layerspec import check_candidates
 from olft.pipeline import Session
 from olft.runfolder import RunFolder
-from olft.select import Candidate, probe_decided
+from olft.select import Candidate, Selection, probe_decided
 from olft.verdicts import (
     confidence_words,
     floor_tied,
@@ -29,19 +30,40 @@ from olft.verdicts import (
 
 log = logging.getLogger(__name__)
 
+# results.json's selection `note` where the candidates are one layer: nothing trained or scored.
+ONE_CANDIDATE = "one candidate: nothing to choose"
+
 
 def selected_layer(session: Session, folder: RunFolder, results: dict) -> int:
-    """The selection's winner: from the folder's finished selection, else by running it (and saving it)."""
+    """The selection's winner: from the folder's finished selection, else by running it (and
+    saving it); with one candidate layer, that layer, with no selection run (`one_candidate`)."""
     saved = session.dist.broadcast(folder.load_piece("selection") if folder.writer else None)
     if saved is not None and saved["selection"].get("selected_layer") is not None:
         results["selection"] = saved["selection"]
         results["distributed"]["selection_wall"] = saved["selection_wall"]
         log.info("selection already finished (kept from the run folder): layer %d", saved["selection"]["selected_layer"])
         return saved["selection"]["selected_layer"]
-    selection = _select(session, folder, results)
+    s = session.cfg.selection
+    candidates = check_candidates(s.candidates, session.num_layers, s.selector, s.probe_keep)
+    if len(candidates) == 1:
+        results["selection"], results["distributed"]["selection_wall"] = one_candidate(session.cfg, candidates[0]), {"seconds": 0.0}
+        log.info("selected layer %d: %s (--candidates %s), so no candidate is trained or probed and the %s selector "
+                 "spends nothing", candidates[0], ONE_CANDIDATE, s.candidates, s.selector)  # fmt: skip
+    else:
+        _select(session, folder, results)
     folder.save_piece("selection", None, {"selection": results["selection"],
                                           "selection_wall": results["distributed"]["selection_wall"]})
-    return selection.selected_layer
+    return results["selection"]["selected_layer"]
+
+
+def one_candidate(cfg: RunConfig, layer: int) -> dict:
+    """results.json's `selection` when the candidates are `layer` alone: a choice with nothing to
+    choose from, so none trained or scored (no budget spent, no protocol, no confidence, no
+    signal to miss), saying so in its `note`; in `Selection.to_dict`'s shape, so every reader finds its keys."""
+    s = cfg.selection
+    empty = Selection(None, [], 0, None, metric=s.selection_metric, selector=s.selector,  # type: ignore[arg-type]
+                      threshold=s.equivalence_threshold).to_dict()
+    return {**empty, "status": "finished", "selected_layer": layer, "ranking": [layer], "flat": False, "note": ONE_CANDIDATE}
 
 
 def _select(session: Session, folder: RunFolder, results: dict):

@@ -107,6 +107,18 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
                     f"{flags.hint(missing[0]) if flags else ''}")
 
 
+def _check_unique_header(header: list[str], path: Path, line: int) -> None:
+    """Refuse a header that names a column twice: only the first would be read, silently (two
+    `label` columns that disagree would train on one of them unseen), as JSON Lines refuses a key
+    given twice. Unnamed columns (a trailing delimiter) may repeat: nothing reads them by name."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(h.strip() for h in header):
+        if name and name in seen:
+            raise OlftError(f"{at_line(path, line)}: the header names column {name!r} twice (columns {seen[name] + 1} "
+                            f"and {i + 1}). Rename or remove one of them, so each column has a name of its own.")
+        seen.setdefault(name, i)
+
+
 @dataclass(frozen=True)
 class _ColumnFlags:
     """For an error on a column a user's file lacks: the option that names the file's own. Its
@@ -412,6 +424,7 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     delimiter = "," if fmt == "csv" else "\t"
     rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
     header = rows[0].fields
+    _check_unique_header(header, path, rows[0].line)
     if labels_required:
         columns = _find_columns(header, [(*keep, *o) for o in options], path, delimiter, fix, flags)
         label_idx, columns = columns[-1], columns[:-1]
