@@ -280,6 +280,12 @@ def test_the_constant_to_beat_is_the_stronger_of_class_frequencies_and_even_odds
     assert all(g < 0 for g in sel.trained_gaps().values()) and sel.trained_no_signal is True and sel.confidence is None
     text = table_md({**_results(sel.to_dict()), "metric": "accuracy"})
     assert "No signal: no trained candidate's held-out loss beats predicting even odds for every class (held-out loss 0.693)" in text
+    # The run's headline says so too, before the tie (the four are equivalent): a tie of layers that learned nothing is no finding.
+    from olft.runselection import how_sure
+    from olft.verdicts import choice_caveat
+
+    assert len(sel.equivalent) > 1 and how_sure(sel, sel.to_dict(), "accuracy").startswith("no signal"), sel.equivalent
+    assert choice_caveat(sel.to_dict()).startswith("no signal")
 
 
 def test_a_run_measures_candidates_against_the_stronger_constant_and_their_collapse(model_dirs, tiny_glue, tmp_path,

@@ -137,13 +137,15 @@ def how_sure(selection, sel: dict, metric: str) -> str:
     """How sure the selection headline says `selection` (`sel` its `to_dict`) is: the layers within
     noise of the winner, "no signal" (with the tie the loss broke, if it broke one: still a guess),
     or `confidence_words`."""
-    # A lead among probes that all lose to a constant is noise: no confidence is quoted then.
-    guess = selection.no_signal and probe_decided(sel)
+    # A lead among probes that all lose to a constant is noise, as is one among trained finalists
+    # that all do: "no signal" comes first (as table.md's and `olft evaluate`'s `choice_caveat`),
+    # since a tie among layers that learned nothing is no finding either.
+    guess = (selection.no_signal and probe_decided(sel)) or selection.trained_no_signal
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
     if others and not guess:
         return f"within noise of {layer_list(others)}"
-    if guess or selection.trained_no_signal:  # trained finalists that all lose to the constant: no confidence either
+    if guess:
         tie = guessed_tie_text(sel, metric)
         return f"no signal; {tie}" if tie else "no signal"
     return confidence_words(sel, metric)
