@@ -1012,6 +1012,9 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     given = {"selection.selection_parallel", "selection.selection_epochs", "method.lora_rank"}
     assert [w.split()[0] for w in probe_alone_options(cfg, given, least - 1)] == ["--selection-epochs", "--selection-parallel"]
     assert probe_alone_options(cfg, given, least) == []
+    # One candidate: nothing runs, not even the probe; one line names the options.
+    assert probe_alone_options(cfg, given, 1) == [
+        "--selection-epochs, --selection-parallel are ignored with one candidate layer: it is the choice, and no selection runs."]
 
 
 def test_a_missing_required_option_is_named_as_typed(capsys):

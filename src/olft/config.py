@@ -367,6 +367,11 @@ def probe_alone_options(cfg: RunConfig, given: set[str], candidates: int) -> lis
 
     if cfg.selection.selector != "auto" or auto_keep(candidates):
         return []
+    if candidates == 1:  # nothing runs at all (runselection: one candidate is the choice); one line says so
+        used = sorted(k for k in given if k in TRAINING_OPTIONS)
+        return [f"{', '.join('--' + k.split('.', 1)[1].replace('_', '-') for k in used)} "
+                f"{'is' if len(used) == 1 else 'are'} ignored with one candidate layer: it is the choice, "
+                "and no selection runs."] if used else []
     least = next(k for k in range(candidates + 1, 10 * candidates + 100) if auto_keep(k))  # auto's rule, not a copy of it
     return [f"--{key.split('.', 1)[1].replace('_', '-')} is ignored under --selector auto with {candidates} candidates: "
             f"below {least} it runs the probe alone and trains none; --selector exhaustive, halving or probe-halving "
