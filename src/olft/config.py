@@ -360,8 +360,8 @@ TRAINING_OPTIONS = tuple(key for key, (_, users, _) in APPLIES.items() if users 
 def probe_alone_options(cfg: RunConfig, given: set[str], candidates: int) -> list[str]:
     """One warning line, in `ignored_options`'s style, for each option of `given` that only trained
     candidates read (TRAINING_OPTIONS) when --selector auto runs the probe alone on `candidates`
-    candidate layers (`select.auto_keep` keeps none of them for training); [] under any other
-    selector or count. `ignored_options` cannot tell: the count depends on the model's layers,
+    candidate layers (`select.auto_keep` keeps none of them for training), or one line naming them
+    all with one candidate (nothing runs, the probe neither); [] under any other selector or count. `ignored_options` cannot tell: the count depends on the model's layers,
     known once its config (or the model) has loaded, so the caller passes it then. Raises nothing."""
     from olft.select import auto_keep  # numpy: not loaded with the config
 
