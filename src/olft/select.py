@@ -158,12 +158,11 @@ class Selection:
         `loss_floor`) while predicting more than one class (`Candidate.one_class`): the trained
         candidates learned nothing a constant does not, so the choice among them is a guess.
         None when nothing trained chose, or no gap could be measured."""
-        finalists = self._trained_finalists()
-        gaps = {c.layer: paired_gap(c.example_losses, self.baseline_losses) for c in finalists or []}
+        gaps = self.trained_gaps()
         if not gaps or all(gap is None for gap in gaps.values()):
             return None
         return not any(c.one_class is None and self._beats(gaps[c.layer], mean_gap(c.example_losses, self.baseline_losses))
-                       for c in finalists)  # fmt: skip
+                       for c in self._trained_finalists())  # fmt: skip
 
     def beats_baseline(self) -> dict[int, bool] | None:
         """Probed layer -> whether its probe's held-out loss is below the constant baseline's by
