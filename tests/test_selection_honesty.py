@@ -377,3 +377,27 @@ def test_gaps_under_the_loss_floor_are_ties_whatever_their_standard_errors():
     # A drop below the constant under the floor is no signal either, however many standard errors.
     near = _trained({2: [b - 0.1 * sel.loss_floor() for b in base]}, base)
     assert near.trained_gaps()[2] == float("inf") and near.trained_no_signal is True
+
+
+def test_flat_counts_losses_within_the_loss_floor_as_tied():
+    """Candidates that kept their initialisation differ by float rounding alone (it moves with the
+    library version and thread count): equal scores and losses within the loss floor are flat (the
+    pick is the tie-break), one loss gap at the floor or over is a ranking."""
+    rng = np.random.default_rng(3)
+    base = (0.69 + 0.05 * rng.normal(size=16)).tolist()
+
+    def sel(shift, score3=0.5):
+        cands = [Candidate(2, 0.5, 1.0, {"accuracy": 0.5, "loss": float(np.mean(base))}, steps=6, example_losses=base),
+                 Candidate(3, score3, 1.0, {"accuracy": score3, "loss": float(np.mean(base)) + shift}, steps=6,
+                           example_losses=[b + shift for b in base])]  # fmt: skip
+        s = Selection("train-holdout", cands, 143, 16, selector="exhaustive", finalists=[2, 3])
+        s.rounds = [{"stage": "train", "steps": 6, "layers": [2, 3]}]
+        s.record_baseline([0.7] * 16, [], "class frequencies")
+        return s
+
+    floor = sel(0.0).loss_floor()
+    assert floor == pytest.approx(0.0007)
+    assert sel(0.0).flat and sel(1e-9).flat and sel(-0.5 * floor).flat
+    assert not sel(2 * floor).flat  # a real loss gap ranks them
+    assert not sel(1e-9, score3=0.6).flat  # so does a score gap
+    assert sel(1e-9).to_dict()["flat"] is True

@@ -218,9 +218,17 @@ class Selection:
 
     @property
     def flat(self) -> bool:
-        """True when every finalist ranks the same: the choice is the tie-break alone."""
+        """True when every finalist ranks the same: the choice is the tie-break alone. "The same"
+        counts held-out losses within the `loss_floor` of the winner's as equal (`tied_in_practice`):
+        candidates that all keep their initialisation differ by float rounding alone, and that
+        rounding (which moves with the library version and thread count) is no ranking."""
         ranked = self._ranked()
-        return len(ranked) > 1 and len(set(ranked.values())) == 1
+        if len(ranked) < 2:
+            return False
+        if len(set(ranked.values())) == 1:
+            return True
+        same_score = self.metric != "score" or len({score for score, _ in ranked.values()}) == 1
+        return same_score and set(ranked) - {self.selected_layer} <= set(self.tied_in_practice())
 
     def gaps(self) -> dict[int, float | None]:
         """Finalist -> how far its held-out loss lies above the winner's (negative: below), in
