@@ -839,7 +839,8 @@ def test_selection_benchmark_help_explains_every_option(capsys):
 
 # -- one candidate: nothing to choose --------------------------------------------------------------
 @pytest.mark.parametrize(("command", "selector"), [(["run", "--strategies", "olft"], "exhaustive"), (["select"], "probe")])
-def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, command, selector):
+def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, caplog,
+                                                           command, selector):
     import olft.stages
 
     def no_selection(*args, **kwargs):
@@ -849,7 +850,11 @@ def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue
     out = tmp_path / "one"
     args = [*command, "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
             "--candidates", "1", "--selector", selector, "--max-steps", "2", *FAST]
-    assert main(args) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    # The selection options FAST sets do nothing here, under this selector as under auto: one line says so.
+    assert ("--selection-eval-samples, --selection-train-samples are ignored with one candidate layer: it is the "
+            "choice, and no selection runs.") in caplog.text, caplog.text
     sel = json.loads((out / "results.json").read_text())["selection"]
     assert sel["status"] == "finished" and sel["selected_layer"] == 1 and sel["note"] == "one candidate: nothing to choose"
     assert sel["candidates"] == [] and sel["seconds"] == 0.0 and sel["confidence"] is None and sel["selector"] == selector
