@@ -272,6 +272,7 @@ def test_halving_keeps_the_better_half_each_rung(model_dirs, tiny_glue, tmp_path
                   "--selection-adaptive", "0")
     rounds = sel["rounds"]
     assert [(r["layers"], r["steps"]) for r in rounds] == [([0, 1, 2, 3], 4), (sorted(rounds[0]["ranking"][:2]), 8)]
+    assert [(r["stage"], r["selector"]) for r in rounds] == [("train", "halving")] * 2  # each round says what ran it
     assert sel["finalists"] == rounds[-1]["layers"] and sel["selected_layer"] in sel["finalists"]
     assert sel["selected_layer"] == rounds[-1]["ranking"][0]
     steps = {c["layer"]: c["steps"] for c in sel["candidates"]}
@@ -309,7 +310,7 @@ def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs,
     # vanishing learning rate did too, but then the gaps are float rounding, which varies by CPU).
     tied = ["--selection-steps", "3", "--selector", "exhaustive", "--equivalence-threshold", "1e9"]
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *tied, "--selection-adaptive", "1")
-    assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
+    assert [(r["stage"], r["selector"], r["steps"]) for r in sel["rounds"]] == [("train", "exhaustive", 3), ("train", "exhaustive", 6)]
     assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied
     # Each round keeps its own losses (the first round's are replaced in `candidates`), and the
     # retrained round says which rule chose its layers: the gaps to the first round's winner.
@@ -342,7 +343,7 @@ def test_proxies_are_deterministic_and_train_nothing(model_dirs, tiny_glue, tmp_
     a, b = ([(c["layer"], c["score"], c["metrics"]) for c in r["candidates"]] for r in runs)
     assert a == b and runs[0]["selected_layer"] == runs[1]["selected_layer"]
     assert [c["steps"] for c in runs[0]["candidates"]] == [0, 0, 0, 0]
-    assert runs[0]["rounds"] == [{**runs[0]["rounds"][0], "stage": selector, "layers": [0, 1, 2, 3]}]
+    assert runs[0]["rounds"] == [{**runs[0]["rounds"][0], "stage": selector, "selector": selector, "layers": [0, 1, 2, 3]}]
     scores = [c["score"] for c in runs[0]["candidates"]]
     assert len(set(scores)) == 4  # layers differ: a signal, not a tie
     if selector == "gradient":  # zero-initialised up-projections still get gradient at init
@@ -490,6 +491,7 @@ def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tm
                   "--selection-adaptive", "0")
     probe, trained = sel["rounds"]
     assert probe["stage"] == "probe" and trained == {**trained, "stage": "train", "steps": 4}
+    assert (probe["selector"], trained["selector"]) == ("probe", "halving")  # the rounds' own, not probe-halving
     assert trained["layers"] == sorted(probe["ranking"][:2])
 
 
@@ -511,8 +513,8 @@ def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, t
             assert piece["probe"] == c["probe"], piece
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
                   "--selection-steps", "8", "--selection-adaptive", "0")
-    assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [
-        (sorted(sel["rounds"][0]["ranking"][:3]), 4), (sorted(sel["rounds"][1]["ranking"][:2]), 8)]
+    assert [(r["layers"], r["steps"], r["selector"]) for r in sel["rounds"][1:]] == [
+        (sorted(sel["rounds"][0]["ranking"][:3]), 4, "halving"), (sorted(sel["rounds"][1]["ranking"][:2]), 8, "halving")]
     _assert_probe_kept(sel)  # through two rungs: the second rung's entry keeps what the first kept
 
 
@@ -675,6 +677,7 @@ def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many
     assert len(sel["equivalent"]) == 2
     assert sel["probe_keep"] == 2 and len(probe["layers"]) == 8
     assert (trained["stage"], trained["layers"], trained["steps"]) == ("train", sorted(probe["ranking"][:2]), 4)
+    assert (probe["selector"], trained["selector"]) == ("probe", "halving")  # auto runs probe-halving's steps
     assert sel["selected_layer"] in trained["layers"]
 
 
