@@ -868,3 +868,25 @@ def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue
     capsys.readouterr()
     assert main(["evaluate", "--run", str(out)]) == 0
     assert "  selection: layer 1 (one candidate: nothing to choose)" in capsys.readouterr().out
+
+
+# -- the Python API ---------------------------------------------------------------------------------
+def test_select_layer_returns_the_results_its_folder_holds(model_dirs, tiny_glue, tmp_path):
+    """`olft.select_layer` returns results.json's dict (the keys its docstring and the README name),
+    and the folder's table.md names the Python call that continues it, not the CLI command alone."""
+    import olft
+
+    out = tmp_path / "py"
+    cfg = olft.RunConfig(model=olft.ModelConfig(str(model_dirs["bert"])),
+                         data=olft.DataConfig("rte", glue_dir=str(tiny_glue)), out=str(out))
+    cfg.selection.candidates, cfg.selection.selector = "all", "probe"
+    cfg.selection.selection_train_samples, cfg.selection.selection_eval_samples = 32, 24
+    results = olft.select_layer(cfg, quiet=True)
+    assert results == json.loads((out / "results.json").read_text())
+    assert results["status"] == "complete" and results["strategies"] == {} and results["num_layers"] == 4
+    sel = results["selection"]
+    assert sel["selected_layer"] == sel["ranking"][0] and sorted(sel["ranking"]) == [0, 1, 2, 3]
+    assert [c["layer"] for c in sel["candidates"]] == [0, 1, 2, 3] and all("score" in c for c in sel["candidates"])
+    assert {"confidence", "equivalent", "selector", "protocol", "rounds", "no_signal"} <= set(sel)
+    table = (out / "table.md").read_text()
+    assert "`olft.run(cfg)` with the config that began this folder" in table, table

@@ -308,9 +308,22 @@ def _short(layers: list[int]) -> str:
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, given: Iterable[str] | None = None) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder).
 
-    The folder's other finished pieces stay in results.json. Each option of `given` the selection
-    will not use is named in one logged warning, as by `run` (None: those that differ from
-    RunConfig's default). Raises OlftError on bad input, or when every candidate failed to train.
+    Returns the results dict, as the folder's results.json holds it (the folder's other finished
+    pieces stay in it, so `strategies` is {} unless an earlier run tuned some). Its `selection`:
+    `selected_layer` (the chosen layer, an index from 0), `ranking` (the candidate layers, best
+    first), `candidates` (per layer: `layer`, `score` (the task metric, or a proxy's own score),
+    `metrics` (held-out `loss` among them, but under the gradient selector), `steps` (0 for a proxy), `seconds`), `confidence` (the
+    runner-up's held-out loss above the winner's, in standard errors of their paired difference;
+    None where unmeasured or without signal), `equivalent` (the layers within noise of the winner),
+    `selector`, `protocol`, `rounds` (each stage's own scores), `no_signal`, `seconds`; with one
+    candidate layer, that layer, no candidates and `note` "one candidate: nothing to choose"
+    (docs/selection.md lists every key). Beside it: `status`, `metric`, `num_layers`, `middle_bucket`.
+    `olft.run(cfg)` with the same `cfg` (or `olft run --config FOLDER/config.json`) goes on to tune
+    the selected layer, keeping this selection.
+
+    Each option of `given` the selection will not use is named in one logged warning, as by `run`
+    (None: those that differ from RunConfig's default). Raises OlftError on bad input, or when
+    every candidate failed to train.
     """
     given = _warn_ignored(cfg, given, "select")
     cfg, typed = _recorded_and_given(cfg)
