@@ -324,6 +324,8 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
         candidates="all" if job.kind == "sweep" else "middle",
         selection_data="validation" if job.kind == "paper" else "train",
         selection_train_samples=caps.selection_train_samples, selection_eval_samples=caps.selection_eval_samples,
+        # No retraining of tied finalists, under every selector (config.json records it): `olft_given` tells
+        # olft it is set only where the selector reads it.
         selection_epochs=caps.selection_epochs, selection_adaptive=0,
         selector="exhaustive" if job.kind in ("paper", "sweep") else caps.selector,  # paper: the paper's procedure
     )  # fmt: skip
@@ -332,6 +334,25 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
         strategies = ",".join(f"layers={i}" for i in range(num_layers or 0))
     return RunConfig(model=ModelConfig(args.model), data=data, method=MethodConfig(args.method), train=train,
                      selection=selection, strategies=strategies, out=str(out))
+
+
+ADAPTIVE = "selection.selection_adaptive"
+
+
+def olft_given(cfg) -> set[str]:
+    """The options of a job's config that olft is told the benchmark set (`given`, which its warnings
+    of unused options read): those that differ from olft's defaults, as olft assumes without `given`
+    (`config.given_options`), less --selection-adaptive where the job's selector does not read it
+    (`config.APPLIES`). Every job sets it to 0 (tied finalists are not retrained), a no-op under auto
+    and the proxies, so naming it as ignored would put a false warning in every such run's log. The
+    config keeps the 0 whatever the selector: every run folder's config.json has recorded it, and a
+    different value would stop an earlier run's folder from being continued (`ownership`)."""
+    from olft.config import APPLIES, given_options
+
+    given = given_options(cfg)
+    if cfg.selection.selector not in APPLIES[ADAPTIVE][1]:
+        given.discard(ADAPTIVE)
+    return given
 
 
 def grid_jobs(caps: Caps) -> list[Job]:
@@ -476,7 +497,7 @@ def run_jobs(jobs: list[Job], plans: dict[str, Plan], args: argparse.Namespace, 
         cfg = _config_when_ready(job, by_task.get(job.task), args, caps, work, n_layers)
         t0 = time.perf_counter()
         try:
-            (api.select_layer if job.kind == "sweep" else api.run)(cfg, quiet=True)
+            (api.select_layer if job.kind == "sweep" else api.run)(cfg, quiet=True, given=olft_given(cfg))
         finally:  # an interrupted job's time counts too: the report sums the time spent
             took = time.perf_counter() - t0
             walls = manifest.setdefault("wall_seconds", {})

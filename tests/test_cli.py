@@ -961,7 +961,7 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     from the model's config before it loads (a config with no weights: the load then fails), or
     from the loaded model when its config declares no layer count. 8 candidates train: no line."""
     from olft import api
-    from olft.config import RunConfig, probe_alone_options
+    from olft.config import RunConfig, count_ignored_options
     from olft.errors import OlftError
     from olft.select import auto_keep
     from tiny import make_config
@@ -1010,11 +1010,46 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     least = next(k for k in range(1, 100) if auto_keep(k))
     cfg.selection.selection_parallel = "data"
     given = {"selection.selection_parallel", "selection.selection_epochs", "method.lora_rank"}
-    assert [w.split()[0] for w in probe_alone_options(cfg, given, least - 1)] == ["--selection-epochs", "--selection-parallel"]
-    assert probe_alone_options(cfg, given, least) == []
-    # One candidate: nothing runs, not even the probe; one line names the options.
-    assert probe_alone_options(cfg, given, 1) == [
-        "--selection-epochs, --selection-parallel are ignored with one candidate layer: it is the choice, and no selection runs."]
+    assert [w.split()[0] for w in count_ignored_options(cfg, given, least - 1)] == ["--selection-epochs", "--selection-parallel"]
+    assert count_ignored_options(cfg, given, least) == []
+    # One candidate: nothing runs, not even the probe; one line names the options (--selection-epochs
+    # under --selection-steps is `ignored_options`'s already: named once).
+    assert count_ignored_options(cfg, given | {"selection.selection_train_samples"}, 1) == [
+        "--selection-parallel, --selection-train-samples are ignored with one candidate layer: it is the choice, "
+        "and no selection runs."]
+
+
+# Each selector's one-candidate line: the selection options given that it reads when it runs (those it
+# never reads are `ignored_options`'s lines), since with one candidate it does not run.
+ONE_CANDIDATE_NAMED = {
+    "exhaustive": "--equivalence-threshold, --selection-adaptive, --selection-epochs, --selection-train-samples",
+    "halving": "--equivalence-threshold, --selection-adaptive, --selection-epochs, --selection-train-samples",
+    "probe-halving": "--equivalence-threshold, --probe-keep, --selection-adaptive, --selection-epochs, --selection-train-samples",
+    "auto": "--equivalence-threshold, --selection-epochs, --selection-train-samples",
+    "probe": "--equivalence-threshold, --selection-train-samples",
+    "gradient": "--gradient-batches, --selection-train-samples",
+}
+
+
+@pytest.mark.parametrize("selector", sorted(ONE_CANDIDATE_NAMED))
+def test_one_candidate_names_the_selection_options_it_ignores_under_every_selector(selector):
+    """One candidate layer is the choice under any selector (`runselection.one_candidate`): one line
+    names each selection option given that no longer does anything (not --candidates or --selector,
+    which still say what is tuned and are recorded), each option once; more candidates, none
+    (auto's probe-alone lines aside, which 7 candidates would give)."""
+    from olft.config import RunConfig, count_ignored_options, ignored_options
+
+    cfg = RunConfig()
+    cfg.selection.selector = selector
+    given = {"selection.candidates", "selection.selector", "selection.selection_epochs", "selection.selection_adaptive",
+             "selection.probe_keep", "selection.gradient_batches", "selection.equivalence_threshold",
+             "selection.selection_train_samples", "method.lora_rank", "train.lr"}
+    line = f"{ONE_CANDIDATE_NAMED[selector]} are ignored with one candidate layer: it is the choice, and no selection runs."
+    assert count_ignored_options(cfg, given, 1) == [line]
+    named = set(ONE_CANDIDATE_NAMED[selector].split(", "))
+    assert not named & {w.split()[0] for w in ignored_options(cfg, given, "select")}  # named once
+    assert count_ignored_options(cfg, given, 8) == []
+    assert count_ignored_options(cfg, {"selection.selector", "train.lr"}, 1) == []  # nothing to name: no line
 
 
 def test_a_missing_required_option_is_named_as_typed(capsys):

@@ -535,3 +535,35 @@ def test_keep_pieces_copies_finished_runs_small_files_only(tmp_path):
     assert kept == ["m-adapter/bench.json", "m-adapter/rte-s0/config.json", "m-adapter/rte-s0/pieces/strategy-olft.json",
                     "m-adapter/rte-s0/results.json"]
     assert paper.is_finished(tmp_path / "kept" / "m-adapter" / "rte-s0")
+
+
+@pytest.mark.parametrize("selector", ["auto", "probe", "gradient", "exhaustive", "halving", "probe-halving"])
+def test_jobs_tell_olft_of_no_option_their_selector_ignores(selector, tmp_path, caplog):
+    """Every job sets --selection-adaptive 0 (no retraining), and config.json records it as before
+    whatever the selector, so earlier folders continue; but olft is told it was set only where the
+    selector reads it: under auto or a proxy its log carries no "--selection-adaptive is ignored".
+    (A cap the fallback profile sets off olft's default, --selection-epochs 1, is unused by a proxy
+    and rightly named so: not this test's business.)"""
+    import argparse
+    from dataclasses import replace
+
+    from olft import api
+    from olft.config import ignored_options
+    from olft.errors import OlftError
+
+    caps = replace(paper.FALLBACK.caps, selector=selector)
+    plan = paper.Plan("rte", "rte", None, "glue")
+    args = argparse.Namespace(glue_dir=str(tmp_path), model="none", method="adapter")
+    for kind in ("main", "paper", "sweep"):
+        cfg = paper.job_config(paper.Job(kind, "rte", 0), plan, args, caps, tmp_path / kind, 4)
+        assert cfg.selection.selection_adaptive == 0  # what every earlier run folder's config.json holds
+        given = paper.olft_given(cfg)
+        lines = ignored_options(cfg, given, "select" if kind == "sweep" else "run")
+        assert not [line for line in lines if line.startswith("--selection-adaptive")], (kind, selector, lines)
+        trains = cfg.selection.selector in ("exhaustive", "halving", "probe-halving")
+        assert (paper.ADAPTIVE in given) == trains  # still named where it does something
+    caplog.clear()  # as the benchmark calls olft: no warning before the (missing) model fails to load
+    cfg = paper.job_config(paper.Job("main", "rte", 0), plan, args, caps, tmp_path / "call", 4)
+    with pytest.raises(OlftError):
+        api.run(cfg, quiet=True, given=paper.olft_given(cfg))
+    assert "--selection-adaptive" not in caplog.text, caplog.text

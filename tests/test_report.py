@@ -76,8 +76,19 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     table = table_md(results, tmp_path / "my run")
     assert "Table 1" not in table and "Table 2" not in table and "| strategy |" not in table, table
     quoted = f"'{tmp_path.resolve()}/my run'"
-    assert (f"Selection only (`olft select`): no layer was tuned. `olft run --config {quoted}/config.json --out {quoted}` "
-            "continues this folder to tuning, keeping this selection.") in table
+    # Made by `olft select` or by `olft.select_layer` (nothing in the folder says which): both ways to go on.
+    python = "from Python, `{}(cfg)` with the config that began this folder (its config.json) does the same"
+    assert (f"Selection only (`olft select` / `olft.select_layer`): no layer was tuned. `olft run --config {quoted}/config.json "
+            f"--out {quoted}` continues this folder to tuning, keeping this selection; {python.format('olft.run')}.") in table
+    # Stopped while selecting: the banner and the selection's own line name the command and the call.
+    from olft.select import unfinished_entry
+
+    stopped = {**results, "status": "interrupted", "strategy_names": [],
+               "selection": unfinished_entry([{"layer": 1, "steps": 4, "score": 0.5}], {"selector": "exhaustive"})}
+    banner = table_md(stopped, tmp_path / "my run")
+    command = f"olft select --config {quoted}/config.json --out {quoted}"
+    assert f"`{command}` continues the folder, keeping them; {python.format('olft.select_layer')}." in banner, banner
+    assert f"`{command}` continues it, keeping them; {python.format('olft.select_layer')}." in banner, banner
     assert "Selection (train-holdout): 1 candidate," in table and "| layer |" in table
     assert "OLFT's train time above" not in table  # there is none above
 

@@ -1081,7 +1081,7 @@ def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glu
     r, table = _results(out), (out / "table.md").read_text()
     assert r["status"] == "interrupted" and list(r["strategies"]) == ["layers=0"]
     assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
-    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece." in table
+    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece; from Python, `olft.run(cfg)`" in table
     monkeypatch.undo()
     assert main(args) == 0 and _results(out)["status"] == "complete"
     assert "UNFINISHED" not in (out / "table.md").read_text()

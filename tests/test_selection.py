@@ -272,6 +272,7 @@ def test_halving_keeps_the_better_half_each_rung(model_dirs, tiny_glue, tmp_path
                   "--selection-adaptive", "0")
     rounds = sel["rounds"]
     assert [(r["layers"], r["steps"]) for r in rounds] == [([0, 1, 2, 3], 4), (sorted(rounds[0]["ranking"][:2]), 8)]
+    assert [(r["stage"], r["selector"]) for r in rounds] == [("train", "halving")] * 2  # each round says what ran it
     assert sel["finalists"] == rounds[-1]["layers"] and sel["selected_layer"] in sel["finalists"]
     assert sel["selected_layer"] == rounds[-1]["ranking"][0]
     steps = {c["layer"]: c["steps"] for c in sel["candidates"]}
@@ -309,7 +310,7 @@ def test_adaptive_retrains_equivalent_finalists_with_twice_the_steps(model_dirs,
     # vanishing learning rate did too, but then the gaps are float rounding, which varies by CPU).
     tied = ["--selection-steps", "3", "--selector", "exhaustive", "--equivalence-threshold", "1e9"]
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "a", *tied, "--selection-adaptive", "1")
-    assert [(r["stage"], r["steps"]) for r in sel["rounds"]] == [("train", 3), ("train", 6)]
+    assert [(r["stage"], r["selector"], r["steps"]) for r in sel["rounds"]] == [("train", "exhaustive", 3), ("train", "exhaustive", 6)]
     assert sel["rounds"][1]["layers"] == sel["rounds"][0]["layers"]  # every candidate was tied
     # Each round keeps its own losses (the first round's are replaced in `candidates`), and the
     # retrained round says which rule chose its layers: the gaps to the first round's winner.
@@ -342,7 +343,7 @@ def test_proxies_are_deterministic_and_train_nothing(model_dirs, tiny_glue, tmp_
     a, b = ([(c["layer"], c["score"], c["metrics"]) for c in r["candidates"]] for r in runs)
     assert a == b and runs[0]["selected_layer"] == runs[1]["selected_layer"]
     assert [c["steps"] for c in runs[0]["candidates"]] == [0, 0, 0, 0]
-    assert runs[0]["rounds"] == [{**runs[0]["rounds"][0], "stage": selector, "layers": [0, 1, 2, 3]}]
+    assert runs[0]["rounds"] == [{**runs[0]["rounds"][0], "stage": selector, "selector": selector, "layers": [0, 1, 2, 3]}]
     scores = [c["score"] for c in runs[0]["candidates"]]
     assert len(set(scores)) == 4  # layers differ: a signal, not a tie
     if selector == "gradient":  # zero-initialised up-projections still get gradient at init
@@ -490,6 +491,7 @@ def test_probe_halving_prunes_by_the_probe_then_trains(model_dirs, tiny_glue, tm
                   "--selection-adaptive", "0")
     probe, trained = sel["rounds"]
     assert probe["stage"] == "probe" and trained == {**trained, "stage": "train", "steps": 4}
+    assert (probe["selector"], trained["selector"]) == ("probe", "halving")  # the rounds' own, not probe-halving
     assert trained["layers"] == sorted(probe["ranking"][:2])
 
 
@@ -511,8 +513,8 @@ def test_probe_keep_passes_the_probes_top_k_to_training(model_dirs, tiny_glue, t
             assert piece["probe"] == c["probe"], piece
     sel = _select(model_dirs["llama"], tiny_glue, tmp_path / "k3", "--selector", "probe-halving", "--probe-keep", "3",
                   "--selection-steps", "8", "--selection-adaptive", "0")
-    assert [(r["layers"], r["steps"]) for r in sel["rounds"][1:]] == [
-        (sorted(sel["rounds"][0]["ranking"][:3]), 4), (sorted(sel["rounds"][1]["ranking"][:2]), 8)]
+    assert [(r["layers"], r["steps"], r["selector"]) for r in sel["rounds"][1:]] == [
+        (sorted(sel["rounds"][0]["ranking"][:3]), 4, "halving"), (sorted(sel["rounds"][1]["ranking"][:2]), 8, "halving")]
     _assert_probe_kept(sel)  # through two rungs: the second rung's entry keeps what the first kept
 
 
@@ -675,6 +677,7 @@ def test_auto_selector_is_the_probe_on_few_candidates_and_trains_its_top_on_many
     assert len(sel["equivalent"]) == 2
     assert sel["probe_keep"] == 2 and len(probe["layers"]) == 8
     assert (trained["stage"], trained["layers"], trained["steps"]) == ("train", sorted(probe["ranking"][:2]), 4)
+    assert (probe["selector"], trained["selector"]) == ("probe", "halving")  # auto runs probe-halving's steps
     assert sel["selected_layer"] in trained["layers"]
 
 
@@ -839,7 +842,8 @@ def test_selection_benchmark_help_explains_every_option(capsys):
 
 # -- one candidate: nothing to choose --------------------------------------------------------------
 @pytest.mark.parametrize(("command", "selector"), [(["run", "--strategies", "olft"], "exhaustive"), (["select"], "probe")])
-def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, command, selector):
+def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys, caplog,
+                                                           command, selector):
     import olft.stages
 
     def no_selection(*args, **kwargs):
@@ -849,7 +853,11 @@ def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue
     out = tmp_path / "one"
     args = [*command, "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
             "--candidates", "1", "--selector", selector, "--max-steps", "2", *FAST]
-    assert main(args) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    # The selection options FAST sets do nothing here, under this selector as under auto: one line says so.
+    assert ("--selection-eval-samples, --selection-train-samples are ignored with one candidate layer: it is the "
+            "choice, and no selection runs.") in caplog.text, caplog.text
     sel = json.loads((out / "results.json").read_text())["selection"]
     assert sel["status"] == "finished" and sel["selected_layer"] == 1 and sel["note"] == "one candidate: nothing to choose"
     assert sel["candidates"] == [] and sel["seconds"] == 0.0 and sel["confidence"] is None and sel["selector"] == selector
@@ -860,3 +868,25 @@ def test_one_candidate_is_the_choice_with_no_selection_run(model_dirs, tiny_glue
     capsys.readouterr()
     assert main(["evaluate", "--run", str(out)]) == 0
     assert "  selection: layer 1 (one candidate: nothing to choose)" in capsys.readouterr().out
+
+
+# -- the Python API ---------------------------------------------------------------------------------
+def test_select_layer_returns_the_results_its_folder_holds(model_dirs, tiny_glue, tmp_path):
+    """`olft.select_layer` returns results.json's dict (the keys its docstring and the README name),
+    and the folder's table.md names the Python call that continues it, not the CLI command alone."""
+    import olft
+
+    out = tmp_path / "py"
+    cfg = olft.RunConfig(model=olft.ModelConfig(str(model_dirs["bert"])),
+                         data=olft.DataConfig("rte", glue_dir=str(tiny_glue)), out=str(out))
+    cfg.selection.candidates, cfg.selection.selector = "all", "probe"
+    cfg.selection.selection_train_samples, cfg.selection.selection_eval_samples = 32, 24
+    results = olft.select_layer(cfg, quiet=True)
+    assert results == json.loads((out / "results.json").read_text())
+    assert results["status"] == "complete" and results["strategies"] == {} and results["num_layers"] == 4
+    sel = results["selection"]
+    assert sel["selected_layer"] == sel["ranking"][0] and sorted(sel["ranking"]) == [0, 1, 2, 3]
+    assert [c["layer"] for c in sel["candidates"]] == [0, 1, 2, 3] and all("score" in c for c in sel["candidates"])
+    assert {"confidence", "equivalent", "selector", "protocol", "rounds", "no_signal"} <= set(sel)
+    table = (out / "table.md").read_text()
+    assert "`olft.run(cfg)` with the config that began this folder" in table, table

@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from olft import curves, distributed, report
-from olft.config import RunConfig, given_options, ignored_options, probe_alone_options
+from olft.config import RunConfig, count_ignored_options, given_options, ignored_options
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
@@ -106,7 +106,7 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
 def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> set[str]:
     """Log one warning per option of `given` that `cfg` leaves unused under `command` (run or
     select: `config.ignored_options`), before anything loads; return `given` as a set, for
-    `_warn_probe_alone` once the candidates are counted. `given` None means a Python caller's
+    `_warn_count_ignored` once the candidates are counted. `given` None means a Python caller's
     settings: every option that differs from RunConfig's default (`config.given_options`)."""
     given = given_options(cfg) if given is None else set(given)
     for line in ignored_options(cfg, given, command):
@@ -114,12 +114,13 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     return given
 
 
-def _warn_probe_alone(cfg: RunConfig, given: set[str], num_layers: int) -> None:
-    """Log one warning per option of `given` that only trained candidates read, when --selector
-    auto runs the probe alone on the candidates of a `num_layers`-layer model
-    (`config.probe_alone_options`). The caller calls it once, where the run selects a layer."""
+def _warn_count_ignored(cfg: RunConfig, given: set[str], num_layers: int) -> None:
+    """Log the warnings on the options of `given` that the candidates of a `num_layers`-layer model
+    leave unused (`config.count_ignored_options`): every selection option with one candidate, under
+    any selector; the training options where --selector auto runs the probe alone. The caller
+    calls it once, where the run selects a layer."""
     count = len(check_candidates(cfg.selection.candidates, num_layers, cfg.selection.selector, cfg.selection.probe_keep))
-    for line in probe_alone_options(cfg, given, count):
+    for line in count_ignored_options(cfg, given, count):
         log.warning(line)
 
 
@@ -217,7 +218,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     if early is not None:  # before the model and data load
         _check_strategy_lr(cfg, [s.name for s in early], what)
     if n is not None and any(s.name == "olft" for s in early):
-        _warn_probe_alone(cfg, given, n)
+        _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite) as folder:
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
@@ -226,7 +227,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         if n is None and any(s.name == "olft" for s in strategies):
-            _warn_probe_alone(cfg, given, session.num_layers)
+            _warn_count_ignored(cfg, given, session.num_layers)
         if cfg.method.method == "lora" and session.dist.is_main:  # the formats only LoRA runs could have
             why = _export_formats(session.stack, "lora").get("no_transformers_form")
             if why:
@@ -307,22 +308,35 @@ def _short(layers: list[int]) -> str:
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, given: Iterable[str] | None = None) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder).
 
-    The folder's other finished pieces stay in results.json. Each option of `given` the selection
-    will not use is named in one logged warning, as by `run` (None: those that differ from
-    RunConfig's default). Raises OlftError on bad input, or when every candidate failed to train.
+    Returns the results dict, as the folder's results.json holds it (the folder's other finished
+    pieces stay in it, so `strategies` is {} unless an earlier run tuned some). Its `selection`:
+    `selected_layer` (the chosen layer, an index from 0), `ranking` (the candidate layers, best
+    first), `candidates` (per layer: `layer`, `score` (the task metric, or a proxy's own score),
+    `metrics` (held-out `loss` among them, but under the gradient selector), `steps` (0 for a proxy), `seconds`), `confidence` (the
+    runner-up's held-out loss above the winner's, in standard errors of their paired difference;
+    None where unmeasured or without signal), `equivalent` (the layers within noise of the winner),
+    `selector`, `protocol`, `rounds` (each stage's own scores), `no_signal`, `seconds`; with one
+    candidate layer, that layer, no candidates and `note` "one candidate: nothing to choose"
+    (docs/selection.md lists every key). Beside it: `status`, `metric`, `num_layers`, `middle_bucket`.
+    `olft.run(cfg)` with the same `cfg` (or `olft run --config FOLDER/config.json`) goes on to tune
+    the selected layer, keeping this selection.
+
+    Each option of `given` the selection will not use is named in one logged warning, as by `run`
+    (None: those that differ from RunConfig's default). Raises OlftError on bad input, or when
+    every candidate failed to train.
     """
     given = _warn_ignored(cfg, given, "select")
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=False)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     if n is not None:
-        _warn_probe_alone(cfg, given, n)
+        _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite) as folder:
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if n is None:  # the model's config declares no layer count: warned once it has loaded
-            _warn_probe_alone(cfg, given, session.num_layers)
+            _warn_count_ignored(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [])
         with _recorded(folder, results, session):
             selected_layer(session, folder, results)

@@ -309,7 +309,7 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
     any selection option under `train`, or under `run` with strategies that select no layer
     (`select` always selects: it has no --strategies), or one another option replaces
     (`_overridden`: --epochs under --max-steps, ...). The count-dependent case of --selector
-    auto is `probe_alone_options`'s. An option only some
+    auto and of one candidate are `count_ignored_options`'s. An option only some
     choices read is a user's intent the run would silently drop, so it is named with why and
     what would use it (not refused: a shared command line or a run folder's config.json has them)."""
     lines = []
@@ -353,25 +353,33 @@ def _overridden(cfg: RunConfig, key: str, command: str) -> str | None:
 
 
 # The options above that only a trained selection stage reads: auto leaves them unused where the
-# probe alone decides, which depends on the model's layer count (`probe_alone_options`).
+# probe alone decides, which depends on the model's layer count (`count_ignored_options`).
 TRAINING_OPTIONS = tuple(key for key, (_, users, _) in APPLIES.items() if users == TRAINED)
+# What stays in use with one candidate layer, where no selection runs: the candidates themselves, and
+# the selector (results.json records it); every other selection option only steers a selection.
+_ONE_CANDIDATE_USED = ("selection.candidates", "selection.selector")
 
 
-def probe_alone_options(cfg: RunConfig, given: set[str], candidates: int) -> list[str]:
-    """One warning line, in `ignored_options`'s style, for each option of `given` that only trained
-    candidates read (TRAINING_OPTIONS) when --selector auto runs the probe alone on `candidates`
-    candidate layers (`select.auto_keep` keeps none of them for training), or one line naming them
-    all with one candidate (nothing runs, the probe neither); [] under any other selector or count. `ignored_options` cannot tell: the count depends on the model's layers,
-    known once its config (or the model) has loaded, so the caller passes it then. Raises nothing."""
+def count_ignored_options(cfg: RunConfig, given: set[str], candidates: int) -> list[str]:
+    """Warning lines, in `ignored_options`'s style, for the options of `given` that the number of
+    candidate layers leaves unused; `ignored_options` cannot tell: the count depends on the model's
+    layers, known once its config (or the model) has loaded, so the caller passes it then.
+
+    With one candidate, under any selector, one line names every selection option of `given` that
+    `ignored_options` has not named already: that layer is the choice and no selection runs
+    (`runselection.one_candidate`), so nothing reads them. Under --selector auto on `candidates` too
+    few to train any (`select.auto_keep`), the probe runs alone: one line for each option that only
+    trained candidates read (TRAINING_OPTIONS). [] otherwise. Raises nothing."""
     from olft.select import auto_keep  # numpy: not loaded with the config
 
-    if cfg.selection.selector != "auto" or auto_keep(candidates):
-        return []
-    if candidates == 1:  # nothing runs at all (runselection: one candidate is the choice); one line says so
-        used = sorted(k for k in given if k in TRAINING_OPTIONS)
+    if candidates == 1:
+        used = sorted(k for k in given if k.startswith("selection.") and k not in _ONE_CANDIDATE_USED
+                      and not ignored_options(cfg, {k}, "select"))  # each option is named once
         return [f"{', '.join('--' + k.split('.', 1)[1].replace('_', '-') for k in used)} "
                 f"{'is' if len(used) == 1 else 'are'} ignored with one candidate layer: it is the choice, "
                 "and no selection runs."] if used else []
+    if cfg.selection.selector != "auto" or auto_keep(candidates):
+        return []
     least = next(k for k in range(candidates + 1, 10 * candidates + 100) if auto_keep(k))  # auto's rule, not a copy of it
     return [f"--{key.split('.', 1)[1].replace('_', '-')} is ignored under --selector auto with {candidates} candidates: "
             f"below {least} it runs the probe alone and trains none; --selector exhaustive, halving or probe-halving "
@@ -381,7 +389,7 @@ def probe_alone_options(cfg: RunConfig, given: set[str], candidates: int) -> lis
 
 def given_options(cfg: RunConfig) -> set[str]:
     """The grouped options ("method.lora_rank") whose value in `cfg` differs from a default
-    RunConfig's: what a Python caller set, as `ignored_options` and `probe_alone_options` read
+    RunConfig's: what a Python caller set, as `ignored_options` and `count_ignored_options` read
     `given` (the CLI passes the options typed instead). Raises nothing."""
     default = RunConfig()
     return {f"{section}.{f.name}" for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)

@@ -111,6 +111,14 @@ def resume_command(folder: Path | None, results: dict) -> str:
     return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
 
 
+def python_form(command: str) -> str:
+    """The Python call that does what `command` (`continue_command` or `resume_command`) does, as
+    table.md words it after the command: a folder made through the Python API (`olft.run`,
+    `olft.select_layer`) holds nothing that says so, so its reader may not have the CLI in mind."""
+    call = "olft.select_layer" if command.startswith("olft select") else "olft.run"
+    return f"from Python, `{call}(cfg)` with the config that began this folder (its config.json) does the same"
+
+
 # How a run that has not ended (or ended early) left its folder, as table.md's banner says it.
 UNFINISHED_STATUS = {
     "running": "written while a run was working on this folder; if none holds it now (`olft evaluate --run` says), "
@@ -136,8 +144,9 @@ def _unfinished_banner(results: dict, folder: Path | None) -> list[str]:
         left, then = f" Not finished: {', '.join(missing)}.", "continues the folder, keeping them"
     else:  # stopped after its last piece, in the run's end (`api._end`): said, not an unfinished nothing
         left, then = f" {ENDING_STOPPED}", "ends it, keeping every piece"
+    command = resume_command(folder, results)
     return ["", f"**UNFINISHED:** {why}{error}. This table shows only the pieces finished by then.{left} "
-            f"`{resume_command(folder, results)}` {then}."]  # fmt: skip
+            f"`{command}` {then}; {python_form(command)}."]  # fmt: skip
 
 
 # The banner's words where every piece the folder names had finished: what is left is the run's end
@@ -166,14 +175,16 @@ def table_md(results: dict, folder: Path | None = None) -> str:
         lines += _cost_table(results)
         lines += _failure_lines(results)
     elif finished_selection(results) and not (results.get("strategy_names") and results.get("status") in UNFINISHED_STATUS):
-        lines += ["", f"Selection only (`olft select`): no layer was tuned. `{continue_command(folder)}` "
-                  "continues this folder to tuning, keeping this selection."]  # fmt: skip
+        command = continue_command(folder)  # whichever made it: `olft select` or `olft.select_layer`
+        lines += ["", f"Selection only (`olft select` / `olft.select_layer`): no layer was tuned. `{command}` "
+                  f"continues this folder to tuning, keeping this selection; {python_form(command)}."]  # fmt: skip
     sel = results.get("selection")
     if unfinished(sel) or every_candidate_failed(sel):
         # Its run over (not running, not interrupted), or its record a chosen-nothing: a selection whose
         # candidates all failed has failed.
         ended = not unfinished(sel) or results.get("status") not in ("running", "interrupted")
-        lines += unfinished_lines(sel, metric, resume_command(folder, results), ended)
+        command = resume_command(folder, results)
+        lines += unfinished_lines(sel, metric, command, ended, python_form(command))
     elif sel and sel.get("note"):  # one candidate (`runselection.one_candidate`): nothing trained, scored or chosen
         lines += ["", f"Selection: {sel['note']}. Layer {sel['selected_layer']}, the only candidate, is tuned with no "
                   "selection run (no candidate trained or scored, no selection time spent)."]

@@ -94,7 +94,7 @@ class Selection:
     metric: str = "score"  # what ranks the candidates: "score" (higher wins, loss breaks ties) or "loss"
     selector: str = "exhaustive"
     finalists: list[int] | None = None  # layers the winner is chosen from (None: every candidate)
-    rounds: list[dict] = field(default_factory=list)  # each stage: selector, steps, layers, values
+    rounds: list[dict] = field(default_factory=list)  # each stage: stage, selector that ran it, steps, layers, values
     threshold: float = 1.0  # standard errors under which the runner-up counts as equivalent
     # probe-halving: layers the probe passed on (None: its better half); auto: None when the probe alone decides
     probe_keep: int | None = None

@@ -28,12 +28,13 @@ from olft.verdicts import (
 )
 
 
-def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False) -> list[str]:
+def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False, python: str = "") -> list[str]:
     """An unfinished selection (`select.unfinished_entry`): that no layer is selected yet, the probe's
     scores where its stage finished (marked as the probe's, with the layers it passed on to training),
     each finished trained candidate's score (the task metric in points after its steps), each failed
     one's error as results.json records it (which names its step and fix), and `command`
-    (`report.resume_command`: the banner's) that continues it. Where its run has `ended` and every
+    (`report.resume_command`: the banner's) that continues it, and `python` (`report.python_form`: the
+    Python call that does the same, for a folder made through the Python API). Where its run has `ended` and every
     trained candidate failed, the selection failed: no continue advice then, since continuing keeps
     the failures (and a divergence repeats at the same settings)."""
     probed = [c for c in sel["candidates"] if proxy_scored(c, sel)]
@@ -54,7 +55,7 @@ def unfinished_lines(sel: dict, metric: str, command: str, ended: bool = False) 
                 + (f"{plural(len(trained), 'trained candidate')} finished ({metric} x100{latest}): {scores}. " if trained
                    else "no trained candidate finished yet. " if passed else ""))  # fmt: skip
     lines = ["", f"Selection unfinished ({sel.get('selector')} selector, {sel.get('protocol')}): no layer is selected yet. "
-             f"{done}`{command}` continues it, keeping them."]  # fmt: skip
+             f"{done}`{command}` continues it, keeping them{'; ' + python if python else ''}."]  # fmt: skip
     return lines + (["", "Failed:", "", *errors, "", REPEATS] if failed else [])
 
 

@@ -136,12 +136,12 @@ class SelectionMixin:
                 on_probe(probe_piece([c for c in sel.candidates if c.layer in r["layers"]], r["seconds"],
                                      sel.cpu_seconds, r["ranking"], layers))  # fmt: skip
         if s.selector == "exhaustive":
-            run.train(layers, steps)
+            run.train(layers, steps, "exhaustive")
         elif len(layers) > 1 or s.selector == "halving":  # halving, or its rungs after a probe's pruning
             for rung, (_, rung_steps) in enumerate(halving_schedule(len(layers), steps)):
                 if rung:
                     layers = better_half(sel.ranking())
-                run.train(layers, rung_steps)
+                run.train(layers, rung_steps, "halving")
         trained = sel.rounds[-1]["stage"] == "train"  # a proxy's ties are its own: it has no budget to raise
         # auto's training is sized to a cost bound: retraining tied finalists at twice the steps
         # would triple it, so auto reports them as equivalent instead.
@@ -157,7 +157,7 @@ class SelectionMixin:
                    "loss_floor": sel.loss_floor(),
                    "floor_tied": [k for k in sorted(sel.tied_in_practice()) if gaps[k] is not None and abs(gaps[k]) >= sel.threshold]}  # fmt: skip
             steps *= 2  # the top candidates are within noise: spend more on them alone
-            run.train(tied, steps)
+            run.train(tied, steps, sel.rounds[-1]["selector"])  # the stage whose finalists it retrains
             sel.rounds[-1]["retrained"] = why
         by_layer = {c.layer: c for c in sel.candidates}
         sel.candidates = [by_layer[layer] for layer in candidates]
@@ -219,8 +219,9 @@ class _Stages:
         self.on_candidate, self.done, self.probed = on_candidate, done, probed
         self.probe_round: dict | None = None  # the round of a probe stage this run computed (None: none, or reused)
 
-    def _record(self, kind: str, steps: int, cands: list[Candidate], seconds: float, cpu_seconds: float | None,
-                cache_seconds: float = 0.0) -> None:
+    def _record(self, kind: str, selector: str, steps: int, cands: list[Candidate], seconds: float,
+                cpu_seconds: float | None, cache_seconds: float = 0.0) -> None:
+        """Add a round: the stage `kind` (probe, gradient or train) that `selector` ran on `cands`."""
         by_layer = {c.layer: c for c in self.sel.candidates}
         by_layer.update({c.layer: with_probe(c, by_layer.get(c.layer)) for c in cands})
         self.sel.candidates = sorted(by_layer.values(), key=lambda c: c.layer)
@@ -230,7 +231,7 @@ class _Stages:
             self.sel.cpu_seconds = None if cpu_seconds is None else self.sel.cpu_seconds + cpu_seconds
         self.sel.cache_seconds += cache_seconds
         self.sel.rounds.append({
-            "stage": kind, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
+            "stage": kind, "selector": selector, "steps": steps, "layers": self.sel.finalists, "seconds": seconds,
             "ranking": self.sel.ranking() if any(c.score is not None for c in cands) else [],
             # Each stage's own scores: a later stage replaces a layer's numbers in `candidates`,
             # so the probe's scores of the layers it passed on live only here.
@@ -249,7 +250,7 @@ class _Stages:
             # An earlier run's probe of these layers (same config and data: `RunFolder` checks both)
             cands = [Candidate(**c) for c in saved["candidates"]]
             self.sel.measure_probes(cands)
-            self._record(kind, 0, cands, saved["seconds"], saved["cpu_seconds"])
+            self._record(kind, kind, 0, cands, saved["seconds"], saved["cpu_seconds"])
             log.info("probe of %s kept from the run folder", plural(len(cands), "candidate"))
             return
         t0, cpu0 = time.perf_counter(), time.process_time()
@@ -274,15 +275,16 @@ class _Stages:
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for c in cands:
             c.seconds, c.cpu_seconds = seconds / len(cands), cpu / len(cands)
-        self._record(kind, 0, cands, seconds, cpu)
+        self._record(kind, kind, 0, cands, seconds, cpu)  # a proxy is its own selector
         if kind == "probe":
             self.probe_round = self.sel.rounds[-1]
         if kind == "gradient":  # what it used: training batches at initialisation, no held-out examples
             self.sel.rounds[-1].update(batch_size=cfg.train.batch_size,
                                         batches=min(cfg.selection.gradient_batches, math.ceil(len(self.fit_enc) / cfg.train.batch_size)))
 
-    def train(self, layers: list[int], steps: int) -> None:
-        """Tune and score each of `layers` for `steps` steps; rounds of W candidates over W processes."""
+    def train(self, layers: list[int], steps: int, selector: str) -> None:
+        """Tune and score each of `layers` for `steps` steps, a round of `selector` (exhaustive, or a
+        halving rung); W candidates at a time over W processes."""
         session = self.session
         s, dist = session.cfg.selection, session.dist
         layers = sorted(layers)  # the shared cache only climbs
@@ -310,7 +312,7 @@ class _Stages:
         cache_cpu = sum(dist.gather(cache_cpu)) if split else cache_cpu  # work: every process built its own cache
         cands = [finished[layer] for layer in layers]
         cpu = None if any(c.cpu_seconds is None for c in cands) else cache_cpu + sum(c.cpu_seconds for c in cands)
-        self._record("train", steps, cands, cache_seconds + sum(c.seconds for c in cands), cpu, cache_seconds)
+        self._record("train", selector, steps, cands, cache_seconds + sum(c.seconds for c in cands), cpu, cache_seconds)
 
 
 def with_probe(new: Candidate, old: Candidate | None) -> Candidate:
