@@ -872,6 +872,34 @@ def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_pa
         assert _snapshot(kept) == before
 
 
+def test_a_folder_with_work_but_no_results_json_reads_as_interrupted_with_its_command(tmp_path, capsys):
+    """A run writes results.json before any work, so a folder of config.json and pieces with none
+    (results.json removed, a copy made without it) holds finished work: readers say it was
+    interrupted and give the command that continues it, not "stopped before any work". A
+    temporary file a kill left mid-write is no work."""
+    from olft.config import RunConfig
+    from olft.runfiles import read_run
+    from olft.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    with RunFolder(run, RunConfig().to_dict()) as f:
+        f.start()
+    (run / "checkpoints" / ".final.tmp9.pt").write_bytes(b"half")
+    with pytest.raises(OlftError, match="its run stopped before any work"):
+        read_run(run)
+    with RunFolder(run, RunConfig().to_dict()) as f:
+        f.start()
+        f.save_piece("candidate", "1-4", {"layer": 1, "steps": 4, "score": 0.5})
+        f.save_piece("candidate", "2-4", {"layer": 2, "steps": 4, "score": 0.6})
+    (run / "checkpoints" / "final.pt").write_bytes(b"state")
+    typed = json.loads((run / "olft.lock.json").read_text())["command"]
+    assert main(["evaluate", "--run", str(run), "-q"]) == 2  # as olft evaluate, predict and olft.load read it
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(2 finished pieces, 1 mid-training checkpoint) but no results.json: its run was INTERRUPTED" in err, err
+    assert "stopped before any work" not in err
+    assert f"`{typed}` (in {os.getcwd()}), or from any directory `{report.continue_command(run)}`" in err, err
+
+
 def test_the_holder_record_names_a_command_one_can_paste_and_where_it_ran(monkeypatch, tmp_path):
     from olft import runlock
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
 from olft.layerspec import strategy_key
+from olft.runfiles import continue_command
 from olft.select import finished_selection, unfinished
 from olft.selectionmd import (
     candidate_table,
@@ -95,13 +95,6 @@ def optimistic_scores(results: dict) -> dict[str, list[str]]:
     if sel.get("protocol") != "validation" or not splits or "olft" not in (results.get("strategies") or {}):
         return {}
     return {"olft": [splits[0]]}
-
-
-def continue_command(folder: Path | None) -> str:
-    """The shell command that continues a run folder where it stopped (a selection-only folder:
-    to tuning its selected layer), from any directory: its own config.json, --out the folder."""
-    where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
-    return f"olft run --config {where}/config.json --out {where}"
 
 
 def resume_command(folder: Path | None, results: dict) -> str:
