@@ -97,6 +97,7 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         first = capsys.readouterr().out.splitlines()[0]
         assert "INTERRUPTED" in first and f"process {dead} " in first, first
     if kill_at == "full:step4":  # evaluate says the rerun will pick the strategy up from its checkpoint
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["full.pt"]  # olft's and final's went as each finished
         assert main(["evaluate", "--run", str(out), "-q"]) == 0
         assert "  full: not finished; its checkpoint at step 3 is resumed when the run continues" in capsys.readouterr().out
     resumed = _cli(args)
@@ -134,6 +135,26 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         assert re.search(r"OLFT's whole run \(selection [\d.]+ min \(first run \+ continued run\) \+ its training "
                          r"[\d.]+ min \(continued run\)", table), table
         assert table.count("**Timings do not compare:**") == 2
+
+
+@pytest.mark.parametrize("kill_at, left", [("final:saved", ["final.pt"]), ("full:step1", [])])
+def test_a_strategys_checkpoint_goes_once_its_weights_and_piece_are_saved(reference, model_dirs, tiny_glue, tmp_path, kill_at,
+                                                                          left):  # fmt: skip
+    """A finished strategy's mid-training state (an all-layer one is as large as the trainable model and
+    its optimizer) is deleted as soon as its weights and piece are saved, not at the run's end: a kill
+    after that leaves only the unfinished strategy's checkpoint, a kill between the piece and the deletion
+    leaves that one too, and either way the rerun skips what finished, drops what is left and ends with
+    the weights of a run never stopped."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out)  # --checkpoint-every 3: olft and final each saved state
+    assert _cli(args, kill_at).returncode == -9
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == left
+    assert (out / "pieces" / "strategy-final.json").is_file() and (out / "weights" / "final.safetensors").is_file()
+    resumed = _cli(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _strip(_results(out)) == _strip(_results(reference)) and not (out / "checkpoints").exists()
+    for name in ("olft", "final", "full"):
+        assert (out / "weights" / f"{name}.safetensors").read_bytes() == (reference / "weights" / f"{name}.safetensors").read_bytes()
 
 
 def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_dirs, tiny_glue, tmp_path, capsys):
@@ -492,7 +513,7 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
     gone: a run stopped between its last score and that (a full disk, Ctrl-C, kill -9) is not
     complete, and the same command then finishes the folder."""
     out = tmp_path / "run"
-    # A selection (for layers.png) of one candidate; --checkpoint-every 3 leaves olft.pt until the end.
+    # A selection (for layers.png) of one candidate; --checkpoint-every 3 saves olft.pt, dropped as olft finished.
     args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
 
     def stopped(*a, **kw):
@@ -506,7 +527,7 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
         assert main(args) == code
     r = _results(out)
     assert r["complete"] is False and r["status"] == ("stopped by an error" if code is None else "interrupted"), r["status"]
-    assert "olft" in r["strategies"] and (out / "checkpoints" / "olft.pt").is_file()  # only the finishing was missing
+    assert "olft" in r["strategies"] and not (out / "checkpoints" / "olft.pt").exists()  # only the finishing was missing
     monkeypatch.undo()
     assert main(args) == 0
     r = _results(out)

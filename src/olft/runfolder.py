@@ -9,7 +9,7 @@ Layout:
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
                            (probe.json: a probe stage's scores, ranking and finalists, `select.probe_piece`)
     weights/<name>.safetensors                               tuned module + head per strategy
-    checkpoints/<name>.pt                                    mid-training state (optional)
+    checkpoints/<name>.pt                                    mid-training state (optional; deleted once <name> finishes)
     table.md                                                 rewritten with results.json: until the run ends, marked UNFINISHED
     layers.png, loss.png                                     drawn when the run ends (before results.json says so) or stops
     tensorboard/, mlruns/ or wandb/                          --report-to's tracker files (see curves.TRACKER_FOLDERS)
@@ -306,6 +306,13 @@ class RunFolder:
     def checkpoint_path(self, name: str) -> Path:
         return checkpoint_file(self.path, name)
 
+    def drop_checkpoint(self, name: str) -> None:
+        """Delete strategy `name`'s mid-training checkpoint once its weights and piece are saved
+        (`api._run_strategy`): a rerun then skips the strategy, so the state (an all-layer one is
+        as large as the model's trainable part and its optimizer's) is of no further use."""
+        if self.writer:
+            self.checkpoint_path(name).unlink(missing_ok=True)
+
     def refresh(self, results: dict) -> None:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
 
@@ -380,8 +387,9 @@ class RunFolder:
                 lambda: curves.plot_curves(self.path, self.path / "loss.png", results)]
 
     def finish(self, results: dict) -> None:
-        """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
-        only then results.json with how the run ended.
+        """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies (each
+        went as its strategy finished, `drop_checkpoint`, unless a kill came between), and only then
+        results.json with how the run ended.
 
         results.json comes last so that it never says "complete" while the folder still lacks its
         plots or holds checkpoints: a run killed (or failing) before that write leaves it saying
@@ -398,7 +406,7 @@ class RunFolder:
             for write in self._report(results):
                 write()
             for name in results["strategies"]:
-                self.checkpoint_path(name).unlink(missing_ok=True)
+                self.drop_checkpoint(name)
             with suppress(OSError):  # still holds an unfinished strategy's checkpoint
                 (self.path / "checkpoints").rmdir()
             report.write_json(self.path / "results.json", results)
