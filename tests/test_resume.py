@@ -16,7 +16,7 @@ from olft import plots, report, selectionmd
 from olft.cli import main
 from olft.errors import OlftError
 from olft.ownership import foreign_entries
-from olft.runfolder import CPU_SCOPE, compare_timing
+from olft.runtiming import CPU_SCOPE, compare_timing
 from olft.select import finished_selection
 
 TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
@@ -1084,8 +1084,8 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
     assert "selected layer" not in table
 
     reads = []  # one read of each candidate piece per refresh (its unfinished entry and its timing)
-    real_read = RunFolder._read
-    monkeypatch.setattr(RunFolder, "_read", lambda self, kind, name: reads.append((kind, name)) or real_read(self, kind, name))
+    real_read = RunFolder.read_piece
+    monkeypatch.setattr(RunFolder, "read_piece", lambda self, kind, name: reads.append((kind, name)) or real_read(self, kind, name))
     folder = RunFolder(out, json.loads((out / "config.json").read_text()))
     folder.refresh(results := {})
     assert sorted(n for kind, n in reads if kind == "candidate") == folder.piece_names("candidate") == [f"{tried[0]}-4"]
