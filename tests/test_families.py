@@ -17,7 +17,7 @@ import logging
 import pytest
 import torch
 
-from olft import families
+from olft import families, pooledlayer
 from olft.backbone import Stack, last_token_positions
 from olft.cache import ActivationCache
 from olft.data import collate, encode
@@ -224,7 +224,7 @@ def test_wrong_pooled_path_is_switched_off(monkeypatch, caplog):
         stack.pooled_shortcut = "off"
         plain = stack(batch.input_ids, batch.attention_mask)
         stack.pooled_shortcut = "auto"
-        monkeypatch.setitem(families._POOLED_LAYERS, "rotary", lambda layer, h, pos, mask, args: families.rows(h, pos))
+        monkeypatch.setitem(pooledlayer.POOLED_LAYERS, "rotary", lambda layer, h, pos, mask, args: pooledlayer.rows(h, pos))
         with caplog.at_level(logging.WARNING, logger="olft.backbone"):
             got = stack(batch.input_ids, batch.attention_mask)
     assert "switched off" in caplog.text and "differs from the whole last layer" in stack.shortcut_unavailable()

@@ -756,7 +756,7 @@ def _run(started: str, pid: int, **kw) -> dict:
 
 def test_runs_are_labelled_in_the_order_they_started():
     """Piece names sort alphabetically ('10-24' before '2-24'); the labels follow the runs' start times."""
-    from olft.runfolder import compare_timing, run_labels
+    from olft.runtiming import compare_timing, run_labels
 
     first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
     timing = compare_timing({"10-24": later, "2-24": first, "3-24": later})
@@ -768,7 +768,7 @@ def test_runs_are_labelled_in_the_order_they_started():
 
 def _timed(strategy_runs: dict[str, dict], candidate_runs: dict[str, dict]) -> dict:
     """`_results` with its times stamped by the given runs (strategy -> stamp, piece layer-steps -> stamp)."""
-    from olft.runfolder import compare_timing
+    from olft.runtiming import compare_timing
 
     results = _results({"olft": 30.0, "final": 20.0, "full": 100.0})
     results["selection"].update(selector="exhaustive", candidates=[
@@ -806,13 +806,13 @@ def test_only_the_candidates_table_md_shows_are_compared():
     timed by the first run does not make the shown times (all the continued run's) incomparable."""
     from types import SimpleNamespace
 
-    from olft.runfolder import _shown_candidates
+    from olft.runtiming import shown_candidates
 
     folder = SimpleNamespace(piece_names=lambda kind: ["1-12", "1-24", "10-24", "2-12"])
     sel = {"candidates": [{"layer": 1, "steps": 24}, {"layer": 10, "steps": 24}, {"layer": 2, "steps": 12},
                           {"layer": 3, "steps": 0}]}  # fmt: skip
-    assert _shown_candidates(folder, {"selection": sel}) == ["1-24", "10-24", "2-12"]
-    assert _shown_candidates(folder, {"selection": None}) == ["1-12", "1-24", "10-24", "2-12"]  # mid-selection: all
+    assert shown_candidates(folder, {"selection": sel}) == ["1-24", "10-24", "2-12"]
+    assert shown_candidates(folder, {"selection": None}) == ["1-12", "1-24", "10-24", "2-12"]  # mid-selection: all
 
 
 def test_layer_plot_sets_two_rounds_side_by_side_at_a_layer():
@@ -860,7 +860,7 @@ def test_layer_plot_never_blows_up_a_tiny_score_difference():
 
 
 def test_a_strategy_resumed_from_a_checkpoint_is_one_and_its_time_is_its_own():
-    from olft.runfolder import compare_timing
+    from olft.runtiming import compare_timing
 
     run = _run("2026-01-01T12:00:00+00:00", 9)
     one = _timed({n: run for n in ("olft", "final", "full")}, {"1-24": run})
@@ -936,7 +936,7 @@ def test_a_selection_timed_by_two_runs_is_marked_with_both():
 
 
 def test_compare_timing_lists_a_total_under_every_run_that_timed_part_of_it():
-    from olft.runfolder import compare_timing
+    from olft.runtiming import compare_timing
 
     first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
     timing = compare_timing({"olft": later, "selection": [later, first, later]})
@@ -990,7 +990,8 @@ def test_the_selections_total_counts_the_run_that_probed(tmp_path):
     run trained: its total time sums both runs' work, so results.json's timing lists it under both
     (the probe piece's stamp counts, as a candidate piece's does)."""
     from olft.report import write_json
-    from olft.runfolder import RunFolder, folder_timing
+    from olft.runfolder import RunFolder
+    from olft.runtiming import folder_timing
 
     first, later = _run("2026-01-01T10:00:00+00:00", 7), _run("2026-01-01T12:00:00+00:00", 9)
     folder = RunFolder(tmp_path, {}, writer=False)  # an empty folder: its pieces are written below

@@ -16,7 +16,7 @@ from olft import plots, report, selectionmd
 from olft.cli import main
 from olft.errors import OlftError
 from olft.ownership import foreign_entries
-from olft.runfolder import CPU_SCOPE, compare_timing
+from olft.runtiming import CPU_SCOPE, compare_timing
 from olft.select import finished_selection
 
 TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
@@ -97,6 +97,7 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         first = capsys.readouterr().out.splitlines()[0]
         assert "INTERRUPTED" in first and f"process {dead} " in first, first
     if kill_at == "full:step4":  # evaluate says the rerun will pick the strategy up from its checkpoint
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["full.pt"]  # olft's and final's went as each finished
         assert main(["evaluate", "--run", str(out), "-q"]) == 0
         assert "  full: not finished; its checkpoint at step 3 is resumed when the run continues" in capsys.readouterr().out
     resumed = _cli(args)
@@ -134,6 +135,26 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         assert re.search(r"OLFT's whole run \(selection [\d.]+ min \(first run \+ continued run\) \+ its training "
                          r"[\d.]+ min \(continued run\)", table), table
         assert table.count("**Timings do not compare:**") == 2
+
+
+@pytest.mark.parametrize("kill_at, left", [("final:saved", ["final.pt"]), ("full:step1", [])])
+def test_a_strategys_checkpoint_goes_once_its_weights_and_piece_are_saved(reference, model_dirs, tiny_glue, tmp_path, kill_at,
+                                                                          left):  # fmt: skip
+    """A finished strategy's mid-training state (an all-layer one is as large as the trainable model and
+    its optimizer) is deleted as soon as its weights and piece are saved, not at the run's end: a kill
+    after that leaves only the unfinished strategy's checkpoint, a kill between the piece and the deletion
+    leaves that one too, and either way the rerun skips what finished, drops what is left and ends with
+    the weights of a run never stopped."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["gpt2"], tiny_glue, out)  # --checkpoint-every 3: olft and final each saved state
+    assert _cli(args, kill_at).returncode == -9
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == left
+    assert (out / "pieces" / "strategy-final.json").is_file() and (out / "weights" / "final.safetensors").is_file()
+    resumed = _cli(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _strip(_results(out)) == _strip(_results(reference)) and not (out / "checkpoints").exists()
+    for name in ("olft", "final", "full"):
+        assert (out / "weights" / f"{name}.safetensors").read_bytes() == (reference / "weights" / f"{name}.safetensors").read_bytes()
 
 
 def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_dirs, tiny_glue, tmp_path, capsys):
@@ -492,7 +513,7 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
     gone: a run stopped between its last score and that (a full disk, Ctrl-C, kill -9) is not
     complete, and the same command then finishes the folder."""
     out = tmp_path / "run"
-    # A selection (for layers.png) of one candidate; --checkpoint-every 3 leaves olft.pt until the end.
+    # A selection (for layers.png) of one candidate; --checkpoint-every 3 saves olft.pt, dropped as olft finished.
     args = _args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "olft", "--candidates", "1")
 
     def stopped(*a, **kw):
@@ -506,7 +527,7 @@ def test_a_run_stopped_while_finishing_is_not_complete_and_a_rerun_finishes_it(m
         assert main(args) == code
     r = _results(out)
     assert r["complete"] is False and r["status"] == ("stopped by an error" if code is None else "interrupted"), r["status"]
-    assert "olft" in r["strategies"] and (out / "checkpoints" / "olft.pt").is_file()  # only the finishing was missing
+    assert "olft" in r["strategies"] and not (out / "checkpoints" / "olft.pt").exists()  # only the finishing was missing
     monkeypatch.undo()
     assert main(args) == 0
     r = _results(out)
@@ -872,6 +893,34 @@ def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_pa
         assert _snapshot(kept) == before
 
 
+def test_a_folder_with_work_but_no_results_json_reads_as_interrupted_with_its_command(tmp_path, capsys):
+    """A run writes results.json before any work, so a folder of config.json and pieces with none
+    (results.json removed, a copy made without it) holds finished work: readers say it was
+    interrupted and give the command that continues it, not "stopped before any work". A
+    temporary file a kill left mid-write is no work."""
+    from olft.config import RunConfig
+    from olft.runfiles import read_run
+    from olft.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    with RunFolder(run, RunConfig().to_dict()) as f:
+        f.start()
+    (run / "checkpoints" / ".final.tmp9.pt").write_bytes(b"half")
+    with pytest.raises(OlftError, match="its run stopped before any work"):
+        read_run(run)
+    with RunFolder(run, RunConfig().to_dict()) as f:
+        f.start()
+        f.save_piece("candidate", "1-4", {"layer": 1, "steps": 4, "score": 0.5})
+        f.save_piece("candidate", "2-4", {"layer": 2, "steps": 4, "score": 0.6})
+    (run / "checkpoints" / "final.pt").write_bytes(b"state")
+    typed = json.loads((run / "olft.lock.json").read_text())["command"]
+    assert main(["evaluate", "--run", str(run), "-q"]) == 2  # as olft evaluate, predict and olft.load read it
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(2 finished pieces, 1 mid-training checkpoint) but no results.json: its run was INTERRUPTED" in err, err
+    assert "stopped before any work" not in err
+    assert f"`{typed}` (in {os.getcwd()}), or from any directory `{report.continue_command(run)}`" in err, err
+
+
 def test_the_holder_record_names_a_command_one_can_paste_and_where_it_ran(monkeypatch, tmp_path):
     from olft import runlock
 
@@ -1035,8 +1084,8 @@ def test_a_selection_stopped_after_the_probe_shows_its_scores_and_continues_from
     assert "selected layer" not in table
 
     reads = []  # one read of each candidate piece per refresh (its unfinished entry and its timing)
-    real_read = RunFolder._read
-    monkeypatch.setattr(RunFolder, "_read", lambda self, kind, name: reads.append((kind, name)) or real_read(self, kind, name))
+    real_read = RunFolder.read_piece
+    monkeypatch.setattr(RunFolder, "read_piece", lambda self, kind, name: reads.append((kind, name)) or real_read(self, kind, name))
     folder = RunFolder(out, json.loads((out / "config.json").read_text()))
     folder.refresh(results := {})
     assert sorted(n for kind, n in reads if kind == "candidate") == folder.piece_names("candidate") == [f"{tried[0]}-4"]

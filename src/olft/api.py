@@ -19,7 +19,7 @@ from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
 from olft.pipeline import Session
-from olft.runfolder import RunFolder
+from olft.runfolder import RunFolder, fault_point
 from olft.runselection import selected_layer
 from olft.train import NonFiniteLoss
 
@@ -255,6 +255,7 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
     done = session.dist.broadcast(_finished_strategy(folder, strat.name) if folder.writer else None)
     if done is not None:
         results["strategies"][strat.name] = done
+        folder.drop_checkpoint(strat.name)  # left by a run killed between the piece and its removal
         log.info("%-10s already finished (kept from the run folder)", strat.name)
         return
     try:
@@ -276,6 +277,8 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
         report.save_weights(folder.weights_path(strat.name), r.weights, meta)
     folder.save_piece("strategy", strat.name, entry)
     folder.drop_piece("failed", strat.name)
+    fault_point(f"{strat.name}:saved")
+    folder.drop_checkpoint(strat.name)  # weights and piece saved: a rerun skips the strategy, never resumes it
     results["strategies"][strat.name] = entry
     results["failed"].pop(strat.name, None)
     folder.refresh(results)

@@ -1,6 +1,6 @@
 """Models as a stack: embed -> layer[0..N-1] -> final norm -> pool -> classification head.
 
-Everything outside this module and `olft.families` talks to `Stack`, never to an architecture
+Everything outside this module, `olft.families` and `olft.pooledlayer` talks to `Stack`, never to an architecture
 family. Where the pieces of a model live is discovered from the loaded model itself
 (`olft.families.discover`), so any transformers model with a sequence-classification class,
 encoder or decoder, runs; `Stack.check` then verifies that running the layers one by one gives
@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from olft.errors import OlftError
-from olft.families import Family, discover, dropout_active, pooled_layer, pooled_unavailable, rows
+from olft.families import Family, discover
+from olft.pooledlayer import dropout_active, pooled_layer, pooled_unavailable, rows
 
 log = logging.getLogger(__name__)
 # Why the pooled-token path is off when a model's layer code does not fit it (OPT's MLP reads a
@@ -91,7 +92,7 @@ class Stack(nn.Module):
     forward takes (e.g. token_type_ids); batches carry them in `extra` (see `set_model_inputs`).
     """
 
-    # The last layer at the pooled token only (olft.families.pooled_layer): "auto" when exact
+    # The last layer at the pooled token only (olft.pooledlayer.pooled_layer): "auto" when exact
     # (no dropout drawing in that layer), "always" (also under dropout: same distribution, other
     # random draws), "off" (run the whole last layer).
     pooled_shortcut: str = "auto"

@@ -16,7 +16,7 @@ beyond the free disk nowhere: `build_caches` then returns no cache and logs why,
 runs the plain forward, which gives the same result more slowly.
 
 This module only stores and serves activations: it runs the stack through `Stack.hidden_entering`
-and knows nothing of model families (the pooled-token last layer lives in `olft.families`).
+and knows nothing of model families (the pooled-token last layer lives in `olft.pooledlayer`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shlex
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from olft.atomic import atomic_path, atomic_write, write_json  # noqa: F401 (callers use report.write_json)
 from olft.layerspec import strategy_key
+from olft.runfiles import continue_command
 from olft.select import finished_selection, unfinished
 from olft.selectionmd import (
     candidate_table,
@@ -34,7 +34,7 @@ from olft.selectionmd import (
 )
 from olft.verdicts import fmt_score, loss_name, plural
 
-# The name under which results.json's `timing` compares the selection's total time (`runfolder.folder_timing`).
+# The name under which results.json's `timing` compares the selection's total time (`runtiming.folder_timing`).
 SELECTION = "selection"
 
 # Said where the selected layer is the model's last (possible with --candidates all).
@@ -95,13 +95,6 @@ def optimistic_scores(results: dict) -> dict[str, list[str]]:
     if sel.get("protocol") != "validation" or not splits or "olft" not in (results.get("strategies") or {}):
         return {}
     return {"olft": [splits[0]]}
-
-
-def continue_command(folder: Path | None) -> str:
-    """The shell command that continues a run folder where it stopped (a selection-only folder:
-    to tuning its selected layer), from any directory: its own config.json, --out the folder."""
-    where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
-    return f"olft run --config {where}/config.json --out {where}"
 
 
 def resume_command(folder: Path | None, results: dict) -> str:
@@ -334,7 +327,7 @@ def _whole_run(sel: dict | None, olft: dict | None, full: dict, cpu: bool, train
     """OLFT's whole run (selection plus its training) as % of all-layer training, on Table 2's
     basis; on wall time when Table 2's is CPU but the selection recorded no CPU time. Each part is
     marked with the runs that timed it (`run_marks` of Table 2's timing, which compares the
-    selection's total too: `runfolder.folder_timing`) when they were more than one. Where
+    selection's total too: `runtiming.folder_timing`) when they were more than one. Where
     selection took longer than OLFT's training, a line says that its cost is set by the selection
     budget, not by the training set (a small --max-train-samples makes it look large)."""
     if not sel or not olft or not full.get("train_seconds"):
@@ -380,7 +373,7 @@ def _run_words(r: dict) -> str:
 
 
 def _timing_notes(timing: dict, what: str) -> list[str]:
-    """Lines flagging times that do not compare (see `runfolder.compare_timing`); none when they do,
+    """Lines flagging times that do not compare (see `runtiming.compare_timing`); none when they do,
     and none when every shown time came from one run with its time whole (recorded, not resumed)."""
     if timing.get("comparable", True):
         return []

@@ -3,18 +3,20 @@
 `olft evaluate` and `olft predict` read a finished (or running) folder: its results.json and
 config.json (`read_run`), one line on its state (`describe_status`), the candidates it kept
 (`finished_candidates`) and its finished probe stage (`probe_stage`), and the weights and checkpoint of a strategy (`weights_file`,
-`checkpoint_file`). None of them needs `olft.runfolder.RunFolder`, which writes and holds the lock.
+`checkpoint_file`); the work a folder keeps (`kept_work`) and the command that continues it
+(`continue_command`). None of them needs `olft.runfolder.RunFolder`, which writes and holds the lock.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 from olft import runlock
 from olft.errors import OlftError
-from olft.ownership import saved_config
+from olft.ownership import is_own, saved_config
 
 
 def weights_file(folder: Path, name: str) -> Path:
@@ -89,8 +91,7 @@ def read_run(folder: Path) -> tuple[dict, Any]:
         raise OlftError(f"Run folder {folder} does not exist: give the folder `olft run` or `olft train` wrote (its --out; "
                         "RunConfig.out in Python).")
     if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
-        raise OlftError(f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so "
-                        "there is nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
+        raise OlftError(_no_results(folder))
     if not results_path.is_file() or not config_path.is_file():
         raise OlftError(f"{folder} is not an olft run folder (no results.json/config.json): give the folder `olft run` or "
                         "`olft train` wrote (its --out; RunConfig.out in Python).")
@@ -98,3 +99,48 @@ def read_run(folder: Path) -> tuple[dict, Any]:
         return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
+
+
+# The subfolders whose files are finished work a rerun keeps (`kept_work`); curves/ only logs it.
+WORK_FOLDERS = {"pieces": "finished piece", "weights": "tuned weights file", "checkpoints": "mid-training checkpoint"}
+
+
+def kept_work(path: Path) -> list[str]:
+    """What finished work run folder `path` keeps, as '2 finished pieces', '1 tuned weights file',
+    ...: olft's whole files in pieces/, weights/ and checkpoints/ (a temporary file a kill left
+    mid-write is no work). Empty for a folder whose run stopped before any work."""
+    counts = []
+    for sub, what in WORK_FOLDERS.items():
+        n = sum(1 for e in (Path(path) / sub).glob("*") if not e.name.startswith(".") and is_own(e, sub))
+        if n:
+            counts.append(f"{n} {what}{'s' if n > 1 else ''}")
+    return counts
+
+
+def continue_command(folder: Path | None) -> str:
+    """The shell command that continues a run folder where it stopped (a selection-only folder:
+    to tuning its selected layer), from any directory: its own config.json, --out the folder."""
+    where = shlex.quote(str(folder.resolve())) if folder is not None else "RUN_FOLDER"
+    return f"olft run --config {where}/config.json --out {where}"
+
+
+def _no_results(folder: Path) -> str:
+    """Why a folder with olft's config.json but no results.json cannot be read, and what to do.
+
+    A run writes results.json right after config.json, before any work (`api._begin`), so without
+    pieces the run stopped before any work. With pieces (results.json deleted, or a copy of the
+    folder made without it) the work is there: the run's own command, or `continue_command`,
+    rebuilds results.json from the pieces and finishes what is left.
+    """
+    held, holder = runlock.probe(folder)
+    if held:
+        return (f"{folder} holds no results.json yet: a run is starting in it ({runlock.describe(holder)}). "
+                "Read it again in a moment.")
+    work = kept_work(folder)
+    if not work:
+        return (f"{folder} holds olft's config.json but no results.json: its run stopped before any work, so there is "
+                "nothing to read yet. Run `olft run` (or `olft train`) with this --out first.")
+    typed = f"`{holder['command']}` (in {holder.get('cwd')}), or " if holder and holder.get("command") else ""
+    return (f"{folder} holds finished work ({', '.join(work)}) but no results.json: its run was INTERRUPTED (or "
+            f"results.json was removed). Rerun the same command to continue it, keeping that work and rebuilding "
+            f"results.json: {typed}from any directory `{continue_command(folder)}`.")

@@ -9,7 +9,7 @@ Layout:
                            one file per finished piece, each stamped with the run that made it (`timed_by`)
                            (probe.json: a probe stage's scores, ranking and finalists, `select.probe_piece`)
     weights/<name>.safetensors                               tuned module + head per strategy
-    checkpoints/<name>.pt                                    mid-training state (optional)
+    checkpoints/<name>.pt                                    mid-training state (optional; deleted once <name> finishes)
     table.md                                                 rewritten with results.json: until the run ends, marked UNFINISHED
     layers.png, loss.png                                     drawn when the run ends (before results.json says so) or stops
     tensorboard/, mlruns/ or wandb/                          --report-to's tracker files (see curves.TRACKER_FOLDERS)
@@ -32,6 +32,7 @@ so a folder of the same name that olft did not make is never deleted.
 
 Which entries are olft's, and whether config.json is a run this config may continue: `olft.ownership`.
 Reading a folder without taking its lock (`olft evaluate`, `olft predict`): `olft.runfiles`.
+Whether the times its pieces were stamped with compare: `olft.runtiming`.
 """
 
 from __future__ import annotations
@@ -62,16 +63,10 @@ from olft.ownership import (
     tracker_folder,
 )
 from olft.runfiles import checkpoint_file, folder_status, weights_file
+from olft.runtiming import CPU_SCOPE, folder_timing
 from olft.select import unfinished, unfinished_entry
 
 log = logging.getLogger(__name__)
-
-
-# What a piece's time depends on besides the work itself; pieces that differ in any are flagged.
-TIMING_FIELDS = ("host", "device", "torch_threads", "world_size", "cpu_scope")
-# What a strategy's `train_cpu_seconds` counts. Stamped so that times counted differently never
-# compare unflagged: olft before this stamp also counted building the evaluation splits' caches.
-CPU_SCOPE = "training + training split's cache build"
 
 
 class RunFolder:
@@ -254,7 +249,7 @@ class RunFolder:
                 entry.unlink()
 
     def record_conditions(self, device: Any, world_size: int) -> None:
-        """What this run's timings depend on, stamped on every piece it saves (see `compare_timing`)."""
+        """What this run's timings depend on, stamped on every piece it saves (see `runtiming.compare_timing`)."""
         import torch
 
         name = str(device)
@@ -273,7 +268,9 @@ class RunFolder:
         """Names of the saved pieces of `kind`, sorted."""
         return sorted(p.name[len(kind) + 1 : -5] for p in (self.path / "pieces").glob(f"{kind}-*.json"))
 
-    def _read(self, kind: str, name: str | None) -> dict | None:
+    def read_piece(self, kind: str, name: str | None) -> dict | None:
+        """A saved piece as written, its `timed_by` stamp included (`runtiming.folder_timing` reads
+        it); None when there is none or it is damaged."""
         path = self._piece(kind, name)
         if not path.is_file():
             return None
@@ -284,7 +281,7 @@ class RunFolder:
 
     def load_piece(self, kind: str, name: str | None = None) -> dict | None:
         """A saved piece as it was given to `save_piece` (without its `timed_by` stamp), or None."""
-        piece = self._read(kind, name)
+        piece = self.read_piece(kind, name)
         if piece is not None:
             piece.pop("timed_by", None)
         return piece
@@ -306,26 +303,33 @@ class RunFolder:
     def checkpoint_path(self, name: str) -> Path:
         return checkpoint_file(self.path, name)
 
+    def drop_checkpoint(self, name: str) -> None:
+        """Delete strategy `name`'s mid-training checkpoint once its weights and piece are saved
+        (`api._run_strategy`): a rerun then skips the strategy, so the state (an all-layer one is
+        as large as the model's trainable part and its optimizer's) is of no further use."""
+        if self.writer:
+            self.checkpoint_path(name).unlink(missing_ok=True)
+
     def refresh(self, results: dict) -> None:
         """Rebuild `results` from every finished piece in the folder (the writer's view of disk).
 
         Sets the selection (finished, else `unfinished_entry` of the candidates finished so far),
         every finished strategy (a piece with its weights) and failure (both in
         `layerspec.strategy_key`'s order), the strategy names (this run's first), and `timing`:
-        whether the times table.md shows compare (`folder_timing`).
+        whether the times table.md shows compare (`runtiming.folder_timing`).
         Other processes keep what they were told.
         """
         if not self.writer:
             return
-        done = {n: p for n in self.piece_names("strategy") if (p := self._read("strategy", n)) and self.weights_path(n).is_file()}
-        failed = {n: p for n in self.piece_names("failed") if n not in done and (p := self._read("failed", n))}
+        done = {n: p for n in self.piece_names("strategy") if (p := self.read_piece("strategy", n)) and self.weights_path(n).is_file()}
+        failed = {n: p for n in self.piece_names("failed") if n not in done and (p := self.read_piece("failed", n))}
         others = sorted({*done, *failed} - set(self.requested), key=strategy_key)
         names = list(dict.fromkeys([*self.requested, *others]))
         results["strategy_names"] = names
         ordered = sorted(names, key=strategy_key)  # the pieces' one order, whatever the run asked first
         results["strategies"] = {n: done[n] for n in ordered if n in done}
         results["failed"] = {n: failed[n] for n in ordered if n in failed}
-        pieces = {n: p for n in self.piece_names("candidate") if (p := self._read("candidate", n))}  # each read once
+        pieces = {n: p for n in self.piece_names("candidate") if (p := self.read_piece("candidate", n))}  # each read once
         results["selection"] = self._selection(results.get("selection"), pieces)
         results["optimistic_scores"] = report.optimistic_scores(results)  # Table 1's ‡: the split that chose OLFT's layer
         results["timing"] = folder_timing(self, results, pieces)
@@ -380,8 +384,9 @@ class RunFolder:
                 lambda: curves.plot_curves(self.path, self.path / "loss.png", results)]
 
     def finish(self, results: dict) -> None:
-        """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies, and
-        only then results.json with how the run ended.
+        """Write table.md, layers.png and loss.png, drop the checkpoints of finished strategies (each
+        went as its strategy finished, `drop_checkpoint`, unless a kill came between), and only then
+        results.json with how the run ended.
 
         results.json comes last so that it never says "complete" while the folder still lacks its
         plots or holds checkpoints: a run killed (or failing) before that write leaves it saying
@@ -398,55 +403,10 @@ class RunFolder:
             for write in self._report(results):
                 write()
             for name in results["strategies"]:
-                self.checkpoint_path(name).unlink(missing_ok=True)
+                self.drop_checkpoint(name)
             with suppress(OSError):  # still holds an unfinished strategy's checkpoint
                 (self.path / "checkpoints").rmdir()
             report.write_json(self.path / "results.json", results)
-
-
-def _shown_candidates(folder: RunFolder, results: dict) -> list[str]:
-    """The candidate pieces whose times table.md shows: each layer's last trained round (a layer's
-    earlier rounds are pieces too, but `candidates` keeps its last), or every piece before the
-    selection has finished. Times nobody sees need not compare."""
-    names = folder.piece_names("candidate")
-    sel = results.get("selection")
-    if not sel:
-        return names
-    shown = {f"{c['layer']}-{c['steps']}" for c in sel.get("candidates") or [] if c.get("steps")}
-    return [n for n in names if n in shown]
-
-
-def folder_timing(folder: RunFolder, results: dict, pieces: dict[str, dict]) -> dict:
-    """results.json's `timing`: `compare_timing` of the times table.md shows, each part as it is shown.
-
-    "strategies": Table 2's, and with them the finished selection's total (`report.SELECTION`)
-    where the whole-run line adds it to OLFT's training and divides by all-layer training (olft
-    and full both finished). "candidates": the candidates' table's (`_shown_candidates`) and the selection's
-    total. That total sums every round of every candidate (a layer's earlier, unshown rounds too)
-    and the stages between them: the probe stage (its piece's stamp, where it ran) and what the run
-    that finished the selection ran (its piece's stamp). A selection stopped and continued was
-    timed by each of those runs, and is marked with all of them, as a strategy is with its one.
-    `pieces`: the folder's candidate pieces as `refresh` read them (name -> piece).
-    """
-    strategies = results["strategies"]
-
-    def stamp(kind: str, name: str | None) -> dict | None:
-        return (folder._read(kind, name) or {}).get("timed_by")
-
-    shown = {n: s.get("timed_by") for n, s in strategies.items()}
-    candidates = {n: (pieces.get(n) or {}).get("timed_by") for n in _shown_candidates(folder, results)}
-    sel = results.get("selection")
-    if sel and not unfinished(sel):
-        total = [p.get("timed_by") for p in pieces.values()]
-        for kind in ("probe", "selection"):
-            if folder._read(kind, None) is not None:
-                total.append(stamp(kind, None))
-        if total:  # none before its first piece is saved
-            candidates[report.SELECTION] = total
-            if {"olft", "full"} <= set(strategies):
-                shown[report.SELECTION] = total
-    return {"strategies": compare_timing(shown, [n for n, s in strategies.items() if s.get("resumed_at")]),
-            "candidates": compare_timing(candidates)}
 
 
 def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and") -> str:
@@ -455,49 +415,6 @@ def _listing(names: list[str], most: int = 3, sep: str = ", ", more: str = " and
     if len(names) <= most + 1:
         return sep.join(names)
     return sep.join(names[:most]) + f"{more} {len(names) - most} more"
-
-
-def compare_timing(records: dict[str, dict | None | list[dict | None]], resumed: list[str] | None = None) -> dict:
-    """Whether the times of these pieces compare: timed by one run under one set of conditions.
-
-    `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none), or
-    to the stamps of every piece a total sums (the selection's: `folder_timing`), which lists it
-    under each run among them (and as unrecorded if any is None); `resumed` names pieces whose
-    training resumed from a checkpoint, so their time counts only the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}] in
-    the order they started (labels from `run_labels`), "differs_in" (fields, "run" when more
-    than one run), "unrecorded", "resumed_mid_training"}.
-    """
-    runs: dict[tuple, dict] = {}
-    unrecorded = []
-    for name, recs in records.items():
-        recs = recs if isinstance(recs, list) else [recs]
-        if not recs or not all(recs):
-            unrecorded.append(name)
-        for rec in filter(None, recs):
-            key = (rec.get("host"), rec.get("pid"), rec.get("started"))
-            pieces = runs.setdefault(key, {**rec, "pieces": []})["pieces"]
-            if name not in pieces:
-                pieces.append(name)
-    # Labelled in the order the runs started, not the pieces' (alphabetical) order: otherwise
-    # the run that continued a folder could read as its first.
-    listed = sorted(runs.values(), key=lambda r: (str(r.get("started") or ""), str(r.get("pid"))))
-    for run, label in zip(listed, run_labels(len(listed)), strict=True):
-        run["label"] = label
-    differs = (["run"] if len(listed) > 1 else []) + [f for f in TIMING_FIELDS if len({r.get(f) for r in listed}) > 1]
-    resumed = list(resumed or [])
-    return {"comparable": not (differs or unrecorded or resumed), "runs": listed, "differs_in": differs,
-            "unrecorded": unrecorded, "resumed_mid_training": resumed}  # fmt: skip
-
-
-ORDINALS = ("first", "second", "third", "fourth", "fifth")
-
-
-def run_labels(n: int) -> list[str]:
-    """Names for `n` runs of one folder in the order they started, as table.md marks times with
-    them: 'first run', 'continued run' (the usual resume), or 'first run', 'second run', ...."""
-    if n == 2:
-        return ["first run", "continued run"]
-    return [f"{ORDINALS[i]} run" if i < len(ORDINALS) else f"run {i + 1}" for i in range(n)]
 
 
 def fault_point(name: str) -> None:
