@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
-from olft.config import SECTIONS, RunConfig, ignored_options
+from olft.config import OTHER_NAMES, SECTIONS, RunConfig, ignored_options
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -164,6 +164,10 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
         flags = [s for a in sub._actions for s in a.option_strings]
         for token in msg.split(":", 1)[1].split():
             if token.startswith("-"):
+                other = OTHER_NAMES.get(token.split("=")[0].lstrip("-").replace("-", "_"))  # transformers' --learning-rate
+                if other is not None and _flag(other.split(".")[-1]) in flags:
+                    return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {_flag(other.split('.')[-1])} "
+                                     f"(olft's name for what transformers or PEFT call {token.lstrip('-').split('=')[0]})?")
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")

@@ -272,6 +272,19 @@ SECTIONS = {
     "selection": SelectionConfig,
 }
 
+# The names transformers' TrainingArguments (and run_glue's arguments) or PEFT's configs give olft's
+# options, where olft's differ: a config file or flag using one is answered with olft's name.
+OTHER_NAMES = {
+    "learning_rate": "train.lr", "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "train_batch_size": "train.batch_size", "per_device_eval_batch_size": "train.eval_batch_size",
+    "gradient_accumulation_steps": "train.grad_accum", "save_steps": "train.checkpoint_every",
+    "r": "method.lora_rank", "num_virtual_tokens": "method.prefix_length", "prefix_projection": "method.prefix_reparam",
+    "encoder_hidden_size": "method.prefix_hidden", "peft_type": "method.method",
+    "model_name_or_path": "model.model", "torch_dtype": "model.dtype", "task_name": "data.task",
+    "max_seq_length": "data.max_length", "output_dir": "out",
+}
+
+
 # -- options that only some selectors, methods or commands use ---------------------------------
 TRAINED = ("exhaustive", "halving", "probe-halving", "auto")  # selectors that train candidates
 _TRAINS = "it trains no candidate; a trained selector (exhaustive, halving, probe-halving, auto) uses it"
