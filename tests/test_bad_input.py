@@ -226,6 +226,7 @@ def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch
     # Quoted as typed: `olft train` has no layers= (the strategy it runs is named so).
     (["train", "--layers", "9"], "layer 9 in '--layers 9' is out of range: this model has 4 layers, numbered 0 to 3"),
     (["train", "--layers", "2-5"], "layer 4 in '--layers 2-5' is out of range: this model has 4 layers, numbered 0 to 3"),
+    (["train", "--layers", "1+5"], "layer 5 in '--layers 1+5' is out of range"),  # '+' as in layers=1+5: read, not refused
     (["run", "--strategies", "final,layers=2-4"], "layer 4 in 'layers=2-4' is out of range"),
     (["run", "--strategies", "final,layers=1+4"], "layer 4 in 'layers=1+4' is out of range"),
     (["run", "--candidates", "2-9"], "layer 4 in '--candidates 2-9' is out of range: this model has 4 layers, numbered 0 to 3"),

@@ -126,7 +126,7 @@ def build_parser():
             _field_options(p, RunConfig, None, skip=() if command == "run" else ("strategies",))
             p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
         if command == "train":
-            p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4.")
+            p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4 (3+5, as --strategies layers=3+5 and table.md write it, works too).")
         sub.add_subcommand(command, p, help=help_text)
     p = _subparser("Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
