@@ -288,6 +288,19 @@ def test_training_data_of_one_class_is_refused(model_dirs, tmp_path, capsys):
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.parametrize("name", ["glue-sst2", "data.csv"])
+def test_a_folder_given_as_a_data_file_is_named_a_folder(model_dirs, tmp_path, capsys, name):
+    # It said "Data file not found: data.csv" (the folder is there) or "Unsupported data file glue-sst2".
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "train.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+    args = ["train", "--layers", "0", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--data-source", "file",
+            "--train-file", str(folder), "--validation-file", str(tmp_path / "dev.csv"), "--out", str(tmp_path / "out"), *FAST]
+    _fails(capsys, args, f"olft: error: {folder} is a folder, not a data file: give the path of one .csv, .tsv or .jsonl "
+           "file (it holds train.csv).")
+
+
 def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warned_once(tmp_path, caplog):
     import logging
 
