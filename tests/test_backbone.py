@@ -132,6 +132,8 @@ def test_parse_strategies():
     # Ranges low-high, as --candidates takes them (one reader, `read_layers`).
     ("1-3", "--layers", (1, 2, 3)), ("7,1-2", "--layers", (1, 2, 7)), ("0 - 2", "--layers", (0, 1, 2)), ("4-4", "layers=", (4,)),
     ("2-3+0", "layers=", (0, 2, 3)),
+    # --layers also takes '+', as the strategy it runs (layers=3+5) and table.md write it; it was refused.
+    ("3+5", "--layers", (3, 5)), ("5 + 1-2", "--layers", (1, 2, 5)), ("1,3+5", "--layers", (1, 3, 5)),
 ])
 def test_parse_layers(text, option, layers):
     assert parse_layers(text, option) == layers
@@ -142,7 +144,8 @@ def test_parse_layers(text, option, layers):
     ("2,2", "--layers", "Layer 2 appears twice in '--layers 2,2': give each layer once, e.g. --layers 2."),
     ("5,1,05", "--layers", "Layer 5 appears twice in '--layers 5,1,05': give each layer once, e.g. --layers 1,5."),
     ("x", "layers=", "Cannot read 'layers=x': write layer numbers joined by '+', e.g. layers=3 or layers=3+5"),
-    ("", "layers=", "Cannot read 'layers='"), ("3+5", "--layers", "Cannot read '--layers 3+5'"),
+    ("", "layers=", "Cannot read 'layers='"), ("3,5", "layers=", "Cannot read 'layers=3,5'"),
+    ("3++5", "--layers", "'--layers 3++5' has an empty entry"), ("3+3", "--layers", "Layer 3 appears twice in '--layers 3+3'"),
     ("1.5", "--layers", "Cannot read '--layers 1.5'"), ("²", "--layers", "Cannot read '--layers ²'"),
     ("5-3", "--layers", "The range 5-3 in '--layers 5-3' is empty: write it low-high, e.g. 3-5."),
     ("1-3,2", "--layers", "Layer 2 appears twice in '--layers 1-3,2': give each layer once, e.g. --layers 1,2,3."),

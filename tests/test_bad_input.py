@@ -226,6 +226,7 @@ def test_unresolvable_model_name_is_one_line(unreachable_hub, capfd, monkeypatch
     # Quoted as typed: `olft train` has no layers= (the strategy it runs is named so).
     (["train", "--layers", "9"], "layer 9 in '--layers 9' is out of range: this model has 4 layers, numbered 0 to 3"),
     (["train", "--layers", "2-5"], "layer 4 in '--layers 2-5' is out of range: this model has 4 layers, numbered 0 to 3"),
+    (["train", "--layers", "1+5"], "layer 5 in '--layers 1+5' is out of range"),  # '+' as in layers=1+5: read, not refused
     (["run", "--strategies", "final,layers=2-4"], "layer 4 in 'layers=2-4' is out of range"),
     (["run", "--strategies", "final,layers=1+4"], "layer 4 in 'layers=1+4' is out of range"),
     (["run", "--candidates", "2-9"], "layer 4 in '--candidates 2-9' is out of range: this model has 4 layers, numbered 0 to 3"),
@@ -285,6 +286,19 @@ def test_training_data_of_one_class_is_refused(model_dirs, tmp_path, capsys):
     _fails(capsys, args, f"olft: error: {tmp_path / 'train.csv'}: every one of its 12 examples has label 'positive'",
            "add examples of another class (negative)")
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("name", ["glue-sst2", "data.csv"])
+def test_a_folder_given_as_a_data_file_is_named_a_folder(model_dirs, tmp_path, capsys, name):
+    # It said "Data file not found: data.csv" (the folder is there) or "Unsupported data file glue-sst2".
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "train.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\nit was good,1\nit was bad,0\n")
+    args = ["train", "--layers", "0", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--data-source", "file",
+            "--train-file", str(folder), "--validation-file", str(tmp_path / "dev.csv"), "--out", str(tmp_path / "out"), *FAST]
+    _fails(capsys, args, f"olft: error: {folder} is a folder, not a data file: give the path of one .csv, .tsv or .jsonl "
+           "file (it holds train.csv).")
 
 
 def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warned_once(tmp_path, caplog):

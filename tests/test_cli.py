@@ -416,6 +416,32 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
     _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("train:\n  learning_rate: 0.1\n", "unknown option 'train.learning_rate' for `olft run`. Did you mean 'train.lr' "
+     "(olft's name for what transformers or PEFT call learning_rate)?"),  # was: Did you mean 'train.warmup_ratio'?
+    ("train:\n  num_train_epochs: 2\n", "Did you mean 'train.epochs'"),
+    ("train:\n  per_device_train_batch_size: 8\n", "Did you mean 'train.batch_size'"),
+    ("method:\n  r: 4\n", "Did you mean 'method.lora_rank'"),
+    ("learning_rate: 0.1\n", "Did you mean 'train.lr'"),  # in no group at all
+])
+def test_a_transformers_or_peft_name_is_answered_with_olfts(tmp_path, capsys, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    _fails(capsys, ["run", "--config", str(path)], expected)
+
+
+def test_every_other_name_points_at_an_option_olft_has():
+    from olft.cliconfig import _known_keys
+    from olft.config import OTHER_NAMES
+
+    assert set(OTHER_NAMES.values()) <= _known_keys("run") and not set(OTHER_NAMES) & {k.split(".")[-1] for k in _known_keys("run")}
+
+
+def test_a_transformers_flag_is_answered_with_olfts(capsys):
+    _fails(capsys, ["run", "--learning-rate", "0.1"], "unknown option --learning-rate for `olft run`. Did you mean --lr")
+    _fails(capsys, ["train", "--num-train-epochs", "2", "--layers", "1"], "Did you mean --epochs")
+
+
 def test_a_json_config_is_held_to_json(tmp_path, capsys):
     """A .json file is parsed as JSON: YAML would take a trailing comma or a repeated key silently."""
     from olft.cli import parse

@@ -1134,3 +1134,87 @@ def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glu
     monkeypatch.undo()
     assert main(args) == 0 and _results(out)["status"] == "complete"
     assert "UNFINISHED" not in (out / "table.md").read_text()
+
+
+def test_config_differences_skip_only_options_neither_run_reads():
+    """A folder is "a different config" only for an option this run reads: under --selector auto neither
+    --probe-keep is read, an adapter run reads no LoRA rank, and a run that selects no layer (`olft train`,
+    --strategies without olft) reads no selection option; config.json keeps the folder's values of them."""
+    from olft.config import RunConfig
+    from olft.ownership import config_differences, kept_config
+
+    def cfg(**sections):
+        d = RunConfig().to_dict()
+        for key, value in sections.items():
+            section, name = key.split("__")
+            d[section][name] = value
+        return d
+
+    folder = cfg(selection__probe_keep=3, method__lora_rank=4, selection__selector="probe")
+    assert config_differences(folder, cfg(selection__selector="probe")) == []  # probe_keep, lora_rank unread by both
+    assert kept_config(folder, cfg(selection__selector="probe"))["selection"]["probe_keep"] == 3
+    assert kept_config(folder, cfg(selection__selector="probe"))["method"]["lora_rank"] == 4
+    assert config_differences(folder, cfg()) == ["selection.selector: 'probe' in the folder, 'auto' now"]
+    assert config_differences(folder, cfg(), selects=False) == []  # olft train: no selection option is read
+    assert kept_config(folder, cfg(), selects=False)["selection"] == folder["selection"]
+    # Read on either side: refused as before.
+    halving = cfg(selection__selector="probe-halving", selection__probe_keep=3)
+    assert config_differences(halving, cfg(selection__selector="probe-halving")) == [
+        "selection.probe_keep: 3 in the folder, None now"]
+    lora = cfg(method__method="lora", method__lora_rank=4)
+    assert config_differences(lora, cfg(method__method="lora")) == ["method.lora_rank: 4 in the folder, 8 now"]
+    assert config_differences(lora, cfg()) == ["method.lora_rank: 4 in the folder, 8 now",
+                                               "method.method: 'lora' in the folder, 'adapter' now"]
+    # What every run reads is refused whether or not it selects.
+    assert config_differences(folder, cfg(selection__selector="probe", train__lr=0.01), selects=False) == [
+        "train.lr: 0.001 in the folder, 0.01 now"]
+
+
+def test_olft_train_adds_to_a_folder_whose_selection_options_differ(model_dirs, tiny_glue, tmp_path, capsys):
+    """`olft train` selects no layer, so the folder's --selector probe does not make it "a different
+    config" (it was refused, though train warns it ignores --selector); config.json keeps the folder's
+    selection, so the run's own command still continues the folder. A real difference is still refused."""
+    import olft
+    from olft.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    out = tmp_path / "run"
+    common = ["--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "3",
+              "--out", str(out), "-q"]
+    first = ["run", *common, "--selector", "probe", "--strategies", "olft", "--selection-train-samples", "32",
+             "--selection-eval-samples", "16"]
+    assert main(first) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert main(["train", *common, "--layers", "1"]) == 0, capsys.readouterr().err
+    now = json.loads((out / "config.json").read_text())
+    assert {**now, "strategies": saved["strategies"]} == saved  # the folder's config is kept (strategies: this run's, as ever)
+    assert set(_results(out)["strategies"]) == {"olft", "layers=1"}
+    assert _results(out)["selection"]["selector"] == "probe"
+    cfg = RunConfig(model=ModelConfig(model=str(model_dirs["bert"])), data=DataConfig(task="sst2", glue_dir=str(tiny_glue)),
+                    train=TrainConfig(max_steps=3), strategies="layers=2", out=str(out))
+    assert olft.run(cfg, quiet=True)["status"] == "complete"  # the Python API alike
+    assert main(first) == 0  # the folder's own command continues it: nothing differs
+    assert set(_results(out)["strategies"]) == {"olft", "layers=1", "layers=2"}
+    capsys.readouterr()
+    assert main(["train", *common, "--layers", "1", "--lr", "0.01"]) == 2  # what train reads still counts
+    err = capsys.readouterr().err
+    assert "different config (train.lr: 0.001 in the folder, 0.01 now)" in err
+    assert main(["run", *common, "--strategies", "olft", "--selector", "exhaustive"]) == 2  # a run that selects reads it
+    assert "selection.selector: 'probe' in the folder, 'exhaustive' now" in capsys.readouterr().err
+
+
+def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):
+    """--lora-rank under --method adapter is unused (olft warns so): a folder made with it continues without
+    it, keeping its config.json; under --method lora it is read, and a different rank is refused."""
+    out = tmp_path / "run"
+    base = ["run", "--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2",
+            "-q", "--strategies", "final"]
+    assert main([*base, "--out", str(out), "--lora-rank", "4"]) == 0
+    assert main([*base, "--out", str(out), "--strategies", "final,full"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["method"]["lora_rank"] == 4
+    assert _results(out)["method_config"]["lora_rank"] == 4  # results.json says what config.json says
+    assert set(_results(out)["strategies"]) == {"final", "full"}
+    lora = tmp_path / "lora"
+    assert main([*base, "--out", str(lora), "--method", "lora", "--lora-rank", "4"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(lora), "--method", "lora"]) == 2
+    assert "method.lora_rank: 4 in the folder, 8 now" in capsys.readouterr().err

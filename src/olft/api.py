@@ -72,11 +72,24 @@ def _recorded_and_given(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
     return cfg.with_absolute_paths(), cfg.with_absolute_paths(("model.model",))
 
 
-def _open(cfg: RunConfig, overwrite: bool) -> RunFolder:
+def _open(cfg: RunConfig, overwrite: bool, selects: bool = True) -> RunFolder:
+    """The run folder, checked against `cfg`; `selects`: whether this run selects a layer (else the
+    folder's selection options may differ from `cfg`'s, which nothing reads: `ownership._unread`)."""
     writer = distributed.context(cfg.train.mixed_precision, cfg.model.dtype).is_main
     if cfg.train.report_to:
         curves.check_tracker(cfg.train.report_to)  # before any work
-    return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer)
+    return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer, selects)
+
+
+def _keep_folder_values(folder: RunFolder, *cfgs: RunConfig) -> None:
+    """Give each of `cfgs` the folder's values of the method and selection options this run does not
+    read (`RunFolder.config` keeps them: `ownership.kept_config`), so what the run records (results.json's
+    method_config, a selection it finishes) says what config.json says. Nothing else can differ there."""
+    for cfg in cfgs:
+        for section in ("method", "selection"):
+            for name, value in (folder.config.get(section) or {}).items():
+                if hasattr(getattr(cfg, section), name):
+                    setattr(getattr(cfg, section), name, value)
 
 
 def config_layers(cfg: RunConfig) -> int | None:
@@ -219,7 +232,9 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         _check_strategy_lr(cfg, [s.name for s in early], what)
     if n is not None and any(s.name == "olft" for s in early):
         _warn_count_ignored(cfg, given, n)
-    with _open(cfg, overwrite) as folder:
+    names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
+    with _open(cfg, overwrite, selects="olft" in names) as folder:
+        _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
@@ -335,6 +350,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     if n is not None:
         _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite) as folder:
+        _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)
         check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
-from olft.config import SECTIONS, RunConfig, ignored_options
+from olft.config import OTHER_NAMES, SECTIONS, RunConfig, ignored_options
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -126,7 +126,7 @@ def build_parser():
             _field_options(p, RunConfig, None, skip=() if command == "run" else ("strategies",))
             p.add_argument("--overwrite", action="store_true", help="Discard what the run folder holds and start afresh.")
         if command == "train":
-            p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4.")
+            p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4 (3+5, as --strategies layers=3+5 and table.md write it, works too).")
         sub.add_subcommand(command, p, help=help_text)
     p = _subparser("Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
@@ -164,6 +164,10 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
         flags = [s for a in sub._actions for s in a.option_strings]
         for token in msg.split(":", 1)[1].split():
             if token.startswith("-"):
+                other = OTHER_NAMES.get(token.split("=")[0].lstrip("-").replace("-", "_"))  # transformers' --learning-rate
+                if other is not None and _flag(other.split(".")[-1]) in flags:
+                    return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {_flag(other.split('.')[-1])} "
+                                     f"(olft's name for what transformers or PEFT call {token.lstrip('-').split('=')[0]})?")
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")

@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from olft.config import SECTIONS
+from olft.config import OTHER_NAMES, SECTIONS
 from olft.errors import OlftError
 
 COMMANDS = {
@@ -111,8 +111,12 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
             # A key put in the wrong group ("lr:" at the top for "train.lr") matches by its own name;
             # difflib alone would miss it, as the group's prefix makes the strings far apart.
             same = sorted(k for k in elsewhere if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1] and k != key)
-            close = same or difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
+            # transformers' or PEFT's name for an option olft names otherwise ("learning_rate": "train.lr").
+            other = OTHER_NAMES.get(key.rsplit(".", 1)[-1])
+            close = [other] if other in elsewhere else same or difflib.get_close_matches(key, sorted(elsewhere), n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else f" Known groups: {', '.join(COMMANDS[command][1])}."
+            if close and other == close[0]:
+                hint = f" Did you mean {other!r} (olft's name for what transformers or PEFT call {key.rsplit('.', 1)[-1]})?"
             raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
     skipped = [k for k in keys if k not in known]
     if not skipped:

@@ -184,7 +184,7 @@ class SelectionConfig:
     selection_eval_samples: int = opt(400, "Examples candidates are scored on (disjoint from their training examples); --selection-data train only: under validation the validation split scores them, limited by --max-eval-samples.")
     selection_steps: int | None = opt(None, "Optimizer steps each candidate trains for (the finalists of halving get this many); unset: --selection-epochs over the fit set (189 steps at the defaults: 1,000 examples in batches of 16, 3 epochs).")
     selection_epochs: float = opt(3.0, "Epochs over the fit set each candidate trains for when --selection-steps is unset (one epoch of 500 left every candidate predicting the majority class on SST-2).")
-    selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins).", choices=("score", "loss"))
+    selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins; not under --selector gradient, which scores none).", choices=("score", "loss"))
     selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
     selection_adaptive: int = opt(1, "When the top candidates are within --equivalence-threshold standard errors of the winner on held-out loss (or a runner-up is clearly below it: score and loss disagree), retrain just those with twice the steps, up to this many times (0: never; they are then reported as equivalent). Not under --selector auto, whose training is sized to its cost bound.")
     equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss differs from the winner's (either way) by fewer standard errors than this are reported as equivalent to it (as are those whose mean held-out loss differs from the winner's by under 0.001 times the constant predictor's, however many standard errors apart).")
@@ -198,6 +198,9 @@ class SelectionConfig:
         # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
+        if self.selector == "gradient" and self.selection_metric == "loss":  # refused before anything trains
+            raise OlftError("--selection-metric loss cannot rank under --selector gradient: it scores no held-out loss. "
+                            "Use --selection-metric score, or another --selector (probe, exhaustive, ...).")
 
 
 def precision_conflict(dtype: str, mixed_precision: str, given: str = "--mixed-precision bf16") -> str | None:
@@ -268,6 +271,19 @@ SECTIONS = {
     "train": TrainConfig,
     "selection": SelectionConfig,
 }
+
+# The names transformers' TrainingArguments (and run_glue's arguments) or PEFT's configs give olft's
+# options, where olft's differ: a config file or flag using one is answered with olft's name.
+OTHER_NAMES = {
+    "learning_rate": "train.lr", "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "train_batch_size": "train.batch_size", "per_device_eval_batch_size": "train.eval_batch_size",
+    "gradient_accumulation_steps": "train.grad_accum", "save_steps": "train.checkpoint_every",
+    "r": "method.lora_rank", "num_virtual_tokens": "method.prefix_length", "prefix_projection": "method.prefix_reparam",
+    "encoder_hidden_size": "method.prefix_hidden", "peft_type": "method.method",
+    "model_name_or_path": "model.model", "torch_dtype": "model.dtype", "task_name": "data.task",
+    "max_seq_length": "data.max_length", "output_dir": "out",
+}
+
 
 # -- options that only some selectors, methods or commands use ---------------------------------
 TRAINED = ("exhaustive", "halving", "probe-halving", "auto")  # selectors that train candidates

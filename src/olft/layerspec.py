@@ -23,14 +23,14 @@ def middle_bucket(num_layers: int) -> list[int]:
     return list(range(third, num_layers - third))
 
 
-def read_layers(text: str, sep: str, shown: str) -> list[int] | None:
+def read_layers(text: str, sep: str, shown: str, also: str = "") -> list[int] | None:
     """The layer numbers `text` lists, in the order written: numbers and inclusive ranges low-high
-    (`4-9`), joined by `sep` or spaces. None when an item is neither; OlftError, quoting `shown`
+    (`4-9`), joined by `sep`, a character of `also`, or spaces. None when an item is neither; OlftError, quoting `shown`
     (what was typed), for an empty range or an empty entry (`3,,4`, `3,`). The one reader of
     --candidates, --layers and layers=.
     """
     text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text.strip())  # "4 - 9" is the range 4-9
-    items = re.split(rf"\s*{re.escape(sep)}\s*|\s+", text) if text else []
+    items = re.split(rf"\s*[{re.escape(sep + also)}]\s*|\s+", text) if text else []
     if "" in items:  # "3,,4" or "3,": a layer left out while typing, not a list to guess at
         raise OlftError(f"'{shown}' has an empty entry (two '{sep}' in a row, or one at an end): "
                         f"list layers joined by one '{sep}', e.g. 3{sep}5.")
@@ -83,20 +83,21 @@ class Strategy:
     layers: tuple[int, ...] = ()
 
 
-# How a list of layers is written: as a --strategies entry (layers=3+5) or to `olft train` (--layers 3,5).
-LAYER_LISTS = {"layers=": ("layers=", "+"), "--layers": ("--layers ", ",")}
+# How a list of layers is written: as a --strategies entry (layers=3+5) or to `olft train` (--layers 3,5,
+# or 3+5 as the strategy and table.md write it; a --strategies entry cannot take ',', which separates entries).
+LAYER_LISTS = {"layers=": ("layers=", "+", ""), "--layers": ("--layers ", ",", "+")}
 
 
 def parse_layers(text: str, option: str = "layers=", num_layers: int | None = None) -> tuple[int, ...]:
     """The layers `text` lists, sorted: `3+5` or `2-4` of a --strategies entry `layers=3+5`, or
-    `3,5` or `2-4` of `olft train --layers 3,5` (option "--layers"); spaces separate them too
+    `3,5`, `3+5` or `2-4` of `olft train --layers 3,5` (option "--layers"); spaces separate them too
     (`read_layers`, as --candidates). OlftError, quoting what was written, for an entry that is no
     layer number or range, no layer at all, a layer given twice (it would tune once, under a name
     that lists it twice), or, given `num_layers`, a layer the model does not have.
     """
-    lead, sep = LAYER_LISTS[option]
+    lead, sep, also = LAYER_LISTS[option]
     shown = lead + text
-    given = read_layers(text, sep, shown)
+    given = read_layers(text, sep, shown, also)
     if given is None:
         raise OlftError(f"Cannot read '{shown}': write layer numbers joined by '{sep}', e.g. {lead}3 or {lead}3{sep}5, "
                         f"or ranges low-high, e.g. {lead}2-4 (`olft info` lists the model's layers).")  # fmt: skip

@@ -58,6 +58,7 @@ from olft.ownership import (
     is_os_metadata,
     is_own,
     is_tracker_folder,
+    kept_config,
     never_started,
     saved_config,
     tracker_folder,
@@ -78,9 +79,10 @@ class RunFolder:
     `never_started`), is held by a live run, or is not olft's to overwrite.
     """
 
-    def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True):
+    def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True, selects: bool = True):
         self.path = Path(path)
         self.config = config
+        self.selects = selects  # whether this run selects a layer (reads the selection options: `ownership._unread`)
         self.overwrite = overwrite
         self.writer = writer
         self.started = datetime.now(timezone.utc).isoformat()  # identifies this run in its pieces
@@ -117,8 +119,10 @@ class RunFolder:
         if saved is None:
             self._check_unowned()
             return
-        diffs = config_differences(saved, self.config)
+        diffs = config_differences(saved, self.config, self.selects)
         self.taken_over = bool(diffs) and never_started(self.path)
+        if not diffs:  # options this run does not read keep the folder's values in config.json
+            self.config = kept_config(saved, self.config, self.selects)
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
             raise OlftError(

@@ -203,8 +203,11 @@ class Selection:
             return {c.layer: (c.score, -c.metrics.get("loss", 0.0)) for c in scored}
         missing = [c.layer for c in scored if "loss" not in c.metrics]
         if missing:
-            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss (this selector gives none, or an older "
-                            "olft scored it): use --selection-metric score, or rerun with --overwrite.")
+            # The gradient selector scores none (a config pairing it with loss is refused as it is read);
+            # otherwise an older olft saved this candidate without its loss.
+            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss to rank by --selection-metric loss: "
+                            "the gradient selector scores none (use --selection-metric score or another --selector), "
+                            "and an older olft did not save it (--overwrite scores the candidates again).")
         return {c.layer: (-c.metrics["loss"], 0.0) for c in scored}
 
     def ranking(self) -> list[int]:

@@ -408,6 +408,10 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     Raises OlftError naming the file, the line and the fix.
     """
     path = Path(path)
+    if path.is_dir():  # before its name: a folder "data.csv" was "not found", a folder "data" "unsupported"
+        inside = sorted(e.name for e in path.iterdir() if e.suffix.lower() in _FORMATS and e.is_file())[:3]
+        named = f" (it holds {', '.join(inside)})" if inside else ""
+        raise OlftError(f"{path} is a folder, not a data file: give the path of one .csv, .tsv or .jsonl file{named}.")
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise OlftError(f"Unsupported data file {path}: use .csv, .tsv or .jsonl.")
