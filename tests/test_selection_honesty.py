@@ -401,3 +401,24 @@ def test_flat_counts_losses_within_the_loss_floor_as_tied():
     assert not sel(2 * floor).flat  # a real loss gap ranks them
     assert not sel(1e-9, score3=0.6).flat  # so does a score gap
     assert sel(1e-9).to_dict()["flat"] is True
+
+
+def test_a_selection_scored_on_one_example_says_no_difference_was_measured():
+    """The reviewer's --max-train-samples 3 run, scored on one example: every candidate 100.0, no paired
+    gap (None: one example has no spread), no signal flag either way. table.md, the headline and `olft
+    evaluate`'s caveat say that no difference could be measured, not just 'selected layer 2'."""
+    from olft.runselection import how_sure
+    from olft.verdicts import choice_caveat
+
+    losses = {0: [0.31], 1: [0.30], 2: [0.29]}
+    cands = [Candidate(layer, 1.0, 1.0, {"accuracy": 1.0, "loss": v[0]}, steps=2, example_losses=v) for layer, v in losses.items()]
+    sel = Selection("train-holdout", cands, 2, 1, selector="exhaustive", requested_score_examples=400)
+    sel.rounds = [{"stage": "train", "steps": 2, "layers": [0, 1, 2]}]
+    sel.record_baseline([0.69], [], "class frequencies")
+    d = sel.to_dict()
+    assert d["selected_layer"] == 2 and d["trained_no_signal"] is None and d["equivalent"] is None and not d["flat"]
+    assert how_sure(sel, d, "accuracy") == "no difference measured: the choice is a guess"
+    assert choice_caveat(d) == "no difference measured: the choice is a guess"
+    text = table_md({**_results(d), "metric": "accuracy"})
+    assert ("No difference measured: no difference between the candidates could be measured on 1 scoring example (a paired "
+            "gap needs 2 or more), so the choice of layer 2 is a guess, not a finding; use a larger --max-train-samples") in text, text
