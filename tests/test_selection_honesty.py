@@ -132,9 +132,19 @@ def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_pa
     assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
     assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
     assert "one finalist" not in caplog.text
-    assert "(gradient selector, training-batches protocol; ranked by gradient score; the gap to the runner-up is not measured" \
+    # It never says whether it found a signal: the headline, a warning, table.md and `olft evaluate` say it cannot.
+    assert "(gradient selector, training-batches protocol; unverified: the gradient score cannot tell a signal from noise)" \
         in caplog.text and "finalists;" not in caplog.text, caplog.text  # a proxy has no finalists
+    why = ("the gradient selector's score is measured at initialisation, on no held-out example, so it cannot tell a signal "
+           f"from noise and layer {sel['selected_layer']} may be chosen by chance; --selector probe, auto or exhaustive score "
+           "the candidates on held-out examples and say whether any found a signal")
+    assert f"Selection: {why}." in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     text = (tmp_path / "g" / "table.md").read_text()
+    assert f"Unverified: {why}." in text, text
+    from olft.evaluate import evaluate_run
+
+    assert (f"  selection: layer {sel['selected_layer']} (selector gradient; unverified: the gradient score cannot tell a "
+            "signal from noise)") in evaluate_run(tmp_path / "g", quiet=True).splitlines()
     assert "scoring example" not in text and sel["score_examples"] is None  # nothing was scored
     batches = sel["rounds"][0]["batches"]
     assert batches >= 1 and (f"the gradients of {batches} training batch{'' if batches == 1 else 'es'} of "

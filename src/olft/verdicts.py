@@ -241,12 +241,18 @@ def diverged(sel: dict) -> bool:
 
 def unmeasured_caveat(sel: dict) -> tuple[str, str] | None:
     """(the short caveat, the full sentence) for a selection of `sel` (a finished `Selection.to_dict`)
-    that ranked more than one finalist but measured no gap between them (`equivalent` None: no
-    per-example losses to pair, or too few scoring examples for a spread): its pick is no finding.
+    that ranked more than one finalist but measured no gap between them (`equivalent` None: too few
+    scoring examples for a spread, or the gradient selector, which scores no example and so can
+    never tell a signal from noise): its pick is no finding.
     One function, so table.md, the run's headline and `olft evaluate` say the same. None otherwise."""
     ranking = sel.get("ranking") or []
-    if len(ranking) < 2 or "equivalent" not in sel or sel["equivalent"] is not None or sel.get("selector") == "gradient":
+    if len(ranking) < 2 or "equivalent" not in sel or sel["equivalent"] is not None:
         return None
+    if sel.get("selector") == "gradient":  # it scores no example at all: nothing could tell a signal from noise
+        return ("unverified: the gradient score cannot tell a signal from noise",
+                "the gradient selector's score is measured at initialisation, on no held-out example, so it cannot tell "
+                f"a signal from noise and layer {sel.get('selected_layer')} may be chosen by chance; --selector probe, "
+                "auto or exhaustive score the candidates on held-out examples and say whether any found a signal")
     n = sel.get("score_examples")
     more = ("more validation examples (a larger --max-eval-samples, if set)" if sel.get("protocol") == "validation"
             else _more_score_examples(sel))
