@@ -351,3 +351,25 @@ def test_selection_set_sizes_truth_table():
     s = SelectionConfig()  # 1,000 to fit, 400 to score, shrunk in proportion
     table = {1: (1, 0), 2: (1, 1), 3: (2, 1), 5: (4, 1), 6: (4, 2), 1400: (1000, 400), 5000: (1000, 400)}
     assert {n: selection_set_sizes(n, s) for n in table} == table
+
+
+def test_regression_training_data_of_one_value_is_refused_and_an_undefined_correlation_is_marked(model_dirs, tmp_path, capsys):
+    # As a one-class classification split: a regression trained on one value learns only to predict it.
+    rows = ["a man,a dog", "the cat,a cat", "the plot,good film", "a bird,a song"]
+    (tmp_path / "const.csv").write_text("sentence1,sentence2,label\n" + "".join(f"{r},3\n" for r in rows))
+    (tmp_path / "vary.csv").write_text("sentence1,sentence2,label\n" + "".join(f"{r},{i}.5\n" for i, r in enumerate(rows)))
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dirs["bert"]), "--task", "stsb", "--data-source", "file", "--validation-file",
+            str(tmp_path / "const.csv"), "--max-steps", "2", "--strategies", "olft,final", "--candidates", "1", "-q"]
+    _fails(capsys, [*args, "--train-file", str(tmp_path / "const.csv"), "--out", str(out)],
+           f"olft: error: {tmp_path / 'const.csv'}: every one of its 4 examples has the score 3:",
+           "add examples with scores other than 3")
+    assert not out.exists()
+    # Constant validation labels: Pearson is undefined there, and table.md says so, as `olft evaluate` does.
+    assert main([*args, "--train-file", str(tmp_path / "vary.csv"), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "| olft | 1 | undefined § l-1 |" in text and "| final | 3 | undefined § |" in text, text
+    assert ("§ pearson on validation is undefined: all 4 labelled rows have the label 3 (a correlation needs different "
+            "scores) (results.json's number for it is a stand-in") in text, text
+    assert text.count("undefined §") == 4  # Table 2's score column too
+    assert "0.0" not in text.split("Table 2")[0]
