@@ -330,3 +330,60 @@ def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warn
     one = warnings("dev.csv", seed=1, max_train_samples=2)
     assert len(one) == 1 and "the 2 examples --max-train-samples 2 drew all have label" in one[0], one
     assert "Raise --max-train-samples" in one[0]
+
+
+@pytest.mark.parametrize(
+    "extra, phrases",
+    [
+        (["--max-train-samples", "3"], ["--max-train-samples 3 leaves 3 training examples", "2 to fit the candidates on and 1 to "
+                                        "score them on", "raise --max-train-samples to 6 or more", "--selection-data validation"]),
+        (["--max-train-samples", "1"], ["--max-train-samples 1 leaves 1 training example, too few to split",
+                                        "raise --max-train-samples to 6 or more"]),
+        (["--selection-eval-samples", "1"], ["1 to score them on", "raise --selection-eval-samples 1 to 2 or more"]),
+    ],
+    ids=["three", "one", "one-scoring-example"],
+)
+def test_selection_on_too_few_examples_is_refused_before_anything_trains(model_dirs, tiny_glue, tmp_path, capsys, extra, phrases):
+    # A pick among candidates scored on one example reads as a finding (every one 100.0); a single example
+    # cannot even be split. Refused before the baselines train (--strategies final would train one first).
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
+            "--candidates", "all", "--selector", "exhaustive", "--selection-steps", "2", "--max-steps", "2",
+            "--strategies", "final,olft", "-q", *extra]
+    _fails(capsys, args, "olft: error: selection:", "no difference between the 4 candidates can be measured", *phrases)
+    assert not out.exists()
+    select = ["select", *args[1:-len(extra) - 3], "-q", *extra]  # `olft select` always selects
+    _fails(capsys, select, "no difference between the 4 candidates can be measured")
+    if extra == ["--max-train-samples", "3"]:  # one candidate has nothing to select: it runs
+        assert main([*args, "--candidates", "1"]) == 0
+
+
+def test_selection_set_sizes_truth_table():
+    from olft.config import SelectionConfig
+    from olft.stages import selection_set_sizes
+
+    s = SelectionConfig()  # 1,000 to fit, 400 to score, shrunk in proportion
+    table = {1: (1, 0), 2: (1, 1), 3: (2, 1), 5: (4, 1), 6: (4, 2), 1400: (1000, 400), 5000: (1000, 400)}
+    assert {n: selection_set_sizes(n, s) for n in table} == table
+
+
+def test_regression_training_data_of_one_value_is_refused_and_an_undefined_correlation_is_marked(model_dirs, tmp_path, capsys):
+    # As a one-class classification split: a regression trained on one value learns only to predict it.
+    rows = ["a man,a dog", "the cat,a cat", "the plot,good film", "a bird,a song"]
+    (tmp_path / "const.csv").write_text("sentence1,sentence2,label\n" + "".join(f"{r},3\n" for r in rows))
+    (tmp_path / "vary.csv").write_text("sentence1,sentence2,label\n" + "".join(f"{r},{i}.5\n" for i, r in enumerate(rows)))
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dirs["bert"]), "--task", "stsb", "--data-source", "file", "--validation-file",
+            str(tmp_path / "const.csv"), "--max-steps", "2", "--strategies", "olft,final", "--candidates", "1", "-q"]
+    _fails(capsys, [*args, "--train-file", str(tmp_path / "const.csv"), "--out", str(out)],
+           f"olft: error: {tmp_path / 'const.csv'}: every one of its 4 examples has the score 3:",
+           "add examples with scores other than 3")
+    assert not out.exists()
+    # Constant validation labels: Pearson is undefined there, and table.md says so, as `olft evaluate` does.
+    assert main([*args, "--train-file", str(tmp_path / "vary.csv"), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "| olft | 1 | undefined § l-1 |" in text and "| final | 3 | undefined § |" in text, text
+    assert ("§ pearson on validation is undefined: all 4 labelled rows have the label 3 (a correlation needs different "
+            "scores) (results.json's number for it is a stand-in") in text, text
+    assert text.count("undefined §") == 4  # Table 2's score column too
+    assert "0.0" not in text.split("Table 2")[0]

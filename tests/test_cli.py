@@ -1013,6 +1013,7 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     # A config that declares no layer count: the loaded model's tells, once.
     class Loaded:
         num_layers, stack = 7, None
+        train_examples = [None] * 1400  # enough for the selection's sets (`stages.check_selection_data`)
 
         def __init__(self, *a, **k):
             pass

@@ -132,9 +132,19 @@ def test_gradient_selection_claims_no_measured_gap(model_dirs, tiny_glue, tmp_pa
     assert sel["finalists"] == [0, 1, 2, 3] and all(g is None for k, g in sel["gaps"].items() if k != str(sel["selected_layer"]))
     assert sel["equivalent"] is None and sel["confidence"] is None and sel["baseline_loss"] is None  # nothing measured
     assert "one finalist" not in caplog.text
-    assert "(gradient selector, training-batches protocol; ranked by gradient score; the gap to the runner-up is not measured" \
+    # It never says whether it found a signal: the headline, a warning, table.md and `olft evaluate` say it cannot.
+    assert "(gradient selector, training-batches protocol; unverified: the gradient score cannot tell a signal from noise)" \
         in caplog.text and "finalists;" not in caplog.text, caplog.text  # a proxy has no finalists
+    why = ("the gradient selector's score is measured at initialisation, on no held-out example, so it cannot tell a signal "
+           f"from noise and layer {sel['selected_layer']} may be chosen by chance; --selector probe, auto or exhaustive score "
+           "the candidates on held-out examples and say whether any found a signal")
+    assert f"Selection: {why}." in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     text = (tmp_path / "g" / "table.md").read_text()
+    assert f"Unverified: {why}." in text, text
+    from olft.evaluate import evaluate_run
+
+    assert (f"  selection: layer {sel['selected_layer']} (selector gradient; unverified: the gradient score cannot tell a "
+            "signal from noise)") in evaluate_run(tmp_path / "g", quiet=True).splitlines()
     assert "scoring example" not in text and sel["score_examples"] is None  # nothing was scored
     batches = sel["rounds"][0]["batches"]
     assert batches >= 1 and (f"the gradients of {batches} training batch{'' if batches == 1 else 'es'} of "
@@ -401,3 +411,24 @@ def test_flat_counts_losses_within_the_loss_floor_as_tied():
     assert not sel(2 * floor).flat  # a real loss gap ranks them
     assert not sel(1e-9, score3=0.6).flat  # so does a score gap
     assert sel(1e-9).to_dict()["flat"] is True
+
+
+def test_a_selection_scored_on_one_example_says_no_difference_was_measured():
+    """The reviewer's --max-train-samples 3 run, scored on one example: every candidate 100.0, no paired
+    gap (None: one example has no spread), no signal flag either way. table.md, the headline and `olft
+    evaluate`'s caveat say that no difference could be measured, not just 'selected layer 2'."""
+    from olft.runselection import how_sure
+    from olft.verdicts import choice_caveat
+
+    losses = {0: [0.31], 1: [0.30], 2: [0.29]}
+    cands = [Candidate(layer, 1.0, 1.0, {"accuracy": 1.0, "loss": v[0]}, steps=2, example_losses=v) for layer, v in losses.items()]
+    sel = Selection("train-holdout", cands, 2, 1, selector="exhaustive", requested_score_examples=400)
+    sel.rounds = [{"stage": "train", "steps": 2, "layers": [0, 1, 2]}]
+    sel.record_baseline([0.69], [], "class frequencies")
+    d = sel.to_dict()
+    assert d["selected_layer"] == 2 and d["trained_no_signal"] is None and d["equivalent"] is None and not d["flat"]
+    assert how_sure(sel, d, "accuracy") == "no difference measured: the choice is a guess"
+    assert choice_caveat(d) == "no difference measured: the choice is a guess"
+    text = table_md({**_results(d), "metric": "accuracy"})
+    assert ("No difference measured: no difference between the candidates could be measured on 1 scoring example (a paired "
+            "gap needs 2 or more), so the choice of layer 2 is a guess, not a finding; use a larger --max-train-samples") in text, text

@@ -21,6 +21,7 @@ from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder, fault_point
 from olft.runselection import selected_layer
+from olft.stages import check_selection_data
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,9 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
-        check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
+        candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
+        if any(s.name == "olft" for s in strategies):  # before anything trains: baselines would train for nothing
+            check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples)
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         if n is None and any(s.name == "olft" for s in strategies):
@@ -353,7 +356,8 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
         _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)
-        check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
+        candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
+        check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples)
         if n is None:  # the model's config declares no layer count: warned once it has loaded
             _warn_count_ignored(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [])

@@ -55,6 +55,9 @@ class TuneResult:
     # split -> the one class predicted for every example of it (a model collapsed to a constant,
     # e.g. at too high a learning rate: its score is the class's share, not a learned one)
     one_class: dict[str, str] = field(default_factory=dict)
+    # split -> metric -> why it has no value on that split (`tasks.score`: a correlation of labels or
+    # predictions that never vary, say); its number in `metrics` is a stand-in (0.0) to rank by, no score
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("weights", "logits")}
@@ -80,12 +83,18 @@ def load_examples(cfg: RunConfig, task: tasks.Task, train_split: bool = True) ->
 def check_splits(cfg: RunConfig, task: tasks.Task, every: list, train: list, evals: dict[str, list]) -> None:
     """Mistakes in the data that no error caught, before anything trains. Refused (OlftError): a
     classification task's whole training split (`every`) of one class, where the classifier can
-    only learn to answer it and every score would measure that constant. Warned about, once
+    only learn to answer it and every score would measure that constant; a regression task's whole
+    training split of one value, likewise (and its correlations undefined). Warned about, once
     each: the examples drawn (`train`, by --max-train-samples) of one class where the split has
     more; an eval split whose every example is a training example (the validation file is the
     training file, say), whose scores then measure fitting, not generalisation."""
     d = cfg.data
     source = d.train_file if d.data_source == "file" else f"{task.display_name}'s training split"
+    if task.is_regression and every and len({float(ex.label) for ex in every}) == 1:
+        value = float(every[0].label)
+        raise tasks.OlftError(f"{source}: every one of its {len(every)} examples has the score {value:g}: a regression "
+                              "trained on one value learns only to predict it, and its correlations (Pearson, Spearman) "
+                              f"with labels that never vary are undefined. Add examples with scores other than {value:g}.")  # fmt: skip
     if not task.is_regression and every:
         names = {task.labels[ex.label] for ex in every}
         if len(names) == 1:
@@ -235,12 +244,15 @@ class Session(SelectionMixin):
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
                 on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
             )  # fmt: skip
-            metrics, logits, one_class = {}, {}, {}
+            metrics, logits, one_class, undefined = {}, {}, {}, {}
             for split, enc in eval_encs.items():
                 with_loss = split in loss_splits
                 preds = predict(stack, enc, t.eval_batch_size, caches.get(split), f"{desc} eval", self.quiet, dist,
                                 logits=with_loss)  # fmt: skip
-                metrics[split] = tasks.compute_metrics(self.task, preds, enc.labels)
+                scores = tasks.score(self.task, preds, enc.labels)  # the values training ranks by, and which are undefined
+                metrics[split] = scores.values
+                if scores.undefined:
+                    undefined[split] = scores.undefined
                 collapsed = one_class_of(self.task, preds, enc.labels)
                 if collapsed is not None:
                     one_class[split] = collapsed
@@ -268,6 +280,7 @@ class Session(SelectionMixin):
                 train_cpu_seconds=result.cpu_seconds + cache_cpu,
                 lr=lr,
                 one_class=one_class,
+                undefined=undefined,
             )
         finally:
             applied.remove()

@@ -242,11 +242,37 @@ def _score_table(results: dict) -> list[str]:
         scores = []
         for split in results["eval_splits"]:
             value = s.get("metrics", {}).get(split, {}).get(metric) if s.get("metrics") else None
-            scores.append(fmt_score(value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
+            scores.append(shown_score(s, split, metric, value) + (f" l-{s['layers'][0]}" if name == "olft" and value is not None else "")
                           + collapsed_mark(s, split) + (" ‡" if split in optimistic.get(name, []) else ""))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
     notes = [f"‡ Optimistic: {OPTIMISTIC.format(split=split)}" for split in optimistic.get("olft", [])]
-    return lines + _collapsed_notes(strategies, results["eval_splits"]) + (["", *notes] if notes else [])
+    return (lines + _collapsed_notes(strategies, results["eval_splits"]) + _undefined_notes(strategies, metric)
+            + (["", *notes] if notes else []))
+
+
+# Table 1's entry for a score with no value on its split (`tasks.score`), footnoted by `_undefined_notes`:
+# its 0.0 in results.json is what training ranks by, not a score.
+UNDEFINED = "undefined §"
+
+
+def shown_score(s: dict, split: str, metric: str, value: float | None) -> str:
+    """A strategy `s`'s `metric` on `split` as the tables show it: `UNDEFINED` where it has no value
+    there (`TuneResult.undefined`), else its points (`fmt_score`)."""
+    return UNDEFINED if metric in ((s.get("undefined") or {}).get(split) or {}) else fmt_score(value)
+
+
+def _undefined_notes(strategies: dict, metric: str) -> list[str]:
+    """Table 1's footnotes to its `UNDEFINED` entries: why `metric` has no value on each split, as
+    `olft evaluate` says it (`tasks.score`), naming the strategies where not all share the reason."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for name, s in _in_order(strategies):
+        for split, why in (s.get("undefined") or {}).items():
+            if metric in why:
+                by_reason.setdefault((split, why[metric]), []).append(name)
+    notes = [f"§ {metric} on {split} is {why}" + ("" if len(names) == len(strategies) else f" ({', '.join(names)})")
+             + " (results.json's number for it is a stand-in that training and selection rank by, not a score)."
+             for (split, why), names in by_reason.items()]  # fmt: skip
+    return ["", *notes] if notes else []
 
 
 # Table 1's footnote to an optimistic score, and the selection section's line under --selection-data validation.
@@ -316,7 +342,7 @@ def _cost_table(results: dict) -> list[str]:
         p = s["peft_params"]
         param_pct = f"{100 * p / all_params:.2f}" if all_params else "-"
         lines.append(f"| {name} | {s['train_seconds'] / 60:.2f}{run_of.get(name, '')} | {cpu_min} | {time_pct} | {p / 1e6:.4f} | "
-                     f"{param_pct} | {fmt_score(s.get('score'))}{collapsed_mark(s, results['eval_splits'][0])}"
+                     f"{param_pct} | {shown_score(s, results['eval_splits'][0], results['metric'], s.get('score'))}{collapsed_mark(s, results['eval_splits'][0])}"
                      f"{' ‡' if results['eval_splits'][0] in optimistic.get(name, []) else ''} |")  # fmt: skip
     lines += _timing_notes(timing, "Table 2's times")
     return lines + _whole_run(results.get("selection"), strategies.get("olft"), full, cpu, results.get("train_examples"), run_of)

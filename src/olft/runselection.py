@@ -26,6 +26,7 @@ from olft.verdicts import (
     plural,
     tie_text,
     trained_no_signal_text,
+    unmeasured_caveat,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ def _select(session: Session, folder: RunFolder, results: dict):
         log.warning("Selection: %s.", no_signal_text(results["selection"]))
     if selection.trained_no_signal:
         log.warning("Selection: %s.", trained_no_signal_text(results["selection"]))
+    unmeasured = None if selection.no_signal or selection.trained_no_signal else unmeasured_caveat(results["selection"])
+    if unmeasured:
+        log.warning("Selection: %s.", unmeasured[1])
     if selection.selected_layer == session.num_layers - 1:
         log.info("Note: %s.", report.FINAL_LAYER_NOTE)
     s = session.cfg.selection
@@ -141,6 +145,9 @@ def how_sure(selection, sel: dict, metric: str) -> str:
     # that all do: "no signal" comes first (as table.md's and `olft evaluate`'s `choice_caveat`),
     # since a tie among layers that learned nothing is no finding either.
     guess = (selection.no_signal and probe_decided(sel)) or selection.trained_no_signal
+    unmeasured = unmeasured_caveat(sel)  # no gap measured: the pick is no finding (the warning says why)
+    if unmeasured and not guess:
+        return unmeasured[0]
     # Among equivalent finalists the gap to the runner-up by score says nothing: the warning tells the tie.
     others = [layer for layer in selection.equivalent if layer != selection.selected_layer]
     if others and not guess:

@@ -25,6 +25,7 @@ from olft.verdicts import (
     scored_on,
     tie_text,
     trained_no_signal_text,
+    unmeasured_caveat,
 )
 
 
@@ -169,6 +170,9 @@ def verdict_lines(sel: dict, metric: str) -> list[str]:
     guess = (text is not None and probe_decided(sel)) or trained is not None
     verdict = selection_verdict(sel)
     lines = [f"No signal: {t}." for t in (text, trained) if t]
+    unmeasured = unmeasured_caveat(sel)
+    if unmeasured and not lines:
+        lines.append(f"{_sentence(unmeasured[0].split(':')[0])}: {unmeasured[1]}.")
     if verdict == "tie":
         return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
@@ -183,6 +187,11 @@ def verdict_lines(sel: dict, metric: str) -> list[str]:
         return lines + [f"{sel['selector']} selector: {confidence_words(sel, metric)}."]
     guessed = guessed_tie_text(sel, metric)  # no signal: the tie the loss broke is still told, as a guess
     return lines + ([f"{sel['selector']} selector: {guessed}."] if guessed else [])
+
+
+def _sentence(text: str) -> str:
+    """`text` with its first letter upper-case."""
+    return text[:1].upper() + text[1:]
 
 
 def _below_winner_words(sel: dict) -> str:

@@ -32,6 +32,7 @@ from olft.select import (
     probe_finalists,
     probe_piece,
 )
+from olft.tasks.sampling import shrink_sizes
 from olft.train import NonFiniteLoss
 from olft.verdicts import plural
 
@@ -195,6 +196,64 @@ class SelectionMixin:
 
 # Fewer scoring examples than this and one example moves accuracy by 5 points or more: warned about.
 SMALL_SCORING_SET = 20
+
+# Fewer examples than this in either selection set (fit or score) and no difference between candidates
+# can be measured: a paired gap (`select.paired_gap`) needs a spread, so 2 scoring examples at least; a
+# candidate fit on one example has learned that example. Refused (`check_selection_data`).
+MIN_SELECTION_SET = 2
+
+
+def selection_set_sizes(n_train: int, s: SelectionConfig) -> tuple[int, int]:
+    """(fit, score) examples --selection-data train gives the candidates from `n_train` training
+    examples, as `selection_sets` draws them (`tasks.disjoint_subsets`: shrunk in proportion when
+    the split is smaller than both asked for); (n_train, 0) below 2 examples, where it can draw none."""
+    if n_train < 2:
+        return n_train, 0
+    sizes = [s.selection_train_samples, s.selection_eval_samples]
+    fit, score = shrink_sizes(sizes, n_train) if sum(sizes) > n_train else sizes
+    return fit, score
+
+
+def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, max_train_samples: int | None) -> None:
+    """Refuse (OlftError), before anything trains, a selection that will run (more than one candidate,
+    a selector that scores held-out examples, --selection-data train) whose fit or scoring set would
+    hold fewer than `MIN_SELECTION_SET` of the `n_train` training examples: no difference between the
+    candidates could be measured, and a choice made on one example would read as a finding. The
+    message names the settings that fix it."""
+    if n_candidates < 2 or s.selector == "gradient" or s.selection_data != "train":
+        return
+    fit, score = selection_set_sizes(n_train, s)
+    if min(fit, score) >= MIN_SELECTION_SET:
+        return
+    split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}"
+             if max_train_samples is not None and n_train == max_train_samples else
+             f"the training split holds {plural(n_train, 'example')}")
+    drawn = (f"which --selection-data train splits into {fit} to fit the candidates on and {score} to score them on"
+             if n_train >= 2 else "too few to split into a set to fit the candidates on and one to score them on")
+    small = [f"--{name.replace('_', '-')} {value}" for name, value in
+             (("selection_train_samples", s.selection_train_samples), ("selection_eval_samples", s.selection_eval_samples))
+             if value < MIN_SELECTION_SET]  # fmt: skip
+    if small:
+        fixes = [f"raise {' and '.join(small)} to {MIN_SELECTION_SET} or more"]
+    else:
+        need = next(n for n in range(2 * MIN_SELECTION_SET, sum([s.selection_train_samples, s.selection_eval_samples]) + 1)
+                    if min(selection_set_sizes(n, s)) >= MIN_SELECTION_SET)  # fmt: skip
+        fixes = [f"raise --max-train-samples to {need} or more" if max_train_samples is not None
+                 else f"use a training split of {need} examples or more"]
+        if 2 * MIN_SELECTION_SET <= n_train:
+            fixes.append(f"split these {n_train} with --selection-train-samples {n_train - MIN_SELECTION_SET} "
+                         f"--selection-eval-samples {MIN_SELECTION_SET}")
+    if n_train >= MIN_SELECTION_SET:
+        fixes.append("use --selection-data validation (the candidates are then scored on the validation split)")
+    fixes.append("name one layer with --candidates (nothing to select)")
+    raise tasks.OlftError(f"selection: {split}, {drawn}: with fewer than {MIN_SELECTION_SET} in either, no difference "
+                          f"between the {n_candidates} candidates can be measured and the choice would be a guess. "
+                          f"{_sentence('; or '.join(fixes))}.")  # fmt: skip
+
+
+def _sentence(text: str) -> str:
+    """`text` with its first letter upper-case (str.capitalize would lower the rest)."""
+    return text[:1].upper() + text[1:]
 
 
 def _warn_small_scoring_set(n: int, limit: str) -> None:

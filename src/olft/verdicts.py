@@ -239,13 +239,40 @@ def diverged(sel: dict) -> bool:
         v > DIVERGED_LOSS_RATIO * baseline for v in losses.values())
 
 
+def unmeasured_caveat(sel: dict) -> tuple[str, str] | None:
+    """(the short caveat, the full sentence) for a selection of `sel` (a finished `Selection.to_dict`)
+    that ranked more than one finalist but measured no gap between them (`equivalent` None: too few
+    scoring examples for a spread, or the gradient selector, which scores no example and so can
+    never tell a signal from noise): its pick is no finding.
+    One function, so table.md, the run's headline and `olft evaluate` say the same. None otherwise."""
+    ranking = sel.get("ranking") or []
+    if len(ranking) < 2 or "equivalent" not in sel or sel["equivalent"] is not None:
+        return None
+    if sel.get("selector") == "gradient":  # it scores no example at all: nothing could tell a signal from noise
+        return ("unverified: the gradient score cannot tell a signal from noise",
+                "the gradient selector's score is measured at initialisation, on no held-out example, so it cannot tell "
+                f"a signal from noise and layer {sel.get('selected_layer')} may be chosen by chance; --selector probe, "
+                "auto or exhaustive score the candidates on held-out examples and say whether any found a signal")
+    n = sel.get("score_examples")
+    more = ("more validation examples (a larger --max-eval-samples, if set)" if sel.get("protocol") == "validation"
+            else _more_score_examples(sel))
+    held = f"on {plural(n, 'scoring example')}" if n is not None else "without per-example losses"
+    return ("no difference measured: the choice is a guess",
+            f"no difference between the candidates could be measured {held} (a paired gap needs 2 or more), so "
+            f"the choice of layer {sel.get('selected_layer')} is a guess, not a finding; use {more}")
+
+
 def choice_caveat(sel: dict) -> str:
     """What a one-line summary of `sel` (a finished `Selection.to_dict`) must add to its selected
     layer, as the run's headline says it: 'no signal: the choice is a guess' where the probe chose
-    and found none, or no trained finalist beat the constant predictor; else 'within noise of
+    and found none, or no trained finalist beat the constant predictor; else `unmeasured_caveat`'s
+    short form where no gap was measured; else 'within noise of
     layers 4, 5' where layers are `equivalent` to the winner; else ''. `olft evaluate` uses it."""
     if sel.get("trained_no_signal") or (sel.get("no_signal") and probe_decided(sel)):
         return "no signal: the choice is a guess"
+    unmeasured = unmeasured_caveat(sel)
+    if unmeasured:
+        return unmeasured[0]
     others = [layer for layer in sel.get("equivalent") or [] if layer != sel.get("selected_layer")]
     return f"within noise of {layer_list(sorted(others))}" if others else ""
 
