@@ -20,6 +20,7 @@ from typing import Any
 
 from olft.errors import OlftError
 from olft.tasks.registry import Example, Line, Task, allowed_labels, at_line, check_split, parse_label
+from olft.tasks.rowchecks import Row, check_no_merged_rows, check_no_swallowed_rows, check_row_shape, check_unique_header
 
 HF_DATASET = "nyu-mll/glue"
 
@@ -50,16 +51,7 @@ def _read_text(path: Path, fix: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One parsed record and the physical lines (1-based) it came from."""
-
-    line: int  # first line of the record
-    last: int  # last line: later than `line` only when a quoted field runs over several lines
-    fields: list[str]
-
-
-def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[_Row]:
+def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[Row]:
     """Split text into records, skipping blank lines.
 
     GLUE TSVs contain stray quote characters, so they are read with quoting off (one record per
@@ -73,7 +65,7 @@ def _parse_rows(text: str, path: Path, delimiter: str, quoted: bool) -> list[_Ro
     try:
         for fields in reader:
             if fields:
-                rows.append(_Row(start, reader.line_num, fields))
+                rows.append(Row(start, reader.line_num, fields))
             start = reader.line_num + 1
     except csv.Error as exc:  # an unclosed or stray quote; or a field over the csv size limit
         hint = (" Check the quotes from that line on: a quote inside a quoted field must be "
@@ -107,18 +99,6 @@ def _find_columns(header: list[str], options: Sequence[tuple[str, ...]], path: P
                     f"{flags.hint(missing[0]) if flags else ''}")
 
 
-def _check_unique_header(header: list[str], path: Path, line: int) -> None:
-    """Refuse a header that names a column twice: only the first would be read, silently (two
-    `label` columns that disagree would train on one of them unseen), as JSON Lines refuses a key
-    given twice. Unnamed columns (a trailing delimiter) may repeat: nothing reads them by name."""
-    seen: dict[str, int] = {}
-    for i, name in enumerate(h.strip() for h in header):
-        if name and name in seen:
-            raise OlftError(f"{at_line(path, line)}: the header names column {name!r} twice (columns {seen[name] + 1} "
-                            f"and {i + 1}). Rename or remove one of them, so each column has a name of its own.")
-        seen.setdefault(name, i)
-
-
 @dataclass(frozen=True)
 class _ColumnFlags:
     """For an error on a column a user's file lacks: the option that names the file's own. Its
@@ -133,7 +113,7 @@ class _ColumnFlags:
         return " Pass the file's own text columns with --text-columns (comma-separated, in the task's order)."
 
 
-def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[_Row],
+def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[Row],
                          text_idx: list[int], label_idx: int | None, delimiter: str,
                          labels_required: bool = True, also: Sequence[int] = ()) -> tuple[list[Example], list[bool]]:
     """(examples, which of them have a label) from parsed rows: texts at `text_idx`, the label
@@ -141,7 +121,7 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
 
     `labels_required=False`: the label column may be absent (None) and a row's label blank
     (see `_optional_labels`). Rows merged by an unbalanced quote are found by their labels when
-    every row has one, else by their field counts (`_check_no_merged_rows`).
+    every row has one, else by their field counts (`check_no_merged_rows`).
     """
     if not rows:
         raise OlftError(f"{path} has a header but no data rows (empty split). "
@@ -152,11 +132,11 @@ def _examples_from_table(task: Task, path: Path, text: str, header: list[str], r
     lines = io.StringIO(text, newline="").readlines()  # the physical lines csv counted
     examples = []
     for row in rows:
-        _check_row_shape(path, header, row, need, delimiter)
+        check_row_shape(path, header, row, need, delimiter)
         if row.last > row.line and by_label:
-            _check_no_swallowed_rows(task, path, row, lines, max(need, label_idx + 1), label_idx, delimiter)
+            check_no_swallowed_rows(task, path, row, lines, max(need, label_idx + 1), label_idx, delimiter)
         elif row.last > row.line:
-            _check_no_merged_rows(path, row, lines, need, len(header), delimiter)
+            check_no_merged_rows(path, row, lines, need, len(header), delimiter)
         placeholder = 0.0 if task.is_regression else 0
         label = parse_label(task, row.fields[label_idx], at_line(path, row.line)) if labels_required else placeholder
         examples.append(Example(tuple(row.fields[i] for i in text_idx), label, at_line(path, row.line)))
@@ -178,59 +158,6 @@ def _optional_labels(task: Task, examples: list[Example], raw: list[Any],
               for r, w in zip(raw, where, strict=True)]
     examples = [ex if label is None else Example(ex.texts, label, ex.source) for ex, label in zip(examples, parsed, strict=True)]
     return examples, [label is not None for label in parsed]
-
-
-def _check_row_shape(path: Path, header: list[str], row: _Row, need: int, delimiter: str) -> None:
-    """Refuse a row with fewer fields than the columns read need, or more than the header names."""
-    if len(row.fields) < need:
-        names = ", ".join(header[:need])
-        raise OlftError(f"{at_line(path, row.line)}: {len(row.fields)} field(s), but rows need at "
-                        f"least {need} ({names}). Check the line is complete and "
-                        "delimited like the header.")
-    if len(row.fields) > len(header):  # a delimiter inside a text shifts every later column
-        raise OlftError(f"{at_line(path, row.line)}: {len(row.fields)} fields, but the header has "
-                        f"{len(header)}. A text holding the delimiter ({delimiter!r}) must be "
-                        "quoted (CSV) or have it removed (TSV); or name the extra column in "
-                        "the header.")
-
-
-def _check_no_merged_rows(path: Path, row: _Row, lines: list[str], need: int, width: int,
-                          delimiter: str) -> None:
-    """Refuse a multi-line quoted field holding a line that reads as a row of its own (no labels).
-
-    Without a label to tell a merged row from a line of text, a line inside the field that
-    splits into a whole row's fields (at least the columns read, at most the header's) is taken
-    for a row an unbalanced quote swallowed. A text that really runs over lines fits JSON Lines.
-    """
-    for number in range(row.line + 1, row.last):  # the last line holds the closing quote
-        fields = next(csv.reader([lines[number - 1]], delimiter=delimiter), [])
-        if need <= len(fields) <= width:
-            raise OlftError(f"{at_line(path, row.line)}: a quoted field opened on this line runs on to "
-                            f"line {row.last}, and line {number} inside it reads as a row of its own: "
-                            "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
-                            "whole field quoted; a text that really spans lines can go in a .jsonl file.")
-
-
-def _check_no_swallowed_rows(task: Task, path: Path, row: _Row, lines: list[str], need: int,
-                             label_idx: int, delimiter: str) -> None:
-    """Refuse a multi-line quoted field whose inner lines read as rows of their own.
-
-    An unbalanced quote makes the csv module read on to the next quote, merging every row in
-    between into one field. A real multi-line text rarely has, on a line of its own, enough
-    fields and a valid label in the label column; merged rows always do.
-    """
-    for number in range(row.line + 1, row.last):  # the last line holds the closing quote
-        fields = next(csv.reader([lines[number - 1]], delimiter=delimiter), [])
-        if len(fields) < need:
-            continue
-        try:
-            parse_label(task, fields[label_idx], "")
-        except OlftError:
-            continue
-        raise OlftError(f"{at_line(path, row.line)}: a quoted field opened on this line runs on to "
-                        f"line {row.last}, and line {number} inside it reads as a row of its own: "
-                        "an unbalanced quote? A quote inside a text must be doubled (\"\") or the "
-                        "whole field quoted.")
 
 
 # ------------------------------------------------------------------------------ GLUE files
@@ -287,7 +214,7 @@ def glue_ids(task: Task, split: str, glue_dir: str | os.PathLike[str] | None = N
     return ids if all(ids) else None
 
 
-def _glue_table(task: Task, split: str, glue_dir: str | os.PathLike[str] | None) -> tuple[Path, str, list[str], list[_Row], str]:
+def _glue_table(task: Task, split: str, glue_dir: str | os.PathLike[str] | None) -> tuple[Path, str, list[str], list[Row], str]:
     """(path, text, header, data rows, fix) of a GLUE split's TSV; CoLA's headerless files get their fixed header."""
     split = check_split(task, split)
     path = _glue_path(task, split, glue_dir)
@@ -428,7 +355,7 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     delimiter = "," if fmt == "csv" else "\t"
     rows = _parse_rows(text, path, delimiter, quoted=fmt == "csv")
     header = rows[0].fields
-    _check_unique_header(header, path, rows[0].line)
+    check_unique_header(header, path, rows[0].line)
     if labels_required:
         columns = _find_columns(header, [(*keep, *o) for o in options], path, delimiter, fix, flags)
         label_idx, columns = columns[-1], columns[:-1]
