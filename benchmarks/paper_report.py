@@ -280,6 +280,12 @@ def _judged(means: dict[str, dict], middle: list[int] | None, scored: dict[str, 
         entry[f"no_signal_{kind}"] = len(ranked) > 1 and len(tied) == len(ranked)
         entry[f"best_{kind}_in_middle"] = (None if best is None or middle is None or entry[f"no_signal_{kind}"]
                                            else any(layer in middle for layer in tied))
+        if middle is not None and ranked and all(k in middle for k in ranked):
+            # A sweep of the middle third alone (the selection benchmark's oracle on a model whose
+            # candidates are that third) has nothing outside to compare: the best is "in the middle"
+            # by construction, which is no evidence for the claim.
+            entry[f"best_{kind}_in_middle"] = None
+            entry[f"middle_only_{kind}"] = True
         if kind in scored and entry[f"best_{kind}_in_middle"] is not None:
             # Inside vs outside the middle third: a gap within two standard errors of the
             # scoring set is noise, and says nothing about where the best layer lies.
@@ -386,6 +392,9 @@ def _chose(sweep_entry: dict) -> str:
 def _noise_text(s: dict) -> str:
     """Why a swept task gives no evidence: every layer tied, or inside and outside within noise."""
     kind = s.get("evidence", "holdout")
+    if s.get(f"middle_only_{kind}"):
+        return (f"middle third only (best layer {'/'.join(map(str, s[f'best_{kind}_tied']))}{EVIDENCE[kind]}; no layer "
+                "outside it was tuned, so this sweep cannot say where the best layer lies)")
     if s.get(f"within_noise_{kind}"):
         return (f"within noise (best layer {'/'.join(map(str, s[f'best_{kind}_tied']))}{EVIDENCE[kind]}, but the best "
                 f"inside and outside the middle differ by less than 2 standard errors, {s[f'noise_{kind}']:.1f} points)")

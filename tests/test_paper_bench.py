@@ -567,3 +567,17 @@ def test_jobs_tell_olft_of_no_option_their_selector_ignores(selector, tmp_path, 
     with pytest.raises(OlftError):
         api.run(cfg, quiet=True, given=paper.olft_given(cfg))
     assert "--selection-adaptive" not in caplog.text, caplog.text
+
+
+def test_a_sweep_of_the_middle_third_alone_is_no_evidence_for_claim_3():
+    """The selection benchmark's oracle on smollm2-135m tunes its candidates, layers 10-19 (the
+    middle third) only: its best layer is in the middle by construction, so it must not count."""
+    import paper_report
+
+    middle = list(range(10, 20))
+    scores = {k: 50.0 + k for k in middle}  # a clear best (19), far outside any noise
+    entry = paper_report._oracle_entry("cola", {"scores": scores, "seeds": ["0", "1"]}, middle, 1000, [], "accuracy")
+    assert entry["best_validation_in_middle"] is None and entry["middle_only_validation"] is True
+    assert "middle third only" in paper_report._noise_text(entry)
+    wider = paper_report._oracle_entry("cola", {"scores": {**scores, 5: 40.0}, "seeds": ["0"]}, middle, 1000, [], "accuracy")
+    assert wider["best_validation_in_middle"] is True
