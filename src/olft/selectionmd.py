@@ -14,6 +14,7 @@ from olft.select import probe_decided
 from olft.verdicts import (
     baseline_words,
     confidence_words,
+    flat_choice_words,
     floor_tied,
     fmt_score,
     guessed_tie_text,
@@ -174,7 +175,7 @@ def verdict_lines(sel: dict, metric: str) -> list[str]:
     if unmeasured and not lines:
         lines.append(f"{_sentence(unmeasured[0].split(':')[0])}: {unmeasured[1]}.")
     if verdict == "tie":
-        return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
+        return lines + [f"Every candidate ranked the same: the selected layer was chosen by {flat_choice_words(sel)}, not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         tie, after = tie_text(sel, metric), retrained_words(sel)
         return lines + [f"Layers {', '.join(map(str, sel['equivalent']))} are within noise of each other{' ' + after if after else ''} "

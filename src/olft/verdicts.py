@@ -73,6 +73,19 @@ def tie_break_text(sel: dict, metric: str) -> str | None:
             + (", the next lowest" if len(level) > 2 else ""))
 
 
+def flat_choice_words(sel: dict) -> str:
+    """How the layer of a flat selection (`Selection.flat`: every finalist ranked the same) was chosen:
+    "the tie-break (lowest layer)" where it is the lowest, else (held-out losses within the
+    `loss_floor` count as tied, but the ranking still takes the lowest loss) "a held-out loss
+    difference under the loss floor (0.0007), no real difference: still a tie"."""
+    ranking = sel.get("ranking") or []
+    if not ranking or sel.get("selected_layer", ranking[0]) == min(ranking):
+        return "the tie-break (lowest layer)"
+    floor = sel.get("loss_floor")
+    under = f"the loss floor ({floor:.4g})" if floor is not None else "the loss floor"
+    return f"a {loss_name(sel.get('protocol'))} difference under {under}, no real difference: still a tie"
+
+
 def guessed_tie_text(sel: dict, metric: str) -> str | None:
     """`tie_break_text` where the selection found no signal (its choice a guess, so no confidence is
     quoted), with that caveat: "...; layer 3's held-out loss is 2.5 standard errors below layer 2's,
