@@ -2,6 +2,7 @@
 looks complete. Loader-level cases (rows, columns, encodings, fuzzing) live in test_tasks.py."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -336,7 +337,9 @@ def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warn
     "extra, phrases",
     [
         (["--max-train-samples", "3"], ["--max-train-samples 3 leaves 3 training examples", "2 to fit the candidates on and 1 to "
-                                        "score them on", "raise --max-train-samples to 6 or more", "--selection-data validation"]),
+                                        "score them on", "raise --max-train-samples to 6 or more at the current --selection-train-samples 1000 and "
+                                        "--selection-eval-samples 400 (or to 4 with --selection-train-samples 2 "
+                                        "--selection-eval-samples 2)", "--selection-data validation"]),
         (["--max-train-samples", "1"], ["--max-train-samples 1 leaves 1 training example, too few to split",
                                         "raise --max-train-samples to 6 or more"]),
         (["--selection-eval-samples", "1"], ["1 to score them on", "raise --selection-eval-samples 1 to 2 or more"]),
@@ -356,6 +359,35 @@ def test_selection_on_too_few_examples_is_refused_before_anything_trains(model_d
     _fails(capsys, select, "no difference between the 4 candidates can be measured")
     if extra == ["--max-train-samples", "3"]:  # one candidate has nothing to select: it runs
         assert main([*args, "--candidates", "1"]) == 0
+
+
+def test_too_few_training_examples_for_the_gradient_or_the_probes_fit_set_name_max_train_samples(model_dirs, tiny_glue,
+                                                                                                  tmp_path, capsys):
+    """--max-train-samples 1 leaves the gradient selector nothing to split: refused before anything runs,
+    naming it, as the other selectors are. Under --selection-data validation the probe fits on the
+    training examples: one example is one class, and what limits it is --max-train-samples, not
+    --selection-train-samples (1,000 already)."""
+    base = ["select", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "-q",
+            "--max-train-samples", "1"]
+    err = _fails(capsys, [*base, "--selector", "gradient", "--out", str(tmp_path / "g")],
+                 "--max-train-samples 1 leaves 1 training example, too few for the gradient selector",
+                 "raise --max-train-samples to 2 or more", "--candidates")
+    assert "disjoint" not in err
+    err = _fails(capsys, [*base, "--selector", "probe", "--selection-data", "validation", "--out", str(tmp_path / "p")],
+                 "the probe's fit set holds one class only: raise --max-train-samples (now 1;")
+    assert "raise --selection-train-samples" not in err
+
+
+def test_the_small_scoring_set_warning_names_the_tasks_metric(caplog):
+    """Accuracy moves 100/n points an example; a correlation has no per-example unit: named, not counted."""
+    from olft.stages import _warn_small_scoring_set
+
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        _warn_small_scoring_set(17, "--max-train-samples", "pearson")
+        _warn_small_scoring_set(10, "--selection-eval-samples (now 10)")
+    pearson, accuracy = (r.getMessage() for r in caplog.records)
+    assert "one example can swing their pearson widely" in pearson and "points" not in pearson, pearson
+    assert "one example moves their accuracy by 10.0 points" in accuracy
 
 
 def test_selection_set_sizes_truth_table():
