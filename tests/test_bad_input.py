@@ -419,3 +419,31 @@ def test_regression_training_data_of_one_value_is_refused_and_an_undefined_corre
             "scores) (results.json's number for it is a stand-in") in text, text
     assert text.count("undefined §") == 4  # Table 2's score column too
     assert "0.0" not in text.split("Table 2")[0]
+    # Candidates scored on those constant labels: each one's Pearson is undefined, marked so (not its stand-in 0.0)
+    sel_out = tmp_path / "sel"
+    assert main(["select", *args[1:9], "--max-steps", "2", "-q", "--train-file", str(tmp_path / "vary.csv"), "--out", str(sel_out), "--candidates",
+                 "0,1", "--selector", "exhaustive", "--selection-data", "validation", "--selection-steps", "2"]) == 0
+    sel = json.loads((sel_out / "results.json").read_text())["selection"]
+    assert all(c["undefined"] for c in sel["candidates"]), sel["candidates"]
+    table = (sel_out / "selection.md").read_text() if (sel_out / "selection.md").exists() else (sel_out / "table.md").read_text()
+    assert "| 0 | undefined § |" in table and "| 1 | undefined § |" in table, table
+    assert "§ pearson on the selection's scoring set is undefined" in table and "(0.0)" not in table, table
+
+
+def test_a_max_train_samples_draw_of_one_value_is_warned_about_as_one_class_is(caplog):
+    """A regression's --max-train-samples draw of one score, from a split whose scores vary: warned,
+    as a classification draw of one class is (the whole split of one value is refused)."""
+    from types import SimpleNamespace
+
+    from olft import tasks
+    from olft.pipeline import check_splits
+
+    cfg = SimpleNamespace(data=SimpleNamespace(train_file=None, data_source="glue", max_train_samples=2))
+    every = [tasks.Example(("a", "b"), float(v)) for v in (3, 3, 1.5)]
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        check_splits(cfg, tasks.get_task("stsb"), every, every[:2], {})
+        check_splits(cfg, tasks.get_task("stsb"), every, every[1:], {})
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("train: the 2 examples --max-train-samples 2 drew all have the score 3 (STS-B's training "
+                           "split has scores that vary): a regression trained on one value"), said
+    assert "Raise --max-train-samples" in said

@@ -188,7 +188,8 @@ class SelectionMixin:
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
                              example_losses=losses, cpu_seconds=time.process_time() - cpu0,
-                             one_class=r.one_class.get("score"))  # fmt: skip
+                             one_class=r.one_class.get("score"),
+                             undefined=(r.undefined.get("score") or {}).get(self.task.metric))  # fmt: skip
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
