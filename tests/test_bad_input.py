@@ -2,6 +2,7 @@
 looks complete. Loader-level cases (rows, columns, encodings, fuzzing) live in test_tasks.py."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -336,7 +337,9 @@ def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warn
     "extra, phrases",
     [
         (["--max-train-samples", "3"], ["--max-train-samples 3 leaves 3 training examples", "2 to fit the candidates on and 1 to "
-                                        "score them on", "raise --max-train-samples to 6 or more", "--selection-data validation"]),
+                                        "score them on", "raise --max-train-samples to 6 or more at the current --selection-train-samples 1000 and "
+                                        "--selection-eval-samples 400 (or to 4 with --selection-train-samples 2 "
+                                        "--selection-eval-samples 2)", "--selection-data validation"]),
         (["--max-train-samples", "1"], ["--max-train-samples 1 leaves 1 training example, too few to split",
                                         "raise --max-train-samples to 6 or more"]),
         (["--selection-eval-samples", "1"], ["1 to score them on", "raise --selection-eval-samples 1 to 2 or more"]),
@@ -356,6 +359,35 @@ def test_selection_on_too_few_examples_is_refused_before_anything_trains(model_d
     _fails(capsys, select, "no difference between the 4 candidates can be measured")
     if extra == ["--max-train-samples", "3"]:  # one candidate has nothing to select: it runs
         assert main([*args, "--candidates", "1"]) == 0
+
+
+def test_too_few_training_examples_for_the_gradient_or_the_probes_fit_set_name_max_train_samples(model_dirs, tiny_glue,
+                                                                                                  tmp_path, capsys):
+    """--max-train-samples 1 leaves the gradient selector nothing to split: refused before anything runs,
+    naming it, as the other selectors are. Under --selection-data validation the probe fits on the
+    training examples: one example is one class, and what limits it is --max-train-samples, not
+    --selection-train-samples (1,000 already)."""
+    base = ["select", "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "-q",
+            "--max-train-samples", "1"]
+    err = _fails(capsys, [*base, "--selector", "gradient", "--out", str(tmp_path / "g")],
+                 "--max-train-samples 1 leaves 1 training example, too few for the gradient selector",
+                 "raise --max-train-samples to 2 or more", "--candidates")
+    assert "disjoint" not in err
+    err = _fails(capsys, [*base, "--selector", "probe", "--selection-data", "validation", "--out", str(tmp_path / "p")],
+                 "the probe's fit set holds one class only: raise --max-train-samples (now 1;")
+    assert "raise --selection-train-samples" not in err
+
+
+def test_the_small_scoring_set_warning_names_the_tasks_metric(caplog):
+    """Accuracy moves 100/n points an example; a correlation has no per-example unit: named, not counted."""
+    from olft.stages import _warn_small_scoring_set
+
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        _warn_small_scoring_set(17, "--max-train-samples", "pearson")
+        _warn_small_scoring_set(10, "--selection-eval-samples (now 10)")
+    pearson, accuracy = (r.getMessage() for r in caplog.records)
+    assert "one example can swing their pearson widely" in pearson and "points" not in pearson, pearson
+    assert "one example moves their accuracy by 10.0 points" in accuracy
 
 
 def test_selection_set_sizes_truth_table():
@@ -387,3 +419,31 @@ def test_regression_training_data_of_one_value_is_refused_and_an_undefined_corre
             "scores) (results.json's number for it is a stand-in") in text, text
     assert text.count("undefined §") == 4  # Table 2's score column too
     assert "0.0" not in text.split("Table 2")[0]
+    # Candidates scored on those constant labels: each one's Pearson is undefined, marked so (not its stand-in 0.0)
+    sel_out = tmp_path / "sel"
+    assert main(["select", *args[1:9], "--max-steps", "2", "-q", "--train-file", str(tmp_path / "vary.csv"), "--out", str(sel_out), "--candidates",
+                 "0,1", "--selector", "exhaustive", "--selection-data", "validation", "--selection-steps", "2"]) == 0
+    sel = json.loads((sel_out / "results.json").read_text())["selection"]
+    assert all(c["undefined"] for c in sel["candidates"]), sel["candidates"]
+    table = (sel_out / "selection.md").read_text() if (sel_out / "selection.md").exists() else (sel_out / "table.md").read_text()
+    assert "| 0 | undefined § |" in table and "| 1 | undefined § |" in table, table
+    assert "§ pearson on the selection's scoring set is undefined" in table and "(0.0)" not in table, table
+
+
+def test_a_max_train_samples_draw_of_one_value_is_warned_about_as_one_class_is(caplog):
+    """A regression's --max-train-samples draw of one score, from a split whose scores vary: warned,
+    as a classification draw of one class is (the whole split of one value is refused)."""
+    from types import SimpleNamespace
+
+    from olft import tasks
+    from olft.pipeline import check_splits
+
+    cfg = SimpleNamespace(data=SimpleNamespace(train_file=None, data_source="glue", max_train_samples=2))
+    every = [tasks.Example(("a", "b"), float(v)) for v in (3, 3, 1.5)]
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        check_splits(cfg, tasks.get_task("stsb"), every, every[:2], {})
+        check_splits(cfg, tasks.get_task("stsb"), every, every[1:], {})
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("train: the 2 examples --max-train-samples 2 drew all have the score 3 (STS-B's training "
+                           "split has scores that vary): a regression trained on one value"), said
+    assert "Raise --max-train-samples" in said

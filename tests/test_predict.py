@@ -101,6 +101,26 @@ def test_labelled_csv_prints_metrics(runs, tmp_path, capsys):
     assert rows[0]["sentence1"] == "a, quoted premise" and len(rows) == 2
 
 
+def test_tsv_output_is_written_as_tsv_is_read_and_refuses_a_tab_or_line_break(runs, tmp_path, capsys):
+    """A .tsv output is unquoted, as GLUE's TSVs are read: stray quotes come back as they went in.
+    A cell that TSV cannot hold (a tab or line break, from a CSV input) is refused, naming .csv or
+    .jsonl, and no file is written."""
+    run = str(runs["bert"])
+    tsv_in, out = tmp_path / "in.tsv", tmp_path / "out.tsv"
+    tsv_in.write_text('sentence1\tsentence2\n"was story very awful " he said\tyes\nthe cat\t"no\n')
+    assert main(["predict", "--run", run, "--input", str(tsv_in), "--output", str(out), "-q"]) == 0
+    lines = out.read_text().splitlines()
+    assert [line.split("\t")[:2] for line in lines[1:]] == [['"was story very awful " he said', "yes"], ["the cat", '"no']], lines
+    capsys.readouterr()
+    csv_in, bad = tmp_path / "in.csv", tmp_path / "bad.tsv"
+    for cell in ('"a\ttab"', '"a\nline break"'):
+        csv_in.write_text(f"sentence1,sentence2\n{cell},yes\n")
+        assert main(["predict", "--run", run, "--input", str(csv_in), "--output", str(bad), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "tab or line break" in err and ".csv or .jsonl" in err and "sentence1" in err, err
+        assert not bad.exists()
+
+
 def test_input_columns_named_on_the_command_line(runs, tmp_path, capsys):
     """An --input file whose columns are not the task's: --text-columns / --label-column name them,
     and its predictions equal those of the same rows under the task's names."""

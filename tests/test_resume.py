@@ -113,6 +113,9 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         b = load_file(str(out / "weights" / f"{name}.safetensors"))
         assert all((a[k] == b[k]).all() for k in a), name
         assert (reference / "weights" / f"{name}.safetensors").read_bytes() == (out / "weights" / f"{name}.safetensors").read_bytes()
+    for curve in (reference / "curves").glob("*.csv"):  # each curve holds each step once, as the uninterrupted run's
+        steps = [row.split(",")[0] for row in (out / "curves" / curve.name).read_text().splitlines()]
+        assert steps == [row.split(",")[0] for row in curve.read_text().splitlines()], curve.name
     table = (out / "table.md").read_text()
     if kill_at.endswith("step5") or kill_at.endswith("step4"):
         strategy = kill_at.split(":")[0]
@@ -135,6 +138,32 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
         assert re.search(r"OLFT's whole run \(selection [\d.]+ min \(first run \+ continued run\) \+ its training "
                          r"[\d.]+ min \(continued run\)", table), table
         assert table.count("**Timings do not compare:**") == 2
+
+
+def test_a_curve_resumed_from_a_checkpoint_drops_the_steps_after_it(tmp_path):
+    """Killed at step 5 with a checkpoint at 3 (the last row cut short by the kill), the rerun's
+    curve goes on from step 4: the file holds each step once, the rerun's rows past the checkpoint."""
+    from olft.curves import Curves, read_curve
+
+    def row(step, loss):
+        return {"step": step, "loss": loss, "lr": 0.1, "grad_norm": 1.0}
+
+    first = Curves(tmp_path)
+    on_step = first.for_piece("full")
+    for step in range(1, 6):
+        on_step(row(step, 9.0))
+    first.finish()
+    path = tmp_path / "curves" / "full.csv"
+    path.write_text(path.read_text() + "6,9.")  # a row the kill cut short
+    again = Curves(tmp_path)
+    on_step = again.for_piece("full")
+    for step in range(4, 8):
+        on_step(row(step, 1.0))
+    again.finish()
+    rows = path.read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["1", "9.0"], ["2", "9.0"], ["3", "9.0"], ["4", "1.0"], ["5", "1.0"],
+                                                   ["6", "1.0"], ["7", "1.0"]], rows
+    assert read_curve(path)["step"] == [1, 2, 3, 4, 5, 6, 7]
 
 
 @pytest.mark.parametrize("kill_at, left", [("final:saved", ["final.pt"]), ("full:step1", [])])

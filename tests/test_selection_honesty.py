@@ -411,6 +411,19 @@ def test_flat_counts_losses_within_the_loss_floor_as_tied():
     assert not sel(2 * floor).flat  # a real loss gap ranks them
     assert not sel(1e-9, score3=0.6).flat  # so does a score gap
     assert sel(1e-9).to_dict()["flat"] is True
+    # Flat, but the ranking still takes the lower loss: layer 3 wins by a difference under the floor, which
+    # table.md, the plot and the run's warning call a tie, not the tie-break (lowest layer)
+    from olft.plots import _verdict_title
+    from olft.selectionmd import verdict_lines
+
+    below = sel(-0.5 * floor).to_dict()
+    assert below["selected_layer"] == 3 and below["flat"] is True
+    line = verdict_lines(below, "accuracy")[-1]
+    assert "lowest layer" not in line and "under the loss floor (0.0007), no real difference: still a tie" in line, line
+    assert "tie-break" not in _verdict_title(below, "accuracy") and "under the floor" in _verdict_title(below, "accuracy")
+    same = sel(0.0).to_dict()
+    assert same["selected_layer"] == 2 and "the tie-break (lowest layer)" in verdict_lines(same, "accuracy")[-1]
+    assert "the tie-break" in _verdict_title(same, "accuracy")
 
 
 def test_a_selection_scored_on_one_example_says_no_difference_was_measured():

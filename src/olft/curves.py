@@ -10,9 +10,11 @@ piece did not finish is drawn dashed and labelled so.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
+from olft.atomic import atomic_write
 from olft.errors import OlftError
 
 COLUMNS = ("step", "loss", "lr", "grad_norm")
@@ -70,13 +72,18 @@ class Curves:
             if "file" not in state or values["step"] == 1:
                 if "file" in state:
                     state["file"].close()
-                # A piece trained from the start begins a fresh curve; one resumed from a checkpoint continues its file.
-                fresh = values["step"] == 1 or not path.is_file()
-                state["file"] = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed by `close`
+                # A piece trained from the start begins a fresh curve; one resumed from a checkpoint continues its
+                # file from there: the rows past the checkpoint (written before the stop) are dropped, so the file
+                # is the one an uninterrupted run writes.
+                kept = [] if values["step"] == 1 else _rows_before(path, values["step"])
+                head = io.StringIO(newline="")
+                writer = csv.DictWriter(head, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+                atomic_write(path, head.getvalue())  # a kill here leaves the old file or the new, never a cut one
+                state["file"] = open(path, "a", newline="")  # noqa: SIM115 - closed by `close`
                 self._files.append(state["file"])
                 state["writer"] = csv.DictWriter(state["file"], fieldnames=COLUMNS)
-                if fresh:
-                    state["writer"].writeheader()
             state["writer"].writerow({k: values[k] for k in COLUMNS})
             state["file"].flush()
             if self.tracker is not None:
@@ -91,6 +98,22 @@ class Curves:
         self._files.clear()
         if self.tracker is not None:
             self.tracker.finish()
+
+
+def _rows_before(path: Path, step: float) -> list[dict]:
+    """The rows of a curve file whose step comes before `step` (none when there is no file); a row a
+    kill cut short is dropped."""
+    if not path.is_file():
+        return []
+    kept = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                if float(row["step"]) < step and all(row.get(k) not in (None, "") for k in COLUMNS):
+                    kept.append({k: row[k] for k in COLUMNS})
+            except (TypeError, ValueError):
+                continue
+    return kept
 
 
 def read_curve(path: Path) -> dict[str, list[float]]:

@@ -29,15 +29,35 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     if suffix in (".jsonl", ".json"):
         text = "".join(json.dumps(r) + "\n" for r in rows)
     else:
+        cells = [{k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows]  # JSONL input's lists
         buf = io.StringIO()
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        writer = csv.DictWriter(buf, fieldnames=fields, restval="", delimiter=FORMATS[suffix], lineterminator="\n")
+        # TSV is written as it is read (GLUE's layout, io.read_table): quoting off, one record a line
+        tsv = {"quoting": csv.QUOTE_NONE, "quotechar": None} if suffix == ".tsv" else {}
+        if tsv:
+            check_tsv_rows(path, [dict(zip(fields, fields, strict=True)), *cells])
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="", delimiter=FORMATS[suffix], lineterminator="\n", **tsv)
         writer.writeheader()
-        writer.writerows({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows)  # JSONL input's lists
+        writer.writerows(cells)
         text = buf.getvalue()
     with writing(path), removed_if_left_empty(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
+
+
+def check_tsv_rows(path: Path, rows: list[dict]) -> None:
+    """Refuse (OlftError) rows for a .tsv --output that a TSV reader would misread: TSV is written
+    with quoting off, as GLUE's files are read, so a cell holding a tab or a line break cannot be
+    written. Rows of other outputs pass."""
+    if path.suffix.lower() != ".tsv":
+        return
+    for number, row in enumerate(rows, 1):
+        for key, value in row.items():
+            for cell, what in ((key, "column name"), (value, "value")):
+                if isinstance(cell, str) and any(c in cell for c in "\t\n\r"):
+                    where = f"the {what} {cell!r}" + (f" (column {key!r}, row {number - 1})" if what == "value" else "")
+                    raise OlftError(f"--output {path}: {where} holds a tab or line break, which a TSV file (written "
+                                    "unquoted, as GLUE's are read) cannot hold. Name the output .csv or .jsonl instead.")
 
 
 @contextmanager

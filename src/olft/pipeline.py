@@ -25,6 +25,7 @@ from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.stages import SelectionMixin
 from olft.train import fit, loss_fn, predict
+from olft.verdicts import plural
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,18 @@ def check_splits(cfg: RunConfig, task: tasks.Task, every: list, train: list, eva
             raise tasks.OlftError(f"{source}: every one of its {len(every)} examples has label {name!r}: a classifier "
                                   "trained on one class learns only to answer it, so its scores would measure nothing. "
                                   f"Add examples of another class ({others}).")  # fmt: skip
-        drawn = {task.labels[ex.label] for ex in train}
-        if len(drawn) == 1:
-            log.warning("train: the %d examples --max-train-samples %d drew all have label %r (%s has %d classes): a "
-                        "classifier trained on one class learns only to answer it. Raise --max-train-samples, or try "
-                        "another --seed.", len(train), d.max_train_samples, next(iter(drawn)), source, len(names))  # fmt: skip
+    # A --max-train-samples draw of one class (or one value), from a split that has more: warned, not refused
+    drawn = {float(ex.label) if task.is_regression else task.labels[ex.label] for ex in train}
+    if every and len(drawn) == 1:
+        (one,) = drawn
+        what, has, learns = ((f"the score {one:g}", "scores that vary", "a regression trained on one value learns only to "
+                              "predict it, and its correlations with labels that never vary are undefined")
+                             if task.is_regression else
+                             (f"label {one!r}", f"{len(task.labels)} classes", "a classifier trained on one class learns "
+                              "only to answer it"))  # fmt: skip
+        log.warning("train: the %s --max-train-samples %s drew all have %s (%s has %s): %s. Raise --max-train-samples, "
+                    "or try another --seed.", plural(len(train), "example"), d.max_train_samples, what, source, has,
+                    learns)  # fmt: skip
     seen = {(tuple(ex.texts), ex.label) for ex in every}
     for split, examples in evals.items():
         if examples and all((tuple(ex.texts), ex.label) in seen for ex in examples):

@@ -14,7 +14,7 @@ from olft.report import collapsed_mark, collapsed_text, optimistic_scores
 from olft.select import finished_selection, probe_decided
 from olft.selectionmd import binomial_se, proxy_label, proxy_name, proxy_round_scores, proxy_scored, selection_verdict
 from olft.tasks.metrics import CORRELATIONS
-from olft.verdicts import baseline_words, loss_name, score_tie, scored_on
+from olft.verdicts import baseline_words, flat_choice_words, loss_name, score_tie, scored_on
 
 
 def _verdict_title(sel: dict, metric: str) -> str:
@@ -26,7 +26,9 @@ def _verdict_title(sel: dict, metric: str) -> str:
     if sel.get("trained_no_signal"):  # table.md's "No signal:" for trained finalists (verdicts.trained_no_signal_text)
         return " - NO SIGNAL: no trained candidate beats a constant predictor; the choice is a guess"
     if verdict == "tie":
-        return " - TIE: every candidate ranked the same; the choice is the tie-break"
+        how = flat_choice_words(sel)
+        return " - TIE: every candidate ranked the same; the choice is " + ("the tie-break" if how.startswith("the tie-break")
+                                                                          else "a loss difference under the floor")
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         return f" - NEAR-TIE: layers {', '.join(map(str, sel['equivalent']))} within noise of each other"
     if verdict == "near-tie":

@@ -29,7 +29,7 @@ from olft.config import RunConfig
 from olft.data import EmptyTextError
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import read_layers
-from olft.outputs import FORMATS, check_folder_output, check_output, removed_if_left_empty, write_rows, writing
+from olft.outputs import FORMATS, check_folder_output, check_output, check_tsv_rows, removed_if_left_empty, write_rows, writing
 from olft.report import continue_command, made_by
 from olft.runfiles import describe_status, read_run, weights_file
 from olft.select import finished_selection
@@ -302,6 +302,8 @@ def _predict(args) -> int:
     if output is not None:
         check_output(output, Path(args.input) if args.input else None)
     examples, inputs, has_label = _examples(args, info.cfg, task)
+    if output is not None:  # before the model loads: a .tsv output cannot hold a tab or line break
+        check_tsv_rows(output, [{k: k for k in inputs[0]} if inputs else {}, *inputs])
     with tuned(info, args.quiet) as session:
         try:
             raw = logits(session, examples, args.batch_size)

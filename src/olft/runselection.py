@@ -18,6 +18,7 @@ from olft.runfolder import RunFolder
 from olft.select import Candidate, Selection, probe_decided
 from olft.verdicts import (
     confidence_words,
+    flat_choice_words,
     floor_tied,
     guessed_tie_text,
     layer_list,
@@ -111,11 +112,11 @@ def _select(session: Session, folder: RunFolder, results: dict):
     s = session.cfg.selection
     if selection.flat:
         log.warning(
-            "Every candidate ranked the same on the %s, so layer %d was chosen by the tie-break "
-            "(lowest layer), not by a signal. Give selection more data or steps (--selection-train-samples, now %d; "
+            "Every candidate ranked the same on the %s, so layer %d was chosen by %s, not by a signal. "
+            "Give selection more data or steps (--selection-train-samples, now %d; "
             "--selection-steps, now %s).", "gradient score" if selection.score_examples is None
             else plural(selection.score_examples, "scoring example"),
-            selection.selected_layer, s.selection_train_samples,
+            selection.selected_layer, flat_choice_words(results["selection"]), s.selection_train_samples,
             s.selection_steps,
         )  # fmt: skip
     elif len(selection.equivalent) > 1:

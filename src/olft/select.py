@@ -74,6 +74,9 @@ class Candidate:
     # `olft.pipeline.one_class_of` flags in finished strategies too), else None: such a candidate
     # answers a constant, so it is no signal however its loss compares with the constant predictor's.
     one_class: str | None = None
+    # Why the task's headline metric has no value on the scoring set (`tasks.score`: a correlation
+    # with labels of one value), else None: `score` is then its stand-in 0.0, shown "undefined §".
+    undefined: str | None = None
 
 
 # The gradient selector's protocol: it scores no examples (held-out or validation), it sums training batches' gradients.

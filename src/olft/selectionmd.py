@@ -13,7 +13,9 @@ from __future__ import annotations
 from olft.select import probe_decided
 from olft.verdicts import (
     baseline_words,
+    candidate_score,
     confidence_words,
+    flat_choice_words,
     floor_tied,
     fmt_score,
     guessed_tie_text,
@@ -25,6 +27,7 @@ from olft.verdicts import (
     scored_on,
     tie_text,
     trained_no_signal_text,
+    undefined_note,
     unmeasured_caveat,
 )
 
@@ -86,10 +89,10 @@ def _trained_words(rounds: list[dict]) -> str:
     """'layer 2 55.0 (8 steps; 50.0 at 4 steps)': a layer's latest round, then its earlier ones.
     A failed round's budget is not how far it got: its error says the step it failed at."""
     last = rounds[-1]
-    earlier = "; ".join(f"{fmt_score(c.get('score'))} at {c.get('steps')} steps" for c in rounds[:-1])
+    earlier = "; ".join(f"{candidate_score(c)} at {c.get('steps')} steps" for c in rounds[:-1])
     if last.get("score") is None:
         return f"layer {last['layer']} failed" + (f" ({earlier})" if earlier else "")
-    return f"layer {last['layer']} {fmt_score(last['score'])} ({last.get('steps')} steps" + (f"; {earlier}" if earlier else "") + ")"
+    return f"layer {last['layer']} {candidate_score(last)} ({last.get('steps')} steps" + (f"; {earlier}" if earlier else "") + ")"
 
 
 # After a failed candidate's error: why continuing the folder does not help. A candidate fails only
@@ -174,7 +177,7 @@ def verdict_lines(sel: dict, metric: str) -> list[str]:
     if unmeasured and not lines:
         lines.append(f"{_sentence(unmeasured[0].split(':')[0])}: {unmeasured[1]}.")
     if verdict == "tie":
-        return lines + ["Every candidate ranked the same: the selected layer is the tie-break (lowest layer), not a signal."]
+        return lines + [f"Every candidate ranked the same: the selected layer was chosen by {flat_choice_words(sel)}, not a signal."]
     if verdict == "near-tie" and len(sel.get("equivalent") or []) > 1:
         tie, after = tie_text(sel, metric), retrained_words(sel)
         return lines + [f"Layers {', '.join(map(str, sel['equivalent']))} are within noise of each other{' ' + after if after else ''} "
@@ -265,7 +268,7 @@ def candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = None
     # Halving's early rungs stop sooner: a score after 3 steps must not read as one after 24.
     uneven = len({c.get("steps") for c in cands if not proxy_scored(c, sel)}) > 1
     for c in cands:
-        score = fmt_score(c["score"])
+        score = candidate_score(c)
         if mixed:
             before = proxy_scores.get(c["layer"])
             score = (f"{score} | -" if proxy_scored(c, sel)
@@ -279,7 +282,7 @@ def candidate_table(sel: dict, metric: str, run_of: dict[str, str] | None = None
         run = (run_of or {}).get(f"{c['layer']}-{c.get('steps')}", "")
         lines.append(f"| {c['layer']} | {score} |{cell} {c['seconds']:.1f}{share}{run} |")
     return (lines + _share_note(sel, probed) + (_pruning_note(sel) if mixed else []) + _baseline_note(sel)
-            + _trained_baseline_note(sel))  # fmt: skip
+            + _trained_baseline_note(sel) + undefined_note(sel, metric))  # fmt: skip
 
 
 def _share_note(sel: dict, probed: list[dict]) -> list[str]:

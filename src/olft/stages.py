@@ -74,7 +74,7 @@ class SelectionMixin:
             cap, n = self.cfg.data.max_eval_samples, len(self.eval_enc[first])
             _warn_small_scoring_set(n, f"--max-eval-samples (now {cap})" if cap is not None and n >= cap
                                     else f"nothing: the {first} split holds only {n} examples; --selection-data train scores "
-                                    "on --selection-eval-samples of train")  # fmt: skip
+                                    "on --selection-eval-samples of train", self.task.metric)  # fmt: skip
             return "validation", self.encode(train), self.eval_enc[first]
         fit_part, score_part = tasks.disjoint_subsets(
             self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
@@ -88,7 +88,8 @@ class SelectionMixin:
                         len(score_part))  # fmt: skip
         _warn_small_scoring_set(len(score_part), f"--selection-eval-samples (now {s.selection_eval_samples})"
                                 if len(score_part) >= s.selection_eval_samples else "--max-train-samples, if set (the "
-                                "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)")  # fmt: skip
+                                "training split capped the scoring set: more --selection-eval-samples only shrinks the fit set)",
+                                self.task.metric)  # fmt: skip
         return "train-holdout", self.encode(fit_part), self.encode(score_part)
 
     def select(self, on_candidate=None, done: dict[tuple[int, int], Candidate] | None = None,
@@ -187,7 +188,8 @@ class SelectionMixin:
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,
                              example_losses=losses, cpu_seconds=time.process_time() - cpu0,
-                             one_class=r.one_class.get("score"))  # fmt: skip
+                             one_class=r.one_class.get("score"),
+                             undefined=(r.undefined.get("score") or {}).get(self.task.metric))  # fmt: skip
         except NonFiniteLoss as exc:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
@@ -220,6 +222,16 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
     hold fewer than `MIN_SELECTION_SET` of the `n_train` training examples: no difference between the
     candidates could be measured, and a choice made on one example would read as a finding. The
     message names the settings that fix it."""
+    if n_candidates >= 2 and s.selector == "gradient" and n_train < MIN_SELECTION_SET:
+        # it scores nothing, but draws its gradient batches from a set split off the training examples
+        split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}"
+                 if max_train_samples is not None and n_train == max_train_samples else
+                 f"the training split holds {plural(n_train, 'example')}")
+        fixes = (f"raise --max-train-samples to {MIN_SELECTION_SET} or more" if max_train_samples is not None
+                 else f"use a training split of {MIN_SELECTION_SET} examples or more")
+        raise tasks.OlftError(f"selection: {split}, too few for the gradient selector to draw its selection set from "
+                              f"(it needs {MIN_SELECTION_SET} or more). {_sentence(fixes)}; or name one layer with "
+                              "--candidates (nothing to select).")
     if n_candidates < 2 or s.selector == "gradient" or s.selection_data != "train":
         return
     fit, score = selection_set_sizes(n_train, s)
@@ -238,8 +250,12 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
     else:
         need = next(n for n in range(2 * MIN_SELECTION_SET, sum([s.selection_train_samples, s.selection_eval_samples]) + 1)
                     if min(selection_set_sizes(n, s)) >= MIN_SELECTION_SET)  # fmt: skip
-        fixes = [f"raise --max-train-samples to {need} or more" if max_train_samples is not None
-                 else f"use a training split of {need} examples or more"]
+        at = (f" at the current --selection-train-samples {s.selection_train_samples} and --selection-eval-samples "
+              f"{s.selection_eval_samples}")
+        fewest = (f" (or to {2 * MIN_SELECTION_SET} with --selection-train-samples {MIN_SELECTION_SET} "
+                  f"--selection-eval-samples {MIN_SELECTION_SET})" if need > 2 * MIN_SELECTION_SET else "")
+        fixes = [f"raise --max-train-samples to {need} or more{at}{fewest}" if max_train_samples is not None
+                 else f"use a training split of {need} examples or more{at}{fewest}"]
         if 2 * MIN_SELECTION_SET <= n_train:
             fixes.append(f"split these {n_train} with --selection-train-samples {n_train - MIN_SELECTION_SET} "
                          f"--selection-eval-samples {MIN_SELECTION_SET}")
@@ -251,18 +267,35 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
                           f"{_sentence('; or '.join(fixes))}.")  # fmt: skip
 
 
+def _probe_fit_limit(session: Session, n_fit: int) -> str:
+    """The advice for a probe fit set of `n_fit` examples holding one class, naming the setting that
+    limits it: --selection-train-samples, or --max-train-samples (or the split) when the training
+    examples ran out first."""
+    asked, cap = session.cfg.selection.selection_train_samples, session.cfg.data.max_train_samples
+    if n_fit >= asked:
+        return f"raise --selection-train-samples (now {asked})"
+    if cap is not None and len(session.train_examples) >= cap:
+        return (f"raise --max-train-samples (now {cap}; it leaves {plural(n_fit, 'fit example')}, under the "
+                f"{asked} --selection-train-samples asks for)")
+    return (f"the training split leaves only {plural(n_fit, 'fit example')} of the {asked} --selection-train-samples "
+            "asks for: use a larger training split")
+
+
 def _sentence(text: str) -> str:
     """`text` with its first letter upper-case (str.capitalize would lower the rest)."""
     return text[:1].upper() + text[1:]
 
 
-def _warn_small_scoring_set(n: int, limit: str) -> None:
+def _warn_small_scoring_set(n: int, limit: str, metric: str = "accuracy") -> None:
     """Warn, at the selection's start, when the candidates will be scored on fewer than
-    `SMALL_SCORING_SET` examples, naming `limit`, the setting that limits that set."""
+    `SMALL_SCORING_SET` examples, naming `limit`, the setting that limits that set, and `metric`,
+    the task's headline metric: accuracy moves by 100/n points an example; a correlation (or F1)
+    has no such per-example unit, so it is only said to swing."""
     if n < SMALL_SCORING_SET:
-        log.warning("selection: the candidates are scored on only %d examples (under %d): one example moves their "
-                    "accuracy by %.1f points, so their differences are mostly noise. What limits the scoring set: %s.",
-                    n, SMALL_SCORING_SET, 100 / max(n, 1), limit)  # fmt: skip
+        moves = (f"one example moves their accuracy by {100 / max(n, 1):.1f} points" if metric == "accuracy"
+                 else f"one example can swing their {metric} widely")
+        log.warning("selection: the candidates are scored on only %d examples (under %d): %s, so their differences "
+                    "are mostly noise. What limits the scoring set: %s.", n, SMALL_SCORING_SET, moves, limit)  # fmt: skip
 
 
 class _Stages:
@@ -317,6 +350,8 @@ class _Stages:
             if kind == "probe":
                 regression = session.task.num_labels == 1
                 bs = cfg.train.eval_batch_size
+                if not regression and len(set(self.fit_enc.labels)) < 2:
+                    raise tasks.OlftError(f"The probe's fit set holds one class only: {_probe_fit_limit(session, len(self.fit_enc.labels))}.")
                 fit_x = layer_features(session.stack, self.fit_enc, layers, bs)
                 score_x = layer_features(session.stack, self.score_enc, layers, bs)
                 cands = []

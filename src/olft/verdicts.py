@@ -67,10 +67,23 @@ def tie_break_text(sel: dict, metric: str) -> str | None:
     level, gap = score_tie(sel, ranking), (sel.get("gaps") or {}).get(str(runner))
     if gap is None or gap < 0 or runner not in level:
         return None
-    score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
-    return (f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner}'s "
+    score = candidate_score(next(c for c in reversed(sel["candidates"]) if c["layer"] == winner))
+    return (f"layers {', '.join(map(str, level))} tie on {metric} ({score}); layer {winner}'s "
             f"{loss_name(sel.get('protocol'))} is {gap:.1f} standard errors below layer {runner}'s"
             + (", the next lowest" if len(level) > 2 else ""))
+
+
+def flat_choice_words(sel: dict) -> str:
+    """How the layer of a flat selection (`Selection.flat`: every finalist ranked the same) was chosen:
+    "the tie-break (lowest layer)" where it is the lowest, else (held-out losses within the
+    `loss_floor` count as tied, but the ranking still takes the lowest loss) "a held-out loss
+    difference under the loss floor (0.0007), no real difference: still a tie"."""
+    ranking = sel.get("ranking") or []
+    if not ranking or sel.get("selected_layer", ranking[0]) == min(ranking):
+        return "the tie-break (lowest layer)"
+    floor = sel.get("loss_floor")
+    under = f"the loss floor ({floor:.4g})" if floor is not None else "the loss floor"
+    return f"a {loss_name(sel.get('protocol'))} difference under {under}, no real difference: still a tie"
 
 
 def guessed_tie_text(sel: dict, metric: str) -> str | None:
@@ -301,9 +314,9 @@ def tie_text(sel: dict, metric: str) -> str | None:
     by_score = _ranked_by_score(sel)
     level = score_tie(sel, tied)
     if level:  # the loss broke a tie on the score: every layer in it is named
-        score = next(c["score"] for c in reversed(sel["candidates"]) if c["layer"] == winner)
+        score = candidate_score(next(c for c in reversed(sel["candidates"]) if c["layer"] == winner))
         lower = f"the lower {loss} of the two" if len(level) == 2 else f"the lowest {loss} of them"
-        first = f"layers {', '.join(map(str, level))} tie on {metric} ({100 * score:.1f}); layer {winner} has {lower}"
+        first = f"layers {', '.join(map(str, level))} tie on {metric} ({score}); layer {winner} has {lower}"
         if gap < 0:  # a layer with a lower score has a lower loss still
             return f"{first}, but its {loss} is {_apart(sel, nearest, -gap, above_nearest)}"
         among = "" if len(level) == len(tied) + 1 else f" (and the lowest of layers {', '.join(map(str, sorted([winner, *tied])))})"
@@ -340,6 +353,23 @@ def _apart(sel: dict, layer: int, gap: float, where: str) -> str:
 def plural(n: int, noun: str) -> str:
     """`n` and `noun`, the noun with an s unless n is 1: '1 candidate', '4 candidates'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# A candidate's score with no value on the scoring set (`Candidate.undefined`), as Table 1 marks a strategy's.
+UNDEFINED = "undefined §"
+
+
+def candidate_score(c: dict) -> str:
+    """A candidate's (or a round's) score as the selection tables show it: `UNDEFINED` where its
+    metric has no value on the scoring set (its 0.0 is a stand-in), else its points."""
+    return UNDEFINED if c.get("undefined") else fmt_score(c.get("score"))
+
+
+def undefined_note(sel: dict, metric: str) -> list[str]:
+    """The footnote to `UNDEFINED` candidate scores: why `metric` has no value on the scoring set."""
+    why = next((c["undefined"] for c in sel.get("candidates") or [] if c.get("undefined")), None)
+    return [f"§ {metric} on the selection's scoring set is {why}: those candidates' scores are not measurements "
+            "(ranked by their stand-in 0.0, then the held-out loss)."] if why else []
 
 
 def fmt_score(value: float | None) -> str:
