@@ -171,3 +171,18 @@ def test_stack_from_config_without_loading():
     base = AutoModel.from_config(make_config("gpt2", layers=2))
     stack = Stack(base, None, 3)
     assert stack.num_layers == 2 and stack.head.out_features == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    # was: "e.g. --layers 1,3", which reads as a list of strategies; the example keeps the '+' typed
+    ("1+3,1+3", "Layer 1 appears twice in '--layers 1+3,1+3': give each layer once, e.g. --layers 1+3 (',' and '+' both join"),
+    ("1+3+1", "Layer 1 appears twice in '--layers 1+3+1': give each layer once, e.g. --layers 1+3."),
+    # was: "two ',' in a row" for a '+' at an end
+    ("+1", "'--layers +1' has an empty entry (two '+' in a row, or one at an end): list layers joined by one '+', e.g. 3+5."),
+    ("1+", "'--layers 1+' has an empty entry (two '+' in a row"),
+    ("3,,4", "'--layers 3,,4' has an empty entry (two ',' in a row"),
+])
+def test_layers_messages_name_the_separator_typed(text, message):
+    with pytest.raises(OlftError) as err:
+        parse_layers(text, "--layers")
+    assert str(err.value).startswith(message), err.value

@@ -1085,3 +1085,18 @@ def test_a_missing_required_option_is_named_as_typed(capsys):
     assert main(["export"]) == 2
     err = capsys.readouterr().err
     assert "olft export needs --run and --output" in err and "export.run" not in err, err
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(capsys):
+    """argparse's prefix matching took `--method.r 8` as --method.reduction_factor and `--max-train 7`
+    as --max-train-samples, silently: olft names the option it has instead."""
+    fast = ["--model", "/nonexistent/model", "--task", "rte"]  # a parse let through fails at once, not after a run
+    _fails(capsys, ["run", "--method.r", "8", *fast], "unknown option --method.r for `olft run`. Did you mean --method.lora_rank")
+    _fails(capsys, ["run", "--max-train", "7", *fast], "unknown option --max-train for `olft run`. Did you mean --max-train-samples?")
+    _fails(capsys, ["train", "--max-train", "7", "--layers", "1", *fast], "Did you mean --max-train-samples?")
+
+
+def test_a_dotted_transformers_flag_is_answered_with_olfts(capsys):
+    _fails(capsys, ["run", "--train.learning_rate", "0.1"],
+           "unknown option --train.learning_rate for `olft run`. Did you mean --train.lr (olft's name")
+    _fails(capsys, ["run", "--train.per_device_train_batch_size", "4"], "Did you mean --train.batch_size")

@@ -1247,3 +1247,42 @@ def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs
     capsys.readouterr()
     assert main([*base, "--out", str(lora), "--method", "lora"]) == 2
     assert "method.lora_rank: 4 in the folder, 8 now" in capsys.readouterr().err
+
+
+def test_selection_options_may_change_in_a_folder_that_never_selected(tmp_path):
+    """`olft train --layers 2 --out F` then `olft run --selector probe --out F` was refused as "a
+    different config (selection.selector: 'auto' in the folder, 'probe' now)" though nothing in F
+    was selected; and `olft train --selector probe` wrote the selector it ignored into config.json."""
+    from olft.config import RunConfig
+    from olft.runfolder import RunFolder
+
+    def cfg(selector: str, strategies: str) -> dict:
+        c = RunConfig()
+        c.selection.selector, c.strategies = selector, strategies
+        return c.to_dict()
+
+    new = tmp_path / "new"
+    with RunFolder(new, cfg("probe", "layers=2"), selects=False) as f:  # olft train --selector probe
+        f.start()
+    assert json.loads((new / "config.json").read_text())["selection"]["selector"] == RunConfig().selection.selector
+
+    def folder(name: str, **files: str):
+        path = tmp_path / name
+        (path / "pieces").mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps(cfg("auto", "layers=2")))
+        for file, text in files.items():
+            (path / file.replace("__", "/")).write_text(text)
+        return path
+
+    results = json.dumps({"strategies": {"layers=2": {}}, "strategy_names": ["layers=2"]})
+    fixed = folder("fixed", **{"results.json": results, "pieces__strategy-layers=2.json": "{}"})
+    with RunFolder(fixed, cfg("probe", "olft,layers=2")) as f:  # olft run --selector probe: nothing selected yet
+        assert f.config["selection"]["selector"] == "probe"
+    with RunFolder(fixed, cfg("exhaustive", "layers=2"), selects=False) as f:  # a later train keeps the folder's
+        assert f.config["selection"]["selector"] == "auto"
+    # Selection work in the folder: its options still must match.
+    selected = json.dumps({"strategies": {}, "strategy_names": ["olft"], "selection": {"selected_layer": 1}})
+    for path in (folder("candidate", **{"results.json": results, "pieces__candidate-1-4.json": "{}"}),
+                 folder("selected", **{"results.json": selected})):
+        with pytest.raises(OlftError, match="selection.selector: 'auto' in the folder, 'probe' now"):
+            RunFolder(path, cfg("probe", "olft,layers=2"))

@@ -35,7 +35,19 @@ def __getattr__(name: str):
         _run = importlib.import_module("olft.api")
 
         return getattr(_run, name)
-    raise AttributeError(name)
+    if not name.startswith("_"):
+        # A module of the package (olft.predict, olft.export, ...) on first use, as after `import olft.predict`.
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(f"olft.{name}") is not None:
+            return importlib.import_module(f"olft.{name}")
+    raise AttributeError(f"module 'olft' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names are no module globals: list them as dir() would list imported ones.
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -94,7 +94,9 @@ class _OneOf(_Named):
 def _subparser(help_text: str, usage: str | None = None):
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(description=help_text, exit_on_error=False, usage=usage)
+    # allow_abbrev=False: argparse would take `--method.r 8` as --method.reduction_factor and
+    # `--max-train 7` as --max-train-samples; an unknown flag gets olft's "did you mean" instead.
+    p = ArgumentParser(description=help_text, exit_on_error=False, usage=usage, allow_abbrev=False)
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and the final result; no progress bars.")
     p.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     p.add_argument("--debug", action="store_true", help="Show tracebacks for input errors.")
@@ -105,7 +107,7 @@ def build_parser():
     """The whole command line (jsonargparse, with one subcommand per library entry point)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="olft", exit_on_error=False,
+    parser = ArgumentParser(prog="olft", exit_on_error=False, allow_abbrev=False,
                             description="Optimal Layer Fine-Tuning: tune one well-chosen layer with a PEFT module.")
     sub = parser.add_subcommands(dest="command", required=True)
     for command, (help_text, sections) in COMMANDS.items():
@@ -164,10 +166,13 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
         flags = [s for a in sub._actions for s in a.option_strings]
         for token in msg.split(":", 1)[1].split():
             if token.startswith("-"):
-                other = OTHER_NAMES.get(token.split("=")[0].lstrip("-").replace("-", "_"))  # transformers' --learning-rate
+                # transformers' --learning-rate, or dotted as olft's own are: --train.learning_rate
+                name = token.split("=")[0].lstrip("-")
+                other = OTHER_NAMES.get(name.rsplit(".", 1)[-1].replace("-", "_"))
                 if other is not None and _flag(other.split(".")[-1]) in flags:
-                    return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {_flag(other.split('.')[-1])} "
-                                     f"(olft's name for what transformers or PEFT call {token.lstrip('-').split('=')[0]})?")
+                    answer = "--" + other if "." in name and "--" + other in flags else _flag(other.split(".")[-1])
+                    return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {answer} "
+                                     f"(olft's name for what transformers or PEFT call {name.rsplit('.', 1)[-1]})?")
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")

@@ -32,8 +32,12 @@ def read_layers(text: str, sep: str, shown: str, also: str = "") -> list[int] | 
     text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text.strip())  # "4 - 9" is the range 4-9
     items = re.split(rf"\s*[{re.escape(sep + also)}]\s*|\s+", text) if text else []
     if "" in items:  # "3,,4" or "3,": a layer left out while typing, not a list to guess at
-        raise OlftError(f"'{shown}' has an empty entry (two '{sep}' in a row, or one at an end): "
-                        f"list layers joined by one '{sep}', e.g. 3{sep}5.")
+        # Name the separator that is doubled or at an end ('+1' is no ',' problem).
+        joins = re.escape(sep + also)
+        found = re.search(rf"^\s*([{joins}])|([{joins}])\s*$|([{joins}])\s*[{joins}]", text)
+        mark = next((g for g in found.groups() if g), sep) if found else sep
+        raise OlftError(f"'{shown}' has an empty entry (two '{mark}' in a row, or one at an end): "
+                        f"list layers joined by one '{mark}', e.g. 3{mark}5.")
     layers: list[int] = []
     for item in items:
         if span := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
@@ -104,7 +108,12 @@ def parse_layers(text: str, option: str = "layers=", num_layers: int | None = No
     layers = tuple(sorted(set(given)))
     if len(layers) < len(given):  # a layer tunes once: 'layers=2+2' would name a strategy it is not
         twice = next(i for i in given if given.count(i) > 1)
-        raise OlftError(f"Layer {twice} appears twice in '{shown}': give each layer once, e.g. {lead}{sep.join(map(str, layers))}.")
+        # The example joins them as typed: '1+3,1+3' -> 1+3 (',' and '+' both join one set of layers here).
+        join = next((c for c in also if c in text), sep)
+        both = (f" (',' and '{also}' both join layers into the one set {lead.strip()} tunes together)"
+                if also and sep in text and any(c in text for c in also) else "")
+        raise OlftError(f"Layer {twice} appears twice in '{shown}': give each layer once, e.g. "
+                        f"{lead}{join.join(map(str, layers))}{both}.")
     if num_layers is not None:
         check_range(layers, num_layers, shown)
     return layers

@@ -182,6 +182,26 @@ def never_started(path: Path) -> bool:
     return True
 
 
+def holds_selection(path: Path) -> bool:
+    """Whether run folder `path` holds selection work, or a run that selected: a selection (or an
+    olft strategy) in results.json, or a piece or checkpoint that is not a fixed-layer strategy's
+    (layers=..., final, full). Without any, nothing in it depends on the selection options, so a
+    run may change them (`config_differences`' `selects`)."""
+    try:
+        results = json.loads((Path(path) / "results.json").read_text())
+    except (OSError, ValueError):
+        results = {}
+    if isinstance(results, dict) and (results.get("selection") or "olft" in (results.get("strategy_names") or [])
+                                      or "olft" in (results.get("strategies") or {})):
+        return True
+    fixed = ("layers", "final", "full")
+    for entry in (Path(path) / "pieces").glob("*.json"):
+        kind, _, name = entry.stem.partition("-")
+        if not (kind in ("strategy", "failed") and name.startswith(fixed)):
+            return True
+    return any(not e.stem.startswith(fixed) for e in (Path(path) / "checkpoints").glob("*.pt"))
+
+
 def saved_config(path: Path) -> dict | None:
     """The config.json in `path` if olft wrote it (a dict holding olft's config sections), else None."""
     from olft.config import SECTIONS

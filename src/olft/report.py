@@ -109,7 +109,9 @@ def python_form(command: str) -> str:
     table.md words it after the command: a folder made through the Python API (`olft.run`,
     `olft.select_layer`) holds nothing that says so, so its reader may not have the CLI in mind."""
     call = "olft.select_layer" if command.startswith("olft select") else "olft.run"
-    return f"from Python, `{call}(cfg)` with the config that began this folder (its config.json) does the same"
+    # config.json is the latest run's config (an add-on `olft train --layers 1` rewrites it), not the
+    # one that began the folder: the command above reads that file, and so does the call.
+    return f"from Python, `{call}(cfg)` with the config in this folder's config.json (the latest run's) does the same"
 
 
 # How a run that has not ended (or ended early) left its folder, as table.md's banner says it.

@@ -55,6 +55,7 @@ from olft.ownership import (
     OWN_FOLDERS,
     config_differences,
     foreign_entries,
+    holds_selection,
     is_os_metadata,
     is_own,
     is_tracker_folder,
@@ -118,8 +119,14 @@ class RunFolder:
             return
         if saved is None:
             self._check_unowned()
+            if not self.selects:  # a run that selects nothing records no selection options it ignored
+                from olft.config import RunConfig
+
+                self.config = {**self.config, "selection": RunConfig().to_dict()["selection"]}
             return
-        diffs = config_differences(saved, self.config, self.selects)
+        # Selection options a finished piece depends on must match; in a folder with no selection
+        # work (a run of fixed layers only) this run's values are taken (`kept_config`).
+        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path))
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
             self.config = kept_config(saved, self.config, self.selects)
