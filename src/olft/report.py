@@ -32,7 +32,7 @@ from olft.selectionmd import (
     untrained_lines,
     verdict_lines,
 )
-from olft.verdicts import fmt_score, loss_name, plural
+from olft.verdicts import UNDEFINED, fmt_score, loss_name, plural
 
 # The name under which results.json's `timing` compares the selection's total time (`runtiming.folder_timing`).
 SELECTION = "selection"
@@ -250,11 +250,6 @@ def _score_table(results: dict) -> list[str]:
     notes = [f"‡ Optimistic: {OPTIMISTIC.format(split=split)}" for split in optimistic.get("olft", [])]
     return (lines + _collapsed_notes(strategies, results["eval_splits"]) + _undefined_notes(strategies, metric)
             + (["", *notes] if notes else []))
-
-
-# Table 1's entry for a score with no value on its split (`tasks.score`), footnoted by `_undefined_notes`:
-# its 0.0 in results.json is what training ranks by, not a score.
-UNDEFINED = "undefined §"
 
 
 def shown_score(s: dict, split: str, metric: str, value: float | None) -> str:
