@@ -342,16 +342,19 @@ ADAPTIVE = "selection.selection_adaptive"
 def olft_given(cfg) -> set[str]:
     """The options of a job's config that olft is told the benchmark set (`given`, which its warnings
     of unused options read): those that differ from olft's defaults, as olft assumes without `given`
-    (`config.given_options`), less --selection-adaptive where the job's selector does not read it
-    (`config.APPLIES`). Every job sets it to 0 (tied finalists are not retrained), a no-op under auto
-    and the proxies, so naming it as ignored would put a false warning in every such run's log. The
-    config keeps the 0 whatever the selector: every run folder's config.json has recorded it, and a
-    different value would stop an earlier run's folder from being continued (`ownership`)."""
+    (`config.given_options`), less those the job's selector does not read (`config.APPLIES`). Every
+    job sets --selection-adaptive 0 (tied finalists are not retrained) and the profile's
+    --selection-epochs, no-ops under auto or a proxy, so naming them as ignored would put a false
+    warning in every such run's log. The config keeps its values whatever the selector: every run
+    folder's config.json has recorded them, and a different value would stop an earlier run's folder
+    from being continued (`ownership`). A full sweep's job (`--strategies layers=0,...`) selects no
+    layer, so none of the selection options its config shares with the other jobs is named either."""
     from olft.config import APPLIES, given_options
 
-    given = given_options(cfg)
-    if cfg.selection.selector not in APPLIES[ADAPTIVE][1]:
-        given.discard(ADAPTIVE)
+    given = {k for k in given_options(cfg)
+             if not (k in APPLIES and APPLIES[k][0] == "selector" and cfg.selection.selector not in APPLIES[k][1])}
+    if "olft" not in cfg.strategies.split(","):
+        given = {k for k in given if not k.startswith("selection.")}
     return given
 
 

@@ -111,10 +111,11 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
                 layers[seed] = entry["layers"]
                 cell["peft_params"] = cell.get("peft_params", {}) | {name: entry["peft_params"]}
                 cell["all_layer_peft_params"] = r["all_layer_peft_params"]
-            if name == "olft" and r.get("selection"):
-                cell["selection_seconds"][seed] = r["selection"]["seconds"]
-                if r["selection"].get("cpu_seconds") is not None:
-                    cell.setdefault("selection_cpu_seconds", {})[seed] = r["selection"]["cpu_seconds"]
+            # A run killed mid-selection has an unfinished selection with no time recorded yet: no cost to report.
+            if name == "olft" and (sel := finished_selection(r)):
+                cell["selection_seconds"][seed] = sel["seconds"]
+                if sel.get("cpu_seconds") is not None:
+                    cell.setdefault("selection_cpu_seconds", {})[seed] = sel["cpu_seconds"]
         cell["strategies"][name] = {**_stats(scores), "train_seconds": times, "train_cpu_seconds": cpu, "layers": layers,
                                     "failed": failed, "lr": lrs, "load_average": loads,
                                     "cpu_scope": scopes}
