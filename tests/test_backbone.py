@@ -150,7 +150,7 @@ def test_parse_layers(text, option, layers):
     ("5-3", "--layers", "The range 5-3 in '--layers 5-3' is empty: write it low-high, e.g. 3-5."),
     ("1-3,2", "--layers", "Layer 2 appears twice in '--layers 1-3,2': give each layer once, e.g. --layers 1,2,3."),
     ("1-x", "--layers", "Cannot read '--layers 1-x'"), ("-1-3", "--layers", "Cannot read '--layers -1-3'"),
-    ("3,,4", "--layers", "'--layers 3,,4' has an empty entry (two ',' in a row, or one at an end)"),
+    ("3,,4", "--layers", "'--layers 3,,4' has an empty entry (',,' in a row)"),
     ("3+", "layers=", "'layers=3+' has an empty entry"), ("+3", "layers=", "'layers=+3' has an empty entry"),
 ])
 def test_parse_layers_refuses(text, option, message):
@@ -178,9 +178,12 @@ def test_stack_from_config_without_loading():
     ("1+3,1+3", "Layer 1 appears twice in '--layers 1+3,1+3': give each layer once, e.g. --layers 1+3 (',' and '+' both join"),
     ("1+3+1", "Layer 1 appears twice in '--layers 1+3+1': give each layer once, e.g. --layers 1+3."),
     # was: "two ',' in a row" for a '+' at an end
-    ("+1", "'--layers +1' has an empty entry (two '+' in a row, or one at an end): list layers joined by one '+', e.g. 3+5."),
-    ("1+", "'--layers 1+' has an empty entry (two '+' in a row"),
-    ("3,,4", "'--layers 3,,4' has an empty entry (two ',' in a row"),
+    ("+1", "'--layers +1' has an empty entry (a '+' at the start): list layers joined by one '+', e.g. 3+5."),
+    ("1+", "'--layers 1+' has an empty entry (a '+' at the end)"),
+    ("3,,4", "'--layers 3,,4' has an empty entry (',,' in a row)"),
+    # was: "two ',' in a row" for ',+'
+    ("3,+4", "'--layers 3,+4' has an empty entry (',+' in a row): list layers joined by one '+', e.g. 3+5."),
+    ("3 ,  ,4", "'--layers 3 ,  ,4' has an empty entry (',,' in a row)"),
 ])
 def test_layers_messages_name_the_separator_typed(text, message):
     with pytest.raises(OlftError) as err:

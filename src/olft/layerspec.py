@@ -32,12 +32,16 @@ def read_layers(text: str, sep: str, shown: str, also: str = "") -> list[int] | 
     text = re.sub(r"(?<=[0-9])\s*-\s*(?=[0-9])", "-", text.strip())  # "4 - 9" is the range 4-9
     items = re.split(rf"\s*[{re.escape(sep + also)}]\s*|\s+", text) if text else []
     if "" in items:  # "3,,4" or "3,": a layer left out while typing, not a list to guess at
-        # Name the separator that is doubled or at an end ('+1' is no ',' problem).
+        # Quote what was typed where the entry is missing ('+1' is no ',' problem, '3,+4' no ',,').
         joins = re.escape(sep + also)
-        found = re.search(rf"^\s*([{joins}])|([{joins}])\s*$|([{joins}])\s*[{joins}]", text)
-        mark = next((g for g in found.groups() if g), sep) if found else sep
-        raise OlftError(f"'{shown}' has an empty entry (two '{mark}' in a row, or one at an end): "
-                        f"list layers joined by one '{mark}', e.g. 3{mark}5.")
+        if found := re.search(rf"([{joins}])\s*([{joins}])", text):
+            where, mark = f"'{found[1]}{found[2]}' in a row", found[2]
+        elif found := re.match(rf"\s*([{joins}])", text):
+            where, mark = f"a '{found[1]}' at the start", found[1]
+        else:
+            mark = re.search(rf"([{joins}])\s*$", text)[1]
+            where = f"a '{mark}' at the end"
+        raise OlftError(f"'{shown}' has an empty entry ({where}): list layers joined by one '{mark}', e.g. 3{mark}5.")
     layers: list[int] = []
     for item in items:
         if span := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
