@@ -374,8 +374,28 @@ def test_too_few_training_examples_for_the_gradient_or_the_probes_fit_set_name_m
                  "raise --max-train-samples to 2 or more", "--candidates")
     assert "disjoint" not in err
     err = _fails(capsys, [*base, "--selector", "probe", "--selection-data", "validation", "--out", str(tmp_path / "p")],
-                 "the probe's fit set holds one class only: raise --max-train-samples (now 1;")
-    assert "raise --selection-train-samples" not in err
+                 "selection (--selection-data validation): --max-train-samples 1 leaves the candidates 1 training example "
+                 "to fit on", "Raise --max-train-samples 1 to 2 or more")
+    assert "raise --selection-train-samples" not in err and "--max-eval-samples" not in err
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "select"])
+def test_validation_selection_on_one_validation_example_is_refused_before_anything_trains(model_dirs, tiny_glue, tmp_path,
+                                                                                          capsys, command):
+    """Under --selection-data validation the candidates are scored on the validation split: with one
+    example there (--max-eval-samples 1) the pick is a guess, refused up front as --selection-data train's
+    is (it used to run, train the baselines, and report a 'No signal' choice)."""
+    out = tmp_path / "out"
+    args = [command, "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
+            "--candidates", "all", "--selection-data", "validation", "--max-eval-samples", "1", "--max-steps", "2", "-q"]
+    if command == "run":
+        args += ["--strategies", "final,olft"]
+    _fails(capsys, args, "olft: error: selection (--selection-data validation): --max-eval-samples 1 leaves 1 validation "
+           "example to score them on", "no difference between the 4 candidates can be measured",
+           "Raise --max-eval-samples to 2 or more; or use --selection-data train", "--candidates")
+    assert not out.exists()
+    assert main([*args, "--max-eval-samples", "2"]) == 0  # two scoring examples: it runs (the later flag wins)
 
 
 def test_the_small_scoring_set_warning_names_the_tasks_metric(caplog):

@@ -128,6 +128,13 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     return given
 
 
+def _validation_size(session: Session, cfg: RunConfig) -> tuple[str, int, int | None]:
+    """(name, examples, --max-eval-samples) of the evaluation split --selection-data validation scores
+    candidates on (the first, as `SelectionMixin.selection_sets` takes it), for `check_selection_data`."""
+    first = next(iter(session.eval_enc))
+    return first, len(session.eval_enc[first]), cfg.data.max_eval_samples
+
+
 def _warn_count_ignored(cfg: RunConfig, given: set[str], num_layers: int) -> None:
     """Log the warnings on the options of `given` that the candidates of a `num_layers`-layer model
     leave unused (`config.count_ignored_options`): every selection option with one candidate, under
@@ -241,7 +248,8 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
         candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if any(s.name == "olft" for s in strategies):  # before anything trains: baselines would train for nothing
-            check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples)
+            check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
+                                 _validation_size(session, cfg))
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what)
         if n is None and any(s.name == "olft" for s in strategies):
@@ -357,7 +365,8 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)
         candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
-        check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples)
+        check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
+                             _validation_size(session, cfg))
         if n is None:  # the model's config declares no layer count: warned once it has loaded
             _warn_count_ignored(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [])

@@ -216,12 +216,15 @@ def selection_set_sizes(n_train: int, s: SelectionConfig) -> tuple[int, int]:
     return fit, score
 
 
-def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, max_train_samples: int | None) -> None:
+def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, max_train_samples: int | None,
+                         validation: tuple[str, int, int | None] | None = None) -> None:
     """Refuse (OlftError), before anything trains, a selection that will run (more than one candidate,
-    a selector that scores held-out examples, --selection-data train) whose fit or scoring set would
-    hold fewer than `MIN_SELECTION_SET` of the `n_train` training examples: no difference between the
-    candidates could be measured, and a choice made on one example would read as a finding. The
-    message names the settings that fix it."""
+    a selector that scores held-out examples) whose fit or scoring set would hold fewer than
+    `MIN_SELECTION_SET` examples: of the `n_train` training examples under --selection-data train;
+    under --selection-data validation, of the training examples it fits on (--selection-train-samples
+    of them) or of the validation split it scores on, `validation` = (split name, its examples after
+    --max-eval-samples, that cap or None). No difference between the candidates could be measured,
+    and a choice made on one example would read as a finding. The message names the settings that fix it."""
     if n_candidates >= 2 and s.selector == "gradient" and n_train < MIN_SELECTION_SET:
         # it scores nothing, but draws its gradient batches from a set split off the training examples
         split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}"
@@ -232,7 +235,10 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
         raise tasks.OlftError(f"selection: {split}, too few for the gradient selector to draw its selection set from "
                               f"(it needs {MIN_SELECTION_SET} or more). {_sentence(fixes)}; or name one layer with "
                               "--candidates (nothing to select).")
-    if n_candidates < 2 or s.selector == "gradient" or s.selection_data != "train":
+    if n_candidates < 2 or s.selector == "gradient":
+        return
+    if s.selection_data != "train":
+        _check_validation_selection(s, n_train, n_candidates, max_train_samples, validation)
         return
     fit, score = selection_set_sizes(n_train, s)
     if min(fit, score) >= MIN_SELECTION_SET:
@@ -265,6 +271,36 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
     raise tasks.OlftError(f"selection: {split}, {drawn}: with fewer than {MIN_SELECTION_SET} in either, no difference "
                           f"between the {n_candidates} candidates can be measured and the choice would be a guess. "
                           f"{_sentence('; or '.join(fixes))}.")  # fmt: skip
+
+
+def _check_validation_selection(s: SelectionConfig, n_train: int, n_candidates: int, max_train_samples: int | None,
+                                validation: tuple[str, int, int | None] | None) -> None:
+    """`check_selection_data` under --selection-data validation: the candidates fit on
+    min(--selection-train-samples, n_train) training examples and are scored on the validation
+    split (`SelectionMixin.selection_sets`); OlftError when either holds under `MIN_SELECTION_SET`."""
+    fit = min(s.selection_train_samples, n_train)
+    problems, fixes = [], []
+    if fit < MIN_SELECTION_SET:
+        limit = (f"--selection-train-samples {s.selection_train_samples}" if fit == s.selection_train_samples else
+                 f"--max-train-samples {max_train_samples}" if max_train_samples is not None and n_train == max_train_samples
+                 else "the training split")
+        problems.append(f"{limit} leaves the candidates {plural(fit, 'training example')} to fit on")
+        fixes.append(f"raise {limit} to {MIN_SELECTION_SET} or more" if limit.startswith("--")
+                     else f"use a training split of {MIN_SELECTION_SET} examples or more")
+    if validation is not None and validation[1] < MIN_SELECTION_SET:
+        split, n, cap = validation
+        limit = f"--max-eval-samples {cap}" if cap is not None and n >= cap else f"the {split} split"
+        problems.append(f"{limit} leaves {plural(n, f'{split} example')} to score them on")
+        fixes.append(f"raise --max-eval-samples to {MIN_SELECTION_SET} or more" if limit.startswith("--")
+                     else f"use a {split} split of {MIN_SELECTION_SET} examples or more")
+        if n_train >= 2 * MIN_SELECTION_SET:
+            fixes.append("use --selection-data train (the candidates are then scored on held-out training examples)")
+    if not problems:
+        return
+    fixes.append("name one layer with --candidates (nothing to select)")
+    raise tasks.OlftError(f"selection (--selection-data validation): {' and '.join(problems)}: with fewer than "
+                          f"{MIN_SELECTION_SET}, no difference between the {n_candidates} candidates can be measured and "
+                          f"the choice would be a guess. {_sentence('; or '.join(fixes))}.")
 
 
 def _probe_fit_limit(session: Session, n_fit: int) -> str:
