@@ -1100,3 +1100,24 @@ def test_a_dotted_transformers_flag_is_answered_with_olfts(capsys):
     _fails(capsys, ["run", "--train.learning_rate", "0.1"],
            "unknown option --train.learning_rate for `olft run`. Did you mean --train.lr (olft's name")
     _fails(capsys, ["run", "--train.per_device_train_batch_size", "4"], "Did you mean --train.batch_size")
+
+
+@pytest.mark.parametrize("strategies, layers", [("layers=2+4", "2+4"), ("layers = 3", "3"), ("olft,final,full", None),
+                                                ("layers=1,layers=2", None), (None, None)])
+def test_olft_train_takes_its_layers_from_a_config_file_an_add_on_wrote(tmp_path, strategies, layers):
+    """A folder's config.json after `olft train --layers 2,4` records `strategies: layers=2+4`:
+    `olft train --config` of it repeats that add-on without --layers; a file with other strategies
+    (an `olft run`'s, or several) gives none, and --layers on the command line always wins."""
+    from olft.cli import parse
+    from olft.cliconfig import config_first
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": {"model": "minilm-l6"}, **({"strategies": strategies} if strategies else {})}))
+    notes: list[str] = []
+    argv = config_first(["train", "--config", str(path)], {}, notes)
+    assert (argv[-2:] == ["--layers", layers]) if layers else "--layers" not in argv, argv
+    assert bool(notes and "an `olft train` wrote it" in notes[-1]) == bool(layers), notes
+    if layers:
+        assert parse(["train", "--config", str(path)]).cfg.model.model == "minilm-l6"
+    assert config_first(["train", "--config", str(path), "--layers", "5"], {}, [])[-2:] == ["--layers", "5"]
+    assert "--layers" not in config_first(["run", "--config", str(path)], {}, [])

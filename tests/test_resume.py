@@ -406,6 +406,16 @@ def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, mode
     assert "**UNFINISHED:** written while a run was working on this folder" in table and "Not finished: layers=3." in table
     assert table.split("Table 1")[1] == before.split("Table 1")[1]
     assert (out / "layers.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
+    # config.json, whole after the kill, holds the add-on's options (README: the latest command's), so
+    # `olft train --config` of it continues the add-on; it then finishes beside the earlier strategies.
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategies"] == "layers=3", config["strategies"]
+    assert main(["train", "--config", str(out / "config.json"), "-q"]) == 0
+    table = (out / "table.md").read_text()
+    assert "UNFINISHED" not in table and "| layers=3 |" in table
+    for row in ("| olft |", "| final |", "| full |"):
+        assert row in table, row
+    assert json.loads((out / "results.json").read_text())["complete"] is True
 
 
 def test_add_ons_take_their_place_in_one_strategy_order_whatever_order_they_ran(reference, tmp_path):

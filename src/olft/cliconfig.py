@@ -180,6 +180,17 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
         if skipped and notes is not None:
             notes.append(_skipped_note(argv[0], path, skipped))
+    if argv[0] == "train" and not any(t == "--layers" or t.startswith("--layers=") for t in rest):
+        # A folder's config.json after an `olft train` add-on holds its --layers as the strategy
+        # layers=3+5 (`train` has no --strategies): repeating or continuing that add-on from the file
+        # alone takes them back, so `olft train --config runs/X/config.json` does what it says.
+        for path, _ in reversed(files):
+            if (spec := _train_layers(path)) is not None:
+                rest += ["--layers", spec]
+                if notes is not None:
+                    notes.append(f"{path}: --layers {spec}, from its strategies layers={spec} (an `olft train` "
+                                 "wrote it); pass --layers to tune other layers.")
+                break
     if home is not None and not any(t == "--out" or t.startswith("--out=") for t in rest):
         # config.json's `out` is the path as it was typed, relative to where the run started: from
         # any other directory it would name a new folder, so the run continues where the file lies.
@@ -189,6 +200,17 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         for path, keys in files:
             sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
     return [argv[0], *configs, *rest]
+
+
+def _train_layers(path: str) -> str | None:
+    """The layers of config file `path`'s `strategies` when it is one `layers=...` entry (what an
+    `olft train` records: `layers=3+5`), as --layers takes them; None otherwise (no such key,
+    `olft,final,full`, several entries). The file has passed `check_config_file`."""
+    text = Path(path).read_text()
+    data = _load_unique_json(text) if Path(path).suffix.lower() == ".json" else _load_unique(text)
+    entries = [e.strip() for e in str(data.get("strategies") or "").split(",") if e.strip()]
+    found = re.fullmatch(r"layers\s*=\s*(\S.*)", entries[0], flags=re.I) if len(entries) == 1 else None
+    return found[1] if found else None
 
 
 def run_folder_of(path: str) -> str | None:
