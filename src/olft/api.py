@@ -128,9 +128,12 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     return given
 
 
-def _validation_size(session: Session, cfg: RunConfig) -> tuple[str, int, int | None]:
+def _validation_size(session: Session, cfg: RunConfig) -> tuple[str, int, int | None] | None:
     """(name, examples, --max-eval-samples) of the evaluation split --selection-data validation scores
-    candidates on (the first, as `SelectionMixin.selection_sets` takes it), for `check_selection_data`."""
+    candidates on (the first, as `SelectionMixin.selection_sets` takes it), for `check_selection_data`;
+    None under --selection-data train."""
+    if cfg.selection.selection_data != "validation":
+        return None
     first = next(iter(session.eval_enc))
     return first, len(session.eval_enc[first]), cfg.data.max_eval_samples
 
