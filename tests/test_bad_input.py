@@ -342,7 +342,7 @@ def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warn
                                         "--selection-eval-samples 2)", "--selection-data validation"]),
         (["--max-train-samples", "1"], ["--max-train-samples 1 leaves 1 training example, too few to split",
                                         "raise --max-train-samples to 6 or more"]),
-        (["--selection-eval-samples", "1"], ["1 to score them on", "raise --selection-eval-samples 1 to 2 or more"]),
+        (["--selection-eval-samples", "1"], ["1 to score them on", "raise --selection-eval-samples 1 to 16;"]),
     ],
     ids=["three", "one", "one-scoring-example"],
 )
@@ -417,6 +417,68 @@ def test_selection_set_sizes_truth_table():
     s = SelectionConfig()  # 1,000 to fit, 400 to score, shrunk in proportion
     table = {1: (1, 0), 2: (1, 1), 3: (2, 1), 5: (4, 1), 6: (4, 2), 1400: (1000, 400), 5000: (1000, 400)}
     assert {n: selection_set_sizes(n, s) for n in table} == table
+
+
+def _refusal(n_train: int, cap: int | None, **selection) -> str:
+    from olft.config import SelectionConfig
+    from olft.stages import check_selection_data
+
+    with pytest.raises(OlftError) as exc:
+        check_selection_data(SelectionConfig(**selection), n_train, 4, cap)
+    return str(exc.value)
+
+
+def _accepted(n_train: int, cap: int | None, **selection) -> None:
+    from olft.config import SelectionConfig
+    from olft.stages import check_selection_data
+
+    check_selection_data(SelectionConfig(**selection), n_train, 4, cap)
+
+
+def test_a_training_split_smaller_than_max_train_samples_is_named_in_the_fix_not_the_cap():
+    """A cap of 500 above a 3-example split limits nothing: the fix names the split, as the problem does
+    (it said 'Raise --max-train-samples to 6', and the cap is 500 already)."""
+    msg = _refusal(3, 500)
+    assert "the training split holds 3 examples" in msg and "Use a training split of 6 examples or more" in msg, msg
+    assert "--max-train-samples" not in msg, msg
+    msg = _refusal(1, 500, selector="gradient")
+    assert "the training split holds 1 example" in msg and "Use a training split of 2 examples or more" in msg, msg
+    assert "--max-train-samples" not in msg, msg
+    msg = _refusal(1, 1, selector="gradient")  # the cap does limit it
+    assert "Raise --max-train-samples to 2 or more" in msg, msg
+
+
+def test_a_selection_set_fix_is_one_that_gives_both_sets_two_examples():
+    """'Raise X' only where raising X, the other limits as they are, gives both selection sets 2 examples;
+    otherwise the fix names what does limit them (--max-train-samples, or the split), with X if needed."""
+    # 96 examples of 1,000 + 2 shrink to 95 + 1 (it said 'raise --selection-eval-samples 1 to 2 or more'):
+    # 16 is the fewest that leaves 2 to score on.
+    msg = _refusal(96, None, selection_eval_samples=1)
+    assert "Raise --selection-eval-samples 1 to 16;" in msg and "to 2" not in msg, msg
+    _refusal(96, None, selection_eval_samples=15)
+    _accepted(96, None, selection_eval_samples=16)
+    # 3 examples give 2 and 1 whatever --selection-eval-samples says: the cap must rise with it.
+    msg = _refusal(3, 3, selection_eval_samples=1)
+    assert "Raise --selection-eval-samples" not in msg, msg
+    assert ("Raise --max-train-samples to 752 or more and --selection-eval-samples 1 to 2 at the current "
+            "--selection-train-samples 1000 (or to 4 with --selection-train-samples 2 --selection-eval-samples 2)") in msg, msg
+    _refusal(751, None, selection_eval_samples=2)
+    _accepted(752, None, selection_eval_samples=2)
+    _accepted(4, None, selection_train_samples=2, selection_eval_samples=2)
+    msg = _refusal(3, None, selection_train_samples=1, selection_eval_samples=1)
+    assert ("Use a training split of 4 examples or more and raise --selection-train-samples 1 and "
+            "--selection-eval-samples 1 to 2;") in msg, msg
+    # Under --selection-data validation the fit set is min(--selection-train-samples, the training examples).
+    msg = _refusal(1, 1, selection_data="validation", selection_train_samples=1)
+    assert ("--selection-train-samples 1 and --max-train-samples 1 leave the candidates 1 training example to fit on"
+            in msg and "Raise --selection-train-samples 1 and --max-train-samples 1 to 2 or more;" in msg), msg
+    msg = _refusal(1, None, selection_data="validation", selection_train_samples=1)
+    assert ("Raise --selection-train-samples 1 to 2 or more and use a training split of 2 examples or more;" in msg), msg
+    msg = _refusal(5, None, selection_data="validation", selection_train_samples=1)
+    assert "--selection-train-samples 1 leaves" in msg and "Raise --selection-train-samples 1 to 2 or more;" in msg, msg
+    msg = _refusal(1, 1, selection_data="validation")
+    assert "--max-train-samples 1 leaves" in msg and "Raise --max-train-samples 1 to 2 or more;" in msg, msg
+    assert "--selection-train-samples" not in msg, msg
 
 
 def test_regression_training_data_of_one_value_is_refused_and_an_undefined_correlation_is_marked(model_dirs, tmp_path, capsys):

@@ -225,12 +225,12 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
     of them) or of the validation split it scores on, `validation` = (split name, its examples after
     --max-eval-samples, that cap or None). No difference between the candidates could be measured,
     and a choice made on one example would read as a finding. The message names the settings that fix it."""
+    capped = max_train_samples is not None and n_train == max_train_samples  # else the split is what limits
+    split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}" if capped else
+             f"the training split holds {plural(n_train, 'example')}")
     if n_candidates >= 2 and s.selector == "gradient" and n_train < MIN_SELECTION_SET:
         # it scores nothing, but draws its gradient batches from a set split off the training examples
-        split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}"
-                 if max_train_samples is not None and n_train == max_train_samples else
-                 f"the training split holds {plural(n_train, 'example')}")
-        fixes = (f"raise --max-train-samples to {MIN_SELECTION_SET} or more" if max_train_samples is not None
+        fixes = (f"raise --max-train-samples to {MIN_SELECTION_SET} or more" if capped
                  else f"use a training split of {MIN_SELECTION_SET} examples or more")
         raise tasks.OlftError(f"selection: {split}, too few for the gradient selector to draw its selection set from "
                               f"(it needs {MIN_SELECTION_SET} or more). {_sentence(fixes)}; or name one layer with "
@@ -243,34 +243,53 @@ def check_selection_data(s: SelectionConfig, n_train: int, n_candidates: int, ma
     fit, score = selection_set_sizes(n_train, s)
     if min(fit, score) >= MIN_SELECTION_SET:
         return
-    split = (f"--max-train-samples {max_train_samples} leaves {plural(n_train, 'training example')}"
-             if max_train_samples is not None and n_train == max_train_samples else
-             f"the training split holds {plural(n_train, 'example')}")
     drawn = (f"which --selection-data train splits into {fit} to fit the candidates on and {score} to score them on"
              if n_train >= 2 else "too few to split into a set to fit the candidates on and one to score them on")
-    small = [f"--{name.replace('_', '-')} {value}" for name, value in
-             (("selection_train_samples", s.selection_train_samples), ("selection_eval_samples", s.selection_eval_samples))
-             if value < MIN_SELECTION_SET]  # fmt: skip
-    if small:
-        fixes = [f"raise {' and '.join(small)} to {MIN_SELECTION_SET} or more"]
-    else:
-        need = next(n for n in range(2 * MIN_SELECTION_SET, sum([s.selection_train_samples, s.selection_eval_samples]) + 1)
-                    if min(selection_set_sizes(n, s)) >= MIN_SELECTION_SET)  # fmt: skip
-        at = (f" at the current --selection-train-samples {s.selection_train_samples} and --selection-eval-samples "
-              f"{s.selection_eval_samples}")
+    raise tasks.OlftError(f"selection: {split}, {drawn}: with fewer than {MIN_SELECTION_SET} in either, no difference "
+                          f"between the {n_candidates} candidates can be measured and the choice would be a guess. "
+                          f"{_sentence('; or '.join(_train_selection_fixes(s, n_train, capped)))}.")  # fmt: skip
+
+
+def _works(n_train: int, s: SelectionConfig) -> bool:
+    return min(selection_set_sizes(n_train, s)) >= MIN_SELECTION_SET
+
+
+def _train_selection_fixes(s: SelectionConfig, n_train: int, capped: bool) -> list[str]:
+    """The fixes `check_selection_data` offers when --selection-data train's sets of `n_train` examples
+    (`capped`: as many as --max-train-samples) are too small, each one that would work: raising
+    --selection-train/eval-samples only where the training examples can then give both sets enough
+    (the split shrinks both in proportion, so 1,000 + 2 of 96 still score on 1), else more training
+    examples, with those raised too where they are below MIN_SELECTION_SET."""
+    names = ("selection_train_samples", "selection_eval_samples")
+    small = [name for name in names if getattr(s, name) < MIN_SELECTION_SET]
+    raised = replace(s, **{name: MIN_SELECTION_SET for name in small})
+    flags = " and ".join(f"--{name.replace('_', '-')} {getattr(s, name)}" for name in small)
+    fixes = []
+    if len(small) == 1:  # the fewest that works; past the other's value the other's share only shrinks
+        other = getattr(s, next(n for n in names if n not in small))
+        value = next((v for v in range(MIN_SELECTION_SET, max(other, MIN_SELECTION_SET) + 1)
+                      if _works(n_train, replace(s, **{small[0]: v}))), None)  # fmt: skip
+        if value is not None:
+            fixes.append(f"raise {flags} to {value}")
+    elif small and _works(n_train, raised):
+        fixes.append(f"raise {flags} to {MIN_SELECTION_SET}")
+    if not fixes:  # more training examples: with the settings below MIN_SELECTION_SET raised to it
+        need = next(n for n in range(2 * MIN_SELECTION_SET, raised.selection_train_samples + raised.selection_eval_samples + 1)
+                    if _works(n, raised))  # fmt: skip
+        more = f"raise --max-train-samples to {need} or more" if capped else f"use a training split of {need} examples or more"
+        kept = [f"--{name.replace('_', '-')} {getattr(s, name)}" for name in names if name not in small]
+        at = f" and {'' if capped else 'raise '}{flags} to {MIN_SELECTION_SET}" if small else ""
+        at += f" at the current {' and '.join(kept)}" if kept else ""
         fewest = (f" (or to {2 * MIN_SELECTION_SET} with --selection-train-samples {MIN_SELECTION_SET} "
                   f"--selection-eval-samples {MIN_SELECTION_SET})" if need > 2 * MIN_SELECTION_SET else "")
-        fixes = [f"raise --max-train-samples to {need} or more{at}{fewest}" if max_train_samples is not None
-                 else f"use a training split of {need} examples or more{at}{fewest}"]
+        fixes.append(f"{more}{at}{fewest}")
         if 2 * MIN_SELECTION_SET <= n_train:
             fixes.append(f"split these {n_train} with --selection-train-samples {n_train - MIN_SELECTION_SET} "
                          f"--selection-eval-samples {MIN_SELECTION_SET}")
     if n_train >= MIN_SELECTION_SET:
         fixes.append("use --selection-data validation (the candidates are then scored on the validation split)")
     fixes.append("name one layer with --candidates (nothing to select)")
-    raise tasks.OlftError(f"selection: {split}, {drawn}: with fewer than {MIN_SELECTION_SET} in either, no difference "
-                          f"between the {n_candidates} candidates can be measured and the choice would be a guess. "
-                          f"{_sentence('; or '.join(fixes))}.")  # fmt: skip
+    return fixes
 
 
 def _check_validation_selection(s: SelectionConfig, n_train: int, n_candidates: int, max_train_samples: int | None,
@@ -281,12 +300,18 @@ def _check_validation_selection(s: SelectionConfig, n_train: int, n_candidates: 
     fit = min(s.selection_train_samples, n_train)
     problems, fixes = [], []
     if fit < MIN_SELECTION_SET:
-        limit = (f"--selection-train-samples {s.selection_train_samples}" if fit == s.selection_train_samples else
-                 f"--max-train-samples {max_train_samples}" if max_train_samples is not None and n_train == max_train_samples
-                 else "the training split")
-        problems.append(f"{limit} leaves the candidates {plural(fit, 'training example')} to fit on")
-        fixes.append(f"raise {limit} to {MIN_SELECTION_SET} or more" if limit.startswith("--")
-                     else f"use a training split of {MIN_SELECTION_SET} examples or more")
+        # Each limit below MIN_SELECTION_SET must rise: raising one alone leaves the other's.
+        limits = [f"--selection-train-samples {s.selection_train_samples}"] if s.selection_train_samples < MIN_SELECTION_SET else []
+        if n_train < MIN_SELECTION_SET:
+            capped = max_train_samples is not None and n_train == max_train_samples
+            limits.append(f"--max-train-samples {max_train_samples}" if capped else "the training split")
+        raised = " and ".join(limit for limit in limits if limit.startswith("--"))
+        problems.append(f"{' and '.join(limits)} {'leave' if len(limits) > 1 else 'leaves'} the candidates "
+                        f"{plural(fit, 'training example')} to fit on")
+        fix = [f"raise {raised} to {MIN_SELECTION_SET} or more"] if raised else []
+        if "the training split" in limits:
+            fix.append(f"use a training split of {MIN_SELECTION_SET} examples or more")
+        fixes.append(" and ".join(fix))
     if validation is not None and validation[1] < MIN_SELECTION_SET:
         split, n, cap = validation
         limit = f"--max-eval-samples {cap}" if cap is not None and n >= cap else f"the {split} split"
