@@ -46,7 +46,7 @@ def test_loss_ranking_refuses_candidates_without_a_loss():
     sel = _selection({4: (0.5, None), 5: (0.5, 0.69)}, metric="loss")
     with pytest.raises(OlftError, match="--selection-metric score") as exc:
         _ = sel.selected_layer
-    assert "an older olft did not save it (--overwrite scores the candidates again)" in str(exc.value)
+    assert "an older olft did not save it (--overwrite scores the candidates again; or use --selection-metric score)" in str(exc.value)
     assert "or rerun with --overwrite" not in str(exc.value)  # no cure for the gradient selector
 
 

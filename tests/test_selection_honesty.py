@@ -445,3 +445,20 @@ def test_a_selection_scored_on_one_example_says_no_difference_was_measured():
     text = table_md({**_results(d), "metric": "accuracy"})
     assert ("No difference measured: no difference between the candidates could be measured on 1 scoring example (a paired "
             "gap needs 2 or more), so the choice of layer 2 is a guess, not a finding; use a larger --max-train-samples") in text, text
+
+
+@pytest.mark.parametrize("selector", ["gradient", "exhaustive"])
+def test_a_loss_ranking_without_losses_names_the_one_cause_that_applies(selector):
+    """The gradient selector scores no loss; any other selector's candidate lacks one only when an
+    older olft saved it so. The message named both with 'and', as if both were true."""
+    from olft.errors import OlftError
+
+    cands = [Candidate(layer, 0.5, 1.0, {"accuracy": 0.5}) for layer in (1, 2)]
+    sel = Selection("train-holdout", cands, 10, None, metric="loss", selector=selector)
+    with pytest.raises(OlftError) as exc:
+        _ = sel.selected_layer
+    msg = str(exc.value)
+    assert msg.startswith("Candidate layer 1 has no held-out loss to rank by --selection-metric loss: "), msg
+    gradient = "the gradient selector scores none (use --selection-metric score or another --selector)"
+    older = "an older olft did not save it (--overwrite scores the candidates again; or use --selection-metric score)"
+    assert (gradient in msg) == (selector == "gradient") and (older in msg) == (selector != "gradient"), msg

@@ -206,11 +206,12 @@ class Selection:
             return {c.layer: (c.score, -c.metrics.get("loss", 0.0)) for c in scored}
         missing = [c.layer for c in scored if "loss" not in c.metrics]
         if missing:
-            # The gradient selector scores none (a config pairing it with loss is refused as it is read);
-            # otherwise an older olft saved this candidate without its loss.
-            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss to rank by --selection-metric loss: "
-                            "the gradient selector scores none (use --selection-metric score or another --selector), "
-                            "and an older olft did not save it (--overwrite scores the candidates again).")
+            # The gradient selector scores none (a new selection pairing it with loss is refused before it
+            # starts: `api.check_selection_metric`); any other selector's candidate an older olft saved so.
+            why = ("the gradient selector scores none (use --selection-metric score or another --selector)"
+                   if self.selector == "gradient" else
+                   "an older olft did not save it (--overwrite scores the candidates again; or use --selection-metric score)")
+            raise OlftError(f"Candidate layer {missing[0]} has no held-out loss to rank by --selection-metric loss: {why}.")
         return {c.layer: (-c.metrics["loss"], 0.0) for c in scored}
 
     def ranking(self) -> list[int]:
