@@ -419,6 +419,28 @@ def test_selection_set_sizes_truth_table():
     assert {n: selection_set_sizes(n, s) for n in table} == table
 
 
+def test_a_folder_an_older_olft_wrote_with_gradient_and_loss_is_read_while_a_new_selection_is_refused(model_dirs, tiny_glue,
+                                                                                                      tmp_path, capsys):
+    """Older olft accepted --selector gradient --selection-metric loss (it trained final and full, and
+    failed olft only): such a folder's config.json must still read for evaluate, predict and export.
+    A selection asked for with the pair is refused before anything trains (no held-out loss to rank)."""
+    out = tmp_path / "old"
+    base = ["--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "1", "-q"]
+    assert main(["run", *base, "--strategies", "final", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["selection"].update(selector="gradient", selection_metric="loss")
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run", str(out), "-q"]) == 0
+    capsys.readouterr()
+    refused = "olft: error: --selection-metric loss cannot rank under --selector gradient"
+    for command in (["run", *base, "--out", str(tmp_path / "new")], ["select", *base, "--out", str(tmp_path / "new")]):
+        _fails(capsys, [*command, "--selector", "gradient", "--selection-metric", "loss"], refused, "--selection-metric score")
+        assert not (tmp_path / "new").exists()
+    # Without olft among the strategies nothing ranks: the pair is not read, so not refused.
+    assert main(["run", *base, "--strategies", "final", "--selector", "gradient", "--selection-metric", "loss",
+                 "--out", str(tmp_path / "final")]) == 0
+
+
 def _refusal(n_train: int, cap: int | None, **selection) -> str:
     from olft.config import SelectionConfig
     from olft.stages import check_selection_data

@@ -50,10 +50,10 @@ def test_loss_ranking_refuses_candidates_without_a_loss():
     assert "or rerun with --overwrite" not in str(exc.value)  # no cure for the gradient selector
 
 
-def test_gradient_selector_with_loss_metric_is_refused_as_the_options_are_read(model_dirs, tiny_glue, tmp_path, capsys):
+def test_gradient_selector_with_loss_metric_is_refused_before_anything_trains(model_dirs, tiny_glue, tmp_path, capsys):
     # It was accepted: the baselines trained, then olft failed ("no held-out loss ... or rerun with
     # --overwrite", which cannot help) and the run exited 0, "finished with failures".
-    from olft.config import RunConfig, SelectionConfig
+    from olft.config import SelectionConfig, check_selection_metric
 
     out = tmp_path / "out"
     args = ["run", "--model", str(model_dirs["llama"]), "--task", "rte", "--glue-dir", str(tiny_glue), "--selector", "gradient",
@@ -63,9 +63,9 @@ def test_gradient_selector_with_loss_metric_is_refused_as_the_options_are_read(m
     assert err.startswith("olft: error: --selection-metric loss cannot rank under --selector gradient") and err.count("\n") == 1, err
     assert "--selection-metric score" in err and "another --selector" in err and not out.exists()
     with pytest.raises(OlftError, match="--selection-metric score, or another --selector"):
-        RunConfig(selection=SelectionConfig(selector="gradient", selection_metric="loss"))
-    SelectionConfig(selector="probe", selection_metric="loss")  # every other selector scores a held-out loss
-    SelectionConfig(selector="gradient", selection_metric="score")
+        check_selection_metric(SelectionConfig(selector="gradient", selection_metric="loss"))
+    check_selection_metric(SelectionConfig(selector="probe", selection_metric="loss"))  # every other selector scores a loss
+    check_selection_metric(SelectionConfig(selector="gradient", selection_metric="score"))
 
 
 def test_heldout_loss_matches_sklearn():

@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from olft import curves, distributed, report
-from olft.config import RunConfig, count_ignored_options, given_options, ignored_options
+from olft.config import RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
@@ -234,7 +234,10 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     """
     if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
         cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
+    names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
     given = _warn_ignored(cfg, given, "run")
+    if "olft" in names:  # only a selection ranks (a folder an older olft wrote with the pair still reads)
+        check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=strategies is None)
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
@@ -243,7 +246,6 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         _check_strategy_lr(cfg, [s.name for s in early], what)
     if n is not None and any(s.name == "olft" for s in early):
         _warn_count_ignored(cfg, given, n)
-    names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
     with _open(cfg, overwrite, selects="olft" in names) as folder:
         _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
@@ -358,6 +360,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     every candidate failed to train.
     """
     given = _warn_ignored(cfg, given, "select")
+    check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=False)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")

@@ -198,9 +198,16 @@ class SelectionConfig:
         # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
             raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
-        if self.selector == "gradient" and self.selection_metric == "loss":  # refused before anything trains
-            raise OlftError("--selection-metric loss cannot rank under --selector gradient: it scores no held-out loss. "
-                            "Use --selection-metric score, or another --selector (probe, exhaustive, ...).")
+
+
+def check_selection_metric(s: SelectionConfig) -> None:
+    """Refuse (OlftError) --selection-metric loss under --selector gradient, which scores no held-out
+    loss to rank. Called where a selection is asked for, before anything trains, not as a config is
+    read: an older olft accepted the pair, and its folders' config.json must still read (evaluate,
+    predict, export)."""
+    if s.selector == "gradient" and s.selection_metric == "loss":
+        raise OlftError("--selection-metric loss cannot rank under --selector gradient: it scores no held-out loss. "
+                        "Use --selection-metric score, or another --selector (probe, exhaustive, ...).")
 
 
 def precision_conflict(dtype: str, mixed_precision: str, given: str = "--mixed-precision bf16") -> str | None:

@@ -207,7 +207,7 @@ class Selection:
         missing = [c.layer for c in scored if "loss" not in c.metrics]
         if missing:
             # The gradient selector scores none (a new selection pairing it with loss is refused before it
-            # starts: `api.check_selection_metric`); any other selector's candidate an older olft saved so.
+            # starts: `config.check_selection_metric`); any other selector's candidate an older olft saved so.
             why = ("the gradient selector scores none (use --selection-metric score or another --selector)"
                    if self.selector == "gradient" else
                    "an older olft did not save it (--overwrite scores the candidates again; or use --selection-metric score)")
