@@ -441,6 +441,21 @@ def test_a_folder_an_older_olft_wrote_with_gradient_and_loss_is_read_while_a_new
                  "--out", str(tmp_path / "final")]) == 0
 
 
+def test_candidates_are_range_checked_only_where_olft_selects(model_dirs, tiny_glue, tmp_path, capsys, caplog):
+    """`olft train`, and `olft run` without olft among its strategies, read no --candidates: it warned that
+    --candidates 9 was ignored, then refused it as out of range. Where olft selects it is still refused."""
+    base = ["--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "1", "-q",
+            "--candidates", "9"]
+    with caplog.at_level(logging.WARNING, logger="olft"):
+        assert main(["train", *base, "--layers", "1", "--out", str(tmp_path / "train")]) == 0
+    assert any("--candidates is ignored by `olft train`" in r.getMessage() for r in caplog.records), caplog.text
+    assert main(["run", *base, "--strategies", "final", "--out", str(tmp_path / "final")]) == 0
+    capsys.readouterr()
+    for command in (["run", *base, "--strategies", "final,olft"], ["select", *base]):
+        _fails(capsys, [*command, "--out", str(tmp_path / "olft")], "Layer 9 in '--candidates 9' is out of range")
+        assert not (tmp_path / "olft").exists()
+
+
 def _refusal(n_train: int, cap: int | None, **selection) -> str:
     from olft.config import SelectionConfig
     from olft.stages import check_selection_data

@@ -101,9 +101,10 @@ def config_layers(cfg: RunConfig) -> int | None:
     return config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
 
 
-def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
-    """Refuse layers the model does not have (--strategies, --layers, --candidates) from its config
-    alone, before data is read or weights load; OlftError naming the valid range.
+def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int | None:
+    """Refuse layers the model does not have (--strategies, --layers, and --candidates where the run
+    `selects` a layer: elsewhere nothing reads them) from its config alone, before data is read or
+    weights load; OlftError naming the valid range.
 
     Returns the model's layer count, or None for a config that declares none: the check is then
     left to the loaded model (`run` repeats it).
@@ -113,7 +114,8 @@ def _check_layers(cfg: RunConfig, check_strategies: bool) -> int | None:
         return None
     if check_strategies:
         parse_strategies(cfg.strategies, n)
-    check_candidates(cfg.selection.candidates, n, cfg.selection.selector, cfg.selection.probe_keep)
+    if selects:
+        check_candidates(cfg.selection.candidates, n, cfg.selection.selector, cfg.selection.probe_keep)
     return n
 
 
@@ -239,7 +241,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     if "olft" in names:  # only a selection ranks (a folder an older olft wrote with the pair still reads)
         check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
-    n = _check_layers(cfg, check_strategies=strategies is None)
+    n = _check_layers(cfg, check_strategies=strategies is None, selects="olft" in names)
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
@@ -251,8 +253,9 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
         strategies = strategies or parse_strategies(cfg.strategies, session.num_layers)
-        candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         if any(s.name == "olft" for s in strategies):  # before anything trains: baselines would train for nothing
+            candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector,
+                                          cfg.selection.probe_keep)
             check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
                                  _validation_size(session, cfg))
         if early is None:  # the model's config declares no layer count: checked once it has loaded
@@ -362,7 +365,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     given = _warn_ignored(cfg, given, "select")
     check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
-    n = _check_layers(cfg, check_strategies=False)
+    n = _check_layers(cfg, check_strategies=False, selects=True)
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
     if n is not None:
         _warn_count_ignored(cfg, given, n)
