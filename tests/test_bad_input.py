@@ -476,7 +476,7 @@ def test_a_training_split_smaller_than_max_train_samples_is_named_in_the_fix_not
     """A cap of 500 above a 3-example split limits nothing: the fix names the split, as the problem does
     (it said 'Raise --max-train-samples to 6', and the cap is 500 already)."""
     msg = _refusal(3, 500)
-    assert "the training split holds 3 examples" in msg and "Use a training split of 6 examples or more" in msg, msg
+    assert "the training split holds 3 examples" in msg and "Use a training split of 6 examples or more at the current --selection-train-samples 1000 and --selection-eval-samples 400 (or of 4 with" in msg, msg
     assert "--max-train-samples" not in msg, msg
     msg = _refusal(1, 500, selector="gradient")
     assert "the training split holds 1 example" in msg and "Use a training split of 2 examples or more" in msg, msg

@@ -280,7 +280,7 @@ def _train_selection_fixes(s: SelectionConfig, n_train: int, capped: bool) -> li
         kept = [f"--{name.replace('_', '-')} {getattr(s, name)}" for name in names if name not in small]
         at = f" and {'' if capped else 'raise '}{flags} to {MIN_SELECTION_SET}" if small else ""
         at += f" at the current {' and '.join(kept)}" if kept else ""
-        fewest = (f" (or to {2 * MIN_SELECTION_SET} with --selection-train-samples {MIN_SELECTION_SET} "
+        fewest = (f" (or {'to' if capped else 'of'} {2 * MIN_SELECTION_SET} with --selection-train-samples {MIN_SELECTION_SET} "
                   f"--selection-eval-samples {MIN_SELECTION_SET})" if need > 2 * MIN_SELECTION_SET else "")
         fixes.append(f"{more}{at}{fewest}")
         if 2 * MIN_SELECTION_SET <= n_train:
