@@ -377,6 +377,38 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
     assert _results(out)["status"] == "complete"
 
 
+def test_table_mds_python_advice_continues_the_folder_from_another_directory(model_dirs, tiny_glue, tmp_path, monkeypatch,
+                                                                            caplog):
+    """The banner's Python call, pasted as it stands in another working directory, continues the
+    folder: config.json keeps `out` as typed ("F1", relative), so a call that did not name the
+    folder would begin a new F1 there; and it warns of no option (config.json records them all)."""
+    import olft.pipeline as pipeline
+
+    real_fit, fits = pipeline.fit, []
+
+    def second_is_interrupted(*a, **kw):
+        fits.append(1)
+        if len(fits) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*a, **kw)
+
+    (tmp_path / "began").mkdir(), (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "began")
+    monkeypatch.setattr(pipeline, "fit", second_is_interrupted)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, "F1", "--strategies", "final,full")) == 130
+    folder = tmp_path / "began" / "F1"
+    assert json.loads((folder / "config.json").read_text())["out"] == "F1"
+    call = re.search(r"from Python, `([^`]+)` does the same", (folder / "table.md").read_text())
+    assert call, (folder / "table.md").read_text()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(pipeline, "fit", real_fit)
+    caplog.clear()
+    exec(call.group(1), {})
+    assert "is ignored" not in caplog.text  # not the selection options config.json records
+    assert _results(folder)["status"] == "complete" and set(_results(folder)["strategies"]) == {"final", "full"}
+    assert not list((tmp_path / "elsewhere").iterdir())  # no new folder begun here
+
+
 def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, model_dirs, tiny_glue, tmp_path, monkeypatch):
     """`olft train` into a finished folder, stopped by SIGTERM, then killed outright: table.md still
     lists every finished strategy and the selection (marked unfinished, naming the add-on), and
