@@ -439,7 +439,12 @@ def test_every_other_name_points_at_an_option_olft_has():
 
 def test_a_transformers_flag_is_answered_with_olfts(capsys):
     _fails(capsys, ["run", "--learning-rate", "0.1"], "unknown option --learning-rate for `olft run`. Did you mean --lr")
-    _fails(capsys, ["train", "--num-train-epochs", "2", "--layers", "1"], "Did you mean --epochs")
+    _fails(capsys, ["train", "--num-train-epochs", "2", "--layers", "1"],
+           "Did you mean --epochs (olft's name for what transformers or PEFT call num_train_epochs)?")
+    # --method and --model are rewritten to --method.method and --model.model (cliconfig._short_flags):
+    # answered with the short flag one types, not a near spelling (was: Did you mean --dtype?) or nothing.
+    _fails(capsys, ["run", "--peft_type", "lora"], "Did you mean --method (olft's name for what transformers or PEFT call peft_type)?")
+    _fails(capsys, ["run", "--model_name_or_path", "x"], "Did you mean --model (olft's name")
 
 
 def test_a_json_config_is_held_to_json(tmp_path, capsys):
