@@ -1328,3 +1328,25 @@ def test_selection_options_may_change_in_a_folder_that_never_selected(tmp_path):
                  folder("selected", **{"results.json": selected})):
         with pytest.raises(OlftError, match="selection.selector: 'auto' in the folder, 'probe' now"):
             RunFolder(path, cfg("probe", "olft,layers=2"))
+
+
+@pytest.mark.parametrize("sub, temp", [("pieces", ".strategy-final.tmp123.json"), ("checkpoints", ".final.tmp9.pt")])
+def test_a_temp_file_a_killed_write_left_is_no_selection_work(tmp_path, sub, temp):
+    """`.strategy-final.tmp123.json` in pieces/ or `.final.tmp9.pt` in checkpoints/ (a kill mid
+    atomic write) is no finished work, so it does not make a folder that never selected refuse
+    `olft run --strategies olft --selector probe` as a different config."""
+    from olft.config import RunConfig
+    from olft.runfolder import RunFolder
+
+    def cfg(selector: str, strategies: str) -> dict:
+        c = RunConfig()
+        c.selection.selector, c.strategies = selector, strategies
+        return c.to_dict()
+
+    results = json.dumps({"strategies": {"final": {}}, "strategy_names": ["final"]})
+    (tmp_path / sub).mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(cfg("auto", "final")))
+    (tmp_path / "results.json").write_text(results)
+    (tmp_path / sub / temp).write_text("{")
+    with RunFolder(tmp_path, cfg("probe", "olft")) as f:
+        assert f.config["selection"]["selector"] == "probe"
