@@ -1201,7 +1201,8 @@ def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glu
     r, table = _results(out), (out / "table.md").read_text()
     assert r["status"] == "interrupted" and list(r["strategies"]) == ["layers=0"]
     assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
-    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece; from Python, `olft.run(cfg)`" in table
+    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece; from Python, `import json" in table
+    assert f"cfg.out = {str(out)!r}; olft.run(cfg, given=())` does the same" in table
     monkeypatch.undo()
     assert main(args) == 0 and _results(out)["status"] == "complete"
     assert "UNFINISHED" not in (out / "table.md").read_text()
@@ -1239,6 +1240,36 @@ def test_config_differences_skip_only_options_neither_run_reads():
     # What every run reads is refused whether or not it selects.
     assert config_differences(folder, cfg(selection__selector="probe", train__lr=0.01), selects=False) == [
         "train.lr: 0.001 in the folder, 0.01 now"]
+
+
+def test_selection_parallel_is_recorded_only_where_the_run_reads_it():
+    """--selection-parallel may differ when a folder continues; config.json records this run's value
+    only where the run reads it (olft in --strategies, a trained selector in either config); under
+    probe or gradient in both, or a run that selects nothing, it keeps the folder's (an `APPLIES` key),
+    as the README says (it said config.json records this run's value, always)."""
+    from pathlib import Path
+
+    from olft.config import RunConfig
+    from olft.ownership import config_differences, kept_config
+
+    def cfg(selector: str, parallel: str) -> dict:
+        c = RunConfig()
+        c.selection.selector, c.selection.selection_parallel = selector, parallel
+        return c.to_dict()
+
+    def recorded(old: str, new: str, selects: bool = True) -> str:
+        if old == new:  # it may differ, read or not
+            assert config_differences(cfg(old, "candidates"), cfg(new, "data"), selects) == []
+        return kept_config(cfg(old, "candidates"), cfg(new, "data"), selects)["selection"]["selection_parallel"]
+
+    assert [recorded(s, s) for s in ("exhaustive", "halving", "probe-halving", "auto")] == ["data"] * 4
+    assert recorded("probe", "exhaustive") == recorded("exhaustive", "probe") == "data"  # read by one side
+    assert recorded("probe", "probe") == recorded("gradient", "gradient") == "candidates"
+    assert recorded("exhaustive", "exhaustive", selects=False) == "candidates"
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert ("`--selection-parallel` (config.json then records this run's values, `--selection-parallel`'s only where this "
+            "run reads it: olft in `--strategies`, a trained selector in either config)") in readme
+    assert "`--selection-parallel` under probe or gradient" in readme
 
 
 def test_olft_train_adds_to_a_folder_whose_selection_options_differ(model_dirs, tiny_glue, tmp_path, capsys):
