@@ -439,7 +439,12 @@ def test_every_other_name_points_at_an_option_olft_has():
 
 def test_a_transformers_flag_is_answered_with_olfts(capsys):
     _fails(capsys, ["run", "--learning-rate", "0.1"], "unknown option --learning-rate for `olft run`. Did you mean --lr")
-    _fails(capsys, ["train", "--num-train-epochs", "2", "--layers", "1"], "Did you mean --epochs")
+    _fails(capsys, ["train", "--num-train-epochs", "2", "--layers", "1"],
+           "Did you mean --epochs (olft's name for what transformers or PEFT call num_train_epochs)?")
+    # --method and --model are rewritten to --method.method and --model.model (cliconfig._short_flags):
+    # answered with the short flag one types, not a near spelling (was: Did you mean --dtype?) or nothing.
+    _fails(capsys, ["run", "--peft_type", "lora"], "Did you mean --method (olft's name for what transformers or PEFT call peft_type)?")
+    _fails(capsys, ["run", "--model_name_or_path", "x"], "Did you mean --model (olft's name")
 
 
 def test_a_json_config_is_held_to_json(tmp_path, capsys):
@@ -1102,6 +1107,19 @@ def test_a_dotted_transformers_flag_is_answered_with_olfts(capsys):
     _fails(capsys, ["run", "--train.per_device_train_batch_size", "4"], "Did you mean --train.batch_size")
 
 
+def test_a_users_yaml_naming_layers_is_not_said_to_be_olft_trains(tmp_path):
+    """`strategies: layers=2` in a user's own YAML gives `olft train --config` its --layers too; the
+    note says where they came from without claiming an `olft train` wrote the file."""
+    from olft.cliconfig import config_first
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  model: minilm-l6\nstrategies: layers=2\n")
+    notes: list[str] = []
+    assert config_first(["train", "--config", str(path)], {}, notes)[-2:] == ["--layers", "2"]
+    assert notes[-1] == (f"{path}: --layers 2, from its strategies layers=2 (as an `olft train` records its --layers); "
+                         "pass --layers to tune other layers."), notes
+
+
 @pytest.mark.parametrize("strategies, layers", [("layers=2+4", "2+4"), ("layers = 3", "3"), ("olft,final,full", None),
                                                 ("layers=1,layers=2", None), (None, None)])
 def test_olft_train_takes_its_layers_from_a_config_file_an_add_on_wrote(tmp_path, strategies, layers):
@@ -1116,7 +1134,8 @@ def test_olft_train_takes_its_layers_from_a_config_file_an_add_on_wrote(tmp_path
     notes: list[str] = []
     argv = config_first(["train", "--config", str(path)], {}, notes)
     assert (argv[-2:] == ["--layers", layers]) if layers else "--layers" not in argv, argv
-    assert bool(notes and "an `olft train` wrote it" in notes[-1]) == bool(layers), notes
+    said = f"{path}: --layers {layers}, from its strategies layers={layers} (as an `olft train` records its --layers); "
+    assert (notes[-1] == said + "pass --layers to tune other layers.") if layers else "--layers" not in " ".join(notes), notes
     if layers:
         assert parse(["train", "--config", str(path)]).cfg.model.model == "minilm-l6"
     assert config_first(["train", "--config", str(path), "--layers", "5"], {}, [])[-2:] == ["--layers", "5"]

@@ -77,7 +77,9 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     assert "Table 1" not in table and "Table 2" not in table and "| strategy |" not in table, table
     quoted = f"'{tmp_path.resolve()}/my run'"
     # Made by `olft select` or by `olft.select_layer` (nothing in the folder says which): both ways to go on.
-    python = "from Python, `{}(cfg)` with the config in this folder's config.json (the latest run's) does the same"
+    py = repr(f"{tmp_path.resolve()}/my run")
+    python = (f"from Python, `import json, olft; cfg = olft.RunConfig.from_dict(json.load(open({py[:-1]}/config.json'))); "
+              f"cfg.out = {py}; {{}}(cfg, given=())` does the same")
     assert (f"Selection only (`olft select` / `olft.select_layer`): no layer was tuned. `olft run --config {quoted}/config.json "
             f"--out {quoted}` continues this folder to tuning, keeping this selection; {python.format('olft.run')}.") in table
     # Stopped while selecting: the banner and the selection's own line name the command and the call.

@@ -377,6 +377,38 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
     assert _results(out)["status"] == "complete"
 
 
+def test_table_mds_python_advice_continues_the_folder_from_another_directory(model_dirs, tiny_glue, tmp_path, monkeypatch,
+                                                                            caplog):
+    """The banner's Python call, pasted as it stands in another working directory, continues the
+    folder: config.json keeps `out` as typed ("F1", relative), so a call that did not name the
+    folder would begin a new F1 there; and it warns of no option (config.json records them all)."""
+    import olft.pipeline as pipeline
+
+    real_fit, fits = pipeline.fit, []
+
+    def second_is_interrupted(*a, **kw):
+        fits.append(1)
+        if len(fits) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*a, **kw)
+
+    (tmp_path / "began").mkdir(), (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "began")
+    monkeypatch.setattr(pipeline, "fit", second_is_interrupted)
+    assert main(_args(model_dirs["gpt2"], tiny_glue, "F1", "--strategies", "final,full")) == 130
+    folder = tmp_path / "began" / "F1"
+    assert json.loads((folder / "config.json").read_text())["out"] == "F1"
+    call = re.search(r"from Python, `([^`]+)` does the same", (folder / "table.md").read_text())
+    assert call, (folder / "table.md").read_text()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(pipeline, "fit", real_fit)
+    caplog.clear()
+    exec(call.group(1), {})
+    assert "is ignored" not in caplog.text  # not the selection options config.json records
+    assert _results(folder)["status"] == "complete" and set(_results(folder)["strategies"]) == {"final", "full"}
+    assert not list((tmp_path / "elsewhere").iterdir())  # no new folder begun here
+
+
 def test_an_add_on_stopped_in_a_finished_folder_keeps_its_report(reference, model_dirs, tiny_glue, tmp_path, monkeypatch):
     """`olft train` into a finished folder, stopped by SIGTERM, then killed outright: table.md still
     lists every finished strategy and the selection (marked unfinished, naming the add-on), and
@@ -1169,7 +1201,8 @@ def test_an_olft_train_stopped_in_its_end_says_what_is_left(model_dirs, tiny_glu
     r, table = _results(out), (out / "table.md").read_text()
     assert r["status"] == "interrupted" and list(r["strategies"]) == ["layers=0"]
     assert "**UNFINISHED:** its run was interrupted (Ctrl-C or SIGTERM)" in table
-    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece; from Python, `olft.run(cfg)`" in table
+    assert f"{report.ENDING_STOPPED} `olft run --config {out}/config.json --out {out}` ends it, keeping every piece; from Python, `import json" in table
+    assert f"cfg.out = {str(out)!r}; olft.run(cfg, given=())` does the same" in table
     monkeypatch.undo()
     assert main(args) == 0 and _results(out)["status"] == "complete"
     assert "UNFINISHED" not in (out / "table.md").read_text()
@@ -1207,6 +1240,36 @@ def test_config_differences_skip_only_options_neither_run_reads():
     # What every run reads is refused whether or not it selects.
     assert config_differences(folder, cfg(selection__selector="probe", train__lr=0.01), selects=False) == [
         "train.lr: 0.001 in the folder, 0.01 now"]
+
+
+def test_selection_parallel_is_recorded_only_where_the_run_reads_it():
+    """--selection-parallel may differ when a folder continues; config.json records this run's value
+    only where the run reads it (olft in --strategies, a trained selector in either config); under
+    probe or gradient in both, or a run that selects nothing, it keeps the folder's (an `APPLIES` key),
+    as the README says (it said config.json records this run's value, always)."""
+    from pathlib import Path
+
+    from olft.config import RunConfig
+    from olft.ownership import config_differences, kept_config
+
+    def cfg(selector: str, parallel: str) -> dict:
+        c = RunConfig()
+        c.selection.selector, c.selection.selection_parallel = selector, parallel
+        return c.to_dict()
+
+    def recorded(old: str, new: str, selects: bool = True) -> str:
+        if old == new:  # it may differ, read or not
+            assert config_differences(cfg(old, "candidates"), cfg(new, "data"), selects) == []
+        return kept_config(cfg(old, "candidates"), cfg(new, "data"), selects)["selection"]["selection_parallel"]
+
+    assert [recorded(s, s) for s in ("exhaustive", "halving", "probe-halving", "auto")] == ["data"] * 4
+    assert recorded("probe", "exhaustive") == recorded("exhaustive", "probe") == "data"  # read by one side
+    assert recorded("probe", "probe") == recorded("gradient", "gradient") == "candidates"
+    assert recorded("exhaustive", "exhaustive", selects=False) == "candidates"
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert ("`--selection-parallel` (config.json then records this run's values, `--selection-parallel`'s only where this "
+            "run reads it: olft in `--strategies`, a trained selector in either config)") in readme
+    assert "`--selection-parallel` under probe or gradient" in readme
 
 
 def test_olft_train_adds_to_a_folder_whose_selection_options_differ(model_dirs, tiny_glue, tmp_path, capsys):
@@ -1296,3 +1359,25 @@ def test_selection_options_may_change_in_a_folder_that_never_selected(tmp_path):
                  folder("selected", **{"results.json": selected})):
         with pytest.raises(OlftError, match="selection.selector: 'auto' in the folder, 'probe' now"):
             RunFolder(path, cfg("probe", "olft,layers=2"))
+
+
+@pytest.mark.parametrize("sub, temp", [("pieces", ".strategy-final.tmp123.json"), ("checkpoints", ".final.tmp9.pt")])
+def test_a_temp_file_a_killed_write_left_is_no_selection_work(tmp_path, sub, temp):
+    """`.strategy-final.tmp123.json` in pieces/ or `.final.tmp9.pt` in checkpoints/ (a kill mid
+    atomic write) is no finished work, so it does not make a folder that never selected refuse
+    `olft run --strategies olft --selector probe` as a different config."""
+    from olft.config import RunConfig
+    from olft.runfolder import RunFolder
+
+    def cfg(selector: str, strategies: str) -> dict:
+        c = RunConfig()
+        c.selection.selector, c.strategies = selector, strategies
+        return c.to_dict()
+
+    results = json.dumps({"strategies": {"final": {}}, "strategy_names": ["final"]})
+    (tmp_path / sub).mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(cfg("auto", "final")))
+    (tmp_path / "results.json").write_text(results)
+    (tmp_path / sub / temp).write_text("{")
+    with RunFolder(tmp_path, cfg("probe", "olft")) as f:
+        assert f.config["selection"]["selector"] == "probe"

@@ -909,4 +909,4 @@ def test_select_layer_returns_the_results_its_folder_holds(model_dirs, tiny_glue
     assert [c["layer"] for c in sel["candidates"]] == [0, 1, 2, 3] and all("score" in c for c in sel["candidates"])
     assert {"confidence", "equivalent", "selector", "protocol", "rounds", "no_signal"} <= set(sel)
     table = (out / "table.md").read_text()
-    assert "`olft.run(cfg)` with the config in this folder's config.json (the latest run's)" in table, table
+    assert f"cfg.out = {str(out.resolve())!r}; olft.run(cfg, given=())` does the same" in table, table

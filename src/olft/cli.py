@@ -168,11 +168,14 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
             if token.startswith("-"):
                 # transformers' --learning-rate, or dotted as olft's own are: --train.learning_rate
                 name = token.split("=")[0].lstrip("-")
-                other = OTHER_NAMES.get(name.rsplit(".", 1)[-1].replace("-", "_"))
-                if other is not None and _flag(other.split(".")[-1]) in flags:
+                theirs = name.rsplit(".", 1)[-1].replace("-", "_")  # as transformers and PEFT spell it
+                other = OTHER_NAMES.get(theirs)
+                # --method and --model are registered as --method.method and --model.model only
+                # (cliconfig._short_flags rewrites the short ones): either form means olft has it.
+                if other is not None and {_flag(other.split(".")[-1]), "--" + other} & set(flags):
                     answer = "--" + other if "." in name and "--" + other in flags else _flag(other.split(".")[-1])
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {answer} "
-                                     f"(olft's name for what transformers or PEFT call {name.rsplit('.', 1)[-1]})?")
+                                     f"(olft's name for what transformers or PEFT call {theirs})?")
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")

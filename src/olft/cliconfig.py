@@ -188,8 +188,9 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
             if (spec := _train_layers(path)) is not None:
                 rest += ["--layers", spec]
                 if notes is not None:
-                    notes.append(f"{path}: --layers {spec}, from its strategies layers={spec} (an `olft train` "
-                                 "wrote it); pass --layers to tune other layers.")
+                    # Said of a user's own file too: "as", not "an `olft train` wrote it".
+                    notes.append(f"{path}: --layers {spec}, from its strategies layers={spec} (as an `olft train` "
+                                 "records its --layers); pass --layers to tune other layers.")
                 break
     if home is not None and not any(t == "--out" or t.startswith("--out=") for t in rest):
         # config.json's `out` is the path as it was typed, relative to where the run started: from

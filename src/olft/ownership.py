@@ -129,6 +129,13 @@ def is_own(entry: Path, folder: str | None = None) -> bool:
     return name == ".write-test" or (name.endswith(OWN_FOLDERS[folder]) if folder else name in OWN_FILES)
 
 
+def work_files(path: Path, folder: str, pattern: str = "*") -> list[Path]:
+    """The whole files of olft's in subfolder `folder` of run folder `path` (matching `pattern`):
+    finished work, not a temporary file a kill left mid-write (".final.tmp9.pt": a dot name, which
+    pathlib's glob matches too)."""
+    return [e for e in sorted((Path(path) / folder).glob(pattern)) if not e.name.startswith(".") and is_own(e, folder)]
+
+
 def tracker_folder(path: Path) -> str | None:
     """The subfolder --report-to's tracker writes in run folder `path`, as its config.json records
     (None: no tracker, or no config.json of olft's)."""
@@ -195,11 +202,11 @@ def holds_selection(path: Path) -> bool:
                                       or "olft" in (results.get("strategies") or {})):
         return True
     fixed = ("layers", "final", "full")
-    for entry in (Path(path) / "pieces").glob("*.json"):
+    for entry in work_files(path, "pieces", "*.json"):
         kind, _, name = entry.stem.partition("-")
         if not (kind in ("strategy", "failed") and name.startswith(fixed)):
             return True
-    return any(not e.stem.startswith(fixed) for e in (Path(path) / "checkpoints").glob("*.pt"))
+    return any(not e.stem.startswith(fixed) for e in work_files(path, "checkpoints", "*.pt"))
 
 
 def saved_config(path: Path) -> dict | None:

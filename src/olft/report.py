@@ -104,14 +104,19 @@ def resume_command(folder: Path | None, results: dict) -> str:
     return command.replace("olft run", "olft select", 1) if not results.get("strategy_names") else command
 
 
-def python_form(command: str) -> str:
-    """The Python call that does what `command` (`continue_command` or `resume_command`) does, as
-    table.md words it after the command: a folder made through the Python API (`olft.run`,
-    `olft.select_layer`) holds nothing that says so, so its reader may not have the CLI in mind."""
+def python_form(command: str, folder: Path | None) -> str:
+    """The Python call that does what `command` (`continue_command` or `resume_command`) does on
+    run folder `folder`, as table.md words it after the command: a folder made through the Python
+    API (`olft.run`, `olft.select_layer`) holds nothing that says so, so its reader may not have the
+    CLI in mind."""
     call = "olft.select_layer" if command.startswith("olft select") else "olft.run"
+    where = str(folder.resolve()) if folder is not None else "RUN_FOLDER"
     # config.json is the latest run's config (an add-on `olft train --layers 1` rewrites it), not the
-    # one that began the folder: the command above reads that file, and so does the call.
-    return f"from Python, `{call}(cfg)` with the config in this folder's config.json (the latest run's) does the same"
+    # one that began the folder: the command above reads that file, and so does the call. Its `out`
+    # is as typed (maybe relative), so the call names the folder, as the command's --out does; and
+    # given=() since config.json records every option, none of them the reader's to be warned of.
+    return (f"from Python, `import json, olft; cfg = olft.RunConfig.from_dict(json.load(open({where + '/config.json'!r}))); "
+            f"cfg.out = {where!r}; {call}(cfg, given=())` does the same")
 
 
 # How a run that has not ended (or ended early) left its folder, as table.md's banner says it.
@@ -141,7 +146,7 @@ def _unfinished_banner(results: dict, folder: Path | None) -> list[str]:
         left, then = f" {ENDING_STOPPED}", "ends it, keeping every piece"
     command = resume_command(folder, results)
     return ["", f"**UNFINISHED:** {why}{error}. This table shows only the pieces finished by then.{left} "
-            f"`{command}` {then}; {python_form(command)}."]  # fmt: skip
+            f"`{command}` {then}; {python_form(command, folder)}."]  # fmt: skip
 
 
 # The banner's words where every piece the folder names had finished: what is left is the run's end
@@ -172,14 +177,14 @@ def table_md(results: dict, folder: Path | None = None) -> str:
     elif finished_selection(results) and not (results.get("strategy_names") and results.get("status") in UNFINISHED_STATUS):
         command = continue_command(folder)  # whichever made it: `olft select` or `olft.select_layer`
         lines += ["", f"Selection only (`olft select` / `olft.select_layer`): no layer was tuned. `{command}` "
-                  f"continues this folder to tuning, keeping this selection; {python_form(command)}."]  # fmt: skip
+                  f"continues this folder to tuning, keeping this selection; {python_form(command, folder)}."]  # fmt: skip
     sel = results.get("selection")
     if unfinished(sel) or every_candidate_failed(sel):
         # Its run over (not running, not interrupted), or its record a chosen-nothing: a selection whose
         # candidates all failed has failed.
         ended = not unfinished(sel) or results.get("status") not in ("running", "interrupted")
         command = resume_command(folder, results)
-        lines += unfinished_lines(sel, metric, command, ended, python_form(command))
+        lines += unfinished_lines(sel, metric, command, ended, python_form(command, folder))
     elif sel and sel.get("note"):  # one candidate (`runselection.one_candidate`): nothing trained, scored or chosen
         lines += ["", f"Selection: {sel['note']}. Layer {sel['selected_layer']}, the only candidate, is tuned with no "
                   "selection run (no candidate trained or scored, no selection time spent)."]

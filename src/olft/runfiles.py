@@ -16,7 +16,7 @@ from typing import Any
 
 from olft import runlock
 from olft.errors import OlftError
-from olft.ownership import is_own, saved_config
+from olft.ownership import saved_config, work_files
 
 
 def weights_file(folder: Path, name: str) -> Path:
@@ -111,7 +111,7 @@ def kept_work(path: Path) -> list[str]:
     mid-write is no work). Empty for a folder whose run stopped before any work."""
     counts = []
     for sub, what in WORK_FOLDERS.items():
-        n = sum(1 for e in (Path(path) / sub).glob("*") if not e.name.startswith(".") and is_own(e, sub))
+        n = len(work_files(path, sub))
         if n:
             counts.append(f"{n} {what}{'s' if n > 1 else ''}")
     return counts
