@@ -1136,6 +1136,8 @@ def test_olft_train_takes_its_layers_from_a_config_file_an_add_on_wrote(tmp_path
     assert (argv[-2:] == ["--layers", layers]) if layers else "--layers" not in argv, argv
     said = f"{path}: --layers {layers}, from its strategies layers={layers} (as an `olft train` records its --layers); "
     assert (notes[-1] == said + "pass --layers to tune other layers.") if layers else "--layers" not in " ".join(notes), notes
+    # Its strategies are read (as --layers), so no note says they are skipped; otherwise one does.
+    assert any("skipping strategies" in n for n in notes) == (strategies is not None and not layers), notes
     if layers:
         assert parse(["train", "--config", str(path)]).cfg.model.model == "minilm-l6"
     assert config_first(["train", "--config", str(path), "--layers", "5"], {}, [])[-2:] == ["--layers", "5"]

@@ -162,7 +162,7 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
     parsing), so a bad value can name its file."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
-    rest, configs, files, i = _short_flags(argv[1:]), [], [], 0
+    rest, configs, files, skips, i = _short_flags(argv[1:]), [], [], [], 0
     home = None  # the run folder whose config.json is the last file to set `out`
     while i < len(rest):
         if rest[i] == "--config" and i + 1 < len(rest):
@@ -178,20 +178,24 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         if "out" in keys:
             home = run_folder_of(path)
         configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
+        skips.append(skipped)
+    # A folder's config.json after an `olft train` add-on holds its --layers as the strategy
+    # layers=3+5 (`train` has no --strategies): repeating or continuing that add-on from the file
+    # alone takes them back (the last file's), so `olft train --config runs/X/config.json` does what it says.
+    taken = None
+    if argv[0] == "train" and not any(t == "--layers" or t.startswith("--layers=") for t in rest):
+        taken = next(((p, spec) for p, _ in reversed(files) if (spec := _train_layers(p)) is not None), None)
+    for (path, _), skipped in zip(files, skips, strict=True):
+        if taken and taken[0] == path:  # its strategies are read, as --layers: no "skipping" them
+            skipped = [k for k in skipped if k != "strategies"]
         if skipped and notes is not None:
             notes.append(_skipped_note(argv[0], path, skipped))
-    if argv[0] == "train" and not any(t == "--layers" or t.startswith("--layers=") for t in rest):
-        # A folder's config.json after an `olft train` add-on holds its --layers as the strategy
-        # layers=3+5 (`train` has no --strategies): repeating or continuing that add-on from the file
-        # alone takes them back, so `olft train --config runs/X/config.json` does what it says.
-        for path, _ in reversed(files):
-            if (spec := _train_layers(path)) is not None:
-                rest += ["--layers", spec]
-                if notes is not None:
-                    # Said of a user's own file too: "as", not "an `olft train` wrote it".
-                    notes.append(f"{path}: --layers {spec}, from its strategies layers={spec} (as an `olft train` "
-                                 "records its --layers); pass --layers to tune other layers.")
-                break
+    if taken:
+        rest += ["--layers", taken[1]]
+        if notes is not None:
+            # Said of a user's own file too: "as", not "an `olft train` wrote it".
+            notes.append(f"{taken[0]}: --layers {taken[1]}, from its strategies layers={taken[1]} (as an `olft train` "
+                         "records its --layers); pass --layers to tune other layers.")
     if home is not None and not any(t == "--out" or t.startswith("--out=") for t in rest):
         # config.json's `out` is the path as it was typed, relative to where the run started: from
         # any other directory it would name a new folder, so the run continues where the file lies.
