@@ -590,3 +590,23 @@ def test_readme_feeds_an_export_truncated_at_the_runs_max_length():
     calls = re.findall(r"^enc = tokenizer\((.*)\)", code, flags=re.M)
     assert calls and all("truncation=True, max_length=max_length" in c for c in calls), calls
     assert "the run's --max-length" in code and "`--max-length`" in section.split("```", 1)[0]
+
+
+@pytest.mark.parametrize("fmt", ["merged", "peft"])
+def test_an_export_holds_no_weight_its_class_does_not_build(tiny_glue, tmp_path, capsys, fmt):
+    """RoBERTa's base model has a pooler its classification class leaves out (olft never uses it):
+    an export that saved it made transformers list it as UNEXPECTED on every load. The export saves
+    only the weights the class builds, and still predicts as `olft predict` does."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tiny import make_architecture_folder
+
+    model_dir = make_architecture_folder("roberta", tmp_path / "roberta")
+    run = tmp_path / "run"
+    assert main(["run", "--model", str(model_dir), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", "lora",
+                 "--strategies", "final", "--out", str(run), "--max-steps", "2", "-q"]) == 0
+    out = tmp_path / fmt
+    assert main(["export", "--run", str(run), "--format", fmt, "--output", str(out)]) == 0  # verified against olft's logits
+    folder = out / "base" if fmt == "peft" else out
+    _, info = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"], info

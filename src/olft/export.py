@@ -150,7 +150,7 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> No
     model = to_transformers(stack, info, session.tokenizer.pad_token_id)
     custom = hasattr(model.config, "olft")  # olft's pooling class: its save_pretrained writes its code, olft_head.py
     if format == "merged":
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=_own_weights(model))
         session.tokenizer.save_pretrained(tmp)
         _write_readme(tmp / "README.md", usage_text(info, session.tokenizer, "merged", custom, name))
         _verify(tmp, "merged", session, reference, custom)
@@ -161,6 +161,19 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> No
 
 
 HEAD_MODULE = "olft_head"
+
+
+def _own_weights(model) -> dict:
+    """`model`'s state dict less the weights its class does not build: the base model olft tuned is
+    the family's plain one, which may hold modules the classification class leaves out (RoBERTa's
+    pooler: RobertaForSequenceClassification builds its base without it, and olft never uses it),
+    so saving them would make transformers list them as UNEXPECTED on every load. The class is
+    built on the meta device from the config alone: no weight is allocated."""
+    import torch
+
+    with torch.device("meta"):
+        own = set(type(model)(model.config).state_dict())
+    return {k: v for k, v in model.state_dict().items() if k in own}
 
 
 def head_code(model) -> str:
@@ -178,7 +191,7 @@ def _save_peft(model, lora: dict, info: RunInfo, session, tmp: Path, head: str) 
     from peft import LoraConfig, get_peft_model
 
     base = tmp / "base"
-    model.save_pretrained(base)  # an olft_class model writes olft_head.py and its auto_map too
+    model.save_pretrained(base, state_dict=_own_weights(model))  # an olft_class model writes olft_head.py and its auto_map too
     session.tokenizer.save_pretrained(base)
     session.tokenizer.save_pretrained(tmp)
     m, family = info.cfg.method, session.stack.family
