@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -372,9 +373,36 @@ def test_an_error_or_interrupt_mid_run_never_leaves_it_running(model_dirs, tiny_
     stopped = f"interrupted: {out} is incomplete; rerun the same command to continue"
     assert [r.getMessage() for r in caplog.records].count(stopped) == 2  # Ctrl-C, then SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before  # the run's handler is gone with it
+
+    def pipe_closed(*a, **kw):  # `olft run | tee log` with the group killed: tee goes first, olft's next line fails
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(pipeline, "fit", pipe_closed)
+    assert main(args) == 141  # 128 + SIGPIPE, as a shell reports a pipe's writer stopped by it
+    r = _results(out)
+    assert r["status"] == "interrupted" and "error" not in r, r  # a stop from outside, not the run's error
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(args) == 0  # each stop let go of the folder's lock
     assert _results(out)["status"] == "complete"
+
+
+def test_a_run_whose_output_pipe_closes_is_interrupted_and_continues(model_dirs, tiny_glue, tmp_path):
+    """A real pipe whose reader stops once training has begun (`olft run ... 2>&1 | reader`): olft
+    meets the closed pipe on its next progress line, records the run as interrupted (not "stopped
+    by an error: BrokenPipeError"), exits 141 with nothing more said, and the same command then
+    finishes the folder."""
+    out = tmp_path / "run"
+    args = [a for a in _args(model_dirs["llama"], tiny_glue, out, "--strategies", "final") if a != "-q"]
+    args[args.index("--epochs") + 1] = "40"  # training outlasts the reader's exit: the pipe closes mid-run
+    cmd = " ".join(map(shlex.quote, [sys.executable, "-m", "olft.cli", *args]))
+    reader = tmp_path / "reader.py"  # reads until training has begun, then exits, closing the pipe
+    reader.write_text("import sys\nfor line in sys.stdin:\n    if 'activation cache for' in line:\n        break\n")
+    done = subprocess.run(["bash", "-c", f"{cmd} 2>&1 | {shlex.quote(sys.executable)} {shlex.quote(str(reader))}; "
+                           "echo ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "141" and not done.stderr, (done.stdout, done.stderr)
+    r = _results(out)
+    assert r["status"] == "interrupted" and "error" not in r, r
+    assert main(args) == 0 and _results(out)["status"] == "complete"
 
 
 def test_table_mds_python_advice_continues_the_folder_from_another_directory(model_dirs, tiny_glue, tmp_path, monkeypatch,
@@ -1381,3 +1409,20 @@ def test_a_temp_file_a_killed_write_left_is_no_selection_work(tmp_path, sub, tem
     (tmp_path / sub / temp).write_text("{")
     with RunFolder(tmp_path, cfg("probe", "olft")) as f:
         assert f.config["selection"]["selector"] == "probe"
+
+
+def test_the_interrupted_line_into_a_closed_pipe_is_dropped_not_raised(monkeypatch):
+    """Killed as a group with its `| tee`, olft's SIGTERM arrives with stderr's reader gone: its
+    last line cannot be written, and the exit code is still the signal's, not a traceback's 1."""
+    from olft.errors import Terminated, interrupted
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise ValueError("no descriptor")  # as a test's capture: nothing to point at os.devnull
+
+    monkeypatch.setattr(sys, "stderr", Closed())
+    assert interrupted(Terminated()) == 143 and interrupted(KeyboardInterrupt()) == 130
+    assert interrupted(BrokenPipeError(32, "Broken pipe")) == 141

@@ -184,7 +184,10 @@ def _recorded(folder: RunFolder, results: dict, session: Session):
     with stop_on_sigterm():
         try:
             yield
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, BrokenPipeError):
+            # A closed output pipe is a stop from outside too (`olft run ... | tee log`, the group killed:
+            # tee goes first, and olft's next progress line meets the closed pipe before its own SIGTERM):
+            # the folder is as resumable as after Ctrl-C, not stopped by an error of the run's.
             results["status"], results["complete"] = "interrupted", False  # `_end` may have set it before stopping
             log.warning("interrupted: %s is incomplete; rerun the same command to continue", folder.path)
             folder.write_stopped(results)  # table.md and the plots show what finished, marked unfinished

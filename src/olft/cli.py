@@ -286,7 +286,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The `olft` command: its exit code (0, 1 every requested strategy failed, 2 bad input,
-    130 Ctrl-C, 143 SIGTERM).
+    130 Ctrl-C, 143 SIGTERM, 141 its output pipe closed).
 
     SIGTERM is caught from the first line, before the parser pulls in jsonargparse and a
     subcommand torch and transformers (seconds), so a kill at any moment stops the command as
@@ -297,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     with stop_on_sigterm():
         try:
             return _main(sys.argv[1:] if argv is None else list(argv))
-        except KeyboardInterrupt as exc:
+        except (KeyboardInterrupt, BrokenPipeError) as exc:
             # A run stopped with its folder open has said where it stands and how to continue (api's
             # log line, once); stopped before that (imports, loading), or in predict/export, nothing was written.
+            # A closed output pipe (`olft ... | head`, a `| tee` killed first) stops it as a signal would.
             return interrupted(exc)
 
 

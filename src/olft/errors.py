@@ -87,8 +87,28 @@ class _StopsDeferred:
             signal.raise_signal(self.held)  # its Python handler runs before this returns
 
 
-def interrupted(exc: KeyboardInterrupt) -> int:
-    """The command's end on Ctrl-C or SIGTERM: one line on stderr, and its exit code, 128 + the
-    signal's number (SIGTERM's 15 for `Terminated`, else SIGINT's 2)."""
-    print("olft: interrupted.", file=sys.stderr)
+def interrupted(exc: BaseException) -> int:
+    """The command's end on Ctrl-C, SIGTERM or a closed output pipe: one line on stderr where it
+    can still be written, and its exit code, 128 + the signal's number (SIGTERM's 15 for
+    `Terminated`, SIGPIPE's 13 for a `BrokenPipeError`, else SIGINT's 2), as a shell reports them."""
+    if isinstance(exc, BrokenPipeError):
+        silence_closed_output()
+        return 141
+    try:
+        print("olft: interrupted.", file=sys.stderr)
+    except OSError:  # stderr was a pipe whose reader is gone (killed with it): nothing can be said
+        silence_closed_output()
     return 143 if isinstance(exc, Terminated) else 130
+
+
+def silence_closed_output() -> None:
+    """Point stdout and stderr at os.devnull, so that Python's flush at exit does not fail again on
+    a pipe whose reader is gone (the recipe of Python's signal docs, "Note on SIGPIPE")."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # no file descriptor (a test's capture): nothing to flush into a pipe
+            pass
