@@ -339,6 +339,16 @@ def test_unknown_family(tmp_path, capsys):
     capsys.readouterr()  # the save's progress bar
     _fails(capsys, ["info", "--model", str(tmp_path / "t5enc")],
            "encoder-decoder model (the folder was saved as T5EncoderModel; transformers loads it as T5Model)")
+    # A state-space model has no attention at all: named as no transformer, not as a discovery miss.
+    from transformers import MambaConfig
+
+    AutoModel.from_config(MambaConfig(hidden_size=16, num_hidden_layers=2, vocab_size=32, state_size=4)).save_pretrained(
+        tmp_path / "mamba")
+    capsys.readouterr()
+    assert main(["info", "--model", str(tmp_path / "mamba")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("olft: error: MambaBlock, the repeated block of this mamba model, has no attention module: "
+                          "olft tunes transformer layers"), err  # the eager-attention fallback is no news before it
 
 
 @pytest.mark.parametrize("extra", [["--method", "prefix"], ["--method", "prefix", "--prefix-reparam", "--prefix-hidden", "16"], ["--method", "lora"]])

@@ -238,6 +238,13 @@ def _attention(layer: nn.Module, first_projection: str, model_type: str) -> str:
         if first_projection.startswith(path + "."):
             if best is None or path.count(".") > best.count("."):
                 best = path
+    if best is None and not any("attention" in type(m).__name__.lower() for m in layer.modules()):
+        # A block without any attention (Mamba's state-space mixer, RWKV's time mixing) is no transformer
+        # layer: say so, rather than that discovery missed one.
+        raise OlftError(f"{type(layer).__name__}, the repeated block of this {model_type} model, has no attention module: "
+                        "olft tunes transformer layers (self-attention and MLP), and this family is not a transformer "
+                        "(a state-space or recurrent model), so it cannot be tuned. Use a transformer model (see the "
+                        "README's Models).")
     if best is None:
         raise _unsupported(f"Could not find the attention module of {type(layer).__name__} (no attention-class module "
                            "holds its first projection):", model_type)

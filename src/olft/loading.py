@@ -256,7 +256,7 @@ def _from_pretrained(auto, source: str, gguf: str | None, dtype: torch.dtype, at
     except ValueError as exc:
         if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
             raise
-        log.warning("%s has no SDPA attention kernel: using eager attention", source)
+        log.debug("%s has no SDPA attention kernel: using eager attention", source)  # a speed note, nothing to act on
         return auto.from_pretrained(source, attn_implementation="eager", **kwargs)
 
 
