@@ -1257,6 +1257,10 @@ def test_config_differences_skip_only_options_neither_run_reads():
     assert config_differences(folder, cfg()) == ["selection.selector: 'probe' in the folder, 'auto' now"]
     assert config_differences(folder, cfg(), selects=False) == []  # olft train: no selection option is read
     assert kept_config(folder, cfg(), selects=False)["selection"] == folder["selection"]
+    rated = cfg(train__strategy_lr="final=0.003")  # explicit layers alone (rates=False) train at --lr
+    assert config_differences(rated, cfg(), rates=False) == []
+    assert kept_config(rated, cfg(), rates=False)["train"]["strategy_lr"] == "final=0.003"
+    assert config_differences(rated, cfg()) == ["train.strategy_lr: 'final=0.003' in the folder, None now"]
     # Read on either side: refused as before.
     halving = cfg(selection__selector="probe-halving", selection__probe_keep=3)
     assert config_differences(halving, cfg(selection__selector="probe-halving")) == [
@@ -1330,6 +1334,42 @@ def test_olft_train_adds_to_a_folder_whose_selection_options_differ(model_dirs, 
     assert "different config (train.lr: 0.001 in the folder, 0.01 now)" in err
     assert main(["run", *common, "--strategies", "olft", "--selector", "exhaustive"]) == 2  # a run that selects reads it
     assert "selection.selector: 'probe' in the folder, 'exhaustive' now" in capsys.readouterr().err
+
+
+def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_glue, tmp_path, capsys):
+    """Explicit layers train at --lr, so a run with none of olft, final, full reads no --strategy-lr: the
+    folder's own config.json (or --out alone) with `strategy_lr` was refused ("--strategy-lr names final,
+    which --strategies layers=1 does not run"; with `--strategy-lr ""`, "a different config"). Now the
+    add-on runs and config.json keeps the folder's rates, so its own command still continues it.
+    A --strategy-lr the user types for explicit layers is still refused: it would do nothing."""
+    out = tmp_path / "run"
+    common = ["--model", str(model_dirs["llama"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2", "-q"]
+    first = ["run", *common, "--out", str(out), "--strategies", "final", "--strategy-lr", "final=3e-3"]
+    assert main(first) == 0
+    saved = json.loads((out / "config.json").read_text())
+    config = str(out / "config.json")
+    assert main(["train", "--config", config, "--layers", "1", "-q"]) == 0, capsys.readouterr().err
+    assert main(["train", *common, "--out", str(out), "--layers", "2"]) == 0, capsys.readouterr().err
+    assert main(["run", "--config", config, "--strategies", "layers=0", "-q"]) == 0, capsys.readouterr().err
+    now = json.loads((out / "config.json").read_text())
+    assert {**now, "strategies": saved["strategies"]} == saved  # strategy_lr: 'final=3e-3' still
+    r = _results(out)
+    assert {k: v["lr"] for k, v in r["strategies"].items()} == {"final": 3e-3, "layers=1": 1e-3, "layers=2": 1e-3,
+                                                                "layers=0": 1e-3}
+    assert main(first) == 0, capsys.readouterr().err  # the folder's own command continues it: nothing differs
+    assert _results(out)["status"] == "complete" and len(_results(out)["strategies"]) == 4
+    select = ["select", "--config", config, "--selector", "probe", "--selection-train-samples", "32",
+              "--selection-eval-samples", "16", "-q"]  # its candidates would train at olft's rate, which it has not
+    assert main(select) == 0, capsys.readouterr().err
+    fresh = tmp_path / "fresh"  # a new folder records no rate its run ignored, as it records no selection options
+    assert main(["train", "--config", config, "--out", str(fresh), "--layers", "1", "-q"]) == 0
+    assert json.loads((fresh / "config.json").read_text())["train"]["strategy_lr"] is None
+    capsys.readouterr()
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("train:\n  strategy_lr: {final: 1e-2}\n")
+    for typed in (["--strategy-lr", "final=1e-2"], ["--config", str(mine)]):  # what the user sets still does nothing
+        assert main(["train", "--config", config, *typed, "--layers", "1", "-q"]) == 2
+        assert "explicit layers (layers=..., olft train) train at --lr: use --lr instead" in capsys.readouterr().err
 
 
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):

@@ -73,13 +73,14 @@ def _recorded_and_given(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
     return cfg.with_absolute_paths(), cfg.with_absolute_paths(("model.model",))
 
 
-def _open(cfg: RunConfig, overwrite: bool, selects: bool = True) -> RunFolder:
+def _open(cfg: RunConfig, overwrite: bool, selects: bool = True, rates: bool = True) -> RunFolder:
     """The run folder, checked against `cfg`; `selects`: whether this run selects a layer (else the
-    folder's selection options may differ from `cfg`'s, which nothing reads: `ownership._unread`)."""
+    folder's selection options may differ from `cfg`'s, which nothing reads: `ownership._unread`);
+    `rates`: whether it trains olft, final or full (else its --strategy-lr may differ likewise)."""
     writer = distributed.context(cfg.train.mixed_precision, cfg.model.dtype).is_main
     if cfg.train.report_to:
         curves.check_tracker(cfg.train.report_to)  # before any work
-    return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer, selects)
+    return RunFolder(Path(cfg.out) if cfg.out else default_out(cfg), cfg.to_dict(), overwrite, writer, selects, rates)
 
 
 def _keep_folder_values(folder: RunFolder, *cfgs: RunConfig) -> None:
@@ -150,11 +151,15 @@ def _warn_count_ignored(cfg: RunConfig, given: set[str], num_layers: int) -> Non
         log.warning(line)
 
 
-def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str) -> None:
+def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool = True) -> None:
     """Check --strategy-lr against `names`, the strategies this command runs (as `parse_strategies`
     names them): rates for strategies it does not run are ignored with one warning naming them (a
-    config.json reused with fewer --strategies adds pieces to its folder), but when none of the
-    named strategies runs the flag would do nothing, and OlftError says so."""
+    file reused with fewer --strategies), but when none of the named strategies runs the flag would
+    do nothing, and OlftError says so. Only where the user set it (`typed`): a run folder's
+    config.json records its run's rates, and an add-on reusing it (`olft train`, fewer --strategies)
+    leaves them unused in silence, as it does that file's other options (`cli._given`)."""
+    if not typed:
+        return
     rates = cfg.train.lr_by_strategy()
     unused = sorted(set(rates) - set(names))
     if rates and len(unused) == len(rates):
@@ -240,7 +245,9 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
         cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
     names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
+    rates = bool({"olft", "final", "full"} & set(names))  # explicit layers train at --lr: --strategy-lr sets only these
     given = _warn_ignored(cfg, given, "run")
+    typed_lr = "train.strategy_lr" in given
     if "olft" in names:  # only a selection ranks (a folder an older olft wrote with the pair still reads)
         check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
@@ -248,10 +255,10 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
-        _check_strategy_lr(cfg, [s.name for s in early], what)
+        _check_strategy_lr(cfg, [s.name for s in early], what, typed_lr)
     if n is not None and any(s.name == "olft" for s in early):
         _warn_count_ignored(cfg, given, n)
-    with _open(cfg, overwrite, selects="olft" in names) as folder:
+    with _open(cfg, overwrite, selects="olft" in names, rates=rates) as folder:
         _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)  # a method the model cannot take leaves no folder behind
@@ -262,7 +269,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
                                  _validation_size(session, cfg))
         if early is None:  # the model's config declares no layer count: checked once it has loaded
-            _check_strategy_lr(cfg, [s.name for s in strategies], what)
+            _check_strategy_lr(cfg, [s.name for s in strategies], what, typed_lr)
         if n is None and any(s.name == "olft" for s in strategies):
             _warn_count_ignored(cfg, given, session.num_layers)
         if cfg.method.method == "lora" and session.dist.is_main:  # the formats only LoRA runs could have
@@ -369,7 +376,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=False, selects=True)
-    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)")
+    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)", "train.strategy_lr" in given)
     if n is not None:
         _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite) as folder:

@@ -204,10 +204,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # The API names the options a run or selection leaves unused (`api.run`'s `given`): the CLI
     # passes it what was typed, as it alone knows. `olft train` is a run of strategies layers=...
     # to the API, which would blame --strategies for its selection options: the CLI words those
-    # warnings itself and the API is given none, so nothing is named twice.
+    # warnings itself and the API is given only --strategy-lr (which no warning names: the API
+    # refuses it typed, as it would do nothing), so nothing is named twice.
     train = ns.command == "train"
     args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
-    args.given = set() if train else given
+    args.given = given & {"train.strategy_lr"} if train else given
     return args
 
 

@@ -54,15 +54,19 @@ def _same_path(old, new) -> bool:
     return isinstance(old, str) and isinstance(new, str) and os.path.abspath(old) == os.path.abspath(new)
 
 
-def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool) -> set[str]:
+def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool, rates: bool = True) -> set[str]:
     """The keys of flat configs `a` (the folder's) and `b` (this run's) that this run does not read,
     so a difference in them changes nothing it computes: the selection section when it selects no
-    layer (`olft train`, --strategies without olft), and each `APPLIES` option that the choice of
-    both configs (their --selector, their --method) leaves unused (--probe-keep under auto, the
-    LoRA rank of an adapter run). `config.ignored_options` names the same options as ignored."""
+    layer (`olft train`, --strategies without olft), --strategy-lr when it trains none of the
+    strategies that option sets (`rates` False: explicit layers only, which train at --lr), and
+    each `APPLIES` option that the choice of both configs (their --selector, their --method)
+    leaves unused (--probe-keep under auto, the LoRA rank of an adapter run). `config.ignored_options`
+    names the same options as ignored."""
     from olft.config import APPLIES
 
     out = set() if selects else {k for k in set(a) | set(b) if k.startswith("selection.")}
+    if not rates:
+        out.add("train.strategy_lr")
     for key, (choice, users, _) in APPLIES.items():
         chosen = f"{key.split('.')[0]}.{choice}"
         if a.get(chosen) not in users and b.get(chosen) not in users:
@@ -70,26 +74,27 @@ def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool) -> set[str]:
     return out
 
 
-def kept_config(old: dict, new: dict, selects: bool = True) -> dict:
+def kept_config(old: dict, new: dict, selects: bool = True, rates: bool = True) -> dict:
     """`new` (this run's config) with the folder's values (`old`) of the options this run does not
     read (`_unread`): config.json keeps recording the run its finished pieces came from, so adding
     a piece never rewrites what the folder's own run was. A copy; neither argument changes."""
     a, b = {**_defaults(), **OLDER, **_flatten(old)}, _flatten(new)
     out = json.loads(json.dumps(new))
-    for key in _unread(a, b, selects):
+    for key in _unread(a, b, selects, rates):
         if key in a:
             section, name = key.split(".", 1)
             out.setdefault(section, {})[name] = a[key]
     return out
 
 
-def config_differences(old: dict, new: dict, selects: bool = True) -> list[str]:
+def config_differences(old: dict, new: dict, selects: bool = True, rates: bool = True) -> list[str]:
     """'key: old in the folder, new now' for each option whose value differs between the folder's
     config (`old`) and this run's (`new`), those that may differ on resume (`IGNORED_ON_RESUME`) and
-    those this run does not read (`_unread`; `selects`: whether it selects a layer) aside."""
+    those this run does not read (`_unread`; `selects`: whether it selects a layer, `rates`: whether
+    it trains olft, final or full, which --strategy-lr sets) aside."""
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
-    unread = _unread(a, b, selects)
+    unread = _unread(a, b, selects, rates)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME or key in unread:

@@ -80,10 +80,12 @@ class RunFolder:
     `never_started`), is held by a live run, or is not olft's to overwrite.
     """
 
-    def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True, selects: bool = True):
+    def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True, selects: bool = True,
+                 rates: bool = True):
         self.path = Path(path)
         self.config = config
         self.selects = selects  # whether this run selects a layer (reads the selection options: `ownership._unread`)
+        self.rates = rates  # whether it trains olft, final or full (reads --strategy-lr; explicit layers train at --lr)
         self.overwrite = overwrite
         self.writer = writer
         self.started = datetime.now(timezone.utc).isoformat()  # identifies this run in its pieces
@@ -123,13 +125,15 @@ class RunFolder:
                 from olft.config import RunConfig
 
                 self.config = {**self.config, "selection": RunConfig().to_dict()["selection"]}
+            if not self.rates:  # nor rates it did not train at
+                self.config = {**self.config, "train": {**self.config["train"], "strategy_lr": None}}
             return
         # Selection options a finished piece depends on must match; in a folder with no selection
         # work (a run of fixed layers only) this run's values are taken (`kept_config`).
-        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path))
+        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), self.rates)
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
-            self.config = kept_config(saved, self.config, self.selects)
+            self.config = kept_config(saved, self.config, self.selects, self.rates)
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
             raise OlftError(
