@@ -163,8 +163,11 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool 
     rates = cfg.train.lr_by_strategy()
     unused = sorted(set(rates) - set(names))
     if rates and len(unused) == len(rates):
-        explicit = "" if set(names) & {"olft", "final", "full"} else "; explicit layers (layers=..., olft train) train at --lr: use --lr instead"
-        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy{explicit}.")
+        if not set(names) & {"olft", "final", "full"}:  # "add the strategy" is no fix for `olft train`
+            raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: explicit layers "
+                            "(olft train --layers, --strategies layers=...) train at --lr, so use --lr instead, or drop "
+                            "it (--strategy-lr '' clears one a config file sets).")
+        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy.")
     if unused:
         log.warning("--strategy-lr: ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
 
