@@ -78,7 +78,7 @@ def test_a_selection_only_folder_has_no_empty_tables(tmp_path):
     quoted = f"'{tmp_path.resolve()}/my run'"
     # Made by `olft select` or by `olft.select_layer` (nothing in the folder says which): both ways to go on.
     py = repr(f"{tmp_path.resolve()}/my run")
-    python = (f"from Python, `import json, olft; cfg = olft.RunConfig.from_dict(json.load(open({py[:-1]}/config.json'))); "
+    python = (f"from Python, `import json, pathlib, olft; cfg = olft.RunConfig.from_dict(json.loads(pathlib.Path({py[:-1]}/config.json').read_text())); "
               f"cfg.out = {py}; {{}}(cfg, given=())` does the same")
     assert (f"Selection only (`olft select` / `olft.select_layer`): no layer was tuned. `olft run --config {quoted}/config.json "
             f"--out {quoted}` continues this folder to tuning, keeping this selection; {python.format('olft.run')}.") in table

@@ -1261,6 +1261,12 @@ def test_config_differences_skip_only_options_neither_run_reads():
     assert config_differences(rated, cfg(), rates=False) == []
     assert kept_config(rated, cfg(), rates=False)["train"]["strategy_lr"] == "final=0.003"
     assert config_differences(rated, cfg()) == ["train.strategy_lr: 'final=0.003' in the folder, None now"]
+    # Epochs beside a step count in both configs are never read (the warning says drop one): no difference.
+    stepped = cfg(train__max_steps=2, train__epochs=1.0, selection__selection_steps=5, selection__selection_epochs=1.0)
+    assert config_differences(stepped, cfg(train__max_steps=2, selection__selection_steps=5)) == []
+    assert kept_config(stepped, cfg(train__max_steps=2, selection__selection_steps=5))["train"]["epochs"] == 1.0
+    assert config_differences(stepped, cfg(selection__selection_steps=5)) == [  # steps on one side only: epochs read
+        "train.epochs: 1.0 in the folder, 3.0 now", "train.max_steps: 2 in the folder, None now"]
     # Read on either side: refused as before.
     halving = cfg(selection__selector="probe-halving", selection__probe_keep=3)
     assert config_differences(halving, cfg(selection__selector="probe-halving")) == [

@@ -58,7 +58,8 @@ def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool, rates: bool = T
     """The keys of flat configs `a` (the folder's) and `b` (this run's) that this run does not read,
     so a difference in them changes nothing it computes: the selection section when it selects no
     layer (`olft train`, --strategies without olft), --strategy-lr when it trains none of the
-    strategies that option sets (`rates` False: explicit layers only, which train at --lr), and
+    strategies that option sets (`rates` False: explicit layers only, which train at --lr), the
+    epochs where both configs set a step count instead (--max-steps, --selection-steps), and
     each `APPLIES` option that the choice of both configs (their --selector, their --method)
     leaves unused (--probe-keep under auto, the LoRA rank of an adapter run). `config.ignored_options`
     names the same options as ignored."""
@@ -67,6 +68,12 @@ def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool, rates: bool = T
     out = set() if selects else {k for k in set(a) | set(b) if k.startswith("selection.")}
     if not rates:
         out.add("train.strategy_lr")
+    # An option another replaces in both configs (`config._overridden`): a step count sets how long
+    # training runs, so the epochs beside it are never read; the warning that names them as ignored
+    # says to drop one, and a rerun that does must still continue the folder.
+    for key, by in (("train.epochs", "train.max_steps"), ("selection.selection_epochs", "selection.selection_steps")):
+        if a.get(by) and b.get(by):
+            out.add(key)
     for key, (choice, users, _) in APPLIES.items():
         chosen = f"{key.split('.')[0]}.{choice}"
         if a.get(chosen) not in users and b.get(chosen) not in users:

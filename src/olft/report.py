@@ -115,7 +115,9 @@ def python_form(command: str, folder: Path | None) -> str:
     # one that began the folder: the command above reads that file, and so does the call. Its `out`
     # is as typed (maybe relative), so the call names the folder, as the command's --out does; and
     # given=() since config.json records every option, none of them the reader's to be warned of.
-    return (f"from Python, `import json, olft; cfg = olft.RunConfig.from_dict(json.load(open({where + '/config.json'!r}))); "
+    # read_text, not open(): a file left open warns (ResourceWarning) under `python -W default`.
+    return (f"from Python, `import json, pathlib, olft; cfg = olft.RunConfig.from_dict(json.loads(pathlib.Path("
+            f"{where + '/config.json'!r}).read_text())); "
             f"cfg.out = {where!r}; {call}(cfg, given=())` does the same")
 
 
