@@ -361,6 +361,26 @@ def test_selection_on_too_few_examples_is_refused_before_anything_trains(model_d
         assert main([*args, "--candidates", "1"]) == 0
 
 
+
+@pytest.mark.parametrize("command", ["run", "select"])
+@pytest.mark.parametrize("data", ["train", "validation"])
+def test_a_probe_fit_set_of_one_class_is_refused_before_anything_trains(model_dirs, tiny_glue, tmp_path, capsys, command,
+                                                                        data):
+    """The probe's fit set is drawn with --seed: 2 examples can be one class (seed 7 on the tiny sst2), and
+    the probe cannot rank then. Refused up front, naming the fixes, not mid-run (olft failed after the
+    baseline trained and `olft run` exited 0); a seed that draws both classes runs."""
+    out = tmp_path / "out"
+    args = [command, "--model", str(model_dirs["gpt2"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out),
+            "--candidates", "all", "--selector", "probe", "--selection-data", data, "--selection-train-samples", "2",
+            "--selection-eval-samples", "2", "--max-steps", "2", "-q"]
+    if command == "run":
+        args += ["--strategies", "final,olft"]  # final would train first
+    _fails(capsys, [*args, "--seed", "7"], "olft: error: selection: the probe's fit set (2 training examples drawn with "
+           "--seed 7) holds one class only (every one is '", "raise --selection-train-samples (now 2)", "or use another --seed",
+           "--candidates")
+    assert not out.exists()
+    assert main([*args, "--seed", "1"]) == 0
+
 def test_too_few_training_examples_for_the_gradient_or_the_probes_fit_set_name_max_train_samples(model_dirs, tiny_glue,
                                                                                                   tmp_path, capsys):
     """--max-train-samples 1 leaves the gradient selector nothing to split: refused before anything runs,

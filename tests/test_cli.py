@@ -1039,6 +1039,7 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     monkeypatch.setattr(api, "config_layers", lambda cfg: None)
     monkeypatch.setattr(api, "Session", Loaded)
     monkeypatch.setattr(api, "check_method", lambda *a: None)
+    monkeypatch.setattr(api, "check_probe_classes", lambda *a: None)  # the fake holds no examples to draw
     monkeypatch.setattr(api, "_begin", stop)
     cfg = RunConfig()
     cfg.model.model, cfg.selection.candidates, cfg.selection.selection_steps = str(model), "all", 4

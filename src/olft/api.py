@@ -21,7 +21,7 @@ from olft.methods import check_method
 from olft.pipeline import Session
 from olft.runfolder import RunFolder, fault_point
 from olft.runselection import selected_layer
-from olft.stages import check_selection_data
+from olft.stages import check_probe_classes, check_selection_data
 from olft.train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
                                           cfg.selection.probe_keep)
             check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
                                  _validation_size(session, cfg))
+            check_probe_classes(session, len(candidates))
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what, typed_lr)
         if n is None and any(s.name == "olft" for s in strategies):
@@ -389,6 +390,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
         candidates = check_candidates(cfg.selection.candidates, session.num_layers, cfg.selection.selector, cfg.selection.probe_keep)
         check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
                              _validation_size(session, cfg))
+        check_probe_classes(session, len(candidates))
         if n is None:  # the model's config declares no layer count: warned once it has loaded
             _warn_count_ignored(cfg, given, session.num_layers)
         results = _begin(folder, cfg, session, [])

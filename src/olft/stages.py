@@ -61,8 +61,8 @@ class SelectionMixin:
                         "validation or held-out (it sums the gradients of training batches at initialisation), so no "
                         "validation example chooses the layer and OLFT's validation score is not optimistic. Drop "
                         "--selection-data validation, or use a selector that scores candidates (probe, exhaustive, ...).")  # fmt: skip
-        if s.selection_data == "validation" and s.selector != "gradient":
-            train = tasks.sample_split(self.train_examples, s.selection_train_samples, seed)
+        fit_part, score_part = draw_selection_examples(self.train_examples, s, seed)
+        if score_part is None:  # --selection-data validation
             first = next(iter(self.eval_enc))
             if s.selection_eval_samples != SelectionConfig.selection_eval_samples:
                 cap = self.cfg.data.max_eval_samples
@@ -75,10 +75,7 @@ class SelectionMixin:
             _warn_small_scoring_set(n, f"--max-eval-samples (now {cap})" if cap is not None and n >= cap
                                     else f"nothing: the {first} split holds only {n} examples; --selection-data train scores "
                                     "on --selection-eval-samples of train", self.task.metric)  # fmt: skip
-            return "validation", self.encode(train), self.eval_enc[first]
-        fit_part, score_part = tasks.disjoint_subsets(
-            self.train_examples, [s.selection_train_samples, s.selection_eval_samples], seed
-        )
+            return "validation", self.encode(fit_part), self.eval_enc[first]
         if s.selector == "gradient":  # it scores nothing: the scoring set is never used
             return GRADIENT_PROTOCOL, self.encode(fit_part), self.encode(score_part)
         if len(fit_part) + len(score_part) < s.selection_train_samples + s.selection_eval_samples:
@@ -194,6 +191,42 @@ class SelectionMixin:
             log.error("candidate layer %d failed: %s", layer, exc)
             return Candidate(layer, None, time.perf_counter() - t0, error=str(exc), steps=steps,
                              cpu_seconds=time.process_time() - cpu0)  # fmt: skip
+
+
+def draw_selection_examples(train_examples: list, s: SelectionConfig, seed: int) -> tuple[list, list | None]:
+    """(fit, score) training examples of a selection, as `SelectionMixin.selection_sets` draws them with
+    `seed`: under --selection-data validation (any selector but gradient, which scores nothing) the
+    candidates fit on --selection-train-samples of them and score is None (the validation split
+    scores them); else two disjoint sets (`tasks.disjoint_subsets`)."""
+    if s.selection_data == "validation" and s.selector != "gradient":
+        return tasks.sample_split(train_examples, s.selection_train_samples, seed), None
+    fit, score = tasks.disjoint_subsets(train_examples, [s.selection_train_samples, s.selection_eval_samples], seed)
+    return fit, score
+
+
+# The selectors that fit the linear probe (`_Stages.proxy`) on the fit set.
+PROBE_SELECTORS = ("probe", "probe-halving", "auto")
+
+
+def check_probe_classes(session: Session, n_candidates: int) -> None:
+    """Refuse (OlftError), before anything trains, a selection whose probe (`PROBE_SELECTORS`, more
+    than one candidate, a classification task) would fit on a set holding one class only: the set
+    `selection_sets` draws with --seed (`draw_selection_examples`). The probe's own check
+    (`_Stages.proxy`) would otherwise fail it mid-run, after any baseline strategy trained."""
+    s = session.cfg.selection
+    if n_candidates < 2 or s.selector not in PROBE_SELECTORS or session.task.num_labels == 1:
+        return
+    fit, _ = draw_selection_examples(session.train_examples, s, session.cfg.train.seed)
+    classes = {e.label for e in fit}
+    if len(classes) != 1:  # none: nothing drawn (`check_selection_data` refused that first)
+        return
+    label, names = next(iter(classes)), session.task.labels
+    label = f"'{names[label]}'" if names and isinstance(label, int) and 0 <= label < len(names) else label
+    raise tasks.OlftError(f"selection: the probe's fit set ({plural(len(fit), 'training example')} drawn with --seed "
+                          f"{session.cfg.train.seed}) holds one class only (every one is {label}), so the probe cannot "
+                          f"rank the {n_candidates} candidates: {_probe_fit_limit(session, len(fit))}; or use another "
+                          "--seed; or another --selector (halving, exhaustive); or name one layer with --candidates "
+                          "(nothing to select).")  # fmt: skip
 
 
 # Fewer scoring examples than this and one example moves accuracy by 5 points or more: warned about.
