@@ -230,6 +230,19 @@ def test_max_eval_samples_help_says_the_subset_follows_the_seed():
     assert "drawn with --seed, so runs with different seeds score different examples" in text
 
 
+@pytest.mark.parametrize("argv, warning", [
+    (["--lr", "1e-3", "--train.lr", "2e-3"], "--lr 1e-3, --train.lr 2e-3: one option set 2 times; the last, --train.lr 2e-3, is used."),
+    (["--method", "lora", "--method=adapter"], "--method lora, --method adapter: one option set 2 times; the last, --method adapter, is used."),
+    (["--cache", "--no-train.cache"], "--cache, --no-train.cache: one option set 2 times; the last, --no-train.cache, is used."),
+    (["--seed", "1", "--seed", "1", "--lr", "1e-3"], None),  # the same value twice changes nothing
+])
+def test_an_option_set_twice_to_different_values_is_warned_of(argv, warning):
+    from olft.cli import parse
+
+    args = parse(["run", "--model", "minilm-l6", "--task", "rte", *argv])
+    assert args.warnings == ([warning] if warning else [])
+
+
 def test_info(model_dirs, capsys):
     assert main(["info", "--model", str(model_dirs["mistral"])]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -208,8 +208,38 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # refuses it typed, as it would do nothing), so nothing is named twice.
     train = ns.command == "train"
     args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
+    args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv)
     args.given = given & {"train.strategy_lr"} if train else given
     return args
+
+
+def _repeated(sub, argv: list[str]) -> list[str]:
+    """A warning per option set twice on the command line to different values, in one spelling
+    or two (`--lr 1e-3 --train.lr 2e-3`, `--bf16 --no-bf16`): argparse keeps the last without a
+    word, which a long command line assembled from a script's pieces can hide. A warning, not a
+    refusal: overriding an earlier flag is how such scripts are meant to be used."""
+    actions = {s: a for a in sub._actions for s in a.option_strings}
+    seen: dict[str, list[tuple[str, str]]] = {}
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        action = actions.get(name) if name.startswith("--") and name != "--config" else None
+        if action is not None:
+            if not eq and action.nargs != 0 and i + 1 < len(argv):
+                value, i = argv[i + 1], i + 1
+            elif action.nargs == 0:
+                value = name  # --bf16 / --no-bf16: the flag is its value
+            if name[2:] in (f"{g}.{g}" for g in SECTIONS):  # as typed: `_short_flags` made --model --model.model
+                name = name.split(".")[0]
+            seen.setdefault(action.dest, []).append((name, value))
+        i += 1
+    lines = []
+    for uses in seen.values():
+        if len({v for _, v in uses}) > 1:
+            typed = ", ".join(f"{n} {v}" if n != v else n for n, v in uses)
+            last = uses[-1][0] if uses[-1][0] == uses[-1][1] else f"{uses[-1][0]} {uses[-1][1]}"
+            lines.append(f"{typed}: one option set {len(uses)} times; the last, {last}, is used.")
+    return lines
 
 
 def _given(values: dict, argv: list[str], sources: dict[str, str]) -> set[str]:
