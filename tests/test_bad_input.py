@@ -586,3 +586,52 @@ def test_a_max_train_samples_draw_of_one_value_is_warned_about_as_one_class_is(c
     assert said.startswith("train: the 2 examples --max-train-samples 2 drew all have the score 3 (STS-B's training "
                            "split has scores that vary): a regression trained on one value"), said
     assert "Raise --max-train-samples" in said
+
+
+def test_a_full_disk_mid_run_is_one_line_and_the_same_command_continues(model_dirs, tiny_glue, tmp_path, capsys, monkeypatch):
+    """ENOSPC while saving a strategy's weights, and again while recording the stop: one line naming the
+    fix, exit 2 (not two tracebacks and exit 1); once space is back the same command finishes."""
+    import errno
+
+    from olft import report, runfolder
+
+    out = tmp_path / "r"
+    args = _run(model_dirs, tiny_glue, out, "--strategies", "final")
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    write_json, hit = runfolder.report.write_json, []
+
+    def no_space(*a, **k):
+        hit.append(a)
+        raise full
+
+    def then_none(*a, **k):  # the stop's own record fails the same way, once the disk is full
+        return no_space(*a) if hit else write_json(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(report, "save_weights", no_space)
+        m.setattr(runfolder.report, "write_json", then_none)
+        _fails(capsys, args, "no space left on the device", "rerun the same command")
+    assert len(hit) == 2  # the weights, then results.json's record of the stop
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"
+
+
+def test_a_disk_full_from_the_start_leaves_no_write_probe(model_dirs, tiny_glue, tmp_path, capsys, monkeypatch):
+    """The writability probe is created, then its write fails (a full disk): refused in one line, and the
+    probe file is not left in the folder for a later run to trip over."""
+    import errno
+    from pathlib import Path
+
+    write_text = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name != ".write-test":
+            return write_text(self, *a, **k)
+        self.touch()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "r"
+    _fails(capsys, _run(model_dirs, tiny_glue, out), "cannot write to output folder", "no space left")
+    assert not list(out.rglob(".write-test"))

@@ -7,6 +7,7 @@ saved the moment it finishes; running the same command again continues where it 
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -203,7 +204,16 @@ def _recorded(folder: RunFolder, results: dict, session: Session):
         except BaseException as exc:
             results["status"], results["error"] = "stopped by an error", f"{type(exc).__name__}: {exc}"
             results["complete"] = False
-            folder.write_stopped(results)
+            try:
+                folder.write_stopped(results)
+            except OSError as again:  # a full disk fails this write too: the first error is the one to report
+                log.warning("could not record the stop in %s: %s", folder.path / "results.json", again)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # Not a bug of the run's: one line naming the fix, exit 2 as for any unwritable output.
+                # Every finished piece was written whole (`atomic`), so the same command continues.
+                raise OlftError(f"no space left on the device while writing {exc.filename or folder.path}: free space "
+                                f"there (or give --out on another disk), then rerun the same command to continue; "
+                                f"finished pieces are kept") from exc
             raise
         finally:
             if session.curves is not None:

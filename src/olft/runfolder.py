@@ -238,15 +238,17 @@ class RunFolder:
         report.write_json(self.path / "config.json", self.config)
 
     def _make_writable(self, sub: str) -> None:
+        probe = self.path / sub / ".write-test"
         try:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
-            probe = self.path / sub / ".write-test"
             probe.write_text("ok")
-            probe.unlink()
         except OSError as exc:
+            with suppress(OSError):  # created, then a full disk failed its write: leave nothing behind
+                probe.unlink()
             raise OlftError(
                 f"Cannot write to output folder {self.path}: {exc.strerror}. Pass --out with a writable folder."
             ) from exc
+        probe.unlink()
 
     def _remove_own_files(self) -> None:
         """--overwrite: delete olft's files (never the lock this run holds, never anything else)."""
