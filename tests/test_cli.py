@@ -90,6 +90,25 @@ def test_evaluate_reproduces_results(llama_run, capsys, monkeypatch):
         assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9
 
 
+def test_evaluate_says_when_the_data_changed_since_the_run(llama_run, capsys, monkeypatch):
+    """Re-scoring edited data is allowed (it is what evaluate is asked to do) but said: a score that moved
+    because the labels changed must not read as the saved weights scoring differently."""
+    from dataclasses import replace
+
+    import olft.pipeline
+
+    load_split = olft.pipeline.load_split
+
+    def flipped(cfg, task, split):
+        return [replace(ex, label=1 - ex.label) for ex in load_split(cfg, task, split)]
+
+    assert main(["evaluate", "--run", str(llama_run), "-q"]) == 0
+    assert "differ from those the run scored" not in capsys.readouterr().out
+    monkeypatch.setattr(olft.pipeline, "load_split", flipped)
+    assert main(["evaluate", "--run", str(llama_run), "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("  note: the validation examples differ from those the run scored")
+
+
 def test_train_and_select_subcommands(model_dirs, tiny_glue, tmp_path):
     base = ["--model", str(model_dirs["bert"]), "--task", "sst2", "--glue-dir", str(tiny_glue), *FAST]
     assert main(["train", "--layers", "0,2-3", "--out", str(tmp_path / "t"), "--method", "lora", *base]) == 0  # a range, as --candidates

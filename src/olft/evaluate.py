@@ -38,6 +38,13 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     session = Session(cfg, quiet=quiet, train_split=False) if saved else None  # scores the eval splits only
     status = describe_status(folder)
     lines = [f"run {folder}: {status}"]
+    if session is not None:  # the run's own record of what it scored on (`data.fingerprint`); older folders have none
+        saved_sha = results.get("data_sha256") or {}
+        changed = [s for s, sha in session.data_sha256.items() if s in saved_sha and saved_sha[s] != sha]
+        if changed:
+            lines.append(f"  note: the {', '.join(changed)} examples differ from those the run scored (the data was "
+                         "edited since, or another --glue-dir/--data is read): the scores below are on today's data, "
+                         "the results.json ones on the run's")
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
         caveat = None if sel.get("note") else choice_caveat(sel)  # no signal, or a tie: the layer alone would read as a finding
