@@ -319,6 +319,8 @@ def test_olft_export_of_an_adapter_run(runs, predicted, tmp_path, capsys):
     out = tmp_path / "own"
     assert main(["export", "--run", str(runs["llama-adapter"]), "--format", "olft", "--output", str(out), "-q"]) == 0
     assert {p.name for p in (out / "weights").iterdir()} == {"olft.safetensors"}
+    base = json.loads((out / "config.json").read_text())["model"]["model"]
+    assert f"**Not self-contained:** the base model is read from `{base}`" in (out / "README.md").read_text()
     capsys.readouterr()
     assert main(["predict", "--run", str(out), "--text", *PAIRS[0], "-q"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])

@@ -299,6 +299,11 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
                      f"`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + \"/base\"{trc}), DIR)`.")
     if format == "olft":
         lines.append("- **`olft predict --run DIR --text ...`** (or `--input FILE`) does all of this for you.")
+        # This folder holds the tuned weights only: the frozen base model is read from where config.json names it.
+        if Path(info.cfg.model.model).expanduser().exists():  # a local folder (an alias is found by name anywhere)
+            lines.append(f"- **Not self-contained:** the base model is read from `{Path(info.cfg.model.model).expanduser().resolve()}` "
+                         "(config.json's `model.model`), which must stay there, or config.json be edited to where it went; "
+                         "a LoRA run's `--format merged` or `peft` export carries the base weights with it.")
     code = _usage_code(format, trc, name, fields, call, labels, PAIR_TEXT_CODE.format(max_length=n or 10**9) if joined else "")
     return "\n".join(lines) + "\n\n```python\n" + code + "```\n"
 
