@@ -1185,3 +1185,21 @@ def test_olft_train_takes_its_layers_from_a_config_file_an_add_on_wrote(tmp_path
         assert parse(["train", "--config", str(path)]).cfg.model.model == "minilm-l6"
     assert config_first(["train", "--config", str(path), "--layers", "5"], {}, [])[-2:] == ["--layers", "5"]
     assert "--layers" not in config_first(["run", "--config", str(path)], {}, [])
+
+
+def test_a_model_without_a_middle_third_is_said_to_compare_layers_with_themselves(tiny_glue, tmp_path, caplog):
+    """Under 3 layers the default candidates are every layer, the final one too: OLFT can equal the
+    final-layer baseline, which a table of three strategies would not show. One warning; none from 3 up."""
+    from tiny import make_model_folder
+
+    def warned(layers):
+        model = make_model_folder("llama", tmp_path / f"m{layers}", layers=layers)
+        caplog.clear()
+        out = tmp_path / f"r{layers}"
+        assert main(["run", "--model", str(model), "--task", "rte", "--glue-dir", str(tiny_glue), "--out", str(out),
+                     "--strategies", "olft,final", "--selector", "gradient", "--max-steps", "1"]) == 0
+        return [r.getMessage() for r in caplog.records if "middle third is every layer" in r.getMessage()]
+
+    assert warned(2) == ["a 2-layer model's middle third is every layer (0,1), the final one too: OLFT can choose it and "
+                         "then equals the final-layer baseline; the comparison needs a model of 3 layers or more"]
+    assert warned(3) == []

@@ -282,6 +282,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             check_selection_data(cfg.selection, len(session.train_examples), len(candidates), cfg.data.max_train_samples,
                                  _validation_size(session, cfg))
             check_probe_classes(session, len(candidates))
+            _warn_final_candidate(cfg, session.num_layers, candidates, [s.name for s in strategies])
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what, typed_lr)
         if n is None and any(s.name == "olft" for s in strategies):
@@ -296,6 +297,16 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             for strat in strategies:
                 _run_strategy(session, folder, results, strat)
             return _end(folder, results)
+
+
+def _warn_final_candidate(cfg: RunConfig, num_layers: int, candidates: list[int], names: list[str]) -> None:
+    """A model under 3 layers has no middle third apart from its ends: the default candidates are then
+    every layer, the final one too, and OLFT picking it equals the final-layer baseline (a 1-layer
+    model's olft, final and full are one layer). Said once, as the comparison reads as three results."""
+    if cfg.selection.candidates == "middle" and num_layers - 1 in candidates and {"final", "full"} & set(names):
+        log.warning("a %d-layer model's middle third is every layer (%s), the final one too: OLFT can choose it and "
+                    "then equals the final-layer baseline%s; the comparison needs a model of 3 layers or more",
+                    num_layers, ",".join(map(str, candidates)), ", and with one layer all-layer tuning as well" if num_layers == 1 else "")
 
 
 def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Strategy) -> None:
