@@ -4,6 +4,7 @@ looks complete. Loader-level cases (rows, columns, encodings, fuzzing) live in t
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -146,6 +147,63 @@ def test_corrupt_model_files(model_dirs, tmp_path, capsys):
     _fails(capsys, ["info", "--model", str(gguf)], "gguf")
     (folder / "config.json").write_text("{not json")
     _fails(capsys, ["info", "--model", str(folder)], "config")
+
+
+
+# -- a local model folder that is incomplete: refused before training, naming what it lacks --------------
+
+
+def _without(model_dirs, tmp_path, family, *prefixes) -> Path:
+    """A copy of the tiny `family` model folder without the files whose names start with `prefixes`."""
+    folder = tmp_path / f"{family}-incomplete"
+    shutil.copytree(model_dirs[family], folder)
+    for path in folder.iterdir():
+        if path.name.startswith(prefixes):
+            path.unlink()
+    return folder
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_model_folder_without_tokenizer_files_is_refused(model_dirs, rte_dir, tmp_path, capsys, family):
+    # transformers builds BERT's and GPT-2's tokenizers from such a folder with their special
+    # tokens alone and no warning (every word [UNK]); Llama's fails to build with a ValueError.
+    (rte_dir / "train.tsv").write_text((rte_dir / "dev.tsv").read_text())
+    folder = _without(model_dirs, tmp_path, family, "tokenizer", "vocab", "merges", "special_tokens")
+    out = tmp_path / "out"
+    err = _fails(capsys, ["train", "--model", str(folder), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--layers", "2",
+                          "--out", str(out), *FAST], f"Model folder {folder} has no tokenizer files",  # fmt: skip
+                 f"tokenizer.save_pretrained('{folder}')", "point --model at a folder that has one")
+    assert "weights" not in err, err  # not blamed on the weights, as the catch-all for load errors would
+    assert not out.exists()
+
+
+def test_a_tokenizer_far_smaller_than_the_models_vocabulary_is_refused(model_dirs):
+    from transformers import AutoConfig
+
+    from olft.loading import read_tokenizer
+
+    folder = str(model_dirs["bert"])
+    config = AutoConfig.from_pretrained(folder)
+    assert len(read_tokenizer(folder, folder, None, config)) == 39  # the tiny tokenizer, of vocab_size 64
+    config.vocab_size = 3901  # 39 tokens is just under 1% of it
+    with pytest.raises(OlftError, match="has tokenizer files .* but no vocabulary in them: its vocabulary holds 39 of "
+                                        "the model's 3901 token ids"):
+        read_tokenizer(folder, folder, None, config)
+
+
+@pytest.mark.parametrize("damage, phrases", [
+    ("weights", ["has no weights file (model.safetensors or pytorch_model.bin)", "save the model into it with save_pretrained"]),
+    ("config", ["could not read the config of model folder", "is not a valid JSON file", "restore the file"]),
+])  # fmt: skip
+def test_incomplete_local_model_folder_gets_advice_for_the_folder(model_dirs, rte_dir, tmp_path, capsys, damage, phrases):
+    """A local folder's load error says what the folder lacks, not that the model hub is off."""
+    (rte_dir / "train.tsv").write_text((rte_dir / "dev.tsv").read_text())
+    folder = _without(model_dirs, tmp_path, "bert", *(["model.safetensors"] if damage == "weights" else []))
+    if damage == "config":
+        (folder / "config.json").write_bytes((folder / "config.json").read_bytes()[:20])  # truncated
+    args = ["run", "--model", str(folder), "--task", "rte", "--glue-dir", str(rte_dir.parent), "--out", str(tmp_path / "out"), *FAST]
+    err = _fails(capsys, args, *phrases)
+    assert "hub" not in err and "alias" not in err and "download" not in err.lower(), err
 
 
 def test_output_folder_problems(model_dirs, rte_dir, tmp_path, capsys):

