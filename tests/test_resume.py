@@ -1380,6 +1380,31 @@ def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_
         assert "add the strategy" not in err, err  # no fix for olft train
 
 
+def test_a_run_with_strategy_lr_adds_to_a_folder_of_explicit_layers(model_dirs, tiny_glue, tmp_path, capsys):
+    """The other order of the test above: `olft train --layers 1` first, then `olft run --strategy-lr`.
+    The folder's only piece (layers=1) trained at --lr and reads no --strategy-lr, so the run was refused
+    ("a different config (train.strategy_lr: None in the folder, ...)") where the reverse order was not.
+    Now it adds its strategies and config.json records its rates; once the folder holds work trained at
+    them, another --strategy-lr (or none) is refused as before."""
+    out = tmp_path / "run"
+    common = ["--model", str(model_dirs["llama"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2",
+              "--out", str(out), "-q"]
+    assert main(["train", *common, "--layers", "1"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["train"]["strategy_lr"] is None
+    rated = ["run", *common, "--strategies", "olft,final", "--selector", "probe", "--selection-train-samples", "32",
+             "--selection-eval-samples", "16", "--strategy-lr", "olft=3e-3,final=2e-3"]
+    assert main(rated) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["train"]["strategy_lr"] == "olft=3e-3,final=2e-3"
+    r = _results(out)
+    assert r["status"] == "complete"
+    assert {k: v["lr"] for k, v in r["strategies"].items()} == {"olft": 3e-3, "final": 2e-3, "layers=1": 1e-3}
+    assert main(rated) == 0, capsys.readouterr().err  # its own command continues it
+    capsys.readouterr()
+    for other in (["--strategy-lr", "olft=1e-2,final=2e-3"], []):  # final and olft now hold work at these rates
+        assert main([*rated[:-2], *other]) == 2
+        assert "different config (train.strategy_lr: 'olft=3e-3,final=2e-3' in the folder" in capsys.readouterr().err
+
+
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):
     """--lora-rank under --method adapter is unused (olft warns so): a folder made with it continues without
     it, keeping its config.json; under --method lora it is read, and a different rank is refused."""
