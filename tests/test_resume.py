@@ -197,7 +197,9 @@ def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_d
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 0.01
 
 
-def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """The other strategies still train, and the command exits 1 (it exited 0, so `olft run ... && next`
+    went on past a failed strategy), its error line naming the failed strategy."""
     import olft.pipeline as pipeline
     from olft.train import NonFiniteLoss
 
@@ -210,11 +212,18 @@ def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_g
 
     monkeypatch.setattr(pipeline, "fit", fit)
     out = tmp_path / "run"
-    assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final,full")) == 0
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final,full")) == 1
     r = _results(out)
     assert "final" in r["failed"] and "step 3" in r["failed"]["final"]["error"]
     assert "full" in r["strategies"] and "final" not in r["strategies"]
     assert r["complete"] is False and r["status"] == "finished with failures"
+    assert caplog.records[-1].getMessage() == "final failed (full finished); table.md's Failed list says why"
+    # An add-on to the folder finishes what it was asked, but the folder still holds final's failure: exit 1.
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(["train", *_args(model_dirs["gpt2"], tiny_glue, out)[1:], "--layers", "1"]) == 1
+    assert _results(out)["status"] == "finished with failures"
+    assert caplog.records[-1].getMessage().startswith("final failed (")
 
 
 def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(model_dirs, tiny_glue, tmp_path):
