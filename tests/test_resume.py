@@ -235,6 +235,28 @@ def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(mod
     assert "| final | 3 | failed |" in (out / "table.md").read_text()
 
 
+def test_a_strategy_that_failed_beside_one_that_finished_exits_1_naming_its_strategy_lr(model_dirs, tiny_glue, tmp_path,
+                                                                                        caplog):  # fmt: skip
+    """Every selection candidate diverged at olft's --strategy-lr rate while final finished: the run is
+    "finished with failures" and `olft run` exits 1 (it exited 0, so `olft run ... && next-step` went on),
+    its last error line naming olft. The fixes name olft's rate in --strategy-lr, not --lr (which is
+    0.001 already: "try --lr 0.001, olft's default" and "Try a lower --lr" pointed at the wrong option)."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["llama"], tiny_glue, out, "--strategies", "olft,final", "--candidates", "1,2",
+                 "--selection-adaptive", "0", "--strategy-lr", "olft=1e30,final=1e-3", "--max-grad-norm", "0")
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(args) == 1
+    r = _results(out)
+    assert r["status"] == "finished with failures" and list(r["strategies"]) == ["final"] and list(r["failed"]) == ["olft"]
+    assert caplog.records[-1].getMessage() == "olft failed (final finished); table.md's Failed list says why"
+    errors = [c["error"] for c in r["selection"]["candidates"]]
+    assert len(errors) == 2 and all("Lower olft's rate in --strategy-lr (now 1e+30, try olft=0.001 there" in e for e in errors), errors
+    assert r["failed"]["olft"]["error"].endswith("in table.md). Lower olft's rate in --strategy-lr."), r["failed"]["olft"]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "--lr 0.001" not in logged and "lower --lr" not in logged, logged
+    assert "lower --lr" not in (out / "table.md").read_text()  # "fix what its error says (a lower learning rate)"
+
+
 def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, caplog):
     args = _args(model_dirs["llama"], tiny_glue, tmp_path / "run", "--strategies", "olft", "--selector", "exhaustive",
                  "--candidates", "1,2", "--lr", "1e30", "--max-grad-norm", "0", "--selection-adaptive", "0")  # one alone trains none

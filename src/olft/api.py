@@ -315,6 +315,7 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
         r = session.tune(
             layers, session.train_enc, session.eval_enc, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
             desc=strat.name, checkpoint=folder.checkpoint_path(strat.name), lr=cfg.train.lr_for(strat.name),
+            rate_from=cfg.train.rate_from(strat.name),
         )  # fmt: skip
     except NonFiniteLoss as exc:
         _failed(folder, results, strat.name, layers, exc)
