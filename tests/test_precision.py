@@ -113,6 +113,11 @@ def test_lower_learning_rate_hint_is_a_tenth_below_the_default():
     assert "try --lr 5e-05)" in msg, msg
     msg = diagnose(stack, [bad], lambda: torch.zeros(1), "loss", 3, 0, 0.5)
     assert "try --lr 0.001, olft's default)" in msg, msg
+    # A rate --strategy-lr set is lowered there: --lr (perhaps at its default already) is not what diverged.
+    msg = diagnose(stack, [bad], lambda: torch.zeros(1), "loss", 3, 0, 0.5, rate_from="olft")
+    assert msg.endswith("Lower olft's rate in --strategy-lr (now 0.5, try olft=0.001 there, the default --lr)."), msg
+    msg = diagnose(stack, [bad], lambda: torch.zeros(1), "loss", 3, 0, 5e-4, rate_from="full")
+    assert msg.endswith("Lower full's rate in --strategy-lr (now 0.0005, try full=5e-05 there)."), msg
 
 
 def test_fp16_loss_scaling_keeps_small_gradients(model_dirs):

@@ -197,7 +197,9 @@ def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_d
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 0.01
 
 
-def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_glue, tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_glue, tmp_path, monkeypatch, caplog):
+    """The other strategies still train, and the command exits 1 (it exited 0, so `olft run ... && next`
+    went on past a failed strategy), its error line naming the failed strategy."""
     import olft.pipeline as pipeline
     from olft.train import NonFiniteLoss
 
@@ -210,11 +212,18 @@ def test_non_finite_loss_fails_one_piece_and_the_rest_goes_on(model_dirs, tiny_g
 
     monkeypatch.setattr(pipeline, "fit", fit)
     out = tmp_path / "run"
-    assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final,full")) == 0
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final,full")) == 1
     r = _results(out)
     assert "final" in r["failed"] and "step 3" in r["failed"]["final"]["error"]
     assert "full" in r["strategies"] and "final" not in r["strategies"]
     assert r["complete"] is False and r["status"] == "finished with failures"
+    assert caplog.records[-1].getMessage() == "final failed (full finished); table.md's Failed list says why"
+    # An add-on to the folder finishes what it was asked, but the folder still holds final's failure: exit 1.
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(["train", *_args(model_dirs["gpt2"], tiny_glue, out)[1:], "--layers", "1"]) == 1
+    assert _results(out)["status"] == "finished with failures"
+    assert caplog.records[-1].getMessage().startswith("final failed (")
 
 
 def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(model_dirs, tiny_glue, tmp_path):
@@ -224,6 +233,28 @@ def test_real_divergence_is_caught_and_a_run_where_everything_failed_exits_1(mod
     assert "final" in r["failed"] and "--lr" in r["failed"]["final"]["error"]
     assert r["status"] == "failed" and r["complete"] is False
     assert "| final | 3 | failed |" in (out / "table.md").read_text()
+
+
+def test_a_strategy_that_failed_beside_one_that_finished_exits_1_naming_its_strategy_lr(model_dirs, tiny_glue, tmp_path,
+                                                                                        caplog):  # fmt: skip
+    """Every selection candidate diverged at olft's --strategy-lr rate while final finished: the run is
+    "finished with failures" and `olft run` exits 1 (it exited 0, so `olft run ... && next-step` went on),
+    its last error line naming olft. The fixes name olft's rate in --strategy-lr, not --lr (which is
+    0.001 already: "try --lr 0.001, olft's default" and "Try a lower --lr" pointed at the wrong option)."""
+    out = tmp_path / "run"
+    args = _args(model_dirs["llama"], tiny_glue, out, "--strategies", "olft,final", "--candidates", "1,2",
+                 "--selection-adaptive", "0", "--strategy-lr", "olft=1e30,final=1e-3", "--max-grad-norm", "0")
+    with caplog.at_level("ERROR", logger="olft"):
+        assert main(args) == 1
+    r = _results(out)
+    assert r["status"] == "finished with failures" and list(r["strategies"]) == ["final"] and list(r["failed"]) == ["olft"]
+    assert caplog.records[-1].getMessage() == "olft failed (final finished); table.md's Failed list says why"
+    errors = [c["error"] for c in r["selection"]["candidates"]]
+    assert len(errors) == 2 and all("Lower olft's rate in --strategy-lr (now 1e+30, try olft=0.001 there" in e for e in errors), errors
+    assert r["failed"]["olft"]["error"].endswith("in table.md). Lower olft's rate in --strategy-lr."), r["failed"]["olft"]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "--lr 0.001" not in logged and "lower --lr" not in logged, logged
+    assert "lower --lr" not in (out / "table.md").read_text()  # "fix what its error says (a lower learning rate)"
 
 
 def test_a_diverged_candidate_is_reported_once(model_dirs, tiny_glue, tmp_path, caplog):
@@ -1378,6 +1409,31 @@ def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_
         err = capsys.readouterr().err
         assert "explicit layers (olft train --layers, --strategies layers=...) train at --lr, so use --lr instead" in err
         assert "add the strategy" not in err, err  # no fix for olft train
+
+
+def test_a_run_with_strategy_lr_adds_to_a_folder_of_explicit_layers(model_dirs, tiny_glue, tmp_path, capsys):
+    """The other order of the test above: `olft train --layers 1` first, then `olft run --strategy-lr`.
+    The folder's only piece (layers=1) trained at --lr and reads no --strategy-lr, so the run was refused
+    ("a different config (train.strategy_lr: None in the folder, ...)") where the reverse order was not.
+    Now it adds its strategies and config.json records its rates; once the folder holds work trained at
+    them, another --strategy-lr (or none) is refused as before."""
+    out = tmp_path / "run"
+    common = ["--model", str(model_dirs["llama"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2",
+              "--out", str(out), "-q"]
+    assert main(["train", *common, "--layers", "1"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["train"]["strategy_lr"] is None
+    rated = ["run", *common, "--strategies", "olft,final", "--selector", "probe", "--selection-train-samples", "32",
+             "--selection-eval-samples", "16", "--strategy-lr", "olft=3e-3,final=2e-3"]
+    assert main(rated) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["train"]["strategy_lr"] == "olft=3e-3,final=2e-3"
+    r = _results(out)
+    assert r["status"] == "complete"
+    assert {k: v["lr"] for k, v in r["strategies"].items()} == {"olft": 3e-3, "final": 2e-3, "layers=1": 1e-3}
+    assert main(rated) == 0, capsys.readouterr().err  # its own command continues it
+    capsys.readouterr()
+    for other in (["--strategy-lr", "olft=1e-2,final=2e-3"], []):  # final and olft now hold work at these rates
+        assert main([*rated[:-2], *other]) == 2
+        assert "different config (train.strategy_lr: 'olft=3e-3,final=2e-3' in the folder" in capsys.readouterr().err
 
 
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):

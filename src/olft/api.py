@@ -223,16 +223,20 @@ def _recorded(folder: RunFolder, results: dict, session: Session):
 def _end(folder: RunFolder, results: dict) -> dict:
     """Rebuild results from every piece, say how the run ended, write the table and plot.
 
-    "failed" when every strategy this run was asked for failed (the CLI then exits 1);
-    "complete" when every strategy the folder names finished and none failed.
+    "failed" when every strategy this run was asked for failed; "finished with failures" when
+    some strategy the folder names did not finish (the CLI exits 1 for either, and the log names
+    which failed); "complete" when every strategy the folder names finished and none failed.
     """
     folder.refresh(results)
     requested = folder.requested
+    missing = [n for n in results["strategy_names"] if n not in results["strategies"]]
     if requested and all(name in results["failed"] for name in requested):
         results["status"] = "failed"
         log.error("every requested strategy failed (%s); see the errors above", ", ".join(requested))
-    elif results["failed"] or set(results["strategy_names"]) - set(results["strategies"]):
+    elif results["failed"] or missing:
         results["status"] = "finished with failures"
+        log.error("%s failed (%s finished); table.md's Failed list says why", ", ".join(missing),
+                  ", ".join(results["strategies"]))
     else:
         results["status"] = "complete"
     results["complete"] = results["status"] == "complete"
@@ -246,7 +250,8 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     """Select, tune and compare; write (or continue) the run folder; return the results dict.
 
     results.json holds every piece the folder holds, including those of earlier runs with other
-    --strategies. `status` is "failed" when every strategy asked for failed. Raises OlftError on
+    --strategies. `status` is "failed" when every strategy asked for failed, "finished with
+    failures" when some strategy the folder names failed, else "complete". Raises OlftError on
     bad input, including a method the model cannot take (before the folder is touched), or a
     folder held by another live run.
     Each option of `given` (grouped keys, "method.lora_rank") the run will not use is named in one
@@ -331,6 +336,7 @@ def _run_strategy(session: Session, folder: RunFolder, results: dict, strat: Str
         r = session.tune(
             layers, session.train_enc, session.eval_enc, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
             desc=strat.name, checkpoint=folder.checkpoint_path(strat.name), lr=cfg.train.lr_for(strat.name),
+            rate_from=cfg.train.rate_from(strat.name),
         )  # fmt: skip
     except NonFiniteLoss as exc:
         _failed(folder, results, strat.name, layers, exc)

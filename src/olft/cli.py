@@ -312,11 +312,12 @@ def dispatch(args: argparse.Namespace) -> int:
         if show:  # the folder's own path in the commands it quotes, as its table.md has it
             print(table_md(res, Path(cfg.out) if cfg.out else api.default_out(cfg)))
     distributed.shutdown()
-    return 1 if args.command in ("run", "train") and res["status"] == "failed" else 0  # every requested strategy failed
+    # "failed" or "finished with failures": a strategy failed (`api._end` logs which), so `olft run && next` stops
+    return 1 if args.command in ("run", "train") and res["status"] != "complete" else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `olft` command: its exit code (0, 1 every requested strategy failed, 2 bad input,
+    """The `olft` command: its exit code (0, 1 a strategy of `olft run` or `olft train` failed, 2 bad input,
     130 Ctrl-C, 143 SIGTERM, 141 its output pipe closed).
 
     SIGTERM is caught from the first line, before the parser pulls in jsonargparse and a

@@ -174,6 +174,11 @@ class TrainConfig:
         """Peak learning rate of `strategy` (olft, final, full, or layers=...: --lr)."""
         return self.lr_by_strategy().get(strategy, self.lr)
 
+    def rate_from(self, strategy: str) -> str | None:
+        """`strategy` where its rate (`lr_for`) is its --strategy-lr entry, None where it is --lr: what
+        a divergence's fix names (`precision.diagnose`), so it never says to lower an --lr not used."""
+        return strategy if strategy in self.lr_by_strategy() else None
+
 
 @dataclass
 class SelectionConfig:

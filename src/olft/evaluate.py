@@ -81,7 +81,7 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     if left and results.get("status") != "complete" and not status.startswith("RUNNING"):
         lines.append(f"  continue it (finished pieces are kept): {resume_command(folder, results)}")
     if failed or (sel or {}).get("status") == "failed":  # a non-finite loss (train.NonFiniteLoss) repeats at the same settings
-        lines.append("  a rerun at these settings fails the same way: fix what the errors say (a lower --lr), then "
+        lines.append("  a rerun at these settings fails the same way: fix what the errors say (a lower learning rate), then "
                      "rerun with another --out or with --overwrite")
     return "\n".join(lines)
 

@@ -98,7 +98,8 @@ def config_differences(old: dict, new: dict, selects: bool = True, rates: bool =
     """'key: old in the folder, new now' for each option whose value differs between the folder's
     config (`old`) and this run's (`new`), those that may differ on resume (`IGNORED_ON_RESUME`) and
     those this run does not read (`_unread`; `selects`: whether it selects a layer, `rates`: whether
-    it trains olft, final or full, which --strategy-lr sets) aside."""
+    it trains olft, final or full, which --strategy-lr sets) aside. `RunFolder` passes each False also
+    where the folder holds no work that read those options (`holds_selection`, `holds_rated_work`)."""
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
     unread = _unread(a, b, selects, rates)
@@ -206,14 +207,27 @@ def holds_selection(path: Path) -> bool:
     olft strategy) in results.json, or a piece or checkpoint that is not a fixed-layer strategy's
     (layers=..., final, full). Without any, nothing in it depends on the selection options, so a
     run may change them (`config_differences`' `selects`)."""
+    return _holds_work(path, {"olft"}, ("layers", "final", "full"))
+
+
+def holds_rated_work(path: Path) -> bool:
+    """Whether run folder `path` holds work trained at a rate --strategy-lr sets: a selection (its
+    candidates train at olft's), an olft, final or full strategy in results.json, or a piece or
+    checkpoint that is not an explicit layers strategy's (layers=..., trained at --lr). Without any,
+    nothing in it depends on --strategy-lr, so a run may change it (`config_differences`' `rates`)."""
+    return _holds_work(path, {"olft", "final", "full"}, ("layers",))
+
+
+def _holds_work(path: Path, names: set[str], fixed: tuple[str, ...]) -> bool:
+    """Whether run folder `path` holds a selection, a strategy of `names` in results.json, or a piece
+    or checkpoint other than those of the strategies whose names start with `fixed`."""
     try:
         results = json.loads((Path(path) / "results.json").read_text())
     except (OSError, ValueError):
         results = {}
-    if isinstance(results, dict) and (results.get("selection") or "olft" in (results.get("strategy_names") or [])
-                                      or "olft" in (results.get("strategies") or {})):
+    if isinstance(results, dict) and (results.get("selection") or names & set(results.get("strategy_names") or [])
+                                      or names & set(results.get("strategies") or {})):
         return True
-    fixed = ("layers", "final", "full")
     for entry in work_files(path, "pieces", "*.json"):
         kind, _, name = entry.stem.partition("-")
         if not (kind in ("strategy", "failed") and name.startswith(fixed)):

@@ -216,12 +216,14 @@ class Session(SelectionMixin):
         dist: distributed.Dist | None = None,
         loss_splits: tuple[str, ...] = (),
         lr: float | None = None,
+        rate_from: str | None = None,
     ) -> TuneResult:
         """Put the PEFT module on `layers`, train, evaluate on `eval_encs`, take it out.
 
         `dist` (default: the session's) says which processes share this job: all of them
         (data-parallel), or this one alone (a candidate in candidate-parallel selection).
-        `lr`: peak learning rate (default --lr; strategies pass `TrainConfig.lr_for(name)`).
+        `lr`: peak learning rate (default --lr; strategies pass `TrainConfig.lr_for(name)`), and
+        `rate_from` the option that set it, for a divergence's fix (`TrainConfig.rate_from(name)`).
         """
         cfg, stack = self.cfg, self.stack
         dist = self.dist if dist is None else dist
@@ -251,6 +253,7 @@ class Session(SelectionMixin):
                 max_grad_norm=t.max_grad_norm, cache=caches.get("train"), desc=desc, quiet=self.quiet,
                 checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, dist=dist, grad_accum=t.grad_accum,
                 on_step=self.curves.for_piece(desc) if self.curves is not None and dist.is_main else None,
+                rate_from=rate_from,
             )  # fmt: skip
             metrics, logits, one_class, undefined = {}, {}, {}, {}
             for split, enc in eval_encs.items():

@@ -117,7 +117,7 @@ def _first_overflow(stack: nn.Module, run: Callable[[], torch.Tensor]) -> tuple[
 
 def diagnose(
     stack: nn.Module, params: list[nn.Parameter], run: Callable[[], torch.Tensor], what: str, step: int,
-    frozen_below: int, lr: float,
+    frozen_below: int, lr: float, rate_from: str | None = None,
 ) -> str:  # fmt: skip
     """One line saying that training diverged, the cause found, and the fix for that cause.
 
@@ -125,14 +125,21 @@ def diagnose(
     trainable values that are no longer finite (updates too large: the learning rate); hidden
     states that overflow below the lowest tuned layer, or anywhere at step 1 before any update
     (the frozen model's forward overflows its dtype: the learning rate is not the cause); else
-    outputs of the tuned layers that grew until they overflowed (the learning rate).
+    outputs of the tuned layers that grew until they overflowed (the learning rate). `rate_from`:
+    the strategy whose --strategy-lr entry set `lr` (`TrainConfig.rate_from`; None: --lr did), which
+    the fix then names instead of --lr.
     """
     head = f"Training diverged: the {what} became NaN or infinite at step {step}."
     # A tenth of the rate, but never above olft's default: from an absurd rate (1e30) a tenth is as absurd.
     default = TrainConfig.lr
-    lower = f"Lower the learning rate (now {lr:g}, try --lr {min(lr / 10, default):g}" + (
-        ", olft's default)" if lr / 10 > default else ")"
-    )
+    if rate_from is None:
+        lower = f"Lower the learning rate (now {lr:g}, try --lr {min(lr / 10, default):g}" + (
+            ", olft's default)" if lr / 10 > default else ")"
+        )
+    else:  # --lr is not the rate that diverged
+        lower = f"Lower {rate_from}'s rate in --strategy-lr (now {lr:g}, try {rate_from}={min(lr / 10, default):g} there" + (
+            ", the default --lr)" if lr / 10 > default else ")"
+        )
     dtype = frozen_dtype(stack)
     name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype).removeprefix("torch."))
     if any(_bad(p) for p in params):

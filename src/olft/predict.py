@@ -80,7 +80,7 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
         if not finished and results.get("status") == "failed":  # a rerun would fail the same way: no continue advice
             raise OlftError(f"Run folder {folder} failed: every strategy it ran failed to train, so it holds no weights. "
                             f"Its errors are in its table.md (and `olft evaluate --run {folder}`); fix what they say (a "
-                            "lower --lr), then rerun with another --out or with --overwrite.")
+                            "lower learning rate), then rerun with another --out or with --overwrite.")
         if not finished:
             raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. Finish it "
                             f"by rerunning the `{made_by(results)}` command that made it, or `{continue_command(folder)}`.")

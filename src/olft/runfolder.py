@@ -55,6 +55,7 @@ from olft.ownership import (
     OWN_FOLDERS,
     config_differences,
     foreign_entries,
+    holds_rated_work,
     holds_selection,
     is_os_metadata,
     is_own,
@@ -128,9 +129,11 @@ class RunFolder:
             if not self.rates:  # nor rates it did not train at
                 self.config = {**self.config, "train": {**self.config["train"], "strategy_lr": None}}
             return
-        # Selection options a finished piece depends on must match; in a folder with no selection
-        # work (a run of fixed layers only) this run's values are taken (`kept_config`).
-        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), self.rates)
+        # Selection options (--strategy-lr) a finished piece depends on must match; in a folder with no
+        # selection work (no work trained at those rates: explicit layers only) this run's values are
+        # taken (`kept_config`), whichever order the runs came in.
+        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path),
+                                   self.rates and holds_rated_work(self.path))
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
             self.config = kept_config(saved, self.config, self.selects, self.rates)

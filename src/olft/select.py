@@ -115,6 +115,9 @@ class Selection:
     baseline_gaps: dict[int, float | None] | None = None
     # The constant predictor's per-example losses: the yardstick of trained finalists too (`trained_gaps`).
     baseline_losses: list[float] | None = field(default=None, repr=False)
+    # The strategy whose --strategy-lr entry set the candidates' rate (olft; None: --lr), which the fix
+    # names where every candidate failed (`_ranked`); not in results.json (config.json has the rates).
+    rate_from: str | None = field(default=None, repr=False)
     # Per probed layer, how far (mean loss) its probe's held-out loss lies below the constant's (`measure_probes`).
     baseline_drops: dict[int, float | None] | None = field(default=None, repr=False)
 
@@ -200,8 +203,9 @@ class Selection:
         keep = self.finalists
         scored = [c for c in self.candidates if c.score is not None and (keep is None or c.layer in keep)]
         if not scored:
+            fix = "Try a lower --lr" if self.rate_from is None else f"Lower {self.rate_from}'s rate in --strategy-lr"
             raise OlftError("Every candidate layer trained for the selection failed to train (each one's error is in "
-                            "results.json's selection and in table.md). Try a lower --lr.")
+                            f"results.json's selection and in table.md). {fix}.")
         if self.metric == "score":
             return {c.layer: (c.score, -c.metrics.get("loss", 0.0)) for c in scored}
         missing = [c.layer for c in scored if "loss" not in c.metrics]

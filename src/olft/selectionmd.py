@@ -98,7 +98,7 @@ def _trained_words(rounds: list[dict]) -> str:
 # After a failed candidate's error: why continuing the folder does not help. A candidate fails only
 # on a non-finite loss (`stages` records `NonFiniteLoss`), which the same settings reproduce.
 REPEATS = ("A failed candidate fails the same way again at these settings, and continuing this folder keeps it as "
-           "failed: fix what its error says (a lower --lr), then rerun in another --out or with --overwrite.")
+           "failed: fix what its error says (a lower learning rate), then rerun in another --out or with --overwrite.")
 
 
 def examples_used(sel: dict) -> str:

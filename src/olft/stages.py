@@ -106,7 +106,8 @@ class SelectionMixin:
         sel = Selection(protocol, [], len(fit_enc), None if s.selector == "gradient" else len(score_enc),
                         metric=s.selection_metric, selector=s.selector, threshold=s.equivalence_threshold,
                         requested_train_examples=s.selection_train_samples,
-                        requested_score_examples=None if protocol == "validation" else s.selection_eval_samples)  # fmt: skip
+                        requested_score_examples=None if protocol == "validation" else s.selection_eval_samples,
+                        rate_from=self.cfg.train.rate_from("olft"))  # fmt: skip
         if s.selector != "gradient":  # the yardstick of trained candidates (and of probes: `_Stages.proxy`)
             regression = self.task.num_labels == 1
             constants = {"mean" if regression else "class frequencies": constant_losses(fit_enc.labels, score_enc.labels, regression)}
@@ -181,6 +182,7 @@ class SelectionMixin:
                 [layer], fit_enc, {"score": score_enc}, epochs=1.0, max_steps=steps, desc=f"candidate {layer}",
                 caches=caches, dist=self.dist.alone() if alone else self.dist, loss_splits=("score",),
                 lr=self.cfg.train.lr_for("olft"),  # candidates are tuned as OLFT will tune the winner
+                rate_from=self.cfg.train.rate_from("olft"),
             )  # fmt: skip
             losses = example_losses(r.logits["score"], score_enc.labels)
             return Candidate(layer, r.score, time.perf_counter() - t0, r.metrics["score"], steps=r.steps,

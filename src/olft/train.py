@@ -86,6 +86,7 @@ def fit(
     dist: Dist | None = None,
     grad_accum: int = 1,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    rate_from: str | None = None,
 ) -> FitResult:
     """Train `params` (PEFT module + head) on `enc`; everything else stays frozen.
 
@@ -124,13 +125,15 @@ def fit(
                     continue
                 loss_value = _forward_backward(stack, model, dropout, optimizer, enc, idx, cache, dist, grad_accum, scaler)
                 if not math.isfinite(loss_value):
-                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "loss", step + 1, frozen_below, lr))
+                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "loss", step + 1, frozen_below, lr,
+                                                      rate_from))
                 scaler.unscale_(optimizer)
                 norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
                 # Under fp16 loss scaling an overflowing gradient only lowers the scale and skips
                 # the step; it is divergence once even a scale below 1 overflows.
                 if not torch.isfinite(norm) and (not scaler.is_enabled() or scaler.get_scale() < 1):
-                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "gradient", step + 1, frozen_below, lr))
+                    raise NonFiniteLoss(_diverged(stack, params, enc, idx, cache, dist, "gradient", step + 1, frozen_below, lr,
+                                                      rate_from))
                 lr_used = scheduler.get_last_lr()[0]
                 scaler.step(optimizer)
                 scaler.update()
@@ -265,7 +268,7 @@ def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist
 
 
 def _diverged(stack: Stack, params, enc: Encoded, idx: list[int], cache, dist: Dist, what: str, step: int,
-              frozen_below: int, lr: float) -> str:  # fmt: skip
+              frozen_below: int, lr: float, rate_from: str | None) -> str:  # fmt: skip
     """The divergence message, naming the cause `olft.precision.diagnose` finds on this batch."""
 
     def replay() -> torch.Tensor:
@@ -273,7 +276,7 @@ def _diverged(stack: Stack, params, enc: Encoded, idx: list[int], cache, dist: D
         with autocast(stack, dist):
             return logits_for(stack, batch, cache)
 
-    return diagnose(stack, params, replay, what, step, frozen_below, lr)
+    return diagnose(stack, params, replay, what, step, frozen_below, lr, rate_from)
 
 
 @torch.no_grad()
