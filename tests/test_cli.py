@@ -374,8 +374,11 @@ def test_unknown_family(tmp_path, capsys):
     # A state-space model has no attention at all: named as no transformer, not as a discovery miss.
     from transformers import MambaConfig
 
+    from tiny import make_tokenizer
+
     AutoModel.from_config(MambaConfig(hidden_size=16, num_hidden_layers=2, vocab_size=32, state_size=4)).save_pretrained(
         tmp_path / "mamba")
+    make_tokenizer(False).save_pretrained(tmp_path / "mamba")  # as a real checkpoint has (else refused for lacking one)
     capsys.readouterr()
     assert main(["info", "--model", str(tmp_path / "mamba")]) == 2
     err = capsys.readouterr().err
