@@ -121,8 +121,10 @@ def test_logits_equal_transformers_classifier(name):
     model = _own_classifier(name, stack)
     enc, batch = _batch(stack, tok)
     assert batch.attention_mask.min() == 0  # the batch is padded
-    if name in ("bert", "electra", "deberta_v2"):  # DistilBERT's forward takes no segment ids
+    if name in ("bert", "electra"):  # DistilBERT's forward takes no segment ids
         assert "token_type_ids" in enc.extra and batch.extra["token_type_ids"].max() == 1
+    if name == "deberta_v2":  # type_vocab_size 0 (as DeBERTa-v3): no segment embedding to give ids to
+        assert stack.base.config.type_vocab_size == 0 and "token_type_ids" not in enc.extra
     inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.extra)
     seen = {}
     with torch.no_grad():
