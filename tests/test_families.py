@@ -500,3 +500,30 @@ def test_mixed_mlps_truth_table():
     with pytest.raises(OlftError, match="no mlp_out module for the houlsby adapter; use --method lora or prefix"):
         check_method(stack, MethodConfig(method="adapter"))
     check_method(stack, MethodConfig(method="lora"))
+
+
+def test_parallel_blocks_are_found_from_the_layer_itself():
+    """Phi, CodeGen, Cohere and GPT-J run attention and MLP side by side (x + attn(x) + mlp(x)) with
+    no config flag saying so; StableLM says it with use_parallel_residual. Found by noise on the
+    attention output not reaching the MLP's input (the matrix checks GPT-NeoX, Falcon and the rest)."""
+    import transformers as T
+    from transformers import AutoModel
+
+    from tiny import _decoder
+
+    small = dict(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=64, rotary_dim=4, bos_token_id=1, eos_token_id=2)
+    stablelm = _decoder(num_hidden_layers=2, num_key_value_heads=4)
+    configs = {
+        "phi": (T.PhiConfig(**_decoder(num_hidden_layers=2)), True),
+        "codegen": (T.CodeGenConfig(**small), True),
+        "gptj": (T.GPTJConfig(**small), True),
+        "cohere": (T.CohereConfig(**_decoder(num_hidden_layers=2)), True),
+        "stablelm_parallel": (T.StableLmConfig(**stablelm, use_parallel_residual=True), True),
+        "stablelm": (T.StableLmConfig(**stablelm), False),
+        "llama": (make_config("llama", layers=2), False),
+    }
+    got = {}
+    for name, (config, _) in configs.items():
+        torch.manual_seed(0)
+        got[name] = families.discover(AutoModel.from_config(config).eval()).parallel_block
+    assert got == {name: parallel for name, (_, parallel) in configs.items()}

@@ -18,6 +18,8 @@ own conventions and one traced forward of a few dummy tokens:
   projection called in the layer outside that block ends the MLP; a mixture-of-experts block
   (a module holding `experts`) ends at the block itself, and where dense and expert layers mix
   (each layer is read), every layer's MLP ends at its whole block;
+- a block is parallel (x + attn(x) + mlp(x)) when noise added to the attention block's output
+  leaves the MLP's input unchanged (Phi, CodeGen, Cohere and GPT-J have no config flag for it);
 - LoRA targets the query and value projections, or the fused q/k/v projection (what `peft`
   defaults to per family; the tests check both agree);
 - pooling follows what the model computes: a causal model (changing the last token leaves the
@@ -346,6 +348,41 @@ def _inside(layer: nn.Module, called: list[str], model_type: str) -> dict[str, A
     }
 
 
+@torch.no_grad()
+def _is_parallel(base: nn.Module, layer: nn.Module, ids: torch.Tensor, attn_block: str, mlp_in: str) -> bool | None:
+    """Whether the layer's MLP reads an input that its attention block's output does not reach
+    (x + attn(x) + mlp(x): GPT-NeoX, GPT-J, Falcon, Phi, CodeGen, Cohere): noise added to the
+    attention block's output leaves the MLP's input as it was. None when that cannot be run."""
+    seen: list[torch.Tensor] = []
+
+    def record(_m, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states")
+        if torch.is_tensor(x):
+            seen.append(x.clone())
+
+    def noise(_m, _a, out):
+        first = out[0] if isinstance(out, tuple) else out
+        moved = first + torch.randn(first.shape, generator=torch.Generator().manual_seed(0)).to(first)
+        return (moved, *out[1:]) if isinstance(out, tuple) else moved
+
+    was_training = base.training
+    base.eval()
+    handles = [layer.get_submodule(mlp_in).register_forward_pre_hook(record, with_kwargs=True)]
+    try:
+        base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        handles.append(layer.get_submodule(attn_block).register_forward_hook(noise))
+        base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    except Exception:  # a layer this probe does not fit: the config's flags say instead
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        base.train(was_training)
+    if len(seen) != 2:  # the MLP block called other than once per forward
+        return None
+    return seen[0].shape == seen[1].shape and torch.equal(seen[0], seen[1])
+
+
 def _called(base: nn.Module, trace: _Trace, prefix: str) -> list[str]:
     """The projections inside the layer at `prefix` (paths relative to it), in the order the forward called them."""
     return sorted(
@@ -392,14 +429,16 @@ def discover(base: nn.Module) -> Family:
     out = trace.layer_output
     inside = _inside(layers[0], called[0], model_type)
     inside.update(_mixed_mlps(layers, called, inside, model_type))
+    parallel = _is_parallel(base, layers[0], ids, inside["attn"].split(".")[0], inside["mlp_in"])
+    if parallel is None:  # the configs of GPT-NeoX, StableLM and Falcon say so
+        parallel = bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False))
     family = Family(
         name=model_type,
         model_types=(model_type,),
         layers=layers_path,
         pooling="last" if causal else "cls",
         layers_pattern=layers_path.rsplit(".", 1)[-1],
-        # The configs that have parallel blocks say so (GPT-NeoX, GPT-J style, Falcon).
-        parallel_block=bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False)),
+        parallel_block=parallel,
         causal=causal,
         layer_output=len(out) if isinstance(out, tuple) else 0,
         pooled_path=_POOLED_BY_TYPE.get(model_type, "generic"),
