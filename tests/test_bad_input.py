@@ -335,6 +335,25 @@ def test_prefix_on_attention_it_cannot_reach_leaves_no_folder(falcon_dir, tiny_g
         assert json.loads((out / "results.json").read_text())["status"] == "complete"
 
 
+def test_prefix_on_latent_attention_is_refused_before_the_run(tiny_glue, tmp_path, capsys):
+    """DeepSeek-V3's multi-head latent attention builds keys wider than its config's head_dim (the
+    rotary part): the prefix failed only after selection ("Prefix sized (4 heads, 4 dims) but keys
+    are ..."); now refused before the run folder is made, naming what fits."""
+    from transformers import AutoModel
+
+    from tiny import make_tokenizer, mixed_moe_config
+
+    folder = tmp_path / "deepseek_v3"
+    AutoModel.from_config(mixed_moe_config("deepseek_v3")).save_pretrained(folder)
+    make_tokenizer(False).save_pretrained(folder)
+    out = tmp_path / "out"
+    args = ["run", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--out", str(out), *FAST]
+    capsys.readouterr()
+    _fails(capsys, [*args, "--method", "prefix"], "DeepseekV3Attention (deepseek_v3) builds keys 8 wide and values 8 wide",
+           "use --method adapter or --method lora")
+    assert not out.exists()
+
+
 def test_training_data_of_one_class_is_refused(model_dirs, tmp_path, capsys):
     # A classifier trained on one class learns only to answer it: refused before the model loads.
     (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(f"film {i} was fine,positive\n" for i in range(12)))

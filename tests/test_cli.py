@@ -269,6 +269,49 @@ def test_info(model_dirs, capsys):
     assert info["peft_params_one_layer"] == 324 and info["peft_params_all_layers"] == 4 * 324
 
 
+def test_adapter_on_a_model_mixing_dense_and_expert_layers(tiny_glue, tmp_path, capsys):
+    """Qwen2-MoE with decoder_sparse_step=2 (layer 0 dense, layer 1 experts): `info` and an adapter
+    run work; they crashed on layer 0's mlp.down_proj missing from the expert layers."""
+    from transformers import AutoModel
+
+    from tiny import make_tokenizer, mixed_moe_config
+
+    folder = tmp_path / "qwen2_moe_mixed"
+    AutoModel.from_config(mixed_moe_config("qwen2_moe_sparse_step")).save_pretrained(folder)
+    make_tokenizer(False).save_pretrained(folder)
+    capsys.readouterr()
+    assert main(["info", "--model", str(folder), "--method", "adapter"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["adapter_after"] == ["layers.2.self_attn.o_proj", "layers.2.mlp"]
+    assert info["peft_params_all_layers"] == 4 * info["peft_params_one_layer"] > 0
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue), "--out", str(out),
+                 "--method", "adapter", "--strategies", "olft", "--max-train-samples", "48", *FAST]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["complete"] is True and r["strategies"]["olft"]["peft_params"] == info["peft_params_one_layer"]
+
+
+def test_pair_task_on_a_model_with_one_segment_embedding(tiny_glue, tmp_path):
+    """ELECTRA with type_vocab_size=1 and a BERT-style tokenizer (segment ids 1 on a pair's second
+    text): the run passes no segment ids (the model reads segment 0, its only one); it crashed with
+    IndexError building the training cache. Two segments still get them (test_families)."""
+    from transformers import AutoModel
+
+    from tiny import ARCHITECTURES
+
+    config, tok = ARCHITECTURES["electra"]()
+    config.type_vocab_size = 1
+    folder = tmp_path / "electra_one_segment"
+    AutoModel.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert tok("yes", "no")["token_type_ids"] == [0, 0, 0, 1, 1]
+    out = tmp_path / "run"
+    assert main(["train", "--layers", "1", "--model", str(folder), "--task", "rte", "--glue-dir", str(tiny_glue),
+                 "--out", str(out), "--max-train-samples", "32", *FAST]) == 0  # fmt: skip
+    r = json.loads((out / "results.json").read_text())
+    assert r["complete"] is True and r["model_inputs"] == ["input_ids", "attention_mask"]
+
+
 def test_help_lists_every_option():
     out = subprocess.run([sys.executable, "-m", "olft.cli", "run", "--help"], capture_output=True, text=True).stdout
     for flag in ("--model", "--task", "--glue-dir", "--method", "--strategies", "--out", "--epochs", "--max-steps", "--lr",

@@ -121,8 +121,10 @@ def test_logits_equal_transformers_classifier(name):
     model = _own_classifier(name, stack)
     enc, batch = _batch(stack, tok)
     assert batch.attention_mask.min() == 0  # the batch is padded
-    if name in ("bert", "electra", "deberta_v2"):  # DistilBERT's forward takes no segment ids
+    if name in ("bert", "electra"):  # DistilBERT's forward takes no segment ids
         assert "token_type_ids" in enc.extra and batch.extra["token_type_ids"].max() == 1
+    if name == "deberta_v2":  # type_vocab_size 0 (as DeBERTa-v3): no segment embedding to give ids to
+        assert stack.base.config.type_vocab_size == 0 and "token_type_ids" not in enc.extra
     inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.extra)
     seen = {}
     with torch.no_grad():
@@ -402,3 +404,126 @@ def test_checkpoint_pooling(tmp_path):
 @pytest.mark.parametrize("candidates, layer", [([0, 1, 2], 1), ([2, 3], 2), ([0], 0), ([0, 4, 5], 4)])
 def test_selection_cache_skips_layer_zero(candidates, layer):
     assert cache_layer(candidates) == layer
+
+
+@pytest.mark.parametrize("kind", ["qwen2_moe_sparse_step", "qwen2_moe_mlp_only", "deepseek_v3"])
+def test_adapters_fit_models_mixing_dense_and_expert_layers(kind):
+    """Qwen2-MoE with decoder_sparse_step or mlp_only_layers and DeepSeek-V3 (first_k_dense_replace)
+    mix dense and expert MLPs: layer 0's output projection (a dense mlp.down_proj) is not in an
+    expert block, so every layer's adapter follows its whole MLP block. Adapters go on every layer,
+    see the block's output (a dense block's is its down_proj's), and at initialisation leave the
+    logits those of transformers' own classifier."""
+    from transformers import AutoModel
+
+    from olft.config import MethodConfig
+    from olft.methods import apply_method
+    from olft.methods.adapter import AdaptedOutput
+    from tiny import make_tokenizer, mixed_moe_config
+
+    torch.manual_seed(0)
+    base = AutoModel.from_config(mixed_moe_config(kind), attn_implementation="sdpa").eval()
+    tok = make_tokenizer(False)
+    tok.pad_token = tok.eos_token
+    base.config.pad_token_id = tok.pad_token_id
+    stack = Stack(base, None, 2)
+    stack.set_model_inputs(tok)
+    stack.freeze_base()
+    stack.eval()
+    experts = [hasattr(layer.mlp, "experts") for layer in stack.layers]
+    assert True in experts and False in experts  # the layers do mix
+    model = _own_classifier(kind, stack)
+    _, batch = _batch(stack, tok)
+
+    applied = apply_method(stack, list(range(stack.num_layers)), MethodConfig(method="adapter", placement="houlsby"))
+    assert len(applied.modules) == 2 * stack.num_layers
+    assert stack.family.moe and stack.family.mlp_out == stack.family.mlp == "mlp"
+    for layer in stack.layers:
+        assert isinstance(layer.mlp, AdaptedOutput)
+    with torch.no_grad():
+        theirs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        torch.testing.assert_close(stack(batch.input_ids, batch.attention_mask), theirs, **TOL)
+
+    # A dense layer's adapter reads its down_proj's output; an expert layer's the expert block's.
+    dense, sparse = experts.index(False), experts.index(True)
+    seen: dict[str, list] = {"dense": [], "adapter": [], "block": []}
+    layers = stack.layers
+    hooks = [layers[dense].mlp.base_layer.down_proj.register_forward_hook(lambda _m, _a, out: seen["dense"].append(out)),
+             layers[dense].mlp.adapter.register_forward_pre_hook(lambda _m, a: seen["adapter"].append(a[0])),
+             layers[sparse].mlp.base_layer.register_forward_hook(lambda _m, _a, out: seen["block"].append(out)),
+             layers[sparse].mlp.adapter.register_forward_pre_hook(lambda _m, a: seen["adapter"].append(a[0]))]  # fmt: skip
+    with torch.no_grad():
+        stack(batch.input_ids, batch.attention_mask)
+    for h in hooks:
+        h.remove()
+    block = seen["block"][0][0] if isinstance(seen["block"][0], tuple) else seen["block"][0]
+    order = (0, 1) if dense < sparse else (1, 0)
+    assert torch.equal(seen["adapter"][order[0]], seen["dense"][0]) and torch.equal(seen["adapter"][order[1]], block)
+    applied.remove()
+    assert not any(isinstance(m, AdaptedOutput) for m in stack.modules())
+
+
+def test_mixed_mlps_truth_table():
+    """Layers whose MLPs differ: the whole block where it is one child in every layer, else no
+    mlp_out (the adapter refused before a run, naming the methods that fit); alike layers keep
+    layer 0's fields."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    from olft.config import MethodConfig
+    from olft.methods import check_method
+
+    def layer(mlp_name: str, experts: bool) -> nn.Module:
+        out = nn.Module()
+        out.self_attn = nn.ModuleDict({"q_proj": nn.Linear(2, 2), "o_proj": nn.Linear(2, 2)})
+        block = nn.ModuleDict({"experts": nn.ModuleList([nn.Linear(2, 2)])} if experts else
+                              {"up_proj": nn.Linear(2, 2), "down_proj": nn.Linear(2, 2)})  # fmt: skip
+        out.add_module(mlp_name, block)
+        return out
+
+    def called(mlp_name: str, experts: bool) -> list[str]:
+        own = [f"{mlp_name}.experts.0"] if experts else [f"{mlp_name}.up_proj", f"{mlp_name}.down_proj"]
+        return ["self_attn.q_proj", "self_attn.o_proj", *own]
+
+    inside = {"attn": "self_attn", "mlp": "mlp", "mlp_in": "mlp", "mlp_out": "mlp.down_proj", "moe": False}
+    kinds = {"dense": ("mlp", False), "moe": ("mlp", True), "other": ("moe_block", True), "none": ("mlp", False)}
+    cases = {("dense", "dense"): {}, ("dense", "moe"): {"mlp_out": "mlp", "mlp": "mlp", "mlp_in": "mlp", "moe": True},
+             ("dense", "other"): {"mlp_out": "", "mlp": "mlp", "mlp_in": "mlp", "moe": True},
+             ("dense", "none"): {"mlp_out": "", "mlp": "mlp", "mlp_in": "mlp", "moe": False}}  # fmt: skip
+    for case, expected in cases.items():
+        layers = nn.ModuleList([layer(*kinds[k]) for k in case])
+        # "none": a layer whose MLP calls no projection and holds no experts (not found there)
+        calls = [called(*kinds[k]) if k != "none" else called(*kinds[k])[:2] for k in case]
+        assert families._mixed_mlps(layers, calls, inside, "x") == expected, case
+    stack, _ = _stack("llama")
+    stack.family = replace(stack.family, mlp_out="")
+    with pytest.raises(OlftError, match="no mlp_out module for the houlsby adapter; use --method lora or prefix"):
+        check_method(stack, MethodConfig(method="adapter"))
+    check_method(stack, MethodConfig(method="lora"))
+
+
+def test_parallel_blocks_are_found_from_the_layer_itself():
+    """Phi, CodeGen, Cohere and GPT-J run attention and MLP side by side (x + attn(x) + mlp(x)) with
+    no config flag saying so; StableLM says it with use_parallel_residual. Found by noise on the
+    attention output not reaching the MLP's input (the matrix checks GPT-NeoX, Falcon and the rest)."""
+    import transformers as T
+    from transformers import AutoModel
+
+    from tiny import _decoder
+
+    small = dict(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=64, rotary_dim=4, bos_token_id=1, eos_token_id=2)
+    stablelm = _decoder(num_hidden_layers=2, num_key_value_heads=4)
+    configs = {
+        "phi": (T.PhiConfig(**_decoder(num_hidden_layers=2)), True),
+        "codegen": (T.CodeGenConfig(**small), True),
+        "gptj": (T.GPTJConfig(**small), True),
+        "cohere": (T.CohereConfig(**_decoder(num_hidden_layers=2)), True),
+        "stablelm_parallel": (T.StableLmConfig(**stablelm, use_parallel_residual=True), True),
+        "stablelm": (T.StableLmConfig(**stablelm), False),
+        "llama": (make_config("llama", layers=2), False),
+    }
+    got = {}
+    for name, (config, _) in configs.items():
+        torch.manual_seed(0)
+        got[name] = families.discover(AutoModel.from_config(config).eval()).parallel_block
+    assert got == {name: parallel for name, (_, parallel) in configs.items()}

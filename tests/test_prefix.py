@@ -346,3 +346,18 @@ def test_matrix_prefix_refused_where_attention_bypasses_the_interface(name):
     with pytest.raises(OlftError, match="computes attention itself"):
         apply_prefix(stack, [1])
     assert not any(hasattr(m, "prefix") for m in stack.modules())
+
+
+def test_prefix_refused_where_keys_or_values_are_not_head_dim_wide():
+    """Multi-head latent attention (DeepSeek-V3): keys qk_nope + qk_rope wide, values v_head_dim,
+    config.head_dim the rotary part alone. Refused whole, before any layer changes."""
+    from tiny import mixed_moe_config
+
+    config = mixed_moe_config("deepseek_v3")
+    config.qk_nope_head_dim = 8  # keys 12 wide, values 8, head_dim 4
+    torch.manual_seed(0)
+    stack = Stack(AutoModel.from_config(config).eval(), None, 2)
+    with pytest.raises(OlftError, match=r"heads' width \(4 here\), but DeepseekV3Attention \(deepseek_v3\) builds keys 12 "
+                                        r"wide and values 8 wide .*Use --method adapter or --method lora"):
+        apply_prefix(stack, [0, 1])
+    assert not any(hasattr(m, "prefix") for m in stack.modules())

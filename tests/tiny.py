@@ -155,6 +155,27 @@ def _configs() -> dict:
     }
 
 
+def mixed_moe_config(kind: str):
+    """Config of a tiny model whose layers mix dense MLPs and mixture-of-experts blocks (outside
+    the matrix: its layers differ in size). `kind`: "qwen2_moe_sparse_step" (decoder_sparse_step=2:
+    layers 1, 3 experts), "qwen2_moe_mlp_only" (mlp_only_layers: layers 1, 3 dense) or
+    "deepseek_v3" (first_k_dense_replace=1: layer 0 dense; multi-head latent attention)."""
+    import transformers as T
+
+    qwen = dict(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                shared_expert_intermediate_size=32)  # fmt: skip
+    if kind == "qwen2_moe_sparse_step":
+        return T.Qwen2MoeConfig(**_decoder(decoder_sparse_step=2, **qwen))
+    if kind == "qwen2_moe_mlp_only":
+        return T.Qwen2MoeConfig(**_decoder(mlp_only_layers=[1, 3], **qwen))
+    if kind == "deepseek_v3":
+        return T.DeepseekV3Config(**_decoder(
+            num_key_value_heads=4, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+            topk_group=1, first_k_dense_replace=1, n_shared_experts=1, kv_lora_rank=16, q_lora_rank=None,
+            qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8))  # fmt: skip
+    raise ValueError(kind)
+
+
 ENCODERS = ("bert", "roberta", "deberta_v2", "electra", "distilbert")
 # Tokenizers of these checkpoints return no segment ids (RoBERTa has a single segment embedding).
 NO_SEGMENTS = ("roberta",)

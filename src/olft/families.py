@@ -16,7 +16,10 @@ own conventions and one traced forward of a few dummy tokens:
   that holds the layer's first projection; the attention block is the layer's child holding it,
   and the last projection (Linear or GPT-2's Conv1D) called inside that block ends it; the last
   projection called in the layer outside that block ends the MLP; a mixture-of-experts block
-  (a module holding `experts`) ends at the block itself;
+  (a module holding `experts`) ends at the block itself, and where dense and expert layers mix
+  (each layer is read), every layer's MLP ends at its whole block;
+- a block is parallel (x + attn(x) + mlp(x)) when noise added to the attention block's output
+  leaves the MLP's input unchanged (Phi, CodeGen, Cohere and GPT-J have no config flag for it);
 - LoRA targets the query and value projections, or the fused q/k/v projection (what `peft`
   defaults to per family; the tests check both agree);
 - pooling follows what the model computes: a causal model (changing the last token leaves the
@@ -59,13 +62,13 @@ class Family:
     pooling: str  # "last": last real token (causal models); "cls": first token ([CLS], encoders)
     attn: str  # attention module of a layer (prefix tuning attaches here)
     attn_out: str  # projection that ends the attention block (Houlsby adapter after it)
-    mlp_out: str  # projection (MoE: the expert block) that ends the MLP block (adapter after it)
+    mlp_out: str  # projection (MoE, or dense and MoE layers mixed: the whole block) that ends the MLP block (adapter after it)
     lora_targets: tuple[str, ...]  # module names LoRA adapts (query and value, or fused q/k/v)
     layers_pattern: str  # last component of `layers`, as `peft` wants it
     after: tuple[str, ...] = ()  # every module applied after the last layer, in order (final_norm first)
     mlp: str = ""  # the MLP block (a layer child; MoE: the sparse expert block)
     mlp_in: str = ""  # the layer child that first reads the attention block's output for the MLP
-    moe: bool = False  # the MLP is a mixture of experts
+    moe: bool = False  # the MLP is a mixture of experts (in some layers, where dense and expert layers mix)
     parallel_block: bool = False  # attention and MLP read the same input, their outputs are summed
     causal: bool = True  # each position sees only earlier ones
     attention_interface: bool = True  # attention goes through transformers' ALL_ATTENTION_FUNCTIONS
@@ -282,6 +285,49 @@ def _outside(base: nn.Module, layers_path: str, n: int, trace: _Trace) -> dict[s
     return {"embeddings": embeddings, "after": after, "final_norm": after[0] if after else None, "pooler": pooler}
 
 
+def _mlp_block(layer: nn.Module, rest: list[str], model_type: str) -> dict[str, Any]:
+    """The MLP block of one layer: `mlp`, `mlp_in`, `mlp_out`, `moe`.
+
+    `rest`: the layer's projections called outside its attention block, in call order.
+    """
+    experts = [p for p, _ in layer.named_modules() if p.rsplit(".", 1)[-1] == "experts"]
+    if experts:  # mixture of experts: the adapter follows the whole expert block
+        mlp = mlp_out = mlp_in = experts[0].split(".")[0]
+    elif rest:
+        mlp_out = rest[-1]
+        mlp, mlp_in = mlp_out.split(".")[0], rest[0].split(".")[0]
+    else:
+        raise _unsupported(f"Could not find the MLP of {type(layer).__name__} (no projection after its attention block):",
+                           model_type)
+    return {"mlp_out": mlp_out, "mlp": mlp, "mlp_in": mlp_in, "moe": bool(experts)}
+
+
+def _mixed_mlps(layers: nn.ModuleList, called: list[list[str]], inside: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """What replaces layer 0's MLP fields when the layers' MLPs differ, else nothing.
+
+    Models mixing dense and mixture-of-experts layers (DeepSeek-V3's first `first_k_dense_replace`
+    layers, Qwen2-MoE's `decoder_sparse_step` and `mlp_only_layers`) have no one output projection:
+    a dense layer's `mlp.down_proj` is not in an expert block. The adapter then follows the whole
+    MLP block on every layer, as on an all-experts model; for a dense MLP that is its output
+    projection's output. Where the block is not the same child in every layer, or some layer's
+    cannot be found, `mlp_out` is empty (the adapter is refused, naming the methods that fit).
+    """
+    attn_block = inside["attn"].split(".")[0] + "."
+
+    def kind(layer: nn.Module, projections: list[str]) -> dict[str, Any] | None:
+        try:
+            return _mlp_block(layer, [p for p in projections if not p.startswith(attn_block)], model_type)
+        except OlftError:  # layer 0's was found: LoRA and prefix still fit the model
+            return None
+
+    kinds = [kind(layer, c) for layer, c in zip(layers, called, strict=True)]
+    if all(k == kinds[0] for k in kinds):
+        return {}
+    blocks = {k["mlp"] if k else "" for k in kinds}
+    mlp = blocks.pop() if len(blocks) == 1 else ""
+    return {"mlp_out": mlp, "mlp": mlp or inside["mlp"], "mlp_in": mlp or inside["mlp_in"], "moe": any(k and k["moe"] for k in kinds)}
+
+
 def _inside(layer: nn.Module, called: list[str], model_type: str) -> dict[str, Any]:
     """Attention module, the projections ending attention and MLP, the MLP block, LoRA targets.
 
@@ -293,25 +339,56 @@ def _inside(layer: nn.Module, called: list[str], model_type: str) -> dict[str, A
     block = attn.split(".")[0]
     in_attn = [p for p in called if p.startswith(block + ".")]
     rest = [p for p in called if not p.startswith(block + ".")]
-    experts = [p for p, _ in layer.named_modules() if p.rsplit(".", 1)[-1] == "experts"]
-    if experts:  # mixture of experts: the adapter follows the whole expert block
-        mlp = mlp_out = mlp_in = experts[0].split(".")[0]
-    elif rest:
-        mlp_out = rest[-1]
-        mlp, mlp_in = mlp_out.split(".")[0], rest[0].split(".")[0]
-    else:
-        raise _unsupported(f"Could not find the MLP of {type(layer).__name__} (no projection after its attention block):",
-                           model_type)
     return {
         "attn": attn,
         "attn_out": in_attn[-1],
-        "mlp_out": mlp_out,
-        "mlp": mlp,
-        "mlp_in": mlp_in,
-        "moe": bool(experts),
+        **_mlp_block(layer, rest, model_type),
         "lora_targets": _lora_targets([p for p in in_attn if p.startswith(attn + ".")]),
         "attention_interface": _uses_interface(layer.get_submodule(attn)),
     }
+
+
+@torch.no_grad()
+def _is_parallel(base: nn.Module, layer: nn.Module, ids: torch.Tensor, attn_block: str, mlp_in: str) -> bool | None:
+    """Whether the layer's MLP reads an input that its attention block's output does not reach
+    (x + attn(x) + mlp(x): GPT-NeoX, GPT-J, Falcon, Phi, CodeGen, Cohere): noise added to the
+    attention block's output leaves the MLP's input as it was. None when that cannot be run."""
+    seen: list[torch.Tensor] = []
+
+    def record(_m, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states")
+        if torch.is_tensor(x):
+            seen.append(x.clone())
+
+    def noise(_m, _a, out):
+        first = out[0] if isinstance(out, tuple) else out
+        moved = first + torch.randn(first.shape, generator=torch.Generator().manual_seed(0)).to(first)
+        return (moved, *out[1:]) if isinstance(out, tuple) else moved
+
+    was_training = base.training
+    base.eval()
+    handles = [layer.get_submodule(mlp_in).register_forward_pre_hook(record, with_kwargs=True)]
+    try:
+        base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        handles.append(layer.get_submodule(attn_block).register_forward_hook(noise))
+        base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    except Exception:  # a layer this probe does not fit: the config's flags say instead
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        base.train(was_training)
+    if len(seen) != 2:  # the MLP block called other than once per forward
+        return None
+    return seen[0].shape == seen[1].shape and torch.equal(seen[0], seen[1])
+
+
+def _called(base: nn.Module, trace: _Trace, prefix: str) -> list[str]:
+    """The projections inside the layer at `prefix` (paths relative to it), in the order the forward called them."""
+    return sorted(
+        (p[len(prefix) :] for p in trace.start if p.startswith(prefix) and _is_projection(base.get_submodule(p))),
+        key=lambda p: trace.start[prefix + p],
+    )
 
 
 def discover(base: nn.Module) -> Family:
@@ -346,27 +423,27 @@ def discover(base: nn.Module) -> Family:
         ) from exc
     finally:
         base.train(was_training)
-    prefix = f"{layers_path}.0."
-    called = sorted(
-        (p[len(prefix) :] for p in trace.start if p.startswith(prefix) and _is_projection(base.get_submodule(p))),
-        key=lambda p: trace.start[prefix + p],
-    )
+    called = [_called(base, trace, f"{layers_path}.{i}.") for i in range(len(layers))]
     config = text_config(base.config)
     model_type = getattr(base.config, "model_type", type(base).__name__)
     out = trace.layer_output
+    inside = _inside(layers[0], called[0], model_type)
+    inside.update(_mixed_mlps(layers, called, inside, model_type))
+    parallel = _is_parallel(base, layers[0], ids, inside["attn"].split(".")[0], inside["mlp_in"])
+    if parallel is None:  # the configs of GPT-NeoX, StableLM and Falcon say so
+        parallel = bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False))
     family = Family(
         name=model_type,
         model_types=(model_type,),
         layers=layers_path,
         pooling="last" if causal else "cls",
         layers_pattern=layers_path.rsplit(".", 1)[-1],
-        # The configs that have parallel blocks say so (GPT-NeoX, GPT-J style, Falcon).
-        parallel_block=bool(getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False)),
+        parallel_block=parallel,
         causal=causal,
         layer_output=len(out) if isinstance(out, tuple) else 0,
         pooled_path=_POOLED_BY_TYPE.get(model_type, "generic"),
         **_outside(base, layers_path, len(layers), trace),
-        **_inside(layers[0], called, model_type),
+        **inside,
     )
     rows = OVERRIDES.get(model_type)
     if rows:

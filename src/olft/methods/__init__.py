@@ -49,11 +49,12 @@ def check_method(stack: Stack, cfg: MethodConfig) -> None:
     transformers' interface: Falcon, Bloom, DeBERTa-v2), touching nothing; OlftError naming the
     methods that do fit, or an adapter reduction factor wider than the model (warning of an unusual
 one). Called once the model is loaded and before a run writes its folder, so a
-    refused method leaves no folder behind. Adapter and LoRA fit every layer discovery accepts."""
+    refused method leaves no folder behind. LoRA fits every layer discovery accepts."""
     if cfg.name == "adapter":
-        from olft.methods.adapter import bottleneck_size
+        from olft.methods.adapter import bottleneck_size, check_placement
 
         bottleneck_size(stack.hidden_size, cfg.reduction_factor, warn=True)
+        check_placement(stack.family, cfg.placement)
     elif cfg.name == "prefix":
         from olft.methods.prefix import check_prefix
 

@@ -10,9 +10,10 @@ Placement is by module path, so it is the same on every family: the stack's fami
 module that ends the attention block (`attn_out`: Llama's o_proj, GPT-2's Conv1D c_proj, BERT's
 attention.output.dense, GPT-NeoX's and Falcon's dense) and the MLP block (`mlp_out`: the MLP's
 output projection, or for a mixture-of-experts layer the whole expert block, so the adapter sees
-the mixed expert output). In parallel blocks (GPT-NeoX, Falcon, Phi-1: x + attn(x) + mlp(x)) each
-adapter sits on its own branch, before the shared residual sum; in post-norm encoders (BERT)
-before the residual add and LayerNorm, as in Houlsby et al.
+the mixed expert output; where dense and expert layers mix, the whole MLP block on every layer).
+In parallel blocks (GPT-NeoX, Falcon, Phi-1: x + attn(x) + mlp(x)) each adapter sits on its own
+branch, before the shared residual sum; in post-norm encoders (BERT) before the residual add and
+LayerNorm, as in Houlsby et al.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def bottleneck_size(dim: int, reduction_factor: int, warn: bool = False) -> int:
     return bottleneck
 
 
+def check_placement(family, placement: str) -> None:
+    """OlftError when the family names no module for one of the placement's adapters (a layer
+    without an MLP block, or layers whose MLP blocks are different children), naming what fits."""
+    for role in PLACEMENTS[placement]:
+        if not getattr(family, role, None):
+            raise OlftError(f"The {family.name} layers have no {role} module for the {placement} adapter; "
+                            "use --method lora or prefix.")
+
+
 def apply_adapter(stack: Stack, layers: list[int], reduction_factor: int = 16, placement: str = "houlsby") -> Applied:
     """Adapters of bottleneck hidden_size // reduction_factor on `layers` (Houlsby: 2 per layer).
 
@@ -95,16 +105,11 @@ def apply_adapter(stack: Stack, layers: list[int], reduction_factor: int = 16, p
     """
     dim = stack.hidden_size
     bottleneck = bottleneck_size(dim, reduction_factor)
+    check_placement(stack.family, placement)
     paths: list[str] = []
     for i in layers:
         for role in PLACEMENTS[placement]:
-            where = getattr(stack.family, role, None)
-            if not where:
-                raise OlftError(
-                    f"The {stack.family.name} layers have no {role} module for the {placement} adapter; "
-                    "use --method lora or prefix."
-                )
-            path = f"{stack.layer_path(i)}.{where}"
+            path = f"{stack.layer_path(i)}.{getattr(stack.family, role)}"
             original = get_submodule(stack.base, path)
             device = next(original.parameters(), next(stack.base.parameters())).device
             adapter = BottleneckAdapter(dim, bottleneck).to(device=device)

@@ -206,6 +206,23 @@ def attention_shape(attn: nn.Module, config: Any) -> tuple[int, int]:
     return int(kv_heads), int(head_dim)
 
 
+def _check_widths(attn: nn.Module, config: Any) -> None:
+    """OlftError when the module's keys or values are not `attention_shape`'s head_dim wide.
+
+    Multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, Kimi) builds keys of qk_nope_head_dim +
+    qk_rope_head_dim and values of v_head_dim, while its config's head_dim is the rotary part
+    alone: a prefix sized from it fails at its first forward, after selection.
+    """
+    _, head_dim = attention_shape(attn, config)
+    key, value = getattr(attn, "qk_head_dim", None) or head_dim, getattr(attn, "v_head_dim", None) or head_dim
+    if key != head_dim or value != head_dim:
+        raise OlftError(
+            f"Prefix tuning sizes its keys and values by the heads' width ({head_dim} here), but {type(attn).__name__} "
+            f"({config.model_type}) builds keys {key} wide and values {value} wide (multi-head latent attention). "
+            "Use --method adapter or --method lora for this model."
+        )
+
+
 def _calls_interface(module: nn.Module) -> bool:
     """Whether the module's forward picks its attention function from transformers' interface."""
     try:
@@ -268,11 +285,13 @@ class PrefixApplied(Applied):
 
 def check_prefix(stack: Stack, layers: list[int], length: int = 5) -> None:
     """Refuse a prefix the model cannot take, touching nothing: OlftError for a negative length,
-    attention in `layers` that bypasses transformers' interface, or an unsupported attention
-    implementation. A run calls it before it writes its folder (`olft.methods.check_method`)."""
+    attention in `layers` that bypasses transformers' interface, keys or values of another width
+    than the prefix's, or an unsupported attention implementation. A run calls it before it writes its folder (`olft.methods.check_method`)."""
     if length < 0:
         raise OlftError(f"Prefix length cannot be negative (got {length}).")
     attns = [attention_module(stack, i)[1] for i in layers]
+    for attn in attns:
+        _check_widths(attn, attn.config)
     if attns:  # every layer's attention is of one class
         _inner_function(attns[0], stack.base.config._attn_implementation or "eager")
 
