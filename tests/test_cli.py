@@ -1083,10 +1083,11 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     from olft.config import RunConfig, count_ignored_options
     from olft.errors import OlftError
     from olft.select import auto_keep
-    from tiny import make_config
+    from tiny import make_config, make_tokenizer
 
     model = tmp_path / "llama8"
     make_config("llama", 8, 32).save_pretrained(model)
+    make_tokenizer(False).save_pretrained(model)  # weights alone missing: the load fails at them
     line = ("--selection-steps is ignored under --selector auto with 7 candidates: below 8 it runs the probe alone "
             "and trains none; --selector exhaustive, halving or probe-halving trains candidates, as auto does on 8 "
             "or more --candidates.")
@@ -1094,13 +1095,13 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     for command in ("run", "select"):
         for candidates, warned in (("0-6", [line]), ("all", [])):
             caplog.clear()
-            _fails(capsys, [command, *base, "--candidates", candidates, "--out", str(tmp_path / f"{command}{candidates}")], "could not load")
+            _fails(capsys, [command, *base, "--candidates", candidates, "--out", str(tmp_path / f"{command}{candidates}")], "has no weights file")
             assert _warned(caplog) == warned, caplog.text
         caplog.clear()  # another selector trains every candidate; run without olft selects nothing (named as such)
-        _fails(capsys, [command, *base, "--candidates", "0-6", "--selector", "exhaustive", "--out", str(tmp_path / "x")], "could not load")
+        _fails(capsys, [command, *base, "--candidates", "0-6", "--selector", "exhaustive", "--out", str(tmp_path / "x")], "has no weights file")
         assert _warned(caplog) == [], caplog.text
     caplog.clear()
-    _fails(capsys, ["run", *base, "--candidates", "0-6", "--strategies", "final", "--out", str(tmp_path / "f")], "could not load")
+    _fails(capsys, ["run", *base, "--candidates", "0-6", "--strategies", "final", "--out", str(tmp_path / "f")], "has no weights file")
     assert [w.split(":")[0] for w in _warned(caplog)] == ["--candidates is ignored", "--selection-steps is ignored"], caplog.text
 
     # A config that declares no layer count: the loaded model's tells, once.
