@@ -734,3 +734,34 @@ def test_sigterm_while_predictions_are_written_leaves_no_temporary_file(runs, tm
     assert main(["predict", "--run", str(runs["bert"]), "--split", "validation", "--output", str(out), "-q"]) == 143
     assert capsys.readouterr().err.splitlines()[-1] == "olft: interrupted."  # after the line on what is scored
     assert not out.parent.exists()  # nor the folder it made for it: no half-written output
+
+
+def test_validation_split_says_when_its_examples_differ_from_those_the_run_scored(runs, tmp_path, capsys, monkeypatch):
+    """As `olft evaluate`: a score that moved because the data changed must not read as the weights
+    scoring differently. --whole-split scores more examples than the run did on purpose: the sample
+    the run scored is what is compared, so a capped run's whole split is no false note, and an edit
+    to that sample is still said."""
+    from dataclasses import replace
+
+    import olft.pipeline
+    from olft.data import fingerprint
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["bert"], run)  # made to have scored 13 of the 40 examples (as a --max-eval-samples 13 run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["max_eval_samples"] = 13
+    (run / "config.json").write_text(json.dumps(cfg))
+    results = json.loads((run / "results.json").read_text())
+    every = tasks.load_glue(tasks.get_task("rte"), "validation", cfg["data"]["glue_dir"])
+    results["data_sha256"]["validation"] = fingerprint(tasks.sample_split(every, 13, cfg["train"]["seed"]))
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "dev.csv"
+    note = "note: the validation examples differ from those the run scored"
+    for whole in ([], ["--whole-split"]):
+        assert main(["predict", "--run", str(run), "--split", "validation", *whole, "--output", str(out), "-q"]) == 0
+        assert note not in capsys.readouterr().err
+    load_split = olft.pipeline.load_split
+    monkeypatch.setattr(olft.pipeline, "load_split", lambda c, t, s: [replace(ex, label=1 - ex.label) for ex in load_split(c, t, s)])
+    for whole in ([], ["--whole-split"]):
+        assert main(["predict", "--run", str(run), "--split", "validation", *whole, "--output", str(out), "-q"]) == 0
+        assert note in capsys.readouterr().err

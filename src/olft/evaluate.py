@@ -13,7 +13,7 @@ from olft.layerspec import parse_candidates, strategy_key
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
 from olft.report import resume_command
-from olft.runfiles import checkpoint_file, describe_status, finished_candidates, probe_stage, read_run, weights_file
+from olft.runfiles import checkpoint_file, data_note, describe_status, finished_candidates, probe_stage, read_run, weights_file
 from olft.select import unfinished, unfinished_entry
 from olft.selectionmd import probe_text
 from olft.train import checkpoint_step
@@ -38,13 +38,8 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
     session = Session(cfg, quiet=quiet, train_split=False) if saved else None  # scores the eval splits only
     status = describe_status(folder)
     lines = [f"run {folder}: {status}"]
-    if session is not None:  # the run's own record of what it scored on (`data.fingerprint`); older folders have none
-        saved_sha = results.get("data_sha256") or {}
-        changed = [s for s, sha in session.data_sha256.items() if s in saved_sha and saved_sha[s] != sha]
-        if changed:
-            lines.append(f"  note: the {', '.join(changed)} examples differ from those the run scored (the data was "
-                         "edited since, or another --glue-dir/--data is read): the scores below are on today's data, "
-                         "the results.json ones on the run's")
+    if session is not None and (note := data_note(results, session.data_sha256)):  # today's examples are not the run's
+        lines.append(f"  {note}")
     sel = results.get("selection")
     if sel and sel.get("selected_layer") is not None:  # what a select-only folder is for: its choice
         caveat = None if sel.get("note") else choice_caveat(sel)  # no signal, or a tie: the layer alone would read as a finding

@@ -3,7 +3,8 @@
 A run folder is reopened from its own `config.json`, so tokenization, truncation, pooling and
 the evaluation batch size are those the run was trained and scored with, and `--split validation`
 scores the sample the run scored (its --max-eval-samples cap): its metrics are exactly those in
-results.json (and `olft evaluate`); `--whole-split` scores every example instead.
+results.json (and `olft evaluate`), and a note says so when today's examples are not those the run
+scored (edited data, another --glue-dir); `--whole-split` scores every example instead.
 
     olft predict --run DIR --input new.csv --output preds.csv      # one row per input row
     olft predict --run DIR --text "a premise" "a hypothesis"       # one example, printed
@@ -31,7 +32,7 @@ from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import read_layers
 from olft.outputs import FORMATS, check_folder_output, check_output, check_tsv_rows, removed_if_left_empty, write_rows, writing
 from olft.report import continue_command, made_by
-from olft.runfiles import describe_status, read_run, weights_file
+from olft.runfiles import data_note, describe_status, read_run, weights_file
 from olft.select import finished_selection
 from olft.submission import ZIP_NAME, read_test_file, submission_files, submission_label, zip_submission
 
@@ -301,7 +302,7 @@ def _predict(args) -> int:
         raise OlftError("--input and --split need --output FILE (.csv, .tsv or .jsonl).")
     if output is not None:
         check_output(output, Path(args.input) if args.input else None)
-    examples, inputs, has_label = _examples(args, info.cfg, task)
+    examples, inputs, has_label = _examples(args, info.cfg, task, info.results)
     if output is not None:  # before the model loads: a .tsv output cannot hold a tab or line break
         check_tsv_rows(output, [{k: k for k in inputs[0]} if inputs else {}, *inputs])
     with tuned(info, args.quiet) as session:
@@ -326,7 +327,7 @@ def _predict(args) -> int:
     return 0
 
 
-def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Example], list[dict], list[bool]]:
+def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[list[tasks.Example], list[dict], list[bool]]:
     """(examples, the columns each output row starts with, which have a label) of --text, --input or --split.
 
     An --input row keeps all its columns (ids, its own gold label column), so the output joins
@@ -351,7 +352,7 @@ def _examples(args, cfg: RunConfig, task: tasks.Task) -> tuple[list[tasks.Exampl
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
         return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], [False]
-    examples, inputs = _split_examples(cfg, task, args.split, args.whole_split)
+    examples, inputs = _split_examples(cfg, task, args.split, args.whole_split, results)
     return examples, inputs, [True] * len(examples)
 
 
@@ -387,12 +388,15 @@ def _label_text(task: tasks.Task, label: float) -> str | float:
     return float(label) if task.is_regression else task.labels[int(label)]
 
 
-def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -> tuple[list[tasks.Example], list[dict]]:
+def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool, results: dict) -> tuple[list[tasks.Example], list[dict]]:
     """The examples of a labelled evaluation split (`validation` = the task's headline split;
     a run trained from files: its --validation-file) that the run scored (its --max-eval-samples
     cap and --seed, through `pipeline.eval_sample`, so the metrics are `olft evaluate`'s), or
     with `whole` all of them, and the columns each one's output row starts with (`_split_rows`);
-    says on stderr which."""
+    says on stderr which, and, as `olft evaluate`, when the sample the run scored is not what
+    results.json's `data_sha256` records (`runfiles.data_note`). With `whole` that sample is
+    still what is compared, not the whole split: scoring more examples is no change to the data."""
+    from olft.data import fingerprint
     from olft.pipeline import eval_sample, load_split
 
     name = task.eval_splits[0] if split == "validation" else split
@@ -403,8 +407,8 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
                             "or pass the file as --input FILE to get its predictions.")
         raise OlftError(f"Unknown --split {split!r} for {task.display_name}: use --split {offered}.")
     every = load_split(cfg, task, "validation" if cfg.data.data_source == "file" else name)
-    chosen = list(range(len(every)))
-    chosen = chosen if whole else eval_sample(cfg, chosen)  # the positions `eval_sample(cfg, every)` keeps
+    sampled = eval_sample(cfg, list(range(len(every))))  # the positions `eval_sample(cfg, every)` keeps: what the run scored
+    chosen = list(range(len(every))) if whole else sampled
     examples = [every[i] for i in chosen]
     rows = _split_rows(cfg, task, name, every)
     cap = cfg.data.max_eval_samples
@@ -413,6 +417,9 @@ def _split_examples(cfg: RunConfig, task: tasks.Task, split: str, whole: bool) -
            else f"the run's --max-eval-samples {cap} keeps all, as `olft evaluate`")
     where = f" of {cfg.data.validation_file}" if cfg.data.data_source == "file" else ""
     print(f"scoring {len(examples)} of {len(every)} {split} examples{where} ({why})", file=sys.stderr)
+    key = "validation" if cfg.data.data_source == "file" else name  # the split's name in `data_sha256` (`pipeline.load_examples`)
+    if note := data_note(results, {key: fingerprint([every[i] for i in sampled])}):
+        print(note, file=sys.stderr)
     return examples, [rows[i] for i in chosen]
 
 

@@ -65,6 +65,20 @@ def probe_stage(path: Path) -> dict | None:
     return piece if isinstance(piece, dict) and isinstance(piece.get("candidates"), list) else None
 
 
+def data_note(results: dict, data_sha256: dict[str, str]) -> str | None:
+    """'note: the validation examples differ from those the run scored (...)' for the splits whose
+    examples (`data.fingerprint`, per split) hash otherwise than results.json's `data_sha256` records;
+    None when they match, or for an older folder that records none. Said, not refused, by `olft
+    evaluate` and `olft predict --split`: re-scoring edited data is what they were asked to do, but a
+    score that moved because the data changed must not read as the saved weights scoring differently."""
+    saved = results.get("data_sha256") or {}
+    changed = [s for s, sha in data_sha256.items() if s in saved and saved[s] != sha]
+    if not changed:
+        return None
+    return (f"note: the {', '.join(changed)} examples differ from those the run scored (the data was edited since, "
+            "or another --glue-dir/--data is read): the scores below are on today's data, the results.json ones on the run's")
+
+
 def describe_status(path: Path) -> str:
     """One line on a run folder's state for readers: a live run, a dead one, or how it ended."""
     held, holder = runlock.probe(path)
