@@ -96,6 +96,15 @@ def test_trained_finalists_far_above_the_constant_diverged_and_the_fix_is_a_lowe
             "too little data or too few steps), so the choice among layers 2, 3 is a guess; use a lower --lr (the "
             "candidates train at olft's rate).") in text, text
     assert "--selection-steps" not in text and "--selection-train-samples" not in text
+    # olft's rate set by --strategy-lr olft=...: the candidates trained at it, so --lr is not the fix. The
+    # selection record says so (results.json's selection, which table.md and the warning read).
+    sel.rate_from = "olft"
+    d = json.loads(json.dumps(sel.to_dict()))
+    assert d["rate_from"] == "olft"
+    words = trained_no_signal_text(d)
+    assert words.endswith("so the choice among layers 2, 3 is a guess; lower olft's rate in --strategy-lr (the candidates "
+                          "train at it, not at --lr)"), words
+    assert "--lr (" not in table_md({**_results(d), "task": "sst2", "metric": "accuracy"})
     # One finalist just under the ratio: not every one diverged, so the budget advice stands.
     near = _trained({2: [4.9e7 + b for b in base], 3: [b + 0.9 * DIVERGED_LOSS_RATIO * np.mean(base) for b in base]}, base)
     words = trained_no_signal_text(near.to_dict())

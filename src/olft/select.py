@@ -116,7 +116,8 @@ class Selection:
     # The constant predictor's per-example losses: the yardstick of trained finalists too (`trained_gaps`).
     baseline_losses: list[float] | None = field(default=None, repr=False)
     # The strategy whose --strategy-lr entry set the candidates' rate (olft; None: --lr), which the fix
-    # names where every candidate failed (`_ranked`); not in results.json (config.json has the rates).
+    # names where every candidate failed (`_ranked`) or diverged (`verdicts.trained_no_signal_text`, which
+    # reads results.json's record of it; older records have none: --lr).
     rate_from: str | None = field(default=None, repr=False)
     # Per probed layer, how far (mean loss) its probe's held-out loss lies below the constant's (`measure_probes`).
     baseline_drops: dict[int, float | None] | None = field(default=None, repr=False)
@@ -339,6 +340,7 @@ class Selection:
             "requested_train_examples": self.requested_train_examples,
             "score_examples": self.score_examples,
             "requested_score_examples": self.requested_score_examples,
+            "rate_from": self.rate_from,
         }
 
 

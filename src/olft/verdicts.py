@@ -190,8 +190,9 @@ def _short_of_full_budget(sel: dict) -> bool:
 def trained_no_signal_text(sel: dict) -> str | None:
     """What `trained_no_signal` in `sel` (a `Selection.to_dict`) means, with the settings to raise,
     as the run's warning and table.md say it; where every finalist's loss is far above the constant's
-    (`diverged`), that training diverged, and a lower --lr. None when some trained finalist beat the
-    constant predictor, or nothing trained chose."""
+    (`diverged`), that training diverged, and a lower rate: --lr, or olft's --strategy-lr entry where
+    that set the candidates' rate (the record's `rate_from`). None when some trained finalist beat
+    the constant predictor, or nothing trained chose."""
     if not sel.get("trained_no_signal"):
         return None
     what, unit, by = baseline_words(sel)
@@ -200,10 +201,12 @@ def trained_no_signal_text(sel: dict) -> str | None:
     where = scored_on(sel.get("protocol"))
     if diverged(sel):
         losses = finalist_losses(sel)
+        lower = ("use a lower --lr (the candidates train at olft's rate)" if sel.get("rate_from") is None else
+                 f"lower {sel['rate_from']}'s rate in --strategy-lr (the candidates train at it, not at --lr)")
         return (f"every trained candidate's {where} {unit} ({', '.join(f'layer {k} {v:.4g}' for k, v in sorted(losses.items()))}) "
                 f"is over {DIVERGED_LOSS_RATIO:g} times that of predicting {what} ({sel['baseline_loss']:.3f}): training "
                 f"diverged (confidently wrong answers, not too little data or too few steps), so the choice among "
-                f"{layer_list(sorted(losses))} is a guess; use a lower --lr (the candidates train at olft's rate)")
+                f"{layer_list(sorted(losses))} is a guess; {lower}")
     fix = f"more --selection-steps (the finalists trained {steps} steps), {_more_fit_examples(sel, 'the candidates')}"
     fix += f" or {_more_score_examples(sel)}" if sel.get("protocol") != "validation" else ""
     fix += ", or --selector exhaustive (every candidate at the full budget)" if _short_of_full_budget(sel) else ""
