@@ -712,3 +712,24 @@ def test_a_disk_full_from_the_start_leaves_no_write_probe(model_dirs, tiny_glue,
     out = tmp_path / "r"
     _fails(capsys, _run(model_dirs, tiny_glue, out), "cannot write to output folder", "no space left")
     assert not list(out.rglob(".write-test"))
+
+
+@pytest.mark.parametrize("config, phrase", [
+    ("mamba", "MambaBlock, the repeated block of this mamba model, has no attention module: olft tunes transformer layers"),
+    ("t5", "T5Model is an encoder-decoder model: olft tunes one stack of layers"),
+    ("bert", "has no tokenizer files"),  # a family olft runs: the tokenizer is what is missing first
+])  # fmt: skip
+def test_a_config_only_folder_of_a_model_olft_cannot_tune_is_refused_for_that_first(tmp_path, capsys, config, phrase):
+    """A folder with neither tokenizer nor weights, of a model that is no transformer olft tunes: the
+    family decides, so it is named first (from the config alone), not the tokenizer, whose fix would
+    only lead to the family's refusal."""
+    from transformers import BertConfig, MambaConfig, T5Config
+
+    folder = tmp_path / config
+    {"mamba": MambaConfig(hidden_size=16, num_hidden_layers=2, vocab_size=32, state_size=4),
+     "t5": T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=32, d_kv=8),
+     "bert": BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=32),
+     }[config].save_pretrained(folder)
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    err = _fails(capsys, ["info", "--model", str(folder)], phrase)
+    assert config == "bert" or "tokenizer" not in err, err

@@ -241,14 +241,7 @@ def _attention(layer: nn.Module, first_projection: str, model_type: str) -> str:
         if first_projection.startswith(path + "."):
             if best is None or path.count(".") > best.count("."):
                 best = path
-    if best is None and not any("attention" in type(m).__name__.lower() for m in layer.modules()):
-        # A block without any attention (Mamba's state-space mixer, RWKV's time mixing) is no transformer
-        # layer: say so, rather than that discovery missed one.
-        raise OlftError(f"{type(layer).__name__}, the repeated block of this {model_type} model, has no attention module: "
-                        "olft tunes transformer layers (self-attention and MLP), and this family is not a transformer "
-                        "(a state-space or recurrent model), so it cannot be tuned. Use a transformer model (see the "
-                        "README's Models).")
-    if best is None:
+    if best is None:  # a block with no attention-class module at all was refused before (`check_structure`)
         raise _unsupported(f"Could not find the attention module of {type(layer).__name__} (no attention-class module "
                            "holds its first projection):", model_type)
     return best
@@ -391,11 +384,14 @@ def _called(base: nn.Module, trace: _Trace, prefix: str) -> list[str]:
     )
 
 
-def discover(base: nn.Module) -> Family:
-    """The `Family` of a headless transformers model, found from its module tree and one forward.
+def check_structure(base: nn.Module) -> str:
+    """The layer list's path (`find_layers`) of a headless transformers model olft can tune, from
+    its module tree alone: no forward runs, so a model built on the meta device from its config
+    (no weight read or allocated) will do, and `loading.load_stack` asks this before the tokenizer
+    and weights load, whose refusals would otherwise come first and only lead to this one.
 
-    Raises OlftError for encoder-decoder models, and when no layer list, attention module or
-    projections can be found or the model cannot run on token ids alone.
+    Raises OlftError for an encoder-decoder model, no layer list, and a repeated block with no
+    attention module (a state-space or recurrent model: no transformer).
     """
     # A saved encoder half (T5EncoderModel) reloads as the whole encoder-decoder with the flag
     # off: the two stacks say what the config no longer does.
@@ -409,6 +405,25 @@ def discover(base: nn.Module) -> Family:
             "encoder-only and decoder-only models (any with a sequence-classification class of that kind)."
         )
     layers_path = find_layers(base)
+    layer = base.get_submodule(layers_path)[0]
+    if not any("attention" in type(m).__name__.lower() for m in layer.modules()):
+        # A block without any attention (Mamba's state-space mixer, RWKV's time mixing) is no transformer
+        # layer: say so, rather than that discovery missed one.
+        model_type = getattr(base.config, "model_type", type(base).__name__)
+        raise OlftError(f"{type(layer).__name__}, the repeated block of this {model_type} model, has no attention module: "
+                        "olft tunes transformer layers (self-attention and MLP), and this family is not a transformer "
+                        "(a state-space or recurrent model), so it cannot be tuned. Use a transformer model (see the "
+                        "README's Models).")
+    return layers_path
+
+
+def discover(base: nn.Module) -> Family:
+    """The `Family` of a headless transformers model, found from its module tree and one forward.
+
+    Raises OlftError for what `check_structure` refuses, and when no attention module or
+    projections can be found or the model cannot run on token ids alone.
+    """
+    layers_path = check_structure(base)
     layers = base.get_submodule(layers_path)
     ids = _dummy_inputs(base)
     was_training = base.training

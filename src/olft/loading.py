@@ -216,7 +216,8 @@ def load_stack(
     `device_map` (e.g. "auto") spreads the layers of a model too large for one device over the
     visible GPUs, as `from_pretrained` does; the head then sits with the last layer.
     Raises OlftError for unreadable files, a tokenizer without a vocabulary (`read_tokenizer`),
-    unknown options and models olft cannot run.
+    unknown options and models olft cannot run (those its config shows, `check_config`, before
+    the tokenizer and weights are read).
     """
     from transformers import AutoModel
 
@@ -225,6 +226,7 @@ def load_stack(
     config, source, gguf = read_config(name, gguf_file)
     if pooling != "auto" and pooling not in POOLINGS:
         raise OlftError(f"Unknown pooling '{pooling}': use auto or one of {', '.join(POOLINGS)}.")
+    check_config(config)  # first: a family olft cannot tune is refused whatever the tokenizer and weights
     tokenizer = read_tokenizer(name, source, gguf, config)  # before the weights: a refusal costs no load
     try:
         base = _from_pretrained(AutoModel, source, gguf, DTYPES[dtype], attn_implementation, device_map)
@@ -247,6 +249,25 @@ def load_stack(
         stack.head.to(list(stack.base.parameters())[-1].device)  # where the final norm / pooler sit
     stack.freeze_base()
     return stack, tokenizer
+
+
+def check_config(config) -> None:
+    """OlftError where the config alone shows a model olft cannot tune: an encoder-decoder, no layer
+    list, or no transformer (`families.check_structure` on the headless model built from it on the
+    meta device: no weight is read or allocated). Asked before the tokenizer and weights load, so
+    that a folder lacking them too is refused for what decides, not sent to fix them first. A config
+    transformers cannot build a model from is left to the weights' load to name."""
+    from transformers import AutoModel
+
+    from olft.families import check_structure
+
+    try:
+        with torch.device("meta"), library_logs_to_debug():
+            base = AutoModel.from_config(config)
+    except Exception as exc:  # noqa: BLE001 - no model class, or one that cannot be built on meta
+        log.debug("no structure check from the config (%s: %s)", type(exc).__name__, exc)
+        return
+    check_structure(base)
 
 
 def _from_pretrained(auto, source: str, gguf: str | None, dtype: torch.dtype, attn: str, device_map: str | None):
