@@ -25,15 +25,26 @@ def runs(model_dirs, tiny_glue, tmp_path_factory):
 
     The LoRA Llama's tokenizer has a newline token, as real decoders' do: its pairs, joined by a
     newline, are then other inputs than `tokenizer(a, b)` gives, and a recipe that gets this wrong fails.
+    The one-segment BERT (type_vocab_size 1) has a tokenizer that marks a pair's second text with
+    segment id 1, an index its embedding does not have: olft feeds it no segment ids.
     """
-    from tiny import make_model_folder
+    from transformers import AutoModel
+
+    from tiny import make_config, make_model_folder, make_tokenizer
 
     root = tmp_path_factory.mktemp("runs")
     out = {}
     mean = ["--pooling", "mean"]
-    dirs = {**model_dirs, "llama-newline": make_model_folder("llama", root / "llama-newline", newline=True)}
+    one_segment = make_config("bert")
+    one_segment.type_vocab_size = 1
+    torch.manual_seed(0)
+    AutoModel.from_config(one_segment).save_pretrained(root / "bert-one-segment")
+    make_tokenizer(True).save_pretrained(root / "bert-one-segment")
+    dirs = {**model_dirs, "llama-newline": make_model_folder("llama", root / "llama-newline", newline=True),
+            "bert-one-segment": root / "bert-one-segment"}
     for name, family, method, more in (("bert-lora", "bert", "lora", []), ("bert-mean", "bert", "lora", mean),
-                                       ("llama-lora", "llama-newline", "lora", []), ("llama-adapter", "llama", "adapter", [])):
+                                       ("llama-lora", "llama-newline", "lora", []), ("llama-adapter", "llama", "adapter", []),
+                                       ("bert-1seg", "bert-one-segment", "lora", [])):
         out[name] = root / name
         args = ["run", "--model", str(dirs[family]), "--task", "rte", "--glue-dir", str(tiny_glue), "--method", method,
                 "--strategies", "olft", "--candidates", "1", "--out", str(out[name]), *more, *FAST]
@@ -244,12 +255,14 @@ def _readme_code(text: str) -> str:
 
 
 @pytest.mark.parametrize("name, fmt", [("llama-lora", "peft"), ("llama-lora", "merged"), ("llama-lora", "olft"),
-                                       ("bert-lora", "merged")])
+                                       ("bert-lora", "merged"), ("bert-1seg", "merged"), ("bert-1seg", "peft"),
+                                       ("bert-1seg", "olft")])
 def test_export_readme_says_how_to_form_inputs_and_its_code_predicts_as_olft(runs, tmp_path, capsys, monkeypatch, name, fmt):
     """A decoder takes a pair as one text, the two joined by a newline (`tokenizer(a, b)` feeds it
     something else); an encoder the tokenizer's pair encoding. Each export's README says which, with
     the labels in order, the task and the run's validation score, and its code, run as written,
-    gives `olft predict`'s probabilities."""
+    gives `olft predict`'s probabilities; a model with one segment embedding gets no segment ids
+    there either (the tokenizer's pair encoding gives the second text id 1: an IndexError)."""
     from olft.export import EXAMPLE_TEXTS
 
     out = tmp_path / fmt
@@ -267,8 +280,11 @@ def test_export_readme_says_how_to_form_inputs_and_its_code_predicts_as_olft(run
         assert 'enc = tokenizer(pair_text(sentence1, sentence2), return_tensors="pt")' in text
         assert ("trust_remote_code=True" in text) is (fmt != "olft")
     else:
-        assert "`tokenizer(sentence1, sentence2)`, the tokenizer's pair encoding" in text and "joined by a newline" not in text
+        drop = ", return_token_type_ids=False" if name == "bert-1seg" else ""
+        assert f"`tokenizer(sentence1, sentence2{drop})`, the tokenizer's pair encoding" in text and "joined by a newline" not in text
         assert "enc = tokenizer(sentence1, sentence2, truncation=True, max_length=" in text
+        assert ("return_token_type_ids=False" in text) is (name == "bert-1seg")  # in the code and the Batches line
+        assert ("no segment ids" in text) is (name == "bert-1seg"), text
     assert "- **Labels, in output order:** 0 `entailment`, 1 `not_entailment`." in text and "- **Task:** RTE" in text
     results = json.loads((runs[name] / "results.json").read_text())
     accuracy, scored = results["strategies"]["olft"]["metrics"]["validation"]["accuracy"], results["eval_examples"]["validation"]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from olft.errors import OlftError
-from olft.families import Family, discover, text_config
+from olft.families import Family, discover, no_segment_ids
 from olft.pooledlayer import dropout_active, pooled_layer, pooled_unavailable, rows
 
 log = logging.getLogger(__name__)
@@ -165,14 +165,12 @@ class Stack(nn.Module):
     def set_model_inputs(self, tokenizer) -> tuple[str, ...]:
         """Record which tokenizer outputs besides input_ids/attention_mask the base forward takes.
 
-        Segment ids are left out for a model with fewer than two segment embeddings (config
-        type_vocab_size 0 or 1): a BERT-style tokenizer marks a pair's second text 1, an index
-        such an embedding does not have; without them the model reads segment 0, its only one.
+        Segment ids are left out for a model with fewer than two segment embeddings
+        (`families.no_segment_ids`).
         """
         params = inspect.signature(self.base.forward).parameters
         names = getattr(tokenizer, "model_input_names", None) or ()
-        segments = getattr(text_config(self.base.config), "type_vocab_size", None)
-        skip = ("input_ids", "attention_mask", *(("token_type_ids",) if segments is not None and segments < 2 else ()))
+        skip = ("input_ids", "attention_mask", *(("token_type_ids",) if no_segment_ids(self.base.config) else ()))
         self.model_inputs = tuple(n for n in names if n not in skip and n in params)
         return self.model_inputs
 

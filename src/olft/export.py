@@ -114,6 +114,7 @@ def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     """The run folder reduced to one strategy (config, results, weights), model path made absolute,
     and a README.md on using it."""
     from olft.hfmodel import load, load_tokenizer
+    from olft.loading import read_config
 
     config = json.loads((info.folder / "config.json").read_text())
     model = Path(config["model"]["model"]).expanduser()
@@ -126,7 +127,8 @@ def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.copy2(info.weights, tmp / "weights" / info.weights.name)
-    usage = usage_text(info, load_tokenizer(info.folder), "olft", False, name)
+    usage = usage_text(info, load_tokenizer(info.folder), "olft", False, name,
+                       read_config(info.cfg.model.model, info.cfg.model.gguf_file)[0])
     try:  # the README's code uses olft.load: say so where it cannot build this family's model
         load(info.folder, info.strategy)
     except OlftError as exc:
@@ -152,11 +154,11 @@ def _export_transformers(info: RunInfo, tmp: Path, format: str, name: str) -> No
     if format == "merged":
         model.save_pretrained(tmp, state_dict=_own_weights(model))
         session.tokenizer.save_pretrained(tmp)
-        _write_readme(tmp / "README.md", usage_text(info, session.tokenizer, "merged", custom, name))
+        _write_readme(tmp / "README.md", usage_text(info, session.tokenizer, "merged", custom, name, stack.base.config))
         _verify(tmp, "merged", session, reference, custom)
         return
     _save_peft(model, lora, info, session, tmp, model.config.olft["head"] if custom else "classifier")
-    _add_usage(tmp / "README.md", usage_text(info, session.tokenizer, "peft", custom, name))
+    _add_usage(tmp / "README.md", usage_text(info, session.tokenizer, "peft", custom, name, stack.base.config))
     _verify(tmp, "peft", session, reference, custom)
 
 
@@ -249,20 +251,28 @@ LOADERS = {
 }
 
 
-def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -> str:
+def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str, config) -> str:
     """How to use the export `name` of `info` in `format` (markdown, no heading): the task, the
     labels in output order, the run's validation metrics, how olft formed the inputs, and code
-    that loads the folder and predicts (`custom`: the folder carries olft_head.py).
+    that loads the folder and predicts (`custom`: the folder carries olft_head.py; `config`: the
+    base model's transformers config).
 
     A decoder's pair is one text, the two joined by `data.PAIR_JOINER`: `tokenizer(a, b)` would
     encode an input the model was never tuned on, so the text and the code spell the join out.
+    A model with one segment embedding whose tokenizer gives segment ids (`families.no_segment_ids`)
+    was fed none, so the code asks for none (`return_token_type_ids=False`): the tokenizer's id 1
+    for a pair's second text is an index that model does not have.
     """
     from olft import tasks
     from olft.data import PAIR_JOINER, joins_pairs
+    from olft.families import no_segment_ids
 
     task, results = tasks.get_task(info.cfg.data.task), info.results
     fields, n = list(task.text_fields), results.get("max_length")
     joined = len(fields) > 1 and joins_pairs(tokenizer)
+    segments = "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
+    unsegmented = segments and no_segment_ids(config)
+    drop = ", return_token_type_ids=False" if unsegmented else ""
     if joined:
         plain = f" + {json.dumps(PAIR_JOINER)} + ".join(fields)
         call = f"pair_text({', '.join(fields)})"
@@ -272,8 +282,10 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
                 "before the two were joined; the code's `pair_text` does that (so does `olft predict`)")
     else:
         call = ", ".join(fields) + (f", truncation=True, max_length={n}" if n else "")
-        how = (f"`tokenizer({', '.join(fields)})`, the tokenizer's pair encoding (its separator token and segment ids)"
-               if len(fields) > 1 else f"`tokenizer({fields[0]})`, the text alone")  # fmt: skip
+        parts = ("its separator token but no segment ids: the model has one segment embedding, and the tokenizer's "
+                 "id 1 for the second text is an index it does not have" if unsegmented else "its separator token and segment ids")
+        how = (f"`tokenizer({', '.join(fields)}{drop})`, the tokenizer's pair encoding ({parts})"
+               if len(fields) > 1 else f"`tokenizer({fields[0]}{drop})`, the text alone")  # fmt: skip
         long = f"`truncation=True, max_length={n}` cuts a longer input as olft did{' (longer text first)' if len(fields) > 1 else ''}"
     labels = list(task.labels) if task.labels else None
     low, high = task.score_range or (None, None)
@@ -287,7 +299,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
         f"- **Inputs:** {how}.",
         *([f"- **Long inputs:** olft tuned and scored the model on at most {n} tokens; {long}."] if n else []),
         f"- **Batches:** {'form each pair with `pair_text`, then ' if joined else ''}`tokenizer([...]{'' if joined or len(fields) < 2 else ', [...]'}, "
-        "padding=True, return_tensors=\"pt\")` after `tokenizer.padding_side = \"right\"`, as olft padded (the model pools "
+        f"padding=True{drop}, return_tensors=\"pt\")` after `tokenizer.padding_side = \"right\"`, as olft padded (the model pools "
         "by `attention_mask`).",
     ]  # fmt: skip
     trc = ", trust_remote_code=True" if custom else ""
@@ -304,7 +316,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str) -
             lines.append(f"- **Not self-contained:** the base model is read from `{Path(info.cfg.model.model).expanduser().resolve()}` "
                          "(config.json's `model.model`), which must stay there, or config.json be edited to where it went; "
                          "a LoRA run's `--format merged` or `peft` export carries the base weights with it.")
-    code = _usage_code(format, trc, name, fields, call, labels, PAIR_TEXT_CODE.format(max_length=n or 10**9) if joined else "")
+    code = _usage_code(format, trc, name, fields, call + drop, labels, PAIR_TEXT_CODE.format(max_length=n or 10**9) if joined else "")
     return "\n".join(lines) + "\n\n```python\n" + code + "```\n"
 
 

@@ -106,6 +106,16 @@ def text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def no_segment_ids(config) -> bool:
+    """Whether the model takes no segment ids (token_type_ids) from olft: fewer than two segment
+    embeddings (type_vocab_size 0 or 1). A BERT-style tokenizer marks a pair's second text 1, an
+    index such an embedding does not have (IndexError); without them the model reads segment 0,
+    its only one. `Stack.set_model_inputs` and the export's usage code (`export.usage_text`) both
+    follow it."""
+    segments = getattr(text_config(config), "type_vocab_size", None)
+    return segments is not None and segments < 2
+
+
 def _unsupported(what: str, model_type: str) -> OlftError:
     """OlftError for a model whose structure discovery cannot read: `what` was not found; the
     message names the family and what to do, since no flag of olft's can help."""
