@@ -1284,10 +1284,11 @@ def test_config_differences_skip_only_options_neither_run_reads():
     assert config_differences(folder, cfg()) == ["selection.selector: 'probe' in the folder, 'auto' now"]
     assert config_differences(folder, cfg(), selects=False) == []  # olft train: no selection option is read
     assert kept_config(folder, cfg(), selects=False)["selection"] == folder["selection"]
-    rated = cfg(train__strategy_lr="final=0.003")  # explicit layers alone (rates=False) train at --lr
-    assert config_differences(rated, cfg(), rates=False) == []
-    assert kept_config(rated, cfg(), rates=False)["train"]["strategy_lr"] == "final=0.003"
-    assert config_differences(rated, cfg()) == ["train.strategy_lr: 'final=0.003' in the folder, None now"]
+    rated = cfg(train__strategy_lr="final=0.003")  # explicit layers alone (no rates) train at --lr
+    assert config_differences(rated, cfg(), rates=()) == []
+    assert kept_config(rated, cfg(), trains=())["train"]["strategy_lr"] == "final=0.003"
+    assert config_differences(rated, cfg()) == ["final's learning rate: 0.003 in the folder, which its final work trained at, "
+                                                "0.001 now"]
     # Epochs beside a step count in both configs are never read (the warning says drop one): no difference.
     stepped = cfg(train__max_steps=2, train__epochs=1.0, selection__selection_steps=5, selection__selection_epochs=1.0)
     assert config_differences(stepped, cfg(train__max_steps=2, selection__selection_steps=5)) == []
@@ -1427,9 +1428,127 @@ def test_a_run_with_strategy_lr_adds_to_a_folder_of_explicit_layers(model_dirs, 
     assert {k: v["lr"] for k, v in r["strategies"].items()} == {"olft": 3e-3, "final": 2e-3, "layers=1": 1e-3}
     assert main(rated) == 0, capsys.readouterr().err  # its own command continues it
     capsys.readouterr()
-    for other in (["--strategy-lr", "olft=1e-2,final=2e-3"], []):  # final and olft now hold work at these rates
+    for other, changed in ((["--strategy-lr", "olft=1e-2,final=2e-3"], "olft's learning rate: 0.003 in the folder, which "
+                            "its olft work trained at, 0.01 now)"),  # final and olft now hold work at these rates
+                           ([], "olft's learning rate: 0.003 in the folder, which its olft work trained at, 0.001 now; "
+                                "final's learning rate: 0.002 in the folder, which its final work trained at, 0.001 now")):
         assert main([*rated[:-2], *other]) == 2
-        assert "different config (train.strategy_lr: 'olft=3e-3,final=2e-3' in the folder" in capsys.readouterr().err
+        assert f"different config ({changed}" in capsys.readouterr().err
+
+
+def _rate_runs(model, glue, out):
+    """(`olft run --strategies final`, `olft run --strategies olft --strategy-lr olft=3e-3`) into `out`."""
+    common = ["--model", str(model), "--task", "sst2", "--glue-dir", str(glue), "--max-steps", "2", "--out", str(out), "-q"]
+    return (["run", *common, "--strategies", "final"],
+            ["run", *common, "--strategies", "olft", "--selector", "probe", "--selection-train-samples", "32",
+             "--selection-eval-samples", "16", "--strategy-lr", "olft=3e-3"])
+
+
+def _rates_hold(out, expected):
+    """results.json's strategies trained at `expected` ({strategy: lr}), and config.json (the folder's
+    config, as a third run, `olft evaluate` and `olft report` read it) resolves each to the same rate."""
+    from olft.runfiles import read_run
+
+    results, cfg = read_run(out)
+    assert {k: v["lr"] for k, v in results["strategies"].items()} == expected
+    assert {k: cfg.train.lr_for(k) for k in results["strategies"]} == expected
+
+
+def _refused(args, message, capsys):
+    capsys.readouterr()
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err, err
+    return err
+
+
+@pytest.mark.parametrize("first", ["final", "olft"])
+def test_strategy_lr_is_compared_per_strategy_the_folder_holds(model_dirs, tiny_glue, tmp_path, capsys, first):
+    """`olft run --strategies final` then `olft run --strategies olft --strategy-lr olft=3e-3` into the same
+    folder (or the other order) was refused as "a different config (train.strategy_lr: ...)" although
+    final's rate (--lr) was the same in both and the folder held no olft work: --strategy-lr was compared as
+    a whole. Now each strategy the run trains is compared, at its effective rate, with the work the folder
+    holds of it; config.json records the rate each held strategy trained at, so both commands (and the folder's
+    own config.json) continue it without training again. A rate that differs for held work is refused, naming
+    the strategy, both rates and the --strategy-lr that resumes."""
+    out = tmp_path / "run"
+    final, olft = _rate_runs(model_dirs["llama"], tiny_glue, out)
+    runs = [final, olft] if first == "final" else [olft, final]
+    for args in runs:
+        assert main(args) == 0, capsys.readouterr().err
+    _rates_hold(out, {"olft": 3e-3, "final": 1e-3})
+    assert _results(out)["status"] == "complete" and _results(out)["selection"]["selected_layer"] is not None
+    weights = _snapshot(out / "weights")
+    for args in (*runs, ["run", "--config", str(out / "config.json"), "--strategies", "olft,final", "-q"]):
+        assert main(args) == 0, capsys.readouterr().err  # each resumes: nothing differs, nothing trains again
+    assert _snapshot(out / "weights") == weights
+    _rates_hold(out, {"olft": 3e-3, "final": 1e-3})
+    err = _refused([*final, "--strategy-lr", "final=3e-3"], "different config (final's learning rate: 0.001 in the folder, "
+                   "which its final work trained at, 0.003 now)", capsys)
+    assert ("Use another --out, give final the folder's rate to resume (--strategy-lr final=0.001), or pass --overwrite "
+            "to start afresh.") in err
+    _refused([*olft[:-1], "olft=1e-2"], "different config (olft's learning rate: 0.003 in the folder, which its olft "
+             "work trained at, 0.01 now). Use another --out, give olft the folder's rate to resume (--strategy-lr "
+             "olft=0.003), or pass --overwrite", capsys)
+    _refused(olft[:-2], "olft's learning rate: 0.003 in the folder, which its olft work trained at, 0.001 now", capsys)
+    # --lr is still compared as a whole (explicit layers train at it, and every strategy --strategy-lr leaves out).
+    _refused([*final, "--lr", "2e-3"], "different config (train.lr: 0.001 in the folder, 0.002 now). Use another --out, "
+             "rerun with the same options to resume", capsys)
+    _refused([*final, "--lr", "2e-3", "--strategy-lr", "final=2e-3"], "different config (train.lr: 0.001 in the folder, "
+             "0.002 now; final's learning rate: 0.001 in the folder, which its final work trained at, 0.002 now). Use another "
+             "--out, give final the folder's rate to resume (--strategy-lr final=0.001 and the same other options)", capsys)
+    assert _snapshot(out / "weights") == weights and _results(out)["status"] == "complete"
+
+
+def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
+    """The rates config.json records once a run adds to a folder (`kept_config`): this run's for the
+    strategies it trains, the folder's for the others (which it neither reads nor may change); and a
+    rate is "a different config" only for a strategy the run trains that the folder holds work of."""
+    from olft.config import RunConfig
+    from olft.ownership import config_differences, kept_config
+
+    def cfg(strategy_lr=None, lr=1e-3):
+        c = RunConfig()
+        c.train.strategy_lr, c.train.lr = strategy_lr, lr
+        return c.to_dict()
+
+    def kept(old, new, trains):
+        return kept_config(old, new, trains=trains)["train"]["strategy_lr"]
+
+    assert kept(cfg(), cfg("olft=3e-3"), {"olft"}) == "olft=3e-3"  # as typed, where nothing else is kept
+    assert kept(cfg("olft=3e-3"), cfg(), {"final"}) == "olft=3e-3"  # the folder's, as typed
+    assert kept(cfg("olft=3e-3,full=1e-4"), cfg("final=2e-3,full=5e-4"), {"final"}) == "olft=0.003,final=0.002,full=0.0001"
+    assert kept(cfg("olft=3e-3"), cfg(), {"olft", "final"}) is None  # olft trains at --lr now
+    assert kept(cfg("final=3e-3"), cfg("olft=1e-2"), ()) == "final=3e-3"  # olft train: the folder's, all of it
+    assert config_differences(cfg(), cfg("olft=3e-3"), rates={"final"}) == []  # final: 0.001 in both
+    assert config_differences(cfg("olft=3e-3"), cfg(), rates={"final"}) == []
+    assert config_differences(cfg(), cfg("final=1e-3"), rates={"final"}) == []  # the same rate, however set
+    assert config_differences(cfg(lr=2e-3), cfg("final=2e-3"), rates={"final"}) == ["train.lr: 0.002 in the folder, 0.001 now"]
+    assert config_differences(cfg(lr=2e-3), cfg(), rates={"final"}) == ["train.lr: 0.002 in the folder, 0.001 now"]  # --lr's
+    assert config_differences(cfg(), cfg("final=3e-3"), rates={"final"}) == [
+        "final's learning rate: 0.001 in the folder, which its final work trained at, 0.003 now"]
+    assert config_differences(cfg("olft=3e-3"), cfg(), rates={"olft", "final"}) == [
+        "olft's learning rate: 0.003 in the folder, which its olft work trained at, 0.001 now"]
+
+
+@pytest.mark.parametrize("files, held", [
+    ({"pieces/strategy-final.json": "{}"}, {"final"}),
+    ({"pieces/failed-full.json": "{}"}, {"full"}),
+    ({"checkpoints/full.pt": ""}, {"full"}),
+    ({"pieces/candidate-1-4.json": "{}"}, {"olft"}),  # selection's candidates train at olft's rate
+    ({"pieces/probe.json": "{}", "checkpoints/olft.pt": ""}, {"olft"}),
+    ({"pieces/strategy-layers-1.json": "{}", "checkpoints/layers-0_3.pt": ""}, set()),  # at --lr
+    ({"results.json": json.dumps({"selection": {"status": "unfinished"}, "strategy_names": ["layers=1"]})}, {"olft"}),
+    ({"results.json": json.dumps({"strategies": {"final": {}}, "strategy_names": ["full", "layers=2"]})}, {"final", "full"}),
+    ({"pieces/.strategy-final.tmp12.json": "{", "checkpoints/.olft.tmp3.pt": ""}, set()),  # a kill mid-write: no work
+])
+def test_rated_work_names_the_strategies_whose_rate_a_folders_work_trained_at(tmp_path, files, held):
+    from olft.ownership import rated_work
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert rated_work(tmp_path) == held
 
 
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):

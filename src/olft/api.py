@@ -74,10 +74,12 @@ def _recorded_and_given(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
     return cfg.with_absolute_paths(), cfg.with_absolute_paths(("model.model",))
 
 
-def _open(cfg: RunConfig, overwrite: bool, selects: bool = True, rates: bool = True) -> RunFolder:
+def _open(cfg: RunConfig, overwrite: bool, selects: bool = True,
+          rates: Iterable[str] = ("olft", "final", "full")) -> RunFolder:
     """The run folder, checked against `cfg`; `selects`: whether this run selects a layer (else the
     folder's selection options may differ from `cfg`'s, which nothing reads: `ownership._unread`);
-    `rates`: whether it trains olft, final or full (else its --strategy-lr may differ likewise)."""
+    `rates`: which of olft, final, full it trains (the rates of the others may differ likewise, and
+    theirs only where the folder holds no work trained at them: `RunFolder._check`)."""
     writer = distributed.context(cfg.train.mixed_precision, cfg.model.dtype).is_main
     if cfg.train.report_to:
         curves.check_tracker(cfg.train.report_to)  # before any work
@@ -263,7 +265,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
         cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
     names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
-    rates = bool({"olft", "final", "full"} & set(names))  # explicit layers train at --lr: --strategy-lr sets only these
+    rates = [n for n in names if n in ("olft", "final", "full")]  # explicit layers train at --lr: --strategy-lr sets only these
     given = _warn_ignored(cfg, given, "run")
     typed_lr = "train.strategy_lr" in given
     if "olft" in names:  # only a selection ranks (a folder an older olft wrote with the pair still reads)
@@ -410,7 +412,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)", "train.strategy_lr" in given)
     if n is not None:
         _warn_count_ignored(cfg, given, n)
-    with _open(cfg, overwrite) as folder:
+    with _open(cfg, overwrite, rates=("olft",)) as folder:  # its candidates train at olft's rate
         _keep_folder_values(folder, cfg, typed)
         session = Session(typed, quiet=quiet)
         check_method(session.stack, cfg.method)

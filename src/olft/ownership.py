@@ -13,11 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from olft import runlock
-from olft.config import PATH_FIELDS
+from olft.config import PATH_FIELDS, TrainConfig, strategy_lr_text
+from olft.layerspec import METHOD_STRATEGIES
+
+# The strategies --strategy-lr sets the rate of (selection's trained candidates train at olft's);
+# explicit layers (layers=...) train at --lr.
+RATED = METHOD_STRATEGIES
 
 # Fields that do not change what a run computes; they may differ on resume. How the work is spread
 # (processes, --selection-parallel, --device-map, checkpointing) is one of them, and how often the
@@ -54,20 +60,17 @@ def _same_path(old, new) -> bool:
     return isinstance(old, str) and isinstance(new, str) and os.path.abspath(old) == os.path.abspath(new)
 
 
-def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool, rates: bool = True) -> set[str]:
+def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool) -> set[str]:
     """The keys of flat configs `a` (the folder's) and `b` (this run's) that this run does not read,
     so a difference in them changes nothing it computes: the selection section when it selects no
-    layer (`olft train`, --strategies without olft), --strategy-lr when it trains none of the
-    strategies that option sets (`rates` False: explicit layers only, which train at --lr), the
-    epochs where both configs set a step count instead (--max-steps, --selection-steps), and
-    each `APPLIES` option that the choice of both configs (their --selector, their --method)
-    leaves unused (--probe-keep under auto, the LoRA rank of an adapter run). `config.ignored_options`
-    names the same options as ignored."""
+    layer (`olft train`, --strategies without olft), the epochs where both configs set a step count
+    instead (--max-steps, --selection-steps), and each `APPLIES` option that the choice of both
+    configs (their --selector, their --method) leaves unused (--probe-keep under auto, the LoRA rank
+    of an adapter run). `config.ignored_options` names the same options as ignored. (--strategy-lr is
+    compared and kept per strategy: `rate_differences`, `kept_rates`.)"""
     from olft.config import APPLIES
 
     out = set() if selects else {k for k in set(a) | set(b) if k.startswith("selection.")}
-    if not rates:
-        out.add("train.strategy_lr")
     # An option another replaces in both configs (`config._overridden`): a step count sets how long
     # training runs, so the epochs beside it are never read; the warning that names them as ignored
     # says to drop one, and a rerun that does must still continue the folder.
@@ -81,28 +84,73 @@ def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool, rates: bool = T
     return out
 
 
-def kept_config(old: dict, new: dict, selects: bool = True, rates: bool = True) -> dict:
+def kept_config(old: dict, new: dict, selects: bool = True, trains: Collection[str] = RATED) -> dict:
     """`new` (this run's config) with the folder's values (`old`) of the options this run does not
-    read (`_unread`): config.json keeps recording the run its finished pieces came from, so adding
-    a piece never rewrites what the folder's own run was. A copy; neither argument changes."""
+    read (`_unread`), and the folder's --strategy-lr rates of the strategies it does not train
+    (`trains`: those of `RATED` it trains; `kept_rates`): config.json keeps recording the run its
+    finished pieces came from, so adding a piece never rewrites what the folder's own run was. A
+    copy; neither argument changes."""
     a, b = {**_defaults(), **OLDER, **_flatten(old)}, _flatten(new)
     out = json.loads(json.dumps(new))
-    for key in _unread(a, b, selects, rates):
+    for key in _unread(a, b, selects):
         if key in a:
             section, name = key.split(".", 1)
             out.setdefault(section, {})[name] = a[key]
+    out.setdefault("train", {})["strategy_lr"] = kept_rates(old, new, trains)
     return out
 
 
-def config_differences(old: dict, new: dict, selects: bool = True, rates: bool = True) -> list[str]:
+def _train(config: dict) -> TrainConfig:
+    """The rates of `config` (a saved or this run's config dict), for `TrainConfig` to resolve."""
+    train = config.get("train") or {}
+    default = TrainConfig()
+    return TrainConfig(lr=train.get("lr", default.lr), strategy_lr=train.get("strategy_lr"))
+
+
+def kept_rates(old: dict, new: dict, trains: Collection[str] = RATED) -> str | None:
+    """The --strategy-lr a folder's config.json records once this run (config `new`) adds to it
+    (config `old`): this run's rates for the strategies of `RATED` it trains (`trains`), the folder's
+    for the others, which this run does not read (their work, if any, trained at the folder's).
+    Either config's own text where that is all of it, as typed (this run's first)."""
+    a, b = _train(old).lr_by_strategy(), _train(new).lr_by_strategy()
+    merged = {s: (b if s in trains else a)[s] for s in RATED if s in (b if s in trains else a)}
+    for rates, config in ((b, new), (a, old)):
+        if merged == rates:
+            return (config.get("train") or {}).get("strategy_lr")
+    return strategy_lr_text(merged)
+
+
+def rate_differences(old: dict, new: dict, rates: Collection[str] = RATED) -> dict[str, tuple[float, float]]:
+    """{strategy: (the folder's peak learning rate, this run's)} for each strategy of `rates` whose
+    rate differs between the folder's config (`old`) and this run's (`new`), each as
+    `TrainConfig.lr_for` resolves it from --lr and --strategy-lr (the effective rate, however set).
+    A strategy that trains at --lr in both is left out: its difference is --lr's (`train.lr`)."""
+    a, b = _train(old), _train(new)
+    named = set(a.lr_by_strategy()) | set(b.lr_by_strategy())
+    return {s: (a.lr_for(s), b.lr_for(s)) for s in RATED if s in rates and s in named and a.lr_for(s) != b.lr_for(s)}
+
+
+def resuming_rates(old: dict, new: dict, rates: Collection[str] = RATED) -> str:
+    """The --strategy-lr with which this run (config `new`) continues the folder (config `old`):
+    its own rates, those of `rate_differences` replaced by the folder's."""
+    own = _train(new).lr_by_strategy()
+    folder = {s: old_rate for s, (old_rate, _) in rate_differences(old, new, rates).items()}
+    rates = {**own, **folder}
+    return strategy_lr_text({s: rates[s] for s in RATED if s in rates}) or "''"
+
+
+def config_differences(old: dict, new: dict, selects: bool = True, rates: Collection[str] = RATED) -> list[str]:
     """'key: old in the folder, new now' for each option whose value differs between the folder's
     config (`old`) and this run's (`new`), those that may differ on resume (`IGNORED_ON_RESUME`) and
-    those this run does not read (`_unread`; `selects`: whether it selects a layer, `rates`: whether
-    it trains olft, final or full, which --strategy-lr sets) aside. `RunFolder` passes each False also
-    where the folder holds no work that read those options (`holds_selection`, `holds_rated_work`)."""
+    those this run does not read (`_unread`; `selects`: whether it selects a layer) aside; and
+    "<strategy>'s learning rate: old in the folder, new now" for each strategy of `rates` whose
+    effective rate (--lr, or its --strategy-lr entry) differs (`rate_differences`): --strategy-lr
+    is compared per strategy, not as a whole. `RunFolder` passes `selects` False where the folder
+    holds no selection work (`holds_selection`), and as `rates` the strategies this run trains that
+    the folder holds work of (`rated_work`): a rate nothing finished trained at may change."""
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
-    unread = _unread(a, b, selects, rates)
+    unread = _unread(a, b, selects) | {"train.strategy_lr"}  # compared per strategy, below
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME or key in unread:
@@ -111,6 +159,8 @@ def config_differences(old: dict, new: dict, selects: bool = True, rates: bool =
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
+    for name, (was, now) in rate_differences(old, new, rates).items():
+        diffs.append(f"{name}'s learning rate: {was} in the folder, which its {name} work trained at, {now} now")
     return diffs
 
 
@@ -207,32 +257,42 @@ def holds_selection(path: Path) -> bool:
     olft strategy) in results.json, or a piece or checkpoint that is not a fixed-layer strategy's
     (layers=..., final, full). Without any, nothing in it depends on the selection options, so a
     run may change them (`config_differences`' `selects`)."""
-    return _holds_work(path, {"olft"}, ("layers", "final", "full"))
+    return "olft" in _work(path)
 
 
-def holds_rated_work(path: Path) -> bool:
-    """Whether run folder `path` holds work trained at a rate --strategy-lr sets: a selection (its
-    candidates train at olft's), an olft, final or full strategy in results.json, or a piece or
-    checkpoint that is not an explicit layers strategy's (layers=..., trained at --lr). Without any,
-    nothing in it depends on --strategy-lr, so a run may change it (`config_differences`' `rates`)."""
-    return _holds_work(path, {"olft", "final", "full"}, ("layers",))
+def rated_work(path: Path) -> set[str]:
+    """The strategies of `RATED` whose rate (--lr, or their --strategy-lr entry) work in run folder
+    `path` trained at: olft for a selection (its candidates train at olft's rate) or any olft work,
+    final and full for theirs, in results.json, a piece or a checkpoint. Explicit layers train at
+    --lr, so a folder of those alone holds none: a run may change any strategy's --strategy-lr
+    there, and another strategy's anywhere (`config_differences`' `rates`)."""
+    return _work(path) & set(RATED)
 
 
-def _holds_work(path: Path, names: set[str], fixed: tuple[str, ...]) -> bool:
-    """Whether run folder `path` holds a selection, a strategy of `names` in results.json, or a piece
-    or checkpoint other than those of the strategies whose names start with `fixed`."""
+FIXED = ("layers", "final", "full")  # the strategies whose layers are fixed: neither selects
+
+
+def _work(path: Path) -> set[str]:
+    """The names of the strategies run folder `path` holds work of, or a run of: each that results.json
+    names or holds, and each with a piece or checkpoint; "olft" for a selection, and for any piece or
+    checkpoint that is not a fixed-layer strategy's (`FIXED`: a candidate's, the probe's, the selection's).
+    A fixed-layer strategy's piece or checkpoint gives its file name (layers=0+3's is "layers-0_3")."""
     try:
         results = json.loads((Path(path) / "results.json").read_text())
     except (OSError, ValueError):
         results = {}
-    if isinstance(results, dict) and (results.get("selection") or names & set(results.get("strategy_names") or [])
-                                      or names & set(results.get("strategies") or {})):
-        return True
+    out: set[str] = set()
+    if isinstance(results, dict):
+        for key in ("strategy_names", "strategies"):
+            if isinstance(results.get(key), (list, dict)):
+                out |= {n for n in results[key] if isinstance(n, str)}
+        if results.get("selection"):
+            out.add("olft")
     for entry in work_files(path, "pieces", "*.json"):
         kind, _, name = entry.stem.partition("-")
-        if not (kind in ("strategy", "failed") and name.startswith(fixed)):
-            return True
-    return any(not e.stem.startswith(fixed) for e in work_files(path, "checkpoints", "*.pt"))
+        out.add(name if kind in ("strategy", "failed") and name.startswith(FIXED) else "olft")
+    out |= {e.stem if e.stem.startswith(FIXED) else "olft" for e in work_files(path, "checkpoints", "*.pt")}
+    return out
 
 
 def saved_config(path: Path) -> dict | None:

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,15 +54,18 @@ from olft.ownership import (
     LOCK_FILES,
     OWN_FILES,
     OWN_FOLDERS,
+    RATED,
     config_differences,
     foreign_entries,
-    holds_rated_work,
     holds_selection,
     is_os_metadata,
     is_own,
     is_tracker_folder,
     kept_config,
     never_started,
+    rate_differences,
+    rated_work,
+    resuming_rates,
     saved_config,
     tracker_folder,
 )
@@ -82,11 +86,12 @@ class RunFolder:
     """
 
     def __init__(self, path: Path, config: dict, overwrite: bool = False, writer: bool = True, selects: bool = True,
-                 rates: bool = True):
+                 rates: Collection[str] = RATED):
         self.path = Path(path)
         self.config = config
         self.selects = selects  # whether this run selects a layer (reads the selection options: `ownership._unread`)
-        self.rates = rates  # whether it trains olft, final or full (reads --strategy-lr; explicit layers train at --lr)
+        # which of olft, final, full it trains (whose --strategy-lr rates it reads; explicit layers train at --lr)
+        self.rates = set(rates) & set(RATED)
         self.overwrite = overwrite
         self.writer = writer
         self.started = datetime.now(timezone.utc).isoformat()  # identifies this run in its pieces
@@ -129,19 +134,25 @@ class RunFolder:
             if not self.rates:  # nor rates it did not train at
                 self.config = {**self.config, "train": {**self.config["train"], "strategy_lr": None}}
             return
-        # Selection options (--strategy-lr) a finished piece depends on must match; in a folder with no
-        # selection work (no work trained at those rates: explicit layers only) this run's values are
-        # taken (`kept_config`), whichever order the runs came in.
-        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path),
-                                   self.rates and holds_rated_work(self.path))
+        # Selection options a finished piece depends on must match; in a folder with no selection work
+        # this run's values are taken (`kept_config`), whichever order the runs came in. Rates likewise,
+        # per strategy: those of the strategies this run trains that the folder holds work of must
+        # match (--lr or --strategy-lr, as `TrainConfig.lr_for` resolves them); config.json then records
+        # this run's rates for what it trains and the folder's for the rest (`ownership.kept_rates`).
+        rated = self.rates & rated_work(self.path)
+        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), rated)
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
             self.config = kept_config(saved, self.config, self.selects, self.rates)
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
+            changed = list(rate_differences(saved, self.config, rated))  # named with their rates in `diffs`
+            same = "rerun with the same options to resume" if not changed else (
+                f"give {' and '.join(changed)} the folder's rate{'s' * (len(changed) > 1)} to resume (--strategy-lr "
+                f"{resuming_rates(saved, self.config, rated)}{' and the same other options' * (len(changed) < len(diffs))})")
             raise OlftError(
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
-                "--out, rerun with the same options to resume, or pass --overwrite to start afresh."
+                f"--out, {same}, or pass --overwrite to start afresh."
             )
 
     def _check_overwrite(self, saved: dict | None) -> None:
