@@ -765,3 +765,21 @@ def test_validation_split_says_when_its_examples_differ_from_those_the_run_score
     for whole in ([], ["--whole-split"]):
         assert main(["predict", "--run", str(run), "--split", "validation", *whole, "--output", str(out), "-q"]) == 0
         assert note in capsys.readouterr().err
+
+
+def test_a_failed_strategy_is_named_failed_and_an_export_names_the_runs_own_columns(runs, tmp_path, capsys):
+    """A strategy the run records as failed is said to have failed (not to be unfinished); an
+    export of a run trained with --text-columns names those columns as its input texts."""
+    folder = tmp_path / "failed"
+    shutil.copytree(runs["bert"], folder)
+    r = json.loads((folder / "results.json").read_text())
+    entry = r["strategies"].pop("final")
+    r["failed"]["final"] = {"layers": entry["layers"], "error": "training diverged"}
+    (folder / "results.json").write_text(json.dumps(r))
+    for command in (["predict", "--text", "a", "b"], ["export", "--format", "olft", "--output", str(tmp_path / "y")]):
+        _fails(capsys, [*command, "--run", str(folder), "--strategy", "final"], "Strategy 'final' failed to train")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["data"]["text_columns"] = "premise,hypothesis"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert main(["export", "--run", str(folder), "--format", "olft", "--output", str(tmp_path / "x"), "-q"]) == 0
+    assert "input texts `premise`, `hypothesis`." in (tmp_path / "x" / "README.md").read_text()

@@ -268,7 +268,10 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str, c
     from olft.families import no_segment_ids
 
     task, results = tasks.get_task(info.cfg.data.task), info.results
-    fields, n = list(task.text_fields), results.get("max_length")
+    fields, n = list(task.text_fields), results.get("max_length")  # also the code's names: valid Python
+    # the run's own --text-columns where it named them: the columns its files held, and those
+    # `olft predict --input` reads from an exported folder
+    columns = [c.strip() for c in (info.cfg.data.text_columns or "").split(",") if c.strip()] or fields
     joined = len(fields) > 1 and joins_pairs(tokenizer)
     segments = "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
     unsegmented = segments and no_segment_ids(config)
@@ -290,7 +293,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str, c
     labels = list(task.labels) if task.labels else None
     low, high = task.score_range or (None, None)
     lines = [
-        f"- **Task:** {task.display_name} (GLUE); input text{'s' if len(fields) > 1 else ''} {', '.join(f'`{f}`' for f in fields)}.",
+        f"- **Task:** {task.display_name} (GLUE); input text{'s' if len(fields) > 1 else ''} {', '.join(f'`{f}`' for f in columns)}.",
         "- **Labels, in output order:** " + ", ".join(f"{i} `{label}`" for i, label in enumerate(labels)) + "." if labels
         else f"- **Output:** one number, the predicted score{f' (on a {low:g} to {high:g} scale; not clipped to it)' if task.score_range else ''}.",
         f"- **Tuned by olft:** the PEFT module on layer{'s' if len(info.layers) > 1 else ''} "

@@ -86,7 +86,9 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
             raise OlftError(f"Run folder {folder} is unfinished ({status}): no strategy has saved weights yet. Finish it "
                             f"by rerunning the `{made_by(results)}` command that made it, or `{continue_command(folder)}`.")
         planned = results.get("strategy_names", [])
-        why = "has not finished" if strategy in planned else "is not in this run"
+        why = ("failed to train (its error is in table.md and `olft evaluate`), so it saved no weights"
+               if strategy in (results.get("failed") or {})
+               else "has not finished" if strategy in planned else "is not in this run")
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
                         f"Finished: {', '.join(finished)}; pass one of them with --strategy.")
     entry = results["strategies"][strategy]
