@@ -3,6 +3,7 @@ looks complete. Loader-level cases (rows, columns, encodings, fuzzing) live in t
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -733,3 +734,23 @@ def test_a_config_only_folder_of_a_model_olft_cannot_tune_is_refused_for_that_fi
     assert [p.name for p in folder.iterdir()] == ["config.json"]
     err = _fails(capsys, ["info", "--model", str(folder)], phrase)
     assert config == "bert" or "tokenizer" not in err, err
+
+
+def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path):
+    """RunConfig.from_dict names an unknown group or option (with the closest name) and a group that
+    is no mapping, as OlftError; olft.run and friends take a mapping too, and name how to make a
+    RunConfig from anything else (a path) instead of failing on an attribute."""
+    import olft
+
+    for data, phrase in (({"train": {"lrr": 1}}, "Unknown option train.lrr. Did you mean train.lr?"),
+                         ({"trian": {"lr": 1}}, "Unknown config group or option 'trian'. Did you mean 'train'?"),
+                         ({"train": 5}, "Config group 'train' must be a mapping of its options"),
+                         ([1], "A config is a mapping of groups")):
+        with pytest.raises(olft.OlftError, match=re.escape(phrase)):
+            olft.RunConfig.from_dict(data)
+    assert olft.RunConfig.from_dict({"train": {"lr": 2e-3}, "out": "x"}).train.lr == 2e-3
+    for call in (olft.run, olft.select_layer, olft.info):
+        with pytest.raises(olft.OlftError, match=re.escape("takes a RunConfig (olft.RunConfig(...), or olft.RunConfig.from_dict")):
+            call(str(tmp_path / "config.json"))
+    with pytest.raises(olft.OlftError, match="Unknown option model.nam"):
+        olft.info({"model": {"nam": "x"}})

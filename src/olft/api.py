@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from olft import curves, distributed, report
 from olft.config import RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options
@@ -247,6 +248,17 @@ def _end(folder: RunFolder, results: dict) -> dict:
     return results
 
 
+def _as_config(cfg: Any, what: str) -> RunConfig:
+    """`cfg` as a RunConfig: a RunConfig, or a mapping of groups (`RunConfig.from_dict`). Raises
+    OlftError for anything else, naming how to make one (a path is not read: the CLI's --config is)."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return RunConfig.from_dict(cfg)
+    raise OlftError(f"olft.{what} takes a RunConfig (olft.RunConfig(...), or olft.RunConfig.from_dict(mapping) for a "
+                    f"config file's or config.json's contents), not {type(cfg).__name__}.")
+
+
 def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False,
         given: Iterable[str] | None = None) -> dict:
     """Select, tune and compare; write (or continue) the run folder; return the results dict.
@@ -262,6 +274,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     `cfg.strategies` may be a list of names as well as the comma-separated string config.json holds.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
+    cfg = _as_config(cfg, "run")
     if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
         cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
     names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
@@ -405,6 +418,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     (None: those that differ from RunConfig's default). Raises OlftError on bad input, or when
     every candidate failed to train.
     """
+    cfg = _as_config(cfg, "select_layer")
     given = _warn_ignored(cfg, given, "select")
     check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
@@ -436,6 +450,7 @@ def info(cfg: RunConfig) -> dict:
     and PEFT parameter counts per method on one layer and on all layers. Raises OlftError for a
     model olft cannot load or run.
     """
+    cfg = _as_config(cfg, "info")
     from olft.backbone import count_params
     from olft.loading import load_stack
     from olft.methods import METHODS, apply_method

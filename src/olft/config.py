@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -267,12 +268,31 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The RunConfig a mapping of groups holds (`to_dict`'s shape, a run folder's config.json:
+        `{"model": {"name": ...}, "train": {"lr": 1e-3}, "out": ...}`); groups left out keep their
+        defaults. Raises OlftError naming an unknown group or option (with the closest known name)
+        or a group that is not a mapping; each option's own value is checked by its dataclass."""
+        if not isinstance(data, Mapping):
+            raise OlftError(f"A config is a mapping of groups (model, data, method, train, selection), not {type(data).__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
+        for key, value in data.items():
+            if key not in names:
+                close = difflib.get_close_matches(str(key), sorted(names), n=1)
+                raise OlftError(f"Unknown config group or option {key!r}." + (f" Did you mean {close[0]!r}?" if close else
+                                f" Known: {', '.join(sorted(names))}."))
+            if key not in SECTIONS:
+                kwargs[key] = value
                 continue
-            value = data[f.name]
-            kwargs[f.name] = SECTIONS[f.name](**value) if f.name in SECTIONS else value
+            if not isinstance(value, Mapping):
+                raise OlftError(f"Config group {key!r} must be a mapping of its options ({key}: {{...}}), not {value!r}.")
+            fields = {f.name for f in dataclasses.fields(SECTIONS[key])}
+            for name in value:
+                if name not in fields:
+                    close = difflib.get_close_matches(str(name), sorted(fields), n=1)
+                    raise OlftError(f"Unknown option {key}.{name}." + (f" Did you mean {key}.{close[0]}?" if close else
+                                    f" {key} takes: {', '.join(sorted(fields))}."))
+            kwargs[key] = SECTIONS[key](**value)
         return cls(**kwargs)
 
 

@@ -111,7 +111,7 @@ def read_run(folder: Path) -> tuple[dict, Any]:
                         "`olft train` wrote (its --out; RunConfig.out in Python).")
     try:
         return json.loads(results_path.read_text()), RunConfig.from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, OlftError) as exc:
         raise OlftError(f"{folder}: results.json or config.json is unreadable ({exc}).") from exc
 
 
