@@ -163,7 +163,7 @@ def _test_glue(tiny_glue, tmp_path):
     return glue
 
 
-def test_test_split_writes_submission(runs, tiny_glue, tmp_path, capsys):
+def test_test_split_writes_submission(runs, tiny_glue, tmp_path, capsys, caplog):
     glue = _test_glue(tiny_glue, tmp_path)
     sub = tmp_path / "sub"
     assert main(["predict", "--run", str(runs["bert"]), "--split", "test", "--glue-dir", str(glue), "--output", str(sub), "--zip", "-q"]) == 0
@@ -173,6 +173,8 @@ def test_test_split_writes_submission(runs, tiny_glue, tmp_path, capsys):
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
     with zipfile.ZipFile(sub / "submission.zip") as z:
         assert z.namelist() == ["RTE.tsv"]
+    # a zip of one task is said to lack the others the server scores
+    assert any("holds 1 of the GLUE server's" in m and "missing: CoLA.tsv" in m for m in caplog.messages)
     # The same examples through --input give the same labels.
     out = tmp_path / "same.csv"
     assert main(["predict", "--run", str(runs["bert"]), "--input", str(glue / "RTE" / "test.tsv"), "--output", str(out), "-q"]) == 0

@@ -7,6 +7,7 @@ label format and file names the GLUE server (gluebenchmark.com) expects.
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 from olft import tasks
 from olft.atomic import atomic_path
 from olft.errors import OlftError
+
+log = logging.getLogger(__name__)
 
 # Submission file names and label formats of the GLUE server (gluebenchmark.com): class names for
 # the NLI tasks, class indices for the others, scores for STS-B; AX is scored with the MNLI model.
@@ -97,4 +100,11 @@ def zip_submission(out_dir: Path) -> Path:
             left = f"the old {target} is still there and may not match the folder's files: delete it"
         raise OlftError(f"Cannot write {target} ({exc.strerror or exc}); {left}. "
                         "Make room or fix the folder's permissions and rerun with --zip.") from None
+    # The server scores a submission holding every task's file: say what this zip still lacks, so a
+    # partial one is not uploaded unknowingly (each `--split test` into the folder rebuilds it).
+    missing = sorted(SUBMISSION_NAMES - OPTIONAL - {p.name for p in found})
+    if missing:
+        log.warning("%s holds %d of the GLUE server's %d task files; missing: %s. Predict those tasks' runs into %s "
+                    "(each --split test rebuilds the zip) before uploading it.", target, len(found),
+                    len(SUBMISSION_NAMES - OPTIONAL), ", ".join(missing), out_dir)
     return target
