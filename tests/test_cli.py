@@ -494,7 +494,8 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
     cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown option 'trian'"),
              ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML"),
              ("", "is empty: write the options"), ("# nothing yet\n", "is empty"),
-             ("lr: 0.001\n", "unknown option 'lr' for `olft run`. Did you mean 'train.lr'?")]
+             ("lr: 0.001\n", "unknown option 'lr' for `olft run`. Did you mean 'train.lr'?"),
+             ("train: 5\n", "train is a group of options, written as a mapping (train: then indented lines")]
     for text, phrase in cases:
         path = tmp_path / "c.yaml"
         path.write_text(text)

@@ -767,7 +767,7 @@ def test_class_labels_are_names_or_indices(raw, index):
     if index is not None:
         assert parse_label(TASKS["sst2"], raw, "f.csv, line 2") == index
         return
-    wrong = (r"the label is empty\. Fill it in \(0 \(negative\), 1 \(positive\)\) or drop the row\." if raw == "" else
+    wrong = (r"the label is empty\. Fill it in \(0 \(negative\), 1 \(positive\)\) or drop the row\." if raw in ("", None) else
              r"label .* is not a SST-2 label\. Allowed: 0 \(negative\), 1 \(positive\); give the name or the index\.")
     with pytest.raises(OlftError, match=rf"^f\.csv, line 2: {wrong}$"):
         parse_label(TASKS["sst2"], raw, "f.csv, line 2")

@@ -104,6 +104,10 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
         raise OlftError(f"{p} is empty: write the options to set in it (model:, data:, method:, train:, selection:), or drop --config.")
     if not isinstance(data, dict):
         raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
+    for group, value in data.items():  # `train: 5` is a known group written as a value, not an unknown option
+        if group in SECTIONS and not isinstance(value, dict):
+            raise OlftError(f"{p}: {group} is a group of options, written as a mapping ({group}: then indented "
+                            f"lines such as `  lr: 1e-3`), not {value!r}.")
     known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
     keys = _flatten(data)
     for key in keys:

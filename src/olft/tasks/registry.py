@@ -196,7 +196,7 @@ def parse_label(task: Task, raw: Any, where: Line | str) -> int | float:
         index = raw if 0 <= raw < len(task.labels) else None
     elif isinstance(raw, float) and raw.is_integer() and 0 <= raw < len(task.labels):
         index = int(raw)
-    if index is None and isinstance(raw, str) and not raw.strip():
+    if index is None and (raw is None or isinstance(raw, str) and not raw.strip()):  # JSON null: no label either
         raise OlftError(f"{where}: the label is empty. Fill it in ({allowed_labels(task)}) or drop the row.")
     if index is None:
         shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # a JSON true as the file spells it
