@@ -76,7 +76,8 @@ def _probs(model, tokenizer) -> np.ndarray:
     return np.array(rows)
 
 
-CLASSES = {"bert-lora": "BertForSequenceClassification", "bert-mean": "OlftBertForSequenceClassification",
+CLASSES = {"bert-lora": "BertForSequenceClassification", "bert-1seg": "BertForSequenceClassification",
+           "bert-mean": "OlftBertForSequenceClassification",
            "llama-lora": "OlftLlamaForSequenceClassification", "llama-adapter": "OlftLlamaForSequenceClassification"}
 
 
@@ -90,6 +91,8 @@ def test_load_gives_predict_probabilities(runs, predicted, name):
         assert tokenizer.sep_token is None  # decoders: olft joins pairs with a newline
         got = _decoder_probs(model, tokenizer)
     else:
+        # a one-segment model's tokenizer gives no segment ids (olft fed none): model(**tokenizer(a, b)) runs
+        assert ("token_type_ids" in tokenizer(*PAIRS[0])) is (name != "bert-1seg")
         got = _probs(model, tokenizer)
     assert np.allclose(got, predicted[name], atol=1e-5)
 

@@ -88,8 +88,11 @@ def _refuse_saving(model: nn.Module, method: str) -> None:
 def load_tokenizer(run_dir: str | Path):
     """The tokenizer a run was trained with (from its model source).
 
-    Raises OlftError where the model source's tokenizer has no vocabulary (`loading.read_tokenizer`).
+    For a model with one segment embedding (`families.no_segment_ids`) it returns no
+    token_type_ids, as olft fed none. Raises OlftError where the model source's tokenizer has no
+    vocabulary (`loading.read_tokenizer`).
     """
+    from olft.families import no_segment_ids
     from olft.loading import read_config, read_tokenizer
 
     info = open_run(run_dir, _any_strategy(run_dir))
@@ -97,6 +100,10 @@ def load_tokenizer(run_dir: str | Path):
     tokenizer = read_tokenizer(info.cfg.model.model, source, gguf, config)
     if tokenizer.pad_token is None:  # as olft.loading.set_pad_token does for training
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if no_segment_ids(config) and "token_type_ids" in tokenizer.model_input_names:
+        # olft fed such a model no segment ids: `model(**tokenizer(a, b))` must not pass the pair's
+        # id 1, an index its one segment embedding does not have
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
     return tokenizer
 
 
