@@ -752,5 +752,7 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
     for call in (olft.run, olft.select_layer, olft.info):
         with pytest.raises(olft.OlftError, match=re.escape("takes a RunConfig (olft.RunConfig(...), or olft.RunConfig.from_dict")):
             call(str(tmp_path / "config.json"))
+    with pytest.raises(olft.OlftError, match=re.escape("Unknown method 'lorra': use one of adapter, lora, prefix. Did you mean 'lora'?")):
+        olft.MethodConfig("lorra")  # refused where it is made, not after the data loads
     with pytest.raises(olft.OlftError, match="Unknown option model.nam"):
         olft.info({"model": {"nam": "x"}})

@@ -110,6 +110,11 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
+        methods = dataclasses.fields(self)[0].metadata["choices"]  # a Python caller's typo, before any data loads
+        if self.method not in methods:
+            close = difflib.get_close_matches(str(self.method), methods, n=1)
+            raise OlftError(f"Unknown method {self.method!r}: use one of {', '.join(methods)}."
+                            + (f" Did you mean {close[0]!r}?" if close else ""))
         if not 0 <= self.lora_dropout < 1:  # a probability; checked here, before the model loads
             raise OlftError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
 
