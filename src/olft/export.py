@@ -113,7 +113,7 @@ def _write_export(info: RunInfo, out: Path, format: str) -> None:
 def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     """The run folder reduced to one strategy (config, results, weights), model path made absolute,
     and a README.md on using it."""
-    from olft.hfmodel import load, load_tokenizer
+    from olft.hfmodel import load, source_tokenizer
     from olft.loading import read_config
 
     config = json.loads((info.folder / "config.json").read_text())
@@ -127,7 +127,9 @@ def _export_olft(info: RunInfo, tmp: Path, name: str) -> None:
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.copy2(info.weights, tmp / "weights" / info.weights.name)
-    usage = usage_text(info, load_tokenizer(info.folder), "olft", False, name,
+    # worded from the source's tokenizer: olft.load_tokenizer drops segment ids the model lacks, and
+    # the usage code says so where they would reach it
+    usage = usage_text(info, source_tokenizer(info), "olft", False, name,
                        read_config(info.cfg.model.model, info.cfg.model.gguf_file)[0])
     try:  # the README's code uses olft.load: say so where it cannot build this family's model
         load(info.folder, info.strategy)

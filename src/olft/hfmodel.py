@@ -93,17 +93,28 @@ def load_tokenizer(run_dir: str | Path):
     vocabulary (`loading.read_tokenizer`).
     """
     from olft.families import no_segment_ids
-    from olft.loading import read_config, read_tokenizer
+    from olft.loading import read_config
 
     info = open_run(run_dir, _any_strategy(run_dir))
-    config, source, gguf = read_config(info.cfg.model.model, info.cfg.model.gguf_file)
-    tokenizer = read_tokenizer(info.cfg.model.model, source, gguf, config)
-    if tokenizer.pad_token is None:  # as olft.loading.set_pad_token does for training
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    config = read_config(info.cfg.model.model, info.cfg.model.gguf_file)[0]
+    tokenizer = source_tokenizer(info)
     if no_segment_ids(config) and "token_type_ids" in tokenizer.model_input_names:
         # olft fed such a model no segment ids: `model(**tokenizer(a, b))` must not pass the pair's
         # id 1, an index its one segment embedding does not have
         tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    return tokenizer
+
+
+def source_tokenizer(info: RunInfo):
+    """The tokenizer of a run's model source as it is saved there (pad token set as olft set it for
+    training), segment ids and all: `export` words its usage text from what this one returns.
+    Raises OlftError as `load_tokenizer` does."""
+    from olft.loading import read_config, read_tokenizer
+
+    config, source, gguf = read_config(info.cfg.model.model, info.cfg.model.gguf_file)
+    tokenizer = read_tokenizer(info.cfg.model.model, source, gguf, config)
+    if tokenizer.pad_token is None:  # as olft.loading.set_pad_token does for training
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
 
 
