@@ -749,6 +749,19 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
         with pytest.raises(olft.OlftError, match=re.escape(phrase)):
             olft.RunConfig.from_dict(data)
     assert olft.RunConfig.from_dict({"train": {"lr": 2e-3}, "out": "x"}).train.lr == 2e-3
+    # each value typed as the CLI types a config file's, before anything loads: a seed of "x" failed
+    # mid-run (a raw ValueError, the folder left unfinished), 2.5 steps and `epochs: true` ran
+    for data, phrase in (({"train": {"seed": "x"}}, "Config option train.seed takes a whole number, not 'x'."),
+                         ({"train": {"max_steps": 2.5}}, "train.max_steps takes a whole number (or null), not 2.5."),
+                         ({"train": {"epochs": True}}, "train.epochs takes a number, not True."),
+                         ({"model": {"dtype": 16}}, "model.dtype takes a string, not 16."),
+                         ({"out": 3}, "Config option out takes a string (or null), not 3.")):
+        with pytest.raises(olft.OlftError, match=re.escape(phrase)):
+            olft.RunConfig.from_dict(data)
+    # what PyYAML's safe_load gives for `lr: 1e-3` (a string), a JSON 4.0 for steps, a pathlib.Path
+    cfg = olft.RunConfig.from_dict({"train": {"lr": "1e-3", "max_steps": 4.0}, "out": tmp_path})
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.out) == (1e-3, 4, str(tmp_path))
+    assert type(cfg.train.max_steps) is int
     for call in (olft.run, olft.select_layer, olft.info):
         with pytest.raises(olft.OlftError, match=re.escape("takes a RunConfig (olft.RunConfig(...), or olft.RunConfig.from_dict")):
             call(str(tmp_path / "config.json"))

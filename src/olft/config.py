@@ -287,7 +287,7 @@ class RunConfig:
                 raise OlftError(f"Unknown config group or option {key!r}." + (f" Did you mean {close[0]!r}?" if close else
                                 f" Known: {', '.join(sorted(names))}."))
             if key not in SECTIONS:
-                kwargs[key] = value
+                kwargs[key] = _typed(cls, key, value, key)
                 continue
             if not isinstance(value, Mapping):
                 raise OlftError(f"Config group {key!r} must be a mapping of its options ({key}: {{...}}), not {value!r}.")
@@ -297,8 +297,49 @@ class RunConfig:
                     close = difflib.get_close_matches(str(name), sorted(fields), n=1)
                     raise OlftError(f"Unknown option {key}.{name}." + (f" Did you mean {key}.{close[0]}?" if close else
                                     f" {key} takes: {', '.join(sorted(fields))}."))
-            kwargs[key] = SECTIONS[key](**value)
+            kwargs[key] = SECTIONS[key](**{name: _typed(SECTIONS[key], name, v, f"{key}.{name}") for name, v in value.items()})
         return cls(**kwargs)
+
+
+def _typed(cls: type, name: str, value: Any, where: str) -> Any:
+    """`value` of option `name` of dataclass `cls` as the CLI's parser would take it from a config
+    file: its converter where it has one (`opt(type=...)`), else its annotation's type; a float
+    written as text (PyYAML's safe_load reads `1e-3` as a string) becomes the number, a whole float
+    an int, a path its text. Raises OlftError naming the option, the type it takes and the value, so that a wrong
+    type is refused before any model or data loads rather than midway through the run."""
+    import typing
+
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    convert = f.metadata.get("type")
+    if convert is not None:
+        return convert(value)
+    hint = typing.get_type_hints(cls)[name]
+    args = set(typing.get_args(hint)) or {hint}
+    if value is None and type(None) in args:
+        return None
+    kind = next(iter(args - {type(None)}))
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+    if kind is float and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    if kind is str and isinstance(value, str | os.PathLike):
+        return os.fspath(value)  # a pathlib.Path for out or a model folder reads as its text
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
+    none = " (or null)" if type(None) in args else ""
+    raise OlftError(f"Config option {where} takes {words}{none}, not {value!r}.")
 
 
 SECTIONS = {
