@@ -133,7 +133,7 @@ def test_peft_export_loads_with_peft(runs, predicted, tmp_path):
     from transformers import AutoTokenizer
 
     out = tmp_path / "peft"
-    assert main(["export", "--run", str(runs["bert-lora"]), "--format", "peft", "--output", str(out), "-q"]) == 0
+    assert main(["export", "--run", str(runs["bert-lora"]), "--output", str(out), "-q"]) == 0  # a LoRA run's default
     cfg = json.loads((out / "adapter_config.json").read_text())
     layer = json.loads((runs["bert-lora"] / "results.json").read_text())["strategies"]["olft"]["layers"]
     assert cfg["layers_to_transform"] == layer and sorted(cfg["target_modules"]) == ["query", "value"]
@@ -335,8 +335,10 @@ def test_merged_export_is_a_plain_transformers_folder(runs, predicted, tmp_path)
 
 
 def test_olft_export_of_an_adapter_run(runs, predicted, tmp_path, capsys):
+    """An adapter run exports in olft's format, also with no --format (peft's holds LoRA only)."""
     out = tmp_path / "own"
-    assert main(["export", "--run", str(runs["llama-adapter"]), "--format", "olft", "--output", str(out), "-q"]) == 0
+    assert main(["export", "--run", str(runs["llama-adapter"]), "--output", str(out), "-q"]) == 0
+    assert "(olft, the default for its method)" in capsys.readouterr().out
     assert {p.name for p in (out / "weights").iterdir()} == {"olft.safetensors"}
     base = json.loads((out / "config.json").read_text())["model"]["model"]
     assert f"**Not self-contained:** the base model is read from `{base}`" in (out / "README.md").read_text()

@@ -60,18 +60,25 @@ def _outside_run_folders(out: Path) -> None:
                             "(a folder there would block --overwrite). Pass --output a folder outside it.")
 
 
-def export(run_dir: str | Path, output: str | Path, strategy: str | None = None, format: str = "peft") -> Path:
+def default_format(method: str) -> str:
+    """The export format of a run of `method` when none is asked for: peft for LoRA (the standard
+    form, which peft loads), olft for the adapter and prefix, which only olft's own format holds."""
+    return "peft" if method == "lora" else "olft"
+
+
+def export(run_dir: str | Path, output: str | Path, strategy: str | None = None, format: str | None = None) -> Path:
     """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format` (no
-    `strategy`: olft, or the run's only strategy).
+    `strategy`: olft, or the run's only strategy; no `format`: `default_format` of its method).
 
     Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, one that
     cannot be created (a file above it, an unwritable folder), or a method/family the format
     cannot hold (naming the formats that can). SIGTERM raises `Terminated` (as Ctrl-C raises
     KeyboardInterrupt) once the temporary folder beside `output` is removed.
     """
-    if format not in FORMATS:
+    if format is not None and format not in FORMATS:
         raise OlftError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
     info = open_run(run_dir, strategy)
+    format = format or default_format(info.cfg.method.method)
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OlftError(f"Output {out} already exists and is not empty. Pass --output a new folder.")
@@ -432,18 +439,21 @@ def add_export_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
-    p.add_argument("--format", default="peft", choices=FORMATS,
+    p.add_argument("--format", default=None, choices=FORMATS,
                    help="peft: adapter folder for peft (LoRA); merged: LoRA folded into a plain transformers folder; "
-                        "olft: olft's own format (every method), for olft.load and olft predict.")
+                        "olft: olft's own format (every method), for olft.load and olft predict "
+                        "(default: peft for a LoRA run, olft for an adapter or prefix run).")
     p.add_argument("--output", required=True, help="New folder to write.")
 
 
 def export_command(args) -> int:
-    out = export(args.run, args.output, args.strategy, args.format)
-    print(f"wrote {out} ({args.format}); its README.md says how to load it and form its inputs")
+    fmt = args.format or default_format(open_run(args.run, args.strategy).cfg.method.method)
+    out = export(args.run, args.output, args.strategy, fmt)
+    print(f"wrote {out} ({fmt}{'' if args.format else ', the default for its method'}); its README.md says how to load it "
+          "and form its inputs")
     custom = any(out.rglob(f"{HEAD_MODULE}.py"))
     trc = ", trust_remote_code=True" if custom else ""  # in each recipe: a moved copy without it loads the wrong class
-    if args.format == "peft":  # adapter_config.json names base/ by absolute path: what peft's Auto class needs
+    if fmt == "peft":  # adapter_config.json names base/ by absolute path: what peft's Auto class needs
         print(f"AutoPeftModelForSequenceClassification.from_pretrained(DIR{trc}) loads it here; a copy moved elsewhere loads as "
               f"PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(DIR + '/base'{trc}), DIR)")
     if custom:

@@ -292,7 +292,7 @@ def _predict(args) -> int:
         check_folder_output(Path(args.output))
         with tuned(info, args.quiet) as session:
             for path in write_submission(session, Path(args.output), args.batch_size, args.zip):
-                why = " (rebuilt from the folder's files: the one there before would not match them)"
+                why = " (rebuilt, as one was there: from the folder's files as now written, which it may not have held)"
                 print(f"wrote {path}{why if path.name == ZIP_NAME and not args.zip else ''}")
         return 0
     if args.zip:
