@@ -185,6 +185,27 @@ def test_peft_model_card_names_no_local_path(model_dirs, peft_export):
     assert f"- **Finetuned from model:** `{name}` (a local model, not on the model hub); its weights are in `base/`" in text
 
 
+def test_peft_model_card_keeps_what_it_says_of_the_model_and_drops_the_templates_blanks(peft_export):
+    """peft's card is huggingface_hub's template, mostly "[More Information Needed]": the export
+    keeps its metadata, the filled fields, olft's usage section and peft's framework versions, and
+    drops the unfilled fields, the author's instructions and the sections left empty."""
+    from olft.export import without_placeholders
+
+    meta, text = _card(peft_export / "README.md")
+    assert meta["library_name"] == "peft"
+    for gone in ("[More Information Needed]", "<!--", "## Model Card Contact", "## Bias, Risks", "**BibTeX:**",
+                 "Carbon emissions can be estimated"):
+        assert gone not in text, gone
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings[:2] == ["# Model Card for Model ID", "## Model Details"], headings
+    assert "## How to Get Started with the Model" in headings and headings[-1] == "## Framework versions", headings
+    assert "- **Finetuned from model:**" in text and "```python\nimport torch" in text
+    # a comment line in a code block is no heading; a heading over only a filled subsection stays
+    card = ("# T\n\n## A\n\n### B\n\n[More Information Needed]\n\n## C\n\n### D\n\n- **Developed by:** me\n\n"
+            "## E\n\n```python\n# a comment\n```\n\n## F\n<!-- say more -->\n**APA:**\n")
+    assert without_placeholders(card) == "# T\n\n## C\n\n### D\n\n- **Developed by:** me\n\n## E\n\n```python\n# a comment\n```\n"
+
+
 @pytest.mark.parametrize("model, gguf, repo, named", [
     ("minilm-l6", None, "sentence-transformers/all-MiniLM-L6-v2",
      "sentence-transformers/all-MiniLM-L6-v2 (olft's built-in `minilm-l6`)"),

@@ -392,8 +392,46 @@ def _add_usage(card_path: Path, usage: str) -> None:
     section = rf"^{re.escape(USAGE_HEADING)}\n.*?(?=^## |\Z)"
     body = f"{USAGE_HEADING}\n\n{usage}\n"
     text, found = re.subn(section, lambda _: body, card.text, count=1, flags=re.M | re.S)
-    card.text = text if found else f"{card.text.rstrip()}\n\n{body}"
+    card.text = without_placeholders(text if found else f"{card.text.rstrip()}\n\n{body}")
     card.save(card_path)
+
+
+# Lines of huggingface_hub's model card template (which peft fills) that say nothing of this model:
+# its "[More Information Needed]" placeholders, as a line or a `- **Field:**` bullet, its
+# instructions to the card's author (HTML comments), a bold label alone (`**BibTeX:**`), and its
+# stock sentences.
+_PLACEHOLDER = re.compile(r"^\s*(-\s+\*\*[^*]+\*\*\s*)?\[More Information Needed\]\s*$|^\s*\*\*[^*]+:\*\*\s*$")
+_STOCK = ("Carbon emissions can be estimated using the [Machine Learning Impact calculator]",
+          "Users (both direct and downstream) should be made aware of the risks",
+          "Use the code below to get started with the model.")
+
+
+def without_placeholders(text: str) -> str:
+    """A model card's markdown `text` less what its template left unfilled: each `_PLACEHOLDER`
+    line, HTML comment and `_STOCK` sentence, then each heading left with nothing under it before
+    the next heading of its level or above (repeated, so that a section all of whose subsections
+    went goes too), blank lines collapsed. What a card holds of the model (olft's usage section,
+    peft's framework versions, any field filled in) is kept."""
+    # peft appends its framework versions as a subsection of the template's last section (Model
+    # Card Contact), which would then stay as an empty heading: they are a section of their own
+    text = re.sub(r"^### Framework versions$", "## Framework versions", text, flags=re.M)
+    lines, fenced = [], False  # inside a ``` block nothing is a heading or a placeholder
+    for line in re.sub(r"<!--.*?-->", "", text, flags=re.S).splitlines():
+        fenced ^= line.startswith("```")
+        if fenced or line.startswith("```") or not (_PLACEHOLDER.match(line) or line.strip().startswith(_STOCK)):
+            lines.append((line.rstrip(), 0 if fenced else len(re.match(r"(#{1,6} )?", line)[0].strip())))
+    changed = True
+    while changed:
+        changed = False
+        for i, (_, level) in enumerate(lines):
+            if not level:
+                continue
+            j = next((j for j in range(i + 1, len(lines)) if lines[j][0].strip()), len(lines))
+            if j == len(lines) or 0 < lines[j][1] <= level:
+                del lines[i:j]
+                changed = True
+                break
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line, _ in lines)).strip() + "\n"
 
 
 def _base_model_words(info: RunInfo) -> str:
