@@ -419,6 +419,10 @@ def test_bad_export_inputs(runs, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "full")], "not empty")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "full" / "f")],
+           "is a file; an export is a folder")  # an empty file too: it is no folder to fill
+    (tmp_path / "empty").write_text("")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "empty")], "is a file")
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "onnx", "--output", out], "invalid choice")
     assert not (tmp_path / "x").exists()
 

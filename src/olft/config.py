@@ -9,7 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
+import numbers
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +79,9 @@ class ModelConfig:
     pooling: str = opt("auto", "Pooled representation the head reads: cls (first token), mean (of real tokens), last (last real token), or auto (the checkpoint's own sentence-transformers pooling config where it has one, else last for causal models and cls for encoders).", choices=("auto", "cls", "mean", "last"))
     device_map: str | None = opt(None, "Spread a model too large for one device over the GPUs of one process: auto, balanced, sequential (as in from_pretrained). Single process only.")
 
+    def __post_init__(self) -> None:
+        typed_fields(self)
+
 
 @dataclass
 class DataConfig:
@@ -91,6 +97,7 @@ class DataConfig:
     max_length: int | None = opt(None, "Truncate inputs to this many tokens, longer text of a pair first (default: 128, or the model's limit if lower; batches are padded only to their longest).")
 
     def __post_init__(self) -> None:
+        typed_fields(self)
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")
         if self.glue_dir is None:
             self.glue_dir = os.environ.get("GLUE_DIR")
@@ -109,12 +116,13 @@ class MethodConfig:
     prefix_hidden: int = opt(512, "Prefix tuning: hidden width of the reparameterisation MLP.")
 
     def __post_init__(self) -> None:
-        _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
         methods = dataclasses.fields(self)[0].metadata["choices"]  # a Python caller's typo, before any data loads
         if self.method not in methods:
             close = difflib.get_close_matches(str(self.method), methods, n=1)
             raise OlftError(f"Unknown method {self.method!r}: use one of {', '.join(methods)}."
                             + (f" Did you mean {close[0]!r}?" if close else ""))
+        typed_fields(self)
+        _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
         if not 0 <= self.lora_dropout < 1:  # a probability; checked here, before the model loads
             raise OlftError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
 
@@ -143,6 +151,7 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "Recompute the activations of the layers above the tuned one during backward (non-reentrant) to save memory.")
 
     def __post_init__(self) -> None:
+        typed_fields(self)
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
             raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
@@ -204,6 +213,7 @@ class SelectionConfig:
     selection_parallel: str = opt("candidates", "With several processes: candidates (each process tunes whole candidates alone; scores identical to one process) or data (each candidate data-parallel).", choices=("candidates", "data"))
 
     def __post_init__(self) -> None:
+        typed_fields(self)
         _positive(self, "selection_train_samples", "selection_eval_samples", "selection_epochs", "selection_max_steps",
                   "selection_steps", "equivalence_threshold", "gradient_batches", "probe_keep")
         # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
@@ -250,6 +260,13 @@ class RunConfig:
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
 
     def __post_init__(self) -> None:
+        for name, section in SECTIONS.items():  # a group given as a mapping of its options, as from_dict takes it
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setattr(self, name, section(**value))
+            elif not isinstance(value, section):
+                raise OlftError(f"RunConfig's {name} must be a {section.__name__} (or a mapping of its options), not {value!r}.")
+        typed_fields(self)
         # Across sections, so here: refused as the options are read, before anything loads.
         if (why := precision_conflict(self.model.dtype, self.train.mixed_precision)) is not None:
             raise OlftError(why)
@@ -274,9 +291,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """The RunConfig a mapping of groups holds (`to_dict`'s shape, a run folder's config.json:
-        `{"model": {"name": ...}, "train": {"lr": 1e-3}, "out": ...}`); groups left out keep their
+        `{"model": {"model": ...}, "train": {"lr": 1e-3}, "out": ...}`); groups left out keep their
         defaults. Raises OlftError naming an unknown group or option (with the closest known name)
-        or a group that is not a mapping; each option's own value is checked by its dataclass."""
+        or a group that is not a mapping; each option's own value is typed and checked by its
+        dataclass (`typed_fields`)."""
         if not isinstance(data, Mapping):
             raise OlftError(f"A config is a mapping of groups (model, data, method, train, selection), not {type(data).__name__}.")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -287,7 +305,7 @@ class RunConfig:
                 raise OlftError(f"Unknown config group or option {key!r}." + (f" Did you mean {close[0]!r}?" if close else
                                 f" Known: {', '.join(sorted(names))}."))
             if key not in SECTIONS:
-                kwargs[key] = _typed(cls, key, value, key)
+                kwargs[key] = value
                 continue
             if not isinstance(value, Mapping):
                 raise OlftError(f"Config group {key!r} must be a mapping of its options ({key}: {{...}}), not {value!r}.")
@@ -297,49 +315,73 @@ class RunConfig:
                     close = difflib.get_close_matches(str(name), sorted(fields), n=1)
                     raise OlftError(f"Unknown option {key}.{name}." + (f" Did you mean {key}.{close[0]}?" if close else
                                     f" {key} takes: {', '.join(sorted(fields))}."))
-            kwargs[key] = SECTIONS[key](**{name: _typed(SECTIONS[key], name, v, f"{key}.{name}") for name, v in value.items()})
+            kwargs[key] = SECTIONS[key](**value)
         return cls(**kwargs)
 
 
-def _typed(cls: type, name: str, value: Any, where: str) -> Any:
-    """`value` of option `name` of dataclass `cls` as the CLI's parser would take it from a config
-    file: its converter where it has one (`opt(type=...)`), else its annotation's type; a float
-    written as text (PyYAML's safe_load reads `1e-3` as a string) becomes the number, a whole float
-    an int, a path its text. Raises OlftError naming the option, the type it takes and the value, so that a wrong
-    type is refused before any model or data loads rather than midway through the run."""
-    import typing
+def typed_fields(obj: Any) -> None:
+    """Give each option of config dataclass `obj` (a section, or RunConfig's own options) the type
+    the CLI's parser gives it from a config file (`_typed`), in place: every section calls it first
+    in `__post_init__`, so `RunConfig(...)`, `TrainConfig(seed=...)`, `RunConfig.from_dict` and a
+    config file are checked alike, before any model or data loads. Raises OlftError naming the
+    option (its config key and flag), what it takes and the value."""
+    section = next((name for name, cls in SECTIONS.items() if cls is type(obj)), None)
+    for f in dataclasses.fields(obj):
+        if "help" in f.metadata:  # an option (RunConfig's sections are not)
+            where = f"{section}.{f.name}" if section else f.name
+            setattr(obj, f.name, _typed(type(obj), f, getattr(obj, f.name), where))
 
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed(cls: type, f: Any, value: Any, where: str) -> Any:
+    """`value` of option `f` (a field) of dataclass `cls` as the CLI's parser would take it from a
+    config file: its converter where it has one (`opt(type=...)`), else its annotation's type, then
+    one of its choices where it has them. A number written as text (PyYAML's safe_load reads `1e-3`
+    as a string) becomes the number, a whole float (or its text) an int, a numpy scalar a Python
+    number, a path its text, a list of strategy names their comma-separated text."""
     convert = f.metadata.get("type")
     if convert is not None:
         return convert(value)
-    hint = typing.get_type_hints(cls)[name]
+    hint = _hints(cls)[f.name]
     args = set(typing.get_args(hint)) or {hint}
+    named = f"Config option {where} ({'--' + f.name.replace('_', '-')})"
     if value is None and type(None) in args:
         return None
     kind = next(iter(args - {type(None)}))
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-    if kind is float and not isinstance(value, bool):
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+    out = _as_kind(kind, value, f.name)
+    if out is None:
+        words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
+        none = " (or null)" if type(None) in args else ""
+        raise OlftError(f"{named} takes {words}{none}, not {value!r}.")
+    choices = [c for c in f.metadata.get("choices") or () if c is not None]
+    if choices and out not in choices:
+        close = difflib.get_close_matches(out, choices, n=1)
+        raise OlftError(f"{named} takes one of {', '.join(choices)}, not {out!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+    return out
+
+
+def _as_kind(kind: type, value: Any, name: str) -> Any:
+    """`value` as a `kind` (bool, int, float or str) where it reads as one (see `_typed`), else None."""
+    if isinstance(value, bool) or kind is bool:  # True is no number, and 1 or "yes" no switch
+        return value if kind is bool and isinstance(value, bool) else None
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if kind is int and isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value)
     if kind is str and isinstance(value, str | os.PathLike):
         return os.fspath(value)  # a pathlib.Path for out or a model folder reads as its text
-    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
-    none = " (or null)" if type(None) in args else ""
-    raise OlftError(f"Config option {where} takes {words}{none}, not {value!r}.")
+    if kind is str and name == "strategies" and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return ",".join(value)  # olft.run's list of names, as config.json holds them
+    return None
 
 
 SECTIONS = {

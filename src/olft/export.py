@@ -80,7 +80,9 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     info = open_run(run_dir, strategy)
     format = format or default_format(info.cfg.method.method)
     out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise OlftError(f"Output {out} is a file; an export is a folder. Pass --output a new folder.")
+    if out.exists() and any(out.iterdir()):
         raise OlftError(f"Output {out} already exists and is not empty. Pass --output a new folder.")
     method = info.cfg.method.method
     if format in ("peft", "merged") and method != "lora":
