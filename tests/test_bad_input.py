@@ -751,17 +751,17 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
     assert olft.RunConfig.from_dict({"train": {"lr": 2e-3}, "out": "x"}).train.lr == 2e-3
     # each value typed as the CLI types a config file's, before anything loads: a seed of "x" failed
     # mid-run (a raw ValueError, the folder left unfinished), 2.5 steps and `epochs: true` ran
-    for data, phrase in (({"train": {"seed": "x"}}, "Config option train.seed (--seed) takes a whole number, not 'x'."),
-                         ({"train": {"max_steps": 2.5}}, "train.max_steps (--max-steps) takes a whole number (or null), not 2.5."),
-                         ({"train": {"epochs": True}}, "train.epochs (--epochs) takes a number, not True."),
-                         ({"train": {"cache": "no"}}, "train.cache (--cache) takes true or false, not 'no'."),
-                         ({"model": {"dtype": 16}}, "model.dtype (--dtype) takes a string, not 16."),
+    for data, phrase in (({"train": {"seed": "x"}}, "train.seed expects a whole number, got 'x'."),
+                         ({"train": {"max_steps": 2.5}}, "train.max_steps expects a whole number (or null), got 2.5."),
+                         ({"train": {"epochs": True}}, "train.epochs expects a number, got True."),
+                         ({"train": {"cache": "no"}}, "train.cache expects true or false, got 'no'."),
+                         ({"model": {"dtype": 16}}, "model.dtype expects a string, got 16."),
                          # a value outside an option's choices ran (selector 'random' to the end) or failed late
-                         ({"selection": {"selector": "probe-halvin"}}, "selection.selector (--selector) takes one of "
-                          "exhaustive, halving, probe, gradient, probe-halving, auto, not 'probe-halvin'. Did you mean 'probe-halving'?"),
-                         ({"method": {"placement": "middle"}}, "takes one of houlsby, pfeiffer, not 'middle'."),
-                         ({"model": {"attn_implementation": "flash"}}, "takes one of sdpa, eager, not 'flash'."),
-                         ({"out": 3}, "Config option out (--out) takes a string (or null), not 3.")):
+                         ({"selection": {"selector": "probe-halvin"}}, "selection.selector expects one of "
+                          "exhaustive, halving, probe, gradient, probe-halving, auto, got 'probe-halvin'. Did you mean 'probe-halving'?"),
+                         ({"method": {"placement": "middle"}}, "expects one of houlsby, pfeiffer, got 'middle'."),
+                         ({"model": {"attn_implementation": "flash"}}, "expects one of sdpa, eager, got 'flash'."),
+                         ({"out": 3}, "out expects a string (or null), got 3.")):
         with pytest.raises(olft.OlftError, match=re.escape(phrase)):
             olft.RunConfig.from_dict(data)
     # what PyYAML's safe_load gives for `lr: 1e-3` (a string), a JSON 4.0 for steps, a pathlib.Path,
@@ -771,14 +771,23 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
     assert type(cfg.train.max_steps) is int
     # the dataclasses themselves, as the README's Python example builds them: a seed of "1" failed mid-run
     # (a str plus an int), a rank of 2.5 in torch, a Path for out in json, each leaving a folder behind
-    with pytest.raises(olft.OlftError, match=re.escape("method.lora_rank (--lora-rank) takes a whole number, not 2.5.")):
+    with pytest.raises(olft.OlftError, match=re.escape("method.lora_rank expects a whole number, got 2.5.")):
         olft.MethodConfig("lora", lora_rank=2.5)
-    with pytest.raises(olft.OlftError, match=re.escape("data.max_train_samples (--max-train-samples) takes a whole number")):
+    with pytest.raises(olft.OlftError, match=re.escape("data.max_train_samples expects a whole number")):
         olft.DataConfig(max_train_samples=2.5)
     assert olft.TrainConfig(seed="1").seed == 1 and olft.RunConfig(out=tmp_path).out == str(tmp_path)
     assert olft.RunConfig(train={"lr": 2e-3}).train == olft.TrainConfig(lr=2e-3)
     with pytest.raises(olft.OlftError, match=re.escape("RunConfig's train must be a TrainConfig (or a mapping of its options)")):
         olft.RunConfig(train=5)
+    # YAML reads `candidates: 3` as a number and `[3, 5]` as a list: the layers they name
+    assert [olft.SelectionConfig(candidates=c).candidates for c in (3, [3, 5], "2-4")] == ["3", "3,5", "2-4"]
+    # set after the config was made: olft.run checks it again before anything loads (it crashed after
+    # the selection, with a TypeError, leaving a folder that said to continue it)
+    late = olft.RunConfig(out=str(tmp_path / "late"))
+    late.train.lr = "abc"
+    with pytest.raises(olft.OlftError, match=re.escape("train.lr expects a number, got 'abc'.")):
+        olft.run(late)
+    assert not (tmp_path / "late").exists()
     for call in (olft.run, olft.select_layer, olft.info):
         with pytest.raises(olft.OlftError, match=re.escape("takes a RunConfig (olft.RunConfig(...), or olft.RunConfig.from_dict")):
             call(str(tmp_path / "config.json"))

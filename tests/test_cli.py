@@ -349,7 +349,7 @@ def test_bad_choice_names_the_value_and_the_allowed_ones(capsys, flag, value, al
     assert main(["run", flag, value]) == 2
     err = capsys.readouterr().err
     assert err.startswith("olft: error:") and err.count("\n") == 1, err
-    assert f"invalid choice: '{value}'" in err and allowed in err, err
+    assert f"expects one of " in err and f"got '{value}'" in err and allowed.replace("'", "") in err, err
 
 
 # -- bad input: exit code 2, one clear line, no results folder passed off as complete ------------------
@@ -502,7 +502,13 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
         _fails(capsys, ["run", "--config", str(path)], phrase)
     _fails(capsys, ["run", "--config", str(tmp_path / "none.yaml")], "not found")
     _fails(capsys, ["run", "--tsak", "rte"], "Did you mean --task")
-    _fails(capsys, ["run", "--method", "bitfit"], "invalid choice")
+    _fails(capsys, ["run", "--method", "bitfit"], "method.method expects one of adapter, lora, prefix, got 'bitfit'. See")
+    # a value outside the choices in a file reads as from a flag or Python (jsonargparse's "Parser key" wording is gone)
+    path.write_text("selection:\n  selector: probe-halvin\n")
+    _fails(capsys, ["run", "--config", str(path)], f"{path}: selection.selector expects one of exhaustive, halving, probe, "
+           "gradient, probe-halving, auto, got 'probe-halvin'. Did you mean 'probe-halving'? See `olft run --help`.")
+    path.write_text("method: lora\n")  # the example names one of the group's own options
+    _fails(capsys, ["run", "--config", str(path)], "(method: then indented lines such as `  method: lora`), not 'lora'.")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -249,9 +249,11 @@ def _end(folder: RunFolder, results: dict) -> dict:
 
 
 def _as_config(cfg: Any, what: str) -> RunConfig:
-    """`cfg` as a RunConfig: a RunConfig, or a mapping of groups (`RunConfig.from_dict`). Raises
-    OlftError for anything else, naming how to make one (a path is not read: the CLI's --config is)."""
+    """`cfg` as a RunConfig: a RunConfig (checked again: `RunConfig.check`), or a mapping of groups
+    (`RunConfig.from_dict`). Raises OlftError for a value it refuses, or anything else than those
+    two, naming how to make one (a path is not read: the CLI's --config is)."""
     if isinstance(cfg, RunConfig):
+        cfg.check()  # its options may have been set after it was made (`cfg.train.lr = "abc"`)
         return cfg
     if isinstance(cfg, Mapping):
         return RunConfig.from_dict(cfg)

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
-from olft.config import OTHER_NAMES, SECTIONS, RunConfig, ignored_options
+from olft.config import OTHER_NAMES, SECTIONS, RunConfig, choice_error, ignored_options
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -155,6 +155,13 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     msg = " ".join(line.strip() for line in text.splitlines()[:3]) if text else repr(exc)
     msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
     msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
+    # a value outside an option's choices, from a config file (jsonargparse) or a flag (argparse): said
+    # as the config dataclasses say it (`config.choice_error`), with the closest choice
+    bad = (re.search(r"Parser key \"([\w.]+)\": '([^']*)' not among choices \(([^)]*)\)", msg)
+           or re.search(r"argument --([\w.]+)(?:/--[\w-]+)?: invalid choice: '([^']*)' \(choose from ([^)]*)\)", msg))
+    if bad:
+        choices = re.findall(r"'([^']*)'", bad.group(3))
+        msg = msg[: bad.start()] + choice_error(bad.group(1), bad.group(2), choices).rstrip(".") + msg[bad.end():]
     command = next((a for a in argv if not a.startswith("-")), None)
     if missing := re.search(r"the following arguments are required: (.*)", msg):
         # jsonargparse names them by their keys ("train.layers"): the user types flags.
@@ -179,7 +186,8 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")
-    return OlftError(f"{msg}. See `olft {command or ''} --help`.".replace("  ", " "))
+    end = "" if msg.endswith("?") else "."  # a "Did you mean ...?" ends its own sentence
+    return OlftError(f"{msg}{end} See `olft {command or ''} --help`.".replace("  ", " "))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

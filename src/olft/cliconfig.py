@@ -26,6 +26,11 @@ COMMANDS = {
 }
 
 
+# One option of each group and a value, for the message that a group was written as a value.
+GROUP_EXAMPLES = {"model": ("model", "minilm-l6"), "data": ("task", "rte"), "method": ("method", "lora"),
+                  "train": ("lr", "1e-3"), "selection": ("selector", "probe")}
+
+
 def _known_keys(command: str) -> set[str]:
     sections = COMMANDS[command][1]
     keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
@@ -106,8 +111,11 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
         raise OlftError(f"{p} must hold a mapping of options (model:, data:, method:, train:, selection:), not {type(data).__name__}.")
     for group, value in data.items():  # `train: 5` is a known group written as a value, not an unknown option
         if group in SECTIONS and not isinstance(value, dict):
+            # the example names an option of this group: `method: lora` means `method:` then `  method: lora`
+            option, example = GROUP_EXAMPLES[group]
+            example = value if option == group and isinstance(value, str) else example
             raise OlftError(f"{p}: {group} is a group of options, written as a mapping ({group}: then indented "
-                            f"lines such as `  lr: 1e-3`), not {value!r}.")
+                            f"lines such as `  {option}: {example}`), not {value!r}.")
     known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
     keys = _flatten(data)
     for key in keys:

@@ -70,6 +70,19 @@ def strategy_lr_text(value: str | Mapping | None) -> str | None:
     return ",".join(f"{name}={lr}" for name, lr in value.items()) or None
 
 
+def candidates_text(value: Any) -> str:
+    """--candidates as the flag's text: a config file's or a Python caller's layer number (YAML
+    reads `candidates: 3` as a number) or list of them (`[3, 5]`) becomes "3" or "3,5"; text is
+    kept as given (parsed, with its errors, by `layerspec`). Raises OlftError for anything else."""
+    if isinstance(value, str):
+        return value
+    layers = value if isinstance(value, list | tuple) else [value]
+    if layers and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in layers):
+        return ",".join(str(int(v)) for v in layers)
+    raise OlftError(f"selection.candidates expects middle, all, a layer, a range 4-9 or a list 3,5,7 (in a config file "
+                    f"also a number or a list of numbers), got {value!r}.")
+
+
 @dataclass
 class ModelConfig:
     model: str = opt("minilm-l6", "Built-in alias (minilm-l6, smollm2-135m), a local Hugging Face folder, a .gguf file, or a hub id.")
@@ -197,7 +210,7 @@ class TrainConfig:
 
 @dataclass
 class SelectionConfig:
-    candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, a list 3,5,7, or both: 2-4,9.")
+    candidates: str = opt("middle", "Candidate layers: middle (the middle third), all, a range 4-9, a list 3,5,7, or both: 2-4,9.", type=candidates_text, type_name="str")
     selector: str = opt("auto", "How a layer is chosen (default: auto, the selection benchmark's lowest regret within 30 % of exhaustive's cost; see docs/selection.md): exhaustive (tune every candidate for --selection-steps), halving (successive halving: short runs for all, keep the better half, double the steps; the last two get --selection-steps), probe (linear probe on each layer's frozen output, no training), gradient (relative gradient norm of each module at initialisation, no training), probe-halving (probe keeps the better half, then halving), auto (the probe, then probe-halving over its top N//4 of N candidates: two both train for --selection-steps, more start with shorter halving rungs; about 30 % of exhaustive's cost at most; the probe alone below 8 candidates). See docs/selection.md.", choices=("exhaustive", "halving", "probe", "gradient", "probe-halving", "auto"))
     selection_data: str = opt("train", "Score candidates on a held-out part of train (no leakage) or on validation (the paper's protocol).", choices=("train", "validation"))
     selection_train_samples: int = opt(1000, "Examples candidates are trained (or probes fitted) on.")
@@ -270,6 +283,17 @@ class RunConfig:
         # Across sections, so here: refused as the options are read, before anything loads.
         if (why := precision_conflict(self.model.dtype, self.train.mixed_precision)) is not None:
             raise OlftError(why)
+
+    def check(self) -> None:
+        """Type and check every option again, as when the config was made (each section's
+        `__post_init__`, then this one's): an attribute set afterwards (`cfg.train.lr = "abc"`)
+        is refused with OlftError, not met by the run mid-way. `olft.run`, `select_layer` and
+        `info` call it first."""
+        for name in SECTIONS:
+            section = getattr(self, name)
+            if dataclasses.is_dataclass(section):
+                section.__post_init__()
+        self.__post_init__()
 
     def with_absolute_paths(self, keys: tuple[str, ...] = PATH_FIELDS) -> RunConfig:
         """A copy with every local path (PATH_FIELDS, or those of `keys`) made absolute, as
@@ -348,7 +372,7 @@ def _typed(cls: type, f: Any, value: Any, where: str) -> Any:
         return convert(value)
     hint = _hints(cls)[f.name]
     args = set(typing.get_args(hint)) or {hint}
-    named = f"Config option {where} ({'--' + f.name.replace('_', '-')})"
+    named = where  # as the CLI names a config file's bad value: "train.lr expects a number, got 'abc'"
     if value is None and type(None) in args:
         return None
     kind = next(iter(args - {type(None)}))
@@ -356,12 +380,19 @@ def _typed(cls: type, f: Any, value: Any, where: str) -> Any:
     if out is None:
         words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
         none = " (or null)" if type(None) in args else ""
-        raise OlftError(f"{named} takes {words}{none}, not {value!r}.")
+        raise OlftError(f"{named} expects {words}{none}, got {value!r}.")
     choices = [c for c in f.metadata.get("choices") or () if c is not None]
     if choices and out not in choices:
         close = difflib.get_close_matches(out, choices, n=1)
-        raise OlftError(f"{named} takes one of {', '.join(choices)}, not {out!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+        raise OlftError(choice_error(named, out, choices))
     return out
+
+
+def choice_error(key: str, value: Any, choices: list[str]) -> str:
+    """The message for option `key` (a config key, "selection.selector") given `value` outside
+    `choices`, with the closest choice: shared by the dataclasses and the CLI's parse errors."""
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    return f"{key} expects one of {', '.join(choices)}, got {value!r}." + (f" Did you mean {close[0]!r}?" if close else "")
 
 
 def _as_kind(kind: type, value: Any, name: str) -> Any:
