@@ -383,7 +383,6 @@ def _typed(cls: type, f: Any, value: Any, where: str) -> Any:
         raise OlftError(f"{named} expects {words}{none}, got {value!r}.")
     choices = [c for c in f.metadata.get("choices") or () if c is not None]
     if choices and out not in choices:
-        close = difflib.get_close_matches(out, choices, n=1)
         raise OlftError(choice_error(named, out, choices))
     return out
 
