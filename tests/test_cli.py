@@ -349,7 +349,7 @@ def test_bad_choice_names_the_value_and_the_allowed_ones(capsys, flag, value, al
     assert main(["run", flag, value]) == 2
     err = capsys.readouterr().err
     assert err.startswith("olft: error:") and err.count("\n") == 1, err
-    assert f"expects one of " in err and f"got '{value}'" in err and allowed.replace("'", "") in err, err
+    assert "expects one of " in err and f"got '{value}'" in err and allowed.replace("'", "") in err, err
 
 
 # -- bad input: exit code 2, one clear line, no results folder passed off as complete ------------------
