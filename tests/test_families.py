@@ -527,3 +527,41 @@ def test_parallel_blocks_are_found_from_the_layer_itself():
         torch.manual_seed(0)
         got[name] = families.discover(AutoModel.from_config(config).eval()).parallel_block
     assert got == {name: parallel for name, (_, parallel) in configs.items()}
+
+
+def test_a_checkpoint_saved_with_a_task_head_loads_without_transformers_load_report(tmp_path, capsys, caplog):
+    """A checkpoint saved from a classification class holds its head (`score.weight`), which the
+    headless base olft loads has no place for: transformers printed a LOAD REPORT table ("UNEXPECTED
+    ... not ok if you expect identical arch") on every run and load. Expected, as olft trains a head of
+    its own: a debug line. Weights the checkpoint lacks (a BERT saved without its pooler) start at
+    random values: a warning that names them."""
+    import logging
+
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    from olft.loading import load_stack
+    from tiny import make_config, make_tokenizer
+
+    builds = {"llama": lambda: AutoModelForSequenceClassification.from_config(make_config("llama")),
+              "bert": lambda: AutoModelForSequenceClassification.from_config(make_config("bert")),
+              "bert-no-pooler": lambda: BertModel(make_config("bert"), add_pooling_layer=False)}
+    for name, build in builds.items():
+        folder = tmp_path / name
+        torch.manual_seed(0)
+        build().save_pretrained(folder)
+        make_tokenizer(name.startswith("bert")).save_pretrained(folder)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="olft"):
+            load_stack(str(folder), 2)
+        err = capsys.readouterr().err
+        assert "LOAD REPORT" not in err and "UNEXPECTED" not in err and "MISSING" not in err, err
+        said = {r.levelno: r.getMessage() for r in caplog.records if r.name.startswith("olft")
+                and ("checkpoint weights that" in r.getMessage() or "not in the checkpoint" in r.getMessage())
+                and not r.getMessage().startswith("transformers")}  # its own report, forwarded to --verbose
+        if name == "bert-no-pooler":
+            assert logging.DEBUG not in said and "2 weights of BertModel are not in the checkpoint and start at random " \
+                "values, frozen (pooler.dense.bias, pooler.dense.weight)" in said[logging.WARNING], said
+        else:
+            head = "score.weight" if name == "llama" else "classifier.bias, classifier.weight"
+            assert "checkpoint weights that" in said[logging.DEBUG] and head in said[logging.DEBUG], said
+            assert logging.WARNING not in said, said

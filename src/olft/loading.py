@@ -271,15 +271,36 @@ def check_config(config) -> None:
 
 
 def _from_pretrained(auto, source: str, gguf: str | None, dtype: torch.dtype, attn: str, device_map: str | None):
-    """`from_pretrained`, falling back to eager attention where the family has no SDPA kernel."""
-    kwargs = {"gguf_file": gguf, "dtype": dtype, **({"device_map": device_map} if device_map else {})}
-    try:
-        return auto.from_pretrained(source, attn_implementation=attn, **kwargs)
-    except ValueError as exc:
-        if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
-            raise
-        log.debug("%s has no SDPA attention kernel: using eager attention", source)  # a speed note, nothing to act on
-        return auto.from_pretrained(source, attn_implementation="eager", **kwargs)
+    """`from_pretrained`, falling back to eager attention where the family has no SDPA kernel; what
+    the load left out or could not fill is said by `_report_loading`, not transformers' LOAD REPORT."""
+    kwargs = {"gguf_file": gguf, "dtype": dtype, "output_loading_info": True, **({"device_map": device_map} if device_map else {})}
+    with library_logs_to_debug():  # its LOAD REPORT table goes to --verbose; `_report_loading` says what matters
+        try:
+            model, info = auto.from_pretrained(source, attn_implementation=attn, **kwargs)
+        except ValueError as exc:
+            if attn != "sdpa" or "scaled_dot_product_attention" not in str(exc):
+                raise
+            log.debug("%s has no SDPA attention kernel: using eager attention", source)  # a speed note, nothing to act on
+            model, info = auto.from_pretrained(source, attn_implementation="eager", **kwargs)
+    _report_loading(source, model, info)
+    return model
+
+
+def _report_loading(source: str, model, info: dict) -> None:
+    """Say in olft's words what transformers' LOAD REPORT table said of loading `source` into the
+    headless `model`. Weights of the checkpoint the model does not have (a task head it was saved
+    with: `score.weight`, `classifier.*`) are expected, as olft trains a head of its own: a debug
+    line. Weights the model has that the checkpoint lacks start at random values and stay frozen:
+    a warning naming them, as the run's outputs then depend on that draw (the seed)."""
+    unexpected, missing = sorted(info.get("unexpected_keys") or ()), sorted(info.get("missing_keys") or ())
+    if unexpected:
+        log.debug("%s: %d checkpoint weights that %s has no place for are not used (%s): olft trains a head of its own",
+                  source, len(unexpected), type(model).__name__, ", ".join(unexpected[:4]) + (", ..." * (len(unexpected) > 4)))
+    if missing:
+        log.warning("%s: %d weights of %s are not in the checkpoint and start at random values, frozen (%s). Check that "
+                    "--model names the checkpoint you mean; a checkpoint saved from a classification class may lack its "
+                    "base model's pooler.", source, len(missing), type(model).__name__,
+                    ", ".join(missing[:4]) + (", ..." * (len(missing) > 4)))
 
 
 # sentence-transformers' pooling modes -> olft's (modes olft does not offer fall back to the family's)
