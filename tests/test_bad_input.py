@@ -777,6 +777,8 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
         olft.DataConfig(max_train_samples=2.5)
     assert olft.TrainConfig(seed="1").seed == 1 and olft.RunConfig(out=tmp_path).out == str(tmp_path)
     assert olft.RunConfig(train={"lr": 2e-3}).train == olft.TrainConfig(lr=2e-3)
+    with pytest.raises(olft.OlftError, match=re.escape("Unknown option train.lrr. Did you mean train.lr?")):
+        olft.RunConfig(train={"lrr": 2e-3})
     with pytest.raises(olft.OlftError, match=re.escape("RunConfig's train must be a TrainConfig (or a mapping of its options)")):
         olft.RunConfig(train=5)
     # YAML reads `candidates: 3` as a number and `[3, 5]` as a list: the layers they name

@@ -275,8 +275,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name, section in SECTIONS.items():  # a group given as a mapping of its options, as from_dict takes it
             value = getattr(self, name)
-            if isinstance(value, Mapping):
-                setattr(self, name, section(**value))
+            if isinstance(value, Mapping):  # through from_dict: an unknown option is named, with the closest one
+                setattr(self, name, getattr(RunConfig.from_dict({name: value}), name))
             elif not isinstance(value, section):
                 raise OlftError(f"RunConfig's {name} must be a {section.__name__} (or a mapping of its options), not {value!r}.")
         typed_fields(self)
@@ -348,7 +348,7 @@ def typed_fields(obj: Any) -> None:
     the CLI's parser gives it from a config file (`_typed`), in place: every section calls it first
     in `__post_init__`, so `RunConfig(...)`, `TrainConfig(seed=...)`, `RunConfig.from_dict` and a
     config file are checked alike, before any model or data loads. Raises OlftError naming the
-    option (its config key and flag), what it takes and the value."""
+    option (its config key, as the CLI names a config file's), what it takes and the value."""
     section = next((name for name, cls in SECTIONS.items() if cls is type(obj)), None)
     for f in dataclasses.fields(obj):
         if "help" in f.metadata:  # an option (RunConfig's sections are not)
