@@ -423,7 +423,8 @@ def test_bad_export_inputs(runs, tmp_path, capsys):
            "is a file; an export is a folder")  # an empty file too: it is no folder to fill
     (tmp_path / "empty").write_text("")
     _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--output", str(tmp_path / "empty")], "is a file")
-    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "onnx", "--output", out], "invalid choice")
+    _fails(capsys, ["export", "--run", str(runs["bert-lora"]), "--format", "onnx", "--output", out],
+           "--format expects one of peft, merged, olft, got 'onnx'. See `olft export --help`.")
     assert not (tmp_path / "x").exists()
 
 

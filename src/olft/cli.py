@@ -161,7 +161,8 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
            or re.search(r"argument --([\w.]+)(?:/--[\w-]+)?: invalid choice: '([^']*)' \(choose from ([^)]*)\)", msg))
     if bad:
         choices = re.findall(r"'([^']*)'", bad.group(3))
-        msg = msg[: bad.start()] + choice_error(bad.group(1), bad.group(2), choices).rstrip(".") + msg[bad.end():]
+        key = bad.group(1) if "." in bad.group(1) else f"--{bad.group(1)}"  # a command's own flag (export --format)
+        msg = msg[: bad.start()] + choice_error(key, bad.group(2), choices).rstrip(".") + msg[bad.end():]
     command = next((a for a in argv if not a.startswith("-")), None)
     if missing := re.search(r"the following arguments are required: (.*)", msg):
         # jsonargparse names them by their keys ("train.layers"): the user types flags.
