@@ -1,6 +1,7 @@
 """End to end through the `olft` command: artifacts, result keys, exact counts, bad input."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -502,7 +503,7 @@ def test_config_file_typos_exit_2(tmp_path, capsys):
         _fails(capsys, ["run", "--config", str(path)], phrase)
     _fails(capsys, ["run", "--config", str(tmp_path / "none.yaml")], "not found")
     _fails(capsys, ["run", "--tsak", "rte"], "Did you mean --task")
-    _fails(capsys, ["run", "--method", "bitfit"], "method.method expects one of adapter, lora, prefix, got 'bitfit'. See")
+    _fails(capsys, ["run", "--method", "bitfit"], "--method expects one of adapter, lora, prefix, got 'bitfit'. See")
     # a value outside the choices in a file reads as from a flag or Python (jsonargparse's "Parser key" wording is gone)
     path.write_text("selection:\n  selector: probe-halvin\n")
     _fails(capsys, ["run", "--config", str(path)], f"{path}: selection.selector expects one of exhaustive, halving, probe, "
@@ -560,16 +561,40 @@ def test_a_json_config_is_held_to_json(tmp_path, capsys):
 
 def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     path = tmp_path / "c.yaml"
-    for text, phrase in [("train:\n  lr: -1\n", f"{path}: train.lr: --lr must be a positive number"),
+    for text, phrase in [("train:\n  lr: -1\n", f"{path}: train.lr must be a positive number"),
                          ("train:\n  epochs: abc\n", f"{path}: train.epochs expects a number, got abc"),
                          ("train:\n  batch_size: 2.5\n", f"{path}: train.batch_size expects a whole number"),
-                         ("train:\n  lr: .nan\n", f"{path}: train.lr: --lr must be a positive number, got nan"),
-                         ("train:\n  lr: .inf\n", f"{path}: train.lr: --lr must be a positive number, got inf"),
-                         ("train:\n  strategy_lr: {olft: -3}\n", f"{path}: train.strategy_lr: --strategy-lr: 'olft=-3'")]:
+                         ("train:\n  lr: .nan\n", f"{path}: train.lr must be a positive number, got nan"),
+                         ("train:\n  lr: .inf\n", f"{path}: train.lr must be a positive number, got inf"),
+                         ("train:\n  strategy_lr: {olft: -3}\n", f"{path}: train.strategy_lr: 'olft=-3' needs a positive number")]:
         path.write_text(text)
         _fails(capsys, ["run", "--config", str(path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")], phrase)
     path.write_text("train:\n  lr: -1\n")
     _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
+
+
+def test_a_bad_value_is_named_as_it_was_given(tmp_path, capsys):
+    """A flag's bad value names the flag as typed, a config file's the file and key, a Python
+    caller's the key: range, type and choice errors alike (a flag's range error used to name the
+    flag and its type error the key; `--lr nan` was "expects a number")."""
+    from olft import RunConfig, TrainConfig
+    from olft.errors import OlftError
+
+    none, out = str(tmp_path / "none"), ["--out", str(tmp_path / "o")]
+    for args, phrase in [(["--lr", "nan"], "error: --lr expects a finite number, got nan."),
+                         (["--train.lr=-inf"], "error: --train.lr expects a finite number, got -inf."),
+                         (["--train.lr=-1"], "error: --train.lr must be a positive number, got -1.0."),
+                         (["--seed", "x"], "error: --seed expects a whole number, got x."),
+                         (["--selector", "probe-halvin"], "error: --selector expects one of"),
+                         (["--warmup-ratio", "2"], "error: --warmup-ratio must be in [0, 1), got 2.0.")]:
+        _fails(capsys, ["run", "--model", none, *out, *args], phrase)
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  warmup_ratio: 2\n")
+    _fails(capsys, ["run", "--config", str(path), "--model", none, *out], f"error: {path}: train.warmup_ratio must be in [0, 1)")
+    for kwargs, phrase in [({"lr": -1}, "train.lr must be a positive number, got -1"), ({"seed": "x"}, "train.seed expects a whole"),
+                           ({"strategy_lr": "olft=0"}, "train.strategy_lr: 'olft=0' needs a positive number")]:
+        with pytest.raises(OlftError, match=re.escape(phrase)):
+            RunConfig(train=TrainConfig(**kwargs))
 
 
 def test_a_float_beyond_float32_is_refused_naming_the_flag_and_the_limit(tmp_path, capsys):
@@ -818,7 +843,7 @@ def test_method_and_layer_values_are_checked_before_anything_loads(tmp_path, cap
     for value in ("abc", "1.5"):
         assert main(["run", "--model", none, *out, "--probe-keep", value]) == 2
         err = capsys.readouterr().err
-        assert err == f"olft: error: selection.probe_keep expects a whole number, got {value}. See `olft run --help`.\n"
+        assert err == f"olft: error: --probe-keep expects a whole number, got {value}. See `olft run --help`.\n"
     assert main(["train", "--model", none, *out, "--layers", "3", "--probe-keep", "2"]) == 2  # a warning, then the missing model
     err = capsys.readouterr().err
     assert "--probe-keep" not in err and "does not exist" in err, err

@@ -155,6 +155,8 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     msg = " ".join(line.strip() for line in text.splitlines()[:3]) if text else repr(exc)
     msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
     msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
+    # jsonargparse refuses a flag's nan or inf as "no float": it is one, but not finite
+    msg = re.sub(r"expects a number, got ([+-]?(?:nan|inf(?:inity)?))\b", r"expects a finite number, got \1", msg, flags=re.I)
     # a value outside an option's choices, from a config file (jsonargparse) or a flag (argparse): said
     # as the config dataclasses say it (`config.choice_error`), with the closest choice
     bad = (re.search(r"Parser key \"([\w.]+)\": '([^']*)' not among choices \(([^)]*)\)", msg)
@@ -191,12 +193,27 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     return OlftError(f"{msg}{end} See `olft {command or ''} --help`.".replace("  ", " "))
 
 
+def _as_typed(msg: str, argv: list[str]) -> str:
+    """`msg` (an error that opens with an option's config key, "train.lr must be ...", as the config
+    dataclasses and `_parse_error` name options) with that key named as the flag that set it, as
+    typed ("--lr" or "--train.lr"): the user reads the name they wrote. Left as it is where no flag
+    set the option: a config file's (`cliconfig.from_file` then names the file) or a default's."""
+    m = re.match(r"(\w+)\.(\w+)(?![\w.])", msg)
+    if m is None or m.group(1) not in SECTIONS:
+        return msg
+    section, name = m.groups()
+    spellings = {_flag(name), f"--{section}.{name}"} | ({f"--{section}"} if name == section else set())
+    typed = [t.split("=", 1)[0] for t in argv if t.startswith("--")]
+    flag = next((t for t in reversed(typed) if t in spellings), None)  # the last one given is the one used
+    return msg if flag is None else flag + msg[m.end():]
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
     parser = build_parser()
     sources: dict[str, str] = {}
     notes: list[str] = []
-    argv = config_first(list(argv), sources, notes)
+    typed, argv = list(argv), config_first(list(argv), sources, notes)
     try:
         try:
             ns = parser.parse_args(argv)
@@ -207,7 +224,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if ns.command in COMMANDS:
             args.cfg = config_from_values(values)
     except OlftError as exc:
-        raise OlftError(from_file(str(exc), sources)) from exc.__cause__
+        raise OlftError(from_file(_as_typed(str(exc), typed), sources)) from exc.__cause__
     args.notes = notes  # logged once logging is set up
     given = _given(values, argv, sources) if ns.command in ("run", "select", "train") else set()
     # The API names the options a run or selection leaves unused (`api.run`'s `given`): the CLI

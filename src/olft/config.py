@@ -29,6 +29,15 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+def option_key(obj: Any, name: str) -> str:
+    """Option `name` of config dataclass `obj` as a config file and the Python API name it, its
+    section first ("train.lr"); RunConfig's own options (strategies, out) have none. Every error
+    of a config names an option so, as a config file's errors do; the CLI names the flag instead
+    where a flag set it (`cli._as_typed`)."""
+    section = next((key for key, cls in SECTIONS.items() if cls is type(obj)), None)
+    return f"{section}.{name}" if section else name
+
+
 def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -36,8 +45,7 @@ def _positive(obj: Any, *names: str, allow_none: bool = True) -> None:
             continue
         # `not value > 0` also refuses NaN, and a YAML file can give .nan or .inf where a flag cannot.
         if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-            flag = "--" + name.replace("_", "-")
-            raise OlftError(f"{flag} must be a positive number, got {value!r}.")
+            raise OlftError(f"{option_key(obj, name)} must be a positive number, got {value!r}.")
 
 
 def _float32(obj: Any, *names: str) -> None:
@@ -46,8 +54,7 @@ def _float32(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and abs(value) > FLOAT32_MAX:
-            flag = "--" + name.replace("_", "-")
-            raise OlftError(f"{flag} must be at most {FLOAT32_MAX:.4g} (the largest float32, which the optimizer computes in), got {value!r}.")
+            raise OlftError(f"{option_key(obj, name)} must be at most {FLOAT32_MAX:.4g} (the largest float32, which the optimizer computes in), got {value!r}.")
 
 
 def strategy_lr_text(value: str | Mapping | None) -> str | None:
@@ -62,11 +69,11 @@ def strategy_lr_text(value: str | Mapping | None) -> str | None:
     if value is None or isinstance(value, str):
         return (value or "").strip() or None  # "" and {} mean no per-strategy rates, as an absent option
     if not isinstance(value, Mapping):
-        raise OlftError(f"--strategy-lr takes name=rate pairs, e.g. olft=3e-3,final=1e-3 (in a config file also a mapping "
+        raise OlftError(f"train.strategy_lr takes name=rate pairs, e.g. olft=3e-3,final=1e-3 (in a config file also a mapping "
                         f"strategy_lr: {{olft: 3e-3, final: 1e-3}}), not {value!r}.")  # fmt: skip
     for name, lr in value.items():
         if any(c in f"{name}{lr}" for c in ",="):
-            raise OlftError(f"--strategy-lr: cannot read {name!r}: {lr!r}; give one strategy and its rate per entry, e.g. {{olft: 3e-3}}.")
+            raise OlftError(f"train.strategy_lr: cannot read {name!r}: {lr!r}; give one strategy and its rate per entry, e.g. {{olft: 3e-3}}.")
     return ",".join(f"{name}={lr}" for name, lr in value.items()) or None
 
 
@@ -137,7 +144,7 @@ class MethodConfig:
         typed_fields(self)
         _positive(self, "reduction_factor", "lora_rank", "lora_alpha", "prefix_length", "prefix_hidden")
         if not 0 <= self.lora_dropout < 1:  # a probability; checked here, before the model loads
-            raise OlftError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+            raise OlftError(f"method.lora_dropout must be in [0, 1), got {self.lora_dropout}.")
 
     @property
     def name(self) -> str:
@@ -167,11 +174,11 @@ class TrainConfig:
         typed_fields(self)
         _positive(self, "epochs", "max_steps", "lr", "batch_size", "eval_batch_size", "checkpoint_every", "grad_accum")
         if not 0 <= self.warmup_ratio < 1:
-            raise OlftError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+            raise OlftError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         for name in ("weight_decay", "max_grad_norm"):  # 0 is allowed: no decay, no clipping
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                raise OlftError(f"--{name.replace('_', '-')} must be 0 or a positive number, got {value!r}.")
+                raise OlftError(f"train.{name} must be 0 or a positive number, got {value!r}.")
         _float32(self, "lr", "weight_decay", "max_grad_norm")
         self.strategy_lr = strategy_lr_text(self.strategy_lr)  # saved as the flag's text, however it was given
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
@@ -183,18 +190,18 @@ class TrainConfig:
             name, _, value = item.partition("=")
             name = name.strip()
             if name not in ("olft", "final", "full"):
-                raise OlftError(f"--strategy-lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
+                raise OlftError(f"train.strategy_lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
             try:
                 lr = float(value)
             except ValueError:
                 lr = float("nan")
             if not lr > 0 or lr == float("inf"):
-                raise OlftError(f"--strategy-lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+                raise OlftError(f"train.strategy_lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
             if lr > FLOAT32_MAX:
-                raise OlftError(f"--strategy-lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
+                raise OlftError(f"train.strategy_lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
                                 "which the optimizer computes in).")
             if name in out:
-                raise OlftError(f"--strategy-lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
+                raise OlftError(f"train.strategy_lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
             out[name] = lr
         return out
 
@@ -231,7 +238,7 @@ class SelectionConfig:
                   "selection_steps", "equivalence_threshold", "gradient_batches", "probe_keep")
         # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
-            raise OlftError(f"--selection-adaptive must be 0 or more, got {self.selection_adaptive!r}.")
+            raise OlftError(f"selection.selection_adaptive must be 0 or more, got {self.selection_adaptive!r}.")
 
 
 def check_selection_metric(s: SelectionConfig) -> None:
@@ -349,11 +356,9 @@ def typed_fields(obj: Any) -> None:
     in `__post_init__`, so `RunConfig(...)`, `TrainConfig(seed=...)`, `RunConfig.from_dict` and a
     config file are checked alike, before any model or data loads. Raises OlftError naming the
     option (its config key, as the CLI names a config file's), what it takes and the value."""
-    section = next((name for name, cls in SECTIONS.items() if cls is type(obj)), None)
     for f in dataclasses.fields(obj):
         if "help" in f.metadata:  # an option (RunConfig's sections are not)
-            where = f"{section}.{f.name}" if section else f.name
-            setattr(obj, f.name, _typed(type(obj), f, getattr(obj, f.name), where))
+            setattr(obj, f.name, _typed(type(obj), f, getattr(obj, f.name), option_key(obj, f.name)))
 
 
 @functools.cache
