@@ -192,7 +192,7 @@ def test_changed_config_is_refused_and_overwrite_starts_clean(reference, model_d
     assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final")) == 0
     assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final", "--lr", "0.01")) == 2
     err = capsys.readouterr().err
-    assert "different config" in err and "train.lr" in err and "--overwrite" in err
+    assert "different config" in err and "final's learning rate: 0.001 in the folder" in err and "--overwrite" in err
     assert main(_args(model_dirs["gpt2"], tiny_glue, out, "--strategies", "final", "--lr", "0.01", "--overwrite")) == 0
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 0.01
 
@@ -1491,12 +1491,18 @@ def test_strategy_lr_is_compared_per_strategy_the_folder_holds(model_dirs, tiny_
              "work trained at, 0.01 now). Use another --out, give olft the folder's rate to resume (--strategy-lr "
              "olft=0.003), or pass --overwrite", capsys)
     _refused(olft[:-2], "olft's learning rate: 0.003 in the folder, which its olft work trained at, 0.001 now", capsys)
-    # --lr is still compared as a whole (explicit layers train at it, and every strategy --strategy-lr leaves out).
-    _refused([*final, "--lr", "2e-3"], "different config (train.lr: 0.001 in the folder, 0.002 now). Use another --out, "
-             "rerun with the same options to resume", capsys)
-    _refused([*final, "--lr", "2e-3", "--strategy-lr", "final=2e-3"], "different config (train.lr: 0.001 in the folder, "
-             "0.002 now; final's learning rate: 0.001 in the folder, which its final work trained at, 0.002 now). Use another "
-             "--out, give final the folder's rate to resume (--strategy-lr final=0.001 and the same other options)", capsys)
+    # --lr is compared through the strategies that train at it (the folder holds no explicit layers' work):
+    # a changed --lr names final, which trained at the old one, and the --strategy-lr that keeps its rate.
+    for other in ([], ["--strategy-lr", "final=2e-3"]):
+        _refused([*final, "--lr", "2e-3", *other], "different config (final's learning rate: 0.001 in the folder, which its "
+                 "final work trained at, 0.002 now). Use another --out, give final the folder's rate to resume "
+                 "(--strategy-lr final=0.001), or pass --overwrite", capsys)
+    # Every held strategy at its folder's rate, whatever --lr is: each continues, and nothing trains again.
+    for args in ([*final, "--lr", "2e-3", "--strategy-lr", "final=1e-3"], [*olft, "--lr", "5e-3"]):
+        assert main(args) == 0, capsys.readouterr().err
+        _rates_hold(out, {"olft": 3e-3, "final": 1e-3})
+    assert main(["run", "--config", str(out / "config.json"), "--strategies", "olft,final", "-q"]) == 0
+    _rates_hold(out, {"olft": 3e-3, "final": 1e-3})
     assert _snapshot(out / "weights") == weights and _results(out)["status"] == "complete"
 
 
@@ -1529,6 +1535,19 @@ def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
         "final's learning rate: 0.001 in the folder, which its final work trained at, 0.003 now"]
     assert config_differences(cfg("olft=3e-3"), cfg(), rates={"olft", "final"}) == [
         "olft's learning rate: 0.003 in the folder, which its olft work trained at, 0.001 now"]
+    # No explicit layers' work held (`whole_lr` False): --lr is compared through the strategies at it, and
+    # config.json pins the folder's rate of each held strategy this run does not train where --lr changes.
+    assert config_differences(cfg(lr=2e-3), cfg("final=2e-3"), rates={"final"}, whole_lr=False) == []
+    assert config_differences(cfg("olft=3e-3"), cfg("olft=3e-3", lr=5e-3), rates={"olft"}, whole_lr=False) == []
+    assert config_differences(cfg(lr=2e-3), cfg(), rates={"final"}, whole_lr=False) == [
+        "final's learning rate: 0.002 in the folder, which its final work trained at, 0.001 now"]
+    assert kept_config(cfg(lr=2e-3), cfg("olft=3e-3"), trains={"olft"}, held={"olft", "final"})["train"]["strategy_lr"] == (
+        "olft=0.003,final=0.002")
+    assert kept(cfg(lr=2e-3), cfg(), {"olft"}) is None  # final not held: nothing trained at the folder's --lr
+    # The folder's olft entry and its final at --lr 1e-3, kept beside this run's final=1e-3 under --lr 2e-3
+    # (was the folder's text alone, "olft=3e-3", which put final at 2e-3).
+    assert kept_config(cfg("olft=3e-3"), cfg("final=1e-3", lr=2e-3), trains={"final"}, held={"olft", "final"})[
+        "train"]["strategy_lr"] == "olft=0.003,final=0.001"
 
 
 @pytest.mark.parametrize("files, held", [
@@ -1543,12 +1562,13 @@ def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
     ({"pieces/.strategy-final.tmp12.json": "{", "checkpoints/.olft.tmp3.pt": ""}, set()),  # a kill mid-write: no work
 ])
 def test_rated_work_names_the_strategies_whose_rate_a_folders_work_trained_at(tmp_path, files, held):
-    from olft.ownership import rated_work
+    from olft.ownership import holds_layers_work, rated_work
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert rated_work(tmp_path) == held
+    assert holds_layers_work(tmp_path) == ("layers" in json.dumps(files))  # explicit layers' work: --lr compared whole
 
 
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):

@@ -84,19 +84,20 @@ def _unread(a: dict[str, Any], b: dict[str, Any], selects: bool) -> set[str]:
     return out
 
 
-def kept_config(old: dict, new: dict, selects: bool = True, trains: Collection[str] = RATED) -> dict:
+def kept_config(old: dict, new: dict, selects: bool = True, trains: Collection[str] = RATED,
+                held: Collection[str] = ()) -> dict:
     """`new` (this run's config) with the folder's values (`old`) of the options this run does not
-    read (`_unread`), and the folder's --strategy-lr rates of the strategies it does not train
-    (`trains`: those of `RATED` it trains; `kept_rates`): config.json keeps recording the run its
-    finished pieces came from, so adding a piece never rewrites what the folder's own run was. A
-    copy; neither argument changes."""
+    read (`_unread`), and the folder's rates of the strategies it does not train (`trains`: those of
+    `RATED` it trains; `held`: those the folder holds work of; `kept_rates`): config.json keeps
+    recording the run its finished pieces came from, so adding a piece never rewrites what the
+    folder's own run was. A copy; neither argument changes."""
     a, b = {**_defaults(), **OLDER, **_flatten(old)}, _flatten(new)
     out = json.loads(json.dumps(new))
     for key in _unread(a, b, selects):
         if key in a:
             section, name = key.split(".", 1)
             out.setdefault(section, {})[name] = a[key]
-    out.setdefault("train", {})["strategy_lr"] = kept_rates(old, new, trains)
+    out.setdefault("train", {})["strategy_lr"] = kept_rates(old, new, trains, held)
     return out
 
 
@@ -107,50 +108,62 @@ def _train(config: dict) -> TrainConfig:
     return TrainConfig(lr=train.get("lr", default.lr), strategy_lr=train.get("strategy_lr"))
 
 
-def kept_rates(old: dict, new: dict, trains: Collection[str] = RATED) -> str | None:
+def kept_rates(old: dict, new: dict, trains: Collection[str] = RATED, held: Collection[str] = ()) -> str | None:
     """The --strategy-lr a folder's config.json records once this run (config `new`) adds to it
     (config `old`): this run's rates for the strategies of `RATED` it trains (`trains`), the folder's
-    for the others, which this run does not read (their work, if any, trained at the folder's).
-    Either config's own text where that is all of it, as typed (this run's first)."""
+    for the others, which this run does not read (their work, if any, trained at the folder's): its
+    --strategy-lr entries, and the rate of each strategy of `held` (those the folder holds work of)
+    that trained at the folder's --lr where this run's --lr differs, so `TrainConfig.lr_for` still
+    resolves each piece to the rate it trained at. Either config's own text where that is all of
+    it, as typed (this run's first)."""
     a, b = _train(old).lr_by_strategy(), _train(new).lr_by_strategy()
-    merged = {s: (b if s in trains else a)[s] for s in RATED if s in (b if s in trains else a)}
+    folder, lr = _train(old), _train(new).lr
+    kept = {**{s: folder.lr_for(s) for s in held if s in RATED and folder.lr_for(s) != lr}, **a}
+    merged = {s: (b if s in trains else kept)[s] for s in RATED if s in (b if s in trains else kept)}
     for rates, config in ((b, new), (a, old)):
         if merged == rates:
             return (config.get("train") or {}).get("strategy_lr")
     return strategy_lr_text(merged)
 
 
-def rate_differences(old: dict, new: dict, rates: Collection[str] = RATED) -> dict[str, tuple[float, float]]:
+def rate_differences(old: dict, new: dict, rates: Collection[str] = RATED, whole_lr: bool = True) -> dict[str, tuple[float, float]]:
     """{strategy: (the folder's peak learning rate, this run's)} for each strategy of `rates` whose
     rate differs between the folder's config (`old`) and this run's (`new`), each as
     `TrainConfig.lr_for` resolves it from --lr and --strategy-lr (the effective rate, however set).
-    A strategy that trains at --lr in both is left out: its difference is --lr's (`train.lr`)."""
+    Where --lr is compared as a whole (`whole_lr`: the folder holds explicit layers' work, which
+    trains at it), a strategy that trains at --lr in both is left out: its difference is --lr's
+    (`train.lr`)."""
     a, b = _train(old), _train(new)
-    named = set(a.lr_by_strategy()) | set(b.lr_by_strategy())
+    named = set(a.lr_by_strategy()) | set(b.lr_by_strategy()) if whole_lr else set(RATED)
     return {s: (a.lr_for(s), b.lr_for(s)) for s in RATED if s in rates and s in named and a.lr_for(s) != b.lr_for(s)}
 
 
-def resuming_rates(old: dict, new: dict, rates: Collection[str] = RATED) -> str:
+def resuming_rates(old: dict, new: dict, rates: Collection[str] = RATED, whole_lr: bool = True) -> str:
     """The --strategy-lr with which this run (config `new`) continues the folder (config `old`):
     its own rates, those of `rate_differences` replaced by the folder's."""
     own = _train(new).lr_by_strategy()
-    folder = {s: old_rate for s, (old_rate, _) in rate_differences(old, new, rates).items()}
+    folder = {s: old_rate for s, (old_rate, _) in rate_differences(old, new, rates, whole_lr).items()}
     rates = {**own, **folder}
     return strategy_lr_text({s: rates[s] for s in RATED if s in rates}) or "''"
 
 
-def config_differences(old: dict, new: dict, selects: bool = True, rates: Collection[str] = RATED) -> list[str]:
+def config_differences(old: dict, new: dict, selects: bool = True, rates: Collection[str] = RATED,
+                       whole_lr: bool = True) -> list[str]:
     """'key: old in the folder, new now' for each option whose value differs between the folder's
     config (`old`) and this run's (`new`), those that may differ on resume (`IGNORED_ON_RESUME`) and
     those this run does not read (`_unread`; `selects`: whether it selects a layer) aside; and
     "<strategy>'s learning rate: old in the folder, new now" for each strategy of `rates` whose
     effective rate (--lr, or its --strategy-lr entry) differs (`rate_differences`): --strategy-lr
-    is compared per strategy, not as a whole. `RunFolder` passes `selects` False where the folder
-    holds no selection work (`holds_selection`), and as `rates` the strategies this run trains that
-    the folder holds work of (`rated_work`): a rate nothing finished trained at may change."""
+    is compared per strategy, not as a whole; so is --lr (`train.lr`) unless `whole_lr`.
+    `RunFolder` passes `selects` False where the folder holds no selection work (`holds_selection`),
+    as `rates` the strategies this run trains that the folder holds work of (`rated_work`): a rate
+    nothing finished trained at may change; and `whole_lr` only where the folder holds explicit
+    layers' work (`holds_layers_work`), which trains at --lr itself and records no rate of its own."""
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
     unread = _unread(a, b, selects) | {"train.strategy_lr"}  # compared per strategy, below
+    if not whole_lr:
+        unread.add("train.lr")  # each held strategy's rate is compared, below, however it is set
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME or key in unread:
@@ -159,7 +172,7 @@ def config_differences(old: dict, new: dict, selects: bool = True, rates: Collec
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
-    for name, (was, now) in rate_differences(old, new, rates).items():
+    for name, (was, now) in rate_differences(old, new, rates, whole_lr).items():
         diffs.append(f"{name}'s learning rate: {was} in the folder, which its {name} work trained at, {now} now")
     return diffs
 
@@ -267,6 +280,13 @@ def rated_work(path: Path) -> set[str]:
     --lr, so a folder of those alone holds none: a run may change any strategy's --strategy-lr
     there, and another strategy's anywhere (`config_differences`' `rates`)."""
     return _work(path) & set(RATED)
+
+
+def holds_layers_work(path: Path) -> bool:
+    """Whether run folder `path` holds work of explicit layers (layers=..., `olft train`), which
+    trains at --lr and records no rate of its own: there --lr is compared as a whole
+    (`config_differences`' `whole_lr`)."""
+    return any(name.startswith("layers") for name in _work(path))
 
 
 FIXED = ("layers", "final", "full")  # the strategies whose layers are fixed: neither selects

@@ -57,6 +57,7 @@ from olft.ownership import (
     RATED,
     config_differences,
     foreign_entries,
+    holds_layers_work,
     holds_selection,
     is_os_metadata,
     is_own,
@@ -139,17 +140,19 @@ class RunFolder:
         # per strategy: those of the strategies this run trains that the folder holds work of must
         # match (--lr or --strategy-lr, as `TrainConfig.lr_for` resolves them); config.json then records
         # this run's rates for what it trains and the folder's for the rest (`ownership.kept_rates`).
-        rated = self.rates & rated_work(self.path)
-        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), rated)
+        # --lr itself is compared as a whole only where explicit layers' work, which trains at it, is held.
+        held, whole_lr = rated_work(self.path), holds_layers_work(self.path)
+        rated = self.rates & held
+        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), rated, whole_lr)
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
-            self.config = kept_config(saved, self.config, self.selects, self.rates)
+            self.config = kept_config(saved, self.config, self.selects, self.rates, held)
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
-            changed = list(rate_differences(saved, self.config, rated))  # named with their rates in `diffs`
+            changed = list(rate_differences(saved, self.config, rated, whole_lr))  # named with their rates in `diffs`
             same = "rerun with the same options to resume" if not changed else (
                 f"give {' and '.join(changed)} the folder's rate{'s' * (len(changed) > 1)} to resume (--strategy-lr "
-                f"{resuming_rates(saved, self.config, rated)}{' and the same other options' * (len(changed) < len(diffs))})")
+                f"{resuming_rates(saved, self.config, rated, whole_lr)}{' and the same other options' * (len(changed) < len(diffs))})")
             raise OlftError(
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
                 f"--out, {same}, or pass --overwrite to start afresh."
