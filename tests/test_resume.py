@@ -1506,6 +1506,25 @@ def test_strategy_lr_is_compared_per_strategy_the_folder_holds(model_dirs, tiny_
     assert _snapshot(out / "weights") == weights and _results(out)["status"] == "complete"
 
 
+def test_a_probe_selection_continues_at_another_olft_rate(model_dirs, tiny_glue, tmp_path, capsys):
+    """`olft select --selector probe` trains no candidate, so no work in its folder trained at olft's
+    rate: `olft run --strategy-lr olft=3e-3` then tunes the layer it chose (was refused: "olft's
+    learning rate: 0.001 in the folder, which its olft work trained at"). A trained selection is not."""
+    out, trained = tmp_path / "run", tmp_path / "trained"
+    common = ["--model", str(model_dirs["llama"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2",
+              "--selection-train-samples", "32", "--selection-eval-samples", "16", "-q"]
+    assert main(["select", *common, "--out", str(out), "--selector", "probe"]) == 0, capsys.readouterr().err
+    chosen, probe = _results(out)["selection"]["selected_layer"], (out / "pieces" / "probe.json").read_bytes()
+    assert main(["run", *common, "--out", str(out), "--selector", "probe", "--strategies", "olft",
+                 "--strategy-lr", "olft=3e-3"]) == 0, capsys.readouterr().err
+    assert _results(out)["strategies"]["olft"]["layers"] == [chosen] and _results(out)["strategies"]["olft"]["lr"] == 3e-3
+    assert (out / "pieces" / "probe.json").read_bytes() == probe  # the selection was kept, not redone
+    args = [*common, "--out", str(trained), "--selector", "exhaustive", "--selection-steps", "2"]
+    assert main(["select", *args]) == 0, capsys.readouterr().err
+    _refused(["run", *args, "--strategies", "olft", "--strategy-lr", "olft=3e-3"],
+             "olft's learning rate: 0.001 in the folder, which its olft work trained at, 0.003 now", capsys)
+
+
 def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
     """The rates config.json records once a run adds to a folder (`kept_config`): this run's for the
     strategies it trains, the folder's for the others (which it neither reads nor may change); and a
@@ -1557,7 +1576,9 @@ def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
     ({"pieces/candidate-1-4.json": "{}"}, {"olft"}),  # selection's candidates train at olft's rate
     ({"pieces/probe.json": "{}", "checkpoints/olft.pt": ""}, {"olft"}),
     ({"pieces/strategy-layers-1.json": "{}", "checkpoints/layers-0_3.pt": ""}, set()),  # at --lr
-    ({"results.json": json.dumps({"selection": {"status": "unfinished"}, "strategy_names": ["layers=1"]})}, {"olft"}),
+    ({"results.json": json.dumps({"selection": {"status": "unfinished"}, "strategy_names": ["layers=1"]})}, set()),
+    ({"pieces/probe.json": "{}", "pieces/selection.json": "{}"}, set()),  # a proxy's selection trained nothing
+    ({"pieces/selection.json": "{}", "pieces/candidate-2-8.json": "{}"}, {"olft"}),
     ({"results.json": json.dumps({"strategies": {"final": {}}, "strategy_names": ["full", "layers=2"]})}, {"final", "full"}),
     ({"pieces/.strategy-final.tmp12.json": "{", "checkpoints/.olft.tmp3.pt": ""}, set()),  # a kill mid-write: no work
 ])

@@ -273,13 +273,20 @@ def holds_selection(path: Path) -> bool:
     return "olft" in _work(path)
 
 
+# Pieces that record no training: a proxy's (the probe's fit, the gradient score at initialisation)
+# and the selection's own record, whose trained candidates (if any) leave pieces of their own.
+UNTRAINED_PIECES = ("probe", "gradient", "selection")
+
+
 def rated_work(path: Path) -> set[str]:
     """The strategies of `RATED` whose rate (--lr, or their --strategy-lr entry) work in run folder
-    `path` trained at: olft for a selection (its candidates train at olft's rate) or any olft work,
-    final and full for theirs, in results.json, a piece or a checkpoint. Explicit layers train at
-    --lr, so a folder of those alone holds none: a run may change any strategy's --strategy-lr
-    there, and another strategy's anywhere (`config_differences`' `rates`)."""
-    return _work(path) & set(RATED)
+    `path` trained at: olft for a trained candidate of a selection (candidates train at olft's
+    rate) or any olft work, final and full for theirs, in results.json, a piece or a checkpoint. A
+    selection by a proxy alone (--selector probe or gradient, auto below 8 candidates) trained
+    nothing, so it holds no rate. Explicit layers train at --lr, so a folder of those alone holds
+    none: a run may change any strategy's --strategy-lr there, and another strategy's anywhere
+    (`config_differences`' `rates`)."""
+    return _work(path, trained=True) & set(RATED)
 
 
 def holds_layers_work(path: Path) -> bool:
@@ -292,11 +299,12 @@ def holds_layers_work(path: Path) -> bool:
 FIXED = ("layers", "final", "full")  # the strategies whose layers are fixed: neither selects
 
 
-def _work(path: Path) -> set[str]:
+def _work(path: Path, trained: bool = False) -> set[str]:
     """The names of the strategies run folder `path` holds work of, or a run of: each that results.json
     names or holds, and each with a piece or checkpoint; "olft" for a selection, and for any piece or
     checkpoint that is not a fixed-layer strategy's (`FIXED`: a candidate's, the probe's, the selection's).
-    A fixed-layer strategy's piece or checkpoint gives its file name (layers=0+3's is "layers-0_3")."""
+    A fixed-layer strategy's piece or checkpoint gives its file name (layers=0+3's is "layers-0_3").
+    `trained`: only work that trained, so not a selection's record nor a proxy's piece (`UNTRAINED_PIECES`)."""
     try:
         results = json.loads((Path(path) / "results.json").read_text())
     except (OSError, ValueError):
@@ -306,10 +314,12 @@ def _work(path: Path) -> set[str]:
         for key in ("strategy_names", "strategies"):
             if isinstance(results.get(key), (list, dict)):
                 out |= {n for n in results[key] if isinstance(n, str)}
-        if results.get("selection"):
+        if results.get("selection") and not trained:
             out.add("olft")
     for entry in work_files(path, "pieces", "*.json"):
         kind, _, name = entry.stem.partition("-")
+        if trained and kind in UNTRAINED_PIECES:
+            continue
         out.add(name if kind in ("strategy", "failed") and name.startswith(FIXED) else "olft")
     out |= {e.stem if e.stem.startswith(FIXED) else "olft" for e in work_files(path, "checkpoints", "*.pt")}
     return out
