@@ -573,16 +573,53 @@ def test_a_bad_value_names_the_config_file_that_set_it(tmp_path, capsys):
     _fails(capsys, ["run", "--config", str(path), "--lr", "-2"], "error: --lr must be a positive number, got -2.0")  # the flag's
 
 
+def test_numbers_read_alike_from_a_flag_a_file_and_python(tmp_path, capsys, model_dirs):
+    """A whole number written as 1e3 or 10.0 was taken from Python but refused from a flag or a file
+    ("expects a whole number, got 1000.0"); --lr nan was "expects a number" on the command line but
+    "must be a positive number" from a file. A seed past torch's range (2**64) passed every check and
+    crashed when the final tuning began, leaving a folder that refused a valid seed."""
+    from olft import RunConfig
+    from olft.cli import parse
+    from olft.errors import OlftError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 1e3\n  batch_size: 1.0e1\nstrategies: [olft, final]\n")
+    for args in (["--max-steps", "1e3", "--batch-size", "10.0"], ["--config", str(path)]):
+        cfg = parse(["run", *args]).cfg
+        assert (cfg.train.max_steps, cfg.train.batch_size) == (1000, 10)
+        assert type(cfg.train.max_steps) is int and type(cfg.train.batch_size) is int
+    assert parse(["run", "--config", str(path)]).cfg.strategies == "olft,final"
+    assert parse(["run", "--max-steps", "null"]).cfg.train.max_steps is None
+    none, out = str(tmp_path / "none"), ["--out", str(tmp_path / "o")]
+    for args, phrase in [(["--max-steps", "2.5"], "error: --max-steps expects a whole number, got 2.5."),
+                         (["--lr", "nan"], "error: --lr must be a positive number, got nan."),
+                         (["--seed", str(2**70)], f"error: --seed must be a whole number from 0 to {2**32 - 1}"),
+                         (["--seed", "-1"], "error: --seed must be a whole number from 0")]:
+        _fails(capsys, ["run", "--model", none, *out, *args], phrase)
+    model = str(model_dirs["llama"])  # strategies are read against the model's layer count, before data loads
+    for args, phrase in [(["--strategies", "olft,final,olft"], "gives olft twice ('olft' repeats it)"),
+                         (["--strategies", "full,all"], "gives full twice ('all' repeats it)")]:
+        _fails(capsys, ["run", "--model", model, *out, *args], phrase)
+    for text, phrase in [("train:\n  max_steps: 2.5\n", "train.max_steps expects a whole number, got 2.5."),
+                         ("train:\n  seed: 12345678901234567890123\n", "train.seed must be a whole number from 0"),
+                         ("strategies: [1, 2]\n", "strategies expects names joined by ','")]:
+        path.write_text(text)
+        _fails(capsys, ["run", "--config", str(path), "--model", none, *out], f"error: {path}: {phrase}")
+    with pytest.raises(OlftError, match="train.seed must be a whole number from 0"):
+        RunConfig.from_dict({"train": {"seed": 2**70}})
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_bad_value_is_named_as_it_was_given(tmp_path, capsys):
     """A flag's bad value names the flag as typed, a config file's the file and key, a Python
     caller's the key: range, type and choice errors alike (a flag's range error used to name the
-    flag and its type error the key; `--lr nan` was "expects a number")."""
+    flag and its type error the key; `--lr nan` was "expects a number", a file's .nan "must be positive")."""
     from olft import RunConfig, TrainConfig
     from olft.errors import OlftError
 
     none, out = str(tmp_path / "none"), ["--out", str(tmp_path / "o")]
-    for args, phrase in [(["--lr", "nan"], "error: --lr expects a finite number, got nan."),
-                         (["--train.lr=-inf"], "error: --train.lr expects a finite number, got -inf."),
+    for args, phrase in [(["--lr", "nan"], "error: --lr must be a positive number, got nan."),
+                         (["--train.lr=-inf"], "error: --train.lr must be a positive number, got -inf."),
                          (["--train.lr=-1"], "error: --train.lr must be a positive number, got -1.0."),
                          (["--seed", "x"], "error: --seed expects a whole number, got x."),
                          (["--selector", "probe-halvin"], "error: --selector expects one of"),

@@ -217,3 +217,8 @@ def test_adapter_bottleneck_below_one_unit_is_refused_and_an_odd_factor_named(ca
     with pytest.raises(OlftError, match="< 1 unit"):
         apply_method(stack, [1], MethodConfig(method="adapter", reduction_factor=64))
     check_method(stack, MethodConfig(method="lora", reduction_factor=64))  # not the adapter's: no bottleneck
+    caplog.clear()
+    check_method(stack, MethodConfig(method="lora", lora_rank=32))  # the width: no warning
+    assert not caplog.text
+    check_method(stack, MethodConfig(method="lora", lora_rank=33))  # above it: adds parameters, not rank
+    assert "--lora-rank 33 is above the 32-wide model's width" in caplog.text

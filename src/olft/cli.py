@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
-from olft.config import OTHER_NAMES, SECTIONS, RunConfig, choice_error, ignored_options
+from olft.config import OTHER_NAMES, SECTIONS, RunConfig, _as_kind, choice_error, ignored_options
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -53,8 +53,9 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = (), 
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            convert = f.metadata.get("type")  # a converter of its own (named in --help), else the annotation
-            kwargs["type"] = hints[f.name] if convert is None else _Named(convert, f.metadata["type_name"])
+            convert = f.metadata.get("type")  # a converter of its own (named in --help), else the annotation's
+            kwargs["type"] = (_Named(convert, f.metadata["type_name"]) if convert is not None
+                              else _number(hints[f.name]) or hints[f.name])
             if choices:
                 kwargs["choices"] = choices
                 kwargs["metavar"] = _OneOf(choices).name  # None (unset) is the default, not a value to type
@@ -63,6 +64,29 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = (), 
         action = parser.add_argument(*names, **kwargs)
         if choices and hints[f.name] is not bool:
             action.type = _OneOf(choices, action.type)
+
+
+def _number(hint) -> _Named | None:
+    """The converter of a number option (annotation `hint`: int, float, or either or None) that reads
+    a flag's or a config file's value as the config dataclasses do (`config._as_kind`): `1e3` and
+    `10.0` as whole numbers, nan and inf as floats for the dataclass's range check to name. argparse
+    reports a value it cannot read as "invalid int value" (`_parse_error` words it). None for any
+    other annotation."""
+    args = set(typing.get_args(hint)) or {hint}
+    kind = next(iter(args - {type(None)}), None)
+    if kind not in (int, float):
+        return None
+    optional = type(None) in args
+
+    def convert(value):
+        if optional and value in (None, "null", "None"):
+            return None
+        out = _as_kind(kind, value, "")
+        if out is None:  # a config file's is worded from this (a flag's, argparse words: `_parse_error`)
+            raise ValueError(f"expects a {'whole number' if kind is int else 'number'}, got {value}")
+        return out
+
+    return _Named(convert, f"{kind.__name__}{' | None' * optional}")
 
 
 class _Named:
@@ -154,9 +178,11 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
                   str(exc), flags=re.S)
     msg = " ".join(line.strip() for line in text.splitlines()[:3]) if text else repr(exc)
     msg = re.sub(r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*)", r"\1 expects a \2, got \3", msg)
+    # a number option's converter (`_number`) refusing a value: argparse says "invalid int value"
+    msg = re.sub(r"argument --([\w.]+)(?:/--[\w-]+)?: invalid (int|float)(?: \| None)? value: '([^']*)'",
+                 lambda m: f"{m[1] if '.' in m[1] else '--' + m[1]} expects a {m[2]}, got {m[3]}", msg)
+    msg = re.sub(r"Parser key \"([\w.]+)\": expects a", r"\1 expects a", msg)
     msg = msg.replace("expects a float", "expects a number").replace("expects a int", "expects a whole number")
-    # jsonargparse refuses a flag's nan or inf as "no float": it is one, but not finite
-    msg = re.sub(r"expects a number, got ([+-]?(?:nan|inf(?:inity)?))\b", r"expects a finite number, got \1", msg, flags=re.I)
     # a value outside an option's choices, from a config file (jsonargparse) or a flag (argparse): said
     # as the config dataclasses say it (`config.choice_error`), with the closest choice
     bad = (re.search(r"Parser key \"([\w.]+)\": '([^']*)' not among choices \(([^)]*)\)", msg)

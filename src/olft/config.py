@@ -29,6 +29,11 @@ def opt(default: Any, help: str, **extra: Any) -> Any:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+# Seeds olft takes: numpy's range (np.random.seed, and transformers' set_seed, which calls it). torch
+# itself takes up to 2**64 - 1, and failed beyond it only when the final tuning began.
+SEED_MAX = 2**32 - 1
+
+
 def option_key(obj: Any, name: str) -> str:
     """Option `name` of config dataclass `obj` as a config file and the Python API name it, its
     section first ("train.lr"); RunConfig's own options (strategies, out) have none. Every error
@@ -88,6 +93,19 @@ def candidates_text(value: Any) -> str:
         return ",".join(str(int(v)) for v in layers)
     raise OlftError(f"selection.candidates expects middle, all, a layer, a range 4-9 or a list 3,5,7 (in a config file "
                     f"also a number or a list of numbers), got {value!r}.")
+
+
+def strategies_text(value: Any) -> str:
+    """--strategies as the flag's text: a list of strategy names (olft.run's, a config file's
+    `strategies: [olft, final]`) becomes "olft,final", as config.json holds them; text is kept as
+    given (parsed, with its errors, by `layerspec.parse_strategies`). Raises OlftError for anything
+    else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise OlftError(f"strategies expects names joined by ',' (olft,final,full, layers=3) or, in a config file, a list "
+                    f"of them, got {value!r}.")
 
 
 @dataclass
@@ -180,6 +198,9 @@ class TrainConfig:
             if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise OlftError(f"train.{name} must be 0 or a positive number, got {value!r}.")
         _float32(self, "lr", "weight_decay", "max_grad_norm")
+        if not 0 <= self.seed <= SEED_MAX:  # torch.manual_seed overflowed mid-run, after the selection
+            raise OlftError(f"{option_key(self, 'seed')} must be a whole number from 0 to {SEED_MAX} (the range numpy and "
+                            f"transformers' set_seed take, so the seed can be reused there), got {self.seed!r}.")
         self.strategy_lr = strategy_lr_text(self.strategy_lr)  # saved as the flag's text, however it was given
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
 
@@ -276,7 +297,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers; a range: layers=I-J).")
+    strategies: str = opt("olft,final,full", "Strategies to run: olft, final, full, and/or layers=I+J (explicit layers; a range: layers=I-J); in a config file also a list.", type=strategies_text, type_name="str, or a list in a config file")
     out: str | None = opt(None, "Run folder (default: runs/<model>-<task>-<method>).")
 
     def __post_init__(self) -> None:
@@ -414,8 +435,6 @@ def _as_kind(kind: type, value: Any, name: str) -> Any:
         return float(value)
     if kind is str and isinstance(value, str | os.PathLike):
         return os.fspath(value)  # a pathlib.Path for out or a model folder reads as its text
-    if kind is str and name == "strategies" and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return ",".join(value)  # olft.run's list of names, as config.json holds them
     return None
 
 

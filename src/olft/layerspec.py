@@ -144,8 +144,8 @@ def strategy_key(name: str) -> tuple:
 
 def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
     """The strategies of a --strategies spec ('olft,final,layers=2+5') on a model of `num_layers`
-    layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, or no
-    strategy at all."""
+    layers. Raises OlftError for an unknown strategy, a layer out of range or given twice, a strategy
+    given twice (full and all are one), or no strategy at all."""
     out: list[Strategy] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         low = part.lower()
@@ -160,6 +160,8 @@ def parse_strategies(spec: str, num_layers: int) -> list[Strategy]:
             out.append(Strategy("layers=" + "+".join(map(str, layers)), layers))
         else:
             raise OlftError(f"Unknown strategy '{part}': use olft, final, full or layers=I+J (or layers=I-J, a range).")
+        if out[-1].name in [s.name for s in out[:-1]]:  # one folder holds one result of each name
+            raise OlftError(f"--strategies {spec} gives {out[-1].name} twice ({part!r} repeats it); give each strategy once.")
     if not out:
         raise OlftError("No strategy given: use --strategies olft,final,full (or a subset).")
     return out

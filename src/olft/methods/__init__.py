@@ -7,6 +7,8 @@ themselves know nothing of configs.
 
 from __future__ import annotations
 
+import logging
+
 from olft.backbone import Stack
 from olft.config import MethodConfig
 from olft.errors import OlftError
@@ -14,6 +16,8 @@ from olft.methods.adapter import apply_adapter
 from olft.methods.base import Applied
 from olft.methods.lora import apply_lora
 from olft.precision import to_fp32
+
+log = logging.getLogger(__name__)
 
 METHODS = ("adapter", "lora", "prefix")
 
@@ -48,13 +52,19 @@ def check_method(stack: Stack, cfg: MethodConfig) -> None:
     """Refuse a method the model's family cannot take (prefix tuning on attention that bypasses
     transformers' interface: Falcon, Bloom, DeBERTa-v2), touching nothing; OlftError naming the
     methods that do fit, or an adapter reduction factor wider than the model (warning of an unusual
-one). Called once the model is loaded and before a run writes its folder, so a
+    one, and of a LoRA rank above the model's width). Called once the model is loaded and before a run writes its folder, so a
     refused method leaves no folder behind. LoRA fits every layer discovery accepts."""
     if cfg.name == "adapter":
         from olft.methods.adapter import bottleneck_size, check_placement
 
         bottleneck_size(stack.hidden_size, cfg.reduction_factor, warn=True)
         check_placement(stack.family, cfg.placement)
+    elif cfg.name == "lora" and cfg.lora_rank > stack.hidden_size:
+        # B @ A of a projection from or to the hidden size has rank at most that width: a higher
+        # rank trains more parameters (rank x (in + out) per target) and adds no expressiveness.
+        log.warning("--lora-rank %d is above the %d-wide model's width, which bounds the rank of every LoRA update "
+                    "(B @ A) of its projections: the extra rank adds parameters, not expressiveness; LoRA's usual ranks "
+                    "are 4-64.", cfg.lora_rank, stack.hidden_size)
     elif cfg.name == "prefix":
         from olft.methods.prefix import check_prefix
 
