@@ -598,7 +598,9 @@ def test_numbers_read_alike_from_a_flag_a_file_and_python(tmp_path, capsys, mode
         _fails(capsys, ["run", "--model", none, *out, *args], phrase)
     model = str(model_dirs["llama"])  # strategies are read against the model's layer count, before data loads
     for args, phrase in [(["--strategies", "olft,final,olft"], "gives olft twice ('olft' repeats it)"),
-                         (["--strategies", "full,all"], "gives full twice ('all' repeats it)")]:
+                         (["--strategies", "full,all"], "gives full twice ('all' repeats it)"),
+                         # from the model's config, before the data (here a GLUE folder that is not there)
+                         (["--reduction-factor", "64", "--glue-dir", none], "--reduction-factor 64 leaves the 32-wide")]:
         _fails(capsys, ["run", "--model", model, *out, *args], phrase)
     for text, phrase in [("train:\n  max_steps: 2.5\n", "train.max_steps expects a whole number, got 2.5."),
                          ("train:\n  seed: 12345678901234567890123\n", "train.seed must be a whole number from 0"),

@@ -108,13 +108,22 @@ def config_layers(cfg: RunConfig) -> int | None:
 
 def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int | None:
     """Refuse layers the model does not have (--strategies, --layers, and --candidates where the run
-    `selects` a layer: elsewhere nothing reads them) from its config alone, before data is read or
-    weights load; OlftError naming the valid range.
+    `selects` a layer: elsewhere nothing reads them), and an adapter --reduction-factor above the
+    model's width, from its config alone, before data is read or weights load; OlftError naming
+    the valid range.
 
     Returns the model's layer count, or None for a config that declares none: the check is then
     left to the loaded model (`run` repeats it).
     """
-    n = config_layers(cfg)
+    from olft.loading import config_num_layers, read_config
+
+    config = read_config(cfg.model.model, cfg.model.gguf_file)[0]
+    width = getattr(config, "hidden_size", None)  # n_embd, d_model, ... through transformers' attribute_map
+    if cfg.method.method == "adapter" and isinstance(width, int):  # the loaded stack's is checked again (`check_method`)
+        from olft.methods.adapter import bottleneck_size
+
+        bottleneck_size(width, cfg.method.reduction_factor)
+    n = config_num_layers(config)
     if n is None:
         return None
     if check_strategies:
