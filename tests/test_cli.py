@@ -482,6 +482,11 @@ def test_print_config_output_is_a_config(tmp_path, capsys):
     path.write_text(capsys.readouterr().out)
     cfg = parse(["run", "--config", str(path)]).cfg
     assert cfg.data.task == "sst2" and cfg.method.lora_rank == 4
+    # A value a run refuses is refused here too (it printed a config that no run reads); a template
+    # without a required option still prints.
+    assert _exit_code(["run", "--lr", "-1", "--print_config"]) == 2
+    assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
+    assert _exit_code(["train", "--print_config"]) == 0 and "layers: null" in capsys.readouterr().out
 
 
 def _exit_code(args) -> int:

@@ -115,15 +115,14 @@ def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int 
     Returns the model's layer count, or None for a config that declares none: the check is then
     left to the loaded model (`run` repeats it).
     """
-    from olft.loading import config_num_layers, read_config
-
-    config = read_config(cfg.model.model, cfg.model.gguf_file)[0]
-    width = getattr(config, "hidden_size", None)  # n_embd, d_model, ... through transformers' attribute_map
-    if cfg.method.method == "adapter" and isinstance(width, int):  # the loaded stack's is checked again (`check_method`)
+    if cfg.method.method == "adapter":  # the loaded stack's width is checked again (`check_method`)
+        from olft.loading import read_config
         from olft.methods.adapter import bottleneck_size
 
-        bottleneck_size(width, cfg.method.reduction_factor)
-    n = config_num_layers(config)
+        width = getattr(read_config(cfg.model.model, cfg.model.gguf_file)[0], "hidden_size", None)  # n_embd, d_model, ...
+        if isinstance(width, int):
+            bottleneck_size(width, cfg.method.reduction_factor)
+    n = config_layers(cfg)
     if n is None:
         return None
     if check_strategies:

@@ -169,6 +169,10 @@ def build_parser():
     return parser
 
 
+class _Missing(OlftError):
+    """A command line that lacks a required option (`olft train` without --layers)."""
+
+
 def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
     """One line for a bad command line, with the nearest option for an unknown flag."""
     # jsonargparse puts the key on the first line and what is wrong with its value on the next ones;
@@ -196,7 +200,7 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
         # jsonargparse names them by their keys ("train.layers"): the user types flags.
         flags = [_flag(name.strip().split(".")[-1]) for name in missing.group(1).split(",")]
         example = REQUIRED_EXAMPLES.get(flags[0], "") if len(flags) == 1 else ""
-        return OlftError(f"olft {command} needs {' and '.join(flags)}{example}. See `olft {command} --help`.")
+        return _Missing(f"olft {command} needs {' and '.join(flags)}{example}. See `olft {command} --help`.")
     if "unrecognized arguments" in msg and command in parser._subcommands_action._name_parser_map:
         sub = parser._subcommands_action._name_parser_map[command]
         flags = [s for a in sub._actions for s in a.option_strings]
@@ -236,6 +240,12 @@ def _as_typed(msg: str, argv: list[str]) -> str:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
+    printing = [a for a in argv if a.split("=", 1)[0] == "--print_config"]
+    if printing:  # jsonargparse prints and exits as it parses: check the values first, as a run would
+        try:
+            parse([a for a in argv if a not in printing])
+        except _Missing:
+            pass  # a template printed without --layers is what --print_config is for
     parser = build_parser()
     sources: dict[str, str] = {}
     notes: list[str] = []
@@ -250,7 +260,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if ns.command in COMMANDS:
             args.cfg = config_from_values(values)
     except OlftError as exc:
-        raise OlftError(from_file(_as_typed(str(exc), typed), sources)) from exc.__cause__
+        raise type(exc)(from_file(_as_typed(str(exc), typed), sources)) from exc.__cause__
     args.notes = notes  # logged once logging is set up
     given = _given(values, argv, sources) if ns.command in ("run", "select", "train") else set()
     # The API names the options a run or selection leaves unused (`api.run`'s `given`): the CLI
