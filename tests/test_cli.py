@@ -599,21 +599,28 @@ def test_numbers_read_alike_from_a_flag_a_file_and_python(tmp_path, capsys, mode
     for args, phrase in [(["--max-steps", "2.5"], "error: --max-steps expects a whole number, got 2.5."),
                          (["--lr", "nan"], "error: --lr must be a positive number, got nan."),
                          (["--seed", str(2**70)], f"error: --seed must be a whole number from 0 to {2**32 - 1}"),
-                         (["--seed", "-1"], "error: --seed must be a whole number from 0")]:
+                         (["--seed", "-1"], "error: --seed must be a whole number from 0"),
+                         (["--seed", "99999999999999999999"], "got 99999999999999999999."),  # as typed, not 1e20
+                         (["--strategies", "final,final"], "error: --strategies gives final twice (final,final)")]:
         _fails(capsys, ["run", "--model", none, *out, *args], phrase)
     model = str(model_dirs["llama"])  # strategies are read against the model's layer count, before data loads
-    for args, phrase in [(["--strategies", "olft,final,olft"], "gives olft twice ('olft' repeats it)"),
-                         (["--strategies", "full,all"], "gives full twice ('all' repeats it)"),
+    for args, phrase in [(["--strategies", "olft,final,olft"], "error: --strategies gives olft twice (olft,final,olft)"),
+                         (["--strategies", "full,all"], "error: --strategies gives full twice (full,all)"),
+                         (["--strategies", "layers=1+2,layers=2+1"], "gives layers=1+2 twice ('layers=2+1' repeats it)"),
                          # from the model's config, before the data (here a GLUE folder that is not there)
                          (["--reduction-factor", "64", "--glue-dir", none], "--reduction-factor 64 leaves the 32-wide")]:
         _fails(capsys, ["run", "--model", model, *out, *args], phrase)
     for text, phrase in [("train:\n  max_steps: 2.5\n", "train.max_steps expects a whole number, got 2.5."),
                          ("train:\n  seed: 12345678901234567890123\n", "train.seed must be a whole number from 0"),
-                         ("strategies: [1, 2]\n", "strategies expects names joined by ','")]:
+                         ("strategies: [1, 2]\n", "strategies expects names joined by ','"),
+                         ("strategies: [final, final]\n", "strategies gives final twice (final,final)")]:
         path.write_text(text)
         _fails(capsys, ["run", "--config", str(path), "--model", none, *out], f"error: {path}: {phrase}")
     with pytest.raises(OlftError, match="train.seed must be a whole number from 0"):
         RunConfig.from_dict({"train": {"seed": 2**70}})
+    with pytest.raises(OlftError, match=re.escape("strategies gives final twice (final,final)")):
+        RunConfig(strategies=["final", "final"])
+    assert RunConfig.from_dict({"data": {"text_columns": "a, b"}}).data.text_columns == "a,b"
     assert not (tmp_path / "o").exists()
 
 

@@ -834,6 +834,16 @@ def test_a_missing_column_names_the_option_that_names_the_files_own(tmp_path, ta
         read_file(TASKS[task], _write(tmp_path, name, content), labels_required=labels)
 
 
+def test_a_label_column_among_the_text_columns_is_refused(tmp_path):
+    """`--text-columns a,gold --label-column gold` fed the model its answer and scored it, exit 0."""
+    path = _write(tmp_path, "p.tsv", "a\tgold\nx\t1\n")
+    with pytest.raises(OlftError, match=r"--label-column 'gold' is also one of --text-columns \(a, gold\): the model would read"):
+        read_file(TASKS["mrpc"], path, ["a", "gold"], "gold")
+    with pytest.raises(OlftError, match="also one of --text-columns"):
+        read_file(TASKS["sst2"], path, ["gold"], "gold", labels_required=False)  # predict's input alike
+    assert [e.texts for e in read_file(TASKS["sst2"], path, ["a"], "gold").examples] == [("x",)]
+
+
 def test_a_glue_test_file_missing_a_column_names_no_option(tmp_path):
     """GLUE's test files have GLUE's columns: no --text-columns can rename them."""
     from olft.submission import read_test_file

@@ -228,11 +228,11 @@ def _as_typed(msg: str, argv: list[str]) -> str:
     dataclasses and `_parse_error` name options) with that key named as the flag that set it, as
     typed ("--lr" or "--train.lr"): the user reads the name they wrote. Left as it is where no flag
     set the option: a config file's (`cliconfig.from_file` then names the file) or a default's."""
-    m = re.match(r"(\w+)\.(\w+)(?![\w.])", msg)
-    if m is None or m.group(1) not in SECTIONS:
+    m = re.match(r"(\w+)\.(\w+)(?![\w.])|(strategies|out)\b", msg)  # a section's option, or RunConfig's own
+    if m is None or (m.group(3) is None and m.group(1) not in SECTIONS):
         return msg
-    section, name = m.groups()
-    spellings = {_flag(name), f"--{section}.{name}"} | ({f"--{section}"} if name == section else set())
+    section, name = m.groups()[:2] if m.group(3) is None else (None, m.group(3))
+    spellings = {_flag(name)} | ({f"--{section}.{name}"} if section else set()) | ({f"--{section}"} if name == section else set())
     typed = [t.split("=", 1)[0] for t in argv if t.startswith("--")]
     flag = next((t for t in reversed(typed) if t in spellings), None)  # the last one given is the one used
     return msg if flag is None else flag + msg[m.end():]

@@ -99,13 +99,19 @@ def strategies_text(value: Any) -> str:
     """--strategies as the flag's text: a list of strategy names (olft.run's, a config file's
     `strategies: [olft, final]`) becomes "olft,final", as config.json holds them; text is kept as
     given (parsed, with its errors, by `layerspec.parse_strategies`). Raises OlftError for anything
-    else."""
-    if isinstance(value, str):
-        return value
+    else, or a strategy named twice."""
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-        return ",".join(value)
-    raise OlftError(f"strategies expects names joined by ',' (olft,final,full, layers=3) or, in a config file, a list "
-                    f"of them, got {value!r}.")
+        value = ",".join(value)
+    if not isinstance(value, str):
+        raise OlftError(f"strategies expects names joined by ',' (olft,final,full, layers=3) or, in a config file, a "
+                        f"list of them, got {value!r}.")
+    # One result of each name per run folder; full and all are one. (layers=2+1 beside layers=1+2 is
+    # found once the layers are read against the model: `layerspec.parse_strategies`.)
+    names = ["full" if n == "all" else n for n in (p.strip().lower() for p in value.split(",")) if n]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise OlftError(f"strategies gives {twice} twice ({value}); give each strategy once.")
+    return value
 
 
 @dataclass
@@ -136,6 +142,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         typed_fields(self)
+        if self.text_columns is not None:  # "a, b" names columns a and b, not " b"
+            self.text_columns = ",".join(c.strip() for c in self.text_columns.split(",")) or None
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")
         if self.glue_dir is None:
             self.glue_dir = os.environ.get("GLUE_DIR")
@@ -424,6 +432,8 @@ def _as_kind(kind: type, value: Any, name: str) -> Any:
     """`value` as a `kind` (bool, int, float or str) where it reads as one (see `_typed`), else None."""
     if isinstance(value, bool) or kind is bool:  # True is no number, and 1 or "yes" no switch
         return value if kind is bool and isinstance(value, bool) else None
+    if kind is int and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)  # exactly: through a float, 99999999999999999999 would read as 1e20
     if kind in (int, float) and isinstance(value, str):
         try:
             value = float(value)

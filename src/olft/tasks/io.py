@@ -110,7 +110,8 @@ class _ColumnFlags:
         """' Pass ...': the option that names the file's own column in place of `missing`."""
         if missing == self.label:
             return " Pass the file's own label column with --label-column."
-        return " Pass the file's own text columns with --text-columns (comma-separated, in the task's order)."
+        return (" Pass the file's own text columns with --text-columns (comma-separated, in the task's order; they name the "
+                "columns of --train-file and --validation-file both, so the two files must share those names).")
 
 
 def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[Row],
@@ -392,6 +393,10 @@ def _column_options(task: Task, text_columns: Sequence[str] | None,
     if twice is not None:  # a pair task fed one text twice would train on a task it is not
         raise OlftError(f"--text-columns names {twice!r} twice ({', '.join(texts)}): name each of "
                         f"{task.display_name}'s {len(texts)} text columns once, in the task's order.")
+    if text_columns is not None and label_column in texts:  # the model would read the answer it is scored on
+        raise OlftError(f"--label-column {label_column!r} is also one of --text-columns ({', '.join(texts)}): the model "
+                        "would read the label it is to predict. Name the texts' own columns in --text-columns, or "
+                        "another --label-column.")
     options = [(*texts, label_column)]
     if text_columns is None or label_column == "label":
         glue_texts = texts if text_columns is not None else task.tsv_text_columns
