@@ -1515,6 +1515,10 @@ def test_a_probe_selection_continues_at_another_olft_rate(model_dirs, tiny_glue,
               "--selection-train-samples", "32", "--selection-eval-samples", "16", "-q"]
     assert main(["select", *common, "--out", str(out), "--selector", "probe"]) == 0, capsys.readouterr().err
     chosen, probe = _results(out)["selection"]["selected_layer"], (out / "pieces" / "probe.json").read_bytes()
+    # Another option differing: the refusal names the flags, with the folder's values, that continue it.
+    _refused(["run", *common, "--out", str(out), "--strategies", "olft", "--no-cache"], "different config (selection.selector: "
+             "'probe' in the folder, 'auto' now; train.cache: True in the folder, False now). Use another --out, rerun with "
+             "the same options to resume (the folder's --selector probe --cache), or pass --overwrite", capsys)
     assert main(["run", *common, "--out", str(out), "--selector", "probe", "--strategies", "olft",
                  "--strategy-lr", "olft=3e-3"]) == 0, capsys.readouterr().err
     assert _results(out)["strategies"]["olft"]["layers"] == [chosen] and _results(out)["strategies"]["olft"]["lr"] == 3e-3

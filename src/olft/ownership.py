@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -159,22 +160,47 @@ def config_differences(old: dict, new: dict, selects: bool = True, rates: Collec
     as `rates` the strategies this run trains that the folder holds work of (`rated_work`): a rate
     nothing finished trained at may change; and `whole_lr` only where the folder holds explicit
     layers' work (`holds_layers_work`), which trains at --lr itself and records no rate of its own."""
+    diffs = [f"{key}: {was!r} in the folder, {now!r} now" for key, was, now in _option_differences(old, new, selects, whole_lr)]
+    for name, (was, now) in rate_differences(old, new, rates, whole_lr).items():
+        diffs.append(f"{name}'s learning rate: {was} in the folder, which its {name} work trained at, {now} now")
+    return diffs
+
+
+def _option_differences(old: dict, new: dict, selects: bool, whole_lr: bool) -> list[tuple[str, Any, Any]]:
+    """(key, the folder's value, this run's) of each option `config_differences` names, rates aside;
+    "<unset>" for a value one config lacks."""
     a, b = _flatten(old), _flatten(new)
     a = {**_defaults(), **OLDER, **a}  # a field an older olft did not write counts as what it did
-    unread = _unread(a, b, selects) | {"train.strategy_lr"}  # compared per strategy, below
+    unread = _unread(a, b, selects) | {"train.strategy_lr"}  # compared per strategy (`rate_differences`)
     if not whole_lr:
-        unread.add("train.lr")  # each held strategy's rate is compared, below, however it is set
-    diffs = []
+        unread.add("train.lr")  # each held strategy's rate is compared, however it is set
+    out = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in IGNORED_ON_RESUME or key in IGNORED_ON_RESUME or key in unread:
             continue
         if key in PATH_FIELDS and _same_path(a.get(key), b.get(key)):
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the folder, {b.get(key, '<unset>')!r} now")
-    for name, (was, now) in rate_differences(old, new, rates, whole_lr).items():
-        diffs.append(f"{name}'s learning rate: {was} in the folder, which its {name} work trained at, {now} now")
-    return diffs
+            out.append((key, a.get(key, "<unset>"), b.get(key, "<unset>")))
+    return out
+
+
+def resuming_options(old: dict, new: dict, selects: bool = True, whole_lr: bool = True) -> str:
+    """The flags, with the folder's values, of the options (rates aside: `resuming_rates`) that
+    `config_differences` finds differ between the folder's config (`old`) and this run's (`new`),
+    as a command line takes them ("--selector probe --max-steps 2", "--no-cache", "--probe-keep
+    null"): what a refused run adds to continue the folder. An option this run's config lacks
+    is left out."""
+    flags = []
+    for key, was, _ in _option_differences(old, new, selects, whole_lr):
+        if was == "<unset>":
+            continue
+        flag = "--" + key.split(".")[-1].replace("_", "-")
+        if isinstance(was, bool):
+            flags.append(flag if was else f"--no-{flag[2:]}")
+        else:
+            flags.append(f"{flag} {'null' if was is None else shlex.quote(str(was))}")
+    return " ".join(flags)
 
 
 # What olft writes in a run folder: these top-level files, and in each subfolder files with these endings.

@@ -66,6 +66,7 @@ from olft.ownership import (
     never_started,
     rate_differences,
     rated_work,
+    resuming_options,
     resuming_rates,
     saved_config,
     tracker_folder,
@@ -150,9 +151,13 @@ class RunFolder:
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
             changed = list(rate_differences(saved, self.config, rated, whole_lr))  # named with their rates in `diffs`
-            same = "rerun with the same options to resume" if not changed else (
-                f"give {' and '.join(changed)} the folder's rate{'s' * (len(changed) > 1)} to resume (--strategy-lr "
-                f"{resuming_rates(saved, self.config, rated, whole_lr)}{' and the same other options' * (len(changed) < len(diffs))})")
+            options = resuming_options(saved, self.config, self.selects and holds_selection(self.path), whole_lr)
+            folder_options = f"the folder's {options}" if options else ""
+            same = "rerun with the same options to resume" + (f" ({folder_options})" if options else "")
+            if changed:
+                rates = resuming_rates(saved, self.config, rated, whole_lr)
+                same = (f"give {' and '.join(changed)} the folder's rate{'s' * (len(changed) > 1)} to resume (--strategy-lr "
+                        f"{rates}{' and ' + folder_options if options else ''})")
             raise OlftError(
                 f"Run folder {self.path} holds a run with a different config ({listing}). Use another "
                 f"--out, {same}, or pass --overwrite to start afresh."
