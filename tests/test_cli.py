@@ -1198,7 +1198,7 @@ def test_auto_on_few_candidates_names_the_training_options_it_ignores(tmp_path, 
     def stop(*a, **k):
         raise OlftError("stopped after the checks")
 
-    monkeypatch.setattr(api, "config_layers", lambda cfg: None)
+    monkeypatch.setattr(api, "config_layers", lambda cfg, config=None: None)
     monkeypatch.setattr(api, "Session", Loaded)
     monkeypatch.setattr(api, "check_method", lambda *a: None)
     monkeypatch.setattr(api, "check_probe_classes", lambda *a: None)  # the fake holds no examples to draw

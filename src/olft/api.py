@@ -98,12 +98,13 @@ def _keep_folder_values(folder: RunFolder, *cfgs: RunConfig) -> None:
                     setattr(getattr(cfg, section), name, value)
 
 
-def config_layers(cfg: RunConfig) -> int | None:
-    """The model's layer count from its config alone (no weights load); None for a config that
-    declares none (the loaded model then tells)."""
+def config_layers(cfg: RunConfig, config: object | None = None) -> int | None:
+    """The model's layer count from its config alone (no weights load): `config`, the transformers
+    config where the caller has read it, else `cfg`'s model's; None for a config that declares none
+    (the loaded model then tells)."""
     from olft.loading import config_num_layers, read_config
 
-    return config_num_layers(read_config(cfg.model.model, cfg.model.gguf_file)[0])
+    return config_num_layers(config if config is not None else read_config(cfg.model.model, cfg.model.gguf_file)[0])
 
 
 def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int | None:
@@ -115,14 +116,14 @@ def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int 
     Returns the model's layer count, or None for a config that declares none: the check is then
     left to the loaded model (`run` repeats it).
     """
-    if cfg.method.method == "adapter":  # the loaded stack's width is checked again (`check_method`)
-        from olft.loading import read_config
-        from olft.methods.adapter import bottleneck_size
+    from olft.loading import read_config
+    from olft.methods.adapter import bottleneck_size
 
-        width = getattr(read_config(cfg.model.model, cfg.model.gguf_file)[0], "hidden_size", None)  # n_embd, d_model, ...
-        if isinstance(width, int):
-            bottleneck_size(width, cfg.method.reduction_factor)
-    n = config_layers(cfg)
+    config = read_config(cfg.model.model, cfg.model.gguf_file)[0]  # once: a GGUF's or a hub id's is not free
+    width = getattr(config, "hidden_size", None)  # n_embd, d_model, ... through transformers' attribute_map
+    if cfg.method.method == "adapter" and isinstance(width, int):  # the loaded stack's is checked again (`check_method`)
+        bottleneck_size(width, cfg.method.reduction_factor)
+    n = config_layers(cfg, config)
     if n is None:
         return None
     if check_strategies:

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
-from olft.config import OTHER_NAMES, SECTIONS, RunConfig, _as_kind, choice_error, ignored_options
+from olft.config import KIND_WORDS, OTHER_NAMES, SECTIONS, RunConfig, as_kind, choice_error, ignored_options, option_kind
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -68,22 +68,20 @@ def _field_options(parser, cls, prefix: str | None, skip: tuple[str, ...] = (), 
 
 def _number(hint) -> _Named | None:
     """The converter of a number option (annotation `hint`: int, float, or either or None) that reads
-    a flag's or a config file's value as the config dataclasses do (`config._as_kind`): `1e3` and
+    a flag's or a config file's value as the config dataclasses do (`config.as_kind`): `1e3` and
     `10.0` as whole numbers, nan and inf as floats for the dataclass's range check to name. argparse
     reports a value it cannot read as "invalid int value" (`_parse_error` words it). None for any
     other annotation."""
-    args = set(typing.get_args(hint)) or {hint}
-    kind = next(iter(args - {type(None)}), None)
+    kind, optional = option_kind(hint)
     if kind not in (int, float):
         return None
-    optional = type(None) in args
 
     def convert(value):
         if optional and value in (None, "null", "None"):
             return None
-        out = _as_kind(kind, value, "")
+        out = as_kind(kind, value)
         if out is None:  # a config file's is worded from this (a flag's, argparse words: `_parse_error`)
-            raise ValueError(f"expects a {'whole number' if kind is int else 'number'}, got {value}")
+            raise ValueError(f"expects {KIND_WORDS[kind]}, got {value}")
         return out
 
     return _Named(convert, f"{kind.__name__}{' | None' * optional}")

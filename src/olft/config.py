@@ -140,10 +140,14 @@ class DataConfig:
     max_eval_samples: int | None = opt(None, "Evaluate on at most this many examples of each evaluation split: a random subset drawn with --seed, so runs with different seeds score different examples (under --selection-data validation it is also the set that scores the candidates).")
     max_length: int | None = opt(None, "Truncate inputs to this many tokens, longer text of a pair first (default: 128, or the model's limit if lower; batches are padded only to their longest).")
 
+    def text_column_list(self) -> list[str] | None:
+        """--text-columns as a list of names, each stripped ("a, b" names a and b); None when unset."""
+        return [c.strip() for c in self.text_columns.split(",")] if self.text_columns else None
+
     def __post_init__(self) -> None:
         typed_fields(self)
         if self.text_columns is not None:  # "a, b" names columns a and b, not " b"
-            self.text_columns = ",".join(c.strip() for c in self.text_columns.split(",")) or None
+            self.text_columns = ",".join(self.text_column_list()) or None
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")
         if self.glue_dir is None:
             self.glue_dir = os.environ.get("GLUE_DIR")
@@ -404,21 +408,26 @@ def _typed(cls: type, f: Any, value: Any, where: str) -> Any:
     convert = f.metadata.get("type")
     if convert is not None:
         return convert(value)
-    hint = _hints(cls)[f.name]
-    args = set(typing.get_args(hint)) or {hint}
-    named = where  # as the CLI names a config file's bad value: "train.lr expects a number, got 'abc'"
-    if value is None and type(None) in args:
+    kind, optional = option_kind(_hints(cls)[f.name])
+    if value is None and optional:
         return None
-    kind = next(iter(args - {type(None)}))
-    out = _as_kind(kind, value, f.name)
-    if out is None:
-        words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
-        none = " (or null)" if type(None) in args else ""
-        raise OlftError(f"{named} expects {words}{none}, got {value!r}.")
+    out = as_kind(kind, value)
+    if out is None:  # as the CLI names a config file's bad value: "train.lr expects a number, got 'abc'"
+        raise OlftError(f"{where} expects {KIND_WORDS[kind]}{' (or null)' * optional}, got {value!r}.")
     choices = [c for c in f.metadata.get("choices") or () if c is not None]
     if choices and out not in choices:
-        raise OlftError(choice_error(named, out, choices))
+        raise OlftError(choice_error(where, out, choices))
     return out
+
+
+# What an option of each kind takes, as its errors say.
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def option_kind(hint: Any) -> tuple[type, bool]:
+    """(the kind, whether None is allowed) of an option annotated `hint` (`int`, `float | None`)."""
+    args = set(typing.get_args(hint)) or {hint}
+    return next(iter(args - {type(None)})), type(None) in args
 
 
 def choice_error(key: str, value: Any, choices: list[str]) -> str:
@@ -428,7 +437,7 @@ def choice_error(key: str, value: Any, choices: list[str]) -> str:
     return f"{key} expects one of {', '.join(choices)}, got {value!r}." + (f" Did you mean {close[0]!r}?" if close else "")
 
 
-def _as_kind(kind: type, value: Any, name: str) -> Any:
+def as_kind(kind: type, value: Any) -> Any:
     """`value` as a `kind` (bool, int, float or str) where it reads as one (see `_typed`), else None."""
     if isinstance(value, bool) or kind is bool:  # True is no number, and 1 or "yes" no switch
         return value if kind is bool and isinstance(value, bool) else None

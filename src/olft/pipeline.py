@@ -133,8 +133,8 @@ def load_split(cfg: RunConfig, task: tasks.Task, split: str) -> list:
     Raises OlftError for a missing file or split."""
     d = cfg.data
     if d.data_source == "file":
-        cols = [c.strip() for c in d.text_columns.split(",")] if d.text_columns else None
-        return tasks.load_file(task, d.train_file if split == "train" else d.validation_file, cols, d.label_column)
+        return tasks.load_file(task, d.train_file if split == "train" else d.validation_file, d.text_column_list(),
+                               d.label_column)
     if d.data_source == "datasets":
         return tasks.load_hf(task, split)
     return tasks.load_glue(task, split, d.glue_dir)

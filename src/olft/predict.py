@@ -182,8 +182,7 @@ def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tasks.LoadedFil
     or naming an input column that the predictions would overwrite (`prediction`, `prob_<label>`)
     or a column name the header gives twice.
     """
-    columns = [c.strip() for c in cfg.data.text_columns.split(",")] if cfg.data.text_columns else None
-    loaded = tasks.read_file(task, path, columns, cfg.data.label_column, labels_required=False)
+    loaded = tasks.read_file(task, path, cfg.data.text_column_list(), cfg.data.label_column, labels_required=False)
     twice = next((c for i, c in enumerate(loaded.columns) if c in loaded.columns[:i]), None)
     if twice is not None:
         raise OlftError(f"{path} has two columns named {twice!r}; the output keeps every input column by name: rename one.")

@@ -143,15 +143,15 @@ class RunFolder:
         # this run's rates for what it trains and the folder's for the rest (`ownership.kept_rates`).
         # --lr itself is compared as a whole only where explicit layers' work, which trains at it, is held.
         held, whole_lr = rated_work(self.path), holds_layers_work(self.path)
-        rated = self.rates & held
-        diffs = config_differences(saved, self.config, self.selects and holds_selection(self.path), rated, whole_lr)
+        rated, selects = self.rates & held, self.selects and holds_selection(self.path)
+        diffs = config_differences(saved, self.config, selects, rated, whole_lr)
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
             self.config = kept_config(saved, self.config, self.selects, self.rates, held)
         if diffs and not self.taken_over:
             listing = _listing(diffs, 8, "; ", "; and")
             changed = list(rate_differences(saved, self.config, rated, whole_lr))  # named with their rates in `diffs`
-            options = resuming_options(saved, self.config, self.selects and holds_selection(self.path), whole_lr)
+            options = resuming_options(saved, self.config, selects, whole_lr)
             folder_options = f"the folder's {options}" if options else ""
             same = "rerun with the same options to resume" + (f" ({folder_options})" if options else "")
             if changed:
