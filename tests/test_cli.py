@@ -487,6 +487,9 @@ def test_print_config_output_is_a_config(tmp_path, capsys):
     assert _exit_code(["run", "--lr", "-1", "--print_config"]) == 2
     assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
     assert _exit_code(["train", "--print_config"]) == 0 and "layers: null" in capsys.readouterr().out
+    # ... and the values given beside it are checked all the same (a stand-in takes --layers' place)
+    assert _exit_code(["train", "--lr", "-1", "--print_config"]) == 2
+    assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
 
 
 def _exit_code(args) -> int:
@@ -601,19 +604,23 @@ def test_numbers_read_alike_from_a_flag_a_file_and_python(tmp_path, capsys, mode
                          (["--seed", str(2**70)], f"error: --seed must be a whole number from 0 to {2**32 - 1}"),
                          (["--seed", "-1"], "error: --seed must be a whole number from 0"),
                          (["--seed", "99999999999999999999"], "got 99999999999999999999."),  # as typed, not 1e20
-                         (["--strategies", "final,final"], "error: --strategies gives final twice (final,final)")]:
+                         (["--strategies", "final,final"], "error: --strategies gives final twice (final,final)"),
+                         # layers are read as parse_strategies reads them, before the model is
+                         (["--strategies", "layers=1+2,layers=2+1"],
+                          "error: --strategies gives layers=1+2 twice (layers=1+2,layers=2+1): layers=1+2 and layers=2+1 are one"),
+                         (["--strategies", "layers=1-3,LAYERS=3+1+2"], "gives layers=1+2+3 twice")]:
         _fails(capsys, ["run", "--model", none, *out, *args], phrase)
     model = str(model_dirs["llama"])  # strategies are read against the model's layer count, before data loads
     for args, phrase in [(["--strategies", "olft,final,olft"], "error: --strategies gives olft twice (olft,final,olft)"),
-                         (["--strategies", "full,all"], "error: --strategies gives full twice (full,all)"),
-                         (["--strategies", "layers=1+2,layers=2+1"], "gives layers=1+2 twice ('layers=2+1' repeats it)"),
+                         (["--strategies", "full,all"], "error: --strategies gives full twice (full,all): full and all are one"),
                          # from the model's config, before the data (here a GLUE folder that is not there)
                          (["--reduction-factor", "64", "--glue-dir", none], "--reduction-factor 64 leaves the 32-wide")]:
         _fails(capsys, ["run", "--model", model, *out, *args], phrase)
     for text, phrase in [("train:\n  max_steps: 2.5\n", "train.max_steps expects a whole number, got 2.5."),
                          ("train:\n  seed: 12345678901234567890123\n", "train.seed must be a whole number from 0"),
                          ("strategies: [1, 2]\n", "strategies expects names joined by ','"),
-                         ("strategies: [final, final]\n", "strategies gives final twice (final,final)")]:
+                         ("strategies: [final, final]\n", "strategies gives final twice (final,final)"),
+                         ("strategies: [layers=2+1, layers=1+2]\n", "strategies gives layers=1+2 twice (layers=2+1,layers=1+2)")]:
         path.write_text(text)
         _fails(capsys, ["run", "--config", str(path), "--model", none, *out], f"error: {path}: {phrase}")
     with pytest.raises(OlftError, match="train.seed must be a whole number from 0"):

@@ -1007,3 +1007,18 @@ def test_the_selections_total_counts_the_run_that_probed(tmp_path):
     assert [(r["label"], r["pieces"]) for r in timing["runs"]] == [("first run", ["selection"]),
                                                                   ("continued run", ["selection"])], timing
     assert timing["comparable"] is False
+
+
+def test_table_1_says_the_learning_rate_each_strategy_trained_at():
+    from olft.report import rates_text
+
+    results = _results(None)
+    for name, lr in {"olft": 1e-3, "final": 1e-3, "full": 3e-4}.items():
+        results["strategies"][name]["lr"] = lr
+    assert "\nLearning rates: olft 0.001, final 0.001, full 0.0003.\n" in table_md(results)
+    results["strategies"]["full"]["lr"] = 1e-3
+    assert "\nLearning rate 0.001 (every strategy).\n" in table_md(results)
+    del results["strategies"]["final"]["lr"]  # not recorded: named by those that did
+    assert rates_text(results["strategies"]) == "learning rate 0.001 (olft, full)"
+    assert rates_text({"olft": {"layers": [1]}}) == ""  # a folder from before rates were recorded
+    assert "earning rate" not in table_md(_results(None))

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from olft import plots, report, selectionmd
 from olft.cli import main
 from olft.errors import OlftError
+from olft.evaluate import evaluate_run
 from olft.ownership import foreign_entries
 from olft.runtiming import CPU_SCOPE, compare_timing
 from olft.select import finished_selection
@@ -943,6 +944,9 @@ def test_each_strategy_trains_at_its_own_learning_rate(model_dirs, tiny_glue, tm
     assert peak("final") == pytest.approx(2e-3) and peak("olft") == pytest.approx(5e-3)
     candidates = [p.stem for p in (out / "curves").glob("candidate*.csv")]
     assert candidates and all(peak(c) == pytest.approx(5e-3) for c in candidates)
+    # ... and table.md and `olft evaluate` say which rate each trained at.
+    assert "\nLearning rates: olft 0.005, final 0.002.\n" in (out / "table.md").read_text()
+    assert "\n  learning rates: olft 0.005, final 0.002\n" in evaluate_run(out, quiet=True)
     # The folder's config.json, rerun with fewer --strategies: olft's rate is ignored, not refused.
     assert main(["run", "--config", str(out / "config.json"), "--out", str(out), "--strategies", "final", "-q"]) == 0
     assert _results(out)["strategies"]["final"]["lr"] == 2e-3

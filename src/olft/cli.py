@@ -168,7 +168,15 @@ def build_parser():
 
 
 class _Missing(OlftError):
-    """A command line that lacks a required option (`olft train` without --layers)."""
+    """A command line that lacks a required option (`olft train` without --layers): `flags`."""
+
+    def __init__(self, msg: str, flags: list[str] = ()) -> None:
+        super().__init__(msg)
+        self.flags = flags
+
+
+# A value that stands in for a missing required option while --print_config checks the others.
+STAND_INS = {"--layers": "0", "--run": "."}
 
 
 def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
@@ -198,7 +206,7 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
         # jsonargparse names them by their keys ("train.layers"): the user types flags.
         flags = [_flag(name.strip().split(".")[-1]) for name in missing.group(1).split(",")]
         example = REQUIRED_EXAMPLES.get(flags[0], "") if len(flags) == 1 else ""
-        return _Missing(f"olft {command} needs {' and '.join(flags)}{example}. See `olft {command} --help`.")
+        return _Missing(f"olft {command} needs {' and '.join(flags)}{example}. See `olft {command} --help`.", flags)
     if "unrecognized arguments" in msg and command in parser._subcommands_action._name_parser_map:
         sub = parser._subcommands_action._name_parser_map[command]
         flags = [s for a in sub._actions for s in a.option_strings]
@@ -240,10 +248,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line into a flat namespace: command, its options, and `cfg` (a RunConfig)."""
     printing = [a for a in argv if a.split("=", 1)[0] == "--print_config"]
     if printing:  # jsonargparse prints and exits as it parses: check the values first, as a run would
+        rest = [a for a in argv if a not in printing]
         try:
-            parse([a for a in argv if a not in printing])
-        except _Missing:
-            pass  # a template printed without --layers is what --print_config is for
+            parse(rest)
+        except _Missing as missing:
+            # A template printed without --layers is what --print_config is for; the values given
+            # are still checked, with a stand-in for what is missing (`--lr -1` is refused).
+            stand_ins = [x for f in missing.flags if f in STAND_INS for x in (f, STAND_INS[f])]
+            try:
+                parse(rest + stand_ins)
+            except _Missing:
+                pass
     parser = build_parser()
     sources: dict[str, str] = {}
     notes: list[str] = []
@@ -258,7 +273,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if ns.command in COMMANDS:
             args.cfg = config_from_values(values)
     except OlftError as exc:
-        raise type(exc)(from_file(_as_typed(str(exc), typed), sources)) from exc.__cause__
+        again = type(exc)(from_file(_as_typed(str(exc), typed), sources))
+        again.__dict__.update(vars(exc))  # what the error carries (_Missing's flags)
+        raise again from exc.__cause__
     args.notes = notes  # logged once logging is set up
     given = _given(values, argv, sources) if ns.command in ("run", "select", "train") else set()
     # The API names the options a run or selection leaves unused (`api.run`'s `given`): the CLI

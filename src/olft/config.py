@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olft.errors import OlftError
+from olft.layerspec import parse_layers
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
@@ -105,13 +106,30 @@ def strategies_text(value: Any) -> str:
     if not isinstance(value, str):
         raise OlftError(f"strategies expects names joined by ',' (olft,final,full, layers=3) or, in a config file, a "
                         f"list of them, got {value!r}.")
-    # One result of each name per run folder; full and all are one. (layers=2+1 beside layers=1+2 is
-    # found once the layers are read against the model: `layerspec.parse_strategies`.)
-    names = ["full" if n == "all" else n for n in (p.strip().lower() for p in value.split(",")) if n]
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    # One result of each name per run folder, named as `layerspec.parse_strategies` names it: full
+    # and all are one, and so are layers=2+1 and layers=1+2 (layers are read here as there, and an
+    # unreadable entry is refused there, against the model).
+    names = [_strategy_name(n) for n in (p.strip().lower() for p in value.split(",")) if n]
+    twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
-        raise OlftError(f"strategies gives {twice} twice ({value}); give each strategy once.")
+        entries = [p.strip() for p in value.split(",") if p.strip()]
+        first = entries[names.index(names[twice])]
+        same = "" if first.lower() == entries[twice].lower() else f": {first} and {entries[twice]} are one strategy"
+        raise OlftError(f"strategies gives {names[twice]} twice ({value}){same}; give each strategy once.")
     return value
+
+
+def _strategy_name(entry: str) -> str:
+    """The name `layerspec.parse_strategies` gives a --strategies entry (lowercase): all -> full,
+    layers=2+1 -> layers=1+2; an entry it would refuse is kept as written."""
+    if entry == "all":
+        return "full"
+    if entry.startswith("layers="):
+        try:
+            return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
+        except OlftError:
+            return entry
+    return entry
 
 
 @dataclass

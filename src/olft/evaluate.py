@@ -12,7 +12,7 @@ from pathlib import Path
 from olft.layerspec import parse_candidates, strategy_key
 from olft.pipeline import Session, evaluate_saved
 from olft.predict import load_weights
-from olft.report import resume_command
+from olft.report import rates_text, resume_command
 from olft.runfiles import checkpoint_file, data_note, describe_status, finished_candidates, probe_stage, read_run, weights_file
 from olft.select import unfinished, unfinished_entry
 from olft.selectionmd import probe_text
@@ -55,6 +55,8 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         if selection_left := bool(kept or probe):
             lines.append(f"  selection: not finished{_probe_text(probe, cfg, bool(kept))}"
                          + (f"; {_candidates_text(kept, results, cfg, probe)}" if kept else ""))
+    if rates := rates_text({n: results["strategies"][n] for n in saved}):  # what each strategy re-scored trained at
+        lines.append(f"  {rates}")
     failed = results.get("failed") or {}
     # Table 1's order (olft, final, full, then layers=... by layer), whatever order the runs asked for them.
     for name in sorted(results.get("strategy_names", list(results["strategies"])), key=strategy_key):

@@ -255,8 +255,23 @@ def _score_table(results: dict) -> list[str]:
                           + collapsed_mark(s, split) + (" ‡" if split in optimistic.get(name, []) else ""))  # fmt: skip
         lines.append(f"| {name} | {layers} | " + " | ".join(scores) + " |")
     notes = [f"‡ Optimistic: {OPTIMISTIC.format(split=split)}" for split in optimistic.get("olft", [])]
+    rates = rates_text(strategies)
     return (lines + _collapsed_notes(strategies, results["eval_splits"]) + _undefined_notes(strategies, metric)
-            + (["", *notes] if notes else []))
+            + (["", *notes] if notes else []) + (["", f"{rates[0].upper()}{rates[1:]}."] if rates else []))
+
+
+def rates_text(strategies: dict) -> str:
+    """The learning rates results.json's `strategies` trained at (each entry's `lr`, AdamW's peak
+    rate): "learning rate 0.001 (every strategy)", or each strategy's where they differ
+    (--strategy-lr), "learning rates: olft 0.001, full 0.0003". Empty where no entry records one
+    (a folder from before olft recorded them)."""
+    rates = {name: s["lr"] for name, s in _in_order(strategies) if s.get("lr") is not None}
+    if not rates:
+        return ""
+    if len(set(rates.values())) == 1:
+        every = "every strategy" if len(rates) == len(strategies) else ", ".join(rates)
+        return f"learning rate {next(iter(rates.values())):g} ({every})"
+    return "learning rates: " + ", ".join(f"{name} {lr:g}" for name, lr in rates.items())
 
 
 def shown_score(s: dict, split: str, metric: str, value: float | None) -> str:
