@@ -411,6 +411,51 @@ def test_validation_file_that_is_the_training_file_and_a_one_class_draw_are_warn
     assert "Raise --max-train-samples" in one[0]
 
 
+def test_a_validation_label_no_training_example_has_is_warned_of(tmp_path, caplog):
+    """An own file of two of MNLI's three classes: the head never learns the third, and the
+    validation examples that have it are errors with no sign why in the scores."""
+    import logging
+
+    from olft.config import DataConfig, RunConfig, TrainConfig
+    from olft.pipeline import load_examples
+    from olft.tasks import TASKS
+
+    labels = ["entailment", "neutral", "contradiction"]
+    (tmp_path / "train.csv").write_text("premise,hypothesis,label\n" + "".join(
+        f"p{i},h{i},{labels[i % 2]}\n" for i in range(20)))  # no contradiction
+    (tmp_path / "dev.csv").write_text("premise,hypothesis,label\n" + "".join(
+        f"q{i},g{i},{labels[i % 3]}\n" for i in range(9)))
+
+    def warnings(**train) -> list[str]:
+        caplog.clear()
+        cfg = RunConfig(data=DataConfig(data_source="file", train_file=str(tmp_path / "train.csv"),
+                                        validation_file=str(tmp_path / "dev.csv"), **train), train=TrainConfig(seed=0))
+        with caplog.at_level(logging.WARNING, logger="olft"):
+            load_examples(cfg, TASKS["mnli"])
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    said = warnings()
+    assert said == [f"validation: 3 of its 9 examples have a label no training example has ('contradiction': 3): the "
+                    "classifier is never taught to answer it, so it almost never predicts it and scores them as errors. "
+                    f"Add training examples with that label to {tmp_path / 'train.csv'}."], said
+    (tmp_path / "train.csv").write_text("premise,hypothesis,label\n" + "".join(
+        f"p{i},h{i},{labels[i % 3]}\n" for i in range(30)))
+    assert warnings() == []  # every class taught
+    # A draw that missed a class the split has: raise --max-train-samples instead.
+    drew = None
+    for seed in range(50):
+        caplog.clear()
+        cfg = RunConfig(data=DataConfig(data_source="file", train_file=str(tmp_path / "train.csv"),
+                                        validation_file=str(tmp_path / "dev.csv"), max_train_samples=3),
+                        train=TrainConfig(seed=seed))
+        with caplog.at_level(logging.WARNING, logger="olft"):
+            train, _ = load_examples(cfg, TASKS["mnli"])
+        if len({ex.label for ex in train}) == 2:
+            drew = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            break
+    assert drew and len(drew) == 1 and "Raise --max-train-samples (the whole training split has it)" in drew[0], drew
+
+
 @pytest.mark.parametrize(
     "extra, phrases",
     [
@@ -797,3 +842,25 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
         olft.MethodConfig("lorra")  # refused where it is made, not after the data loads
     with pytest.raises(olft.OlftError, match="Unknown option model.nam"):
         olft.info({"model": {"nam": "x"}})
+
+
+def test_a_max_steps_of_many_epochs_is_warned_of(caplog):
+    """--max-steps replaces --epochs: a million steps on 64 examples just runs, for every strategy."""
+    import logging
+
+    from olft.config import RunConfig, TrainConfig
+    from olft.pipeline import check_max_steps
+
+    def warnings(**train) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="olft"):
+            check_max_steps(RunConfig(train=TrainConfig(**train)), 64)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    said = warnings(max_steps=1_000_000, batch_size=16)
+    assert said == ["--max-steps 1000000 at --batch-size 16 is 250000 passes over the 64 training examples, for every "
+                    "strategy (60000 warmup steps alone at --warmup-ratio 0.06). If that is not meant, lower --max-steps "
+                    "or leave it out to train for --epochs (now 3)."], said
+    assert warnings(max_steps=400, batch_size=16) == []  # 100 passes: a long run, not a slip
+    assert warnings(max_steps=401, batch_size=16) != []
+    assert warnings() == []  # --epochs alone

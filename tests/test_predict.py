@@ -705,6 +705,10 @@ def test_split_of_a_run_trained_from_files_reads_its_own_files(model_dirs, tiny_
     assert list(rows[0])[:5] == ["uid", "text", "label", "note", "prediction"]
     assert [(r["uid"], r["text"], r["label"], r["note"]) for r in rows] == [
         (f"u{i}", ex.texts[0], str(ex.label), f"n{i}") for i, ex in enumerate(dev)]
+    # One --text example is named by the run's column too, not SST-2's own field ("sentence").
+    assert main(["predict", "--run", str(run), "--text", "a fine film", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert '"text": "a fine film"' in printed and "sentence" not in printed, printed
     _fails(capsys, ["predict", "--run", str(run), "--split", "test", "--output", str(tmp_path / "sub")],
            "--split test writes GLUE's test submission files, and this run was trained from your own files "
            "(--data-source file): predict your test file with --input FILE --output FILE instead.")

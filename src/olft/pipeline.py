@@ -125,6 +125,48 @@ def check_splits(cfg: RunConfig, task: tasks.Task, every: list, train: list, eva
                         "scores measure how well the training data was fit, not how the model does on new text. %s.",
                         split, len(examples), "is --validation-file" if d.data_source == "file" else "does it repeat",
                         fix)  # fmt: skip
+    if not task.is_regression and len(drawn) > 1:  # (one class drawn is warned of above)
+        _untaught_labels(task, source, every, train, evals)
+
+
+def _untaught_labels(task: tasks.Task, source: str, every: list, train: list, evals: dict[str, list]) -> None:
+    """Warn, per eval split, of its examples whose label no training example has (an own file of
+    two of MNLI's three classes, say, or a --max-train-samples draw that missed one): the head is
+    never taught that class, so it almost never predicts it and those examples count as errors,
+    with no sign of why in the scores."""
+    taught = {ex.label for ex in train}
+    for split, examples in evals.items():
+        unseen = {task.labels[label]: sum(ex.label == label for ex in examples)
+                  for label in sorted({ex.label for ex in examples} - taught)}  # fmt: skip
+        if not unseen:
+            continue
+        drawn = all(name in {task.labels[ex.label] for ex in every} for name in unseen)
+        fix = ("Raise --max-train-samples (the whole training split has it), or try another --seed" if drawn
+               else f"Add training examples with {'that label' if len(unseen) == 1 else 'those labels'} to {source}")
+        log.warning("%s: %s of its %d examples have a label no training example has (%s): the classifier is never taught "
+                    "to answer it, so it almost never predicts it and scores them as errors. %s.", split,
+                    sum(unseen.values()), len(examples), ", ".join(f"{name!r}: {n}" for name, n in unseen.items()), fix)  # fmt: skip
+
+
+# Passes over the training data past which --max-steps reads as a slip (an extra zero, the steps of a
+# larger dataset): fine-tuning recipes run a few epochs (GLUE: 3 to 20), and at this many the
+# linear schedule's warmup (--warmup-ratio of the steps) alone can outlast several epochs.
+MAX_STEPS_EPOCHS = 100
+
+
+def check_max_steps(cfg: RunConfig, n_train: int) -> None:
+    """Warn when --max-steps makes every strategy train for more than `MAX_STEPS_EPOCHS` passes
+    over its `n_train` training examples (steps x batch size / examples), naming the epochs it
+    amounts to: it replaces --epochs, and a run at a million steps would otherwise just run."""
+    t = cfg.train
+    if not t.max_steps or not n_train:
+        return
+    epochs = t.max_steps * t.batch_size / n_train
+    if epochs > MAX_STEPS_EPOCHS:
+        log.warning("--max-steps %d at --batch-size %d is %.0f passes over the %d training examples, for every strategy "
+                    "(%.0f warmup steps alone at --warmup-ratio %g). If that is not meant, lower --max-steps or leave it "
+                    "out to train for --epochs (now %g).", t.max_steps, t.batch_size, epochs, n_train,
+                    t.warmup_ratio * t.max_steps, t.warmup_ratio, t.epochs)  # fmt: skip
 
 
 def load_split(cfg: RunConfig, task: tasks.Task, split: str) -> list:
@@ -179,6 +221,9 @@ class Session(SelectionMixin):
                 per_text = ", ".join(f"{k} {v}" for k, v in cut.items() if k != "examples")
                 log.warning("%s: %d examples were longer than %d tokens and lost tokens (%s; longest first)",
                             split, cut["examples"], self.max_length, per_text)  # fmt: skip
+
+        if data and train_split:
+            check_max_steps(cfg, len(self.train_enc))
 
     def encode(self, examples: list) -> Encoded:
         return encode(self.tokenizer, examples, self.max_length, model_inputs=self.stack.model_inputs)

@@ -346,13 +346,14 @@ def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[li
                             "out to predict without metrics.")
         return loaded.examples, loaded.records, loaded.has_label
     if args.text:
-        if len(args.text) != len(task.text_fields):
-            raise OlftError(f"{task.display_name} takes {len(task.text_fields)} text(s) ({', '.join(task.text_fields)}); got {len(args.text)}.")
+        fields = cfg.data.text_column_list() or list(task.text_fields)  # named as the run read them (--text-columns)
+        if len(args.text) != len(fields):
+            raise OlftError(f"{task.display_name} takes {len(fields)} text(s) ({', '.join(fields)}); got {len(args.text)}.")
         _check_utf8(args.text)
-        empty = next((name for name, text in zip(task.text_fields, args.text, strict=True) if not text.strip()), None)
+        empty = next((name for name, text in zip(fields, args.text, strict=True) if not text.strip()), None)
         if empty is not None:
             raise OlftError(f"--text: the {empty} text is empty; give every text some words.")
-        return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(task.text_fields, args.text, strict=True))], [False]
+        return [tasks.Example(tuple(args.text), 0.0 if task.is_regression else 0)], [dict(zip(fields, args.text, strict=True))], [False]
     examples, inputs = _split_examples(cfg, task, args.split, args.whole_split, results)
     return examples, inputs, [True] * len(examples)
 
