@@ -628,6 +628,9 @@ def test_numbers_read_alike_from_a_flag_a_file_and_python(tmp_path, capsys, mode
     with pytest.raises(OlftError, match=re.escape("strategies gives final twice (final,final)")):
         RunConfig(strategies=["final", "final"])
     assert RunConfig.from_dict({"data": {"text_columns": "a, b"}}).data.text_columns == "a,b"
+    for typed in ("a,", ",b", "a, ,b"):  # a column left out while typing: refused where the config is made
+        _fails(capsys, ["run", "--model", none, *out, "--text-columns", typed],
+               f"error: --text-columns has an empty column name ({typed!r})")
     assert not (tmp_path / "o").exists()
 
 

@@ -1591,13 +1591,14 @@ def test_strategy_lr_of_a_strategy_a_run_does_not_train_keeps_the_folders():
     ({"pieces/.strategy-final.tmp12.json": "{", "checkpoints/.olft.tmp3.pt": ""}, set()),  # a kill mid-write: no work
 ])
 def test_rated_work_names_the_strategies_whose_rate_a_folders_work_trained_at(tmp_path, files, held):
-    from olft.ownership import holds_layers_work, rated_work
+    from olft.ownership import folder_work
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert rated_work(tmp_path) == held
-    assert holds_layers_work(tmp_path) == ("layers" in json.dumps(files))  # explicit layers' work: --lr compared whole
+    work = folder_work(tmp_path)
+    assert work.rated == held
+    assert work.layers == ("layers" in json.dumps(files))  # explicit layers' work: --lr compared whole
 
 
 def test_an_option_the_method_ignores_may_differ_when_a_run_continues(model_dirs, tiny_glue, tmp_path, capsys):

@@ -165,7 +165,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         typed_fields(self)
         if self.text_columns is not None:  # "a, b" names columns a and b, not " b"
-            self.text_columns = ",".join(self.text_column_list()) or None
+            names = self.text_column_list()
+            if len(names) > 1 and "" in names:  # "a,", ",b", "a,,b": a column left out while typing
+                raise OlftError(f"data.text_columns has an empty column name ({self.text_columns!r}): name each text "
+                                "column, joined by ',' (e.g. premise,hypothesis).")
+            self.text_columns = ",".join(names) or None
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")
         if self.glue_dir is None:
             self.glue_dir = os.environ.get("GLUE_DIR")

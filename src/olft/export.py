@@ -282,7 +282,7 @@ def usage_text(info: RunInfo, tokenizer, format: str, custom: bool, name: str, c
     fields, n = list(task.text_fields), results.get("max_length")  # also the code's names: valid Python
     # the run's own --text-columns where it named them: the columns its files held, and those
     # `olft predict --input` reads from an exported folder
-    columns = [c.strip() for c in (info.cfg.data.text_columns or "").split(",") if c.strip()] or fields
+    columns = info.cfg.data.text_column_list() or fields
     joined = len(fields) > 1 and joins_pairs(tokenizer)
     segments = "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
     unsegmented = segments and no_segment_ids(config)

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +157,10 @@ def config_differences(old: dict, new: dict, selects: bool = True, rates: Collec
     "<strategy>'s learning rate: old in the folder, new now" for each strategy of `rates` whose
     effective rate (--lr, or its --strategy-lr entry) differs (`rate_differences`): --strategy-lr
     is compared per strategy, not as a whole; so is --lr (`train.lr`) unless `whole_lr`.
-    `RunFolder` passes `selects` False where the folder holds no selection work (`holds_selection`),
-    as `rates` the strategies this run trains that the folder holds work of (`rated_work`): a rate
+    `RunFolder` passes `selects` False where the folder holds no selection work (`FolderWork.selects`),
+    as `rates` the strategies this run trains that the folder holds work of (`FolderWork.rated`): a rate
     nothing finished trained at may change; and `whole_lr` only where the folder holds explicit
-    layers' work (`holds_layers_work`), which trains at --lr itself and records no rate of its own."""
+    layers' work (`FolderWork.layers`), which trains at --lr itself and records no rate of its own."""
     diffs = [f"{key}: {was!r} in the folder, {now!r} now" for key, was, now in _option_differences(old, new, selects, whole_lr)]
     for name, (was, now) in rate_differences(old, new, rates, whole_lr).items():
         diffs.append(f"{name}'s learning rate: {was} in the folder, which its {name} work trained at, {now} now")
@@ -291,64 +292,74 @@ def never_started(path: Path) -> bool:
     return True
 
 
-def holds_selection(path: Path) -> bool:
-    """Whether run folder `path` holds selection work, or a run that selected: a selection (or an
-    olft strategy) in results.json, or a piece or checkpoint that is not a fixed-layer strategy's
-    (layers=..., final, full). Without any, nothing in it depends on the selection options, so a
-    run may change them (`config_differences`' `selects`)."""
-    return "olft" in _work(path)
-
-
 # Pieces that record no training: a proxy's (the probe's fit, the gradient score at initialisation)
 # and the selection's own record, whose trained candidates (if any) leave pieces of their own.
 UNTRAINED_PIECES = ("probe", "gradient", "selection")
 
-
-def rated_work(path: Path) -> set[str]:
-    """The strategies of `RATED` whose rate (--lr, or their --strategy-lr entry) work in run folder
-    `path` trained at: olft for a trained candidate of a selection (candidates train at olft's
-    rate) or any olft work, final and full for theirs, in results.json, a piece or a checkpoint. A
-    selection by a proxy alone (--selector probe or gradient, auto below 8 candidates) trained
-    nothing, so it holds no rate. Explicit layers train at --lr, so a folder of those alone holds
-    none: a run may change any strategy's --strategy-lr there, and another strategy's anywhere
-    (`config_differences`' `rates`)."""
-    return _work(path, trained=True) & set(RATED)
-
-
-def holds_layers_work(path: Path) -> bool:
-    """Whether run folder `path` holds work of explicit layers (layers=..., `olft train`), which
-    trains at --lr and records no rate of its own: there --lr is compared as a whole
-    (`config_differences`' `whole_lr`)."""
-    return any(name.startswith("layers") for name in _work(path))
-
-
 FIXED = ("layers", "final", "full")  # the strategies whose layers are fixed: neither selects
 
 
-def _work(path: Path, trained: bool = False) -> set[str]:
-    """The names of the strategies run folder `path` holds work of, or a run of: each that results.json
-    names or holds, and each with a piece or checkpoint; "olft" for a selection, and for any piece or
-    checkpoint that is not a fixed-layer strategy's (`FIXED`: a candidate's, the probe's, the selection's).
-    A fixed-layer strategy's piece or checkpoint gives its file name (layers=0+3's is "layers-0_3").
-    `trained`: only work that trained, so not a selection's record nor a proxy's piece (`UNTRAINED_PIECES`)."""
+@dataclass(frozen=True)
+class FolderWork:
+    """The strategies a run folder holds work of, or a run of (`folder_work`), read once: each
+    that results.json names or holds, and each with a piece or checkpoint; "olft" for a selection,
+    and for any piece or checkpoint that is not a fixed-layer strategy's (`FIXED`: a candidate's,
+    the probe's, the selection's). A fixed-layer strategy's piece or checkpoint gives its file name
+    (layers=0+3's is "layers-0_3"). `trained`: those whose work trained, so not by a selection's
+    record nor a proxy's piece alone (`UNTRAINED_PIECES`)."""
+
+    held: frozenset[str]
+    trained: frozenset[str]
+
+    @property
+    def selects(self) -> bool:
+        """Whether the folder holds selection work, or a run that selected: a selection (or an olft
+        strategy) in results.json, or a piece or checkpoint that is not a fixed-layer strategy's
+        (layers=..., final, full). Without any, nothing in it depends on the selection options, so
+        a run may change them (`config_differences`' `selects`)."""
+        return "olft" in self.held
+
+    @property
+    def rated(self) -> set[str]:
+        """The strategies of `RATED` whose rate (--lr, or their --strategy-lr entry) the folder's
+        work trained at: olft for a trained candidate of a selection (candidates train at olft's
+        rate) or any olft work, final and full for theirs. A selection by a proxy alone (--selector
+        probe or gradient, auto below 8 candidates) trained nothing, so it holds no rate. Explicit
+        layers train at --lr, so a folder of those alone holds none: a run may change any
+        strategy's --strategy-lr there, and another strategy's anywhere (`config_differences`' `rates`)."""
+        return set(self.trained) & set(RATED)
+
+    @property
+    def layers(self) -> bool:
+        """Whether the folder holds work of explicit layers (layers=..., `olft train`), which trains
+        at --lr and records no rate of its own: there --lr is compared as a whole
+        (`config_differences`' `whole_lr`)."""
+        return any(name.startswith("layers") for name in self.held)
+
+
+def folder_work(path: Path) -> FolderWork:
+    """What run folder `path` holds work of (`FolderWork`), from one read of its results.json,
+    pieces and checkpoints; an unreadable results.json counts as none."""
     try:
         results = json.loads((Path(path) / "results.json").read_text())
     except (OSError, ValueError):
         results = {}
-    out: set[str] = set()
+    held: set[str] = set()
     if isinstance(results, dict):
         for key in ("strategy_names", "strategies"):
             if isinstance(results.get(key), (list, dict)):
-                out |= {n for n in results[key] if isinstance(n, str)}
-        if results.get("selection") and not trained:
-            out.add("olft")
+                held |= {n for n in results[key] if isinstance(n, str)}
+    trained = set(held)
+    if isinstance(results, dict) and results.get("selection"):
+        held.add("olft")
     for entry in work_files(path, "pieces", "*.json"):
         kind, _, name = entry.stem.partition("-")
-        if trained and kind in UNTRAINED_PIECES:
-            continue
-        out.add(name if kind in ("strategy", "failed") and name.startswith(FIXED) else "olft")
-    out |= {e.stem if e.stem.startswith(FIXED) else "olft" for e in work_files(path, "checkpoints", "*.pt")}
-    return out
+        name = name if kind in ("strategy", "failed") and name.startswith(FIXED) else "olft"
+        held.add(name)
+        if kind not in UNTRAINED_PIECES:
+            trained.add(name)
+    checkpoints = {e.stem if e.stem.startswith(FIXED) else "olft" for e in work_files(path, "checkpoints", "*.pt")}
+    return FolderWork(frozenset(held | checkpoints), frozenset(trained | checkpoints))
 
 
 def saved_config(path: Path) -> dict | None:

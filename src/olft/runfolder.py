@@ -56,16 +56,14 @@ from olft.ownership import (
     OWN_FOLDERS,
     RATED,
     config_differences,
+    folder_work,
     foreign_entries,
-    holds_layers_work,
-    holds_selection,
     is_os_metadata,
     is_own,
     is_tracker_folder,
     kept_config,
     never_started,
     rate_differences,
-    rated_work,
     resuming_options,
     resuming_rates,
     saved_config,
@@ -142,8 +140,9 @@ class RunFolder:
         # match (--lr or --strategy-lr, as `TrainConfig.lr_for` resolves them); config.json then records
         # this run's rates for what it trains and the folder's for the rest (`ownership.kept_rates`).
         # --lr itself is compared as a whole only where explicit layers' work, which trains at it, is held.
-        held, whole_lr = rated_work(self.path), holds_layers_work(self.path)
-        rated, selects = self.rates & held, self.selects and holds_selection(self.path)
+        work = folder_work(self.path)
+        held, whole_lr = work.rated, work.layers
+        rated, selects = self.rates & held, self.selects and work.selects
         diffs = config_differences(saved, self.config, selects, rated, whole_lr)
         self.taken_over = bool(diffs) and never_started(self.path)
         if not diffs:  # options this run does not read keep the folder's values in config.json
