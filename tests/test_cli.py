@@ -86,9 +86,26 @@ def test_evaluate_reproduces_results(llama_run, capsys, monkeypatch):
     sel = json.loads((llama_run / "results.json").read_text())["selection"]
     caveat = choice_caveat(sel)  # the headline's 'no signal' or tie (test_report checks its words)
     assert out.splitlines()[1] == f"  selection: layer {sel['selected_layer']} (selector {sel['selector']}{'; ' + caveat if caveat else ''})"
-    for line in out.splitlines()[2:]:
+    assert out.splitlines()[2] == "  learning rate 0.001 (every strategy)"
+    for line in out.splitlines()[3:]:
         now, saved = line.split("accuracy=")[1].split(" (results.json: ")
         assert abs(float(now) - float(saved.rstrip(")"))) < 1e-9
+
+
+def test_evaluate_names_a_finished_strategys_missing_weights_file(llama_run, tmp_path, capsys):
+    """A finished strategy whose weights were left behind (a folder copied without weights/, as
+    docs/runs' are) is said so, with its recorded score: not "not finished", which it is not."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(llama_run, copy)
+    (copy / "weights" / "final.safetensors").unlink()
+    assert main(["evaluate", "--run", str(copy), "-q"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((copy / "results.json").read_text())["strategies"]["final"]["metrics"]["validation"]["accuracy"]
+    assert (f"  final: finished (accuracy {100 * saved:.1f} on validation in results.json), but its weights file "
+            f"{copy / 'weights' / 'final.safetensors'} is missing, so it cannot be re-scored") in out, out
+    assert "olft validation: " in out and "not finished" not in out
 
 
 def test_evaluate_says_when_the_data_changed_since_the_run(llama_run, capsys, monkeypatch):

@@ -274,6 +274,11 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         given: Iterable[str] | None = None) -> dict:
     """Select, tune and compare; write (or continue) the run folder; return the results dict.
 
+    `cfg`: a RunConfig, or a mapping of its groups (`RunConfig.from_dict`: `{"model": {"model":
+    "minilm-l6"}, "train": {"lr": 1e-3}}`). `strategies`: parsed strategies that replace
+    `cfg.strategies` (`olft train` passes its layers=...). `quiet`: no progress bars. `overwrite`:
+    clear an existing run folder of olft's first (--overwrite).
+
     results.json holds every piece the folder holds, including those of earlier runs with other
     --strategies. `status` is "failed" when every strategy asked for failed, "finished with
     failures" when some strategy the folder names failed, else "complete". Raises OlftError on
@@ -411,6 +416,7 @@ def _short(layers: list[int]) -> str:
 
 def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, given: Iterable[str] | None = None) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder).
+    `cfg`: a RunConfig or a mapping of its groups, as `run` takes.
 
     Returns the results dict, as the folder's results.json holds it (the folder's other finished
     pieces stay in it, so `strategies` is {} unless an earlier run tuned some). Its `selection`:
@@ -455,6 +461,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
 
 def info(cfg: RunConfig) -> dict:
     """What olft discovered in a model and what each method would cost on it (no data needed).
+    `cfg`: a RunConfig or a mapping of its groups, as `run` takes.
 
     Family structure (layer list, embeddings, final norm, pooler, attention and the projections
     the adapter follows, LoRA targets, pooling and where it came from), layers, middle bucket,

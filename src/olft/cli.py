@@ -153,8 +153,8 @@ def build_parser():
             p.add_argument("--layers", required=True, help="Layers to tune (0-based): numbers or ranges low-high, comma-separated, e.g. 11, 3,5 or 2-4 (3+5, as --strategies layers=3+5 and table.md write it, works too).")
         sub.add_subcommand(command, p, help=help_text)
     p = _subparser("Re-evaluate a run folder's saved weights on its validation split(s) and compare with results.json.")
-    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
-    sub.add_subcommand("evaluate", p, help="Re-evaluate a finished run folder's saved weights.")
+    p.add_argument("--run", required=True, help="Run folder written by `olft run` or `olft train`.")
+    sub.add_subcommand("evaluate", p, help="Re-evaluate a run folder's saved weights (and say what is not finished).")
     from olft.export import add_export_options
     from olft.predict import add_predict_options
 

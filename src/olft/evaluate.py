@@ -64,6 +64,12 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         if name not in saved and name in failed:
             lines.append(f"  {name}: failed: {failed[name].get('error')}")
             continue
+        if name not in saved and entry is not None:  # finished, its weights file gone (moved, or never copied)
+            shown = (entry.get("metrics") or {}).get(results["eval_splits"][0], {}).get(results["metric"])
+            score = "" if shown is None else f" ({results['metric']} {100 * shown:.1f} on {results['eval_splits'][0]} in results.json)"
+            lines.append(f"  {name}: finished{score}, but its weights file {weights_file(folder, name)} is missing, so it "
+                         "cannot be re-scored; put the file back, or rerun the strategy into another --out")
+            continue
         if name not in saved:
             step = checkpoint_step(checkpoint_file(folder, name))
             resumes = "" if step is None else f"; its checkpoint at step {step} is resumed when the run continues"

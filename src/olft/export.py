@@ -70,7 +70,7 @@ def export(run_dir: str | Path, output: str | Path, strategy: str | None = None,
     """Write `strategy` of the run folder `run_dir` to the new folder `output` in `format` (no
     `strategy`: olft, or the run's only strategy; no `format`: `default_format` of its method).
 
-    Raises OlftError for an unfinished run, a strategy not in it, an existing `output`, one that
+    Raises OlftError for an unfinished run, a strategy not in it, an `output` that is a file or a non-empty folder (an empty one is written into), one that
     cannot be created (a file above it, an unwritable folder), or a method/family the format
     cannot hold (naming the formats that can). SIGTERM raises `Terminated` (as Ctrl-C raises
     KeyboardInterrupt) once the temporary folder beside `output` is removed.
@@ -476,7 +476,7 @@ def _point_at_base(out: Path) -> None:
 
 
 def add_export_options(p) -> None:
-    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
+    p.add_argument("--run", required=True, help="Run folder written by `olft run` or `olft train`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
     p.add_argument("--format", default=None, choices=FORMATS,

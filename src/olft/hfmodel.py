@@ -46,7 +46,8 @@ PROBES = (("the movie was good", "a plot"), ("not really a very fun story and th
 def load(run_dir: str | Path, strategy: str | None = None, merge: bool = False) -> nn.Module:
     """A transformers `...ForSequenceClassification` model of a run's strategy (eval mode).
 
-    `strategy`: olft, or the run's only strategy (`olft train`'s `layers=3`), as `olft predict`.
+    `strategy`: any finished strategy of the run (olft, final, full, layers=...); by default olft,
+    or the run's only strategy (`olft train`'s `layers=3`), as `olft predict --strategy`.
 
     `config.id2label`/`label2id` hold the task's label names (regression: one output, "score").
     `merge=True` folds LoRA into the base weights (a plain transformers model); for adapter
@@ -90,7 +91,9 @@ def load_tokenizer(run_dir: str | Path):
 
     For a model with one segment embedding (`families.no_segment_ids`) it returns no
     token_type_ids, as olft fed none. Raises OlftError where the model source's tokenizer has no
-    vocabulary (`loading.read_tokenizer`).
+    vocabulary (`loading.read_tokenizer`), and, as `load` does, for a folder that is no run folder
+    or holds no finished strategy with its weights file (`open_run`): the tokenizer is for a model
+    `load` can make.
     """
     from olft.families import no_segment_ids
     from olft.loading import read_config

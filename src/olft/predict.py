@@ -232,7 +232,7 @@ def _write_submission(session, task, files, out_dir: Path, batch_size: int | Non
 
 
 def add_predict_options(p) -> None:
-    p.add_argument("--run", required=True, help="Run folder written by `olft run`.")
+    p.add_argument("--run", required=True, help="Run folder written by `olft run` or `olft train`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
     p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics on the rows that have one). "
