@@ -55,8 +55,6 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
         if selection_left := bool(kept or probe):
             lines.append(f"  selection: not finished{_probe_text(probe, cfg, bool(kept))}"
                          + (f"; {_candidates_text(kept, results, cfg, probe)}" if kept else ""))
-    if rates := rates_text({n: results["strategies"][n] for n in saved}):  # what each strategy re-scored trained at
-        lines.append(f"  {rates}")
     failed = results.get("failed") or {}
     # Table 1's order (olft, final, full, then layers=... by layer), whatever order the runs asked for them.
     for name in sorted(results.get("strategy_names", list(results["strategies"])), key=strategy_key):
@@ -79,6 +77,8 @@ def evaluate_run(folder: Path, quiet: bool = False) -> str:
             label = (entry.get("one_class") or {}).get(split)  # a collapsed strategy's score measures a constant answer
             collapsed = "" if label is None else f"predicts {label!r} for every example, "
             lines.append(f"  {name} {split}: {collapsed}{scores.text(entry['metrics'].get(split, {}))}")
+    if rates := rates_text({n: results["strategies"][n] for n in saved}):  # what each strategy re-scored trained at
+        lines.append(f"  {rates}")
     # Continuing helps a stopped run; a failed piece's run ended, and continuing would fail it again.
     left = [n for n in results.get("strategy_names", []) if n not in saved and n not in failed] or unfinished(sel) or selection_left
     if left and results.get("status") != "complete" and not status.startswith("RUNNING"):
