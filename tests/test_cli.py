@@ -714,7 +714,16 @@ def test_config_file_strategy_lr_as_a_mapping(tmp_path, capsys):
     cfg = parse(["run", "--config", str(path)]).cfg
     assert cfg.train.strategy_lr == "olft=0.003,final=0.001" and cfg.train.lr_by_strategy() == {"olft": 3e-3, "final": 1e-3}
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # config.json holds the text: the run repeats
-    assert parse(["run", "--config", str(path), "--strategy-lr", "full=2e-3"]).cfg.train.strategy_lr == "full=2e-3"
+    args = parse(["run", "--config", str(path), "--strategy-lr", "full=2e-3"])
+    assert args.cfg.train.strategy_lr == "full=2e-3"
+    # The flag replaces the file's rates whole, as a flag replaces any option: said, with the flag that keeps them.
+    assert args.warnings == [f"--strategy-lr full=2e-3 replaces {path}'s strategy_lr (olft=3e-3,final=0.001) whole, so "
+                             "olft, final now train at --lr; to keep them, pass --strategy-lr full=2e-3,olft=3e-3,final=0.001."]
+    assert parse(["run", "--config", str(path), "--strategy-lr=olft=1e-2"]).warnings == [
+        f"--strategy-lr olft=1e-2 replaces {path}'s strategy_lr (olft=3e-3,final=0.001) whole, so final now trains at "
+        "--lr; to keep it, pass --strategy-lr olft=1e-2,final=0.001."]
+    assert parse(["run", "--config", str(path), "--train.strategy_lr", "olft=1,final=2"]).warnings == []  # nothing dropped
+    assert parse(["run", "--config", str(path), "--lr", "2e-3"]).warnings == []
     assert TrainConfig(strategy_lr={"full": 2e-3}).strategy_lr == "full=0.002"  # library callers alike
     cases = [("{olft: 3e-3, olft: 1e-3}", "'olft' is given twice in one mapping (line 2)"),
              ("{olft: -1e-3}", "'olft=-0.001' needs a positive number"), ("{olft: fast}", "'olft=fast' needs a positive number"),

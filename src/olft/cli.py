@@ -262,7 +262,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     sources: dict[str, str] = {}
     notes: list[str] = []
-    typed, argv = list(argv), config_first(list(argv), sources, notes)
+    replaced: list[str] = []
+    typed, argv = list(argv), config_first(list(argv), sources, notes, replaced)
     try:
         try:
             ns = parser.parse_args(argv)
@@ -285,7 +286,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # refuses it typed, as it would do nothing), so nothing is named twice.
     train = ns.command == "train"
     args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
-    args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv)
+    args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv) + replaced
     args.given = given & {"train.strategy_lr"} if train else given
     return args
 

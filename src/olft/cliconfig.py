@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from olft.config import OTHER_NAMES, SECTIONS
+from olft.config import OTHER_NAMES, SECTIONS, strategy_lr_text
 from olft.errors import OlftError
 
 COMMANDS = {
@@ -166,12 +166,14 @@ def _short_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: list[str] | None = None) -> list[str]:
+def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: list[str] | None = None,
+                 warnings: list[str] | None = None) -> list[str]:
     """Move `--config FILE` right after the subcommand, so that every flag overrides the file.
     A file with options only other subcommands take is handed on as its text without them, and
     `notes`, if given, gets a line naming them. `sources`, if given, is filled with {grouped key:
     file} for the options the files set and the command line does not (the last file wins, as in
-    parsing), so a bad value can name its file."""
+    parsing), so a bad value can name its file. `warnings`, if given, gets a line for each file's
+    per-strategy rate that a typed --strategy-lr drops (`_dropped_rates`)."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
     rest, configs, files, skips, i = _short_flags(argv[1:]), [], [], [], 0
@@ -212,11 +214,44 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         # config.json's `out` is the path as it was typed, relative to where the run started: from
         # any other directory it would name a new folder, so the run continues where the file lies.
         rest = ["--out", home, *rest]
+    if warnings is not None:
+        warnings += _dropped_rates(rest, files)
     if sources is not None:
         given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
         for path, keys in files:
             sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
     return [argv[0], *configs, *rest]
+
+
+def _dropped_rates(rest: list[str], files: list[tuple[str, list[str]]]) -> list[str]:
+    """A warning where a typed --strategy-lr replaces a config file's `train.strategy_lr` and so
+    drops some of its entries: a flag overrides an option whole (`strategy_lr: {olft: 3e-3,
+    final: 5e-3}` with `--strategy-lr olft=1e-2` trains final at --lr), which is the rule for every
+    option but reads here like one entry changed. Merging instead would leave no way to drop an
+    entry from the command line, so the rule stays and is said."""
+    typed = None
+    for i, token in enumerate(rest):
+        name, eq, value = token.partition("=")
+        if name in ("--strategy-lr", "--train.strategy_lr"):
+            typed = value if eq else (rest[i + 1] if i + 1 < len(rest) else "")
+    path = next((p for p, keys in reversed(files) if "train.strategy_lr" in keys), None)  # the file whose value the flag replaces
+    if typed is None or path is None:
+        return []
+    text = Path(path).read_text()
+    data = _load_unique_json(text) if Path(path).suffix.lower() == ".json" else _load_unique(text)
+    try:
+        theirs = strategy_lr_text((data.get("train") or {}).get("strategy_lr")) or ""
+    except OlftError:
+        return []  # refused where the file's value is read
+    def names(spec: str) -> list[str]:
+        return [e.split("=", 1)[0].strip() for e in spec.split(",") if e.strip()]
+    dropped = [e.strip() for e in theirs.split(",") if e.strip() and e.split("=", 1)[0].strip() not in names(typed)]
+    if not dropped:
+        return []
+    which = ", ".join(e.split("=", 1)[0].strip() for e in dropped)
+    return [f"--strategy-lr {typed} replaces {path}'s strategy_lr ({theirs}) whole, so {which} now "
+            f"train{'s' * (len(dropped) == 1)} at --lr; to keep {'it' if len(dropped) == 1 else 'them'}, "
+            f"pass --strategy-lr {typed},{','.join(dropped)}."]
 
 
 def _train_layers(path: str) -> str | None:
