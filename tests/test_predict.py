@@ -153,6 +153,22 @@ def test_input_columns_named_on_the_command_line(runs, tmp_path, capsys):
     assert main(["predict", "--run", run, "--input", str(short), "--output", out, "-q",
                  "--text-columns", "premise,hypothesis", "--label-column", "gold"]) == 0, capsys.readouterr().err
     assert "accuracy=" not in capsys.readouterr().out and len(_read(tmp_path / "x.csv")) == 2
+    # A `label` column in another vocabulary: the error names --no-labels, which predicts without metrics,
+    # the column going through to the output as any other.
+    other = tmp_path / "other.tsv"
+    other.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"{a}\t{b}\tpos\n" for a, b, _ in rows))
+    assert main(["predict", "--run", run, "--input", str(other), "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert "label 'pos' is not a RTE label" in err and "to predict without metrics, add --no-labels" in err, err
+    assert main(["predict", "--run", run, "--input", str(other), "--output", out, "-q", "--no-labels"]) == 0
+    assert "accuracy=" not in capsys.readouterr().out
+    assert [r["label"] for r in _read(tmp_path / "x.csv")] == ["pos", "pos"]
+    assert [r["prob_entailment"] for r in _read(tmp_path / "x.csv")] == [r["prob_entailment"] for r in a]
+    for args, phrase in ((["--input", str(other), "--no-labels", "--label-column", "gold"], "give one of them"),
+                         (["--text", "a", "b", "--no-labels"], "--no-labels names columns of an --input file"),
+                         (["--input", str(own)], "(comma-separated, in the task's order).")):  # predict's own hint: no --train-file
+        assert main(["predict", "--run", run, *args, "--output", str(tmp_path / "y.csv")]) == 2
+        assert phrase in capsys.readouterr().err
 
 
 def _test_glue(tiny_glue, tmp_path):

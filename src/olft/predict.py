@@ -240,6 +240,8 @@ def add_predict_options(p) -> None:
     p.add_argument("--text-columns", default=None, help="With --input: its text column names, comma-separated, in the task's order "
                    "(default: the run's --text-columns, else the task's own, e.g. sentence1,sentence2).")
     p.add_argument("--label-column", default=None, help="With --input: its gold label column, if any (default: the run's --label-column, label).")
+    p.add_argument("--no-labels", action="store_true", help="With --input: read no gold label column (predictions only, no "
+                   "metrics), for a file whose label column holds something else; it still goes through to the output.")
     p.add_argument("--text", nargs="+", default=None, help="One example: its text (two texts for pair tasks).")
     p.add_argument("--split", default=None, help="A GLUE split of the run's data: test (writes the GLUE server's submission files) or validation "
                    "(the examples the run scored: its --max-eval-samples cap, as `olft evaluate`; see --whole-split; a run trained "
@@ -266,7 +268,9 @@ def _predict(args) -> int:
         raise OlftError("Give exactly one of --input FILE, --text TEXT [TEXT], --split test|validation.")
     if args.batch_size is not None and args.batch_size <= 0:
         raise OlftError(f"--batch-size must be a positive number, got {args.batch_size}.")
-    named = [f"--{n.replace('_', '-')}" for n in ("text_columns", "label_column") if getattr(args, n) is not None]
+    named = [f"--{n.replace('_', '-')}" for n in ("text_columns", "label_column", "no_labels") if getattr(args, n, None) not in (None, False)]
+    if getattr(args, "no_labels", False) and args.label_column is not None:
+        raise OlftError("--no-labels reads no label column and --label-column names one: give one of them.")
     if named and not args.input:
         raise OlftError(f"{named[0]} names columns of an --input file; give --input FILE (--text and --split take none).")
     info = open_run(args.run, args.strategy)
@@ -276,6 +280,8 @@ def _predict(args) -> int:
         info.cfg.data.text_columns = args.text_columns
     if args.label_column is not None:
         info.cfg.data.label_column = args.label_column
+    if getattr(args, "no_labels", False):
+        info.cfg.data.label_column = NO_LABEL_COLUMN
     task = tasks.get_task(info.cfg.data.task)
     if args.split == "test":
         if info.cfg.data.data_source == "file":  # GLUE's test set is not this run's data
@@ -328,6 +334,10 @@ def _predict(args) -> int:
     return 0
 
 
+# The label column --no-labels reads: a name no file's header holds, so no row has a gold label.
+NO_LABEL_COLUMN = "\x00no label column"
+
+
 def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[list[tasks.Example], list[dict], list[bool]]:
     """(examples, the columns each output row starts with, which have a label) of --text, --input or --split.
 
@@ -338,12 +348,18 @@ def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[li
     prediction, to be compared row by row.
     """
     if args.input:
-        loaded = read_inputs(task, cfg, Path(args.input))
+        try:
+            loaded = read_inputs(task, cfg, Path(args.input))
+        except OlftError as exc:  # a label column in another vocabulary (pos/neg): the labels can be left unread
+            if re.search(r": label .* is not (a|an?) ", str(exc)) and not getattr(args, "no_labels", False):
+                raise OlftError(f"{exc} Or, to predict without metrics, add --no-labels (its {cfg.data.label_column!r} "
+                                "column is then not read as gold labels).") from None
+            raise
         named = getattr(args, "label_column", None)
         if named is not None and named not in loaded.columns:  # asked for by name: its absence is a typo
             raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: "
-                            f"{', '.join(loaded.columns)}). Name its gold label column, or leave --label-column "
-                            "out to predict without metrics.")
+                            f"{', '.join(loaded.columns)}). Name its gold label column, or pass --no-labels "
+                            "to predict without metrics.")
         return loaded.examples, loaded.records, loaded.has_label
     if args.text:
         fields = cfg.data.text_column_list() or list(task.text_fields)  # named as the run read them (--text-columns)

@@ -110,8 +110,9 @@ class _ColumnFlags:
         """' Pass ...': the option that names the file's own column in place of `missing`."""
         if missing == self.label:
             return " Pass the file's own label column with --label-column."
-        return (" Pass the file's own text columns with --text-columns (comma-separated, in the task's order; they name the "
-                "columns of --train-file and --validation-file both, so the two files must share those names).")
+        both = ("; they name the columns of --train-file and --validation-file both, so the two files must share those names"
+                if self.label is not None else "")  # labels required: a run's training data; optional: predict's --input
+        return f" Pass the file's own text columns with --text-columns (comma-separated, in the task's order{both})."
 
 
 def _examples_from_table(task: Task, path: Path, text: str, header: list[str], rows: list[Row],
