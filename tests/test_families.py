@@ -537,14 +537,16 @@ def test_a_checkpoint_saved_with_a_task_head_loads_without_transformers_load_rep
     random values: a warning that names them."""
     import logging
 
-    from transformers import AutoModelForSequenceClassification, BertModel
+    from transformers import AutoModelForSequenceClassification, BertModel, RobertaModel
 
     from olft.loading import load_stack
-    from tiny import make_config, make_tokenizer
+    from tiny import _configs, make_config, make_tokenizer
 
     builds = {"llama": lambda: AutoModelForSequenceClassification.from_config(make_config("llama")),
               "bert": lambda: AutoModelForSequenceClassification.from_config(make_config("bert")),
-              "bert-no-pooler": lambda: BertModel(make_config("bert"), add_pooling_layer=False)}
+              "bert-no-pooler": lambda: BertModel(make_config("bert"), add_pooling_layer=False),
+              # saved from RobertaForSequenceClassification, which has no pooler: nor does olft run one
+              "roberta-no-pooler": lambda: RobertaModel(_configs()["roberta"](), add_pooling_layer=False)}
     for name, build in builds.items():
         folder = tmp_path / name
         torch.manual_seed(0)
@@ -558,7 +560,10 @@ def test_a_checkpoint_saved_with_a_task_head_loads_without_transformers_load_rep
         said = {r.levelno: r.getMessage() for r in caplog.records if r.name.startswith("olft")
                 and ("checkpoint weights that" in r.getMessage() or "not in the checkpoint" in r.getMessage())
                 and not r.getMessage().startswith("transformers")}  # its own report, forwarded to --verbose
-        if name == "bert-no-pooler":
+        if name == "roberta-no-pooler":
+            assert list(said) == [logging.DEBUG] and "its pooler (pooler.dense.bias, pooler.dense.weight) is not in the " \
+                "checkpoint and is not used" in said[logging.DEBUG], said
+        elif name == "bert-no-pooler":
             assert logging.DEBUG not in said and "2 weights of BertModel are not in the checkpoint and start at random " \
                 "values, frozen (pooler.dense.bias, pooler.dense.weight)" in said[logging.WARNING], said
         else:

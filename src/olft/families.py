@@ -221,7 +221,7 @@ def _is_causal(base: nn.Module, ids: torch.Tensor) -> bool:
     return bool(torch.allclose(a[:, :-1], b[:, :-1], atol=1e-5, rtol=1e-4))
 
 
-def _head_keeps_pooler(base: nn.Module, pooler: str) -> bool:
+def head_keeps_pooler(base: nn.Module, pooler: str) -> bool:
     """Whether the family's own sequence classifier keeps the pooler (BERT does, RoBERTa does not).
 
     Built on the meta device from the config (no weights, no memory); without such a class the
@@ -283,7 +283,7 @@ def _outside(base: nn.Module, layers_path: str, n: int, trace: _Trace) -> dict[s
     after = [p for p in sorted(side, key=trace.start.get) if trace.start[p] > last]
     pooler = next((p for p in after if p.rsplit(".", 1)[-1] == "pooler"), None)
     after = tuple(p for p in after if p != pooler)
-    if pooler is not None and not _head_keeps_pooler(base, pooler):
+    if pooler is not None and not head_keeps_pooler(base, pooler):
         pooler = None
     return {"embeddings": embeddings, "after": after, "final_norm": after[0] if after else None, "pooler": pooler}
 

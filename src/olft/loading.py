@@ -296,11 +296,23 @@ def _report_loading(source: str, model, info: dict) -> None:
     if unexpected:
         log.debug("%s: %d checkpoint weights that %s has no place for are not used (%s): olft trains a head of its own",
                   source, len(unexpected), type(model).__name__, ", ".join(unexpected[:4]) + (", ..." * (len(unexpected) > 4)))
+    pooler = [k for k in missing if k.startswith("pooler.")]
+    if pooler and not _pooler_used(model):  # RoBERTa's classifier has no pooler: olft never runs it (`families`)
+        log.debug("%s: its pooler (%s) is not in the checkpoint and is not used", source, ", ".join(pooler))
+        missing = [k for k in missing if k not in pooler]
     if missing:
         log.warning("%s: %d weights of %s are not in the checkpoint and start at random values, frozen (%s). Check that "
                     "--model names the checkpoint you mean; a checkpoint saved from a classification class may lack its "
                     "base model's pooler.", source, len(missing), type(model).__name__,
                     ", ".join(missing[:4]) + (", ..." * (len(missing) > 4)))
+
+
+def _pooler_used(model) -> bool:
+    """Whether olft runs `model`'s pooler: only where the family's own sequence classifier keeps it
+    (BERT's does, RoBERTa's, XLM-R's and MPNet's do not: `families.head_keeps_pooler`)."""
+    from olft.families import head_keeps_pooler
+
+    return head_keeps_pooler(model, "pooler")
 
 
 # sentence-transformers' pooling modes -> olft's (modes olft does not offer fall back to the family's)
