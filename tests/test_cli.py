@@ -517,7 +517,7 @@ def _exit_code(args) -> int:
 
 
 def test_config_file_typos_exit_2(tmp_path, capsys):
-    cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown option 'trian'"),
+    cases = [("data:\n  taks: rte\n", "Did you mean 'data.task'"), ("trian:\n  lr: 1\n", "unknown group 'trian' for `olft run`. Did you mean the group 'train'?"),
              ("train:\n  lr: fast\n", "lr"), ("- a\n- b\n", "mapping"), ("a: [\n", "not valid YAML"),
              ("", "is empty: write the options"), ("# nothing yet\n", "is empty"),
              ("lr: 0.001\n", "unknown option 'lr' for `olft run`. Did you mean 'train.lr'?"),

@@ -116,6 +116,10 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
             example = value if option == group and isinstance(value, str) else example
             raise OlftError(f"{p}: {group} is a group of options, written as a mapping ({group}: then indented "
                             f"lines such as `  {option}: {example}`), not {value!r}.")
+    for group, value in data.items():  # `trian: {lr: 1}`: a mistyped group, whatever options it holds
+        if isinstance(value, dict) and group not in SECTIONS:
+            if close := difflib.get_close_matches(group, SECTIONS, n=1, cutoff=0.6):
+                raise OlftError(f"{p}: unknown group {group!r} for `olft {command}`. Did you mean the group {close[0]!r}?")
     known, elsewhere = _known_keys(command), set().union(*map(_known_keys, COMMANDS))
     keys = _flatten(data)
     for key in keys:
