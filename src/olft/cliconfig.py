@@ -9,13 +9,15 @@ subcommand so that flags override it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
-from olft.config import OTHER_NAMES, SECTIONS, strategy_lr_text
+from olft.config import OTHER_NAMES, SECTIONS, parse_strategy_lr, strategy_lr_text
 from olft.errors import OlftError
 
 COMMANDS = {
@@ -81,10 +83,19 @@ def _load_unique_json(text: str):
     return json.loads(text, object_pairs_hook=unique)
 
 
-def check_config_file(command: str, path: str) -> tuple[list[str], list[str], str | None]:
-    """The options config file `path` sets for `olft command`, as grouped keys ("train.lr"); the
-    keys it skips, which only other subcommands take; and without these the file's text for the
-    parser (which refuses them), or None when none is skipped.
+class CheckedConfig(NamedTuple):
+    """A config file as `check_config_file` read it."""
+
+    keys: list[str]  # the options it sets for the command, as grouped keys ("train.lr")
+    skipped: list[str]  # the keys only other subcommands take
+    text: str | None  # the file's text without the skipped keys, for the parser (which refuses them); None if none is
+    data: dict  # the whole file as parsed, skipped keys included
+
+
+def check_config_file(command: str, path: str) -> CheckedConfig:
+    """Config file `path` read for `olft command` (`CheckedConfig`): the options it sets, the keys
+    it skips, the text the parser reads, and the parsed mapping, so later checks need not read
+    the file again.
 
     A run folder's config.json holds `olft run`'s options (`strategies`, ...): this lets select,
     train and info read it. Exit-2 error for an unreadable file, a key given twice, or a key no
@@ -136,7 +147,8 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
             raise OlftError(f"{p}: unknown option {key!r} for `olft {command}`.{hint}")
     skipped = [k for k in keys if k not in known]
     if not skipped:
-        return keys, [], None
+        return CheckedConfig(keys, [], None, data)
+    whole, data = data, copy.deepcopy(data)
     for key in skipped:  # a whole group another subcommand takes goes, or one key of a group this one takes
         section, _, name = key.rpartition(".")
         if section and section not in COMMANDS[command][1]:
@@ -145,7 +157,7 @@ def check_config_file(command: str, path: str) -> tuple[list[str], list[str], st
             del data[section][name]
         else:
             del data[key]
-    return [k for k in keys if k in known], skipped, yaml.safe_dump(data, sort_keys=False)
+    return CheckedConfig([k for k in keys if k in known], skipped, yaml.safe_dump(data, sort_keys=False), whole)
 
 
 def _skipped_note(command: str, path: str, skipped: list[str]) -> str:
@@ -180,7 +192,8 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
     per-strategy rate that a typed --strategy-lr drops (`_dropped_rates`)."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
-    rest, configs, files, skips, i = _short_flags(argv[1:]), [], [], [], 0
+    rest, configs, i = _short_flags(argv[1:]), [], 0
+    files: list[tuple[str, CheckedConfig]] = []
     home = None  # the run folder whose config.json is the last file to set `out`
     while i < len(rest):
         if rest[i] == "--config" and i + 1 < len(rest):
@@ -191,19 +204,19 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         else:
             i += 1
             continue
-        keys, skipped, text = check_config_file(argv[0], path)
-        files.append((path, keys))
-        if "out" in keys:
+        checked = check_config_file(argv[0], path)
+        files.append((path, checked))
+        if "out" in checked.keys:
             home = run_folder_of(path)
-        configs += ["--config", path if text is None else text]  # jsonargparse reads a config's text as its file
-        skips.append(skipped)
+        configs += ["--config", path if checked.text is None else checked.text]  # jsonargparse reads a config's text as its file
     # A folder's config.json after an `olft train` add-on holds its --layers as the strategy
     # layers=3+5 (`train` has no --strategies): repeating or continuing that add-on from the file
     # alone takes them back (the last file's), so `olft train --config runs/X/config.json` does what it says.
     taken = None
     if argv[0] == "train" and not any(t == "--layers" or t.startswith("--layers=") for t in rest):
-        taken = next(((p, spec) for p, _ in reversed(files) if (spec := _train_layers(p)) is not None), None)
-    for (path, _), skipped in zip(files, skips, strict=True):
+        taken = next(((p, spec) for p, checked in reversed(files) if (spec := _train_layers(checked.data)) is not None), None)
+    for path, checked in files:
+        skipped = checked.skipped
         if taken and taken[0] == path:  # its strategies are read, as --layers: no "skipping" them
             skipped = [k for k in skipped if k != "strategies"]
         if skipped and notes is not None:
@@ -222,12 +235,12 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         warnings += _dropped_rates(rest, files)
     if sources is not None:
         given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
-        for path, keys in files:
-            sources.update({k: path for k in keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
+        for path, checked in files:
+            sources.update({k: path for k in checked.keys if k not in given and k.split(".")[-1].replace("_", "-") not in given})
     return [argv[0], *configs, *rest]
 
 
-def _dropped_rates(rest: list[str], files: list[tuple[str, list[str]]]) -> list[str]:
+def _dropped_rates(rest: list[str], files: list[tuple[str, CheckedConfig]]) -> list[str]:
     """A warning where a typed --strategy-lr replaces a config file's `train.strategy_lr` and so
     drops some of its entries: a flag overrides an option whole (`strategy_lr: {olft: 3e-3,
     final: 5e-3}` with `--strategy-lr olft=1e-2` trains final at --lr), which is the rule for every
@@ -238,32 +251,29 @@ def _dropped_rates(rest: list[str], files: list[tuple[str, list[str]]]) -> list[
         name, eq, value = token.partition("=")
         if name in ("--strategy-lr", "--train.strategy_lr"):
             typed = value if eq else (rest[i + 1] if i + 1 < len(rest) else "")
-    path = next((p for p, keys in reversed(files) if "train.strategy_lr" in keys), None)  # the file whose value the flag replaces
-    if typed is None or path is None:
+    # the file whose value the flag replaces: the last to set it
+    found = next(((p, c.data) for p, c in reversed(files) if "train.strategy_lr" in c.keys), None)
+    if typed is None or found is None:
         return []
-    text = Path(path).read_text()
-    data = _load_unique_json(text) if Path(path).suffix.lower() == ".json" else _load_unique(text)
+    path, data = found
     try:
-        theirs = strategy_lr_text((data.get("train") or {}).get("strategy_lr")) or ""
+        theirs = strategy_lr_text(data["train"]["strategy_lr"]) or ""
+        dropped = {n: lr for n, lr in parse_strategy_lr(theirs).items() if n not in parse_strategy_lr(typed)}
     except OlftError:
-        return []  # refused where the file's value is read
-    def names(spec: str) -> list[str]:
-        return [e.split("=", 1)[0].strip() for e in spec.split(",") if e.strip()]
-    dropped = [e.strip() for e in theirs.split(",") if e.strip() and e.split("=", 1)[0].strip() not in names(typed)]
+        return []  # refused, with its own message, where the value is read
     if not dropped:
         return []
-    which = ", ".join(e.split("=", 1)[0].strip() for e in dropped)
-    return [f"--strategy-lr {typed} replaces {path}'s strategy_lr ({theirs}) whole, so {which} now "
+    # the dropped entries as the file wrote them (3e-3, not 0.003), for the flag that keeps them
+    kept = ",".join(e.strip() for e in theirs.split(",") if e.partition("=")[0].strip() in dropped)
+    return [f"--strategy-lr {typed} replaces {path}'s strategy_lr ({theirs}) whole, so {', '.join(dropped)} now "
             f"train{'s' * (len(dropped) == 1)} at --lr; to keep {'it' if len(dropped) == 1 else 'them'}, "
-            f"pass --strategy-lr {typed},{','.join(dropped)}."]
+            f"pass --strategy-lr {typed},{kept}."]
 
 
-def _train_layers(path: str) -> str | None:
-    """The layers of config file `path`'s `strategies` when it is one `layers=...` entry (what an
-    `olft train` records: `layers=3+5`), as --layers takes them; None otherwise (no such key,
-    `olft,final,full`, several entries). The file has passed `check_config_file`."""
-    text = Path(path).read_text()
-    data = _load_unique_json(text) if Path(path).suffix.lower() == ".json" else _load_unique(text)
+def _train_layers(data: dict) -> str | None:
+    """The layers of a config file's `strategies` (`data`, as parsed) when it is one `layers=...`
+    entry (what an `olft train` records: `layers=3+5`), as --layers takes them; None otherwise (no
+    such key, `olft,final,full`, several entries)."""
     entries = [e.strip() for e in str(data.get("strategies") or "").split(",") if e.strip()]
     found = re.fullmatch(r"layers\s*=\s*(\S.*)", entries[0], flags=re.I) if len(entries) == 1 else None
     return found[1] if found else None

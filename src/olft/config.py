@@ -83,6 +83,31 @@ def strategy_lr_text(value: str | Mapping | None) -> str | None:
     return ",".join(f"{name}={lr}" for name, lr in value.items()) or None
 
 
+def parse_strategy_lr(text: str | None) -> dict[str, float]:
+    """--strategy-lr's text ('olft=3e-3,final=1e-3') as {strategy: peak learning rate}; None or ''
+    is {}. Raises OlftError naming the bad entry: an unknown strategy (olft, final and full have
+    rates of their own), a rate not positive and finite or past float32, a strategy given twice."""
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in ("olft", "final", "full"):
+            raise OlftError(f"train.strategy_lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = float("nan")
+        if not lr > 0 or lr == float("inf"):
+            raise OlftError(f"train.strategy_lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+        if lr > FLOAT32_MAX:
+            raise OlftError(f"train.strategy_lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
+                            "which the optimizer computes in).")
+        if name in out:
+            raise OlftError(f"train.strategy_lr: {name} is given twice in {text!r}; give each strategy once.")
+        out[name] = lr
+    return out
+
+
 def candidates_text(value: Any) -> str:
     """--candidates as the flag's text: a config file's or a Python caller's layer number (YAML
     reads `candidates: 3` as a number) or list of them (`[3, 5]`) becomes "3" or "3,5"; text is
@@ -239,26 +264,8 @@ class TrainConfig:
         self.lr_by_strategy()  # refuse a malformed --strategy-lr before anything loads
 
     def lr_by_strategy(self) -> dict[str, float]:
-        """--strategy-lr as {strategy: lr}; raises OlftError naming the bad entry."""
-        out: dict[str, float] = {}
-        for item in filter(None, (x.strip() for x in (self.strategy_lr or "").split(","))):
-            name, _, value = item.partition("=")
-            name = name.strip()
-            if name not in ("olft", "final", "full"):
-                raise OlftError(f"train.strategy_lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
-            try:
-                lr = float(value)
-            except ValueError:
-                lr = float("nan")
-            if not lr > 0 or lr == float("inf"):
-                raise OlftError(f"train.strategy_lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
-            if lr > FLOAT32_MAX:
-                raise OlftError(f"train.strategy_lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
-                                "which the optimizer computes in).")
-            if name in out:
-                raise OlftError(f"train.strategy_lr: {name} is given twice in {self.strategy_lr!r}; give each strategy once.")
-            out[name] = lr
-        return out
+        """--strategy-lr as {strategy: lr} (`parse_strategy_lr`); raises OlftError naming the bad entry."""
+        return parse_strategy_lr(self.strategy_lr)
 
     def lr_for(self, strategy: str) -> float:
         """Peak learning rate of `strategy` (olft, final, full, or layers=...: --lr)."""
