@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import SHARED_GLUE as GLUE
 from conftest import glue_file
-from olft.errors import OlftError
+from olft.errors import LabelError, OlftError
 from olft.tasks import (
     TASKS,
     Example,
@@ -767,10 +767,39 @@ def test_class_labels_are_names_or_indices(raw, index):
     if index is not None:
         assert parse_label(TASKS["sst2"], raw, "f.csv, line 2") == index
         return
-    wrong = (r"the label is empty\. Fill it in \(0 \(negative\), 1 \(positive\)\) or drop the row\." if raw in ("", None) else
+    empty = raw in ("", None)
+    wrong = (r"the label is empty\. Fill it in \(0 \(negative\), 1 \(positive\)\) or drop the row\." if empty else
              r"label .* is not a SST-2 label\. Allowed: 0 \(negative\), 1 \(positive\); give the name or the index\.")
-    with pytest.raises(OlftError, match=rf"^f\.csv, line 2: {wrong}$"):
+    with pytest.raises(OlftError, match=rf"^f\.csv, line 2: {wrong}$") as caught:
         parse_label(TASKS["sst2"], raw, "f.csv, line 2")
+    # A label that is not the task's is a LabelError (predict offers --no-labels); an empty one is no label at all.
+    assert isinstance(caught.value, LabelError) != empty
+
+
+@pytest.mark.parametrize("raw", ["5.5", "-0.1", "high", "nan", 7])
+def test_a_score_not_the_tasks_is_a_label_error(raw):
+    with pytest.raises(LabelError, match=r"^f\.csv, line 2: label .* is (out of range|not a number)"):
+        parse_label(TASKS["stsb"], raw, "f.csv, line 2")
+    with pytest.raises(OlftError, match="the label is empty") as caught:
+        parse_label(TASKS["stsb"], " ", "f.csv, line 2")
+    assert not isinstance(caught.value, LabelError)
+
+
+@pytest.mark.parametrize("name", ["n.csv", "n.tsv", "n.jsonl"])
+def test_read_file_without_a_label_column_reads_no_labels(tmp_path, name):
+    """label_column=None (predict --no-labels): a `label` column in another vocabulary is not read
+    as labels, and goes through as any other column."""
+    rte = TASKS["rte"]
+    content = {"n.csv": "sentence1,sentence2,label\na,b,pos\nc,d,neg\n", "n.tsv": "sentence1\tsentence2\tlabel\na\tb\tpos\nc\td\tneg\n",
+               "n.jsonl": '{"sentence1": "a", "sentence2": "b", "label": "pos"}\n{"sentence1": "c", "sentence2": "d", "label": "neg"}\n'}
+    path = _write(tmp_path, name, content[name])
+    with pytest.raises(LabelError, match="label 'pos' is not a RTE label"):
+        read_file(rte, path, labels_required=False)
+    got = read_file(rte, path, label_column=None, labels_required=False)
+    assert got.examples == [Example(("a", "b"), 0), Example(("c", "d"), 0)] and got.has_label == [False, False]
+    assert [r["label"] for r in got.records] == ["pos", "neg"]
+    with pytest.raises(ValueError, match="needs labels_required=False"):
+        read_file(rte, path, label_column=None)
 
 
 # -- STS-B scores: 0 to 5, checked by every reader through one parse_label

@@ -18,6 +18,12 @@ class OlftError(Exception):
     """A user-facing error whose message names the fix."""
 
 
+class LabelError(OlftError):
+    """A label that is not one of the task's: an unknown class name or index, or a score that is
+    not a number or is out of the task's range (`tasks.parse_label`). The row's texts may be fine,
+    so a reader that can go without labels (`olft predict --no-labels`) names that way out."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a run: it stops the run as Ctrl-C does (folder kept, resumable); the CLI
     exits 143 (128 + 15) for it where Ctrl-C exits 130."""

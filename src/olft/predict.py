@@ -28,7 +28,7 @@ from olft import tasks
 from olft.atomic import atomic_write
 from olft.config import RunConfig
 from olft.data import EmptyTextError
-from olft.errors import OlftError, stop_on_sigterm
+from olft.errors import LabelError, OlftError, stop_on_sigterm
 from olft.layerspec import read_layers
 from olft.outputs import FORMATS, check_folder_output, check_output, check_tsv_rows, removed_if_left_empty, write_rows, writing
 from olft.report import continue_command, made_by
@@ -171,18 +171,20 @@ def rows_for(task: tasks.Task, raw: np.ndarray) -> tuple[list[dict], np.ndarray]
 # -- input files (the output files: `olft.outputs`) ---------------------------------------------
 
 
-def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path) -> tasks.LoadedFile:
+def read_inputs(task: tasks.Task, cfg: RunConfig, path: Path, labels: bool = True) -> tasks.LoadedFile:
     """A CSV/TSV/JSONL file read as `tasks.LoadedFile` (labels optional): its examples, each one's
     input row (`records`: every column, by name, in file order: ids, the gold label and other
     columns go through to the output), its `columns`, and which rows have a label (`has_label`:
     the others' labels are placeholders; a blank label is none).
 
     Read by `tasks.read_file` with the run's --text-columns and --label-column, so a prediction
-    file passes the same checks as training data. Raises OlftError naming the line and the fix,
+    file passes the same checks as training data; `labels=False` (--no-labels) reads no column as
+    gold labels. Raises OlftError naming the line and the fix,
     or naming an input column that the predictions would overwrite (`prediction`, `prob_<label>`)
     or a column name the header gives twice.
     """
-    loaded = tasks.read_file(task, path, cfg.data.text_column_list(), cfg.data.label_column, labels_required=False)
+    label_column = cfg.data.label_column if labels else None
+    loaded = tasks.read_file(task, path, cfg.data.text_column_list(), label_column, labels_required=False)
     twice = next((c for i, c in enumerate(loaded.columns) if c in loaded.columns[:i]), None)
     if twice is not None:
         raise OlftError(f"{path} has two columns named {twice!r}; the output keeps every input column by name: rename one.")
@@ -280,8 +282,6 @@ def _predict(args) -> int:
         info.cfg.data.text_columns = args.text_columns
     if args.label_column is not None:
         info.cfg.data.label_column = args.label_column
-    if getattr(args, "no_labels", False):
-        info.cfg.data.label_column = NO_LABEL_COLUMN
     task = tasks.get_task(info.cfg.data.task)
     if args.split == "test":
         if info.cfg.data.data_source == "file":  # GLUE's test set is not this run's data
@@ -334,10 +334,6 @@ def _predict(args) -> int:
     return 0
 
 
-# The label column --no-labels reads: a name no file's header holds, so no row has a gold label.
-NO_LABEL_COLUMN = "\x00no label column"
-
-
 def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[list[tasks.Example], list[dict], list[bool]]:
     """(examples, the columns each output row starts with, which have a label) of --text, --input or --split.
 
@@ -349,12 +345,10 @@ def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[li
     """
     if args.input:
         try:
-            loaded = read_inputs(task, cfg, Path(args.input))
-        except OlftError as exc:  # a label column in another vocabulary (pos/neg): the labels can be left unread
-            if re.search(r": label .* is not (a|an?) ", str(exc)) and not getattr(args, "no_labels", False):
-                raise OlftError(f"{exc} Or, to predict without metrics, add --no-labels (its {cfg.data.label_column!r} "
-                                "column is then not read as gold labels).") from None
-            raise
+            loaded = read_inputs(task, cfg, Path(args.input), labels=not getattr(args, "no_labels", False))
+        except LabelError as exc:  # a label column in another vocabulary (pos/neg): the labels can be left unread
+            raise LabelError(f"{exc} Or, to predict without metrics, add --no-labels (its {cfg.data.label_column!r} "
+                             "column is then not read as gold labels).") from None
         named = getattr(args, "label_column", None)
         if named is not None and named not in loaded.columns:  # asked for by name: its absence is a typo
             raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: "

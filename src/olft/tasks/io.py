@@ -319,7 +319,7 @@ class LoadedFile:
 
 
 def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
-              label_column: str = "label", labels_required: bool = True, keep: Sequence[str] = (),
+              label_column: str | None = "label", labels_required: bool = True, keep: Sequence[str] = (),
               user_columns: bool = True) -> LoadedFile:
     """Read examples from a CSV, TSV or JSON Lines file (format by extension), labels required or optional.
 
@@ -330,7 +330,9 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     field counts are checked against the header, and a quoted field running over several lines
     must not hold lines that read as rows of their own (merged by an unbalanced quote).
     `labels_required=False` (prediction): the label column may be missing and a row's label
-    empty; the labels given are used (see `LoadedFile.has_label`). `keep`: further columns every
+    empty; the labels given are used (see `LoadedFile.has_label`). `label_column=None` (with
+    `labels_required=False`): no column is read as labels, so every row has none and a column
+    named `label` goes through as any other (`olft predict --no-labels`). `keep`: further columns every
     row must have, returned as text (e.g. the GLUE test files' `index`). `user_columns`: the
     columns can be named with --text-columns and --label-column (a user's file, not GLUE's own),
     and an error on a missing column says so.
@@ -346,10 +348,12 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
         raise OlftError(f"Unsupported data file {path}: use .csv, .tsv or .jsonl.")
     if not path.is_file():
         raise OlftError(f"Data file not found: {path}. Check the path.")
+    if label_column is None and labels_required:
+        raise ValueError("read_file: label_column=None reads no labels, so it needs labels_required=False.")
     options = _column_options(task, text_columns, label_column)
     names, label = ", ".join((*keep, *options[0][:-1])), options[0][-1]
     fix = f"Expected a {fmt.upper()} file with columns {names}, {label}." if labels_required else \
-        f"Expected a {fmt.upper()} file with columns {names} (a {label} column is optional)."
+        f"Expected a {fmt.upper()} file with columns {names}" + (f" (a {label} column is optional)." if label else ".")
     text = _read_text(path, fix)
     flags = _ColumnFlags(label if labels_required else None) if user_columns else None
     if fmt == "jsonl":
@@ -364,7 +368,7 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     else:
         columns = _find_columns(header, list(dict.fromkeys((*keep, *o[:-1]) for o in options)), path, delimiter, fix, flags)
         stripped = [h.strip() for h in header]
-        label_idx = next((stripped.index(o[-1]) for o in options if o[-1] in stripped), None)
+        label_idx = next((stripped.index(o[-1]) for o in options if o[-1] is not None and o[-1] in stripped), None)
     keep_idx, text_idx = columns[: len(keep)], columns[len(keep) :]
     examples, has_label = _examples_from_table(task, path, text, header, rows[1:], text_idx, label_idx, delimiter,
                                                labels_required, keep_idx)  # fmt: skip
@@ -381,8 +385,9 @@ def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
 
 
 def _column_options(task: Task, text_columns: Sequence[str] | None,
-                    label_column: str) -> list[tuple[str, ...]]:
-    """Column sets to try in order: what was asked for, then (by default) the GLUE names."""
+                    label_column: str | None) -> list[tuple[str | None, ...]]:
+    """Column sets to try in order: what was asked for, then (by default) the GLUE names; each
+    ends with its label column, None where no labels are read."""
     if text_columns is not None and isinstance(text_columns, str):
         text_columns = [text_columns]
     if text_columns is not None and len(text_columns) != len(task.text_fields):
@@ -401,7 +406,7 @@ def _column_options(task: Task, text_columns: Sequence[str] | None,
     options = [(*texts, label_column)]
     if text_columns is None or label_column == "label":
         glue_texts = texts if text_columns is not None else task.tsv_text_columns
-        glue_label = task.tsv_label_column if label_column == "label" else label_column
+        glue_label = task.tsv_label_column if label_column == "label" else label_column  # None stays None
         if (*glue_texts, glue_label) not in options:
             options.append((*glue_texts, glue_label))
     return options
@@ -429,7 +434,7 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     width = len(options[0]) if labels_required else len(options[0]) - 1
     wanted = next((o[:width] for o in options if all(k in first for k in o[:width])), options[0][:width])
     label_key = wanted[-1] if labels_required else \
-        next((o[-1] for o in options if any(isinstance(r, dict) and o[-1] in r for _, r in records)), None)
+        next((o[-1] for o in options if o[-1] is not None and any(isinstance(r, dict) and o[-1] in r for _, r in records)), None)
     texts = wanted[:-1] if labels_required else wanted
     examples, raw, where = [], [], []
     for number, record in records:

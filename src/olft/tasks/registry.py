@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from olft.errors import OlftError
+from olft.errors import LabelError, OlftError
 
 # Original GLUE file for each split; MNLI has two dev files instead of one.
 _SPLIT_FILES = {
@@ -183,7 +183,13 @@ def allowed_labels(task: Task) -> str:
 
 
 def parse_label(task: Task, raw: Any, where: Line | str) -> int | float:
-    """Turn a raw label (name, index, or score) into the task's label value."""
+    """Turn a raw label (name, index, or score) into the task's label value: a class index, or a
+    float score for a regression task. Raises OlftError for an empty label, and its subclass
+    LabelError for one that is not the task's (unknown name or index, a score not a number or
+    out of the task's range), each naming `where` and the labels allowed."""
+    if raw is None or isinstance(raw, str) and not raw.strip():  # JSON null: no label either
+        allowed = allowed_labels(task) if task.labels is not None else "a similarity score such as 3.8"
+        raise OlftError(f"{where}: the label is empty. Fill it in ({allowed}) or drop the row.")
     if task.labels is None:
         return _parse_score(task, raw, where)
     index: int | None = None
@@ -196,11 +202,9 @@ def parse_label(task: Task, raw: Any, where: Line | str) -> int | float:
         index = raw if 0 <= raw < len(task.labels) else None
     elif isinstance(raw, float) and raw.is_integer() and 0 <= raw < len(task.labels):
         index = int(raw)
-    if index is None and (raw is None or isinstance(raw, str) and not raw.strip()):  # JSON null: no label either
-        raise OlftError(f"{where}: the label is empty. Fill it in ({allowed_labels(task)}) or drop the row.")
     if index is None:
         shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # a JSON true as the file spells it
-        raise OlftError(f"{where}: label {shown} is not a {task.display_name} label. "
+        raise LabelError(f"{where}: label {shown} is not a {task.display_name} label. "
                         f"Allowed: {allowed_labels(task)}; give the name or the index.")
     return index
 
@@ -222,9 +226,9 @@ def _parse_score(task: Task, raw: Any, where: Line | str) -> float:
         except ValueError:
             value = None
     if value is None or not math.isfinite(value):
-        raise OlftError(f"{where}: label {raw!r} is not a number. {task.display_name} labels "
+        raise LabelError(f"{where}: label {raw!r} is not a number. {task.display_name} labels "
                         f"are similarity scores such as 3.8{scale}.")
     if not low <= value <= high:
-        raise OlftError(f"{where}: label {raw!r} is out of range: {task.display_name} similarity scores "
+        raise LabelError(f"{where}: label {raw!r} is out of range: {task.display_name} similarity scores "
                         f"run from {low:g} to {high:g}. Fix that label or remove the row.")
     return value
