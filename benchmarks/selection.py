@@ -12,7 +12,8 @@ subsets drawn from it, never from validation), and is compared with the oracle:
 - cost: the selector's seconds, and as a fraction of exhaustive's on the same (task, seed).
 
 One process per model; everything is resumable: every finished piece (an oracle layer, a
-selector's result) is one JSON file under `--work-dir`, skipped when found. Run it in the
+selector's result, and within a selector that trains, each candidate it finished) is one JSON
+file under `--work-dir`, skipped or taken as it is when found. Run it in the
 background with one torch thread and rebuild the report at any time:
 
     nohup python benchmarks/selection.py --model minilm-l6 > benchmarks/work/minilm.log 2>&1 &
@@ -30,7 +31,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,17 +150,37 @@ def run_oracle(session, folder: Path, layers: list[int]) -> None:
 
 
 def run_selectors(session, folder: Path, layers: list[int], setups: list[str]) -> None:
+    """Each setup's selection, saved as select-<setup>.json. A setup that trains candidates saves
+    each finished one (and its probe stage) under select-<setup>.pieces/ as `olft run` does, so a
+    stopped unit continues from them (exhaustive on 10 smollm2 candidates is over an hour); its
+    cost still counts every candidate's recorded seconds. The pieces go once the setup's file is written."""
+    import shutil
+
+    from olft.select import Candidate
+
     spec = ",".join(map(str, layers))
     base = session.cfg.selection  # every setup starts from it: one setup's overrides must not leak into the next
     for name in setups:
         path = folder / f"select-{name}.json"
+        pieces = folder / f"select-{name}.pieces"
         if path.is_file():
             continue
+        done = {}
+        for piece in sorted(pieces.glob("candidate-*.json")):
+            if (c := _load(piece)) is not None:
+                done[(c["layer"], c["steps"])] = Candidate(**c)
+        if done:
+            log.info("%s %s: continuing from %d finished candidate(s)", folder.name, name, len(done))
         session.cfg = replace(session.cfg, selection=replace(base, candidates=spec, **SETUPS[name]))
         t0 = time.perf_counter()
-        sel = session.select()
+        sel = session.select(on_candidate=lambda c, d=pieces: _save(d / f"candidate-{c.layer}-{c.steps}.json", asdict(c)),
+                             done=done, on_probe=lambda piece, d=pieces: _save(d / "probe.json", piece),
+                             probed=_load(pieces / "probe.json"))  # fmt: skip
         entry = {"setup": name, "config": SETUPS[name], "wall_seconds": time.perf_counter() - t0, **sel.to_dict()}
+        if done:  # this process's wall time misses the candidates an earlier one trained
+            entry["resumed_candidates"] = len(done)
         _save(path, entry)
+        shutil.rmtree(pieces, ignore_errors=True)
         log.info("%s %s: layer %s, %.0fs", folder.name, name, entry["selected_layer"], entry["wall_seconds"])
 
 

@@ -910,3 +910,53 @@ def test_select_layer_returns_the_results_its_folder_holds(model_dirs, tiny_glue
     assert {"confidence", "equivalent", "selector", "protocol", "rounds", "no_signal"} <= set(sel)
     table = (out / "table.md").read_text()
     assert f"cfg.out = {str(out.resolve())!r}; olft.run(cfg, given=())` does the same" in table, table
+
+
+def test_selection_benchmark_continues_a_stopped_selector_from_its_candidates(model_dirs, tiny_glue, tmp_path):
+    """A selector unit stopped after its first candidate continues from it: the candidate is not
+    trained again, the result is an uninterrupted run's, its cost still counts that candidate's
+    seconds, and the pieces go once the unit's file is written."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import selection
+    from olft.pipeline import Session
+
+    args = argparse.Namespace(model=str(model_dirs["llama"]), glue_dir=tiny_glue, max_train_samples=40, max_eval_samples=16,
+                              method="adapter", epochs=1, candidates="0,1")  # fmt: skip
+
+    def run(folder, stop_after=None):
+        session = selection.session_for(args, "rte", 0)
+        session.cfg.selection.selection_steps, session.cfg.selection.selection_train_samples = 2, 24
+        session.cfg.selection.selection_eval_samples = 12
+        trained = []
+        tune = Session.tune
+
+        def counted(self, layers, *a, **k):
+            if stop_after is not None and len(trained) == stop_after:
+                raise KeyboardInterrupt
+            trained.append(layers)
+            return tune(self, layers, *a, **k)
+
+        Session.tune = counted
+        try:
+            selection.run_selectors(session, folder, [0, 1], ["exhaustive"])
+        finally:
+            Session.tune = tune
+        return trained
+
+    assert run(tmp_path / "whole") == [[0], [1]]
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "stopped", stop_after=1)
+    assert sorted(p.name for p in (tmp_path / "stopped" / "select-exhaustive.pieces").iterdir()) == ["candidate-0-2.json"]
+    assert not (tmp_path / "stopped" / "select-exhaustive.json").exists()
+    assert run(tmp_path / "stopped") == [[1]]  # layer 0 is taken from its piece
+    whole, resumed = (json.loads((tmp_path / d / "select-exhaustive.json").read_text()) for d in ("whole", "stopped"))
+    assert resumed["resumed_candidates"] == 1 and "resumed_candidates" not in whole
+    assert [(c["layer"], c["score"], c["metrics"]) for c in resumed["candidates"]] == \
+        [(c["layer"], c["score"], c["metrics"]) for c in whole["candidates"]]
+    assert resumed["selected_layer"] == whole["selected_layer"]
+    assert resumed["seconds"] >= sum(c["seconds"] for c in resumed["candidates"])
+    assert not (tmp_path / "stopped" / "select-exhaustive.pieces").exists()
