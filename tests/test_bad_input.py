@@ -806,7 +806,12 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
                           "exhaustive, halving, probe, gradient, probe-halving, auto, got 'probe-halvin'. Did you mean 'probe-halving'?"),
                          ({"method": {"placement": "middle"}}, "expects one of houlsby, pfeiffer, got 'middle'."),
                          ({"model": {"attn_implementation": "flash"}}, "expects one of sdpa, eager, got 'flash'."),
-                         ({"out": 3}, "out expects a string (or null), got 3.")):
+                         ({"out": 3}, "out expects a string (or null), got 3."),
+                         # names no model can have, refused as the config is made rather than when the run starts
+                         ({"data": {"task": "sst3"}}, "Unknown task 'sst3'. Known tasks: cola, mnli, mnli-mm, mrpc, qnli, "
+                          "qqp, rte, sst2, stsb, wnli. Did you mean 'sst2'?"),
+                         ({"strategies": "olft,fnal"}, "Unknown strategy 'fnal': use olft, final, full or layers=I+J"),
+                         ({"strategies": ["olft", "layers=x"]}, "Cannot read 'layers=x'")):
         with pytest.raises(olft.OlftError, match=re.escape(phrase)):
             olft.RunConfig.from_dict(data)
     # what PyYAML's safe_load gives for `lr: 1e-3` (a string), a JSON 4.0 for steps, a pathlib.Path,

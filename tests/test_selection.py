@@ -922,6 +922,7 @@ def test_selection_benchmark_continues_a_stopped_selector_from_its_candidates(mo
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import selection
+
     from olft.pipeline import Session
 
     args = argparse.Namespace(model=str(model_dirs["llama"]), glue_dir=tiny_glue, max_train_samples=40, max_eval_samples=16,

@@ -19,6 +19,7 @@ from typing import Any
 
 from olft.errors import OlftError
 from olft.layerspec import parse_layers
+from olft.tasks.registry import get_task
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
@@ -124,8 +125,8 @@ def candidates_text(value: Any) -> str:
 def strategies_text(value: Any) -> str:
     """--strategies as the flag's text: a list of strategy names (olft.run's, a config file's
     `strategies: [olft, final]`) becomes "olft,final", as config.json holds them; text is kept as
-    given (parsed, with its errors, by `layerspec.parse_strategies`). Raises OlftError for anything
-    else, or a strategy named twice."""
+    given (its layers are checked against the model by `layerspec.parse_strategies`). Raises
+    OlftError for anything else, an unknown strategy name, or a strategy named twice."""
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         value = ",".join(value)
     if not isinstance(value, str):
@@ -134,6 +135,11 @@ def strategies_text(value: Any) -> str:
     # One result of each name per run folder, named as `layerspec.parse_strategies` names it: full
     # and all are one, and so are layers=2+1 and layers=1+2 (layers are read here as there, and an
     # unreadable entry is refused there, against the model).
+    for entry in (p.strip() for p in value.split(",") if p.strip()):  # what no model can have is refused here
+        if entry.lower().startswith("layers="):
+            parse_layers(entry[7:])  # unreadable, or a layer twice; the range is checked against the model
+        elif entry.lower() not in ("olft", "final", "full", "all"):
+            raise OlftError(f"Unknown strategy '{entry}': use olft, final, full or layers=I+J (or layers=I-J, a range).")
     names = [_strategy_name(n) for n in (p.strip().lower() for p in value.split(",")) if n]
     twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
@@ -146,14 +152,11 @@ def strategies_text(value: Any) -> str:
 
 def _strategy_name(entry: str) -> str:
     """The name `layerspec.parse_strategies` gives a --strategies entry (lowercase): all -> full,
-    layers=2+1 -> layers=1+2; an entry it would refuse is kept as written."""
+    layers=2+1 -> layers=1+2. The entry has been read (`strategies_text`)."""
     if entry == "all":
         return "full"
     if entry.startswith("layers="):
-        try:
-            return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
-        except OlftError:
-            return entry
+        return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
     return entry
 
 
@@ -189,6 +192,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         typed_fields(self)
+        get_task(self.task)  # an unknown task is refused as the config is made (with a did-you-mean), not at run start
         if self.text_columns is not None:  # "a, b" names columns a and b, not " b"
             names = self.text_column_list()
             if len(names) > 1 and "" in names:  # "a,", ",b", "a,,b": a column left out while typing
