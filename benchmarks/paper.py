@@ -318,8 +318,11 @@ def job_config(job: Job, plan: Plan, args: argparse.Namespace, caps: Caps, out: 
             max_eval_samples=caps.max_eval_samples, max_length=caps.max_length,
         )  # fmt: skip
     strategy_lr = None if job.kind == "lr" else chosen_lrs(out.parent, caps)
+    # Checkpoints let a stopped run resume mid-strategy (all-layer tuning of smollm2-135m is hours on
+    # one core); olft resumes to the weights of a run never stopped, so the scores do not change.
     train = TrainConfig(epochs=caps.epochs, lr=job.lr or caps.lr, batch_size=caps.batch_size, seed=job.seed,
-                        strategy_lr=",".join(f"{k}={v:g}" for k, v in strategy_lr.items()) if strategy_lr else None)
+                        strategy_lr=",".join(f"{k}={v:g}" for k, v in strategy_lr.items()) if strategy_lr else None,
+                        checkpoint_every=getattr(args, "checkpoint_every", None) or None)
     selection = SelectionConfig(
         candidates="all" if job.kind == "sweep" else "middle",
         selection_data="validation" if job.kind == "paper" else "train",
@@ -634,6 +637,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra-seeds", type=int, default=1, help="how many of the seeds also run the sweep and the paper protocol")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on this shared 2-core machine 2 threads ran 3.5x slower per step than 1)")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
+                   help="save each run's training state every STEPS optimizer steps, so a stopped run resumes mid-strategy "
+                   "(default 50; 0: never). It does not change what a run computes, so it may differ on resume")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     p.add_argument("--plan-only", action="store_true", help="print the planned runs and the time estimate, run nothing (it still writes the derived dev "
                    "splits of tasks without train.tsv into the work dir, to count their examples)")

@@ -77,6 +77,8 @@ def test_report_layout(bench):
         assert label in md
     assert data["table1"]["mrpc" if "mrpc" in data["table1"] else "rte"]["strategies"]["olft"]["n"] == 1
     assert data["middle_bucket"] == [1, 2] and data["num_layers"] == 4
+    # every run saves its training state (default every 50 steps), so a stopped strategy resumes mid-way
+    assert json.loads((bench["work"] / "sst2-s0" / "config.json").read_text())["train"]["checkpoint_every"] == 50
     t2 = data["table2"]
     assert t2["full"]["time_percent"] == pytest.approx(100) and t2["olft"]["param_percent"] == pytest.approx(25)
     for col, share in t2["stack_share_percent_per_task"].items():  # (L - k) / L of OLFT's chosen layer k, L = 4
