@@ -723,6 +723,10 @@ def test_config_file_strategy_lr_as_a_mapping(tmp_path, capsys):
         f"--strategy-lr olft=1e-2 replaces {path}'s strategy_lr (olft=3e-3,final=0.001) whole, so final now trains at "
         "--lr; to keep it, pass --strategy-lr olft=1e-2,final=0.001."]
     assert parse(["run", "--config", str(path), "--train.strategy_lr", "olft=1,final=2"]).warnings == []  # nothing dropped
+    # only a rate of a strategy the command trains is worth a word; '' clears the file's rates on purpose
+    assert parse(["run", "--config", str(path), "--strategy-lr", "olft=1e-2", "--strategies", "olft"]).warnings == []
+    assert parse(["run", "--config", str(path), "--strategy-lr", ""]).warnings == []
+    assert parse(["select", "--config", str(path), "--strategy-lr", "olft=1e-2"]).warnings == []  # final: not run by select
     assert parse(["run", "--config", str(path), "--lr", "2e-3"]).warnings == []
     assert TrainConfig(strategy_lr={"full": 2e-3}).strategy_lr == "full=0.002"  # library callers alike
     cases = [("{olft: 3e-3, olft: 1e-3}", "'olft' is given twice in one mapping (line 2)"),

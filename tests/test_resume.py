@@ -1374,7 +1374,7 @@ def test_olft_train_adds_to_a_folder_whose_selection_options_differ(model_dirs, 
     assert "selection.selector: 'probe' in the folder, 'exhaustive' now" in capsys.readouterr().err
 
 
-def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_glue, tmp_path, capsys):
+def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_glue, tmp_path, capsys, caplog):
     """Explicit layers train at --lr, so a run with none of olft, final, full reads no --strategy-lr: the
     folder's own config.json (or --out alone) with `strategy_lr` was refused ("--strategy-lr names final,
     which --strategies layers=1 does not run"; with `--strategy-lr ""`, "a different config"). Now the
@@ -1405,11 +1405,14 @@ def test_olft_train_adds_to_a_folder_whose_run_set_strategy_lr(model_dirs, tiny_
     capsys.readouterr()
     mine = tmp_path / "mine.yaml"
     mine.write_text("train:\n  strategy_lr: {final: 1e-2}\n")
-    for typed in (["--strategy-lr", "final=1e-2"], ["--config", str(mine)]):  # what the user sets still does nothing
-        assert main(["train", "--config", config, *typed, "--layers", "1", "-q"]) == 2
-        err = capsys.readouterr().err
-        assert "explicit layers (olft train --layers, --strategies layers=...) train at --lr, so use --lr instead" in err
-        assert "add the strategy" not in err, err  # no fix for olft train
+    # A typed rate would do nothing: refused.
+    assert main(["train", "--config", config, "--strategy-lr", "final=1e-2", "--layers", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "explicit layers (olft train --layers, --strategies layers=...) train at --lr, so use --lr instead" in err
+    assert "add the strategy" not in err, err  # no fix for olft train
+    # A config file's, shared with `olft run`: unused, as its other options another command reads; said, not refused.
+    assert main(["train", "--config", config, "--config", str(mine), "--layers", "1", "-q"]) == 0, capsys.readouterr().err
+    assert f"{mine}: its strategy_lr (final=0.01) is not used: olft train's --layers train at --lr." in caplog.text
 
 
 def test_a_run_with_strategy_lr_adds_to_a_folder_of_explicit_layers(model_dirs, tiny_glue, tmp_path, capsys):

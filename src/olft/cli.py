@@ -21,7 +21,7 @@ import sys
 import typing
 from pathlib import Path
 
-from olft.cliconfig import COMMANDS, config_first, from_file, run_folder_of
+from olft.cliconfig import COMMANDS, DroppedRates, config_first, from_file, run_folder_of
 from olft.config import KIND_WORDS, OTHER_NAMES, SECTIONS, RunConfig, as_kind, choice_error, ignored_options, option_kind
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
@@ -262,7 +262,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     sources: dict[str, str] = {}
     notes: list[str] = []
-    replaced: list[str] = []
+    replaced: list[DroppedRates] = []
     typed, argv = list(argv), config_first(list(argv), sources, notes, replaced)
     try:
         try:
@@ -286,9 +286,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # refuses it typed, as it would do nothing), so nothing is named twice.
     train = ns.command == "train"
     args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
-    args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv) + replaced
+    args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv)
+    runs = _rated_strategies(ns.command, args.cfg) if ns.command in COMMANDS else set()
+    args.warnings += [w for d in replaced if (w := d.warning(runs)) is not None]
+    if "train.strategy_lr" in sources and "train.strategy_lr" in given and not set(args.cfg.train.lr_by_strategy()) & runs:
+        # A shared config file's rates, none for a strategy this command trains: unused, as the
+        # file's other options another command reads; said, but no reason to refuse the command.
+        args.warnings.append(f"{sources['train.strategy_lr']}: its strategy_lr ({args.cfg.train.strategy_lr}) is not used: "
+                             f"{_rated_words(ns.command)}.")
+        given.discard("train.strategy_lr")
     args.given = given & {"train.strategy_lr"} if train else given
     return args
+
+
+def _rated_strategies(command: str, cfg) -> set[str]:
+    """The strategies with rates of their own (olft, final, full: --strategy-lr's names) that
+    `command` trains: `olft train` none (its --layers train at --lr), `olft select` olft (its
+    candidates train at olft's rate), `olft run` those of its --strategies; `olft info` none."""
+    if command == "select":
+        return {"olft"}
+    if command != "run":
+        return set()
+    names = {e.strip().lower() for e in cfg.strategies.split(",")}
+    return {"full" if n == "all" else n for n in names} & {"olft", "final", "full"}
+
+
+def _rated_words(command: str) -> str:
+    """Why a command uses none of a config file's per-strategy rates (`_rated_strategies`)."""
+    return {"train": "olft train's --layers train at --lr", "select": "olft select's candidates train at olft's rate, and "
+            "the file sets none for olft"}.get(command, "the file sets no rate for a strategy this run trains")
 
 
 def _repeated(sub, argv: list[str]) -> list[str]:

@@ -183,13 +183,14 @@ def _short_flags(argv: list[str]) -> list[str]:
 
 
 def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: list[str] | None = None,
-                 warnings: list[str] | None = None) -> list[str]:
+                 dropped: list[DroppedRates] | None = None) -> list[str]:
     """Move `--config FILE` right after the subcommand, so that every flag overrides the file.
     A file with options only other subcommands take is handed on as its text without them, and
     `notes`, if given, gets a line naming them. `sources`, if given, is filled with {grouped key:
     file} for the options the files set and the command line does not (the last file wins, as in
-    parsing), so a bad value can name its file. `warnings`, if given, gets a line for each file's
-    per-strategy rate that a typed --strategy-lr drops (`_dropped_rates`)."""
+    parsing), so a bad value can name its file. `dropped`, if given, gets the config file's
+    per-strategy rates that a typed --strategy-lr drops (`DroppedRates`), worded once the command's
+    strategies are known."""
     if len(argv) < 2 or argv[0] not in COMMANDS:
         return argv
     rest, configs, i = _short_flags(argv[1:]), [], 0
@@ -231,8 +232,8 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
         # config.json's `out` is the path as it was typed, relative to where the run started: from
         # any other directory it would name a new folder, so the run continues where the file lies.
         rest = ["--out", home, *rest]
-    if warnings is not None:
-        warnings += _dropped_rates(rest, files)
+    if dropped is not None:
+        dropped += _dropped_rates(rest, files)
     if sources is not None:
         given = {t[2:].split("=", 1)[0] for t in rest if t.startswith("--")}
         for path, checked in files:
@@ -240,12 +241,33 @@ def config_first(argv: list[str], sources: dict[str, str] | None = None, notes: 
     return [argv[0], *configs, *rest]
 
 
-def _dropped_rates(rest: list[str], files: list[tuple[str, CheckedConfig]]) -> list[str]:
-    """A warning where a typed --strategy-lr replaces a config file's `train.strategy_lr` and so
-    drops some of its entries: a flag overrides an option whole (`strategy_lr: {olft: 3e-3,
-    final: 5e-3}` with `--strategy-lr olft=1e-2` trains final at --lr), which is the rule for every
-    option but reads here like one entry changed. Merging instead would leave no way to drop an
-    entry from the command line, so the rule stays and is said."""
+class DroppedRates(NamedTuple):
+    """A config file's `train.strategy_lr` that a typed --strategy-lr replaces whole, and what that drops."""
+
+    typed: str  # the flag's value
+    path: str  # the config file
+    theirs: str  # the file's value, as --strategy-lr text
+    dropped: dict[str, str]  # {strategy: its entry as the file wrote it ("final=0.001")}
+
+    def warning(self, runs: set[str]) -> str | None:
+        """The warning where a dropped rate is one of a strategy the command trains (`runs`: olft,
+        final, full); None where none is (a rate of a strategy not run changes nothing)."""
+        lost = {name: entry for name, entry in self.dropped.items() if name in runs}
+        if not lost:
+            return None
+        one = len(lost) == 1
+        return (f"--strategy-lr {self.typed} replaces {self.path}'s strategy_lr ({self.theirs}) whole, so {', '.join(lost)} "
+                f"now train{'s' * one} at --lr; to keep {'it' if one else 'them'}, pass --strategy-lr "
+                f"{self.typed},{','.join(lost.values())}.")
+
+
+def _dropped_rates(rest: list[str], files: list[tuple[str, CheckedConfig]]) -> list[DroppedRates]:
+    """Where a typed --strategy-lr replaces a config file's `train.strategy_lr` and so drops some of
+    its entries: a flag overrides an option whole (`strategy_lr: {olft: 3e-3, final: 5e-3}` with
+    `--strategy-lr olft=1e-2` trains final at --lr), which is the rule for every option but reads
+    here like one entry changed. Merging instead would leave no way to drop an entry from the
+    command line, so the rule stays and is said. An empty flag (`--strategy-lr ''`) clears the
+    rates on purpose: nothing to say."""
     typed = None
     for i, token in enumerate(rest):
         name, eq, value = token.partition("=")
@@ -253,21 +275,19 @@ def _dropped_rates(rest: list[str], files: list[tuple[str, CheckedConfig]]) -> l
             typed = value if eq else (rest[i + 1] if i + 1 < len(rest) else "")
     # the file whose value the flag replaces: the last to set it
     found = next(((p, c.data) for p, c in reversed(files) if "train.strategy_lr" in c.keys), None)
-    if typed is None or found is None:
+    if not (typed or "").strip() or found is None:
         return []
     path, data = found
     try:
         theirs = strategy_lr_text(data["train"]["strategy_lr"]) or ""
-        dropped = {n: lr for n, lr in parse_strategy_lr(theirs).items() if n not in parse_strategy_lr(typed)}
+        names = set(parse_strategy_lr(typed))
+        kept = [n for n in parse_strategy_lr(theirs) if n not in names]
     except OlftError:
         return []  # refused, with its own message, where the value is read
-    if not dropped:
-        return []
-    # the dropped entries as the file wrote them (3e-3, not 0.003), for the flag that keeps them
-    kept = ",".join(e.strip() for e in theirs.split(",") if e.partition("=")[0].strip() in dropped)
-    return [f"--strategy-lr {typed} replaces {path}'s strategy_lr ({theirs}) whole, so {', '.join(dropped)} now "
-            f"train{'s' * (len(dropped) == 1)} at --lr; to keep {'it' if len(dropped) == 1 else 'them'}, "
-            f"pass --strategy-lr {typed},{kept}."]
+    # each dropped entry as the file wrote it (3e-3, not 0.003), for the flag that keeps it
+    entries = {e.partition("=")[0].strip().lower(): e.strip() for e in theirs.split(",") if e.strip()}
+    dropped = {n: entries.get(n, entries.get("all" if n == "full" else n, "")) for n in kept}
+    return [DroppedRates(typed, path, theirs, dropped)] if dropped else []
 
 
 def _train_layers(data: dict) -> str | None:
