@@ -811,11 +811,20 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
                          ({"data": {"task": "sst3"}}, "Unknown task 'sst3'. Known tasks: cola, mnli, mnli-mm, mrpc, qnli, "
                           "qqp, rte, sst2, stsb, wnli. Did you mean 'sst2'?"),
                          ({"strategies": "olft,fnal"}, "Unknown strategy 'fnal': use olft, final, full or layers=I+J"),
-                         ({"strategies": ["olft", "layers=x"]}, "Cannot read 'layers=x'")):
+                         ({"strategies": ["olft", "layers=x"]}, "Cannot read 'layers=x'"),
+                         ({"selection": {"candidates": "2-4,9-"}}, "Cannot read '--candidates 2-4,9-'")):
         with pytest.raises(olft.OlftError, match=re.escape(phrase)):
             olft.RunConfig.from_dict(data)
     # what PyYAML's safe_load gives for `lr: 1e-3` (a string), a JSON 4.0 for steps, a pathlib.Path,
     # a list of strategy names (as olft.run takes them)
+    for given, phrase in (("train.lr", "given takes the grouped keys of the options set, e.g. given=['train.lr']"),
+                          (["train.lrr"], "given names 'train.lrr', which is no option of RunConfig. Did you mean 'train.lr'?")):
+        with pytest.raises(olft.OlftError, match=re.escape(phrase)):
+            olft.run({"out": str(tmp_path / "never")}, given=given)
+    assert not (tmp_path / "never").exists()
+    assert olft.TrainConfig(strategy_lr="OLFT=3e-3,all=1e-3").lr_by_strategy() == {"olft": 3e-3, "full": 1e-3}  # as --strategies reads names
+    # a task by any spelling is kept by its canonical name: one task, one config and one default folder name
+    assert [olft.RunConfig.from_dict({"data": {"task": t}}).data.task for t in ("SST-2", " sst_2", "MNLI-MM")] == ["sst2", "sst2", "mnli-mm"]
     cfg = olft.RunConfig.from_dict({"train": {"lr": "1e-3", "max_steps": 4.0}, "out": tmp_path, "strategies": ["olft", "final"]})
     assert (cfg.train.lr, cfg.train.max_steps, cfg.out, cfg.strategies) == (1e-3, 4, str(tmp_path), "olft,final")
     assert type(cfg.train.max_steps) is int

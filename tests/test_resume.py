@@ -1287,6 +1287,9 @@ def test_config_differences_skip_only_options_neither_run_reads():
     assert kept_config(folder, cfg(selection__selector="probe"))["method"]["lora_rank"] == 4
     assert config_differences(folder, cfg()) == ["selection.selector: 'probe' in the folder, 'auto' now"]
     assert config_differences(folder, cfg(), selects=False) == []  # olft train: no selection option is read
+    # a task an older olft kept as typed ("SST-2") is the one the canonical name now names; another task is not
+    assert config_differences(cfg(data__task="SST-2"), cfg(data__task="sst2")) == []
+    assert config_differences(cfg(data__task="SST-2"), cfg(data__task="cola")) == ["data.task: 'SST-2' in the folder, 'cola' now"]
     assert kept_config(folder, cfg(), selects=False)["selection"] == folder["selection"]
     rated = cfg(train__strategy_lr="final=0.003")  # explicit layers alone (no rates) train at --lr
     assert config_differences(rated, cfg(), rates=()) == []

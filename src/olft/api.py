@@ -7,6 +7,8 @@ saved the moment it finishes; running the same command again continues where it 
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import errno
 import logging
 from collections.abc import Iterable, Mapping
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, distributed, report
-from olft.config import RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options
+from olft.config import SECTIONS, RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
@@ -137,8 +139,19 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     """Log one warning per option of `given` that `cfg` leaves unused under `command` (run or
     select: `config.ignored_options`), before anything loads; return `given` as a set, for
     `_warn_count_ignored` once the candidates are counted. `given` None means a Python caller's
-    settings: every option that differs from RunConfig's default (`config.given_options`)."""
+    settings: every option that differs from RunConfig's default (`config.given_options`).
+    OlftError for a `given` that is one string (it would be read letter by letter) or names an
+    option RunConfig does not have (its warnings would be lost)."""
+    if isinstance(given, str):
+        raise OlftError(f"given takes the grouped keys of the options set, e.g. given=[{given!r}], not one string.")
     given = given_options(cfg) if given is None else set(given)
+    known = {f"{name}.{f.name}" for name, section in SECTIONS.items() for f in dataclasses.fields(section)}
+    known |= {f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
+    unknown = sorted(k for k in given if k not in known)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else " Keys are grouped as RunConfig.to_dict() gives them, e.g. 'train.lr'."
+        raise OlftError(f"given names {unknown[0]!r}, which is no option of RunConfig.{hint}")
     for line in ignored_options(cfg, given, command):
         log.warning(line)
     return given

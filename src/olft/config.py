@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olft.errors import OlftError
-from olft.layerspec import parse_layers
+from olft.layerspec import listed_candidates, parse_layers
 from olft.tasks.registry import get_task
 
 
@@ -91,7 +91,8 @@ def parse_strategy_lr(text: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in (text or "").split(","))):
         name, _, value = item.partition("=")
-        name = name.strip()
+        name = name.strip().lower()  # as --strategies reads its names, `all` for `full` too
+        name = "full" if name == "all" else name
         if name not in ("olft", "final", "full"):
             raise OlftError(f"train.strategy_lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
         try:
@@ -192,7 +193,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         typed_fields(self)
-        get_task(self.task)  # an unknown task is refused as the config is made (with a did-you-mean), not at run start
+        # An unknown task is refused as the config is made (with a did-you-mean), not at run start; a
+        # known one is kept by its canonical name ("SST-2" -> "sst2"), so one task is one config and one folder name.
+        self.task = get_task(self.task).name
         if self.text_columns is not None:  # "a, b" names columns a and b, not " b"
             names = self.text_column_list()
             if len(names) > 1 and "" in names:  # "a,", ",b", "a,,b": a column left out while typing
@@ -291,7 +294,7 @@ class SelectionConfig:
     selection_steps: int | None = opt(None, "Optimizer steps each candidate trains for (the finalists of halving get this many); unset: --selection-epochs over the fit set (189 steps at the defaults: 1,000 examples in batches of 16, 3 epochs).")
     selection_epochs: float = opt(3.0, "Epochs over the fit set each candidate trains for when --selection-steps is unset (one epoch of 500 left every candidate predicting the majority class on SST-2).")
     selection_metric: str = opt("score", "Rank candidates by score (the task's headline metric, as the paper does; held-out loss breaks ties, lower layer after that) or by loss (held-out loss, lower wins; not under --selector gradient, which scores none).", choices=("score", "loss"))
-    selection_max_steps: int | None = opt(None, "Cap on each candidate's optimizer steps.")
+    selection_max_steps: int | None = opt(None, "Cap on the optimizer steps each candidate first trains for (the --selection-epochs budget, or --selection-steps); the adaptive retraining of tied finalists (--selection-adaptive) doubles those steps past it.")
     selection_adaptive: int = opt(1, "When the top candidates are within --equivalence-threshold standard errors of the winner on held-out loss (or a runner-up is clearly below it: score and loss disagree), retrain just those with twice the steps, up to this many times (0: never; they are then reported as equivalent). Not under --selector auto, whose training is sized to its cost bound.")
     equivalence_threshold: float = opt(1.0, "Candidates whose paired held-out loss differs from the winner's (either way) by fewer standard errors than this are reported as equivalent to it (as are those whose mean held-out loss differs from the winner's by under 0.001 times the constant predictor's, however many standard errors apart).")
     probe_keep: int | None = opt(None, "Candidates the probe passes on to trained halving under --selector probe-halving (unset: the better half, rounded up). 2 trains the probe's top two for the full --selection-steps with no short rung: cost about 2/N of exhaustive over N candidates (docs/selection.md).")
@@ -305,6 +308,7 @@ class SelectionConfig:
         # --probe-keep under another selector is unused, not contradictory: `ignored_options` warns of it.
         if not isinstance(self.selection_adaptive, int) or self.selection_adaptive < 0:
             raise OlftError(f"selection.selection_adaptive must be 0 or more, got {self.selection_adaptive!r}.")
+        listed_candidates(self.candidates)  # unreadable text, at once; the layers against the model once it is read
 
 
 def check_selection_metric(s: SelectionConfig) -> None:

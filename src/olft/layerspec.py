@@ -68,19 +68,30 @@ def parse_candidates(spec: str, num_layers: int) -> list[int]:
     """'middle' | 'all' | layers and ranges, as `read_layers` reads them with ',' ('4-9', '3,5,7',
     '2-4,9') -> sorted layer indices (a layer given twice counts once). OlftError, quoting what was
     typed, for text that is none of these or a layer the model does not have (`check_range`)."""
-    shown = f"--candidates {spec.strip()}"
     low = spec.strip().lower()
     if low == "middle":
         layers = middle_bucket(num_layers)
     elif low == "all":
         layers = list(range(num_layers))
     else:
-        layers = read_layers(low, ",", shown)
-        if layers is None:
-            raise OlftError(f"Cannot read '{shown}': use middle, all, a range like 4-9, or a list like 3,5,7 "
-                            "(or both: 2-4,9).")  # fmt: skip
-        check_range(layers, num_layers, shown)
+        layers = listed_candidates(spec)
+        check_range(layers, num_layers, f"--candidates {spec.strip()}")
     return sorted(set(layers))
+
+
+def listed_candidates(spec: str) -> list[int] | None:
+    """The layers a --candidates spec lists ('4-9', '3,5,7', '2-4,9'), as written; None for
+    'middle' and 'all', which the model's layer count decides. OlftError, quoting what was typed,
+    for text that is none of these: checked as the config is made, before any model is read."""
+    shown = f"--candidates {spec.strip()}"
+    low = spec.strip().lower()
+    if low in ("middle", "all"):
+        return None
+    layers = read_layers(low, ",", shown)
+    if layers is None:
+        raise OlftError(f"Cannot read '{shown}': use middle, all, a range like 4-9, or a list like 3,5,7 "
+                        "(or both: 2-4,9).")  # fmt: skip
+    return layers
 
 
 @dataclass(frozen=True)

@@ -181,9 +181,22 @@ def _option_differences(old: dict, new: dict, selects: bool, whole_lr: bool) -> 
             continue
         if key in PATH_FIELDS and _same_path(a.get(key), b.get(key)):
             continue
+        if key == "data.task" and _same_task(a.get(key), b.get(key)):  # "SST-2" an older olft kept as typed, "sst2" now
+            continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             out.append((key, a.get(key, "<unset>"), b.get(key, "<unset>")))
     return out
+
+
+def _same_task(a: Any, b: Any) -> bool:
+    """Whether two task names are spellings of one task (`tasks.get_task`)."""
+    from olft.errors import OlftError
+    from olft.tasks import get_task
+
+    try:
+        return get_task(a).name == get_task(b).name
+    except OlftError:
+        return False
 
 
 def resuming_options(old: dict, new: dict, selects: bool = True, whole_lr: bool = True) -> str:

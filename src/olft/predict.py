@@ -347,8 +347,9 @@ def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[li
         try:
             loaded = read_inputs(task, cfg, Path(args.input), labels=not getattr(args, "no_labels", False))
         except LabelError as exc:  # a label column in another vocabulary (pos/neg): the labels can be left unread
-            raise LabelError(f"{exc} Or, to predict without metrics, add --no-labels (its {cfg.data.label_column!r} "
-                             "column is then not read as gold labels).") from None
+            # not naming a column: where --label-column is left at `label`, a GLUE file's own (STS-B's score) is read
+            raise LabelError(f"{exc} Or, to predict without metrics, add --no-labels (no column is then read as "
+                             "gold labels).") from None
         named = getattr(args, "label_column", None)
         if named is not None and named not in loaded.columns:  # asked for by name: its absence is a typo
             raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: "
