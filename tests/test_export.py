@@ -126,6 +126,8 @@ def test_merge_folds_lora(runs, predicted):
     assert np.allclose(_probs(model, olft.load_tokenizer(runs["bert-lora"])), predicted["bert-lora"], atol=1e-5)
     with pytest.raises(OlftError, match="LoRA"):
         olft.load(runs["llama-adapter"], merge=True)
+    with pytest.raises(OlftError, match="merge takes True or False, got 'no'"):  # a truthy string would merge
+        olft.load(runs["bert-lora"], merge="no")
 
 
 def test_peft_export_loads_with_peft(runs, predicted, tmp_path):

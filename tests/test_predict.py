@@ -294,7 +294,7 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     assert main(["run", "--strategies", "final,layers=1", "--out", str(several), *common]) == 0
     for command in (["predict", "--text", "a", "b"], ["export", "--output", str(tmp_path / "y")]):
         _fails(capsys, [*command, "--run", str(several)], "Strategy 'olft' (the default) is not in this run")
-        _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them with --strategy")
+        _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them (--strategy, or olft.load's strategy=)")
     # --strategy reads layers= as --strategies does: a range names the same recorded strategy
     assert main(["predict", "--run", str(several), "--strategy", "layers=1-1", "--text", "a", "b", "-q"]) == 0
 

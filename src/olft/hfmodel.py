@@ -55,6 +55,8 @@ def load(run_dir: str | Path, strategy: str | None = None, merge: bool = False) 
     an unfinished run, a strategy not in it, `merge` on a non-LoRA run, or a family whose head
     cannot be mapped (see the module docstring). Use `load_tokenizer` for the tokenizer.
     """
+    if not isinstance(merge, bool):  # merge="no" would merge
+        raise OlftError(f"merge takes True or False, got {merge!r}.")
     info = open_run(run_dir, strategy)
     if merge and info.cfg.method.method != "lora":
         raise OlftError(f"merge=True folds LoRA into the base weights; this run used {info.cfg.method.method!r}. "

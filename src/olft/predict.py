@@ -90,7 +90,7 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
                if strategy in (results.get("failed") or {})
                else "has not finished" if strategy in planned else "is not in this run")
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
-                        f"Finished: {', '.join(finished)}; pass one of them with --strategy.")
+                        f"Finished: {', '.join(finished)}; pass one of them (--strategy, or olft.load's strategy=).")
     entry = results["strategies"][strategy]
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), weights_file(folder, strategy))
 
