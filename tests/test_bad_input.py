@@ -316,19 +316,19 @@ def test_bad_layers_are_refused_before_data_or_weights_load(model_dirs, tmp_path
 
 
 @pytest.fixture(scope="module")
-def falcon_dir(tmp_path_factory):
+def deberta_dir(tmp_path_factory):
     from tiny import make_architecture_folder
 
-    return make_architecture_folder("falcon", tmp_path_factory.mktemp("models") / "falcon")
+    return make_architecture_folder("deberta_v2", tmp_path_factory.mktemp("models") / "deberta_v2")
 
 
 @pytest.mark.parametrize("command", [["train", "--layers", "1"], ["run", "--strategies", "final"], ["select"]])
-def test_prefix_on_attention_it_cannot_reach_leaves_no_folder(falcon_dir, tiny_glue, tmp_path, capsys, command):
-    """Falcon computes attention itself: the refusal comes before the run folder is made, so the
-    advice it gives (another --method, same --out) then works."""
+def test_prefix_on_attention_it_cannot_reach_leaves_no_folder(deberta_dir, tiny_glue, tmp_path, capsys, command):
+    """DeBERTa-v2 computes attention itself: the refusal comes before the run folder is made, so
+    the advice it gives (another --method, same --out) then works."""
     out = tmp_path / "out"
-    args = [*command, "--model", str(falcon_dir), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out), *FAST]
-    _fails(capsys, [*args, "--method", "prefix"], "FalconAttention (falcon) computes attention itself",
+    args = [*command, "--model", str(deberta_dir), "--task", "sst2", "--glue-dir", str(tiny_glue), "--out", str(out), *FAST]
+    _fails(capsys, [*args, "--method", "prefix"], "DisentangledSelfAttention (deberta-v2) computes attention itself",
            "use --method adapter or --method lora")
     assert not out.exists()
     if command[0] == "train":

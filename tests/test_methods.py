@@ -15,7 +15,7 @@ from olft.errors import OlftError
 from olft.loading import load_stack
 from olft.methods import apply_method
 from olft.train import fit
-from tiny import ARCHITECTURES, frozen_stack, make_config
+from tiny import ARCHITECTURES, frozen_stack, make_config, prefix_refused
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 METHODS = ("adapter", "lora")
@@ -110,7 +110,7 @@ def test_training_moves_only_the_module(model_dirs, family, method):
 
 # -- every method on every architecture of the matrix (tests/tiny.py) ------------------------------
 ARCHS = tuple(ARCHITECTURES)
-NO_PREFIX = ("falcon", "deberta_v2")  # attention computed outside transformers' attention interface
+NO_PREFIX = prefix_refused()  # attention computed outside transformers' attention interface
 # LoRA targets per architecture: peft's defaults (query and value, or the fused q/k/v projection).
 LORA_TARGETS = {"gpt2": ("c_attn",), "phi3": ("qkv_proj",), "gpt_neox": ("query_key_value",),
                 "falcon": ("query_key_value",), "bert": ("query", "value"), "roberta": ("query", "value"),

@@ -15,7 +15,7 @@ from olft.errors import OlftError
 from olft.families import discover
 from olft.loading import load_stack
 from olft.methods.prefix import PrefixKV, apply_prefix
-from tiny import make_config
+from tiny import ARCHITECTURES, make_config, prefix_refused
 
 FAMS = ("gpt2", "llama", "mistral", "bert")
 IMPLS = ("eager", "sdpa")
@@ -171,15 +171,17 @@ def _reference(stack: Stack, attn, hidden, kwargs, mask2d, pk, pv) -> torch.Tens
     GQA by repeating key/value heads, causal + padding mask on real keys, prefix always visible."""
     fam = stack.family.name
     b, n, _ = hidden.shape
+    d = pk.shape[-1]
     if fam == "gpt2":
         q, k, v = attn.c_attn(hidden).split(attn.split_size, dim=2)
+    elif fam == "falcon":  # multi-query: one fused projection, all query heads then one key and one value
+        q, k, v = attn.query_key_value(hidden).view(b, n, -1, d).split([attn.num_heads, 1, 1], dim=2)
     elif fam == "bert":
         q, k, v = attn.query(hidden), attn.key(hidden), attn.value(hidden)
     else:
         q, k, v = attn.q_proj(hidden), attn.k_proj(hidden), attn.v_proj(hidden)
-    d = pk.shape[-1]
     q, k, v = (t.view(b, n, -1, d).transpose(1, 2) for t in (q, k, v))
-    if fam in ("llama", "mistral"):
+    if fam in ("llama", "mistral") or (fam == "falcon" and not attn.config.alibi):
         q, k = apply_rotary_pos_emb(q, k, *kwargs["position_embeddings"])
     k = torch.cat([pk.expand(b, -1, -1, -1), k], dim=2).repeat_interleave(q.shape[1] // pk.shape[0], dim=1)
     v = torch.cat([pv.expand(b, -1, -1, -1), v], dim=2).repeat_interleave(q.shape[1] // pk.shape[0], dim=1)
@@ -192,6 +194,8 @@ def _reference(stack: Stack, attn, hidden, kwargs, mask2d, pk, pv) -> torch.Tens
     out = out.transpose(1, 2).reshape(b, n, -1)
     if fam == "gpt2":
         return attn.c_proj(out)
+    if fam == "falcon":
+        return attn.dense(out)
     return out if fam == "bert" else attn.o_proj(out)
 
 
@@ -199,7 +203,25 @@ def _reference(stack: Stack, attn, hidden, kwargs, mask2d, pk, pv) -> torch.Tens
 @pytest.mark.parametrize("attn_impl", IMPLS)
 @pytest.mark.parametrize("padding", ["right", "left", "none"])  # "none": SDPA gets no mask (is_causal)
 def test_matches_reference(model_dirs, family, attn_impl, padding):
-    stack, layer = _load(model_dirs, family, attn_impl), 1
+    _assert_matches_reference(_load(model_dirs, family, attn_impl), padding)
+
+
+@pytest.mark.skipif("falcon" in prefix_refused(), reason="Falcon computes attention itself before transformers 5.25")
+@pytest.mark.parametrize("attn_impl", IMPLS)
+@pytest.mark.parametrize("padding", ["right", "left", "none"])
+def test_falcon_matches_reference(attn_impl, padding):
+    """FalconAttention calls the attention interface from transformers 5.25 on: its fused
+    multi-query projection and rotary keys then get the prefix as the other families do."""
+    from tiny import build_model
+
+    base, _ = build_model("falcon", attn=attn_impl)
+    stack = Stack(base, None, 2)
+    stack.freeze_base()
+    _assert_matches_reference(stack.eval(), padding)
+
+
+def _assert_matches_reference(stack: Stack, padding: str, layer: int = 1) -> None:
+    """The prefixed layer's attention output equals `_reference` on the hidden states it got."""
     ids, mask = _batch(padding)
     applied = apply_prefix(stack, [layer], length=3)
     attn = get_submodule(stack.layers[layer], stack.family.attn)
@@ -312,7 +334,7 @@ def _matrix_stack(name: str) -> Stack:
     return stack.eval()
 
 
-@pytest.mark.parametrize("name", [n for n in __import__("tiny").ARCHITECTURES if n not in ("falcon", "deberta_v2")])
+@pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n not in prefix_refused()])
 def test_matrix_prefix_reaches_attention(name):
     """Length 0 is exactly the base model; a real prefix changes the chosen layer's attention
     output (so the prefix is not silently bypassed) and nothing below it."""
@@ -338,7 +360,7 @@ def test_matrix_prefix_reaches_attention(name):
     assert all(torch.equal(below["in"][i], below["in"][i + 2 * n]) for i in range(n))
 
 
-@pytest.mark.parametrize("name", ["falcon", "deberta_v2"])
+@pytest.mark.parametrize("name", prefix_refused())
 def test_matrix_prefix_refused_where_attention_bypasses_the_interface(name):
     from olft.errors import OlftError
 

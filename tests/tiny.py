@@ -197,6 +197,16 @@ def _builder(name: str):
 ARCHITECTURES = {name: _builder(name) for name in _configs()}
 
 
+def prefix_refused() -> tuple[str, ...]:
+    """Architectures whose attention bypasses transformers' attention interface in the installed
+    transformers, so prefix tuning is refused there: DeBERTa-v2 always; Falcon before 5.25 (its
+    FalconAttention calls the interface from transformers 5.25 on)."""
+    from packaging.version import Version
+    from transformers import __version__
+
+    return ("deberta_v2",) + (("falcon",) if Version(__version__) < Version("5.25") else ())
+
+
 def build_model(name: str, seed: int = 0, attn: str = "sdpa"):
     """(headless random base model in eval mode, tokenizer) of architecture `name`."""
     from transformers import AutoModel

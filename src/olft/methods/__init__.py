@@ -50,7 +50,7 @@ def apply_method(stack: Stack, layers: list[int], cfg: MethodConfig) -> Applied:
 
 def check_method(stack: Stack, cfg: MethodConfig) -> None:
     """Refuse a method the model's family cannot take (prefix tuning on attention that bypasses
-    transformers' interface: Falcon, Bloom, DeBERTa-v2), touching nothing; OlftError naming the
+    transformers' interface: Bloom, DeBERTa-v2, Falcon before transformers 5.25), touching nothing; OlftError naming the
     methods that do fit, or an adapter reduction factor wider than the model (warning of an unusual
     one, and of a LoRA rank above the model's width). Called once the model is loaded and before a run writes its folder, so a
     refused method leaves no folder behind. LoRA fits every layer discovery accepts."""

@@ -237,7 +237,9 @@ def attention_module(stack: Stack, index: int) -> tuple[str, nn.Module]:
 
     The family's `attn` module or, when that is a wrapper (BERT's `attention` holds `self` and
     `output`), its first submodule that does. Raises OlftError when the family computes attention
-    itself (Falcon, Bloom, MPT, DeBERTa in transformers 5): a prefix cannot get in there.
+    itself (Bloom, MPT, DeBERTa; Falcon before transformers 5.25): a prefix cannot get in there.
+    Decided from the installed transformers' code, so a family that moves onto the interface is
+    taken as soon as it does.
     """
     root = f"{stack.layer_path(index)}.{stack.family.attn}"
     attn = get_submodule(stack.base, root)
