@@ -693,6 +693,31 @@ def test_a_float_beyond_float32_is_refused_naming_the_flag_and_the_limit(tmp_pat
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.max_grad_norm) == (3e38, 0, 0)
 
 
+def test_strategy_lr_names_read_as_strategies_reads_them_and_entries_kept_as_written(tmp_path):
+    """One reader of --strategy-lr (`config.strategy_lr_entries`): OLFT and all are olft and full,
+    as in --strategies; a dropped entry is quoted as the file wrote it; entries joined by ';' are
+    named as the mistake."""
+    from olft.cli import parse
+    from olft.config import parse_strategy_lr, strategy_lr_entries, strategy_name
+    from olft.errors import OlftError
+
+    assert [strategy_name(e) for e in (" OLFT", "All", "layers=3+1", "final")] == ["olft", "full", "layers=1+3", "final"]
+    assert strategy_lr_entries("ALL=3e-3, Final=1e-3") == {"full": "ALL=3e-3", "final": "Final=1e-3"}
+    assert parse_strategy_lr("ALL=3e-3, Final=1e-3") == {"full": 3e-3, "final": 1e-3}
+    with pytest.raises(OlftError, match=r"full is given twice in 'all=1,full=2'"):
+        parse_strategy_lr("all=1,full=2")
+    with pytest.raises(OlftError, match=r"'olft=1e-3;final=2e-3' needs a positive number after '=', e.g. olft=3e-4; "
+                                        r"separate entries with ','"):
+        parse_strategy_lr("olft=1e-3;final=2e-3")
+    with pytest.raises(OlftError, match=r"'olft=x' needs a positive number after '=', e.g. olft=3e-4\.$"):
+        parse_strategy_lr("olft=x")
+    path = tmp_path / "rates.yaml"
+    path.write_text('train:\n  strategy_lr: "ALL=3e-3, Final=1e-3"\n')
+    assert parse(["run", "--config", str(path), "--strategy-lr", "full=2e-3"]).warnings == [
+        f"--strategy-lr full=2e-3 replaces {path}'s strategy_lr (ALL=3e-3, Final=1e-3) whole, so final now trains at "
+        "--lr; to keep it, pass --strategy-lr full=2e-3,Final=1e-3."]
+
+
 def test_an_empty_strategy_lr_is_no_strategy_lr(tmp_path):
     """`strategy_lr: {}` or "" is the option left out, so the run folder's config compares equal on resume."""
     from olft.cli import parse

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, distributed, report
-from olft.config import SECTIONS, RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options
+from olft.config import SECTIONS, RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options, option_keys
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
@@ -145,8 +145,7 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     if isinstance(given, str):
         raise OlftError(f"given takes the grouped keys of the options set, e.g. given=[{given!r}], not one string.")
     given = given_options(cfg) if given is None else set(given)
-    known = {f"{name}.{f.name}" for name, section in SECTIONS.items() for f in dataclasses.fields(section)}
-    known |= {f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
+    known = option_keys() | {f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
     unknown = sorted(k for k in given if k not in known)
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1)

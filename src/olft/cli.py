@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, DroppedRates, config_first, from_file, run_folder_of
-from olft.config import KIND_WORDS, OTHER_NAMES, SECTIONS, RunConfig, as_kind, choice_error, ignored_options, option_kind
+from olft.config import KIND_WORDS, OTHER_NAMES, SECTIONS, RunConfig, as_kind, choice_error, ignored_options, option_kind, strategy_name
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -307,8 +307,7 @@ def _rated_strategies(command: str, cfg) -> set[str]:
         return {"olft"}
     if command != "run":
         return set()
-    names = {e.strip().lower() for e in cfg.strategies.split(",")}
-    return {"full" if n == "all" else n for n in names} & {"olft", "final", "full"}
+    return {strategy_name(e) for e in cfg.strategies.split(",") if e.strip()} & {"olft", "final", "full"}
 
 
 def _rated_words(command: str) -> str:

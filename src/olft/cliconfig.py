@@ -10,14 +10,13 @@ subcommand so that flags override it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import json
 import re
 from pathlib import Path
 from typing import NamedTuple
 
-from olft.config import OTHER_NAMES, SECTIONS, parse_strategy_lr, strategy_lr_text
+from olft.config import OTHER_NAMES, SECTIONS, option_keys, parse_strategy_lr, strategy_lr_entries, strategy_lr_text
 from olft.errors import OlftError
 
 COMMANDS = {
@@ -34,8 +33,7 @@ GROUP_EXAMPLES = {"model": ("model", "minilm-l6"), "data": ("task", "rte"), "met
 
 
 def _known_keys(command: str) -> set[str]:
-    sections = COMMANDS[command][1]
-    keys = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
+    keys = option_keys(COMMANDS[command][1])
     flags = {"quiet", "verbose", "debug"} | ({"overwrite", "out"} if command != "info" else set())
     flags |= {"strategies"} if command == "run" else set()  # select and train have none: see build_parser
     return keys | flags | ({"layers"} if command == "train" else set())  # what --print_config writes
@@ -280,13 +278,11 @@ def _dropped_rates(rest: list[str], files: list[tuple[str, CheckedConfig]]) -> l
     path, data = found
     try:
         theirs = strategy_lr_text(data["train"]["strategy_lr"]) or ""
-        names = set(parse_strategy_lr(typed))
-        kept = [n for n in parse_strategy_lr(theirs) if n not in names]
+        parse_strategy_lr(typed), parse_strategy_lr(theirs)  # both readable, or refused where the value is read
     except OlftError:
         return []  # refused, with its own message, where the value is read
     # each dropped entry as the file wrote it (3e-3, not 0.003), for the flag that keeps it
-    entries = {e.partition("=")[0].strip().lower(): e.strip() for e in theirs.split(",") if e.strip()}
-    dropped = {n: entries.get(n, entries.get("all" if n == "full" else n, "")) for n in kept}
+    dropped = {n: e for n, e in strategy_lr_entries(theirs).items() if n not in strategy_lr_entries(typed)}
     return [DroppedRates(typed, path, theirs, dropped)] if dropped else []
 
 

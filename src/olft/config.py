@@ -12,8 +12,9 @@ import difflib
 import functools
 import numbers
 import os
+import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,28 +85,39 @@ def strategy_lr_text(value: str | Mapping | None) -> str | None:
     return ",".join(f"{name}={lr}" for name, lr in value.items()) or None
 
 
-def parse_strategy_lr(text: str | None) -> dict[str, float]:
-    """--strategy-lr's text ('olft=3e-3,final=1e-3') as {strategy: peak learning rate}; None or ''
-    is {}. Raises OlftError naming the bad entry: an unknown strategy (olft, final and full have
-    rates of their own), a rate not positive and finite or past float32, a strategy given twice."""
-    out: dict[str, float] = {}
+def strategy_lr_entries(text: str | None) -> dict[str, str]:
+    """--strategy-lr's text ('olft=3e-3,final=1e-3') as {strategy: its entry as written}, the
+    names read as --strategies reads them (`strategy_name`: OLFT is olft, all is full); None or ''
+    is {}. The rates are not read (`parse_strategy_lr` does). Raises OlftError naming the bad entry:
+    an unknown strategy (olft, final and full have rates of their own), a strategy given twice."""
+    out: dict[str, str] = {}
     for item in filter(None, (x.strip() for x in (text or "").split(","))):
-        name, _, value = item.partition("=")
-        name = name.strip().lower()  # as --strategies reads its names, `all` for `full` too
-        name = "full" if name == "all" else name
+        name = strategy_name(item.partition("=")[0])
         if name not in ("olft", "final", "full"):
             raise OlftError(f"train.strategy_lr: unknown strategy {name!r} in {item!r}; use olft=, final= or full=, e.g. final=3e-3,full=3e-4.")
+        if name in out:
+            raise OlftError(f"train.strategy_lr: {name} is given twice in {text!r}; give each strategy once.")
+        out[name] = item
+    return out
+
+
+def parse_strategy_lr(text: str | None) -> dict[str, float]:
+    """--strategy-lr's text ('olft=3e-3,final=1e-3') as {strategy: peak learning rate}; None or ''
+    is {}. Raises OlftError naming the bad entry: those of `strategy_lr_entries`, and a rate not
+    positive and finite or past float32."""
+    out: dict[str, float] = {}
+    for name, item in strategy_lr_entries(text).items():
+        value = item.partition("=")[2]
         try:
             lr = float(value)
         except ValueError:
             lr = float("nan")
         if not lr > 0 or lr == float("inf"):
-            raise OlftError(f"train.strategy_lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4.")
+            joined = "; separate entries with ',', e.g. olft=1e-3,final=2e-3" if re.search(r"[;\s]\S*=", value.strip()) else ""
+            raise OlftError(f"train.strategy_lr: {item!r} needs a positive number after '=', e.g. {name}=3e-4{joined}.")
         if lr > FLOAT32_MAX:
             raise OlftError(f"train.strategy_lr: {item!r}: a rate must be at most {FLOAT32_MAX:.4g} (the largest float32, "
-                            "which the optimizer computes in).")
-        if name in out:
-            raise OlftError(f"train.strategy_lr: {name} is given twice in {text!r}; give each strategy once.")
+                            "which the optimizer computes in).")  # fmt: skip
         out[name] = lr
     return out
 
@@ -141,7 +153,7 @@ def strategies_text(value: Any) -> str:
             parse_layers(entry[7:])  # unreadable, or a layer twice; the range is checked against the model
         elif entry.lower() not in ("olft", "final", "full", "all"):
             raise OlftError(f"Unknown strategy '{entry}': use olft, final, full or layers=I+J (or layers=I-J, a range).")
-    names = [_strategy_name(n) for n in (p.strip().lower() for p in value.split(",")) if n]
+    names = [strategy_name(n) for n in value.split(",") if n.strip()]
     twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
         entries = [p.strip() for p in value.split(",") if p.strip()]
@@ -151,9 +163,11 @@ def strategies_text(value: Any) -> str:
     return value
 
 
-def _strategy_name(entry: str) -> str:
-    """The name `layerspec.parse_strategies` gives a --strategies entry (lowercase): all -> full,
-    layers=2+1 -> layers=1+2. The entry has been read (`strategies_text`)."""
+def strategy_name(entry: str) -> str:
+    """The name `layerspec.parse_strategies` gives a --strategies entry, the one name of a strategy
+    however it is spelled: stripped and lowercase, all -> full, layers=2+1 -> layers=1+2. Raises
+    OlftError for unreadable layers (`parse_layers`); other names are returned as read."""
+    entry = entry.strip().lower()
     if entry == "all":
         return "full"
     if entry.startswith("layers="):
@@ -631,6 +645,13 @@ def count_ignored_options(cfg: RunConfig, given: set[str], candidates: int) -> l
             f"below {least} it runs the probe alone and trains none; --selector exhaustive, halving or probe-halving "
             f"trains candidates, as auto does on {least} or more --candidates."
             for key in sorted(given) if key in TRAINING_OPTIONS]
+
+
+def option_keys(sections: Iterable[str] = tuple(SECTIONS)) -> set[str]:
+    """The grouped keys ("train.lr") of the options of `sections` (names of SECTIONS): the keys of
+    `RunConfig.to_dict()`, of a config file, and of `given` (`ignored_options`). KeyError for a
+    section that is none of SECTIONS."""
+    return {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(SECTIONS[s])}
 
 
 def given_options(cfg: RunConfig) -> set[str]:
