@@ -521,6 +521,28 @@ def test_partly_labelled_input_is_scored_on_its_labelled_rows(runs, tmp_path, ca
     assert f"accuracy={np.mean(hits):.4f} (on the 3 of 5 rows that have a label)" in printed, printed
 
 
+def test_label_column_blank_in_every_row_is_said(runs, tmp_path, capsys, caplog):
+    """A label column with no label in it: predictions written, and a warning says why no metrics
+    follow (before, nothing was said); a file without a label column, or --no-labels, says nothing."""
+    rows = [("the movie was good", "yes the cat"), ("a dog sat on the mat", "no")]
+    common = ["predict", "--run", str(runs["bert"]), "--output", str(tmp_path / "out.csv"), "-q"]
+    for name, text, warned in [("blank.tsv", "sentence1\tsentence2\tlabel\n" + "".join(f"{a}\t{b}\t\n" for a, b in rows), True),
+                               ("blank.jsonl", "".join(json.dumps({"sentence1": a, "sentence2": b, "label": ""}) + "\n"
+                                                       for a, b in rows), True),
+                               ("none.tsv", "sentence1\tsentence2\n" + "".join(f"{a}\t{b}\n" for a, b in rows), False)]:
+        path = tmp_path / name
+        path.write_text(text)
+        caplog.clear()
+        assert main([*common, "--input", str(path)]) == 0
+        assert "accuracy" not in capsys.readouterr().out
+        said = [r.getMessage() for r in caplog.records if "blank in every row" in r.getMessage()]
+        assert said == ([f"{path}: its label column 'label' is blank in every row, so no metrics are computed; the "
+                         "predictions are written."] if warned else []), (name, said)
+        caplog.clear()
+        assert main([*common, "--input", str(path), "--no-labels"]) == 0
+        assert not [r for r in caplog.records if "blank in every row" in r.getMessage()]
+
+
 def test_blank_texts_are_refused_naming_their_lines(runs, tmp_path, capsys):
     """A blank text cannot be predicted: the whole file is refused, naming the lines (the first
     few, then how many more) and the fix, and no output is written."""

@@ -355,6 +355,10 @@ def _examples(args, cfg: RunConfig, task: tasks.Task, results: dict) -> tuple[li
             raise OlftError(f"{args.input} has no column {named!r} for --label-column (columns found: "
                             f"{', '.join(loaded.columns)}). Name its gold label column, or pass --no-labels "
                             "to predict without metrics.")
+        if loaded.label_column is not None and loaded.examples and not any(loaded.has_label):
+            # a column read as gold labels with none in it: no metrics, said rather than left out unexplained
+            log.warning(f"{args.input}: its label column {loaded.label_column!r} is blank in every row, so no metrics are "
+                        "computed; the predictions are written.")
         return loaded.examples, loaded.records, loaded.has_label
     if args.text:
         fields = cfg.data.text_column_list() or list(task.text_fields)  # named as the run read them (--text-columns)

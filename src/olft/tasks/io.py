@@ -303,6 +303,8 @@ class LoadedFile:
     column of the file in its order (CSV/TSV: the header; JSONL: each key where first seen), and
     `records`: each example's row as it was read, by column (a short row or a JSON object
     without a key lacks it), so predictions can carry ids and other columns through.
+    `label_column`: the column (JSON key) the labels were read from; None where none was (labels
+    optional and no such column, or `label_column=None`).
     """
 
     examples: list[Example]
@@ -311,6 +313,7 @@ class LoadedFile:
     kept: dict[str, list[str]] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
     records: list[dict[str, Any]] = field(default_factory=list)
+    label_column: str | None = None
 
     @property
     def labelled(self) -> bool:
@@ -375,7 +378,8 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
     kept = {name: [row.fields[i] for row in rows[1:]] for name, i in zip(keep, keep_idx, strict=True)}
     names = tuple(h.strip() for h in header)
     records = [dict(zip(names, row.fields, strict=False)) for row in rows[1:]]  # a short row lacks its last columns
-    return LoadedFile(examples, tuple(names[i] for i in text_idx), has_label, kept, names, records)
+    return LoadedFile(examples, tuple(names[i] for i in text_idx), has_label, kept, names, records,
+                      names[label_idx] if label_idx is not None else None)
 
 
 def load_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
@@ -451,7 +455,7 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     if not labels_required:
         examples, has_label = _optional_labels(task, examples, raw, where)
     columns = tuple(dict.fromkeys(key for _, record in records for key in record))
-    return LoadedFile(examples, tuple(texts), has_label, kept, columns, [record for _, record in records])
+    return LoadedFile(examples, tuple(texts), has_label, kept, columns, [record for _, record in records], label_key)
 
 
 def _json_example(task: Task, columns: tuple[str, ...]) -> str:
