@@ -102,8 +102,11 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
                 failed.append(seed)
             if entry and _score(entry, plan["split"], r["metric"]) is not None:
                 scores[seed] = 100 * _score(entry, plan["split"], r["metric"])
-                times[seed] = entry["train_seconds"]
-                if entry.get("train_cpu_seconds"):
+                if entry.get("resumed_at"):  # its time counts only the steps after the checkpoint: no time to compare
+                    cell.setdefault("partial_time", []).append(f"{plan['run_task']}-s{seed} {name}")
+                else:
+                    times[seed] = entry["train_seconds"]
+                if entry.get("train_cpu_seconds") and not entry.get("resumed_at"):
                     cpu[seed] = entry["train_cpu_seconds"]
                 lrs[seed] = entry.get("lr") or r.get("config", {}).get("train", {}).get("lr")
                 loads[seed] = (entry.get("timed_by") or {}).get("load_average")
@@ -195,7 +198,9 @@ def _costs(table: dict, num_layers: int | None = None) -> dict:
     params = next((c["peft_params"] for c in table.values() if len(c.get("peft_params", {})) == 3), None)
     all_params = next((c["all_layer_peft_params"] for c in table.values() if "all_layer_peft_params" in c), None)
     seen = [x for x in loads if x]
+    partial = sorted({p for c in table.values() for p in c.get("partial_time", [])})
     out: dict = {"runs": pairs, "basis": "cpu" if cpu else "wall", "selection_basis": "cpu" if sel_cpu else "wall",
+                 "partial_time": partial,
                  "cpu_scopes_differ": recorded and not cpu, "cpu_scope": next(iter(scopes), None) if cpu else None,
                  "olft_time_percent_per_task": per_task,
                  "whole_run_vs_all_layer_per_task": whole, "stack_share_percent_per_task": share,
@@ -559,7 +564,11 @@ def _table2(d: dict) -> list[str]:
     load = t.get("load_average_15min")
     whole = t.get("whole_run_vs_all_layer_per_task") or {}
     share = t.get("stack_share_percent_per_task") or {}
-    lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished, in {basis}, "
+    partial = t.get("partial_time") or []
+    left_out = (f" (left out: {', '.join(partial)}, resumed from a checkpoint, so {'its' if len(partial) == 1 else 'their'} "
+                "recorded time counts only the steps after it)") if partial else ""
+    lines += ["", f"Train time: mean per (task, seed) run over the {t['runs']} runs where all three strategies finished "
+              f"with whole timings{left_out}, in {basis}, "
               "as olft records it (its training loop plus building the activation cache of its training split; evaluation excluded); time % and param % relative to all-layer. "
               + (f"OLFT time % per task: {', '.join(f'{HEADERS.get(c, c)} {v:.0f}' for c, v in per_task.items())}. " if per_task else "")
               + ("CPU seconds are not used: some runs were made by an olft whose CPU time also counted building the evaluation "

@@ -492,6 +492,33 @@ def test_table2_cpu_basis_needs_one_cpu_scope_and_takes_selection_cpu():
     assert costs["whole_run_vs_all_layer_per_task"]["rte"] == pytest.approx(100 * (30 + 10) / 50)
 
 
+def test_a_strategy_resumed_mid_training_is_left_out_of_table2_times():
+    """A strategy resumed from a checkpoint recorded only the steps after it (QNLI's all-layer tuning:
+    25 of 375 steps made OLFT's time 694 % of it): its run is left out of the time means and named;
+    its score still counts in Table 1."""
+    import paper_report
+
+    def run(full_resumed):
+        entry = {"score": 0.8, "layers": [3], "peft_params": 10, "timed_by": {"cpu_scope": "x"}}
+        st = {"olft": {**entry, "train_seconds": 60.0, "train_cpu_seconds": 60.0, "resumed_at": 0},
+              "final": {**entry, "train_seconds": 30.0, "train_cpu_seconds": 30.0, "resumed_at": 0},
+              "full": {**entry, "layers": [0, 1], "train_seconds": 100.0 if not full_resumed else 5.0,
+                       "train_cpu_seconds": 100.0 if not full_resumed else 5.0, "resumed_at": 350 if full_resumed else 0}}
+        return {"strategies": st, "metric": "accuracy", "all_layer_peft_params": 60,
+                "selection": {"seconds": 10.0, "cpu_seconds": 10.0, "chosen": 3, "candidates": []}}
+
+    runs = {"rte-s0": run(False), "mrpc-s0": run(True)}
+    plan = {"note": "", "source": "glue", "split": None}
+    table = {t: paper_report._column({**plan, "run_task": t}, [0], runs) for t in ("rte", "mrpc")}
+    assert table["mrpc"]["strategies"]["full"]["mean"] == pytest.approx(80.0)  # scored as any run
+    costs = paper_report._costs(table, 6)
+    assert costs["runs"] == 1 and costs["partial_time"] == ["mrpc-s0 full"]
+    assert costs["olft"]["time_percent"] == pytest.approx(60.0) and list(costs["olft_time_percent_per_task"]) == ["rte"]
+    shown = "\n".join(paper_report._table2({"table2": costs, "average": {n: {"mean": 80.0} for n in ("olft", "final", "full")}}))
+    assert "over the 1 runs where all three strategies finished with whole timings (left out: mrpc-s0 full, resumed " \
+           "from a checkpoint, so its recorded time counts only the steps after it)" in shown
+
+
 def test_glance_shows_the_average_the_verdict_rests_on():
     """With CoLA / STS-B beside the paper's tasks, the overview cell quotes the paper-task average its
     verdict is judged on, not the average over every column."""
