@@ -102,11 +102,13 @@ def _column(plan: dict, seeds: list[int], runs: dict[str, dict]) -> dict:
                 failed.append(seed)
             if entry and _score(entry, plan["split"], r["metric"]) is not None:
                 scores[seed] = 100 * _score(entry, plan["split"], r["metric"])
-                if entry.get("resumed_at"):  # its time counts only the steps after the checkpoint: no time to compare
+                # resumed from a checkpoint written by an olft that kept no time in it: its time counts only the
+                # steps after the checkpoint, no time to compare (a newer one adds the earlier run's time)
+                if entry.get("resumed_at") and entry.get("seconds_before_resume") is None:
                     cell.setdefault("partial_time", []).append(f"{plan['run_task']}-s{seed} {name}")
                 else:
                     times[seed] = entry["train_seconds"]
-                if entry.get("train_cpu_seconds") and not entry.get("resumed_at"):
+                if entry.get("train_cpu_seconds") and seed in times:
                     cpu[seed] = entry["train_cpu_seconds"]
                 lrs[seed] = entry.get("lr") or r.get("config", {}).get("train", {}).get("lr")
                 loads[seed] = (entry.get("timed_by") or {}).get("load_average")

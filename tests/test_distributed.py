@@ -20,7 +20,7 @@ from olft.cli import main
 from olft.distributed import GlobalBatchDropout, shard_batch
 
 STRATEGIES = ("olft", "final", "full")
-TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}
+TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "seconds_before_resume", "timed_by", "timing"}
 
 
 def _args(model, glue, out, *extra, command="run"):

@@ -507,15 +507,17 @@ def test_a_strategy_resumed_mid_training_is_left_out_of_table2_times():
         return {"strategies": st, "metric": "accuracy", "all_layer_peft_params": 60,
                 "selection": {"seconds": 10.0, "cpu_seconds": 10.0, "chosen": 3, "candidates": []}}
 
-    runs = {"rte-s0": run(False), "mrpc-s0": run(True)}
+    runs = {"rte-s0": run(False), "mrpc-s0": run(True), "cola-s0": run(True)}
+    # a newer olft's checkpoint carries the earlier run's time: the whole time, kept
+    runs["cola-s0"]["strategies"]["full"].update(train_seconds=100.0, train_cpu_seconds=100.0, seconds_before_resume=95.0)
     plan = {"note": "", "source": "glue", "split": None}
-    table = {t: paper_report._column({**plan, "run_task": t}, [0], runs) for t in ("rte", "mrpc")}
+    table = {t: paper_report._column({**plan, "run_task": t}, [0], runs) for t in ("rte", "mrpc", "cola")}
     assert table["mrpc"]["strategies"]["full"]["mean"] == pytest.approx(80.0)  # scored as any run
     costs = paper_report._costs(table, 6)
-    assert costs["runs"] == 1 and costs["partial_time"] == ["mrpc-s0 full"]
-    assert costs["olft"]["time_percent"] == pytest.approx(60.0) and list(costs["olft_time_percent_per_task"]) == ["rte"]
+    assert costs["runs"] == 2 and costs["partial_time"] == ["mrpc-s0 full"]
+    assert costs["olft"]["time_percent"] == pytest.approx(60.0) and list(costs["olft_time_percent_per_task"]) == ["rte", "cola"]
     shown = "\n".join(paper_report._table2({"table2": costs, "average": {n: {"mean": 80.0} for n in ("olft", "final", "full")}}))
-    assert "over the 1 runs where all three strategies finished with whole timings (left out: mrpc-s0 full, resumed " \
+    assert "over the 2 runs where all three strategies finished with whole timings (left out: mrpc-s0 full, resumed " \
            "from a checkpoint, so its recorded time counts only the steps after it)" in shown
 
 

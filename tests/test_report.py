@@ -866,9 +866,14 @@ def test_a_strategy_resumed_from_a_checkpoint_is_one_and_its_time_is_its_own():
 
     run = _run("2026-01-01T12:00:00+00:00", 9)
     one = _timed({n: run for n in ("olft", "final", "full")}, {"1-24": run})
-    one["timing"]["strategies"] = compare_timing({n: run for n in ("olft", "final", "full")}, ["full"])
+    timed = {n: run for n in ("olft", "final", "full")}
+    one["timing"]["strategies"] = compare_timing(timed, ["full"])  # a checkpoint that carried the earlier run's time
+    assert "full resumed from a checkpoint, so its time adds the spans of the runs before and after it" in table_md(one)
+    one["timing"]["strategies"] = compare_timing(timed, ["full"], ["full"])  # one from an olft that saved no time
     assert "full resumed from a checkpoint, so its time counts only the steps after it" in table_md(one)
-    one["timing"]["strategies"] = compare_timing({n: run for n in ("olft", "final", "full")}, ["olft", "full"])
+    one["timing"]["strategies"] = compare_timing(timed, ["olft", "full"], ["olft", "full"])
+    assert "olft, full resumed from a checkpoint, so their time counts only the steps after it" in table_md(one)
+    del one["timing"]["strategies"]["partial_time"]  # results.json of an olft before the split: every one partial
     assert "olft, full resumed from a checkpoint, so their time counts only the steps after it" in table_md(one)
 
 

@@ -21,7 +21,7 @@ from olft.ownership import foreign_entries
 from olft.runtiming import CPU_SCOPE, compare_timing
 from olft.select import finished_selection
 
-TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "timed_by", "timing"}  # differ between any two runs
+TIMING = {"seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds", "cache_seconds", "resumed_at", "seconds_before_resume", "timed_by", "timing"}  # differ between any two runs
 
 
 def _args(model, glue, out, *extra):
@@ -121,9 +121,13 @@ def test_killed_run_resumes_to_the_same_result(reference, model_dirs, tiny_glue,
     table = (out / "table.md").read_text()
     if kill_at.endswith("step5") or kill_at.endswith("step4"):
         strategy = kill_at.split(":")[0]
-        assert final["strategies"][strategy]["resumed_at"] == 3  # picked up from the step-3 checkpoint
-        timing = final["timing"]["strategies"]  # its time covers the steps after the resume only
-        assert timing["comparable"] is False and timing["resumed_mid_training"] == [strategy]
+        entry = final["strategies"][strategy]
+        assert entry["resumed_at"] == 3  # picked up from the step-3 checkpoint
+        # its time adds the killed run's 3 steps (saved in the checkpoint) to the continued run's
+        assert 0 < entry["seconds_before_resume"] < entry["train_seconds"]
+        timing = final["timing"]["strategies"]
+        assert timing["comparable"] is False and timing["resumed_mid_training"] == [strategy] and timing["partial_time"] == []
+        assert f"{strategy} resumed from a checkpoint, so its time adds the spans of the runs before and after it" in table
         # killed in olft's training, olft, final and full all ran after the kill, but the selection before it:
         # the whole-run line adds the two, so Table 2 compares it too
         assert timing["differs_in"] == ["run"] and "selection" in timing["runs"][0]["pieces"]
@@ -897,7 +901,8 @@ def test_timing_comparison_truth_table():
     old = compare_timing({"final": a, "full": None})
     assert old["comparable"] is False and old["unrecorded"] == ["full"] and old["differs_in"] == []
     resumed = compare_timing({"final": a}, ["final"])
-    assert resumed["comparable"] is False and resumed["resumed_mid_training"] == ["final"]
+    assert resumed["comparable"] is False and resumed["resumed_mid_training"] == ["final"] and resumed["partial_time"] == []
+    assert compare_timing({"final": a}, ["final"], ["final"])["partial_time"] == ["final"]
     # A piece from an olft whose CPU seconds counted other work (no cpu_scope stamp) never compares unflagged.
     scoped = {**a, "cpu_scope": CPU_SCOPE}
     assert compare_timing({"final": scoped, "full": {**a, "started": "t2"}})["differs_in"] == ["run", "cpu_scope"]
@@ -1701,3 +1706,40 @@ def test_the_interrupted_line_into_a_closed_pipe_is_dropped_not_raised(monkeypat
     monkeypatch.setattr(sys, "stderr", Closed())
     assert interrupted(Terminated()) == 143 and interrupted(KeyboardInterrupt()) == 130
     assert interrupted(BrokenPipeError(32, "Broken pipe")) == 141
+
+
+def test_fit_resumed_from_a_checkpoint_counts_the_earlier_runs_time(tmp_path):
+    """A checkpoint carries the (wall, CPU) seconds spent up to it, so a resumed fit's time is the
+    whole training's; one written before olft saved them gives seconds_before_resume None (its time
+    then counts only the steps after it, and reports say so)."""
+    import torch
+
+    from olft.config import MethodConfig
+    from olft.data import encode
+    from olft.methods import apply_method
+    from olft.train import FitResult, fit
+    from tiny import frozen_stack
+
+    stack, tok = frozen_stack("gpt2")
+    texts = [("the movie was good",), ("a bad plot",), ("really fun",), ("dull story",)] * 4
+    from olft.tasks import Example
+
+    enc = encode(tok, [Example(t, i % 2) for i, t in enumerate(texts)], 16)
+    applied = apply_method(stack, [1], MethodConfig(method="adapter"))
+    params = list(applied.params.values()) + list(stack.head.parameters())
+    path = tmp_path / "ck.pt"
+    kw = dict(epochs=1, max_steps=6, lr=1e-3, batch_size=4, seed=0, frozen_below=1, quiet=True, checkpoint=path,
+              checkpoint_every=3)
+    first = fit(stack, params, enc, **{**kw, "max_steps": 6})
+    assert first.resumed_at == 0 and first.seconds_before_resume == 0.0
+    saved = torch.load(path, weights_only=False)
+    assert saved["position"][0] == 3 and 0 < saved["spent"][0] <= first.seconds
+    saved["spent"] = (1000.0, 900.0)  # as if the earlier run had been slow: the resumed fit adds exactly this
+    torch.save(saved, path)
+    again = fit(stack, params, enc, **kw)
+    assert again.resumed_at == 3 and again.seconds_before_resume == 1000.0
+    assert 1000.0 < again.seconds < 1000.0 + first.seconds + 60 and again.cpu_seconds > 900.0
+    del saved["spent"]  # a checkpoint from an olft that did not save its time
+    torch.save(saved, path)
+    old = fit(stack, params, enc, **kw)
+    assert isinstance(old, FitResult) and old.resumed_at == 3 and old.seconds_before_resume is None and old.seconds < 60

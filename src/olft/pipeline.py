@@ -50,6 +50,9 @@ class TuneResult:
     weights: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     train_only_params: int = 0
     resumed_at: int = 0
+    # wall seconds of the processes before a resume, included in train_seconds (`FitResult`); None:
+    # a checkpoint that did not record them, so train_seconds counts only the steps after it
+    seconds_before_resume: float | None = 0.0
     logits: dict = field(repr=False, default_factory=dict)  # split -> (n, num_labels) held-out logits
     train_cpu_seconds: float = 0.0  # CPU seconds of this process over train_seconds' span (immune to other load)
     lr: float = 0.0  # the peak learning rate it trained at
@@ -332,6 +335,7 @@ class Session(SelectionMixin):
                 weights=weights,
                 train_only_params=applied.train_only_params,
                 resumed_at=result.resumed_at,
+                seconds_before_resume=result.seconds_before_resume,
                 logits=logits,
                 train_cpu_seconds=result.cpu_seconds + cache_cpu,
                 lr=lr,

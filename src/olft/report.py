@@ -432,9 +432,15 @@ def _timing_notes(timing: dict, what: str) -> list[str]:
         one = len(timing["unrecorded"]) == 1
         notes.append(f"{', '.join(timing['unrecorded'])} carr{'ies' if one else 'y'} no record of the run that timed "
                      f"{'it' if one else 'them'}")  # fmt: skip
-    if timing["resumed_mid_training"]:
-        one = len(timing["resumed_mid_training"]) == 1
-        notes.append(f"{', '.join(timing['resumed_mid_training'])} resumed from a checkpoint, so {'its' if one else 'their'} "
+    partial = timing.get("partial_time", timing["resumed_mid_training"])  # absent: an older olft's, every one partial
+    summed = [n for n in timing["resumed_mid_training"] if n not in partial]
+    if summed:
+        one = len(summed) == 1
+        notes.append(f"{', '.join(summed)} resumed from a checkpoint, so {'its' if one else 'their'} time adds the spans of "
+                     "the runs before and after it (steps a stopped run took past its last checkpoint are not counted)")
+    if partial:
+        one = len(partial) == 1
+        notes.append(f"{', '.join(partial)} resumed from a checkpoint, so {'its' if one else 'their'} "
                      "time counts only the steps after it")  # fmt: skip
     return ["", f"**Timings do not compare:** {what} are not from one uninterrupted run: " + "; ".join(notes)
             + ". Rerun in one process (another --out, or --overwrite) for times that compare."]  # fmt: skip

@@ -65,19 +65,24 @@ def folder_timing(folder: RunFolder, results: dict, pieces: dict[str, dict]) -> 
             candidates[report.SELECTION] = total
             if {"olft", "full"} <= set(strategies):
                 shown[report.SELECTION] = total
-    return {"strategies": compare_timing(shown, [n for n, s in strategies.items() if s.get("resumed_at")]),
+    resumed = [n for n, s in strategies.items() if s.get("resumed_at")]
+    partial = [n for n in resumed if strategies[n].get("seconds_before_resume") is None]  # missing: an older olft's
+    return {"strategies": compare_timing(shown, resumed, partial),
             "candidates": compare_timing(candidates)}
 
 
-def compare_timing(records: dict[str, dict | None | list[dict | None]], resumed: list[str] | None = None) -> dict:
+def compare_timing(records: dict[str, dict | None | list[dict | None]], resumed: list[str] | None = None,
+                   partial: list[str] | None = None) -> dict:
     """Whether the times of these pieces compare: timed by one run under one set of conditions.
 
     `records` maps a piece to its `timed_by` stamp (None: written by an olft that kept none), or
     to the stamps of every piece a total sums (the selection's: `folder_timing`), which lists it
     under each run among them (and as unrecorded if any is None); `resumed` names pieces whose
-    training resumed from a checkpoint, so their time counts only the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid, host, ...}] in
-    the order they started (labels from `run_labels`), "differs_in" (fields, "run" when more
-    than one run), "unrecorded", "resumed_mid_training"}.
+    training resumed from a checkpoint: their time adds the runs' spans before and after it (timed
+    by two processes), or, those also in `partial` (a checkpoint from an olft that did not save its
+    time), counts only the steps after it. Returns {"comparable", "runs": [{"label", "pieces", pid,
+    host, ...}] in the order they started (labels from `run_labels`), "differs_in" (fields, "run"
+    when more than one run), "unrecorded", "resumed_mid_training", "partial_time"}.
     """
     runs: dict[tuple, dict] = {}
     unrecorded = []
@@ -98,7 +103,7 @@ def compare_timing(records: dict[str, dict | None | list[dict | None]], resumed:
     differs = (["run"] if len(listed) > 1 else []) + [f for f in TIMING_FIELDS if len({r.get(f) for r in listed}) > 1]
     resumed = list(resumed or [])
     return {"comparable": not (differs or unrecorded or resumed), "runs": listed, "differs_in": differs,
-            "unrecorded": unrecorded, "resumed_mid_training": resumed}  # fmt: skip
+            "unrecorded": unrecorded, "resumed_mid_training": resumed, "partial_time": list(partial or [])}  # fmt: skip
 
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")

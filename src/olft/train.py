@@ -37,11 +37,18 @@ class NonFiniteLoss(OlftError):
 
 @dataclass
 class FitResult:
+    """What `fit` did. `seconds` (wall) and `cpu_seconds` (this process's CPU time, all its
+    threads) are the training's whole time: after a resume from a checkpoint, the earlier
+    processes' time up to that checkpoint (saved in it) plus this process's. `seconds_before_resume`
+    is that earlier part (0.0 when trained from the start), or None when the checkpoint was written
+    by an olft that did not record it: `seconds` then counts only the steps after it."""
+
     seconds: float
     steps: int
     final_loss: float
     resumed_at: int = 0  # step a checkpoint resumed from (0 = trained from the start)
-    cpu_seconds: float = 0.0  # CPU time of this process over the same span (all its threads)
+    cpu_seconds: float = 0.0
+    seconds_before_resume: float | None = 0.0
 
 
 def logits_for(stack: Stack, batch: Batch, cache: ActivationCache | None, model: nn.Module | None = None) -> torch.Tensor:
@@ -112,8 +119,9 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total), total)
     scaler = grad_scaler(stack, dist)  # on only under fp16 autocast (see olft.precision)
     torch.manual_seed(seed)
-    state = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist, scaler)
+    state, before = _load_checkpoint(checkpoint, params, optimizer, scheduler, dist, scaler)
     step, epoch, skip, loss_value = state
+    wall_before, cpu_before = before or (0.0, 0.0)
     stack.set_mode(True, frozen_below)
     start, cpu_start = time.perf_counter(), time.process_time()
     # The bar is closed however the loop ends: a divergence's error line must not join its line.
@@ -148,11 +156,13 @@ def fit(
                     break
                 if checkpoint and checkpoint_every and step % checkpoint_every == 0:
                     at = (step, epoch, position + 1, loss_value)
-                    _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist, scaler)
+                    spent = (wall_before + time.perf_counter() - start, cpu_before + time.process_time() - cpu_start)
+                    _save_checkpoint(checkpoint, params, optimizer, scheduler, at, dist, scaler, spent)
             epoch, skip = epoch + 1, 0
     stack.set_mode(False, 0)
-    return FitResult(seconds=time.perf_counter() - start, steps=step, final_loss=loss_value, resumed_at=state[0],
-                     cpu_seconds=time.process_time() - cpu_start)
+    return FitResult(seconds=wall_before + time.perf_counter() - start, steps=step, final_loss=loss_value,
+                     resumed_at=state[0], cpu_seconds=cpu_before + time.process_time() - cpu_start,
+                     seconds_before_resume=None if before is None else wall_before)
 
 
 def _forward_backward(
@@ -191,8 +201,10 @@ def _forward_backward(
     return dist.sum(total)
 
 
-def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, dist: Dist | None = None, scaler=None) -> None:
-    """Write the training state (rank 0 only); every process's RNG state goes in with it."""
+def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, dist: Dist | None = None, scaler=None,
+                     spent: tuple[float, float] = (0.0, 0.0)) -> None:
+    """Write the training state (rank 0 only); every process's RNG state goes in with it, and
+    `spent`: (wall, CPU) seconds the training took up to this step, over every process that ran it."""
     dist = dist or Dist()
     rng = dist.gather(torch.get_rng_state())
     cuda_rng = dist.gather(torch.cuda.get_rng_state(dist.device)) if dist.device.type == "cuda" else None
@@ -204,6 +216,7 @@ def _save_checkpoint(path: Path, params, optimizer, scheduler, position: tuple, 
         "scheduler": scheduler.state_dict(),
         "rng": rng[0],
         "position": position,
+        "spent": spent,
     }
     if len(rng) > 1:
         state["rng_per_process"] = rng
@@ -236,21 +249,25 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None, scaler=None) -> tuple[int, int, int, float]:
-    """Restore a checkpoint if there is one; (step, epoch, batches to skip, last loss).
+def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist | None = None,
+                     scaler=None) -> tuple[tuple[int, int, int, float], tuple[float, float] | None]:
+    """Restore a checkpoint if there is one: ((step, epoch, batches to skip, last loss), the (wall,
+    CPU) seconds spent up to it). Without a checkpoint: ((0, 0, 0, nan), (0.0, 0.0)); the seconds
+    are None for a checkpoint written before olft saved them.
 
     With several processes rank 0 reads the file and sends it to the others, so every process
     resumes from the same state even when only rank 0 sees the run folder.
     """
     dist = dist or Dist()
+    fresh = ((0, 0, 0, float("nan")), (0.0, 0.0))
     if path is None:
-        return 0, 0, 0, float("nan")
+        return fresh
     if dist.world_size == 1:
         state = _read_checkpoint(path)
     else:
         state = dist.broadcast(_read_checkpoint(path, "cpu") if dist.is_main else None)
     if state is None:
-        return 0, 0, 0, float("nan")
+        return fresh
     with torch.no_grad():
         for p, saved in zip(params, state["params"], strict=True):
             p.copy_(saved)
@@ -264,7 +281,8 @@ def _load_checkpoint(path: Path | None, params, optimizer, scheduler, dist: Dist
     if cuda_rngs and dist.device.type == "cuda":
         torch.cuda.set_rng_state(cuda_rngs[dist.rank if len(cuda_rngs) == dist.world_size else 0], dist.device)
     log.info("resuming %s from step %d", path.stem, state["position"][0])
-    return state["position"]
+    spent = state.get("spent")
+    return tuple(state["position"]), (tuple(map(float, spent)) if spent is not None else None)
 
 
 def _diverged(stack: Stack, params, enc: Encoded, idx: list[int], cache, dist: Dist, what: str, step: int,
