@@ -1521,6 +1521,23 @@ def test_strategy_lr_is_compared_per_strategy_the_folder_holds(model_dirs, tiny_
     assert _snapshot(out / "weights") == weights and _results(out)["status"] == "complete"
 
 
+@pytest.mark.parametrize("rate", ["full=2e-3", "all=2e-3"])
+def test_strategies_all_keeps_full_s_rate_in_the_folder(model_dirs, tiny_glue, tmp_path, capsys, rate):
+    """`--strategies all` is full: its --strategy-lr rate was lost from config.json (the run's rated
+    strategies were read without mapping all to full), so the folder's own config.json repeated full at
+    --lr, and a rerun at another --lr kept the full piece trained at the old rate without a word."""
+    out = tmp_path / "run"
+    common = ["run", "--model", str(model_dirs["llama"]), "--task", "sst2", "--glue-dir", str(tiny_glue), "--max-steps", "2",
+              "--out", str(out), "-q", "--strategies", "all"]
+    assert main([*common, "--strategy-lr", rate]) == 0, capsys.readouterr().err
+    _rates_hold(out, {"full": 2e-3})
+    _refused([*common, "--lr", "5e-3"], "different config (full's learning rate: 0.002 in the folder, which its full work "
+             "trained at, 0.005 now)", capsys)
+    _refused([*common[:-1], "full,final"], "full's learning rate: 0.002 in the folder", capsys)
+    assert main(["run", "--config", str(out / "config.json"), "-q"]) == 0, capsys.readouterr().err  # resumes: nothing trains
+    _rates_hold(out, {"full": 2e-3})
+
+
 def test_a_probe_selection_continues_at_another_olft_rate(model_dirs, tiny_glue, tmp_path, capsys):
     """`olft select --selector probe` trains no candidate, so no work in its folder trained at olft's
     rate: `olft run --strategy-lr olft=3e-3` then tunes the layer it chose (was refused: "olft's

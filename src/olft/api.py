@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from olft import curves, distributed, report
-from olft.config import SECTIONS, RunConfig, check_selection_metric, count_ignored_options, given_options, ignored_options, option_keys
+from olft.config import (
+    SECTIONS,
+    RunConfig,
+    check_selection_metric,
+    count_ignored_options,
+    given_options,
+    ignored_options,
+    option_keys,
+    strategy_name,
+)
 from olft.errors import OlftError, stop_on_sigterm
 from olft.layerspec import Strategy, check_candidates, middle_bucket, parse_strategies
 from olft.methods import check_method
@@ -305,7 +314,8 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     cfg = _as_config(cfg, "run")
     if isinstance(cfg.strategies, (list, tuple)):  # a Python caller's list: the string the CLI and config.json hold
         cfg = replace(cfg, strategies=",".join(map(str, cfg.strategies)))
-    names = [s.name for s in strategies] if strategies is not None else [s.strip().lower() for s in cfg.strategies.split(",")]
+    names = [s.name for s in strategies] if strategies is not None else [
+        strategy_name(s) for s in cfg.strategies.split(",") if s.strip()]  # as parse_strategies names them: all is full
     rates = [n for n in names if n in ("olft", "final", "full")]  # explicit layers train at --lr: --strategy-lr sets only these
     given = _warn_ignored(cfg, given, "run")
     typed_lr = "train.strategy_lr" in given
