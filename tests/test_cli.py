@@ -718,6 +718,30 @@ def test_strategy_lr_names_read_as_strategies_reads_them_and_entries_kept_as_wri
         "--lr; to keep it, pass --strategy-lr full=2e-3,Final=1e-3."]
 
 
+def test_a_data_file_given_makes_the_data_source_file(tmp_path):
+    """--train-file without --data-source trained and scored on GLUE while config.json named the
+    file: a data file given now makes the source file (left out, it is glue); an explicit
+    --data-source glue or datasets beside data options draws a warning naming what reads them."""
+    from olft.cli import parse
+    from olft.config import DataConfig, RunConfig, ignored_options
+
+    assert parse(["run", "--task", "sst2", "--train-file", "a.csv", "--validation-file", "b.csv"]).cfg.data.data_source == "file"
+    assert parse(["run", "--task", "sst2", "--validation-file", "b.csv"]).cfg.data.data_source == "file"
+    assert parse(["run", "--task", "sst2"]).cfg.data.data_source == "glue" == RunConfig().data.data_source
+    assert DataConfig(train_file="a.csv").data_source == "file" and DataConfig(train_file="a.csv", data_source="datasets").data_source == "datasets"
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train_file: a.csv\n  validation_file: b.csv\n")
+    assert parse(["run", "--config", str(path)]).cfg.data.data_source == "file"
+    cfg = parse(["run", "--task", "sst2", "--data-source", "glue", "--train-file", "a.csv", "--label-column", "y"]).cfg
+    assert ignored_options(cfg, {"data.train_file", "data.label_column", "data.data_source"}) == [
+        "--label-column is ignored under --data-source glue: GLUE and `datasets` have the task's own columns; "
+        "--data-source file reads it from --train-file and --validation-file.",
+        "--train-file is ignored under --data-source glue: only --data-source file reads data files; pass --data-source "
+        "file, or leave --data-source out (a data file given makes it file)."]
+    file_cfg = parse(["run", "--task", "sst2", "--train-file", "a.csv", "--validation-file", "b.csv", "--label-column", "y"]).cfg
+    assert ignored_options(file_cfg, {"data.train_file", "data.validation_file", "data.label_column"}) == []
+
+
 def test_an_empty_strategy_lr_is_no_strategy_lr(tmp_path):
     """`strategy_lr: {}` or "" is the option left out, so the run folder's config compares equal on resume."""
     from olft.cli import parse

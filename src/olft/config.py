@@ -192,7 +192,7 @@ class ModelConfig:
 class DataConfig:
     task: str = opt("rte", "GLUE task: sst2, mrpc, qqp, mnli (matched), mnli-mm, qnli, rte, wnli, cola, stsb.")
     glue_dir: str | None = opt(None, "GLUE folder in the original layout (default: $GLUE_DIR).")
-    data_source: str = opt("glue", "Where the data comes from: glue (folder), datasets (the `datasets` library), file.", choices=("glue", "datasets", "file"))
+    data_source: str | None = opt(None, "Where the data comes from: glue (folder), datasets (the `datasets` library), file (default: file when --train-file or --validation-file is given, else glue).", choices=("glue", "datasets", "file"))
     train_file: str | None = opt(None, "CSV/TSV/JSONL training file (with --data-source file).")
     validation_file: str | None = opt(None, "CSV/TSV/JSONL validation file (with --data-source file).")
     text_columns: str | None = opt(None, "Comma-separated text column names in --train-file and --validation-file, both (default: the task's).")
@@ -219,6 +219,8 @@ class DataConfig:
         _positive(self, "max_train_samples", "max_eval_samples", "max_length")
         if self.glue_dir is None:
             self.glue_dir = os.environ.get("GLUE_DIR")
+        if self.data_source is None:  # a data file given is the data meant: GLUE beside it would be scored silently
+            self.data_source = "file" if self.train_file or self.validation_file else "glue"
 
 
 @dataclass
@@ -552,6 +554,14 @@ APPLIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "selection.probe_keep": ("selector", ("probe-halving",), "only probe-halving passes a set number of the probe's layers on "
                              "(auto passes its own quarter); pass --selector probe-halving to set it"),
     "selection.gradient_batches": ("selector", ("gradient",), "only the gradient selector sums gradients; pass --selector gradient to use it"),
+    "data.train_file": ("data_source", ("file",), "only --data-source file reads data files; pass --data-source file, or "
+                        "leave --data-source out (a data file given makes it file)"),
+    "data.validation_file": ("data_source", ("file",), "only --data-source file reads data files; pass --data-source file, "
+                             "or leave --data-source out (a data file given makes it file)"),
+    "data.text_columns": ("data_source", ("file",), "GLUE and `datasets` have the task's own columns; --data-source file "
+                          "reads them from --train-file and --validation-file"),
+    "data.label_column": ("data_source", ("file",), "GLUE and `datasets` have the task's own columns; --data-source file "
+                          "reads it from --train-file and --validation-file"),
     "method.reduction_factor": ("method", ("adapter",), "only adapters have a bottleneck; pass --method adapter to use it"),
     "method.placement": ("method", ("adapter",), "only adapters are placed; pass --method adapter to use it"),
     "method.lora_rank": ("method", ("lora",), "pass --method lora to use it"),
@@ -573,7 +583,7 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
     choices read is a user's intent the run would silently drop, so it is named with why and
     what would use it (not refused: a shared command line or a run folder's config.json has them)."""
     lines = []
-    selects = command == "select" or "olft" in [s.strip() for s in cfg.strategies.split(",")]  # select has no --strategies
+    selects = command == "select" or "olft" in [strategy_name(s) for s in cfg.strategies.split(",")]  # select has no --strategies
     for key in sorted(given):
         section, name = key.split(".", 1) if "." in key else ("", key)
         flag = "--" + name.replace("_", "-")
@@ -589,7 +599,7 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
             choice, users, why = APPLIES[key]
             value = getattr(getattr(cfg, section), choice)
             if value not in users:
-                lines.append(f"{flag} is ignored under --{choice} {value}: {why}.")
+                lines.append(f"{flag} is ignored under --{choice.replace('_', '-')} {value}: {why}.")
                 continue
         if (line := _overridden(cfg, key, command)) is not None:
             lines.append(f"{flag} is ignored: {line}.")
