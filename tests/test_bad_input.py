@@ -818,7 +818,8 @@ def test_the_python_api_refuses_a_config_it_cannot_read_naming_the_fix(tmp_path)
     # what PyYAML's safe_load gives for `lr: 1e-3` (a string), a JSON 4.0 for steps, a pathlib.Path,
     # a list of strategy names (as olft.run takes them)
     for given, phrase in (("train.lr", "given takes the grouped keys of the options set, e.g. given=['train.lr']"),
-                          (["train.lrr"], "given names 'train.lrr', which is no option of RunConfig. Did you mean 'train.lr'?")):
+                          (["train.lrr"], "given names 'train.lrr', which is no option of RunConfig. Did you mean 'train.lr'?"),
+                          (5, "given takes the grouped keys of the options set (e.g. given=['train.lr']), or None, not 5.")):
         with pytest.raises(olft.OlftError, match=re.escape(phrase)):
             olft.run({"out": str(tmp_path / "never")}, given=given)
     assert not (tmp_path / "never").exists()

@@ -297,6 +297,12 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
         _fails(capsys, [*command, "--run", str(several)], "Finished: final, layers=1; pass one of them (--strategy, or olft.load's strategy=)")
     # --strategy reads layers= as --strategies does: a range names the same recorded strategy
     assert main(["predict", "--run", str(several), "--strategy", "layers=1-1", "--text", "a", "b", "-q"]) == 0
+    # ... and names: FINAL, " final", Layers=1 (and all for full) are the recorded strategies
+    for name in ("FINAL", " final", "Layers=1"):
+        assert main(["predict", "--run", str(several), "--strategy", name, "--text", "a", "b", "-q"]) == 0, name
+    _fails(capsys, ["predict", "--run", str(several), "--strategy", "all", "--text", "a", "b"], "Strategy 'full' is not in this run")
+    with pytest.raises(olft.OlftError, match=r"strategy takes a strategy's name \(olft, final, full, layers=2\+3\), not 3\."):
+        olft.load(several, strategy=3)
 
 
 def test_an_unfinished_folder_names_the_command_that_made_it(runs, tmp_path, capsys):

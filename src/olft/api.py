@@ -153,6 +153,8 @@ def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> 
     option RunConfig does not have (its warnings would be lost)."""
     if isinstance(given, str):
         raise OlftError(f"given takes the grouped keys of the options set, e.g. given=[{given!r}], not one string.")
+    if given is not None and not isinstance(given, Iterable):
+        raise OlftError(f"given takes the grouped keys of the options set (e.g. given=['train.lr']), or None, not {given!r}.")
     given = given_options(cfg) if given is None else set(given)
     known = option_keys() | {f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
     unknown = sorted(k for k in given if k not in known)

@@ -26,7 +26,7 @@ import numpy as np
 
 from olft import tasks
 from olft.atomic import atomic_write
-from olft.config import RunConfig
+from olft.config import RunConfig, strategy_name
 from olft.data import EmptyTextError
 from olft.errors import LabelError, OlftError, stop_on_sigterm
 from olft.layerspec import read_layers
@@ -62,10 +62,17 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
     finished = [n for n, s in results.get("strategies", {}).items()
                 if weights_file(folder, n).is_file() and "layers" in s]
     default = strategy is None
-    if strategy is not None and strategy.startswith("layers=") and strategy not in finished:
-        # `layers=2-3` or `layers=3+2` names the strategy the run recorded as `layers=2+3`
-        layers = read_layers(strategy[len("layers="):], "+", strategy)
-        strategy = f"layers={'+'.join(map(str, sorted(set(layers))))}" if layers else strategy
+    if strategy is not None and not isinstance(strategy, str):
+        raise OlftError(f"strategy takes a strategy's name (olft, final, full, layers=2+3), not {strategy!r}.")
+    if strategy is not None and strategy not in finished:
+        # named as --strategies names it (OLFT, all, ` full`), and `layers=2-3` or `layers=3+2` as the
+        # run recorded it, `layers=2+3`
+        low = strategy.strip().lower()
+        if low.startswith("layers="):
+            layers = read_layers(low[len("layers="):], "+", strategy)
+            strategy = f"layers={'+'.join(map(str, sorted(set(layers))))}" if layers else strategy
+        else:
+            strategy = strategy_name(low)
     if default:
         there = list(dict.fromkeys([*results.get("strategy_names", []), *finished]))
         strategy = there[0] if len(there) == 1 else "olft"
