@@ -549,6 +549,26 @@ def test_label_column_blank_in_every_row_is_said(runs, tmp_path, capsys, caplog)
         assert not [r for r in caplog.records if "blank in every row" in r.getMessage()]
 
 
+def test_output_columns_follow_the_input_header_whatever_the_first_row_lacks(runs, tmp_path, capsys):
+    """A first row without its last field (or a first JSON object without a key) put that column
+    after the predictions: every input column comes first, in the file's order, then the predictions."""
+    out = tmp_path / "out.csv"
+    for name, text in [("short.tsv", "sentence1\tsentence2\tlabel\nthe cat sat\tno dog\na man runs\tyes\tentailment\n"),
+                       ("short.jsonl", '{"sentence1": "the cat sat", "sentence2": "no dog"}\n'
+                                       '{"sentence1": "a man runs", "sentence2": "yes", "label": "entailment", "id": 7}\n')]:
+        path = tmp_path / name
+        path.write_text(text)
+        assert main(["predict", "--run", str(runs["bert"]), "--input", str(path), "--output", str(out), "-q"]) == 0
+        capsys.readouterr()
+        with open(out, newline="") as f:
+            header = next(csv.reader(f))
+        columns = ["sentence1", "sentence2", "label"] + (["id"] if name.endswith("jsonl") else [])
+        assert header[: len(columns)] == columns and header[len(columns)] == "prediction", (name, header)
+        assert _read(out)[0]["label"] == "" and _read(out)[1]["label"] == "entailment"
+    main(["predict", "--run", str(runs["bert"]), "--input", str(path), "--output", str(tmp_path / "out.jsonl"), "-q"])
+    assert "label" not in _read(tmp_path / "out.jsonl")[0]  # JSON Lines still leaves a missing key out
+
+
 def test_blank_texts_are_refused_naming_their_lines(runs, tmp_path, capsys):
     """A blank text cannot be predicted: the whole file is refused, naming the lines (the first
     few, then how many more) and the fix, and no output is written."""

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from olft.errors import OlftError
 FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], columns: Sequence[str] = ()) -> None:
     """Write rows as CSV, TSV or JSON Lines (by the extension), atomically.
 
-    The columns are every row's keys in order of appearance; a row lacking one (a JSON object
-    without that key) leaves its cell empty (CSV/TSV) or the key out (JSON Lines).
+    The columns are `columns` first, in that order, then every row's other keys in order of
+    appearance; a row lacking one (a JSON object without that key, a short CSV row) leaves its
+    cell empty (CSV/TSV) or the key out (JSON Lines).
     Raises OlftError naming the path where the file cannot be written.
     """
     suffix = path.suffix.lower()
@@ -31,7 +32,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     else:
         cells = [{k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()} for r in rows]  # JSONL input's lists
         buf = io.StringIO()
-        fields = list(dict.fromkeys(k for r in rows for k in r))
+        fields = list(dict.fromkeys([*columns, *(k for r in rows for k in r)]))
         # TSV is written as it is read (GLUE's layout, io.read_table): quoting off, one record a line
         tsv = {"quoting": csv.QUOTE_NONE, "quotechar": None} if suffix == ".tsv" else {}
         if tsv:

@@ -329,7 +329,9 @@ def _predict(args) -> int:
     rows, preds = rows_for(task, raw)
     rows = [{**front, **row} for front, row in zip(inputs, rows, strict=True)]
     if output is not None:
-        write_rows(output, rows)
+        # the input's columns first, in its order, whichever row first has each (a short first row
+        # would otherwise put its missing column after the predictions)
+        write_rows(output, rows, columns=list(dict.fromkeys(k for front in inputs for k in front)))
         print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}", file=sys.stderr)
     else:
         print(json.dumps(rows[0]))
