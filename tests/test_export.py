@@ -524,6 +524,11 @@ def test_a_missing_run_folder_is_named_for_python_callers_too(tmp_path):
     with pytest.raises(OlftError, match=r"does not exist: give the folder `olft run` or `olft train` wrote \(its --out; "
                                         r"RunConfig.out in Python\)"):
         olft.load(tmp_path / "nothere")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # a file of the folder given for the folder
+    with pytest.raises(OlftError, match=re.escape(f"{tmp_path}/run/config.json is a file, not a run folder: give the folder "
+                                                  f"that holds it ({tmp_path}/run)")):
+        olft.load(tmp_path / "run" / "config.json")
 
 
 @pytest.mark.parametrize("name", ["bert-mean", "llama-lora", "bert-lora"])

@@ -976,8 +976,10 @@ def _no_model(monkeypatch):
     ("run", ["--strategies", "olft,final", "--strategy-lr", "full=5e-3"], "which --strategies olft,final does not run"),
     ("run", ["--strategies", "final", "--strategy-lr", "olft=1e-3,full=2e-3"], "names full, olft, which --strategies final"),
     ("run", ["--strategy-lr", "olft=1e-3,olft=2e-3"], "olft is given twice"),
-    ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "use --lr instead"),
-    ("select", ["--strategy-lr", "final=1e-2"], "which olft select"),
+    ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "names olft, which this run (layers=1) does not run: explicit "
+     "layers (olft train --layers, --strategies layers=...) train at --lr, so use --lr instead"),
+    ("select", ["--strategy-lr", "final=1e-2"], "which olft select (its candidates train at olft's rate) does not run: drop "
+     "it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at."),
 ])
 def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys, monkeypatch):
     _no_model(monkeypatch)

@@ -203,7 +203,9 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool 
             raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: explicit layers "
                             "(olft train --layers, --strategies layers=...) train at --lr, so use --lr instead, or drop "
                             "it (--strategy-lr '' clears one a config file sets).")
-        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: drop it or add the strategy.")
+        fix = ("drop it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at" if names == ["olft"]
+               and what.startswith("olft select") else "drop it or add the strategy")  # select has no --strategies
+        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: {fix}.")
     if unused:
         log.warning("--strategy-lr: ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
 
@@ -325,7 +327,9 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
         check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=strategies is None, selects="olft" in names)
-    what = f"--strategies {cfg.strategies}" if strategies is None else "this run"
+    # explicit layers alone: `olft train --layers` as often as --strategies layers=..., so neither flag is named
+    explicit = all(n.startswith("layers=") for n in names)
+    what = f"--strategies {cfg.strategies}" if strategies is None and not explicit else f"this run ({', '.join(names)})"
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
         _check_strategy_lr(cfg, [s.name for s in early], what, typed_lr)

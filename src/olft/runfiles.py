@@ -104,6 +104,9 @@ def read_run(folder: Path) -> tuple[dict, Any]:
     if not folder.exists():
         raise OlftError(f"Run folder {folder} does not exist: give the folder `olft run` or `olft train` wrote (its --out; "
                         "RunConfig.out in Python).")
+    if folder.is_file():  # a file of the folder (its config.json, results.json, a weights file): the folder is meant
+        raise OlftError(f"{folder} is a file, not a run folder: give the folder that holds it ({folder.parent}), as "
+                        "`olft run` or `olft train` wrote it (its --out; RunConfig.out in Python).")
     if config_path.is_file() and not results_path.is_file() and saved_config(folder) is not None:
         raise OlftError(_no_results(folder))
     if not results_path.is_file() or not config_path.is_file():
