@@ -998,7 +998,7 @@ def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_di
     with pytest.raises(AssertionError, match="the model loaded"):
         main([command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], *extra])
     warnings = [r.getMessage() for r in caplog.records if "--strategy-lr" in r.getMessage()]
-    assert len(warnings) == 1 and f"ignoring the rate of {unused}, which" in warnings[0], warnings
+    assert len(warnings) == 1 and f"--strategy-lr (train.strategy_lr): ignoring the rate of {unused}, which" in warnings[0], warnings
 
 
 def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_path, caplog):

@@ -207,7 +207,8 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool 
                and what.startswith("olft select") else "drop it or add the strategy")  # select has no --strategies
         raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: {fix}.")
     if unused:
-        log.warning("--strategy-lr: ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
+        # named both ways: the rates may come from a config file's strategy_lr as well as the flag
+        log.warning("--strategy-lr (train.strategy_lr): ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
 
 
 def _begin(folder: RunFolder, cfg: RunConfig, session: Session, requested: list[str]) -> dict:
