@@ -301,6 +301,9 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     for name in ("FINAL", " final", "Layers=1"):
         assert main(["predict", "--run", str(several), "--strategy", name, "--text", "a", "b", "-q"]) == 0, name
     _fails(capsys, ["predict", "--run", str(several), "--strategy", "all", "--text", "a", "b"], "Strategy 'full' is not in this run")
+    for unreadable in ("layers=x", "layers=1+1", "layers=1,,"):  # looked up as typed: not there, and what is
+        _fails(capsys, ["predict", "--run", str(several), "--strategy", unreadable, "--text", "a", "b"],
+               f"Strategy {unreadable!r} is not in this run")
     with pytest.raises(olft.OlftError, match=r"strategy takes a strategy's name \(olft, final, full, layers=2\+3\), not 3\."):
         olft.load(several, strategy=3)
 

@@ -163,15 +163,21 @@ def strategies_text(value: Any) -> str:
     return value
 
 
-def strategy_name(entry: str) -> str:
+def strategy_name(entry: str, strict: bool = True) -> str:
     """The name `layerspec.parse_strategies` gives a --strategies entry, the one name of a strategy
-    however it is spelled: stripped and lowercase, all -> full, layers=2+1 -> layers=1+2. Raises
-    OlftError for unreadable layers (`parse_layers`); other names are returned as read."""
+    however it is spelled: stripped and lowercase, all -> full, layers=2+1 -> layers=1+2. Unreadable
+    layers (`parse_layers`: `layers=x`, `layers=2+2`) raise OlftError, or with `strict=False` (a name
+    looked up among a run's strategies, which then says it is not there and lists what is) come back
+    as read; other names are returned as read."""
     entry = entry.strip().lower()
     if entry == "all":
         return "full"
     if entry.startswith("layers="):
-        return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
+        try:
+            return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
+        except OlftError:
+            if strict:
+                raise
     return entry
 
 

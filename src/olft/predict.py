@@ -29,7 +29,6 @@ from olft.atomic import atomic_write
 from olft.config import RunConfig, strategy_name
 from olft.data import EmptyTextError
 from olft.errors import LabelError, OlftError, stop_on_sigterm
-from olft.layerspec import read_layers
 from olft.outputs import FORMATS, check_folder_output, check_output, check_tsv_rows, removed_if_left_empty, write_rows, writing
 from olft.report import continue_command, made_by
 from olft.runfiles import data_note, describe_status, read_run, weights_file
@@ -65,14 +64,9 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
     if strategy is not None and not isinstance(strategy, str):
         raise OlftError(f"strategy takes a strategy's name (olft, final, full, layers=2+3), not {strategy!r}.")
     if strategy is not None and strategy not in finished:
-        # named as --strategies names it (OLFT, all, ` full`), and `layers=2-3` or `layers=3+2` as the
-        # run recorded it, `layers=2+3`
-        low = strategy.strip().lower()
-        if low.startswith("layers="):
-            layers = read_layers(low[len("layers="):], "+", strategy)
-            strategy = f"layers={'+'.join(map(str, sorted(set(layers))))}" if layers else strategy
-        else:
-            strategy = strategy_name(low)
+        # named as --strategies names it (OLFT, all, ` full`, `layers=3+2` or `layers=2-3` for the
+        # run's `layers=2+3`); a name it cannot read is looked up as typed, and is then not there
+        strategy = strategy_name(strategy, strict=False)
     if default:
         there = list(dict.fromkeys([*results.get("strategy_names", []), *finished]))
         strategy = there[0] if len(there) == 1 else "olft"
