@@ -187,11 +187,13 @@ def _warn_count_ignored(cfg: RunConfig, given: set[str], num_layers: int) -> Non
         log.warning(line)
 
 
-def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool = True) -> None:
+def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool = True,
+                       fix: str = "drop it or add the strategy") -> None:
     """Check --strategy-lr against `names`, the strategies this command runs (as `parse_strategies`
     names them): rates for strategies it does not run are ignored with one warning naming them (a
     file reused with fewer --strategies), but when none of the named strategies runs the flag would
-    do nothing, and OlftError says so. Only where the user set it (`typed`): a run folder's
+    do nothing, and OlftError says so, with `fix` (the caller's: `olft select` has no --strategies
+    to add one to). Only where the user set it (`typed`): a run folder's
     config.json records its run's rates, and an add-on reusing it (`olft train`, fewer --strategies)
     leaves them unused in silence, as it does that file's other options (`cli._given`)."""
     if not typed:
@@ -203,8 +205,6 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool 
             raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: explicit layers "
                             "(olft train --layers, --strategies layers=...) train at --lr, so use --lr instead, or drop "
                             "it (--strategy-lr '' clears one a config file sets).")
-        fix = ("drop it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at" if names == ["olft"]
-               and what.startswith("olft select") else "drop it or add the strategy")  # select has no --strategies
         raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: {fix}.")
     if unused:
         # named both ways: the rates may come from a config file's strategy_lr as well as the flag
@@ -469,7 +469,8 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=False, selects=True)
-    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)", "train.strategy_lr" in given)
+    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)", "train.strategy_lr" in given,
+                       fix="drop it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at")
     if n is not None:
         _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite, rates=("olft",)) as folder:  # its candidates train at olft's rate
