@@ -1001,6 +1001,23 @@ def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_di
     assert len(warnings) == 1 and f"--strategy-lr (train.strategy_lr): ignoring the rate of {unused}, which" in warnings[0], warnings
 
 
+@pytest.mark.parametrize("command, extra, words", [
+    ("run", ["--strategies", "olft,final"], "rate of full is not used: --strategies olft,final does not run it."),
+    ("select", [], "rate of final, full is not used: olft select (its candidates train at olft's rate) does not run them."),
+])
+def test_a_config_files_unused_rates_are_named_with_the_file(model_dirs, tiny_glue, tmp_path, command, extra, words,
+                                                            caplog, monkeypatch):
+    """Rates a config file sets for strategies the command does not run: one warning, naming the file."""
+    _no_model(monkeypatch)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("train:\n  strategy_lr: {olft: 5e-3, final: 2e-3, full: 1e-3}\n" if command == "select"
+                    else "train:\n  strategy_lr: {olft: 5e-3, full: 1e-3}\n")
+    with pytest.raises(AssertionError, match="the model loaded"):
+        main([command, *_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run")[1:], "--config", str(mine), *extra])
+    warnings = [r.getMessage() for r in caplog.records if "strategy_lr" in r.getMessage()]
+    assert warnings == [f"{mine}: its strategy_lr {words}"], warnings
+
+
 def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_path, caplog):
     """A run that stopped right after `start` (config.json, the lock, empty subfolders) finished
     nothing: a run with another config takes its folder over. Anything more and it is refused."""

@@ -295,6 +295,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.warnings.append(f"{sources['train.strategy_lr']}: its strategy_lr ({args.cfg.train.strategy_lr}) is not used: "
                              f"{_rated_words(ns.command)}.")
         given.discard("train.strategy_lr")
+    elif "train.strategy_lr" in sources and "train.strategy_lr" in given and ns.command != "train":
+        # Some of a config file's rates are for strategies this command does not run: said here,
+        # naming the file (the API's warning, which knows no file, is then not given the option).
+        if unused := sorted(set(args.cfg.train.lr_by_strategy()) - runs):
+            args.warnings.append(f"{sources['train.strategy_lr']}: its strategy_lr rate of {', '.join(unused)} is not used: "
+                                 f"{_unrun_words(ns.command, args.cfg)} does not run {'them' if len(unused) > 1 else 'it'}.")
+            given.discard("train.strategy_lr")
     args.given = given & {"train.strategy_lr"} if train else given
     return args
 
@@ -308,6 +315,11 @@ def _rated_strategies(command: str, cfg) -> set[str]:
     if command != "run":
         return set()
     return {strategy_name(e) for e in cfg.strategies.split(",") if e.strip()} & {"olft", "final", "full"}
+
+
+def _unrun_words(command: str, cfg) -> str:
+    """What does not run the strategies whose config-file rates are unused, as the API's warning names it."""
+    return "olft select (its candidates train at olft's rate)" if command == "select" else f"--strategies {cfg.strategies}"
 
 
 def _rated_words(command: str) -> str:
