@@ -714,8 +714,15 @@ def test_strategy_lr_names_read_as_strategies_reads_them_and_entries_kept_as_wri
     path = tmp_path / "rates.yaml"
     path.write_text('train:\n  strategy_lr: "ALL=3e-3, Final=1e-3"\n')
     assert parse(["run", "--config", str(path), "--strategy-lr", "full=2e-3"]).warnings == [
-        f"--strategy-lr full=2e-3 replaces {path}'s strategy_lr (ALL=3e-3, Final=1e-3) whole, so final now trains at "
+        f"--strategy-lr full=2e-3 replaces {path}'s strategy_lr (ALL=3e-3,Final=1e-3) whole, so final now trains at "
         "--lr; to keep it, pass --strategy-lr full=2e-3,Final=1e-3."]
+    # What config.json records is the entries read: stripped, empty ones dropped, from a flag and from Python
+    from olft.config import RunConfig
+
+    assert parse(["run", "--strategy-lr", "final=1e-3,,"]).cfg.train.strategy_lr == "final=1e-3"
+    assert RunConfig.from_dict({"train": {"strategy_lr": " olft=1e-3 , ,final=2e-3,"}}).to_dict()["train"]["strategy_lr"] == \
+        "olft=1e-3,final=2e-3"
+    assert parse(["run", "--strategy-lr", " , "]).cfg.train.strategy_lr is None
 
 
 def test_a_data_file_given_makes_the_data_source_file(tmp_path):

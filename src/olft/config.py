@@ -68,14 +68,17 @@ def _float32(obj: Any, *names: str) -> None:
 def strategy_lr_text(value: str | Mapping | None) -> str | None:
     """--strategy-lr as the flag's text: a mapping {strategy: rate}, as a YAML or JSON config file
     may give it (`strategy_lr: {olft: 3e-3, final: 1e-3}`), becomes 'olft=0.003,final=0.001'; a
-    string is returned stripped, and an empty one (or mapping) as None. The rates are checked by
+    string is returned with its entries stripped and empty ones dropped, and an empty one (or
+    mapping) as None. The rates are checked by
     `TrainConfig.lr_by_strategy`.
 
     Raises OlftError for any other value, or a name or rate holding ',' or '=' (it would read as
     another entry). Also the CLI's converter of the option, so a config file's mapping parses.
     """
     if value is None or isinstance(value, str):
-        return (value or "").strip() or None  # "" and {} mean no per-strategy rates, as an absent option
+        # entries stripped and empty ones dropped ('final=1e-3,,' is final=1e-3): config.json records
+        # the rates read, not the typing; "" and {} mean no per-strategy rates, as an absent option
+        return ",".join(filter(None, (x.strip() for x in (value or "").split(",")))) or None
     if not isinstance(value, Mapping):
         raise OlftError(f"train.strategy_lr takes name=rate pairs, e.g. olft=3e-3,final=1e-3 (in a config file also a mapping "
                         f"strategy_lr: {{olft: 3e-3, final: 1e-3}}), not {value!r}.")  # fmt: skip
