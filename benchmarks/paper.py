@@ -597,9 +597,11 @@ def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) 
     """bench.json in the work dir: command, caps and plans, so the report needs nothing else.
 
     Shards of one benchmark, and other commands at the same budget, share the file: under a lock
-    the file's plan is merged in (`merged_manifest`; `manifest` is updated in place) and wall times
-    of runs this process did not just update are taken from it, so no process's columns or times
-    are lost to another's write.
+    the file's plan is merged in (`merged_manifest`) and wall times of runs this process did not
+    just update are taken from it (`manifest`'s wall_seconds are updated in place), so no process's
+    columns or times are lost to another's write. `manifest` keeps this command's own plan: merged
+    into it, its jobs would be every command's, and its next write would claim them all, dropping
+    the commands that rerun them from the report.
     """
     work.mkdir(parents=True, exist_ok=True)
     with open(work / ".bench.lock", "w") as lock:
@@ -610,8 +612,7 @@ def write_manifest(work: Path, manifest: dict, updated: set[str] = frozenset()) 
             on_disk = {}
         mine = manifest.setdefault("wall_seconds", {})
         mine.update({k: v for k, v in on_disk.get("wall_seconds", {}).items() if k not in updated})
-        manifest.update(merged_manifest(on_disk, manifest))
-        atomic_write(work / "bench.json", json.dumps(manifest, indent=1) + "\n")
+        atomic_write(work / "bench.json", json.dumps(merged_manifest(on_disk, manifest), indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------ command line

@@ -437,11 +437,20 @@ def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
     assert both["jobs"] == ["rte-s0", "mrpc-s1"] and both["commands"] == ["a", "b"] and set(both["plans"]) == {"rte", "mrpc"}
     assert paper.merged_manifest(both, manifest("b", ["mrpc"], "1", ["mrpc-s1"])) == both  # a rerun (or a second shard) adds nothing
     # Two commands at one budget running at once: each write merges the file's plan, so neither drops the other's.
+    # Each writes again as its runs finish: a command's jobs stay its own, so neither claims the other's.
     a, b = manifest("a", ["rte"], "0", ["rte-s0"]), manifest("b", ["mrpc"], "1", ["mrpc-s1"])
-    for m in (a, b, a):
+    for m in (a, b, a, b, a):
         paper.write_manifest(tmp_path, m)
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["jobs"] == ["rte-s0", "mrpc-s1"] and on_disk["commands"] == ["a", "b"]
+    assert on_disk["command_jobs"] == {"a": ["rte-s0"], "b": ["mrpc-s1"]}
+    # A narrower command run again and again on a work dir of a wider one: the wider stays the one that reruns all.
+    (tmp_path / "bench.json").unlink()
+    wide, narrow = manifest("w", ["rte", "mrpc"], "0", ["rte-s0", "mrpc-s0"]), manifest("n", ["mrpc"], "0", ["mrpc-s0"])
+    for m in (wide, narrow, narrow, narrow):
+        paper.write_manifest(tmp_path, m)
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk["commands"] == ["w"] and on_disk["command_jobs"] == {"w": ["rte-s0", "mrpc-s0"]}
     legacy = {**manifest("y", ["rte"], "0", ["rte-s0", "rte-s1"]), "commands": ["x", "y"]}  # older: no jobs per command
     assert paper.merged_manifest(legacy, manifest("y", ["rte"], "0", ["rte-s0"]))["commands"] == ["x", "y"]
     # One listed command whose manifest holds other commands' jobs too: its jobs are unknown, so it drops nothing.
