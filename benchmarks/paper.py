@@ -446,7 +446,7 @@ def estimate(jobs: list[Job], by_task: dict[str, Plan], caps: Caps, n: int, prof
     def hours(js: list[Job]) -> float:
         return (sum(job_units(j, by_task.get(j.task), caps, n) for j in js) * speed / 1000 + len(js) * profile.overhead_s) / 3600
 
-    left = f"{_dur(hours(todo))} for the {len(todo)} unfinished runs, " if todo is not None and len(todo) < len(jobs) else ""
+    left = f"{_dur(hours(todo))} for the {len(todo)} unfinished run{'s' * (len(todo) != 1)}, " if todo is not None and len(todo) < len(jobs) else ""
     source = (f"{speed:.2f} ms per token of a whole-model forward measured on the {measured[1]} finished runs of this work dir "
               f"(the profile's probe: {profile.speed_ms} ms)" if measured else
               f"{profile.speed_ms} ms per token of a whole-model forward with 1 torch thread (probes: {profile.probe})")
