@@ -561,7 +561,7 @@ def merged_manifest(old: dict, new: dict) -> dict:
     Commands at the same budget (every cap equal but the seeds) add up: the report then covers
     every column, seed and job either planned (a user who ran `--tasks rte` then `--tasks mrpc`
     expects both in the tables), and lists the commands that rerun them (one whose jobs another
-    command's hold is left out). A
+    command's hold is left out, and the estimate stays the listed command's). A
     command at another budget starts a new manifest: its tables never mix runs of two budgets.
     """
     def budget(m: dict) -> tuple:
@@ -587,7 +587,10 @@ def merged_manifest(old: dict, new: dict) -> dict:
 
     kept = {c: jobs for c, jobs in every.items() if not covered(c)}
     commands = list(kept)
-    return {**new, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
+    # A command whose jobs a listed one holds (`--tasks rte` on the work dir of the whole plan) is not
+    # the one the report names: the time estimate it shows stays the listed command's.
+    mine = {} if new["command"] in kept else {k: old[k] for k in ("command", "estimate") if k in old}
+    return {**new, **mine, "columns": columns, "caps": {**new["caps"], "seeds": ",".join(map(str, seeds))},
             "sweep": list(dict.fromkeys(old.get("sweep", []) + new["sweep"])), "sweep_full": old.get("sweep_full") or new["sweep_full"],
             "paper_protocol": new["paper_protocol"] or old.get("paper_protocol"), "plans": {**old.get("plans", {}), **new["plans"]},
             "jobs": list(dict.fromkeys(old["jobs"] + new["jobs"])), "commands": commands, "command_jobs": kept}

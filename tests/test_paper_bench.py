@@ -447,10 +447,12 @@ def test_commands_on_one_work_dir_add_up_at_one_budget(tmp_path):
     # A narrower command run again and again on a work dir of a wider one: the wider stays the one that reruns all.
     (tmp_path / "bench.json").unlink()
     wide, narrow = manifest("w", ["rte", "mrpc"], "0", ["rte-s0", "mrpc-s0"]), manifest("n", ["mrpc"], "0", ["mrpc-s0"])
+    wide["estimate"], narrow["estimate"] = "2 h for all 2 runs", "1 h for all 1 runs"
     for m in (wide, narrow, narrow, narrow):
         paper.write_manifest(tmp_path, m)
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["commands"] == ["w"] and on_disk["command_jobs"] == {"w": ["rte-s0", "mrpc-s0"]}
+    assert (on_disk["command"], on_disk["estimate"]) == ("w", "2 h for all 2 runs")  # the report's "estimated before the run"
     legacy = {**manifest("y", ["rte"], "0", ["rte-s0", "rte-s1"]), "commands": ["x", "y"]}  # older: no jobs per command
     assert paper.merged_manifest(legacy, manifest("y", ["rte"], "0", ["rte-s0"]))["commands"] == ["x", "y"]
     # One listed command whose manifest holds other commands' jobs too: its jobs are unknown, so it drops nothing.
