@@ -301,10 +301,19 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
     for name in ("FINAL", " final", "Layers=1"):
         assert main(["predict", "--run", str(several), "--strategy", name, "--text", "a", "b", "-q"]) == 0, name
     _fails(capsys, ["predict", "--run", str(several), "--strategy", "all", "--text", "a", "b"], "Strategy 'full' is not in this run")
-    for unreadable in ("layers=x", "layers=1+1", "layers=1,,"):  # looked up as typed: not there, and what is
-        _fails(capsys, ["predict", "--run", str(several), "--strategy", unreadable, "--text", "a", "b"],
-               f"Strategy {unreadable!r} is not in this run")
-    with pytest.raises(olft.OlftError, match=r"strategy takes a strategy's name \(olft, final, full, layers=2\+3\), not 3\."):
+    for unreadable, why in (("layers=x", "Cannot read 'layers=x'"), ("layers=1+1", "Layer 1 appears twice in 'layers=1+1'"),
+                            ("layers=1,,", "Cannot read 'layers=1,,'")):
+        # looked up as typed: not there, why --strategies could not read it, and what is there
+        for phrase in (f"Strategy {unreadable!r} is not in this run", why, "Finished: final, layers=1; pass one"):
+            _fails(capsys, ["predict", "--run", str(several), "--strategy", unreadable, "--text", "a", "b"], phrase)
+    _fails(capsys, ["predict", "--run", str(several), "--strategy", "finl", "--text", "a", "b"], "Did you mean 'final'?")
+    from olft.config import strategy_name
+
+    assert strategy_name("layers=2,1", strict=False) == "layers=1+2"  # one name looked up: ',' joins layers, as --layers
+    with pytest.raises(olft.OlftError, match="Cannot read 'layers=2,1'"):
+        strategy_name("layers=2,1")  # in --strategies ',' separates strategies
+    with pytest.raises(olft.OlftError, match=r"strategy takes a strategy's name \(olft, final, full, layers=2\+3\), not 3; "
+                                             r"finished in .*several: final, layers=1\."):
         olft.load(several, strategy=3)
 
 

@@ -171,13 +171,14 @@ def strategy_name(entry: str, strict: bool = True) -> str:
     however it is spelled: stripped and lowercase, all -> full, layers=2+1 -> layers=1+2. Unreadable
     layers (`parse_layers`: `layers=x`, `layers=2+2`) raise OlftError, or with `strict=False` (a name
     looked up among a run's strategies, which then says it is not there and lists what is) come back
-    as read; other names are returned as read."""
+    as read; there ',' joins layers too (`layers=1,2`, as `olft train --layers 1,2` names them: one
+    name, so no other strategy can follow). Other names are returned as read."""
     entry = entry.strip().lower()
     if entry == "all":
         return "full"
     if entry.startswith("layers="):
         try:
-            return "layers=" + "+".join(map(str, parse_layers(entry[7:])))
+            return "layers=" + "+".join(map(str, parse_layers(entry[7:], "layers=" if strict else "--layers")))
         except OlftError:
             if strict:
                 raise

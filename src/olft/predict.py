@@ -13,6 +13,7 @@ scored (edited data, another --glue-dir); `--whole-split` scores every example i
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -62,11 +63,18 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
                 if weights_file(folder, n).is_file() and "layers" in s]
     default = strategy is None
     if strategy is not None and not isinstance(strategy, str):
-        raise OlftError(f"strategy takes a strategy's name (olft, final, full, layers=2+3), not {strategy!r}.")
+        raise OlftError(f"strategy takes a strategy's name (olft, final, full, layers=2+3), not {strategy!r}; "
+                        f"finished in {folder}: {', '.join(finished) or 'none'}.")
+    why_unread = ""  # what --strategies would say of a name it cannot read (layers=x, layers=1+1)
     if strategy is not None and strategy not in finished:
-        # named as --strategies names it (OLFT, all, ` full`, `layers=3+2` or `layers=2-3` for the
-        # run's `layers=2+3`); a name it cannot read is looked up as typed, and is then not there
-        strategy = strategy_name(strategy, strict=False)
+        # named as --strategies names it (OLFT, all, ` full`, `layers=3+2`, `layers=2-3` or `layers=2,3`
+        # for the run's `layers=2+3`); a name it cannot read is looked up as typed, and is then not there
+        typed, strategy = strategy, strategy_name(strategy, strict=False)
+        if strategy not in finished:
+            try:
+                strategy_name(typed)
+            except OlftError as exc:
+                why_unread = f" {exc}"
     if default:
         there = list(dict.fromkeys([*results.get("strategy_names", []), *finished]))
         strategy = there[0] if len(there) == 1 else "olft"
@@ -90,8 +98,10 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
         why = ("failed to train (its error is in table.md and `olft evaluate`), so it saved no weights"
                if strategy in (results.get("failed") or {})
                else "has not finished" if strategy in planned else "is not in this run")
-        raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}). "
-                        f"Finished: {', '.join(finished)}; pass one of them (--strategy, or olft.load's strategy=).")
+        close = difflib.get_close_matches(strategy, finished, n=1) if why == "is not in this run" and not why_unread else []
+        raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}).{why_unread} "
+                        + (f"Did you mean {close[0]!r}? " if close else "")
+                        + f"Finished: {', '.join(finished)}; pass one of them (--strategy, or olft.load's strategy=).")
     entry = results["strategies"][strategy]
     return RunInfo(folder, cfg, results, strategy, list(entry["layers"]), weights_file(folder, strategy))
 
