@@ -978,7 +978,7 @@ def _no_model(monkeypatch):
     ("run", ["--strategy-lr", "olft=1e-3,olft=2e-3"], "olft is given twice"),
     ("train", ["--layers", "1", "--strategy-lr", "olft=1e-2"], "names olft, which this run (layers=1) does not run: explicit "
      "layers (olft train --layers, --strategies layers=...) train at --lr, so use --lr instead"),
-    ("select", ["--strategy-lr", "final=1e-2"], "which olft select (its candidates train at olft's rate) does not run: drop "
+    ("select", ["--strategy-lr", "final=1e-2"], "which olft select (its candidates, where its selector trains any, train at olft's rate) does not run: drop "
      "it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at."),
 ])
 def test_a_strategy_lr_that_applies_to_nothing_is_refused(model_dirs, tiny_glue, tmp_path, command, extra, message, capsys, monkeypatch):
@@ -1003,7 +1003,8 @@ def test_rates_of_strategies_that_do_not_run_are_ignored_with_a_warning(model_di
 
 @pytest.mark.parametrize("command, extra, words", [
     ("run", ["--strategies", "olft,final"], "rate of full is not used: --strategies olft,final does not run it."),
-    ("select", [], "rate of final, full is not used: olft select (its candidates train at olft's rate) does not run them."),
+    ("select", [], "rate of final, full is not used: olft select (its candidates, where its selector trains any, train at olft's rate) "
+     "does not run them."),
 ])
 def test_a_config_files_unused_rates_are_named_with_the_file(model_dirs, tiny_glue, tmp_path, command, extra, words,
                                                             caplog, monkeypatch):

@@ -20,6 +20,7 @@ from typing import Any
 from olft import curves, distributed, report
 from olft.config import (
     SECTIONS,
+    SELECT_RATED,
     RunConfig,
     check_selection_metric,
     count_ignored_options,
@@ -469,7 +470,7 @@ def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, g
     check_selection_metric(cfg.selection)
     cfg, typed = _recorded_and_given(cfg)
     n = _check_layers(cfg, check_strategies=False, selects=True)
-    _check_strategy_lr(cfg, ["olft"], "olft select (its candidates train at olft's rate)", "train.strategy_lr" in given,
+    _check_strategy_lr(cfg, ["olft"], SELECT_RATED, "train.strategy_lr" in given,
                        fix="drop it, or give olft's rate (--strategy-lr olft=...), the one its candidates train at")
     if n is not None:
         _warn_count_ignored(cfg, given, n)

@@ -22,7 +22,18 @@ import typing
 from pathlib import Path
 
 from olft.cliconfig import COMMANDS, DroppedRates, config_first, from_file, run_folder_of
-from olft.config import KIND_WORDS, OTHER_NAMES, SECTIONS, RunConfig, as_kind, choice_error, ignored_options, option_kind, strategy_name
+from olft.config import (
+    KIND_WORDS,
+    OTHER_NAMES,
+    SECTIONS,
+    SELECT_RATED,
+    RunConfig,
+    as_kind,
+    choice_error,
+    ignored_options,
+    option_kind,
+    strategy_name,
+)
 from olft.errors import OlftError, interrupted, stop_on_sigterm
 
 log = logging.getLogger("olft")
@@ -319,7 +330,7 @@ def _rated_strategies(command: str, cfg) -> set[str]:
 
 def _unrun_words(command: str, cfg) -> str:
     """What does not run the strategies whose config-file rates are unused, as the API's warning names it."""
-    return "olft select (its candidates train at olft's rate)" if command == "select" else f"--strategies {cfg.strategies}"
+    return SELECT_RATED if command == "select" else f"--strategies {cfg.strategies}"
 
 
 def _rated_words(command: str) -> str:

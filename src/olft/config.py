@@ -166,6 +166,11 @@ def strategies_text(value: Any) -> str:
     return value
 
 
+# What runs under `olft select`, for its --strategy-lr messages: only olft's rate can apply, and only
+# where the selector trains candidates (a proxy alone, as `auto` below 8 candidates, trains none).
+SELECT_RATED = "olft select (its candidates, where its selector trains any, train at olft's rate)"
+
+
 def strategy_name(entry: str, strict: bool = True) -> str:
     """The name `layerspec.parse_strategies` gives a --strategies entry, the one name of a strategy
     however it is spelled: stripped and lowercase, all -> full, layers=2+1 -> layers=1+2. Unreadable
