@@ -1118,7 +1118,8 @@ def test_unused_options_warn_once_before_anything_loads(tmp_path, capsys, caplog
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
     config.write_text("selection: {selector: probe, gradient_batches: 3}\n")
     assert main(["select", "--config", str(config), "--model", none]) == 2
-    assert "--gradient-batches is ignored under --selector probe" in caplog.text, caplog.text
+    # named as the file's option, as a bad value of it is
+    assert f"{config}: selection.gradient_batches is ignored under --selector probe" in caplog.text, caplog.text
 
 
 def test_an_option_another_one_replaces_is_named_exactly_when_it_has_no_effect(tmp_path, capsys, caplog):
@@ -1174,7 +1175,8 @@ def test_train_names_the_selection_options_it_ignores(tmp_path, capsys, caplog):
     config.write_text("selection: {selector: probe, selection_adaptive: 1}\ntrain: {lr: 0.01}\n")  # the default 1 is no choice
     caplog.clear()
     _fails(capsys, ["train", "--config", str(config), "--model", none, "--layers", "2"], "does not exist")
-    assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selector"], caplog.text
+    assert [r.getMessage().split(" is ")[0] for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{config}: selection.selector"], caplog.text  # the file's option, named by file and key
 
 
 def test_a_run_folders_own_config_warns_of_nothing_nobody_typed(tmp_path, capsys, caplog):
@@ -1200,7 +1202,7 @@ def test_a_run_folders_own_config_warns_of_nothing_nobody_typed(tmp_path, capsys
     (tmp_path / "mine.json").write_text((folder / "config.json").read_text())
     caplog.clear()
     _fails(capsys, ["run", "--config", str(tmp_path / "mine.json")], "does not exist")
-    assert "--selector is ignored: --strategies layers=1 selects no layer" in caplog.text, caplog.text
+    assert f"{tmp_path / 'mine.json'}: selection.selector is ignored: --strategies layers=1 selects no layer" in caplog.text, caplog.text
     caplog.clear()
     _fails(capsys, ["run", "--config", str(folder / "config.json"), "--selection-steps", "8"], "does not exist")
     assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["--selection-steps"], caplog.text
@@ -1361,6 +1363,18 @@ def test_a_missing_required_option_is_named_as_typed(capsys):
     assert "olft export needs --run and --output" in err and "export.run" not in err, err
 
 
+def test_another_commands_option_is_named_as_that_commands(capsys):
+    """olft select --strategies: an option of olft run, said so (not "did you mean --strategy-lr?"); a
+    very near option of the command itself is offered beside it (predict's --strategy)."""
+    fast = ["--model", "/nonexistent/model", "--task", "rte"]
+    _fails(capsys, ["select", "--strategies", "final", *fast],
+           "unknown option --strategies for `olft select`: it is an option of `olft run`. See `olft select --help`.")
+    _fails(capsys, ["train", "--layers", "1", "--strategies", "final", *fast], "it is an option of `olft run`. See")
+    _fails(capsys, ["predict", "--run", "x", "--strategies", "final"],
+           "unknown option --strategies for `olft predict`: it is an option of `olft run`; did you mean --strategy?")
+    _fails(capsys, ["run", "--format", "olft", *fast], "unknown option --format for `olft run`: it is an option of `olft export`.")
+
+
 def test_an_abbreviated_option_is_refused_not_guessed(capsys):
     """argparse's prefix matching took `--method.r 8` as --method.reduction_factor and `--max-train 7`
     as --max-train-samples, silently: olft names the option it has instead."""
@@ -1429,3 +1443,21 @@ def test_a_model_without_a_middle_third_is_said_to_compare_layers_with_themselve
     assert warned(2) == ["a 2-layer model's middle third is every layer (0,1), the final one too: OLFT can choose it and "
                          "then equals the final-layer baseline; the comparison needs a model of 3 layers or more"]
     assert warned(3) == []
+
+
+def test_an_unused_option_from_a_config_file_is_named_by_file_and_key(tmp_path):
+    """A config file's option a command leaves unused is named as the file's, as its bad values are;
+    a typed one by its flag."""
+    from olft.cli import parse
+    from olft.config import ignored_options
+
+    path = tmp_path / "shared.yaml"
+    path.write_text("selection:\n  selection_eval_samples: 16\n")
+    args = parse(["run", "--config", str(path), "--strategies", "final,full", "--selection-train-samples", "32"])
+    assert ignored_options(args.cfg, args.given, "run") == [
+        f"{path}: selection.selection_eval_samples is ignored: --strategies final,full selects no layer (olft does); add olft "
+        "to --strategies, or drop it.",
+        "--selection-train-samples is ignored: --strategies final,full selects no layer (olft does); add olft to --strategies, or drop it."]
+    assert parse(["train", "--config", str(path), "--layers", "1"]).warnings == [
+        f"{path}: selection.selection_eval_samples is ignored by `olft train`: it tunes the given --layers and selects no "
+        "layer; `olft run` or `olft select` choose a layer."]

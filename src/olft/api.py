@@ -145,18 +145,20 @@ def _check_layers(cfg: RunConfig, check_strategies: bool, selects: bool) -> int 
     return n
 
 
-def _warn_ignored(cfg: RunConfig, given: Iterable[str] | None, command: str) -> set[str]:
+def _warn_ignored(cfg: RunConfig, given: Iterable[str] | Mapping[str, str | None] | None, command: str) -> set[str] | dict:
     """Log one warning per option of `given` that `cfg` leaves unused under `command` (run or
-    select: `config.ignored_options`), before anything loads; return `given` as a set, for
-    `_warn_count_ignored` once the candidates are counted. `given` None means a Python caller's
-    settings: every option that differs from RunConfig's default (`config.given_options`).
+    select: `config.ignored_options`), before anything loads; return `given` as a set (a mapping
+    as a dict), for `_warn_count_ignored` once the candidates are counted. `given` None means a
+    Python caller's settings: every option that differs from RunConfig's default
+    (`config.given_options`). A mapping {key: how to name it} names each as its value (the CLI's
+    "run.yaml: selection.selector" for a config file's option; None: the flag).
     OlftError for a `given` that is one string (it would be read letter by letter) or names an
     option RunConfig does not have (its warnings would be lost)."""
     if isinstance(given, str):
         raise OlftError(f"given takes the grouped keys of the options set, e.g. given=[{given!r}], not one string.")
     if given is not None and not isinstance(given, Iterable):
         raise OlftError(f"given takes the grouped keys of the options set (e.g. given=['train.lr']), or None, not {given!r}.")
-    given = given_options(cfg) if given is None else set(given)
+    given = given_options(cfg) if given is None else dict(given) if isinstance(given, Mapping) else set(given)
     known = option_keys() | {f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
     unknown = sorted(k for k in given if k not in known)
     if unknown:
@@ -178,7 +180,7 @@ def _validation_size(session: Session, cfg: RunConfig) -> tuple[str, int, int | 
     return first, len(session.eval_enc[first]), cfg.data.max_eval_samples
 
 
-def _warn_count_ignored(cfg: RunConfig, given: set[str], num_layers: int) -> None:
+def _warn_count_ignored(cfg: RunConfig, given: set[str] | dict, num_layers: int) -> None:
     """Log the warnings on the options of `given` that the candidates of a `num_layers`-layer model
     leave unused (`config.count_ignored_options`): every selection option with one candidate, under
     any selector; the training options where --selector auto runs the probe alone. The caller
@@ -298,7 +300,7 @@ def _as_config(cfg: Any, what: str) -> RunConfig:
 
 
 def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None = None, overwrite: bool = False,
-        given: Iterable[str] | None = None) -> dict:
+        given: Iterable[str] | Mapping[str, str | None] | None = None) -> dict:
     """Select, tune and compare; write (or continue) the run folder; return the results dict.
 
     `cfg`: a RunConfig, or a mapping of its groups (`RunConfig.from_dict`: `{"model": {"model":
@@ -313,7 +315,8 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     folder held by another live run.
     Each option of `given` (grouped keys, "method.lora_rank") the run will not use is named in one
     logged warning; None means every option that differs from RunConfig's default, and () none
-    (for a config read back from a run folder's config.json, which records every option).
+    (for a config read back from a run folder's config.json, which records every option). A
+    mapping {key: name} names each option so (None: its flag), as the CLI names a config file's.
     `cfg.strategies` may be a list of names as well as the comma-separated string config.json holds.
     Under `accelerate launch` / `torchrun` every process runs this; rank 0 alone writes the folder.
     """
@@ -444,7 +447,8 @@ def _short(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 4 else f"{layers[0]}..{layers[-1]} ({len(layers)})"
 
 
-def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False, given: Iterable[str] | None = None) -> dict:
+def select_layer(cfg: RunConfig, quiet: bool = False, overwrite: bool = False,
+                 given: Iterable[str] | Mapping[str, str | None] | None = None) -> dict:
     """Only the selection stage: candidates scored, winner named (written to the run folder).
     `cfg`: a RunConfig or a mapping of its groups, as `run` takes.
 

@@ -233,7 +233,16 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
                     answer = "--" + other if "." in name and "--" + other in flags else _flag(other.split(".")[-1])
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {answer} "
                                      f"(olft's name for what transformers or PEFT call {theirs})?")
+                owners = [f"`olft {c}`" for c, p in parser._subcommands_action._name_parser_map.items()
+                          if c != command and token.split("=")[0] in {s for a in p._actions for s in a.option_strings}]
                 close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
+                # another command's option (olft select --strategies): said, with one of this command's only if
+                # very near (predict's --strategy, not select's --strategy-lr)
+                near = difflib.get_close_matches(token.split("=")[0], flags, n=2, cutoff=0.8)
+                if owners:
+                    return OlftError(f"unknown option {token.split('=')[0]} for `olft {command}`: it is an option of "
+                                     f"{', '.join(dict.fromkeys(owners))}" + (f"; did you mean {' or '.join(near)}?" if near else
+                                                                            f". See `olft {command} --help`."))
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")
     end = "" if msg.endswith("?") else "."  # a "Did you mean ...?" ends its own sentence
@@ -296,7 +305,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # warnings itself and the API is given only --strategy-lr (which no warning names: the API
     # refuses it typed, as it would do nothing), so nothing is named twice.
     train = ns.command == "train"
-    args.warnings = ignored_options(args.cfg, given, "train") if train and given else []
+
+    def named(keys: set[str]) -> dict[str, str | None]:
+        """`keys` with how a warning names each: a config file's option by file and key, a flag's as the flag."""
+        return {k: f"{sources[k]}: {k}" if k in sources else None for k in keys}
+
+    args.warnings = ignored_options(args.cfg, named(given), "train") if train and given else []
     args.warnings += _repeated(parser._subcommands_action._name_parser_map[ns.command], argv)
     runs = _rated_strategies(ns.command, args.cfg) if ns.command in COMMANDS else set()
     args.warnings += [w for d in replaced if (w := d.warning(runs)) is not None]
@@ -313,7 +327,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
             args.warnings.append(f"{sources['train.strategy_lr']}: its strategy_lr rate of {', '.join(unused)} is not used: "
                                  f"{_unrun_words(ns.command, args.cfg)} does not run {'them' if len(unused) > 1 else 'it'}.")
             given.discard("train.strategy_lr")
-    args.given = given & {"train.strategy_lr"} if train else given
+    args.given = named(given & {"train.strategy_lr"} if train else given)
     return args
 
 

@@ -588,7 +588,15 @@ APPLIES: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> list[str]:
+def option_shown(given: Iterable[str] | Mapping[str, str | None], key: str) -> str:
+    """How a warning names option `key` of `given`: a mapping's value where it has one (the CLI's
+    "run.yaml: selection.selector" for an option a config file set), else its flag (--selector)."""
+    if isinstance(given, Mapping) and given.get(key):
+        return given[key]
+    return "--" + key.split(".")[-1].replace("_", "-")
+
+
+def ignored_options(cfg: RunConfig, given: Iterable[str] | Mapping[str, str | None], command: str = "run") -> list[str]:
     """One warning line for each option of `given` (grouped keys, "selection.selector") that `cfg`
     leaves unused under `olft command`: one its selector or method does not read (`APPLIES`), or
     any selection option under `train`, or under `run` with strategies that select no layer
@@ -596,12 +604,13 @@ def ignored_options(cfg: RunConfig, given: set[str], command: str = "run") -> li
     (`_overridden`: --epochs under --max-steps, ...). The count-dependent case of --selector
     auto and of one candidate are `count_ignored_options`'s. An option only some
     choices read is a user's intent the run would silently drop, so it is named with why and
-    what would use it (not refused: a shared command line or a run folder's config.json has them)."""
+    what would use it (not refused: a shared command line or a run folder's config.json has them).
+    A mapping `given` names each option as `option_shown` does (a config file's by file and key)."""
     lines = []
     selects = command == "select" or "olft" in [strategy_name(s) for s in cfg.strategies.split(",")]  # select has no --strategies
     for key in sorted(given):
-        section, name = key.split(".", 1) if "." in key else ("", key)
-        flag = "--" + name.replace("_", "-")
+        section = key.split(".", 1)[0] if "." in key else ""
+        flag = option_shown(given, key)
         if section == "selection" and command == "train":
             lines.append(f"{flag} is ignored by `olft train`: it tunes the given --layers and selects no layer; "
                          "`olft run` or `olft select` choose a layer.")
@@ -645,7 +654,7 @@ TRAINING_OPTIONS = tuple(key for key, (_, users, _) in APPLIES.items() if users 
 _ONE_CANDIDATE_USED = ("selection.candidates", "selection.selector")
 
 
-def count_ignored_options(cfg: RunConfig, given: set[str], candidates: int) -> list[str]:
+def count_ignored_options(cfg: RunConfig, given: Iterable[str] | Mapping[str, str | None], candidates: int) -> list[str]:
     """Warning lines, in `ignored_options`'s style, for the options of `given` that the number of
     candidate layers leaves unused; `ignored_options` cannot tell: the count depends on the model's
     layers, known once its config (or the model) has loaded, so the caller passes it then.
@@ -654,19 +663,20 @@ def count_ignored_options(cfg: RunConfig, given: set[str], candidates: int) -> l
     `ignored_options` has not named already: that layer is the choice and no selection runs
     (`runselection.one_candidate`), so nothing reads them. Under --selector auto on `candidates` too
     few to train any (`select.auto_keep`), the probe runs alone: one line for each option that only
-    trained candidates read (TRAINING_OPTIONS). [] otherwise. Raises nothing."""
+    trained candidates read (TRAINING_OPTIONS). [] otherwise; options named as `option_shown` does.
+    Raises nothing."""
     from olft.select import auto_keep  # numpy: not loaded with the config
 
     if candidates == 1:
         used = sorted(k for k in given if k.startswith("selection.") and k not in _ONE_CANDIDATE_USED
                       and not ignored_options(cfg, {k}, "select"))  # each option is named once
-        return [f"{', '.join('--' + k.split('.', 1)[1].replace('_', '-') for k in used)} "
+        return [f"{', '.join(option_shown(given, k) for k in used)} "
                 f"{'is' if len(used) == 1 else 'are'} ignored with one candidate layer: it is the choice, "
                 "and no selection runs."] if used else []
     if cfg.selection.selector != "auto" or auto_keep(candidates):
         return []
     least = next(k for k in range(candidates + 1, 10 * candidates + 100) if auto_keep(k))  # auto's rule, not a copy of it
-    return [f"--{key.split('.', 1)[1].replace('_', '-')} is ignored under --selector auto with {candidates} candidates: "
+    return [f"{option_shown(given, key)} is ignored under --selector auto with {candidates} candidates: "
             f"below {least} it runs the probe alone and trains none; --selector exhaustive, halving or probe-halving "
             f"trains candidates, as auto does on {least} or more --candidates."
             for key in sorted(given) if key in TRAINING_OPTIONS]
