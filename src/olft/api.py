@@ -205,10 +205,10 @@ def _check_strategy_lr(cfg: RunConfig, names: list[str], what: str, typed: bool 
     unused = sorted(set(rates) - set(names))
     if rates and len(unused) == len(rates):
         if not set(names) & {"olft", "final", "full"}:  # "add the strategy" is no fix for `olft train`
-            raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: explicit layers "
+            raise OlftError(f"--strategy-lr (train.strategy_lr) names {', '.join(unused)}, which {what} does not run: explicit layers "
                             "(olft train --layers, --strategies layers=...) train at --lr, so use --lr instead, or drop "
                             "it (--strategy-lr '' clears one a config file sets).")
-        raise OlftError(f"--strategy-lr names {', '.join(unused)}, which {what} does not run: {fix}.")
+        raise OlftError(f"--strategy-lr (train.strategy_lr) names {', '.join(unused)}, which {what} does not run: {fix}.")
     if unused:
         # named both ways: the rates may come from a config file's strategy_lr as well as the flag
         log.warning("--strategy-lr (train.strategy_lr): ignoring the rate of %s, which %s does not run", ", ".join(unused), what)
