@@ -14,6 +14,7 @@ import pytest
 from olft import outputs, predict, tasks
 from olft.cli import main
 from olft.errors import OlftError
+from olft.report import continue_command
 from olft.submission import SUBMISSIONS, read_test_file, submission_files, submission_label
 
 FAST = ["--epochs", "1", "--selection-train-samples", "24", "--selection-eval-samples", "16", "-q"]
@@ -307,6 +308,12 @@ def test_the_only_strategy_of_a_run_is_the_default(model_dirs, tiny_glue, tmp_pa
         for phrase in (f"Strategy {unreadable!r} is not in this run", why, "Finished: final, layers=1; pass one"):
             _fails(capsys, ["predict", "--run", str(several), "--strategy", unreadable, "--text", "a", "b"], phrase)
     _fails(capsys, ["predict", "--run", str(several), "--strategy", "finl", "--text", "a", "b"], "Did you mean 'final'?")
+    # a strategy the run names but has not finished (a killed run): the command that finishes it
+    results = json.loads((several / "results.json").read_text())
+    (several / "results.json").write_text(json.dumps({**results, "strategy_names": [*results["strategy_names"], "full"]}))
+    _fails(capsys, ["predict", "--run", str(several), "--strategy", "full", "--text", "a", "b"],
+           f"Strategy 'full' has not finished (`{continue_command(several)}` finishes it)")
+    (several / "results.json").write_text(json.dumps(results))
     from olft.config import strategy_name
 
     assert strategy_name("layers=2,1", strict=False) == "layers=1+2"  # one name looked up: ',' joins layers, as --layers

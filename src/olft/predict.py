@@ -99,6 +99,8 @@ def open_run(folder: str | Path, strategy: str | None = None) -> RunInfo:
                if strategy in (results.get("failed") or {})
                else "has not finished" if strategy in planned else "is not in this run")
         close = difflib.get_close_matches(strategy, finished, n=1) if why == "is not in this run" and not why_unread else []
+        if why == "has not finished":  # as `olft evaluate` says it: the command that finishes it
+            why += f" (`{continue_command(folder)}` finishes it)"
         raise OlftError(f"Strategy {strategy!r}{' (the default)' if default else ''} {why} ({folder}: {status}).{why_unread} "
                         + (f"Did you mean {close[0]!r}? " if close else "")
                         + f"Finished: {', '.join(finished)}; pass one of them (--strategy, or olft.load's strategy=).")
