@@ -1022,6 +1022,21 @@ def test_a_config_files_unused_rates_are_named_with_the_file(model_dirs, tiny_gl
     assert warnings == [f"{mine}: its strategy_lr {words}"], warnings
 
 
+def test_strategies_that_tune_the_same_layers_are_warned_of(model_dirs, tiny_glue, tmp_path, caplog, monkeypatch):
+    """final and layers=<last> (or final and full on one layer) train one layer set twice: said before anything loads."""
+    import json as _json
+
+    _no_model(monkeypatch)
+    last = _json.loads((model_dirs["gpt2"] / "config.json").read_text())["n_layer"] - 1
+    for strategies, words in ((f"final,layers={last},full", f"final and layers={last} tune the same layer ({last})"),
+                              ("final,full,layers=0", None)):
+        caplog.clear()
+        with pytest.raises(AssertionError, match="the model loaded"):
+            main([*_args(model_dirs["gpt2"], tiny_glue, tmp_path / "run"), "--strategies", strategies])
+        same = [r.getMessage() for r in caplog.records if "tune the same" in r.getMessage()]
+        assert same == ([f"{words} on this {last + 1}-layer model: the run trains it 2 times; drop all but one"] if words else []), same
+
+
 def test_a_folder_whose_run_never_started_is_taken_over_by_another_config(tmp_path, caplog):
     """A run that stopped right after `start` (config.json, the lock, empty subfolders) finished
     nothing: a run with another config takes its folder over. Anything more and it is refused."""

@@ -338,6 +338,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
     early = strategies if strategies is not None else parse_strategies(cfg.strategies, n) if n is not None else None
     if early is not None:  # before the model and data load
         _check_strategy_lr(cfg, [s.name for s in early], what, typed_lr)
+        _warn_same_layers(early, n)
     if n is not None and any(s.name == "olft" for s in early):
         _warn_count_ignored(cfg, given, n)
     with _open(cfg, overwrite, selects="olft" in names, rates=rates) as folder:
@@ -354,6 +355,7 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             _warn_final_candidate(cfg, session.num_layers, candidates, [s.name for s in strategies])
         if early is None:  # the model's config declares no layer count: checked once it has loaded
             _check_strategy_lr(cfg, [s.name for s in strategies], what, typed_lr)
+            _warn_same_layers(strategies, session.num_layers)
         if n is None and any(s.name == "olft" for s in strategies):
             _warn_count_ignored(cfg, given, session.num_layers)
         if cfg.method.method == "lora" and session.dist.is_main:  # the formats only LoRA runs could have
@@ -366,6 +368,20 @@ def run(cfg: RunConfig, quiet: bool = False, strategies: list[Strategy] | None =
             for strat in strategies:
                 _run_strategy(session, folder, results, strat)
             return _end(folder, results)
+
+
+def _warn_same_layers(strategies: list[Strategy], num_layers: int) -> None:
+    """Strategies that name one layer set on this model (final and layers=3 on 4 layers; final and
+    full on one) each train it: said once per set, as the run would spend the time twice."""
+    named: dict[tuple[int, ...], list[str]] = {}
+    for s in strategies:
+        if s.layers:  # olft's layer is chosen later
+            named.setdefault(s.layers, []).append(s.name)
+    for layers, names in named.items():
+        if len(names) > 1:
+            log.warning("%s tune the same layer%s (%s) on this %d-layer model: the run trains %s %d times; drop all "
+                        "but one", " and ".join(names), "s" * (len(layers) > 1), "+".join(map(str, layers)), num_layers,
+                        "them" if len(layers) > 1 else "it", len(names))
 
 
 def _warn_final_candidate(cfg: RunConfig, num_layers: int, candidates: list[int], names: list[str]) -> None:
