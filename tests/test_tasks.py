@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -374,6 +375,25 @@ def test_jsonl_sources_name_their_lines(tmp_path):
     text = '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": 0}\n'
     examples = load_file(TASKS["sst2"], _write(tmp_path, "s.jsonl", text))
     assert [str(ex.source) for ex in examples] == [f"{tmp_path / 's.jsonl'}, line 1", f"{tmp_path / 's.jsonl'}, line 3"]
+
+
+def test_a_json_file_may_hold_one_array_of_objects(tmp_path):
+    """A .json file is JSON Lines or one array of objects (as `datasets` reads both); each object is
+    named by the line it starts on, and a malformed array by the line where it breaks."""
+    text = '[\n  {"sentence": "a", "label": 1},\n  {"sentence": "b",\n   "label": 0}\n]\n'
+    examples = load_file(TASKS["sst2"], _write(tmp_path, "s.json", text))
+    assert [(ex.texts, ex.label) for ex in examples] == [(("a",), 1), (("b",), 0)]
+    assert [ex.source.number for ex in examples] == [2, 3]
+    assert load_file(TASKS["sst2"], _write(tmp_path, "l.json", '{"sentence": "a", "label": 1}\n')) == \
+        [Example(("a",), 1)]  # JSON Lines in a .json file still reads
+    for bad, phrase in (('[{"sentence": "a", "label": 1},\n{"sentence": "b"  "label": 0}]', "line 2: not valid JSON"),
+                        ('[{"sentence": "a", "label": 1}] extra', "text after the array's end"),
+                        ("[ ]", "the JSON array is empty"),
+                        ('[{"sentence": "a", "label": 1},\n {"label": 0}]', "line 2: no field 'sentence'")):
+        with pytest.raises(OlftError, match=re.escape(phrase)):
+            load_file(TASKS["sst2"], _write(tmp_path, "b.json", bad))
+    with pytest.raises(OlftError, match=r"JSON Lines, not one JSON array"):  # a .jsonl file is one object a line
+        load_file(TASKS["sst2"], _write(tmp_path, "a.jsonl", text))
 
 
 # -- read_file with labels optional (prediction files): the same checks, and the labels rows have

@@ -324,7 +324,8 @@ class LoadedFile:
 def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[str] | None = None,
               label_column: str | None = "label", labels_required: bool = True, keep: Sequence[str] = (),
               user_columns: bool = True) -> LoadedFile:
-    """Read examples from a CSV, TSV or JSON Lines file (format by extension), labels required or optional.
+    """Read examples from a CSV, TSV or JSON Lines file (format by extension; a .json file may also
+    hold one array of objects), labels required or optional.
 
     Text columns default to the task's canonical names (e.g. premise/hypothesis), falling back
     to the GLUE TSV names (sentence1/sentence2) so original GLUE files also load. Labels may be
@@ -424,7 +425,9 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     labels are required; an optional label is the first option's label key that any object has).
     """
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.split("\n"), 1):
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        records = _json_array(path, text)  # a .json file may hold one array of objects, as `datasets` reads it
+    for number, line in enumerate(text.split("\n") if not records else [], 1):
         if line.strip():
             try:
                 records.append((number, json.loads(line, object_pairs_hook=_unique_keys)))
@@ -462,6 +465,43 @@ def _json_example(task: Task, columns: tuple[str, ...]) -> str:
     """One JSON Lines object of `columns` (texts, then the label), as the task's file would hold it."""
     label = 3.5 if task.is_regression else task.labels[0] if task.labels else 0
     return json.dumps({**{name: "..." for name in columns[:-1]}, columns[-1]: label})
+
+
+def _json_array(path: Path, text: str) -> list[tuple[int, Any]]:
+    """The objects of a .json file holding one JSON array, each with the line it starts on (so
+    every message names a line, as for JSON Lines). OlftError, naming the line, for invalid JSON
+    or an empty array."""
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
+    records: list[tuple[int, Any]] = []
+    at = text.index("[") + 1
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def bad(i: int, why: str) -> OlftError:
+        return OlftError(f"{at_line(path, text.count(chr(10), 0, i) + 1)}: not valid JSON ({why}). A .json file holds one "
+                         "array of objects, [{...}, {...}], or one object a line (JSON Lines).")
+
+    at = skip(at)
+    if at < len(text) and text[at] == "]":
+        raise OlftError(f"{path}: the JSON array is empty: it holds no examples.")
+    while True:
+        try:
+            record, end = decoder.raw_decode(text, at)
+        except (ValueError, RecursionError) as exc:
+            raise bad(at, exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__) from None
+        records.append((text.count("\n", 0, at) + 1, record))
+        at = skip(end)
+        if at < len(text) and text[at] == ",":
+            at = skip(at + 1)
+            continue
+        if at < len(text) and text[at] == "]":
+            if text[skip(at + 1):].strip():
+                raise bad(skip(at + 1), "text after the array's end")
+            return records
+        raise bad(at, "expected ',' or ']' after an object")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
