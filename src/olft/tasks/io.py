@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,18 +425,10 @@ def _read_jsonl(task: Task, path: Path, text: str, options: list[tuple[str, ...]
     The keys are those of the first option the first object has (texts, and the label when
     labels are required; an optional label is the first option's label key that any object has).
     """
-    records: list[tuple[int, Any]] = []
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         records = _json_array(path, text)  # a .json file may hold one array of objects, as `datasets` reads it
-    for number, line in enumerate(text.split("\n") if not records else [], 1):
-        if line.strip():
-            try:
-                records.append((number, json.loads(line, object_pairs_hook=_unique_keys)))
-            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
-                raise OlftError(f"{at_line(path, number)}: not valid JSON ({reason}). Each line "
-                                f"must be one JSON object such as {_json_example(task, options[0])} "
-                                "(JSON Lines, not one JSON array).") from None
+    else:
+        records = _json_lines(task, path, text, options)
     first = records[0][1]  # _read_text guarantees a non-blank line
     first = first if isinstance(first, dict) else {}
     width = len(options[0]) if labels_required else len(options[0]) - 1
@@ -467,24 +460,46 @@ def _json_example(task: Task, columns: tuple[str, ...]) -> str:
     return json.dumps({**{name: "..." for name in columns[:-1]}, columns[-1]: label})
 
 
+def _json_lines(task: Task, path: Path, text: str, options: list[tuple[str, ...]]) -> list[tuple[int, Any]]:
+    """The objects of a JSON Lines file, one per non-blank line, each with its line number.
+    OlftError naming the line, with an object of the task's fields, for a line that is not JSON."""
+    records: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                records.append((number, json.loads(line, object_pairs_hook=_unique_keys)))
+            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
+                raise OlftError(f"{at_line(path, number)}: not valid JSON ({reason}). Each line "
+                                f"must be one JSON object such as {_json_example(task, options[0])} "
+                                "(JSON Lines, not one JSON array).") from None
+    return records
+
+
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")  # the whitespace JSON allows between values
+
+
 def _json_array(path: Path, text: str) -> list[tuple[int, Any]]:
     """The objects of a .json file holding one JSON array, each with the line it starts on (so
     every message names a line, as for JSON Lines). OlftError, naming the line, for invalid JSON
-    or an empty array."""
+    or an empty array. One pass: lines are counted from the last object on, not from the start."""
     decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
     records: list[tuple[int, Any]] = []
-    at = text.index("[") + 1
+    counted, line = 0, 1  # `line` is the line at offset `counted`
+
+    def line_at(i: int) -> int:
+        nonlocal counted, line
+        line, counted = line + text.count("\n", counted, i), i
+        return line
 
     def skip(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
+        return _JSON_SPACE.match(text, i).end()
 
     def bad(i: int, why: str) -> OlftError:
-        return OlftError(f"{at_line(path, text.count(chr(10), 0, i) + 1)}: not valid JSON ({why}). A .json file holds one "
+        return OlftError(f"{at_line(path, line_at(i))}: not valid JSON ({why}). A .json file holds one "
                          "array of objects, [{...}, {...}], or one object a line (JSON Lines).")
 
-    at = skip(at)
+    at = skip(text.index("[") + 1)
     if at < len(text) and text[at] == "]":
         raise OlftError(f"{path}: the JSON array is empty: it holds no examples.")
     while True:
@@ -492,7 +507,7 @@ def _json_array(path: Path, text: str) -> list[tuple[int, Any]]:
             record, end = decoder.raw_decode(text, at)
         except (ValueError, RecursionError) as exc:
             raise bad(at, exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__) from None
-        records.append((text.count("\n", 0, at) + 1, record))
+        records.append((line_at(at), record))
         at = skip(end)
         if at < len(text) and text[at] == ",":
             at = skip(at + 1)
