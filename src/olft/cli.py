@@ -233,16 +233,17 @@ def _parse_error(parser, argv: list[str], exc: Exception) -> OlftError:
                     answer = "--" + other if "." in name and "--" + other in flags else _flag(other.split(".")[-1])
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {answer} "
                                      f"(olft's name for what transformers or PEFT call {theirs})?")
+                typed = token.split("=")[0]
                 owners = [f"`olft {c}`" for c, p in parser._subcommands_action._name_parser_map.items()
-                          if c != command and token.split("=")[0] in {s for a in p._actions for s in a.option_strings}]
-                close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
-                # another command's option (olft select --strategies): said, with one of this command's only if
-                # very near (predict's --strategy, not select's --strategy-lr)
-                near = difflib.get_close_matches(token.split("=")[0], flags, n=2, cutoff=0.8)
+                          if c != command and typed in {s for a in p._actions for s in a.option_strings}]
                 if owners:
-                    return OlftError(f"unknown option {token.split('=')[0]} for `olft {command}`: it is an option of "
+                    # another command's option (olft select --strategies): said, with one of this command's only if
+                    # very near (predict's --strategy, not select's --strategy-lr)
+                    near = difflib.get_close_matches(typed, flags, n=2, cutoff=0.8)
+                    return OlftError(f"unknown option {typed} for `olft {command}`: it is an option of "
                                      f"{', '.join(dict.fromkeys(owners))}" + (f"; did you mean {' or '.join(near)}?" if near else
                                                                             f". See `olft {command} --help`."))
+                close = difflib.get_close_matches(typed, flags, n=1)
                 if close:
                     return OlftError(f"unknown option {token} for `olft {command}`. Did you mean {close[0]}?")
     end = "" if msg.endswith("?") else "."  # a "Did you mean ...?" ends its own sentence
@@ -349,8 +350,8 @@ def _unrun_words(command: str, cfg) -> str:
 
 def _rated_words(command: str) -> str:
     """Why a command uses none of a config file's per-strategy rates (`_rated_strategies`)."""
-    return {"train": "olft train's --layers train at --lr", "select": "olft select's candidates train at olft's rate, and "
-            "the file sets none for olft"}.get(command, "the file sets no rate for a strategy this run trains")
+    return {"train": "olft train's --layers train at --lr", "select": f"{SELECT_RATED}, and the file sets none for olft"
+            }.get(command, "the file sets no rate for a strategy this run trains")
 
 
 def _repeated(sub, argv: list[str]) -> list[str]:
