@@ -389,6 +389,7 @@ def test_a_json_file_may_hold_one_array_of_objects(tmp_path):
     for bad, phrase in (('[{"sentence": "a", "label": 1},\n{"sentence": "b"  "label": 0}]', "line 2: not valid JSON"),
                         ('[{"sentence": "a", "label": 1}] extra', "text after the array's end"),
                         ("[ ]", "the JSON array is empty"),
+                        ("", "is empty. Expected a JSON file with columns sentence, label."),
                         ('[{"sentence": "a", "label": 1},\n {"label": 0}]', "line 2: no field 'sentence'")):
         with pytest.raises(OlftError, match=re.escape(phrase)):
             load_file(TASKS["sst2"], _write(tmp_path, "b.json", bad))

@@ -250,7 +250,7 @@ def add_predict_options(p) -> None:
     p.add_argument("--run", required=True, help="Run folder written by `olft run` or `olft train`.")
     p.add_argument("--strategy", default=None, help="Which tuned model: olft, final, full, or a strategy name such as layers=0+2 "
                    "(default: olft, or the run's only strategy).")
-    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file with the task's text columns (a label column is optional: metrics on the rows that have one). "
+    p.add_argument("--input", default=None, help="CSV/TSV/JSONL file (or .json: JSON Lines or one array of objects) with the task's text columns (a label column is optional: metrics on the rows that have one). "
                    "The output keeps every input column, then prediction (and prob_<label> per class).")
     p.add_argument("--text-columns", default=None, help="With --input: its text column names, comma-separated, in the task's order "
                    "(default: the run's --text-columns, else the task's own, e.g. sentence1,sentence2).")

@@ -357,8 +357,9 @@ def read_file(task: Task, path: str | os.PathLike[str], text_columns: Sequence[s
         raise ValueError("read_file: label_column=None reads no labels, so it needs labels_required=False.")
     options = _column_options(task, text_columns, label_column)
     names, label = ", ".join((*keep, *options[0][:-1])), options[0][-1]
-    fix = f"Expected a {fmt.upper()} file with columns {names}, {label}." if labels_required else \
-        f"Expected a {fmt.upper()} file with columns {names}" + (f" (a {label} column is optional)." if label else ".")
+    kind = "JSON" if path.suffix.lower() == ".json" else fmt.upper()  # a .json file may hold JSON Lines or one array
+    fix = f"Expected a {kind} file with columns {names}, {label}." if labels_required else \
+        f"Expected a {kind} file with columns {names}" + (f" (a {label} column is optional)." if label else ".")
     text = _read_text(path, fix)
     flags = _ColumnFlags(label if labels_required else None) if user_columns else None
     if fmt == "jsonl":
